@@ -1,0 +1,92 @@
+"""AdminService: stats, agents and drains for operators (see admin.proto)."""
+
+from __future__ import annotations
+
+import grpc
+from deerflow_protos import admin_pb2, admin_pb2_grpc, agent_pb2
+
+from .model import TaskState
+from .shell import Shell
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+
+    async def GetStats(
+        self, request: admin_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Stats:
+        shell = self.shell
+        sched = shell.scheduler
+        c = sched.counters
+        by_state: dict[str, int] = {}
+        active = 0
+        for job in sched.jobs.values():
+            if not job.done:
+                active += 1
+        # Live counts come from the counters and the queue, never from a scan of every task.
+        in_flight = sum(len(a.in_flight) for a in sched.agents.values())
+        by_state[TaskState.QUEUED.name] = sched.queued()
+        by_state["IN_FLIGHT"] = in_flight
+        by_state[TaskState.SUCCEEDED.name] = c.succeeded
+        by_state[TaskState.FAILED.name] = c.failed
+        by_state[TaskState.CANCELLED.name] = c.cancelled
+        by_state[TaskState.TIMED_OUT.name] = c.timed_out
+        return admin_pb2.Stats(
+            controller_id=shell.config.controller_id,
+            epoch=shell.config.epoch,
+            uptime_s=shell.clock() - shell.started_at,
+            tasks_by_state=by_state,
+            submitted=c.submitted,
+            succeeded=c.succeeded,
+            failed=c.failed,
+            cancelled=c.cancelled,
+            timed_out=c.timed_out,
+            retries=c.retries,
+            queued=sched.queued(),
+            agents=len(sched.agents),
+            jobs_active=active,
+            completed_per_s=shell.completed_per_s(),
+        )
+
+    async def ListAgents(
+        self, request: admin_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AgentList:
+        if request.wait_for > 0:
+            await self.shell.wait_for_agents(request.wait_for)
+        out = admin_pb2.AgentList()
+        for a in self.shell.scheduler.agents.values():
+            out.agents.add(
+                agent_id=a.id,
+                handlers=sorted(a.handlers),
+                slots=a.slots,
+                in_flight=len(a.in_flight),
+                running=a.running,
+                cpu_percent=a.cpu_percent,
+                memory_percent=a.memory_percent,
+                draining=a.draining,
+                connected_at=a.connected_at,
+                last_heartbeat=a.last_heartbeat,
+                labels=a.labels,
+                completed=a.completed,
+            )
+        return out
+
+    async def DrainAgent(
+        self, request: admin_pb2.DrainAgentRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DrainAgentResponse:
+        shell = self.shell
+        session = shell.sessions.get(request.agent_id)
+        if session is None:
+            known = ", ".join(sorted(shell.sessions)) or "none"
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no agent {request.agent_id!r} is connected (connected: {known})",
+            )
+            raise AssertionError("unreachable")
+        shell.scheduler.agent_draining(request.agent_id, (), shell.clock())
+        session.send(
+            agent_pb2.ControllerMessage(drain=agent_pb2.Drain(reason="requested by an operator"))
+        )
+        shell.changed()
+        return admin_pb2.DrainAgentResponse()

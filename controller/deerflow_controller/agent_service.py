@@ -1,0 +1,163 @@
+"""AgentService: the controller's side of each agent's long-lived stream (see agent.proto)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from deerflow_protos import agent_pb2, agent_pb2_grpc
+
+from . import wire
+from .shell import AgentSession, Shell
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+
+
+class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        hello = await self._read_hello(request_iterator, context)
+        shell = self.shell
+        sched = shell.scheduler
+        agent_id = hello.agent_id
+        now = shell.clock()
+        old = shell.sessions.pop(agent_id, None)
+        if old is not None:
+            # The same agent reconnected before we noticed its old stream die: replace it, and
+            # let the new Hello reclaim the attempts it still runs.
+            log.info("agent %s reconnected; replacing its previous stream", agent_id)
+            old.close()
+            sched.agent_left(agent_id, now, reconnecting=True)
+        session = AgentSession(agent_id)
+        shell.sessions[agent_id] = session
+        await context.write(
+            agent_pb2.ControllerMessage(
+                welcome=agent_pb2.Welcome(
+                    epoch=shell.config.epoch,
+                    heartbeat_interval_s=shell.config.heartbeat_interval_s,
+                    prefetch=sched.config.prefetch,
+                    controller_id=shell.config.controller_id,
+                )
+            )
+        )
+        sched.agent_joined(
+            agent_id,
+            [h.name for h in hello.handlers],
+            hello.slots,
+            now,
+            labels=dict(hello.labels),
+            running=[wire.key_from_ref(r) for r in hello.running],
+        )
+        shell.changed()
+        await shell.membership_changed()
+        log.info(
+            "agent %s joined: %d slots, handlers %s",
+            agent_id,
+            hello.slots,
+            ", ".join(sorted(h.name for h in hello.handlers)),
+        )
+        reader = asyncio.get_running_loop().create_task(
+            self._read_loop(agent_id, session, request_iterator)
+        )
+        try:
+            await self._write_loop(session, context)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            session.close()
+            if shell.sessions.get(agent_id) is session:
+                del shell.sessions[agent_id]
+                sched.agent_left(agent_id, shell.clock())
+                shell.changed()
+                await shell.membership_changed()
+                log.info("agent %s left", agent_id)
+
+    async def _read_hello(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> agent_pb2.Hello:
+        try:
+            first = await asyncio.wait_for(anext(request_iterator), HELLO_TIMEOUT_S)
+        except (StopAsyncIteration, TimeoutError):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"send Hello as the first message within {HELLO_TIMEOUT_S:g} s",
+            )
+            raise  # unreachable: abort raises
+        if first.WhichOneof("msg") != "hello":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first message on the stream must be Hello"
+            )
+        hello: agent_pb2.Hello = first.hello
+        problem = None
+        if not hello.agent_id:
+            problem = "Hello has no agent_id; give the agent a unique id (--id)"
+        elif hello.slots <= 0:
+            problem = f"agent {hello.agent_id!r} offers {hello.slots} slots; offer at least 1"
+        elif not hello.handlers:
+            problem = f"agent {hello.agent_id!r} offers no handlers; install at least one"
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        return hello
+
+    async def _read_loop(
+        self,
+        agent_id: str,
+        session: AgentSession,
+        request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+    ) -> None:
+        shell = self.shell
+        sched = shell.scheduler
+        try:
+            async for msg in request_iterator:
+                if session.closed:
+                    return
+                kind = msg.WhichOneof("msg")
+                now = shell.clock()
+                if kind == "results":
+                    sched.finished(agent_id, wire.results_from_proto(msg.results), now)
+                elif kind == "started":
+                    sched.started(
+                        agent_id, [wire.key_from_ref(s.ref) for s in msg.started.started], now
+                    )
+                elif kind == "heartbeat":
+                    hb = msg.heartbeat
+                    sched.heartbeat(agent_id, hb.running, hb.cpu_percent, hb.memory_percent, now)
+                elif kind == "draining":
+                    refs = [wire.key_from_ref(r) for r in msg.draining.not_started]
+                    sched.agent_draining(agent_id, refs, now)
+                    log.info("agent %s is draining; %d attempts given back", agent_id, len(refs))
+                else:
+                    log.warning("agent %s sent an unexpected %s message; ignored", agent_id, kind)
+                    continue
+                shell.changed()
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("stream of agent %s failed", agent_id)
+        finally:
+            session.close()
+
+    @staticmethod
+    async def _write_loop(session: AgentSession, context: grpc.aio.ServicerContext) -> None:
+        outbound = session.outbound
+        while True:
+            await session.wake.wait()
+            session.wake.clear()
+            while outbound:
+                await context.write(outbound.popleft())
+            if session.closed:
+                return

@@ -1,0 +1,341 @@
+"""``deerflow``: the operator's and developer's command line."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from deerflow_common import run, setup_logging
+from rich.console import Console
+from rich.table import Table
+
+from . import bench as benchmarks
+from .client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, Task
+from .demo import run_demo, summary_table
+
+T = TypeVar("T")
+
+address_option = click.option(
+    "--controller",
+    "address",
+    default=DEFAULT_ADDRESS,
+    envvar="DEERFLOW_CONTROLLER",
+    show_default=True,
+    help="Controller address host:port (env DEERFLOW_CONTROLLER).",
+)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; turn SDK errors into a one-line message and exit code 1."""
+    try:
+        return run(coro)
+    except DeerflowError as e:
+        code = e.code.name if e.code is not None else "TASK"
+        click.echo(f"error ({code}): {e.message}", err=True)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="WARNING", show_default=True)
+def main(log_level: str) -> None:
+    """deerflow-parallel: run DeerFlow's parallel work across many machines."""
+    setup_logging("deerflow", log_level)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@main.command()
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--slots", default=16, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--reports", default=4, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--time-scale",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Multiplier on WORKLOAD.md's latencies (1.0 = real time).",
+)
+@click.option("--seed", default=7, show_default=True)
+def demo(agents: int, slots: int, reports: int, time_scale: float, seed: int) -> None:
+    """Run a DeerFlow-shaped research DAG on an embedded controller with local agents."""
+    console = Console()
+    report = _run(
+        run_demo(
+            agents=agents,
+            slots=slots,
+            reports=reports,
+            time_scale=time_scale,
+            seed=seed,
+            console=console,
+        )
+    )
+    console.print(summary_table(report))
+    if report.succeeded != report.tasks:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _task_from_json(obj: Any, where: str) -> Task:
+    if not isinstance(obj, dict):
+        raise click.BadParameter(f"{where}: a task must be a JSON object, got {type(obj).__name__}")
+    unknown = set(obj) - {
+        "id", "handler", "payload", "payload_b64", "priority", "depends_on", "timeout_s",
+        "max_retries", "labels",
+    }  # fmt: skip
+    if unknown:
+        raise click.BadParameter(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    for name in ("id", "handler"):
+        if not isinstance(obj.get(name), str):
+            raise click.BadParameter(f"{where}: field {name!r} must be a string")
+    payload: object = obj.get("payload", b"")
+    if "payload_b64" in obj:
+        payload = base64.b64decode(obj["payload_b64"])
+    return Task(
+        id=obj["id"],
+        handler=obj["handler"],
+        payload=payload,
+        priority=int(obj.get("priority", 0)),
+        depends_on=list(obj.get("depends_on", [])),
+        timeout_s=float(obj.get("timeout_s", 0)),
+        max_retries=int(obj.get("max_retries", -1)),
+        labels=dict(obj.get("labels", {})),
+    )
+
+
+def load_tasks(path: Path) -> list[Task]:
+    """Tasks from a JSON array (or {"tasks": [...]}) or from JSONL, one task per line."""
+    text = path.read_text()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and "tasks" in doc:
+        doc = doc["tasks"]
+    if isinstance(doc, list):
+        return [_task_from_json(t, f"{path} task #{i}") for i, t in enumerate(doc)]
+    if isinstance(doc, dict):
+        return [_task_from_json(doc, str(path))]
+    tasks = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise click.BadParameter(f"{path}:{n}: not JSON ({e.msg})") from None
+            tasks.append(_task_from_json(obj, f"{path}:{n}"))
+    return tasks
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@address_option
+@click.option("--job-id", default="", help="Idempotency key for the job.")
+@click.option("--name", default="")
+@click.option("--wait/--no-wait", default=False, help="Stream results until the job is done.")
+def submit(file: Path, address: str, job_id: str, name: str, wait: bool) -> None:
+    """Submit the tasks in FILE (JSON array or JSONL) as one job; print the job id."""
+    tasks = load_tasks(file)
+
+    async def go() -> int:
+        async with AsyncClient(address) as client:
+            job = await client.submit(tasks, job_id=job_id, name=name or file.name)
+            click.echo(job.job_id)
+            if not wait:
+                return 0
+            failed = 0
+            async for r in job.results():
+                failed += not r.ok
+                _print_result(r.task_id, r.state, r.output, r.error)
+            return 1 if failed else 0
+
+    sys.exit(_run(go()))
+
+
+def _print_result(task_id: str, state: str, output: bytes, error: str) -> None:
+    detail = error if error else output[:200].decode(errors="replace")
+    click.echo(f"{task_id}\t{state}\t{detail}")
+
+
+@main.command()
+@click.argument("job_id")
+@address_option
+@click.option("--all-events", is_flag=True, help="Show every state change, not only results.")
+def watch(job_id: str, address: str, all_events: bool) -> None:
+    """Stream a job's results (or all its events) until it is done."""
+
+    async def go() -> int:
+        failed = 0
+        async with AsyncClient(address) as client:
+            async for ev in client.events(job_id, terminal_only=not all_events):
+                if ev.terminal:
+                    failed += ev.state != "SUCCEEDED"
+                    _print_result(ev.task_id, ev.state, ev.output, ev.error)
+                else:
+                    where = f" on {ev.agent_id}" if ev.agent_id else ""
+                    click.echo(f"{ev.task_id}\t{ev.state}\tattempt {ev.attempt}{where} {ev.error}")
+        return 1 if failed else 0
+
+    sys.exit(_run(go()))
+
+
+@main.command()
+@click.argument("job_id")
+@click.argument("task_ids", nargs=-1)
+@address_option
+def cancel(job_id: str, task_ids: tuple[str, ...], address: str) -> None:
+    """Cancel a job, or some of its tasks."""
+
+    async def go() -> int:
+        async with AsyncClient(address) as client:
+            return await client.cancel(job_id, task_ids, reason="deerflow cancel")
+
+    click.echo(f"cancelled {_run(go())} tasks")
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+@main.command()
+@address_option
+@click.option("--json", "as_json", is_flag=True)
+def agents(address: str, as_json: bool) -> None:
+    """List the agents connected to the controller."""
+
+    async def go() -> list[Any]:
+        async with AsyncClient(address) as client:
+            return await client.agents()
+
+    rows = _run(go())
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "agent_id": a.agent_id,
+                        "handlers": list(a.handlers),
+                        "slots": a.slots,
+                        "in_flight": a.in_flight,
+                        "running": a.running,
+                        "cpu_percent": a.cpu_percent,
+                        "memory_percent": a.memory_percent,
+                        "draining": a.draining,
+                        "completed": a.completed,
+                    }
+                    for a in rows
+                ]
+            )
+        )
+        return
+    table = Table(title=f"agents at {address}")
+    for col in ("agent", "handlers", "slots", "in flight", "running", "cpu %", "mem %", "state"):
+        table.add_column(col)
+    for a in rows:
+        table.add_row(
+            a.agent_id,
+            ", ".join(a.handlers),
+            str(a.slots),
+            str(a.in_flight),
+            str(a.running),
+            f"{a.cpu_percent:.0f}",
+            f"{a.memory_percent:.0f}",
+            "draining" if a.draining else "active",
+        )
+    Console().print(table)
+
+
+@main.command()
+@address_option
+@click.option("--json", "as_json", is_flag=True)
+def stats(address: str, as_json: bool) -> None:
+    """Show the controller's counters."""
+
+    async def go() -> Any:
+        async with AsyncClient(address) as client:
+            return await client.stats()
+
+    s = _run(go())
+    data = {
+        "controller_id": s.controller_id,
+        "epoch": s.epoch,
+        "uptime_s": round(s.uptime_s, 1),
+        "agents": s.agents,
+        "jobs_active": s.jobs_active,
+        "queued": s.queued,
+        "submitted": s.submitted,
+        "succeeded": s.succeeded,
+        "failed": s.failed,
+        "cancelled": s.cancelled,
+        "timed_out": s.timed_out,
+        "retries": s.retries,
+        "completed_per_s": round(s.completed_per_s, 1),
+    }
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    table = Table(title=f"controller {s.controller_id}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in data.items():
+        table.add_row(k, str(v))
+    Console().print(table)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks on real local processes; each prints one JSON object."""
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(json.dumps(result, indent=2))
+
+
+@bench.command("noop")
+@click.option("--tasks", default=20000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--prefetch", default=64, show_default=True, type=click.IntRange(0, 4096))
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool) -> None:
+    """No-op (echo) tasks end to end: submit to last result at the client."""
+    _emit(run(benchmarks.noop(tasks, agents, slots, prefetch)), as_json)
+
+
+@bench.command("io")
+@click.option("--tasks", default=5000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--prefetch", default=2, show_default=True, type=click.IntRange(0, 4096))
+@click.option("--median", "median_s", default=0.05, show_default=True, type=float)
+@click.option("--sigma", default=0.5, show_default=True, type=float)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_io(
+    tasks: int,
+    agents: int,
+    slots: int,
+    prefetch: int,
+    median_s: float,
+    sigma: float,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """IO-bound tasks with log-normal latencies against perfect packing on the slots."""
+    _emit(run(benchmarks.io(tasks, agents, slots, prefetch, median_s, sigma, seed)), as_json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The deerflow-parallel client SDK: what DeerFlow imports to run its parallel work.
+
+    from deerflow_controller.client import Client, Task
+
+    with Client("127.0.0.1:7400") as client:
+        job = client.submit([Task("a", "echo", {"x": 1}), Task("b", "echo", depends_on=["a"])])
+        for result in job.results():
+            print(result.task_id, result.state, result.output)
+
+Execution is at-least-once; each task's result is delivered exactly once per task id. Handlers
+with side effects must be idempotent.
+"""
+
+# Clients
+from ._async import DEFAULT_ADDRESS, AsyncClient, JobHandle
+
+# Errors
+from ._errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    DeerflowError,
+    InvalidJobError,
+    NotFoundError,
+    PayloadTooLargeError,
+    TaskFailedError,
+    UnavailableError,
+)
+from ._sync import Client, SyncJobHandle
+
+# Data
+from ._types import Task, TaskEvent, TaskResult, encode_payload
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "AlreadyExistsError",
+    "AsyncClient",
+    "Client",
+    "DeadlineExceededError",
+    "DeerflowError",
+    "InvalidJobError",
+    "JobHandle",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "SyncJobHandle",
+    "Task",
+    "TaskEvent",
+    "TaskFailedError",
+    "TaskResult",
+    "UnavailableError",
+    "encode_payload",
+]

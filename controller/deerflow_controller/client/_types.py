@@ -1,0 +1,134 @@
+"""What SDK users build and receive: tasks to submit, results and events that come back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deerflow_protos import common_pb2
+
+from ._errors import TaskFailedError
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"})
+
+
+def encode_payload(payload: object) -> bytes:
+    """bytes pass as they are, str as UTF-8; anything else is encoded as JSON."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a job. ``id`` is unique in the job and is its idempotency key.
+
+    ``payload`` is data for the handler: bytes as given, str as UTF-8, anything else as JSON.
+    ``timeout_s`` is the start-to-close timeout of one attempt (0 = controller default);
+    ``max_retries`` -1 means the controller's default."""
+
+    id: str
+    handler: str
+    payload: object = b""
+    priority: int = 0
+    depends_on: Sequence[str] = ()
+    timeout_s: float = 0.0
+    max_retries: int = -1
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_proto(self) -> common_pb2.TaskSpec:
+        return common_pb2.TaskSpec(
+            id=self.id,
+            handler=self.handler,
+            payload=encode_payload(self.payload),
+            priority=self.priority,
+            depends_on=list(self.depends_on),
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            labels=dict(self.labels),
+        )
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """A state change of a task, as streamed by the controller."""
+
+    job_id: str
+    task_id: str
+    state: str
+    seq: int
+    attempt: int
+    agent_id: str
+    time: float
+    output: bytes = b""
+    error_kind: str = ""
+    error: str = ""
+    not_before: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def from_proto(cls, ev: common_pb2.TaskEvent) -> TaskEvent:
+        has_error = ev.HasField("error")
+        return cls(
+            job_id=ev.job_id,
+            task_id=ev.task_id,
+            state=common_pb2.TaskState.Name(ev.state),
+            seq=ev.seq,
+            attempt=ev.attempt,
+            agent_id=ev.agent_id,
+            time=ev.time,
+            output=ev.output,
+            error_kind=common_pb2.ErrorKind.Name(ev.error.kind) if has_error else "",
+            error=ev.error.message if has_error else "",
+            not_before=ev.not_before,
+        )
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The one terminal outcome of a task."""
+
+    job_id: str
+    task_id: str
+    state: str
+    output: bytes
+    attempt: int
+    agent_id: str
+    error_kind: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "SUCCEEDED"
+
+    def raise_for_error(self) -> TaskResult:
+        """Return self when the task succeeded, else raise :class:`TaskFailedError`."""
+        if not self.ok:
+            raise TaskFailedError(
+                self.job_id, self.task_id, self.state, self.error_kind, self.error
+            )
+        return self
+
+    def json(self) -> Any:
+        """The output decoded as JSON (raises TaskFailedError if the task did not succeed)."""
+        return json.loads(self.raise_for_error().output)
+
+    @classmethod
+    def from_event(cls, ev: TaskEvent) -> TaskResult:
+        return cls(
+            ev.job_id,
+            ev.task_id,
+            ev.state,
+            ev.output,
+            ev.attempt,
+            ev.agent_id,
+            ev.error_kind,
+            ev.error,
+        )

@@ -1,0 +1,73 @@
+"""Controller configuration: frozen dataclasses, each field documented with its default and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Policy knobs of the pure scheduling core."""
+
+    default_timeout_s: float = 300.0
+    """Start-to-close timeout of an attempt when the task sets none. Always set, as in Temporal:
+    a handler that hangs must not hold a slot for ever. Five minutes covers DeerFlow's slow LLM
+    turns; sub-agents should set their own (up to 1,800 s)."""
+
+    default_max_retries: int = 3
+    """Extra attempts after the first when the task says -1. Three absorbs transient provider
+    errors without turning one bad task into a storm."""
+
+    max_retries: int = 100
+    """Upper bound a task may ask for."""
+
+    prefetch: int = 2
+    """Attempts an agent may hold beyond its slots, so a finishing slot starts the next task
+    without a round trip. Small, so a slow agent does not hoard work."""
+
+    timeout_grace_s: float = 5.0
+    """Added to the start-to-close timeout before the controller gives up on an agent that has not
+    reported the attempt's end (the agent enforces the timeout itself first)."""
+
+    unknown_handler_grace_s: float = 2.0
+    """After agents join or leave, how long a task whose handler no agent offers waits before it
+    fails with UNKNOWN_HANDLER. Lets a cluster finish starting before tasks are judged."""
+
+    retry_base_s: float = 0.2
+    """First retry delay; doubles per failure, with jitter."""
+
+    retry_max_s: float = 30.0
+    """Cap on the retry delay (a provider's Retry-After may still ask for longer)."""
+
+    job_retention_s: float = 600.0
+    """How long a finished job stays queryable and watchable, for clients that re-attach."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    """The controller daemon: its listening address, limits and the core's policy."""
+
+    host: str = "127.0.0.1"
+    """Loopback by default: exposing the control plane is a deliberate choice."""
+
+    port: int = 7400
+    """gRPC port; 0 picks a free one (printed on the ready line)."""
+
+    controller_id: str = ""
+    """Defaults to host:port."""
+
+    max_payload_bytes: int = 1 << 20
+    """Largest task payload accepted (1 MiB): payloads are data, large blobs belong elsewhere."""
+
+    max_tasks_per_job: int = 100_000
+
+    max_message_bytes: int = 64 << 20
+    """gRPC message limit; must exceed the largest job a client submits in one message."""
+
+    heartbeat_interval_s: float = 1.0
+    """How often agents send load; told to them in Welcome."""
+
+    epoch: int = 1
+    """Embedded mode has a single, fixed epoch; the etcd election supplies it otherwise."""
+
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -1,0 +1,31 @@
+"""Embedded mode: the controller starts and stops its own local agent processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+
+from .launcher import AgentProcess
+
+
+class LocalAgents:
+    """N ``deerflow-agent`` child processes connected to this controller.
+
+    Stopping sends SIGTERM (the agents drain), then SIGKILL after ``grace_s``."""
+
+    def __init__(self, address: str, count: int, extra_args: Sequence[str] = ()) -> None:
+        self.address = address
+        self.count = count
+        self.extra_args = list(extra_args)
+        self.procs: list[AgentProcess] = []
+
+    async def start(self) -> None:
+        for i in range(self.count):
+            agent_id = f"local-{i + 1}-{os.getpid()}"
+            self.procs.append(
+                await AgentProcess.start(self.address, agent_id, self.extra_args, quiet=False)
+            )
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        await asyncio.gather(*(p.stop(grace_s) for p in self.procs), return_exceptions=True)

@@ -1,0 +1,174 @@
+"""JobService: submit, watch, cancel and inspect jobs (see client.proto)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
+
+from . import wire
+from .model import TERMINAL_STATES, Event, Job, TaskState
+from .shell import Shell
+from .validation import JobRejected, Limits, validate_job
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_MESSAGE = 4096
+MAX_BYTES_PER_MESSAGE = 4 << 20
+
+
+class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+        cfg = shell.config
+        self.limits = Limits(
+            max_payload_bytes=cfg.max_payload_bytes,
+            max_tasks_per_job=cfg.max_tasks_per_job,
+            max_retries=cfg.scheduler.max_retries,
+        )
+
+    async def SubmitJob(
+        self, request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> client_pb2.SubmitJobResponse:
+        specs = [wire.spec_from_proto(t) for t in request.tasks]
+        try:
+            validate_job(specs, self.limits)
+        except JobRejected as e:
+            code = (
+                grpc.StatusCode.RESOURCE_EXHAUSTED
+                if e.too_large
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            await context.abort(code, e.message)
+        sched = self.shell.scheduler
+        job_id = request.job_id or uuid.uuid4().hex
+        existing = sched.jobs.get(job_id)
+        if existing is not None:
+            if set(existing.tasks) == {s.id for s in specs}:
+                return client_pb2.SubmitJobResponse(
+                    job_id=job_id, accepted=len(existing.tasks), duplicate=True
+                )
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"job {job_id!r} already exists with different tasks; "
+                "use a new job id, or resubmit exactly the same tasks",
+            )
+        sched.submit(job_id, request.name, specs, self.shell.clock())
+        self.shell.changed()
+        return client_pb2.SubmitJobResponse(job_id=job_id, accepted=len(specs))
+
+    async def WatchJob(
+        self, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.TaskEventBatch]:
+        shell = self.shell
+        job = await self._job(request.job_id, context)
+        terminal_only = request.filter == client_pb2.TERMINAL
+        cursor = request.after_seq
+        wake = shell.watch(job.id)
+        try:
+            while True:
+                wake.clear()
+                events = job.events
+                while cursor < len(events):
+                    batch, cursor = self._batch(events, cursor, terminal_only)
+                    if batch.events:
+                        yield batch
+                if job.done and cursor >= len(job.events):
+                    return
+                if shell.scheduler.jobs.get(job.id) is not job:
+                    await context.abort(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"job {job.id!r} expired while being watched; fetch results sooner or "
+                        "raise the retention",
+                    )
+                await wake.wait()
+        finally:
+            shell.unwatch(job.id, wake)
+
+    @staticmethod
+    def _batch(
+        events: list[Event], cursor: int, terminal_only: bool
+    ) -> tuple[common_pb2.TaskEventBatch, int]:
+        batch = common_pb2.TaskEventBatch()
+        add = batch.events.add
+        size = 0
+        end = min(len(events), cursor + MAX_EVENTS_PER_MESSAGE)
+        while cursor < end and size < MAX_BYTES_PER_MESSAGE:
+            ev = events[cursor]
+            cursor += 1
+            if terminal_only and ev.state not in TERMINAL_STATES:
+                continue
+            wire.fill_event(ev, add())
+            size += len(ev.output) + 64
+        return batch, cursor
+
+    async def CancelJob(
+        self, request: client_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> client_pb2.CancelJobResponse:
+        job = await self._job(request.job_id, context)
+        unknown = [t for t in request.task_ids if t not in job.tasks]
+        if unknown:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"job {job.id!r} has no task {unknown[0]!r}; nothing was cancelled",
+            )
+        ids = list(request.task_ids) or None
+        n = self.shell.scheduler.cancel(job.id, ids, request.reason, self.shell.clock())
+        self.shell.changed()
+        return client_pb2.CancelJobResponse(cancelled=n)
+
+    async def GetJob(
+        self, request: client_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> client_pb2.JobStatus:
+        job = await self._job(request.job_id, context)
+        by_state: dict[str, int] = {}
+        for task in job.tasks.values():
+            name = task.state.name
+            by_state[name] = by_state.get(name, 0) + 1
+        return client_pb2.JobStatus(
+            job_id=job.id,
+            name=job.name,
+            total=len(job.tasks),
+            by_state=by_state,
+            done=job.done,
+            submitted_at=job.submitted_at,
+            finished_at=job.finished_at,
+        )
+
+    async def GetTask(
+        self, request: client_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> client_pb2.TaskStatus:
+        job = await self._job(request.job_id, context)
+        task = job.tasks.get(request.task_id)
+        if task is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"job {job.id!r} has no task {request.task_id!r}"
+            )
+            raise AssertionError("unreachable")
+        out = client_pb2.TaskStatus(
+            job_id=job.id,
+            task_id=task.id,
+            handler=task.spec.handler,
+            state=int(task.state),  # type: ignore[arg-type]
+            attempts=task.attempt,
+            agent_id=task.agent_id,
+        )
+        if task.state == TaskState.SUCCEEDED:
+            out.output = task.output
+        if task.error is not None:
+            wire.error_to_proto(task.error, out.error)
+        return out
+
+    async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> Job:
+        job = self.shell.scheduler.jobs.get(job_id)
+        if job is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no job {job_id!r}: it was never submitted here, or it finished more than "
+                f"{self.shell.config.scheduler.job_retention_s:g} s ago and was forgotten",
+            )
+            raise AssertionError("unreachable")
+        return job

@@ -1,0 +1,163 @@
+"""Data the scheduling core works on: task specs, tasks, jobs, agents and events.
+
+Plain slotted dataclasses with no gRPC or protobuf in them, so the core can be driven from unit
+tests with a fake clock. The numeric values of :class:`TaskState` and :class:`ErrorKind` equal
+the wire enums in ``deerflow_protos/common.proto``, so the shell converts with an int cast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class TaskState(IntEnum):
+    PENDING = 1
+    QUEUED = 2
+    THROTTLED = 3
+    DISPATCHED = 4
+    RUNNING = 5
+    SUCCEEDED = 6
+    FAILED = 7
+    CANCELLED = 8
+    TIMED_OUT = 9
+    RETRYING = 10  # event only; the task itself goes back to QUEUED
+
+
+TERMINAL_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
+)
+
+
+class ErrorKind(IntEnum):
+    HANDLER_ERROR = 1
+    UNKNOWN_HANDLER = 2
+    DEPENDENCY_FAILED = 3
+    TIMEOUT = 4
+    AGENT_LOST = 5
+    CANCELLED_BY_CLIENT = 6
+    FATAL = 7
+    SPLIT_ERROR = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    kind: ErrorKind
+    message: str
+    retryable: bool = False
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A task as submitted, after validation. Durations in seconds; 0 means 'use the default'."""
+
+    id: str
+    handler: str
+    payload: bytes = b""
+    priority: int = 0
+    depends_on: tuple[str, ...] = ()
+    timeout_s: float = 0.0
+    max_retries: int = -1
+    labels: dict[str, str] = field(default_factory=dict)
+    schedule_to_start_s: float = 0.0
+    heartbeat_timeout_s: float = 0.0
+    trace_context: dict[str, str] = field(default_factory=dict)
+
+
+AttemptKey = tuple[str, str, int]
+"""(job_id, task_id, attempt): names one execution of a task."""
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    job: Job
+    spec: TaskSpec
+    timeout_s: float
+    max_retries: int
+    state: TaskState = TaskState.PENDING
+    attempt: int = 0
+    """Number of dispatches so far; the current attempt's number once dispatched."""
+    failures: int = 0
+    """Attempts that ended badly and count against max_retries."""
+    waiting_on: int = 0
+    dependents: list[Task] = field(default_factory=list)
+    agent_id: str = ""
+    output: bytes = b""
+    error: TaskError | None = None
+    ready_seq: int = 0
+    ready_at: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def key(self) -> AttemptKey:
+        return (self.job.id, self.spec.id, self.attempt)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(slots=True)
+class Event:
+    """One state change of one task; seq is its position in the job's event log (from 1)."""
+
+    job_id: str
+    task_id: str
+    state: TaskState
+    seq: int
+    attempt: int
+    agent_id: str
+    time: float
+    output: bytes = b""
+    error: TaskError | None = None
+    not_before: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    id: str
+    name: str
+    submitted_at: float
+    tasks: dict[str, Task] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    remaining: int = 0
+    finished_at: float = 0.0
+    terminal_events: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+
+@dataclass(slots=True, eq=False)
+class AgentView:
+    """What the core knows of one connected agent."""
+
+    id: str
+    handlers: frozenset[str]
+    slots: int
+    prefetch: int
+    labels: dict[str, str] = field(default_factory=dict)
+    connected_at: float = 0.0
+    in_flight: dict[AttemptKey, Task] = field(default_factory=dict)
+    draining: bool = False
+    running: int = 0
+    cpu_percent: float = 0.0
+    memory_percent: float = 0.0
+    last_heartbeat: float = 0.0
+    completed: int = 0
+
+    @property
+    def credit(self) -> int:
+        """Attempts the controller may still send: slots + prefetch - unfinished."""
+        if self.draining:
+            return 0
+        return self.slots + self.prefetch - len(self.in_flight)

@@ -1,0 +1,587 @@
+"""The pure scheduling core: fed events and the current time, it answers with decisions.
+
+Nothing here does I/O, sleeps or reads a clock. The shell (``server.py``) calls one method per
+event (a job submitted, an agent joined, a batch of results, a tick) passing ``now`` in seconds,
+then takes the decisions from :attr:`Scheduler.outbox`: assignments and cancels per agent, and
+the jobs that have new events. Unit tests drive it with a fake clock and assert exact decisions.
+
+Cost per task is O(log n) in queued tasks: ready tasks sit in per-handler heaps, timers in one
+heap with lazy invalidation, and no event scans all tasks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .config import SchedulerConfig
+from .model import (
+    AgentView,
+    AttemptKey,
+    ErrorKind,
+    Event,
+    Job,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+)
+from .ready_queue import ReadyQueue
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    """How an attempt ended, as an agent reports it."""
+
+    key: AttemptKey
+    ok: bool
+    output: bytes = b""
+    error: TaskError | None = None
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Decisions the shell carries out after each call, then clears with :meth:`take`."""
+
+    assignments: dict[str, list[Task]] = field(default_factory=dict)
+    cancels: dict[str, list[AttemptKey]] = field(default_factory=dict)
+    touched_jobs: set[str] = field(default_factory=set)
+    expired_jobs: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.assignments or self.cancels or self.touched_jobs or self.expired_jobs)
+
+
+class _Timer(IntEnum):
+    RETRY = 1
+    DEADLINE = 2
+    EXPIRE_JOB = 3
+    ORPHAN_SWEEP = 4
+
+
+@dataclass(slots=True)
+class Counters:
+    submitted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    retries: int = 0
+    stale_results: int = 0
+
+
+class Scheduler:
+    """Jobs, tasks and agents, and the rules that move tasks between states."""
+
+    def __init__(self, config: SchedulerConfig | None = None, *, seed: int | None = None) -> None:
+        self.config = config or SchedulerConfig()
+        self.jobs: dict[str, Job] = {}
+        self.agents: dict[str, AgentView] = {}
+        self.ready = ReadyQueue()
+        self.counters = Counters()
+        self.outbox = Outbox()
+        self._rng = random.Random(seed)
+        self._timers: list[tuple[float, int, _Timer, object, int]] = []
+        self._timer_seq = 0
+        self._timers_floor = 4096
+        self._handler_offers: dict[str, int] = {}
+        self._membership_changed_at = 0.0
+        self._rr = 0
+
+    # ----------------------------------------------------------------- queries
+
+    def take(self) -> Outbox:
+        """Hand the accumulated decisions to the shell and start a new outbox."""
+        out, self.outbox = self.outbox, Outbox()
+        return out
+
+    def next_timer(self) -> float | None:
+        """Earliest time at which :meth:`tick` has something to do, or None."""
+        return self._timers[0][0] if self._timers else None
+
+    def known_handlers(self) -> list[str]:
+        return sorted(h for h, n in self._handler_offers.items() if n > 0)
+
+    def queued(self) -> int:
+        return len(self.ready)
+
+    # ----------------------------------------------------------------- jobs
+
+    def submit(self, job_id: str, name: str, specs: Sequence[TaskSpec], now: float) -> Job:
+        """Accept a validated job (see ``validation.validate_job``); release its ready tasks."""
+        cfg = self.config
+        job = Job(id=job_id, name=name, submitted_at=now)
+        tasks = job.tasks
+        for spec in specs:
+            tasks[spec.id] = Task(
+                job=job,
+                spec=spec,
+                timeout_s=spec.timeout_s or cfg.default_timeout_s,
+                max_retries=cfg.default_max_retries if spec.max_retries < 0 else spec.max_retries,
+            )
+        job.remaining = len(tasks)
+        self.jobs[job_id] = job
+        self.counters.submitted += len(tasks)
+        for task in tasks.values():
+            deps = task.spec.depends_on
+            if deps:
+                task.waiting_on = len(deps)
+                for dep in deps:
+                    tasks[dep].dependents.append(task)
+        for task in tasks.values():
+            if task.waiting_on:
+                self._emit(task, TaskState.PENDING, now)
+            else:
+                self._make_ready(task, now)
+        self._dispatch(now)
+        return job
+
+    def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str, now: float) -> int:
+        """Cancel tasks (all of the job's when ``task_ids`` is None). Returns how many were live.
+
+        Raises KeyError for an unknown job or task id, before cancelling anything.
+        """
+        job = self.jobs[job_id]
+        targets = list(job.tasks.values()) if task_ids is None else [job.tasks[t] for t in task_ids]
+        message = f"cancelled by client: {reason}" if reason else "cancelled by client"
+        error = TaskError(ErrorKind.CANCELLED_BY_CLIENT, message)
+        count = 0
+        for task in targets:
+            if task.terminal:
+                continue
+            count += 1
+            self._release_slot_by_cancel(task)
+            self._finish(task, TaskState.CANCELLED, now, error=error)
+        self._dispatch(now)
+        return count
+
+    # ----------------------------------------------------------------- agents
+
+    def agent_joined(
+        self,
+        agent_id: str,
+        handlers: Iterable[str],
+        slots: int,
+        now: float,
+        *,
+        labels: dict[str, str] | None = None,
+        running: Iterable[AttemptKey] = (),
+    ) -> AgentView:
+        """Register a connected agent. Attempts it reports as still running are kept on it when
+        they are the task's current attempt (a reconnect), and cancelled there otherwise."""
+        if agent_id in self.agents:
+            raise ValueError(f"agent {agent_id!r} is already connected")
+        agent = AgentView(
+            id=agent_id,
+            handlers=frozenset(handlers),
+            slots=max(1, slots),
+            prefetch=self.config.prefetch,
+            labels=dict(labels or {}),
+            connected_at=now,
+            last_heartbeat=now,
+        )
+        self.agents[agent_id] = agent
+        for h in agent.handlers:
+            self._handler_offers[h] = self._handler_offers.get(h, 0) + 1
+        self._membership_changed(now)
+        for key in running:
+            task = self._task_for(key)
+            reclaim = task is not None and task.attempt == key[2] and not task.agent_id
+            if task is not None and reclaim and not task.terminal:
+                # The task was requeued when the agent vanished; take the running attempt back.
+                self.ready.discard(task)
+                task.state = TaskState.RUNNING
+                task.agent_id = agent_id
+                agent.in_flight[key] = task
+            else:
+                self.outbox.cancels.setdefault(agent_id, []).append(key)
+        self._dispatch(now)
+        return agent
+
+    def agent_left(self, agent_id: str, now: float, *, reconnecting: bool = False) -> None:
+        """The agent's stream ended: its unfinished attempts are lost and run elsewhere, each
+        loss counting as a failed attempt.
+
+        ``reconnecting=True`` when the same agent is rejoining at once (a new stream replacing
+        one we had not yet seen die): its attempts wait in the queue, uncounted and undispatched,
+        so that its Hello can reclaim those it still runs."""
+        agent = self.agents.pop(agent_id, None)
+        if agent is None:
+            return
+        for h in agent.handlers:
+            self._handler_offers[h] -= 1
+        self._membership_changed(now)
+        for key, task in agent.in_flight.items():
+            if task.terminal or task.agent_id != agent_id or task.attempt != key[2]:
+                continue
+            if reconnecting:
+                task.agent_id = ""
+                self.ready.push(task, now)
+                continue
+            error = TaskError(
+                ErrorKind.AGENT_LOST,
+                f"agent {agent_id!r} disconnected during attempt {task.attempt}",
+                retryable=True,
+            )
+            self._attempt_failed(task, error, now, backoff=False)
+        agent.in_flight.clear()
+        if not reconnecting:
+            self._dispatch(now)
+
+    def agent_draining(self, agent_id: str, not_started: Iterable[AttemptKey], now: float) -> None:
+        """The agent takes no new work; attempts it never started go back to the queue without
+        counting as a try."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return
+        agent.draining = True
+        for key in not_started:
+            task = agent.in_flight.pop(key, None)
+            if task is None or task.terminal or task.attempt != key[2]:
+                continue
+            task.agent_id = ""
+            self._make_ready(task, now)
+        self._dispatch(now)
+
+    def heartbeat(
+        self, agent_id: str, running: int, cpu_percent: float, memory_percent: float, now: float
+    ) -> None:
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.running = running
+            agent.cpu_percent = cpu_percent
+            agent.memory_percent = memory_percent
+            agent.last_heartbeat = now
+
+    def started(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
+        for key in keys:
+            task = self._task_for(key)
+            if (
+                task is not None
+                and task.state == TaskState.DISPATCHED
+                and task.attempt == key[2]
+                and task.agent_id == agent_id
+            ):
+                task.state = TaskState.RUNNING
+                self._emit(task, TaskState.RUNNING, now)
+
+    def finished(self, agent_id: str, results: Iterable[AttemptResult], now: float) -> None:
+        """Apply a batch of attempt results from one agent, then refill its credit."""
+        agent = self.agents.get(agent_id)
+        for result in results:
+            key = result.key
+            task = agent.in_flight.pop(key, None) if agent is not None else None
+            if task is None:
+                task = self._task_for(key)
+            if agent is not None:
+                agent.completed += 1
+            if task is None or task.terminal:
+                self.counters.stale_results += 1
+                continue
+            current = task.attempt == key[2] and task.agent_id == agent_id
+            if result.ok:
+                if not current and task.agent_id:
+                    # An earlier attempt won the race: stop the current one.
+                    self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
+                task.output = result.output
+                self._finish(task, TaskState.SUCCEEDED, now, attempt=key[2], agent=agent_id)
+            elif current:
+                err = result.error or TaskError(ErrorKind.HANDLER_ERROR, "handler failed", True)
+                self._attempt_failed(task, err, now, backoff=True)
+            else:
+                self.counters.stale_results += 1
+        self._dispatch(now)
+
+    # ----------------------------------------------------------------- time
+
+    def tick(self, now: float) -> None:
+        """Fire every timer due at ``now``: retries, attempt deadlines, expiries."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, subject, token = heapq.heappop(timers)
+            if kind == _Timer.RETRY:
+                task = subject
+                assert isinstance(task, Task)
+                if task.state == TaskState.QUEUED and task.failures == token and not task.ready_seq:
+                    self._make_ready(task, now)
+            elif kind == _Timer.DEADLINE:
+                task = subject
+                assert isinstance(task, Task)
+                if task.attempt == token and task.state in (
+                    TaskState.DISPATCHED,
+                    TaskState.RUNNING,
+                ):
+                    self._deadline_passed(task, now)
+            elif kind == _Timer.EXPIRE_JOB:
+                assert isinstance(subject, Job)
+                if self.jobs.get(subject.id) is subject:
+                    del self.jobs[subject.id]
+                    self.outbox.expired_jobs.append(subject.id)
+            elif kind == _Timer.ORPHAN_SWEEP:
+                self._fail_orphans(now)
+        self._dispatch(now)
+
+    # ----------------------------------------------------------------- internals
+
+    def _task_for(self, key: AttemptKey) -> Task | None:
+        job = self.jobs.get(key[0])
+        return job.tasks.get(key[1]) if job is not None else None
+
+    def _push_timer(self, when: float, kind: _Timer, subject: object, token: int = 0) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, subject, token))
+        if len(self._timers) > 2 * self._timers_floor:
+            self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop deadline timers of attempts that already ended. Runs when the heap has doubled
+        since the last compaction, so its cost is amortised O(1) per timer; without it every
+        finished task would leave a deadline in the heap for its whole timeout."""
+        live = [
+            t
+            for t in self._timers
+            if t[2] != _Timer.DEADLINE
+            or (
+                isinstance(t[3], Task)
+                and t[3].attempt == t[4]
+                and t[3].state in (TaskState.DISPATCHED, TaskState.RUNNING)
+            )
+        ]
+        heapq.heapify(live)
+        self._timers = live
+        self._timers_floor = max(4096, len(live))
+
+    def _membership_changed(self, now: float) -> None:
+        self._membership_changed_at = now
+        self._push_timer(now + self.config.unknown_handler_grace_s, _Timer.ORPHAN_SWEEP, None)
+
+    def _handler_unknown(self, handler: str, now: float) -> bool:
+        """True when agents are connected, settled, and none offers ``handler``."""
+        return (
+            bool(self.agents)
+            and self._handler_offers.get(handler, 0) <= 0
+            and now - self._membership_changed_at >= self.config.unknown_handler_grace_s
+        )
+
+    def _unknown_handler_error(self, handler: str) -> TaskError:
+        known = ", ".join(self.known_handlers()) or "none"
+        return TaskError(
+            ErrorKind.UNKNOWN_HANDLER,
+            f"no connected agent offers handler {handler!r} (known handlers: {known}); install "
+            "it on an agent (entry point group 'deerflow.handlers' or --handler module:attr) "
+            "and resubmit",
+        )
+
+    def _fail_orphans(self, now: float) -> None:
+        for handler in self.ready.handlers_waiting():
+            if self._handler_unknown(handler, now):
+                error = self._unknown_handler_error(handler)
+                for task in self.ready.drain_handler(handler):
+                    self._finish(task, TaskState.FAILED, now, error=error)
+
+    def _make_ready(self, task: Task, now: float) -> None:
+        if self._handler_unknown(task.spec.handler, now):
+            error = self._unknown_handler_error(task.spec.handler)
+            self._finish(task, TaskState.FAILED, now, error=error)
+            return
+        self.ready.push(task, now)
+        self._emit(task, TaskState.QUEUED, now)
+
+    def _dispatch(self, now: float) -> None:
+        """Fill every agent's credit from the ready queue, one task per agent per round so that
+        a burst spreads across agents."""
+        if not len(self.ready) or not self.agents:
+            return
+        agents = [a for a in self.agents.values() if a.credit > 0]
+        if not agents:
+            return
+        # Rotate the starting agent so ties do not always favour the same one.
+        self._rr = (self._rr + 1) % len(agents)
+        agents = agents[self._rr :] + agents[: self._rr]
+        assignments = self.outbox.assignments
+        deadline_grace = self.config.timeout_grace_s
+        while agents and len(self.ready):
+            still: list[AgentView] = []
+            for agent in agents:
+                task = self.ready.pop_for(agent.handlers)
+                if task is None:
+                    continue
+                task.attempt += 1
+                task.state = TaskState.DISPATCHED
+                task.agent_id = agent.id
+                agent.in_flight[task.key] = task
+                batch = assignments.get(agent.id)
+                if batch is None:
+                    batch = assignments[agent.id] = []
+                batch.append(task)
+                self._emit(task, TaskState.DISPATCHED, now)
+                self._push_timer(
+                    now + task.timeout_s + deadline_grace, _Timer.DEADLINE, task, task.attempt
+                )
+                if agent.credit > 0:
+                    still.append(agent)
+            agents = still
+
+    def _deadline_passed(self, task: Task, now: float) -> None:
+        agent_id = task.agent_id
+        self.outbox.cancels.setdefault(agent_id, []).append(task.key)
+        self._forget_in_flight(task)
+        error = TaskError(
+            ErrorKind.TIMEOUT,
+            f"attempt {task.attempt} on agent {agent_id!r} did not finish within "
+            f"{task.timeout_s:g} s (start-to-close)",
+            retryable=True,
+        )
+        self._attempt_failed(task, error, now, backoff=True)
+
+    def _forget_in_flight(self, task: Task) -> None:
+        agent = self.agents.get(task.agent_id)
+        if agent is not None:
+            agent.in_flight.pop(task.key, None)
+
+    def _release_slot_by_cancel(self, task: Task) -> None:
+        """Ask the agent to stop a dispatched attempt. Its slot stays counted until the agent
+        reports the attempt's end, so credit never overstates what the agent can take."""
+        if task.state in (TaskState.DISPATCHED, TaskState.RUNNING) and task.agent_id:
+            self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
+        elif task.state == TaskState.QUEUED:
+            self.ready.discard(task)
+
+    def _attempt_failed(self, task: Task, error: TaskError, now: float, *, backoff: bool) -> None:
+        """End the current attempt badly: retry (after a jittered, doubling delay with the
+        provider's Retry-After as a floor) while the budget lasts, else finish the task."""
+        failed_on, task.agent_id = task.agent_id, ""
+        task.failures += 1
+        if not error.retryable or task.failures > task.max_retries:
+            final = TaskState.TIMED_OUT if error.kind == ErrorKind.TIMEOUT else TaskState.FAILED
+            if error.retryable:
+                error = TaskError(
+                    error.kind,
+                    f"{error.message}; gave up after {task.failures} attempts "
+                    f"(max_retries={task.max_retries})",
+                    False,
+                )
+            self._finish(task, final, now, error=error, agent=failed_on)
+            return
+        self.counters.retries += 1
+        delay = 0.0
+        if backoff:
+            cfg = self.config
+            ceiling = min(cfg.retry_max_s, cfg.retry_base_s * (2 ** (task.failures - 1)))
+            delay = max(error.retry_after_s, ceiling * (0.5 + 0.5 * self._rng.random()))
+        not_before = now + delay
+        task.state = TaskState.QUEUED
+        task.ready_seq = 0
+        self._emit(
+            task, TaskState.RETRYING, now, error=error, not_before=not_before, agent=failed_on
+        )
+        if delay > 0:
+            self._push_timer(not_before, _Timer.RETRY, task, task.failures)
+        else:
+            self._make_ready(task, now)
+
+    def _finish(
+        self,
+        task: Task,
+        state: TaskState,
+        now: float,
+        *,
+        error: TaskError | None = None,
+        attempt: int | None = None,
+        agent: str | None = None,
+    ) -> None:
+        """Move a task to a terminal state and settle its dependents: release them when it
+        succeeded, fail them at once (transitively, without recursion) otherwise."""
+        self._terminal(task, state, now, error, attempt, agent)
+        if state == TaskState.SUCCEEDED:
+            for dep in task.dependents:
+                dep.waiting_on -= 1
+                if dep.waiting_on == 0 and dep.state == TaskState.PENDING:
+                    self._make_ready(dep, now)
+            return
+        work = [task]
+        while work:
+            failed = work.pop()
+            reason = failed.error.message if failed.error else failed.state.name.lower()
+            for dep in failed.dependents:
+                if dep.terminal:
+                    continue
+                dep_error = TaskError(
+                    ErrorKind.DEPENDENCY_FAILED,
+                    f"dependency {failed.id!r} ended {failed.state.name}: {reason}",
+                )
+                self._terminal(dep, TaskState.FAILED, now, dep_error, None, None)
+                work.append(dep)
+
+    def _terminal(
+        self,
+        task: Task,
+        state: TaskState,
+        now: float,
+        error: TaskError | None,
+        attempt: int | None,
+        agent: str | None,
+    ) -> None:
+        """Bookkeeping of one task's terminal transition and its one terminal event."""
+        if task.state == TaskState.QUEUED:
+            self.ready.discard(task)
+        task.state = state
+        task.error = error
+        c = self.counters
+        if state == TaskState.SUCCEEDED:
+            c.succeeded += 1
+        elif state == TaskState.FAILED:
+            c.failed += 1
+        elif state == TaskState.CANCELLED:
+            c.cancelled += 1
+        else:
+            c.timed_out += 1
+        if agent:
+            task.agent_id = agent
+        self._emit(
+            task,
+            state,
+            now,
+            output=task.output if state == TaskState.SUCCEEDED else b"",
+            error=error,
+            attempt=attempt,
+        )
+        job = task.job
+        job.remaining -= 1
+        job.terminal_events += 1
+        if job.remaining == 0:
+            job.finished_at = now
+            self._push_timer(now + self.config.job_retention_s, _Timer.EXPIRE_JOB, job)
+
+    def _emit(
+        self,
+        task: Task,
+        state: TaskState,
+        now: float,
+        *,
+        output: bytes = b"",
+        error: TaskError | None = None,
+        not_before: float = 0.0,
+        attempt: int | None = None,
+        agent: str | None = None,
+    ) -> None:
+        job = task.job
+        job.events.append(
+            Event(
+                job.id,
+                task.spec.id,
+                state,
+                len(job.events) + 1,
+                task.attempt if attempt is None else attempt,
+                task.agent_id if agent is None else agent,
+                now,
+                output,
+                error,
+                not_before,
+            )
+        )
+        self.outbox.touched_jobs.add(job.id)

@@ -1,0 +1,102 @@
+"""Assemble the controller's gRPC server: job, agent and admin services, standard health
+checking and server reflection (so grpcurl and load balancers work)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import replace
+
+import grpc
+from deerflow_common import server_options
+from deerflow_protos import (
+    admin_pb2,
+    admin_pb2_grpc,
+    agent_pb2,
+    agent_pb2_grpc,
+    client_pb2,
+    client_pb2_grpc,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .admin_service import AdminService
+from .agent_service import AgentService
+from .config import ControllerConfig
+from .embedded import LocalAgents
+from .job_service import JobService
+from .shell import Shell
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    client_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+class Controller:
+    """A running controller: the server, its shell, and (embedded mode) its local agents."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
+        self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.host}:{config.port}; is the port taken?")
+        if not config.controller_id:
+            self.config = config = replace(config, controller_id=f"{config.host}:{self.port}")
+        self.shell = Shell(config)
+        self.health = health.aio.HealthServicer()
+        client_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.shell), self.server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(self.shell), self.server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(self.shell), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.shell.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.shell.stop()
+        await self.server.stop(grace_s)
+
+
+async def serve(
+    config: ControllerConfig, *, local_agents: int = 0, agent_args: Sequence[str] = ()
+) -> None:
+    """Run a controller until SIGTERM or SIGINT, with ``local_agents`` agent processes."""
+    controller = Controller(config)
+    await controller.start()
+    # The ready line: scripts and tests read the bound port from it (useful with --port 0).
+    print(f"deerflow-controller listening on {controller.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    agents = LocalAgents(controller.address, local_agents, agent_args)
+    try:
+        await agents.start()
+        if local_agents:
+            log.info(
+                "embedded mode: %d local agents, no etcd: state is in memory only", local_agents
+            )
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await agents.stop()
+        await controller.stop()

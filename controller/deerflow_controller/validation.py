@@ -1,0 +1,116 @@
+"""Checks a submitted job before anything is accepted: all-or-nothing, pure, no I/O.
+
+Each failure names the task and the problem in a sentence a person can act on; the shell maps
+:class:`JobRejected` to INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .model import TaskSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int
+    max_tasks_per_job: int
+    max_retries: int
+
+
+class JobRejected(Exception):
+    """The job was refused as a whole; nothing of it was accepted."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.too_large = too_large
+
+
+def validate_job(specs: Sequence[TaskSpec], limits: Limits) -> None:
+    """Raise :class:`JobRejected` for the first problem found; return None when the job is sound."""
+    if not specs:
+        raise JobRejected("the job has no tasks; submit at least one task")
+    if len(specs) > limits.max_tasks_per_job:
+        raise JobRejected(
+            f"the job has {len(specs)} tasks, over the limit of {limits.max_tasks_per_job}; "
+            "split it into several jobs or raise --max-tasks-per-job",
+            too_large=True,
+        )
+    ids: set[str] = set()
+    for index, spec in enumerate(specs):
+        _check_task(index, spec, limits)
+        if spec.id in ids:
+            raise JobRejected(
+                f"task id {spec.id!r} appears more than once; task ids must be unique"
+            )
+        ids.add(spec.id)
+    for spec in specs:
+        for dep in spec.depends_on:
+            if dep == spec.id:
+                raise JobRejected(f"task {spec.id!r} depends on itself; remove it from depends_on")
+            if dep not in ids:
+                raise JobRejected(
+                    f"task {spec.id!r} depends on {dep!r}, which is not a task of this job"
+                )
+    cycle = find_cycle(specs)
+    if cycle:
+        path = " -> ".join(repr(t) for t in cycle)
+        raise JobRejected(f"the dependencies form a cycle: {path}; remove one of these edges")
+
+
+def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
+    if not spec.id:
+        raise JobRejected(f"task #{index} has no id; give every task a unique id")
+    name = repr(spec.id)
+    if not spec.handler:
+        raise JobRejected(f"task {name} names no handler; set handler to an installed handler")
+    if spec.timeout_s < 0:
+        raise JobRejected(
+            f"task {name} has a negative timeout ({spec.timeout_s} s); "
+            "use a positive number of seconds, or 0 for the default"
+        )
+    if spec.schedule_to_start_s < 0 or spec.heartbeat_timeout_s < 0:
+        raise JobRejected(f"task {name} has a negative schedule-to-start or heartbeat timeout")
+    if spec.max_retries < -1 or spec.max_retries > limits.max_retries:
+        raise JobRejected(
+            f"task {name} asks for {spec.max_retries} retries; "
+            f"use -1 for the default or 0 to {limits.max_retries}"
+        )
+    if len(spec.payload) > limits.max_payload_bytes:
+        raise JobRejected(
+            f"task {name} has a payload of {len(spec.payload)} bytes, over the limit of "
+            f"{limits.max_payload_bytes} bytes; pass a reference (a URL or a key) instead, "
+            "or raise --max-payload-bytes",
+            too_large=True,
+        )
+
+
+def find_cycle(specs: Sequence[TaskSpec]) -> list[str]:
+    """Return the task ids of one dependency cycle (first id repeated at the end), or []."""
+    deps = {s.id: s.depends_on for s in specs}
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(deps, white)
+    for root in deps:
+        if colour[root] != white:
+            continue
+        # Iterative DFS: deep chains must not hit the recursion limit.
+        path: list[str] = [root]
+        iters = [iter(deps[root])]
+        colour[root] = grey
+        while iters:
+            dep = next(iters[-1], None)
+            if dep is None:
+                colour[path.pop()] = black
+                iters.pop()
+                continue
+            if dep not in colour:
+                continue
+            if colour[dep] == grey:
+                return [*path[path.index(dep) :], dep]
+            if colour[dep] == white:
+                colour[dep] = grey
+                path.append(dep)
+                iters.append(iter(deps[dep]))
+    return []

@@ -1,0 +1,101 @@
+"""Conversions between protobuf messages and the core's plain data. The only place in the
+controller where both worlds meet, so the core never imports protobuf."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from deerflow_protos import agent_pb2, common_pb2
+
+from .model import AttemptKey, ErrorKind, Event, Task, TaskError, TaskSpec
+from .scheduler import AttemptResult
+
+
+def spec_from_proto(t: common_pb2.TaskSpec) -> TaskSpec:
+    return TaskSpec(
+        id=t.id,
+        handler=t.handler,
+        payload=t.payload,
+        priority=t.priority,
+        depends_on=tuple(t.depends_on),
+        timeout_s=t.timeout_s,
+        max_retries=t.max_retries,
+        labels=dict(t.labels),
+        schedule_to_start_s=t.schedule_to_start_s,
+        heartbeat_timeout_s=t.heartbeat_timeout_s,
+        trace_context=dict(t.trace_context),
+    )
+
+
+def error_to_proto(error: TaskError, out: common_pb2.TaskError) -> None:
+    out.kind = int(error.kind)  # type: ignore[assignment]
+    out.message = error.message
+    out.retryable = error.retryable
+    out.retry_after_s = error.retry_after_s
+
+
+def error_from_proto(e: common_pb2.TaskError) -> TaskError:
+    kind = ErrorKind(e.kind) if e.kind in ErrorKind._value2member_map_ else ErrorKind.HANDLER_ERROR
+    return TaskError(kind, e.message, e.retryable, e.retry_after_s)
+
+
+def fill_event(ev: Event, out: common_pb2.TaskEvent) -> None:
+    out.job_id = ev.job_id
+    out.task_id = ev.task_id
+    out.state = int(ev.state)  # type: ignore[assignment]
+    out.seq = ev.seq
+    out.attempt = ev.attempt
+    out.agent_id = ev.agent_id
+    out.time = ev.time
+    if ev.output:
+        out.output = ev.output
+    if ev.error is not None:
+        error_to_proto(ev.error, out.error)
+    if ev.not_before:
+        out.not_before = ev.not_before
+
+
+def key_from_ref(ref: agent_pb2.AttemptRef) -> AttemptKey:
+    return (ref.job_id, ref.task_id, ref.attempt)
+
+
+def fill_ref(key: AttemptKey, out: agent_pb2.AttemptRef) -> None:
+    out.job_id, out.task_id, out.attempt = key
+
+
+def assignment_batch(epoch: int, tasks: Sequence[Task]) -> agent_pb2.ControllerMessage:
+    msg = agent_pb2.ControllerMessage()
+    batch = msg.assignments
+    batch.epoch = epoch
+    add = batch.assignments.add
+    for task in tasks:
+        spec = task.spec
+        a = add(handler=spec.handler, payload=spec.payload, timeout_s=task.timeout_s)
+        ref = a.ref
+        ref.job_id = task.job.id
+        ref.task_id = spec.id
+        ref.attempt = task.attempt
+        if spec.trace_context:
+            a.trace_context.update(spec.trace_context)
+    return msg
+
+
+def cancel_batch(keys: Iterable[AttemptKey]) -> agent_pb2.ControllerMessage:
+    msg = agent_pb2.ControllerMessage()
+    add = msg.cancels.refs.add
+    for job_id, task_id, attempt in keys:
+        add(job_id=job_id, task_id=task_id, attempt=attempt)
+    return msg
+
+
+def results_from_proto(batch: agent_pb2.ResultBatch) -> list[AttemptResult]:
+    out = []
+    for r in batch.results:
+        ref = r.ref
+        key = (ref.job_id, ref.task_id, ref.attempt)
+        if r.ok:
+            out.append(AttemptResult(key, True, r.output))
+        else:
+            err = error_from_proto(r.error) if r.HasField("error") else None
+            out.append(AttemptResult(key, False, b"", err, r.cancelled))
+    return out

@@ -1,0 +1,107 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Stats(_message.Message):
+    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s")
+    class TasksByStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    TASKS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_PER_S_FIELD_NUMBER: _ClassVar[int]
+    controller_id: str
+    epoch: int
+    uptime_s: float
+    tasks_by_state: _containers.ScalarMap[str, int]
+    submitted: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    timed_out: int
+    retries: int
+    queued: int
+    agents: int
+    jobs_active: int
+    completed_per_s: float
+    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ...) -> None: ...
+
+class ListAgentsRequest(_message.Message):
+    __slots__ = ("wait_for",)
+    WAIT_FOR_FIELD_NUMBER: _ClassVar[int]
+    wait_for: int
+    def __init__(self, wait_for: _Optional[int] = ...) -> None: ...
+
+class AgentInfo(_message.Message):
+    __slots__ = ("agent_id", "handlers", "slots", "in_flight", "running", "cpu_percent", "memory_percent", "draining", "connected_at", "last_heartbeat", "labels", "completed")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    handlers: _containers.RepeatedScalarFieldContainer[str]
+    slots: int
+    in_flight: int
+    running: int
+    cpu_percent: float
+    memory_percent: float
+    draining: bool
+    connected_at: float
+    last_heartbeat: float
+    labels: _containers.ScalarMap[str, str]
+    completed: int
+    def __init__(self, agent_id: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., running: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., draining: _Optional[bool] = ..., connected_at: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., completed: _Optional[int] = ...) -> None: ...
+
+class AgentList(_message.Message):
+    __slots__ = ("agents",)
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentInfo]
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ...) -> None: ...
+
+class DrainAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class DrainAgentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
