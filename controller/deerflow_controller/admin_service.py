@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from deerflow_protos import admin_pb2, admin_pb2_grpc, agent_pb2
 
 from .model import TaskState

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
 from . import wire

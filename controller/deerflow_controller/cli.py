@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from deerflow_common import run, setup_logging
 from rich.console import Console
 from rich.table import Table
+
+from deerflow_common import run, setup_logging
 
 from . import bench as benchmarks
 from .client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, Task

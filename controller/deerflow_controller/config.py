@@ -29,6 +29,11 @@ class SchedulerConfig:
     """Added to the start-to-close timeout before the controller gives up on an agent that has not
     reported the attempt's end (the agent enforces the timeout itself first)."""
 
+    agent_silence_s: float = 15.0
+    """An agent that sends nothing (heartbeats come every second) for this long is declared
+    dead and its stream closed, even if TCP keeps it open. Long enough to ride out a CPU-starved
+    agent or a GC pause."""
+
     unknown_handler_grace_s: float = 2.0
     """After agents join or leave, how long a task whose handler no agent offers waits before it
     fails with UNKNOWN_HANDLER. Lets a cluster finish starting before tasks are judged."""

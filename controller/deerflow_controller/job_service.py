@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
+
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 from . import wire

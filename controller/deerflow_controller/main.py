@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import click
+
 from deerflow_common import run, setup_logging
 
 from .config import ControllerConfig, SchedulerConfig

@@ -87,6 +87,8 @@ class Task:
     error: TaskError | None = None
     ready_seq: int = 0
     ready_at: float = 0.0
+    deadline: float = 0.0
+    """When the controller gives up on the current attempt (start-to-close + grace)."""
 
     @property
     def id(self) -> str:

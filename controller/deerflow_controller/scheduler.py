@@ -51,9 +51,17 @@ class Outbox:
     cancels: dict[str, list[AttemptKey]] = field(default_factory=dict)
     touched_jobs: set[str] = field(default_factory=set)
     expired_jobs: list[str] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)
+    """Agents declared dead for silence: the shell closes their streams."""
 
     def __bool__(self) -> bool:
-        return bool(self.assignments or self.cancels or self.touched_jobs or self.expired_jobs)
+        return bool(
+            self.assignments
+            or self.cancels
+            or self.touched_jobs
+            or self.expired_jobs
+            or self.disconnects
+        )
 
 
 class _Timer(IntEnum):
@@ -61,6 +69,7 @@ class _Timer(IntEnum):
     DEADLINE = 2
     EXPIRE_JOB = 3
     ORPHAN_SWEEP = 4
+    LIVENESS = 5
 
 
 @dataclass(slots=True)
@@ -132,10 +141,13 @@ class Scheduler:
                 task.waiting_on = len(deps)
                 for dep in deps:
                     tasks[dep].dependents.append(task)
+        # PENDING events first: releasing a root may fail its dependents at once (unknown
+        # handler), and a task's terminal event must be its last.
         for task in tasks.values():
             if task.waiting_on:
                 self._emit(task, TaskState.PENDING, now)
-            else:
+        for task in tasks.values():
+            if not task.waiting_on:
                 self._make_ready(task, now)
         self._dispatch(now)
         return job
@@ -149,15 +161,19 @@ class Scheduler:
         targets = list(job.tasks.values()) if task_ids is None else [job.tasks[t] for t in task_ids]
         message = f"cancelled by client: {reason}" if reason else "cancelled by client"
         error = TaskError(ErrorKind.CANCELLED_BY_CLIENT, message)
-        count = 0
+        cancelled = []
         for task in targets:
             if task.terminal:
                 continue
-            count += 1
             self._release_slot_by_cancel(task)
-            self._finish(task, TaskState.CANCELLED, now, error=error)
+            self._terminal(task, TaskState.CANCELLED, now, error, None, None)
+            cancelled.append(task)
+        # Only now fail dependents outside the cancelled set, so cancelling a whole job leaves
+        # every task CANCELLED whatever order the tasks were submitted in.
+        for task in cancelled:
+            self._fail_dependents(task, now)
         self._dispatch(now)
-        return count
+        return len(cancelled)
 
     # ----------------------------------------------------------------- agents
 
@@ -185,6 +201,8 @@ class Scheduler:
             last_heartbeat=now,
         )
         self.agents[agent_id] = agent
+        if len(self.agents) == 1:
+            self._push_timer(now + self.config.agent_silence_s, _Timer.LIVENESS, None)
         for h in agent.handlers:
             self._handler_offers[h] = self._handler_offers.get(h, 0) + 1
         self._membership_changed(now)
@@ -197,6 +215,9 @@ class Scheduler:
                 task.state = TaskState.RUNNING
                 task.agent_id = agent_id
                 agent.in_flight[key] = task
+                self._emit(task, TaskState.RUNNING, now)
+                # The attempt keeps the deadline it had before the reconnect.
+                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
             else:
                 self.outbox.cancels.setdefault(agent_id, []).append(key)
         self._dispatch(now)
@@ -258,6 +279,9 @@ class Scheduler:
             agent.last_heartbeat = now
 
     def started(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.last_heartbeat = now
         for key in keys:
             task = self._task_for(key)
             if (
@@ -267,11 +291,16 @@ class Scheduler:
                 and task.agent_id == agent_id
             ):
                 task.state = TaskState.RUNNING
+                # Start-to-close runs from the start: a prefetched attempt may have waited.
+                task.deadline = now + task.timeout_s + self.config.timeout_grace_s
                 self._emit(task, TaskState.RUNNING, now)
+                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
 
     def finished(self, agent_id: str, results: Iterable[AttemptResult], now: float) -> None:
         """Apply a batch of attempt results from one agent, then refill its credit."""
         agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.last_heartbeat = now
         for result in results:
             key = result.key
             task = agent.in_flight.pop(key, None) if agent is not None else None
@@ -315,7 +344,7 @@ class Scheduler:
                     TaskState.DISPATCHED,
                     TaskState.RUNNING,
                 ):
-                    self._deadline_passed(task, now)
+                    self._deadline_due(task, now)
             elif kind == _Timer.EXPIRE_JOB:
                 assert isinstance(subject, Job)
                 if self.jobs.get(subject.id) is subject:
@@ -323,6 +352,8 @@ class Scheduler:
                     self.outbox.expired_jobs.append(subject.id)
             elif kind == _Timer.ORPHAN_SWEEP:
                 self._fail_orphans(now)
+            elif kind == _Timer.LIVENESS:
+                self._check_liveness(now)
         self._dispatch(now)
 
     # ----------------------------------------------------------------- internals
@@ -351,9 +382,20 @@ class Scheduler:
                 and t[3].state in (TaskState.DISPATCHED, TaskState.RUNNING)
             )
         ]
-        heapq.heapify(live)
-        self._timers = live
+        # In place: tick() holds a reference to this list while timers fire.
+        self._timers[:] = live
+        heapq.heapify(self._timers)
         self._timers_floor = max(4096, len(live))
+
+    def _check_liveness(self, now: float) -> None:
+        """Agents silent for ``agent_silence_s`` (no heartbeat, no report) are dead even if their
+        stream looks open: a hung process can keep TCP alive while doing nothing."""
+        limit = now - self.config.agent_silence_s
+        for agent in [a for a in self.agents.values() if a.last_heartbeat <= limit]:
+            self.outbox.disconnects.append(agent.id)
+            self.agent_left(agent.id, now)
+        if self.agents:
+            self._push_timer(now + self.config.agent_silence_s / 2, _Timer.LIVENESS, None)
 
     def _membership_changed(self, now: float) -> None:
         self._membership_changed_at = now
@@ -419,16 +461,25 @@ class Scheduler:
                     batch = assignments[agent.id] = []
                 batch.append(task)
                 self._emit(task, TaskState.DISPATCHED, now)
-                self._push_timer(
-                    now + task.timeout_s + deadline_grace, _Timer.DEADLINE, task, task.attempt
-                )
+                task.deadline = now + task.timeout_s + deadline_grace
+                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
                 if agent.credit > 0:
                     still.append(agent)
             agents = still
 
-    def _deadline_passed(self, task: Task, now: float) -> None:
+    def _deadline_due(self, task: Task, now: float) -> None:
+        if task.deadline > now:
+            return  # the attempt started later than dispatch; a later timer covers it
+        if task.state == TaskState.DISPATCHED:
+            # Not started yet: it waits in a busy agent's prefetch, which is no start-to-close
+            # breach (schedule-to-start covers waiting). A dead agent is noticed by its stream.
+            task.deadline = now + task.timeout_s + self.config.timeout_grace_s
+            self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+            return
         agent_id = task.agent_id
         self.outbox.cancels.setdefault(agent_id, []).append(task.key)
+        # Unlike a client cancel, free the slot now: an agent that overran its own timeout by
+        # the grace period is not trusted to report the attempt's end.
         self._forget_in_flight(task)
         error = TaskError(
             ErrorKind.TIMEOUT,
@@ -495,27 +546,33 @@ class Scheduler:
         agent: str | None = None,
     ) -> None:
         """Move a task to a terminal state and settle its dependents: release them when it
-        succeeded, fail them at once (transitively, without recursion) otherwise."""
+        succeeded, fail them at once otherwise."""
         self._terminal(task, state, now, error, attempt, agent)
         if state == TaskState.SUCCEEDED:
             for dep in task.dependents:
                 dep.waiting_on -= 1
                 if dep.waiting_on == 0 and dep.state == TaskState.PENDING:
                     self._make_ready(dep, now)
-            return
-        work = [task]
+        else:
+            self._fail_dependents(task, now)
+
+    def _fail_dependents(self, root: Task, now: float) -> None:
+        """Fail every live transitive dependent of ``root`` (iteratively: chains may be deep).
+        Each message names the direct dependency and the root cause, so it stays short."""
+        cause = root.error.message if root.error else root.state.name.lower()
+        cause = f"{root.state.name}: {cause}"
+        work = [root]
         while work:
             failed = work.pop()
-            reason = failed.error.message if failed.error else failed.state.name.lower()
+            if failed is root:
+                message = f"dependency {root.id!r} ended {cause}"
+            else:
+                message = f"dependency {failed.id!r} ended FAILED because {root.id!r} ended {cause}"
+            error = TaskError(ErrorKind.DEPENDENCY_FAILED, message)
             for dep in failed.dependents:
-                if dep.terminal:
-                    continue
-                dep_error = TaskError(
-                    ErrorKind.DEPENDENCY_FAILED,
-                    f"dependency {failed.id!r} ended {failed.state.name}: {reason}",
-                )
-                self._terminal(dep, TaskState.FAILED, now, dep_error, None, None)
-                work.append(dep)
+                if not dep.terminal:
+                    self._terminal(dep, TaskState.FAILED, now, error, None, None)
+                    work.append(dep)
 
     def _terminal(
         self,

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from deerflow_common import server_options
 from deerflow_protos import (
     admin_pb2,
@@ -19,8 +22,6 @@ from deerflow_protos import (
     client_pb2,
     client_pb2_grpc,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from .admin_service import AdminService
 from .agent_service import AgentService

@@ -100,6 +100,11 @@ class Shell:
             self._wake_watchers(job_id)
         for job_id in out.expired_jobs:
             self._wake_watchers(job_id)
+        for agent_id in out.disconnects:
+            session = self.sessions.pop(agent_id, None)
+            if session is not None:
+                log.warning("agent %s sent nothing for too long; closing its stream", agent_id)
+                session.close()
         nxt = self.scheduler.next_timer()
         if nxt is not None and nxt < self._timer_target:
             self._timer_wake.set()

@@ -21,10 +21,13 @@ BAD_JOBS: list[tuple[str, list[Task], str]] = [
     ("duplicate ids", [Task("a", "echo"), Task("a", "echo")], "'a' appears more than once"),
     (
         "cycle",
-        [Task("a", "echo", depends_on=["c"]), Task("b", "echo", depends_on=["a"]),
-         Task("c", "echo", depends_on=["b"])],
+        [
+            Task("a", "echo", depends_on=["c"]),
+            Task("b", "echo", depends_on=["a"]),
+            Task("c", "echo", depends_on=["b"]),
+        ],
         "cycle",
-    ),  # fmt: skip
+    ),
     ("unknown dependency", [Task("a", "echo", depends_on=["zzz"])], "'a' depends on 'zzz'"),
     ("negative timeout", [Task("slow", "sleep", timeout_s=-1)], "'slow' has a negative timeout"),
     ("no handler", [Task("nameless", "")], "'nameless' names no handler"),

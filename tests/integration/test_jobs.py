@@ -86,7 +86,7 @@ async def test_dependencies_are_released_only_after_they_succeed(
         assert (t.id, "SUCCEEDED") in seq
         for dep in t.depends_on:
             assert seq[(dep, "SUCCEEDED")] < seq[(t.id, "DISPATCHED")], (t.id, dep)
-    assert [ev.state for ev in events if ev.task_id == "d"][0] == "PENDING"
+    assert next(ev.state for ev in events if ev.task_id == "d") == "PENDING"
 
 
 async def test_a_failed_dependency_fails_its_dependents_at_once_with_a_reason(
@@ -118,7 +118,8 @@ async def test_a_task_naming_an_unknown_handler_fails_and_lists_the_known_ones(
     async with make_cluster(2) as cluster:
         client = await connect(cluster)
         job = await client.submit(
-            [Task("ghost", "no_such_handler", b"")] + [Task(f"ok{i}", "echo", b"x") for i in range(20)]
+            [Task("ghost", "no_such_handler", b"")]
+            + [Task(f"ok{i}", "echo", b"x") for i in range(20)]
         )
         results = await job.wait(timeout_s=30)
         await client.close()
@@ -166,7 +167,10 @@ async def test_the_blocking_client_submits_and_iterates_results(
             with Client(address) as client:
                 client.agents(wait_for=1, timeout_s=30)
                 job = client.submit(
-                    [Task("a", "sleep", {"seconds": 0.01}), Task("b", "echo", "hi", depends_on=["a"])]
+                    [
+                        Task("a", "sleep", {"seconds": 0.01}),
+                        Task("b", "echo", "hi", depends_on=["a"]),
+                    ]
                 )
                 out = {r.task_id: r.json() if r.task_id == "a" else r.output for r in job.results()}
                 out["status"] = client.get_job(job.job_id).done
@@ -178,9 +182,7 @@ async def test_the_blocking_client_submits_and_iterates_results(
 
 @pytest.mark.usefixtures("plugin_path")
 async def test_a_handler_installed_with_the_handler_flag_runs(make_cluster: ClusterFactory) -> None:
-    async with make_cluster(
-        1, agent_args=("--handler", "deerflow_test_plugins:shout")
-    ) as cluster:
+    async with make_cluster(1, agent_args=("--handler", "deerflow_test_plugins:shout")) as cluster:
         client = await connect(cluster)
         agents = await client.agents()
         job = await client.submit([Task("s", "shout", "quiet please")])
@@ -193,7 +195,9 @@ async def test_a_handler_installed_with_the_handler_flag_runs(make_cluster: Clus
 async def test_cpu_tasks_run_in_the_agents_process_pool(make_cluster: ClusterFactory) -> None:
     async with make_cluster(1) as cluster:
         client = await connect(cluster)
-        job = await client.submit([Task(f"c{i}", "cpu", {"rounds": 1000, "data": "x"}) for i in range(4)])
+        job = await client.submit(
+            [Task(f"c{i}", "cpu", {"rounds": 1000, "data": "x"}) for i in range(4)]
+        )
         results = await job.wait(timeout_s=60)
         await client.close()
     digests = {json.dumps(r.json()) for r in results.values()}

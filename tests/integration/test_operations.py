@@ -41,7 +41,10 @@ async def test_cli_submits_a_jsonl_file_and_reports_stats_and_agents(
         code, out, _ = await _cli("stats", "--json", "--controller", cluster.address)
         assert code == 0 and json.loads(out)["succeeded"] == 2
         code, out, _ = await _cli("agents", "--json", "--controller", cluster.address)
-        assert code == 0 and sorted(a["agent_id"] for a in json.loads(out)) == ["agent-1", "agent-2"]
+        assert code == 0 and sorted(a["agent_id"] for a in json.loads(out)) == [
+            "agent-1",
+            "agent-2",
+        ]
 
 
 async def test_cli_reports_an_unreachable_controller_in_one_sentence() -> None:
@@ -51,20 +54,24 @@ async def test_cli_reports_an_unreachable_controller_in_one_sentence() -> None:
 
 
 async def test_health_and_reflection_are_served(make_cluster: ClusterFactory) -> None:
-    async with make_cluster(0) as cluster:
-        async with grpc.aio.insecure_channel(cluster.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-            call = reflection.ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-            )
-            names = set()
-            async for response in call:
-                names = {s.name for s in response.list_services_response.service}
-                break
-    assert {"deerflow.v1.JobService", "deerflow.v1.AgentService", "deerflow.v1.AdminService"} <= names
+    cluster = make_cluster(0)
+    async with cluster, grpc.aio.insecure_channel(cluster.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = set()
+        async for response in call:
+            names = {s.name for s in response.list_services_response.service}
+            break
+    assert {
+        "deerflow.v1.JobService",
+        "deerflow.v1.AgentService",
+        "deerflow.v1.AdminService",
+    } <= names
 
 
 async def test_the_embedded_demo_runs_to_completion() -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 
 import grpc
+
 from deerflow_common import channel_options
 from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
