@@ -47,7 +47,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 welcome=agent_pb2.Welcome(
                     epoch=shell.config.epoch,
                     heartbeat_interval_s=shell.config.heartbeat_interval_s,
-                    prefetch=sched.config.prefetch,
+                    prefetch=sched.prefetch_for(hello.slots),
                     controller_id=shell.config.controller_id,
                 )
             )

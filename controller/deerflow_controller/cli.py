@@ -319,7 +319,13 @@ def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool
 @click.option("--tasks", default=5000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
 @click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--prefetch", default=2, show_default=True, type=click.IntRange(0, 4096))
+@click.option(
+    "--prefetch",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 4096),
+    help="The controller's --prefetch (least prefetch per agent).",
+)
 @click.option("--median", "median_s", default=0.05, show_default=True, type=float)
 @click.option("--sigma", default=0.5, show_default=True, type=float)
 @click.option("--seed", default=1, show_default=True)

@@ -66,7 +66,7 @@ from .server import serve
     default=2,
     show_default=True,
     type=click.IntRange(0, 1024),
-    help="Attempts an agent may hold beyond its slots.",
+    help="Least attempts an agent may hold beyond its slots (an eighth of its slots if more).",
 )
 @click.option(
     "--log-level",

@@ -12,6 +12,7 @@ heap with lazy invalidation, and no event scans all tasks.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,11 @@ class Scheduler:
     def queued(self) -> int:
         return len(self.ready)
 
+    def prefetch_for(self, slots: int) -> int:
+        """Attempts an agent with ``slots`` may hold beyond them (see SchedulerConfig)."""
+        cfg = self.config
+        return max(cfg.prefetch, math.ceil(max(1, slots) * cfg.prefetch_fraction))
+
     # ----------------------------------------------------------------- jobs
 
     def submit(self, job_id: str, name: str, specs: Sequence[TaskSpec], now: float) -> Job:
@@ -195,7 +201,7 @@ class Scheduler:
             id=agent_id,
             handlers=frozenset(handlers),
             slots=max(1, slots),
-            prefetch=self.config.prefetch,
+            prefetch=self.prefetch_for(slots),
             labels=dict(labels or {}),
             connected_at=now,
             last_heartbeat=now,
@@ -319,7 +325,15 @@ class Scheduler:
                 task.output = result.output
                 self._finish(task, TaskState.SUCCEEDED, now, attempt=key[2], agent=agent_id)
             elif current:
-                err = result.error or TaskError(ErrorKind.HANDLER_ERROR, "handler failed", True)
+                if result.cancelled:
+                    # We did not ask: the agent stopped it (shutting down). Run it elsewhere.
+                    err = TaskError(
+                        ErrorKind.AGENT_LOST,
+                        f"agent {agent_id!r} stopped attempt {key[2]} before it finished",
+                        retryable=True,
+                    )
+                else:
+                    err = result.error or TaskError(ErrorKind.HANDLER_ERROR, "handler failed", True)
                 self._attempt_failed(task, err, now, backoff=True)
             else:
                 self.counters.stale_results += 1

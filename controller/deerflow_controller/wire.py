@@ -10,20 +10,24 @@ from deerflow_protos import agent_pb2, common_pb2
 from .model import AttemptKey, ErrorKind, Event, Task, TaskError, TaskSpec
 from .scheduler import AttemptResult
 
+_NO_STRINGS: dict[str, str] = {}
+
 
 def spec_from_proto(t: common_pb2.TaskSpec) -> TaskSpec:
+    # Converting empty proto maps and lists costs more than the rest of a task: skip them.
+    # The shared empty dict is never mutated (TaskSpec is frozen and the core only reads it).
     return TaskSpec(
-        id=t.id,
-        handler=t.handler,
-        payload=t.payload,
-        priority=t.priority,
-        depends_on=tuple(t.depends_on),
-        timeout_s=t.timeout_s,
-        max_retries=t.max_retries,
-        labels=dict(t.labels),
-        schedule_to_start_s=t.schedule_to_start_s,
-        heartbeat_timeout_s=t.heartbeat_timeout_s,
-        trace_context=dict(t.trace_context),
+        t.id,
+        t.handler,
+        t.payload,
+        t.priority,
+        tuple(t.depends_on) if t.depends_on else (),
+        t.timeout_s,
+        t.max_retries,
+        dict(t.labels) if t.labels else _NO_STRINGS,
+        t.schedule_to_start_s,
+        t.heartbeat_timeout_s,
+        dict(t.trace_context) if t.trace_context else _NO_STRINGS,
     )
 
 

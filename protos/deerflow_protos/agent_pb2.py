@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from deerflow_protos import common_pb2 as deerflow__protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x65rflow_protos/agent.proto\x12\x0b\x64\x65\x65rflow.v1\x1a\x1c\x64\x65\x65rflow_protos/common.proto\"R\n\x0bHandlerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.deerflow.v1.HandlerKind\x12\r\n\x05slots\x18\x03 \x01(\x05\">\n\nAttemptRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"\xbe\x02\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12*\n\x08handlers\x18\x03 \x03(\x0b\x32\x18.deerflow.v1.HandlerInfo\x12.\n\x06labels\x18\x04 \x03(\x0b\x32\x1e.deerflow.v1.Hello.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\x05\x12\x11\n\tcpu_count\x18\x06 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\x12(\n\x07running\x18\x08 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x16\n\x0emax_epoch_seen\x18\t \x01(\x04\x12\x0f\n\x07version\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xed\x01\n\tHeartbeat\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x02 \x01(\x01\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x12\n\nfree_slots\x18\x04 \x01(\x05\x12\x0e\n\x06queued\x18\x05 \x01(\x05\x12\x46\n\x11handler_latency_s\x18\x06 \x03(\x0b\x32+.deerflow.v1.Heartbeat.HandlerLatencySEntry\x1a\x36\n\x14HandlerLatencySEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x07Started\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x0c\n\x04time\x18\x02 \x01(\x01\"5\n\x0cStartedBatch\x12%\n\x07started\x18\x01 \x03(\x0b\x32\x14.deerflow.v1.Started\"\xad\x01\n\x06Result\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.deerflow.v1.TaskError\x12\x12\n\nstarted_at\x18\x05 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x06 \x01(\x01\x12\x11\n\tcancelled\x18\x07 \x01(\x08\"3\n\x0bResultBatch\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.deerflow.v1.Result\"8\n\x08\x44raining\x12,\n\x0bnot_started\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\"\xed\x01\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.deerflow.v1.HelloH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.deerflow.v1.HeartbeatH\x00\x12,\n\x07started\x18\x03 \x01(\x0b\x32\x19.deerflow.v1.StartedBatchH\x00\x12+\n\x07results\x18\x04 \x01(\x0b\x32\x18.deerflow.v1.ResultBatchH\x00\x12)\n\x08\x64raining\x18\x05 \x01(\x0b\x32\x15.deerflow.v1.DrainingH\x00\x42\x05\n\x03msg\"_\n\x07Welcome\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x10\n\x08prefetch\x18\x03 \x01(\x05\x12\x15\n\rcontroller_id\x18\x04 \x01(\t\"\xde\x01\n\nAssignment\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12@\n\rtrace_context\x18\x05 \x03(\x0b\x32).deerflow.v1.Assignment.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0f\x41ssignmentBatch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12,\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x17.deerflow.v1.Assignment\"4\n\x0b\x43\x61ncelBatch\x12%\n\x04refs\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xca\x01\n\x11\x43ontrollerMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.deerflow.v1.WelcomeH\x00\x12\x33\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x1c.deerflow.v1.AssignmentBatchH\x00\x12+\n\x07\x63\x61ncels\x18\x03 \x01(\x0b\x32\x18.deerflow.v1.CancelBatchH\x00\x12#\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x12.deerflow.v1.DrainH\x00\x42\x05\n\x03msg*<\n\x0bHandlerKind\x12\x1c\n\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x06\n\x02IO\x10\x01\x12\x07\n\x03\x43PU\x10\x02\x32X\n\x0c\x41gentService\x12H\n\x07\x43onnect\x12\x19.deerflow.v1.AgentMessage\x1a\x1e.deerflow.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x65rflow_protos/agent.proto\x12\x0b\x64\x65\x65rflow.v1\x1a\x1c\x64\x65\x65rflow_protos/common.proto\"R\n\x0bHandlerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.deerflow.v1.HandlerKind\x12\r\n\x05slots\x18\x03 \x01(\x05\">\n\nAttemptRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"\xbe\x02\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12*\n\x08handlers\x18\x03 \x03(\x0b\x32\x18.deerflow.v1.HandlerInfo\x12.\n\x06labels\x18\x04 \x03(\x0b\x32\x1e.deerflow.v1.Hello.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\x05\x12\x11\n\tcpu_count\x18\x06 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\x12(\n\x07running\x18\x08 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x16\n\x0emax_epoch_seen\x18\t \x01(\x04\x12\x0f\n\x07version\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xed\x01\n\tHeartbeat\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x02 \x01(\x01\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x12\n\nfree_slots\x18\x04 \x01(\x05\x12\x0e\n\x06queued\x18\x05 \x01(\x05\x12\x46\n\x11handler_latency_s\x18\x06 \x03(\x0b\x32+.deerflow.v1.Heartbeat.HandlerLatencySEntry\x1a\x36\n\x14HandlerLatencySEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x07Started\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x0c\n\x04time\x18\x02 \x01(\x01\"5\n\x0cStartedBatch\x12%\n\x07started\x18\x01 \x03(\x0b\x32\x14.deerflow.v1.Started\"\x93\x02\n\x06Result\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.deerflow.v1.TaskError\x12\x12\n\nstarted_at\x18\x05 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x06 \x01(\x01\x12\x11\n\tcancelled\x18\x07 \x01(\x08\x12\x33\n\x08metadata\x18\x08 \x03(\x0b\x32!.deerflow.v1.Result.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x0bResultBatch\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.deerflow.v1.Result\"8\n\x08\x44raining\x12,\n\x0bnot_started\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\"\xed\x01\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.deerflow.v1.HelloH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.deerflow.v1.HeartbeatH\x00\x12,\n\x07started\x18\x03 \x01(\x0b\x32\x19.deerflow.v1.StartedBatchH\x00\x12+\n\x07results\x18\x04 \x01(\x0b\x32\x18.deerflow.v1.ResultBatchH\x00\x12)\n\x08\x64raining\x18\x05 \x01(\x0b\x32\x15.deerflow.v1.DrainingH\x00\x42\x05\n\x03msg\"_\n\x07Welcome\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x10\n\x08prefetch\x18\x03 \x01(\x05\x12\x15\n\rcontroller_id\x18\x04 \x01(\t\"\xde\x01\n\nAssignment\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12@\n\rtrace_context\x18\x05 \x03(\x0b\x32).deerflow.v1.Assignment.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0f\x41ssignmentBatch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12,\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x17.deerflow.v1.Assignment\"4\n\x0b\x43\x61ncelBatch\x12%\n\x04refs\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xca\x01\n\x11\x43ontrollerMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.deerflow.v1.WelcomeH\x00\x12\x33\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x1c.deerflow.v1.AssignmentBatchH\x00\x12+\n\x07\x63\x61ncels\x18\x03 \x01(\x0b\x32\x18.deerflow.v1.CancelBatchH\x00\x12#\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x12.deerflow.v1.DrainH\x00\x42\x05\n\x03msg*<\n\x0bHandlerKind\x12\x1c\n\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x06\n\x02IO\x10\x01\x12\x07\n\x03\x43PU\x10\x02\x32X\n\x0c\x41gentService\x12H\n\x07\x43onnect\x12\x19.deerflow.v1.AgentMessage\x1a\x1e.deerflow.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_HEARTBEAT_HANDLERLATENCYSENTRY']._loaded_options = None
   _globals['_HEARTBEAT_HANDLERLATENCYSENTRY']._serialized_options = b'8\001'
+  _globals['_RESULT_METADATAENTRY']._loaded_options = None
+  _globals['_RESULT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_HANDLERKIND']._serialized_start=2114
-  _globals['_HANDLERKIND']._serialized_end=2174
+  _globals['_HANDLERKIND']._serialized_start=2216
+  _globals['_HANDLERKIND']._serialized_end=2276
   _globals['_HANDLERINFO']._serialized_start=74
   _globals['_HANDLERINFO']._serialized_end=156
   _globals['_ATTEMPTREF']._serialized_start=158
@@ -57,27 +59,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTEDBATCH']._serialized_start=846
   _globals['_STARTEDBATCH']._serialized_end=899
   _globals['_RESULT']._serialized_start=902
-  _globals['_RESULT']._serialized_end=1075
-  _globals['_RESULTBATCH']._serialized_start=1077
-  _globals['_RESULTBATCH']._serialized_end=1128
-  _globals['_DRAINING']._serialized_start=1130
-  _globals['_DRAINING']._serialized_end=1186
-  _globals['_AGENTMESSAGE']._serialized_start=1189
-  _globals['_AGENTMESSAGE']._serialized_end=1426
-  _globals['_WELCOME']._serialized_start=1428
-  _globals['_WELCOME']._serialized_end=1523
-  _globals['_ASSIGNMENT']._serialized_start=1526
-  _globals['_ASSIGNMENT']._serialized_end=1748
-  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=1697
-  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=1748
-  _globals['_ASSIGNMENTBATCH']._serialized_start=1750
-  _globals['_ASSIGNMENTBATCH']._serialized_end=1828
-  _globals['_CANCELBATCH']._serialized_start=1830
-  _globals['_CANCELBATCH']._serialized_end=1882
-  _globals['_DRAIN']._serialized_start=1884
-  _globals['_DRAIN']._serialized_end=1907
-  _globals['_CONTROLLERMESSAGE']._serialized_start=1910
-  _globals['_CONTROLLERMESSAGE']._serialized_end=2112
-  _globals['_AGENTSERVICE']._serialized_start=2176
-  _globals['_AGENTSERVICE']._serialized_end=2264
+  _globals['_RESULT']._serialized_end=1177
+  _globals['_RESULT_METADATAENTRY']._serialized_start=1130
+  _globals['_RESULT_METADATAENTRY']._serialized_end=1177
+  _globals['_RESULTBATCH']._serialized_start=1179
+  _globals['_RESULTBATCH']._serialized_end=1230
+  _globals['_DRAINING']._serialized_start=1232
+  _globals['_DRAINING']._serialized_end=1288
+  _globals['_AGENTMESSAGE']._serialized_start=1291
+  _globals['_AGENTMESSAGE']._serialized_end=1528
+  _globals['_WELCOME']._serialized_start=1530
+  _globals['_WELCOME']._serialized_end=1625
+  _globals['_ASSIGNMENT']._serialized_start=1628
+  _globals['_ASSIGNMENT']._serialized_end=1850
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=1799
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=1850
+  _globals['_ASSIGNMENTBATCH']._serialized_start=1852
+  _globals['_ASSIGNMENTBATCH']._serialized_end=1930
+  _globals['_CANCELBATCH']._serialized_start=1932
+  _globals['_CANCELBATCH']._serialized_end=1984
+  _globals['_DRAIN']._serialized_start=1986
+  _globals['_DRAIN']._serialized_end=2009
+  _globals['_CONTROLLERMESSAGE']._serialized_start=2012
+  _globals['_CONTROLLERMESSAGE']._serialized_end=2214
+  _globals['_AGENTSERVICE']._serialized_start=2278
+  _globals['_AGENTSERVICE']._serialized_end=2366
 # @@protoc_insertion_point(module_scope)

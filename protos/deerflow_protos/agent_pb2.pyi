@@ -106,7 +106,14 @@ class StartedBatch(_message.Message):
     def __init__(self, started: _Optional[_Iterable[_Union[Started, _Mapping]]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("ref", "ok", "output", "error", "started_at", "finished_at", "cancelled")
+    __slots__ = ("ref", "ok", "output", "error", "started_at", "finished_at", "cancelled", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REF_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +121,7 @@ class Result(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     ref: AttemptRef
     ok: bool
     output: bytes
@@ -121,7 +129,8 @@ class Result(_message.Message):
     started_at: float
     finished_at: float
     cancelled: bool
-    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., ok: _Optional[bool] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancelled: _Optional[bool] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., ok: _Optional[bool] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancelled: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ResultBatch(_message.Message):
     __slots__ = ("results",)

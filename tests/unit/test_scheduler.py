@@ -33,7 +33,7 @@ JOB = "j"
 def make(**overrides: Any) -> Scheduler:
     """A seeded scheduler; prefetch 0 unless asked, so an agent's credit equals its slots.
     Silent agents are only declared dead in the tests that ask for it (agent_silence_s)."""
-    base = SchedulerConfig(prefetch=0, agent_silence_s=1e9)
+    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
     return Scheduler(replace(base, **overrides), seed=7)
 
 
@@ -1329,3 +1329,12 @@ def test_a_silent_agent_is_disconnected_and_its_attempts_run_elsewhere() -> None
     assert assigned(out) == {"B": [key("t", 2)]}
     assert last_event(job, "t").state == TaskState.DISPATCHED
     assert_event_log_sound(job)
+
+
+def test_an_agents_prefetch_grows_with_its_slots_but_never_below_the_floor() -> None:
+    s = make(prefetch=2, prefetch_fraction=0.125)
+    s.agent_joined("small", ["echo"], 4, 0.0)
+    s.agent_joined("big", ["echo"], 64, 0.0)
+
+    assert s.agents["small"].credit == 4 + 2
+    assert s.agents["big"].credit == 64 + 8

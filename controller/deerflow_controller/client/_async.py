@@ -66,9 +66,10 @@ class AsyncClient:
 
         Raises InvalidJobError / PayloadTooLargeError when refused; nothing is accepted then.
         Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op."""
-        request = client_pb2.SubmitJobRequest(
-            job_id=job_id, name=name, tasks=[t.to_proto() for t in tasks]
-        )
+        request = client_pb2.SubmitJobRequest(job_id=job_id, name=name)
+        add = request.tasks.add
+        for task in tasks:
+            task.fill_proto(add())
         try:
             reply = await self._jobs.SubmitJob(request, timeout=self._timeout(timeout_s))
         except grpc.aio.AioRpcError as e:

@@ -20,7 +20,10 @@ def encode_payload(payload: object) -> bytes:
         return payload
     if isinstance(payload, str):
         return payload.encode()
-    return json.dumps(payload, separators=(",", ":")).encode()
+    return _compact_json(payload).encode()
+
+
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,25 @@ class Task:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def to_proto(self) -> common_pb2.TaskSpec:
-        return common_pb2.TaskSpec(
-            id=self.id,
-            handler=self.handler,
-            payload=encode_payload(self.payload),
-            priority=self.priority,
-            depends_on=list(self.depends_on),
-            timeout_s=self.timeout_s,
-            max_retries=self.max_retries,
-            labels=dict(self.labels),
-        )
+        spec = common_pb2.TaskSpec()
+        self.fill_proto(spec)
+        return spec
+
+    def fill_proto(self, spec: common_pb2.TaskSpec) -> None:
+        """Write this task into ``spec`` (e.g. ``request.tasks.add()``, which avoids a copy)."""
+        spec.id = self.id
+        spec.handler = self.handler
+        spec.payload = encode_payload(self.payload)
+        if self.priority:
+            spec.priority = self.priority
+        if self.timeout_s:
+            spec.timeout_s = self.timeout_s
+        spec.max_retries = self.max_retries
+        # Only touch repeated and map fields when there is something to put in them.
+        if self.depends_on:
+            spec.depends_on.extend(self.depends_on)
+        if self.labels:
+            spec.labels.update(self.labels)
 
 
 @dataclass(frozen=True)
