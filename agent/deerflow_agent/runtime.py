@@ -22,8 +22,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import cast
+
+from deerflow_common.errors import AttemptKey, ErrorKind, TaskError
 
 from ._handler import (
     FatalError,
@@ -41,29 +42,12 @@ __all__ = ["Attempt", "AttemptError", "AttemptKey", "ErrorKind", "Outcome", "Run
 
 log = logging.getLogger(__name__)
 
-AttemptKey = tuple[str, str, int]
-"""(job_id, task_id, attempt): names one execution of a task."""
-
 LATENCY_EWMA_ALPHA = 0.2
 """Weight of the newest run in a handler's recent mean run time: about the last ten runs count."""
 
 
-class ErrorKind(IntEnum):
-    """Why an attempt failed; values equal ``deerflow.v1.ErrorKind`` on the wire."""
-
-    HANDLER_ERROR = 1
-    UNKNOWN_HANDLER = 2
-    TIMEOUT = 4
-    CANCELLED_BY_CLIENT = 6
-    FATAL = 7
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptError:
-    kind: ErrorKind
-    message: str
-    retryable: bool
-    retry_after_s: float = 0.0
+AttemptError = TaskError
+"""How an attempt failed (the shared :class:`deerflow_common.errors.TaskError`)."""
 
 
 @dataclass(slots=True)

@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 import grpc
 
 from deerflow_common import channel_options
-from deerflow_protos import agent_pb2, agent_pb2_grpc, common_pb2
+from deerflow_protos import agent_pb2, agent_pb2_grpc
 
 from ._handler import Handler, HandlerKind
 from .load import LoadSampler, machine_capacity
-from .runtime import Attempt, AttemptKey, ErrorKind, Outcome, Runtime
+from .runtime import Attempt, AttemptKey, Outcome, Runtime
 
 __all__ = ["Agent", "AgentConfig"]
 
@@ -125,14 +125,6 @@ back-to-back turns share a message. Costs microseconds of latency; on a stream o
 cuts messages (about 100 us of CPU each on both sides in grpc.aio) several-fold: echo with 16
 slots and 2 prefetch went from 5k to 15k tasks/s."""
 _MAX_BATCH_BYTES = 8 << 20  # well under the 64 MiB message limit, even with per-result overhead
-_WIRE_ERROR_KIND: dict[ErrorKind, common_pb2.ErrorKind] = {
-    ErrorKind.HANDLER_ERROR: common_pb2.HANDLER_ERROR,
-    ErrorKind.UNKNOWN_HANDLER: common_pb2.UNKNOWN_HANDLER,
-    ErrorKind.TIMEOUT: common_pb2.TIMEOUT,
-    ErrorKind.CANCELLED_BY_CLIENT: common_pb2.CANCELLED_BY_CLIENT,
-    ErrorKind.FATAL: common_pb2.FATAL,
-}
-
 _StartedItem = tuple[AttemptKey, float]
 
 
@@ -262,7 +254,7 @@ def _build(entry: _Entry) -> agent_pb2.AgentMessage:
             e = o.error
             if e is not None:
                 err = r.error
-                err.kind = _WIRE_ERROR_KIND[e.kind]
+                err.kind = int(e.kind)  # type: ignore[assignment]  # same values as the wire enum
                 err.message = e.message
                 err.retryable = e.retryable
                 err.retry_after_s = e.retry_after_s

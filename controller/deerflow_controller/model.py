@@ -10,6 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from deerflow_common.errors import AttemptKey, ErrorKind, TaskError
+
+__all__ = [
+    "TERMINAL_STATES",
+    "AgentView",
+    "AttemptKey",
+    "ErrorKind",
+    "Event",
+    "Job",
+    "Task",
+    "TaskError",
+    "TaskSpec",
+    "TaskState",
+]
+
 
 class TaskState(IntEnum):
     PENDING = 1
@@ -27,25 +42,6 @@ class TaskState(IntEnum):
 TERMINAL_STATES = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
 )
-
-
-class ErrorKind(IntEnum):
-    HANDLER_ERROR = 1
-    UNKNOWN_HANDLER = 2
-    DEPENDENCY_FAILED = 3
-    TIMEOUT = 4
-    AGENT_LOST = 5
-    CANCELLED_BY_CLIENT = 6
-    FATAL = 7
-    SPLIT_ERROR = 8
-
-
-@dataclass(frozen=True, slots=True)
-class TaskError:
-    kind: ErrorKind
-    message: str
-    retryable: bool = False
-    retry_after_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -66,10 +62,6 @@ class TaskSpec:
     schedule_to_start_s: float = 0.0
     heartbeat_timeout_s: float = 0.0
     trace_context: dict[str, str] = field(default_factory=dict)
-
-
-AttemptKey = tuple[str, str, int]
-"""(job_id, task_id, attempt): names one execution of a task."""
 
 
 @dataclass(slots=True, eq=False)

@@ -12,7 +12,6 @@ heap with lazy invalidation, and no event scans all tasks.
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +121,7 @@ class Scheduler:
     def prefetch_for(self, slots: int) -> int:
         """Attempts an agent with ``slots`` may hold beyond them (see SchedulerConfig)."""
         cfg = self.config
-        return max(cfg.prefetch, math.ceil(max(1, slots) * cfg.prefetch_fraction))
+        return max(cfg.prefetch, int(max(1, slots) * cfg.prefetch_fraction))
 
     # ----------------------------------------------------------------- jobs
 

@@ -56,14 +56,19 @@ async def test_a_later_high_priority_job_overtakes_queued_low_priority_work(
         high = await client.submit(
             [Task(f"high{i}", "sleep", {"seconds": 0.02}, priority=10) for i in range(5)]
         )
-        high_done = [ev async for ev in client.events(high.job_id, terminal_only=True)]
-        low_done = [ev async for ev in client.events(low.job_id, terminal_only=True)]
+        high_events = [ev async for ev in client.events(high.job_id)]
+        low_events = [ev async for ev in client.events(low.job_id)]
         await client.close()
-    last_high = max(ev.time for ev in high_done)
-    finished_low_before_last_high = [ev for ev in low_done if ev.time < last_high]
-    # At most the low task in flight when the high job arrived (plus low0) ran before.
-    assert len(finished_low_before_last_high) <= 2
-    assert len(low_done) == 30 and all(ev.state == "SUCCEEDED" for ev in low_done)
+    # Controller timestamps, one clock: from the moment the high tasks were queued, no low task
+    # was dispatched until every high task had been.
+    high_queued = min(ev.time for ev in high_events if ev.state == "QUEUED")
+    last_high_dispatch = max(ev.time for ev in high_events if ev.state == "DISPATCHED")
+    low_dispatches_after = [
+        ev.time for ev in low_events if ev.state == "DISPATCHED" and ev.time >= high_queued
+    ]
+    assert low_dispatches_after, "the low job should still have had queued work"
+    assert min(low_dispatches_after) >= last_high_dispatch
+    assert sum(ev.state == "SUCCEEDED" for ev in low_events) == 30
 
 
 async def test_dependencies_are_released_only_after_they_succeed(

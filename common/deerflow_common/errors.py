@@ -1,0 +1,35 @@
+"""The error vocabulary both daemons speak: why an attempt or a task failed.
+
+Numeric values equal the wire enum ``deerflow.v1.ErrorKind`` (common.proto), so conversion at
+the edges is an int cast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+AttemptKey = tuple[str, str, int]
+"""(job_id, task_id, attempt): names one execution of a task."""
+
+
+class ErrorKind(IntEnum):
+    HANDLER_ERROR = 1
+    """The handler raised; retryable unless it said otherwise."""
+    UNKNOWN_HANDLER = 2
+    DEPENDENCY_FAILED = 3
+    TIMEOUT = 4
+    AGENT_LOST = 5
+    CANCELLED_BY_CLIENT = 6
+    FATAL = 7
+    """The handler declared the error permanent; never retried."""
+    SPLIT_ERROR = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    kind: ErrorKind
+    message: str
+    """A sentence a person can act on."""
+    retryable: bool = False
+    retry_after_s: float = 0.0
+    """Seconds the provider asked us to wait (Retry-After); 0 when not given."""
