@@ -43,6 +43,12 @@ class RssSampler:
             self.sample()
             await asyncio.sleep(self.period_s)
 
+    def current(self) -> int:
+        try:
+            return int(self.proc.memory_info().rss)
+        except psutil.Error:
+            return 0
+
     def sample(self) -> None:
         with contextlib.suppress(psutil.Error):
             self.peak = max(self.peak, self.proc.memory_info().rss)
@@ -82,6 +88,7 @@ async def _run(
         rss.start()
         async with AsyncClient(cluster.address, timeout_s=60) as client:
             await client.agents(wait_for=agents, timeout_s=30)
+            baseline_rss = rss.current()
             started = time.perf_counter()
             job = await client.submit(tasks, name=f"bench-{workload}")
             submitted = time.perf_counter()
@@ -102,6 +109,11 @@ async def _run(
         "ideal_s": round(ideal_s, 4),
         "ratio_to_ideal": round(seconds / ideal_s, 4) if ideal_s else None,
         "controller_rss_mb": round(controller_rss_mb, 1),
+        # Peak growth over the idle controller, per task: what a task costs while the job is
+        # held (spec, state, events) until its retention ends.
+        "controller_bytes_per_task": round(
+            (controller_rss_mb * (1 << 20) - baseline_rss) / len(tasks)
+        ),
         "succeeded": ok,
         "failed": failed,
         "retries": stats.retries,
