@@ -66,7 +66,7 @@ class TaskError(_message.Message):
     def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("id", "handler", "payload", "priority", "depends_on", "timeout_s", "max_retries", "labels", "schedule_to_start_s", "heartbeat_timeout_s", "trace_context")
+    __slots__ = ("id", "handler", "payload", "priority", "depends_on", "timeout_s", "max_retries", "labels", "schedule_to_start_s", "heartbeat_timeout_s", "trace_context", "rate_keys", "est_tokens", "tenant")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,9 @@ class TaskSpec(_message.Message):
     SCHEDULE_TO_START_S_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    RATE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    EST_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     id: str
     handler: str
     payload: bytes
@@ -103,7 +106,10 @@ class TaskSpec(_message.Message):
     schedule_to_start_s: float
     heartbeat_timeout_s: float
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., schedule_to_start_s: _Optional[float] = ..., heartbeat_timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    rate_keys: _containers.RepeatedScalarFieldContainer[str]
+    est_tokens: float
+    tenant: str
+    def __init__(self, id: _Optional[str] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., schedule_to_start_s: _Optional[float] = ..., heartbeat_timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., rate_keys: _Optional[_Iterable[str]] = ..., est_tokens: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("job_id", "task_id", "state", "seq", "attempt", "agent_id", "time", "output", "error", "not_before")
