@@ -62,6 +62,10 @@ class TaskSpec:
     schedule_to_start_s: float = 0.0
     heartbeat_timeout_s: float = 0.0
     trace_context: dict[str, str] = field(default_factory=dict)
+    rate_keys: tuple[str, ...] = ()
+    """Budgets the task draws on; it waits THROTTLED until all have room."""
+    est_tokens: float = 0.0
+    tenant: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -84,6 +88,8 @@ class Task:
     ready_at: float = 0.0
     deadline: float = 0.0
     """When the controller gives up on the current attempt (start-to-close + grace)."""
+    rate_hold: list[tuple[str, float]] | None = None
+    """(rate key, tokens charged) while the task holds its keys' slots."""
 
     @property
     def id(self) -> str:

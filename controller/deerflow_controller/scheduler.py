@@ -12,8 +12,9 @@ heap with lazy invalidation, and no event scans all tasks.
 from __future__ import annotations
 
 import heapq
+import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -29,6 +30,7 @@ from .model import (
     TaskSpec,
     TaskState,
 )
+from .ratelimit import RateLimiter
 from .ready_queue import ReadyQueue
 
 
@@ -41,6 +43,8 @@ class AttemptResult:
     output: bytes = b""
     error: TaskError | None = None
     cancelled: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Provider signals the handler reported (deerflow_common.signals)."""
 
 
 @dataclass(slots=True)
@@ -70,6 +74,7 @@ class _Timer(IntEnum):
     EXPIRE_JOB = 3
     ORPHAN_SWEEP = 4
     LIVENESS = 5
+    RATE_RELEASE = 6
 
 
 @dataclass(slots=True)
@@ -86,8 +91,17 @@ class Counters:
 class Scheduler:
     """Jobs, tasks and agents, and the rules that move tasks between states."""
 
-    def __init__(self, config: SchedulerConfig | None = None, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig | None = None,
+        *,
+        limiter: RateLimiter | None = None,
+        seed: int | None = None,
+    ) -> None:
         self.config = config or SchedulerConfig()
+        self.limiter = limiter or RateLimiter()
+        self._offered: list[Task] = []
+        self._rate_timer_at = math.inf
         self.jobs: dict[str, Job] = {}
         self.agents: dict[str, AgentView] = {}
         self.ready = ReadyQueue()
@@ -270,6 +284,7 @@ class Scheduler:
             if task is None or task.terminal or task.attempt != key[2]:
                 continue
             task.agent_id = ""
+            self.limiter.end_attempt(task)
             self._make_ready(task, now)
         self._dispatch(now)
 
@@ -316,6 +331,8 @@ class Scheduler:
             if task is None or task.terminal:
                 self.counters.stale_results += 1
                 continue
+            if result.metadata and task.spec.rate_keys:
+                self.limiter.observe(task, result.metadata, now)
             current = task.attempt == key[2] and task.agent_id == agent_id
             if result.ok:
                 if not current and task.agent_id:
@@ -367,6 +384,8 @@ class Scheduler:
                 self._fail_orphans(now)
             elif kind == _Timer.LIVENESS:
                 self._check_liveness(now)
+            elif kind == _Timer.RATE_RELEASE and self._rate_timer_at <= now:
+                self._rate_timer_at = math.inf
         self._dispatch(now)
 
     # ----------------------------------------------------------------- internals
@@ -443,12 +462,36 @@ class Scheduler:
             error = self._unknown_handler_error(task.spec.handler)
             self._finish(task, TaskState.FAILED, now, error=error)
             return
+        if task.spec.rate_keys:
+            self.limiter.offer(task, now)
+            self._offered.append(task)
+            return
         self.ready.push(task, now)
         self._emit(task, TaskState.QUEUED, now)
+
+    def _release_throttled(self, now: float) -> None:
+        """Move tasks whose rate keys have room into the ready queue; report the rest
+        THROTTLED once; arrange to be ticked when time alone can admit more."""
+        limiter = self.limiter
+        if not self._offered and not limiter.waiting:
+            return
+        for task in limiter.release(now):
+            self.ready.push(task, now)
+            self._emit(task, TaskState.QUEUED, now)
+        for task in self._offered:
+            if task.state == TaskState.THROTTLED:
+                limiter.note_waiting(task)
+                self._emit(task, TaskState.THROTTLED, now)
+        self._offered.clear()
+        nxt = limiter.next_release(now)
+        if nxt is not None and (nxt < self._rate_timer_at or self._rate_timer_at <= now):
+            self._rate_timer_at = nxt
+            self._push_timer(nxt, _Timer.RATE_RELEASE, None)
 
     def _dispatch(self, now: float) -> None:
         """Fill every agent's credit from the ready queue, one task per agent per round so that
         a burst spreads across agents."""
+        self._release_throttled(now)
         if not len(self.ready) or not self.agents:
             return
         agents = [a for a in self.agents.values() if a.credit > 0]
@@ -519,6 +562,7 @@ class Scheduler:
         """End the current attempt badly: retry (after a jittered, doubling delay with the
         provider's Retry-After as a floor) while the budget lasts, else finish the task."""
         failed_on, task.agent_id = task.agent_id, ""
+        self.limiter.end_attempt(task)
         task.failures += 1
         if not error.retryable or task.failures > task.max_retries:
             final = TaskState.TIMED_OUT if error.kind == ErrorKind.TIMEOUT else TaskState.FAILED
@@ -599,6 +643,7 @@ class Scheduler:
         """Bookkeeping of one task's terminal transition and its one terminal event."""
         if task.state == TaskState.QUEUED:
             self.ready.discard(task)
+        self.limiter.end_attempt(task)
         task.state = state
         task.error = error
         c = self.counters

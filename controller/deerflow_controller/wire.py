@@ -28,6 +28,9 @@ def spec_from_proto(t: common_pb2.TaskSpec) -> TaskSpec:
         t.schedule_to_start_s,
         t.heartbeat_timeout_s,
         dict(t.trace_context) if t.trace_context else _NO_STRINGS,
+        tuple(t.rate_keys) if t.rate_keys else (),
+        t.est_tokens,
+        t.tenant,
     )
 
 
@@ -97,9 +100,10 @@ def results_from_proto(batch: agent_pb2.ResultBatch) -> list[AttemptResult]:
     for r in batch.results:
         ref = r.ref
         key = (ref.job_id, ref.task_id, ref.attempt)
+        meta = dict(r.metadata) if r.metadata else _NO_STRINGS
         if r.ok:
-            out.append(AttemptResult(key, True, r.output))
+            out.append(AttemptResult(key, True, r.output, metadata=meta))
         else:
             err = error_from_proto(r.error) if r.HasField("error") else None
-            out.append(AttemptResult(key, False, b"", err, r.cancelled))
+            out.append(AttemptResult(key, False, b"", err, r.cancelled, meta))
     return out

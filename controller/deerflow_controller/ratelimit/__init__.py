@@ -1,0 +1,22 @@
+"""Cluster-wide adaptive rate limiting: per-key budgets enforced in the controller.
+
+The algorithms that adapt a key's limits (``algorithms``) are separate from the gate that
+enforces them (``gate``) and from the primitives they use (``buckets``)."""
+
+from .algorithms import AimdConcurrency, RateLearner
+from .buckets import SlopeWindow, TokenBucket
+from .gate import KeyGate, KeyStats, RateLimiter
+from .limits import DEFAULT_UNKNOWN, KeyLimits, LimiterConfig
+
+__all__ = [
+    "DEFAULT_UNKNOWN",
+    "AimdConcurrency",
+    "KeyGate",
+    "KeyLimits",
+    "KeyStats",
+    "LimiterConfig",
+    "RateLearner",
+    "RateLimiter",
+    "SlopeWindow",
+    "TokenBucket",
+]

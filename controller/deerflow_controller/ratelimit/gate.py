@@ -1,0 +1,305 @@
+"""The gate: enforces each rate key's limits on the tasks that carry it, cluster-wide.
+
+Tasks whose keys have no room wait here (THROTTLED), never on agents. A task is admitted when
+every one of its keys has room; admission charges one request and the estimated tokens to each
+key and takes one of its concurrency slots until the attempt ends. Tenants waiting on one key
+are served round-robin; within a tenant, by priority then arrival.
+
+Nothing here does I/O or reads a clock: the scheduler passes ``now`` and asks, after each
+change, which tasks may go (:meth:`RateLimiter.release`) and when to ask again
+(:meth:`RateLimiter.next_release`).
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from deerflow_common import signals
+
+from ..model import Task, TaskState
+from .algorithms import AimdConcurrency, RateLearner
+from .buckets import SlopeWindow, TokenBucket
+from .limits import KeyLimits, LimiterConfig
+
+DEFAULT_PAUSE_S = 1.0
+"""Pause after a 429 that names no Retry-After (Tavily sends none)."""
+OBSERVE_WINDOW_S = 5.0
+TOKEN_EWMA = 0.1
+
+
+@dataclass(slots=True)
+class KeyStats:
+    admitted: int = 0
+    waited: int = 0
+    """Tasks that had to wait THROTTLED on this key."""
+    rate_limited: int = 0
+    """429s the provider answered for this key."""
+    tokens: float = 0.0
+    """Tokens reported used."""
+
+
+class KeyGate:
+    """One rate key's state: buckets, slope window, concurrency, pause, and its waiting tasks."""
+
+    def __init__(self, key: str, limits: KeyLimits, now: float) -> None:
+        self.key = key
+        self.limits = limits
+        self.stats = KeyStats()
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self.token_mean = limits.default_tokens
+        self._admissions: collections.deque[float] = collections.deque()
+        self.learner: RateLearner | None = None
+        if limits.rpm is None and limits.adaptive:
+            self.learner = RateLearner(rate=limits.initial_rps, ceiling=math.inf)
+        elif limits.rpm is not None and limits.adaptive:
+            self.learner = RateLearner(rate=limits.rpm / 60.0, ceiling=limits.rpm / 60.0)
+        self.requests: TokenBucket | None = None
+        rate = self.request_rate()
+        if rate is not None:
+            self.requests = TokenBucket(rate, self._depth(rate), now)
+        self.tokens: TokenBucket | None = None
+        if limits.tpm is not None:
+            tok_rate = limits.tpm / 60.0 * limits.safety
+            self.tokens = TokenBucket(tok_rate, self._depth(tok_rate), now)
+        self.slope: SlopeWindow | None = None
+        if limits.burst_slope is not None:
+            self.slope = SlopeWindow(
+                limits.burst_slope, limits.burst_floor_rps, limits.burst_window_s, now
+            )
+        self.concurrency: AimdConcurrency | None = None
+        if limits.concurrency is not None or limits.adaptive:
+            start = limits.concurrency or limits.initial_concurrency
+            ceiling = limits.concurrency or limits.max_concurrency
+            self.concurrency = AimdConcurrency(limit=float(start), max_limit=float(ceiling))
+        # Waiting tasks: one heap per tenant, tenants served in turn.
+        self._queues: dict[str, list[tuple[int, int, Task]]] = {}
+        self._turns: collections.deque[str] = collections.deque()
+        self.waiting = 0
+
+    # ----------------------------------------------------------------- limits
+
+    def request_rate(self) -> float | None:
+        """Requests per second we pace at, or None when unlimited."""
+        lim = self.limits
+        if self.learner is not None:
+            return self.learner.rate * lim.safety
+        return lim.rpm / 60.0 * lim.safety if lim.rpm is not None else None
+
+    def _depth(self, rate: float) -> float:
+        return max(1.0, rate * self.limits.burst_s)
+
+    def _rate_changed(self, now: float) -> None:
+        rate = self.request_rate()
+        if rate is not None and self.requests is not None:
+            self.requests.set_rate(rate, self._depth(rate), now)
+
+    def tokens_for(self, task: Task) -> float:
+        return task.spec.est_tokens or self.token_mean
+
+    def has_room(self, tokens: float, now: float) -> bool:
+        if now < self.paused_until:
+            return False
+        if self.concurrency is not None and self.in_flight >= self.concurrency.value:
+            return False
+        if self.requests is not None and not self.requests.can_take(1.0, now):
+            return False
+        if self.tokens is not None and not self.tokens.can_take(tokens, now):
+            return False
+        return self.slope is None or self.slope.can_take(now)
+
+    def ready_at(self, tokens: float, now: float) -> float:
+        """When time alone gives room (inf when only a finishing attempt can)."""
+        if self.concurrency is not None and self.in_flight >= self.concurrency.value:
+            return math.inf
+        when = max(now, self.paused_until)
+        if self.requests is not None:
+            when = max(when, self.requests.ready_at(1.0, now))
+        if self.tokens is not None:
+            when = max(when, self.tokens.ready_at(tokens, now))
+        if self.slope is not None:
+            when = max(when, self.slope.ready_at(now))
+        return when
+
+    def charge(self, tokens: float, now: float) -> None:
+        if self.requests is not None:
+            self.requests.take(1.0, now)
+        if self.tokens is not None:
+            self.tokens.take(tokens, now)
+        if self.slope is not None:
+            self.slope.take(now)
+        self.in_flight += 1
+        self.stats.admitted += 1
+        self._admissions.append(now)
+
+    def observed_rps(self, now: float) -> float:
+        adm = self._admissions
+        while adm and adm[0] < now - OBSERVE_WINDOW_S:
+            adm.popleft()
+        return len(adm) / OBSERVE_WINDOW_S
+
+    # ----------------------------------------------------------------- waiting tasks
+
+    def enqueue(self, task: Task, seq: int) -> None:
+        tenant = task.spec.tenant
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = self._queues[tenant] = []
+        if not queue:
+            self._turns.append(tenant)
+        heapq.heappush(queue, (-task.spec.priority, seq, task))
+        self.waiting += 1
+
+    def head(self) -> Task | None:
+        """The next task in turn (skipping ones no longer THROTTLED), without removing it."""
+        while self._turns:
+            queue = self._queues[self._turns[0]]
+            while queue and queue[0][2].state != TaskState.THROTTLED:
+                heapq.heappop(queue)
+                self.waiting -= 1
+            if queue:
+                return queue[0][2]
+            self._turns.popleft()
+        return None
+
+    def pop_head(self) -> None:
+        tenant = self._turns.popleft()
+        queue = self._queues[tenant]
+        heapq.heappop(queue)
+        self.waiting -= 1
+        if queue:
+            self._turns.append(tenant)  # round-robin: the tenant goes to the back
+
+
+class RateLimiter:
+    """Every rate key's gate, created on first use from :class:`LimiterConfig`."""
+
+    def __init__(self, config: LimiterConfig | None = None) -> None:
+        self.config = config or LimiterConfig()
+        self.gates: dict[str, KeyGate] = {}
+        self._seq = 0
+
+    def gate(self, key: str, now: float) -> KeyGate:
+        gate = self.gates.get(key)
+        if gate is None:
+            gate = self.gates[key] = KeyGate(key, self.config.limits_for(key), now)
+        return gate
+
+    def offer(self, task: Task, now: float) -> None:
+        """Queue a ready task behind its first key; :meth:`release` decides when it goes."""
+        self._seq += 1
+        task.state = TaskState.THROTTLED
+        self.gate(task.spec.rate_keys[0], now).enqueue(task, self._seq)
+        for key in task.spec.rate_keys[1:]:
+            self.gate(key, now)
+
+    def release(self, now: float) -> list[Task]:
+        """Admit every waiting task whose keys all have room now, charging them."""
+        out: list[Task] = []
+        for gate in list(self.gates.values()):
+            while gate.waiting:
+                task = gate.head()
+                if task is None:
+                    break
+                keys = task.spec.rate_keys
+                gates = [self.gates[k] for k in keys]
+                amounts = [g.tokens_for(task) for g in gates]
+                if not all(g.has_room(t, now) for g, t in zip(gates, amounts, strict=True)):
+                    # Demand presses on a learned request rate: let the learner probe upward.
+                    for g in gates:
+                        if (
+                            g.learner is not None
+                            and g.requests is not None
+                            and not g.requests.can_take(1.0, now)
+                        ):
+                            g.learner.on_pressure(now)
+                            g._rate_changed(now)
+                    break
+                gate.pop_head()
+                for g, t in zip(gates, amounts, strict=True):
+                    g.charge(t, now)
+                task.rate_hold = list(zip(keys, amounts, strict=True))
+                out.append(task)
+        return out
+
+    def next_release(self, now: float) -> float | None:
+        """Earliest time at which waiting time alone may admit a task (None: nothing waits, or
+        only a finishing attempt can make room)."""
+        best = math.inf
+        for gate in self.gates.values():
+            if not gate.waiting:
+                continue
+            task = gate.head()
+            if task is None:
+                continue
+            when = max(
+                self.gates[k].ready_at(self.gates[k].tokens_for(task), now)
+                for k in task.spec.rate_keys
+            )
+            best = min(best, when)
+        return None if best == math.inf else best
+
+    def note_waiting(self, task: Task) -> None:
+        self.gates[task.spec.rate_keys[0]].stats.waited += 1
+
+    def end_attempt(self, task: Task) -> None:
+        """The attempt holding ``task``'s slots ended (any way): give the slots back."""
+        hold = task.rate_hold
+        if hold is None:
+            return
+        task.rate_hold = None
+        for key, _ in hold:
+            gate = self.gates.get(key)
+            if gate is not None and gate.in_flight > 0:
+                gate.in_flight -= 1
+
+    @property
+    def waiting(self) -> int:
+        return sum(g.waiting for g in self.gates.values())
+
+    def observe(self, task: Task, metadata: Mapping[str, str], now: float) -> None:
+        """Learn from what the provider said about ``task``'s request (before end_attempt)."""
+        hold = task.rate_hold or [(k, 0.0) for k in task.spec.rate_keys]
+        status = signals.number(metadata, signals.HTTP_STATUS)
+        for key, charged in hold:
+            gate = self.gates.get(key)
+            if gate is not None:
+                _learn(gate, metadata, status, charged, now)
+
+
+def _learn(
+    gate: KeyGate, metadata: Mapping[str, str], status: float | None, charged: float, now: float
+) -> None:
+    used = signals.number(metadata, signals.TOTAL_TOKENS)
+    if used is not None:
+        gate.stats.tokens += used
+        gate.token_mean += TOKEN_EWMA * (used - gate.token_mean)
+        if gate.tokens is not None and charged:
+            gate.tokens.give_back(charged - used, now)
+    if status == 429:
+        gate.stats.rate_limited += 1
+        retry_after = signals.number(metadata, signals.RETRY_AFTER_S)
+        gate.paused_until = max(
+            gate.paused_until, now + (retry_after if retry_after is not None else DEFAULT_PAUSE_S)
+        )
+        if gate.concurrency is not None:
+            gate.concurrency.on_overload()
+        if gate.learner is not None and not gate.learner.stated:
+            gate.learner.on_rate_limited(gate.observed_rps(now), now)
+            gate._rate_changed(now)
+        return
+    if status is not None and 200 <= status < 300 and gate.concurrency is not None:
+        gate.concurrency.on_success()
+    if not gate.limits.adaptive:
+        return
+    stated = signals.number(metadata, signals.LIMIT_REQUESTS)
+    if stated and gate.learner is not None and gate.learner.on_stated_limit(stated):
+        gate._rate_changed(now)
+    remaining = signals.number(metadata, signals.REMAINING_REQUESTS)
+    reset = signals.number(metadata, signals.RESET_REQUESTS_S)
+    if remaining is not None and remaining <= 0 and reset:
+        gate.paused_until = max(gate.paused_until, now + reset)
