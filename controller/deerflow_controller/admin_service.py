@@ -33,7 +33,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         by_state[TaskState.FAILED.name] = c.failed
         by_state[TaskState.CANCELLED.name] = c.cancelled
         by_state[TaskState.TIMED_OUT.name] = c.timed_out
-        return admin_pb2.Stats(
+        stats = admin_pb2.Stats(
             controller_id=shell.config.controller_id,
             epoch=shell.config.epoch,
             uptime_s=shell.clock() - shell.started_at,
@@ -49,6 +49,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             jobs_active=active,
             completed_per_s=shell.completed_per_s(),
         )
+        now = shell.clock()
+        for key, gate in sorted(sched.limiter.gates.items()):
+            conc = gate.concurrency
+            stats.rate_keys.add(
+                key=key,
+                paced_rps=gate.request_rate() or 0.0,
+                concurrency_limit=conc.value if conc is not None else 0,
+                in_flight=gate.in_flight,
+                waiting=gate.waiting,
+                admitted=gate.stats.admitted,
+                waited=gate.stats.waited,
+                rate_limited=gate.stats.rate_limited,
+                tokens=gate.stats.tokens,
+                paused_for_s=max(0.0, gate.paused_until - now),
+                limit_stated=gate.learner is not None and gate.learner.stated,
+            )
+        return stats
 
     async def ListAgents(
         self, request: admin_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext

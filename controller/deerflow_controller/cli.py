@@ -89,7 +89,7 @@ def _task_from_json(obj: Any, where: str) -> Task:
         raise click.BadParameter(f"{where}: a task must be a JSON object, got {type(obj).__name__}")
     unknown = set(obj) - {
         "id", "handler", "payload", "payload_b64", "priority", "depends_on", "timeout_s",
-        "max_retries", "labels",
+        "max_retries", "labels", "rate_keys", "est_tokens", "tenant",
     }  # fmt: skip
     if unknown:
         raise click.BadParameter(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -108,6 +108,9 @@ def _task_from_json(obj: Any, where: str) -> Task:
         timeout_s=float(obj.get("timeout_s", 0)),
         max_retries=int(obj.get("max_retries", -1)),
         labels=dict(obj.get("labels", {})),
+        rate_keys=list(obj.get("rate_keys", [])),
+        est_tokens=float(obj.get("est_tokens", 0)),
+        tenant=str(obj.get("tenant", "")),
     )
 
 
@@ -342,6 +345,54 @@ def bench_io(
 ) -> None:
     """IO-bound tasks with log-normal latencies against perfect packing on the slots."""
     _emit(run(benchmarks.io(tasks, agents, slots, prefetch, median_s, sigma, seed)), as_json)
+
+
+@bench.command("ratelimit")
+@click.option(
+    "--scenario",
+    type=click.Choice(["overload", "ramp", "multinode", "unknown"]),
+    required=True,
+)
+@click.option("--tasks", default=3000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--rpm", default=6000.0, show_default=True, type=click.FloatRange(min=1))
+@click.option(
+    "--agents", default=None, type=click.IntRange(1, 32), help="Default 2 (4 for multinode)."
+)
+@click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option(
+    "--time-scale",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0.0001),
+    help="Multiplier on the simulator's WORKLOAD.md latencies.",
+)
+@click.option(
+    "--per-agent-cap",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="multinode: LLM calls in flight per agent without the shared limiter.",
+)
+@click.option("--peak-rps", default=100.0, show_default=True, type=click.FloatRange(min=1))
+@click.option("--slope", default=0.5, show_default=True, type=click.FloatRange(min=0.01))
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_ratelimit_cmd(
+    scenario: str, tasks: int, rpm: float, agents: int | None, slots: int, time_scale: float,
+    per_agent_cap: int, peak_rps: float, slope: float, as_json: bool,
+) -> None:  # fmt: skip
+    """Cluster-wide rate limiting against the provider simulator."""
+    from . import bench_ratelimit as rl
+
+    n_agents = agents or (4 if scenario == "multinode" else 2)
+    if scenario == "overload":
+        coro = rl.overload(tasks, rpm, n_agents, slots, time_scale)
+    elif scenario == "ramp":
+        coro = rl.ramp(peak_rps, 10.0, 10.0, slope, n_agents, slots, time_scale)
+    elif scenario == "multinode":
+        coro = rl.multinode(tasks, rpm, n_agents, slots, per_agent_cap, time_scale)
+    else:
+        coro = rl.unknown(tasks, rpm, n_agents, slots, time_scale)
+    _emit(rl.add_machine(run(coro)), as_json)
 
 
 if __name__ == "__main__":

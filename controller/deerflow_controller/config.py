@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .ratelimit import LimiterConfig
+
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
@@ -81,3 +83,7 @@ class ControllerConfig:
     """Embedded mode has a single, fixed epoch; the etcd election supplies it otherwise."""
 
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    limits: LimiterConfig = field(default_factory=LimiterConfig)
+    """Rate limits per key pattern (``--limits FILE``); unknown keys adapt from a
+    conservative start."""

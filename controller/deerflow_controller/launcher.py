@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 READY_PREFIX = "deerflow-controller listening on "
@@ -40,6 +40,26 @@ class ManagedProcess:
     async def wait(self, timeout_s: float | None = None) -> int:
         return await asyncio.wait_for(self.proc.wait(), timeout_s)
 
+    async def _await_ready_line(self, prefix: str, timeout_s: float) -> str:
+        """Read stdout until the line starting with ``prefix``; return the rest of it. Stops
+        the process if it exits or stays silent for ``timeout_s``. Later output is drained."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        try:
+            while True:
+                line = await asyncio.wait_for(stdout.readline(), timeout_s)
+                if not line:
+                    code = await self.proc.wait()
+                    raise RuntimeError(f"{self.name} exited with {code} before it was ready")
+                text = line.decode().strip()
+                if text.startswith(prefix):
+                    break
+        except BaseException:
+            await self.stop(grace_s=2.0)
+            raise
+        self._pump = asyncio.get_running_loop().create_task(_drain(stdout))
+        return text[len(prefix) :]
+
     async def stop(self, grace_s: float = 10.0) -> int:
         """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
         if self.proc.returncode is None:
@@ -55,8 +75,9 @@ class ManagedProcess:
         return self.proc.returncode if self.proc.returncode is not None else -1
 
 
-def _env(quiet: bool) -> dict[str, str]:
+def _env(quiet: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
     if quiet:
         env.setdefault("DEERFLOW_LOG_LEVEL", "WARNING")
@@ -90,23 +111,7 @@ class ControllerProcess(ManagedProcess):
             env=_env(quiet),
         )
         self = cls(proc, "deerflow-controller")
-        assert proc.stdout is not None
-        try:
-            while True:
-                line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout_s)
-                if not line:
-                    code = await proc.wait()
-                    raise RuntimeError(
-                        f"deerflow-controller exited with {code} before it was ready"
-                    )
-                text = line.decode().strip()
-                if text.startswith(READY_PREFIX):
-                    self.address = text[len(READY_PREFIX) :]
-                    break
-        except BaseException:
-            await self.stop(grace_s=2.0)
-            raise
-        self._pump = asyncio.get_running_loop().create_task(_drain(proc.stdout))
+        self.address = await self._await_ready_line(READY_PREFIX, ready_timeout_s)
         return self
 
 
@@ -119,6 +124,7 @@ class AgentProcess(ManagedProcess):
         args: Sequence[str] = (),
         *,
         quiet: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> AgentProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -129,9 +135,38 @@ class AgentProcess(ManagedProcess):
             "--id",
             agent_id,
             *args,
-            env=_env(quiet),
+            env=_env(quiet, env),
         )
         return cls(proc, agent_id)
+
+
+SIM_READY_PREFIX = "deerflow-sim listening on "
+
+
+class SimulatorProcess(ManagedProcess):
+    """The provider simulator on a free loopback port; ``url`` is read from its ready line."""
+
+    url: str = ""
+
+    @classmethod
+    async def start(
+        cls, args: Sequence[str] = (), *, quiet: bool = True, ready_timeout_s: float = 30.0
+    ) -> SimulatorProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "deerflow_simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            env=_env(quiet),
+        )
+        self = cls(proc, "deerflow-sim")
+        self.url = await self._await_ready_line(SIM_READY_PREFIX, ready_timeout_s)
+        return self
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
@@ -149,7 +184,9 @@ class Cluster:
         agent_args: Sequence[str] = (),
         controller_args: Sequence[str] = (),
         quiet: bool = True,
+        agent_env: Mapping[str, str] | None = None,
     ) -> None:
+        self.agent_env = dict(agent_env or {})
         self.n_agents = agents
         self.agent_args = list(agent_args)
         self.controller_args = list(controller_args)
@@ -174,7 +211,7 @@ class Cluster:
 
     async def add_agent(self, agent_id: str, args: Sequence[str] = ()) -> AgentProcess:
         agent = await AgentProcess.start(
-            self.address, agent_id, [*self.agent_args, *args], quiet=self.quiet
+            self.address, agent_id, [*self.agent_args, *args], quiet=self.quiet, env=self.agent_env
         )
         self.agents.append(agent)
         return agent

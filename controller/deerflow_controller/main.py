@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import click
 
 from deerflow_common import run, setup_logging
 
 from .config import ControllerConfig, SchedulerConfig
+from .ratelimit import LimiterConfig
 from .server import serve
 
 
@@ -69,6 +71,13 @@ from .server import serve
     help="Least attempts an agent may hold beyond its slots (an eighth of its slots if more).",
 )
 @click.option(
+    "--limits",
+    "limits_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file of rate limits per key pattern ([[ratelimit.keys]] pattern/rpm/tpm/...).",
+)
+@click.option(
     "--log-level",
     default=None,
     help="DEBUG, INFO, WARNING... (default $DEERFLOW_LOG_LEVEL or INFO).",
@@ -83,11 +92,17 @@ def main(
     default_timeout: float,
     default_retries: int,
     prefetch: int,
+    limits_path: Path | None,
     log_level: str | None,
 ) -> None:
     """Run the deerflow-parallel controller."""
     setup_logging("deerflow-controller", log_level)
+    try:
+        limits = LimiterConfig.from_toml(limits_path) if limits_path else LimiterConfig()
+    except (ValueError, OSError) as e:
+        raise click.BadParameter(str(e), param_hint="--limits") from None
     config = ControllerConfig(
+        limits=limits,
         host=host,
         port=port,
         max_payload_bytes=max_payload_bytes,

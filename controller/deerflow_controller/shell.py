@@ -20,6 +20,7 @@ from deerflow_protos import agent_pb2
 
 from . import wire
 from .config import ControllerConfig
+from .ratelimit import RateLimiter
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class Shell:
     def __init__(self, config: ControllerConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.scheduler = Scheduler(config.scheduler)
+        self.scheduler = Scheduler(config.scheduler, limiter=RateLimiter(config.limits))
         self.sessions: dict[str, AgentSession] = {}
         self.started_at = clock()
         self._watchers: dict[str, set[asyncio.Event]] = {}

@@ -11,7 +11,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s")
+    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s", "rate_keys")
     class TasksByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class Stats(_message.Message):
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     JOBS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_PER_S_FIELD_NUMBER: _ClassVar[int]
+    RATE_KEYS_FIELD_NUMBER: _ClassVar[int]
     controller_id: str
     epoch: int
     uptime_s: float
@@ -47,7 +48,34 @@ class Stats(_message.Message):
     agents: int
     jobs_active: int
     completed_per_s: float
-    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ...) -> None: ...
+    rate_keys: _containers.RepeatedCompositeFieldContainer[RateKeyStats]
+    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ..., rate_keys: _Optional[_Iterable[_Union[RateKeyStats, _Mapping]]] = ...) -> None: ...
+
+class RateKeyStats(_message.Message):
+    __slots__ = ("key", "paced_rps", "concurrency_limit", "in_flight", "waiting", "admitted", "waited", "rate_limited", "tokens", "paused_for_s", "limit_stated")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PACED_RPS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    WAITED_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_STATED_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    paced_rps: float
+    concurrency_limit: int
+    in_flight: int
+    waiting: int
+    admitted: int
+    waited: int
+    rate_limited: int
+    tokens: float
+    paused_for_s: float
+    limit_stated: bool
+    def __init__(self, key: _Optional[str] = ..., paced_rps: _Optional[float] = ..., concurrency_limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., waiting: _Optional[int] = ..., admitted: _Optional[int] = ..., waited: _Optional[int] = ..., rate_limited: _Optional[int] = ..., tokens: _Optional[float] = ..., paused_for_s: _Optional[float] = ..., limit_stated: _Optional[bool] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ("wait_for",)

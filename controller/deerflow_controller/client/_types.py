@@ -42,6 +42,12 @@ class Task:
     timeout_s: float = 0.0
     max_retries: int = -1
     labels: Mapping[str, str] = field(default_factory=dict)
+    rate_keys: Sequence[str] = ()
+    """Cluster-wide budgets this task draws on, e.g. ("llm/my-key/gpt-4o",)."""
+    est_tokens: float = 0.0
+    """Estimated tokens (LLM calls); corrected from reported usage."""
+    tenant: str = ""
+    """Tasks of different tenants share a rate key fairly."""
 
     def to_proto(self) -> common_pb2.TaskSpec:
         spec = common_pb2.TaskSpec()
@@ -63,6 +69,12 @@ class Task:
             spec.depends_on.extend(self.depends_on)
         if self.labels:
             spec.labels.update(self.labels)
+        if self.rate_keys:
+            spec.rate_keys.extend(self.rate_keys)
+        if self.est_tokens:
+            spec.est_tokens = self.est_tokens
+        if self.tenant:
+            spec.tenant = self.tenant
 
 
 @dataclass(frozen=True)
