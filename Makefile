@@ -44,7 +44,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy controller/deerflow_controller agent/deerflow_agent common/deerflow_common tests
+	$(BIN)/mypy controller/deerflow_controller agent/deerflow_agent common/deerflow_common \
+	  simulator/deerflow_simulator tests
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

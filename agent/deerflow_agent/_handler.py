@@ -58,8 +58,8 @@ class HandlerResult:
     """A richer return value than plain bytes.
 
     ``metadata`` carries small string facts about the run (HTTP status, rate-limit headers, token
-    usage) for the controller's rate limiter and stats. The current wire contract has no field for
-    it, so the agent keeps it local for now; ``output`` is what the task returns.
+    usage; keys from :mod:`deerflow_common.signals`) to ``Result.metadata``, for the controller's
+    rate limiter and stats; ``output`` is what the task returns.
     """
 
     output: bytes
@@ -71,30 +71,56 @@ class HandlerError(Exception):
 
     ``retry_after_s`` is how long the provider asked us to wait (a Retry-After header), 0 when it
     said nothing; the controller never retries sooner. ``retryable=False`` makes it permanent,
-    like :class:`FatalError`.
+    like :class:`FatalError`. ``metadata`` carries the provider's signals for the failed attempt
+    (keys from :mod:`deerflow_common.signals`: HTTP status, rate-limit headers, error code) into
+    ``Result.metadata``, so the controller's limiter learns from a 429 as it does from a 200.
     """
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float = 0.0):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after_s: float = 0.0,
+        metadata: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after_s = max(0.0, float(retry_after_s))
+        self.metadata: dict[str, str] = dict(metadata or {})
 
     def __reduce__(self) -> tuple[Any, ...]:
         # CPU handlers raise this in a pool worker: keep the keyword arguments across pickling.
-        return (_rebuild_handler_error, (self.message, self.retryable, self.retry_after_s))
+        return (
+            _rebuild_handler_error,
+            (self.message, self.retryable, self.retry_after_s, self.metadata),
+        )
 
 
-def _rebuild_handler_error(message: str, retryable: bool, retry_after_s: float) -> HandlerError:
-    return HandlerError(message, retryable=retryable, retry_after_s=retry_after_s)
+def _rebuild_handler_error(
+    message: str, retryable: bool, retry_after_s: float, metadata: dict[str, str] | None = None
+) -> HandlerError:
+    return HandlerError(
+        message, retryable=retryable, retry_after_s=retry_after_s, metadata=metadata
+    )
 
 
 class FatalError(Exception):
-    """The task cannot succeed however often it is tried (bad input, 404): never retried."""
+    """The task cannot succeed however often it is tried (bad input, 404, a rejected API key):
+    never retried. ``metadata`` is reported with the failure, as for :class:`HandlerError`."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_fatal_error, (self.message, self.metadata))
+
+
+def _rebuild_fatal_error(message: str, metadata: dict[str, str] | None = None) -> FatalError:
+    return FatalError(message, metadata=metadata)
 
 
 class _TaskLogAdapter(logging.LoggerAdapter[logging.Logger]):

@@ -7,57 +7,19 @@ a field raises :class:`FatalError` naming the field: no retry can fix it.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import json
-import math
-import time
-from typing import Any
 
 import aiohttp
 
 from ._handler import FatalError, Handler, HandlerError, HandlerKind, HandlerResult, TaskContext
+from ._http import client, close_http_session, response_signals, retry_after_s
+from ._payload import integer as _int
+from ._payload import number as _number
+from ._payload import parse_object as _parse
+from ._payload import string as _str
 
 __all__ = ["close_http_session", "cpu", "echo", "http", "sleep"]
-
-
-def _parse(name: str, payload: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FatalError(f"{name}: payload is not UTF-8 JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise FatalError(f"{name}: payload must be a JSON object, got {type(doc).__name__}")
-    return doc
-
-
-def _number(name: str, doc: dict[str, Any], key: str, default: float | None = None) -> float:
-    value = doc.get(key, default)
-    if value is None:
-        raise FatalError(f"{name}: payload field {key!r} is required (a number)")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise FatalError(f"{name}: payload field {key!r} must be a finite number, got {value!r}")
-    if value < 0:
-        raise FatalError(f"{name}: payload field {key!r} must be >= 0, got {value!r}")
-    return float(value)
-
-
-def _int(name: str, doc: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = doc.get(key, default)
-    if value is None:
-        raise FatalError(f"{name}: payload field {key!r} is required (an integer)")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FatalError(f"{name}: payload field {key!r} must be an integer, got {value!r}")
-    return value
-
-
-def _str(name: str, doc: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = doc.get(key, default)
-    if value is None:
-        raise FatalError(f"{name}: payload field {key!r} is required (a string)")
-    if not isinstance(value, str):
-        raise FatalError(f"{name}: payload field {key!r} must be a string, got {value!r}")
-    return value
 
 
 # ------------------------------------------------------------------------- echo
@@ -117,43 +79,6 @@ cpu = Handler(
 HTTP_DEFAULT_TIMEOUT_S = 30.0
 HTTP_DEFAULT_MAX_BYTES = 1 << 20
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
-_session: aiohttp.ClientSession | None = None
-_session_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _client() -> aiohttp.ClientSession:
-    """The process's shared session, created on first use (on the running loop)."""
-    global _session, _session_loop
-    loop = asyncio.get_running_loop()
-    if _session is None or _session.closed or _session_loop is not loop:
-        _session = aiohttp.ClientSession(
-            headers={"User-Agent": "deerflow-agent"}, connector=aiohttp.TCPConnector(limit=0)
-        )
-        _session_loop = loop
-    return _session
-
-
-async def close_http_session() -> None:
-    """Close the shared HTTP session, if one was opened (at agent shutdown)."""
-    global _session, _session_loop
-    if _session is not None and not _session.closed:
-        await _session.close()
-    _session = _session_loop = None
-
-
-def _retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date; 0 when absent or bad."""
-    if not value:
-        return 0.0
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return max(0.0, when.timestamp() - time.time())
 
 
 async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
@@ -166,15 +91,19 @@ async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
     if max_bytes < 0:
         raise FatalError(f"http: payload field 'max_bytes' must be >= 0, got {max_bytes}")
     try:
-        async with _client().get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with client().get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             status = resp.status
+            signals = response_signals(status, resp.headers)
             if status in _RETRYABLE_STATUS or status >= 500:
                 raise HandlerError(
                     f"GET {url} answered {status} {resp.reason or ''}".rstrip(),
-                    retry_after_s=_retry_after(resp.headers.get("Retry-After")),
+                    retry_after_s=retry_after_s(resp.headers) or 0.0,
+                    metadata=signals,
                 )
             if 400 <= status < 500:
-                raise FatalError(f"GET {url} answered {status} {resp.reason or ''}".rstrip())
+                raise FatalError(
+                    f"GET {url} answered {status} {resp.reason or ''}".rstrip(), metadata=signals
+                )
             body = bytearray()
             async for chunk in resp.content.iter_chunked(64 << 10):
                 body += chunk
@@ -184,10 +113,7 @@ async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
             text = bytes(body[:max_bytes]).decode(resp.charset or "utf-8", errors="replace")
             headers = resp.headers
             content_type = headers.get("Content-Type", "")
-            metadata = {"http.status": str(status)}
-            for k, v in headers.items():
-                if k.lower().startswith("x-ratelimit-"):
-                    metadata[k.lower()] = v
+            metadata = signals
     except (aiohttp.ClientError, TimeoutError) as exc:
         detail = str(exc) or type(exc).__name__
         raise HandlerError(f"GET {url} failed: {detail}") from None

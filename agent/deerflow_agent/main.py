@@ -17,9 +17,10 @@ import click
 
 from deerflow_common import run, setup_logging
 
-from .builtins import close_http_session
+from ._http import close_http_session
 from .registry import HandlerRegistry
 from .session import Agent, AgentConfig
+from .telemetry import AgentTelemetry
 
 log = logging.getLogger("deerflow_agent")
 
@@ -48,6 +49,21 @@ def _parse_labels(
             raise click.BadParameter(f"{item!r} is not key=value (for example --label gpu=a100)")
         labels[key.strip()] = val.strip()
     return labels
+
+
+def _parse_handler_slots(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, int]:
+    caps: dict[str, int] = {}
+    for item in value:
+        name, sep, n = item.partition("=")
+        name, n = name.strip(), n.strip()
+        if not sep or not name or not n.isdigit() or int(n) < 1:
+            raise click.BadParameter(
+                f"{item!r} is not NAME=N with N >= 1 (for example --handler-slots llm=3)"
+            )
+        caps[name] = int(n)
+    return caps
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,6 +98,15 @@ def _parse_labels(
     help="Install a handler besides the entry-point ones (repeatable).",
 )
 @click.option(
+    "--handler-slots",
+    "handler_slots",
+    multiple=True,
+    metavar="NAME=N",
+    callback=_parse_handler_slots,
+    help="Run at most N attempts of handler NAME at once on this agent, within --slots "
+    "(repeatable); a per-process cap like DeerFlow 2.0's LLM concurrency limit.",
+)
+@click.option(
     "--label",
     "labels",
     multiple=True,
@@ -97,6 +122,19 @@ def _parse_labels(
     help="Processes in the pool that runs cpu handlers.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Serve /metrics, /healthz and /readyz on this port; 0 = off.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics endpoint listens on.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default=None,
@@ -107,8 +145,11 @@ def main(
     agent_id: str | None,
     slots: int,
     handler_specs: tuple[str, ...],
+    handler_slots: dict[str, int],
     labels: dict[str, str],
     cpu_workers: int,
+    metrics_port: int,
+    metrics_host: str,
     log_level: str | None,
 ) -> None:
     """Run a deerflow agent: connect to the controller and run the tasks it assigns."""
@@ -119,11 +160,19 @@ def main(
         raise click.BadParameter(str(exc), param_hint="--handler") from None
     if not registry:
         raise click.UsageError("no handlers installed: add one with --handler module:attr")
+    unknown = sorted(set(handler_slots) - set(registry))
+    if unknown:
+        raise click.BadParameter(
+            f"no handler named {', '.join(map(repr, unknown))} is installed "
+            f"(installed: {', '.join(sorted(registry))})",
+            param_hint="--handler-slots",
+        )
     config = AgentConfig(
         controllers=controllers,
         agent_id=agent_id or f"{socket.gethostname()}-{os.getpid()}",
         slots=slots,
         cpu_workers=cpu_workers,
+        handler_slots=handler_slots,
         labels=labels,
         token=os.environ.get("DEERFLOW_AGENT_TOKEN", ""),
     )
@@ -131,13 +180,23 @@ def main(
         "deerflow-agent %s starting: %d slots, handlers %s",
         config.agent_id,
         slots,
-        ", ".join(sorted(registry)),
+        ", ".join(
+            f"{name} (at most {handler_slots[name]})" if name in handler_slots else name
+            for name in sorted(registry)
+        ),
     )
-    run(_serve(config, registry))
+    run(_serve(config, registry, metrics_host, metrics_port))
 
 
-async def _serve(config: AgentConfig, registry: HandlerRegistry) -> None:
-    agent = Agent(config, registry)
+async def _serve(
+    config: AgentConfig, registry: HandlerRegistry, metrics_host: str, metrics_port: int
+) -> None:
+    telemetry = AgentTelemetry.from_env(config.agent_id, metrics=metrics_port > 0)
+    agent = Agent(config, registry, observer=telemetry.observer)
+    if metrics_port:
+        bound = await telemetry.serve_http(agent, metrics_host, metrics_port)
+        # A line scripts and tests can wait for (the agent has no other ready line).
+        print(f"deerflow-agent metrics on {metrics_host}:{bound}", flush=True)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -163,6 +222,7 @@ async def _serve(config: AgentConfig, registry: HandlerRegistry) -> None:
     finally:
         await agent.aclose()
         await close_http_session()
+        await telemetry.stop()
     log.info("deerflow-agent %s exited cleanly", config.agent_id)
 
 

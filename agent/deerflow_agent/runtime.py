@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from deerflow_common.errors import AttemptKey, ErrorKind, TaskError
 
@@ -38,7 +38,15 @@ from ._handler import (
     cpu_target,
 )
 
-__all__ = ["Attempt", "AttemptError", "AttemptKey", "ErrorKind", "Outcome", "Runtime"]
+__all__ = [
+    "Attempt",
+    "AttemptError",
+    "AttemptKey",
+    "AttemptObserver",
+    "ErrorKind",
+    "Outcome",
+    "Runtime",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,7 @@ class Attempt:
         "key",
         "payload",
         "seq",
+        "span",
         "started_at",
         "task",
         "timed_out",
@@ -97,6 +106,8 @@ class Attempt:
         self.timeout_s = timeout_s
         """Start-to-close limit in seconds; 0 or less means none."""
         self.trace_context = trace_context
+        self.span: object = None
+        """What an :class:`AttemptObserver` keeps about this attempt (its span), if anything."""
         self.seq = 0
         self.started_at = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -136,6 +147,19 @@ StartedCallback = Callable[[AttemptKey, float], None]
 FinishedCallback = Callable[[Outcome], None]
 
 
+class AttemptObserver(Protocol):
+    """Cross-cutting concerns (traces, metrics) around each attempt's run.
+
+    ``on_start`` is called just before the handler is started: it may replace
+    ``a.trace_context`` (which the handler's TaskContext then carries). ``on_end`` is called
+    when the attempt's outcome is reported, for attempts that started. Both run synchronously on
+    the loop, must be short and must not raise."""
+
+    def on_start(self, a: Attempt) -> None: ...
+
+    def on_end(self, a: Attempt, outcome: Outcome) -> None: ...
+
+
 class Runtime:
     """Runs attempts of installed handlers within ``slots`` concurrent attempts.
 
@@ -149,6 +173,10 @@ class Runtime:
     (with ``cancelled=True``) when the function returns, and it holds its slot until then. A cpu
     attempt past its timeout is reported TIMEOUT at the deadline but also holds its slot and its
     worker until the function returns.
+
+    ``handler_slots`` overrides handlers' own slot caps by name (``--handler-slots llm=3``): a
+    per-process cap like DeerFlow 2.0's LLM concurrency limit. Raises ValueError for a name that
+    is not installed or a cap below 1.
     """
 
     def __init__(
@@ -160,19 +188,32 @@ class Runtime:
         on_started: StartedCallback,
         on_finished: FinishedCallback,
         max_output_bytes: int = 32 << 20,
+        handler_slots: Mapping[str, int] | None = None,
+        observer: AttemptObserver | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
+        overrides = dict(handler_slots or {})
+        for name, n in overrides.items():
+            if name not in handlers:
+                offered = ", ".join(sorted(handlers)) or "none"
+                raise ValueError(
+                    f"a slot cap was given for {name!r}, which is not installed (installed: "
+                    f"{offered})"
+                )
+            if n < 1:
+                raise ValueError(f"the slot cap of handler {name!r} must be at least 1, got {n}")
         if cpu_workers < 1:
             raise ValueError(f"cpu_workers must be at least 1, got {cpu_workers}")
         self.slots = slots
         self.cpu_workers = cpu_workers
         self._on_started = on_started
         self._on_finished = on_finished
+        self._observer = observer
         self._max_output_bytes = max_output_bytes
         self._handlers: dict[str, _Slot] = {}
         for name, h in handlers.items():
-            cap = min(h.slots or slots, slots)
+            cap = min(overrides.get(name) or h.slots or slots, slots)
             if h.kind is HandlerKind.CPU:
                 cap = min(cap, cpu_workers)
             self._handlers[name] = _Slot(h, cap)
@@ -331,6 +372,8 @@ class Runtime:
         self._in_use += 1
         slot.running += 1
         a.started_at = now = time.time()
+        if self._observer is not None:
+            self._observer.on_start(a)
         if slot.cpu_target is None:
             loop = asyncio.get_running_loop()
             if a.timeout_s > 0:
@@ -383,7 +426,7 @@ class Runtime:
                 else:
                     self._fail(a, _timeout_error(h.name, a.timeout_s))
             except Exception as exc:
-                self._fail(a, _error_from(h, exc))
+                self._fail(a, _error_from(h, exc), _metadata_from(exc))
             else:
                 self._succeed(a, value)
         finally:
@@ -441,7 +484,7 @@ class Runtime:
                 self._discard_pool()
                 self._fail(a, _broken_pool_error(h.name, exc))
             except Exception as exc:
-                self._fail(a, _error_from(h, exc))
+                self._fail(a, _error_from(h, exc), _metadata_from(exc))
             else:
                 self._succeed(a, value)
         finally:
@@ -489,19 +532,31 @@ class Runtime:
                 a.started_at,
                 time.time(),
                 a.cancel_requested,
-                result.metadata or None,
+                _clean(result.metadata) if result.metadata else None,
             )
         )
 
-    def _fail(self, a: Attempt, error: AttemptError) -> None:
+    def _fail(
+        self, a: Attempt, error: AttemptError, metadata: Mapping[str, str] | None = None
+    ) -> None:
         self._report(
             Outcome(
-                a.key, a.handler, False, b"", error, a.started_at, time.time(), a.cancel_requested
+                a.key,
+                a.handler,
+                False,
+                b"",
+                error,
+                a.started_at,
+                time.time(),
+                a.cancel_requested,
+                metadata or None,
             )
         )
 
     def _report(self, outcome: Outcome) -> None:
-        self._known.pop(outcome.key, None)
+        a = self._known.pop(outcome.key, None)
+        if a is not None and a.task is not None and self._observer is not None:
+            self._observer.on_end(a, outcome)
         self._on_finished(outcome)
 
     def _report_unknown(self, a: Attempt) -> None:
@@ -530,6 +585,18 @@ def _broken_pool_error(name: str, exc: BaseException) -> AttemptError:
         "(out of memory?); the pool is restarted for the next attempt",
         retryable=True,
     )
+
+
+def _metadata_from(exc: Exception) -> dict[str, str] | None:
+    """The provider signals a failed handler attached to its HandlerError or FatalError."""
+    if isinstance(exc, HandlerError | FatalError) and exc.metadata:
+        return _clean(exc.metadata)
+    return None
+
+
+def _clean(metadata: Mapping[str, str]) -> dict[str, str]:
+    # The wire map takes strings only; one handler's stray int must not break the stream.
+    return {str(k): v if isinstance(v, str) else str(v) for k, v in metadata.items()}
 
 
 def _error_from(h: Handler, exc: Exception) -> AttemptError:

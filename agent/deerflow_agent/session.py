@@ -46,7 +46,7 @@ from deerflow_protos import agent_pb2, agent_pb2_grpc
 
 from ._handler import Handler, HandlerKind
 from .load import LoadSampler, machine_capacity
-from .runtime import Attempt, AttemptKey, Outcome, Runtime
+from .runtime import Attempt, AttemptKey, AttemptObserver, Outcome, Runtime
 
 __all__ = ["Agent", "AgentConfig"]
 
@@ -75,6 +75,10 @@ class AgentConfig:
 
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Processes in the cpu-handler pool (created on the first cpu attempt)."""
+
+    handler_slots: Mapping[str, int] = field(default_factory=dict)
+    """Per-handler caps on concurrent attempts on this agent (``--handler-slots llm=3``); they
+    override the handlers' own caps and are reported in Hello. Empty: each handler's own cap."""
 
     labels: Mapping[str, str] = field(default_factory=dict)
     """Free-form key/values the controller matches against a task's labels."""
@@ -283,15 +287,24 @@ class Agent:
     event loop.
     """
 
-    def __init__(self, config: AgentConfig, handlers: Mapping[str, Handler]) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        handlers: Mapping[str, Handler],
+        *,
+        observer: AttemptObserver | None = None,
+    ) -> None:
+        """``observer`` watches every attempt's run (traces, metrics: see ``telemetry``)."""
         self.config = config
         self.handlers = dict(handlers)
         self.runtime = Runtime(
             self.handlers,
             slots=config.slots,
             cpu_workers=config.cpu_workers,
+            handler_slots=config.handler_slots,
             on_started=self._on_started,
             on_finished=self._on_finished,
+            observer=observer,
         )
         self.max_epoch_seen = 0
         self.version = _version()

@@ -55,6 +55,18 @@ def llm_task(i: int, *, rate_limited: bool, max_retries: int) -> Task:
     )
 
 
+def search_task(i: int, *, max_retries: int) -> Task:
+    """A Tavily-like search: its provider states no limits and sends no Retry-After."""
+    return Task(
+        f"search-{i}",
+        "search",
+        {"query": f"delivery market share city {i}", "max_results": 5},
+        max_retries=max_retries,
+        timeout_s=60,
+        rate_keys=(f"search/{API_KEY}",),
+    )
+
+
 def limits_toml(rpm: float | None, slope: float | None) -> str:
     lines = ["[[ratelimit.keys]]", f'pattern = "llm/{API_KEY}/*"']
     if rpm is not None:
@@ -97,7 +109,12 @@ async def environment(
                 agents,
                 agent_args=["--slots", str(slots), *agent_args],
                 controller_args=controller_args,
-                agent_env={"DEERFLOW_LLM_BASE_URL": sim.url, "DEERFLOW_LLM_API_KEY": API_KEY},
+                agent_env={
+                    "DEERFLOW_LLM_BASE_URL": sim.url,
+                    "DEERFLOW_LLM_API_KEY": API_KEY,
+                    "DEERFLOW_SEARCH_BASE_URL": sim.url,
+                    "DEERFLOW_SEARCH_API_KEY": API_KEY,
+                },
             )
             async with cluster:
                 yield sim, cluster
@@ -264,10 +281,16 @@ async def multinode(
 
 
 async def unknown(
-    tasks: int, rpm: float, agents: int, slots: int, time_scale: float
+    tasks: int, rpm: float, agents: int, slots: int, time_scale: float, provider: str = "llm"
 ) -> dict[str, Any]:
-    """No limit configured for the key; the simulator enforces ``rpm``."""
-    work = [llm_task(i, rate_limited=True, max_retries=8) for i in range(tasks)]
+    """No limit configured for the key; the simulator enforces ``rpm``. The llm provider states
+    its limit in x-ratelimit headers; the search provider says nothing but 429."""
+    if provider == "search":
+        work = [search_task(i, max_retries=20) for i in range(tasks)]
+        key = f"search/{API_KEY}"
+    else:
+        work = [llm_task(i, rate_limited=True, max_retries=8) for i in range(tasks)]
+        key = RATE_KEY
     target = 0.9 * rpm / 60
     async with environment(
         sim_rpm=rpm, slope=None, agents=agents, slots=slots, time_scale=time_scale, limits=None
@@ -289,7 +312,7 @@ async def unknown(
             started = time.perf_counter()
             seconds, ok, failed = await _run_job(client, work)
             sampler.cancel()
-            learned = [k for k in (await client.stats()).rate_keys if k.key == RATE_KEY]
+            learned = [k for k in (await client.stats()).rate_keys if k.key == key]
         stats = await sim_key_stats(sim.url)
         rss_mb = await rss.stop()
     reached = math.nan
@@ -299,6 +322,7 @@ async def unknown(
             break
     out = _shape("unknown", tasks, seconds, tasks / (rpm / 60), rss_mb, stats)
     out.update(
+        provider=provider,
         succeeded=ok,
         failed=failed,
         true_rpm=rpm,

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deerflow_common import run, setup_logging
+from deerflow_simulator.cli import sim as sim_command
 
 from . import bench as benchmarks
 from .client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, Task
@@ -60,11 +61,20 @@ def main(log_level: str) -> None:
     default=0.2,
     show_default=True,
     type=click.FloatRange(min=0.001),
-    help="Multiplier on WORKLOAD.md's latencies (1.0 = real time).",
+    help="Multiplier on the simulated providers' WORKLOAD.md latencies (1.0 = real time).",
+)
+@click.option(
+    "--llm-rpm",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="The simulated provider key's requests per minute (the limiter keeps under it).",
 )
 @click.option("--seed", default=7, show_default=True)
-def demo(agents: int, slots: int, reports: int, time_scale: float, seed: int) -> None:
-    """Run a DeerFlow-shaped research DAG on an embedded controller with local agents."""
+def demo(
+    agents: int, slots: int, reports: int, time_scale: float, llm_rpm: float, seed: int
+) -> None:
+    """Run a DeerFlow-shaped research DAG: embedded controller, local agents, provider simulator."""
     console = Console()
     report = _run(
         run_demo(
@@ -72,6 +82,7 @@ def demo(agents: int, slots: int, reports: int, time_scale: float, seed: int) ->
             slots=slots,
             reports=reports,
             time_scale=time_scale,
+            llm_rpm=llm_rpm,
             seed=seed,
             console=console,
         )
@@ -375,10 +386,17 @@ def bench_io(
 )
 @click.option("--peak-rps", default=100.0, show_default=True, type=click.FloatRange(min=1))
 @click.option("--slope", default=0.5, show_default=True, type=click.FloatRange(min=0.01))
+@click.option(
+    "--provider",
+    type=click.Choice(["llm", "search"]),
+    default="llm",
+    show_default=True,
+    help="unknown: llm states its limit in headers; search says nothing but 429.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
 def bench_ratelimit_cmd(
     scenario: str, tasks: int, rpm: float, agents: int | None, slots: int, time_scale: float,
-    per_agent_cap: int, peak_rps: float, slope: float, as_json: bool,
+    per_agent_cap: int, peak_rps: float, slope: float, provider: str, as_json: bool,
 ) -> None:  # fmt: skip
     """Cluster-wide rate limiting against the provider simulator."""
     from . import bench_ratelimit as rl
@@ -391,8 +409,13 @@ def bench_ratelimit_cmd(
     elif scenario == "multinode":
         coro = rl.multinode(tasks, rpm, n_agents, slots, per_agent_cap, time_scale)
     else:
-        coro = rl.unknown(tasks, rpm, n_agents, slots, time_scale)
+        coro = rl.unknown(tasks, rpm, n_agents, slots, time_scale, provider)
     _emit(rl.add_machine(run(coro)), as_json)
+
+
+# The provider simulator: DeerFlow's LLM, search and reader APIs with their limits, for the
+# demo, benchmarks and tests (deerflow_simulator).
+main.add_command(sim_command, name="sim")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,40 @@
-"""The embedded demo: a DeerFlow-shaped research DAG on a local cluster, with live progress.
+"""The embedded demo: a DeerFlow-shaped research DAG on a local cluster against the provider
+simulator, with live progress.
 
 Each report follows DeerFlow's pipeline (WORKLOAD.md): coordinator (llm) and background search,
-planner (llm) returning 3 steps, then research steps that each loop through LLM turns fanning
-out to searches and crawls, a Python step, and a reporter (llm). Unlike DeerFlow, the steps of a
-plan and the reports run in parallel. Latencies are WORKLOAD.md's log-normal medians scaled down
-(``--time-scale``) so the demo finishes in seconds; tool calls run the built-in ``sleep`` handler
-and the Python step the ``cpu`` handler until the provider handlers land.
+planner (llm), then research steps that each loop through LLM turns fanning out to searches and
+crawls, a Python step, and a reporter (llm). Unlike DeerFlow, the steps of a plan and the
+reports run in parallel. Tool calls are the real ``llm``, ``search`` and ``crawl`` handlers
+calling ``deerflow sim`` over HTTP; the simulated LLM key allows only ``--llm-rpm`` requests per
+minute, so the cluster-wide limiter holds LLM calls THROTTLED rather than letting the provider
+answer 429.
 """
 
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .client import AsyncClient, Task
-from .launcher import Cluster
+from .launcher import Cluster, SimulatorProcess
 
-# (median seconds, sigma) per kind, from WORKLOAD.md
-LATENCY = {
-    "llm": (2.5, 0.6),
-    "search": (1.2, 0.5),
-    "crawl": (5.5, 0.7),
-}
+MODEL = "sim-model"
+API_KEYS = {"LLM": "demo-llm", "SEARCH": "demo-search", "CRAWL": "demo-crawl"}
+"""One account per provider, as in a real deployment."""
+LLM_KEY = f"llm/demo-llm/{MODEL}"
+SEARCH_KEY = "search/demo-search"
+CRAWL_KEY = "crawl/demo-crawl"
+TOOL_RPM = 3000
+"""The search and reader accounts' limit (Tavily and Jina production keys are 1,000+)."""
 
 
 @dataclass
@@ -38,115 +45,205 @@ class DemoReport:
     cancelled: int
     retries: int
     wall_s: float
-    serial_s: float
-    critical_path_s: float
-    by_kind: Counter[str]
+    busy_s: float
+    """Summed time from dispatch to result of every task: what one-at-a-time would take."""
+    provider_requests: int
+    provider_429s: int
+    throttled_tasks: int
+    by_kind: Counter[str] = field(default_factory=Counter)
 
     @property
     def throughput(self) -> float:
         return self.tasks / self.wall_s if self.wall_s else 0.0
 
 
-def critical_path(tasks: list[Task]) -> float:
-    """Longest chain of task durations through the DAG: no schedule can finish sooner."""
-    finish: dict[str, float] = {}
-    for t in tasks:  # research_dag lists every task after its dependencies
-        own = (
-            float(t.payload["seconds"])
-            if isinstance(t.payload, dict) and "seconds" in t.payload
-            else 0.0
-        )
-        finish[t.id] = own + max((finish[d] for d in t.depends_on), default=0.0)
-    return max(finish.values(), default=0.0)
-
-
-def research_dag(reports: int, *, time_scale: float, seed: int) -> tuple[list[Task], float]:
-    """Build the job; returns the tasks and their summed (serial) duration in seconds."""
+def research_dag(reports: int, *, seed: int) -> list[Task]:
+    """The job: ``reports`` research reports, each a DAG of LLM turns and tool calls."""
     rng = random.Random(seed)
     tasks: list[Task] = []
-    serial = 0.0
 
-    def tool(task_id: str, kind: str, deps: list[str], priority: int = 0) -> str:
-        nonlocal serial
-        median, sigma = LATENCY[kind]
-        seconds = round(rng.lognormvariate(0, sigma) * median * time_scale, 4)
-        serial += seconds
+    def llm(task_id: str, prompt: str, deps: list[str], priority: int = 1) -> str:
         tasks.append(
             Task(
                 task_id,
-                "sleep",
-                {"seconds": seconds, "kind": kind},
+                "llm",
+                {
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 200,
+                },
                 priority=priority,
                 depends_on=deps,
+                rate_keys=(LLM_KEY,),
+                est_tokens=len(prompt) / 4 + 200,
+                timeout_s=120,
+            )
+        )
+        return task_id
+
+    def search(task_id: str, query: str, deps: list[str]) -> str:
+        tasks.append(
+            Task(
+                task_id,
+                "search",
+                {"query": query, "max_results": 5},
+                depends_on=deps,
+                rate_keys=(SEARCH_KEY,),
                 timeout_s=60,
             )
         )
         return task_id
 
+    def crawl(task_id: str, url: str, deps: list[str]) -> str:
+        tasks.append(
+            Task(
+                task_id,
+                "crawl",
+                {"url": url},
+                depends_on=deps,
+                rate_keys=(CRAWL_KEY,),
+                timeout_s=60,
+            )
+        )
+        return task_id
+
+    topics = ["EV battery supply chains", "delivery market share", "LLM inference costs"]
     for r in range(reports):
+        topic = f"{topics[r % len(topics)]} #{r}"
         p = f"r{r}"
-        coord = tool(f"{p}/coordinator", "llm", [], priority=2)
-        background = tool(f"{p}/background-search", "search", [], priority=2)
-        planner = tool(f"{p}/planner", "llm", [coord, background], priority=2)
+        coord = llm(f"{p}/coordinator", f"Is this a research request? {topic}", [], 3)
+        background = search(f"{p}/background-search", topic, [])
+        planner = llm(f"{p}/planner", f"Plan 3 research steps on {topic}", [coord, background], 3)
         step_ends = []
         for s in range(3):
             prev = planner
             for turn in range(rng.randint(2, 3)):
-                llm = tool(f"{p}/step{s}/turn{turn}/llm", "llm", [prev], priority=1)
+                think = llm(
+                    f"{p}/step{s}/turn{turn}/llm", f"Step {s} turn {turn} on {topic}", [prev]
+                )
                 calls = [
-                    tool(f"{p}/step{s}/turn{turn}/search{k}", "search", [llm])
+                    search(f"{p}/step{s}/turn{turn}/search{k}", f"{topic} aspect {s}.{k}", [think])
                     for k in range(rng.choice((1, 2, 2, 3)))
                 ]
                 if rng.random() < 0.5:
-                    calls.append(tool(f"{p}/step{s}/turn{turn}/crawl", "crawl", [llm]))
+                    url = f"https://example.org/{r}/{s}/{turn}"
+                    calls.append(crawl(f"{p}/step{s}/turn{turn}/crawl", url, [think]))
                 prev = f"{p}/step{s}/turn{turn}/merge"
                 tasks.append(Task(prev, "echo", {"turn": turn}, depends_on=calls))
             step_ends.append(prev)
         python = f"{p}/python"
         tasks.append(Task(python, "cpu", {"rounds": 20000}, depends_on=[step_ends[0]]))
-        tool(f"{p}/reporter", "llm", [*step_ends, python], priority=3)
-    return tasks, serial
+        llm(f"{p}/reporter", f"Write the report on {topic}", [*step_ends, python], 4)
+    return tasks
+
+
+def _kind(task: Task) -> str:
+    return {"cpu": "python", "echo": "merge"}.get(task.handler, task.handler)
 
 
 async def run_demo(
-    *, agents: int, slots: int, reports: int, time_scale: float, seed: int, console: Console
+    *,
+    agents: int,
+    slots: int,
+    reports: int,
+    time_scale: float,
+    llm_rpm: float,
+    seed: int,
+    console: Console,
 ) -> DemoReport:
     console.print(
-        f"[bold]deerflow-parallel demo[/]: embedded controller, {agents} local agents x {slots} "
-        f"slots, {reports} research reports (no etcd: state in memory)"
+        f"[bold]deerflow-parallel demo[/]: embedded controller (no etcd: state in memory), "
+        f"{agents} local agents x {slots} slots, provider simulator with an LLM key limited to "
+        f"{llm_rpm:g} requests/min, {reports} research reports"
     )
-    tasks, serial = research_dag(reports, time_scale=time_scale, seed=seed)
+    tasks = research_dag(reports, seed=seed)
     kinds = {t.id: _kind(t) for t in tasks}
-    cluster = Cluster(agents, agent_args=["--slots", str(slots)])
-    async with cluster, AsyncClient(cluster.address) as client:
-        await client.agents(wait_for=agents, timeout_s=30)
-        console.print(f"controller at {cluster.address}; {agents} agents connected")
-        started = time.perf_counter()
-        job = await client.submit(tasks, name="deerflow-demo")
-        by_state: Counter[str] = Counter()
-        done_kinds: Counter[str] = Counter()
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("running {task.fields[running]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
-            bar = progress.add_task("research DAG", total=len(tasks), running=0)
-            running: set[str] = set()
-            async for ev in job.events():
-                if ev.state in ("RUNNING", "DISPATCHED"):
-                    running.add(ev.task_id)
-                if ev.terminal:
-                    running.discard(ev.task_id)
-                    by_state[ev.state] += 1
-                    done_kinds[kinds[ev.task_id]] += 1
-                    progress.advance(bar)
-                progress.update(bar, running=len(running))
-        wall = time.perf_counter() - started
-        stats = await client.stats()
+    sim = await SimulatorProcess.start(
+        [
+            "--time-scale",
+            str(time_scale),
+            "--seed",
+            str(seed),
+            "--key",
+            f"demo-llm=rpm:{llm_rpm:g},tpm:10000000,concurrency:1000",
+            "--key",
+            f"demo-search=rpm:{TOOL_RPM}",
+            "--key",
+            f"demo-crawl=rpm:{TOOL_RPM}",
+        ]
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            limits = Path(tmp) / "limits.toml"
+            limits.write_text(
+                f'[[ratelimit.keys]]\npattern = "llm/demo-llm/*"\nrpm = {llm_rpm}\n'
+                f'[[ratelimit.keys]]\npattern = "*/demo-*"\nrpm = {TOOL_RPM}\n'
+            )
+            env = {}
+            for provider, key in API_KEYS.items():
+                env[f"DEERFLOW_{provider}_BASE_URL"] = sim.url
+                env[f"DEERFLOW_{provider}_API_KEY"] = key
+            cluster = Cluster(
+                agents,
+                agent_args=["--slots", str(slots)],
+                controller_args=["--limits", str(limits)],
+                agent_env=env,
+            )
+            async with cluster, AsyncClient(cluster.address) as client:
+                await client.agents(wait_for=agents, timeout_s=30)
+                console.print(
+                    f"controller at {cluster.address}, simulator at {sim.url}; "
+                    f"{agents} agents connected"
+                )
+                report = await _run(client, tasks, kinds, console)
+        async with aiohttp.ClientSession() as session, session.get(f"{sim.url}/stats") as resp:
+            keys = (await resp.json())["keys"]
+        for key in API_KEYS.values():
+            stats = keys.get(key, {})
+            report.provider_requests += sum(
+                int(stats.get(k, 0)) for k in ("served", "throttled", "failed", "invalid")
+            )
+            report.provider_429s += int(stats.get("throttled", 0))
+        return report
+    finally:
+        await sim.stop()
+
+
+async def _run(
+    client: AsyncClient, tasks: list[Task], kinds: dict[str, str], console: Console
+) -> DemoReport:
+    started = time.perf_counter()
+    job = await client.submit(tasks, name="deerflow-demo")
+    by_state: Counter[str] = Counter()
+    done_kinds: Counter[str] = Counter()
+    dispatched_at: dict[str, float] = {}
+    throttled: set[str] = set()
+    busy = 0.0
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("running {task.fields[running]}  throttled {task.fields[throttled]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("research DAG", total=len(tasks), running=0, throttled=0)
+        waiting: set[str] = set()
+        async for ev in job.events():
+            if ev.state == "THROTTLED":
+                throttled.add(ev.task_id)
+                waiting.add(ev.task_id)
+            elif ev.state == "DISPATCHED":
+                waiting.discard(ev.task_id)
+                dispatched_at[ev.task_id] = ev.time
+            elif ev.terminal:
+                busy += ev.time - dispatched_at.pop(ev.task_id, ev.time)
+                by_state[ev.state] += 1
+                done_kinds[kinds[ev.task_id]] += 1
+                progress.advance(bar)
+            progress.update(bar, running=len(dispatched_at), throttled=len(waiting))
+    wall = time.perf_counter() - started
+    stats = await client.stats()
     return DemoReport(
         tasks=len(tasks),
         succeeded=by_state["SUCCEEDED"],
@@ -154,16 +251,12 @@ async def run_demo(
         cancelled=by_state["CANCELLED"],
         retries=stats.retries,
         wall_s=wall,
-        serial_s=serial,
-        critical_path_s=critical_path(tasks),
+        busy_s=busy,
+        provider_requests=0,
+        provider_429s=0,
+        throttled_tasks=len(throttled),
         by_kind=done_kinds,
     )
-
-
-def _kind(task: Task) -> str:
-    if task.handler == "sleep" and isinstance(task.payload, dict):
-        return str(task.payload["kind"])
-    return "python" if task.handler == "cpu" else "merge"
 
 
 def summary_table(report: DemoReport) -> Table:
@@ -177,12 +270,11 @@ def summary_table(report: DemoReport) -> Table:
     table.add_row("retries", str(report.retries))
     table.add_row("wall time", f"{report.wall_s:.2f} s")
     table.add_row("throughput", f"{report.throughput:.1f} tasks/s")
-    table.add_row("serial time of the tool calls", f"{report.serial_s:.1f} s")
-    table.add_row("speed-up over one-at-a-time", f"{report.serial_s / report.wall_s:.1f}x")
-    table.add_row(
-        "critical path (no schedule is faster)",
-        f"{report.critical_path_s:.2f} s ({report.wall_s / report.critical_path_s:.2f}x)",
-    )
+    table.add_row("time one at a time would take", f"{report.busy_s:.1f} s")
+    table.add_row("speed-up", f"{report.busy_s / report.wall_s:.1f}x" if report.wall_s else "-")
+    table.add_row("provider requests", str(report.provider_requests))
+    table.add_row("provider 429s", str(report.provider_429s))
+    table.add_row("tasks held THROTTLED by the limiter", str(report.throttled_tasks))
     for kind, n in sorted(report.by_kind.items()):
         table.add_row(f"  {kind} tasks", str(n))
     return table

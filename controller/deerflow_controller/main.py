@@ -78,6 +78,18 @@ from .server import serve
     help="TOML file of rate limits per key pattern ([[ratelimit.keys]] pattern/rpm/tpm/...).",
 )
 @click.option(
+    "--http-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Port of the dashboard, /metrics, /healthz and /readyz; 0 turns HTTP off "
+    "[default: 7401, skipped with a warning when taken].",
+)
+@click.option(
+    "--http-host",
+    default=None,
+    help="Address the HTTP side listens on [default: --host].",
+)
+@click.option(
     "--log-level",
     default=None,
     help="DEBUG, INFO, WARNING... (default $DEERFLOW_LOG_LEVEL or INFO).",
@@ -93,6 +105,8 @@ def main(
     default_retries: int,
     prefetch: int,
     limits_path: Path | None,
+    http_port: int | None,
+    http_host: str | None,
     log_level: str | None,
 ) -> None:
     """Run the deerflow-parallel controller."""
@@ -114,7 +128,15 @@ def main(
         ),
     )
     args = ["--slots", str(agent_slots), *agent_arg]
-    run(serve(config, local_agents=local_agents, agent_args=args))
+    run(
+        serve(
+            config,
+            local_agents=local_agents,
+            agent_args=args,
+            http_port=http_port,
+            http_host=http_host,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -475,7 +475,11 @@ class Scheduler:
         limiter = self.limiter
         if not self._offered and not limiter.waiting:
             return
-        for task in limiter.release(now):
+        # Admit no more than agents can take now: an admitted task is charged to its keys, and
+        # tasks admitted while nothing can run them would later leave in one burst.
+        room = max(0, sum(a.credit for a in self.agents.values()) - len(self.ready))
+        released = limiter.release(now, room)
+        for task in released:
             self.ready.push(task, now)
             self._emit(task, TaskState.QUEUED, now)
         for task in self._offered:
@@ -483,7 +487,12 @@ class Scheduler:
                 limiter.note_waiting(task)
                 self._emit(task, TaskState.THROTTLED, now)
         self._offered.clear()
+        if len(released) >= room:
+            return  # agents are full: a finishing attempt calls us again, no timer needed
         nxt = limiter.next_release(now)
+        if nxt is not None:
+            # Never re-arm at this very instant: room was there, so time must pass first.
+            nxt = max(nxt, now + 1e-3)
         if nxt is not None and (nxt < self._rate_timer_at or self._rate_timer_at <= now):
             self._rate_timer_at = nxt
             self._push_timer(nxt, _Timer.RATE_RELEASE, None)
@@ -643,6 +652,8 @@ class Scheduler:
         """Bookkeeping of one task's terminal transition and its one terminal event."""
         if task.state == TaskState.QUEUED:
             self.ready.discard(task)
+        elif task.state == TaskState.THROTTLED:
+            self.limiter.discard(task)
         self.limiter.end_attempt(task)
         task.state = state
         task.error = error

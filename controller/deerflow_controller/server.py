@@ -28,6 +28,7 @@ from .agent_service import AgentService
 from .config import ControllerConfig
 from .embedded import LocalAgents
 from .job_service import JobService
+from .observability import DEFAULT_HTTP_PORT, Observability
 from .shell import Shell
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class Controller:
         if not config.controller_id:
             self.config = config = replace(config, controller_id=f"{config.host}:{self.port}")
         self.shell = Shell(config)
+        # Observability: traces from the OTEL_* environment now, so that the first job is seen.
+        self.observability = Observability.from_env(self.shell)
+        self.serving = False
         self.health = health.aio.HealthServicer()
         client_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.shell), self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(self.shell), self.server)
@@ -69,22 +73,60 @@ class Controller:
         self.shell.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.serving = True
 
-    async def stop(self, grace_s: float = 2.0) -> None:
+    async def begin_drain(self) -> None:
+        """Report NOT_SERVING (gRPC health and /readyz) while still serving, so that load
+        balancers stop sending new clients before the server goes away."""
+        self.serving = False
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        await self.begin_drain()
         await self.shell.stop()
         await self.server.stop(grace_s)
+        await self.observability.stop()
+
+
+async def _serve_http(controller: Controller, host: str, port: int | None) -> str | None:
+    """Start the HTTP side (dashboard, /metrics, health) on ``port`` (None: the default port,
+    skipped with a warning when taken; 0: off). Returns host:port, or None when off."""
+    wanted = DEFAULT_HTTP_PORT if port is None else port
+    if wanted == 0:
+        return None
+    try:
+        bound = await controller.observability.serve_http(
+            host, wanted, ready=lambda: controller.serving
+        )
+    except OSError as e:
+        if port is not None:
+            raise OSError(f"cannot serve HTTP on {host}:{wanted} ({e}); pick --http-port") from e
+        log.warning(
+            "HTTP port %d is taken (%s): no dashboard or /metrics; pass --http-port", wanted, e
+        )
+        return None
+    return f"{host}:{bound}"
 
 
 async def serve(
-    config: ControllerConfig, *, local_agents: int = 0, agent_args: Sequence[str] = ()
+    config: ControllerConfig,
+    *,
+    local_agents: int = 0,
+    agent_args: Sequence[str] = (),
+    http_port: int | None = None,
+    http_host: str | None = None,
 ) -> None:
-    """Run a controller until SIGTERM or SIGINT, with ``local_agents`` agent processes."""
+    """Run a controller until SIGTERM or SIGINT, with ``local_agents`` agent processes.
+
+    ``http_port``: the dashboard, /metrics and health endpoints (None: 7401 if free; 0: off)."""
     controller = Controller(config)
+    http = await _serve_http(controller, http_host or config.host, http_port)
     await controller.start()
     # The ready line: scripts and tests read the bound port from it (useful with --port 0).
     print(f"deerflow-controller listening on {controller.address}", flush=True)
+    if http is not None:
+        print(f"deerflow-controller http on {http}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,6 +140,7 @@ async def serve(
             )
         await stop.wait()
         log.info("shutting down")
+        await controller.begin_drain()
     finally:
         await agents.stop()
         await controller.stop()

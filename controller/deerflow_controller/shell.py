@@ -13,17 +13,32 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from deerflow_protos import agent_pb2
 
 from . import wire
 from .config import ControllerConfig
+from .model import Task
 from .ratelimit import RateLimiter
-from .scheduler import Scheduler
+from .scheduler import Outbox, Scheduler
 
 log = logging.getLogger(__name__)
+
+
+class ShellInterceptor(Protocol):
+    """Cross-cutting concerns (metrics, traces) that watch the shell carry out decisions.
+
+    Both calls happen synchronously inside :meth:`Shell.flush` and must be short and must not
+    raise: ``on_decisions`` sees each outbox before anything leaves (its ``touched_jobs`` name
+    the jobs with new events); ``on_assignments`` may add to an agent's assignment message (its
+    ``assignments`` are in the order of ``tasks``) before it is sent."""
+
+    def on_decisions(self, out: Outbox) -> None: ...
+
+    def on_assignments(self, tasks: Sequence[Task], msg: agent_pb2.ControllerMessage) -> None: ...
 
 
 @dataclass(eq=False)
@@ -63,6 +78,7 @@ class Shell:
         self._timer_target = float("inf")
         self._rate_samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=11)
         self._timer_task: asyncio.Task[None] | None = None
+        self.interceptors: list[ShellInterceptor] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -88,11 +104,17 @@ class Shell:
     def flush(self) -> None:
         self._flush_pending = False
         out = self.scheduler.take()
+        interceptors = self.interceptors
+        for hook in interceptors:
+            hook.on_decisions(out)
         epoch = self.config.epoch
         for agent_id, tasks in out.assignments.items():
             session = self.sessions.get(agent_id)
             if session is not None:
-                session.send(wire.assignment_batch(epoch, tasks))
+                msg = wire.assignment_batch(epoch, tasks)
+                for hook in interceptors:
+                    hook.on_assignments(tasks, msg)
+                session.send(msg)
         for agent_id, keys in out.cancels.items():
             session = self.sessions.get(agent_id)
             if session is not None:

@@ -5,13 +5,15 @@ Every process a test starts is stopped by the fixture, by its own pid, even when
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from deerflow_controller.client import AsyncClient
-from deerflow_controller.launcher import Cluster
+from deerflow_controller.launcher import Cluster, SimulatorProcess
 
 PLUGINS_DIR = Path(__file__).parent / "plugins"
 
@@ -37,11 +39,13 @@ async def make_cluster() -> AsyncIterator[Callable[..., Cluster]]:
         prefetch: int = 2,
         agent_args: tuple[str, ...] = (),
         controller_args: tuple[str, ...] = (),
+        agent_env: dict[str, str] | None = None,
     ) -> Cluster:
         cluster = Cluster(
             agents,
             agent_args=["--slots", str(slots), *agent_args],
             controller_args=["--prefetch", str(prefetch), *controller_args],
+            agent_env=agent_env,
         )
         started.append(cluster)
         return cluster
@@ -56,3 +60,25 @@ async def connect(cluster: Cluster) -> AsyncClient:
     client = AsyncClient(cluster.address, timeout_s=30)
     await client.agents(wait_for=len(cluster.agents), timeout_s=30)
     return client
+
+
+@pytest.fixture
+async def make_simulator() -> AsyncIterator[Callable[..., Awaitable[SimulatorProcess]]]:
+    """Start provider simulator processes: ``await make_simulator("--key", "k=rpm:60")``."""
+    started: list[SimulatorProcess] = []
+
+    async def factory(*args: str) -> SimulatorProcess:
+        sim = await SimulatorProcess.start(args)
+        started.append(sim)
+        return sim
+
+    yield factory
+    for sim in started:
+        await sim.stop()
+
+
+async def sim_stats(url: str, key: str) -> dict[str, Any]:
+    """The simulator's counters for one API key, over HTTP."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/stats") as resp:
+        data = await resp.json()
+    return dict(data["keys"][key])

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 
 import grpc
+from opentelemetry.trace import TracerProvider
 
 from deerflow_common import channel_options
 from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
 from ._errors import DeerflowError, UnavailableError, from_rpc_error
+from ._tracing import submit_span
 from ._types import Task, TaskEvent, TaskResult
 
 DEFAULT_ADDRESS = "127.0.0.1:7400"
@@ -26,11 +28,23 @@ class AsyncClient:
     Every unary call takes ``timeout_s`` (default: the client's ``timeout_s``); streams run until
     the job is done unless given one. Errors are :class:`DeerflowError` subclasses carrying the
     gRPC status. Use as ``async with AsyncClient(addr) as client: ...``.
+
+    Each submit makes a ``deerflow.submit`` span through ``tracer_provider`` (default:
+    OpenTelemetry's global provider, a no-op unless the application configured one) and sends
+    its W3C context with every task, so each task's trace runs on through the controller and the
+    agent.
     """
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout_s: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout_s: float | None = 30.0,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        self.tracer_provider = tracer_provider
         self._channel = grpc.aio.insecure_channel(address, options=channel_options())
         self._jobs = client_pb2_grpc.JobServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
@@ -66,14 +80,27 @@ class AsyncClient:
 
         Raises InvalidJobError / PayloadTooLargeError when refused; nothing is accepted then.
         Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op."""
-        request = client_pb2.SubmitJobRequest(job_id=job_id, name=name)
-        add = request.tasks.add
-        for task in tasks:
-            task.fill_proto(add())
-        try:
-            reply = await self._jobs.SubmitJob(request, timeout=self._timeout(timeout_s))
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, self.address) from None
+        with submit_span(self.tracer_provider, job_id, name) as (span, trace_context):
+            request = client_pb2.SubmitJobRequest(job_id=job_id, name=name)
+            add = request.tasks.add
+            if not trace_context:
+                for task in tasks:
+                    task.fill_proto(add())
+            else:
+                # Usually just traceparent: one map assignment per task is the cheapest.
+                items = list(trace_context.items())
+                for task in tasks:
+                    spec = add()
+                    task.fill_proto(spec)
+                    tc = spec.trace_context
+                    for k, v in items:
+                        tc[k] = v
+            span.set_attribute("deerflow.tasks", len(request.tasks))
+            try:
+                reply = await self._jobs.SubmitJob(request, timeout=self._timeout(timeout_s))
+            except grpc.aio.AioRpcError as e:
+                raise from_rpc_error(e, self.address) from None
+            span.set_attribute("deerflow.job.id", reply.job_id)
         return JobHandle(self, reply.job_id, reply.accepted)
 
     async def events(

@@ -37,7 +37,9 @@ class RateLearner:
     - A provider that states its limit (``x-ratelimit-limit-requests``, per minute) is believed:
       ``rate = stated / 60``.
     - Otherwise, while demand presses on the rate and no 429 comes back, grow once per second of
-      pressure: ``rate *= 2`` until the first 429 (slow start), then ``rate += increase_rps``.
+      pressure: ``rate *= 2`` until the first 429 (slow start); after it, climb back halfway to
+      the rate that met the 429 each second (``rate += max(increase_rps, (last_bad - rate)/2)``
+      while below 95 % of it), then probe past it slowly (``rate += increase_rps / 4``).
     - On a 429: ``rate = max(min_rps, min(rate, observed_rate) * backoff)``, where observed_rate
       is what was actually admitted over the last window.
     The estimate never exceeds a configured limit."""
@@ -50,6 +52,8 @@ class RateLearner:
     stated: bool = False
     last_increase: float = 0.0
     slow_start: bool = True
+    last_bad: float = 0.0
+    """The rate at which the last 429 came back (0 before any)."""
 
     def on_stated_limit(self, per_minute: float) -> bool:
         """A provider header named the limit; returns True when the estimate changed."""
@@ -64,10 +68,16 @@ class RateLearner:
         if self.stated or now - self.last_increase < 1.0:
             return
         self.last_increase = now
-        grown = self.rate * 2 if self.slow_start else self.rate + self.increase_rps
+        if self.slow_start:
+            grown = self.rate * 2
+        elif self.rate < 0.95 * self.last_bad:
+            grown = self.rate + max(self.increase_rps, (self.last_bad - self.rate) / 2)
+        else:
+            grown = self.rate + self.increase_rps / 4
         self.rate = min(self.ceiling, grown)
 
     def on_rate_limited(self, observed_rps: float, now: float) -> None:
+        self.last_bad = self.rate
         self.rate = max(self.min_rps, min(self.rate, observed_rps or self.rate) * self.backoff)
         self.last_increase = now
         self.slow_start = False

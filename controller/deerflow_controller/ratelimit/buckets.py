@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import math
+
+_EPSILON = 1e-9
+"""Float slack: a refill computed to reach exactly 1.0 may land at 0.9999999999999996."""
 
 
 class TokenBucket:
@@ -32,7 +36,7 @@ class TokenBucket:
         """True when ``amount`` fits now. An amount above capacity fits a full bucket, so one
         oversized request is never blocked for ever."""
         self._refill(now)
-        return self.level >= min(amount, self.capacity)
+        return self.level + _EPSILON >= min(amount, self.capacity)
 
     def take(self, amount: float, now: float) -> None:
         self._refill(now)
@@ -47,7 +51,7 @@ class TokenBucket:
         """Earliest time at which ``amount`` fits (``now`` when it fits already)."""
         self._refill(now)
         need = min(amount, self.capacity) - self.level
-        if need <= 0:
+        if need <= _EPSILON:
             return now
         return now + need / self.rate if self.rate > 0 else math.inf
 
@@ -61,41 +65,76 @@ class TokenBucket:
 class SlopeWindow:
     """Limits how fast the request rate may rise, as Volcengine Ark does ("limit_burst_rate").
 
-    Formula: admissions in the current window of ``window_s`` may not exceed
-    ``max(floor_rps * window_s, (1 + slope) * admissions in the previous window) * safety``."""
+    Over sliding windows of ``window_s`` (as the provider counts), an admission is allowed when
+    ``recent + 1 <= max(floor_rps * window_s, previous + growth)`` where recent and previous
+    are the admissions in the last window and the one before it, and
+    ``growth = floor(slope * previous * safety)``, at least 1 once ``slope * previous >= 1``.
+    Integer growth keeps the rate climbing from the floor (a bare ``(1 + slope) * previous``
+    times a safety factor rounds down to no growth at small counts) while staying at or under
+    the provider's ``(1 + slope) * previous``.
 
-    __slots__ = ("count", "floor_rps", "prev_count", "safety", "slope", "start", "window_s")
+    Requests reach the provider ``jitter_s`` later or sooner than we admit them, so the recent
+    window is counted ``jitter_s`` wider and the previous one that much narrower: whatever the
+    delays, the provider never sees more recent or fewer previous requests than we assumed."""
+
+    __slots__ = ("floor_rps", "jitter_s", "safety", "slope", "stamps", "window_s")
 
     def __init__(
-        self, slope: float, floor_rps: float, window_s: float, now: float, safety: float = 0.9
+        self,
+        slope: float,
+        floor_rps: float,
+        window_s: float,
+        now: float,
+        safety: float = 0.9,
+        jitter_s: float = 0.0,
     ) -> None:
         self.slope = slope
         self.floor_rps = floor_rps
         self.window_s = window_s
         self.safety = safety
-        self.start = now
-        self.count = 0
-        self.prev_count = 0
+        self.jitter_s = jitter_s
+        self.stamps: collections.deque[float] = collections.deque()
 
-    def _roll(self, now: float) -> None:
-        elapsed = now - self.start
-        if elapsed >= self.window_s:
-            windows = int(elapsed // self.window_s)
-            self.prev_count = self.count if windows == 1 else 0
-            self.count = 0
-            self.start += windows * self.window_s
+    def _counts(self, now: float) -> tuple[int, int]:
+        stamps = self.stamps
+        horizon = now - 2 * self.window_s
+        while stamps and stamps[0] <= horizon:
+            stamps.popleft()
+        split = now - self.window_s - self.jitter_s
+        start = horizon + self.jitter_s
+        previous = recent = 0
+        for t in stamps:
+            if t > split:
+                recent += 1
+            elif t > start:
+                previous += 1
+        return recent, previous
 
     def allowance(self, now: float) -> float:
-        self._roll(now)
-        ceiling = max(self.floor_rps * self.window_s, (1 + self.slope) * self.prev_count)
-        return ceiling * self.safety
+        """Admissions the current sliding window may hold."""
+        _, previous = self._counts(now)
+        raw = self.slope * previous
+        growth = max(math.floor(raw * self.safety), 1 if raw >= 1 else 0)
+        return max(self.floor_rps * self.window_s, previous + growth)
 
     def can_take(self, now: float) -> bool:
-        return self.count + 1 <= self.allowance(now)
+        recent, _ = self._counts(now)
+        return recent + 1 <= self.allowance(now) + _EPSILON
 
     def take(self, now: float) -> None:
-        self._roll(now)
-        self.count += 1
+        self.stamps.append(now)
+
+    def forget_one(self) -> None:
+        """The provider refused a request (it does not count refused ones): drop the newest."""
+        if self.stamps:
+            self.stamps.pop()
 
     def ready_at(self, now: float) -> float:
-        return now if self.can_take(now) else self.start + self.window_s
+        """When the oldest admission counted as recent leaves the window (re-check then)."""
+        if self.can_take(now):
+            return now
+        split = now - self.window_s - self.jitter_s
+        for t in self.stamps:
+            if t > split:
+                return t + self.window_s + self.jitter_s
+        return now + self.window_s

@@ -55,9 +55,11 @@ class KeyGate:
         self._admissions: collections.deque[float] = collections.deque()
         self.learner: RateLearner | None = None
         if limits.rpm is None and limits.adaptive:
-            self.learner = RateLearner(rate=limits.initial_rps, ceiling=math.inf)
+            self.learner = RateLearner(rate=limits.initial_rps, ceiling=math.inf, last_increase=now)
         elif limits.rpm is not None and limits.adaptive:
-            self.learner = RateLearner(rate=limits.rpm / 60.0, ceiling=limits.rpm / 60.0)
+            self.learner = RateLearner(
+                rate=limits.rpm / 60.0, ceiling=limits.rpm / 60.0, last_increase=now
+            )
         self.requests: TokenBucket | None = None
         rate = self.request_rate()
         if rate is not None:
@@ -69,17 +71,28 @@ class KeyGate:
         self.slope: SlopeWindow | None = None
         if limits.burst_slope is not None:
             self.slope = SlopeWindow(
-                limits.burst_slope, limits.burst_floor_rps, limits.burst_window_s, now
+                limits.burst_slope,
+                limits.burst_floor_rps,
+                limits.burst_window_s,
+                now,
+                safety=limits.safety,
+                jitter_s=limits.burst_jitter_s,
             )
         self.concurrency: AimdConcurrency | None = None
         if limits.concurrency is not None or limits.adaptive:
-            start = limits.concurrency or limits.initial_concurrency
+            # Wholly unknown keys start conservative; a key whose rate is configured starts
+            # wide open (its buckets already pace it) and only shrinks on overload.
+            known_rate = limits.rpm is not None or limits.tpm is not None
             ceiling = limits.concurrency or limits.max_concurrency
+            start = limits.concurrency or (ceiling if known_rate else limits.initial_concurrency)
             self.concurrency = AimdConcurrency(limit=float(start), max_limit=float(ceiling))
         # Waiting tasks: one heap per tenant, tenants served in turn.
         self._queues: dict[str, list[tuple[int, int, Task]]] = {}
         self._turns: collections.deque[str] = collections.deque()
         self.waiting = 0
+        """Live THROTTLED tasks on this key (cancelled ones leave at once)."""
+        self._stale = 0
+        """Entries still in the heaps for tasks that left by :meth:`discard`."""
 
     # ----------------------------------------------------------------- limits
 
@@ -160,11 +173,16 @@ class KeyGate:
             queue = self._queues[self._turns[0]]
             while queue and queue[0][2].state != TaskState.THROTTLED:
                 heapq.heappop(queue)
-                self.waiting -= 1
+                self._stale -= 1
             if queue:
                 return queue[0][2]
             self._turns.popleft()
         return None
+
+    def discard(self) -> None:
+        """A waiting task left without admission (cancelled, failed); its entry goes lazily."""
+        self.waiting -= 1
+        self._stale += 1
 
     def pop_head(self) -> None:
         tenant = self._turns.popleft()
@@ -197,11 +215,18 @@ class RateLimiter:
         for key in task.spec.rate_keys[1:]:
             self.gate(key, now)
 
-    def release(self, now: float) -> list[Task]:
-        """Admit every waiting task whose keys all have room now, charging them."""
+    def discard(self, task: Task) -> None:
+        """``task`` leaves THROTTLED without admission (call before changing its state)."""
+        gate = self.gates.get(task.spec.rate_keys[0])
+        if gate is not None:
+            gate.discard()
+
+    def release(self, now: float, limit: int | None = None) -> list[Task]:
+        """Admit waiting tasks whose keys all have room now, charging them; at most ``limit``
+        (what agents can take at once), so admission happens when a task can be sent."""
         out: list[Task] = []
         for gate in list(self.gates.values()):
-            while gate.waiting:
+            while gate.waiting and (limit is None or len(out) < limit):
                 task = gate.head()
                 if task is None:
                     break
@@ -282,11 +307,13 @@ def _learn(
             gate.tokens.give_back(charged - used, now)
     if status == 429:
         gate.stats.rate_limited += 1
+        if gate.slope is not None and metadata.get(signals.ERROR_CODE) == "limit_burst_rate":
+            gate.slope.forget_one()
         retry_after = signals.number(metadata, signals.RETRY_AFTER_S)
         gate.paused_until = max(
             gate.paused_until, now + (retry_after if retry_after is not None else DEFAULT_PAUSE_S)
         )
-        if gate.concurrency is not None:
+        if gate.concurrency is not None and gate.limits.adaptive:
             gate.concurrency.on_overload()
         if gate.learner is not None and not gate.learner.stated:
             gate.learner.on_rate_limited(gate.observed_rps(now), now)
@@ -299,6 +326,11 @@ def _learn(
     stated = signals.number(metadata, signals.LIMIT_REQUESTS)
     if stated and gate.learner is not None and gate.learner.on_stated_limit(stated):
         gate._rate_changed(now)
+        conc = gate.concurrency
+        if conc is not None and gate.limits.concurrency is None:
+            # The rate is known now and its bucket paces the key: stop probing concurrency
+            # from the conservative start (it still shrinks on overload).
+            conc.limit = max(conc.limit, conc.max_limit)
     remaining = signals.number(metadata, signals.REMAINING_REQUESTS)
     reset = signals.number(metadata, signals.RESET_REQUESTS_S)
     if remaining is not None and remaining <= 0 and reset:

@@ -25,6 +25,9 @@ class KeyLimits:
     burst_floor_rps: float = 2.0
     """Below this rate the slope limit does not apply."""
     burst_window_s: float = 1.0
+    burst_jitter_s: float = 0.05
+    """How much earlier or later than admitted a request may reach the provider (dispatch,
+    agent and network); the slope windows are widened by it so arrivals never break the rule."""
     adaptive: bool = True
     """Learn from 429s, Retry-After and x-ratelimit-* headers (never above the configured)."""
     safety: float = 0.98
@@ -36,7 +39,8 @@ class KeyLimits:
     initial_rps: float = 5.0
     """Unknown request limit: the rate to start from while learning (conservative)."""
     initial_concurrency: int = 8
-    """Unknown concurrency: the AIMD limit's starting point."""
+    """The AIMD concurrency limit's start for a key with no configured rate or concurrency
+    (a key with a configured rate starts at ``max_concurrency``: its buckets pace it)."""
     max_concurrency: int = 1024
     default_tokens: float = 1000.0
     """Tokens charged for a task that gives no estimate, until the key's mean is learned."""
@@ -94,4 +98,8 @@ def _limits(values: Mapping[str, Any], place: str) -> KeyLimits:
                 raise ValueError(f"{place}: 'adaptive' must be true or false")
         elif not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{place}: {name!r} must be a non-negative number, got {value!r}")
+        elif name in ("rpm", "tpm", "concurrency") and value == 0:
+            raise ValueError(
+                f"{place}: {name!r} must be at least 1 (leave it out for no limit), got 0"
+            )
     return KeyLimits(**values)

@@ -1,0 +1,119 @@
+"""The agent's one HTTP client session, shared by every io handler that speaks HTTP.
+
+One :class:`aiohttp.ClientSession` per process (per event loop), created on first use and closed
+by :func:`close_http_session` at shutdown: a session owns a connection pool, and one pool keeps
+TLS connections to a provider warm across attempts instead of a handshake per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+
+import aiohttp
+
+from deerflow_common import signals
+
+__all__ = ["client", "close_http_session", "decimal", "response_signals", "retry_after_s"]
+
+_RATELIMIT_HEADERS = (
+    ("x-ratelimit-limit-requests", signals.LIMIT_REQUESTS, False),
+    ("x-ratelimit-remaining-requests", signals.REMAINING_REQUESTS, False),
+    ("x-ratelimit-reset-requests", signals.RESET_REQUESTS_S, True),
+    ("x-ratelimit-limit-tokens", signals.LIMIT_TOKENS, False),
+    ("x-ratelimit-remaining-tokens", signals.REMAINING_TOKENS, False),
+    ("x-ratelimit-reset-tokens", signals.RESET_TOKENS_S, True),
+)
+
+_session: aiohttp.ClientSession | None = None
+_session_loop: asyncio.AbstractEventLoop | None = None
+
+
+def client() -> aiohttp.ClientSession:
+    """The process's shared session, created on first use (on the running loop).
+
+    Its connector has no connection limit (``limit=0``): the agent's slots already bound how many
+    requests run at once, and a second, hidden cap here would queue attempts where no one sees.
+    """
+    global _session, _session_loop
+    loop = asyncio.get_running_loop()
+    if _session is None or _session.closed or _session_loop is not loop:
+        _session = aiohttp.ClientSession(
+            headers={"User-Agent": "deerflow-agent"}, connector=aiohttp.TCPConnector(limit=0)
+        )
+        _session_loop = loop
+    return _session
+
+
+async def close_http_session() -> None:
+    """Close the shared HTTP session, if one was opened (at agent shutdown)."""
+    global _session, _session_loop
+    if _session is not None and not _session.closed:
+        await _session.close()
+    _session = _session_loop = None
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait, or None when it did not say (or said nonsense).
+
+    ``retry-after-ms`` (OpenAI's, millisecond precision) wins over ``Retry-After``, which may be
+    delta-seconds or an HTTP date. Header names are matched case-insensitively when ``headers``
+    is aiohttp's multidict."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms)
+        except ValueError:
+            pass
+        else:
+            if value >= 0 and value != float("inf"):
+                return value / 1000
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        pass
+    else:
+        return value if 0 <= value < float("inf") else None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def response_signals(status: int, headers: Mapping[str, str]) -> dict[str, str]:
+    """The signals of a response's status and headers: ``http.status``, the ``ratelimit.*``
+    values (reset durations like "6m0s" in seconds) and ``retry_after_s`` when the provider
+    gave one. Headers that do not parse are left out."""
+    found = {signals.HTTP_STATUS: str(status)}
+    for header, key, is_duration in _RATELIMIT_HEADERS:
+        raw = headers.get(header)
+        if raw is None:
+            continue
+        value = signals.parse_duration_s(raw) if is_duration else _float(raw)
+        if value is not None:
+            found[key] = decimal(value)
+    wait_s = retry_after_s(headers)
+    if wait_s is not None:
+        found[signals.RETRY_AFTER_S] = decimal(wait_s)
+    return found
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def decimal(value: float) -> str:
+    """Numbers as decimal text for the wire: integers without ".0", seconds to the microsecond."""
+    if value == int(value):
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0").rstrip(".")

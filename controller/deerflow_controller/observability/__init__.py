@@ -1,0 +1,118 @@
+"""Observability of the controller: a trace for every task, Prometheus metrics, a live dashboard,
+health endpoints and optimisation suggestions.
+
+Everything hangs off one interceptor on the shell (:class:`EventTap`), which reads the core's
+job event logs; the core itself knows nothing of it. Costs nothing when off: without an OTLP
+endpoint in the environment no tracer exists, and without an HTTP port no metrics are kept.
+
+    obs = Observability.from_env(shell)       # tracing from OTEL_* variables
+    port = await obs.serve_http("127.0.0.1", 7401, ready=lambda: controller.serving)
+    ...
+    await obs.stop()                          # HTTP off, spans flushed
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from deerflow_common.otlp import SpanSink, tracing_from_env
+
+from ..shell import Shell
+from .http import HttpServer
+from .metrics import TaskMetrics, render
+from .overhead import tracing_overhead
+from .receiver import OtlpReceiver
+from .stats import StatsHistory, snapshot
+from .suggestions import Suggestion, suggest
+from .tap import EventTap
+from .tracing import TaskTracer
+
+__all__ = [
+    "DEFAULT_HTTP_PORT",
+    "EventTap",
+    "HttpServer",
+    "Observability",
+    "OtlpReceiver",
+    "StatsHistory",
+    "Suggestion",
+    "TaskMetrics",
+    "TaskTracer",
+    "suggest",
+    "tracing_overhead",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HTTP_PORT = 7401
+
+
+class Observability:
+    """The controller's metrics, traces, stats history and HTTP server, attached to its shell.
+
+    Attach before the controller accepts work (the tap must see every event from the first)."""
+
+    def __init__(self, shell: Shell, sink: SpanSink | None = None) -> None:
+        self.shell = shell
+        self.sink = sink
+        self.tracer = TaskTracer(sink) if sink is not None else None
+        self.metrics: TaskMetrics | None = None
+        self.tap: EventTap | None = None
+        self.history = StatsHistory(shell)
+        self.http: HttpServer | None = None
+        self.ready: Callable[[], bool] = lambda: True
+        if self.tracer is not None:
+            self._attach()
+
+    @classmethod
+    def from_env(cls, shell: Shell) -> Observability:
+        """Tracing as the ``OTEL_*`` environment asks (off without an OTLP endpoint)."""
+        sink = tracing_from_env(
+            "deerflow-controller",
+            "deerflow_controller",
+            resource={"service.instance.id": shell.config.controller_id},
+        )
+        return cls(shell, sink)
+
+    def _attach(self) -> None:
+        if self.tap is None:
+            self.tap = EventTap(self.shell.scheduler, self.metrics, self.tracer)
+            self.shell.interceptors.append(self.tap)
+        else:
+            self.tap.metrics = self.metrics
+
+    def enable_metrics(self) -> TaskMetrics:
+        if self.metrics is None:
+            self.metrics = TaskMetrics()
+            self._attach()
+        return self.metrics
+
+    async def serve_http(
+        self, host: str, port: int, *, ready: Callable[[], bool] | None = None
+    ) -> int:
+        """Keep metrics and serve the HTTP endpoints on ``host:port`` (0 picks a free port);
+        returns the bound port. Raises OSError when the port is taken."""
+        if ready is not None:
+            self.ready = ready
+        self.enable_metrics()
+        server = HttpServer(self)
+        bound = await server.start(host, port)
+        self.http = server
+        self.history.start()
+        return bound
+
+    def snapshot(self) -> dict[str, Any]:
+        return snapshot(self.shell, self.metrics, self.history, self.sink, serving=self.ready())
+
+    def metrics_text(self) -> str:
+        return render(self.shell, self.enable_metrics(), self.sink)
+
+    async def stop(self) -> None:
+        """Stop serving HTTP and flush the spans not yet exported (waits up to 10 s)."""
+        await self.history.stop()
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        if self.sink is not None:
+            await self.sink.shutdown()

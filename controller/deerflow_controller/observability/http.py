@@ -1,0 +1,89 @@
+"""The controller's HTTP side, on the daemon's own event loop (aiohttp):
+
+- ``GET /`` the live dashboard; ``GET /api/stats`` the JSON it polls (also what ``deerflow top``
+  reads);
+- ``GET /metrics`` Prometheus text exposition;
+- ``GET /healthz`` 200 while the process and its event loop answer (liveness);
+- ``GET /readyz`` 200 while the controller serves its gRPC API and is not draining, else 503
+  (readiness: a load balancer sends clients only to a ready controller; agents are not needed to
+  accept jobs, so they are reported but do not decide it).
+
+Every handler reads in-memory state and returns at once; nothing here blocks the loop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from deerflow_common.prometheus import CONTENT_TYPE
+
+from .dashboard import PAGE
+
+if TYPE_CHECKING:
+    from . import Observability
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":"), allow_nan=False, default=str),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+class HttpServer:
+    """Serves one :class:`Observability`. :meth:`start` binds (raising OSError when the port is
+    taken) and returns the bound port; :meth:`stop` closes every connection."""
+
+    def __init__(self, obs: Observability) -> None:
+        self.obs = obs
+        app = web.Application()
+        app.router.add_get("/", self.dashboard)
+        app.router.add_get("/api/stats", self.stats)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await self._runner.cleanup()
+            raise
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else port
+        return self.port
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html", charset="utf-8")
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return _json(self.obs.snapshot())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.obs.metrics_text().encode(), headers={"Content-Type": CONTENT_TYPE}
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.obs.ready()
+        body = {
+            "ready": ready,
+            "serving": ready,
+            "agents": len(self.obs.shell.scheduler.agents),
+        }
+        return _json(body, 200 if ready else 503)

@@ -1,0 +1,202 @@
+"""The event tap: reads every job's event log once, where it left off, after each flush of the
+shell, and turns state changes into the moments metrics and traces care about.
+
+The core already writes every state change of every task into its job's event log (the same
+events clients stream), so observability needs no hook inside the core: the tap is an
+interceptor on the shell (:class:`deerflow_controller.shell.ShellInterceptor`).
+
+It keeps as little per task as it can, because it runs for every task: the start time of each
+running attempt, the priority of each queued task, and (only for traces, only for tasks that
+were throttled, retried or waited on dependencies) when their current wait began. A task's
+ready time comes from the core's own ``Task.ready_at``.
+
+Cost: O(new events) per flush, about a microsecond per event; nothing scans all tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from deerflow_protos import agent_pb2
+
+from ..model import Event, Job, TaskError, TaskState
+
+if TYPE_CHECKING:
+    from ..model import Task
+    from ..scheduler import Outbox, Scheduler
+    from .metrics import TaskMetrics
+    from .tracing import TaskTracer
+
+log = logging.getLogger(__name__)
+
+_PENDING = TaskState.PENDING
+_QUEUED = TaskState.QUEUED
+_THROTTLED = TaskState.THROTTLED
+_DISPATCHED = TaskState.DISPATCHED
+_RUNNING = TaskState.RUNNING
+_RETRYING = TaskState.RETRYING
+_SUCCEEDED = TaskState.SUCCEEDED
+
+
+class Wait:
+    """How a task's current wait for an agent began, when that is more than "it was queued"
+    (kept for traces only). Times are Unix seconds; 0 means unset."""
+
+    __slots__ = ("retry", "since", "throttled_at")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        """Since when the task waits: pending, throttled, or its previous attempt failed."""
+        self.throttled_at = 0.0
+        self.retry: tuple[TaskError | None, float] | None = None
+        """(error, not_before) when the wait follows a failed attempt."""
+
+
+class _JobState:
+    __slots__ = ("cursor", "pending", "queued", "starts", "waits")
+
+    def __init__(self) -> None:
+        self.cursor = 0
+        self.starts: dict[str, float] = {}
+        """Task id -> start of its current attempt (RUNNING, or DISPATCHED until then)."""
+        self.queued: dict[str, int] = {}
+        """Task id -> priority, while the task is QUEUED."""
+        self.pending: set[str] = set()
+        self.waits: dict[str, Wait] = {}
+
+
+class EventTap:
+    """Feeds :class:`TaskMetrics` and :class:`TaskTracer` (either may be None) from the events
+    of the jobs each flush touched."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        metrics: TaskMetrics | None = None,
+        tracer: TaskTracer | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.tracer = tracer
+        self._jobs: dict[str, _JobState] = {}
+        self._failed_at = 0.0
+
+    # ------------------------------------------------------------------ ShellInterceptor
+
+    def on_decisions(self, out: Outbox) -> None:
+        try:
+            if self.tracer is not None:
+                self.tracer.begin_flush()
+            jobs = self.scheduler.jobs
+            for job_id in out.touched_jobs:
+                job = jobs.get(job_id)
+                if job is not None:
+                    self._read(job)
+            for job_id in out.expired_jobs:
+                self._jobs.pop(job_id, None)
+                if self.tracer is not None:
+                    self.tracer.forget_job(job_id)
+        except Exception:  # observability must never stop the controller
+            self._failed()
+
+    def on_assignments(self, tasks: Sequence[Task], msg: agent_pb2.ControllerMessage) -> None:
+        if self.tracer is not None:
+            try:
+                self.tracer.on_assignments(tasks, msg)
+            except Exception:
+                self._failed()
+
+    def _failed(self) -> None:
+        now = time.monotonic()
+        if now - self._failed_at > 60:
+            self._failed_at = now
+            log.exception("observability failed on an event; metrics or traces may be off")
+
+    # ------------------------------------------------------------------ reading
+
+    def _read(self, job: Job) -> None:
+        st = self._jobs.get(job.id)
+        if st is None:
+            st = self._jobs[job.id] = _JobState()
+        events = job.events
+        start, end = st.cursor, len(events)
+        if start >= end:
+            return
+        st.cursor = end
+        tasks = job.tasks
+        starts, queued, pending, waits = st.starts, st.queued, st.pending, st.waits
+        metrics = self.metrics
+        tracer = self.tracer
+        queue_depth = metrics.queue_by_priority if metrics is not None else None
+        dispatched: list[tuple[Task, Event, Wait | None]] = []
+        ended: list[tuple[Task, Event, float | None]] = []
+        for i in range(start, end):
+            ev = events[i]
+            state = ev.state
+            tid = ev.task_id
+            if pending and tid in pending and state is not _PENDING:
+                pending.discard(tid)
+                if metrics is not None:
+                    metrics.pending -= 1
+                if state is _QUEUED or state is _THROTTLED:
+                    waits.pop(tid, None)  # the wait for an agent starts now
+            if state is _DISPATCHED:
+                if queue_depth is not None:
+                    p = queued.pop(tid, None)
+                    if p is not None:
+                        queue_depth[p] -= 1
+                starts[tid] = ev.time
+                dispatched.append((tasks[tid], ev, waits.pop(tid, None) if waits else None))
+            elif state is _QUEUED:
+                if queue_depth is not None and tid not in queued:
+                    p = queued[tid] = tasks[tid].spec.priority
+                    queue_depth[p] = queue_depth.get(p, 0) + 1
+            elif state is _RUNNING:
+                starts[tid] = ev.time
+            elif state is _RETRYING:
+                began = starts.pop(tid, None)
+                if metrics is not None:
+                    metrics.retried(job, tasks[tid], ev, began)
+                if tracer is not None:
+                    wait = waits[tid] = Wait(ev.time)
+                    wait.retry = (ev.error, ev.not_before)
+            elif state is _THROTTLED:
+                if tracer is not None:
+                    wait = waits.get(tid) or waits.setdefault(tid, Wait(ev.time))
+                    if not wait.throttled_at:
+                        wait.throttled_at = ev.time
+            elif state is _PENDING:
+                pending.add(tid)
+                if metrics is not None:
+                    metrics.pending += 1
+                if tracer is not None:
+                    waits[tid] = Wait(ev.time)
+            else:  # terminal
+                if queue_depth is not None:
+                    p = queued.pop(tid, None)
+                    if p is not None:
+                        queue_depth[p] -= 1
+                began = starts.pop(tid, None)
+                task = tasks[tid]
+                ended.append((task, ev, began))
+                if tracer is not None:
+                    last_wait = waits.pop(tid, None) if waits else None
+                    if began is None:
+                        tracer.ended_waiting(job, task, ev, last_wait)
+        # Batches, so that the per-task work runs in tight loops.
+        if dispatched:
+            if metrics is not None:
+                metrics.dispatched(dispatched)
+            if tracer is not None:
+                tracer.dispatched(job, dispatched)
+        if ended:
+            if metrics is not None:
+                metrics.finished(job, ended)
+            if tracer is not None:
+                tracer.ended(ended)
+        if job.done and not starts and not queued and not pending:
+            # Nothing more will happen to this job; keep only the cursor until it expires.
+            waits.clear()

@@ -1,0 +1,278 @@
+"""The controller's part of each task's trace: one ``deerflow.schedule`` span per attempt.
+
+A trace per task runs submit (client) -> schedule (controller) -> execute (agent):
+
+- The client's submit span travels in ``TaskSpec.trace_context`` (W3C ``traceparent``). A task
+  that arrives without one starts its own trace here, if the sampler says so.
+- ``deerflow.schedule`` covers one wait for an agent: from ready (queued or throttled; or the
+  failed attempt, for a retry) to dispatch. Its events: ``throttled`` (the rate-limit wait began,
+  with the key), ``released`` (the limiter let it into the ready queue) and ``retry`` (why the
+  previous attempt failed and the backoff it was given). A task that ends without being
+  dispatched (cancelled, dependency failed, unknown handler) gets the span up to its end, with
+  status ERROR.
+- At dispatch the controller puts this span's id into ``Assignment.trace_context``, so the
+  agent's ``deerflow.execute`` span is its child.
+
+Attributes: ``deerflow.job.id``, ``deerflow.job.name``, ``deerflow.task.id``,
+``deerflow.handler``, ``deerflow.attempt``, ``deerflow.agent.id``, ``deerflow.priority``,
+``deerflow.rate_keys``, ``deerflow.tenant``. Cache hits and circuit breakers do not exist yet, so
+neither do their events.
+
+Spans are made from the events the tap reads, after the fact (start and end times are the
+events' times), and encoded straight to OTLP (see ``deerflow_common.otlp``): about 3 us each.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from deerflow_common import otlp
+from deerflow_protos import agent_pb2
+
+from ..model import Event, Job, TaskState
+
+if TYPE_CHECKING:
+    from ..model import Task
+    from .tap import Wait
+
+SPAN_NAME = "deerflow.schedule"
+_HEAD = otlp.span_head(SPAN_NAME, otlp.KIND_INTERNAL)
+_E = otlp.EVENT_ATTR
+_CACHE_LIMIT = 4096
+_task_attr = otlp.str_attr_encoder("deerflow.task.id")
+_new_span_id = otlp.new_span_id
+_encode = otlp.encode_span
+_getrandbits = random.getrandbits
+_pack_q = struct.Struct("<Q").pack
+_varint = otlp.varint
+TRACEPARENT = otlp.TRACEPARENT
+
+
+class _Parent:
+    """A parsed parent context, with what every child span repeats precomputed: the
+    traceparent prefix and the encoded trace id, parent id, name and kind fields."""
+
+    __slots__ = ("head", "parent_field", "prefix", "sampled", "span_id", "suffix", "trace_id")
+
+    def __init__(self, trace_id: bytes, span_id: bytes | None, sampled: bool) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.sampled = sampled
+        self.prefix = f"00-{trace_id.hex()}-"
+        self.suffix = "-01" if sampled else "-00"
+        # Span fields: trace_id (1), then span_id (2) follows; parent_span_id (4); name, kind.
+        self.head = b"\x0a\x10" + trace_id + b"\x12\x08"
+        self.parent_field = (b"\x22\x08" + span_id if span_id else b"") + _HEAD
+
+
+class TaskTracer:
+    """Emits the schedule spans into a :class:`deerflow_common.otlp.SpanSink`."""
+
+    def __init__(self, sink: otlp.SpanSink) -> None:
+        self.sink = sink
+        self._emit = sink.emit
+        self._sampling = sink.sampling
+        self._parents: dict[str, _Parent | None] = {}
+        self._roots: dict[Task, _Parent] = {}
+        """Tasks that came without context: their own trace, for all their attempts."""
+        self._job_attrs: dict[str, bytes] = {}
+        self._common: dict[tuple[str, str, int], bytes] = {}
+        """(handler, agent, attempt) -> their encoded attributes."""
+        self._outgoing: dict[Task, str] = {}
+        """traceparent to send with each assignment decided in this flush."""
+
+    # ------------------------------------------------------------------ called by the tap
+
+    def begin_flush(self) -> None:
+        if self._outgoing:
+            self._outgoing.clear()
+
+    def forget_job(self, job_id: str) -> None:
+        self._job_attrs.pop(job_id, None)
+
+    def dispatched(self, job: Job, items: Sequence[tuple[Task, Event, Wait | None]]) -> None:
+        """One schedule span per dispatched task (one tight loop: this runs for every task)."""
+        job_attr = self._job(job)
+        outgoing = self._outgoing
+        parents = self._parents
+        common = self._common
+        emit = self._emit
+        for task, ev, wait in items:
+            spec = task.spec
+            tc = spec.trace_context
+            parent = parents.get(tc.get(TRACEPARENT, "")) if tc else None
+            if parent is None:
+                parent = self._parent(task)
+            n = _getrandbits(63) | 1
+            outgoing[task] = f"{parent.prefix}{n:016x}{parent.suffix}"
+            if not parent.sampled:
+                continue
+            key = (spec.handler, ev.agent_id, ev.attempt)
+            shared = common.get(key)
+            if shared is None:
+                shared = self._common_attrs(key)
+            start = task.ready_at if wait is None else wait.since
+            extras = (
+                self._spec_extras(task) if spec.priority or spec.rate_keys or spec.tenant else b""
+            )
+            body = b"".join(
+                (
+                    parent.head,
+                    n.to_bytes(8, "big"),
+                    parent.parent_field,
+                    b"\x39",
+                    _pack_q(int((start or ev.time) * 1e9)),
+                    b"\x41",
+                    _pack_q(int(ev.time * 1e9)),
+                    job_attr,
+                    _task_attr(spec.id),
+                    shared,
+                    extras,
+                    b"" if wait is None else self._events(task, wait),
+                )
+            )
+            emit(b"\x12" + _varint(len(body)) + body)
+
+    def ended(self, items: Sequence[tuple[Task, Event, float | None]]) -> None:
+        """Forget the root traces of tasks that ended."""
+        roots = self._roots
+        if roots:
+            for task, _, _ in items:
+                roots.pop(task, None)
+
+    def ended_waiting(self, job: Job, task: Task, ev: Event, wait: Wait | None) -> None:
+        """The task ended without (another) dispatch: close its wait with the reason."""
+        parent = self._parent(task)
+        self._roots.pop(task, None)
+        if not parent.sampled:
+            return
+        message = ev.error.message if ev.error is not None else ev.state.name
+        code = otlp.STATUS_OK if ev.state == TaskState.SUCCEEDED else otlp.STATUS_ERROR
+        fields = [
+            self._job(job),
+            _task_attr(task.spec.id),
+            self._common_attrs((task.spec.handler, "", ev.attempt)),
+            otlp.attr_str("deerflow.state", ev.state.name),
+        ]
+        if task.spec.priority or task.spec.rate_keys or task.spec.tenant:
+            fields.append(self._spec_extras(task))
+        start = ev.time
+        if wait is not None:
+            start = wait.since
+            fields.append(self._events(task, wait))
+        elif task.ready_at:
+            start = task.ready_at
+        fields.append(otlp.status(code, message if code == otlp.STATUS_ERROR else ""))
+        self._emit(
+            _encode(
+                parent.trace_id,
+                _new_span_id(),
+                parent.span_id,
+                _HEAD,
+                int(start * 1e9),
+                int(ev.time * 1e9),
+                b"".join(fields),
+            )
+        )
+
+    # ------------------------------------------------------------------ ShellInterceptor
+
+    def on_assignments(self, tasks: Sequence[Task], msg: agent_pb2.ControllerMessage) -> None:
+        """Make each assignment carry its schedule span as the parent of the agent's span."""
+        outgoing = self._outgoing
+        if not outgoing:
+            return
+        key = otlp.TRACEPARENT
+        for task, assignment in zip(tasks, msg.assignments.assignments, strict=True):
+            tp = outgoing.get(task)
+            if tp is not None:
+                assignment.trace_context[key] = tp
+
+    # ------------------------------------------------------------------ pieces
+
+    def _parent(self, task: Task) -> _Parent:
+        tc = task.spec.trace_context
+        header = tc.get(otlp.TRACEPARENT) if tc else None
+        if header is not None:
+            parents = self._parents
+            parent = parents.get(header)
+            if parent is None and header not in parents:
+                if len(parents) >= _CACHE_LIMIT:
+                    parents.clear()
+                p = otlp.parse_traceparent(header)
+                if p is not None:
+                    sampled = self._sampling.sampled(p.trace_id, p, SPAN_NAME)
+                    parent = _Parent(p.trace_id, p.span_id, sampled)
+                parents[header] = parent
+            if parent is not None:
+                return parent
+        # No (valid) context from the submitter: the task's trace starts here, one trace for
+        # all its attempts (forgotten when it ends).
+        root = self._roots.get(task)
+        if root is None:
+            trace_id = otlp.new_trace_id()
+            root = _Parent(trace_id, None, self._sampling.sampled(trace_id, None, SPAN_NAME))
+            if len(self._roots) >= 16 * _CACHE_LIMIT:
+                self._roots.clear()
+            self._roots[task] = root
+        return root
+
+    def _job(self, job: Job) -> bytes:
+        b = self._job_attrs.get(job.id)
+        if b is None:
+            if len(self._job_attrs) >= _CACHE_LIMIT:
+                self._job_attrs.clear()
+            b = otlp.attr_str("deerflow.job.id", job.id)
+            if job.name:
+                b += otlp.attr_str("deerflow.job.name", job.name)
+            self._job_attrs[job.id] = b
+        return b
+
+    def _common_attrs(self, key: tuple[str, str, int]) -> bytes:
+        handler, agent, attempt = key
+        if len(self._common) >= _CACHE_LIMIT:
+            self._common.clear()
+        b = self._common[key] = (
+            otlp.attr_str("deerflow.handler", handler)
+            + otlp.attr_int("deerflow.attempt", attempt)
+            + (otlp.attr_str("deerflow.agent.id", agent) if agent else b"")
+        )
+        return b
+
+    @staticmethod
+    def _spec_extras(task: Task) -> bytes:
+        spec = task.spec
+        out = b""
+        if spec.priority:
+            out += otlp.attr_int("deerflow.priority", spec.priority)
+        if spec.rate_keys:
+            out += otlp.attr_strs("deerflow.rate_keys", spec.rate_keys)
+        if spec.tenant:
+            out += otlp.attr_str("deerflow.tenant", spec.tenant)
+        return out
+
+    @staticmethod
+    def _events(task: Task, wait: Wait) -> bytes:
+        out = b""
+        retry = wait.retry
+        if retry is not None:
+            error, not_before = retry
+            attrs = [otlp.attr_float("deerflow.retry.not_before", not_before, _E)]
+            if error is not None:
+                attrs.append(otlp.attr_str("error.kind", error.kind.name, _E))
+                attrs.append(otlp.attr_str("error.message", error.message[:500], _E))
+                if error.retry_after_s:
+                    attrs.append(otlp.attr_float("retry_after_s", error.retry_after_s, _E))
+            out += otlp.event("retry", int(wait.since * 1e9), *attrs)
+        if wait.throttled_at:
+            out += otlp.event(
+                "throttled",
+                int(wait.throttled_at * 1e9),
+                otlp.attr_strs("deerflow.rate_keys", task.spec.rate_keys, _E),
+            )
+            if task.ready_at >= wait.throttled_at:
+                out += otlp.event("released", int(task.ready_at * 1e9))
+        return out

@@ -1,0 +1,19 @@
+"""Handlers installed on test agents with --handler obs_test_plugins:NAME."""
+
+from __future__ import annotations
+
+from deerflow_agent import HandlerError, HandlerResult, TaskContext, handler
+
+
+@handler("flaky")
+async def flaky(ctx: TaskContext, payload: bytes) -> bytes:
+    """Fails its first attempt (as a provider answering 429 would), succeeds after."""
+    if ctx.attempt == 1:
+        raise HandlerError("provider said 429", retry_after_s=0.05, metadata={"http.status": "429"})
+    return payload
+
+
+@handler("provider_ok")
+async def provider_ok(ctx: TaskContext, payload: bytes) -> HandlerResult:
+    """Succeeds as a provider call that reports its status and token use."""
+    return HandlerResult(payload, metadata={"http.status": "200", "usage.total_tokens": "42"})

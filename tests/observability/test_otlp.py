@@ -1,0 +1,152 @@
+"""The OTLP encoding and export used by both daemons, checked against the official protobuf
+definitions and a real receiver."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+from deerflow_common import otlp
+from deerflow_controller.observability import OtlpReceiver
+
+
+def test_a_span_encoded_by_hand_parses_as_the_official_message() -> None:
+    trace_id, span_id, parent_id = otlp.new_trace_id(), otlp.new_span_id(), otlp.new_span_id()
+    fields = b"".join(
+        (
+            otlp.attr_str("deerflow.job.id", "j" * 200),  # lengths past one varint byte
+            otlp.str_attr_encoder("deerflow.task.id")("t-1"),
+            otlp.attr_int("deerflow.attempt", 2),
+            otlp.attr_int("negative", -3),
+            otlp.attr_float("ratio", 0.25),
+            otlp.attr_bool("flag", True),
+            otlp.attr_strs("deerflow.rate_keys", ["a", "b"]),
+            otlp.event("retry", 7, otlp.attr_str("error.kind", "TIMEOUT", otlp.EVENT_ATTR)),
+            otlp.status(otlp.STATUS_ERROR, "boom"),
+        )
+    )
+    span = otlp.encode_span(
+        trace_id,
+        span_id,
+        parent_id,
+        otlp.span_head("deerflow.execute", otlp.KIND_CONSUMER),
+        5,
+        9,
+        fields,
+    )
+    request = otlp.export_request(
+        otlp._resource_field({"service.name": "svc", "n": 3}),
+        otlp._scope_field("s", "1.0"),
+        [span] * 3,
+    )
+    msg = trace_service_pb2.ExportTraceServiceRequest.FromString(request)
+    (rs,) = msg.resource_spans
+    assert [
+        (kv.key, kv.value.string_value or kv.value.int_value) for kv in rs.resource.attributes
+    ] == [
+        ("service.name", "svc"),
+        ("n", 3),
+    ]
+    (ss,) = rs.scope_spans
+    assert (ss.scope.name, ss.scope.version, len(ss.spans)) == ("s", "1.0", 3)
+    s = ss.spans[0]
+    assert (s.trace_id, s.span_id, s.parent_span_id) == (trace_id, span_id, parent_id)
+    assert (s.name, s.kind, s.start_time_unix_nano, s.end_time_unix_nano) == (
+        "deerflow.execute",
+        5,
+        5,
+        9,
+    )
+    attrs = {kv.key: kv.value for kv in s.attributes}
+    assert attrs["deerflow.job.id"].string_value == "j" * 200
+    assert attrs["deerflow.task.id"].string_value == "t-1"
+    assert attrs["deerflow.attempt"].int_value == 2
+    assert attrs["negative"].int_value == -3
+    assert attrs["ratio"].double_value == 0.25
+    assert attrs["flag"].bool_value is True
+    assert [v.string_value for v in attrs["deerflow.rate_keys"].array_value.values] == ["a", "b"]
+    (ev,) = s.events
+    assert (ev.name, ev.time_unix_nano, ev.attributes[0].value.string_value) == (
+        "retry",
+        7,
+        "TIMEOUT",
+    )
+    assert (s.status.code, s.status.message) == (2, "boom")
+
+
+def test_traceparent_round_trips_and_invalid_headers_are_ignored() -> None:
+    trace_id, span_id = otlp.new_trace_id(), otlp.new_span_id()
+    header = otlp.format_traceparent(trace_id, span_id, True)
+    assert otlp.parse_traceparent(header) == otlp.TraceParent(trace_id, span_id, True)
+    unsampled = otlp.format_traceparent(trace_id, span_id, False)
+    assert otlp.parse_traceparent(unsampled) == otlp.TraceParent(trace_id, span_id, False)
+    for bad in (
+        "",
+        "garbage",
+        "00-" + "0" * 32 + "-" + "1" * 16 + "-01",
+        header[:-1],
+        "ff" + header[2:],
+    ):
+        assert otlp.parse_traceparent(bad) is None
+
+
+def test_parent_based_sampling_follows_the_flag_and_ratio_agrees_on_the_trace_id() -> None:
+    parent_based = otlp.Sampling(ParentBased(ALWAYS_OFF))
+    tid = otlp.new_trace_id()
+    sampled = otlp.TraceParent(tid, otlp.new_span_id(), True)
+    assert parent_based.sampled(tid, sampled, "x") is True
+    assert parent_based.sampled(tid, otlp.TraceParent(tid, sampled.span_id, False), "x") is False
+    assert parent_based.sampled(tid, None, "x") is False  # the root sampler decides
+    assert otlp.Sampling(ALWAYS_ON).sampled(tid, None, "x") is True
+    ratio = otlp.Sampling(TraceIdRatioBased(0.5))
+    decisions = {ratio.sampled(t, None, "x") for t in [otlp.new_trace_id() for _ in range(200)]}
+    assert decisions == {True, False}
+
+
+def test_batch_settings_come_from_the_sdk_variables() -> None:
+    s = otlp.BatchSettings.from_env(
+        {
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "10",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "99",
+        }
+    )
+    assert (s.schedule_delay_s, s.max_queue, s.max_batch) == (0.05, 10, 10)
+    assert otlp.BatchSettings.from_env({"OTEL_BSP_SCHEDULE_DELAY": "soon"}).schedule_delay_s == 5.0
+
+
+@pytest.mark.parametrize(
+    ("env", "enabled"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:1", "OTEL_SDK_DISABLED": "true"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:1", "OTEL_TRACES_EXPORTER": "none"}, False),
+    ],
+)
+def test_tracing_is_on_only_with_an_endpoint(env: dict[str, str], enabled: bool) -> None:
+    assert otlp.tracing_enabled(env) is enabled
+
+
+async def test_the_sink_exports_in_batches_and_drops_beyond_its_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with OtlpReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
+        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "30")
+        sink = otlp.tracing_from_env("svc", "scope", install_sdk=False)
+        assert sink is not None
+        head = otlp.span_head("s", otlp.KIND_INTERNAL)
+        for i in range(120):
+            sink.emit(
+                otlp.encode_span(otlp.new_trace_id(), otlp.new_span_id(), None, head, i, i + 1, b"")
+            )
+        assert sink.dropped == 20
+        await sink.shutdown()
+        assert (sink.exported, sink.failed) == (100, 0)
+        spans = await receiver.wait_for_spans(100, timeout_s=10)
+        assert {s.service for s in spans} == {"svc"}
+        assert receiver.requests >= 4  # batches of at most 30

@@ -1,0 +1,90 @@
+"""Each optimisation suggestion fires on the number behind it, and only then."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deerflow_controller.observability.suggestions import suggest
+
+
+def stats(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "agents": [
+            {"id": "a1", "slots": 16, "cpu_percent": 20.0, "memory_percent": 30.0,
+             "heartbeat_age_s": 0.5},
+        ],
+        "tasks": {"live": {"queued": 0, "throttled": 0}},
+        "window": {"seconds": 60.0, "completed": 600, "retries": 0, "failed": 0,
+                   "utilisation": 0.5, "max_queued": 0, "rate_limited": {}, "agent_load": {}},
+        "latency": {"all": {"wait": {"p95": 0.01}}},
+        "rate_keys": [],
+        "errors": {"retries_by_kind": {}},
+    }  # fmt: skip
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = {**base[k], **v}
+        else:
+            base[k] = v
+    return base
+
+
+def ids(s: dict[str, Any]) -> list[str]:
+    return [x.id for x in suggest(s)]
+
+
+def test_a_healthy_cluster_gets_no_advice() -> None:
+    assert ids(stats()) == []
+
+
+def test_low_utilisation_names_the_share_of_slots_used() -> None:
+    (s,) = suggest(stats(window={"utilisation": 0.08}))
+    assert (s.id, s.value, s.threshold) == ("low_utilisation", 0.08, 0.25)
+    assert "8% of their 16 slots" in s.detail
+    assert ids(stats(window={"utilisation": 0.08, "max_queued": 5})) == []  # work was waiting
+    assert ids(stats(window={"utilisation": 0.08, "seconds": 5.0})) == []  # too little history
+
+
+def test_high_queue_wait_says_whether_agents_are_busy() -> None:
+    (busy,) = suggest(stats(latency={"all": {"wait": {"p95": 3.2}}}, window={"utilisation": 0.95}))
+    assert busy.id == "high_queue_wait" and busy.value == 3.2
+    assert "add agents or slots" in busy.detail
+    (idle,) = suggest(stats(latency={"all": {"wait": {"p95": 3.2}}}))
+    assert "handlers or labels" in idle.detail
+
+
+def test_rate_limited_and_backlogged_keys_are_named() -> None:
+    key = {"key": "llm/k", "paced_rps": 2.0, "waiting": 400}
+    out = {x.id: x for x in suggest(stats(window={"rate_limited": {"llm/k": 7}}, rate_keys=[key]))}
+    assert out["rate_limited:llm/k"].value == 7
+    assert "2.00 requests/s" in out["rate_limited:llm/k"].detail
+    assert out["throttled_backlog:llm/k"].value == 200.0  # 400 tasks at 2/s
+
+
+def test_retries_and_failures_are_rates_over_the_window() -> None:
+    s = {
+        x.id: x
+        for x in suggest(
+            stats(
+                window={"retries": 50, "completed": 100, "failed": 10},
+                errors={"retries_by_kind": {"TIMEOUT": 40, "HANDLER_ERROR": 10}},
+            )
+        )
+    }
+    assert s["high_retry_rate"].value == round(50 / 150, 3)
+    assert "most often TIMEOUT" in s["high_retry_rate"].detail
+    assert s["high_failure_rate"].value == 0.1
+    assert suggest(stats(window={"retries": 50, "completed": 100, "failed": 10}))[0].severity == (
+        "critical"
+    )
+
+
+def test_a_hot_machine_must_stay_hot_for_the_window() -> None:
+    hot = {"a1": {"cpu_percent": 97.0, "memory_percent": 30.0}}
+    (s,) = suggest(stats(window={"agent_load": hot}))
+    assert s.id == "hot_agent:a1:cpu" and s.value == 97.0
+    assert ids(stats(window={"agent_load": hot, "seconds": 3.0})) == []
+
+
+def test_no_agents_with_ready_work_is_critical() -> None:
+    (s,) = suggest(stats(agents=[], tasks={"live": {"queued": 4, "throttled": 1}}))
+    assert (s.id, s.severity, s.value) == ("no_agents", "critical", 5.0)

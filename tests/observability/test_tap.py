@@ -1,0 +1,156 @@
+"""The event tap, tracer and metrics driven by the real scheduling core with a fake clock: exact
+times in, exact spans and numbers out (no processes, no network)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+from deerflow_common import otlp
+from deerflow_controller import wire
+from deerflow_controller.model import ErrorKind, TaskError, TaskSpec
+from deerflow_controller.observability.metrics import TaskMetrics
+from deerflow_controller.observability.receiver import ReceivedSpan, parse_request
+from deerflow_controller.observability.tap import EventTap
+from deerflow_controller.observability.tracing import TaskTracer
+from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
+from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
+
+CLIENT_TRACE = otlp.new_trace_id()
+CLIENT_SPAN = otlp.new_span_id()
+CONTEXT = {"traceparent": otlp.format_traceparent(CLIENT_TRACE, CLIENT_SPAN, True)}
+
+
+class RecordingSink:
+    """Stands in for SpanSink: keeps what is emitted."""
+
+    def __init__(self) -> None:
+        self.sampling = otlp.Sampling(ParentBased(ALWAYS_ON))
+        self.emitted: list[bytes] = []
+
+    def emit(self, span: bytes) -> None:
+        self.emitted.append(span)
+
+    def spans(self) -> list[ReceivedSpan]:
+        return parse_request(otlp.export_request(b"", b"", self.emitted))
+
+
+class Harness:
+    def __init__(self, limiter: RateLimiter | None = None) -> None:
+        self.sched = Scheduler(limiter=limiter, seed=1)
+        self.sink = RecordingSink()
+        self.metrics = TaskMetrics()
+        self.tracer = TaskTracer(cast(otlp.SpanSink, self.sink))
+        self.tap = EventTap(self.sched, self.metrics, self.tracer)
+        self.sent: dict[str, dict[str, str]] = {}
+        """Task id -> the trace context its last assignment carried."""
+
+    def flush(self) -> Outbox:
+        """What Shell.flush does: decisions to the tap, assignments built and decorated."""
+        out = self.sched.take()
+        self.tap.on_decisions(out)
+        for tasks in out.assignments.values():
+            msg = wire.assignment_batch(1, tasks)
+            self.tap.on_assignments(tasks, msg)
+            for task, a in zip(tasks, msg.assignments.assignments, strict=True):
+                self.sent[task.spec.id] = dict(a.trace_context)
+        return out
+
+    def succeed(self, agent: str, out: Outbox, now: float) -> None:
+        results = [AttemptResult(t.key, True, b"ok") for t in out.assignments.get(agent, [])]
+        self.sched.finished(agent, results, now)
+
+
+def spec(task_id: str, **kw: object) -> TaskSpec:
+    return TaskSpec(task_id, "echo", b"x", trace_context=dict(CONTEXT), **kw)  # type: ignore[arg-type]
+
+
+def test_schedule_span_covers_the_wait_and_parents_the_agents_span() -> None:
+    h = Harness()
+    h.sched.submit("j", "job", [spec("a", priority=5), spec("b")], now=10.0)
+    h.flush()
+    assert h.metrics.queue_by_priority == {5: 1, 0: 1}
+    h.sched.agent_joined("agent-1", ["echo"], 4, now=12.5)
+    out = h.flush()
+    assert h.metrics.queue_by_priority == {5: 0, 0: 0}
+    h.succeed("agent-1", out, now=13.0)
+    h.flush()
+
+    spans = {s.attributes["deerflow.task.id"]: s for s in h.sink.spans()}
+    a = spans["a"]
+    assert (a.name, a.trace_id, a.parent_span_id) == (
+        "deerflow.schedule",
+        CLIENT_TRACE.hex(),
+        CLIENT_SPAN.hex(),
+    )
+    assert (a.start_ns, a.end_ns) == (10_000_000_000, 12_500_000_000)
+    assert a.attributes["deerflow.priority"] == 5
+    assert a.attributes["deerflow.agent.id"] == "agent-1"
+    assert a.attributes["deerflow.job.name"] == "job"
+    # The agent gets the schedule span as its parent, in the same trace.
+    assert h.sent["a"]["traceparent"] == f"00-{CLIENT_TRACE.hex()}-{a.span_id}-01"
+    echo = h.metrics.handlers["echo"]
+    assert (echo.wait.count, echo.wait.sum) == (2, 5.0)
+    assert (echo.run.count, echo.run.sum) == (2, 1.0)
+    assert echo.finished == {"SUCCEEDED": 2}
+
+
+def test_a_throttled_task_records_when_its_rate_key_held_it() -> None:
+    limits = LimiterConfig(
+        patterns=(("llm/*", KeyLimits(rpm=60.0, adaptive=False, burst_s=1.0, safety=1.0)),)
+    )
+    h = Harness(RateLimiter(limits))
+    h.sched.agent_joined("agent-1", ["echo"], 4, now=0.0)
+    h.sched.submit("j", "", [spec(f"t{i}", rate_keys=("llm/k",)) for i in range(2)], now=1.0)
+    out = h.flush()
+    h.succeed("agent-1", out, now=1.1)
+    h.flush()
+    h.sched.tick(2.0)  # a second later the bucket has room for the next request
+    out = h.flush()
+    spans = {s.attributes["deerflow.task.id"]: s for s in h.sink.spans()}
+    first, second = spans["t0"], spans["t1"]
+    assert "throttled" not in first.events
+    assert first.attributes["deerflow.rate_keys"] == ["llm/k"]
+    assert second.events == ("throttled", "released")
+    assert (second.start_ns, second.end_ns) == (1_000_000_000, 2_000_000_000)
+
+
+def test_a_retry_starts_a_new_wait_that_says_why() -> None:
+    h = Harness()
+    h.sched.agent_joined("agent-1", ["echo"], 4, now=0.0)
+    h.sched.submit("j", "", [spec("f", max_retries=1)], now=1.0)
+    out = h.flush()
+    (task,) = out.assignments["agent-1"]
+    err = TaskError(ErrorKind.HANDLER_ERROR, "boom", retryable=True)
+    h.sched.finished("agent-1", [AttemptResult(task.key, False, error=err)], now=2.0)
+    h.flush()
+    h.sched.tick(10.0)  # past the backoff
+    out = h.flush()
+    h.succeed("agent-1", out, now=10.5)
+    h.flush()
+    first, second = sorted(h.sink.spans(), key=lambda s: s.start_ns)
+    assert [first.attributes["deerflow.attempt"], second.attributes["deerflow.attempt"]] == [1, 2]
+    assert second.events == ("retry",)
+    assert second.start_ns == 2_000_000_000
+    echo = h.metrics.handlers["echo"]
+    assert echo.retries == {"HANDLER_ERROR": 1}
+    assert echo.run.count == 2 and echo.finished == {"SUCCEEDED": 1}
+    assert [e["kind"] for e in h.metrics.recent_errors] == ["HANDLER_ERROR"]
+
+
+def test_pending_tasks_are_counted_until_their_dependency_ends() -> None:
+    h = Harness()
+    h.sched.submit(
+        "j", "", [spec("a"), spec("b", depends_on=("a",)), spec("c", depends_on=("b",))], now=0.0
+    )
+    h.flush()
+    assert h.metrics.pending == 2
+    h.sched.cancel("j", ["a"], "test", now=1.0)
+    h.flush()
+    assert h.metrics.pending == 0
+    assert h.metrics.failures_by_kind == {"CANCELLED_BY_CLIENT": 1, "DEPENDENCY_FAILED": 2}
+    spans = {s.attributes["deerflow.task.id"]: s for s in h.sink.spans()}
+    assert spans["c"].status_code == otlp.STATUS_ERROR
+    assert spans["c"].start_ns == 0  # waited on its dependencies since submit
+    assert spans["c"].attributes["deerflow.state"] == "FAILED"

@@ -1,0 +1,765 @@
+"""The scheduler with the rate limiter: rate-keyed tasks wait THROTTLED until their keys have room.
+
+Driven like ``test_scheduler.py``: a fake clock, decisions read from ``Scheduler.take()``, task
+events from ``job.events``, and every scenario ends with the event log checked. Time advances
+only to the instants ``Scheduler.next_timer()`` reports, as the shell does.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from deerflow_common import signals
+from deerflow_controller.config import SchedulerConfig
+from deerflow_controller.model import (
+    TERMINAL_STATES,
+    AttemptKey,
+    ErrorKind,
+    Event,
+    Job,
+    TaskError,
+    TaskSpec,
+    TaskState,
+)
+from deerflow_controller.ratelimit import KeyGate, KeyLimits, LimiterConfig, RateLimiter
+from deerflow_controller.ratelimit.gate import DEFAULT_PAUSE_S
+from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
+
+JOB = "j"
+KEY = "llm/openai"
+
+RPM_600 = KeyLimits(rpm=600)
+"""10/s paced at 98 %: 9.8/s, 0.5 s deep (4.9 requests)."""
+ONE_PER_SECOND = KeyLimits(rpm=60, safety=1.0, burst_s=1.0, adaptive=False)
+"""Exactly one request a second, one deep: admission times are whole seconds."""
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def make(
+    limits: dict[str, KeyLimits] | None = None,
+    *,
+    default: KeyLimits | None = None,
+    **overrides: Any,
+) -> Scheduler:
+    """A seeded scheduler with the given limits; prefetch 0, so credit equals slots, and
+    agents are never declared dead for silence."""
+    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
+    config = LimiterConfig(tuple((limits or {}).items()), default or KeyLimits())
+    return Scheduler(replace(base, **overrides), limiter=RateLimiter(config), seed=7)
+
+
+def spec(
+    task_id: str,
+    *rate_keys: str,
+    handler: str = "llm",
+    tenant: str = "",
+    priority: int = 0,
+    est_tokens: float = 0.0,
+    max_retries: int = -1,
+    timeout_s: float = 0.0,
+) -> TaskSpec:
+    return TaskSpec(
+        id=task_id,
+        handler=handler,
+        rate_keys=rate_keys,
+        tenant=tenant,
+        priority=priority,
+        est_tokens=est_tokens,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+    )
+
+
+def specs(n: int, *rate_keys: str, prefix: str = "t", **kwargs: Any) -> list[TaskSpec]:
+    return [spec(f"{prefix}{i}", *rate_keys, **kwargs) for i in range(n)]
+
+
+def key(task_id: str, attempt: int, job_id: str = JOB) -> AttemptKey:
+    return (job_id, task_id, attempt)
+
+
+def ok(task_id: str, attempt: int, job_id: str = JOB, **meta: str) -> AttemptResult:
+    return AttemptResult(key(task_id, attempt, job_id), ok=True, metadata=meta)
+
+
+def rate_limited(
+    task_id: str, attempt: int, retry_after: str | None = None, job_id: str = JOB
+) -> AttemptResult:
+    """The provider answered 429 (with a Retry-After when given)."""
+    meta = {signals.HTTP_STATUS: "429"}
+    if retry_after is not None:
+        meta[signals.RETRY_AFTER_S] = retry_after
+    error = TaskError(ErrorKind.HANDLER_ERROR, "429 Too Many Requests", True)
+    return AttemptResult(key(task_id, attempt, job_id), ok=False, error=error, metadata=meta)
+
+
+def status(code: str, **more: str) -> dict[str, str]:
+    return {signals.HTTP_STATUS: code, **more}
+
+
+def assigned_ids(out: Outbox, agent: str = "A") -> list[str]:
+    return [t.id for t in out.assignments.get(agent, [])]
+
+
+def events_of(job: Job, task_id: str) -> list[Event]:
+    return [e for e in job.events if e.task_id == task_id]
+
+
+def trail(job: Job, task_id: str) -> list[TaskState]:
+    return [e.state for e in events_of(job, task_id)]
+
+
+def admissions(*jobs: Job) -> list[tuple[float, str]]:
+    """(time, task id) of every QUEUED event, by time: a rate-keyed task is queued when
+    admitted."""
+    queued = [e for job in jobs for e in job.events if e.state == TaskState.QUEUED]
+    return [(e.time, e.task_id) for e in sorted(queued, key=lambda e: e.time)]
+
+
+def admission_times(job: Job) -> list[float]:
+    return [e.time for e in job.events if e.state == TaskState.QUEUED]
+
+
+def gate(s: Scheduler, rate_key: str = KEY) -> KeyGate:
+    return s.limiter.gates[rate_key]
+
+
+def run_timers(s: Scheduler, until: float) -> float:
+    """Tick at every instant next_timer() reports up to ``until``; returns the last tick time.
+    Fails when the scheduler keeps asking to be ticked at one instant without moving on."""
+    last, repeats = -1.0, 0
+    while True:
+        when = s.next_timer()
+        if when is None or when > until:
+            return last
+        repeats = repeats + 1 if when == last else 0
+        assert repeats < 20, f"next_timer() stays at {when!r}: ticking there changes nothing"
+        s.tick(when)
+        last = when
+
+
+def assert_event_log_sound(job: Job) -> None:
+    """Seqs run 1..n; a finished task has exactly one terminal event, its last; a task is
+    reported THROTTLED once per wait (never twice in a row); the job's counts agree."""
+    assert [e.seq for e in job.events] == list(range(1, len(job.events) + 1))
+    for task_id, task in job.tasks.items():
+        states = trail(job, task_id)
+        terminal = [st for st in states if st in TERMINAL_STATES]
+        if task.terminal:
+            assert terminal == [task.state] and states[-1] == task.state, f"{task_id}: {states}"
+        else:
+            assert terminal == [], f"{task_id}: {states}"
+        for before, after in itertools.pairwise(states):
+            assert not (before == after == TaskState.THROTTLED), f"{task_id}: {states}"
+    unfinished = sum(not t.terminal for t in job.tasks.values())
+    assert job.remaining == unfinished
+    assert job.terminal_events == len(job.tasks) - unfinished
+
+
+def assert_slots_settled(s: Scheduler) -> None:
+    """Nothing holds a rate slot any more."""
+    for rate_key, g in s.limiter.gates.items():
+        assert g.in_flight == 0, f"{rate_key}: {g.in_flight} slots still held"
+    for job in s.jobs.values():
+        for task in job.tasks.values():
+            assert task.rate_hold is None, task.id
+
+
+# ----------------------------------------------------------------- pacing
+
+
+def test_a_burst_on_a_600_rpm_key_admits_the_buckets_depth_and_throttles_the_rest() -> None:
+    s = make({"llm/*": RPM_600})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+
+    job = s.submit(JOB, "", specs(10, KEY), 0.0)
+
+    assert assigned_ids(s.take()) == ["t0", "t1", "t2", "t3"]  # 4.9 deep
+    for i in range(4):
+        assert trail(job, f"t{i}") == [TaskState.QUEUED, TaskState.DISPATCHED]
+    for i in range(4, 10):
+        assert trail(job, f"t{i}") == [TaskState.THROTTLED]
+        assert job.tasks[f"t{i}"].state == TaskState.THROTTLED
+    assert (gate(s).stats.admitted, gate(s).stats.waited, s.limiter.waiting) == (4, 6, 6)
+    assert s.next_timer() == pytest.approx(0.1 / 9.8)  # the bucket holds 0.9 of a request
+    assert_event_log_sound(job)
+
+
+@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed", "adaptive"])
+def test_ticking_at_next_timer_admits_200_tasks_at_the_rate_and_never_faster(
+    adaptive: bool,
+) -> None:
+    s = make({KEY: KeyLimits(rpm=600, adaptive=adaptive)})
+    s.agent_joined("A", ["llm"], 1000, 0.0)
+    job = s.submit(JOB, "", specs(200, KEY), 0.0)
+
+    last, repeats = 0.0, 0
+    while len(admission_times(job)) < 200:
+        if adaptive:  # attempts end at once, so the AIMD concurrency limit never binds
+            sent = s.take().assignments.get("A", [])
+            s.finished("A", [ok(t.id, t.attempt, **status("200")) for t in sent], last)
+        when = s.next_timer()
+        assert when is not None
+        repeats = repeats + 1 if when == last else 0
+        assert repeats < 20, (
+            f"next_timer() stays at {when!r} with {len(admission_times(job))} of 200 admitted"
+        )
+        s.tick(when)
+        last = when
+
+    times = admission_times(job)
+    # The bucket starts 4.9 deep and refills at 9.8/s: the k-th admission (from 0) is at
+    # (k + 1 - 4.9) / 9.8 once the first four went at once.
+    expected = [0.0] * 4 + [(k + 1 - 4.9) / 9.8 for k in range(4, 200)]
+    assert times == pytest.approx(expected, abs=1e-9)
+    for i in range(200):
+        for j in range(i, 200):
+            allowed = 9.8 * (times[j] - times[i]) + 4.9 + 1e-9
+            assert j - i + 1 <= allowed, f"{j - i + 1} admitted in [{times[i]}, {times[j]}]"
+    for i in range(200):
+        states = trail(job, f"t{i}")
+        throttled = [TaskState.THROTTLED] if i >= 4 else []
+        assert states[: len(throttled) + 2] == [*throttled, TaskState.QUEUED, TaskState.DISPATCHED]
+    assert gate(s).stats.waited == 196
+    assert_event_log_sound(job)
+
+
+def test_tasks_admitted_while_no_agent_can_run_them_are_not_sent_in_one_burst() -> None:
+    """The provider sees requests when agents run them: ten seconds of admissions banked in
+    the ready queue must not all go out the moment an agent joins."""
+    s = make({KEY: ONE_PER_SECOND})
+    job = s.submit(JOB, "", specs(30, KEY), 0.0)
+    run_timers(s, 10.0)
+
+    s.agent_joined("A", ["llm"], 100, 10.0)
+
+    sent = assigned_ids(s.take())
+    assert len(sent) <= 1, f"{len(sent)} requests sent at once on a one-deep 1/s key"
+    assert_event_log_sound(job)
+
+
+def test_tasks_without_rate_keys_bypass_the_limiter() -> None:
+    s = make({"*": ONE_PER_SECOND}, default=ONE_PER_SECOND)
+    s.agent_joined("A", ["llm"], 100, 0.0)
+
+    job = s.submit(JOB, "", specs(50), 0.0)
+
+    assert assigned_ids(s.take()) == [f"t{i}" for i in range(50)]
+    assert s.limiter.gates == {}
+    assert all(trail(job, f"t{i}") == [TaskState.QUEUED, TaskState.DISPATCHED] for i in range(50))
+    s.finished("A", [ok(f"t{i}", 1, **status("429")) for i in range(50)], 1.0)
+    assert s.limiter.gates == {}
+    assert all(t.state == TaskState.SUCCEEDED for t in job.tasks.values())
+    assert_event_log_sound(job)
+
+
+# ----------------------------------------------------------------- concurrency
+
+
+def test_a_concurrency_limit_holds_and_a_finishing_attempt_admits_the_next() -> None:
+    s = make({KEY: KeyLimits(concurrency=2, adaptive=False)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(5, KEY), 0.0)
+    assert assigned_ids(s.take()) == ["t0", "t1"]
+    assert s.limiter.next_release(0.0) is None  # only a finishing attempt makes room
+
+    run_timers(s, 100.0)
+    s.tick(100.0)
+    assert assigned_ids(s.take()) == []
+    assert gate(s).in_flight == 2
+
+    s.finished("A", [ok("t0", 1)], 100.0)
+    assert assigned_ids(s.take()) == ["t2"]
+    assert [e.time for e in events_of(job, "t2")] == [0.0, 100.0, 100.0]
+    assert gate(s).in_flight == 2
+
+    for step, (done, nxt) in enumerate([("t1", ["t3"]), ("t2", ["t4"]), ("t3", [])]):
+        s.finished("A", [ok(done, 1)], 101.0 + step)
+        assert assigned_ids(s.take()) == nxt
+    s.finished("A", [ok("t4", 1)], 110.0)
+    assert_slots_settled(s)
+    assert_event_log_sound(job)
+
+
+def test_a_429_shrinks_the_adaptive_concurrency_limit() -> None:
+    # 98/s, 49 deep: only concurrency binds. A key with a configured rate starts its AIMD
+    # limit at max_concurrency.
+    s = make({KEY: KeyLimits(rpm=6000, max_concurrency=8)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(12, KEY, max_retries=0), 0.0)
+    assert len(assigned_ids(s.take())) == 8
+    aimd = gate(s).concurrency
+    assert aimd is not None
+
+    s.finished("A", [rate_limited("t0", 1, retry_after="0")], 5.0)
+    assert aimd.limit == pytest.approx(6.4)
+    assert gate(s).in_flight == 7
+
+    s.finished("A", [ok("t1", 1, **status("200"))], 5.0)
+    assert assigned_ids(s.take()) == []  # 6 in flight, limit 6.4 + 1 / 6.4
+    requests = gate(s).requests
+    assert requests is not None and requests.can_take(1.0, 5.0)  # the bucket has room
+
+    s.finished("A", [ok("t2", 1, **status("200"))], 5.0)
+    assert assigned_ids(s.take()) == ["t8"]
+    assert gate(s).in_flight == 6
+    assert_event_log_sound(job)
+
+
+# ----------------------------------------------------------------- 429 and pauses
+
+
+def test_a_429_with_retry_after_pauses_the_key_until_exactly_then() -> None:
+    s = make({KEY: KeyLimits(concurrency=1, adaptive=False)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(3, KEY, max_retries=0), 0.0)
+    assert assigned_ids(s.take()) == ["t0"]
+
+    s.finished("A", [rate_limited("t0", 1, retry_after="2.5")], 10.0)
+    assert job.tasks["t0"].state == TaskState.FAILED
+    assert gate(s).in_flight == 0
+
+    run_timers(s, 12.49)
+    s.tick(12.49)
+    assert assigned_ids(s.take()) == []
+    assert s.next_timer() == 12.5
+    run_timers(s, 12.5)
+    assert assigned_ids(s.take()) == ["t1"]
+    assert events_of(job, "t1")[1].time == 12.5
+    assert gate(s).stats.rate_limited == 1
+    assert_event_log_sound(job)
+
+
+def test_a_429_without_retry_after_pauses_the_key_for_the_default_pause() -> None:
+    s = make({KEY: KeyLimits(concurrency=1, adaptive=False)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(3, KEY, max_retries=0), 0.0)
+    assert assigned_ids(s.take()) == ["t0"]
+
+    s.finished("A", [rate_limited("t0", 1)], 10.0)
+
+    run_timers(s, 10.0 + DEFAULT_PAUSE_S - 0.01)
+    s.tick(10.0 + DEFAULT_PAUSE_S - 0.01)
+    assert assigned_ids(s.take()) == []
+    run_timers(s, 10.0 + DEFAULT_PAUSE_S)
+    assert assigned_ids(s.take()) == ["t1"]
+    assert events_of(job, "t1")[1].time == 11.0
+    assert_event_log_sound(job)
+
+
+def test_a_429d_task_is_retried_through_the_limiter() -> None:
+    s = make({KEY: KeyLimits(concurrency=1, adaptive=False)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(1, KEY), 0.0)
+    assert assigned_ids(s.take()) == ["t0"]
+
+    s.finished("A", [rate_limited("t0", 1, retry_after="3")], 10.0)
+    run_timers(s, 13.0)
+
+    assert assigned_ids(s.take()) == ["t0"]
+    # The retry's own backoff ends long before the pause: it waits THROTTLED for the key.
+    assert trail(job, "t0") == [
+        TaskState.QUEUED,
+        TaskState.DISPATCHED,
+        TaskState.RETRYING,
+        TaskState.THROTTLED,
+        TaskState.QUEUED,
+        TaskState.DISPATCHED,
+    ]
+    retrying, throttled, queued = events_of(job, "t0")[2:5]
+    assert 10.1 <= throttled.time == retrying.not_before <= 10.2
+    assert queued.time == 13.0
+    assert gate(s).in_flight == 1
+    assert_event_log_sound(job)
+
+
+# ----------------------------------------------------------------- tokens
+
+
+TPM = KeyLimits(tpm=61_440, safety=1.0, adaptive=False)
+"""1,024 tokens a second, 512 deep."""
+
+
+def two_token_tasks() -> tuple[Scheduler, Job]:
+    s = make({KEY: TPM})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(2, KEY, est_tokens=400.0), 0.0)
+    assert assigned_ids(s.take()) == ["t0"]  # 112 tokens left: t1 is due at 0.28125
+    assert trail(job, "t1") == [TaskState.THROTTLED]
+    return s, job
+
+
+def test_reported_usage_below_the_estimate_refunds_the_tpm_bucket() -> None:
+    s, job = two_token_tasks()
+
+    s.finished("A", [ok("t0", 1, **{signals.TOTAL_TOKENS: "100"})], 0.125)
+
+    assert assigned_ids(s.take()) == ["t1"]  # 112 + 128 refilled + 300 refunded >= 400
+    assert events_of(job, "t1")[1].time == 0.125
+    tokens = gate(s).tokens
+    assert tokens is not None and tokens.available(0.125) == 112.0
+    assert gate(s).stats.tokens == 100.0
+    assert_event_log_sound(job)
+
+
+def test_reported_usage_above_the_estimate_is_a_debt_that_delays_the_next_task() -> None:
+    s, job = two_token_tasks()
+
+    s.finished("A", [ok("t0", 1, **{signals.TOTAL_TOKENS: "1000"})], 0.125)
+
+    run_timers(s, 0.8671875 - 1e-6)
+    assert assigned_ids(s.take()) == []  # 240 - 600 = -360: 760 more needed at 1024/s
+    run_timers(s, 0.8671875)
+    assert assigned_ids(s.take()) == ["t1"]
+    assert events_of(job, "t1")[1].time == 0.8671875
+    assert_event_log_sound(job)
+
+
+def test_reported_usage_updates_the_token_mean_charged_to_tasks_without_an_estimate() -> None:
+    s = make({KEY: KeyLimits(tpm=600_000, adaptive=False, default_tokens=1000.0)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(1, KEY), 0.0)
+    assert job.tasks["t0"].rate_hold == [(KEY, 1000.0)]
+
+    s.finished("A", [ok("t0", 1, **{signals.TOTAL_TOKENS: "500"})], 1.0)
+    later = s.submit("j2", "", specs(1, KEY), 2.0)
+
+    assert gate(s).token_mean == 950.0
+    assert later.tasks["t0"].rate_hold == [(KEY, 950.0)]
+    assert_event_log_sound(job)
+
+
+# ----------------------------------------------------------------- learning the rate
+
+
+def test_a_stated_request_limit_lowers_the_pace_of_an_adaptive_key() -> None:
+    s = make({KEY: KeyLimits(rpm=600, safety=1.0)})  # 10/s, 5 deep
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    first = s.submit(JOB, "", specs(5, KEY), 0.0)
+    assert len(assigned_ids(s.take())) == 5
+
+    s.finished("A", [ok("t0", 1, **status("200", **{signals.LIMIT_REQUESTS: "120"}))], 0.0)
+    job = s.submit("j2", "", specs(5, KEY), 0.0)
+    run_timers(s, 3.0)
+
+    assert admission_times(job) == [0.5, 1.0, 1.5, 2.0, 2.5]  # 2/s, not 10/s
+    assert_event_log_sound(first)
+    assert_event_log_sound(job)
+
+
+def serve(s: Scheduler, job: Job, until: float, *, answer_429_at: float = float("inf")) -> float:
+    """Run agent A as a provider that answers at once: 200, except one 429 (no Retry-After)
+    for the first attempt dispatched at or after ``answer_429_at``. Returns when it was sent."""
+    now, sent_429 = 0.0, float("nan")
+    while now <= until:
+        results = []
+        for task in s.take().assignments.get("A", []):
+            if now >= answer_429_at and sent_429 != sent_429:
+                sent_429 = now
+                results.append(rate_limited(task.id, task.attempt, job_id=job.id))
+            else:
+                results.append(ok(task.id, task.attempt, job.id, **status("200")))
+        if results:
+            s.finished("A", results, now)
+        when = s.next_timer()
+        if when is None or when > until:
+            break
+        assert when > now or when == 0.0 or results, f"no progress at {now!r}"
+        s.tick(when)
+        now = when
+    return sent_429
+
+
+def test_an_unknown_key_starts_at_initial_rps_and_doubles_each_second_under_pressure() -> None:
+    s = make(default=KeyLimits(safety=1.0, initial_rps=4.0))  # 4/s, 2 deep
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(400, "search/new"), 0.0)
+    learner = gate(s, "search/new").learner
+    assert learner is not None
+
+    rates = []
+    for second in range(5):
+        serve(s, job, second + 0.99)
+        rates.append(learner.rate)
+
+    assert rates == [4.0, 8.0, 16.0, 32.0, 64.0]
+    times = admission_times(job)
+    assert [sum(t < second for t in times) for second in (0.01, 1, 2, 3, 4)] == [2, 5, 13, 29, 61]
+    assert_event_log_sound(job)
+
+
+def test_a_learned_rate_backs_off_on_a_429_from_the_observed_rate_then_climbs_back() -> None:
+    s = make(default=KeyLimits(safety=1.0, initial_rps=4.0))
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(400, "search/new"), 0.0)
+    g = gate(s, "search/new")
+    assert g.learner is not None
+
+    at = serve(s, job, 4.5, answer_429_at=4.5)
+
+    assert at == 4.5
+    admitted = g.stats.admitted  # all within the last five seconds
+    assert admitted == 94
+    assert g.learner.rate == pytest.approx(admitted / 5.0 * 0.7)  # 13.16 < 64
+    assert g.paused_until == 4.5 + DEFAULT_PAUSE_S
+    assert not g.learner.slow_start
+
+    serve(s, job, 5.5)
+    times = admission_times(job)
+    assert [t for t in times if 4.5 < t < 5.5] == []
+    assert g.learner.rate == pytest.approx(13.16 + (g.learner.last_bad - 13.16) / 2)
+    assert min(t for t in times if t > 4.5) == 5.5
+
+
+# ----------------------------------------------------------------- fairness and order
+
+
+def test_two_tenants_on_one_key_are_admitted_in_turn_while_both_wait() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 1000, 0.0)
+    a = s.submit("ja", "", specs(100, KEY, prefix="a", tenant="A"), 0.0)
+    b = s.submit("jb", "", specs(10, KEY, prefix="b", tenant="B"), 0.5)
+
+    run_timers(s, 23.0)
+
+    order = [task_id for _, task_id in admissions(a, b)]
+    alternating = [name for k in range(10) for name in (f"a{k + 1}", f"b{k}")]
+    assert order == ["a0", *alternating, "a11", "a12", "a13"]
+    assert [t for t, _ in admissions(a, b)] == [float(t) for t in range(24)]
+    assert_event_log_sound(a)
+    assert_event_log_sound(b)
+
+
+def test_within_a_tenant_higher_priority_is_admitted_first_then_arrival() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(
+        JOB,
+        "",
+        [
+            spec("low", KEY, priority=1),
+            spec("mid", KEY, priority=3),
+            spec("high", KEY, priority=5),
+            spec("mid2", KEY, priority=3),
+            spec("none", KEY),
+        ],
+        0.0,
+    )
+
+    run_timers(s, 4.0)
+
+    assert admissions(job) == [
+        (0.0, "high"),
+        (1.0, "mid"),
+        (2.0, "mid2"),
+        (3.0, "low"),
+        (4.0, "none"),
+    ]
+    assert_event_log_sound(job)
+
+
+def two_key_tasks() -> tuple[Scheduler, Job]:
+    s = make({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", [spec("x", "a", "b"), spec("y", "a", "b")], 0.0)
+    assert assigned_ids(s.take()) == ["x"]
+    assert job.tasks["x"].rate_hold == [("a", 1000.0), ("b", 1000.0)]
+    return s, job
+
+
+def test_a_task_with_two_keys_waits_for_the_second_when_the_first_has_room() -> None:
+    s, job = two_key_tasks()
+
+    run_timers(s, 10.0)
+    s.tick(10.0)
+    assert assigned_ids(s.take()) == []  # a has room since t=1; b is full
+
+    s.finished("A", [ok("x", 1)], 10.0)
+    assert assigned_ids(s.take()) == ["y"]
+    assert (gate(s, "a").stats.admitted, gate(s, "b").stats.admitted) == (2, 2)
+    assert_event_log_sound(job)
+
+
+def test_a_task_with_two_keys_waits_for_the_first_when_the_second_has_room() -> None:
+    s, job = two_key_tasks()
+
+    s.finished("A", [ok("x", 1)], 0.25)
+    assert assigned_ids(s.take()) == []  # b is free; a refills at t=1
+    run_timers(s, 1.0)
+
+    assert assigned_ids(s.take()) == ["y"]
+    assert events_of(job, "y")[1].time == 1.0
+    assert_event_log_sound(job)
+
+
+# ----------------------------------------------------------------- cancelling
+
+
+def test_cancelling_a_throttled_task_removes_it_without_admitting_or_charging_it() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(6, KEY), 0.0)
+    assert assigned_ids(s.take()) == ["t0"]
+
+    assert s.cancel(JOB, ["t2"], "not needed", 0.5) == 1
+    run_timers(s, 10.0)
+
+    assert trail(job, "t2") == [TaskState.THROTTLED, TaskState.CANCELLED]
+    assert job.tasks["t2"].rate_hold is None
+    assert admissions(job) == [(0.0, "t0"), (1.0, "t1"), (2.0, "t3"), (3.0, "t4"), (4.0, "t5")]
+    assert (gate(s).stats.admitted, gate(s).in_flight) == (5, 5)
+    assert_event_log_sound(job)
+
+
+def test_a_cancelled_throttled_task_no_longer_counts_as_waiting_on_its_key() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(10, KEY), 0.0)
+    assert (gate(s).waiting, s.limiter.waiting) == (9, 9)
+
+    s.cancel(JOB, ["t5"], "", 0.5)
+
+    assert (gate(s).waiting, s.limiter.waiting) == (8, 8)
+    assert_event_log_sound(job)
+
+
+def test_cancelling_a_whole_job_of_throttled_tasks_leaves_nothing_waiting() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(10, KEY), 0.0)
+
+    s.cancel(JOB, None, "", 0.5)
+    run_timers(s, 20.0)
+
+    assert admissions(job) == [(0.0, "t0")]
+    assert s.limiter.waiting == 0
+    assert gate(s).in_flight == 0
+    assert_slots_settled(s)
+    assert_event_log_sound(job)
+
+
+# ----------------------------------------------------------------- every attempt end frees its slot
+
+# A bystander holds one slot on another agent throughout, so that a slot given back twice
+# would show as in_flight 0 instead of 1 before the bystander ends.
+
+
+def with_bystander(subject: TaskSpec) -> tuple[Scheduler, Job]:
+    s = make({KEY: KeyLimits(concurrency=3, adaptive=False)})
+    s.agent_joined("H", ["hold"], 1, 0.0)
+    s.submit("by", "", [spec("by", KEY, handler="hold")], 0.0)
+    s.agent_joined("A", ["llm"], 1, 0.0)
+    job = s.submit(JOB, "", [subject], 0.0)
+    out = s.take()
+    assert [t.id for t in out.assignments["H"]] == ["by"]
+    assert assigned_ids(out) == [subject.id]
+    assert gate(s).in_flight == 2
+    return s, job
+
+
+def end_bystander(s: Scheduler, job: Job, now: float) -> None:
+    assert gate(s).in_flight == 1, "the subject's slot was not given back exactly once"
+    s.finished("H", [ok("by", 1, "by")], now)
+    assert_slots_settled(s)
+    assert job.tasks["x"].terminal
+    assert_event_log_sound(job)
+
+
+def test_a_success_gives_the_slot_back_once() -> None:
+    s, job = with_bystander(spec("x", KEY))
+
+    s.finished("A", [ok("x", 1)], 1.0)
+    s.finished("A", [ok("x", 1)], 1.5)  # a duplicate report
+
+    end_bystander(s, job, 2.0)
+
+
+def test_a_failure_and_its_retry_each_give_the_slot_back_once() -> None:
+    s, job = with_bystander(spec("x", KEY))
+
+    s.finished("A", [AttemptResult(key("x", 1), ok=False)], 1.0)
+    assert gate(s).in_flight == 1
+    run_timers(s, 2.0)
+    assert assigned_ids(s.take()) == ["x"]
+    assert gate(s).in_flight == 2
+    s.finished("A", [ok("x", 2)], 3.0)
+
+    end_bystander(s, job, 4.0)
+
+
+def test_a_final_failure_gives_the_slot_back_once() -> None:
+    s, job = with_bystander(spec("x", KEY, max_retries=0))
+
+    s.finished("A", [AttemptResult(key("x", 1), ok=False)], 1.0)
+
+    assert job.tasks["x"].state == TaskState.FAILED
+    end_bystander(s, job, 2.0)
+
+
+def test_an_agent_loss_gives_the_slot_back_once_and_the_retry_takes_a_new_one() -> None:
+    s, job = with_bystander(spec("x", KEY))
+    s.agent_joined("B", ["llm"], 1, 0.5)
+
+    s.agent_left("A", 1.0)
+
+    assert assigned_ids(s.take(), "B") == ["x"]
+    assert gate(s).in_flight == 2
+    s.finished("B", [ok("x", 2)], 2.0)
+    end_bystander(s, job, 3.0)
+
+
+def test_a_timeout_gives_the_slot_back_once() -> None:
+    s, job = with_bystander(spec("x", KEY, timeout_s=10.0, max_retries=0))
+    s.started("A", [key("x", 1)], 0.0)
+
+    run_timers(s, 15.0)  # 10 s plus 5 s of grace
+    assert job.tasks["x"].state == TaskState.TIMED_OUT
+    assert gate(s).in_flight == 1
+    s.finished("A", [AttemptResult(key("x", 1), ok=False, cancelled=True)], 16.0)
+
+    end_bystander(s, job, 17.0)
+
+
+def test_a_late_success_after_a_timeout_frees_the_retrys_slot_once() -> None:
+    s, job = with_bystander(spec("x", KEY, timeout_s=10.0))
+    s.started("A", [key("x", 1)], 0.0)
+    s.agent_joined("B", ["llm"], 1, 0.5)
+    run_timers(s, 16.0)  # timed out at 15, retried on B after the backoff
+    assert assigned_ids(s.take(), "B") == ["x"]
+    assert gate(s).in_flight == 2
+
+    s.finished("A", [ok("x", 1)], 17.0)
+
+    assert job.tasks["x"].state == TaskState.SUCCEEDED
+    assert gate(s).in_flight == 1
+    s.finished("B", [AttemptResult(key("x", 2), ok=False, cancelled=True)], 18.0)
+    end_bystander(s, job, 19.0)
+
+
+def test_cancelling_a_dispatched_task_gives_the_slot_back_once() -> None:
+    s, job = with_bystander(spec("x", KEY))
+
+    s.cancel(JOB, ["x"], "", 1.0)
+    assert s.take().cancels == {"A": [key("x", 1)]}
+    s.finished("A", [AttemptResult(key("x", 1), ok=False, cancelled=True)], 2.0)
+
+    assert job.tasks["x"].state == TaskState.CANCELLED
+    end_bystander(s, job, 3.0)
+
+
+def test_an_attempt_a_draining_agent_gives_back_frees_its_slot_once() -> None:
+    s, job = with_bystander(spec("x", KEY))
+    s.agent_joined("B", ["llm"], 1, 0.5)
+
+    s.agent_draining("A", [key("x", 1)], 1.0)
+
+    assert assigned_ids(s.take(), "B") == ["x"]
+    assert gate(s).in_flight == 2
+    s.finished("B", [ok("x", 2)], 2.0)
+    end_bystander(s, job, 3.0)
