@@ -495,10 +495,11 @@ class SpanSink:
         """Export everything queued now (returns when sent, or given up on)."""
         await self._export_queued()
 
-    async def shutdown(self) -> None:
-        """Flush (within the export timeout), stop the export task, close the channel."""
+    async def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Flush (for at most ``timeout_s``: a daemon must exit promptly even when the
+        collector is down), stop the export task, close the channel."""
         try:
-            await asyncio.wait_for(self.flush(), self.settings.export_timeout_s)
+            await asyncio.wait_for(self.flush(), min(timeout_s, self.settings.export_timeout_s))
         except TimeoutError:
             log.warning("gave up exporting %d spans at shutdown", len(self._queue))
         if self._task is not None:

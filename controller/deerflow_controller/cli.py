@@ -19,6 +19,7 @@ from deerflow_simulator.cli import sim as sim_command
 from . import bench as benchmarks
 from .client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, Task
 from .demo import run_demo, summary_table
+from .top import top as top_command
 
 T = TypeVar("T")
 
@@ -413,9 +414,25 @@ def bench_ratelimit_cmd(
     _emit(rl.add_machine(run(coro)), as_json)
 
 
+@bench.command("tracing")
+@click.option("--tasks", default=20000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_tracing(tasks: int, agents: int, rounds: int, as_json: bool) -> None:
+    """No-op throughput with every task traced and exported (to a local OTLP receiver) against
+    tracing off, alternating rounds."""
+    from .observability import tracing_overhead
+
+    _emit(run(tracing_overhead(tasks=tasks, agents=agents, rounds=rounds)), as_json)
+
+
 # The provider simulator: DeerFlow's LLM, search and reader APIs with their limits, for the
 # demo, benchmarks and tests (deerflow_simulator).
 main.add_command(sim_command, name="sim")
+
+# The live terminal view of a controller's numbers.
+main.add_command(top_command, name="top")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,9 @@ class ControllerProcess(ManagedProcess):
         quiet: bool = True,
         ready_timeout_s: float = 30.0,
     ) -> ControllerProcess:
+        # Launched controllers (tests, benchmarks, the demo) serve no HTTP unless asked: many
+        # run side by side, and the daemon's default dashboard port would be contended.
+        http = [] if any(a.startswith("--http-port") for a in args) else ["--http-port", "0"]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -106,6 +109,7 @@ class ControllerProcess(ManagedProcess):
             host,
             "--port",
             "0",
+            *http,
             *args,
             stdout=asyncio.subprocess.PIPE,
             env=_env(quiet),

@@ -2,18 +2,26 @@
 every task traced and exported to a local OTLP receiver, against tracing off, in alternating
 rounds so that drift on a shared machine hits both sides alike.
 
-Traced rounds: the client exports its submit span through an SDK TracerProvider, and the
-controller and agents get ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at the receiver (a queue
-large enough that no span is dropped). Each traced round is checked afterwards: the receiver
-must hold one client span plus one controller and one agent span per task.
+Traced rounds: a real OTLP/gRPC receiver runs in a process of its own; the client exports its
+submit span through an SDK TracerProvider, and the controller and agents get
+``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at the receiver (a queue large enough that no span is
+dropped). Each traced round is checked afterwards: the receiver must hold one client span plus
+one controller and one agent span per task (``spans_per_traced_round``).
+
+    from deerflow_common import run
+    from deerflow_controller.observability import tracing_overhead
+    print(run(tracing_overhead(tasks=20000, agents=2, slots=64, prefetch=64, rounds=3)))
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import socket
 import statistics
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,7 +29,7 @@ from typing import Any
 from ..bench import NOOP_TARGET_PER_S, machine
 from ..client import AsyncClient, Task
 from ..launcher import Cluster
-from .receiver import OtlpReceiver
+from .receiver import READY_PREFIX
 
 TARGET_SLOWDOWN = 0.15
 
@@ -66,6 +74,45 @@ async def _noop_round(
     return seconds
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class _ReceiverProcess:
+    """The receiver in a process of its own, as a collector would be: its work is not mixed
+    into the client's process, and no gRPC threads exist here when the cluster forks."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, endpoint: str) -> None:
+        self.proc = proc
+        self.endpoint = endpoint
+
+    @classmethod
+    async def start(cls) -> _ReceiverProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from deerflow_controller.observability.receiver import main; main()",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        if not line.startswith(READY_PREFIX):
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"the OTLP receiver did not start: {line!r}")
+        return cls(proc, line[len(READY_PREFIX) :])
+
+    async def stop(self) -> dict[str, int]:
+        """Close its stdin; return what it received."""
+        out, _ = await asyncio.wait_for(self.proc.communicate(b""), 60)
+        counts: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
+        return counts
+
+
 async def tracing_overhead(
     tasks: int = 20000, agents: int = 2, slots: int = 64, prefetch: int = 64, rounds: int = 3
 ) -> dict[str, Any]:
@@ -81,7 +128,9 @@ async def tracing_overhead(
     on: list[float] = []
     spans: list[int] = []
     expected = 2 * tasks + 1
-    async with OtlpReceiver() as receiver:
+    for _ in range(rounds):
+        off.append(await _noop_round(tasks, agents, slots, prefetch, None))
+        receiver = await _ReceiverProcess.start()
         provider = TracerProvider(resource=Resource.create({"service.name": "deerflow-bench"}))
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True))
@@ -92,18 +141,12 @@ async def tracing_overhead(
             "OTEL_BSP_SCHEDULE_DELAY": "500",
         }
         try:
-            for _ in range(rounds):
-                off.append(await _noop_round(tasks, agents, slots, prefetch, None))
-                receiver.clear()
-                with _environ(env):
-                    on.append(await _noop_round(tasks, agents, slots, prefetch, provider))
-                # The daemons flushed on exit; the client's span goes from the SDK's thread to
-                # the receiver on this loop, so flush it off the loop.
-                await asyncio.to_thread(provider.force_flush)
-                got = await receiver.wait_for_spans(expected, 30.0)
-                spans.append(len(got))
+            with _environ(env):
+                on.append(await _noop_round(tasks, agents, slots, prefetch, provider))
         finally:
+            # The daemons flushed their spans on exit; the client's goes now.
             await asyncio.to_thread(provider.shutdown)
+            spans.append((await receiver.stop())["spans"])
     off_s, on_s = statistics.median(off), statistics.median(on)
     slowdown = on_s / off_s - 1
     return {

@@ -161,3 +161,27 @@ class OtlpReceiver:
                     raise TimeoutError(f"{len(got)} of {n} spans arrived in {timeout_s:g} s")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), left)
+
+
+READY_PREFIX = "otlp receiver listening on "
+
+
+async def _serve_until_stdin_closes() -> None:
+    """Serve on a free port, print the ready line, and on end of stdin print what arrived
+    as one JSON line ({"spans": n, "requests": n, "bytes": n})."""
+    import json
+    import sys
+
+    async with OtlpReceiver() as receiver:
+        print(f"{READY_PREFIX}{receiver.endpoint}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        spans = len(receiver.spans())
+        print(
+            json.dumps({"spans": spans, "requests": receiver.requests, "bytes": receiver.bytes}),
+            flush=True,
+        )
+
+
+def main() -> None:
+    """Run a receiver until stdin closes (used by the tracing benchmark)."""
+    asyncio.run(_serve_until_stdin_closes())
