@@ -59,6 +59,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             now,
             labels=dict(hello.labels),
             running=[wire.key_from_ref(r) for r in hello.running],
+            handler_slots={h.name: h.slots for h in hello.handlers},
         )
         shell.changed()
         await shell.membership_changed()

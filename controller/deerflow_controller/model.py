@@ -151,12 +151,37 @@ class AgentView:
     labels: dict[str, str] = field(default_factory=dict)
     connected_at: float = 0.0
     in_flight: dict[AttemptKey, Task] = field(default_factory=dict)
+    handler_caps: dict[str, int] = field(default_factory=dict)
+    """Handlers the agent runs fewer of at once than its slots (``--handler-slots``)."""
+    capped_in_flight: dict[str, int] = field(default_factory=dict)
+    """Unfinished attempts of each capped handler."""
     draining: bool = False
     running: int = 0
     cpu_percent: float = 0.0
     memory_percent: float = 0.0
     last_heartbeat: float = 0.0
     completed: int = 0
+
+    def hold(self, key: AttemptKey, task: Task) -> None:
+        """Count an attempt as unfinished on this agent."""
+        self.in_flight[key] = task
+        handler = task.spec.handler
+        if handler in self.handler_caps:
+            self.capped_in_flight[handler] = self.capped_in_flight.get(handler, 0) + 1
+
+    def release(self, key: AttemptKey) -> Task | None:
+        """The attempt ended or left this agent; returns its task if it was held here."""
+        task = self.in_flight.pop(key, None)
+        if task is not None and task.spec.handler in self.handler_caps:
+            self.capped_in_flight[task.spec.handler] -= 1
+        return task
+
+    def open_handlers(self) -> frozenset[str] | list[str]:
+        """Handlers this agent may take another attempt of now."""
+        if not self.handler_caps:
+            return self.handlers
+        caps, running = self.handler_caps, self.capped_in_flight
+        return [h for h in self.handlers if h not in caps or running.get(h, 0) < caps[h]]
 
     @property
     def credit(self) -> int:

@@ -205,6 +205,7 @@ class Scheduler:
         *,
         labels: dict[str, str] | None = None,
         running: Iterable[AttemptKey] = (),
+        handler_slots: Mapping[str, int] | None = None,
     ) -> AgentView:
         """Register a connected agent. Attempts it reports as still running are kept on it when
         they are the task's current attempt (a reconnect), and cancelled there otherwise."""
@@ -216,6 +217,8 @@ class Scheduler:
             slots=max(1, slots),
             prefetch=self.prefetch_for(slots),
             labels=dict(labels or {}),
+            # A cap at or above the agent's slots caps nothing; 0 means the agent's total.
+            handler_caps={h: n for h, n in (handler_slots or {}).items() if 0 < n < max(1, slots)},
             connected_at=now,
             last_heartbeat=now,
         )
@@ -233,7 +236,7 @@ class Scheduler:
                 self.ready.discard(task)
                 task.state = TaskState.RUNNING
                 task.agent_id = agent_id
-                agent.in_flight[key] = task
+                agent.hold(key, task)
                 self._emit(task, TaskState.RUNNING, now)
                 # The attempt keeps the deadline it had before the reconnect.
                 self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
@@ -269,6 +272,7 @@ class Scheduler:
             )
             self._attempt_failed(task, error, now, backoff=False)
         agent.in_flight.clear()
+        agent.capped_in_flight.clear()
         if not reconnecting:
             self._dispatch(now)
 
@@ -280,7 +284,7 @@ class Scheduler:
             return
         agent.draining = True
         for key in not_started:
-            task = agent.in_flight.pop(key, None)
+            task = agent.release(key)
             if task is None or task.terminal or task.attempt != key[2]:
                 continue
             task.agent_id = ""
@@ -323,7 +327,7 @@ class Scheduler:
             agent.last_heartbeat = now
         for result in results:
             key = result.key
-            task = agent.in_flight.pop(key, None) if agent is not None else None
+            task = agent.release(key) if agent is not None else None
             if task is None:
                 task = self._task_for(key)
             if agent is not None:
@@ -514,13 +518,13 @@ class Scheduler:
         while agents and len(self.ready):
             still: list[AgentView] = []
             for agent in agents:
-                task = self.ready.pop_for(agent.handlers)
+                task = self.ready.pop_for(agent.open_handlers())
                 if task is None:
                     continue
                 task.attempt += 1
                 task.state = TaskState.DISPATCHED
                 task.agent_id = agent.id
-                agent.in_flight[task.key] = task
+                agent.hold(task.key, task)
                 batch = assignments.get(agent.id)
                 if batch is None:
                     batch = assignments[agent.id] = []
@@ -557,7 +561,7 @@ class Scheduler:
     def _forget_in_flight(self, task: Task) -> None:
         agent = self.agents.get(task.agent_id)
         if agent is not None:
-            agent.in_flight.pop(task.key, None)
+            agent.release(task.key)
 
     def _release_slot_by_cancel(self, task: Task) -> None:
         """Ask the agent to stop a dispatched attempt. Its slot stays counted until the agent

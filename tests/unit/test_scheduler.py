@@ -1338,3 +1338,31 @@ def test_an_agents_prefetch_grows_with_its_slots_but_never_below_the_floor() -> 
 
     assert s.agents["small"].credit == 4 + 2
     assert s.agents["big"].credit == 64 + 8
+
+
+def test_an_agent_gets_no_more_attempts_of_a_capped_handler_than_its_cap() -> None:
+    s = make()
+    s.agent_joined("A", ["llm", "echo"], 8, 0.0, handler_slots={"llm": 2, "echo": 0})
+    job = s.submit(JOB, "", [spec(f"l{i}", handler="llm") for i in range(5)], 0.0)
+
+    assert assigned(s.take()) == {"A": [key("l0", 1), key("l1", 1)]}
+    other = s.submit("j2", "", [spec(f"e{i}") for i in range(3)], 0.0)
+    # Uncapped handlers still use the agent's remaining slots.
+    assert assigned(s.take()) == {"A": [key(f"e{i}", 1, "j2") for i in range(3)]}
+
+    s.finished("A", [ok("l0", 1)], 1.0)
+
+    assert assigned(s.take()) == {"A": [key("l2", 1)]}
+    assert s.agents["A"].capped_in_flight == {"llm": 2}
+    assert_event_log_sound(job)
+    assert_event_log_sound(other)
+
+
+def test_a_cap_at_or_above_the_agents_slots_caps_nothing() -> None:
+    s = make()
+    s.agent_joined("A", ["llm"], 4, 0.0, handler_slots={"llm": 4})
+
+    s.submit(JOB, "", [spec(f"l{i}", handler="llm") for i in range(6)], 0.0)
+
+    assert len(assigned(s.take())["A"]) == 4
+    assert s.agents["A"].handler_caps == {}
