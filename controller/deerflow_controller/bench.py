@@ -10,7 +10,6 @@ keep this shape and add their own fields.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import platform
 import random
@@ -50,8 +49,7 @@ class RssSampler:
             return 0
 
     def sample(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+        self.peak = max(self.peak, self.current())
 
     async def stop(self) -> float:
         if self._task is not None:

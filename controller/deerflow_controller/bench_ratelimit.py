@@ -23,6 +23,7 @@ import math
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,16 @@ async def sim_key_stats(url: str) -> dict[str, Any]:
     return dict(keys.get(API_KEY, {}))
 
 
+@dataclass
+class Bench:
+    sim: SimulatorProcess
+    client: AsyncClient
+    rss: RssSampler
+
+    async def provider_stats(self) -> dict[str, Any]:
+        return await sim_key_stats(self.sim.url)
+
+
 @contextlib.asynccontextmanager
 async def environment(
     *,
@@ -93,7 +104,9 @@ async def environment(
     time_scale: float,
     limits: str | None,
     agent_args: tuple[str, ...] = (),
-) -> AsyncIterator[tuple[SimulatorProcess, Cluster]]:
+) -> AsyncIterator[Bench]:
+    """The simulator, a cluster whose agents call it, a client that waited for every agent,
+    and the controller's RSS being sampled; all stopped on exit."""
     key_spec = f"{API_KEY}=rpm:{sim_rpm:g},tpm:1000000000,concurrency:100000"
     if slope is not None:
         key_spec += f",slope:{slope:g}"
@@ -116,8 +129,15 @@ async def environment(
                     "DEERFLOW_SEARCH_API_KEY": API_KEY,
                 },
             )
-            async with cluster:
-                yield sim, cluster
+            async with cluster, AsyncClient(cluster.address, timeout_s=60) as client:
+                await client.agents(wait_for=agents, timeout_s=30)
+                assert cluster.controller is not None
+                rss = RssSampler(cluster.controller.pid)
+                rss.start()
+                try:
+                    yield Bench(sim, client, rss)
+                finally:
+                    await rss.stop()
     finally:
         await sim.stop()
 
@@ -164,15 +184,10 @@ async def overload(
         slots=slots,
         time_scale=time_scale,
         limits=limits_toml(rpm, None),
-    ) as (sim, cluster):
-        assert cluster.controller is not None
-        rss = RssSampler(cluster.controller.pid)
-        rss.start()
-        async with AsyncClient(cluster.address, timeout_s=60) as client:
-            await client.agents(wait_for=agents, timeout_s=30)
-            seconds, ok, failed = await _run_job(client, work)
-        stats = await sim_key_stats(sim.url)
-        rss_mb = await rss.stop()
+    ) as env:
+        seconds, ok, failed = await _run_job(env.client, work)
+        stats = await env.provider_stats()
+        rss_mb = await env.rss.stop()
     out = _shape("overload", tasks, seconds, tasks / (rpm / 60), rss_mb, stats)
     out.update(succeeded=ok, failed=failed, rpm=rpm, ideal_basis="tasks / (rpm / 60)")
     return out
@@ -201,33 +216,27 @@ async def ramp(
         slots=slots,
         time_scale=time_scale,
         limits=limits_toml(rpm, slope),
-    ) as (sim, cluster):
-        assert cluster.controller is not None
-        rss = RssSampler(cluster.controller.pid)
-        rss.start()
-        async with AsyncClient(cluster.address, timeout_s=60) as client:
-            await client.agents(wait_for=agents, timeout_s=30)
-            started = time.perf_counter()
-            jobs = []
-            n = 0
-            for i, count in enumerate(waves):
-                delay = started + i * tick - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                if count:
-                    batch = [
-                        llm_task(n + k, rate_limited=True, max_retries=5) for k in range(count)
-                    ]
-                    n += count
-                    jobs.append(await client.submit(batch))
-            ok = failed = 0
-            for job in jobs:
-                for r in (await job.wait()).values():
-                    ok += r.ok
-                    failed += not r.ok
-            seconds = time.perf_counter() - started
-        stats = await sim_key_stats(sim.url)
-        rss_mb = await rss.stop()
+    ) as env:
+        client = env.client
+        started = time.perf_counter()
+        jobs = []
+        n = 0
+        for i, count in enumerate(waves):
+            delay = started + i * tick - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if count:
+                batch = [llm_task(n + k, rate_limited=True, max_retries=5) for k in range(count)]
+                n += count
+                jobs.append(await client.submit(batch))
+        ok = failed = 0
+        for job in jobs:
+            for r in (await job.wait()).values():
+                ok += r.ok
+                failed += not r.ok
+        seconds = time.perf_counter() - started
+        stats = await env.provider_stats()
+        rss_mb = await env.rss.stop()
     out = _shape("ramp", total, seconds, ramp_s + hold_s, rss_mb, stats)
     out.update(
         succeeded=ok,
@@ -257,13 +266,12 @@ async def multinode(
             time_scale=time_scale,
             limits=limits_toml(rpm, None) if cluster_wide else None,
             agent_args=() if cluster_wide else ("--handler-slots", f"llm={per_agent_cap}"),
-        ) as (sim, cluster):
-            async with AsyncClient(cluster.address, timeout_s=60) as client:
-                await client.agents(wait_for=agents, timeout_s=30)
-                seconds, ok, failed = await _run_job(client, work)
-                retries = (await client.stats()).retries
-            stats = await sim_key_stats(sim.url)
-        result = _shape(mode, tasks, seconds, tasks / (rpm / 60), 0.0, stats)
+        ) as env:
+            seconds, ok, failed = await _run_job(env.client, work)
+            retries = (await env.client.stats()).retries
+            stats = await env.provider_stats()
+            rss_mb = await env.rss.stop()
+        result = _shape(mode, tasks, seconds, tasks / (rpm / 60), rss_mb, stats)
         result.update(succeeded=ok, failed=failed, retries=retries)
         modes[mode] = result
     best = modes["cluster"]
@@ -294,27 +302,22 @@ async def unknown(
     target = 0.9 * rpm / 60
     async with environment(
         sim_rpm=rpm, slope=None, agents=agents, slots=slots, time_scale=time_scale, limits=None
-    ) as (sim, cluster):
-        assert cluster.controller is not None
-        rss = RssSampler(cluster.controller.pid)
-        rss.start()
-        async with AsyncClient(cluster.address, timeout_s=60) as client:
-            await client.agents(wait_for=agents, timeout_s=30)
-            samples: list[tuple[float, int]] = []
+    ) as env:
+        samples: list[tuple[float, int]] = []
 
-            async def sample() -> None:
-                while True:
-                    s = await sim_key_stats(sim.url)
-                    samples.append((time.perf_counter(), int(s.get("served", 0))))
-                    await asyncio.sleep(0.25)
+        async def sample() -> None:
+            while True:
+                s = await env.provider_stats()
+                samples.append((time.perf_counter(), int(s.get("served", 0))))
+                await asyncio.sleep(0.25)
 
-            sampler = asyncio.get_running_loop().create_task(sample())
-            started = time.perf_counter()
-            seconds, ok, failed = await _run_job(client, work)
-            sampler.cancel()
-            learned = [k for k in (await client.stats()).rate_keys if k.key == key]
-        stats = await sim_key_stats(sim.url)
-        rss_mb = await rss.stop()
+        sampler = asyncio.get_running_loop().create_task(sample())
+        started = time.perf_counter()
+        seconds, ok, failed = await _run_job(env.client, work)
+        sampler.cancel()
+        learned = [k for k in (await env.client.stats()).rate_keys if k.key == key]
+        stats = await env.provider_stats()
+        rss_mb = await env.rss.stop()
     reached = math.nan
     for (t0, n0), (t1, n1) in zip(samples, samples[4:], strict=False):  # 1 s windows
         if (n1 - n0) / (t1 - t0) >= target:

@@ -7,7 +7,6 @@ only to the instants ``Scheduler.next_timer()`` reports, as the shell does.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -16,10 +15,7 @@ import pytest
 from deerflow_common import signals
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import (
-    TERMINAL_STATES,
-    AttemptKey,
     ErrorKind,
-    Event,
     Job,
     TaskError,
     TaskSpec,
@@ -29,7 +25,8 @@ from deerflow_controller.ratelimit import KeyGate, KeyLimits, LimiterConfig, Rat
 from deerflow_controller.ratelimit.gate import DEFAULT_PAUSE_S
 from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
-JOB = "j"
+from .scheduling import JOB, assert_event_log_sound, events_of, key, trail
+
 KEY = "llm/openai"
 
 RPM_600 = KeyLimits(rpm=600)
@@ -80,10 +77,6 @@ def specs(n: int, *rate_keys: str, prefix: str = "t", **kwargs: Any) -> list[Tas
     return [spec(f"{prefix}{i}", *rate_keys, **kwargs) for i in range(n)]
 
 
-def key(task_id: str, attempt: int, job_id: str = JOB) -> AttemptKey:
-    return (job_id, task_id, attempt)
-
-
 def ok(task_id: str, attempt: int, job_id: str = JOB, **meta: str) -> AttemptResult:
     return AttemptResult(key(task_id, attempt, job_id), ok=True, metadata=meta)
 
@@ -105,14 +98,6 @@ def status(code: str, **more: str) -> dict[str, str]:
 
 def assigned_ids(out: Outbox, agent: str = "A") -> list[str]:
     return [t.id for t in out.assignments.get(agent, [])]
-
-
-def events_of(job: Job, task_id: str) -> list[Event]:
-    return [e for e in job.events if e.task_id == task_id]
-
-
-def trail(job: Job, task_id: str) -> list[TaskState]:
-    return [e.state for e in events_of(job, task_id)]
 
 
 def admissions(*jobs: Job) -> list[tuple[float, str]]:
@@ -142,24 +127,6 @@ def run_timers(s: Scheduler, until: float) -> float:
         assert repeats < 20, f"next_timer() stays at {when!r}: ticking there changes nothing"
         s.tick(when)
         last = when
-
-
-def assert_event_log_sound(job: Job) -> None:
-    """Seqs run 1..n; a finished task has exactly one terminal event, its last; a task is
-    reported THROTTLED once per wait (never twice in a row); the job's counts agree."""
-    assert [e.seq for e in job.events] == list(range(1, len(job.events) + 1))
-    for task_id, task in job.tasks.items():
-        states = trail(job, task_id)
-        terminal = [st for st in states if st in TERMINAL_STATES]
-        if task.terminal:
-            assert terminal == [task.state] and states[-1] == task.state, f"{task_id}: {states}"
-        else:
-            assert terminal == [], f"{task_id}: {states}"
-        for before, after in itertools.pairwise(states):
-            assert not (before == after == TaskState.THROTTLED), f"{task_id}: {states}"
-    unfinished = sum(not t.terminal for t in job.tasks.values())
-    assert job.remaining == unfinished
-    assert job.terminal_events == len(job.tasks) - unfinished
 
 
 def assert_slots_settled(s: Scheduler) -> None:

@@ -1,0 +1,57 @@
+"""Helpers shared by the scheduler's unit tests: attempt keys, event trails, and the event-log
+soundness check every scenario ends with."""
+
+from __future__ import annotations
+
+import itertools
+
+from deerflow_controller.model import AttemptKey, Event, Job, TaskError, TaskState
+
+JOB = "j"
+
+
+def key(task_id: str, attempt: int, job_id: str = JOB) -> AttemptKey:
+    return (job_id, task_id, attempt)
+
+
+def events_of(job: Job, task_id: str) -> list[Event]:
+    return [e for e in job.events if e.task_id == task_id]
+
+
+def trail(job: Job, task_id: str) -> list[TaskState]:
+    return [e.state for e in events_of(job, task_id)]
+
+
+def last_event(job: Job, task_id: str) -> Event:
+    return events_of(job, task_id)[-1]
+
+
+def error_of(job: Job, task_id: str) -> TaskError:
+    error = job.tasks[task_id].error
+    assert error is not None
+    return error
+
+
+def assert_event_log_sound(job: Job) -> None:
+    """Seqs run 1..n; a finished task has exactly one terminal event, its last, matching its
+    state; an unfinished task has none; a task is reported THROTTLED once per wait (never twice
+    in a row); the job's counts agree."""
+    assert [e.seq for e in job.events] == list(range(1, len(job.events) + 1))
+    by_task: dict[str, list[Event]] = {task_id: [] for task_id in job.tasks}
+    for event in job.events:
+        by_task[event.task_id].append(event)
+    for task_id, task in job.tasks.items():
+        events = by_task[task_id]
+        states = [e.state for e in events]
+        terminal = [e for e in events if e.terminal]
+        if task.terminal:
+            assert len(terminal) == 1, f"{task_id}: {states}"
+            assert events[-1] is terminal[0], f"{task_id}: {states}"
+            assert terminal[0].state == task.state
+        else:
+            assert terminal == [], f"{task_id}: {states}"
+        for before, after in itertools.pairwise(states):
+            assert not (before == after == TaskState.THROTTLED), f"{task_id}: {states}"
+    unfinished = sum(not t.terminal for t in job.tasks.values())
+    assert job.remaining == unfinished
+    assert job.terminal_events == len(job.tasks) - unfinished
