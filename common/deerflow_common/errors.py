@@ -23,6 +23,25 @@ class ErrorKind(IntEnum):
     FATAL = 7
     """The handler declared the error permanent; never retried."""
     SPLIT_ERROR = 8
+    """A splitter or merger raised, or the payload could not be split; names handler and stage."""
+    SCHEDULE_TIMEOUT = 9
+    """Schedule-to-start expired: no agent started the task in time."""
+    HEARTBEAT_TIMEOUT = 10
+    """A long task reported no progress within its heartbeat timeout."""
+    CIRCUIT_OPEN = 11
+    """A circuit breaker stayed open longer than the task could wait."""
+
+
+class ErrorClass(IntEnum):
+    """How recovery treats an error (DeerFlow 2.0's classes); values equal ``deerflow.v1.ErrorClass``.
+    UNSPECIFIED means: classify from the kind and the provider signals."""
+
+    UNSPECIFIED = 0
+    TRANSIENT = 1
+    RATE_LIMITED = 2
+    FATAL = 3
+    TIMEOUT = 4
+    SOFT = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +52,4 @@ class TaskError:
     retryable: bool = False
     retry_after_s: float = 0.0
     """Seconds the provider asked us to wait (Retry-After); 0 when not given."""
+    error_class: ErrorClass = ErrorClass.UNSPECIFIED

@@ -10,20 +10,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from deerflow_common.errors import AttemptKey, ErrorKind, TaskError
+from deerflow_common.errors import AttemptKey, ErrorClass, ErrorKind, TaskError
 
 __all__ = [
     "TERMINAL_STATES",
     "AgentView",
     "AttemptKey",
+    "CachePolicy",
+    "ErrorClass",
     "ErrorKind",
     "Event",
     "Job",
+    "SplitPolicy",
     "Task",
     "TaskError",
     "TaskSpec",
     "TaskState",
 ]
+
+
+class CachePolicy(IntEnum):
+    """Equals ``deerflow.v1.CachePolicy``."""
+
+    DEFAULT = 0
+    OFF = 1
+    ON = 2
+    REFRESH = 3
+
+
+class SplitPolicy(IntEnum):
+    """Equals ``deerflow.v1.SplitPolicy``."""
+
+    AUTO = 0
+    NEVER = 1
 
 
 class TaskState(IntEnum):
@@ -66,6 +85,13 @@ class TaskSpec:
     """Budgets the task draws on; it waits THROTTLED until all have room."""
     est_tokens: float = 0.0
     tenant: str = ""
+    cache: CachePolicy = CachePolicy.DEFAULT
+    split: SplitPolicy = SplitPolicy.AUTO
+    partial_results: bool = False
+    """For a task the controller splits: succeed with the parts that succeeded (reporting each
+    failed item) instead of failing at the first failed part."""
+    est_duration_s: float = 0.0
+    """The submitter's estimate of one attempt; 0 lets the predictor estimate it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -118,6 +144,9 @@ class Event:
     output: bytes = b""
     error: TaskError | None = None
     not_before: float = 0.0
+    detail: str = ""
+    """Why the controller decided this transition, in a sentence (cache hit, circuit open...)."""
+    cache_layer: str = ""
 
     @property
     def terminal(self) -> bool:

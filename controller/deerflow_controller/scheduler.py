@@ -45,6 +45,10 @@ class AttemptResult:
     cancelled: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
     """Provider signals the handler reported (deerflow_common.signals)."""
+    run_s: float = 0.0
+    """How long the handler ran, by the agent's clock (0 = unknown)."""
+    cpu_s: float = 0.0
+    rss_bytes: int = 0
 
 
 @dataclass(slots=True)

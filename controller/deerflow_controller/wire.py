@@ -7,7 +7,17 @@ from collections.abc import Iterable, Sequence
 
 from deerflow_protos import agent_pb2, common_pb2
 
-from .model import AttemptKey, ErrorKind, Event, Task, TaskError, TaskSpec
+from .model import (
+    AttemptKey,
+    CachePolicy,
+    ErrorClass,
+    ErrorKind,
+    Event,
+    SplitPolicy,
+    Task,
+    TaskError,
+    TaskSpec,
+)
 from .scheduler import AttemptResult
 
 _NO_STRINGS: dict[str, str] = {}
@@ -31,7 +41,14 @@ def spec_from_proto(t: common_pb2.TaskSpec) -> TaskSpec:
         tuple(t.rate_keys) if t.rate_keys else (),
         t.est_tokens,
         t.tenant,
+        CachePolicy(t.cache) if t.cache in _CACHE_POLICIES else CachePolicy.DEFAULT,
+        SplitPolicy.NEVER if int(t.split) == SplitPolicy.NEVER else SplitPolicy.AUTO,
+        t.partial_results,
+        t.est_duration_s,
     )
+
+
+_CACHE_POLICIES = frozenset(int(p) for p in CachePolicy)
 
 
 def error_to_proto(error: TaskError, out: common_pb2.TaskError) -> None:
@@ -39,11 +56,17 @@ def error_to_proto(error: TaskError, out: common_pb2.TaskError) -> None:
     out.message = error.message
     out.retryable = error.retryable
     out.retry_after_s = error.retry_after_s
+    if error.error_class:
+        out.error_class = int(error.error_class)  # type: ignore[assignment]
 
 
 def error_from_proto(e: common_pb2.TaskError) -> TaskError:
     kind = ErrorKind(e.kind) if e.kind in ErrorKind._value2member_map_ else ErrorKind.HANDLER_ERROR
-    return TaskError(kind, e.message, e.retryable, e.retry_after_s)
+    cls = ErrorClass(e.error_class) if e.error_class in _ERROR_CLASSES else ErrorClass.UNSPECIFIED
+    return TaskError(kind, e.message, e.retryable, e.retry_after_s, cls)
+
+
+_ERROR_CLASSES = frozenset(int(c) for c in ErrorClass)
 
 
 def fill_event(ev: Event, out: common_pb2.TaskEvent) -> None:
@@ -60,6 +83,10 @@ def fill_event(ev: Event, out: common_pb2.TaskEvent) -> None:
         error_to_proto(ev.error, out.error)
     if ev.not_before:
         out.not_before = ev.not_before
+    if ev.detail:
+        out.detail = ev.detail
+    if ev.cache_layer:
+        out.cache_layer = ev.cache_layer
 
 
 def key_from_ref(ref: agent_pb2.AttemptRef) -> AttemptKey:
@@ -101,9 +128,14 @@ def results_from_proto(batch: agent_pb2.ResultBatch) -> list[AttemptResult]:
         ref = r.ref
         key = (ref.job_id, ref.task_id, ref.attempt)
         meta = dict(r.metadata) if r.metadata else _NO_STRINGS
+        run_s = r.finished_at - r.started_at if r.started_at and r.finished_at else 0.0
         if r.ok:
-            out.append(AttemptResult(key, True, r.output, metadata=meta))
+            out.append(
+                AttemptResult(key, True, r.output, None, False, meta, run_s, r.cpu_s, r.rss_bytes)
+            )
         else:
             err = error_from_proto(r.error) if r.HasField("error") else None
-            out.append(AttemptResult(key, False, b"", err, r.cancelled, meta))
+            out.append(
+                AttemptResult(key, False, b"", err, r.cancelled, meta, run_s, r.cpu_s, r.rss_bytes)
+            )
     return out

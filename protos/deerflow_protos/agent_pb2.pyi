@@ -18,14 +18,32 @@ IO: HandlerKind
 CPU: HandlerKind
 
 class HandlerInfo(_message.Message):
-    __slots__ = ("name", "kind", "slots")
+    __slots__ = ("name", "kind", "slots", "cacheable", "nondeterministic", "similarity_field", "similarity_threshold", "cache_ttl_s", "items_field", "default_duration_s", "default_cpu_s", "default_memory_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CACHEABLE_FIELD_NUMBER: _ClassVar[int]
+    NONDETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_CPU_S_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: HandlerKind
     slots: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[HandlerKind, str]] = ..., slots: _Optional[int] = ...) -> None: ...
+    cacheable: bool
+    nondeterministic: bool
+    similarity_field: str
+    similarity_threshold: float
+    cache_ttl_s: float
+    items_field: str
+    default_duration_s: float
+    default_cpu_s: float
+    default_memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[HandlerKind, str]] = ..., slots: _Optional[int] = ..., cacheable: _Optional[bool] = ..., nondeterministic: _Optional[bool] = ..., similarity_field: _Optional[str] = ..., similarity_threshold: _Optional[float] = ..., cache_ttl_s: _Optional[float] = ..., items_field: _Optional[str] = ..., default_duration_s: _Optional[float] = ..., default_cpu_s: _Optional[float] = ..., default_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class AttemptRef(_message.Message):
     __slots__ = ("job_id", "task_id", "attempt")
@@ -106,7 +124,7 @@ class StartedBatch(_message.Message):
     def __init__(self, started: _Optional[_Iterable[_Union[Started, _Mapping]]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("ref", "ok", "output", "error", "started_at", "finished_at", "cancelled", "metadata")
+    __slots__ = ("ref", "ok", "output", "error", "started_at", "finished_at", "cancelled", "metadata", "cpu_s", "rss_bytes")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +140,8 @@ class Result(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    CPU_S_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     ref: AttemptRef
     ok: bool
     output: bytes
@@ -130,13 +150,31 @@ class Result(_message.Message):
     finished_at: float
     cancelled: bool
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., ok: _Optional[bool] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancelled: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    cpu_s: float
+    rss_bytes: int
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., ok: _Optional[bool] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancelled: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., cpu_s: _Optional[float] = ..., rss_bytes: _Optional[int] = ...) -> None: ...
 
 class ResultBatch(_message.Message):
     __slots__ = ("results",)
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Result]
     def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("ref", "fraction", "message")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ref: AttemptRef
+    fraction: float
+    message: str
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., fraction: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ProgressBatch(_message.Message):
+    __slots__ = ("progress",)
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    progress: _containers.RepeatedCompositeFieldContainer[Progress]
+    def __init__(self, progress: _Optional[_Iterable[_Union[Progress, _Mapping]]] = ...) -> None: ...
 
 class Draining(_message.Message):
     __slots__ = ("not_started",)
@@ -145,18 +183,20 @@ class Draining(_message.Message):
     def __init__(self, not_started: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "started", "results", "draining")
+    __slots__ = ("hello", "heartbeat", "started", "results", "draining", "progress")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     started: StartedBatch
     results: ResultBatch
     draining: Draining
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[StartedBatch, _Mapping]] = ..., results: _Optional[_Union[ResultBatch, _Mapping]] = ..., draining: _Optional[_Union[Draining, _Mapping]] = ...) -> None: ...
+    progress: ProgressBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[StartedBatch, _Mapping]] = ..., results: _Optional[_Union[ResultBatch, _Mapping]] = ..., draining: _Optional[_Union[Draining, _Mapping]] = ..., progress: _Optional[_Union[ProgressBatch, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("epoch", "heartbeat_interval_s", "prefetch", "controller_id")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65\x65rflow_protos/common.proto\x12\x0b\x64\x65\x65rflow.v1\"l\n\tTaskError\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.deerflow.v1.ErrorKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\"\xce\x03\n\x08TaskSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\ndepends_on\x18\x05 \x03(\t\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x13\n\x0bmax_retries\x18\x07 \x01(\x05\x12\x31\n\x06labels\x18\x08 \x03(\x0b\x32!.deerflow.v1.TaskSpec.LabelsEntry\x12\x1b\n\x13schedule_to_start_s\x18\t \x01(\x01\x12\x1b\n\x13heartbeat_timeout_s\x18\n \x01(\x01\x12>\n\rtrace_context\x18\x0b \x03(\x0b\x32\'.deerflow.v1.TaskSpec.TraceContextEntry\x12\x11\n\trate_keys\x18\x0c \x03(\t\x12\x12\n\nest_tokens\x18\r \x01(\x01\x12\x0e\n\x06tenant\x18\x0e \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x01\n\tTaskEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.deerflow.v1.TaskState\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12\x0c\n\x04time\x18\x07 \x01(\x01\x12\x0e\n\x06output\x18\x08 \x01(\x0c\x12%\n\x05\x65rror\x18\t \x01(\x0b\x32\x16.deerflow.v1.TaskError\x12\x12\n\nnot_before\x18\n \x01(\x01\"8\n\x0eTaskEventBatch\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.deerflow.v1.TaskEvent*\xb3\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\n\n\x06QUEUED\x10\x02\x12\r\n\tTHROTTLED\x10\x03\x12\x0e\n\nDISPATCHED\x10\x04\x12\x0b\n\x07RUNNING\x10\x05\x12\r\n\tSUCCEEDED\x10\x06\x12\n\n\x06\x46\x41ILED\x10\x07\x12\r\n\tCANCELLED\x10\x08\x12\r\n\tTIMED_OUT\x10\t\x12\x0c\n\x08RETRYING\x10\n*\xb8\x01\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rHANDLER_ERROR\x10\x01\x12\x13\n\x0fUNKNOWN_HANDLER\x10\x02\x12\x15\n\x11\x44\x45PENDENCY_FAILED\x10\x03\x12\x0b\n\x07TIMEOUT\x10\x04\x12\x0e\n\nAGENT_LOST\x10\x05\x12\x17\n\x13\x43\x41NCELLED_BY_CLIENT\x10\x06\x12\t\n\x05\x46\x41TAL\x10\x07\x12\x0f\n\x0bSPLIT_ERROR\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65\x65rflow_protos/common.proto\x12\x0b\x64\x65\x65rflow.v1\"\x9a\x01\n\tTaskError\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.deerflow.v1.ErrorKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x15\n\rretry_after_s\x18\x04 \x01(\x01\x12,\n\x0b\x65rror_class\x18\x05 \x01(\x0e\x32\x17.deerflow.v1.ErrorClass\"\xd1\x04\n\x08TaskSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\ndepends_on\x18\x05 \x03(\t\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x13\n\x0bmax_retries\x18\x07 \x01(\x05\x12\x31\n\x06labels\x18\x08 \x03(\x0b\x32!.deerflow.v1.TaskSpec.LabelsEntry\x12\x1b\n\x13schedule_to_start_s\x18\t \x01(\x01\x12\x1b\n\x13heartbeat_timeout_s\x18\n \x01(\x01\x12>\n\rtrace_context\x18\x0b \x03(\x0b\x32\'.deerflow.v1.TaskSpec.TraceContextEntry\x12\x11\n\trate_keys\x18\x0c \x03(\t\x12\x12\n\nest_tokens\x18\r \x01(\x01\x12\x0e\n\x06tenant\x18\x0e \x01(\t\x12\'\n\x05\x63\x61\x63he\x18\x0f \x01(\x0e\x32\x18.deerflow.v1.CachePolicy\x12\'\n\x05split\x18\x10 \x01(\x0e\x32\x18.deerflow.v1.SplitPolicy\x12\x17\n\x0fpartial_results\x18\x11 \x01(\x08\x12\x16\n\x0e\x65st_duration_s\x18\x12 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x02\n\tTaskEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.deerflow.v1.TaskState\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12\x0c\n\x04time\x18\x07 \x01(\x01\x12\x0e\n\x06output\x18\x08 \x01(\x0c\x12%\n\x05\x65rror\x18\t \x01(\x0b\x32\x16.deerflow.v1.TaskError\x12\x12\n\nnot_before\x18\n \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\x12\x13\n\x0b\x63\x61\x63he_layer\x18\x0c \x01(\t\"8\n\x0eTaskEventBatch\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.deerflow.v1.TaskEvent*\xb3\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\n\n\x06QUEUED\x10\x02\x12\r\n\tTHROTTLED\x10\x03\x12\x0e\n\nDISPATCHED\x10\x04\x12\x0b\n\x07RUNNING\x10\x05\x12\r\n\tSUCCEEDED\x10\x06\x12\n\n\x06\x46\x41ILED\x10\x07\x12\r\n\tCANCELLED\x10\x08\x12\r\n\tTIMED_OUT\x10\t\x12\x0c\n\x08RETRYING\x10\n*\xf7\x01\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rHANDLER_ERROR\x10\x01\x12\x13\n\x0fUNKNOWN_HANDLER\x10\x02\x12\x15\n\x11\x44\x45PENDENCY_FAILED\x10\x03\x12\x0b\n\x07TIMEOUT\x10\x04\x12\x0e\n\nAGENT_LOST\x10\x05\x12\x17\n\x13\x43\x41NCELLED_BY_CLIENT\x10\x06\x12\t\n\x05\x46\x41TAL\x10\x07\x12\x0f\n\x0bSPLIT_ERROR\x10\x08\x12\x14\n\x10SCHEDULE_TIMEOUT\x10\t\x12\x15\n\x11HEARTBEAT_TIMEOUT\x10\n\x12\x10\n\x0c\x43IRCUIT_OPEN\x10\x0b*\x8a\x01\n\nErrorClass\x12\x1b\n\x17\x45RROR_CLASS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43LASS_TRANSIENT\x10\x01\x12\x16\n\x12\x43LASS_RATE_LIMITED\x10\x02\x12\x0f\n\x0b\x43LASS_FATAL\x10\x03\x12\x11\n\rCLASS_TIMEOUT\x10\x04\x12\x0e\n\nCLASS_SOFT\x10\x05*P\n\x0b\x43\x61\x63hePolicy\x12\x11\n\rCACHE_DEFAULT\x10\x00\x12\r\n\tCACHE_OFF\x10\x01\x12\x0c\n\x08\x43\x41\x43HE_ON\x10\x02\x12\x11\n\rCACHE_REFRESH\x10\x03*.\n\x0bSplitPolicy\x12\x0e\n\nSPLIT_AUTO\x10\x00\x12\x0f\n\x0bSPLIT_NEVER\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +35,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSPEC_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_TASKSPEC_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_TASKSPEC_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=902
-  _globals['_TASKSTATE']._serialized_end=1081
-  _globals['_ERRORKIND']._serialized_start=1084
-  _globals['_ERRORKIND']._serialized_end=1268
-  _globals['_TASKERROR']._serialized_start=45
-  _globals['_TASKERROR']._serialized_end=153
-  _globals['_TASKSPEC']._serialized_start=156
-  _globals['_TASKSPEC']._serialized_end=618
-  _globals['_TASKSPEC_LABELSENTRY']._serialized_start=520
-  _globals['_TASKSPEC_LABELSENTRY']._serialized_end=565
-  _globals['_TASKSPEC_TRACECONTEXTENTRY']._serialized_start=567
-  _globals['_TASKSPEC_TRACECONTEXTENTRY']._serialized_end=618
-  _globals['_TASKEVENT']._serialized_start=621
-  _globals['_TASKEVENT']._serialized_end=841
-  _globals['_TASKEVENTBATCH']._serialized_start=843
-  _globals['_TASKEVENTBATCH']._serialized_end=899
+  _globals['_TASKSTATE']._serialized_start=1117
+  _globals['_TASKSTATE']._serialized_end=1296
+  _globals['_ERRORKIND']._serialized_start=1299
+  _globals['_ERRORKIND']._serialized_end=1546
+  _globals['_ERRORCLASS']._serialized_start=1549
+  _globals['_ERRORCLASS']._serialized_end=1687
+  _globals['_CACHEPOLICY']._serialized_start=1689
+  _globals['_CACHEPOLICY']._serialized_end=1769
+  _globals['_SPLITPOLICY']._serialized_start=1771
+  _globals['_SPLITPOLICY']._serialized_end=1817
+  _globals['_TASKERROR']._serialized_start=46
+  _globals['_TASKERROR']._serialized_end=200
+  _globals['_TASKSPEC']._serialized_start=203
+  _globals['_TASKSPEC']._serialized_end=796
+  _globals['_TASKSPEC_LABELSENTRY']._serialized_start=698
+  _globals['_TASKSPEC_LABELSENTRY']._serialized_end=743
+  _globals['_TASKSPEC_TRACECONTEXTENTRY']._serialized_start=745
+  _globals['_TASKSPEC_TRACECONTEXTENTRY']._serialized_end=796
+  _globals['_TASKEVENT']._serialized_start=799
+  _globals['_TASKEVENT']._serialized_end=1056
+  _globals['_TASKEVENTBATCH']._serialized_start=1058
+  _globals['_TASKEVENTBATCH']._serialized_end=1114
 # @@protoc_insertion_point(module_scope)

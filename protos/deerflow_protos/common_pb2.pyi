@@ -32,6 +32,30 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANCELLED_BY_CLIENT: _ClassVar[ErrorKind]
     FATAL: _ClassVar[ErrorKind]
     SPLIT_ERROR: _ClassVar[ErrorKind]
+    SCHEDULE_TIMEOUT: _ClassVar[ErrorKind]
+    HEARTBEAT_TIMEOUT: _ClassVar[ErrorKind]
+    CIRCUIT_OPEN: _ClassVar[ErrorKind]
+
+class ErrorClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_CLASS_UNSPECIFIED: _ClassVar[ErrorClass]
+    CLASS_TRANSIENT: _ClassVar[ErrorClass]
+    CLASS_RATE_LIMITED: _ClassVar[ErrorClass]
+    CLASS_FATAL: _ClassVar[ErrorClass]
+    CLASS_TIMEOUT: _ClassVar[ErrorClass]
+    CLASS_SOFT: _ClassVar[ErrorClass]
+
+class CachePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CACHE_DEFAULT: _ClassVar[CachePolicy]
+    CACHE_OFF: _ClassVar[CachePolicy]
+    CACHE_ON: _ClassVar[CachePolicy]
+    CACHE_REFRESH: _ClassVar[CachePolicy]
+
+class SplitPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPLIT_AUTO: _ClassVar[SplitPolicy]
+    SPLIT_NEVER: _ClassVar[SplitPolicy]
 TASK_STATE_UNSPECIFIED: TaskState
 PENDING: TaskState
 QUEUED: TaskState
@@ -52,21 +76,38 @@ AGENT_LOST: ErrorKind
 CANCELLED_BY_CLIENT: ErrorKind
 FATAL: ErrorKind
 SPLIT_ERROR: ErrorKind
+SCHEDULE_TIMEOUT: ErrorKind
+HEARTBEAT_TIMEOUT: ErrorKind
+CIRCUIT_OPEN: ErrorKind
+ERROR_CLASS_UNSPECIFIED: ErrorClass
+CLASS_TRANSIENT: ErrorClass
+CLASS_RATE_LIMITED: ErrorClass
+CLASS_FATAL: ErrorClass
+CLASS_TIMEOUT: ErrorClass
+CLASS_SOFT: ErrorClass
+CACHE_DEFAULT: CachePolicy
+CACHE_OFF: CachePolicy
+CACHE_ON: CachePolicy
+CACHE_REFRESH: CachePolicy
+SPLIT_AUTO: SplitPolicy
+SPLIT_NEVER: SplitPolicy
 
 class TaskError(_message.Message):
-    __slots__ = ("kind", "message", "retryable", "retry_after_s")
+    __slots__ = ("kind", "message", "retryable", "retry_after_s", "error_class")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CLASS_FIELD_NUMBER: _ClassVar[int]
     kind: ErrorKind
     message: str
     retryable: bool
     retry_after_s: float
-    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
+    error_class: ErrorClass
+    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., retry_after_s: _Optional[float] = ..., error_class: _Optional[_Union[ErrorClass, str]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("id", "handler", "payload", "priority", "depends_on", "timeout_s", "max_retries", "labels", "schedule_to_start_s", "heartbeat_timeout_s", "trace_context", "rate_keys", "est_tokens", "tenant")
+    __slots__ = ("id", "handler", "payload", "priority", "depends_on", "timeout_s", "max_retries", "labels", "schedule_to_start_s", "heartbeat_timeout_s", "trace_context", "rate_keys", "est_tokens", "tenant", "cache", "split", "partial_results", "est_duration_s")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +136,10 @@ class TaskSpec(_message.Message):
     RATE_KEYS_FIELD_NUMBER: _ClassVar[int]
     EST_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    EST_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     id: str
     handler: str
     payload: bytes
@@ -109,10 +154,14 @@ class TaskSpec(_message.Message):
     rate_keys: _containers.RepeatedScalarFieldContainer[str]
     est_tokens: float
     tenant: str
-    def __init__(self, id: _Optional[str] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., schedule_to_start_s: _Optional[float] = ..., heartbeat_timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., rate_keys: _Optional[_Iterable[str]] = ..., est_tokens: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
+    cache: CachePolicy
+    split: SplitPolicy
+    partial_results: bool
+    est_duration_s: float
+    def __init__(self, id: _Optional[str] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., schedule_to_start_s: _Optional[float] = ..., heartbeat_timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., rate_keys: _Optional[_Iterable[str]] = ..., est_tokens: _Optional[float] = ..., tenant: _Optional[str] = ..., cache: _Optional[_Union[CachePolicy, str]] = ..., split: _Optional[_Union[SplitPolicy, str]] = ..., partial_results: _Optional[bool] = ..., est_duration_s: _Optional[float] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("job_id", "task_id", "state", "seq", "attempt", "agent_id", "time", "output", "error", "not_before")
+    __slots__ = ("job_id", "task_id", "state", "seq", "attempt", "agent_id", "time", "output", "error", "not_before", "detail", "cache_layer")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +172,8 @@ class TaskEvent(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CACHE_LAYER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     task_id: str
     state: TaskState
@@ -133,7 +184,9 @@ class TaskEvent(_message.Message):
     output: bytes
     error: TaskError
     not_before: float
-    def __init__(self, job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., seq: _Optional[int] = ..., attempt: _Optional[int] = ..., agent_id: _Optional[str] = ..., time: _Optional[float] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., not_before: _Optional[float] = ...) -> None: ...
+    detail: str
+    cache_layer: str
+    def __init__(self, job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., seq: _Optional[int] = ..., attempt: _Optional[int] = ..., agent_id: _Optional[str] = ..., time: _Optional[float] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., not_before: _Optional[float] = ..., detail: _Optional[str] = ..., cache_layer: _Optional[str] = ...) -> None: ...
 
 class TaskEventBatch(_message.Message):
     __slots__ = ("events",)
