@@ -52,6 +52,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 )
             )
         )
+        # After a failover: let the Hello's running attempts claim the restored tasks (issue #3).
+        sched.adopt_restored([wire.key_from_ref(r) for r in hello.running], now)
         sched.agent_joined(
             agent_id,
             [h.name for h in hello.handlers],
@@ -60,6 +62,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             labels=dict(hello.labels),
             running=[wire.key_from_ref(r) for r in hello.running],
             handler_slots={h.name: h.slots for h in hello.handlers},
+            traits={h.name: wire.traits_from_proto(h) for h in hello.handlers},
         )
         shell.changed()
         await shell.membership_changed()
@@ -138,6 +141,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 elif kind == "heartbeat":
                     hb = msg.heartbeat
                     sched.heartbeat(agent_id, hb.running, hb.cpu_percent, hb.memory_percent, now)
+                elif kind == "progress":
+                    refs = [wire.key_from_ref(p.ref) for p in msg.progress.progress]
+                    sched.progress(agent_id, refs, now)
                 elif kind == "draining":
                     refs = [wire.key_from_ref(r) for r in msg.draining.not_started]
                     sched.agent_draining(agent_id, refs, now)

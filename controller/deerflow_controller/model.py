@@ -20,6 +20,7 @@ __all__ = [
     "ErrorClass",
     "ErrorKind",
     "Event",
+    "HandlerTraits",
     "Job",
     "SplitPolicy",
     "Task",
@@ -116,6 +117,10 @@ class Task:
     """When the controller gives up on the current attempt (start-to-close + grace)."""
     rate_hold: list[tuple[str, float]] | None = None
     """(rate key, tokens charged) while the task holds its keys' slots."""
+    progress_at: float = 0.0
+    """When the running attempt last showed life (start or progress report): heartbeat timeout."""
+    scheduled_attempt: int = -1
+    """The attempt number the armed schedule-to-start timer guards (-1: none armed)."""
 
     @property
     def id(self) -> str:
@@ -167,6 +172,23 @@ class Job:
     @property
     def done(self) -> bool:
         return self.remaining == 0
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerTraits:
+    """What an agent declares about a handler (agent.proto HandlerInfo); policies read it."""
+
+    kind: str = "io"
+    """'io' or 'cpu'."""
+    cacheable: bool = False
+    nondeterministic: bool = False
+    similarity_field: str = ""
+    similarity_threshold: float = 0.0
+    cache_ttl_s: float = 0.0
+    items_field: str = ""
+    default_duration_s: float = 0.0
+    default_cpu_s: float = 0.0
+    default_memory_bytes: int = 0
 
 
 @dataclass(slots=True, eq=False)

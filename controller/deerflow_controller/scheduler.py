@@ -24,6 +24,7 @@ from .model import (
     AttemptKey,
     ErrorKind,
     Event,
+    HandlerTraits,
     Job,
     Task,
     TaskError,
@@ -31,7 +32,7 @@ from .model import (
     TaskState,
 )
 from .ratelimit import RateLimiter
-from .ready_queue import ReadyQueue
+from .ready_queue import ReadyQueue, labels_match
 
 
 @dataclass(slots=True)
@@ -79,6 +80,12 @@ class _Timer(IntEnum):
     ORPHAN_SWEEP = 4
     LIVENESS = 5
     RATE_RELEASE = 6
+    SCHEDULE_TO_START = 7
+    HEARTBEAT = 8
+
+
+_TASK_TIMERS = frozenset({_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START})
+"""Timers about one attempt of one task: dead once the task ends or moves to a later attempt."""
 
 
 @dataclass(slots=True)
@@ -89,7 +96,25 @@ class Counters:
     cancelled: int = 0
     timed_out: int = 0
     retries: int = 0
+    schedule_timeouts: int = 0
+    heartbeat_timeouts: int = 0
     stale_results: int = 0
+
+
+@dataclass(slots=True)
+class RestoredResult:
+    """A task's final result as the journal kept it (restore, issue #3)."""
+
+    state: TaskState
+    output: bytes = b""
+    error: TaskError | None = None
+    attempt: int = 0
+    agent_id: str = ""
+
+
+_RESTORABLE = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
+)
 
 
 class Scheduler:
@@ -118,6 +143,8 @@ class Scheduler:
         self._handler_offers: dict[str, int] = {}
         self._membership_changed_at = 0.0
         self._rr = 0
+        self.traits: dict[str, HandlerTraits] = {}
+        """What agents declared about each handler (the latest declaration wins)."""
 
     # ----------------------------------------------------------------- queries
 
@@ -210,6 +237,7 @@ class Scheduler:
         labels: dict[str, str] | None = None,
         running: Iterable[AttemptKey] = (),
         handler_slots: Mapping[str, int] | None = None,
+        traits: Mapping[str, HandlerTraits] | None = None,
     ) -> AgentView:
         """Register a connected agent. Attempts it reports as still running are kept on it when
         they are the task's current attempt (a reconnect), and cancelled there otherwise."""
@@ -227,6 +255,8 @@ class Scheduler:
             last_heartbeat=now,
         )
         self.agents[agent_id] = agent
+        if traits:
+            self.traits.update(traits)
         if len(self.agents) == 1:
             self._push_timer(now + self.config.agent_silence_s, _Timer.LIVENESS, None)
         for h in agent.handlers:
@@ -323,6 +353,25 @@ class Scheduler:
                 task.deadline = now + task.timeout_s + self.config.timeout_grace_s
                 self._emit(task, TaskState.RUNNING, now)
                 self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+                hb = task.spec.heartbeat_timeout_s
+                if hb > 0:
+                    task.progress_at = now
+                    self._push_timer(now + hb, _Timer.HEARTBEAT, task, task.attempt)
+
+    def progress(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
+        """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart."""
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.last_heartbeat = now
+        for key in keys:
+            task = self._task_for(key)
+            if (
+                task is not None
+                and task.state == TaskState.RUNNING
+                and task.attempt == key[2]
+                and task.agent_id == agent_id
+            ):
+                task.progress_at = now
 
     def finished(self, agent_id: str, results: Iterable[AttemptResult], now: float) -> None:
         """Apply a batch of attempt results from one agent, then refill its credit."""
@@ -363,6 +412,114 @@ class Scheduler:
                 self.counters.stale_results += 1
         self._dispatch(now)
 
+    # ---- restore (issue #3)
+    # A new leader rebuilds jobs from the etcd journal (``deerflow_controller.ha``): tasks whose
+    # final result was journaled come back terminal; the others are *held* (QUEUED but outside
+    # the ready queue) while known agents reconnect, so an attempt an agent still runs is
+    # adopted instead of being run twice. ``release_restored`` ends the hold.
+
+    def _restored_held(self) -> dict[tuple[str, str], Task]:
+        """Held restored tasks by (job id, task id). Created lazily so that the constructor
+        stays untouched; empty (and unused) outside a restore."""
+        held: dict[tuple[str, str], Task] | None = self.__dict__.get("_held_restored")
+        if held is None:
+            held = self.__dict__["_held_restored"] = {}
+        return held
+
+    def restore_job(
+        self,
+        job_id: str,
+        name: str,
+        specs: Sequence[TaskSpec],
+        finished: Mapping[str, RestoredResult],
+        now: float,
+        *,
+        submitted_at: float = 0.0,
+    ) -> Job:
+        """Rebuild a journaled job: ``finished`` maps task ids to their journaled final result.
+
+        Finished tasks get their one terminal event again (in the restored job's new event log);
+        their failures fail live dependents as usual. Unfinished tasks whose dependencies all
+        succeeded are held until :meth:`release_restored`; the rest are PENDING. Dispatches
+        nothing. A job id already known is returned unchanged."""
+        existing = self.jobs.get(job_id)
+        if existing is not None:
+            return existing
+        cfg = self.config
+        job = Job(id=job_id, name=name, submitted_at=submitted_at or now)
+        tasks = job.tasks
+        for spec in specs:
+            tasks[spec.id] = Task(
+                job=job,
+                spec=spec,
+                timeout_s=spec.timeout_s or cfg.default_timeout_s,
+                max_retries=cfg.default_max_retries if spec.max_retries < 0 else spec.max_retries,
+            )
+        job.remaining = len(tasks)
+        self.jobs[job_id] = job
+        self.counters.submitted += len(tasks)
+        for task in tasks.values():
+            if task.spec.depends_on:
+                task.waiting_on = len(task.spec.depends_on)
+                for dep_id in task.spec.depends_on:
+                    tasks[dep_id].dependents.append(task)
+        ended: list[Task] = []
+        for task_id, result in finished.items():
+            done = tasks.get(task_id)
+            if done is None or done.terminal or result.state not in _RESTORABLE:
+                continue
+            done.attempt = result.attempt
+            if result.state == TaskState.SUCCEEDED:
+                done.output = result.output
+                for dependent in done.dependents:
+                    dependent.waiting_on -= 1
+            self._terminal(done, result.state, now, result.error, result.attempt, result.agent_id)
+            ended.append(done)
+        for done in ended:
+            if done.state != TaskState.SUCCEEDED:
+                self._fail_dependents(done, now)
+        held = self._restored_held()
+        for task in tasks.values():
+            if task.terminal:
+                continue
+            if task.waiting_on:
+                self._emit(task, TaskState.PENDING, now)
+            else:
+                task.state = TaskState.QUEUED
+                held[(job_id, task.id)] = task
+        return job
+
+    def adopt_restored(self, running: Iterable[AttemptKey], now: float) -> None:
+        """Before an agent's Hello is applied (``agent_joined``): give each held task the
+        attempt number the agent reports running, so that ``agent_joined`` keeps the attempt
+        on the agent rather than cancelling it. The attempt keeps a full start-to-close."""
+        held = self._restored_held()
+        if not held:
+            return
+        for job_id, task_id, attempt in running:
+            task = held.pop((job_id, task_id), None)
+            if task is None or task.terminal or task.agent_id:
+                continue
+            task.attempt = attempt
+            task.deadline = now + task.timeout_s + self.config.timeout_grace_s
+
+    def release_restored(self, now: float) -> int:
+        """End the reconnect grace: held tasks no agent reclaimed become ready (and are
+        dispatched). Returns how many were released."""
+        held = self._restored_held()
+        released = 0
+        for task in list(held.values()):
+            if not task.terminal and not task.agent_id and task.state == TaskState.QUEUED:
+                self._make_ready(task, now)
+                released += 1
+        held.clear()
+        self._dispatch(now)
+        return released
+
+    def restored_waiting(self) -> int:
+        """Restored tasks still held for the reconnect grace."""
+        return len(self._restored_held())
+
     # ----------------------------------------------------------------- time
 
     def tick(self, now: float) -> None:
@@ -394,6 +551,13 @@ class Scheduler:
                 self._check_liveness(now)
             elif kind == _Timer.RATE_RELEASE and self._rate_timer_at <= now:
                 self._rate_timer_at = math.inf
+            elif kind == _Timer.SCHEDULE_TO_START:
+                assert isinstance(subject, Task)
+                self._schedule_to_start_due(subject, token, now)
+            elif kind == _Timer.HEARTBEAT:
+                assert isinstance(subject, Task)
+                if subject.attempt == token and subject.state == TaskState.RUNNING:
+                    self._heartbeat_due(subject, now)
         self._dispatch(now)
 
     # ----------------------------------------------------------------- internals
@@ -415,12 +579,8 @@ class Scheduler:
         live = [
             t
             for t in self._timers
-            if t[2] != _Timer.DEADLINE
-            or (
-                isinstance(t[3], Task)
-                and t[3].attempt == t[4]
-                and t[3].state in (TaskState.DISPATCHED, TaskState.RUNNING)
-            )
+            if t[2] not in _TASK_TIMERS
+            or (isinstance(t[3], Task) and not t[3].terminal and t[3].attempt >= t[4])
         ]
         # In place: tick() holds a reference to this list while timers fire.
         self._timers[:] = live
@@ -459,17 +619,49 @@ class Scheduler:
         )
 
     def _fail_orphans(self, now: float) -> None:
-        for handler in self.ready.handlers_waiting():
+        for handler, labels in self.ready.waiting():
             if self._handler_unknown(handler, now):
                 error = self._unknown_handler_error(handler)
-                for task in self.ready.drain_handler(handler):
-                    self._finish(task, TaskState.FAILED, now, error=error)
+            elif labels and self._labels_unmatched(handler, labels, now):
+                error = self._unmatched_labels_error(handler, labels)
+            else:
+                continue
+            for task in self.ready.drain(handler, labels):
+                self._finish(task, TaskState.FAILED, now, error=error)
+
+    def _labels_unmatched(self, handler: str, labels: Mapping[str, str], now: float) -> bool:
+        """True when agents are settled and none that offers ``handler`` carries ``labels``."""
+        if now - self._membership_changed_at < self.config.unknown_handler_grace_s:
+            return False
+        return not any(
+            handler in a.handlers and labels_match(labels, a.labels) for a in self.agents.values()
+        )
+
+    def _unmatched_labels_error(self, handler: str, labels: Mapping[str, str]) -> TaskError:
+        wanted = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return TaskError(
+            ErrorKind.UNKNOWN_HANDLER,
+            f"no connected agent that offers handler {handler!r} carries the labels {wanted}; "
+            "start an agent with those labels (deerflow-agent --label KEY=VALUE) or change the "
+            "task's labels, and resubmit",
+        )
 
     def _make_ready(self, task: Task, now: float) -> None:
-        if self._handler_unknown(task.spec.handler, now):
-            error = self._unknown_handler_error(task.spec.handler)
+        spec = task.spec
+        if self._handler_unknown(spec.handler, now):
+            error = self._unknown_handler_error(spec.handler)
             self._finish(task, TaskState.FAILED, now, error=error)
             return
+        if spec.labels and self.agents and self._labels_unmatched(spec.handler, spec.labels, now):
+            error = self._unmatched_labels_error(spec.handler, spec.labels)
+            self._finish(task, TaskState.FAILED, now, error=error)
+            return
+        if spec.schedule_to_start_s > 0 and task.scheduled_attempt != task.attempt:
+            # Each attempt gets its own schedule-to-start, as in Temporal.
+            task.scheduled_attempt = task.attempt
+            self._push_timer(
+                now + spec.schedule_to_start_s, _Timer.SCHEDULE_TO_START, task, task.attempt
+            )
         if task.spec.rate_keys:
             self.limiter.offer(task, now)
             self._offered.append(task)
@@ -522,7 +714,7 @@ class Scheduler:
         while agents and len(self.ready):
             still: list[AgentView] = []
             for agent in agents:
-                task = self.ready.pop_for(agent.open_handlers())
+                task = self.ready.pop_for(agent.open_handlers(), agent.labels)
                 if task is None:
                     continue
                 task.attempt += 1
@@ -558,6 +750,49 @@ class Scheduler:
             ErrorKind.TIMEOUT,
             f"attempt {task.attempt} on agent {agent_id!r} did not finish within "
             f"{task.timeout_s:g} s (start-to-close)",
+            retryable=True,
+        )
+        self._attempt_failed(task, error, now, backoff=True)
+
+    def _schedule_to_start_due(self, task: Task, armed_attempt: int, now: float) -> None:
+        """Schedule-to-start expired for the attempt armed as ``armed_attempt``: the task ends
+        TIMED_OUT unless that attempt started (it may wait queued, throttled or prefetched)."""
+        if task.terminal:
+            return
+        waiting = (
+            task.attempt == armed_attempt and task.state in (TaskState.QUEUED, TaskState.THROTTLED)
+        ) or (task.attempt == armed_attempt + 1 and task.state == TaskState.DISPATCHED)
+        if not waiting:
+            return
+        where = {
+            TaskState.QUEUED: "queued for a free slot",
+            TaskState.THROTTLED: "throttled by its rate keys",
+            TaskState.DISPATCHED: f"waiting unstarted on agent {task.agent_id!r}",
+        }[task.state]
+        error = TaskError(
+            ErrorKind.SCHEDULE_TIMEOUT,
+            f"no agent started attempt {task.attempt + (task.state != TaskState.DISPATCHED)} "
+            f"within its schedule-to-start timeout of {task.spec.schedule_to_start_s:g} s (it "
+            f"was {where}); add agents or slots, raise schedule_to_start_s, or lower the load",
+        )
+        self.counters.schedule_timeouts += 1
+        self._release_slot_by_cancel(task)
+        self._finish(task, TaskState.TIMED_OUT, now, error=error)
+
+    def _heartbeat_due(self, task: Task, now: float) -> None:
+        hb = task.spec.heartbeat_timeout_s
+        due = task.progress_at + hb
+        if due > now:
+            self._push_timer(due, _Timer.HEARTBEAT, task, task.attempt)
+            return
+        agent_id = task.agent_id
+        self.outbox.cancels.setdefault(agent_id, []).append(task.key)
+        self._forget_in_flight(task)
+        self.counters.heartbeat_timeouts += 1
+        error = TaskError(
+            ErrorKind.HEARTBEAT_TIMEOUT,
+            f"attempt {task.attempt} on agent {agent_id!r} reported no progress for {hb:g} s "
+            "(heartbeat timeout); the handler should call ctx.progress() more often than that",
             retryable=True,
         )
         self._attempt_failed(task, error, now, backoff=True)
@@ -702,6 +937,8 @@ class Scheduler:
         not_before: float = 0.0,
         attempt: int | None = None,
         agent: str | None = None,
+        detail: str = "",
+        cache_layer: str = "",
     ) -> None:
         job = task.job
         job.events.append(
@@ -716,6 +953,8 @@ class Scheduler:
                 output,
                 error,
                 not_before,
+                detail,
+                cache_layer,
             )
         )
         self.outbox.touched_jobs.add(job.id)

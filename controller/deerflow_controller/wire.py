@@ -13,6 +13,7 @@ from .model import (
     ErrorClass,
     ErrorKind,
     Event,
+    HandlerTraits,
     SplitPolicy,
     Task,
     TaskError,
@@ -87,6 +88,21 @@ def fill_event(ev: Event, out: common_pb2.TaskEvent) -> None:
         out.detail = ev.detail
     if ev.cache_layer:
         out.cache_layer = ev.cache_layer
+
+
+def traits_from_proto(h: agent_pb2.HandlerInfo) -> HandlerTraits:
+    return HandlerTraits(
+        kind="cpu" if h.kind == agent_pb2.CPU else "io",
+        cacheable=h.cacheable,
+        nondeterministic=h.nondeterministic,
+        similarity_field=h.similarity_field,
+        similarity_threshold=h.similarity_threshold,
+        cache_ttl_s=h.cache_ttl_s,
+        items_field=h.items_field,
+        default_duration_s=h.default_duration_s,
+        default_cpu_s=h.default_cpu_s,
+        default_memory_bytes=h.default_memory_bytes,
+    )
 
 
 def key_from_ref(ref: agent_pb2.AttemptRef) -> AttemptKey:

@@ -48,6 +48,19 @@ class Task:
     """Estimated tokens (LLM calls); corrected from reported usage."""
     tenant: str = ""
     """Tasks of different tenants share a rate key fairly."""
+    schedule_to_start_s: float = 0.0
+    """Fail the task TIMED_OUT if no agent starts an attempt within this (0 = no limit)."""
+    heartbeat_timeout_s: float = 0.0
+    """A running attempt that reports no progress for this long is retried (0 = none)."""
+    cache: str = "default"
+    """Result cache: "default" (as the handler declares), "off", "on" (even for nondeterministic
+    handlers) or "refresh" (run and overwrite the cached entry)."""
+    split: bool = True
+    """Let the controller split a task whose handler declares items (False = run it whole)."""
+    partial_results: bool = False
+    """For a split task: succeed with the parts that succeeded instead of failing fast."""
+    est_duration_s: float = 0.0
+    """Your estimate of one attempt's run time (0 = let the controller predict it)."""
 
     def to_proto(self) -> common_pb2.TaskSpec:
         spec = common_pb2.TaskSpec()
@@ -75,6 +88,32 @@ class Task:
             spec.est_tokens = self.est_tokens
         if self.tenant:
             spec.tenant = self.tenant
+        if self.schedule_to_start_s:
+            spec.schedule_to_start_s = self.schedule_to_start_s
+        if self.heartbeat_timeout_s:
+            spec.heartbeat_timeout_s = self.heartbeat_timeout_s
+        if self.cache != "default":
+            try:
+                spec.cache = _CACHE_POLICIES[self.cache]
+            except KeyError:
+                raise ValueError(
+                    f"task {self.id!r}: cache must be one of {', '.join(_CACHE_POLICIES)}, "
+                    f"got {self.cache!r}"
+                ) from None
+        if not self.split:
+            spec.split = common_pb2.SPLIT_NEVER
+        if self.partial_results:
+            spec.partial_results = True
+        if self.est_duration_s:
+            spec.est_duration_s = self.est_duration_s
+
+
+_CACHE_POLICIES: dict[str, common_pb2.CachePolicy] = {
+    "default": common_pb2.CACHE_DEFAULT,
+    "off": common_pb2.CACHE_OFF,
+    "on": common_pb2.CACHE_ON,
+    "refresh": common_pb2.CACHE_REFRESH,
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +131,10 @@ class TaskEvent:
     error_kind: str = ""
     error: str = ""
     not_before: float = 0.0
+    detail: str = ""
+    """Why the controller made this transition (cache hit, circuit open, moved, split...)."""
+    cache_layer: str = ""
+    """On SUCCEEDED from the result cache: exact, similarity or preload."""
 
     @property
     def terminal(self) -> bool:
@@ -112,6 +155,8 @@ class TaskEvent:
             error_kind=common_pb2.ErrorKind.Name(ev.error.kind) if has_error else "",
             error=ev.error.message if has_error else "",
             not_before=ev.not_before,
+            detail=ev.detail,
+            cache_layer=ev.cache_layer,
         )
 
 
@@ -127,6 +172,8 @@ class TaskResult:
     agent_id: str
     error_kind: str = ""
     error: str = ""
+    detail: str = ""
+    cache_layer: str = ""
 
     @property
     def ok(self) -> bool:
@@ -155,4 +202,6 @@ class TaskResult:
             ev.agent_id,
             ev.error_kind,
             ev.error,
+            ev.detail,
+            ev.cache_layer,
         )
