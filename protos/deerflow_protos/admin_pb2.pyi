@@ -11,7 +11,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s", "rate_keys")
+    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s", "rate_keys", "handlers", "circuits", "quarantined", "schedule_timeouts", "heartbeat_timeouts", "split_tasks", "stolen", "cache")
     class TasksByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,14 @@ class Stats(_message.Message):
     JOBS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_PER_S_FIELD_NUMBER: _ClassVar[int]
     RATE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    CIRCUITS_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_TASKS_FIELD_NUMBER: _ClassVar[int]
+    STOLEN_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     controller_id: str
     epoch: int
     uptime_s: float
@@ -49,7 +57,91 @@ class Stats(_message.Message):
     jobs_active: int
     completed_per_s: float
     rate_keys: _containers.RepeatedCompositeFieldContainer[RateKeyStats]
-    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ..., rate_keys: _Optional[_Iterable[_Union[RateKeyStats, _Mapping]]] = ...) -> None: ...
+    handlers: _containers.RepeatedCompositeFieldContainer[HandlerStats]
+    circuits: _containers.RepeatedCompositeFieldContainer[CircuitStats]
+    quarantined: _containers.RepeatedCompositeFieldContainer[Quarantine]
+    schedule_timeouts: int
+    heartbeat_timeouts: int
+    split_tasks: int
+    stolen: int
+    cache: CacheStats
+    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ..., rate_keys: _Optional[_Iterable[_Union[RateKeyStats, _Mapping]]] = ..., handlers: _Optional[_Iterable[_Union[HandlerStats, _Mapping]]] = ..., circuits: _Optional[_Iterable[_Union[CircuitStats, _Mapping]]] = ..., quarantined: _Optional[_Iterable[_Union[Quarantine, _Mapping]]] = ..., schedule_timeouts: _Optional[int] = ..., heartbeat_timeouts: _Optional[int] = ..., split_tasks: _Optional[int] = ..., stolen: _Optional[int] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ...) -> None: ...
+
+class HandlerStats(_message.Message):
+    __slots__ = ("name", "predictions", "mdape", "median_s", "io_fraction")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    MDAPE_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_S_FIELD_NUMBER: _ClassVar[int]
+    IO_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    predictions: int
+    mdape: float
+    median_s: float
+    io_fraction: float
+    def __init__(self, name: _Optional[str] = ..., predictions: _Optional[int] = ..., mdape: _Optional[float] = ..., median_s: _Optional[float] = ..., io_fraction: _Optional[float] = ...) -> None: ...
+
+class CircuitStats(_message.Message):
+    __slots__ = ("key", "state", "trips", "open_for_s", "reason")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRIPS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    state: str
+    trips: int
+    open_for_s: float
+    reason: str
+    def __init__(self, key: _Optional[str] = ..., state: _Optional[str] = ..., trips: _Optional[int] = ..., open_for_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Quarantine(_message.Message):
+    __slots__ = ("agent_id", "handler", "reason", "for_s")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    HANDLER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FOR_S_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    handler: str
+    reason: str
+    for_s: float
+    def __init__(self, agent_id: _Optional[str] = ..., handler: _Optional[str] = ..., reason: _Optional[str] = ..., for_s: _Optional[float] = ...) -> None: ...
+
+class CacheStats(_message.Message):
+    __slots__ = ("entries", "bytes", "hits", "misses", "skipped", "evictions", "hit_rate", "preloads", "preload_useful_ratio")
+    class HitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class EvictionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    PRELOADS_FIELD_NUMBER: _ClassVar[int]
+    PRELOAD_USEFUL_RATIO_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    bytes: int
+    hits: _containers.ScalarMap[str, int]
+    misses: int
+    skipped: int
+    evictions: _containers.ScalarMap[str, int]
+    hit_rate: float
+    preloads: int
+    preload_useful_ratio: float
+    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., hits: _Optional[_Mapping[str, int]] = ..., misses: _Optional[int] = ..., skipped: _Optional[int] = ..., evictions: _Optional[_Mapping[str, int]] = ..., hit_rate: _Optional[float] = ..., preloads: _Optional[int] = ..., preload_useful_ratio: _Optional[float] = ...) -> None: ...
 
 class RateKeyStats(_message.Message):
     __slots__ = ("key", "paced_rps", "concurrency_limit", "in_flight", "waiting", "admitted", "waited", "rate_limited", "tokens", "paused_for_s", "limit_stated")
