@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 # Writing handlers
 from ._handler import (
     CpuHandlerFn,
+    ErrorClass,
     FatalError,
     Handler,
     HandlerError,
     HandlerKind,
     HandlerResult,
     IoHandlerFn,
+    Merger,
+    Splitter,
     TaskContext,
     handler,
 )
@@ -46,6 +49,7 @@ __all__ = [  # grouped by the import headers above; sorted as ruff wants
     "AttemptError",
     "AttemptKey",
     "CpuHandlerFn",
+    "ErrorClass",
     "ErrorKind",
     "FatalError",
     "Handler",
@@ -55,8 +59,10 @@ __all__ = [  # grouped by the import headers above; sorted as ruff wants
     "HandlerRegistry",
     "HandlerResult",
     "IoHandlerFn",
+    "Merger",
     "Outcome",
     "Runtime",
+    "Splitter",
     "TaskContext",
     "handler",
 ]

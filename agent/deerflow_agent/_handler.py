@@ -26,18 +26,30 @@ import enum
 import importlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import math
+import re
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, overload
+from typing import Any, Literal, Protocol, TypeAlias, overload
+
+from deerflow_common.errors import AttemptKey, ErrorClass
 
 __all__ = [
+    "DEFAULT_SIMILARITY_THRESHOLD",
     "CpuHandlerFn",
+    "ErrorClass",
     "FatalError",
     "Handler",
     "HandlerError",
     "HandlerKind",
     "HandlerResult",
     "IoHandlerFn",
+    "Merger",
+    "ProgressSink",
+    "Splitter",
     "TaskContext",
     "handler",
 ]
@@ -74,6 +86,9 @@ class HandlerError(Exception):
     like :class:`FatalError`. ``metadata`` carries the provider's signals for the failed attempt
     (keys from :mod:`deerflow_common.signals`: HTTP status, rate-limit headers, error code) into
     ``Result.metadata``, so the controller's limiter learns from a 429 as it does from a 200.
+    ``error_class`` tells the controller's recovery policy which budget the retry draws on
+    (``RATE_LIMITED`` for a 429, ``TRANSIENT`` for a 503, ...); UNSPECIFIED (the default) lets
+    the controller classify from the kind and the signals.
     """
 
     def __init__(
@@ -83,49 +98,89 @@ class HandlerError(Exception):
         retryable: bool = True,
         retry_after_s: float = 0.0,
         metadata: Mapping[str, str] | None = None,
+        error_class: ErrorClass = ErrorClass.UNSPECIFIED,
     ):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after_s = max(0.0, float(retry_after_s))
         self.metadata: dict[str, str] = dict(metadata or {})
+        self.error_class = ErrorClass(error_class)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # CPU handlers raise this in a pool worker: keep the keyword arguments across pickling.
         return (
             _rebuild_handler_error,
-            (self.message, self.retryable, self.retry_after_s, self.metadata),
+            (
+                self.message,
+                self.retryable,
+                self.retry_after_s,
+                self.metadata,
+                int(self.error_class),
+            ),
         )
 
 
 def _rebuild_handler_error(
-    message: str, retryable: bool, retry_after_s: float, metadata: dict[str, str] | None = None
+    message: str,
+    retryable: bool,
+    retry_after_s: float,
+    metadata: dict[str, str] | None = None,
+    error_class: int = 0,
 ) -> HandlerError:
     return HandlerError(
-        message, retryable=retryable, retry_after_s=retry_after_s, metadata=metadata
+        message,
+        retryable=retryable,
+        retry_after_s=retry_after_s,
+        metadata=metadata,
+        error_class=ErrorClass(error_class),
     )
 
 
 class FatalError(Exception):
     """The task cannot succeed however often it is tried (bad input, 404, a rejected API key):
-    never retried. ``metadata`` is reported with the failure, as for :class:`HandlerError`."""
+    never retried. ``metadata`` is reported with the failure, as for :class:`HandlerError`.
+    ``error_class`` refines it for the controller: ``FATAL`` (the default meaning: quota,
+    billing, authentication, a bad request) or ``SOFT`` (a content-safety rejection: not
+    retried, but no sign that the provider or the agent is failing, so no circuit breaker
+    counts it)."""
 
-    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        error_class: ErrorClass = ErrorClass.UNSPECIFIED,
+    ):
         super().__init__(message)
         self.message = message
         self.metadata: dict[str, str] = dict(metadata or {})
+        self.error_class = ErrorClass(error_class)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_fatal_error, (self.message, self.metadata))
+        return (_rebuild_fatal_error, (self.message, self.metadata, int(self.error_class)))
 
 
-def _rebuild_fatal_error(message: str, metadata: dict[str, str] | None = None) -> FatalError:
-    return FatalError(message, metadata=metadata)
+def _rebuild_fatal_error(
+    message: str, metadata: dict[str, str] | None = None, error_class: int = 0
+) -> FatalError:
+    return FatalError(message, metadata=metadata, error_class=ErrorClass(error_class))
 
 
 class _TaskLogAdapter(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         return f"[{self.extra['ref'] if self.extra else ''}] {msg}", kwargs
+
+
+PROGRESS_MESSAGE_CHARS = 256
+"""Longest progress message sent; longer ones are cut (progress is a sign of life, not a log)."""
+
+
+class ProgressSink(Protocol):
+    """Where :meth:`TaskContext.progress` reports go: the agent's runtime (which rate-limits them
+    per attempt and hands them to the stream) or a test environment (which records them)."""
+
+    def report_progress(self, key: AttemptKey, fraction: float, message: str) -> None: ...
 
 
 class TaskContext:
@@ -135,7 +190,16 @@ class TaskContext:
     attempt has no start-to-close timeout; the agent cancels the handler when it passes.
     """
 
-    __slots__ = ("_logger", "attempt", "deadline", "handler", "job_id", "task_id", "trace_context")
+    __slots__ = (
+        "_logger",
+        "_sink",
+        "attempt",
+        "deadline",
+        "handler",
+        "job_id",
+        "task_id",
+        "trace_context",
+    )
 
     def __init__(
         self,
@@ -145,6 +209,7 @@ class TaskContext:
         deadline: float,
         handler: str = "",
         trace_context: Mapping[str, str] | None = None,
+        progress_sink: ProgressSink | None = None,
     ) -> None:
         self.job_id = job_id
         self.task_id = task_id
@@ -153,6 +218,7 @@ class TaskContext:
         self.handler = handler
         self.trace_context: Mapping[str, str] = trace_context or {}
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self._sink = progress_sink
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -168,8 +234,27 @@ class TaskContext:
         return self.deadline - asyncio.get_running_loop().time()
 
     def progress(self, fraction: float | None = None, message: str = "") -> None:
-        """Report progress of a long task (0.0-1.0). A no-op for now: the wire contract has no
-        progress message yet. Cheap to call; handlers may call it freely."""
+        """Report that a long task is alive and how far it got (``fraction`` 0.0-1.0, None when
+        unknown; values outside are clamped), with an optional short message.
+
+        Each report resets the task's heartbeat timeout in the controller: a task submitted with
+        ``heartbeat_timeout_s`` must report at least that often or it is failed with
+        HEARTBEAT_TIMEOUT. Never blocks and never raises; cheap to call in a loop: the agent
+        sends at most one Progress per attempt per 0.5 s (the latest report wins) and batches
+        them per event-loop turn. Call it from the event loop. CPU handlers cannot call it (they
+        get no context in the process pool): give long cpu work a start-to-close timeout, or
+        split it into items, instead of a heartbeat timeout."""
+        sink = self._sink
+        if sink is None:
+            return
+        if fraction is None or fraction != fraction:  # NaN counts as unknown
+            value = -1.0
+        else:
+            value = min(1.0, max(0.0, float(fraction)))
+        text = (
+            message if len(message) <= PROGRESS_MESSAGE_CHARS else message[:PROGRESS_MESSAGE_CHARS]
+        )
+        sink.report_progress((self.job_id, self.task_id, self.attempt), value, text)
 
     def __repr__(self) -> str:
         return f"TaskContext({self.job_id}/{self.task_id}#{self.attempt}, handler={self.handler!r})"
@@ -177,6 +262,25 @@ class TaskContext:
 
 IoHandlerFn: TypeAlias = Callable[[TaskContext, bytes], Awaitable["bytes | HandlerResult"]]
 CpuHandlerFn: TypeAlias = Callable[[bytes], "bytes | HandlerResult"]
+Splitter: TypeAlias = Callable[[bytes], Sequence[object]]
+"""``splitter(payload) -> parts``: a task's payload cut into parts for the same handler, in
+order. A part is its payload as ``bytes``, or an object with a ``payload: bytes`` attribute and
+optionally ``depends_on`` (indices of earlier parts: a pipeline), ``items`` (the parent's item
+indices it carries) and ``est_duration_s`` (the controller decomposer's ``SplitPart``). Runs in
+the controller's scheduling core, only where the handler's package is installed there: quick
+and pure, no I/O. Whatever it raises fails the task with SPLIT_ERROR naming the handler."""
+Merger: TypeAlias = Callable[[Sequence["bytes | None"]], bytes]
+"""``merger(outputs) -> output``: the parts' outputs in part order (None for a part that failed,
+only when the submitter asked for partial results) joined into the output of the whole task.
+Same rules as :data:`Splitter`."""
+
+DEFAULT_SIMILARITY_THRESHOLD = 0.9
+"""Similarity a handler that names a ``similarity_field`` gets unless it gives its own: high, so
+that templated siblings ("JD delivery market share" vs "Meituan delivery market share") are not
+served each other's answers. Provisional until the cache's precision measurement (issue #6)
+picks the number."""
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -192,6 +296,11 @@ class Handler:
     ``slots`` caps concurrent attempts of this handler on one agent (0 = the agent's total; cpu
     handlers are further capped by the process pool size). Execution is at-least-once: handlers
     with side effects must be idempotent. Payloads are data, never code.
+
+    The remaining fields are *traits*: facts the handler declares about itself that the
+    controller's policies use (sent in Hello, see ``HandlerInfo`` in agent.proto). All are
+    optional; the defaults claim nothing. They are checked here, at declaration, so a wrong one
+    fails the import of the plugin rather than a task.
     """
 
     name: str
@@ -199,6 +308,42 @@ class Handler:
     kind: HandlerKind = HandlerKind.IO
     slots: int = 0
     description: str = ""
+
+    # -- cache (issue #6)
+    cacheable: bool = False
+    """The same payload gives an equivalent answer, so the controller may serve a cached one
+    (exact match on the canonical request). Default False: caching is opt-in."""
+    nondeterministic: bool = False
+    """The same payload may give another answer (an LLM at temperature > 0): even a cacheable
+    handler's results are then cached only for tasks that ask for it (CACHE_ON)."""
+    similarity_field: str = ""
+    """A JSON field of the payload whose text the similarity cache compares ("query"); needs
+    ``cacheable``. Empty: exact matches only."""
+    similarity_threshold: float | None = None
+    """Similarity (0-1] above which a cached answer to a similar text is served; None takes
+    :data:`DEFAULT_SIMILARITY_THRESHOLD` when a ``similarity_field`` is named, else 0."""
+    cache_ttl_s: float = 0.0
+    """How long a cached answer stays fresh; 0 = the controller's freshness rules."""
+
+    # -- decomposition and prediction (issue #4)
+    items_field: str = ""
+    """A JSON list field of the payload ("urls", "items") whose elements are independent: the
+    decomposer may split the task into parts that each carry a slice of it. Empty: never split
+    by field."""
+    splitter: Splitter | None = None
+    """Optional: how to split a payload when slicing ``items_field`` is not enough (see
+    :data:`Splitter`); needs a ``merger``. Used only by a controller that has the handler's
+    package installed; the wire carries ``items_field`` alone."""
+    merger: Merger | None = None
+    """Joins the parts' outputs back into one (see :data:`Merger`); needs a ``splitter`` or an
+    ``items_field`` (then the controller slices the list and this joins the outputs)."""
+    default_duration_s: float = 0.0
+    """Expected run time of one attempt (of one item when ``items_field`` is set), the
+    predictor's cold start before it has observed any; 0 = no idea."""
+    default_cpu_s: float = 0.0
+    """Expected CPU seconds of one attempt (per item with ``items_field``); 0 = no idea."""
+    default_memory_bytes: int = 0
+    """Expected peak memory of one attempt; 0 = no idea."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or self.name != self.name.strip():
@@ -222,6 +367,115 @@ class Handler:
                 f"cpu handler {self.name!r} must be a plain function `def fn(payload) -> bytes`; "
                 "async functions run as kind='io'"
             )
+        self._check_cache_traits()
+        self._check_split_traits()
+        for trait in ("default_duration_s", "default_cpu_s", "cache_ttl_s"):
+            _check_seconds(self.name, trait, getattr(self, trait))
+        memory = self.default_memory_bytes
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
+            raise ValueError(
+                f"handler {self.name!r}: default_memory_bytes must be an int >= 0, got {memory!r}"
+            )
+
+    def _check_cache_traits(self) -> None:
+        name = self.name
+        for flag in ("cacheable", "nondeterministic"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"handler {name!r}: {flag} must be True or False")
+        field_name = self.similarity_field
+        if field_name:
+            _check_field_name(name, "similarity_field", field_name)
+            if not self.cacheable:
+                raise ValueError(
+                    f"handler {name!r}: similarity_field={field_name!r} needs cacheable=True "
+                    "(the similarity cache serves cached answers, which a handler that is not "
+                    "cacheable has none of)"
+                )
+        threshold = self.similarity_threshold
+        if threshold is None:
+            resolved = DEFAULT_SIMILARITY_THRESHOLD if field_name else 0.0
+            object.__setattr__(self, "similarity_threshold", resolved)
+        else:
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+                raise TypeError(f"handler {name!r}: similarity_threshold must be a number")
+            if not field_name:
+                raise ValueError(
+                    f"handler {name!r}: similarity_threshold={threshold!r} needs a "
+                    "similarity_field naming the payload's text to compare"
+                )
+            if not 0.0 < threshold <= 1.0:
+                raise ValueError(
+                    f"handler {name!r}: similarity_threshold must be in (0, 1], got "
+                    f"{threshold!r} (1 = identical text only; lower serves looser matches)"
+                )
+            object.__setattr__(self, "similarity_threshold", float(threshold))
+        if self.cache_ttl_s and not self.cacheable:
+            raise ValueError(
+                f"handler {name!r}: cache_ttl_s={self.cache_ttl_s!r} needs cacheable=True"
+            )
+
+    def _check_split_traits(self) -> None:
+        name = self.name
+        if self.items_field:
+            _check_field_name(name, "items_field", self.items_field)
+        for trait in ("splitter", "merger"):
+            value = getattr(self, trait)
+            if value is not None and not callable(value):
+                raise TypeError(f"handler {name!r}: {trait} must be callable, got {value!r}")
+        if self.splitter is not None and self.merger is None:
+            raise ValueError(
+                f"handler {name!r}: a splitter needs a merger too (the parts' outputs must be "
+                "joined back into one result)"
+            )
+        if self.merger is not None and self.splitter is None and not self.items_field:
+            raise ValueError(
+                f"handler {name!r}: a merger needs a splitter or an items_field (without one the "
+                "task is never split, so nothing would be merged)"
+            )
+
+    def hello_traits(self) -> dict[str, Any]:
+        """The declared traits as ``HandlerInfo`` field names and values, defaults left out (so
+        a handler that declares nothing adds nothing to Hello)."""
+        traits: dict[str, Any] = {}
+        for trait in _HELLO_TRAITS:
+            value = getattr(self, trait)
+            if value:
+                traits[trait] = value
+        return traits
+
+
+_HELLO_TRAITS = (
+    "cacheable",
+    "nondeterministic",
+    "similarity_field",
+    "similarity_threshold",
+    "cache_ttl_s",
+    "items_field",
+    "default_duration_s",
+    "default_cpu_s",
+    "default_memory_bytes",
+)
+"""Handler fields that HandlerInfo carries under the same names."""
+
+
+def _check_field_name(handler: str, trait: str, value: object) -> None:
+    if not isinstance(value, str) or not _FIELD_NAME.fullmatch(value):
+        raise ValueError(
+            f"handler {handler!r}: {trait} must name a JSON field of the payload (letters, "
+            f"digits, _ . -), got {value!r}"
+        )
+
+
+def _check_seconds(handler: str, trait: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"handler {handler!r}: {trait} must be a finite number >= 0, got {value!r}"
+        )
 
 
 _Fn = Callable[..., Any]
@@ -238,6 +492,17 @@ def handler(
     kind: HandlerKind | Literal["io", "cpu"] = "io",
     slots: int = 0,
     description: str = "",
+    cacheable: bool = False,
+    nondeterministic: bool = False,
+    similarity_field: str = "",
+    similarity_threshold: float | None = None,
+    cache_ttl_s: float = 0.0,
+    items_field: str = "",
+    splitter: Splitter | None = None,
+    merger: Merger | None = None,
+    default_duration_s: float = 0.0,
+    default_cpu_s: float = 0.0,
+    default_memory_bytes: int = 0,
 ) -> Callable[[_Fn], Handler]: ...
 
 
@@ -247,10 +512,24 @@ def handler(
     kind: HandlerKind | Literal["io", "cpu"] = "io",
     slots: int = 0,
     description: str = "",
+    cacheable: bool = False,
+    nondeterministic: bool = False,
+    similarity_field: str = "",
+    similarity_threshold: float | None = None,
+    cache_ttl_s: float = 0.0,
+    items_field: str = "",
+    splitter: Splitter | None = None,
+    merger: Merger | None = None,
+    default_duration_s: float = 0.0,
+    default_cpu_s: float = 0.0,
+    default_memory_bytes: int = 0,
 ) -> Handler | Callable[[_Fn], Handler]:
     """Turn a function into a :class:`Handler`; usable bare (``@handler``) or with arguments.
 
     The name defaults to the function's name and the description to its docstring's first line.
+    The traits (``cacheable`` ... ``default_memory_bytes``) are described on :class:`Handler`
+    and checked at once: a contradiction (``similarity_field`` without ``cacheable``, a threshold
+    outside (0, 1]) raises ValueError at decoration time.
     A cpu handler decorated in place (``@handler(kind="cpu") def f(payload)``) still works in the
     process pool: the worker imports the module attribute and takes the function out of it.
     Execution is at-least-once, so handlers with side effects must be idempotent.
@@ -268,6 +547,17 @@ def handler(
             kind=chosen,
             slots=slots,
             description=description or (doc.splitlines()[0] if doc else ""),
+            cacheable=cacheable,
+            nondeterministic=nondeterministic,
+            similarity_field=similarity_field,
+            similarity_threshold=similarity_threshold,
+            cache_ttl_s=cache_ttl_s,
+            items_field=items_field,
+            splitter=splitter,
+            merger=merger,
+            default_duration_s=default_duration_s,
+            default_cpu_s=default_cpu_s,
+            default_memory_bytes=default_memory_bytes,
         )
 
     if callable(name):
@@ -321,6 +611,8 @@ def cpu_target(h: Handler) -> tuple[str, str]:
 
 
 _resolved: dict[tuple[str, str], CpuHandlerFn] = {}
+_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
+"""Bytes per unit of ru_maxrss: KiB on Linux, bytes on macOS."""
 
 
 def _resolve(module: str, qualname: str) -> object:
@@ -330,9 +622,16 @@ def _resolve(module: str, qualname: str) -> object:
     return obj.fn if isinstance(obj, Handler) else obj
 
 
-def call_cpu_handler(module: str, qualname: str, payload: bytes) -> bytes | HandlerResult:
-    """Entry point of a pool worker: import the cpu handler's function by name (once per worker)
-    and call it. Only names and the payload's bytes cross the process boundary."""
+def call_cpu_handler(
+    module: str, qualname: str, payload: bytes
+) -> tuple[bytes | HandlerResult, float, int]:
+    """Entry point of a pool worker: import the cpu handler's function by name (once per worker),
+    call it, and return ``(value, cpu_s, rss_bytes)``. Only names and the payload's bytes cross
+    the process boundary.
+
+    ``cpu_s`` is the worker's process time (user + system) spent in the call; ``rss_bytes`` the
+    worker's peak resident memory so far (``getrusage``'s ru_maxrss: a high-water mark over the
+    worker's life, so an upper bound for this attempt). Both cost about a microsecond."""
     key = (module, qualname)
     fn = _resolved.get(key)
     if fn is None:
@@ -340,4 +639,7 @@ def call_cpu_handler(module: str, qualname: str, payload: bytes) -> bytes | Hand
         if not callable(found):
             raise TypeError(f"{module}:{qualname} is not callable")
         fn = _resolved[key] = found
-    return fn(payload)
+    before = time.process_time()
+    value = fn(payload)
+    cpu_s = time.process_time() - before
+    return value, cpu_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT

@@ -11,6 +11,12 @@ quota and billing errors and every other 4xx are permanent (:class:`FatalError`)
 code is ``limit_burst_rate`` (the request rate rose too fast) stays retryable; its ``error.code``
 lets the controller give it a smaller retry budget and a longer delay.
 
+Every error also carries its :class:`ErrorClass` for the controller's recovery policy (see
+:func:`error_class`): 429 (burst-rate ones too) RATE_LIMITED; 408/409/425/5xx, timeouts, broken
+connections and cut-off bodies TRANSIENT; 401/403, quota and billing codes and other 4xx FATAL;
+a content-safety rejection (a 4xx whose code says the input or output was filtered) SOFT: not
+retried, and no sign of a failing provider.
+
 Messages name the provider, the status and the URL (without credentials), never the API key.
 """
 
@@ -29,11 +35,12 @@ import aiohttp
 from yarl import URL
 
 from deerflow_common import signals
+from deerflow_common.errors import ErrorClass
 
 from ._handler import FatalError, HandlerError, TaskContext
 from ._http import client, decimal, response_signals
 
-__all__ = ["BURST_RATE_CODE", "Endpoint", "Provider", "Reply", "is_retryable"]
+__all__ = ["BURST_RATE_CODE", "Endpoint", "Provider", "Reply", "error_class", "is_retryable"]
 
 BURST_RATE_CODE = "limit_burst_rate"
 """Volcengine Ark's (and DashScope's) 429 code for a request rate that rose too fast."""
@@ -52,6 +59,19 @@ _QUOTA_CODES = frozenset(
         "Arrearage",  # DashScope: the account is in arrears
     )
 )
+_CONTENT_SAFETY_CODES = frozenset(
+    code.lower()
+    for code in (
+        "content_filter",  # OpenAI and Azure OpenAI: the prompt tripped the content filter
+        "content_policy_violation",
+        "SensitiveContentDetected",  # Volcengine Ark, and its Input/Output variants below
+        "InputTextSensitiveContentDetected",
+        "OutputTextSensitiveContentDetected",
+        "InputImageSensitiveContentDetected",
+        "DataInspectionFailed",  # DashScope: the input or output failed its inspection
+        "data_inspection_failed",
+    )
+)
 _CODE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 _MESSAGE_CHARS = 200
 
@@ -63,6 +83,24 @@ def is_retryable(status: int, code: str | None) -> bool:
     if code is not None and code.lower() in _QUOTA_CODES:
         return False
     return status in _RETRYABLE_STATUS or status >= 500
+
+
+def error_class(status: int, code: str | None) -> ErrorClass:
+    """The recovery class of a failed request's HTTP status and provider error code.
+
+    A quota code is FATAL even on a 429 (waiting adds no credit); a content-safety code is SOFT
+    whatever its 4xx status; every 429 else is RATE_LIMITED, burst-rate ones included (their
+    ``error.code`` signal tells them apart)."""
+    lowered = code.lower() if code is not None else None
+    if lowered in _QUOTA_CODES:
+        return ErrorClass.FATAL
+    if lowered in _CONTENT_SAFETY_CODES and 400 <= status < 500:
+        return ErrorClass.SOFT
+    if status == 429:
+        return ErrorClass.RATE_LIMITED
+    if status in _RETRYABLE_STATUS or status >= 500:
+        return ErrorClass.TRANSIENT
+    return ErrorClass.FATAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +139,7 @@ class Reply:
                 f"{provider.label} answered {self.where} with HTTP {self.status} but a body that "
                 f"is not JSON ({len(self.body)} bytes); it may have been cut off",
                 metadata=self.metadata,
+                error_class=ErrorClass.TRANSIENT,
             ) from None
 
 
@@ -155,7 +194,10 @@ class Provider:
         where = f"{method} {_display(url)}"
         timeout_s = min(self.default_timeout_s, ctx.time_left())
         if timeout_s <= 0:
-            raise HandlerError(f"the attempt's deadline passed before {where} to {self.label}")
+            raise HandlerError(
+                f"the attempt's deadline passed before {where} to {self.label}",
+                error_class=ErrorClass.TIMEOUT,
+            )
         loop = asyncio.get_running_loop()
         started = loop.time()
         metadata: dict[str, str] = {}
@@ -179,14 +221,19 @@ class Provider:
             raise HandlerError(
                 f"{self.label} did not answer {where} within {timeout_s:.3g} s",
                 metadata=metadata,
+                error_class=ErrorClass.TRANSIENT,
             ) from None
         except aiohttp.InvalidURL:
-            raise FatalError(f"{where} is not a valid URL for {self.label}") from None
+            raise FatalError(
+                f"{where} is not a valid URL for {self.label}", error_class=ErrorClass.FATAL
+            ) from None
         except aiohttp.ClientError as exc:
             metadata[signals.LATENCY_S] = decimal(loop.time() - started)
             detail = _redact(str(exc) or type(exc).__name__, api_key)
             raise HandlerError(
-                f"the request {where} to {self.label} failed: {detail}", metadata=metadata
+                f"the request {where} to {self.label} failed: {detail}",
+                metadata=metadata,
+                error_class=ErrorClass.TRANSIENT,
             ) from None
         if 200 <= status < 300:
             return Reply(status, body, truncated, charset, metadata, where)
@@ -213,14 +260,25 @@ class Provider:
                 f"{answered}: it rejected the API key; check {self.api_key_env} or the "
                 "payload's 'api_key'. Not retried.",
                 metadata=metadata,
+                error_class=ErrorClass.FATAL,
             )
         quoted = f' It said: "{_redact(said, api_key)}"' if said else ""
+        klass = error_class(status, code)
+        if klass is ErrorClass.SOFT:
+            return FatalError(
+                f"{answered}: it refused the content (a safety filter); change the input rather "
+                f"than retry. Not retried.{quoted}",
+                metadata=metadata,
+                error_class=klass,
+            )
         if not is_retryable(status, code):
             if code is not None and code.lower() in _QUOTA_CODES:
                 advice = "the key is out of quota or credit; add credit or raise its quota"
             else:
                 advice = "the request is wrong for it; fix the payload or the configuration"
-            return FatalError(f"{answered}: {advice}. Not retried.{quoted}", metadata=metadata)
+            return FatalError(
+                f"{answered}: {advice}. Not retried.{quoted}", metadata=metadata, error_class=klass
+            )
         wait_s = signals.number(metadata, signals.RETRY_AFTER_S) or 0.0
         if code == BURST_RATE_CODE:
             advice = "the request rate rose too fast for it; ramp up more slowly"
@@ -231,7 +289,10 @@ class Provider:
         if wait_s:
             advice += f"; it asked for a wait of {wait_s:.3g} s"
         return HandlerError(
-            f"{answered}: {advice}.{quoted}", retry_after_s=wait_s, metadata=metadata
+            f"{answered}: {advice}.{quoted}",
+            retry_after_s=wait_s,
+            metadata=metadata,
+            error_class=klass,
         )
 
 

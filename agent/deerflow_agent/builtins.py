@@ -2,6 +2,10 @@
 
 Payloads and outputs are UTF-8 JSON except for ``echo``. A payload that is not valid JSON or lacks
 a field raises :class:`FatalError` naming the field: no retry can fix it.
+
+Each declares its traits (see :class:`Handler`): default durations are cold starts for the
+controller's predictor, not promises; ``echo`` is cacheable (deterministic, no side effects);
+``sleep``, ``cpu`` and ``work`` are not, since benchmarks use them to spend time.
 """
 
 from __future__ import annotations
@@ -9,8 +13,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
+
+from deerflow_common.errors import ErrorClass
 
 from ._handler import FatalError, Handler, HandlerError, HandlerKind, HandlerResult, TaskContext
 from ._http import client, close_http_session, response_signals, retry_after_s
@@ -19,7 +28,7 @@ from ._payload import number as _number
 from ._payload import parse_object as _parse
 from ._payload import string as _str
 
-__all__ = ["close_http_session", "cpu", "echo", "http", "sleep"]
+__all__ = ["close_http_session", "cpu", "echo", "http", "merge_results", "sleep", "work"]
 
 
 # ------------------------------------------------------------------------- echo
@@ -30,7 +39,12 @@ async def _echo(ctx: TaskContext, payload: bytes) -> bytes:
 
 
 echo = Handler(
-    "echo", _echo, HandlerKind.IO, description="Return the payload unchanged (no-op benchmarks)."
+    "echo",
+    _echo,
+    HandlerKind.IO,
+    description="Return the payload unchanged (no-op benchmarks).",
+    cacheable=True,
+    default_duration_s=0.00005,  # one loop turn: about 50 us on the agent
 )
 
 
@@ -48,6 +62,7 @@ sleep = Handler(
     _sleep,
     HandlerKind.IO,
     description='Sleep {"seconds": float} on the event loop; cancellable.',
+    default_duration_s=1.0,  # the payload says; benchmarks and demos sleep 0.1-5 s
 )
 
 
@@ -71,6 +86,62 @@ cpu = Handler(
     _cpu,
     HandlerKind.CPU,
     description='SHA-256 applied {"rounds": int} times to {"data": str}; runs in the process pool.',
+    default_duration_s=0.1,  # about 300,000 rounds on one core
+    default_cpu_s=0.1,
+    default_memory_bytes=32 << 20,  # a forkserver pool worker's resident size
+)
+
+
+# ------------------------------------------------------------------------- work
+
+WORK_DEFAULT_PER_ITEM_S = 0.1
+
+WORK_SPEED = float(os.environ.get("DEERFLOW_WORK_SPEED", "1") or 1)
+"""How fast this agent does ``work`` (1 = nominal; 0.5 takes twice as long): stands in for
+slower hardware in the heterogeneous-cluster benchmark. Read once at start."""
+
+
+async def _work(ctx: TaskContext, payload: bytes) -> bytes:
+    doc = _parse("work", payload)
+    items = doc.get("items")
+    if not isinstance(items, list):
+        raise FatalError(f"work: payload field 'items' must be a JSON array, got {items!r}")
+    per_item_s = _number("work", doc, "per_item_s", WORK_DEFAULT_PER_ITEM_S) / WORK_SPEED
+    n = len(items)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(n):
+        # Sleep to an absolute schedule so per-item timer slack does not add up.
+        await asyncio.sleep(max(0.0, start + (i + 1) * per_item_s - loop.time()))
+        ctx.progress((i + 1) / n, f"{i + 1}/{n} items")
+    return json.dumps({"results": items}).encode()
+
+
+def merge_results(outputs: Sequence[bytes | None]) -> bytes:
+    """Merger of handlers whose output is ``{"results": [one per item]}``: the parts' lists
+    joined in part order. A failed part (None) adds nothing; the controller reports its items.
+    Raises ValueError for an output of another shape (a SPLIT_ERROR for the task)."""
+    merged: list[Any] = []
+    for i, out in enumerate(outputs):
+        if out is None:
+            continue
+        doc = json.loads(out)
+        results = doc.get("results") if isinstance(doc, dict) else None
+        if not isinstance(results, list):
+            raise ValueError(f"part {i}'s output has no 'results' list to merge")
+        merged.extend(results)
+    return json.dumps({"results": merged}).encode()
+
+
+work = Handler(
+    "work",
+    _work,
+    HandlerKind.IO,
+    description='Sleep {"per_item_s": float} per element of {"items": [...]} (scheduling '
+    'benchmarks); returns {"results": items}.',
+    items_field="items",
+    merger=merge_results,
+    default_duration_s=WORK_DEFAULT_PER_ITEM_S,  # per item
 )
 
 
@@ -99,10 +170,13 @@ async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
                     f"GET {url} answered {status} {resp.reason or ''}".rstrip(),
                     retry_after_s=retry_after_s(resp.headers) or 0.0,
                     metadata=signals,
+                    error_class=ErrorClass.RATE_LIMITED if status == 429 else ErrorClass.TRANSIENT,
                 )
             if 400 <= status < 500:
                 raise FatalError(
-                    f"GET {url} answered {status} {resp.reason or ''}".rstrip(), metadata=signals
+                    f"GET {url} answered {status} {resp.reason or ''}".rstrip(),
+                    metadata=signals,
+                    error_class=ErrorClass.FATAL,
                 )
             body = bytearray()
             async for chunk in resp.content.iter_chunked(64 << 10):
@@ -116,7 +190,9 @@ async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
             metadata = signals
     except (aiohttp.ClientError, TimeoutError) as exc:
         detail = str(exc) or type(exc).__name__
-        raise HandlerError(f"GET {url} failed: {detail}") from None
+        raise HandlerError(
+            f"GET {url} failed: {detail}", error_class=ErrorClass.TRANSIENT
+        ) from None
     output = {"status": status, "content_type": content_type, "body": text, "truncated": truncated}
     return HandlerResult(json.dumps(output).encode(), metadata)
 
@@ -126,4 +202,5 @@ http = Handler(
     _http,
     HandlerKind.IO,
     description='GET {"url": str, "timeout_s": float, "max_bytes": int}; returns status and body.',
+    default_duration_s=0.5,
 )

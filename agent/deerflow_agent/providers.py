@@ -12,18 +12,26 @@ is a FatalError naming the variable. The per-request timeout is the attempt's ti
 by each provider's default.
 
 Payloads and outputs are UTF-8 JSON.
+
+Traits (see :class:`Handler`): all three are cacheable; ``llm`` is declared nondeterministic (a
+sampled answer is cached only for tasks that ask); ``search`` offers its ``query`` to the
+similarity cache; ``crawl`` takes a list of URLs (``items_field="urls"``) that the controller may
+split. Default durations are WORKLOAD.md's medians.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from deerflow_common import signals
+from deerflow_common.errors import ErrorClass
 
-from ._handler import FatalError, Handler, HandlerKind, HandlerResult, TaskContext
+from ._handler import FatalError, Handler, HandlerError, HandlerKind, HandlerResult, TaskContext
 from ._payload import integer, parse_object, string
-from ._provider import Provider
+from ._provider import Endpoint, Provider
+from .builtins import merge_results
 
 __all__ = ["CRAWL", "LLM", "SEARCH", "crawl", "llm", "search"]
 
@@ -138,6 +146,9 @@ llm = Handler(
     _llm,
     HandlerKind.IO,
     description='One chat completion {"model", "messages"|"prompt", "max_tokens"?}; no retries.',
+    cacheable=True,
+    nondeterministic=True,  # sampled: the same prompt may get another answer
+    default_duration_s=5.0,  # 0.8 s to the first token + a few hundred tokens at 30-80 tok/s
 )
 
 
@@ -199,18 +210,42 @@ search = Handler(
     _search,
     HandlerKind.IO,
     description='One web search {"query", "max_results"?, "search_depth"?}; no retries.',
+    cacheable=True,
+    similarity_field="query",
+    default_duration_s=1.2,  # basic depth's median
 )
 
 
 # ------------------------------------------------------------------------- crawl
 
 
+CRAWL_DEFAULT_CONCURRENCY = 4
+CRAWL_MAX_CONCURRENCY = 16
+"""Pages of one list crawl read at once: bounded, so a long list does not burst past the
+reader's rate limit (Jina's free keys allow 2 at once) from inside a single attempt."""
+CRAWL_MAX_URLS = 100
+
+
 async def _crawl(ctx: TaskContext, payload: bytes) -> HandlerResult:
     doc = parse_object("crawl", payload)
-    url = string("crawl", doc, "url").strip()
-    if not url.startswith(("http://", "https://")):
-        raise FatalError(f"crawl: payload field 'url' must be an http(s) URL, got {url!r}")
+    if "urls" in doc:
+        return await _crawl_list(ctx, doc)
+    url = _page_url(string("crawl", doc, "url"), "url")
     endpoint = CRAWL.endpoint("crawl", doc)
+    page, metadata = await _read_page(ctx, endpoint, url)
+    return HandlerResult(json.dumps(page).encode(), metadata)
+
+
+def _page_url(raw: str, where: str) -> str:
+    url = raw.strip()
+    if not url.startswith(("http://", "https://")):
+        raise FatalError(f"crawl: payload field {where!r} must be an http(s) URL, got {url!r}")
+    return url
+
+
+async def _read_page(
+    ctx: TaskContext, endpoint: Endpoint, url: str
+) -> tuple[dict[str, Any], dict[str, str]]:
     reply = await CRAWL.request(
         ctx,
         "GET",
@@ -221,13 +256,82 @@ async def _crawl(ctx: TaskContext, payload: bytes) -> HandlerResult:
     )
     # An empty page is an answer, not a failure: DeerFlow treats it as a soft miss and moves on,
     # and a retry would only fetch the same emptiness again.
-    output = {"url": url, "content": reply.text(), "truncated": reply.truncated}
-    return HandlerResult(json.dumps(output).encode(), reply.metadata)
+    return {"url": url, "content": reply.text(), "truncated": reply.truncated}, reply.metadata
+
+
+async def _crawl_list(ctx: TaskContext, doc: dict[str, Any]) -> HandlerResult:
+    """``{"urls": [...], "concurrency"?}``: read every page, at most ``concurrency`` at once, and
+    return ``{"results": [one per URL, in order]}`` where a page that failed is
+    ``{"url", "error", "error_class", "retryable"}``. Succeeds while any page was read; when
+    every page failed the first failure is raised, so the controller retries (or gives up on)
+    the whole list as it would one page. The metadata are those of a 429 if any page met one
+    (so the limiter backs off), else of the last page read: one attempt, one set of signals."""
+    urls = doc["urls"]
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise FatalError("crawl: payload field 'urls' must be a non-empty list of URL strings")
+    if len(urls) > CRAWL_MAX_URLS:
+        raise FatalError(
+            f"crawl: payload field 'urls' lists {len(urls)} URLs, more than {CRAWL_MAX_URLS}; "
+            "split the list over several tasks"
+        )
+    concurrency = integer("crawl", doc, "concurrency", CRAWL_DEFAULT_CONCURRENCY)
+    if not 1 <= concurrency <= CRAWL_MAX_CONCURRENCY:
+        raise FatalError(
+            f"crawl: payload field 'concurrency' must be 1-{CRAWL_MAX_CONCURRENCY}, got "
+            f"{concurrency}"
+        )
+    endpoint = CRAWL.endpoint("crawl", doc)
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+    last_metadata: dict[str, str] = {}
+    throttled: dict[str, str] | None = None
+
+    async def one(index: int, raw: str) -> dict[str, Any] | HandlerError | FatalError:
+        nonlocal done, last_metadata, throttled
+        try:
+            url = _page_url(raw, f"urls[{index}]")
+            async with gate:
+                page, metadata = await _read_page(ctx, endpoint, url)
+            last_metadata = metadata
+            return page
+        except (HandlerError, FatalError) as exc:
+            if exc.error_class is ErrorClass.RATE_LIMITED and throttled is None:
+                throttled = exc.metadata
+            return exc
+        finally:
+            done += 1
+            ctx.progress(done / len(urls), f"{done}/{len(urls)} pages")
+
+    outcomes = await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
+    pages = [o for o in outcomes if isinstance(o, dict)]
+    if not pages:
+        first = outcomes[0]
+        assert isinstance(first, HandlerError | FatalError)
+        raise first
+    results = [
+        o if isinstance(o, dict) else _page_error(url, o)
+        for url, o in zip(urls, outcomes, strict=True)
+    ]
+    metadata = throttled if throttled is not None else last_metadata
+    return HandlerResult(json.dumps({"results": results}).encode(), dict(metadata))
+
+
+def _page_error(url: str, exc: HandlerError | FatalError) -> dict[str, Any]:
+    retryable = isinstance(exc, HandlerError) and exc.retryable
+    klass = exc.error_class
+    if klass is ErrorClass.UNSPECIFIED:
+        klass = ErrorClass.TRANSIENT if retryable else ErrorClass.FATAL
+    return {"url": url, "error": exc.message, "error_class": klass.name, "retryable": retryable}
 
 
 crawl = Handler(
     "crawl",
     _crawl,
     HandlerKind.IO,
-    description='Read one page as text {"url"}; empty pages succeed empty; no retries.',
+    description='Read one page {"url"} or several {"urls": [...]} as text; empty pages succeed '
+    "empty; no retries.",
+    cacheable=True,
+    items_field="urls",
+    merger=merge_results,
+    default_duration_s=5.5,  # per page: Jina's median
 )

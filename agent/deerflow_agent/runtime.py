@@ -24,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from deerflow_common.errors import AttemptKey, ErrorKind, TaskError
+from deerflow_common.errors import AttemptKey, ErrorClass, ErrorKind, TaskError
 
 from ._handler import (
     FatalError,
@@ -39,12 +39,14 @@ from ._handler import (
 )
 
 __all__ = [
+    "PROGRESS_INTERVAL_S",
     "Attempt",
     "AttemptError",
     "AttemptKey",
     "AttemptObserver",
     "ErrorKind",
     "Outcome",
+    "ProgressThrottle",
     "Runtime",
 ]
 
@@ -52,6 +54,11 @@ log = logging.getLogger(__name__)
 
 LATENCY_EWMA_ALPHA = 0.2
 """Weight of the newest run in a handler's recent mean run time: about the last ten runs count."""
+
+PROGRESS_INTERVAL_S = 0.5
+"""Least time between two Progress reports of one attempt. Heartbeat timeouts are seconds or
+more, so two reports a second keep any of them alive, while a handler that calls
+``ctx.progress`` per item of a tight loop costs the stream two small messages a second."""
 
 
 AttemptError = TaskError
@@ -72,6 +79,59 @@ class Outcome:
     finished_at: float
     cancelled: bool = False
     metadata: Mapping[str, str] | None = None
+    cpu_s: float = 0.0
+    """CPU seconds the handler used: measured in the pool worker for cpu handlers; 0 (unknown)
+    for io handlers, whose CPU time is spread over a loop shared with every other attempt."""
+    rss_bytes: int = 0
+    """Peak resident memory of the cpu worker that ran the attempt (a high-water mark over the
+    worker's life, so an upper bound); 0 (unknown) for io handlers."""
+
+
+ProgressReport = tuple[float, str]
+"""(fraction 0-1 or -1 when unknown, message) of one TaskContext.progress call."""
+
+
+class ProgressThrottle:
+    """At most one progress report per attempt per ``interval_s``; a report that comes sooner is
+    held, and the latest held report is sent when the interval has passed. Pure: the caller
+    passes the time and arranges the wake-up.
+
+    Memory: one entry per attempt that reported progress, until :meth:`forget`."""
+
+    __slots__ = ("_pending", "_sent_at", "interval_s")
+
+    def __init__(self, interval_s: float = PROGRESS_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._sent_at: dict[AttemptKey, float] = {}
+        self._pending: dict[AttemptKey, ProgressReport] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._sent_at)
+
+    def offer(self, key: AttemptKey, report: ProgressReport, now: float) -> tuple[bool, float]:
+        """``(True, 0)``: send ``report`` now. ``(False, t)``: it is held; call :meth:`take` at
+        time ``t`` (a positive t only for the first held report of an interval: later ones
+        replace it and return ``(False, 0)``, as the wake-up is already arranged)."""
+        sent_at = self._sent_at.get(key)
+        if sent_at is None or now - sent_at >= self.interval_s:
+            self._sent_at[key] = now
+            self._pending.pop(key, None)
+            return True, 0.0
+        first = key not in self._pending
+        self._pending[key] = report
+        return False, sent_at + self.interval_s if first else 0.0
+
+    def take(self, key: AttemptKey, now: float) -> ProgressReport | None:
+        """The held report of ``key`` to send now, if any (its wake-up came)."""
+        report = self._pending.pop(key, None)
+        if report is not None:
+            self._sent_at[key] = now
+        return report
+
+    def forget(self, key: AttemptKey) -> None:
+        """The attempt ended: drop what is held (its Result supersedes any progress)."""
+        self._sent_at.pop(key, None)
+        self._pending.pop(key, None)
 
 
 class Attempt:
@@ -145,6 +205,7 @@ _NOT_STARTED = AttemptError(
 
 StartedCallback = Callable[[AttemptKey, float], None]
 FinishedCallback = Callable[[Outcome], None]
+ProgressCallback = Callable[[AttemptKey, float, str], None]
 
 
 class AttemptObserver(Protocol):
@@ -177,6 +238,11 @@ class Runtime:
     ``handler_slots`` overrides handlers' own slot caps by name (``--handler-slots llm=3``): a
     per-process cap like DeerFlow 2.0's LLM concurrency limit. Raises ValueError for a name that
     is not installed or a cap below 1.
+
+    ``on_progress(key, fraction, message)`` receives io handlers' ``ctx.progress`` reports of
+    running attempts, at most one per attempt per ``progress_interval_s`` (the latest wins),
+    synchronously from the loop; none after the attempt's outcome. Without it, progress calls
+    are dropped. Cpu handlers report no progress (their function has no context).
     """
 
     def __init__(
@@ -190,6 +256,8 @@ class Runtime:
         max_output_bytes: int = 32 << 20,
         handler_slots: Mapping[str, int] | None = None,
         observer: AttemptObserver | None = None,
+        on_progress: ProgressCallback | None = None,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -209,6 +277,8 @@ class Runtime:
         self.cpu_workers = cpu_workers
         self._on_started = on_started
         self._on_finished = on_finished
+        self._on_progress = on_progress
+        self._throttle = ProgressThrottle(progress_interval_s)
         self._observer = observer
         self._max_output_bytes = max_output_bytes
         self._handlers: dict[str, _Slot] = {}
@@ -344,6 +414,30 @@ class Runtime:
             self._timer.cancel()
             self._timer = None
 
+    def report_progress(self, key: AttemptKey, fraction: float, message: str) -> None:
+        """A running io attempt's ``ctx.progress`` (see :class:`ProgressSink`): passed on to
+        ``on_progress`` now, or held until the attempt's interval has passed. Reports of
+        attempts that are not running (ended, cancelled, or after :meth:`aclose`) are dropped."""
+        on_progress = self._on_progress
+        if on_progress is None or self._closed:
+            return
+        a = self._known.get(key)
+        if a is None or a.task is None:
+            return
+        loop = asyncio.get_running_loop()
+        send, wake_at = self._throttle.offer(key, (fraction, message), loop.time())
+        if send:
+            on_progress(key, fraction, message)
+        elif wake_at:
+            loop.call_at(wake_at, self._send_held_progress, key)
+
+    def _send_held_progress(self, key: AttemptKey) -> None:
+        if self._closed or self._on_progress is None or key not in self._known:
+            return
+        report = self._throttle.take(key, asyncio.get_running_loop().time())
+        if report is not None:
+            self._on_progress(key, *report)
+
     # ----------------------------------------------------------------- admission
 
     def _pump(self) -> None:
@@ -414,7 +508,15 @@ class Runtime:
     async def _run_io(self, slot: _Slot, a: Attempt) -> None:
         h = slot.handler
         job_id, task_id, attempt = a.key
-        ctx = TaskContext(job_id, task_id, attempt, a.deadline, h.name, a.trace_context)
+        ctx = TaskContext(
+            job_id,
+            task_id,
+            attempt,
+            a.deadline,
+            h.name,
+            a.trace_context,
+            self if self._on_progress is not None else None,
+        )
         try:
             try:
                 value = await cast(IoHandlerFn, h.fn)(ctx, a.payload)
@@ -465,7 +567,7 @@ class Runtime:
                     self._cpu_pool(), call_cpu_handler, module, qualname, a.payload
                 )
                 if a.timeout_s <= 0:
-                    value = await fut
+                    value, cpu_s, rss_bytes = await fut
                 else:
                     done, _ = await asyncio.wait([fut], timeout=a.timeout_s)
                     if not done:
@@ -479,14 +581,14 @@ class Runtime:
                         )
                         await asyncio.wait([fut])
                         return
-                    value = fut.result()
+                    value, cpu_s, rss_bytes = fut.result()
             except BrokenProcessPool as exc:
                 self._discard_pool()
                 self._fail(a, _broken_pool_error(h.name, exc))
             except Exception as exc:
                 self._fail(a, _error_from(h, exc), _metadata_from(exc))
             else:
-                self._succeed(a, value)
+                self._succeed(a, value, cpu_s, rss_bytes)
         finally:
             self._release(slot, a)
 
@@ -507,7 +609,7 @@ class Runtime:
 
     # ----------------------------------------------------------------- reporting
 
-    def _succeed(self, a: Attempt, value: object) -> None:
+    def _succeed(self, a: Attempt, value: object, cpu_s: float = 0.0, rss_bytes: int = 0) -> None:
         try:
             result = coerce_output(a.handler, value)
         except FatalError as exc:
@@ -533,6 +635,8 @@ class Runtime:
                 time.time(),
                 a.cancel_requested,
                 _clean(result.metadata) if result.metadata else None,
+                cpu_s,
+                rss_bytes,
             )
         )
 
@@ -555,6 +659,8 @@ class Runtime:
 
     def _report(self, outcome: Outcome) -> None:
         a = self._known.pop(outcome.key, None)
+        if self._throttle:
+            self._throttle.forget(outcome.key)
         if a is not None and a.task is not None and self._observer is not None:
             self._observer.on_end(a, outcome)
         self._on_finished(outcome)
@@ -575,6 +681,7 @@ def _timeout_error(name: str, timeout_s: float) -> AttemptError:
         ErrorKind.TIMEOUT,
         f"handler {name!r} did not finish within its start-to-close timeout of {timeout_s:.3g} s",
         retryable=True,
+        error_class=ErrorClass.TIMEOUT,
     )
 
 
@@ -584,6 +691,7 @@ def _broken_pool_error(name: str, exc: BaseException) -> AttemptError:
         f"the process pool running cpu handler {name!r} broke ({exc}); a worker probably died "
         "(out of memory?); the pool is restarted for the next attempt",
         retryable=True,
+        error_class=ErrorClass.TRANSIENT,
     )
 
 
@@ -602,10 +710,12 @@ def _clean(metadata: Mapping[str, str]) -> dict[str, str]:
 def _error_from(h: Handler, exc: Exception) -> AttemptError:
     """Map what a handler raised to the error reported for the attempt."""
     if isinstance(exc, FatalError):
-        return AttemptError(ErrorKind.FATAL, exc.message, retryable=False)
+        return AttemptError(
+            ErrorKind.FATAL, exc.message, retryable=False, error_class=exc.error_class
+        )
     if isinstance(exc, HandlerError):
         kind = ErrorKind.HANDLER_ERROR if exc.retryable else ErrorKind.FATAL
-        return AttemptError(kind, exc.message, exc.retryable, exc.retry_after_s)
+        return AttemptError(kind, exc.message, exc.retryable, exc.retry_after_s, exc.error_class)
     return AttemptError(
         ErrorKind.HANDLER_ERROR,
         f"handler {h.name!r} raised {type(exc).__name__}: {exc}",

@@ -11,7 +11,10 @@
 
 The environment calls the handler the way the agent does (same context, same return checks) and
 re-raises what the handler raised, so tests can assert on :class:`HandlerError` and
-:class:`FatalError`. CPU handlers run in this process, in a thread, so no pool is involved, but
+:class:`FatalError` (and their ``error_class``). Progress an io handler reports through
+``ctx.progress`` is recorded, unthrottled, in :attr:`HandlerEnvironment.progress`;
+:meth:`HandlerEnvironment.run_split` runs a task split into parts and merged as the controller
+would. CPU handlers run in this process, in a thread, so no pool is involved, but
 the environment still checks that the function can be imported by name as the agent's pool
 requires.
 """
@@ -19,8 +22,11 @@ requires.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import cast
+
+from deerflow_common.errors import AttemptKey
 
 from ._handler import (
     CpuHandlerFn,
@@ -52,6 +58,13 @@ class HandlerEnvironment:
         self.task_id = task_id
         self.attempt = attempt
         self.trace_context = dict(trace_context or {})
+        self.progress: list[tuple[float, str]] = []
+        """Every ``ctx.progress(fraction, message)`` of the runs so far, in order, as the agent
+        would send it (fraction clamped to 0-1, -1 when unknown)."""
+
+    def report_progress(self, key: AttemptKey, fraction: float, message: str) -> None:
+        """The :class:`ProgressSink` side: record the report."""
+        self.progress.append((fraction, message))
 
     async def run(
         self, handler: Handler | IoHandlerFn, payload: bytes, *, timeout_s: float = 30.0
@@ -75,8 +88,36 @@ class HandlerEnvironment:
         else:
             deadline = asyncio.get_running_loop().time() + timeout_s
             ctx = TaskContext(
-                self.job_id, self.task_id, self.attempt, deadline, h.name, self.trace_context
+                self.job_id, self.task_id, self.attempt, deadline, h.name, self.trace_context, self
             )
             async with asyncio.timeout_at(deadline):
                 value = await cast(IoHandlerFn, h.fn)(ctx, payload)
         return coerce_output(h.name, value)
+
+    async def run_split(
+        self, handler: Handler, payload: bytes, *, chunk: int = 1, timeout_s: float = 30.0
+    ) -> bytes:
+        """Run ``payload`` the way the controller's decomposer may: cut by the handler's splitter
+        (or its ``items_field`` list in slices of ``chunk`` items, other fields kept), each part
+        run in turn, and the outputs joined by the handler's merger. Raises ValueError when the
+        handler declares neither, and what the splitter, a part or the merger raised."""
+        if handler.merger is None:
+            raise ValueError(f"handler {handler.name!r} declares no merger: it is never split")
+        parts: list[bytes] = []
+        if handler.splitter is not None:
+            for part in handler.splitter(payload):
+                body = part if isinstance(part, bytes) else getattr(part, "payload", None)
+                if not isinstance(body, bytes):
+                    raise TypeError(f"the splitter of {handler.name!r} gave a part without bytes")
+                parts.append(body)
+        else:
+            doc = json.loads(payload)
+            items = doc[handler.items_field]
+            for i in range(0, len(items), max(1, chunk)):
+                parts.append(
+                    json.dumps({**doc, handler.items_field: items[i : i + chunk]}).encode()
+                )
+        outputs: list[bytes | None] = [
+            await self.run(handler, part, timeout_s=timeout_s) for part in parts
+        ]
+        return handler.merger(outputs)

@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+import statistics
+
 import grpc
 
 from deerflow_protos import admin_pb2, admin_pb2_grpc, agent_pb2
 
 from .model import TaskState
+from .predictor import Features
+from .recovery import CircuitState
 from .shell import Shell
+
+
+def _add_intelligence(stats: admin_pb2.Stats, shell: Shell, now: float) -> None:
+    """The predictor's accuracy, circuits, quarantines and the scheduling counters (#4)."""
+    sched = shell.scheduler
+    c = sched.counters
+    stats.schedule_timeouts = c.schedule_timeouts
+    stats.heartbeat_timeouts = c.heartbeat_timeouts
+    stats.split_tasks = c.split_tasks
+    stats.stolen = c.stolen
+    predictor = sched.predictor
+    for name in sorted(set(sched.accuracy) | set(sched.traits)):
+        errors = sched.accuracy.get(name)
+        estimate = predictor.predict(name, Features(0, 0))
+        stats.handlers.add(
+            name=name,
+            predictions=len(errors) if errors else 0,
+            mdape=statistics.median(errors) if errors else 0.0,
+            median_s=estimate.duration_s,
+            io_fraction=predictor.io_fraction(name),
+        )
+    for key, snap in sorted(sched.breakers.snapshot().items()):
+        if snap.state == CircuitState.CLOSED and not snap.trips:
+            continue
+        stats.circuits.add(
+            key=key,
+            state=snap.state.name.lower(),
+            trips=snap.trips,
+            open_for_s=max(0.0, snap.until - now) if snap.state == CircuitState.OPEN else 0.0,
+            reason=sched.circuit_reasons.get(key, ""),
+        )
+    for (agent, handler), (why, until) in sorted(sched.quarantine_reasons.items()):
+        stats.quarantined.add(
+            agent_id=agent, handler=handler, reason=why, for_s=max(0.0, until - now)
+        )
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
@@ -65,6 +104,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
                 paused_for_s=max(0.0, gate.paused_until - now),
                 limit_stated=gate.learner is not None and gate.learner.stated,
             )
+        _add_intelligence(stats, shell, now)
         return stats
 
     async def ListAgents(

@@ -44,24 +44,42 @@ def _work(task_id: str, items: int, per_item_s: float, **kw: Any) -> Task:
 
 
 async def _makespan(client: AsyncClient, tasks: list[Task], name: str) -> dict[str, Any]:
-    """Submit ``tasks`` as one job; wait for every result. Returns the makespan (submit to the
-    last result) and per-task attempts and outcomes."""
+    """Submit ``tasks`` as one job; follow its events to the last result. Returns the makespan
+    (submit to the last result), per-task attempts, and the prediction error of every attempt
+    that ran (predicted on DISPATCHED vs RUNNING to SUCCEEDED by the controller's clock)."""
     started = time.perf_counter()
     job = await client.submit(tasks, name=name)
     attempts: dict[str, int] = {}
     agents: Counter[str] = Counter()
+    predicted: dict[str, float] = {}
+    began: dict[str, float] = {}
+    errors: list[float] = []
     ok = failed = 0
-    async for result in job.results():
-        attempts[result.task_id] = result.attempt
-        agents[result.agent_id] += 1
-        ok += result.ok
-        failed += not result.ok
+    async for ev in job.events():
+        if ev.state == "DISPATCHED":
+            predicted[ev.task_id] = ev.predicted_s
+        elif ev.state == "RUNNING":
+            began[ev.task_id] = ev.time
+        elif ev.terminal:
+            attempts[ev.task_id] = ev.attempt
+            agents[ev.agent_id] += 1
+            if ev.state == "SUCCEEDED":
+                ok += 1
+                run_s = ev.time - began.get(ev.task_id, ev.time)
+                guess = predicted.get(ev.task_id, 0.0)
+                if run_s > 0 and guess > 0:
+                    errors.append(abs(guess - run_s) / run_s)
+            else:
+                failed += 1
+            if len(attempts) == len(tasks):
+                break
     return {
         "seconds": time.perf_counter() - started,
         "succeeded": ok,
         "failed": failed,
         "attempts": attempts,
         "tasks_by_agent": dict(sorted(agents.items())),
+        "mdape": round(statistics.median(errors), 4) if errors else None,
     }
 
 
@@ -81,14 +99,6 @@ def _shape(
         "machine": machine(),
         **extra,
     }
-
-
-async def _predictor_error(client: AsyncClient, handler: str) -> float | None:
-    stats = await client.stats()
-    for h in getattr(stats, "handlers", ()):
-        if h.name == handler and h.predictions:
-            return round(float(h.mdape), 4)
-    return None
 
 
 def _heavy_tailed_items(rng: random.Random, n: int, median: float, sigma: float) -> list[int]:
@@ -116,7 +126,7 @@ async def skewed(
         if warmup:
             await _warm_up(client, rng, per_item_s, warmup)
         run = await _makespan(client, work, "bench-skewed")
-        mdape = await _predictor_error(client, "work")
+        mdape = run["mdape"]
     return _shape(
         "skewed",
         tasks,
@@ -202,7 +212,7 @@ async def hetero(
         if warmup:
             await _warm_up(client, rng, per_item_s, warmup)
         run = await _makespan(client, work, "bench-hetero")
-        mdape = await _predictor_error(client, "work")
+        mdape = run["mdape"]
     return _shape(
         "hetero",
         tasks,
@@ -222,11 +232,22 @@ async def hetero(
 async def brownout(
     tasks: int, agents: int, slots: int, error_rate: float, window_s: float, seed: int
 ) -> dict[str, Any]:
-    """Search tasks offered steadily while the simulator fails ``error_rate`` of requests with
-    5xx for ``window_s``: the circuit breaker should hold work back instead of burning retries."""
+    """Search tasks offered steadily for ``2 * window_s`` while the simulator answers
+    ``error_rate`` of requests with 5xx during the middle ``window_s``: retries must not storm,
+    the circuit breaker should hold work back while the provider browns out, and (nearly) every
+    task must eventually succeed."""
     key = "sim-key"
+    duration_s = 2 * window_s
+    waves = max(1, int(duration_s / 0.1))
     sim = await SimulatorProcess.start(
-        ["--seed", str(seed), "--key", f"{key}=rpm:100000,tpm:1000000000,concurrency:100000"]
+        [
+            "--seed",
+            str(seed),
+            "--time-scale",
+            "0.1",
+            "--key",
+            f"{key}=rpm:1000000,tpm:1000000000,concurrency:100000",
+        ]
     )
     try:
         cluster = Cluster(
@@ -236,45 +257,71 @@ async def brownout(
         )
         async with cluster, AsyncClient(cluster.address, timeout_s=120) as client:
             await client.agents(wait_for=agents, timeout_s=30)
-            async with aiohttp.ClientSession() as http:
-                await http.post(
-                    f"{sim.url}/admin/brownout",
-                    json={"error_rate": error_rate, "duration_s": window_s},
-                )
-            work = [
-                Task(
-                    f"s{i}",
-                    "search",
-                    {"query": f"brownout query {i}", "max_results": 3},
-                    rate_keys=(f"search/{key}",),
-                    cache="off",
-                )
-                for i in range(tasks)
-            ]
-            run = await _makespan(client, work, "bench-brownout")
+
+            async def offer() -> list[dict[str, Any]]:
+                runs = []
+                per_wave = [tasks // waves + (i < tasks % waves) for i in range(waves)]
+                n = 0
+                t0 = time.perf_counter()
+                for w, count in enumerate(per_wave):
+                    batch = [
+                        Task(
+                            f"s{n + i}",
+                            "search",
+                            {"query": f"brownout query {n + i}", "max_results": 3},
+                            rate_keys=(f"search/{key}",),
+                            cache="off",
+                        )
+                        for i in range(count)
+                    ]
+                    n += count
+                    if batch:
+                        runs.append(
+                            asyncio.ensure_future(_makespan(client, batch, f"brownout-{w}"))
+                        )
+                    await asyncio.sleep(max(0.0, t0 + (w + 1) * 0.1 - time.perf_counter()))
+                return list(await asyncio.gather(*runs))
+
+            async def brown() -> None:
+                await asyncio.sleep(window_s / 2)
+                async with aiohttp.ClientSession() as http:
+                    await http.post(
+                        f"{sim.url}/admin/brownout",
+                        json={"error_rate": error_rate, "duration_s": window_s},
+                    )
+
+            started = time.perf_counter()
+            results, _ = await asyncio.gather(offer(), brown())
+            seconds = time.perf_counter() - started
             stats = await client.stats()
         async with aiohttp.ClientSession() as http, http.get(f"{sim.url}/stats") as resp:
             sim_stats: dict[str, Any] = await resp.json()
     finally:
         await sim.stop()
-    attempts = list(run["attempts"].values())
-    succeeded = int(run["succeeded"])
+    attempts = [a for r in results for a in r["attempts"].values()]
+    succeeded = sum(int(r["succeeded"]) for r in results)
     return {
         "workload": "brownout",
         "tasks": tasks,
-        "seconds": round(float(run["seconds"]), 3),
+        "seconds": round(seconds, 3),
         "succeeded": succeeded,
-        "failed": run["failed"],
+        "failed": sum(int(r["failed"]) for r in results),
         "success_ratio": round(succeeded / tasks, 5),
-        "ratio_to_ideal": round((tasks / max(1, succeeded)), 5),
+        "ratio_to_ideal": round(tasks / max(1, succeeded), 5),
         "ideal_basis": "every task succeeds (ratio = tasks / succeeded; target <= 1.0101)",
         "attempts_mean": round(statistics.fmean(attempts), 3),
         "attempts_max": max(attempts),
-        "attempts_histogram": dict(sorted(Counter(attempts).items())),
+        "attempts_histogram": {str(k): v for k, v in sorted(Counter(attempts).items())},
         "retries": stats.retries,
+        "circuit_trips": sum(c.trips for c in stats.circuits),
+        "circuits": [
+            {"key": c.key, "state": c.state, "trips": c.trips, "reason": c.reason}
+            for c in stats.circuits
+        ],
         "provider": sim_stats.get("keys", {}).get(key, {}),
         "error_rate": error_rate,
         "window_s": window_s,
+        "offered_over_s": duration_s,
         "agents": agents,
         "slots": slots,
         "seed": seed,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .balancer import BalancerConfig
+from .predictor import PredictorConfig
 from .ratelimit import LimiterConfig
+from .recovery import RecoveryConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +48,18 @@ class SchedulerConfig:
     """After agents join or leave, how long a task whose handler no agent offers waits before it
     fails with UNKNOWN_HANDLER. Lets a cluster finish starting before tasks are judged."""
 
-    retry_base_s: float = 0.2
-    """First retry delay; doubles per failure, with jitter."""
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    """Error classes, retry budgets and delays per class, circuit breakers, agent quarantine."""
 
-    retry_max_s: float = 30.0
-    """Cap on the retry delay (a provider's Retry-After may still ask for longer)."""
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    balancer: BalancerConfig = field(default_factory=BalancerConfig)
+
+    placement_min_s: float = 0.005
+    """Tasks predicted shorter than this skip the balancer's placement and stealing (they go
+    round-robin to agents with credit): choosing costs more than it could gain."""
+
+    steal: bool = True
+    """Move attempts prefetched to a lagging agent, not yet started, to an idle one."""
 
     job_retention_s: float = 600.0
     """How long a finished job stays queryable and watchable, for clients that re-attach."""

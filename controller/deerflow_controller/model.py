@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from deerflow_common.errors import AttemptKey, ErrorClass, ErrorKind, TaskError
+
+if TYPE_CHECKING:
+    from .recovery import RetryState
 
 __all__ = [
     "TERMINAL_STATES",
@@ -121,6 +125,16 @@ class Task:
     """When the running attempt last showed life (start or progress report): heartbeat timeout."""
     scheduled_attempt: int = -1
     """The attempt number the armed schedule-to-start timer guards (-1: none armed)."""
+    retry: RetryState | None = None
+    """What the retry policy remembers between attempts (created at the first failure)."""
+    parked_on: str = ""
+    """The circuit (rate key or handler:<name>) this THROTTLED task waits on to close."""
+    predicted_s: float = -1.0
+    """Predicted run time on the reference agent (-1: not predicted yet)."""
+    predicted_run_s: float = 0.0
+    """Predicted run time of the current attempt on its agent (for the accuracy stats)."""
+    features: object = None
+    """The predictor's features of the payload (computed once)."""
 
     @property
     def id(self) -> str:
@@ -152,6 +166,8 @@ class Event:
     detail: str = ""
     """Why the controller decided this transition, in a sentence (cache hit, circuit open...)."""
     cache_layer: str = ""
+    predicted_s: float = 0.0
+    """On DISPATCHED: the attempt's predicted run time on its agent (0 = not predicted)."""
 
     @property
     def terminal(self) -> bool:

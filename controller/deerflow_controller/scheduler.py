@@ -14,14 +14,19 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from deerflow_common import signals
+
+from .balancer import Balancer
 from .config import SchedulerConfig
 from .model import (
     AgentView,
     AttemptKey,
+    ErrorClass,
     ErrorKind,
     Event,
     HandlerTraits,
@@ -31,8 +36,22 @@ from .model import (
     TaskSpec,
     TaskState,
 )
+from .predictor import Features, HandlerDefaults, Predictor, features
 from .ratelimit import RateLimiter
 from .ready_queue import ReadyQueue, labels_match
+from .recovery import (
+    AgentQuarantine,
+    CircuitBreakers,
+    CircuitState,
+    CircuitTransition,
+    QuarantineAction,
+    QuarantineDecision,
+    RetryPolicy,
+    RetryState,
+    about_the_provider,
+    classify,
+    handler_key,
+)
 
 
 @dataclass(slots=True)
@@ -62,6 +81,9 @@ class Outbox:
     expired_jobs: list[str] = field(default_factory=list)
     disconnects: list[str] = field(default_factory=list)
     """Agents declared dead for silence: the shell closes their streams."""
+    notices: list[str] = field(default_factory=list)
+    """Cluster-level decisions in a sentence (circuit opened, agent quarantined): the shell
+    logs them; the tasks they affect carry them in their events' detail."""
 
     def __bool__(self) -> bool:
         return bool(
@@ -70,6 +92,7 @@ class Outbox:
             or self.touched_jobs
             or self.expired_jobs
             or self.disconnects
+            or self.notices
         )
 
 
@@ -82,6 +105,16 @@ class _Timer(IntEnum):
     RATE_RELEASE = 6
     SCHEDULE_TO_START = 7
     HEARTBEAT = 8
+    RECOVERY = 9
+
+
+_NO_METADATA: Mapping[str, str] = {}
+
+
+def _with_class(error: TaskError, cls: ErrorClass) -> TaskError:
+    if error.error_class == cls:
+        return error
+    return TaskError(error.kind, error.message, error.retryable, error.retry_after_s, cls)
 
 
 _TASK_TIMERS = frozenset({_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START})
@@ -98,6 +131,10 @@ class Counters:
     retries: int = 0
     schedule_timeouts: int = 0
     heartbeat_timeouts: int = 0
+    circuit_trips: int = 0
+    quarantines: int = 0
+    stolen: int = 0
+    split_tasks: int = 0
     stale_results: int = 0
 
 
@@ -145,6 +182,23 @@ class Scheduler:
         self._rr = 0
         self.traits: dict[str, HandlerTraits] = {}
         """What agents declared about each handler (the latest declaration wins)."""
+        recovery = self.config.recovery
+        self.retry_policy = RetryPolicy(recovery.retry)
+        self.breakers = CircuitBreakers(recovery.breaker)
+        self.quarantine = AgentQuarantine(recovery.quarantine)
+        self._parked: dict[str, list[Task]] = {}
+        """Tasks THROTTLED on an open circuit, by circuit key."""
+        self._quarantined: dict[str, frozenset[str]] = {}
+        """Agent id -> handlers it may not run now (quarantine)."""
+        self._recovery_timer_at = math.inf
+        self.predictor = Predictor(self.config.predictor)
+        self.balancer = Balancer(self.config.balancer)
+        self.accuracy: dict[str, deque[float]] = {}
+        """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
+        self.circuit_reasons: dict[str, str] = {}
+        """Why each circuit last opened (for stats and the dashboard)."""
+        self.quarantine_reasons: dict[tuple[str, str], tuple[str, float]] = {}
+        """(agent, handler) -> (why, until) while quarantined."""
 
     # ----------------------------------------------------------------- queries
 
@@ -257,6 +311,17 @@ class Scheduler:
         self.agents[agent_id] = agent
         if traits:
             self.traits.update(traits)
+            for name, t in traits.items():
+                self.predictor.declare(
+                    name,
+                    HandlerDefaults(
+                        duration_s=t.default_duration_s,
+                        cpu_s=t.default_cpu_s,
+                        memory_bytes=t.default_memory_bytes,
+                        items_field=t.items_field,
+                        cpu_bound=t.kind == "cpu",
+                    ),
+                )
         if len(self.agents) == 1:
             self._push_timer(now + self.config.agent_silence_s, _Timer.LIVENESS, None)
         for h in agent.handlers:
@@ -289,6 +354,7 @@ class Scheduler:
         agent = self.agents.pop(agent_id, None)
         if agent is None:
             return
+        self.balancer.agent_left(agent_id)
         for h in agent.handlers:
             self._handler_offers[h] -= 1
         self._membership_changed(now)
@@ -297,14 +363,14 @@ class Scheduler:
                 continue
             if reconnecting:
                 task.agent_id = ""
-                self.ready.push(task, now)
+                self._push_ready(task, now)
                 continue
             error = TaskError(
                 ErrorKind.AGENT_LOST,
                 f"agent {agent_id!r} disconnected during attempt {task.attempt}",
                 retryable=True,
             )
-            self._attempt_failed(task, error, now, backoff=False)
+            self._attempt_failed(task, error, now)
         agent.in_flight.clear()
         agent.capped_in_flight.clear()
         if not reconnecting:
@@ -318,6 +384,7 @@ class Scheduler:
             return
         agent.draining = True
         for key in not_started:
+            self.balancer.ended(agent_id, key, now)
             task = agent.release(key)
             if task is None or task.terminal or task.attempt != key[2]:
                 continue
@@ -349,6 +416,7 @@ class Scheduler:
                 and task.agent_id == agent_id
             ):
                 task.state = TaskState.RUNNING
+                self.balancer.started(agent_id, key, now)
                 # Start-to-close runs from the start: a prefetched attempt may have waited.
                 task.deadline = now + task.timeout_s + self.config.timeout_grace_s
                 self._emit(task, TaskState.RUNNING, now)
@@ -378,9 +446,11 @@ class Scheduler:
         agent = self.agents.get(agent_id)
         if agent is not None:
             agent.last_heartbeat = now
+        balancer = self.balancer
         for result in results:
             key = result.key
             task = agent.release(key) if agent is not None else None
+            balancer.ended(agent_id, key, now)
             if task is None:
                 task = self._task_for(key)
             if agent is not None:
@@ -392,6 +462,9 @@ class Scheduler:
                 self.limiter.observe(task, result.metadata, now)
             current = task.attempt == key[2] and task.agent_id == agent_id
             if result.ok:
+                self._record_success(task, agent_id, now)
+                if result.run_s > 0:
+                    self._learn(task, agent_id, result, now)
                 if not current and task.agent_id:
                     # An earlier attempt won the race: stop the current one.
                     self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
@@ -405,9 +478,12 @@ class Scheduler:
                         f"agent {agent_id!r} stopped attempt {key[2]} before it finished",
                         retryable=True,
                     )
-                else:
-                    err = result.error or TaskError(ErrorKind.HANDLER_ERROR, "handler failed", True)
-                self._attempt_failed(task, err, now, backoff=True)
+                    self._attempt_failed(task, err, now)
+                    continue
+                err = result.error or TaskError(ErrorKind.HANDLER_ERROR, "handler failed", True)
+                cls = classify(err, result.metadata)
+                self._record_failure(task, agent_id, err, cls, now)
+                self._attempt_failed(task, err, now, cls=cls, metadata=result.metadata)
             else:
                 self.counters.stale_results += 1
         self._dispatch(now)
@@ -558,6 +634,9 @@ class Scheduler:
                 assert isinstance(subject, Task)
                 if subject.attempt == token and subject.state == TaskState.RUNNING:
                     self._heartbeat_due(subject, now)
+            elif kind == _Timer.RECOVERY and self._recovery_timer_at <= now:
+                self._recovery_timer_at = math.inf
+                self._advance_recovery(now)
         self._dispatch(now)
 
     # ----------------------------------------------------------------- internals
@@ -646,7 +725,7 @@ class Scheduler:
             "task's labels, and resubmit",
         )
 
-    def _make_ready(self, task: Task, now: float) -> None:
+    def _make_ready(self, task: Task, now: float, detail: str = "") -> None:
         spec = task.spec
         if self._handler_unknown(spec.handler, now):
             error = self._unknown_handler_error(spec.handler)
@@ -663,11 +742,13 @@ class Scheduler:
                 now + spec.schedule_to_start_s, _Timer.SCHEDULE_TO_START, task, task.attempt
             )
         if task.spec.rate_keys:
+            if detail:
+                self._emit(task, TaskState.QUEUED, now, detail=detail)
             self.limiter.offer(task, now)
             self._offered.append(task)
             return
-        self.ready.push(task, now)
-        self._emit(task, TaskState.QUEUED, now)
+        self._push_ready(task, now)
+        self._emit(task, TaskState.QUEUED, now, detail=detail)
 
     def _release_throttled(self, now: float) -> None:
         """Move tasks whose rate keys have room into the ready queue; report the rest
@@ -680,7 +761,7 @@ class Scheduler:
         room = max(0, sum(a.credit for a in self.agents.values()) - len(self.ready))
         released = limiter.release(now, room)
         for task in released:
-            self.ready.push(task, now)
+            self._push_ready(task, now)
             self._emit(task, TaskState.QUEUED, now)
         for task in self._offered:
             if task.state == TaskState.THROTTLED:
@@ -698,39 +779,171 @@ class Scheduler:
             self._push_timer(nxt, _Timer.RATE_RELEASE, None)
 
     def _dispatch(self, now: float) -> None:
-        """Fill every agent's credit from the ready queue, one task per agent per round so that
-        a burst spreads across agents."""
+        """Fill agents' credit from the ready queue: each agent in turn takes its best task,
+        which goes to the agent the balancer predicts finishes it first (the puller itself for
+        tasks too short to be worth placing: round-robin spreads a burst). Then idle agents may
+        take over attempts prefetched to lagging ones."""
         self._release_throttled(now)
-        if not len(self.ready) or not self.agents:
+        if not self.agents:
             return
+        if len(self.ready):
+            self._fill(now)
+        if self.config.steal and len(self.agents) > 1 and not len(self.ready):
+            self._steal(now)
+
+    def _fill(self, now: float) -> None:
         agents = [a for a in self.agents.values() if a.credit > 0]
         if not agents:
             return
         # Rotate the starting agent so ties do not always favour the same one.
         self._rr = (self._rr + 1) % len(agents)
         agents = agents[self._rr :] + agents[: self._rr]
-        assignments = self.outbox.assignments
-        deadline_grace = self.config.timeout_grace_s
+        breakers, quarantined = self.breakers, self._quarantined
+        place = len(self.agents) > 1
+        placement_min = self.config.placement_min_s
+        all_agents = self.agents.values()
         while agents and len(self.ready):
             still: list[AgentView] = []
             for agent in agents:
-                task = self.ready.pop_for(agent.open_handlers(), agent.labels)
+                handlers = agent.open_handlers()
+                if quarantined and agent.id in quarantined:
+                    handlers = [h for h in handlers if h not in quarantined[agent.id]]
+                task = self.ready.pop_for(handlers, agent.labels)
                 if task is None:
                     continue
-                task.attempt += 1
-                task.state = TaskState.DISPATCHED
-                task.agent_id = agent.id
-                agent.hold(task.key, task)
-                batch = assignments.get(agent.id)
-                if batch is None:
-                    batch = assignments[agent.id] = []
-                batch.append(task)
-                self._emit(task, TaskState.DISPATCHED, now)
-                task.deadline = now + task.timeout_s + deadline_grace
-                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+                if not breakers.all_closed:
+                    refused = breakers.allow_all(self._circuit_keys(task), now, task.id)
+                    if refused is not None:
+                        self._park(task, refused, now)
+                        still.append(agent)
+                        continue
+                target = agent
+                if place and task.predicted_s >= placement_min:
+                    # The puller first: on a tie it keeps the task, so a burst still spreads.
+                    candidates = [agent, *(a for a in all_agents if a is not agent)]
+                    choice = self._place(task, candidates, now)
+                    if choice is None:
+                        # Every eligible agent is over its ceilings and busy: wait for room.
+                        self._push_ready(task, now)
+                        continue
+                    target = choice
+                self._assign(task, target, now)
                 if agent.credit > 0:
                     still.append(agent)
             agents = still
+
+    def _place(self, task: Task, agents: Iterable[AgentView], now: float) -> AgentView | None:
+        handler = task.spec.handler
+        predictor = self.predictor
+        traits = self.traits.get(handler)
+        choice = self.balancer.choose(
+            handler,
+            task.spec.labels,
+            task.predicted_s,
+            agents,
+            lambda agent_id: predictor.handler_speed(handler, agent_id),
+            now,
+            cpu_bound=traits is not None and traits.kind == "cpu",
+        )
+        return choice.agent
+
+    def _assign(self, task: Task, agent: AgentView, now: float, detail: str = "") -> None:
+        task.attempt += 1
+        task.state = TaskState.DISPATCHED
+        task.agent_id = agent.id
+        agent.hold(task.key, task)
+        batch = self.outbox.assignments.get(agent.id)
+        if batch is None:
+            batch = self.outbox.assignments[agent.id] = []
+        batch.append(task)
+        if task.predicted_s >= 0:
+            speed = self.predictor.handler_speed(task.spec.handler, agent.id) or 1.0
+            task.predicted_run_s = task.predicted_s / speed
+            self.balancer.assigned(agent.id, task.key, task.predicted_run_s)
+        self._emit(task, TaskState.DISPATCHED, now, detail=detail, predicted_s=task.predicted_run_s)
+        task.deadline = now + task.timeout_s + self.config.timeout_grace_s
+        self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+
+    def _steal(self, now: float) -> None:
+        """Idle agents (free slots, nothing queued they can run) take attempts that wait
+        unstarted in a lagging agent's prefetch, when the balancer predicts a gain."""
+        agents = list(self.agents.values())
+        ledgers = self.balancer.ledgers
+        # Only an agent whose every slot runs something makes prefetched attempts wait; on any
+        # other, an unstarted attempt is merely in transit and starts at once.
+        lagging = [a for a in agents if a.id in ledgers and len(ledgers[a.id].running) >= a.slots]
+        if not lagging:
+            return
+        predictor = self.predictor
+        for idle in agents:
+            if len(idle.in_flight) >= idle.slots or idle.draining:
+                continue
+            proposals = self.balancer.propose_steals(idle, lagging, predictor.agent_speed, now)
+            for p in proposals:
+                task = self._task_for(p.key)
+                source = self.agents.get(p.from_agent)
+                if (
+                    task is None
+                    or source is None
+                    or task.state != TaskState.DISPATCHED
+                    or task.attempt != p.key[2]
+                    or task.agent_id != p.from_agent
+                    or idle.credit <= 0
+                ):
+                    continue
+                self.outbox.cancels.setdefault(p.from_agent, []).append(p.key)
+                source.release(p.key)
+                self.balancer.ended(p.from_agent, p.key, now)
+                self.counters.stolen += 1
+                detail = (
+                    f"moved from {p.from_agent} (predicted {p.gain_s:.2f} s sooner): "
+                    f"{p.reason.value}"
+                )
+                if task.spec.rate_keys:
+                    # Give back the lagging attempt's rate slots; the limiter admits it anew.
+                    self.limiter.end_attempt(task)
+                    task.agent_id = ""
+                    self._make_ready(task, now, detail=detail)
+                    continue
+                self._assign(task, idle, now, detail=detail)
+
+    def _push_ready(self, task: Task, now: float) -> None:
+        """Queue a ready task, ranked LPT-first within its priority (longest predicted first
+        within a burst; a task that waited longer than the balancer's cap goes first anyway)."""
+        pred = task.predicted_s
+        if pred < 0:
+            spec = task.spec
+            traits = self.traits.get(spec.handler)
+            feats = features(spec.payload, traits.items_field if traits is not None else "")
+            task.features = feats
+            pred = task.predicted_s = self.predictor.predict(
+                spec.handler, feats, hint_s=spec.est_duration_s
+            ).duration_s
+        self.ready.push(task, now, now - min(pred, self.balancer.config.lpt_max_advance_s))
+
+    def _learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
+        """Feed a successful attempt's measured cost to the predictor; track its accuracy."""
+        feats = task.features
+        if not isinstance(feats, Features):
+            return
+        metadata = result.metadata
+        tokens = signals.number(metadata, signals.TOTAL_TOKENS) if metadata else None
+        handler = task.spec.handler
+        if task.predicted_run_s > 0:
+            errors = self.accuracy.get(handler)
+            if errors is None:
+                errors = self.accuracy[handler] = deque(maxlen=2048)
+            errors.append(abs(task.predicted_run_s - result.run_s) / result.run_s)
+        self.predictor.observe(
+            handler,
+            agent_id,
+            feats,
+            result.run_s,
+            result.cpu_s,
+            result.rss_bytes,
+            tokens or 0.0,
+            now,
+        )
 
     def _deadline_due(self, task: Task, now: float) -> None:
         if task.deadline > now:
@@ -751,8 +964,10 @@ class Scheduler:
             f"attempt {task.attempt} on agent {agent_id!r} did not finish within "
             f"{task.timeout_s:g} s (start-to-close)",
             retryable=True,
+            error_class=ErrorClass.TIMEOUT,
         )
-        self._attempt_failed(task, error, now, backoff=True)
+        self._record_failure(task, agent_id, error, ErrorClass.TIMEOUT, now)
+        self._attempt_failed(task, error, now, cls=ErrorClass.TIMEOUT)
 
     def _schedule_to_start_due(self, task: Task, armed_attempt: int, now: float) -> None:
         """Schedule-to-start expired for the attempt armed as ``armed_attempt``: the task ends
@@ -794,13 +1009,16 @@ class Scheduler:
             f"attempt {task.attempt} on agent {agent_id!r} reported no progress for {hb:g} s "
             "(heartbeat timeout); the handler should call ctx.progress() more often than that",
             retryable=True,
+            error_class=ErrorClass.TIMEOUT,
         )
-        self._attempt_failed(task, error, now, backoff=True)
+        self._record_failure(task, agent_id, error, ErrorClass.TIMEOUT, now)
+        self._attempt_failed(task, error, now, cls=ErrorClass.TIMEOUT)
 
     def _forget_in_flight(self, task: Task) -> None:
         agent = self.agents.get(task.agent_id)
         if agent is not None:
             agent.release(task.key)
+            self.balancer.ended(agent.id, task.key, task.deadline)
 
     def _release_slot_by_cancel(self, task: Task) -> None:
         """Ask the agent to stop a dispatched attempt. Its slot stays counted until the agent
@@ -810,39 +1028,167 @@ class Scheduler:
         elif task.state == TaskState.QUEUED:
             self.ready.discard(task)
 
-    def _attempt_failed(self, task: Task, error: TaskError, now: float, *, backoff: bool) -> None:
-        """End the current attempt badly: retry (after a jittered, doubling delay with the
-        provider's Retry-After as a floor) while the budget lasts, else finish the task."""
+    def _attempt_failed(
+        self,
+        task: Task,
+        error: TaskError,
+        now: float,
+        *,
+        cls: ErrorClass | None = None,
+        metadata: Mapping[str, str] = _NO_METADATA,
+    ) -> None:
+        """End the current attempt badly: retry while the error class's budget lasts (after a
+        decorrelated-jitter delay with the provider's Retry-After as a floor; see
+        ``recovery.retry``), else finish the task. The decision's reason rides on the event."""
         failed_on, task.agent_id = task.agent_id, ""
         self.limiter.end_attempt(task)
         task.failures += 1
-        if not error.retryable or task.failures > task.max_retries:
-            final = TaskState.TIMED_OUT if error.kind == ErrorKind.TIMEOUT else TaskState.FAILED
-            if error.retryable:
-                error = TaskError(
-                    error.kind,
-                    f"{error.message}; gave up after {task.failures} attempts "
-                    f"(max_retries={task.max_retries})",
-                    False,
-                )
+        if cls is None:
+            cls = classify(error, metadata)
+        if not error.retryable:
+            self._finish(
+                task, TaskState.FAILED, now, error=_with_class(error, cls), agent=failed_on
+            )
+            return
+        state = task.retry
+        if state is None:
+            state = task.retry = RetryState()
+        decision = self.retry_policy.decide(
+            state, error, cls, metadata, max_retries=task.max_retries, rng=self._rng
+        )
+        if not decision.retry:
+            final = TaskState.TIMED_OUT if cls == ErrorClass.TIMEOUT else TaskState.FAILED
+            error = TaskError(
+                error.kind,
+                f"{error.message}; gave up after {task.failures} attempts: {decision.reason}",
+                False,
+                error.retry_after_s,
+                cls,
+            )
             self._finish(task, final, now, error=error, agent=failed_on)
             return
         self.counters.retries += 1
-        delay = 0.0
-        if backoff:
-            cfg = self.config
-            ceiling = min(cfg.retry_max_s, cfg.retry_base_s * (2 ** (task.failures - 1)))
-            delay = max(error.retry_after_s, ceiling * (0.5 + 0.5 * self._rng.random()))
+        delay = decision.delay_s
         not_before = now + delay
         task.state = TaskState.QUEUED
         task.ready_seq = 0
         self._emit(
-            task, TaskState.RETRYING, now, error=error, not_before=not_before, agent=failed_on
+            task,
+            TaskState.RETRYING,
+            now,
+            error=_with_class(error, cls),
+            not_before=not_before,
+            agent=failed_on,
+            detail=decision.reason,
         )
         if delay > 0:
             self._push_timer(not_before, _Timer.RETRY, task, task.failures)
         else:
             self._make_ready(task, now)
+
+    # ----------------------------------------------------------------- recovery
+
+    def _circuit_keys(self, task: Task) -> tuple[str, ...]:
+        return (*task.spec.rate_keys, handler_key(task.spec.handler))
+
+    def _record_success(self, task: Task, agent_id: str, now: float) -> None:
+        breakers = self.breakers
+        for key in self._circuit_keys(task):
+            transition = breakers.record_success(key, task.id, now)
+            if transition is not None:
+                self._circuit_changed(transition, now)
+        decision = self.quarantine.record(
+            agent_id, task.spec.handler, True, ErrorClass.UNSPECIFIED, now
+        )
+        if decision is not None:
+            self._quarantine_changed(decision, now)
+
+    def _record_failure(
+        self, task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
+    ) -> None:
+        """Feed a failed attempt to the circuit breakers (when the provider is to blame) and to
+        the quarantine judge (when the agent might be)."""
+        if about_the_provider(error):
+            for key in self._circuit_keys(task):
+                transition = self.breakers.record_failure(key, task.id, cls, now)
+                if transition is not None:
+                    self._circuit_changed(transition, now)
+        if error.kind != ErrorKind.AGENT_LOST:
+            decision = self.quarantine.record(agent_id, task.spec.handler, False, cls, now)
+            if decision is not None:
+                self._quarantine_changed(decision, now)
+
+    def _circuit_changed(self, t: CircuitTransition, now: float) -> None:
+        self.outbox.notices.append(t.reason)
+        if t.new == CircuitState.OPEN:
+            self.counters.circuit_trips += 1
+            self.circuit_reasons[t.key] = t.reason
+        else:
+            # Half-open or closed: the tasks waiting on it go back; the first to be dispatched
+            # takes the half-open probe, the others wait again.
+            for task in self._parked.pop(t.key, ()):
+                if task.parked_on == t.key and task.state == TaskState.THROTTLED:
+                    task.parked_on = ""
+                    self._make_ready(task, now, detail=t.reason)
+        self._arm_recovery_timer(now)
+
+    def _quarantine_changed(self, d: QuarantineDecision, now: float) -> None:
+        self.outbox.notices.append(d.reason)
+        agent = self.agents.get(d.agent)
+        self._quarantined[d.agent] = self.quarantine.quarantined_handlers(d.agent, now)
+        if not self._quarantined[d.agent]:
+            del self._quarantined[d.agent]
+        pair = (d.agent, d.handler)
+        if d.action == QuarantineAction.QUARANTINED:
+            self.quarantine_reasons[pair] = (d.reason, d.until)
+        else:
+            self.quarantine_reasons.pop(pair, None)
+        if d.action == QuarantineAction.QUARANTINED:
+            self.counters.quarantines += 1
+            if agent is not None:
+                # Take back what it has not started of that handler; it runs elsewhere.
+                for key, task in list(agent.in_flight.items()):
+                    if (
+                        task.state == TaskState.DISPATCHED
+                        and task.spec.handler == d.handler
+                        and task.attempt == key[2]
+                        and task.agent_id == agent.id
+                    ):
+                        self.outbox.cancels.setdefault(agent.id, []).append(key)
+                        agent.release(key)
+                        self.balancer.ended(agent.id, key, now)
+                        task.agent_id = ""
+                        self.limiter.end_attempt(task)
+                        self._make_ready(task, now, detail=d.reason)
+        self._arm_recovery_timer(now)
+
+    def _arm_recovery_timer(self, now: float) -> None:
+        times = [t for t in (self.breakers.next_change(now), self.quarantine.next_change(now)) if t]
+        if not times:
+            return
+        when = max(min(times), now + 1e-3)
+        if when < self._recovery_timer_at or self._recovery_timer_at <= now:
+            self._recovery_timer_at = when
+            self._push_timer(when, _Timer.RECOVERY, None)
+
+    def _advance_recovery(self, now: float) -> None:
+        for t in self.breakers.advance(now):
+            self._circuit_changed(t, now)
+        for d in self.quarantine.advance(now):
+            self._quarantine_changed(d, now)
+        self._arm_recovery_timer(now)
+
+    def _park(self, task: Task, key: str, now: float) -> None:
+        """Hold a task whose circuit is open until it half-opens or closes (THROTTLED, with the
+        circuit named in the event's detail). It gives back its rate slots meanwhile."""
+        self.limiter.end_attempt(task)
+        task.parked_on = key
+        task.state = TaskState.THROTTLED
+        self._parked.setdefault(key, []).append(task)
+        snap = self.breakers.snapshot().get(key)
+        until = f" until at least t={snap.until:.1f}" if snap is not None and snap.until else ""
+        self._emit(task, TaskState.THROTTLED, now, detail=f"circuit {key} is open{until}")
+        self._arm_recovery_timer(now)
 
     def _finish(
         self,
@@ -896,7 +1242,10 @@ class Scheduler:
         if task.state == TaskState.QUEUED:
             self.ready.discard(task)
         elif task.state == TaskState.THROTTLED:
-            self.limiter.discard(task)
+            if task.parked_on:
+                task.parked_on = ""  # its entry in _parked is skipped when the circuit changes
+            else:
+                self.limiter.discard(task)
         self.limiter.end_attempt(task)
         task.state = state
         task.error = error
@@ -939,6 +1288,7 @@ class Scheduler:
         agent: str | None = None,
         detail: str = "",
         cache_layer: str = "",
+        predicted_s: float = 0.0,
     ) -> None:
         job = task.job
         job.events.append(
@@ -955,6 +1305,7 @@ class Scheduler:
                 not_before,
                 detail,
                 cache_layer,
+                predicted_s,
             )
         )
         self.outbox.touched_jobs.add(job.id)

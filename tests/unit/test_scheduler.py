@@ -15,17 +15,24 @@ import pytest
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import (
     AttemptKey,
+    ErrorClass,
     ErrorKind,
     Job,
     TaskError,
     TaskSpec,
     TaskState,
 )
+from deerflow_controller.recovery import RecoveryConfig, RetryConfig
 from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
 from .scheduling import JOB, assert_event_log_sound, error_of, events_of, key, last_event, trail
 
 # ----------------------------------------------------------------- helpers
+
+
+def retries(**kw: Any) -> RecoveryConfig:
+    """A recovery config whose retry policy has ``kw`` (see recovery.RetryConfig)."""
+    return RecoveryConfig(retry=RetryConfig(**kw))
 
 
 def make(**overrides: Any) -> Scheduler:
@@ -349,7 +356,7 @@ def test_a_deep_chain_failure_keeps_each_dependents_message_short() -> None:
 
 
 def test_a_failed_attempt_is_retried_after_a_jittered_backoff_and_not_before() -> None:
-    s = make(retry_base_s=0.2)
+    s = make(recovery=retries(transient_base_s=0.2))
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [spec("t", max_retries=3)], 0.0)
     s.take()
@@ -361,9 +368,14 @@ def test_a_failed_attempt_is_retried_after_a_jittered_backoff_and_not_before() -
     assert out.touched_jobs == {JOB}
     retrying = last_event(job, "t")
     assert (retrying.state, retrying.attempt, retrying.agent_id) == (TaskState.RETRYING, 1, "A")
-    assert retrying.error == TaskError(ErrorKind.HANDLER_ERROR, "boom", True)
+    assert retrying.error == TaskError(
+        ErrorKind.HANDLER_ERROR, "boom", True, 0.0, ErrorClass.TRANSIENT
+    )
+    # Decorrelated jitter: the first delay is uniform between the base and three times it.
     not_before = retrying.not_before
-    assert 1.1 <= not_before <= 1.2
+    assert 1.2 <= not_before <= 1.6
+    assert retrying.detail.startswith("transient HANDLER_ERROR; retry 1 of 3 in ")
+    assert retrying.detail.endswith("s (decorrelated jitter)")
     assert job.tasks["t"].state == TaskState.QUEUED
     assert s.queued() == 0
     assert s.next_timer() == not_before
@@ -385,19 +397,19 @@ def test_a_failed_attempt_is_retried_after_a_jittered_backoff_and_not_before() -
     assert_event_log_sound(job)
 
 
-def test_the_retry_delay_doubles_with_each_failure_up_to_the_cap() -> None:
-    s = make(retry_base_s=1.0, retry_max_s=3.0)
+def test_each_retry_delay_is_at_most_three_times_the_last_and_under_the_cap() -> None:
+    s = make(recovery=retries(transient_base_s=1.0, transient_cap_s=3.0))
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [spec("t", max_retries=5)], 0.0)
     s.take()
 
-    now = 0.0
-    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 3.0), (4, 3.0)]:
+    now, last = 0.0, 1.0
+    for attempt in (1, 2, 3, 4):
         now += 10.0
         s.finished("A", [fail("t", attempt)], now)
         delay = last_event(job, "t").not_before - now
-        assert ceiling / 2 - 1e-9 <= delay <= ceiling + 1e-9, (attempt, delay)
-        now += delay
+        assert 1.0 - 1e-9 <= delay <= min(3.0, 3 * last) + 1e-9, (attempt, delay)
+        now, last = now + delay, delay
         s.tick(now)
         assert assigned(s.take()) == {"A": [key("t", attempt + 1)]}
     assert_event_log_sound(job)
@@ -416,7 +428,7 @@ def test_the_same_seed_gives_the_same_retry_times() -> None:
 
 
 def test_a_retry_after_longer_than_the_backoff_is_used_as_a_floor() -> None:
-    s = make(retry_base_s=0.2)
+    s = make(recovery=retries(transient_base_s=0.2))
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [spec("t")], 0.0)
     s.take()
@@ -432,14 +444,14 @@ def test_a_retry_after_longer_than_the_backoff_is_used_as_a_floor() -> None:
 
 
 def test_a_retry_after_shorter_than_the_backoff_does_not_shorten_it() -> None:
-    s = make(retry_base_s=1.0)
+    s = make(recovery=retries(transient_base_s=1.0))
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [spec("t")], 0.0)
     s.take()
 
     s.finished("A", [fail("t", 1, retry_after_s=0.01)], 1.0)
 
-    assert 1.5 <= last_event(job, "t").not_before <= 2.0
+    assert 2.0 <= last_event(job, "t").not_before <= 4.0
 
 
 def test_a_non_retryable_error_fails_the_task_at_once() -> None:
@@ -453,7 +465,9 @@ def test_a_non_retryable_error_fails_the_task_at_once() -> None:
     assert trail(job, "t") == [TaskState.QUEUED, TaskState.DISPATCHED, TaskState.FAILED]
     failed = last_event(job, "t")
     assert (failed.attempt, failed.agent_id) == (1, "A")
-    assert failed.error == TaskError(ErrorKind.HANDLER_ERROR, "payload is not JSON", False)
+    assert failed.error == TaskError(
+        ErrorKind.HANDLER_ERROR, "payload is not JSON", False, 0.0, ErrorClass.FATAL
+    )
     s.tick(1_000.0)
     assert s.take().assignments == {}
     assert s.counters.retries == 0
@@ -480,7 +494,9 @@ def test_a_task_that_exhausts_its_retries_fails_with_a_message_counting_the_atte
     assert (failed.state, failed.attempt, failed.agent_id) == (TaskState.FAILED, 3, "A")
     assert failed.error is not None
     assert failed.error.kind == ErrorKind.HANDLER_ERROR
-    assert failed.error.message == "boom; gave up after 3 attempts (max_retries=2)"
+    assert failed.error.message == (
+        "boom; gave up after 3 attempts: transient HANDLER_ERROR; gave up: retry budget of 2 used"
+    )
     assert trail(job, "t").count(TaskState.RETRYING) == 2
     s.tick(now + 1_000.0)
     assert s.take().assignments == {}
@@ -498,7 +514,9 @@ def test_a_task_asking_for_the_default_retries_gets_the_configured_number() -> N
     assert assigned(s.take()) == {"A": [key("t", 2)]}
     s.finished("A", [fail("t", 2)], 10.0)
 
-    assert error_of(job, "t").message == "boom; gave up after 2 attempts (max_retries=1)"
+    assert error_of(job, "t").message == (
+        "boom; gave up after 2 attempts: transient HANDLER_ERROR; gave up: retry budget of 1 used"
+    )
     assert_event_log_sound(job)
 
 
@@ -526,6 +544,8 @@ def test_an_attempt_past_its_timeout_plus_grace_is_cancelled_on_its_agent_and_re
         ErrorKind.TIMEOUT,
         "attempt 1 on agent 'A' did not finish within 10 s (start-to-close)",
         True,
+        0.0,
+        ErrorClass.TIMEOUT,
     )
     assert retrying.not_before > 15.0
     s.finished("A", [AttemptResult(key("t", 1), ok=False, cancelled=True)], 15.01)
@@ -554,8 +574,10 @@ def test_an_attempt_that_times_out_without_retries_left_ends_timed_out() -> None
     assert last_event(job, "t").error == TaskError(
         ErrorKind.TIMEOUT,
         "attempt 1 on agent 'A' did not finish within 10 s (start-to-close); "
-        "gave up after 1 attempts (max_retries=0)",
+        "gave up after 1 attempts: timeout TIMEOUT; gave up: retry budget of 0 used",
         False,
+        0.0,
+        ErrorClass.TIMEOUT,
     )
     assert s.counters.timed_out == 1
     assert_event_log_sound(job)
@@ -680,7 +702,11 @@ def test_a_lost_agents_unfinished_attempt_counts_as_a_failure_and_goes_to_the_ot
         3.0,
     )
     assert lost.error == TaskError(
-        ErrorKind.AGENT_LOST, "agent 'A' disconnected during attempt 1", True
+        ErrorKind.AGENT_LOST,
+        "agent 'A' disconnected during attempt 1",
+        True,
+        0.0,
+        ErrorClass.TRANSIENT,
     )
     assert trail(job, "t")[-2:] == [TaskState.QUEUED, TaskState.DISPATCHED]
     assert last_event(job, "t").agent_id == "B"
@@ -695,8 +721,11 @@ def test_losing_an_agent_with_no_retries_left_fails_its_task() -> None:
     assert job.tasks["t"].state == TaskState.FAILED
     assert last_event(job, "t").error == TaskError(
         ErrorKind.AGENT_LOST,
-        "agent 'A' disconnected during attempt 1; gave up after 1 attempts (max_retries=0)",
+        "agent 'A' disconnected during attempt 1; gave up after 1 attempts: transient "
+        "AGENT_LOST; gave up: retry budget of 0 used",
         False,
+        0.0,
+        ErrorClass.TRANSIENT,
     )
     assert_event_log_sound(job)
 
@@ -1037,7 +1066,7 @@ def test_a_dependent_of_a_task_failed_at_submission_has_its_terminal_event_last(
 def test_a_draining_agent_gives_back_unstarted_attempts_without_a_failure_and_gets_no_work() -> (
     None
 ):
-    s = make(prefetch=2)
+    s = make(prefetch=2, steal=False)  # B would otherwise take t2 and t3 over as it joins
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [spec("t1"), spec("t2"), spec("t3")], 0.0)
     assert assigned(s.take()) == {"A": [key("t1", 1), key("t2", 1), key("t3", 1)]}

@@ -289,7 +289,10 @@ def test_a_429_with_retry_after_pauses_the_key_until_exactly_then() -> None:
     assert assigned_ids(s.take()) == ["t0"]
 
     s.finished("A", [rate_limited("t0", 1, retry_after="2.5")], 10.0)
-    assert job.tasks["t0"].state == TaskState.FAILED
+    # A 429 is retried on its own budget (the provider did no work), whatever max_retries says,
+    # no sooner than its Retry-After.
+    assert job.tasks["t0"].state == TaskState.QUEUED
+    assert events_of(job, "t0")[-1].not_before == 12.5
     assert gate(s).in_flight == 0
 
     run_timers(s, 12.49)
@@ -330,18 +333,18 @@ def test_a_429d_task_is_retried_through_the_limiter() -> None:
     run_timers(s, 13.0)
 
     assert assigned_ids(s.take()) == ["t0"]
-    # The retry's own backoff ends long before the pause: it waits THROTTLED for the key.
+    # The retry itself waits for the Retry-After (a floor under its jitter), so it reaches the
+    # limiter exactly when the key's pause ends and is admitted at once.
     assert trail(job, "t0") == [
         TaskState.QUEUED,
         TaskState.DISPATCHED,
         TaskState.RETRYING,
-        TaskState.THROTTLED,
         TaskState.QUEUED,
         TaskState.DISPATCHED,
     ]
-    retrying, throttled, queued = events_of(job, "t0")[2:5]
-    assert 10.1 <= throttled.time == retrying.not_before <= 10.2
-    assert queued.time == 13.0
+    retrying, queued = events_of(job, "t0")[2:4]
+    assert retrying.not_before == queued.time == 13.0
+    assert retrying.detail.startswith("rate-limited HANDLER_ERROR (HTTP 429); retry 1 of 8 in 3.00 s")
     assert gate(s).in_flight == 1
     assert_event_log_sound(job)
 

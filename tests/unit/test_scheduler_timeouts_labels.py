@@ -9,6 +9,7 @@ from typing import Any
 
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import ErrorKind, TaskSpec, TaskState
+from deerflow_controller.recovery import RecoveryConfig, RetryConfig
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 from .scheduling import JOB, assert_event_log_sound, error_of, key, trail
@@ -115,7 +116,7 @@ def test_schedule_to_start_covers_an_attempt_waiting_unstarted_on_an_agent() -> 
 
 
 def test_each_attempt_gets_its_own_schedule_to_start() -> None:
-    sched = make(retry_base_s=0.0)
+    sched = make(recovery=RecoveryConfig(retry=RetryConfig(transient_base_s=0.0)))
     sched.agent_joined("a", ["echo"], 1, 0.0)
     job = sched.submit(JOB, "j", [TaskSpec("t", "echo", schedule_to_start_s=2.0)], 0.0)
     sched.started("a", [key("t", 1)], 0.1)
@@ -132,7 +133,7 @@ def test_each_attempt_gets_its_own_schedule_to_start() -> None:
 
 
 def test_a_running_attempt_without_progress_times_out_and_is_retried() -> None:
-    sched = make(retry_base_s=0.0)
+    sched = make(recovery=RecoveryConfig(retry=RetryConfig(transient_base_s=0.0)))
     sched.agent_joined("a", ["echo"], 1, 0.0)
     job = sched.submit(JOB, "j", [TaskSpec("t", "echo", heartbeat_timeout_s=3.0)], 0.0)
     sched.take()

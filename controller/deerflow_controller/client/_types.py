@@ -135,6 +135,8 @@ class TaskEvent:
     """Why the controller made this transition (cache hit, circuit open, moved, split...)."""
     cache_layer: str = ""
     """On SUCCEEDED from the result cache: exact, similarity or preload."""
+    predicted_s: float = 0.0
+    """On DISPATCHED: the controller's prediction of the attempt's run time on its agent."""
 
     @property
     def terminal(self) -> bool:
@@ -157,6 +159,7 @@ class TaskEvent:
             not_before=ev.not_before,
             detail=ev.detail,
             cache_layer=ev.cache_layer,
+            predicted_s=ev.predicted_s,
         )
 
 

@@ -1,0 +1,45 @@
+"""The decomposer: whether and how to split a task with many items into parts, and how to merge
+the parts' results back into one ordered result (issue #4, DESIGN.md's decomposer row).
+
+Strategies: parallel chunks (cpu-ish), async batches (io-bound), pipeline stages (from a
+handler's own splitter), or none. Formulas are in ``_plan``; the merged output format and the
+fail-fast/partial rules in ``_merge``.
+"""
+
+from ._decomposer import Decomposer
+from ._merge import ItemError, MergeResult, PartCollector, PartOutcome, merge_parts
+from ._model import (
+    Analysis,
+    DecomposerConfig,
+    Merger,
+    Part,
+    Plan,
+    SplitPart,
+    SplitRequest,
+    Splitter,
+    Strategy,
+    split_error,
+)
+from ._plan import analyse, balanced_ranges, part_timeout
+
+__all__ = [
+    "Analysis",
+    "Decomposer",
+    "DecomposerConfig",
+    "ItemError",
+    "MergeResult",
+    "Merger",
+    "Part",
+    "PartCollector",
+    "PartOutcome",
+    "Plan",
+    "SplitPart",
+    "SplitRequest",
+    "Splitter",
+    "Strategy",
+    "analyse",
+    "balanced_ranges",
+    "merge_parts",
+    "part_timeout",
+    "split_error",
+]
