@@ -22,6 +22,8 @@ def _add_intelligence(stats: admin_pb2.Stats, shell: Shell, now: float) -> None:
     stats.heartbeat_timeouts = c.heartbeat_timeouts
     stats.split_tasks = c.split_tasks
     stats.stolen = c.stolen
+    stats.assignment_messages = shell.assignment_messages
+    stats.assignments_sent = shell.assignments_sent
     predictor = sched.predictor
     for name in sorted(set(sched.accuracy) | set(sched.traits)):
         errors = sched.accuracy.get(name)

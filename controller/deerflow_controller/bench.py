@@ -115,6 +115,9 @@ async def _run(
         "succeeded": ok,
         "failed": failed,
         "retries": stats.retries,
+        "mean_assignment_batch": round(
+            stats.assignments_sent / max(1, stats.assignment_messages), 1
+        ),
         "submit_s": round(submitted - started, 4),
         "agents": agents,
         "slots": slots,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .balancer import BalancerConfig
+from .decomposer import DecomposerConfig
 from .predictor import PredictorConfig
 from .ratelimit import LimiterConfig
 from .recovery import RecoveryConfig
@@ -52,6 +53,7 @@ class SchedulerConfig:
     """Error classes, retry budgets and delays per class, circuit breakers, agent quarantine."""
 
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    decomposer: DecomposerConfig = field(default_factory=DecomposerConfig)
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
 
     placement_min_s: float = 0.005

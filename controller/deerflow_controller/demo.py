@@ -218,6 +218,7 @@ async def _run(
     done_kinds: Counter[str] = Counter()
     dispatched_at: dict[str, float] = {}
     throttled: set[str] = set()
+    failures: list[str] = []
     busy = 0.0
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -237,12 +238,16 @@ async def _run(
                 waiting.discard(ev.task_id)
                 dispatched_at[ev.task_id] = ev.time
             elif ev.terminal:
+                if ev.state != "SUCCEEDED" and len(failures) < 5:
+                    failures.append(f"{ev.task_id}: {ev.state} {ev.error_kind}: {ev.error}")
                 busy += ev.time - dispatched_at.pop(ev.task_id, ev.time)
                 by_state[ev.state] += 1
                 done_kinds[kinds[ev.task_id]] += 1
                 progress.advance(bar)
             progress.update(bar, running=len(dispatched_at), throttled=len(waiting))
     wall = time.perf_counter() - started
+    for line in failures:
+        console.print(f"[red]failed[/red] {line}")
     stats = await client.stats()
     return DemoReport(
         tasks=len(tasks),

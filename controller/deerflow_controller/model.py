@@ -135,6 +135,12 @@ class Task:
     """Predicted run time of the current attempt on its agent (for the accuracy stats)."""
     features: object = None
     """The predictor's features of the payload (computed once)."""
+    parent: Task | None = None
+    """For a part of a split task: the task it is part of (parts emit no client events)."""
+    part_index: int = -1
+    split: object = None
+    """For a split task: its parts and their collector (scheduler's ``_SplitRun``); None when
+    the task runs whole. ``False`` once the decomposer decided not to split it."""
 
     @property
     def id(self) -> str:
@@ -184,6 +190,8 @@ class Job:
     remaining: int = 0
     finished_at: float = 0.0
     terminal_events: int = 0
+    parts: dict[str, Task] = field(default_factory=dict)
+    """Parts of split tasks, by part id: dispatched like tasks, invisible to clients."""
 
     @property
     def done(self) -> bool:

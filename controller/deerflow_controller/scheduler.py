@@ -15,7 +15,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -23,6 +23,7 @@ from deerflow_common import signals
 
 from .balancer import Balancer
 from .config import SchedulerConfig
+from .decomposer import Decomposer, Merger, PartCollector, PartOutcome, Plan, SplitRequest, Splitter
 from .model import (
     AgentView,
     AttemptKey,
@@ -31,6 +32,7 @@ from .model import (
     Event,
     HandlerTraits,
     Job,
+    SplitPolicy,
     Task,
     TaskError,
     TaskSpec,
@@ -154,6 +156,23 @@ _RESTORABLE = frozenset(
 )
 
 
+SplitFunctions = Callable[[str], tuple[Splitter | None, Merger | None]]
+"""A handler's own splitter and merger, when its package is installed where the core runs."""
+
+
+def _no_split_functions(handler: str) -> tuple[Splitter | None, Merger | None]:
+    return None, None
+
+
+@dataclass(slots=True)
+class _SplitRun:
+    """A split task's parts (in plan order) and the collector that decides the parent."""
+
+    plan: Plan
+    parts: list[Task]
+    collector: PartCollector
+
+
 class Scheduler:
     """Jobs, tasks and agents, and the rules that move tasks between states."""
 
@@ -163,6 +182,7 @@ class Scheduler:
         *,
         limiter: RateLimiter | None = None,
         seed: int | None = None,
+        split_functions: SplitFunctions = _no_split_functions,
     ) -> None:
         self.config = config or SchedulerConfig()
         self.limiter = limiter or RateLimiter()
@@ -192,6 +212,8 @@ class Scheduler:
         """Agent id -> handlers it may not run now (quarantine)."""
         self._recovery_timer_at = math.inf
         self.predictor = Predictor(self.config.predictor)
+        self.decomposer = Decomposer(self.config.decomposer)
+        self._split_functions = split_functions
         self.balancer = Balancer(self.config.balancer)
         self.accuracy: dict[str, deque[float]] = {}
         """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
@@ -643,7 +665,12 @@ class Scheduler:
 
     def _task_for(self, key: AttemptKey) -> Task | None:
         job = self.jobs.get(key[0])
-        return job.tasks.get(key[1]) if job is not None else None
+        if job is None:
+            return None
+        task = job.tasks.get(key[1])
+        if task is None and job.parts:
+            task = job.parts.get(key[1])
+        return task
 
     def _push_timer(self, when: float, kind: _Timer, subject: object, token: int = 0) -> None:
         self._timer_seq += 1
@@ -734,6 +761,8 @@ class Scheduler:
         if spec.labels and self.agents and self._labels_unmatched(spec.handler, spec.labels, now):
             error = self._unmatched_labels_error(spec.handler, spec.labels)
             self._finish(task, TaskState.FAILED, now, error=error)
+            return
+        if task.split is None and task.parent is None and self._split(task, now):
             return
         if spec.schedule_to_start_s > 0 and task.scheduled_attempt != task.attempt:
             # Each attempt gets its own schedule-to-start, as in Temporal.
@@ -1190,6 +1219,124 @@ class Scheduler:
         self._emit(task, TaskState.THROTTLED, now, detail=f"circuit {key} is open{until}")
         self._arm_recovery_timer(now)
 
+    # ----------------------------------------------------------------- decomposition
+
+    def _split(self, task: Task, now: float) -> bool:
+        """Ask the decomposer how to run a ready task whose handler declares items (or has its
+        own splitter here). True when the task was split (its parts are queued; it shows
+        RUNNING until they are merged) or failed with a SPLIT_ERROR; False to run it whole."""
+        spec = task.spec
+        traits = self.traits.get(spec.handler)
+        task.split = False
+        if spec.split == SplitPolicy.NEVER or traits is None:
+            return False
+        splitter, merger = self._split_functions(spec.handler)
+        if not traits.items_field and splitter is None:
+            return False
+        predictor = self.predictor
+        cost = predictor.item_cost(spec.handler)
+        per_item = cost.per_item_s if cost.samples else traits.default_duration_s
+        free = sum(
+            max(0, a.slots - len(a.in_flight))
+            for a in self.agents.values()
+            if spec.handler in a.handlers and not a.draining
+        )
+        request = SplitRequest(
+            handler=spec.handler,
+            payload=spec.payload,
+            items_field=traits.items_field,
+            kind="cpu" if traits.kind == "cpu" else "io",
+            item_s=per_item or self.config.predictor.fallback_duration_s,
+            free_slots=free,
+            io_fraction=predictor.io_fraction(spec.handler) if cost.samples else None,
+            parent_timeout_s=task.timeout_s,
+            policy=spec.split,
+        )
+        plan = self.decomposer.plan(request, splitter=splitter, merger=merger)
+        if isinstance(plan, TaskError):
+            self._finish(task, TaskState.FAILED, now, error=plan)
+            return True
+        if not plan.split:
+            return False
+        job = task.job
+        parts: list[Task] = []
+        for part in plan.parts:
+            part_spec = TaskSpec(
+                id=f"{spec.id}#part-{part.index}",
+                handler=spec.handler,
+                payload=part.payload,
+                priority=spec.priority,
+                timeout_s=part.timeout_s,
+                max_retries=spec.max_retries,
+                labels=spec.labels,
+                trace_context=spec.trace_context,
+                rate_keys=spec.rate_keys,
+                est_tokens=spec.est_tokens,
+                tenant=spec.tenant,
+                cache=spec.cache,
+                split=SplitPolicy.NEVER,
+                est_duration_s=part.est_duration_s,
+            )
+            p = Task(
+                job=job,
+                spec=part_spec,
+                timeout_s=part.timeout_s or task.timeout_s,
+                max_retries=task.max_retries,
+                parent=task,
+                part_index=part.index,
+                split=False,
+            )
+            parts.append(p)
+            job.parts[part_spec.id] = p
+        for p, part in zip(parts, plan.parts, strict=True):
+            p.waiting_on = len(part.depends_on)
+            for dep in part.depends_on:
+                parts[dep].dependents.append(p)
+        task.split = _SplitRun(
+            plan,
+            parts,
+            self.decomposer.collector(plan, partial_results=spec.partial_results, merger=merger),
+        )
+        self.counters.split_tasks += 1
+        task.state = TaskState.RUNNING
+        self._emit(task, TaskState.RUNNING, now, detail=plan.reason)
+        for p in parts:
+            if not p.waiting_on:
+                self._make_ready(p, now)
+        return True
+
+    def _part_ended(self, part: Task, now: float) -> None:
+        """A part reached a terminal state: feed its parent's collector; finish the parent
+        once it is decided (and stop its other parts when it failed fast)."""
+        parent = part.parent
+        assert parent is not None
+        run = parent.split
+        if parent.terminal or not isinstance(run, _SplitRun):
+            return
+        if part.state == TaskState.SUCCEEDED:
+            outcome = PartOutcome(part.part_index, output=part.output)
+        else:
+            error = part.error or TaskError(
+                ErrorKind.HANDLER_ERROR, f"part {part.part_index} failed"
+            )
+            outcome = PartOutcome(part.part_index, error=error)
+        result = run.collector.add(outcome)
+        if result is None:
+            return
+        if result.error is None:
+            parent.output = result.output
+            self._finish(parent, TaskState.SUCCEEDED, now, detail=result.detail)
+        else:
+            self._finish(parent, TaskState.FAILED, now, error=result.error, detail=result.detail)
+
+    def _cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
+        error = TaskError(ErrorKind.CANCELLED_BY_CLIENT, "the task this part belongs to ended")
+        for i in indices:
+            part = run.parts[i]
+            if not part.terminal:
+                self._release_slot_by_cancel(part)
+                self._terminal(part, TaskState.CANCELLED, now, error, None, None)
+
     def _finish(
         self,
         task: Task,
@@ -1199,10 +1346,11 @@ class Scheduler:
         error: TaskError | None = None,
         attempt: int | None = None,
         agent: str | None = None,
+        detail: str = "",
     ) -> None:
         """Move a task to a terminal state and settle its dependents: release them when it
         succeeded, fail them at once otherwise."""
-        self._terminal(task, state, now, error, attempt, agent)
+        self._terminal(task, state, now, error, attempt, agent, detail)
         if state == TaskState.SUCCEEDED:
             for dep in task.dependents:
                 dep.waiting_on -= 1
@@ -1237,6 +1385,7 @@ class Scheduler:
         error: TaskError | None,
         attempt: int | None,
         agent: str | None,
+        detail: str = "",
     ) -> None:
         """Bookkeeping of one task's terminal transition and its one terminal event."""
         if task.state == TaskState.QUEUED:
@@ -1249,6 +1398,13 @@ class Scheduler:
         self.limiter.end_attempt(task)
         task.state = state
         task.error = error
+        if task.parent is not None:
+            if agent:
+                task.agent_id = agent
+            self._part_ended(task, now)
+            return
+        if isinstance(task.split, _SplitRun):
+            self._cancel_parts(task.split, range(len(task.split.parts)), now)
         c = self.counters
         if state == TaskState.SUCCEEDED:
             c.succeeded += 1
@@ -1267,6 +1423,7 @@ class Scheduler:
             output=task.output if state == TaskState.SUCCEEDED else b"",
             error=error,
             attempt=attempt,
+            detail=detail,
         )
         job = task.job
         job.remaining -= 1
@@ -1290,6 +1447,8 @@ class Scheduler:
         cache_layer: str = "",
         predicted_s: float = 0.0,
     ) -> None:
+        if task.parent is not None:
+            return  # parts are the controller's business; the client sees their parent
         job = task.job
         job.events.append(
             Event(

@@ -24,6 +24,7 @@ from .config import ControllerConfig
 from .model import Task
 from .ratelimit import RateLimiter
 from .scheduler import Outbox, Scheduler
+from .splitters import local_split_functions
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ class Shell:
     def __init__(self, config: ControllerConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.scheduler = Scheduler(config.scheduler, limiter=RateLimiter(config.limits))
+        self.scheduler = Scheduler(
+            config.scheduler,
+            limiter=RateLimiter(config.limits),
+            split_functions=local_split_functions,
+        )
         self.sessions: dict[str, AgentSession] = {}
         self.started_at = clock()
         self._watchers: dict[str, set[asyncio.Event]] = {}
@@ -95,6 +100,11 @@ class Shell:
 
     # ------------------------------------------------------------------ flushing decisions
 
+    assignment_messages = 0
+    """AssignmentBatch messages sent: with ``assignments_sent``, the batcher's mean batch size
+    (one message per agent per event-loop turn, so batches grow with the rate by themselves)."""
+    assignments_sent = 0
+
     def changed(self) -> None:
         """Call after feeding the scheduler: decisions leave once at the end of this loop turn."""
         if not self._flush_pending:
@@ -115,10 +125,14 @@ class Shell:
                 for hook in interceptors:
                     hook.on_assignments(tasks, msg)
                 session.send(msg)
+                self.assignment_messages += 1
+                self.assignments_sent += len(tasks)
         for agent_id, keys in out.cancels.items():
             session = self.sessions.get(agent_id)
             if session is not None:
                 session.send(wire.cancel_batch(keys))
+        for notice in out.notices:
+            log.info("%s", notice)
         for job_id in out.touched_jobs:
             self._wake_watchers(job_id)
         for job_id in out.expired_jobs:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x65rflow_protos/admin.proto\x12\x0b\x64\x65\x65rflow.v1\"\x11\n\x0fGetStatsRequest\"\xa7\x05\n\x05Stats\x12\x15\n\rcontroller_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08uptime_s\x18\x03 \x01(\x01\x12<\n\x0etasks_by_state\x18\x04 \x03(\x0b\x32$.deerflow.v1.Stats.TasksByStateEntry\x12\x11\n\tsubmitted\x18\x05 \x01(\x03\x12\x11\n\tsucceeded\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x11\n\tcancelled\x18\x08 \x01(\x03\x12\x11\n\ttimed_out\x18\t \x01(\x03\x12\x0f\n\x07retries\x18\n \x01(\x03\x12\x0e\n\x06queued\x18\x0b \x01(\x03\x12\x0e\n\x06\x61gents\x18\x0c \x01(\x05\x12\x13\n\x0bjobs_active\x18\r \x01(\x05\x12\x17\n\x0f\x63ompleted_per_s\x18\x0e \x01(\x01\x12,\n\trate_keys\x18\x0f \x03(\x0b\x32\x19.deerflow.v1.RateKeyStats\x12+\n\x08handlers\x18\x1e \x03(\x0b\x32\x19.deerflow.v1.HandlerStats\x12+\n\x08\x63ircuits\x18\x1f \x03(\x0b\x32\x19.deerflow.v1.CircuitStats\x12,\n\x0bquarantined\x18  \x03(\x0b\x32\x17.deerflow.v1.Quarantine\x12\x19\n\x11schedule_timeouts\x18! \x01(\x03\x12\x1a\n\x12heartbeat_timeouts\x18\" \x01(\x03\x12\x13\n\x0bsplit_tasks\x18# \x01(\x03\x12\x0e\n\x06stolen\x18$ \x01(\x03\x12&\n\x05\x63\x61\x63he\x18% \x01(\x0b\x32\x17.deerflow.v1.CacheStats\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"g\n\x0cHandlerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpredictions\x18\x02 \x01(\x03\x12\r\n\x05mdape\x18\x03 \x01(\x01\x12\x10\n\x08median_s\x18\x04 \x01(\x01\x12\x13\n\x0bio_fraction\x18\x05 \x01(\x01\"]\n\x0c\x43ircuitStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05trips\x18\x03 \x01(\x03\x12\x12\n\nopen_for_s\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\"N\n\nQuarantine\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66or_s\x18\x04 \x01(\x01\"\xda\x02\n\nCacheStats\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12/\n\x04hits\x18\x03 \x03(\x0b\x32!.deerflow.v1.CacheStats.HitsEntry\x12\x0e\n\x06misses\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x39\n\tevictions\x18\x06 \x03(\x0b\x32&.deerflow.v1.CacheStats.EvictionsEntry\x12\x10\n\x08hit_rate\x18\x07 \x01(\x01\x12\x10\n\x08preloads\x18\x08 \x01(\x03\x12\x1c\n\x14preload_useful_ratio\x18\t \x01(\x01\x1a+\n\tHitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x45victionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xe1\x01\n\x0cRateKeyStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tpaced_rps\x18\x02 \x01(\x01\x12\x19\n\x11\x63oncurrency_limit\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07waiting\x18\x05 \x01(\x05\x12\x10\n\x08\x61\x64mitted\x18\x06 \x01(\x03\x12\x0e\n\x06waited\x18\x07 \x01(\x03\x12\x14\n\x0crate_limited\x18\x08 \x01(\x03\x12\x0e\n\x06tokens\x18\t \x01(\x01\x12\x14\n\x0cpaused_for_s\x18\n \x01(\x01\x12\x14\n\x0climit_stated\x18\x0b \x01(\x08\"%\n\x11ListAgentsRequest\x12\x10\n\x08wait_for\x18\x01 \x01(\x05\"\xc5\x02\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07running\x18\x05 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x07 \x01(\x01\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\x12\x14\n\x0c\x63onnected_at\x18\t \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\n \x01(\x01\x12\x32\n\x06labels\x18\x0b \x03(\x0b\x32\".deerflow.v1.AgentInfo.LabelsEntry\x12\x11\n\tcompleted\x18\x0c \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\tAgentList\x12&\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x16.deerflow.v1.AgentInfo\"%\n\x11\x44rainAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x14\n\x12\x44rainAgentResponse2\xe1\x01\n\x0c\x41\x64minService\x12<\n\x08GetStats\x12\x1c.deerflow.v1.GetStatsRequest\x1a\x12.deerflow.v1.Stats\x12\x44\n\nListAgents\x12\x1e.deerflow.v1.ListAgentsRequest\x1a\x16.deerflow.v1.AgentList\x12M\n\nDrainAgent\x12\x1e.deerflow.v1.DrainAgentRequest\x1a\x1f.deerflow.v1.DrainAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x65rflow_protos/admin.proto\x12\x0b\x64\x65\x65rflow.v1\"\x11\n\x0fGetStatsRequest\"\xde\x05\n\x05Stats\x12\x15\n\rcontroller_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08uptime_s\x18\x03 \x01(\x01\x12<\n\x0etasks_by_state\x18\x04 \x03(\x0b\x32$.deerflow.v1.Stats.TasksByStateEntry\x12\x11\n\tsubmitted\x18\x05 \x01(\x03\x12\x11\n\tsucceeded\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x11\n\tcancelled\x18\x08 \x01(\x03\x12\x11\n\ttimed_out\x18\t \x01(\x03\x12\x0f\n\x07retries\x18\n \x01(\x03\x12\x0e\n\x06queued\x18\x0b \x01(\x03\x12\x0e\n\x06\x61gents\x18\x0c \x01(\x05\x12\x13\n\x0bjobs_active\x18\r \x01(\x05\x12\x17\n\x0f\x63ompleted_per_s\x18\x0e \x01(\x01\x12,\n\trate_keys\x18\x0f \x03(\x0b\x32\x19.deerflow.v1.RateKeyStats\x12+\n\x08handlers\x18\x1e \x03(\x0b\x32\x19.deerflow.v1.HandlerStats\x12+\n\x08\x63ircuits\x18\x1f \x03(\x0b\x32\x19.deerflow.v1.CircuitStats\x12,\n\x0bquarantined\x18  \x03(\x0b\x32\x17.deerflow.v1.Quarantine\x12\x19\n\x11schedule_timeouts\x18! \x01(\x03\x12\x1a\n\x12heartbeat_timeouts\x18\" \x01(\x03\x12\x13\n\x0bsplit_tasks\x18# \x01(\x03\x12\x0e\n\x06stolen\x18$ \x01(\x03\x12&\n\x05\x63\x61\x63he\x18% \x01(\x0b\x32\x17.deerflow.v1.CacheStats\x12\x1b\n\x13\x61ssignment_messages\x18& \x01(\x03\x12\x18\n\x10\x61ssignments_sent\x18\' \x01(\x03\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"g\n\x0cHandlerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpredictions\x18\x02 \x01(\x03\x12\r\n\x05mdape\x18\x03 \x01(\x01\x12\x10\n\x08median_s\x18\x04 \x01(\x01\x12\x13\n\x0bio_fraction\x18\x05 \x01(\x01\"]\n\x0c\x43ircuitStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05trips\x18\x03 \x01(\x03\x12\x12\n\nopen_for_s\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\"N\n\nQuarantine\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66or_s\x18\x04 \x01(\x01\"\xda\x02\n\nCacheStats\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12/\n\x04hits\x18\x03 \x03(\x0b\x32!.deerflow.v1.CacheStats.HitsEntry\x12\x0e\n\x06misses\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x39\n\tevictions\x18\x06 \x03(\x0b\x32&.deerflow.v1.CacheStats.EvictionsEntry\x12\x10\n\x08hit_rate\x18\x07 \x01(\x01\x12\x10\n\x08preloads\x18\x08 \x01(\x03\x12\x1c\n\x14preload_useful_ratio\x18\t \x01(\x01\x1a+\n\tHitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x45victionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xe1\x01\n\x0cRateKeyStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tpaced_rps\x18\x02 \x01(\x01\x12\x19\n\x11\x63oncurrency_limit\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07waiting\x18\x05 \x01(\x05\x12\x10\n\x08\x61\x64mitted\x18\x06 \x01(\x03\x12\x0e\n\x06waited\x18\x07 \x01(\x03\x12\x14\n\x0crate_limited\x18\x08 \x01(\x03\x12\x0e\n\x06tokens\x18\t \x01(\x01\x12\x14\n\x0cpaused_for_s\x18\n \x01(\x01\x12\x14\n\x0climit_stated\x18\x0b \x01(\x08\"%\n\x11ListAgentsRequest\x12\x10\n\x08wait_for\x18\x01 \x01(\x05\"\xc5\x02\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07running\x18\x05 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x07 \x01(\x01\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\x12\x14\n\x0c\x63onnected_at\x18\t \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\n \x01(\x01\x12\x32\n\x06labels\x18\x0b \x03(\x0b\x32\".deerflow.v1.AgentInfo.LabelsEntry\x12\x11\n\tcompleted\x18\x0c \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\tAgentList\x12&\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x16.deerflow.v1.AgentInfo\"%\n\x11\x44rainAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x14\n\x12\x44rainAgentResponse2\xe1\x01\n\x0c\x41\x64minService\x12<\n\x08GetStats\x12\x1c.deerflow.v1.GetStatsRequest\x1a\x12.deerflow.v1.Stats\x12\x44\n\nListAgents\x12\x1e.deerflow.v1.ListAgentsRequest\x1a\x16.deerflow.v1.AgentList\x12M\n\nDrainAgent\x12\x1e.deerflow.v1.DrainAgentRequest\x1a\x1f.deerflow.v1.DrainAgentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,35 +42,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_start=44
   _globals['_GETSTATSREQUEST']._serialized_end=61
   _globals['_STATS']._serialized_start=64
-  _globals['_STATS']._serialized_end=743
-  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_start=692
-  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_end=743
-  _globals['_HANDLERSTATS']._serialized_start=745
-  _globals['_HANDLERSTATS']._serialized_end=848
-  _globals['_CIRCUITSTATS']._serialized_start=850
-  _globals['_CIRCUITSTATS']._serialized_end=943
-  _globals['_QUARANTINE']._serialized_start=945
-  _globals['_QUARANTINE']._serialized_end=1023
-  _globals['_CACHESTATS']._serialized_start=1026
-  _globals['_CACHESTATS']._serialized_end=1372
-  _globals['_CACHESTATS_HITSENTRY']._serialized_start=1279
-  _globals['_CACHESTATS_HITSENTRY']._serialized_end=1322
-  _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_start=1324
-  _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_end=1372
-  _globals['_RATEKEYSTATS']._serialized_start=1375
-  _globals['_RATEKEYSTATS']._serialized_end=1600
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1602
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1639
-  _globals['_AGENTINFO']._serialized_start=1642
-  _globals['_AGENTINFO']._serialized_end=1967
-  _globals['_AGENTINFO_LABELSENTRY']._serialized_start=1922
-  _globals['_AGENTINFO_LABELSENTRY']._serialized_end=1967
-  _globals['_AGENTLIST']._serialized_start=1969
-  _globals['_AGENTLIST']._serialized_end=2020
-  _globals['_DRAINAGENTREQUEST']._serialized_start=2022
-  _globals['_DRAINAGENTREQUEST']._serialized_end=2059
-  _globals['_DRAINAGENTRESPONSE']._serialized_start=2061
-  _globals['_DRAINAGENTRESPONSE']._serialized_end=2081
-  _globals['_ADMINSERVICE']._serialized_start=2084
-  _globals['_ADMINSERVICE']._serialized_end=2309
+  _globals['_STATS']._serialized_end=798
+  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_start=747
+  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_end=798
+  _globals['_HANDLERSTATS']._serialized_start=800
+  _globals['_HANDLERSTATS']._serialized_end=903
+  _globals['_CIRCUITSTATS']._serialized_start=905
+  _globals['_CIRCUITSTATS']._serialized_end=998
+  _globals['_QUARANTINE']._serialized_start=1000
+  _globals['_QUARANTINE']._serialized_end=1078
+  _globals['_CACHESTATS']._serialized_start=1081
+  _globals['_CACHESTATS']._serialized_end=1427
+  _globals['_CACHESTATS_HITSENTRY']._serialized_start=1334
+  _globals['_CACHESTATS_HITSENTRY']._serialized_end=1377
+  _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_start=1379
+  _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_end=1427
+  _globals['_RATEKEYSTATS']._serialized_start=1430
+  _globals['_RATEKEYSTATS']._serialized_end=1655
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1657
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1694
+  _globals['_AGENTINFO']._serialized_start=1697
+  _globals['_AGENTINFO']._serialized_end=2022
+  _globals['_AGENTINFO_LABELSENTRY']._serialized_start=1977
+  _globals['_AGENTINFO_LABELSENTRY']._serialized_end=2022
+  _globals['_AGENTLIST']._serialized_start=2024
+  _globals['_AGENTLIST']._serialized_end=2075
+  _globals['_DRAINAGENTREQUEST']._serialized_start=2077
+  _globals['_DRAINAGENTREQUEST']._serialized_end=2114
+  _globals['_DRAINAGENTRESPONSE']._serialized_start=2116
+  _globals['_DRAINAGENTRESPONSE']._serialized_end=2136
+  _globals['_ADMINSERVICE']._serialized_start=2139
+  _globals['_ADMINSERVICE']._serialized_end=2364
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s", "rate_keys", "handlers", "circuits", "quarantined", "schedule_timeouts", "heartbeat_timeouts", "split_tasks", "stolen", "cache")
+    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s", "rate_keys", "handlers", "circuits", "quarantined", "schedule_timeouts", "heartbeat_timeouts", "split_tasks", "stolen", "cache", "assignment_messages", "assignments_sent")
     class TasksByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,8 @@ class Stats(_message.Message):
     SPLIT_TASKS_FIELD_NUMBER: _ClassVar[int]
     STOLEN_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_SENT_FIELD_NUMBER: _ClassVar[int]
     controller_id: str
     epoch: int
     uptime_s: float
@@ -65,7 +67,9 @@ class Stats(_message.Message):
     split_tasks: int
     stolen: int
     cache: CacheStats
-    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ..., rate_keys: _Optional[_Iterable[_Union[RateKeyStats, _Mapping]]] = ..., handlers: _Optional[_Iterable[_Union[HandlerStats, _Mapping]]] = ..., circuits: _Optional[_Iterable[_Union[CircuitStats, _Mapping]]] = ..., quarantined: _Optional[_Iterable[_Union[Quarantine, _Mapping]]] = ..., schedule_timeouts: _Optional[int] = ..., heartbeat_timeouts: _Optional[int] = ..., split_tasks: _Optional[int] = ..., stolen: _Optional[int] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ...) -> None: ...
+    assignment_messages: int
+    assignments_sent: int
+    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ..., rate_keys: _Optional[_Iterable[_Union[RateKeyStats, _Mapping]]] = ..., handlers: _Optional[_Iterable[_Union[HandlerStats, _Mapping]]] = ..., circuits: _Optional[_Iterable[_Union[CircuitStats, _Mapping]]] = ..., quarantined: _Optional[_Iterable[_Union[Quarantine, _Mapping]]] = ..., schedule_timeouts: _Optional[int] = ..., heartbeat_timeouts: _Optional[int] = ..., split_tasks: _Optional[int] = ..., stolen: _Optional[int] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ..., assignment_messages: _Optional[int] = ..., assignments_sent: _Optional[int] = ...) -> None: ...
 
 class HandlerStats(_message.Message):
     __slots__ = ("name", "predictions", "mdape", "median_s", "io_fraction")

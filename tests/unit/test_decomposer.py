@@ -365,6 +365,14 @@ def test_a_part_timeout_has_a_floor_and_follows_the_config() -> None:
 # ----------------------------------------------------------------- bad payloads
 
 
+def test_a_payload_without_the_items_field_runs_whole() -> None:
+    """crawl also takes {"url": ...}: the handler's single-item form is not a split error."""
+    plan = Decomposer().plan(
+        SplitRequest("crawl", b'{"url": "a"}', "urls", "io", item_s=1.0, free_slots=8)
+    )
+    assert isinstance(plan, Plan) and not plan.split
+
+
 @pytest.mark.parametrize(
     ("payload", "problem"),
     [
@@ -376,7 +384,6 @@ def test_a_part_timeout_has_a_floor_and_follows_the_config() -> None:
         ),
         (b"[" * 100_000, "payload is JSON nested too deeply to parse"),
         (b'["a", "b"]', "payload is a JSON array, not an object"),
-        (b'{"url": "a"}', "payload has no 'urls' field"),
         (b'{"urls": "https://a"}', "payload field 'urls' is a JSON string, not an array"),
         (b'{"urls": null}', "payload field 'urls' is a JSON null, not an array"),
         (

@@ -54,7 +54,8 @@ def parse_items(
             handler, "splitter", f"payload is a JSON {json_type(doc)}, not an object", fix
         )
     if items_field not in doc:
-        return split_error(handler, "splitter", f"payload has no {items_field!r} field", fix)
+        # The handler's single-item form (crawl's {"url": ...}): nothing to split, run it whole.
+        return doc, []
     items = doc[items_field]
     if not isinstance(items, list):
         problem = f"payload field {items_field!r} is a JSON {json_type(items)}, not an array"
