@@ -214,6 +214,7 @@ class Scheduler:
         self.predictor = Predictor(self.config.predictor)
         self.decomposer = Decomposer(self.config.decomposer)
         self._split_functions = split_functions
+        self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
         self.balancer = Balancer(self.config.balancer)
         self.accuracy: dict[str, deque[float]] = {}
         """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
@@ -888,7 +889,9 @@ class Scheduler:
         if task.predicted_s >= 0:
             speed = self.predictor.handler_speed(task.spec.handler, agent.id) or 1.0
             task.predicted_run_s = task.predicted_s / speed
-            self.balancer.assigned(agent.id, task.key, task.predicted_run_s)
+            if task.predicted_s >= self.config.placement_min_s:
+                # Tasks too short to place are left out of the agents' predicted backlogs.
+                self.balancer.assigned(agent.id, task.key, task.predicted_run_s)
         self._emit(task, TaskState.DISPATCHED, now, detail=detail, predicted_s=task.predicted_run_s)
         task.deadline = now + task.timeout_s + self.config.timeout_grace_s
         self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
@@ -1230,7 +1233,10 @@ class Scheduler:
         task.split = False
         if spec.split == SplitPolicy.NEVER or traits is None:
             return False
-        splitter, merger = self._split_functions(spec.handler)
+        functions = self._split_cache.get(spec.handler)
+        if functions is None:
+            functions = self._split_cache[spec.handler] = self._split_functions(spec.handler)
+        splitter, merger = functions
         if not traits.items_field and splitter is None:
             return False
         predictor = self.predictor

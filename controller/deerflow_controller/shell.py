@@ -74,6 +74,7 @@ class Shell:
             limiter=RateLimiter(config.limits),
             split_functions=local_split_functions,
         )
+        local_split_functions("")  # load the installed handlers now, not on the first submit
         self.sessions: dict[str, AgentSession] = {}
         self.started_at = clock()
         self._watchers: dict[str, set[asyncio.Event]] = {}
