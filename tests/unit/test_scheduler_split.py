@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import cast
 
 from deerflow_controller.config import SchedulerConfig
+from deerflow_controller.decomposer import Merger, Splitter
 from deerflow_controller.model import (
     ErrorKind,
     HandlerTraits,
     SplitPolicy,
+    Task,
     TaskError,
     TaskSpec,
     TaskState,
 )
-from deerflow_controller.scheduler import AttemptResult, Scheduler, Task
+from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 from .scheduling import JOB, assert_event_log_sound, trail
 
@@ -127,4 +130,64 @@ def test_cancelling_a_split_task_cancels_its_running_parts() -> None:
     assert sched.cancel(JOB, None, "enough", 1.0) == 1
     assert job.tasks["t"].state == TaskState.CANCELLED
     assert sorted(k[1] for k in sched.take().cancels["a"]) == sorted(p.id for p in parts)
+    assert_event_log_sound(job)
+
+
+def stages(payload: bytes) -> list[object]:
+    """A custom splitter: fetch, then parse, then summarise, each stage after the previous."""
+
+    class Stage:
+        def __init__(self, name: str, after: tuple[int, ...]) -> None:
+            self.payload = json.dumps({"stage": name}).encode()
+            self.depends_on = after
+
+    return [Stage("fetch", ()), Stage("parse", (0,)), Stage("summarise", (1,))]
+
+
+def join(outputs: list[bytes | None]) -> bytes:
+    return b"|".join(o or b"-" for o in outputs)
+
+
+def broken_merger(outputs: list[bytes | None]) -> bytes:
+    raise RuntimeError("merger bug")
+
+
+def pipeline_scheduler(merger: object) -> Scheduler:
+    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
+    sched = Scheduler(
+        base,
+        seed=1,
+        split_functions=lambda h: (
+            (cast(Splitter, stages), cast(Merger, merger)) if h == "research" else (None, None)
+        ),
+    )
+    traits = {"research": HandlerTraits(kind="io", default_duration_s=1.0)}
+    sched.agent_joined("a", ["research"], 4, 0.0, traits=traits)
+    return sched
+
+
+def test_a_custom_splitter_makes_a_pipeline_whose_stages_run_one_after_another() -> None:
+    sched = pipeline_scheduler(join)
+    job = sched.submit(JOB, "j", [TaskSpec("r", "research", payload=b"{}")], 0.0)
+    outputs = []
+    for stage in ("fetch", "parse", "summarise"):
+        (part,) = sched.take().assignments["a"]
+        assert json.loads(part.spec.payload) == {"stage": stage}
+        outputs.append(stage.encode())
+        sched.finished("a", [AttemptResult(part.key, True, stage.encode())], 1.0)
+    assert job.tasks["r"].state == TaskState.SUCCEEDED
+    assert job.tasks["r"].output == b"fetch|parse|summarise"
+    assert_event_log_sound(job)
+
+
+def test_a_merger_that_raises_fails_the_task_with_a_split_error_naming_it() -> None:
+    sched = pipeline_scheduler(broken_merger)
+    job = sched.submit(JOB, "j", [TaskSpec("r", "research", payload=b"{}")], 0.0)
+    for _ in range(3):
+        (part,) = sched.take().assignments["a"]
+        sched.finished("a", [AttemptResult(part.key, True, b"x")], 1.0)
+    task = job.tasks["r"]
+    assert task.state == TaskState.FAILED
+    assert task.error is not None and task.error.kind == ErrorKind.SPLIT_ERROR
+    assert "'research' merger" in task.error.message and "merger bug" in task.error.message
     assert_event_log_sound(job)
