@@ -4,8 +4,9 @@ Payloads and outputs are UTF-8 JSON except for ``echo``. A payload that is not v
 a field raises :class:`FatalError` naming the field: no retry can fix it.
 
 Each declares its traits (see :class:`Handler`): default durations are cold starts for the
-controller's predictor, not promises; ``echo`` is cacheable (deterministic, no side effects);
-``sleep``, ``cpu`` and ``work`` are not, since benchmarks use them to spend time.
+controller's predictor, not promises. None is cacheable: ``echo`` measures the control plane
+itself (caching it would measure the cache, and fill it with no-op answers), and ``sleep``,
+``cpu`` and ``work`` are there to spend time. A task may still ask for the cache (cache="on").
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ echo = Handler(
     _echo,
     HandlerKind.IO,
     description="Return the payload unchanged (no-op benchmarks).",
-    cacheable=True,
     default_duration_s=0.00005,  # one loop turn: about 50 us on the agent
 )
 

@@ -8,6 +8,7 @@ signal number when a second SIGTERM/SIGINT makes it exit at once, abandoning run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,8 +17,10 @@ import socket
 import click
 
 from deerflow_common import run, setup_logging
+from deerflow_common.etcd import DEFAULT_PREFIX, DEFAULT_TTL_S, Keys, parse_endpoint
 
 from ._http import close_http_session
+from .presence import EtcdPresence
 from .registry import HandlerRegistry
 from .session import Agent, AgentConfig
 from .telemetry import AgentTelemetry
@@ -135,6 +138,27 @@ def _parse_handler_slots(
     help="Address the metrics endpoint listens on.",
 )
 @click.option(
+    "--etcd",
+    "etcd",
+    default=None,
+    envvar="DEERFLOW_ETCD",
+    help="etcd endpoint(s) host:port[,...]: register under a lease and follow the leader "
+    "controller (env DEERFLOW_ETCD); --controller is then only the first guess.",
+)
+@click.option(
+    "--etcd-prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="Key prefix of the cluster in etcd.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.IntRange(1, 60),
+    default=DEFAULT_TTL_S,
+    show_default=True,
+    help="TTL (s) of the agent's etcd lease: cut off from etcd this long, it counts as dead.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default=None,
@@ -150,6 +174,9 @@ def main(
     cpu_workers: int,
     metrics_port: int,
     metrics_host: str,
+    etcd: str | None,
+    etcd_prefix: str,
+    lease_ttl: int,
     log_level: str | None,
 ) -> None:
     """Run a deerflow agent: connect to the controller and run the tasks it assigns."""
@@ -185,14 +212,40 @@ def main(
             for name in sorted(registry)
         ),
     )
-    run(_serve(config, registry, metrics_host, metrics_port))
+    endpoints = [e.strip() for e in (etcd or "").split(",") if e.strip()]
+    try:
+        for endpoint in endpoints:
+            parse_endpoint(endpoint)
+        Keys(etcd_prefix)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--etcd/--etcd-prefix") from None
+    presence = (endpoints[0], etcd_prefix, lease_ttl) if endpoints else None
+    run(_serve(config, registry, metrics_host, metrics_port, presence))
 
 
 async def _serve(
-    config: AgentConfig, registry: HandlerRegistry, metrics_host: str, metrics_port: int
+    config: AgentConfig,
+    registry: HandlerRegistry,
+    metrics_host: str,
+    metrics_port: int,
+    presence: tuple[str, str, int] | None = None,
 ) -> None:
     telemetry = AgentTelemetry.from_env(config.agent_id, metrics=metrics_port > 0)
     agent = Agent(config, registry, observer=telemetry.observer)
+    async with contextlib.AsyncExitStack() as stack:
+        if presence is not None:
+            endpoint, prefix, ttl = presence
+            await stack.enter_async_context(EtcdPresence(agent, endpoint, prefix, lease_ttl_s=ttl))
+        await _run_agent(agent, config, telemetry, metrics_host, metrics_port)
+
+
+async def _run_agent(
+    agent: Agent,
+    config: AgentConfig,
+    telemetry: AgentTelemetry,
+    metrics_host: str,
+    metrics_port: int,
+) -> None:
     if metrics_port:
         bound = await telemetry.serve_http(agent, metrics_host, metrics_port)
         # A line scripts and tests can wait for (the agent has no other ready line).

@@ -142,7 +142,12 @@ class _Started:
     items: list[_StartedItem]
 
 
-_Entry = _Results | _Started | agent_pb2.AgentMessage
+@dataclass(slots=True)
+class _Progress:
+    items: list[tuple[AttemptKey, float, str]]
+
+
+_Entry = _Results | _Started | _Progress | agent_pb2.AgentMessage
 """An outbox entry: batches stay unbuilt so that queued ones can merge and unsent results can
 move to the next stream; other messages are built when queued."""
 
@@ -235,6 +240,12 @@ def _build(entry: _Entry) -> agent_pb2.AgentMessage:
     if isinstance(entry, agent_pb2.AgentMessage):
         return entry
     msg = agent_pb2.AgentMessage()
+    if isinstance(entry, _Progress):
+        add_progress = msg.progress.progress.add
+        for (job_id, task_id, attempt), fraction, message in entry.items:
+            p = add_progress(fraction=fraction, message=message)
+            p.ref.job_id, p.ref.task_id, p.ref.attempt = job_id, task_id, attempt
+        return msg
     if isinstance(entry, _Started):
         add_started = msg.started.started.add
         for key, t in entry.items:
@@ -262,6 +273,10 @@ def _build(entry: _Entry) -> agent_pb2.AgentMessage:
                 err.message = e.message
                 err.retryable = e.retryable
                 err.retry_after_s = e.retry_after_s
+                err.error_class = int(e.error_class)  # type: ignore[assignment]  # same values
+        if o.cpu_s or o.rss_bytes:
+            r.cpu_s = o.cpu_s
+            r.rss_bytes = o.rss_bytes
         if o.metadata:
             r.metadata.update(o.metadata)
         ref = r.ref
@@ -305,6 +320,7 @@ class Agent:
             on_started=self._on_started,
             on_finished=self._on_finished,
             observer=observer,
+            on_progress=self._on_progress,
         )
         self.max_epoch_seen = 0
         self.version = _version()
@@ -314,10 +330,15 @@ class Agent:
         self._started: list[_StartedItem] = []  # started since the last flush
         self._aging: list[_StartedItem] = []  # started before the last flush, not yet reported
         self._results: list[Outcome] = []
+        self._progress: dict[AttemptKey, tuple[float, str]] = {}  # latest per attempt, unsent
         self._flush_scheduled = False
         self._draining = False
         self._drain_requested = asyncio.Event()
         self._next_address = 0
+        # Leader discovery (issue #3): the leader etcd names, else a controller's redirect.
+        self._leader = ""
+        self._redirect = ""
+        self._leader_changed = asyncio.Event()
 
     @property
     def draining(self) -> bool:
@@ -368,27 +389,72 @@ class Agent:
                         len(self._results),
                     )
                     return
-            address = cfg.controllers[self._next_address % len(cfg.controllers)]
+            address = self._next_controller()
             end = await self._connect(address)
             if end is _End.DRAINED:
                 return
-            if end is _End.BROKE:
+            if end is _End.BROKE or self._redirect:
                 delay = cfg.backoff_initial_s
             else:
                 self._next_address += 1
             pause = delay / 2 + random.uniform(0, delay / 2)
             log.debug("reconnecting in %.2f s", pause)
-            await self._pause(pause)
-            delay = min(delay * 2, cfg.backoff_max_s)
+            if await self._pause(pause):
+                delay = cfg.backoff_initial_s  # a new leader: go to it now, not after backoff
+            else:
+                delay = min(delay * 2, cfg.backoff_max_s)
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep between connection attempts; a drain that starts meanwhile ends the sleep, so
-        an idle agent without a controller exits at once on SIGTERM."""
-        if self._draining:
-            await asyncio.sleep(seconds)
+    # ----------------------------------------------------------------- leader discovery
+
+    def follow_leader(self, address: str) -> None:
+        """The leader changed (as etcd says; "" when there is none): connect there next, at
+        once. A stream to another controller is dropped, so the agent moves by itself; running
+        attempts carry on and are reported to the new leader."""
+        if address == self._leader:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drain_requested.wait(), seconds)
+        self._leader = address
+        self._leader_changed.set()
+        stream = self._stream
+        if address and stream is not None and stream.address != address:
+            log.info("the leader is now %s; leaving %s", address, stream.address)
+            stream.call.cancel()
+
+    def _next_controller(self) -> str:
+        """Where to connect: a redirect a standby just named, else the leader etcd names,
+        else the configured addresses in turn."""
+        if self._redirect:
+            address, self._redirect = self._redirect, ""
+            return address
+        if self._leader:
+            return self._leader
+        cfg = self.config
+        return cfg.controllers[self._next_address % len(cfg.controllers)]
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep between connection attempts; a drain that starts meanwhile ends the sleep, so
+        an idle agent without a controller exits at once on SIGTERM, and so does news of a new
+        leader (then returns True)."""
+        changed = self._leader_changed
+        if changed.is_set():
+            changed.clear()
+            return True
+        if self._draining:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), seconds)
+        else:
+            waits = [
+                asyncio.ensure_future(self._drain_requested.wait()),
+                asyncio.ensure_future(changed.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        if changed.is_set():
+            changed.clear()
+            return True
+        return False
 
     async def _connect(self, address: str) -> _End:
         """Open one stream: Hello, Welcome, then serve it until it ends."""
@@ -405,6 +471,7 @@ class Agent:
                     exc.code().name,
                     exc.details(),
                 )
+                self._redirect = _leader_named(exc, address)
                 return _End.FAILED
             except TimeoutError:
                 log.warning(
@@ -434,6 +501,11 @@ class Agent:
                 )
                 call.cancel()
                 return _End.FAILED
+            if self._leader and address != self._leader:
+                # etcd named the leader while we were connecting elsewhere: go there instead.
+                log.info("the leader is %s, not %s; moving", self._leader, address)
+                call.cancel()
+                return _End.BROKE
             self.max_epoch_seen = welcome.epoch
             log.info(
                 "deerflow-agent %s connected to %s (epoch %d)",
@@ -462,6 +534,7 @@ class Agent:
                 name=name,
                 kind=agent_pb2.CPU if h.kind is HandlerKind.CPU else agent_pb2.IO,
                 slots=cap if cap < cfg.slots else 0,
+                **h.hello_traits(),
             )
         for job_id, task_id, attempt in self.runtime.running_keys():
             hello.running.add(job_id=job_id, task_id=task_id, attempt=attempt)
@@ -617,6 +690,15 @@ class Agent:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _on_progress(self, key: AttemptKey, fraction: float, message: str) -> None:
+        """The runtime rate-limits progress per attempt; here reports of one loop turn are
+        coalesced (latest per attempt) into one ProgressBatch. Dropped while disconnected: a
+        reconnect lists running attempts in Hello, which is as good a sign of life."""
+        if self._stream is None:
+            return
+        self._progress[key] = (fraction, message)
+        self._schedule_flush()
+
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -634,6 +716,7 @@ class Agent:
         if stream is None:
             self._started.clear()
             self._aging.clear()
+            self._progress.clear()
             return
         aging, fresh, results = self._aging, self._started, self._results
         if results and (aging or fresh):
@@ -648,8 +731,24 @@ class Agent:
             self._results = []
             if not stream.send(_Results(results)):
                 self._results[:0] = results
+        if self._progress:
+            progress, self._progress = self._progress, {}
+            if results:
+                for o in results:
+                    progress.pop(o.key, None)  # the Result says more
+            if progress:
+                stream.send(_Progress([(k, f, m) for k, (f, m) in progress.items()]))
         if fresh:
             self._schedule_flush()
+
+
+def _leader_named(exc: grpc.aio.AioRpcError, address: str) -> str:
+    """The leader a standby named in its refusal (``deerflow-leader`` trailing metadata), if
+    it is another controller."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "deerflow-leader" and isinstance(value, str) and value and value != address:
+            return value
+    return ""
 
 
 def _failed_with(task: asyncio.Task[None], kind: type[BaseException]) -> bool:

@@ -33,8 +33,8 @@ class ErrorKind(IntEnum):
 
 
 class ErrorClass(IntEnum):
-    """How recovery treats an error (DeerFlow 2.0's classes); values equal ``deerflow.v1.ErrorClass``.
-    UNSPECIFIED means: classify from the kind and the provider signals."""
+    """How recovery treats an error (DeerFlow 2.0's classes); values equal
+    ``deerflow.v1.ErrorClass``. UNSPECIFIED means: classify from the kind and the signals."""
 
     UNSPECIFIED = 0
     TRANSIENT = 1

@@ -45,10 +45,31 @@ def _add_intelligence(stats: admin_pb2.Stats, shell: Shell, now: float) -> None:
             open_for_s=max(0.0, snap.until - now) if snap.state == CircuitState.OPEN else 0.0,
             reason=sched.circuit_reasons.get(key, ""),
         )
+    cache = sched.cache
+    if cache is not None:
+        cs = cache.stats()
+        out = stats.cache
+        out.entries = cs["entries"]
+        out.bytes = cs["bytes"]
+        for layer, v in cs["layers"].items():
+            out.hits[layer] = v["hits"]
+        out.hits["inflight"] = cs["inflight"]["attached"]
+        out.misses = cs["misses"]
+        out.skipped = sum(n for r, n in cs["skips"].items() if r in _SKIPS_COUNTED)
+        for tier, t in cs["tiers"].items():
+            out.evictions[tier] = t["evictions"]
+        out.hit_rate = cs["hit_rate"]
+        preload = cs.get("preload", {})
+        out.preloads = int(preload.get("proposed", 0))
+        out.preload_useful_ratio = float(preload.get("useful_ratio", 0.0))
     for (agent, handler), (why, until) in sorted(sched.quarantine_reasons.items()):
         stats.quarantined.add(
             agent_id=agent, handler=handler, reason=why, for_s=max(0.0, until - now)
         )
+
+
+_SKIPS_COUNTED = frozenset({"too_large", "unhashable"})
+"""Skips that are bad input (counted, never an error); not the ones a policy chose."""
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]

@@ -30,6 +30,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     ) -> None:
         hello = await self._read_hello(request_iterator, context)
         shell = self.shell
+        if hello.max_epoch_seen > shell.config.epoch:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"agent {hello.agent_id!r} has seen epoch {hello.max_epoch_seen}, newer than "
+                f"this controller's epoch {shell.config.epoch}: this controller is no longer "
+                "the leader; connect to the current one",
+            )
         sched = shell.scheduler
         agent_id = hello.agent_id
         now = shell.clock()

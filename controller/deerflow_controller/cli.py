@@ -29,7 +29,8 @@ address_option = click.option(
     default=DEFAULT_ADDRESS,
     envvar="DEERFLOW_CONTROLLER",
     show_default=True,
-    help="Controller address host:port (env DEERFLOW_CONTROLLER).",
+    help="Controller address host:port, or several comma-separated (HA: the client finds the "
+    "leader) (env DEERFLOW_CONTROLLER).",
 )
 
 
@@ -292,15 +293,43 @@ def stats(address: str, as_json: bool) -> None:
         "timed_out": s.timed_out,
         "retries": s.retries,
         "completed_per_s": round(s.completed_per_s, 1),
+        "schedule_timeouts": s.schedule_timeouts,
+        "heartbeat_timeouts": s.heartbeat_timeouts,
+        "split_tasks": s.split_tasks,
+        "moved_off_lagging_agents": s.stolen,
+        "cache_hit_rate": round(s.cache.hit_rate, 4),
+        "cache_hits": dict(s.cache.hits),
+        "cache_entries": s.cache.entries,
+    }
+    predictions = {
+        h.name: {"n": h.predictions, "mdape": round(h.mdape, 3), "median_s": h.median_s}
+        for h in s.handlers
+        if h.predictions
+    }
+    detail: dict[str, Any] = {
+        "predictions": predictions,
+        "circuits": [
+            {"key": c.key, "state": c.state, "trips": c.trips, "reason": c.reason}
+            for c in s.circuits
+        ],
+        "quarantined": [
+            {"agent": q.agent_id, "handler": q.handler, "reason": q.reason} for q in s.quarantined
+        ],
     }
     if as_json:
-        click.echo(json.dumps(data))
+        click.echo(json.dumps({**data, **detail}))
         return
     table = Table(title=f"controller {s.controller_id}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for k, v in data.items():
         table.add_row(k, str(v))
+    for name, p in predictions.items():
+        table.add_row(f"prediction error {name}", f"{p['mdape']:.0%} over {p['n']}")
+    for c in s.circuits:
+        table.add_row(f"circuit {c.key}", f"{c.state} ({c.trips} trips)")
+    for q in s.quarantined:
+        table.add_row(f"quarantined {q.agent_id}/{q.handler}", q.reason)
     Console().print(table)
 
 
@@ -414,17 +443,165 @@ def bench_ratelimit_cmd(
     _emit(rl.add_machine(run(coro)), as_json)
 
 
+@bench.command("failover")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_failover_cmd(rounds: int, as_json: bool) -> None:
+    """Agent SIGKILL -> its tasks running elsewhere; leader SIGKILL -> first dispatch by the
+    new leader (a local etcd, 2 controllers, 2 agents)."""
+    from . import bench_failover
+
+    _emit(run(bench_failover.failover(rounds)), as_json)
+
+
+@bench.command("journal")
+@click.option("--tasks", default=20000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--prefetch", default=64, show_default=True, type=click.IntRange(0, 4096))
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_journal_cmd(
+    tasks: int, agents: int, slots: int, prefetch: int, rounds: int, as_json: bool
+) -> None:
+    """No-op throughput with the etcd journal (HA leader) against embedded mode, alternating."""
+    from . import bench_failover
+
+    _emit(run(bench_failover.journal(tasks, agents, slots, prefetch, rounds)), as_json)
+
+
 @bench.command("tracing")
 @click.option("--tasks", default=20000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option(
+    "--export-batch",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="OTEL_BSP_MAX_EXPORT_BATCH_SIZE of the traced daemons (the SDK default is 512).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
-def bench_tracing(tasks: int, agents: int, rounds: int, as_json: bool) -> None:
+def bench_tracing(tasks: int, agents: int, rounds: int, export_batch: int, as_json: bool) -> None:
     """No-op throughput with every task traced and exported (to a local OTLP receiver) against
     tracing off, alternating rounds."""
     from .observability import tracing_overhead
 
-    _emit(run(tracing_overhead(tasks=tasks, agents=agents, rounds=rounds)), as_json)
+    _emit(
+        run(tracing_overhead(tasks=tasks, agents=agents, rounds=rounds, export_batch=export_batch)),
+        as_json,
+    )
+
+
+@bench.command("predictor")
+@click.option(
+    "--records",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON lines of a real run's attempts (see bench_predictor.Record) to score as well.",
+)
+@click.option("--train", "train_n", default=4000, show_default=True, type=click.IntRange(1))
+@click.option("--test", "test_n", default=4000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_predictor_cmd(
+    records: Path | None, train_n: int, test_n: int, seed: int, as_json: bool
+) -> None:
+    """Predictor accuracy (MdAPE on a held-out run) and per-call costs; in-process, no daemons."""
+    from . import bench_predictor as bp
+
+    _emit(bp.run(records, train_n, test_n, seed), as_json)
+
+
+@bench.command("skewed")
+@click.option("--tasks", default=160, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--slots", default=4, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--per-item", "per_item_s", default=0.01, show_default=True, type=float)
+@click.option("--sigma", default=1.3, show_default=True, type=float)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--warmup", default=40, show_default=True, type=click.IntRange(0, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_skewed(
+    tasks: int, agents: int, slots: int, per_item_s: float, sigma: float, seed: int,
+    warmup: int, as_json: bool,
+) -> None:  # fmt: skip
+    """Heavy-tailed task durations against max(total / slots, longest)."""
+    from . import bench_sched
+
+    _emit(run(bench_sched.skewed(tasks, agents, slots, per_item_s, sigma, seed, warmup)), as_json)
+
+
+@bench.command("dag")
+@click.option("--plans", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--searches", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--slots", default=128, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--seed", default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_dag(plans: int, searches: int, agents: int, slots: int, seed: int, as_json: bool) -> None:
+    """Research-shaped DAGs against their critical path."""
+    from . import bench_sched
+
+    _emit(run(bench_sched.dag(plans, searches, agents, slots, seed)), as_json)
+
+
+@bench.command("hetero")
+@click.option("--tasks", default=160, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--slots", default=4, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--per-item", "per_item_s", default=0.01, show_default=True, type=float)
+@click.option("--sigma", default=1.0, show_default=True, type=float)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--warmup", default=40, show_default=True, type=click.IntRange(0, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_hetero(
+    tasks: int, slots: int, per_item_s: float, sigma: float, seed: int, warmup: int,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Two agents, one half as fast, against the capacity-weighted bound."""
+    from . import bench_sched
+
+    _emit(run(bench_sched.hetero(tasks, slots, per_item_s, sigma, seed, warmup)), as_json)
+
+
+@bench.command("brownout")
+@click.option("--tasks", default=600, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--slots", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--error-rate", default=0.3, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--window", "window_s", default=10.0, show_default=True, type=float)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_brownout(
+    tasks: int, agents: int, slots: int, error_rate: float, window_s: float, seed: int,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Transient provider errors for a window: share that eventually succeeds, attempts/task."""
+    from . import bench_sched
+
+    _emit(run(bench_sched.brownout(tasks, agents, slots, error_rate, window_s, seed)), as_json)
+
+
+@bench.command("cache")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--jobs", default=3000, show_default=True, type=click.IntRange(10, 1_000_000))
+@click.option("--entries", default=100_000, show_default=True, type=click.IntRange(100, 10**7))
+@click.option("--lookups", default=20_000, show_default=True, type=click.IntRange(100, 10**7))
+@click.option(
+    "--threshold",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="Similarity threshold of the main run (default: DEFAULT_SIMILARITY_THRESHOLD).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_cache_cmd(
+    seed: int, jobs: int, entries: int, lookups: int, threshold: float | None, as_json: bool
+) -> None:
+    """The result cache, offline, on WORKLOAD.md's repetition model: hit rate by layer against
+    the oracle, false hits, lookup latency at 100,000 entries, bytes per entry."""
+    from .bench_cache import cache_bench
+
+    _emit(cache_bench(seed, jobs, entries, lookups, threshold=threshold), as_json)
 
 
 # The provider simulator: DeerFlow's LLM, search and reader APIs with their limits, for the

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .balancer import BalancerConfig
+from .cache import CacheConfig
 from .decomposer import DecomposerConfig
 from .predictor import PredictorConfig
 from .ratelimit import LimiterConfig
@@ -95,6 +96,14 @@ class ControllerConfig:
     """Embedded mode has a single, fixed epoch; the etcd election supplies it otherwise."""
 
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    cache: CacheConfig | None = field(default_factory=CacheConfig)
+    """The result cache (opt-in per handler: only handlers declared cacheable use it);
+    None turns it off for every task (``--no-cache``)."""
+
+    cache_file: str = ""
+    """SQLite file that keeps the cache across restarts (``--cache-file``); empty: memory only,
+    the default (and always so in the embedded demo)."""
 
     limits: LimiterConfig = field(default_factory=LimiterConfig)
     """Rate limits per key pattern (``--limits FILE``); unknown keys adapt from a

@@ -13,6 +13,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 READY_PREFIX = "deerflow-controller listening on "
 
 
@@ -224,6 +227,117 @@ class Cluster:
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
         if self.controller is not None:
             await self.controller.stop()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def wait_serving(address: str, *, serving: bool = True) -> None:
+    """Block until the controller at ``address`` reports SERVING (or, with ``serving=False``,
+    anything else) on gRPC health; follows the health Watch stream, so no polling. Cancel it to
+    stop waiting."""
+    want = health_pb2.HealthCheckResponse.SERVING
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        backoff = 0.05
+        while True:
+            try:
+                async for reply in stub.Watch(health_pb2.HealthCheckRequest(service="")):
+                    if (reply.status == want) == serving:
+                        return
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(backoff)  # not up yet, or restarting: look again
+                backoff = min(backoff * 2, 0.5)
+
+
+class HaCluster:
+    """Controllers campaigning on etcd plus agents registered there (the HA mode of #3), as an
+    async context manager. ``leader()`` waits for the controller that serves."""
+
+    def __init__(
+        self,
+        etcd: str,
+        *,
+        prefix: str = "/deerflow/",
+        controllers: int = 2,
+        agents: int = 2,
+        agent_args: Sequence[str] = (),
+        controller_args: Sequence[str] = (),
+        quiet: bool = True,
+    ) -> None:
+        self.etcd = etcd
+        self.prefix = prefix
+        self.n_controllers = controllers
+        self.n_agents = agents
+        self.agent_args = list(agent_args)
+        self.controller_args = list(controller_args)
+        self.quiet = quiet
+        self.controllers: list[ControllerProcess] = []
+        self.agents: list[AgentProcess] = []
+
+    @property
+    def addresses(self) -> str:
+        """Every controller's address, comma-separated: what clients and agents are given."""
+        return ",".join(c.address for c in self.controllers)
+
+    def etcd_args(self, etcd: str | None = None) -> list[str]:
+        return ["--etcd", etcd or self.etcd, "--etcd-prefix", self.prefix]
+
+    async def __aenter__(self) -> HaCluster:
+        try:
+            for _ in range(self.n_controllers):
+                await self.add_controller()
+            if self.controllers:
+                await self.leader()
+            for i in range(self.n_agents):
+                await self.add_agent(f"agent-{i + 1}")
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def add_controller(self, args: Sequence[str] = ()) -> ControllerProcess:
+        controller = await ControllerProcess.start(
+            [*self.etcd_args(), *self.controller_args, *args], quiet=self.quiet
+        )
+        self.controllers.append(controller)
+        return controller
+
+    async def add_agent(
+        self, agent_id: str, args: Sequence[str] = (), *, etcd: str | None = None
+    ) -> AgentProcess:
+        agent = await AgentProcess.start(
+            self.addresses,
+            agent_id,
+            [*self.etcd_args(etcd), *self.agent_args, *args],
+            quiet=self.quiet,
+        )
+        self.agents.append(agent)
+        return agent
+
+    async def leader(self, timeout_s: float = 30.0) -> ControllerProcess:
+        """The controller that reports SERVING (waits for one, among the live ones)."""
+        live = [c for c in self.controllers if c.returncode is None]
+        waits = {asyncio.ensure_future(wait_serving(c.address)): c for c in live}
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waits:
+                w.cancel()
+        if not done:
+            raise TimeoutError(f"no controller became the leader within {timeout_s:g} s")
+        return waits[next(iter(done))]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
+        await asyncio.gather(*(c.stop() for c in self.controllers), return_exceptions=True)
 
     async def __aexit__(
         self,

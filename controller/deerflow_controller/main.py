@@ -8,8 +8,11 @@ from pathlib import Path
 import click
 
 from deerflow_common import run, setup_logging
+from deerflow_common.etcd import DEFAULT_PREFIX, Keys, parse_endpoint
 
+from .cache import CacheConfig
 from .config import ControllerConfig, SchedulerConfig
+from .ha import HaConfig
 from .ratelimit import LimiterConfig
 from .server import serve
 
@@ -90,6 +93,59 @@ from .server import serve
     help="Address the HTTP side listens on [default: --host].",
 )
 @click.option(
+    "--etcd",
+    "etcd",
+    default=None,
+    envvar="DEERFLOW_ETCD",
+    help="etcd endpoints host:port[,host:port...]: campaign for leadership, journal accepted "
+    "jobs, restore on failover (env DEERFLOW_ETCD). Without it: embedded mode, state in memory.",
+)
+@click.option(
+    "--etcd-prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="Key prefix of this cluster in etcd.",
+)
+@click.option(
+    "--lease-ttl",
+    default=HaConfig.__dataclass_fields__["lease_ttl_s"].default,
+    show_default=True,
+    type=click.IntRange(1, 60),
+    help="Controller lease TTL (s): a dead leader is replaced about this long after it died.",
+)
+@click.option(
+    "--reconnect-grace",
+    default=HaConfig.__dataclass_fields__["reconnect_grace_s"].default,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="After a takeover, how long to wait for known agents to reconnect before their work "
+    "runs elsewhere (ends early once they are back).",
+)
+@click.option(
+    "--journal-max-payload-bytes",
+    default=HaConfig.__dataclass_fields__["journal_max_payload_bytes"].default,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Largest journal record (a job as submitted); larger jobs are refused. Keep below "
+    "etcd's --max-request-bytes (1.5 MiB by default).",
+)
+@click.option(
+    "--advertise",
+    default="",
+    help="Address agents and clients are told to reach this controller at [default: the "
+    "listening host:port].",
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Turn the result cache off for every task (it is opt-in per handler anyway).",
+)
+@click.option(
+    "--cache-file",
+    default="",
+    help="SQLite file that keeps the result cache across restarts [default: memory only].",
+)
+@click.option(
     "--log-level",
     default=None,
     help="DEBUG, INFO, WARNING... (default $DEERFLOW_LOG_LEVEL or INFO).",
@@ -107,6 +163,14 @@ def main(
     limits_path: Path | None,
     http_port: int | None,
     http_host: str | None,
+    etcd: str | None,
+    etcd_prefix: str,
+    lease_ttl: int,
+    reconnect_grace: float,
+    journal_max_payload_bytes: int,
+    advertise: str,
+    no_cache: bool,
+    cache_file: str,
     log_level: str | None,
 ) -> None:
     """Run the deerflow-parallel controller."""
@@ -116,6 +180,8 @@ def main(
     except (ValueError, OSError) as e:
         raise click.BadParameter(str(e), param_hint="--limits") from None
     config = ControllerConfig(
+        cache=None if no_cache else CacheConfig(),
+        cache_file=cache_file,
         limits=limits,
         host=host,
         port=port,
@@ -127,6 +193,23 @@ def main(
             prefetch=prefetch,
         ),
     )
+    ha = None
+    if etcd:
+        endpoints = tuple(e.strip() for e in etcd.split(",") if e.strip())
+        try:
+            Keys(etcd_prefix)
+            for endpoint in endpoints:
+                parse_endpoint(endpoint)
+            ha = HaConfig(
+                endpoints=endpoints,
+                prefix=etcd_prefix,
+                lease_ttl_s=lease_ttl,
+                reconnect_grace_s=reconnect_grace,
+                journal_max_payload_bytes=journal_max_payload_bytes,
+                advertise=advertise,
+            )
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--etcd/--etcd-prefix") from None
     args = ["--slots", str(agent_slots), *agent_arg]
     run(
         serve(
@@ -135,6 +218,7 @@ def main(
             agent_args=args,
             http_port=http_port,
             http_host=http_host,
+            ha=ha,
         )
     )
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from deerflow_common.errors import AttemptKey, ErrorClass, ErrorKind, TaskError
 
 if TYPE_CHECKING:
+    from .cache import RequestKey
     from .recovery import RetryState
 
 __all__ = [
@@ -141,6 +142,14 @@ class Task:
     split: object = None
     """For a split task: its parts and their collector (scheduler's ``_SplitRun``); None when
     the task runs whole. ``False`` once the decomposer decided not to split it."""
+    cache_key: RequestKey | None = None
+    """The result cache's request key after a miss (``cache.RequestKey``): the task leads."""
+    cache_leader: tuple[str, str] | None = None
+    """(job id, task id) of the identical running task this one waits for (in-flight dedup)."""
+    run_s: float = 0.0
+    """How long the successful attempt ran (agent's clock): the cache's recompute cost."""
+    speculative: bool = False
+    """Submitted by the cache's preloader: its result only lands in the cache."""
 
     @property
     def id(self) -> str:

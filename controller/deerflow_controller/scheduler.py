@@ -22,11 +22,14 @@ from enum import IntEnum
 from deerflow_common import signals
 
 from .balancer import Balancer
+from .cache import HandlerTraits as CacheTraits
+from .cache import Hit, Miss, RequestKey, ResultCache
 from .config import SchedulerConfig
 from .decomposer import Decomposer, Merger, PartCollector, PartOutcome, Plan, SplitRequest, Splitter
 from .model import (
     AgentView,
     AttemptKey,
+    CachePolicy,
     ErrorClass,
     ErrorKind,
     Event,
@@ -156,6 +159,9 @@ _RESTORABLE = frozenset(
 )
 
 
+PRELOAD_PRIORITY = -(2**31)
+"""Speculative tasks come after everything a client submitted."""
+
 SplitFunctions = Callable[[str], tuple[Splitter | None, Merger | None]]
 """A handler's own splitter and merger, when its package is installed where the core runs."""
 
@@ -183,6 +189,7 @@ class Scheduler:
         limiter: RateLimiter | None = None,
         seed: int | None = None,
         split_functions: SplitFunctions = _no_split_functions,
+        cache: ResultCache | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
         self.limiter = limiter or RateLimiter()
@@ -215,6 +222,14 @@ class Scheduler:
         self.decomposer = Decomposer(self.config.decomposer)
         self._split_functions = split_functions
         self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
+        self.cache = cache
+        """The result cache (issue #6); None: every task runs."""
+        self._cache_traits: dict[str, CacheTraits] = {}
+        self._preload_from: dict[str, Task] = {}
+        """Per cacheable handler, the last real task looked up: the preloader's context."""
+        self._speculations: dict[tuple[str, str], RequestKey] = {}
+        self._preload_seq = 0
+        self._preloading = False
         self.balancer = Balancer(self.config.balancer)
         self.accuracy: dict[str, deque[float]] = {}
         """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
@@ -485,6 +500,7 @@ class Scheduler:
                 self.limiter.observe(task, result.metadata, now)
             current = task.attempt == key[2] and task.agent_id == agent_id
             if result.ok:
+                task.run_s = result.run_s
                 self._record_success(task, agent_id, now)
                 if result.run_s > 0:
                     self._learn(task, agent_id, result, now)
@@ -765,6 +781,8 @@ class Scheduler:
             return
         if task.split is None and task.parent is None and self._split(task, now):
             return
+        if self.cache is not None and task.cache_key is None and self._from_cache(task, now):
+            return
         if spec.schedule_to_start_s > 0 and task.scheduled_attempt != task.attempt:
             # Each attempt gets its own schedule-to-start, as in Temporal.
             task.scheduled_attempt = task.attempt
@@ -820,6 +838,62 @@ class Scheduler:
             self._fill(now)
         if self.config.steal and len(self.agents) > 1 and not len(self.ready):
             self._steal(now)
+        if (
+            self._preload_from
+            and not self._preloading
+            and not len(self.ready)
+            and not self.limiter.waiting
+        ):
+            self._preloading = True
+            try:
+                self._preload(now)
+            finally:
+                self._preloading = False
+
+    def _preload(self, now: float) -> None:
+        """Spend idle slots and spare rate quota, and only those, on speculative lowest-priority
+        tasks whose results land in the cache (the preloader backs off when they go unused)."""
+        cache = self.cache
+        assert cache is not None
+        for handler, last in list(self._preload_from.items()):
+            idle = sum(
+                max(0, a.slots - len(a.in_flight))
+                for a in self.agents.values()
+                if handler in a.handlers and not a.draining
+            )
+            if idle <= 0:
+                continue
+            spec = last.spec
+            spare = float(idle)  # unlimited keys: the idle slots are the bound
+            if spec.rate_keys:
+                spare = min(spare, self.limiter.spare(spec.rate_keys, now))
+            speculations = cache.speculate(last.job.id, handler, idle, spare, now)
+            if not speculations:
+                continue
+            self._preload_seq += 1
+            job_id = f"preload-{self._preload_seq}"
+            specs = []
+            for i, s in enumerate(speculations):
+                task_id = f"{handler}-{i}"
+                self._speculations[(job_id, task_id)] = s.key
+                specs.append(
+                    TaskSpec(
+                        id=task_id,
+                        handler=handler,
+                        payload=s.payload,
+                        priority=PRELOAD_PRIORITY,
+                        max_retries=0,
+                        labels=spec.labels,
+                        rate_keys=spec.rate_keys,
+                        tenant="preload",
+                        cache=CachePolicy.REFRESH,
+                    )
+                )
+            self.outbox.notices.append(
+                f"preloading {len(specs)} likely next {handler} request(s) after job "
+                f"{last.job.id!r} ({idle} idle slots)"
+            )
+            self.submit(job_id, "preload", specs, now)
 
     def _fill(self, now: float) -> None:
         agents = [a for a in self.agents.values() if a.credit > 0]
@@ -1222,6 +1296,104 @@ class Scheduler:
         self._emit(task, TaskState.THROTTLED, now, detail=f"circuit {key} is open{until}")
         self._arm_recovery_timer(now)
 
+    # ----------------------------------------------------------------- result cache
+
+    def _from_cache(self, task: Task, now: float) -> bool:
+        """Look the task up in the result cache: True when it was answered (a hit) or attached
+        to an identical running task (in-flight dedup); False to run it."""
+        cache = self.cache
+        assert cache is not None
+        spec = task.spec
+        traits = self._cache_traits.get(spec.handler)
+        if traits is None:
+            t = self.traits.get(spec.handler)
+            if t is None:
+                return False  # no agent has declared the handler yet: nothing is cacheable
+            traits = self._cache_traits[spec.handler] = CacheTraits(
+                cacheable=t.cacheable,
+                nondeterministic=t.nondeterministic,
+                similarity_field=t.similarity_field,
+                similarity_threshold=t.similarity_threshold,
+                cache_ttl_s=t.cache_ttl_s,
+            )
+        if not traits.cacheable and spec.cache != CachePolicy.ON:
+            return False  # the common case, without building a lookup
+        ref = (task.job.id, spec.id)
+        if self._speculations:
+            speculation = self._speculations.pop(ref, None)
+            if speculation is not None:
+                task.speculative = True
+                task.cache_key = speculation
+                cache.attach(speculation, ref)
+                return False
+        found = cache.lookup(spec.handler, traits, spec.payload, spec.cache, now, task.job.id)
+        if cache.config.preload:
+            self._preload_from[spec.handler] = task
+        if isinstance(found, Hit):
+            task.output = found.output
+            self._finish(
+                task, TaskState.SUCCEEDED, now, detail=found.reason, cache_layer=found.layer
+            )
+            return True
+        if not isinstance(found, Miss):
+            return False
+        task.cache_key = found.key
+        leader = cache.attach(found.key, (task.job.id, spec.id))
+        if leader is None:
+            return False
+        task.cache_leader = leader
+        task.state = TaskState.QUEUED
+        task.ready_seq = 0
+        self._emit(
+            task,
+            TaskState.QUEUED,
+            now,
+            detail=f"waiting for the identical task {leader[1]!r} of job {leader[0]!r} "
+            "(in-flight dedup)",
+        )
+        return True
+
+    def _cache_settle(self, task: Task, state: TaskState, now: float) -> None:
+        """A task that led or followed a cache flight ended: store and share the leader's
+        result, or release its followers to run; a follower that ends leaves its flight."""
+        cache = self.cache
+        assert cache is not None
+        key = task.cache_key
+        if key is None:
+            task.cache_leader = None
+            return
+        ref = (task.job.id, task.spec.id)
+        if task.cache_leader is not None:
+            task.cache_leader = None
+            if state != TaskState.SUCCEEDED:
+                cache.detach(key, ref)
+            return
+        task.cache_key = None
+        if state == TaskState.SUCCEEDED:
+            followers = cache.complete(
+                key, task.output, task.run_s, now, speculative=task.speculative
+            )
+            for job_id, task_id in followers:
+                follower = self._task_for((job_id, task_id, 0))
+                if follower is not None and not follower.terminal and follower.cache_leader:
+                    follower.output = task.output
+                    self._finish(
+                        follower,
+                        TaskState.SUCCEEDED,
+                        now,
+                        detail=f"deduplicated: the identical task {task.id!r} ran once for both",
+                        cache_layer="inflight",
+                    )
+            return
+        for job_id, task_id in cache.fail(key):
+            follower = self._task_for((job_id, task_id, 0))
+            if follower is not None and not follower.terminal and follower.cache_leader:
+                follower.cache_leader = None
+                follower.cache_key = None
+                self._make_ready(
+                    follower, now, detail=f"the identical task {task.id!r} ended {state.name}"
+                )
+
     # ----------------------------------------------------------------- decomposition
 
     def _split(self, task: Task, now: float) -> bool:
@@ -1353,10 +1525,11 @@ class Scheduler:
         attempt: int | None = None,
         agent: str | None = None,
         detail: str = "",
+        cache_layer: str = "",
     ) -> None:
         """Move a task to a terminal state and settle its dependents: release them when it
         succeeded, fail them at once otherwise."""
-        self._terminal(task, state, now, error, attempt, agent, detail)
+        self._terminal(task, state, now, error, attempt, agent, detail, cache_layer)
         if state == TaskState.SUCCEEDED:
             for dep in task.dependents:
                 dep.waiting_on -= 1
@@ -1392,6 +1565,7 @@ class Scheduler:
         attempt: int | None,
         agent: str | None,
         detail: str = "",
+        cache_layer: str = "",
     ) -> None:
         """Bookkeeping of one task's terminal transition and its one terminal event."""
         if task.state == TaskState.QUEUED:
@@ -1404,6 +1578,8 @@ class Scheduler:
         self.limiter.end_attempt(task)
         task.state = state
         task.error = error
+        if self.cache is not None and (task.cache_key is not None or task.cache_leader):
+            self._cache_settle(task, state, now)
         if task.parent is not None:
             if agent:
                 task.agent_id = agent
@@ -1430,6 +1606,7 @@ class Scheduler:
             error=error,
             attempt=attempt,
             detail=detail,
+            cache_layer=cache_layer,
         )
         job = task.job
         job.remaining -= 1

@@ -27,6 +27,7 @@ from .admin_service import AdminService
 from .agent_service import AgentService
 from .config import ControllerConfig
 from .embedded import LocalAgents
+from .ha import HaConfig, HaRunner, LeaderGate
 from .job_service import JobService
 from .observability import DEFAULT_HTTP_PORT, Observability
 from .shell import Shell
@@ -41,11 +42,18 @@ SERVICE_NAMES = (
 
 
 class Controller:
-    """A running controller: the server, its shell, and (embedded mode) its local agents."""
+    """A running controller: the server, its shell, and (embedded mode) its local agents.
 
-    def __init__(self, config: ControllerConfig) -> None:
+    With ``ha`` (etcd configured) it campaigns for leadership and serves only while it leads
+    (see ``deerflow_controller.ha``); without, it is the only controller and always serves."""
+
+    def __init__(self, config: ControllerConfig, ha: HaConfig | None = None) -> None:
         self.config = config
-        self.server = grpc.aio.server(options=server_options(config.max_message_bytes))
+        self.gate = LeaderGate("") if ha is not None else None
+        interceptors = [self.gate] if self.gate is not None else None
+        self.server = grpc.aio.server(
+            interceptors=interceptors, options=server_options(config.max_message_bytes)
+        )
         self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
         if self.port == 0:
             raise OSError(f"cannot listen on {config.host}:{config.port}; is the port taken?")
@@ -63,6 +71,16 @@ class Controller:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+        self.ha: HaRunner | None = None
+        if self.gate is not None and ha is not None:
+            self.gate.address = ha.advertise or self.address
+            self.ha = HaRunner(
+                self.shell,
+                self.gate,
+                ha,
+                set_serving=self.set_serving,
+                observability=self.observability,
+            )
 
     @property
     def address(self) -> str:
@@ -71,9 +89,23 @@ class Controller:
     async def start(self) -> None:
         await self.server.start()
         self.shell.start()
+        if self.ha is not None:
+            # A standby until the election says otherwise.
+            await self.set_serving(False)
+            await self.ha.start()
+            return
+        await self.set_serving(True)
+
+    async def set_serving(self, serving: bool) -> None:
+        """gRPC health (and /readyz): SERVING while this controller takes work."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.serving = True
+            await self.health.set(name, status)
+        self.serving = serving
 
     async def begin_drain(self) -> None:
         """Report NOT_SERVING (gRPC health and /readyz) while still serving, so that load
@@ -84,6 +116,9 @@ class Controller:
 
     async def stop(self, grace_s: float = 2.0) -> None:
         await self.begin_drain()
+        if self.ha is not None:
+            # Resigning revokes the lease: a standby takes over now, not at the lease's expiry.
+            await self.ha.stop()
         await self.shell.stop()
         await self.server.stop(grace_s)
         await self.observability.stop()
@@ -116,11 +151,13 @@ async def serve(
     agent_args: Sequence[str] = (),
     http_port: int | None = None,
     http_host: str | None = None,
+    ha: HaConfig | None = None,
 ) -> None:
     """Run a controller until SIGTERM or SIGINT, with ``local_agents`` agent processes.
 
-    ``http_port``: the dashboard, /metrics and health endpoints (None: 7401 if free; 0: off)."""
-    controller = Controller(config)
+    ``http_port``: the dashboard, /metrics and health endpoints (None: 7401 if free; 0: off).
+    ``ha``: campaign for leadership on etcd, journal and restore (None: embedded mode)."""
+    controller = Controller(config, ha)
     http = await _serve_http(controller, http_host or config.host, http_port)
     await controller.start()
     # The ready line: scripts and tests read the bound port from it (useful with --port 0).
@@ -131,10 +168,18 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if ha is not None:
+        agent_args = [
+            *agent_args,
+            "--etcd",
+            ",".join(ha.endpoints),
+            "--etcd-prefix",
+            ha.prefix,
+        ]
     agents = LocalAgents(controller.address, local_agents, agent_args)
     try:
         await agents.start()
-        if local_agents:
+        if local_agents and ha is None:
             log.info(
                 "embedded mode: %d local agents, no etcd: state is in memory only", local_agents
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from typing import Protocol
 from deerflow_protos import agent_pb2
 
 from . import wire
+from .cache import ResultCache
+from .cache_file import CacheSaver
 from .config import ControllerConfig
 from .model import Task
 from .ratelimit import RateLimiter
@@ -69,11 +72,17 @@ class Shell:
     def __init__(self, config: ControllerConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
+        cache_config = config.cache
+        if cache_config is not None and config.cache_file and not cache_config.track_changes:
+            cache_config = dataclasses.replace(cache_config, track_changes=True)
+        self.cache = ResultCache(cache_config) if cache_config is not None else None
         self.scheduler = Scheduler(
             config.scheduler,
             limiter=RateLimiter(config.limits),
             split_functions=local_split_functions,
+            cache=self.cache,
         )
+        self._cache_saver: CacheSaver | None = None
         local_split_functions("")  # load the installed handlers now, not on the first submit
         self.sessions: dict[str, AgentSession] = {}
         self.started_at = clock()
@@ -90,8 +99,13 @@ class Shell:
 
     def start(self) -> None:
         self._timer_task = asyncio.get_running_loop().create_task(self._timer_loop())
+        if self.cache is not None and self.config.cache_file:
+            self._cache_saver = CacheSaver(self.cache, self.config.cache_file, self.clock)
+            self._cache_saver.start()
 
     async def stop(self) -> None:
+        if self._cache_saver is not None:
+            await self._cache_saver.stop()
         if self._timer_task is not None:
             self._timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -81,6 +81,11 @@ class JobServiceServicer:
         after_seq = the last seq seen: events are replayed from there, so a client that resumes
         sees every terminal event exactly once. The stream ends (OK) after the last terminal event
         of the job. NOT_FOUND when the job is unknown (never submitted, or past its retention).
+        HA mode: seq numbers belong to the leader's epoch, sent as initial metadata `deerflow-epoch`;
+        send back the epoch of your after_seq as request metadata `deerflow-epoch`. After a failover
+        (another epoch) the job's log, rebuilt from the journal, is replayed from the start: drop
+        terminal events of task ids already seen. When the leader loses leadership the stream ends
+        with UNAVAILABLE (and `deerflow-leader` if known): re-attach to the new leader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

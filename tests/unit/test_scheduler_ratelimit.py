@@ -344,7 +344,9 @@ def test_a_429d_task_is_retried_through_the_limiter() -> None:
     ]
     retrying, queued = events_of(job, "t0")[2:4]
     assert retrying.not_before == queued.time == 13.0
-    assert retrying.detail.startswith("rate-limited HANDLER_ERROR (HTTP 429); retry 1 of 8 in 3.00 s")
+    assert retrying.detail.startswith(
+        "rate-limited HANDLER_ERROR (HTTP 429); retry 1 of 8 in 3.00 s"
+    )
     assert gate(s).in_flight == 1
     assert_event_log_sound(job)
 

@@ -56,9 +56,9 @@ def test_labels_no_agent_carries_fail_after_the_membership_grace_with_a_reason()
     sched = make(unknown_handler_grace_s=2.0)
     sched.agent_joined("a", ["echo"], 1, 0.0, labels={"zone": "x"})
     job = sched.submit(JOB, "j", [TaskSpec("t", "echo", labels={"zone": "y"})], 0.5)
-    assert job.tasks["t"].state == TaskState.QUEUED  # agents may still be joining
+    assert trail(job, "t") == [TaskState.QUEUED]  # agents may still be joining
     sched.tick(2.0)
-    assert job.tasks["t"].state == TaskState.FAILED
+    assert trail(job, "t") == [TaskState.QUEUED, TaskState.FAILED]
     error = error_of(job, "t")
     assert error.kind == ErrorKind.UNKNOWN_HANDLER
     assert "zone=y" in error.message and "--label" in error.message
@@ -123,9 +123,9 @@ def test_each_attempt_gets_its_own_schedule_to_start() -> None:
     sched.agent_left("a", 3.0)  # the attempt is lost; the retry is scheduled anew at 3.0
     assert job.tasks["t"].state == TaskState.QUEUED
     sched.tick(4.9)
-    assert job.tasks["t"].state == TaskState.QUEUED
+    assert trail(job, "t")[-1] == TaskState.QUEUED
     sched.tick(5.0)
-    assert job.tasks["t"].state == TaskState.TIMED_OUT
+    assert trail(job, "t")[-1] == TaskState.TIMED_OUT
     assert_event_log_sound(job)
 
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -309,6 +309,44 @@ class EtcdClient:
         except _ERRORS as e:
             raise _translate(e) from e
         return bool(ok)
+
+    async def write_batch(
+        self,
+        puts: Sequence[tuple[str, bytes]] = (),
+        delete_prefixes: Sequence[str] = (),
+        deletes: Sequence[str] = (),
+        *,
+        only_if_created: tuple[str, int] | None = None,
+    ) -> bool:
+        """Apply puts and deletes (single keys, and every key under each prefix) in one
+        unconditional transaction: all or nothing, one disk sync.
+
+        etcd refuses a transaction with more than ``--max-txn-ops`` operations (128 by default),
+        larger than ``--max-request-bytes`` (1.5 MiB by default), or that touches one key twice:
+        the caller sizes batches (the journal does). Not idempotent for deletes' return values,
+        but repeating the same batch leaves the same state, so a retry after a lost answer is
+        safe.
+
+        ``only_if_created=(key, create_revision)`` fences the batch: it is applied only while
+        that key is still the incarnation created at that revision (a leader's key and its
+        epoch), so a deposed leader that has not noticed yet writes nothing. Returns False when
+        the fence refused the batch (nothing written), True otherwise."""
+        tx = self._raw.transactions
+        ops: list[Any] = [tx.put(k.encode(), v) for k, v in puts]
+        ops.extend(tx.delete(k.encode()) for k in deletes)
+        for prefix in delete_prefixes:
+            p = prefix.encode()
+            ops.append(tx.delete(p, range_end=aetcd.utils.prefix_range_end(p)))
+        if not ops:
+            return True
+        compare = []
+        if only_if_created is not None:
+            compare.append(tx.create(only_if_created[0].encode()) == only_if_created[1])
+        try:
+            applied, _ = await self._open().transaction(compare=compare, success=ops, failure=[])
+        except _ERRORS as e:
+            raise _translate(e) from e
+        return bool(applied)
 
     # -- leases (use Session, which keeps them alive) ----------------------------------------
 

@@ -13,6 +13,8 @@ Layout under the prefix::
                                         epoch
     journal/jobs/<job_id>               an accepted job, journaled before the submit is acked
     journal/results/<job_id>/<task_id>  a task's final result, until the client has it
+    journal/results/<job_id>/<chunk>    final results of one job, group-committed together
+                                        (chunk = <epoch hex>-<sequence hex>, unique per leader)
 
 Ids are single path segments: non-empty, no ``/``, no whitespace or control characters, so
 every key parses back into its ids without ambiguity.
@@ -123,6 +125,11 @@ class Keys:
 
     def journal_result(self, job_id: str, task_id: str) -> str:
         return self.journal_job_results_prefix(job_id) + validate_id("task id", task_id)
+
+    def journal_results_chunk(self, job_id: str, epoch: int, seq: int) -> str:
+        """One group commit's final results of one job. Epoch-qualified, so chunks written by
+        successive leaders never collide."""
+        return self.journal_job_results_prefix(job_id) + f"{epoch:x}-{seq:x}"
 
     def journal_result_ids(self, key: str) -> tuple[str, str]:
         """``(job_id, task_id)`` of a ``journal/results/<job>/<task>`` key."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
+from typing import Any
 
 import grpc
 from opentelemetry.trace import TracerProvider
@@ -21,9 +23,19 @@ DEFAULT_ADDRESS = "127.0.0.1:7400"
 
 _RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
+LEADER_METADATA = "deerflow-leader"
+"""Trailing metadata of a standby's refusal: the leader's address (see ``ha.gate``)."""
+EPOCH_METADATA = "deerflow-epoch"
+"""Initial metadata of WatchJob in HA mode: the epoch the stream's seq numbers belong to."""
+
 
 class AsyncClient:
     """A connection to the leader controller.
+
+    ``address`` may list several controllers (``"10.0.0.5:7400,10.0.0.6:7400"``): the client
+    talks to one, follows a standby's pointer to the leader, and moves to the next when one is
+    unreachable. Submits carry a job id chosen here, so retrying one after a failover is
+    idempotent; result streams re-attach to the new leader and deliver each task id once.
 
     Every unary call takes ``timeout_s`` (default: the client's ``timeout_s``); streams run until
     the job is done unless given one. Errors are :class:`DeerflowError` subclasses carrying the
@@ -42,12 +54,12 @@ class AsyncClient:
         timeout_s: float | None = 30.0,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
-        self.address = address
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
+        self.address = self.addresses[0]
         self.timeout_s = timeout_s
         self.tracer_provider = tracer_provider
-        self._channel = grpc.aio.insecure_channel(address, options=channel_options())
-        self._jobs = client_pb2_grpc.JobServiceStub(self._channel)
-        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._use(self.address)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -61,10 +73,72 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    # ----------------------------------------------------------------- leader discovery
+
+    def _use(self, address: str) -> None:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address, options=channel_options()
+            )
+        self.address = address
+        self._channel = channel
+        self._jobs = client_pb2_grpc.JobServiceStub(channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(channel)
+
+    def _move(self, error: grpc.aio.AioRpcError) -> bool:
+        """After UNAVAILABLE: go to the leader the controller named, else to the next
+        configured address. False when there is nowhere else to go (one address, no pointer)."""
+        for key, value in error.trailing_metadata() or ():
+            leader = value if key == LEADER_METADATA and isinstance(value, str) else ""
+            if leader and leader != self.address:
+                self._use(leader)
+                return True
+        if len(self.addresses) > 1:
+            i = self.addresses.index(self.address) if self.address in self.addresses else -1
+            self._use(self.addresses[(i + 1) % len(self.addresses)])
+            return True
+        return False
+
+    async def _unary(
+        self, call: Callable[[], Awaitable[Any]], timeout_s: float | None, *, retry: bool
+    ) -> Any:
+        """One unary call; with several controllers (or a standby's pointer), UNAVAILABLE
+        moves to another and, when ``retry`` (idempotent calls), tries again until the
+        deadline."""
+        loop = asyncio.get_running_loop()
+        timeout = self._timeout(timeout_s)
+        deadline = None if timeout is None else loop.time() + timeout
+        backoff = 0.05
+        while True:
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or not retry:
+                    raise from_rpc_error(e, self.address) from None
+                failed_at = self.address
+                moved = self._move(e)
+                out_of_time = deadline is not None and loop.time() + backoff >= deadline
+                if out_of_time or (not moved and len(self.addresses) == 1 and not _named(e)):
+                    raise from_rpc_error(e, failed_at) from None
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 1.0)
+
+    def _remaining(self, deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        return max(0.001, deadline - asyncio.get_running_loop().time())
 
     def _timeout(self, timeout_s: float | None) -> float | None:
         return self.timeout_s if timeout_s is None else timeout_s
+
+    def _deadline(self, timeout_s: float | None) -> float | None:
+        timeout = self._timeout(timeout_s)
+        return None if timeout is None else asyncio.get_running_loop().time() + timeout
 
     # ----------------------------------------------------------------- jobs
 
@@ -79,7 +153,9 @@ class AsyncClient:
         """Submit a job (a DAG through ``depends_on``). Returns once the controller accepted it.
 
         Raises InvalidJobError / PayloadTooLargeError when refused; nothing is accepted then.
-        Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op."""
+        Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op.
+        Without one, the client picks one, so its own retries (after a failover) are too."""
+        job_id = job_id or uuid.uuid4().hex
         with submit_span(self.tracer_provider, job_id, name) as (span, trace_context):
             request = client_pb2.SubmitJobRequest(job_id=job_id, name=name)
             add = request.tasks.add
@@ -96,10 +172,12 @@ class AsyncClient:
                     for k, v in items:
                         tc[k] = v
             span.set_attribute("deerflow.tasks", len(request.tasks))
-            try:
-                reply = await self._jobs.SubmitJob(request, timeout=self._timeout(timeout_s))
-            except grpc.aio.AioRpcError as e:
-                raise from_rpc_error(e, self.address) from None
+            deadline = self._deadline(timeout_s)
+            reply = await self._unary(
+                lambda: self._jobs.SubmitJob(request, timeout=self._remaining(deadline)),
+                timeout_s,
+                retry=True,
+            )
             span.set_attribute("deerflow.job.id", reply.job_id)
         return JobHandle(self, reply.job_id, reply.accepted)
 
@@ -115,18 +193,26 @@ class AsyncClient:
         """Stream a job's events in order until the job is done.
 
         When the stream breaks (controller restart, failover) it resumes from the last seq seen,
-        so no event is delivered twice and none is skipped."""
+        so no event is delivered twice and none is skipped. After a failover the new leader's log
+        restarts (its seq numbers belong to another epoch): it is replayed from the start, so
+        events of a task may repeat; :meth:`results` delivers each task id once regardless."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         flt = client_pb2.TERMINAL if terminal_only else client_pb2.ALL
         backoff = 0.1
+        epoch = ""  # the epoch after_seq counts in ("" outside HA mode)
         while True:
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
+            metadata = ((EPOCH_METADATA, epoch),) if epoch else None
             call = self._jobs.WatchJob(
                 client_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq, filter=flt),
                 timeout=remaining,
+                metadata=metadata,
             )
             try:
+                served_epoch = _metadata_value(await call.initial_metadata(), EPOCH_METADATA)
+                if served_epoch != epoch:
+                    epoch = served_epoch
                 async for batch in call:
                     backoff = 0.1
                     for ev in batch.events:
@@ -138,6 +224,8 @@ class AsyncClient:
                     raise from_rpc_error(e, self.address) from None
                 if deadline is not None and loop.time() >= deadline:
                     raise from_rpc_error(e, self.address) from None
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._move(e)
             finally:
                 call.cancel()
             await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -176,56 +264,66 @@ class AsyncClient:
     ) -> int:
         """Cancel tasks (the whole job when ``task_ids`` is empty); returns how many were live."""
         request = client_pb2.CancelJobRequest(job_id=job_id, task_ids=list(task_ids), reason=reason)
-        try:
-            reply = await self._jobs.CancelJob(request, timeout=self._timeout(timeout_s))
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, self.address) from None
+        deadline = self._deadline(timeout_s)
+        reply = await self._unary(
+            lambda: self._jobs.CancelJob(request, timeout=self._remaining(deadline)),
+            timeout_s,
+            retry=True,
+        )
         return int(reply.cancelled)
 
     async def get_job(self, job_id: str, *, timeout_s: float | None = None) -> client_pb2.JobStatus:
-        try:
-            reply: client_pb2.JobStatus = await self._jobs.GetJob(
-                client_pb2.GetJobRequest(job_id=job_id), timeout=self._timeout(timeout_s)
-            )
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, self.address) from None
+        deadline = self._deadline(timeout_s)
+        reply: client_pb2.JobStatus = await self._unary(
+            lambda: self._jobs.GetJob(
+                client_pb2.GetJobRequest(job_id=job_id), timeout=self._remaining(deadline)
+            ),
+            timeout_s,
+            retry=True,
+        )
         return reply
 
     async def get_task(
         self, job_id: str, task_id: str, *, timeout_s: float | None = None
     ) -> client_pb2.TaskStatus:
-        try:
-            task: client_pb2.TaskStatus = await self._jobs.GetTask(
+        deadline = self._deadline(timeout_s)
+        task: client_pb2.TaskStatus = await self._unary(
+            lambda: self._jobs.GetTask(
                 client_pb2.GetTaskRequest(job_id=job_id, task_id=task_id),
-                timeout=self._timeout(timeout_s),
-            )
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, self.address) from None
+                timeout=self._remaining(deadline),
+            ),
+            timeout_s,
+            retry=True,
+        )
         return task
 
     # ----------------------------------------------------------------- admin
 
     async def stats(self, *, timeout_s: float | None = None) -> admin_pb2.Stats:
-        try:
-            stats: admin_pb2.Stats = await self._admin.GetStats(
-                admin_pb2.GetStatsRequest(), timeout=self._timeout(timeout_s)
-            )
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, self.address) from None
+        deadline = self._deadline(timeout_s)
+        stats: admin_pb2.Stats = await self._unary(
+            lambda: self._admin.GetStats(
+                admin_pb2.GetStatsRequest(), timeout=self._remaining(deadline)
+            ),
+            timeout_s,
+            retry=True,
+        )
         return stats
 
     async def agents(
         self, *, wait_for: int = 0, timeout_s: float | None = None
     ) -> list[admin_pb2.AgentInfo]:
         """Connected agents; with ``wait_for`` blocks until that many are connected."""
-        try:
-            reply = await self._admin.ListAgents(
+        deadline = self._deadline(timeout_s)
+        reply = await self._unary(
+            lambda: self._admin.ListAgents(
                 admin_pb2.ListAgentsRequest(wait_for=wait_for),
-                timeout=self._timeout(timeout_s),
+                timeout=self._remaining(deadline),
                 wait_for_ready=wait_for > 0,
-            )
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, self.address) from None
+            ),
+            timeout_s,
+            retry=True,
+        )
         return list(reply.agents)
 
     async def drain_agent(self, agent_id: str, *, timeout_s: float | None = None) -> None:
@@ -245,6 +343,17 @@ class AsyncClient:
                 f"the controller at {self.address} did not become reachable in {timeout_s:g} s; "
                 "is deerflow-controller running there?"
             ) from None
+
+
+def _named(error: grpc.aio.AioRpcError) -> bool:
+    return any(k == LEADER_METADATA and v for k, v in error.trailing_metadata() or ())
+
+
+def _metadata_value(metadata: Any, key: str) -> str:
+    for k, v in metadata or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode()
+    return ""
 
 
 class JobHandle:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from deerflow_common import signals
@@ -149,6 +149,18 @@ class KeyGate:
         self.stats.admitted += 1
         self._admissions.append(now)
 
+    def spare(self, now: float) -> float:
+        """Requests this key could admit now beyond what waits for it: 0 while anything waits
+        or it has no room; the request bucket's level when it is paced; inf when unlimited."""
+        if self.waiting or not self.has_room(self.token_mean, now):
+            return 0.0
+        spare = math.inf
+        if self.requests is not None:
+            spare = self.requests.available(now)
+        if self.concurrency is not None:
+            spare = min(spare, self.concurrency.value - self.in_flight)
+        return max(0.0, spare)
+
     def observed_rps(self, now: float) -> float:
         adm = self._admissions
         while adm and adm[0] < now - OBSERVE_WINDOW_S:
@@ -267,6 +279,15 @@ class RateLimiter:
             )
             best = min(best, when)
         return None if best == math.inf else best
+
+    def spare(self, keys: Sequence[str], now: float) -> float:
+        """Least spare room over ``keys`` (see :meth:`KeyGate.spare`); a key never used has
+        none yet: speculative work must not be the first to probe a provider's limit."""
+        spare = math.inf
+        for key in keys:
+            gate = self.gates.get(key)
+            spare = 0.0 if gate is None else min(spare, gate.spare(now))
+        return spare
 
     def note_waiting(self, task: Task) -> None:
         self.gates[task.spec.rate_keys[0]].stats.waited += 1

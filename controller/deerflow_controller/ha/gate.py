@@ -1,0 +1,198 @@
+"""The gate in front of the controller's services in HA mode: only the leader serves.
+
+A gRPC server interceptor, so the services themselves know nothing of leadership:
+
+- On a standby (or a leader still restoring), JobService, AgentService and AdminService calls
+  end with UNAVAILABLE, a sentence naming the leader, and the trailing metadata
+  ``deerflow-leader: host:port``, which the SDK and the agents follow. Health and reflection
+  always answer (health says NOT_SERVING).
+- SubmitJob is acknowledged only after the job is journaled (group commit), and a job too large
+  to journal is refused before anything is accepted.
+- WatchJob tells the client the epoch its ``seq`` numbers belong to (initial metadata
+  ``deerflow-epoch``); a client resuming with a cursor of another epoch (a failover happened)
+  is replayed the job's log from the start, and the SDK drops what it already delivered by task
+  id. Streams of a term that ends are closed with UNAVAILABLE at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from deerflow_protos import client_pb2
+
+from .journal import Journal, JournalClosed, JournalRecordTooLarge
+
+log = logging.getLogger(__name__)
+
+LEADER_METADATA = "deerflow-leader"
+EPOCH_METADATA = "deerflow-epoch"
+
+_GUARDED = ("/deerflow.v1.JobService/", "/deerflow.v1.AgentService/", "/deerflow.v1.AdminService/")
+_SUBMIT = "/deerflow.v1.JobService/SubmitJob"
+_WATCH = "/deerflow.v1.JobService/WatchJob"
+
+
+@dataclass(eq=False)
+class Term:
+    """One leadership term of this controller: its epoch, its journal, and its end."""
+
+    epoch: int
+    journal: Journal | None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    on_delivered: Callable[[str], None] = lambda job_id: None
+
+
+class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Lets calls through while this controller leads (``term`` is set), refuses them
+    otherwise."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.term: Term | None = None
+        self.leader_address = ""
+        """The leader as this controller last observed it ("" when unknown)."""
+
+    def refusal(self) -> str:
+        if self.leader_address and self.leader_address != self.address:
+            return (
+                f"controller {self.address} is a standby; the leader is {self.leader_address}: "
+                "send requests there (the SDK and agents follow this by themselves)"
+            )
+        return (
+            f"controller {self.address} is not the leader yet (no leader is elected, or it is "
+            "still restoring the journal); retry in a moment"
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = details.method
+        handler = await continuation(details)
+        if handler is None or not method.startswith(_GUARDED):
+            return handler
+        term = self.term
+        if term is None:
+            return _refusing(handler, self.refusal(), self.leader_address)
+        if method == _SUBMIT and term.journal is not None:
+            return _replace(handler, unary_unary=self._submit(handler.unary_unary, term))
+        if method == _WATCH:
+            return _replace(handler, unary_stream=self._watch(handler.unary_stream, term))
+        return handler
+
+    # ------------------------------------------------------------------ SubmitJob
+
+    def _submit(self, inner: Any, term: Term) -> Any:
+        journal = term.journal
+        assert journal is not None
+
+        async def submit(
+            request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+        ) -> client_pb2.SubmitJobResponse:
+            try:
+                journal.check_job_size(max(len(request.job_id), 32), request.ByteSize())
+            except JournalRecordTooLarge as e:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            response: client_pb2.SubmitJobResponse = await inner(request, context)
+            try:
+                if response.duplicate:
+                    await journal.wait_job(response.job_id)
+                else:
+                    request.job_id = response.job_id
+                    await journal.append_job(response.job_id, request.SerializeToString())
+            except JournalClosed as e:
+                context.set_trailing_metadata(((LEADER_METADATA, self.leader_address),))
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"job {response.job_id!r} was not acknowledged: {e}; resubmit it with the "
+                    "same job id to the leader (the SDK does)",
+                )
+            return response
+
+        return submit
+
+    # ------------------------------------------------------------------ WatchJob
+
+    def _watch(self, inner: Any, term: Term) -> Any:
+        gate = self
+
+        async def watch(
+            request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            metadata = dict(context.invocation_metadata() or ())
+            seen_epoch = metadata.get(EPOCH_METADATA, "")
+            if request.after_seq and seen_epoch != str(term.epoch):
+                # The cursor counts another leader's log (or an unknown one): replay ours.
+                request.after_seq = 0
+            await context.send_initial_metadata(((EPOCH_METADATA, str(term.epoch)),))
+            events = inner(request, context)
+            ended = asyncio.ensure_future(term.ended.wait())
+            try:
+                while True:
+                    step = asyncio.ensure_future(anext(events))
+                    await asyncio.wait([step, ended], return_when=asyncio.FIRST_COMPLETED)
+                    if not step.done():
+                        step.cancel()
+                        with contextlib.suppress(BaseException):
+                            await step
+                        context.set_trailing_metadata(((LEADER_METADATA, gate.leader_address),))
+                        await context.abort(
+                            grpc.StatusCode.UNAVAILABLE,
+                            f"controller {gate.address} lost the leadership; re-attach to the "
+                            "new leader (the SDK does, resuming without duplicates)",
+                        )
+                    try:
+                        batch = step.result()
+                    except StopAsyncIteration:
+                        term.on_delivered(request.job_id)
+                        return
+                    yield batch
+            finally:
+                ended.cancel()
+                with contextlib.suppress(BaseException):
+                    await events.aclose()
+
+        return watch
+
+
+def _replace(handler: grpc.RpcMethodHandler, **behaviour: Any) -> grpc.RpcMethodHandler:
+    if "unary_unary" in behaviour:
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour["unary_unary"],
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.unary_stream_rpc_method_handler(
+        behaviour["unary_stream"],
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _refusing(handler: grpc.RpcMethodHandler, message: str, leader: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that ends every call with UNAVAILABLE."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if leader:
+            context.set_trailing_metadata(((LEADER_METADATA, leader),))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+    kw = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(refuse, **kw)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(refuse, **kw)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kw)
+    return grpc.stream_stream_rpc_method_handler(refuse, **kw)

@@ -1,0 +1,73 @@
+"""A TCP proxy in the test process: a network path the test can break.
+
+``sever()`` drops every open connection (RST) but keeps accepting new ones, like a flaky link
+or a NAT timeout; ``cut()`` also stops accepting, like a partition."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Proxy:
+    def __init__(self, target: str = "") -> None:
+        self.target = target
+        """host:port to forward to; may be set after start (before the first connection)."""
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> Proxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def sever(self) -> None:
+        """Drop every open connection at once; new ones are still accepted."""
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.transport.abort()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def cut(self) -> None:
+        """Stop listening and drop every open connection."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        await self.sever()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            host, _, port = self.target.rpartition(":")
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except (OSError, ValueError):
+            writer.transport.abort()
+            return
+        self._writers += [writer, up_writer]
+        pumps = [
+            asyncio.create_task(_pump(reader, up_writer)),
+            asyncio.create_task(_pump(up_reader, writer)),
+        ]
+        for task in pumps:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait(pumps)
+        for w in (writer, up_writer):
+            w.transport.abort()
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()

@@ -1,0 +1,174 @@
+"""The journal against a real etcd: group commit, chunked results, load, forget, the end of a
+term, and (through a real controller) the record limit and cleanup after delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+
+from deerflow_common.etcd import EtcdClient, EventKind, Keys, LocalEtcd
+from deerflow_controller.client import AsyncClient, PayloadTooLargeError, Task
+from deerflow_controller.ha import Journal, JournalClosed, load_journal
+from deerflow_controller.launcher import HaCluster
+from deerflow_protos import client_pb2, common_pb2
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def job_record(job_id: str, n: int) -> bytes:
+    request = client_pb2.SubmitJobRequest(job_id=job_id, name="j")
+    for i in range(n):
+        request.tasks.add(id=f"t{i}", handler="echo", payload=b"x")
+    return request.SerializeToString()
+
+
+def terminal(job_id: str, task_id: str, output: bytes = b"out") -> common_pb2.TaskEvent:
+    return common_pb2.TaskEvent(
+        job_id=job_id, task_id=task_id, state=common_pb2.SUCCEEDED, output=output, attempt=1
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(journal: Journal) -> AsyncIterator[Journal]:
+    journal.start()
+    try:
+        yield journal
+    finally:
+        journal.close()
+        await journal.wait_closed()
+
+
+async def test_submits_queued_together_share_one_transaction(
+    etcd_client: EtcdClient, keys: Keys
+) -> None:
+    async with running(Journal(etcd_client, keys, 7, max_record_bytes=1 << 20)) as journal:
+        await asyncio.gather(
+            *(journal.append_job(f"j{i}", job_record(f"j{i}", 3)) for i in range(50))
+        )
+        jobs, orphans = await load_journal(etcd_client, keys)
+    assert sorted(j.request.job_id for j in jobs) == sorted(f"j{i}" for i in range(50))
+    assert orphans == []
+    assert journal.transactions < 50  # group commit: far fewer transactions than submits
+
+
+async def test_results_are_chunked_under_the_record_limit_and_load_back(
+    etcd_client: EtcdClient, keys: Keys
+) -> None:
+    async with running(Journal(etcd_client, keys, 7, max_record_bytes=4096)) as journal:
+        await journal.append_job("j", job_record("j", 40))
+        journal.add_results("j", [terminal("j", f"t{i}", b"o" * 300) for i in range(40)])
+        # Records of one turn may span transactions; a later turn starts after they all committed.
+        await journal.append_job("k", job_record("k", 1))
+        await journal.append_job("m", job_record("m", 1))
+        jobs, _ = await load_journal(etcd_client, keys)
+        chunks = await etcd_client.get_prefix(keys.journal_job_results_prefix("j"))
+    assert len(chunks.kvs) > 1
+    assert all(len(kv.value) <= 4096 for kv in chunks.kvs)
+    (job,) = [j for j in jobs if j.request.job_id == "j"]
+    assert sorted(job.results) == sorted(f"t{i}" for i in range(40))
+    assert job.results["t3"].output == b"o" * 300
+
+
+async def test_forget_deletes_the_job_and_its_results(etcd_client: EtcdClient, keys: Keys) -> None:
+    async with running(Journal(etcd_client, keys, 7, max_record_bytes=1 << 20)) as journal:
+        await journal.append_job("j", job_record("j", 2))
+        journal.add_results("j", [terminal("j", "t0")])
+        await journal.append_job("k", job_record("k", 1))
+        journal.forget("j")
+        await journal.append_job("m", job_record("m", 1))  # the forget went in this turn or before
+        jobs, _ = await load_journal(etcd_client, keys)
+        leftovers = await etcd_client.get_prefix(keys.journal_job_results_prefix("j"))
+    assert sorted(j.request.job_id for j in jobs) == ["k", "m"]
+    assert leftovers.kvs == ()
+
+
+async def test_a_submit_waiting_when_the_term_ends_is_refused(
+    restartable_etcd: LocalEtcd, keys: Keys
+) -> None:
+    client = EtcdClient(restartable_etcd.endpoint, timeout_s=0.5)
+    await client.connect()
+    try:
+        journal = Journal(client, keys, 7, max_record_bytes=1 << 20)
+        journal.start()
+        await asyncio.to_thread(restartable_etcd.stop)  # the write cannot commit now
+        waiting = asyncio.ensure_future(journal.append_job("j", job_record("j", 1)))
+        await asyncio.sleep(0)  # let the submit queue its record
+        journal.close()  # the term ends (the session's loss does this)
+        with pytest.raises(JournalClosed):
+            await waiting
+        await journal.wait_closed()
+    finally:
+        await client.close()
+
+
+async def test_a_job_too_large_to_journal_is_refused_with_an_actionable_message(
+    etcd_server: LocalEtcd, make_ha_cluster: Callable[..., HaCluster]
+) -> None:
+    async with (
+        make_ha_cluster(
+            etcd_server.endpoint,
+            controllers=1,
+            agents=0,
+            controller_args=("--journal-max-payload-bytes", "4096"),
+        ) as cluster,
+        AsyncClient(cluster.addresses, timeout_s=30) as client,
+    ):
+        with pytest.raises(PayloadTooLargeError) as refused:
+            await client.submit([Task(f"t{i}", "echo", "y" * 500) for i in range(20)])
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--journal-max-payload-bytes" in refused.value.message
+        job = await client.submit([Task("small", "echo", "y")])
+        assert job.accepted == 1
+
+
+async def test_journal_entries_go_once_the_results_are_delivered(
+    etcd_server: LocalEtcd,
+    etcd_client: EtcdClient,
+    keys: Keys,
+    make_ha_cluster: Callable[..., HaCluster],
+) -> None:
+    cluster = make_ha_cluster(etcd_server.endpoint, controllers=1, agents=1)
+    async with cluster, AsyncClient(cluster.addresses, timeout_s=30) as client:
+        await client.agents(wait_for=1)
+        job = await client.submit([Task(f"t{i}", "echo", "z") for i in range(20)])
+        record = await etcd_client.get(keys.journal_job(job.job_id))
+        assert record is not None  # journaled before the submit was acknowledged
+        results = await job.wait(timeout_s=30)
+        assert len(results) == 20
+        async with asyncio.timeout(30):
+            watch = etcd_client.watch_key(keys.journal_job(job.job_id), record.mod_revision + 1)
+            async with contextlib.aclosing(watch):
+                async for change in watch:
+                    if change.kind is EventKind.DELETE:
+                        break
+        left = await etcd_client.get_prefix(keys.journal_prefix)
+        assert left.kvs == ()
+
+
+async def test_a_deposed_leader_cannot_write_to_the_journal(
+    etcd_client: EtcdClient, keys: Keys
+) -> None:
+    leader_key = keys.election_candidate(0xABC)
+    created, kv = await etcd_client.put_if_absent(leader_key, b"me")
+    assert created
+    fenced: list[bool] = []
+    journal = Journal(
+        etcd_client,
+        keys,
+        kv.create_revision,
+        max_record_bytes=1 << 20,
+        leader_key=leader_key,
+        on_fenced=lambda: fenced.append(True),
+    )
+    async with running(journal):
+        await journal.append_job("before", job_record("before", 1))
+        await etcd_client.delete(leader_key)  # another controller took over meanwhile
+        with pytest.raises(JournalClosed):
+            await journal.append_job("after", job_record("after", 1))
+        jobs, _ = await load_journal(etcd_client, keys)
+    assert [j.request.job_id for j in jobs] == ["before"]
+    assert fenced == [True]
