@@ -51,6 +51,8 @@ class DemoReport:
     provider_429s: int
     throttled_tasks: int
     by_kind: Counter[str] = field(default_factory=Counter)
+    from_cache: int = 0
+    """Tasks answered by the result cache or by an identical task in flight."""
 
     @property
     def throughput(self) -> float:
@@ -260,6 +262,7 @@ async def _run(
         provider_requests=0,
         provider_429s=0,
         throttled_tasks=len(throttled),
+        from_cache=sum(stats.cache.hits.values()),
         by_kind=done_kinds,
     )
 
@@ -280,6 +283,7 @@ def summary_table(report: DemoReport) -> Table:
     table.add_row("provider requests", str(report.provider_requests))
     table.add_row("provider 429s", str(report.provider_429s))
     table.add_row("tasks held THROTTLED by the limiter", str(report.throttled_tasks))
+    table.add_row("answered from the result cache", str(report.from_cache))
     for kind, n in sorted(report.by_kind.items()):
         table.add_row(f"  {kind} tasks", str(n))
     return table
