@@ -10,6 +10,8 @@ can pass the context on (``traceparent`` header) or parent its own spans on it. 
 (``http.response.status_code``, tokens); an event ``rate_limited`` on a 429 (with the
 Retry-After); status ERROR with the error's message when the attempt failed. Export follows the
 ``OTEL_*`` environment (see ``deerflow_common.otlp``); without an endpoint nothing is recorded.
+Per attempt the hot path only formats the handler's ``traceparent`` (start) and appends a tuple
+(end); spans are encoded on the loop's next turn, after the result left.
 
 Metrics (``--metrics-port``): ``deerflow_agent_attempts_total{handler,outcome}``,
 ``deerflow_agent_run_seconds{handler}``, ``deerflow_agent_provider_responses_total{handler,
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import random
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -51,6 +54,10 @@ _varint = otlp.varint
 TRACEPARENT = otlp.TRACEPARENT
 _CACHE_LIMIT = 4096
 _SUCCEEDED_ATTR = otlp.attr_str("deerflow.outcome", "succeeded")
+
+
+def _discard(span: bytes) -> None:
+    """Where spans go when tracing is off (never called: no span is made then)."""
 
 
 class _Span:
@@ -83,6 +90,13 @@ class AgentTelemetry:
         self._handler_attrs: dict[str, bytes] = {}
         self._attempt_attrs: dict[int, bytes] = {}
         self._outcome_attrs: dict[str, bytes] = {}
+        self._ok_attrs: dict[tuple[str, str, int], bytes] = {}
+        """(job, handler, attempt) -> the attributes of a successful attempt but its task id."""
+        self._sink_emit: Callable[[bytes], None] = sink.emit if sink is not None else _discard
+        self._ended: list[tuple[tuple[str, int], Outcome]] = []
+        """(parent traceparent, span id) and outcome of attempts whose span is not encoded yet."""
+        if sink is not None:
+            sink.add_source(self._encode_ended)
         self._follow_parent = sink is not None and sink.sampling.follows_parent
         self._agent: Agent | None = None
         self._runner: web.AppRunner | None = None
@@ -143,16 +157,66 @@ class AgentTelemetry:
             span = a.span
             if self.sink is None or span is None:
                 return
-            if isinstance(span, tuple):
-                header, n = span
-                if header[54] not in "13579bdf":
-                    return  # the parent was not sampled
-                ids = bytes.fromhex(header[3:35] + header[36:52])
-                self._emit(ids[:16], n.to_bytes(8, "big"), ids[16:], outcome)
+            if span.__class__ is tuple:
+                if span[0][54] in "13579bdf":  # the parent's sampled flag
+                    self._ended.append((span, outcome))
+                    self.sink.defer()
             elif isinstance(span, _Span) and span.sampled:
                 self._emit(span.trace_id, span.span_id, span.parent_id, outcome)
         except Exception:  # telemetry must never break reporting
             log.exception("recording attempt %r failed", a)
+
+    def _encode_ended(self) -> None:
+        """Encode the execute spans recorded by :meth:`on_end` since the last call (on the
+        loop's next turn: the results have left by then). The common case, a successful
+        attempt under our controller's span with nothing reported by a provider, is one join
+        in this loop; everything but its ids, times and task id is encoded once per (job,
+        handler, attempt)."""
+        ended, self._ended = self._ended, []
+        ok_attrs = self._ok_attrs
+        emit = self._sink_emit
+        fromhex = bytes.fromhex
+        for (header, n), outcome in ended:
+            if not outcome.ok or outcome.metadata:
+                ids = fromhex(header[3:35] + header[36:52])
+                self._emit(ids[:16], n.to_bytes(8, "big"), ids[16:], outcome)
+                continue
+            job_id, task_id, attempt = outcome.key
+            key = (job_id, outcome.handler, attempt)
+            shared = ok_attrs.get(key) or self._ok_shared(key)
+            body = b"".join(
+                (
+                    b"\x0a\x10",
+                    fromhex(header[3:35]),
+                    b"\x12\x08",
+                    n.to_bytes(8, "big"),
+                    b"\x22\x08",
+                    fromhex(header[36:52]),
+                    _HEAD,
+                    b"\x39",
+                    _pack_q(int(outcome.started_at * 1e9)),
+                    b"\x41",
+                    _pack_q(int(outcome.finished_at * 1e9)),
+                    _task_attr(task_id),
+                    shared,
+                )
+            )
+            emit(b"\x12" + _varint(len(body)) + body)
+
+    def _ok_shared(self, key: tuple[str, str, int]) -> bytes:
+        job_id, handler, attempt = key
+        if len(self._ok_attrs) >= _CACHE_LIMIT:
+            self._ok_attrs.clear()
+        b = self._ok_attrs[key] = b"".join(
+            (
+                self._cached(self._job_attrs, "deerflow.job.id", job_id),
+                self._cached(self._handler_attrs, "deerflow.handler", handler),
+                self._cached(self._attempt_attrs, "deerflow.attempt", attempt),
+                self._agent_attr,
+                _SUCCEEDED_ATTR,
+            )
+        )
+        return b
 
     # ------------------------------------------------------------------ recording
 

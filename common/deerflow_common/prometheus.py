@@ -1,21 +1,24 @@
-"""Prometheus text exposition (format 0.0.4) and the one metric type that needs state here: a
-histogram with fixed buckets.
+"""Prometheus metrics of both daemons: ``prometheus_client`` writes the exposition; the one
+piece of state kept here is a histogram with fixed buckets.
 
-Everything else both daemons expose is read from their live state when scraped, so the hot path
-only pays for histogram observations (a bisect and two additions, well under a microsecond).
-Kept dependency-free on purpose: ``prometheus_client``'s locks cost more per observation than
-the rest of a no-op task's bookkeeping.
+Everything the daemons expose is read from their live state when scraped (the collector
+pattern), so the hot path only pays for histogram observations. Those stay ours: an
+observation here is a bisect and two additions (0.66 us measured on the 2-core machine),
+against 1.9 us for ``prometheus_client.Histogram.observe`` (its lock), and a no-op task's
+whole bookkeeping is a few microseconds. At scrape time they become
+``HistogramMetricFamily`` samples; the text format, escaping and the standard ``process_*``
+series are the library's.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import os
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-import psutil
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
 __all__ = [
     "CONTENT_TYPE",
@@ -26,7 +29,9 @@ __all__ = [
     "process_metrics",
 ]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The text format every Prometheus version reads (what ``generate_latest`` writes for names
+that need no escaping, as ours)."""
 
 DURATION_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -71,103 +76,70 @@ class Histogram:
         return lower
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(labels: Labels | None, extra: str = "") -> str:
-    parts = [f'{k}="{_escape(v)}"' for k, v in (labels or {}).items()]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _number(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if value in (math.inf, -math.inf):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
 class MetricsText:
-    """Builds one exposition: each family once, with its HELP and TYPE lines."""
+    """One scrape's metric families, rendered by ``prometheus_client``. Each family is added
+    once, with all its samples (label sets may differ between samples)."""
 
     def __init__(self) -> None:
-        self._lines: list[str] = []
-
-    def _family(self, name: str, kind: str, help_text: str) -> None:
-        self._lines.append(f"# HELP {name} {help_text}")
-        self._lines.append(f"# TYPE {name} {kind}")
+        self._families: list[Metric] = []
+        self._process = False
 
     def gauge(
         self, name: str, help_text: str, samples: Iterable[tuple[Labels | None, float]]
     ) -> None:
-        self._samples(name, "gauge", help_text, samples)
+        self._add(Metric(name, help_text, "gauge"), name, samples)
 
     def counter(
         self, name: str, help_text: str, samples: Iterable[tuple[Labels | None, float]]
     ) -> None:
-        """``name`` must end in ``_total``."""
-        self._samples(name, "counter", help_text, samples)
+        """``name`` must end in ``_total`` (the family is named without it, as the library
+        and OpenMetrics do)."""
+        family = name[: -len("_total")] if name.endswith("_total") else name
+        self._add(Metric(family, help_text, "counter"), name, samples)
 
-    def _samples(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        samples: Iterable[tuple[Labels | None, float]],
+    def _add(
+        self, metric: Metric, sample_name: str, samples: Iterable[tuple[Labels | None, float]]
     ) -> None:
-        self._family(name, kind, help_text)
         for labels, value in samples:
-            self._lines.append(f"{name}{_labels(labels)} {_number(value)}")
+            metric.add_sample(sample_name, dict(labels or {}), float(value))
+        self._families.append(metric)
 
     def histogram(
         self, name: str, help_text: str, label: str, children: Mapping[str, Histogram]
     ) -> None:
         """One histogram per value of ``label`` (e.g. per handler)."""
-        self._family(name, "histogram", help_text)
+        family = HistogramMetricFamily(name, help_text, labels=[label])
         for value, h in sorted(children.items()):
-            labels = {label: value}
+            buckets: list[tuple[str, float]] = []
             cumulative = 0
             for bound, n in zip((*h.bounds, math.inf), h.counts, strict=True):
                 cumulative += n
-                le = 'le="' + _number(bound) + '"'
-                self._lines.append(f"{name}_bucket{_labels(labels, le)} {cumulative}")
-            self._lines.append(f"{name}_sum{_labels(labels)} {_number(h.sum)}")
-            self._lines.append(f"{name}_count{_labels(labels)} {h.count}")
+                buckets.append((_le(bound), cumulative))
+            family.add_metric([value], buckets, h.sum)
+        self._families.append(family)
+
+    def add_process(self) -> None:
+        """Include the standard ``process_*`` series (``prometheus_client.ProcessCollector``:
+        CPU seconds, resident and virtual memory, start time, open and max fds; Linux)."""
+        self._process = True
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
 
     def render(self) -> str:
-        return "\n".join(self._lines) + "\n"
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        if self._process:
+            ProcessCollector(registry=registry)
+        return generate_latest(registry).decode()
 
 
-_PROCESS: psutil.Process | None = None
+def _le(bound: float) -> str:
+    if bound == math.inf:
+        return "+Inf"
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
 
 
 def process_metrics(out: MetricsText) -> None:
-    """The standard process_* series (resident memory, CPU seconds, start time, open fds)."""
-    global _PROCESS
-    if _PROCESS is None or _PROCESS.pid != os.getpid():
-        _PROCESS = psutil.Process(os.getpid())
-    proc = _PROCESS
-    try:
-        with proc.oneshot():
-            rss = proc.memory_info().rss
-            cpu = proc.cpu_times()
-            started = proc.create_time()
-            fds = proc.num_fds()
-    except psutil.Error:
-        return
-    out.gauge("process_resident_memory_bytes", "Resident memory in bytes.", [(None, rss)])
-    out.counter(
-        "process_cpu_seconds_total", "User and system CPU seconds.", [(None, cpu.user + cpu.system)]
-    )
-    out.gauge("process_start_time_seconds", "Start time, Unix seconds.", [(None, started)])
-    out.gauge("process_open_fds", "Open file descriptors.", [(None, fds)])
-    out.gauge(
-        "process_uptime_seconds",
-        "Seconds since the process started.",
-        [(None, time.time() - started)],
-    )
+    """Add the standard process_* series to ``out`` (see :meth:`MetricsText.add_process`)."""
+    out.add_process()

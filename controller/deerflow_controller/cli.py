@@ -474,13 +474,23 @@ def bench_journal_cmd(
 @click.option("--tasks", default=20000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option(
+    "--export-batch",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="OTEL_BSP_MAX_EXPORT_BATCH_SIZE of the traced daemons (the SDK default is 512).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
-def bench_tracing(tasks: int, agents: int, rounds: int, as_json: bool) -> None:
+def bench_tracing(tasks: int, agents: int, rounds: int, export_batch: int, as_json: bool) -> None:
     """No-op throughput with every task traced and exported (to a local OTLP receiver) against
     tracing off, alternating rounds."""
     from .observability import tracing_overhead
 
-    _emit(run(tracing_overhead(tasks=tasks, agents=agents, rounds=rounds)), as_json)
+    _emit(
+        run(tracing_overhead(tasks=tasks, agents=agents, rounds=rounds, export_batch=export_batch)),
+        as_json,
+    )
 
 
 @bench.command("predictor")

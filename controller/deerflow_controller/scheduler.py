@@ -1316,8 +1316,6 @@ class Scheduler:
                 similarity_threshold=t.similarity_threshold,
                 cache_ttl_s=t.cache_ttl_s,
             )
-        if not traits.cacheable and spec.cache != CachePolicy.ON:
-            return False  # the common case, without building a lookup
         ref = (task.job.id, spec.id)
         if self._speculations:
             speculation = self._speculations.pop(ref, None)

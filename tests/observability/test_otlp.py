@@ -150,3 +150,26 @@ async def test_the_sink_exports_in_batches_and_drops_beyond_its_queue(
         spans = await receiver.wait_for_spans(100, timeout_s=10)
         assert {s.service for s in spans} == {"svc"}
         assert receiver.requests >= 4  # batches of at most 30
+
+
+def test_without_an_endpoint_nothing_is_traced_and_nothing_runs_per_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    from deerflow_agent.telemetry import AgentTelemetry
+    from deerflow_controller.config import ControllerConfig
+    from deerflow_controller.observability import Observability
+    from deerflow_controller.shell import Shell
+
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    before = trace.get_tracer_provider()
+    assert otlp.tracing_from_env("svc", "scope") is None
+    assert trace.get_tracer_provider() is before  # no SDK provider installed
+    # The agent's runtime gets no observer (no call at all per attempt) ...
+    assert AgentTelemetry.from_env("agent-1", metrics=False).observer is None
+    # ... and the controller's shell no interceptor (nothing reads the event logs).
+    shell = Shell(ControllerConfig())
+    obs = Observability.from_env(shell)
+    assert (obs.sink, obs.tracer, obs.tap, shell.interceptors) == (None, None, None, [])

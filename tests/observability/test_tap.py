@@ -3,6 +3,7 @@ times in, exact spans and numbers out (no processes, no network)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
@@ -28,9 +29,18 @@ class RecordingSink:
     def __init__(self) -> None:
         self.sampling = otlp.Sampling(ParentBased(ALWAYS_ON))
         self.emitted: list[bytes] = []
+        self.sources: list[Callable[[], None]] = []
 
     def emit(self, span: bytes) -> None:
         self.emitted.append(span)
+
+    def add_source(self, drain: Callable[[], None]) -> None:
+        self.sources.append(drain)
+
+    def defer(self) -> None:
+        """The real sink encodes on the loop's next turn; here at once."""
+        for drain in self.sources:
+            drain()
 
     def spans(self) -> list[ReceivedSpan]:
         return parse_request(otlp.export_request(b"", b"", self.emitted))
@@ -41,13 +51,18 @@ class Harness:
         self.sched = Scheduler(limiter=limiter, seed=1)
         self.sink = RecordingSink()
         self.metrics = TaskMetrics()
-        self.tracer = TaskTracer(cast(otlp.SpanSink, self.sink))
+        self.now = 0.0
+        """The shell's clock: when flush() sends the assignments."""
+        self.tracer = TaskTracer(cast(otlp.SpanSink, self.sink), clock=lambda: self.now)
         self.tap = EventTap(self.sched, self.metrics, self.tracer)
         self.sent: dict[str, dict[str, str]] = {}
         """Task id -> the trace context its last assignment carried."""
 
-    def flush(self) -> Outbox:
-        """What Shell.flush does: decisions to the tap, assignments built and decorated."""
+    def flush(self, now: float | None = None) -> Outbox:
+        """What Shell.flush does (at ``now``): decisions to the tap, assignments built and
+        decorated."""
+        if now is not None:
+            self.now = now
         out = self.sched.take()
         self.tap.on_decisions(out)
         for tasks in out.assignments.values():
@@ -72,7 +87,7 @@ def test_schedule_span_covers_the_wait_and_parents_the_agents_span() -> None:
     h.flush()
     assert h.metrics.queue_by_priority == {5: 1, 0: 1}
     h.sched.agent_joined("agent-1", ["echo"], 4, now=12.5)
-    out = h.flush()
+    out = h.flush(now=12.5)
     assert h.metrics.queue_by_priority == {5: 0, 0: 0}
     h.succeed("agent-1", out, now=13.0)
     h.flush()
@@ -103,11 +118,11 @@ def test_a_throttled_task_records_when_its_rate_key_held_it() -> None:
     h = Harness(RateLimiter(limits))
     h.sched.agent_joined("agent-1", ["echo"], 4, now=0.0)
     h.sched.submit("j", "", [spec(f"t{i}", rate_keys=("llm/k",)) for i in range(2)], now=1.0)
-    out = h.flush()
+    out = h.flush(now=1.0)
     h.succeed("agent-1", out, now=1.1)
     h.flush()
     h.sched.tick(2.0)  # a second later the bucket has room for the next request
-    out = h.flush()
+    out = h.flush(now=2.0)
     spans = {s.attributes["deerflow.task.id"]: s for s in h.sink.spans()}
     first, second = spans["t0"], spans["t1"]
     assert "throttled" not in first.events
@@ -126,7 +141,7 @@ def test_a_retry_starts_a_new_wait_that_says_why() -> None:
     h.sched.finished("agent-1", [AttemptResult(task.key, False, error=err)], now=2.0)
     h.flush()
     h.sched.tick(10.0)  # past the backoff
-    out = h.flush()
+    out = h.flush(now=10.0)
     h.succeed("agent-1", out, now=10.5)
     h.flush()
     first, second = sorted(h.sink.spans(), key=lambda s: s.start_ns)

@@ -29,10 +29,13 @@ Layers: exact (canonical request hash), similarity (hashed n-gram embedding, an 
 and synonyms the cache learns from requests whose answers coincide: ``synonyms``), preload
 (entries a speculative task stored). Tiers: hot, warm, cold by access frequency (``store``).
 
-Costs: a non-cacheable handler's lookup is an early return (about 0.2 us); an exact lookup
-canonicalises and hashes the payload (tens of us for a search request); the similarity layer
-scores at most ``similarity_candidates`` rows whatever the index size (p99 under 1 ms at
-100,000 entries, docs/BENCHMARKS.md).
+Costs (measured, docs/BENCHMARKS.md): a non-cacheable handler's lookup is an early return
+(under 1 us); an exact hit canonicalises and hashes the payload (about 60 us for a search
+request); the similarity layer scores at most ``similarity_candidates`` rows whatever the index
+size (p50 0.3 ms, p99 0.67 ms of CPU at 100,000 entries). ``complete`` costs about the same as
+a lookup; ``sweep`` is bounded by its ``budget``.
+
+Not persisted: learned synonyms and preload statistics (a restarted cache relearns them).
 
 Persistence (off by default) lives in ``persist.CacheFile``, driven by the shell:
 ``drain_changes`` every few seconds from a thread, ``restore`` at start-up."""

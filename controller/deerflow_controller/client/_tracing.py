@@ -3,10 +3,17 @@ W3C context every task of the job carries (``TaskSpec.trace_context``) to the co
 to the agent.
 
 The submit span is a child of whatever span is current where ``submit`` is called (a DeerFlow
-graph node, a tool call), so a job's tasks join the caller's trace; submit a task on its own to
-give it a trace of its own. Spans go to the tracer provider given to the client, or
-OpenTelemetry's global one: with none configured the API is a no-op, no context is sent, and
-the cost is a few microseconds per submit.
+graph node, a tool call), so a job's tasks join the caller's trace: each task is one connected
+subtree, submit -> ``deerflow.schedule`` (controller) -> ``deerflow.execute`` (agent), found by
+``deerflow.task.id``. Submit a task on its own to give it a trace of its own.
+
+Why one submit span per job and not a trace per task: a trace per task needs a client span per
+task, and an SDK span costs about 110 us of CPU once exported (54 us to make, 55 us to encode,
+measured on the 2-core machine), more than a whole no-op task; a bare per-task trace id without
+a client span would cut the tasks off from the caller's trace, which is where a DeerFlow
+developer looks. Spans go to the tracer provider given to the client, or OpenTelemetry's global
+one: with none configured the API is a no-op, no context is sent, and the cost is a few
+microseconds per submit.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class Observability:
     def __init__(self, shell: Shell, sink: SpanSink | None = None) -> None:
         self.shell = shell
         self.sink = sink
-        self.tracer = TaskTracer(sink) if sink is not None else None
+        self.tracer = TaskTracer(sink, shell.clock) if sink is not None else None
         self.metrics: TaskMetrics | None = None
         self.tap: EventTap | None = None
         self.history = StatsHistory(shell)

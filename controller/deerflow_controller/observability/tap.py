@@ -45,12 +45,14 @@ class Wait:
     """How a task's current wait for an agent began, when that is more than "it was queued"
     (kept for traces only). Times are Unix seconds; 0 means unset."""
 
-    __slots__ = ("retry", "since", "throttled_at")
+    __slots__ = ("retry", "since", "throttled_at", "throttled_why")
 
     def __init__(self, since: float) -> None:
         self.since = since
         """Since when the task waits: pending, throttled, or its previous attempt failed."""
         self.throttled_at = 0.0
+        self.throttled_why = ""
+        """The core's sentence for the hold (a rate key's budget, an open circuit), if any."""
         self.retry: tuple[TaskError | None, float] | None = None
         """(error, not_before) when the wait follows a failed attempt."""
 
@@ -131,7 +133,7 @@ class EventTap:
         metrics = self.metrics
         tracer = self.tracer
         queue_depth = metrics.queue_by_priority if metrics is not None else None
-        dispatched: list[tuple[Task, Event, Wait | None]] = []
+        dispatched: list[tuple[Task, Event, object]] = []
         ended: list[tuple[Task, Event, float | None]] = []
         for i in range(start, end):
             ev = events[i]
@@ -149,7 +151,12 @@ class EventTap:
                     if p is not None:
                         queue_depth[p] -= 1
                 starts[tid] = ev.time
-                dispatched.append((tasks[tid], ev, waits.pop(tid, None) if waits else None))
+                if metrics is not None:
+                    dispatched.append((tasks[tid], ev, None))
+                if waits and tracer is not None:
+                    wait = waits.pop(tid, None)
+                    if wait is not None:
+                        tracer.waited(tasks[tid], wait)
             elif state is _QUEUED:
                 if queue_depth is not None and tid not in queued:
                     p = queued[tid] = tasks[tid].spec.priority
@@ -168,6 +175,7 @@ class EventTap:
                     wait = waits.get(tid) or waits.setdefault(tid, Wait(ev.time))
                     if not wait.throttled_at:
                         wait.throttled_at = ev.time
+                        wait.throttled_why = ev.detail
             elif state is _PENDING:
                 pending.add(tid)
                 if metrics is not None:
@@ -187,11 +195,8 @@ class EventTap:
                     if began is None:
                         tracer.ended_waiting(job, task, ev, last_wait)
         # Batches, so that the per-task work runs in tight loops.
-        if dispatched:
-            if metrics is not None:
-                metrics.dispatched(dispatched)
-            if tracer is not None:
-                tracer.dispatched(job, dispatched)
+        if dispatched and metrics is not None:
+            metrics.dispatched(dispatched)
         if ended:
             if metrics is not None:
                 metrics.finished(job, ended)
