@@ -34,7 +34,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     async def SubmitJob(
         self, request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> client_pb2.SubmitJobResponse:
-        specs = [wire.spec_from_proto(t) for t in request.tasks]
+        specs = wire.specs_from_request(request)
         try:
             validate_job(specs, self.limits)
         except JobRejected as e:

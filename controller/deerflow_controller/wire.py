@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from deerflow_protos import agent_pb2, common_pb2
+from deerflow_protos import agent_pb2, client_pb2, common_pb2
 
 from .model import (
     AttemptKey,
@@ -34,7 +34,14 @@ def _trace_context(tc: Mapping[str, str]) -> dict[str, str]:
     return dict(tc)
 
 
-def spec_from_proto(t: common_pb2.TaskSpec) -> TaskSpec:
+def specs_from_request(request: client_pb2.SubmitJobRequest) -> list[TaskSpec]:
+    """A submitted job's task specs; the job-level trace context (one dict, shared read-only)
+    goes to every task without a context of its own."""
+    job_tc = _trace_context(request.trace_context)
+    return [spec_from_proto(t, job_tc) for t in request.tasks]
+
+
+def spec_from_proto(t: common_pb2.TaskSpec, job_tc: dict[str, str] = _NO_STRINGS) -> TaskSpec:
     # Converting empty proto maps and lists costs more than the rest of a task: skip them.
     # The shared empty dict is never mutated (TaskSpec is frozen and the core only reads it).
     return TaskSpec(
@@ -48,7 +55,7 @@ def spec_from_proto(t: common_pb2.TaskSpec) -> TaskSpec:
         dict(t.labels) if t.labels else _NO_STRINGS,
         t.schedule_to_start_s,
         t.heartbeat_timeout_s,
-        _trace_context(t.trace_context),
+        _trace_context(t.trace_context) if t.trace_context else job_tc,
         tuple(t.rate_keys) if t.rate_keys else (),
         t.est_tokens,
         t.tenant,

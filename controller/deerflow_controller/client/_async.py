@@ -159,18 +159,11 @@ class AsyncClient:
         with submit_span(self.tracer_provider, job_id, name) as (span, trace_context):
             request = client_pb2.SubmitJobRequest(job_id=job_id, name=name)
             add = request.tasks.add
-            if not trace_context:
-                for task in tasks:
-                    task.fill_proto(add())
-            else:
-                # Usually just traceparent: one map assignment per task is the cheapest.
-                items = list(trace_context.items())
-                for task in tasks:
-                    spec = add()
-                    task.fill_proto(spec)
-                    tc = spec.trace_context
-                    for k, v in items:
-                        tc[k] = v
+            for task in tasks:
+                task.fill_proto(add())
+            if trace_context:
+                # Once per job: every task without its own context gets this one.
+                request.trace_context.update(trace_context)
             span.set_attribute("deerflow.tasks", len(request.tasks))
             deadline = self._deadline(timeout_s)
             reply = await self._unary(

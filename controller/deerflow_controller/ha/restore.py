@@ -23,7 +23,7 @@ def restore_jobs(sched: Scheduler, jobs: Sequence[JournaledJob], now: float) -> 
     tasks = finished = 0
     for job in jobs:
         request = job.request
-        specs = [wire.spec_from_proto(t) for t in request.tasks]
+        specs = wire.specs_from_request(request)
         results = {
             task_id: RestoredResult(
                 TaskState(ev.state),
