@@ -105,6 +105,9 @@ async def test_dashboard_panels_show_the_clusters_live_numbers(
     assert "agent-1" in t["agents"] and "agent-2" in t["agents"]
     assert "echo" in t["latency"] and "flaky" in t["latency"] and " ms" in t["latency"]
     assert "llm/key-1" in t["ratekeys"]
+    assert t["cache-hit-rate"].endswith("%")  # the cache is on; echo is not cacheable
+    assert "misses" in t["cache-layers"]
+    assert "no circuit has opened" in t["circuits"]
     assert "UNKNOWN_HANDLER (failed)" in t["error-kinds"]
     assert "HANDLER_ERROR (retried)" in t["error-kinds"]
     assert "no_such_handler" in t["errors"] or "bad" in t["errors"]

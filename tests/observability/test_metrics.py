@@ -18,13 +18,18 @@ async def test_controller_metrics_count_tasks_latency_agents_and_rate_keys(
     tasks += [Task("f", "flaky", "x", priority=3), Task("bad", "no_such_handler")]
     async with await cluster.client() as client:
         results = await (await client.submit(tasks)).wait(timeout_s=30)
+        # The same request twice, asking for the cache: the second is an exact hit.
+        for _ in range(2):
+            job = await client.submit([Task("c", "echo", "same", cache="on")])
+            await job.wait(timeout_s=30)
     assert sum(r.ok for r in results.values()) == 26
 
     status, text = await http_get(f"{cluster.http}/metrics")
     assert status == 200
     m = parse_metrics(text)
-    assert sample(m, "deerflow_tasks_submitted_total") == 27
-    assert sample(m, "deerflow_tasks_finished_total", handler="echo", state="SUCCEEDED") == 25
+    assert sample(m, "deerflow_tasks_submitted_total") == 29
+    # 25 + the two cache tasks (one ran, one was answered by the cache)
+    assert sample(m, "deerflow_tasks_finished_total", handler="echo", state="SUCCEEDED") == 27
     assert sample(m, "deerflow_tasks_finished_total", handler="flaky", state="SUCCEEDED") == 1
     assert (
         sample(m, "deerflow_tasks_finished_total", handler="no_such_handler", state="FAILED") == 1
@@ -35,13 +40,13 @@ async def test_controller_metrics_count_tasks_latency_agents_and_rate_keys(
     for state in ("pending", "queued", "throttled", "dispatched", "running"):
         assert sample(m, "deerflow_tasks", state=state) == 0
     # Histograms: one wait per dispatch, one run per attempt, cumulative buckets.
-    assert sample(m, "deerflow_task_schedule_to_start_seconds_count", handler="echo") == 25
+    assert sample(m, "deerflow_task_schedule_to_start_seconds_count", handler="echo") == 26
     assert sample(m, "deerflow_task_schedule_to_start_seconds_count", handler="flaky") == 2
     assert sample(m, "deerflow_task_run_seconds_count", handler="flaky") == 2
     run_sum = sample(m, "deerflow_task_run_seconds_sum", handler="echo")
-    assert 0 < run_sum < 25 * 5.0
-    assert sample(m, "deerflow_task_run_seconds_bucket", handler="echo", le="+Inf") == 25
-    assert sample(m, "deerflow_task_run_seconds_bucket", handler="echo", le="600") == 25
+    assert 0 < run_sum < 26 * 5.0
+    assert sample(m, "deerflow_task_run_seconds_bucket", handler="echo", le="+Inf") == 26
+    assert sample(m, "deerflow_task_run_seconds_bucket", handler="echo", le="600") == 26
     # Agents and their load.
     assert sample(m, "deerflow_agents") == 2
     completed = 0.0
@@ -50,13 +55,19 @@ async def test_controller_metrics_count_tasks_latency_agents_and_rate_keys(
         assert sample(m, "deerflow_agent_in_flight", agent=agent) == 0
         assert 0 <= sample(m, "deerflow_agent_heartbeat_age_seconds", agent=agent) < 15
         completed += sample(m, "deerflow_agent_completed_total", agent=agent)
-    assert completed == 27  # 25 echo + 2 flaky attempts
+    assert completed == 28  # 26 echo + 2 flaky attempts
     # The rate key's limiter.
     assert sample(m, "deerflow_ratelimit_admitted_total", key="llm/key-1") == 5
     assert sample(m, "deerflow_ratelimit_in_flight", key="llm/key-1") == 0
     assert sample(m, "deerflow_ratelimit_paced_rps", key="llm/key-1") > 0
     assert sample(m, "process_resident_memory_bytes") > 10e6
     assert not [k for k in m if k[0].startswith("deerflow_tracing_")]  # tracing is off
+    # Scheduling and cache series.
+    assert sample(m, "deerflow_cache_hits_total", layer="exact") == 1
+    assert sample(m, "deerflow_cache_misses_total") == 1
+    assert sample(m, "deerflow_cache_entries") == 1
+    assert sample(m, "deerflow_schedule_timeouts_total") == 0
+    assert sample(m, "deerflow_circuit_trips_total", key="handler:flaky") == 0
 
 
 async def test_agent_metrics_count_attempts_by_outcome_and_provider_status(

@@ -88,3 +88,28 @@ def test_a_hot_machine_must_stay_hot_for_the_window() -> None:
 def test_no_agents_with_ready_work_is_critical() -> None:
     (s,) = suggest(stats(agents=[], tasks={"live": {"queued": 4, "throttled": 1}}))
     assert (s.id, s.severity, s.value) == ("no_agents", "critical", 5.0)
+
+
+def test_a_cache_that_rarely_hits_gets_advice_with_its_hit_rate() -> None:
+    cache = {"enabled": True, "lookups": 1000, "hit_rate": 0.01}
+    (s,) = suggest(stats(cache=cache))
+    assert s.id == "low_cache_hit_rate" and s.value == 0.01
+    assert "1.0% of 1000" in s.detail
+    assert ids(stats(cache={**cache, "lookups": 50})) == []  # too few lookups to judge
+    assert ids(stats(cache={**cache, "hit_rate": 0.3})) == []
+
+
+def test_an_open_circuit_is_critical_and_says_why() -> None:
+    circuits = [
+        {"key": "search/k", "state": "open", "trips": 2, "reason": "8 of 9 attempts failed"},
+        {"key": "handler:llm", "state": "closed", "trips": 1, "reason": "earlier"},
+    ]
+    (s,) = suggest(stats(circuits=circuits))
+    assert s.id == "circuit_open:search/k" and s.severity == "critical"
+    assert "8 of 9 attempts failed" in s.detail
+
+
+def test_a_quarantined_agent_is_named_with_the_reason() -> None:
+    q = [{"agent": "a2", "handler": "crawl", "reason": "6 of 7 failed", "for_s": 42.0}]
+    (s,) = suggest(stats(quarantined=q))
+    assert s.id == "quarantined:a2:crawl" and "6 of 7 failed" in s.detail

@@ -115,6 +115,18 @@ PAGE = """<!doctype html>
       <th>waiting</th><th>429s</th><th>paused</th></tr></thead>
       <tbody id="ratekeys"></tbody></table>
   </section>
+  <section id="panel-cache">
+    <h2>Result cache</h2>
+    <div><span class="big" id="cache-hit-rate">&ndash;</span>
+      <span class="unit">hit rate</span></div>
+    <div class="kv" id="cache-layers"></div>
+  </section>
+  <section id="panel-circuits" class="wide">
+    <h2>Circuits and quarantines</h2>
+    <table><thead><tr><th>circuit</th><th>state</th><th>trips</th><th>open for</th>
+      <th>why</th></tr></thead><tbody id="circuits"></tbody></table>
+    <ul class="err" id="quarantined"></ul>
+  </section>
 </main>
 <script>
 "use strict";
@@ -182,6 +194,20 @@ function render(s) {
   rows($("ratekeys"), s.rate_keys, (k) => [esc(k.key), num(k.paced_rps),
     k.concurrency_limit ? num(k.concurrency_limit) : "\\u2013", num(k.in_flight), num(k.waiting),
     num(k.rate_limited), k.paused_for_s ? secs(k.paused_for_s) : "\\u2013"], "no rate keys in use");
+  const c = s.cache;
+  $("cache-hit-rate").textContent = c.enabled ? (100 * c.hit_rate).toFixed(1) + "%" : "off";
+  const layers = c.enabled ? Object.entries(c.hits).concat([["misses", c.misses],
+    ["entries", c.entries], ["MiB", c.bytes / 1048576], ["skipped", c.skipped],
+    ["preloads", c.preloads]]) : [];
+  $("cache-layers").innerHTML = layers.length ? layers.map(([k, n]) =>
+    "<div><span>" + esc(k) + "</span><b>" + num(n) + "</b></div>").join("")
+    : '<div class="empty">cache off</div>';
+  rows($("circuits"), s.circuits, (k) => [esc(k.key),
+    k.state === "closed" ? "closed" : '<span class="warning">' + esc(k.state) + "</span>",
+    num(k.trips), k.open_for_s ? secs(k.open_for_s) : "\u2013", esc(k.reason)],
+    "no circuit has opened");
+  $("quarantined").innerHTML = s.quarantined.map((q) => "<li><b>" + esc(q.agent) + "</b> " +
+    esc(q.handler) + '<span class="msg">' + esc(q.reason) + "</span></li>").join("");
   const kinds = Object.entries(s.errors.failures_by_kind).map(([k, n]) => [k + " (failed)", n])
     .concat(Object.entries(s.errors.retries_by_kind).map(([k, n]) => [k + " (retried)", n]));
   $("error-kinds").innerHTML = kinds.length ? kinds.map(([k, n]) =>

@@ -17,12 +17,19 @@ Series (all prefixed ``deerflow_``):
   429s, tokens, pause left
 - ``tracing_spans_*_total``: spans exported, dropped and failed (when tracing is on)
 
-Cache and circuit-breaker series will come with those features; they do not exist yet.
+- ``schedule_timeouts_total``, ``heartbeat_timeouts_total``, ``tasks_split_total``,
+  ``attempts_moved_total`` (off lagging agents), ``prediction_error_ratio{handler}`` (MdAPE)
+- ``circuit_state{key}`` (0 closed, 1 open, 2 half-open), ``circuit_trips_total{key}``,
+  ``agent_quarantined{agent,handler}``
+- ``cache_hits_total{layer}`` (exact, similarity, preload, inflight), ``cache_misses_total``,
+  ``cache_skipped_total{reason}``, ``cache_hit_ratio``, ``cache_entries``, ``cache_bytes``,
+  ``cache_evictions_total{tier}``, ``cache_preloads_total``, ``cache_preload_useful_ratio``
 """
 
 from __future__ import annotations
 
 import collections
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -237,6 +244,8 @@ def render(
     )
     _agents(out, shell, now)
     _rate_keys(out, shell, now)
+    _scheduling(out, shell, now)
+    _cache(out, shell)
     if sink is not None:
         out.counter(
             "deerflow_tracing_spans_exported_total", "Spans exported.", [(None, sink.exported)]
@@ -353,4 +362,85 @@ def _rate_keys(out: MetricsText, shell: Shell, now: float) -> None:
         "deerflow_ratelimit_tokens_total",
         "Tokens reported used on the key.",
         [(k, g.stats.tokens) for k, g in gates],
+    )
+
+
+def _scheduling(out: MetricsText, shell: Shell, now: float) -> None:
+    sched = shell.scheduler
+    c = sched.counters
+    out.counter(
+        "deerflow_schedule_timeouts_total",
+        "Tasks that timed out waiting to start (schedule-to-start).",
+        [(None, c.schedule_timeouts)],
+    )
+    out.counter(
+        "deerflow_heartbeat_timeouts_total",
+        "Attempts stopped for reporting no progress within their heartbeat timeout.",
+        [(None, c.heartbeat_timeouts)],
+    )
+    out.counter(
+        "deerflow_tasks_split_total",
+        "Tasks the decomposer split into parts.",
+        [(None, c.split_tasks)],
+    )
+    out.counter(
+        "deerflow_attempts_moved_total",
+        "Unstarted attempts moved off a lagging agent to an idle one.",
+        [(None, c.stolen)],
+    )
+    out.gauge(
+        "deerflow_prediction_error_ratio",
+        "Median absolute percentage error of recent run-time predictions, per handler.",
+        [({"handler": h}, statistics.median(e)) for h, e in sorted(sched.accuracy.items()) if e],
+    )
+    snapshot = sorted(sched.breakers.snapshot().items())
+    out.gauge(
+        "deerflow_circuit_state",
+        "Circuit breaker per rate key or handler: 0 closed, 1 open, 2 half-open.",
+        [({"key": k}, int(v.state)) for k, v in snapshot],
+    )
+    out.counter(
+        "deerflow_circuit_trips_total",
+        "Times each circuit opened.",
+        [({"key": k}, v.trips) for k, v in snapshot],
+    )
+    out.gauge(
+        "deerflow_agent_quarantined",
+        "1 while an agent is held out of a handler for failing where its peers succeed.",
+        [({"agent": a, "handler": h}, 1) for (a, h) in sorted(sched.quarantine_reasons)],
+    )
+
+
+def _cache(out: MetricsText, shell: Shell) -> None:
+    cache = shell.scheduler.cache
+    if cache is None:
+        return
+    st = cache.stats()
+    hits = [({"layer": k}, v["hits"]) for k, v in sorted(st["layers"].items())]
+    hits.append(({"layer": "inflight"}, st["inflight"]["attached"]))
+    out.counter("deerflow_cache_hits_total", "Tasks answered without running, by layer.", hits)
+    out.counter("deerflow_cache_misses_total", "Cache lookups that missed.", [(None, st["misses"])])
+    out.counter(
+        "deerflow_cache_skipped_total",
+        "Lookups that bypassed the cache, by reason (too_large and unhashable are bad input).",
+        [({"reason": r}, n) for r, n in sorted(st["skips"].items())],
+    )
+    out.gauge("deerflow_cache_hit_ratio", "Hits over lookups.", [(None, st["hit_rate"])])
+    out.gauge("deerflow_cache_entries", "Entries held.", [(None, st["entries"])])
+    out.gauge("deerflow_cache_bytes", "Bytes held (outputs and overhead).", [(None, st["bytes"])])
+    out.counter(
+        "deerflow_cache_evictions_total",
+        "Entries evicted to stay within the byte bound, by tier.",
+        [({"tier": t}, v["evictions"]) for t, v in sorted(st["tiers"].items())],
+    )
+    preload = st.get("preload", {})
+    out.counter(
+        "deerflow_cache_preloads_total",
+        "Speculative tasks the preloader proposed.",
+        [(None, preload.get("proposed", 0))],
+    )
+    out.gauge(
+        "deerflow_cache_preload_useful_ratio",
+        "Share of preloaded entries later used.",
+        [(None, preload.get("useful_ratio", 0.0))],
     )

@@ -5,7 +5,6 @@ Pure functions of plain data (the dict :func:`stats.snapshot` builds, as served 
 the JSON see the same advice. Each rule fires on a window of recent history (the last minute),
 never on one instant, so a single burst does not raise an alarm.
 
-Not here yet, because the features do not exist: cache hit rates, circuit breakers.
 """
 
 from __future__ import annotations
@@ -27,6 +26,11 @@ THROTTLE_DRAIN_S = 60.0
 """A rate key's backlog that takes longer than this to drain at its paced rate."""
 HOT_MACHINE_PERCENT = 90.0
 STALE_HEARTBEAT_S = 5.0
+LOW_CACHE_HIT_RATE = 0.05
+"""Below this share of hits over at least ``MIN_CACHE_LOOKUPS`` lookups, the cache is not
+earning its memory: requests vary in a field that does not change the answer, or the
+similarity layer is off."""
+MIN_CACHE_LOOKUPS = 200
 MIN_WINDOW_S = 20.0
 """Rules on rates need at least this much history."""
 
@@ -257,6 +261,61 @@ def no_agents(stats: Stats) -> list[Suggestion]:
     ]
 
 
+def low_cache_hit_rate(stats: Stats) -> list[Suggestion]:
+    c = stats.get("cache") or {}
+    lookups = int(c.get("lookups", 0))
+    if not c.get("enabled") or lookups < MIN_CACHE_LOOKUPS:
+        return []
+    rate = float(c.get("hit_rate", 0.0))
+    if rate >= LOW_CACHE_HIT_RATE:
+        return []
+    return [
+        Suggestion(
+            "low_cache_hit_rate",
+            "info",
+            "The result cache rarely hits",
+            f"{rate:.1%} of {lookups} cacheable lookups hit. If the same questions come back "
+            "with a varying field (a timestamp, a request id), leave it out of the payload; "
+            "for search-like handlers declare similarity_field and a threshold.",
+            round(rate, 4),
+            LOW_CACHE_HIT_RATE,
+        )
+    ]
+
+
+def open_circuits(stats: Stats) -> list[Suggestion]:
+    out = []
+    for c in stats.get("circuits") or []:
+        if c.get("state") == "closed":
+            continue
+        out.append(
+            Suggestion(
+                f"circuit_open:{c['key']}",
+                "critical",
+                f"Circuit {c['key']} is {c['state'].replace('_', '-')}",
+                f"{c.get('reason', '')}. Its tasks wait THROTTLED instead of failing; check the "
+                "provider's status, and the recent errors.",
+                float(c.get("trips", 0)),
+                1.0,
+            )
+        )
+    return out
+
+
+def quarantined_agents(stats: Stats) -> list[Suggestion]:
+    return [
+        Suggestion(
+            f"quarantined:{q['agent']}:{q['handler']}",
+            "warning",
+            f"Agent {q['agent']} is held out of {q['handler']}",
+            f"{q['reason']}. Check that agent's installation and credentials.",
+            float(q.get("for_s", 0.0)),
+            0.0,
+        )
+        for q in stats.get("quarantined") or []
+    ]
+
+
 RULES: tuple[Rule, ...] = (
     no_agents,
     high_failure_rate,
@@ -266,6 +325,9 @@ RULES: tuple[Rule, ...] = (
     throttled_backlog,
     agent_health,
     low_utilisation,
+    low_cache_hit_rate,
+    open_circuits,
+    quarantined_agents,
 )
 
 
