@@ -1,0 +1,1142 @@
+"""The scheduling core's state machine: jobs, tasks, agents, timers, dispatch and terminal
+states, with no policy beyond FIFO order and credit. Fed events and the current time, it answers
+with decisions; nothing here does I/O, sleeps or reads a clock.
+
+:class:`deerflow_controller.scheduler.Scheduler` is this core plus the policy mixins (result
+cache, decomposition, placement, recovery, restore), each in a module of its own; the core calls
+them through the hooks at the end of :class:`SchedulerCore`, whose defaults are "no policy".
+
+Cost per task is O(log n) in queued tasks: ready tasks sit in per-handler heaps, timers in one
+heap with lazy invalidation, and no event scans all tasks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .balancer import Balancer
+from .cache import HandlerTraits as CacheTraits
+from .cache import RequestKey, ResultCache
+from .config import SchedulerConfig
+from .decomposer import Decomposer, Merger, PartCollector, Plan, Splitter
+from .model import (
+    AgentView,
+    AttemptKey,
+    ErrorClass,
+    ErrorKind,
+    Event,
+    HandlerTraits,
+    Job,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+)
+from .predictor import HandlerDefaults, Predictor, features
+from .ratelimit import RateLimiter
+from .ready_queue import ReadyQueue, labels_match
+from .recovery import (
+    AgentQuarantine,
+    CircuitBreakers,
+    RetryPolicy,
+    RetryState,
+    classify,
+)
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    """How an attempt ended, as an agent reports it."""
+
+    key: AttemptKey
+    ok: bool
+    output: bytes = b""
+    error: TaskError | None = None
+    cancelled: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Provider signals the handler reported (deerflow_common.signals)."""
+    run_s: float = 0.0
+    """How long the handler ran, by the agent's clock (0 = unknown)."""
+    cpu_s: float = 0.0
+    rss_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Decisions the shell carries out after each call, then clears with :meth:`take`."""
+
+    assignments: dict[str, list[Task]] = field(default_factory=dict)
+    cancels: dict[str, list[AttemptKey]] = field(default_factory=dict)
+    touched_jobs: set[str] = field(default_factory=set)
+    expired_jobs: list[str] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)
+    """Agents declared dead for silence: the shell closes their streams."""
+    notices: list[str] = field(default_factory=list)
+    """Cluster-level decisions in a sentence (circuit opened, agent quarantined): the shell
+    logs them; the tasks they affect carry them in their events' detail."""
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.assignments
+            or self.cancels
+            or self.touched_jobs
+            or self.expired_jobs
+            or self.disconnects
+            or self.notices
+        )
+
+
+class _Timer(IntEnum):
+    RETRY = 1
+    DEADLINE = 2
+    EXPIRE_JOB = 3
+    ORPHAN_SWEEP = 4
+    LIVENESS = 5
+    RATE_RELEASE = 6
+    SCHEDULE_TO_START = 7
+    HEARTBEAT = 8
+    RECOVERY = 9
+
+
+_NO_METADATA: Mapping[str, str] = {}
+
+
+def _with_class(error: TaskError, cls: ErrorClass) -> TaskError:
+    if error.error_class == cls:
+        return error
+    return TaskError(error.kind, error.message, error.retryable, error.retry_after_s, cls)
+
+
+_TASK_TIMERS = frozenset({_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START})
+"""Timers about one attempt of one task: dead once the task ends or moves to a later attempt."""
+
+
+@dataclass(slots=True)
+class Counters:
+    submitted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    retries: int = 0
+    schedule_timeouts: int = 0
+    heartbeat_timeouts: int = 0
+    circuit_trips: int = 0
+    quarantines: int = 0
+    stolen: int = 0
+    split_tasks: int = 0
+    stale_results: int = 0
+
+
+@dataclass(slots=True)
+class RestoredResult:
+    """A task's final result as the journal kept it (restore, issue #3)."""
+
+    state: TaskState
+    output: bytes = b""
+    error: TaskError | None = None
+    attempt: int = 0
+    agent_id: str = ""
+
+
+_RESTORABLE = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
+)
+
+
+PRELOAD_PRIORITY = -(2**31)
+"""Speculative tasks come after everything a client submitted."""
+
+SplitFunctions = Callable[[str], tuple[Splitter | None, Merger | None]]
+"""A handler's own splitter and merger, when its package is installed where the core runs."""
+
+
+def _no_split_functions(handler: str) -> tuple[Splitter | None, Merger | None]:
+    return None, None
+
+
+@dataclass(slots=True)
+class _SplitRun:
+    """A split task's parts (in plan order) and the collector that decides the parent."""
+
+    plan: Plan
+    parts: list[Task]
+    collector: PartCollector
+
+
+class SchedulerCore:
+    """Jobs, tasks and agents, and the rules that move tasks between states (see the module
+    docstring); subclassed by :class:`~deerflow_controller.scheduler.Scheduler`."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig | None = None,
+        *,
+        limiter: RateLimiter | None = None,
+        seed: int | None = None,
+        split_functions: SplitFunctions = _no_split_functions,
+        cache: ResultCache | None = None,
+    ) -> None:
+        self.config = config or SchedulerConfig()
+        self.limiter = limiter or RateLimiter()
+        self._offered: list[Task] = []
+        self._rate_timer_at = math.inf
+        self.jobs: dict[str, Job] = {}
+        self.agents: dict[str, AgentView] = {}
+        self.ready = ReadyQueue()
+        self.counters = Counters()
+        self.outbox = Outbox()
+        self._rng = random.Random(seed)
+        self._timers: list[tuple[float, int, _Timer, object, int]] = []
+        self._timer_seq = 0
+        self._timers_floor = 4096
+        self._handler_offers: dict[str, int] = {}
+        self._membership_changed_at = 0.0
+        self._rr = 0
+        self.traits: dict[str, HandlerTraits] = {}
+        """What agents declared about each handler (the latest declaration wins)."""
+        recovery = self.config.recovery
+        self.retry_policy = RetryPolicy(recovery.retry)
+        self.breakers = CircuitBreakers(recovery.breaker)
+        self.quarantine = AgentQuarantine(recovery.quarantine)
+        self._parked: dict[str, list[Task]] = {}
+        """Tasks THROTTLED on an open circuit, by circuit key."""
+        self._quarantined: dict[str, frozenset[str]] = {}
+        """Agent id -> handlers it may not run now (quarantine)."""
+        self._recovery_timer_at = math.inf
+        self.predictor = Predictor(self.config.predictor)
+        self.decomposer = Decomposer(self.config.decomposer)
+        self._split_functions = split_functions
+        self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
+        self.cache = cache
+        """The result cache (issue #6); None: every task runs."""
+        self._cache_traits: dict[str, CacheTraits] = {}
+        self._preload_from: dict[str, Task] = {}
+        """Per cacheable handler, the last real task looked up: the preloader's context."""
+        self._speculations: dict[tuple[str, str], RequestKey] = {}
+        self._preload_seq = 0
+        self._preloading = False
+        self.balancer = Balancer(self.config.balancer)
+        self.accuracy: dict[str, deque[float]] = {}
+        """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
+        self.circuit_reasons: dict[str, str] = {}
+        """Why each circuit last opened (for stats and the dashboard)."""
+        self.quarantine_reasons: dict[tuple[str, str], tuple[str, float]] = {}
+        """(agent, handler) -> (why, until) while quarantined."""
+
+    # ----------------------------------------------------------------- queries
+
+    def take(self) -> Outbox:
+        """Hand the accumulated decisions to the shell and start a new outbox."""
+        out, self.outbox = self.outbox, Outbox()
+        return out
+
+    def next_timer(self) -> float | None:
+        """Earliest time at which :meth:`tick` has something to do, or None."""
+        return self._timers[0][0] if self._timers else None
+
+    def known_handlers(self) -> list[str]:
+        return sorted(h for h, n in self._handler_offers.items() if n > 0)
+
+    def queued(self) -> int:
+        return len(self.ready)
+
+    def prefetch_for(self, slots: int) -> int:
+        """Attempts an agent with ``slots`` may hold beyond them (see SchedulerConfig)."""
+        cfg = self.config
+        return max(cfg.prefetch, int(max(1, slots) * cfg.prefetch_fraction))
+
+    # ----------------------------------------------------------------- jobs
+
+    def submit(self, job_id: str, name: str, specs: Sequence[TaskSpec], now: float) -> Job:
+        """Accept a validated job (see ``validation.validate_job``); release its ready tasks."""
+        cfg = self.config
+        job = Job(id=job_id, name=name, submitted_at=now)
+        tasks = job.tasks
+        for spec in specs:
+            tasks[spec.id] = Task(
+                job=job,
+                spec=spec,
+                timeout_s=spec.timeout_s or cfg.default_timeout_s,
+                max_retries=cfg.default_max_retries if spec.max_retries < 0 else spec.max_retries,
+            )
+        job.remaining = len(tasks)
+        self.jobs[job_id] = job
+        self.counters.submitted += len(tasks)
+        for task in tasks.values():
+            deps = task.spec.depends_on
+            if deps:
+                task.waiting_on = len(deps)
+                for dep in deps:
+                    tasks[dep].dependents.append(task)
+        # PENDING events first: releasing a root may fail its dependents at once (unknown
+        # handler), and a task's terminal event must be its last.
+        for task in tasks.values():
+            if task.waiting_on:
+                self._emit(task, TaskState.PENDING, now)
+        for task in tasks.values():
+            if not task.waiting_on:
+                self._make_ready(task, now)
+        self._dispatch(now)
+        return job
+
+    def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str, now: float) -> int:
+        """Cancel tasks (all of the job's when ``task_ids`` is None). Returns how many were live.
+
+        Raises KeyError for an unknown job or task id, before cancelling anything.
+        """
+        job = self.jobs[job_id]
+        targets = list(job.tasks.values()) if task_ids is None else [job.tasks[t] for t in task_ids]
+        message = f"cancelled by client: {reason}" if reason else "cancelled by client"
+        error = TaskError(ErrorKind.CANCELLED_BY_CLIENT, message)
+        cancelled = []
+        for task in targets:
+            if task.terminal:
+                continue
+            self._release_slot_by_cancel(task)
+            self._terminal(task, TaskState.CANCELLED, now, error, None, None)
+            cancelled.append(task)
+        # Only now fail dependents outside the cancelled set, so cancelling a whole job leaves
+        # every task CANCELLED whatever order the tasks were submitted in.
+        for task in cancelled:
+            self._fail_dependents(task, now)
+        self._dispatch(now)
+        return len(cancelled)
+
+    # ----------------------------------------------------------------- agents
+
+    def agent_joined(
+        self,
+        agent_id: str,
+        handlers: Iterable[str],
+        slots: int,
+        now: float,
+        *,
+        labels: dict[str, str] | None = None,
+        running: Iterable[AttemptKey] = (),
+        handler_slots: Mapping[str, int] | None = None,
+        traits: Mapping[str, HandlerTraits] | None = None,
+    ) -> AgentView:
+        """Register a connected agent. Attempts it reports as still running are kept on it when
+        they are the task's current attempt (a reconnect), and cancelled there otherwise."""
+        if agent_id in self.agents:
+            raise ValueError(f"agent {agent_id!r} is already connected")
+        agent = AgentView(
+            id=agent_id,
+            handlers=frozenset(handlers),
+            slots=max(1, slots),
+            prefetch=self.prefetch_for(slots),
+            labels=dict(labels or {}),
+            # A cap at or above the agent's slots caps nothing; 0 means the agent's total.
+            handler_caps={h: n for h, n in (handler_slots or {}).items() if 0 < n < max(1, slots)},
+            connected_at=now,
+            last_heartbeat=now,
+        )
+        self.agents[agent_id] = agent
+        if traits:
+            self.traits.update(traits)
+            for name, t in traits.items():
+                self.predictor.declare(
+                    name,
+                    HandlerDefaults(
+                        duration_s=t.default_duration_s,
+                        cpu_s=t.default_cpu_s,
+                        memory_bytes=t.default_memory_bytes,
+                        items_field=t.items_field,
+                        cpu_bound=t.kind == "cpu",
+                    ),
+                )
+        if len(self.agents) == 1:
+            self._push_timer(now + self.config.agent_silence_s, _Timer.LIVENESS, None)
+        for h in agent.handlers:
+            self._handler_offers[h] = self._handler_offers.get(h, 0) + 1
+        self._membership_changed(now)
+        for key in running:
+            task = self._task_for(key)
+            reclaim = task is not None and task.attempt == key[2] and not task.agent_id
+            if task is not None and reclaim and not task.terminal:
+                # The task was requeued when the agent vanished; take the running attempt back.
+                self.ready.discard(task)
+                task.state = TaskState.RUNNING
+                task.agent_id = agent_id
+                agent.hold(key, task)
+                self._emit(task, TaskState.RUNNING, now)
+                # The attempt keeps the deadline it had before the reconnect.
+                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+            else:
+                self.outbox.cancels.setdefault(agent_id, []).append(key)
+        self._dispatch(now)
+        return agent
+
+    def agent_left(self, agent_id: str, now: float, *, reconnecting: bool = False) -> None:
+        """The agent's stream ended: its unfinished attempts are lost and run elsewhere, each
+        loss counting as a failed attempt.
+
+        ``reconnecting=True`` when the same agent is rejoining at once (a new stream replacing
+        one we had not yet seen die): its attempts wait in the queue, uncounted and undispatched,
+        so that its Hello can reclaim those it still runs."""
+        agent = self.agents.pop(agent_id, None)
+        if agent is None:
+            return
+        self.balancer.agent_left(agent_id)
+        for h in agent.handlers:
+            self._handler_offers[h] -= 1
+        self._membership_changed(now)
+        for key, task in agent.in_flight.items():
+            if task.terminal or task.agent_id != agent_id or task.attempt != key[2]:
+                continue
+            if reconnecting:
+                task.agent_id = ""
+                self._push_ready(task, now)
+                continue
+            error = TaskError(
+                ErrorKind.AGENT_LOST,
+                f"agent {agent_id!r} disconnected during attempt {task.attempt}",
+                retryable=True,
+            )
+            self._attempt_failed(task, error, now)
+        agent.in_flight.clear()
+        agent.capped_in_flight.clear()
+        if not reconnecting:
+            self._dispatch(now)
+
+    def agent_draining(self, agent_id: str, not_started: Iterable[AttemptKey], now: float) -> None:
+        """The agent takes no new work; attempts it never started go back to the queue without
+        counting as a try."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return
+        agent.draining = True
+        for key in not_started:
+            self.balancer.ended(agent_id, key, now)
+            task = agent.release(key)
+            if task is None or task.terminal or task.attempt != key[2]:
+                continue
+            task.agent_id = ""
+            self.limiter.end_attempt(task)
+            self._make_ready(task, now)
+        self._dispatch(now)
+
+    def heartbeat(
+        self, agent_id: str, running: int, cpu_percent: float, memory_percent: float, now: float
+    ) -> None:
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.running = running
+            agent.cpu_percent = cpu_percent
+            agent.memory_percent = memory_percent
+            agent.last_heartbeat = now
+
+    def started(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.last_heartbeat = now
+        for key in keys:
+            task = self._task_for(key)
+            if (
+                task is not None
+                and task.state == TaskState.DISPATCHED
+                and task.attempt == key[2]
+                and task.agent_id == agent_id
+            ):
+                task.state = TaskState.RUNNING
+                self.balancer.started(agent_id, key, now)
+                # Start-to-close runs from the start: a prefetched attempt may have waited.
+                task.deadline = now + task.timeout_s + self.config.timeout_grace_s
+                self._emit(task, TaskState.RUNNING, now)
+                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+                hb = task.spec.heartbeat_timeout_s
+                if hb > 0:
+                    task.progress_at = now
+                    self._push_timer(now + hb, _Timer.HEARTBEAT, task, task.attempt)
+
+    def progress(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
+        """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart."""
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.last_heartbeat = now
+        for key in keys:
+            task = self._task_for(key)
+            if (
+                task is not None
+                and task.state == TaskState.RUNNING
+                and task.attempt == key[2]
+                and task.agent_id == agent_id
+            ):
+                task.progress_at = now
+
+    def finished(self, agent_id: str, results: Iterable[AttemptResult], now: float) -> None:
+        """Apply a batch of attempt results from one agent, then refill its credit."""
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.last_heartbeat = now
+        balancer = self.balancer
+        for result in results:
+            key = result.key
+            task = agent.release(key) if agent is not None else None
+            balancer.ended(agent_id, key, now)
+            if task is None:
+                task = self._task_for(key)
+            if agent is not None:
+                agent.completed += 1
+            if task is None or task.terminal:
+                self.counters.stale_results += 1
+                continue
+            if result.metadata and task.spec.rate_keys:
+                self.limiter.observe(task, result.metadata, now)
+            current = task.attempt == key[2] and task.agent_id == agent_id
+            if result.ok:
+                task.run_s = result.run_s
+                self._record_success(task, agent_id, now)
+                if result.run_s > 0:
+                    self._learn(task, agent_id, result, now)
+                if not current and task.agent_id:
+                    # An earlier attempt won the race: stop the current one.
+                    self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
+                task.output = result.output
+                self._finish(task, TaskState.SUCCEEDED, now, attempt=key[2], agent=agent_id)
+            elif current:
+                if result.cancelled:
+                    # We did not ask: the agent stopped it (shutting down). Run it elsewhere.
+                    err = TaskError(
+                        ErrorKind.AGENT_LOST,
+                        f"agent {agent_id!r} stopped attempt {key[2]} before it finished",
+                        retryable=True,
+                    )
+                    self._attempt_failed(task, err, now)
+                    continue
+                err = result.error or TaskError(ErrorKind.HANDLER_ERROR, "handler failed", True)
+                cls = classify(err, result.metadata)
+                self._record_failure(task, agent_id, err, cls, now)
+                self._attempt_failed(task, err, now, cls=cls, metadata=result.metadata)
+            else:
+                self.counters.stale_results += 1
+        self._dispatch(now)
+
+    # ----------------------------------------------------------------- time
+
+    def tick(self, now: float) -> None:
+        """Fire every timer due at ``now``: retries, attempt deadlines, expiries."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, subject, token = heapq.heappop(timers)
+            if kind == _Timer.RETRY:
+                task = subject
+                assert isinstance(task, Task)
+                if task.state == TaskState.QUEUED and task.failures == token and not task.ready_seq:
+                    self._make_ready(task, now)
+            elif kind == _Timer.DEADLINE:
+                task = subject
+                assert isinstance(task, Task)
+                if task.attempt == token and task.state in (
+                    TaskState.DISPATCHED,
+                    TaskState.RUNNING,
+                ):
+                    self._deadline_due(task, now)
+            elif kind == _Timer.EXPIRE_JOB:
+                assert isinstance(subject, Job)
+                if self.jobs.get(subject.id) is subject:
+                    del self.jobs[subject.id]
+                    self.outbox.expired_jobs.append(subject.id)
+            elif kind == _Timer.ORPHAN_SWEEP:
+                self._fail_orphans(now)
+            elif kind == _Timer.LIVENESS:
+                self._check_liveness(now)
+            elif kind == _Timer.RATE_RELEASE and self._rate_timer_at <= now:
+                self._rate_timer_at = math.inf
+            elif kind == _Timer.SCHEDULE_TO_START:
+                assert isinstance(subject, Task)
+                self._schedule_to_start_due(subject, token, now)
+            elif kind == _Timer.HEARTBEAT:
+                assert isinstance(subject, Task)
+                if subject.attempt == token and subject.state == TaskState.RUNNING:
+                    self._heartbeat_due(subject, now)
+            elif kind == _Timer.RECOVERY and self._recovery_timer_at <= now:
+                self._recovery_timer_at = math.inf
+                self._advance_recovery(now)
+        self._dispatch(now)
+
+    # ----------------------------------------------------------------- internals
+
+    def _task_for(self, key: AttemptKey) -> Task | None:
+        job = self.jobs.get(key[0])
+        if job is None:
+            return None
+        task = job.tasks.get(key[1])
+        if task is None and job.parts:
+            task = job.parts.get(key[1])
+        return task
+
+    def _push_timer(self, when: float, kind: _Timer, subject: object, token: int = 0) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, subject, token))
+        if len(self._timers) > 2 * self._timers_floor:
+            self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop deadline timers of attempts that already ended. Runs when the heap has doubled
+        since the last compaction, so its cost is amortised O(1) per timer; without it every
+        finished task would leave a deadline in the heap for its whole timeout."""
+        live = [
+            t
+            for t in self._timers
+            if t[2] not in _TASK_TIMERS
+            or (isinstance(t[3], Task) and not t[3].terminal and t[3].attempt >= t[4])
+        ]
+        # In place: tick() holds a reference to this list while timers fire.
+        self._timers[:] = live
+        heapq.heapify(self._timers)
+        self._timers_floor = max(4096, len(live))
+
+    def _check_liveness(self, now: float) -> None:
+        """Agents silent for ``agent_silence_s`` (no heartbeat, no report) are dead even if their
+        stream looks open: a hung process can keep TCP alive while doing nothing."""
+        limit = now - self.config.agent_silence_s
+        for agent in [a for a in self.agents.values() if a.last_heartbeat <= limit]:
+            self.outbox.disconnects.append(agent.id)
+            self.agent_left(agent.id, now)
+        if self.agents:
+            self._push_timer(now + self.config.agent_silence_s / 2, _Timer.LIVENESS, None)
+
+    def _membership_changed(self, now: float) -> None:
+        self._membership_changed_at = now
+        self._push_timer(now + self.config.unknown_handler_grace_s, _Timer.ORPHAN_SWEEP, None)
+
+    def _handler_unknown(self, handler: str, now: float) -> bool:
+        """True when agents are connected, settled, and none offers ``handler``."""
+        return (
+            bool(self.agents)
+            and self._handler_offers.get(handler, 0) <= 0
+            and now - self._membership_changed_at >= self.config.unknown_handler_grace_s
+        )
+
+    def _unknown_handler_error(self, handler: str) -> TaskError:
+        known = ", ".join(self.known_handlers()) or "none"
+        return TaskError(
+            ErrorKind.UNKNOWN_HANDLER,
+            f"no connected agent offers handler {handler!r} (known handlers: {known}); install "
+            "it on an agent (entry point group 'deerflow.handlers' or --handler module:attr) "
+            "and resubmit",
+        )
+
+    def _fail_orphans(self, now: float) -> None:
+        for handler, labels in self.ready.waiting():
+            if self._handler_unknown(handler, now):
+                error = self._unknown_handler_error(handler)
+            elif labels and self._labels_unmatched(handler, labels, now):
+                error = self._unmatched_labels_error(handler, labels)
+            else:
+                continue
+            for task in self.ready.drain(handler, labels):
+                self._finish(task, TaskState.FAILED, now, error=error)
+
+    def _labels_unmatched(self, handler: str, labels: Mapping[str, str], now: float) -> bool:
+        """True when agents are settled and none that offers ``handler`` carries ``labels``."""
+        if now - self._membership_changed_at < self.config.unknown_handler_grace_s:
+            return False
+        return not any(
+            handler in a.handlers and labels_match(labels, a.labels) for a in self.agents.values()
+        )
+
+    def _unmatched_labels_error(self, handler: str, labels: Mapping[str, str]) -> TaskError:
+        wanted = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return TaskError(
+            ErrorKind.UNKNOWN_HANDLER,
+            f"no connected agent that offers handler {handler!r} carries the labels {wanted}; "
+            "start an agent with those labels (deerflow-agent --label KEY=VALUE) or change the "
+            "task's labels, and resubmit",
+        )
+
+    def _make_ready(self, task: Task, now: float, detail: str = "") -> None:
+        spec = task.spec
+        if self._handler_unknown(spec.handler, now):
+            error = self._unknown_handler_error(spec.handler)
+            self._finish(task, TaskState.FAILED, now, error=error)
+            return
+        if spec.labels and self.agents and self._labels_unmatched(spec.handler, spec.labels, now):
+            error = self._unmatched_labels_error(spec.handler, spec.labels)
+            self._finish(task, TaskState.FAILED, now, error=error)
+            return
+        if task.split is None and task.parent is None and self._split(task, now):
+            return
+        if self.cache is not None and task.cache_key is None and self._from_cache(task, now):
+            return
+        if spec.schedule_to_start_s > 0 and task.scheduled_attempt != task.attempt:
+            # Each attempt gets its own schedule-to-start, as in Temporal.
+            task.scheduled_attempt = task.attempt
+            self._push_timer(
+                now + spec.schedule_to_start_s, _Timer.SCHEDULE_TO_START, task, task.attempt
+            )
+        if task.spec.rate_keys:
+            if detail:
+                self._emit(task, TaskState.QUEUED, now, detail=detail)
+            self.limiter.offer(task, now)
+            self._offered.append(task)
+            return
+        self._push_ready(task, now)
+        self._emit(task, TaskState.QUEUED, now, detail=detail)
+
+    def _release_throttled(self, now: float) -> None:
+        """Move tasks whose rate keys have room into the ready queue; report the rest
+        THROTTLED once; arrange to be ticked when time alone can admit more."""
+        limiter = self.limiter
+        if not self._offered and not limiter.waiting:
+            return
+        # Admit no more than agents can take now: an admitted task is charged to its keys, and
+        # tasks admitted while nothing can run them would later leave in one burst.
+        room = max(0, sum(a.credit for a in self.agents.values()) - len(self.ready))
+        released = limiter.release(now, room)
+        for task in released:
+            self._push_ready(task, now)
+            self._emit(task, TaskState.QUEUED, now)
+        for task in self._offered:
+            if task.state == TaskState.THROTTLED:
+                limiter.note_waiting(task)
+                self._emit(task, TaskState.THROTTLED, now)
+        self._offered.clear()
+        if len(released) >= room:
+            return  # agents are full: a finishing attempt calls us again, no timer needed
+        nxt = limiter.next_release(now)
+        if nxt is not None:
+            # Never re-arm at this very instant: room was there, so time must pass first.
+            nxt = max(nxt, now + 1e-3)
+        if nxt is not None and (nxt < self._rate_timer_at or self._rate_timer_at <= now):
+            self._rate_timer_at = nxt
+            self._push_timer(nxt, _Timer.RATE_RELEASE, None)
+
+    def _dispatch(self, now: float) -> None:
+        """Fill agents' credit from the ready queue: each agent in turn takes its best task,
+        which goes to the agent the balancer predicts finishes it first (the puller itself for
+        tasks too short to be worth placing: round-robin spreads a burst). Then idle agents may
+        take over attempts prefetched to lagging ones."""
+        self._release_throttled(now)
+        if not self.agents:
+            return
+        if len(self.ready):
+            self._fill(now)
+        if self.config.steal and len(self.agents) > 1 and not len(self.ready):
+            self._steal(now)
+        if (
+            self._preload_from
+            and not self._preloading
+            and not len(self.ready)
+            and not self.limiter.waiting
+        ):
+            self._preloading = True
+            try:
+                self._preload(now)
+            finally:
+                self._preloading = False
+
+    def _fill(self, now: float) -> None:
+        agents = [a for a in self.agents.values() if a.credit > 0]
+        if not agents:
+            return
+        # Rotate the starting agent so ties do not always favour the same one.
+        self._rr = (self._rr + 1) % len(agents)
+        agents = agents[self._rr :] + agents[: self._rr]
+        breakers, quarantined = self.breakers, self._quarantined
+        place = len(self.agents) > 1
+        placement_min = self.config.placement_min_s
+        all_agents = self.agents.values()
+        while agents and len(self.ready):
+            still: list[AgentView] = []
+            for agent in agents:
+                handlers = agent.open_handlers()
+                if quarantined and agent.id in quarantined:
+                    handlers = [h for h in handlers if h not in quarantined[agent.id]]
+                task = self.ready.pop_for(handlers, agent.labels)
+                if task is None:
+                    continue
+                if not breakers.all_closed:
+                    refused = breakers.allow_all(self._circuit_keys(task), now, task.id)
+                    if refused is not None:
+                        self._park(task, refused, now)
+                        still.append(agent)
+                        continue
+                target = agent
+                if place and task.predicted_s >= placement_min:
+                    # The puller first: on a tie it keeps the task, so a burst still spreads.
+                    candidates = [agent, *(a for a in all_agents if a is not agent)]
+                    choice = self._place(task, candidates, now)
+                    if choice is None:
+                        # Every eligible agent is over its ceilings and busy: wait for room.
+                        self._push_ready(task, now)
+                        continue
+                    target = choice
+                self._assign(task, target, now)
+                if agent.credit > 0:
+                    still.append(agent)
+            agents = still
+
+    def _assign(self, task: Task, agent: AgentView, now: float, detail: str = "") -> None:
+        task.attempt += 1
+        task.state = TaskState.DISPATCHED
+        task.agent_id = agent.id
+        agent.hold(task.key, task)
+        batch = self.outbox.assignments.get(agent.id)
+        if batch is None:
+            batch = self.outbox.assignments[agent.id] = []
+        batch.append(task)
+        if task.predicted_s >= 0:
+            speed = self.predictor.handler_speed(task.spec.handler, agent.id) or 1.0
+            task.predicted_run_s = task.predicted_s / speed
+            if task.predicted_s >= self.config.placement_min_s:
+                # Tasks too short to place are left out of the agents' predicted backlogs.
+                self.balancer.assigned(agent.id, task.key, task.predicted_run_s)
+        self._emit(task, TaskState.DISPATCHED, now, detail=detail, predicted_s=task.predicted_run_s)
+        task.deadline = now + task.timeout_s + self.config.timeout_grace_s
+        self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+
+    def _push_ready(self, task: Task, now: float) -> None:
+        """Queue a ready task, ranked LPT-first within its priority (longest predicted first
+        within a burst; a task that waited longer than the balancer's cap goes first anyway)."""
+        pred = task.predicted_s
+        if pred < 0:
+            spec = task.spec
+            traits = self.traits.get(spec.handler)
+            feats = features(spec.payload, traits.items_field if traits is not None else "")
+            task.features = feats
+            pred = task.predicted_s = self.predictor.predict(
+                spec.handler, feats, hint_s=spec.est_duration_s
+            ).duration_s
+        self.ready.push(task, now, now - min(pred, self.balancer.config.lpt_max_advance_s))
+
+    def _deadline_due(self, task: Task, now: float) -> None:
+        if task.deadline > now:
+            return  # the attempt started later than dispatch; a later timer covers it
+        if task.state == TaskState.DISPATCHED:
+            # Not started yet: it waits in a busy agent's prefetch, which is no start-to-close
+            # breach (schedule-to-start covers waiting). A dead agent is noticed by its stream.
+            task.deadline = now + task.timeout_s + self.config.timeout_grace_s
+            self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+            return
+        agent_id = task.agent_id
+        self.outbox.cancels.setdefault(agent_id, []).append(task.key)
+        # Unlike a client cancel, free the slot now: an agent that overran its own timeout by
+        # the grace period is not trusted to report the attempt's end.
+        self._forget_in_flight(task)
+        error = TaskError(
+            ErrorKind.TIMEOUT,
+            f"attempt {task.attempt} on agent {agent_id!r} did not finish within "
+            f"{task.timeout_s:g} s (start-to-close)",
+            retryable=True,
+            error_class=ErrorClass.TIMEOUT,
+        )
+        self._record_failure(task, agent_id, error, ErrorClass.TIMEOUT, now)
+        self._attempt_failed(task, error, now, cls=ErrorClass.TIMEOUT)
+
+    def _schedule_to_start_due(self, task: Task, armed_attempt: int, now: float) -> None:
+        """Schedule-to-start expired for the attempt armed as ``armed_attempt``: the task ends
+        TIMED_OUT unless that attempt started (it may wait queued, throttled or prefetched)."""
+        if task.terminal:
+            return
+        waiting = (
+            task.attempt == armed_attempt and task.state in (TaskState.QUEUED, TaskState.THROTTLED)
+        ) or (task.attempt == armed_attempt + 1 and task.state == TaskState.DISPATCHED)
+        if not waiting:
+            return
+        where = {
+            TaskState.QUEUED: "queued for a free slot",
+            TaskState.THROTTLED: "throttled by its rate keys",
+            TaskState.DISPATCHED: f"waiting unstarted on agent {task.agent_id!r}",
+        }[task.state]
+        error = TaskError(
+            ErrorKind.SCHEDULE_TIMEOUT,
+            f"no agent started attempt {task.attempt + (task.state != TaskState.DISPATCHED)} "
+            f"within its schedule-to-start timeout of {task.spec.schedule_to_start_s:g} s (it "
+            f"was {where}); add agents or slots, raise schedule_to_start_s, or lower the load",
+        )
+        self.counters.schedule_timeouts += 1
+        self._release_slot_by_cancel(task)
+        self._finish(task, TaskState.TIMED_OUT, now, error=error)
+
+    def _heartbeat_due(self, task: Task, now: float) -> None:
+        hb = task.spec.heartbeat_timeout_s
+        due = task.progress_at + hb
+        if due > now:
+            self._push_timer(due, _Timer.HEARTBEAT, task, task.attempt)
+            return
+        agent_id = task.agent_id
+        self.outbox.cancels.setdefault(agent_id, []).append(task.key)
+        self._forget_in_flight(task)
+        self.counters.heartbeat_timeouts += 1
+        error = TaskError(
+            ErrorKind.HEARTBEAT_TIMEOUT,
+            f"attempt {task.attempt} on agent {agent_id!r} reported no progress for {hb:g} s "
+            "(heartbeat timeout); the handler should call ctx.progress() more often than that",
+            retryable=True,
+            error_class=ErrorClass.TIMEOUT,
+        )
+        self._record_failure(task, agent_id, error, ErrorClass.TIMEOUT, now)
+        self._attempt_failed(task, error, now, cls=ErrorClass.TIMEOUT)
+
+    def _forget_in_flight(self, task: Task) -> None:
+        agent = self.agents.get(task.agent_id)
+        if agent is not None:
+            agent.release(task.key)
+            self.balancer.ended(agent.id, task.key, task.deadline)
+
+    def _release_slot_by_cancel(self, task: Task) -> None:
+        """Ask the agent to stop a dispatched attempt. Its slot stays counted until the agent
+        reports the attempt's end, so credit never overstates what the agent can take."""
+        if task.state in (TaskState.DISPATCHED, TaskState.RUNNING) and task.agent_id:
+            self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
+        elif task.state == TaskState.QUEUED:
+            self.ready.discard(task)
+
+    def _attempt_failed(
+        self,
+        task: Task,
+        error: TaskError,
+        now: float,
+        *,
+        cls: ErrorClass | None = None,
+        metadata: Mapping[str, str] = _NO_METADATA,
+    ) -> None:
+        """End the current attempt badly: retry while the error class's budget lasts (after a
+        decorrelated-jitter delay with the provider's Retry-After as a floor; see
+        ``recovery.retry``), else finish the task. The decision's reason rides on the event."""
+        failed_on, task.agent_id = task.agent_id, ""
+        self.limiter.end_attempt(task)
+        task.failures += 1
+        if cls is None:
+            cls = classify(error, metadata)
+        if not error.retryable:
+            self._finish(
+                task, TaskState.FAILED, now, error=_with_class(error, cls), agent=failed_on
+            )
+            return
+        state = task.retry
+        if state is None:
+            state = task.retry = RetryState()
+        decision = self.retry_policy.decide(
+            state, error, cls, metadata, max_retries=task.max_retries, rng=self._rng
+        )
+        if not decision.retry:
+            final = TaskState.TIMED_OUT if cls == ErrorClass.TIMEOUT else TaskState.FAILED
+            error = TaskError(
+                error.kind,
+                f"{error.message}; gave up after {task.failures} attempts: {decision.reason}",
+                False,
+                error.retry_after_s,
+                cls,
+            )
+            self._finish(task, final, now, error=error, agent=failed_on)
+            return
+        self.counters.retries += 1
+        delay = decision.delay_s
+        not_before = now + delay
+        task.state = TaskState.QUEUED
+        task.ready_seq = 0
+        self._emit(
+            task,
+            TaskState.RETRYING,
+            now,
+            error=_with_class(error, cls),
+            not_before=not_before,
+            agent=failed_on,
+            detail=decision.reason,
+        )
+        if delay > 0:
+            self._push_timer(not_before, _Timer.RETRY, task, task.failures)
+        else:
+            self._make_ready(task, now)
+
+    # ----------------------------------------------------------------- terminal states
+
+    def _finish(
+        self,
+        task: Task,
+        state: TaskState,
+        now: float,
+        *,
+        error: TaskError | None = None,
+        attempt: int | None = None,
+        agent: str | None = None,
+        detail: str = "",
+        cache_layer: str = "",
+    ) -> None:
+        """Move a task to a terminal state and settle its dependents: release them when it
+        succeeded, fail them at once otherwise."""
+        self._terminal(task, state, now, error, attempt, agent, detail, cache_layer)
+        if state == TaskState.SUCCEEDED:
+            for dep in task.dependents:
+                dep.waiting_on -= 1
+                if dep.waiting_on == 0 and dep.state == TaskState.PENDING:
+                    self._make_ready(dep, now)
+        else:
+            self._fail_dependents(task, now)
+
+    def _fail_dependents(self, root: Task, now: float) -> None:
+        """Fail every live transitive dependent of ``root`` (iteratively: chains may be deep).
+        Each message names the direct dependency and the root cause, so it stays short."""
+        cause = root.error.message if root.error else root.state.name.lower()
+        cause = f"{root.state.name}: {cause}"
+        work = [root]
+        while work:
+            failed = work.pop()
+            if failed is root:
+                message = f"dependency {root.id!r} ended {cause}"
+            else:
+                message = f"dependency {failed.id!r} ended FAILED because {root.id!r} ended {cause}"
+            error = TaskError(ErrorKind.DEPENDENCY_FAILED, message)
+            for dep in failed.dependents:
+                if not dep.terminal:
+                    self._terminal(dep, TaskState.FAILED, now, error, None, None)
+                    work.append(dep)
+
+    def _terminal(
+        self,
+        task: Task,
+        state: TaskState,
+        now: float,
+        error: TaskError | None,
+        attempt: int | None,
+        agent: str | None,
+        detail: str = "",
+        cache_layer: str = "",
+    ) -> None:
+        """Bookkeeping of one task's terminal transition and its one terminal event."""
+        if task.state == TaskState.QUEUED:
+            self.ready.discard(task)
+        elif task.state == TaskState.THROTTLED:
+            if task.parked_on:
+                task.parked_on = ""  # its entry in _parked is skipped when the circuit changes
+            else:
+                self.limiter.discard(task)
+        self.limiter.end_attempt(task)
+        task.state = state
+        task.error = error
+        if self.cache is not None and (task.cache_key is not None or task.cache_leader):
+            self._cache_settle(task, state, now)
+        if task.parent is not None:
+            if agent:
+                task.agent_id = agent
+            self._part_ended(task, now)
+            return
+        if isinstance(task.split, _SplitRun):
+            self._cancel_parts(task.split, range(len(task.split.parts)), now)
+        c = self.counters
+        if state == TaskState.SUCCEEDED:
+            c.succeeded += 1
+        elif state == TaskState.FAILED:
+            c.failed += 1
+        elif state == TaskState.CANCELLED:
+            c.cancelled += 1
+        else:
+            c.timed_out += 1
+        if agent:
+            task.agent_id = agent
+        self._emit(
+            task,
+            state,
+            now,
+            output=task.output if state == TaskState.SUCCEEDED else b"",
+            error=error,
+            attempt=attempt,
+            detail=detail,
+            cache_layer=cache_layer,
+        )
+        job = task.job
+        job.remaining -= 1
+        job.terminal_events += 1
+        if job.remaining == 0:
+            job.finished_at = now
+            self._push_timer(now + self.config.job_retention_s, _Timer.EXPIRE_JOB, job)
+
+    def _emit(
+        self,
+        task: Task,
+        state: TaskState,
+        now: float,
+        *,
+        output: bytes = b"",
+        error: TaskError | None = None,
+        not_before: float = 0.0,
+        attempt: int | None = None,
+        agent: str | None = None,
+        detail: str = "",
+        cache_layer: str = "",
+        predicted_s: float = 0.0,
+    ) -> None:
+        if task.parent is not None:
+            return  # parts are the controller's business; the client sees their parent
+        job = task.job
+        job.events.append(
+            Event(
+                job.id,
+                task.spec.id,
+                state,
+                len(job.events) + 1,
+                task.attempt if attempt is None else attempt,
+                task.agent_id if agent is None else agent,
+                now,
+                output,
+                error,
+                not_before,
+                detail,
+                cache_layer,
+                predicted_s,
+            )
+        )
+        self.outbox.touched_jobs.add(job.id)
+
+    # ----------------------------------------------------------------- policy hooks
+    # The policies that sit on top of the core state machine live in mixins of their own
+    # (core_cache, core_split, core_placement, core_recovery); these defaults are "no policy",
+    # so the core alone is a plain FIFO scheduler with fixed retries.
+
+    def _split(self, task: Task, now: float) -> bool:
+        """Split a ready task into parts (True when it was split or failed to split)."""
+        return False
+
+    def _part_ended(self, part: Task, now: float) -> None:
+        """A part of a split task ended."""
+
+    def _cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
+        """Stop the given parts of a split task."""
+
+    def _from_cache(self, task: Task, now: float) -> bool:
+        """Answer a ready task from the result cache (True when it was answered or attached)."""
+        return False
+
+    def _cache_settle(self, task: Task, state: TaskState, now: float) -> None:
+        """A task that led or followed a cache flight ended."""
+
+    def _preload(self, now: float) -> None:
+        """Spend idle capacity on speculative tasks."""
+
+    def _place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
+        """The agent to run ``task`` among ``agents`` (the puller first); None: keep it queued."""
+        return agents[0] if agents else None
+
+    def _steal(self, now: float) -> None:
+        """Move attempts waiting unstarted on lagging agents to idle ones."""
+
+    def _learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
+        """Learn from a successful attempt's measured cost."""
+
+    def _circuit_keys(self, task: Task) -> tuple[str, ...]:
+        """The circuits an attempt of ``task`` draws on."""
+        return ()
+
+    def _record_success(self, task: Task, agent_id: str, now: float) -> None:
+        """An attempt succeeded (circuit breakers, quarantine)."""
+
+    def _record_failure(
+        self, task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
+    ) -> None:
+        """An attempt failed (circuit breakers, quarantine)."""
+
+    def _park(self, task: Task, key: str, now: float) -> None:
+        """Hold a task whose circuit ``key`` is open."""
+
+    def _advance_recovery(self, now: float) -> None:
+        """Apply circuit and quarantine changes due by ``now``."""

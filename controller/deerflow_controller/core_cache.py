@@ -1,0 +1,161 @@
+"""Result-cache glue of the core (issue #6): answering ready tasks from the cache, in-flight
+dedup of identical tasks, storing results, and spending idle slots on the preloader's
+speculative tasks. The cache itself is ``cache/``; this is how the core uses it."""
+
+from __future__ import annotations
+
+from .cache import HandlerTraits as CacheTraits
+from .cache import Hit, Miss
+from .core import (
+    PRELOAD_PRIORITY,
+    SchedulerCore,
+)
+from .model import (
+    CachePolicy,
+    Task,
+    TaskSpec,
+    TaskState,
+)
+
+
+class CacheMixin(SchedulerCore):
+    """The result cache as the core uses it."""
+
+    def _from_cache(self, task: Task, now: float) -> bool:
+        """Look the task up in the result cache: True when it was answered (a hit) or attached
+        to an identical running task (in-flight dedup); False to run it."""
+        cache = self.cache
+        assert cache is not None
+        spec = task.spec
+        traits = self._cache_traits.get(spec.handler)
+        if traits is None:
+            t = self.traits.get(spec.handler)
+            if t is None:
+                return False  # no agent has declared the handler yet: nothing is cacheable
+            traits = self._cache_traits[spec.handler] = CacheTraits(
+                cacheable=t.cacheable,
+                nondeterministic=t.nondeterministic,
+                similarity_field=t.similarity_field,
+                similarity_threshold=t.similarity_threshold,
+                cache_ttl_s=t.cache_ttl_s,
+            )
+        ref = (task.job.id, spec.id)
+        if self._speculations:
+            speculation = self._speculations.pop(ref, None)
+            if speculation is not None:
+                task.speculative = True
+                task.cache_key = speculation
+                cache.attach(speculation, ref)
+                return False
+        found = cache.lookup(spec.handler, traits, spec.payload, spec.cache, now, task.job.id)
+        if cache.config.preload:
+            self._preload_from[spec.handler] = task
+        if isinstance(found, Hit):
+            task.output = found.output
+            self._finish(
+                task, TaskState.SUCCEEDED, now, detail=found.reason, cache_layer=found.layer
+            )
+            return True
+        if not isinstance(found, Miss):
+            return False
+        task.cache_key = found.key
+        leader = cache.attach(found.key, (task.job.id, spec.id))
+        if leader is None:
+            return False
+        task.cache_leader = leader
+        task.state = TaskState.QUEUED
+        task.ready_seq = 0
+        self._emit(
+            task,
+            TaskState.QUEUED,
+            now,
+            detail=f"waiting for the identical task {leader[1]!r} of job {leader[0]!r} "
+            "(in-flight dedup)",
+        )
+        return True
+
+    def _cache_settle(self, task: Task, state: TaskState, now: float) -> None:
+        """A task that led or followed a cache flight ended: store and share the leader's
+        result, or release its followers to run; a follower that ends leaves its flight."""
+        cache = self.cache
+        assert cache is not None
+        key = task.cache_key
+        if key is None:
+            task.cache_leader = None
+            return
+        ref = (task.job.id, task.spec.id)
+        if task.cache_leader is not None:
+            task.cache_leader = None
+            if state != TaskState.SUCCEEDED:
+                cache.detach(key, ref)
+            return
+        task.cache_key = None
+        if state == TaskState.SUCCEEDED:
+            followers = cache.complete(
+                key, task.output, task.run_s, now, speculative=task.speculative
+            )
+            for job_id, task_id in followers:
+                follower = self._task_for((job_id, task_id, 0))
+                if follower is not None and not follower.terminal and follower.cache_leader:
+                    follower.output = task.output
+                    self._finish(
+                        follower,
+                        TaskState.SUCCEEDED,
+                        now,
+                        detail=f"deduplicated: the identical task {task.id!r} ran once for both",
+                        cache_layer="inflight",
+                    )
+            return
+        for job_id, task_id in cache.fail(key):
+            follower = self._task_for((job_id, task_id, 0))
+            if follower is not None and not follower.terminal and follower.cache_leader:
+                follower.cache_leader = None
+                follower.cache_key = None
+                self._make_ready(
+                    follower, now, detail=f"the identical task {task.id!r} ended {state.name}"
+                )
+
+    def _preload(self, now: float) -> None:
+        """Spend idle slots and spare rate quota, and only those, on speculative lowest-priority
+        tasks whose results land in the cache (the preloader backs off when they go unused)."""
+        cache = self.cache
+        assert cache is not None
+        for handler, last in list(self._preload_from.items()):
+            idle = sum(
+                max(0, a.slots - len(a.in_flight))
+                for a in self.agents.values()
+                if handler in a.handlers and not a.draining
+            )
+            if idle <= 0:
+                continue
+            spec = last.spec
+            spare = float(idle)  # unlimited keys: the idle slots are the bound
+            if spec.rate_keys:
+                spare = min(spare, self.limiter.spare(spec.rate_keys, now))
+            speculations = cache.speculate(last.job.id, handler, idle, spare, now)
+            if not speculations:
+                continue
+            self._preload_seq += 1
+            job_id = f"preload-{self._preload_seq}"
+            specs = []
+            for i, s in enumerate(speculations):
+                task_id = f"{handler}-{i}"
+                self._speculations[(job_id, task_id)] = s.key
+                specs.append(
+                    TaskSpec(
+                        id=task_id,
+                        handler=handler,
+                        payload=s.payload,
+                        priority=PRELOAD_PRIORITY,
+                        max_retries=0,
+                        labels=spec.labels,
+                        rate_keys=spec.rate_keys,
+                        tenant="preload",
+                        cache=CachePolicy.REFRESH,
+                    )
+                )
+            self.outbox.notices.append(
+                f"preloading {len(specs)} likely next {handler} request(s) after job "
+                f"{last.job.id!r} ({idle} idle slots)"
+            )
+            self.submit(job_id, "preload", specs, now)

@@ -1,0 +1,107 @@
+"""Placement glue of the core (issue #4): which agent runs a task (the balancer, by predicted
+finish time and learned speed), moving unstarted attempts off lagging agents, and feeding
+measured run times to the predictor."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from deerflow_common import signals
+
+from .core import (
+    AttemptResult,
+    SchedulerCore,
+)
+from .model import (
+    AgentView,
+    Task,
+    TaskState,
+)
+from .predictor import Features
+
+
+class PlacementMixin(SchedulerCore):
+    """The balancer and the predictor as the core uses them."""
+
+    def _place(self, task: Task, agents: Iterable[AgentView], now: float) -> AgentView | None:
+        handler = task.spec.handler
+        predictor = self.predictor
+        traits = self.traits.get(handler)
+        choice = self.balancer.choose(
+            handler,
+            task.spec.labels,
+            task.predicted_s,
+            agents,
+            lambda agent_id: predictor.handler_speed(handler, agent_id),
+            now,
+            cpu_bound=traits is not None and traits.kind == "cpu",
+        )
+        return choice.agent
+
+    def _steal(self, now: float) -> None:
+        """Idle agents (free slots, nothing queued they can run) take attempts that wait
+        unstarted in a lagging agent's prefetch, when the balancer predicts a gain."""
+        agents = list(self.agents.values())
+        ledgers = self.balancer.ledgers
+        # Only an agent whose every slot runs something makes prefetched attempts wait; on any
+        # other, an unstarted attempt is merely in transit and starts at once.
+        lagging = [a for a in agents if a.id in ledgers and len(ledgers[a.id].running) >= a.slots]
+        if not lagging:
+            return
+        predictor = self.predictor
+        for idle in agents:
+            if len(idle.in_flight) >= idle.slots or idle.draining:
+                continue
+            proposals = self.balancer.propose_steals(idle, lagging, predictor.agent_speed, now)
+            for p in proposals:
+                task = self._task_for(p.key)
+                source = self.agents.get(p.from_agent)
+                if (
+                    task is None
+                    or source is None
+                    or task.state != TaskState.DISPATCHED
+                    or task.attempt != p.key[2]
+                    or task.agent_id != p.from_agent
+                    or idle.credit <= 0
+                ):
+                    continue
+                self.outbox.cancels.setdefault(p.from_agent, []).append(p.key)
+                source.release(p.key)
+                self.balancer.ended(p.from_agent, p.key, now)
+                self.counters.stolen += 1
+                detail = (
+                    f"moved from {p.from_agent} (predicted {p.gain_s:.2f} s sooner): "
+                    f"{p.reason.value}"
+                )
+                if task.spec.rate_keys:
+                    # Give back the lagging attempt's rate slots; the limiter admits it anew.
+                    self.limiter.end_attempt(task)
+                    task.agent_id = ""
+                    self._make_ready(task, now, detail=detail)
+                    continue
+                self._assign(task, idle, now, detail=detail)
+
+    def _learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
+        """Feed a successful attempt's measured cost to the predictor; track its accuracy."""
+        feats = task.features
+        if not isinstance(feats, Features):
+            return
+        metadata = result.metadata
+        tokens = signals.number(metadata, signals.TOTAL_TOKENS) if metadata else None
+        handler = task.spec.handler
+        if task.predicted_run_s > 0:
+            errors = self.accuracy.get(handler)
+            if errors is None:
+                errors = self.accuracy[handler] = deque(maxlen=2048)
+            errors.append(abs(task.predicted_run_s - result.run_s) / result.run_s)
+        self.predictor.observe(
+            handler,
+            agent_id,
+            feats,
+            result.run_s,
+            result.cpu_s,
+            result.rss_bytes,
+            tokens or 0.0,
+            now,
+        )

@@ -1,0 +1,144 @@
+"""Decomposition glue of the core (issue #4): splitting a ready task into parts by the
+decomposer's plan, running the parts as tasks the client never sees, and merging their outcomes
+into the parent's one result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .core import (
+    SchedulerCore,
+    _SplitRun,
+)
+from .decomposer import PartOutcome, SplitRequest
+from .model import (
+    ErrorKind,
+    SplitPolicy,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+)
+
+
+class SplitMixin(SchedulerCore):
+    """The decomposer as the core uses it."""
+
+    def _split(self, task: Task, now: float) -> bool:
+        """Ask the decomposer how to run a ready task whose handler declares items (or has its
+        own splitter here). True when the task was split (its parts are queued; it shows
+        RUNNING until they are merged) or failed with a SPLIT_ERROR; False to run it whole."""
+        spec = task.spec
+        traits = self.traits.get(spec.handler)
+        task.split = False
+        if spec.split == SplitPolicy.NEVER or traits is None:
+            return False
+        functions = self._split_cache.get(spec.handler)
+        if functions is None:
+            functions = self._split_cache[spec.handler] = self._split_functions(spec.handler)
+        splitter, merger = functions
+        if not traits.items_field and splitter is None:
+            return False
+        predictor = self.predictor
+        cost = predictor.item_cost(spec.handler)
+        per_item = cost.per_item_s if cost.samples else traits.default_duration_s
+        free = sum(
+            max(0, a.slots - len(a.in_flight))
+            for a in self.agents.values()
+            if spec.handler in a.handlers and not a.draining
+        )
+        request = SplitRequest(
+            handler=spec.handler,
+            payload=spec.payload,
+            items_field=traits.items_field,
+            kind="cpu" if traits.kind == "cpu" else "io",
+            item_s=per_item or self.config.predictor.fallback_duration_s,
+            free_slots=free,
+            io_fraction=predictor.io_fraction(spec.handler) if cost.samples else None,
+            parent_timeout_s=task.timeout_s,
+            policy=spec.split,
+        )
+        plan = self.decomposer.plan(request, splitter=splitter, merger=merger)
+        if isinstance(plan, TaskError):
+            self._finish(task, TaskState.FAILED, now, error=plan)
+            return True
+        if not plan.split:
+            return False
+        job = task.job
+        parts: list[Task] = []
+        for part in plan.parts:
+            part_spec = TaskSpec(
+                id=f"{spec.id}#part-{part.index}",
+                handler=spec.handler,
+                payload=part.payload,
+                priority=spec.priority,
+                timeout_s=part.timeout_s,
+                max_retries=spec.max_retries,
+                labels=spec.labels,
+                trace_context=spec.trace_context,
+                rate_keys=spec.rate_keys,
+                est_tokens=spec.est_tokens,
+                tenant=spec.tenant,
+                cache=spec.cache,
+                split=SplitPolicy.NEVER,
+                est_duration_s=part.est_duration_s,
+            )
+            p = Task(
+                job=job,
+                spec=part_spec,
+                timeout_s=part.timeout_s or task.timeout_s,
+                max_retries=task.max_retries,
+                parent=task,
+                part_index=part.index,
+                split=False,
+            )
+            parts.append(p)
+            job.parts[part_spec.id] = p
+        for p, part in zip(parts, plan.parts, strict=True):
+            p.waiting_on = len(part.depends_on)
+            for dep in part.depends_on:
+                parts[dep].dependents.append(p)
+        task.split = _SplitRun(
+            plan,
+            parts,
+            self.decomposer.collector(plan, partial_results=spec.partial_results, merger=merger),
+        )
+        self.counters.split_tasks += 1
+        task.state = TaskState.RUNNING
+        self._emit(task, TaskState.RUNNING, now, detail=plan.reason)
+        for p in parts:
+            if not p.waiting_on:
+                self._make_ready(p, now)
+        return True
+
+    def _part_ended(self, part: Task, now: float) -> None:
+        """A part reached a terminal state: feed its parent's collector; finish the parent
+        once it is decided (and stop its other parts when it failed fast)."""
+        parent = part.parent
+        assert parent is not None
+        run = parent.split
+        if parent.terminal or not isinstance(run, _SplitRun):
+            return
+        if part.state == TaskState.SUCCEEDED:
+            outcome = PartOutcome(part.part_index, output=part.output)
+        else:
+            error = part.error or TaskError(
+                ErrorKind.HANDLER_ERROR, f"part {part.part_index} failed"
+            )
+            outcome = PartOutcome(part.part_index, error=error)
+        result = run.collector.add(outcome)
+        if result is None:
+            return
+        if result.error is None:
+            parent.output = result.output
+            self._finish(parent, TaskState.SUCCEEDED, now, detail=result.detail)
+        else:
+            self._finish(parent, TaskState.FAILED, now, error=result.error, detail=result.detail)
+
+    def _cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
+        error = TaskError(ErrorKind.CANCELLED_BY_CLIENT, "the task this part belongs to ended")
+        for i in indices:
+            part = run.parts[i]
+            if not part.terminal:
+                self._release_slot_by_cancel(part)
+                self._terminal(part, TaskState.CANCELLED, now, error, None, None)
