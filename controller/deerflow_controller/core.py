@@ -223,6 +223,8 @@ class SchedulerCore:
         self._preload_seq = 0
         self._preloading = False
         self.balancer = Balancer(self.config.balancer)
+        self._fastest_speed: dict[str, tuple[float, float]] = {}
+        """Per handler: (valid until, the fastest agent's speed), for placement's fast path."""
         self.accuracy: dict[str, deque[float]] = {}
         """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
         self.circuit_reasons: dict[str, str] = {}

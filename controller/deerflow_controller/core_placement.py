@@ -5,7 +5,7 @@ measured run times to the predictor."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from deerflow_common import signals
 
@@ -24,10 +24,20 @@ from .predictor import Features
 class PlacementMixin(SchedulerCore):
     """The balancer and the predictor as the core uses them."""
 
-    def _place(self, task: Task, agents: Iterable[AgentView], now: float) -> AgentView | None:
+    def _place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
         handler = task.spec.handler
         predictor = self.predictor
         traits = self.traits.get(handler)
+        cpu_bound = traits is not None and traits.kind == "cpu"
+        puller = agents[0]
+        if len(puller.in_flight) < puller.slots and self._among_fastest(puller, handler, now):
+            # It can start the task now and nobody runs it much faster: no search needed
+            # (the common case under load; the balancer's search costs a few us per task).
+            cfg = self.balancer.config
+            if puller.memory_percent < cfg.memory_ceiling_percent and (
+                not cpu_bound or puller.cpu_percent < cfg.cpu_ceiling_percent
+            ):
+                return puller
         choice = self.balancer.choose(
             handler,
             task.spec.labels,
@@ -35,9 +45,23 @@ class PlacementMixin(SchedulerCore):
             agents,
             lambda agent_id: predictor.handler_speed(handler, agent_id),
             now,
-            cpu_bound=traits is not None and traits.kind == "cpu",
+            cpu_bound=cpu_bound,
         )
         return choice.agent
+
+    def _among_fastest(self, agent: AgentView, handler: str, now: float) -> bool:
+        """Whether ``agent`` runs ``handler`` at least 90 % as fast as the fastest agent with it
+        (the fastest speed is looked up at most every half second)."""
+        predictor = self.predictor
+        cached = self._fastest_speed.get(handler)
+        if cached is None or now >= cached[0]:
+            speeds = [
+                predictor.handler_speed(handler, a.id)
+                for a in self.agents.values()
+                if handler in a.handlers
+            ]
+            cached = self._fastest_speed[handler] = (now + 0.5, max(speeds, default=1.0))
+        return predictor.handler_speed(handler, agent.id) >= 0.9 * cached[1]
 
     def _steal(self, now: float) -> None:
         """Idle agents (free slots, nothing queued they can run) take attempts that wait

@@ -29,7 +29,10 @@ class RecoveryMixin(SchedulerCore):
     """Circuit breakers and quarantine as the core uses them."""
 
     def _circuit_keys(self, task: Task) -> tuple[str, ...]:
-        return (*task.spec.rate_keys, handler_key(task.spec.handler))
+        keys = task.circuit_keys
+        if keys is None:
+            keys = task.circuit_keys = (*task.spec.rate_keys, handler_key(task.spec.handler))
+        return keys
 
     def _record_success(self, task: Task, agent_id: str, now: float) -> None:
         breakers = self.breakers

@@ -148,6 +148,8 @@ class Task:
     """(job id, task id) of the identical running task this one waits for (in-flight dedup)."""
     run_s: float = 0.0
     """How long the successful attempt ran (agent's clock): the cache's recompute cost."""
+    circuit_keys: tuple[str, ...] | None = None
+    """The circuits its attempts draw on (its rate keys and handler), computed once."""
     speculative: bool = False
     """Submitted by the cache's preloader: its result only lands in the cache."""
 
