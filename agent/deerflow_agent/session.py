@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from deerflow_common import channel_options
+from deerflow_common.trace_context import context_dict
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
 from ._handler import Handler, HandlerKind
@@ -58,14 +59,6 @@ def _version() -> str:
         return importlib.metadata.version("deerflow-parallel")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def _trace_context(tc: Mapping[str, str]) -> dict[str, str]:
-    """An assignment's W3C context as a dict: the usual lone ``traceparent`` by key, without
-    the generic map-to-dict conversion (1-2 us per traced task)."""
-    if len(tc) == 1 and "traceparent" in tc:
-        return {"traceparent": tc["traceparent"]}
-    return dict(tc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -646,7 +639,7 @@ class Agent:
                     a.handler,
                     a.payload,
                     a.timeout_s,
-                    _trace_context(tc) if tc else None,
+                    context_dict(tc) if tc else None,
                 )
             )
         if self._draining:

@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .trace_context import TRACEPARENT as TRACEPARENT
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -70,8 +72,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- W3C trace context
-
-TRACEPARENT = "traceparent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from deerflow_protos import admin_pb2, admin_pb2_grpc, agent_pb2
 
 from .model import TaskState
 from .predictor import Features
-from .recovery import CircuitState
 from .shell import Shell
+from .summaries import cache_summary, circuit_summary, quarantine_summary
 
 
 def _add_intelligence(stats: admin_pb2.Stats, shell: Shell, now: float) -> None:
@@ -35,41 +35,24 @@ def _add_intelligence(stats: admin_pb2.Stats, shell: Shell, now: float) -> None:
             median_s=estimate.duration_s,
             io_fraction=predictor.io_fraction(name),
         )
-    for key, snap in sorted(sched.breakers.snapshot().items()):
-        if snap.state == CircuitState.CLOSED and not snap.trips:
-            continue
-        stats.circuits.add(
-            key=key,
-            state=snap.state.name.lower(),
-            trips=snap.trips,
-            open_for_s=max(0.0, snap.until - now) if snap.state == CircuitState.OPEN else 0.0,
-            reason=sched.circuit_reasons.get(key, ""),
-        )
-    cache = sched.cache
-    if cache is not None:
-        cs = cache.stats()
+    for circuit in circuit_summary(sched, now):
+        stats.circuits.add(**circuit)
+    cache = cache_summary(sched)
+    if cache["enabled"]:
         out = stats.cache
-        out.entries = cs["entries"]
-        out.bytes = cs["bytes"]
-        for layer, v in cs["layers"].items():
-            out.hits[layer] = v["hits"]
-        out.hits["inflight"] = cs["inflight"]["attached"]
-        out.misses = cs["misses"]
-        out.skipped = sum(n for r, n in cs["skips"].items() if r in _SKIPS_COUNTED)
-        for tier, t in cs["tiers"].items():
-            out.evictions[tier] = t["evictions"]
-        out.hit_rate = cs["hit_rate"]
-        preload = cs.get("preload", {})
-        out.preloads = int(preload.get("proposed", 0))
-        out.preload_useful_ratio = float(preload.get("useful_ratio", 0.0))
-    for (agent, handler), (why, until) in sorted(sched.quarantine_reasons.items()):
+        out.entries = cache["entries"]
+        out.bytes = cache["bytes"]
+        out.hits.update(cache["hits"])
+        out.misses = cache["misses"]
+        out.skipped = cache["skipped"]
+        out.evictions.update(cache["evictions"])
+        out.hit_rate = cache["hit_rate"]
+        out.preloads = cache["preloads"]
+        out.preload_useful_ratio = cache["preload_useful_ratio"]
+    for q in quarantine_summary(sched, now):
         stats.quarantined.add(
-            agent_id=agent, handler=handler, reason=why, for_s=max(0.0, until - now)
+            agent_id=q["agent"], handler=q["handler"], reason=q["reason"], for_s=q["for_s"]
         )
-
-
-_SKIPS_COUNTED = frozenset({"too_large", "unhashable"})
-"""Skips that are bad input (counted, never an error); not the ones a policy chose."""
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]

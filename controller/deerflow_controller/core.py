@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from .balancer import Balancer
-from .cache import HandlerTraits as CacheTraits
 from .cache import RequestKey, ResultCache
 from .config import SchedulerConfig
 from .decomposer import Decomposer, Merger, PartCollector, Plan, Splitter
@@ -216,7 +215,6 @@ class SchedulerCore:
         self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
         self.cache = cache
         """The result cache (issue #6); None: every task runs."""
-        self._cache_traits: dict[str, CacheTraits] = {}
         self._preload_from: dict[str, Task] = {}
         """Per cacheable handler, the last real task looked up: the preloader's context."""
         self._speculations: dict[tuple[str, str], RequestKey] = {}

@@ -4,7 +4,6 @@ speculative tasks. The cache itself is ``cache/``; this is how the core uses it.
 
 from __future__ import annotations
 
-from .cache import HandlerTraits as CacheTraits
 from .cache import Hit, Miss
 from .core import (
     PRELOAD_PRIORITY,
@@ -27,18 +26,9 @@ class CacheMixin(SchedulerCore):
         cache = self.cache
         assert cache is not None
         spec = task.spec
-        traits = self._cache_traits.get(spec.handler)
+        traits = self.traits.get(spec.handler)
         if traits is None:
-            t = self.traits.get(spec.handler)
-            if t is None:
-                return False  # no agent has declared the handler yet: nothing is cacheable
-            traits = self._cache_traits[spec.handler] = CacheTraits(
-                cacheable=t.cacheable,
-                nondeterministic=t.nondeterministic,
-                similarity_field=t.similarity_field,
-                similarity_threshold=t.similarity_threshold,
-                cache_ttl_s=t.cache_ttl_s,
-            )
+            return False  # no agent has declared the handler yet: nothing is cacheable
         ref = (task.job.id, spec.id)
         if self._speculations:
             speculation = self._speculations.pop(ref, None)

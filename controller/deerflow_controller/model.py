@@ -216,10 +216,16 @@ class HandlerTraits:
     kind: str = "io"
     """'io' or 'cpu'."""
     cacheable: bool = False
+    """Results may be cached (exact match on the request). Off unless declared: a handler with
+    side effects must never be answered from the cache."""
     nondeterministic: bool = False
+    """The same input may give another answer: cached only for tasks asking ``CachePolicy.ON``."""
     similarity_field: str = ""
+    """JSON field (dotted path) whose text the similarity layer compares; empty = exact only."""
     similarity_threshold: float = 0.0
+    """Cosine a neighbour must reach; 0 = exact cache only."""
     cache_ttl_s: float = 0.0
+    """Fixed freshness for this handler's results; 0 = the controller's freshness rules."""
     items_field: str = ""
     default_duration_s: float = 0.0
     default_cpu_s: float = 0.0

@@ -3,8 +3,9 @@ controller where both worlds meet, so the core never imports protobuf."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
+from deerflow_common.trace_context import context_dict
 from deerflow_protos import agent_pb2, client_pb2, common_pb2
 
 from .model import (
@@ -24,20 +25,11 @@ from .scheduler import AttemptResult
 _NO_STRINGS: dict[str, str] = {}
 
 
-def _trace_context(tc: Mapping[str, str]) -> dict[str, str]:
-    """A task's W3C context as a dict: the usual lone ``traceparent`` without the generic
-    (slow) map-to-dict conversion, which cost 2-4 us per traced task."""
-    if not tc:
-        return _NO_STRINGS
-    if len(tc) == 1 and "traceparent" in tc:
-        return {"traceparent": tc["traceparent"]}
-    return dict(tc)
-
-
 def specs_from_request(request: client_pb2.SubmitJobRequest) -> list[TaskSpec]:
     """A submitted job's task specs; the job-level trace context (one dict, shared read-only)
     goes to every task without a context of its own."""
-    job_tc = _trace_context(request.trace_context)
+    tc = request.trace_context
+    job_tc = context_dict(tc) if tc else _NO_STRINGS
     return [spec_from_proto(t, job_tc) for t in request.tasks]
 
 
@@ -55,7 +47,7 @@ def spec_from_proto(t: common_pb2.TaskSpec, job_tc: dict[str, str] = _NO_STRINGS
         dict(t.labels) if t.labels else _NO_STRINGS,
         t.schedule_to_start_s,
         t.heartbeat_timeout_s,
-        _trace_context(t.trace_context) if t.trace_context else job_tc,
+        context_dict(t.trace_context) if t.trace_context else job_tc,
         tuple(t.rate_keys) if t.rate_keys else (),
         t.est_tokens,
         t.tenant,

@@ -1,9 +1,14 @@
 """What the cache is told: the controller's knobs (``CacheConfig``) and a handler's declared
-traits (``HandlerTraits``, the controller-side copy of ``HandlerInfo``'s cache fields)."""
+traits (the core's :class:`~deerflow_controller.model.HandlerTraits`, read for its cache
+fields)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..model import HandlerTraits
+
+__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "NOT_CACHEABLE", "CacheConfig", "HandlerTraits"]
 
 DEFAULT_SIMILARITY_THRESHOLD = 0.90
 """The cosine a near neighbour must reach (after the entity guard) to be served, chosen from the
@@ -11,23 +16,6 @@ threshold sweep of ``deerflow bench cache`` (docs/BENCHMARKS.md, issue #6): the 
 threshold whose false-hit rate on the WORKLOAD.md stream is at most 0.5 % of hits, half the 1 %
 target (0.17 % at 0.90; 0.92 % at 0.85, too close; 5.3 % at 0.80). Handlers opt in by declaring
 a threshold in ``HandlerInfo``; this is the value to declare."""
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerTraits:
-    """A handler's cache declaration, as its agents announce it in Hello (``HandlerInfo``)."""
-
-    cacheable: bool = False
-    """Results may be cached (exact match on the request). Off unless declared: a handler with
-    side effects must never be answered from the cache."""
-    nondeterministic: bool = False
-    """The same input may give another answer: cached only for tasks asking ``CachePolicy.ON``."""
-    similarity_field: str = ""
-    """JSON field (dotted path) whose text the similarity layer compares; empty = exact only."""
-    similarity_threshold: float = 0.0
-    """Cosine a neighbour must reach; 0 = exact cache only."""
-    cache_ttl_s: float = 0.0
-    """Fixed freshness for this handler's results; 0 = the controller's freshness rules."""
 
 
 NOT_CACHEABLE = HandlerTraits()

@@ -37,6 +37,7 @@ from deerflow_common.otlp import SpanSink
 from deerflow_common.prometheus import Histogram, MetricsText, process_metrics
 
 from ..model import Event, Job, Task, TaskState
+from ..summaries import cache_summary
 
 if TYPE_CHECKING:
     from ..shell import Shell
@@ -412,18 +413,19 @@ def _scheduling(out: MetricsText, shell: Shell, now: float) -> None:
 
 
 def _cache(out: MetricsText, shell: Shell) -> None:
-    cache = shell.scheduler.cache
-    if cache is None:
+    st = cache_summary(shell.scheduler)
+    if not st["enabled"]:
         return
-    st = cache.stats()
-    hits = [({"layer": k}, v["hits"]) for k, v in sorted(st["layers"].items())]
-    hits.append(({"layer": "inflight"}, st["inflight"]["attached"]))
-    out.counter("deerflow_cache_hits_total", "Tasks answered without running, by layer.", hits)
+    out.counter(
+        "deerflow_cache_hits_total",
+        "Tasks answered without running, by layer.",
+        [({"layer": k}, v) for k, v in st["hits"].items()],
+    )
     out.counter("deerflow_cache_misses_total", "Cache lookups that missed.", [(None, st["misses"])])
     out.counter(
         "deerflow_cache_skipped_total",
         "Lookups that bypassed the cache, by reason (too_large and unhashable are bad input).",
-        [({"reason": r}, n) for r, n in sorted(st["skips"].items())],
+        [({"reason": r}, n) for r, n in st["skips"].items()],
     )
     out.gauge("deerflow_cache_hit_ratio", "Hits over lookups.", [(None, st["hit_rate"])])
     out.gauge("deerflow_cache_entries", "Entries held.", [(None, st["entries"])])
@@ -431,16 +433,15 @@ def _cache(out: MetricsText, shell: Shell) -> None:
     out.counter(
         "deerflow_cache_evictions_total",
         "Entries evicted to stay within the byte bound, by tier.",
-        [({"tier": t}, v["evictions"]) for t, v in sorted(st["tiers"].items())],
+        [({"tier": t}, n) for t, n in st["evictions"].items()],
     )
-    preload = st.get("preload", {})
     out.counter(
         "deerflow_cache_preloads_total",
         "Speculative tasks the preloader proposed.",
-        [(None, preload.get("proposed", 0))],
+        [(None, st["preloads"])],
     )
     out.gauge(
         "deerflow_cache_preload_useful_ratio",
         "Share of preloaded entries later used.",
-        [(None, preload.get("useful_ratio", 0.0))],
+        [(None, st["preload_useful_ratio"])],
     )

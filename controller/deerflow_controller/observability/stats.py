@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..recovery import CircuitState
+from ..summaries import cache_summary, circuit_summary, quarantine_summary
 from .metrics import TaskMetrics, live_states
 from .suggestions import suggest
 
@@ -290,55 +290,9 @@ def snapshot(
             "dropped": sink.dropped if sink else 0,
             "failed": sink.failed if sink else 0,
         },
-        "cache": _cache(shell),
-        "circuits": _circuits(shell, now),
-        "quarantined": [
-            {"agent": a, "handler": h, "reason": why, "for_s": round(max(0.0, until - now), 1)}
-            for (a, h), (why, until) in sorted(sched.quarantine_reasons.items())
-        ],
+        "cache": cache_summary(sched),
+        "circuits": circuit_summary(sched, now),
+        "quarantined": quarantine_summary(sched, now),
     }
     out["suggestions"] = [s.to_dict() for s in suggest(out)]
-    return out
-
-
-def _cache(shell: Shell) -> dict[str, Any]:
-    cache = shell.scheduler.cache
-    if cache is None:
-        return {"enabled": False}
-    st = cache.stats()
-    hits = {k: v["hits"] for k, v in sorted(st["layers"].items())}
-    hits["inflight"] = st["inflight"]["attached"]
-    preload = st.get("preload", {})
-    return {
-        "enabled": True,
-        "hit_rate": round(st["hit_rate"], 4),
-        "lookups": st["lookups"],
-        "hits": hits,
-        "misses": st["misses"],
-        "skipped": sum(n for r, n in st["skips"].items() if r in ("too_large", "unhashable")),
-        "entries": st["entries"],
-        "bytes": st["bytes"],
-        "evictions": {t: v["evictions"] for t, v in sorted(st["tiers"].items())},
-        "preloads": preload.get("proposed", 0),
-        "preload_useful_ratio": round(float(preload.get("useful_ratio", 0.0)), 3),
-    }
-
-
-def _circuits(shell: Shell, now: float) -> list[dict[str, Any]]:
-    sched = shell.scheduler
-    out = []
-    for key, snap in sorted(sched.breakers.snapshot().items()):
-        if snap.state == CircuitState.CLOSED and not snap.trips:
-            continue
-        out.append(
-            {
-                "key": key,
-                "state": snap.state.name.lower(),
-                "trips": snap.trips,
-                "open_for_s": round(max(0.0, snap.until - now), 1)
-                if snap.state == CircuitState.OPEN
-                else 0.0,
-                "reason": sched.circuit_reasons.get(key, ""),
-            }
-        )
     return out
