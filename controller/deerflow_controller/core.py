@@ -215,8 +215,9 @@ class SchedulerCore:
         self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
         self.cache = cache
         """The result cache (issue #6); None: every task runs."""
-        self._preload_from: dict[str, Task] = {}
-        """Per cacheable handler, the last real task looked up: the preloader's context."""
+        self._preload_from: dict[str, tuple[str, TaskSpec]] = {}
+        """Per cacheable handler, the job id and spec of the last real task looked up: the
+        preloader's context (its rate keys and labels go to the speculative tasks)."""
         self._speculations: dict[tuple[str, str], RequestKey] = {}
         self._preload_seq = 0
         self._preloading = False

@@ -4,7 +4,7 @@ speculative tasks. The cache itself is ``cache/``; this is how the core uses it.
 
 from __future__ import annotations
 
-from .cache import Hit, Miss
+from .cache import Hit, Skip
 from .core import (
     PRELOAD_PRIORITY,
     SchedulerCore,
@@ -38,16 +38,16 @@ class CacheMixin(SchedulerCore):
                 cache.attach(speculation, ref)
                 return False
         found = cache.lookup(spec.handler, traits, spec.payload, spec.cache, now, task.job.id)
+        if isinstance(found, Skip):
+            return False  # not cacheable (or unkeyable): nothing to find, nothing to preload
         if cache.config.preload:
-            self._preload_from[spec.handler] = task
+            self._preload_from[spec.handler] = (task.job.id, spec)
         if isinstance(found, Hit):
             task.output = found.output
             self._finish(
                 task, TaskState.SUCCEEDED, now, detail=found.reason, cache_layer=found.layer
             )
             return True
-        if not isinstance(found, Miss):
-            return False
         task.cache_key = found.key
         leader = cache.attach(found.key, (task.job.id, spec.id))
         if leader is None:
@@ -110,7 +110,7 @@ class CacheMixin(SchedulerCore):
         tasks whose results land in the cache (the preloader backs off when they go unused)."""
         cache = self.cache
         assert cache is not None
-        for handler, last in list(self._preload_from.items()):
+        for handler, (context, spec) in list(self._preload_from.items()):
             idle = sum(
                 max(0, a.slots - len(a.in_flight))
                 for a in self.agents.values()
@@ -118,11 +118,10 @@ class CacheMixin(SchedulerCore):
             )
             if idle <= 0:
                 continue
-            spec = last.spec
             spare = float(idle)  # unlimited keys: the idle slots are the bound
             if spec.rate_keys:
                 spare = min(spare, self.limiter.spare(spec.rate_keys, now))
-            speculations = cache.speculate(last.job.id, handler, idle, spare, now)
+            speculations = cache.speculate(context, handler, idle, spare, now)
             if not speculations:
                 continue
             self._preload_seq += 1
@@ -146,6 +145,6 @@ class CacheMixin(SchedulerCore):
                 )
             self.outbox.notices.append(
                 f"preloading {len(specs)} likely next {handler} request(s) after job "
-                f"{last.job.id!r} ({idle} idle slots)"
+                f"{context!r} ({idle} idle slots)"
             )
             self.submit(job_id, "preload", specs, now)
