@@ -191,14 +191,15 @@ class TaskContext:
     """
 
     __slots__ = (
+        "_child_context",
         "_logger",
         "_sink",
+        "_trace_context",
         "attempt",
         "deadline",
         "handler",
         "job_id",
         "task_id",
-        "trace_context",
     )
 
     def __init__(
@@ -210,15 +211,31 @@ class TaskContext:
         handler: str = "",
         trace_context: Mapping[str, str] | None = None,
         progress_sink: ProgressSink | None = None,
+        *,
+        child_context: Callable[[], Mapping[str, str] | None] | None = None,
     ) -> None:
+        """``child_context``, when given, makes :attr:`trace_context` on first read instead
+        (the agent's tracing names its execute span there only for handlers that ask)."""
         self.job_id = job_id
         self.task_id = task_id
         self.attempt = attempt
         self.deadline = deadline
         self.handler = handler
-        self.trace_context: Mapping[str, str] = trace_context or {}
+        self._trace_context = trace_context
+        self._child_context = child_context
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._sink = progress_sink
+
+    @property
+    def trace_context(self) -> Mapping[str, str]:
+        """W3C trace context (``traceparent``, maybe ``tracestate``) of the span this attempt
+        runs in: pass it on (an HTTP ``traceparent`` header) or parent your own spans on it.
+        Empty when the attempt is not traced."""
+        tc = self._trace_context
+        if tc is None:
+            make = self._child_context
+            tc = self._trace_context = (make() if make is not None else None) or {}
+        return tc
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:

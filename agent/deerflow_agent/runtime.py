@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import time
@@ -211,12 +212,15 @@ ProgressCallback = Callable[[AttemptKey, float, str], None]
 class AttemptObserver(Protocol):
     """Cross-cutting concerns (traces, metrics) around each attempt's run.
 
-    ``on_start`` is called just before the handler is started: it may replace
-    ``a.trace_context`` (which the handler's TaskContext then carries). ``on_end`` is called
-    when the attempt's outcome is reported, for attempts that started. Both run synchronously on
-    the loop, must be short and must not raise."""
+    ``on_start`` is called just before the handler is started. ``child_context`` gives the
+    trace context an io handler's ``TaskContext.trace_context`` shows, and is called only if
+    the handler reads it (so a tracer names its span there without paying for it on every
+    attempt). ``on_end`` is called when the attempt's outcome is reported, for attempts that
+    started. All run synchronously on the loop, must be short and must not raise."""
 
     def on_start(self, a: Attempt) -> None: ...
+
+    def child_context(self, a: Attempt) -> Mapping[str, str] | None: ...
 
     def on_end(self, a: Attempt, outcome: Outcome) -> None: ...
 
@@ -508,14 +512,17 @@ class Runtime:
     async def _run_io(self, slot: _Slot, a: Attempt) -> None:
         h = slot.handler
         job_id, task_id, attempt = a.key
+        observer = self._observer
+        child = None if observer is None else functools.partial(observer.child_context, a)
         ctx = TaskContext(
             job_id,
             task_id,
             attempt,
             a.deadline,
             h.name,
-            a.trace_context,
+            a.trace_context if observer is None else None,
             self if self._on_progress is not None else None,
+            child_context=child,
         )
         try:
             try:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from deerflow_common import channel_options
-from deerflow_common.trace_context import context_dict
+from deerflow_common.trace_context import TRACEPARENT, context_dict
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
 from ._handler import Handler, HandlerKind
@@ -59,6 +59,22 @@ def _version() -> str:
         return importlib.metadata.version("deerflow-parallel")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def attempt_from_assignment(a: agent_pb2.Assignment) -> Attempt:
+    """An assignment as the runtime's attempt. Its trace context is the ``traceparent`` field
+    plus the map's other entries; a controller that predates the field sends the traceparent
+    in the map, which is then used."""
+    ref = a.ref
+    tp = a.traceparent
+    tc: dict[str, str] | None = None
+    if a.trace_context:  # tracestate and the like, or an older controller
+        tc = context_dict(a.trace_context)
+        if tp:
+            tc[TRACEPARENT] = tp
+    elif tp:
+        tc = {TRACEPARENT: tp}
+    return Attempt((ref.job_id, ref.task_id, ref.attempt), a.handler, a.payload, a.timeout_s, tc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,19 +645,7 @@ class Agent:
                 f"{self.max_epoch_seen} was seen, so {stream.address} is no longer the leader"
             )
         self.max_epoch_seen = batch.epoch
-        attempts = []
-        for a in batch.assignments:
-            ref = a.ref
-            tc = a.trace_context
-            attempts.append(
-                Attempt(
-                    (ref.job_id, ref.task_id, ref.attempt),
-                    a.handler,
-                    a.payload,
-                    a.timeout_s,
-                    context_dict(tc) if tc else None,
-                )
-            )
+        attempts = [attempt_from_assignment(a) for a in batch.assignments]
         if self._draining:
             # Sent before the controller saw our Draining: give them back the same way.
             log.info("draining: giving back %d assignments that arrived late", len(attempts))

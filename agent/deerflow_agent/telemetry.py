@@ -1,7 +1,7 @@
 """The agent's observability: a ``deerflow.execute`` span around every attempt's handler,
 Prometheus metrics and health endpoints.
 
-Traces: the assignment's ``trace_context`` names the controller's schedule span; the execute
+Traces: the assignment's ``traceparent`` names the controller's schedule span; the execute
 span is its child (CONSUMER), from the handler's start to its result. The handler's
 ``TaskContext.trace_context`` then names the execute span, so a handler that calls a provider
 can pass the context on (``traceparent`` header) or parent its own spans on it. Attributes:
@@ -10,8 +10,10 @@ can pass the context on (``traceparent`` header) or parent its own spans on it. 
 (``http.response.status_code``, tokens); an event ``rate_limited`` on a 429 (with the
 Retry-After); status ERROR with the error's message when the attempt failed. Export follows the
 ``OTEL_*`` environment (see ``deerflow_common.otlp``); without an endpoint nothing is recorded.
-Per attempt the hot path only formats the handler's ``traceparent`` (start) and appends a tuple
-(end); spans are encoded on the loop's next turn, after the result left.
+Per attempt the hot path does nothing at the start (the execute span's id is drawn only if the
+handler reads its context, or at the end) and two appends at the end; at the end of the loop
+turn the attempts become plain values in per-(job, handler, attempt) lists, and the spans are
+encoded a block at a time just before an export (``deerflow_common.span_block``).
 
 Metrics (``--metrics-port``): ``deerflow_agent_attempts_total{handler,outcome}``,
 ``deerflow_agent_run_seconds{handler}``, ``deerflow_agent_provider_responses_total{handler,
@@ -22,17 +24,20 @@ a controller and is not draining.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import psutil
 from aiohttp import web
 
 from deerflow_common import otlp, signals
 from deerflow_common.prometheus import CONTENT_TYPE, Histogram, MetricsText, process_metrics
+from deerflow_common.span_block import encode_span_block
 
 from .runtime import Attempt, AttemptObserver, Outcome
 
@@ -56,10 +61,6 @@ _CACHE_LIMIT = 4096
 _SUCCEEDED_ATTR = otlp.attr_str("deerflow.outcome", "succeeded")
 
 
-def _discard(span: bytes) -> None:
-    """Where spans go when tracing is off (never called: no span is made then)."""
-
-
 class _Span:
     """The execute span of one attempt while it runs (ids as OTLP bytes)."""
 
@@ -72,6 +73,20 @@ class _Span:
         self.span_id = span_id
         self.parent_id = parent_id
         self.sampled = sampled
+
+
+class _Group:
+    """Successful attempts of one (job, handler, attempt), for :func:`encode_span_block`."""
+
+    __slots__ = ("ends", "headers", "ids", "starts", "values")
+
+    def __init__(self) -> None:
+        self.headers: list[str] = []
+        """The parent's traceparent (trace id and parent span id) per attempt."""
+        self.ids: list[int] = []
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.values: list[str] = []
 
 
 class AgentTelemetry:
@@ -92,9 +107,11 @@ class AgentTelemetry:
         self._outcome_attrs: dict[str, bytes] = {}
         self._ok_attrs: dict[tuple[str, str, int], bytes] = {}
         """(job, handler, attempt) -> the attributes of a successful attempt but its task id."""
-        self._sink_emit: Callable[[bytes], None] = sink.emit if sink is not None else _discard
-        self._ended: list[tuple[tuple[str, int], Outcome]] = []
-        """(parent traceparent, span id) and outcome of attempts whose span is not encoded yet."""
+        self._ended: list[Attempt] = []
+        self._ended_outcomes: list[Outcome] = []
+        self._sort_scheduled = False
+        self._groups: dict[tuple[str, str, int], _Group] = {}
+        """Successful attempts per (job, handler, attempt) whose spans are not encoded yet."""
         if sink is not None:
             sink.add_source(self._encode_ended)
         self._follow_parent = sink is not None and sink.sampling.follows_parent
@@ -115,35 +132,52 @@ class AgentTelemetry:
     # ------------------------------------------------------------------ AttemptObserver
 
     def on_start(self, a: Attempt) -> None:
-        sink = self.sink
-        if sink is None:
-            return
-        tc = a.trace_context
+        """Nothing: the execute span's id is drawn when the handler reads its trace context
+        (:meth:`child_context`) or when the attempt ends, whichever comes first."""
+
+    def _parent_header(self, tc: Mapping[str, str] | None) -> str | None:
+        """The parent's traceparent in the common case (version 00, as our controller writes
+        it, and a sampler that follows the parent's flag), else None."""
         header = tc.get(TRACEPARENT) if tc else None
-        if (
-            header is not None
-            and len(header) == 55
-            and header[:3] == "00-"
-            and self._follow_parent
-            and isinstance(tc, dict)
-        ):
-            # The common case, cheaply: a version-00 header from our controller, a sampler
-            # that follows the parent's flag. Keep the parent's header and our id; the ids are
-            # decoded (and validated) once, when the span is written.
-            n = _getrandbits(63) | 1
-            a.span = (header, n)
-            tc[TRACEPARENT] = f"{header[:36]}{n:016x}{header[52:]}"  # the session's own dict
-            return
-        parent = otlp.parse_traceparent(header) if header else None
-        span_id = _new_span_id()
-        if parent is None:
-            span = self._root(sink, span_id)
+        if header is not None and len(header) == 55 and header[:3] == "00-" and self._follow_parent:
+            return header
+        return None
+
+    def _span(self, a: Attempt) -> int | _Span:
+        """The attempt's execute span, made on first use: in the common case only its id (the
+        rest comes from the parent's header when the span is written)."""
+        span = a.span
+        if span is None:
+            sink = self.sink
+            assert sink is not None
+            tc = a.trace_context
+            if self._parent_header(tc) is not None:
+                span = _getrandbits(63) | 1
+            else:
+                header = tc.get(TRACEPARENT) if tc else None
+                parent = otlp.parse_traceparent(header) if header else None
+                span_id = _new_span_id()
+                if parent is None:
+                    span = self._root(sink, span_id)
+                else:
+                    sampled = sink.sampling.sampled(parent.trace_id, parent, SPAN_NAME)
+                    span = _Span(parent.trace_id, span_id, parent.span_id, sampled)
+            a.span = span
+        assert isinstance(span, int | _Span)
+        return span
+
+    def child_context(self, a: Attempt) -> Mapping[str, str] | None:
+        """The context the handler sees: the parent's, with the execute span as the parent."""
+        tc = a.trace_context
+        if self.sink is None:
+            return tc
+        span = self._span(a)
+        if isinstance(span, int):
+            header = tc[TRACEPARENT] if tc else ""
+            own = f"{header[:36]}{span:016x}{header[52:]}"
         else:
-            sampled = sink.sampling.sampled(parent.trace_id, parent, SPAN_NAME)
-            span = _Span(parent.trace_id, span_id, parent.span_id, sampled)
-        a.span = span
-        own = otlp.format_traceparent(span.trace_id, span_id, span.sampled)
-        a.trace_context = {**(tc or {}), TRACEPARENT: own}
+            own = otlp.format_traceparent(span.trace_id, span.span_id, span.sampled)
+        return {**(tc or {}), TRACEPARENT: own}
 
     @staticmethod
     def _root(sink: otlp.SpanSink, span_id: bytes) -> _Span:
@@ -151,57 +185,89 @@ class AgentTelemetry:
         return _Span(trace_id, span_id, None, sink.sampling.sampled(trace_id, None, SPAN_NAME))
 
     def on_end(self, a: Attempt, outcome: Outcome) -> None:
+        """Count the outcome; keep the attempt for :meth:`_sort_ended` at the end of this loop
+        turn (two appends here: the attempts of a turn are then sorted in one tight loop)."""
         try:
             if self.metrics:
                 self._count(outcome)
-            span = a.span
-            if self.sink is None or span is None:
+            if self.sink is None:
                 return
-            if span.__class__ is tuple:
-                if span[0][54] in "13579bdf":  # the parent's sampled flag
-                    self._ended.append((span, outcome))
-                    self.sink.defer()
-            elif isinstance(span, _Span) and span.sampled:
-                self._emit(span.trace_id, span.span_id, span.parent_id, outcome)
+            self._ended.append(a)
+            self._ended_outcomes.append(outcome)
+            if not self._sort_scheduled:
+                self._sort_scheduled = True
+                try:
+                    asyncio.get_running_loop().call_soon(self._sort_ended)
+                except RuntimeError:  # no loop (a test driving the observer directly)
+                    self._sort_ended()
         except Exception:  # telemetry must never break reporting
             log.exception("recording attempt %r failed", a)
 
+    def _sort_ended(self) -> None:
+        """Turn this loop turn's ended attempts into span records (the objects themselves are
+        not kept: nothing outlives this call but numbers and strings, see :meth:`_record`)."""
+        self._sort_scheduled = False
+        attempts, self._ended = self._ended, []
+        outcomes, self._ended_outcomes = self._ended_outcomes, []
+        for a, outcome in zip(attempts, outcomes, strict=True):
+            try:
+                span = a.span
+                if span is None or span.__class__ is int:
+                    header = self._parent_header(a.trace_context)
+                    if header is not None:
+                        if header[54] in "13579bdf":  # the parent's sampled flag
+                            n = _getrandbits(63) | 1 if span is None else span
+                            self._record(header, n, outcome)
+                        continue
+                    span = self._span(a)
+                if isinstance(span, _Span) and span.sampled:
+                    self._emit(span.trace_id, span.span_id, span.parent_id, outcome)
+            except Exception:  # a span lost, never the agent
+                log.exception("recording attempt %r failed", a)
+
+    def _record(self, header: str, n: int, outcome: Outcome) -> None:
+        """Keep what the span needs until the next export (as plain values in per-kind lists:
+        nothing per attempt outlives this call but numbers and strings)."""
+        job_id, task_id, attempt = outcome.key
+        if not outcome.ok or outcome.metadata:
+            ids = bytes.fromhex(header[3:35] + header[36:52])
+            self._emit(ids[:16], n.to_bytes(8, "big"), ids[16:], outcome)
+            return
+        key = (job_id, outcome.handler, attempt)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group()
+        group.headers.append(header)
+        group.ids.append(n)
+        group.starts.append(outcome.started_at)
+        group.ends.append(outcome.finished_at)
+        group.values.append(task_id)
+        self.sink.defer()  # type: ignore[union-attr]
+
     def _encode_ended(self) -> None:
-        """Encode the execute spans recorded by :meth:`on_end` since the last call (on the
-        loop's next turn: the results have left by then). The common case, a successful
-        attempt under our controller's span with nothing reported by a provider, is one join
-        in this loop; everything but its ids, times and task id is encoded once per (job,
-        handler, attempt)."""
-        ended, self._ended = self._ended, []
-        ok_attrs = self._ok_attrs
-        emit = self._sink_emit
+        """Encode the execute spans recorded since the last call (just before an export): the
+        common case, a successful attempt under our controller's span with nothing reported by
+        a provider, a block per (job, handler, attempt) (:func:`encode_span_block`)."""
+        if self._ended:
+            self._sort_ended()
+        groups, self._groups = self._groups, {}
+        assert self.sink is not None
+        emit_block = self.sink.emit_block
         fromhex = bytes.fromhex
-        for (header, n), outcome in ended:
-            if not outcome.ok or outcome.metadata:
-                ids = fromhex(header[3:35] + header[36:52])
-                self._emit(ids[:16], n.to_bytes(8, "big"), ids[16:], outcome)
-                continue
-            job_id, task_id, attempt = outcome.key
-            key = (job_id, outcome.handler, attempt)
-            shared = ok_attrs.get(key) or self._ok_shared(key)
-            body = b"".join(
-                (
-                    b"\x0a\x10",
-                    fromhex(header[3:35]),
-                    b"\x12\x08",
-                    n.to_bytes(8, "big"),
-                    b"\x22\x08",
-                    fromhex(header[36:52]),
-                    _HEAD,
-                    b"\x39",
-                    _pack_q(int(outcome.started_at * 1e9)),
-                    b"\x41",
-                    _pack_q(int(outcome.finished_at * 1e9)),
-                    _task_attr(task_id),
-                    shared,
-                )
-            )
-            emit(b"\x12" + _varint(len(body)) + body)
+        for key, group in groups.items():
+            headers = group.headers
+            shared = _HEAD + (self._ok_attrs.get(key) or self._ok_shared(key))
+            for data, count in encode_span_block(
+                trace_ids=fromhex("".join([h[3:35] for h in headers])),
+                span_ids=np.array(group.ids, dtype=">u8").tobytes(),
+                parent_ids=fromhex("".join([h[36:52] for h in headers])),
+                starts=group.starts,
+                ends=group.ends,
+                values=group.values,
+                value_key="deerflow.task.id",
+                shared=shared,
+            ):
+                emit_block(data, count)
 
     def _ok_shared(self, key: tuple[str, str, int]) -> bytes:
         job_id, handler, attempt = key

@@ -5,8 +5,9 @@ Both daemons record one span per task attempt (the controller's wait-and-dispatc
 execution). The SDK's spans are too dear for that. Measured on the 2-core machine (Python
 3.11, SDK 1.45.2, five attributes, BatchSpanProcessor): creating and ending a span costs about
 54 us and ``encode_spans`` about 55 us more, against about 90 us of CPU for a whole no-op task
-across the client, controller and agents: two SDK spans per task would more than double it. A
-span here is recorded as a tuple on the hot path and encoded on the loop's next turn by one
+across the client, controller and agents: two SDK spans per task would more than double it. Here
+the hot path records only what a span needs; spans are encoded just before an export, those of
+one shape a block at a time with numpy (``span_block``, about 0.5-1 us a span), any other by one
 ``bytes`` join of pre-encoded protobuf fields (2-4 us); batches go through the SDK's
 ``OTLPSpanExporter`` in a worker thread, so every ``OTEL_EXPORTER_OTLP_*`` setting (endpoint,
 headers, TLS, compression, timeout, retries) applies and a backend cannot tell the difference.
@@ -409,10 +410,10 @@ class SpanSink:
     :meth:`emit` never blocks: it appends to a deque (spans beyond ``max_queue`` are dropped and
     counted, with one warning per minute). Producers may record cheaply and encode later
     (:meth:`add_source`, :meth:`defer`). A task on the daemon's loop (started by the first
-    :meth:`emit`) exports whenever ``max_batch`` spans are waiting or ``schedule_delay_s`` has
-    passed, one request at a time, each through the SDK exporter in a worker thread (which
-    retries transient errors within its timeout). :meth:`flush` exports what is queued;
-    :meth:`shutdown` flushes and shuts the exporter down.
+    :meth:`emit` or :meth:`defer`) exports whenever ``max_batch`` spans are waiting (queued or
+    recorded) or ``schedule_delay_s`` has passed, one request at a time, each through the SDK
+    exporter in a worker thread (which retries transient errors within its timeout).
+    :meth:`flush` exports what is queued; :meth:`shutdown` flushes and shuts the exporter down.
     """
 
     def __init__(
@@ -432,7 +433,9 @@ class SpanSink:
         self.resource_attributes = dict(resource)
         self._resource = _resource_field(resource)
         self._scope = _scope_field(*scope)
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
+        """(encoded spans, how many) chunks: one span, or a block of equal-sized spans."""
+        self._queued = 0
         self._max_queue = settings.max_queue
         self._max_batch = settings.max_batch
         self._wake: asyncio.Event | None = None
@@ -445,30 +448,34 @@ class SpanSink:
         self.provider: Any = None
         """The SDK TracerProvider installed beside this sink, if any (shut down with it)."""
         self._sources: list[Callable[[], None]] = []
-        self._drain_scheduled = False
+        self._recorded = 0
 
-    # Deferred encoding. A daemon's hot path only records what a span needs (a tuple); the
-    # spans are encoded in a callback of the loop's next turn, after the messages of this turn
-    # have left, so tracing adds no latency to a dispatch or a result. Measured on the no-op
-    # benchmark, encoding inline was about a third of the traced slowdown.
+    # Deferred encoding. A daemon's hot path only records what a span needs (the tasks of an
+    # assignment message, an attempt's outcome); the spans are encoded just before an export,
+    # a batch at a time, after the messages that carried the work have long left: tracing adds
+    # no latency to a dispatch or a result, and spans of one shape are encoded together
+    # (``deerflow_common.span_block``: about 0.5 us a span where one by one costs 3 us).
 
     def add_source(self, drain: Callable[[], None]) -> None:
         """Register ``drain``: it encodes what its producer recorded and emits the spans.
-        Called after :meth:`defer`, and before every export, so nothing recorded is left out."""
+        Called before every export, so nothing recorded is left out."""
         self._sources.append(drain)
 
-    def defer(self) -> None:
-        """A producer recorded something: drain the sources on the loop's next turn (once per
-        turn, however many records)."""
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            try:
-                asyncio.get_running_loop().call_soon(self._drain)
-            except RuntimeError:  # no loop running (a test feeding a tracer directly)
-                self._drain()
+    def defer(self, spans: int = 1) -> None:
+        """A producer recorded ``spans`` spans to encode later: the export task wakes when a
+        batch's worth is waiting. A producer that outpaces the exports is drained at once, so
+        records never outgrow the queue (what does not fit is dropped and counted)."""
+        if self._wake is None:
+            self.start()
+        self._recorded += spans
+        waiting = self._recorded + self._queued
+        if waiting >= self._max_batch and self._wake is not None:
+            self._wake.set()
+        if self._recorded > self._max_queue:
+            self._drain()
 
     def _drain(self) -> None:
-        self._drain_scheduled = False
+        self._recorded = 0
         for drain in self._sources:
             try:
                 drain()
@@ -476,26 +483,56 @@ class SpanSink:
                 log.exception("encoding spans failed")
 
     def start(self) -> None:
-        """Start exporting from the running event loop (idempotent)."""
+        """Start exporting from the running event loop (idempotent; without a running loop, as
+        in a test feeding a tracer directly, spans wait for :meth:`flush`)."""
         if self._task is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
             self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
 
     def emit(self, span: bytes) -> None:
-        """Queue one span (from the event loop's thread; the first call starts the export
-        task on the running loop)."""
-        queue = self._queue
+        """Queue one encoded span (from the event loop's thread)."""
         if self._wake is None:
             self.start()
-        if len(queue) >= self._max_queue:
+        if self._queued >= self._max_queue:
             self._drop()
             return
-        queue.append(span)
-        if len(queue) == self._max_batch and self._wake is not None:
+        self._queue.append((span, 1))
+        self._queued += 1
+        if self._queued == self._max_batch and self._wake is not None:
             self._wake.set()
 
-    def _drop(self) -> None:
-        self.dropped += 1
+    def emit_many(self, spans: list[bytes]) -> None:
+        """Queue encoded spans, as :meth:`emit` does one."""
+        for span in spans:
+            self.emit(span)
+
+    def emit_block(self, block: bytes, count: int) -> None:
+        """Queue ``count`` spans of equal size encoded back to back (a
+        :func:`deerflow_common.span_block.encode_span_block` block); split into batches here."""
+        if count <= 0:
+            return
+        if self._wake is None:
+            self.start()
+        room = max(self._max_queue - self._queued, 0)
+        size = len(block) // count
+        if room < count:
+            self._drop(count - room)
+            count = room
+            block = block[: size * count]
+        step = max(1, min(self._max_batch, (MAX_REQUEST_BYTES // 2) // max(size, 1)))
+        for i in range(0, count, step):
+            k = min(step, count - i)
+            self._queue.append((block[i * size : (i + k) * size] if count > step else block, k))
+        self._queued += count
+        if self._queued >= self._max_batch and self._wake is not None:
+            self._wake.set()
+
+    def _drop(self, n: int = 1) -> None:
+        self.dropped += n
         now = time.monotonic()
         if now - self._warned_at > 60:
             self._warned_at = now
@@ -508,10 +545,11 @@ class SpanSink:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Spans encoded and waiting for export (recorded ones are counted once encoded)."""
+        return self._queued
 
     async def flush(self) -> None:
-        """Export everything queued now (returns when sent, or given up on)."""
+        """Export everything recorded and queued now (returns when sent, or given up on)."""
         await self._export_queued()
 
     async def shutdown(self, timeout_s: float = 5.0) -> None:
@@ -520,7 +558,7 @@ class SpanSink:
         try:
             await asyncio.wait_for(self.flush(), min(timeout_s, self.settings.export_timeout_s))
         except TimeoutError:
-            log.warning("gave up exporting %d spans at shutdown", len(self._queue))
+            log.warning("gave up exporting %d spans at shutdown", self._queued)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -543,23 +581,33 @@ class SpanSink:
                 log.exception("exporting spans failed")
 
     async def _export_queued(self) -> None:
-        self._drain()
         async with self._sending:
+            self._drain()
             queue = self._queue
             while queue:
-                batch: list[bytes] = []
+                chunks: list[bytes] = []
+                spans = 0
                 size = 0
                 pop = queue.popleft
-                while queue and len(batch) < self._max_batch and size < MAX_REQUEST_BYTES:
-                    span = pop()
-                    size += len(span)
-                    batch.append(span)
-                request = export_request(self._resource, self._scope, batch)
-                ok = await self._send(_Batch(request, len(batch)))
+                while queue and spans < self._max_batch and size < MAX_REQUEST_BYTES:
+                    if chunks and (
+                        spans + queue[0][1] > self._max_batch
+                        or size + len(queue[0][0]) > MAX_REQUEST_BYTES
+                    ):
+                        break
+                    chunk, count = pop()
+                    size += len(chunk)
+                    spans += count
+                    chunks.append(chunk)
+                self._queued -= spans
+                request = export_request(self._resource, self._scope, chunks)
+                ok = await self._send(_Batch(request, spans))
                 if ok:
-                    self.exported += len(batch)
+                    self.exported += spans
                 else:
-                    self.failed += len(batch)
+                    self.failed += spans
+                if not queue and self._recorded >= self._max_batch:
+                    self._drain()  # recorded while this request was out
 
     async def _send(self, batch: _Batch) -> bool:
         """One export in a worker thread (the SDK exporter retries transient errors within its

@@ -211,7 +211,7 @@ class Welcome(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ..., prefetch: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("ref", "handler", "payload", "timeout_s", "trace_context")
+    __slots__ = ("ref", "handler", "payload", "timeout_s", "trace_context", "traceparent")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -224,12 +224,14 @@ class Assignment(_message.Message):
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     ref: AttemptRef
     handler: str
     payload: bytes
     timeout_s: float
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class AssignmentBatch(_message.Message):
     __slots__ = ("epoch", "assignments")

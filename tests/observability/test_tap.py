@@ -34,11 +34,17 @@ class RecordingSink:
     def emit(self, span: bytes) -> None:
         self.emitted.append(span)
 
+    def emit_many(self, spans: list[bytes]) -> None:
+        self.emitted.extend(spans)
+
+    def emit_block(self, block: bytes, count: int) -> None:
+        self.emitted.append(block)
+
     def add_source(self, drain: Callable[[], None]) -> None:
         self.sources.append(drain)
 
-    def defer(self) -> None:
-        """The real sink encodes on the loop's next turn; here at once."""
+    def defer(self, spans: int = 1) -> None:
+        """The real sink encodes before its next export; here at once."""
         for drain in self.sources:
             drain()
 
@@ -69,7 +75,7 @@ class Harness:
             msg = wire.assignment_batch(1, tasks)
             self.tap.on_assignments(tasks, msg)
             for task, a in zip(tasks, msg.assignments.assignments, strict=True):
-                self.sent[task.spec.id] = dict(a.trace_context)
+                self.sent[task.spec.id] = {"traceparent": a.traceparent, **a.trace_context}
         return out
 
     def succeed(self, agent: str, out: Outbox, now: float) -> None:

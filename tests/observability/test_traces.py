@@ -134,6 +134,33 @@ async def test_a_task_without_trace_context_starts_its_trace_in_the_controller(
     assert schedules["a"][0].trace_id != schedules["b"][0].trace_id
 
 
+async def test_a_handler_that_asks_gets_its_execute_span_as_the_parent_to_pass_on(
+    tracing_env: str,
+    receiver: OtlpReceiver,
+    client_tracer: TracerProvider,
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = await make_cluster(1, agent_args=("--handler", "obs_test_plugins:context_echo"))
+    async with await cluster.client(tracer_provider=client_tracer) as client:
+        job = await client.submit([Task(f"c{i}", "context_echo", "x") for i in range(3)])
+        results = await job.wait(timeout_s=30)
+    await asyncio.to_thread(client_tracer.force_flush)
+    spans = await receiver.wait_for_spans(7, timeout_s=30)  # submit + 3 x (schedule, execute)
+    executes = _by_task(spans, "deerflow.execute")
+    for task_id, result in results.items():
+        assert result.ok
+        version, trace_id, span_id, flags = result.output.decode().split("-")
+        (execute,) = executes[task_id]
+        # The handler's context names the span it runs in: a provider call it makes (or a
+        # span it starts) joins the task's trace under the execute span.
+        assert (version, trace_id, span_id, flags) == (
+            "00",
+            execute.trace_id,
+            execute.span_id,
+            "01",
+        )
+
+
 async def test_a_task_that_never_runs_closes_its_wait_with_the_reason(
     tracing_env: str,
     receiver: OtlpReceiver,

@@ -17,3 +17,9 @@ async def flaky(ctx: TaskContext, payload: bytes) -> bytes:
 async def provider_ok(ctx: TaskContext, payload: bytes) -> HandlerResult:
     """Succeeds as a provider call that reports its status and token use."""
     return HandlerResult(payload, metadata={"http.status": "200", "usage.total_tokens": "42"})
+
+
+@handler("context_echo")
+async def context_echo(ctx: TaskContext, payload: bytes) -> bytes:
+    """Returns the traceparent it was given to pass on (its execute span's context)."""
+    return ctx.trace_context.get("traceparent", "").encode()
