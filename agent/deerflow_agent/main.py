@@ -18,6 +18,7 @@ import click
 
 from deerflow_common import run, setup_logging
 from deerflow_common.etcd import DEFAULT_PREFIX, DEFAULT_TTL_S, Keys, parse_endpoint
+from deerflow_common.gc_tuning import tune_gc_for_daemon
 
 from ._http import close_http_session
 from .presence import EtcdPresence
@@ -220,6 +221,7 @@ def main(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--etcd/--etcd-prefix") from None
     presence = (endpoints[0], etcd_prefix, lease_ttl) if endpoints else None
+    tune_gc_for_daemon()
     run(_serve(config, registry, metrics_host, metrics_port, presence))
 
 

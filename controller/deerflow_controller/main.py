@@ -9,6 +9,7 @@ import click
 
 from deerflow_common import run, setup_logging
 from deerflow_common.etcd import DEFAULT_PREFIX, Keys, parse_endpoint
+from deerflow_common.gc_tuning import tune_gc_for_daemon
 
 from .cache import CacheConfig
 from .config import ControllerConfig, SchedulerConfig
@@ -211,6 +212,7 @@ def main(
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--etcd/--etcd-prefix") from None
     args = ["--slots", str(agent_slots), *agent_arg]
+    tune_gc_for_daemon()
     run(
         serve(
             config,
