@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import struct
 from collections.abc import Mapping
@@ -205,44 +206,50 @@ class AgentTelemetry:
 
     def _sort_ended(self) -> None:
         """Turn this loop turn's ended attempts into span records (the objects themselves are
-        not kept: nothing outlives this call but numbers and strings, see :meth:`_record`)."""
+        not kept: nothing outlives this call but numbers and strings). One loop for the turn:
+        the common case (a successful attempt under a version-00 parent that was sampled, a
+        sampler that follows the parent, nothing reported by a provider) is inline; a span id
+        not yet drawn is left 0 and drawn in bulk when encoding."""
         self._sort_scheduled = False
         attempts, self._ended = self._ended, []
         outcomes, self._ended_outcomes = self._ended_outcomes, []
+        groups = self._groups
+        follow = self._follow_parent
+        recorded = 0
         for a, outcome in zip(attempts, outcomes, strict=True):
             try:
                 span = a.span
                 if span is None or span.__class__ is int:
-                    header = self._parent_header(a.trace_context)
-                    if header is not None:
-                        if header[54] in "13579bdf":  # the parent's sampled flag
-                            n = _getrandbits(63) | 1 if span is None else span
-                            self._record(header, n, outcome)
+                    tc = a.trace_context
+                    header = tc.get(TRACEPARENT) if tc else None
+                    if header is not None and len(header) == 55 and header[:3] == "00-" and follow:
+                        if header[54] not in "13579bdf":  # the parent was not sampled
+                            continue
+                        n = span or 0
+                        if outcome.ok and not outcome.metadata:
+                            job_id, task_id, attempt = outcome.key
+                            key = (job_id, outcome.handler, attempt)
+                            group = groups.get(key)
+                            if group is None:
+                                group = groups[key] = _Group()
+                            group.headers.append(header)
+                            group.ids.append(n)
+                            group.starts.append(outcome.started_at)
+                            group.ends.append(outcome.finished_at)
+                            group.values.append(task_id)
+                            recorded += 1
+                        else:
+                            ids = bytes.fromhex(header[3:35] + header[36:52])
+                            n = n or _getrandbits(63) | 1
+                            self._emit(ids[:16], n.to_bytes(8, "big"), ids[16:], outcome)
                         continue
                     span = self._span(a)
                 if isinstance(span, _Span) and span.sampled:
                     self._emit(span.trace_id, span.span_id, span.parent_id, outcome)
             except Exception:  # a span lost, never the agent
                 log.exception("recording attempt %r failed", a)
-
-    def _record(self, header: str, n: int, outcome: Outcome) -> None:
-        """Keep what the span needs until the next export (as plain values in per-kind lists:
-        nothing per attempt outlives this call but numbers and strings)."""
-        job_id, task_id, attempt = outcome.key
-        if not outcome.ok or outcome.metadata:
-            ids = bytes.fromhex(header[3:35] + header[36:52])
-            self._emit(ids[:16], n.to_bytes(8, "big"), ids[16:], outcome)
-            return
-        key = (job_id, outcome.handler, attempt)
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = _Group()
-        group.headers.append(header)
-        group.ids.append(n)
-        group.starts.append(outcome.started_at)
-        group.ends.append(outcome.finished_at)
-        group.values.append(task_id)
-        self.sink.defer()  # type: ignore[union-attr]
+        if recorded and self.sink is not None:
+            self.sink.defer(recorded)
 
     def _encode_ended(self) -> None:
         """Encode the execute spans recorded since the last call (just before an export): the
@@ -261,9 +268,14 @@ class AgentTelemetry:
         for key, group in groups.items():
             headers = group.headers
             shared = _HEAD + (self._ok_attrs.get(key) or self._ok_shared(key))
+            ids = np.array(group.ids, dtype=">u8")
+            unset = ids == 0  # drawn here, in bulk (a handler that read its context drew one)
+            if unset.any():
+                drawn = np.frombuffer(os.urandom(8 * int(unset.sum())), dtype=">u8") | 1
+                ids[unset] = drawn
             for data, count in encode_span_block(
                 trace_ids=fromhex("".join([h[3:35] for h in headers])),
-                span_ids=np.array(group.ids, dtype=">u8").tobytes(),
+                span_ids=ids.tobytes(),
                 parent_ids=fromhex("".join([h[36:52] for h in headers])),
                 starts=group.starts,
                 ends=group.ends,
