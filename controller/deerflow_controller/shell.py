@@ -37,12 +37,13 @@ class ShellInterceptor(Protocol):
 
     Both calls happen synchronously inside :meth:`Shell.flush` and must be short and must not
     raise: ``on_decisions`` sees each outbox before anything leaves (its ``touched_jobs`` name
-    the jobs with new events); ``on_assignments`` may add to an agent's assignment message (its
-    ``assignments`` are in the order of ``tasks``) before it is sent."""
+    the jobs with new events); ``on_assignments`` sees each agent's tasks before their message
+    is made, and may return one W3C ``traceparent`` per task (a tracer's span for the wait),
+    which the assignments carry instead of their submitter's context."""
 
     def on_decisions(self, out: Outbox) -> None: ...
 
-    def on_assignments(self, tasks: Sequence[Task], msg: agent_pb2.ControllerMessage) -> None: ...
+    def on_assignments(self, tasks: Sequence[Task]) -> Sequence[str] | None: ...
 
 
 @dataclass(eq=False)
@@ -136,10 +137,10 @@ class Shell:
         for agent_id, tasks in out.assignments.items():
             session = self.sessions.get(agent_id)
             if session is not None:
-                msg = wire.assignment_batch(epoch, tasks)
+                traceparents = None
                 for hook in interceptors:
-                    hook.on_assignments(tasks, msg)
-                session.send(msg)
+                    traceparents = hook.on_assignments(tasks) or traceparents
+                session.send(wire.assignment_batch(epoch, tasks, traceparents))
                 self.assignment_messages += 1
                 self.assignments_sent += len(tasks)
         for agent_id, keys in out.cancels.items():

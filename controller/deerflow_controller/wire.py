@@ -124,28 +124,34 @@ def fill_ref(key: AttemptKey, out: agent_pb2.AttemptRef) -> None:
     out.job_id, out.task_id, out.attempt = key
 
 
-def assignment_batch(epoch: int, tasks: Sequence[Task]) -> agent_pb2.ControllerMessage:
+def assignment_batch(
+    epoch: int, tasks: Sequence[Task], traceparents: Sequence[str] | None = None
+) -> agent_pb2.ControllerMessage:
+    """One agent's assignments. ``traceparents`` (one per task, from the tracer) name the spans
+    the agent's spans continue; without them each assignment carries its submitter's context."""
     msg = agent_pb2.ControllerMessage()
     batch = msg.assignments
     batch.epoch = epoch
     add = batch.assignments.add
-    for task in tasks:
+    for i, task in enumerate(tasks):
         spec = task.spec
-        a = add(handler=spec.handler, payload=spec.payload, timeout_s=task.timeout_s)
-        ref = a.ref
-        ref.job_id = task.job.id
-        ref.task_id = spec.id
-        ref.attempt = task.attempt
         stc = spec.trace_context
-        if stc:
-            # The traceparent has a field of its own (a map entry costs several times more);
-            # the rare other entries (tracestate) go in the map.
-            a.traceparent = stc.get(TRACEPARENT, "")
-            if len(stc) > 1:
-                tc = a.trace_context
-                for k, v in stc.items():  # map.update() is the slow generic one
-                    if k != TRACEPARENT:
-                        tc[k] = v
+        # The traceparent has a field of its own, set as the message is made (a map entry, or
+        # setting the field afterwards, costs several times more).
+        tp = traceparents[i] if traceparents is not None else stc.get(TRACEPARENT, "")
+        a = add(
+            handler=spec.handler,
+            payload=spec.payload,
+            timeout_s=task.timeout_s,
+            traceparent=tp,
+            ref={"job_id": task.job.id, "task_id": spec.id, "attempt": task.attempt},
+        )
+        if len(stc) > 1 or (stc and TRACEPARENT not in stc):
+            # The rare other entries (tracestate and the like) go in the map.
+            tc = a.trace_context
+            for k, v in stc.items():  # map.update() is the slow generic one
+                if k != TRACEPARENT:
+                    tc[k] = v
     return msg
 
 

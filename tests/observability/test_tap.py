@@ -72,8 +72,7 @@ class Harness:
         out = self.sched.take()
         self.tap.on_decisions(out)
         for tasks in out.assignments.values():
-            msg = wire.assignment_batch(1, tasks)
-            self.tap.on_assignments(tasks, msg)
+            msg = wire.assignment_batch(1, tasks, self.tap.on_assignments(tasks))
             for task, a in zip(tasks, msg.assignments.assignments, strict=True):
                 self.sent[task.spec.id] = {"traceparent": a.traceparent, **a.trace_context}
         return out
@@ -175,3 +174,38 @@ def test_pending_tasks_are_counted_until_their_dependency_ends() -> None:
     assert spans["c"].status_code == otlp.STATUS_ERROR
     assert spans["c"].start_ns == 0  # waited on its dependencies since submit
     assert spans["c"].attributes["deerflow.state"] == "FAILED"
+
+
+def test_tasks_sharing_a_context_without_a_traceparent_each_start_a_trace() -> None:
+    h = Harness()
+    shared = {"tracestate": "vendor=1"}  # one dict for the job, as the submit path shares it
+    h.sched.agent_joined("agent-1", ["echo"], 4, now=0.0)
+    h.sched.submit("j", "", [TaskSpec(t, "echo", b"x", trace_context=shared) for t in "ab"], 1.0)
+    out = h.flush(now=1.0)
+    h.succeed("agent-1", out, now=1.5)
+    h.flush()
+    spans = {s.attributes["deerflow.task.id"]: s for s in h.sink.spans()}
+    assert spans["a"].trace_id != spans["b"].trace_id
+    assert spans["a"].parent_span_id == spans["b"].parent_span_id == ""
+    for task_id, span in spans.items():
+        assert h.sent[task_id] == {
+            "traceparent": f"00-{span.trace_id}-{span.span_id}-01",
+            "tracestate": "vendor=1",
+        }
+
+
+def test_a_jobs_tasks_share_its_trace_with_a_span_each() -> None:
+    h = Harness()
+    h.sched.agent_joined("agent-1", ["echo"], 8, now=0.0)
+    h.sched.submit("j", "", [spec(f"t{i}") for i in range(5)], now=1.0)
+    out = h.flush(now=1.0)
+    h.succeed("agent-1", out, now=1.5)
+    h.flush()
+    spans = h.sink.spans()
+    assert len(spans) == 5
+    assert {s.trace_id for s in spans} == {CLIENT_TRACE.hex()}
+    assert {s.parent_span_id for s in spans} == {CLIENT_SPAN.hex()}
+    assert len({s.span_id for s in spans}) == 5
+    for s in spans:
+        sent = h.sent[s.attributes["deerflow.task.id"]]["traceparent"]
+        assert sent == f"00-{s.trace_id}-{s.span_id}-01"

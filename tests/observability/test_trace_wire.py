@@ -43,3 +43,12 @@ def test_an_agent_reads_the_map_of_a_controller_without_the_field() -> None:
     a = agent_pb2.Assignment(handler="echo", trace_context={"traceparent": PARENT})
     a.ref.job_id, a.ref.task_id, a.ref.attempt = "job-1", "t1", 2
     assert attempt_from_assignment(a).trace_context == {"traceparent": PARENT}
+
+
+def test_the_tracers_traceparents_replace_the_submitters_and_keep_the_rest() -> None:
+    ours = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+    tasks = [_task({"traceparent": PARENT, "tracestate": "k=v"}), _task({})]
+    first, second = wire.assignment_batch(3, tasks, [ours, ours]).assignments.assignments
+    assert (first.traceparent, dict(first.trace_context)) == (ours, {"tracestate": "k=v"})
+    assert (second.traceparent, len(second.trace_context)) == (ours, 0)
+    assert (first.ref.job_id, first.ref.task_id, first.ref.attempt) == ("job-1", "t1", 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from deerflow_protos import agent_pb2, common_pb2
+from deerflow_protos import common_pb2
 
 from .. import wire
 from ..model import TERMINAL_STATES, Task, TaskState
@@ -89,5 +89,5 @@ class JournalTap:
             cursors.pop(job_id, None)
             journal.forget(job_id)
 
-    def on_assignments(self, tasks: Sequence[Task], msg: agent_pb2.ControllerMessage) -> None:
-        pass
+    def on_assignments(self, tasks: Sequence[Task]) -> None:
+        return None
