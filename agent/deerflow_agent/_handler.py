@@ -192,6 +192,7 @@ class TaskContext:
 
     __slots__ = (
         "_child_context",
+        "_child_of",
         "_logger",
         "_sink",
         "_trace_context",
@@ -212,10 +213,12 @@ class TaskContext:
         trace_context: Mapping[str, str] | None = None,
         progress_sink: ProgressSink | None = None,
         *,
-        child_context: Callable[[], Mapping[str, str] | None] | None = None,
+        child_context: Callable[[Any], Mapping[str, str] | None] | None = None,
+        child_of: object = None,
     ) -> None:
-        """``child_context``, when given, makes :attr:`trace_context` on first read instead
-        (the agent's tracing names its execute span there only for handlers that ask)."""
+        """``child_context``, when given, makes :attr:`trace_context` on first read instead, as
+        ``child_context(child_of)`` (the agent's tracing names its execute span there only for
+        handlers that ask, and passes its method and the attempt: no closure per attempt)."""
         self.job_id = job_id
         self.task_id = task_id
         self.attempt = attempt
@@ -223,6 +226,7 @@ class TaskContext:
         self.handler = handler
         self._trace_context = trace_context
         self._child_context = child_context
+        self._child_of = child_of
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._sink = progress_sink
 
@@ -234,7 +238,7 @@ class TaskContext:
         tc = self._trace_context
         if tc is None:
             make = self._child_context
-            tc = self._trace_context = (make() if make is not None else None) or {}
+            tc = self._trace_context = (make(self._child_of) if make is not None else None) or {}
         return tc
 
     @property

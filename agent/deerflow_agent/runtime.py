@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import logging
 import multiprocessing
 import time
@@ -284,6 +283,7 @@ class Runtime:
         self._on_progress = on_progress
         self._throttle = ProgressThrottle(progress_interval_s)
         self._observer = observer
+        self._child_context = observer.child_context if observer is not None else None
         self._max_output_bytes = max_output_bytes
         self._handlers: dict[str, _Slot] = {}
         for name, h in handlers.items():
@@ -513,7 +513,6 @@ class Runtime:
         h = slot.handler
         job_id, task_id, attempt = a.key
         observer = self._observer
-        child = None if observer is None else functools.partial(observer.child_context, a)
         ctx = TaskContext(
             job_id,
             task_id,
@@ -522,7 +521,8 @@ class Runtime:
             h.name,
             a.trace_context if observer is None else None,
             self if self._on_progress is not None else None,
-            child_context=child,
+            child_context=self._child_context,
+            child_of=a,
         )
         try:
             try:

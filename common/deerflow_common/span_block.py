@@ -93,7 +93,11 @@ def encode_span_block(
             + len(_TIMES)
         )
         lead = b"\x12" + otlp.varint(body_len) + shared + prefix
-        template = lead + bytes(length) + _TAIL + (_PARENT if parents is not None else b"") + _TIMES
+        # What all spans share (a trace id, a parent) is written once, into the template.
+        tail = _TAIL if per_span["traces"] else b"\x0a\x10" + traces[0].tobytes() + _TAIL[18:]
+        if parents is not None:
+            tail += _PARENT if per_span["parents"] else b"\x22\x08" + parents[0].tobytes()
+        template = lead + bytes(length) + tail + _TIMES
         count = n if isinstance(rows_of, slice) else len(rows_of)
         rows = np.empty((count, len(template)), _U8)
         rows[:] = np.frombuffer(template, _U8)
@@ -105,13 +109,15 @@ def encode_span_block(
                 picks = offsets[rows_of][:, None] + np.arange(length)
             rows[:, col : col + length] = text[picks]
         col += length + 2
-        rows[:, col : col + 16] = traces[rows_of] if per_span["traces"] else traces
+        if per_span["traces"]:
+            rows[:, col : col + 16] = traces[rows_of]
         col += 18
         rows[:, col : col + 8] = ids[rows_of]
         col += 8
         if parents is not None:
             col += 2
-            rows[:, col : col + 8] = parents[rows_of] if per_span["parents"] else parents
+            if per_span["parents"]:
+                rows[:, col : col + 8] = parents[rows_of]
             col += 8
         rows[:, col + 1 : col + 9] = t0[rows_of] if t0.shape[0] > 1 else t0
         rows[:, col + 10 : col + 18] = t1[rows_of] if t1.shape[0] > 1 else t1
