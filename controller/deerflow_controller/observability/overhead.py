@@ -24,11 +24,10 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -61,68 +60,58 @@ def _environ(extra: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this process and its children, by role."""
-    me = psutil.Process()
-    t = me.cpu_times()
+def _cpu_of(pids: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process ("client") and of the given
+    processes, by role."""
+    t = psutil.Process().cpu_times()
     out = {"client": t.user + t.system}
-    for child in me.children(recursive=True):
-        try:
-            cmd = " ".join(child.cmdline())
-            t = child.cpu_times()
-        except psutil.Error:
-            continue
-        role = (
-            "controller"
-            if "deerflow_controller.main" in cmd
-            else "agents"
-            if "deerflow_agent" in cmd
-            else "receiver"
-            if "receiver" in cmd
-            else "other"
-        )
-        out[role] = out.get(role, 0.0) + t.user + t.system
+    for role, group in pids.items():
+        total = 0.0
+        for pid in group:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+        out[role] = total
     return out
 
 
-async def _noop_round(
-    tasks: int, agents: int, slots: int, prefetch: int, tracer_provider: Any
-) -> tuple[float, dict[str, float]]:
-    """Seconds from submit to the last result, and the CPU seconds each role spent then."""
-    work = [Task(f"t{i}", "echo", f"{i:08d}".encode()) for i in range(tasks)]
-    async with (
-        Cluster(
-            agents,
-            agent_args=["--slots", str(slots)],
-            controller_args=["--prefetch", str(prefetch)],
-        ) as cluster,
-        AsyncClient(cluster.address, timeout_s=60, tracer_provider=tracer_provider) as client,
-    ):
-        await client.agents(wait_for=agents, timeout_s=30)
-        cpu_before = _cpu_seconds()
+class _Side:
+    """One of the two clusters (traced or not) with its client, kept for every round."""
+
+    def __init__(
+        self, cluster: Cluster, client: AsyncClient, traced: bool, receiver_pid: int | None
+    ) -> None:
+        self.cluster = cluster
+        self.client = client
+        self.traced = traced
+        assert cluster.controller is not None
+        self.pids: dict[str, list[int]] = {
+            "controller": [cluster.controller.pid],
+            "agents": [a.pid for a in cluster.agents],
+        }
+        if receiver_pid is not None:
+            self.pids["receiver"] = [receiver_pid]
+
+    async def job(self, tasks: int, name: str) -> tuple[float, dict[str, float]]:
+        """Seconds from submit to the last result of one no-op job, and the CPU seconds each
+        role spent then."""
+        work = [Task(f"t{i}", "echo", f"{i:08d}".encode()) for i in range(tasks)]
+        cpu_before = _cpu_of(self.pids)
         started = time.perf_counter()
-        job = await client.submit(work, name="bench-noop")
+        job = await self.client.submit(work, name=name)
         done = 0
         async for _ in job.results():
             done += 1
         seconds = time.perf_counter() - started
-        cpu_after = _cpu_seconds()
-    if done != tasks:
-        raise RuntimeError(f"only {done} of {tasks} results arrived")
-    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}
-    return seconds, cpu
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        cpu_after = _cpu_of(self.pids)
+        if done != tasks:
+            raise RuntimeError(f"only {done} of {tasks} results arrived")
+        return seconds, {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}
 
 
 class _ReceiverProcess:
     """The receiver in a process of its own, as a collector would be: its work is not mixed
-    into the client's process, and no gRPC threads exist here when the cluster forks."""
+    into the client's process, and no gRPC threads exist here when the clusters fork."""
 
     def __init__(self, proc: asyncio.subprocess.Process, endpoint: str) -> None:
         self.proc = proc
@@ -145,6 +134,16 @@ class _ReceiverProcess:
             raise RuntimeError(f"the OTLP receiver did not start: {line!r}")
         return cls(proc, line[len(READY_PREFIX) :])
 
+    async def wait_for(self, spans: int) -> int:
+        """Wait until ``spans`` spans arrived in all (the receiver gives up after 60 s);
+        return how many did."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"wait {spans}\n".encode())
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 90)
+        count: int = json.loads(line.decode())["spans"]
+        return count
+
     async def stop(self) -> dict[str, int]:
         """Close its stdin; return what it received."""
         out, _ = await asyncio.wait_for(self.proc.communicate(b""), 60)
@@ -162,13 +161,15 @@ async def tracing_overhead(
     agents: int = 2,
     slots: int = 64,
     prefetch: int = 64,
-    rounds: int = 3,
+    rounds: int = 15,
     export_batch: int = EXPORT_BATCH,
+    warmup: int = 1,
 ) -> dict[str, Any]:
-    """Run ``rounds`` untraced and ``rounds`` traced no-op benchmarks, alternating; return one
-    JSON-ready dict: seconds per round, medians, ``slowdown`` (traced median / untraced median
-    - 1) against the 15 % target, ``paired_slowdown`` (the median of each traced round over the
-    untraced one before it, - 1) and the spans each traced round delivered."""
+    """Run ``rounds`` untraced and ``rounds`` traced no-op jobs of ``tasks`` tasks on two
+    clusters started once (after ``warmup`` jobs each, not counted), alternating A-B then B-A;
+    return one JSON-ready dict: seconds per job, medians, ``slowdown`` (traced median /
+    untraced median - 1) against the 15 % target, ``paired_slowdown`` (the median over rounds
+    of traced / untraced - 1) and the spans each traced job delivered."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -179,40 +180,79 @@ async def tracing_overhead(
     off_cpu: list[dict[str, float]] = []
     on_cpu: list[dict[str, float]] = []
     spans: list[int] = []
-    expected = 2 * tasks + 1
-    for _ in range(rounds):
-        seconds, cpu = await _noop_round(tasks, agents, slots, prefetch, None)
-        off.append(seconds)
-        off_cpu.append(cpu)
-        receiver = await _ReceiverProcess.start()
-        provider = TracerProvider(resource=Resource.create({"service.name": "deerflow-bench"}))
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True))
-        )
-        env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_BSP_MAX_QUEUE_SIZE": str(expected + 4096),
-            "OTEL_BSP_SCHEDULE_DELAY": "500",
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(export_batch),
-        }
-        try:
+    per_job = 2 * tasks + 1
+    cluster_args: dict[str, Any] = {
+        "agent_args": ["--slots", str(slots)],
+        "controller_args": ["--prefetch", str(prefetch)],
+    }
+    receiver = await _ReceiverProcess.start()
+    provider = TracerProvider(resource=Resource.create({"service.name": "deerflow-bench"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True))
+    )
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_MAX_QUEUE_SIZE": str(per_job + 4096),
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(export_batch),
+    }
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            plain_cluster = await stack.enter_async_context(Cluster(agents, **cluster_args))
             with _environ(env):
-                seconds, cpu = await _noop_round(tasks, agents, slots, prefetch, provider)
-                on.append(seconds)
-                on_cpu.append(cpu)
-        finally:
-            # The daemons flushed their spans on exit; the client's goes now.
-            await asyncio.to_thread(provider.shutdown)
-            spans.append((await receiver.stop())["spans"])
+                traced_cluster = await stack.enter_async_context(Cluster(agents, **cluster_args))
+            sides = []
+            for cluster, traced in ((plain_cluster, False), (traced_cluster, True)):
+                client = await stack.enter_async_context(
+                    AsyncClient(
+                        cluster.address,
+                        timeout_s=60,
+                        tracer_provider=provider if traced else None,
+                    )
+                )
+                await client.agents(wait_for=agents, timeout_s=30)
+                sides.append(_Side(cluster, client, traced, receiver.proc.pid if traced else None))
+            received = 0
+
+            async def settle() -> int:
+                """Wait until every span of the traced jobs so far arrived (outside the timed
+                part: no export of one job overlaps the next); return how many did."""
+                await asyncio.to_thread(provider.force_flush)
+                return await receiver.wait_for(received)
+
+            for side in sides:
+                for _ in range(warmup):
+                    await side.job(tasks, "bench-warmup")
+                    if side.traced:
+                        received += per_job
+                        received = await settle()
+            for i in range(rounds):
+                for side in sides if i % 2 == 0 else sides[::-1]:
+                    seconds, cpu = await side.job(tasks, "bench-noop")
+                    if side.traced:
+                        before = received
+                        received += per_job
+                        received = await settle()
+                        spans.append(received - before)
+                        on.append(seconds)
+                        on_cpu.append(cpu)
+                    else:
+                        off.append(seconds)
+                        off_cpu.append(cpu)
+    finally:
+        await asyncio.to_thread(provider.shutdown)
+        await receiver.stop()
     off_s, on_s = statistics.median(off), statistics.median(on)
     slowdown = on_s / off_s - 1
-    # Each traced round against the untraced round just before it: drift of a shared machine
+    # Each traced job against the untraced job of the same round: drift of a shared machine
     # over the run cancels within a pair (reported beside the medians' ratio, not instead).
     paired = statistics.median(b / a for a, b in zip(off, on, strict=True)) - 1
     return {
         "workload": "tracing_overhead",
+        "method": "two warm clusters, one untraced and one traced; jobs alternate A-B, B-A",
         "tasks": tasks,
         "rounds": rounds,
+        "warmup_jobs": warmup,
         "agents": agents,
         "slots": slots,
         "prefetch": prefetch,
@@ -228,7 +268,7 @@ async def tracing_overhead(
         "target_slowdown": TARGET_SLOWDOWN,
         "meets_target": slowdown <= TARGET_SLOWDOWN,
         "spans_per_traced_round": spans,
-        "expected_spans_per_traced_round": expected,
+        "expected_spans_per_traced_round": per_job,
         "ideal_basis": f"tasks / {NOOP_TARGET_PER_S:g} per s (the no-op target rate)",
         "machine": machine(),
     }

@@ -91,6 +91,9 @@ class OtlpReceiver:
         self._arrived: asyncio.Condition | None = None
         self.requests = 0
         self.bytes = 0
+        self._counted = 0
+        """How many of the requests in ``_raw`` :meth:`span_count` has counted."""
+        self._count = 0
 
     async def __aenter__(self) -> OtlpReceiver:
         await self.start()
@@ -130,8 +133,36 @@ class OtlpReceiver:
                 self._arrived.notify_all()
         return b""  # an empty ExportTraceServiceResponse: everything accepted
 
+    def span_count(self) -> int:
+        """How many spans arrived so far (each request is parsed once to count its spans, without
+        building :class:`ReceivedSpan` records)."""
+        raw = self._raw
+        for chunk in raw[self._counted :]:
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(chunk)
+            self._count += sum(
+                len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans
+            )
+        self._counted = len(raw)
+        return self._count + len(self._parsed)
+
+    async def wait_for_count(self, n: int, timeout_s: float = 30.0) -> int:
+        """Wait until at least ``n`` spans arrived in all; return how many did. Raises
+        TimeoutError naming how many came."""
+        assert self._arrived is not None, "start the receiver first"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with self._arrived:
+            while (count := self.span_count()) < n:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(f"{count} of {n} spans arrived in {timeout_s:g} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), left)
+            return count
+
     def spans(self) -> list[ReceivedSpan]:
         raw, self._raw = self._raw, []
+        self._count, self._counted = 0, 0
         for chunk in raw:
             self._parsed.extend(parse_request(chunk))
         return list(self._parsed)
@@ -139,6 +170,7 @@ class OtlpReceiver:
     def clear(self) -> None:
         self._raw.clear()
         self._parsed.clear()
+        self._count, self._counted = 0, 0
 
     async def wait_for_spans(
         self,
@@ -167,19 +199,28 @@ READY_PREFIX = "otlp receiver listening on "
 
 
 async def _serve_until_stdin_closes() -> None:
-    """Serve on a free port, print the ready line, and on end of stdin print what arrived
-    as one JSON line ({"spans": n, "requests": n, "bytes": n})."""
+    """Serve on a free port and print the ready line. Then, for each line ``wait N`` on stdin,
+    wait until N spans arrived in all (at most 60 s) and print what arrived as one JSON line
+    ({"spans": n, "requests": n, "bytes": n}); at the end of stdin print that line once more
+    and stop."""
     import json
     import sys
 
+    loop = asyncio.get_running_loop()
+
+    def report() -> None:
+        counts = {"spans": receiver.span_count(), "requests": receiver.requests}
+        print(json.dumps({**counts, "bytes": receiver.bytes}), flush=True)
+
     async with OtlpReceiver() as receiver:
         print(f"{READY_PREFIX}{receiver.endpoint}", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        spans = len(receiver.spans())
-        print(
-            json.dumps({"spans": spans, "requests": receiver.requests, "bytes": receiver.bytes}),
-            flush=True,
-        )
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            words = line.split()
+            if len(words) == 2 and words[0] == "wait" and words[1].isdigit():
+                with contextlib.suppress(TimeoutError):
+                    await receiver.wait_for_count(int(words[1]), 60.0)
+                report()
+        report()
 
 
 def main() -> None:
