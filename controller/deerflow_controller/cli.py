@@ -475,10 +475,11 @@ def bench_journal_cmd(
 @click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
 @click.option(
     "--rounds",
-    default=7,
+    default=15,
     show_default=True,
-    type=click.IntRange(1, 20),
-    help="Untraced and traced rounds, alternating (3 swing by 10 points on a 2-core VM).",
+    type=click.IntRange(1, 50),
+    help="Untraced and traced jobs, alternating A-B, B-A (single jobs swing by 20 points on "
+    "a 2-core VM: medians need many).",
 )
 @click.option(
     "--export-batch",
@@ -490,7 +491,7 @@ def bench_journal_cmd(
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
 def bench_tracing(tasks: int, agents: int, rounds: int, export_batch: int, as_json: bool) -> None:
     """No-op throughput with every task traced and exported (to a local OTLP receiver) against
-    tracing off, alternating rounds."""
+    tracing off: two warm clusters, jobs alternating."""
     from .observability import tracing_overhead
 
     _emit(
