@@ -17,6 +17,8 @@ class Proxy:
         self._writers: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
+        self.connections_accepted = 0
+        """Connections accepted so far (which of several proxies a client used)."""
 
     @property
     def address(self) -> str:
@@ -46,6 +48,7 @@ class Proxy:
         await self.sever()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections_accepted += 1
         try:
             host, _, port = self.target.rpartition(":")
             up_reader, up_writer = await asyncio.open_connection(host, int(port))

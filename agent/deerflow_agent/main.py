@@ -220,7 +220,7 @@ def main(
         Keys(etcd_prefix)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--etcd/--etcd-prefix") from None
-    presence = (endpoints[0], etcd_prefix, lease_ttl) if endpoints else None
+    presence = (",".join(endpoints), etcd_prefix, lease_ttl) if endpoints else None
     tune_gc_for_daemon()
     run(_serve(config, registry, metrics_host, metrics_port, presence))
 

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deerflow_common.etcd import (
@@ -43,7 +43,7 @@ class EtcdPresence:
     def __init__(
         self,
         agent: Agent,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         prefix: str,
         *,
         lease_ttl_s: int = 5,
@@ -51,7 +51,7 @@ class EtcdPresence:
     ) -> None:
         self.agent = agent
         self.keys = Keys(prefix)
-        self.client = EtcdClient(endpoint, timeout_s=2.0)
+        self.client = EtcdClient(endpoints, timeout_s=2.0)
         self.lease_ttl_s = lease_ttl_s
         self.extra = dict(extra or {})
         self.registrations = 0

@@ -13,6 +13,7 @@ from .client import (
     Snapshot,
     WatchEvent,
     parse_endpoint,
+    parse_endpoints,
     retry_unavailable,
 )
 from .election import Election, Leader, Leadership, current_leader, observe_leader
@@ -50,6 +51,7 @@ __all__ = [
     "find_etcd_binary",
     "observe_leader",
     "parse_endpoint",
+    "parse_endpoints",
     "register",
     "retry_unavailable",
     "validate_id",

@@ -9,6 +9,11 @@ aetcd gives us the RPCs; this module adds what a control plane needs on top of t
   server goes away, so ``watch_prefix`` re-watches from the last revision it delivered + 1 with
   backoff, and the caller sees every event exactly once, in revision order.
 
+* several endpoints (the members of an etcd cluster) on one channel: aetcd takes one host and
+  port, so ``EtcdClient`` hands it gRPC's ``ipv4:``/``ipv6:`` address-list target, and gRPC's
+  pick-first policy uses the first member it can reach and moves to another when that one
+  fails (as etcd's own clients do).
+
 Lease keepalive, the other gap, lives in ``session.py``.
 """
 
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -160,8 +166,68 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, int]]:
+    """``host:port`` endpoints, given as a sequence or comma-separated, into ``(host, port)``
+    pairs. Raises ValueError naming the bad one, or when there are none."""
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    parsed = [parse_endpoint(e.strip()) for e in items if e.strip()]
+    if not parsed:
+        raise ValueError("give at least one etcd endpoint (host:port)")
+    return parsed
+
+
+def grpc_target(endpoints: Sequence[tuple[str, int]]) -> str:
+    """One gRPC target for all of ``endpoints``: ``host:port`` for one; for several, every
+    address they resolve to (now, once) in gRPC's ``ipv4:``/``ipv6:`` list form, whose
+    pick-first policy tries them in order and moves on when the one in use fails. One address
+    family per target (gRPC's rule): that of the first endpoint's first address; addresses of
+    the other family are left out with a warning."""
+    if len(endpoints) == 1:
+        host, port = endpoints[0]
+        return f"{host}:{port}"
+    v4: list[str] = []
+    v6: list[str] = []
+    first_family: int | None = None
+    for host, port in endpoints:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            log.warning("etcd endpoint %s:%d does not resolve (%s); left out", host, port, e)
+            continue
+        for family, _, _, _, sockaddr in infos:
+            ip = sockaddr[0]
+            if not isinstance(ip, str):
+                continue
+            if family == socket.AF_INET:
+                address = f"{ip}:{port}"
+                if address not in v4:
+                    v4.append(address)
+            elif family == socket.AF_INET6:
+                address = f"[{ip}]:{port}"
+                if address not in v6:
+                    v6.append(address)
+            else:
+                continue
+            if first_family is None:
+                first_family = family
+    if not v4 and not v6:
+        raise ValueError(
+            "none of the etcd endpoints resolves: " + ", ".join(f"{h}:{p}" for h, p in endpoints)
+        )
+    scheme, chosen, other = (
+        ("ipv6", v6, v4) if first_family == socket.AF_INET6 else ("ipv4", v4, v6)
+    )
+    if other:
+        log.warning("etcd endpoints of two address families: using only the %s ones", scheme)
+    return f"{scheme}:{','.join(chosen)}"
+
+
 class EtcdClient:
     """One connection to etcd, shared by a process's sessions, elections and watches.
+
+    ``endpoints``: one ``host:port``, several comma-separated, or a sequence of them (the
+    members of one etcd cluster); with several, the channel uses the first member it can reach
+    and moves to another when that one fails (see :func:`grpc_target`).
 
     Every request has a deadline of ``timeout_s`` seconds; a request that cannot reach etcd or
     misses its deadline raises ``EtcdUnavailable`` (retry with backoff), any other failure
@@ -169,11 +235,21 @@ class EtcdClient:
     ``close()``.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout_s: float = DEFAULT_TIMEOUT_S):
-        host, port = parse_endpoint(endpoint)
-        self.endpoint = f"{host}:{port}"
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] = DEFAULT_ENDPOINT,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ):
+        parsed = parse_endpoints(endpoints)
+        self.endpoint = ",".join(f"{host}:{port}" for host, port in parsed)
+        """The endpoints as given (``host:port[,host:port...]``), for messages."""
         self.timeout_s = timeout_s
-        self._raw = aetcd.Client(host=host, port=port, timeout=timeout_s, options=_CHANNEL_OPTIONS)
+        # aetcd makes its channel's target as f"{host}:{port}": split ours at its last colon.
+        host, _, port = grpc_target(parsed).rpartition(":")
+        self._raw = aetcd.Client(
+            host=host, port=int(port), timeout=timeout_s, options=_CHANNEL_OPTIONS
+        )
         self._closed = False
 
     @property

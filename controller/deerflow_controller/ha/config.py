@@ -12,7 +12,8 @@ class HaConfig:
     """Leader election, agent membership and the journal. Absent (None) in embedded mode."""
 
     endpoints: tuple[str, ...]
-    """etcd client endpoints (host:port). The first reachable one is used."""
+    """etcd client endpoints (host:port), the members of one etcd cluster: the first reachable
+    one is used, and another when it fails."""
 
     prefix: str = DEFAULT_PREFIX
     """Key prefix of this cluster (``--etcd-prefix``); several clusters may share an etcd."""

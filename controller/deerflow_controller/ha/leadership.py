@@ -79,7 +79,7 @@ class HaRunner:
         self.gate = gate
         self.config = config
         self.keys = Keys(config.prefix)
-        self.client = EtcdClient(config.endpoints[0], timeout_s=config.etcd_timeout_s)
+        self.client = EtcdClient(config.endpoints, timeout_s=config.etcd_timeout_s)
         self._set_serving = set_serving
         self._observability = observability
         self.tap = JournalTap(shell)
