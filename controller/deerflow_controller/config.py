@@ -37,6 +37,14 @@ class SchedulerConfig:
     64-slot agent finishing a 50 ms task every 0.8 ms empties a prefetch of 2 within one round
     trip. Still small next to the slots, so a slow agent does not hoard work."""
 
+    prefetch_cover_s: float = 0.05
+    """Beyond that floor, an agent's prefetch covers this many seconds of its measured completion
+    rate (Little's law: the attempts it finishes while a result travels to the controller and
+    the next assignment comes back), at most its slots. Short tasks at a high rate get a deep
+    prefetch (a 64-slot agent finishing 1,280 50-ms tasks a second: its 64 slots' worth); long
+    tasks keep the floor (one finishing every 10 ms: 5), so placement and stealing stay free to
+    choose. 0 turns it off."""
+
     timeout_grace_s: float = 5.0
     """Added to the start-to-close timeout before the controller gives up on an agent that has not
     reported the attempt's end (the agent enforces the timeout itself first)."""

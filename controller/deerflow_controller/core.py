@@ -112,6 +112,10 @@ def _with_class(error: TaskError, cls: ErrorClass) -> TaskError:
     return TaskError(error.kind, error.message, error.retryable, error.retry_after_s, cls)
 
 
+_RATE_WINDOW_S = 0.05
+"""An agent's completion rate is measured over windows at least this long."""
+_RATE_ALPHA = 0.3
+"""Weight of the newest window when an agent's completion rate falls (a rise counts at once)."""
 _TASK_TIMERS = frozenset({_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START})
 """Timers about one attempt of one task: dead once the task ends or moves to a later attempt."""
 
@@ -249,9 +253,28 @@ class SchedulerCore:
         return len(self.ready)
 
     def prefetch_for(self, slots: int) -> int:
-        """Attempts an agent with ``slots`` may hold beyond them (see SchedulerConfig)."""
+        """Attempts an agent with ``slots`` may hold beyond them at least (see SchedulerConfig)."""
         cfg = self.config
         return max(cfg.prefetch, int(max(1, slots) * cfg.prefetch_fraction))
+
+    def _observe_completions(self, agent: AgentView, n: int, now: float) -> None:
+        """Count ``n`` finished attempts; at the end of each rate window, update the agent's
+        completion rate and size its prefetch to cover ``prefetch_cover_s`` of it (between the
+        floor of :meth:`prefetch_for` and its slots)."""
+        cover = self.config.prefetch_cover_s
+        if cover <= 0:
+            return
+        agent.rate_window_count += n
+        span = now - agent.rate_window_start
+        if span < _RATE_WINDOW_S:
+            return
+        rate = agent.rate_window_count / span
+        agent.rate_window_start, agent.rate_window_count = now, 0
+        old = agent.completion_rate
+        # Up at once (a burst starts), down slowly (one slow window is no trend).
+        agent.completion_rate = rate if rate >= old else old + _RATE_ALPHA * (rate - old)
+        wanted = int(agent.completion_rate * cover)
+        agent.prefetch = min(max(self.prefetch_for(agent.slots), wanted), max(1, agent.slots))
 
     # ----------------------------------------------------------------- jobs
 
@@ -338,6 +361,7 @@ class SchedulerCore:
             handler_caps={h: n for h, n in (handler_slots or {}).items() if 0 < n < max(1, slots)},
             connected_at=now,
             last_heartbeat=now,
+            rate_window_start=now,
         )
         self.agents[agent_id] = agent
         if traits:
@@ -477,6 +501,9 @@ class SchedulerCore:
         agent = self.agents.get(agent_id)
         if agent is not None:
             agent.last_heartbeat = now
+            if not isinstance(results, Sequence):
+                results = list(results)
+            self._observe_completions(agent, len(results), now)
         balancer = self.balancer
         for result in results:
             key = result.key

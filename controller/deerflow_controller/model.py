@@ -253,6 +253,11 @@ class AgentView:
     memory_percent: float = 0.0
     last_heartbeat: float = 0.0
     completed: int = 0
+    completion_rate: float = 0.0
+    """Attempts finished per second (a moving average over windows of results), which sizes the
+    prefetch (``SchedulerConfig.prefetch_cover_s``)."""
+    rate_window_start: float = 0.0
+    rate_window_count: int = 0
 
     def hold(self, key: AttemptKey, task: Task) -> None:
         """Count an attempt as unfinished on this agent."""
@@ -280,4 +285,4 @@ class AgentView:
         """Attempts the controller may still send: slots + prefetch - unfinished."""
         if self.draining:
             return 0
-        return self.slots + self.prefetch - len(self.in_flight)
+        return max(0, self.slots + self.prefetch - len(self.in_flight))

@@ -36,9 +36,12 @@ def retries(**kw: Any) -> RecoveryConfig:
 
 
 def make(**overrides: Any) -> Scheduler:
-    """A seeded scheduler; prefetch 0 unless asked, so an agent's credit equals its slots.
+    """A seeded scheduler; prefetch 0 unless asked (no floor, no rate-sized part), so an agent's
+    credit equals its slots.
     Silent agents are only declared dead in the tests that ask for it (agent_silence_s)."""
-    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
+    base = SchedulerConfig(
+        prefetch=0, prefetch_fraction=0.0, prefetch_cover_s=0.0, agent_silence_s=1e9
+    )
     return Scheduler(replace(base, **overrides), seed=7)
 
 
@@ -144,6 +147,59 @@ def test_the_highest_priority_task_is_dispatched_first_when_slots_are_scarce() -
 
     assert order == ["high", "mid", "mid2", "low"]
     assert_event_log_sound(job)
+
+
+def _finish_all_in_flight(s: Scheduler, agent: str, now: float) -> int:
+    """Report every unfinished attempt on ``agent`` as succeeded at ``now``; how many."""
+    keys = list(s.agents[agent].in_flight)
+    s.finished(agent, [AttemptResult(k, ok=True) for k in keys], now)
+    s.take()
+    return len(keys)
+
+
+def test_a_fast_agents_prefetch_grows_to_cover_its_completion_rate() -> None:
+    # Floor 2; cover 50 ms of completions, at most the slots.
+    s = make(prefetch=2, prefetch_cover_s=0.05)
+    s.agent_joined("A", ["echo"], 64, 0.0)
+    s.submit(JOB, "", [spec(f"t{i}") for i in range(5000)], 0.0)
+    s.take()
+    assert s.agents["A"].prefetch == 2
+    # 66 attempts finish every 50 ms: 1,320 a second, 66 in 50 ms, capped at the 64 slots.
+    now = 0.0
+    for _ in range(3):
+        now += 0.05
+        _finish_all_in_flight(s, "A", now)
+    assert s.agents["A"].prefetch == 64
+    assert len(s.agents["A"].in_flight) == 128  # slots + the grown prefetch, all sent
+
+
+def test_a_slow_agents_prefetch_stays_at_the_floor_and_shrinks_back() -> None:
+    s = make(prefetch=2, prefetch_cover_s=0.05)
+    s.agent_joined("A", ["echo"], 8, 0.0)
+    s.submit(JOB, "", [spec(f"t{i}") for i in range(1000)], 0.0)
+    s.take()
+    now = 0.0
+    # 10 attempts a second: 0.5 in 50 ms, below the floor.
+    for _ in range(5):
+        now += 1.0
+        (oldest, *_) = s.agents["A"].in_flight
+        s.finished("A", [AttemptResult(oldest, ok=True)], now)
+        s.take()
+    assert s.agents["A"].prefetch == 2
+    # A burst raises it at once (up to the 8 slots) ...
+    now += 0.06
+    _finish_all_in_flight(s, "A", now)
+    assert s.agents["A"].prefetch == 8
+    # ... and slow windows bring it down gradually, to the floor.
+    rates = []
+    for _ in range(20):
+        now += 1.0
+        (oldest, *_) = s.agents["A"].in_flight
+        s.finished("A", [AttemptResult(oldest, ok=True)], now)
+        s.take()
+        rates.append(s.agents["A"].prefetch)
+    assert rates == sorted(rates, reverse=True) and rates[0] > 2 and rates[-1] == 2
+    assert len(s.agents["A"].in_flight) <= 8 + 2
 
 
 def test_a_burst_is_spread_round_robin_across_two_agents() -> None:
