@@ -66,6 +66,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[common_pb2.TaskEventBatch]:
         shell = self.shell
         job = await self._job(request.job_id, context)
+        scheduler = shell.scheduler
         terminal_only = request.filter == client_pb2.TERMINAL
         cursor = request.after_seq
         wake = shell.watch(job.id)
@@ -79,6 +80,15 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                         yield batch
                 if job.done and cursor >= len(job.events):
                     return
+                if shell.scheduler is not scheduler:
+                    # This controller stopped leading and dropped its state (HA): the job
+                    # lives on with the next leader, so the client re-attaches there (a
+                    # resumable code; NOT_FOUND would end its watch for good).
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"controller lost the leadership while job {job.id!r} was watched; "
+                        "re-attach to the new leader (the SDK does)",
+                    )
                 if shell.scheduler.jobs.get(job.id) is not job:
                     await context.abort(
                         grpc.StatusCode.NOT_FOUND,
