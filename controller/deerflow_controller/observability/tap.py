@@ -55,6 +55,20 @@ class Wait:
         """(error, not_before) when the wait follows a failed attempt."""
 
 
+def _wait_after_retry(waits: dict[str, Wait], tid: str, ev: Event) -> None:
+    """The task's previous attempt failed: its next wait starts now, saying why."""
+    wait = waits[tid] = Wait(ev.time)
+    wait.retry = (ev.error, ev.not_before)
+
+
+def _wait_throttled(waits: dict[str, Wait], tid: str, ev: Event) -> None:
+    """The task is held (a rate key's budget, an open circuit): note when, the first time."""
+    wait = waits.get(tid) or waits.setdefault(tid, Wait(ev.time))
+    if not wait.throttled_at:
+        wait.throttled_at = ev.time
+        wait.throttled_why = ev.detail
+
+
 class _JobState:
     __slots__ = ("cursor", "pending", "queued", "starts", "waits")
 
@@ -170,14 +184,10 @@ class EventTap:
                 if metrics is not None:
                     metrics.retried(job, tasks[tid], ev, began)
                 if tracer is not None:
-                    wait = waits[tid] = Wait(ev.time)
-                    wait.retry = (ev.error, ev.not_before)
+                    _wait_after_retry(waits, tid, ev)
             elif state is _THROTTLED:
                 if tracer is not None:
-                    wait = waits.get(tid) or waits.setdefault(tid, Wait(ev.time))
-                    if not wait.throttled_at:
-                        wait.throttled_at = ev.time
-                        wait.throttled_why = ev.detail
+                    _wait_throttled(waits, tid, ev)
             elif state is _PENDING:
                 pending.add(tid)
                 if metrics is not None:
@@ -247,13 +257,9 @@ class EventTap:
                 starts[tid] = ev.time
             elif state is retrying:
                 starts.pop(tid, None)
-                wait = waits[tid] = Wait(ev.time)
-                wait.retry = (ev.error, ev.not_before)
+                _wait_after_retry(waits, tid, ev)
             elif state is throttled:
-                wait = waits.get(tid) or waits.setdefault(tid, Wait(ev.time))
-                if not wait.throttled_at:
-                    wait.throttled_at = ev.time
-                    wait.throttled_why = ev.detail
+                _wait_throttled(waits, tid, ev)
             elif state is pending_state:
                 pending.add(tid)
                 waits[tid] = Wait(ev.time)
