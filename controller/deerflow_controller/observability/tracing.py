@@ -25,8 +25,8 @@ several times more) and records the message, not each task. The spans are encode
 the sink exports, a batch at a time: the tasks of the messages that share job, handler, agent,
 attempt and parent (nearly all) as one block (``deerflow_common.span_block``), any other span
 by itself. Measured in-process on the 2-core machine over 20,000 tasks: about 0.6 us a task at
-dispatch, 0.9 us to encode and 0.9 us in the tap. Waits other than
-"queued" (throttled, retried, pending) come from the events the tap reads.
+dispatch, 0.9 us to encode and 0.9 us in the tap. Waits other than "queued" (throttled,
+retried, pending) come from the events the tap reads.
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ _encode = otlp.encode_span
 _getrandbits = random.getrandbits
 _pack_q = struct.Struct("<Q").pack
 _varint = otlp.varint
-TRACEPARENT = otlp.TRACEPARENT
 
 
 class _Parent:
@@ -263,7 +262,7 @@ class TaskTracer:
                     last_tc = tc
                     named = self._context_parent(tc)
                 # A task without a (valid) context has a trace of its own.
-                parent = named or self._parent(task)
+                parent = named or self._root(task)
                 sampled = sampled or parent.sampled
                 chosen.append(parent)
                 traceparents.append(parent.prefix + hexids[16 * i : 16 * i + 16] + parent.suffix)
@@ -395,11 +394,11 @@ class TaskTracer:
         return parent
 
     def _parent(self, task: Task) -> _Parent:
-        parent = self._context_parent(task.spec.trace_context)
-        if parent is not None:
-            return parent
-        # No (valid) context from the submitter: the task's trace starts here, one trace for
-        # all its attempts (forgotten when it ends).
+        return self._context_parent(task.spec.trace_context) or self._root(task)
+
+    def _root(self, task: Task) -> _Parent:
+        """For a task without a (valid) context from its submitter: its trace starts here, one
+        trace for all its attempts (forgotten when it ends)."""
         root = self._roots.get(task)
         if root is None:
             trace_id = otlp.new_trace_id()
