@@ -1,34 +1,54 @@
 # Two commands on a fresh machine: `make run` (the embedded demo) and `make test` (everything CI
-# checks). Both build a local virtual environment in .venv first; no root needed.
+# checks). Both build a local virtual environment in .venv from the lock (uv.lock) first; no root
+# needed. uv itself is bootstrapped into .venv by pip from a hash-pinned requirements file.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard protos/deerflow_protos/*.proto)
+# uv uses the interpreter of .venv, never downloads one, and installs exactly what uv.lock says
+# (--locked fails when pyproject.toml and uv.lock disagree: run `make lock`).
+UV      := UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
+UV_SYNC := $(UV) sync --quiet --locked --inexact --python $(BIN)/python
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test venv protos check-protos lint typecheck unit integration bench clean
+.PHONY: run test venv lock protos check-protos lint typecheck unit integration bench clean
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/deerflow demo
 
-test: $(STAMP) check-protos lint typecheck
+test: $(DEV_STAMP) check-protos lint typecheck
 	$(BIN)/pytest -q tests
 
-venv: $(STAMP)
+venv: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(BIN)/uv: tools/bootstrap-requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r tools/bootstrap-requirements.txt
+	touch $(BIN)/uv
+
+# What the demo needs: the runtime dependencies only.
+$(RUN_STAMP): $(BIN)/uv pyproject.toml uv.lock
+	$(UV_SYNC)
+	touch $@
+
+# What CI needs: the runtime dependencies and the dev extra (the pinned stub generator among them).
+$(DEV_STAMP): $(BIN)/uv pyproject.toml uv.lock
+	$(UV_SYNC) --extra dev
+	touch $@ $(RUN_STAMP)
+
+# Re-resolve every dependency to its newest allowed release and rewrite uv.lock; then run
+# `make protos` (the generator is locked too) and `make test` before committing the new lock.
+lock: $(BIN)/uv
+	$(UV) lock --upgrade
 
 # Regenerate the committed stubs from the .proto files.
-protos: $(STAMP)
+protos: $(DEV_STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 	  --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTOS)
 
 # Fails when the committed stubs differ from what the .proto files generate.
-check-protos: $(STAMP)
+check-protos: $(DEV_STAMP)
 	@tmp=$$(mktemp -d) && \
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 	  --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
@@ -39,21 +59,21 @@ check-protos: $(STAMP)
 	  fi; \
 	done; rm -rf $$tmp; echo "generated stubs are up to date"
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy controller/deerflow_controller agent/deerflow_agent common/deerflow_common \
 	  simulator/deerflow_simulator tests
 
-unit: $(STAMP)
+unit: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/deerflow bench noop --tasks 20000 --agents 2 --json
 	$(BIN)/deerflow bench io --tasks 5000 --agents 2 --slots 64 --json
 

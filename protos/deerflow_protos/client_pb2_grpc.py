@@ -6,7 +6,7 @@ import warnings
 from deerflow_protos import client_pb2 as deerflow__protos_dot_client__pb2
 from deerflow_protos import common_pb2 as deerflow__protos_dot_common__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
