@@ -675,6 +675,7 @@ class Agent:
             hb = msg.heartbeat
             hb.cpu_percent = load.cpu_percent
             hb.memory_percent = load.memory_percent
+            hb.process_cpu_percent = load.process_cpu_percent
             hb.running = runtime.running
             hb.free_slots = 0 if self._draining else runtime.free_slots
             hb.queued = runtime.queued

@@ -128,6 +128,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
                 running=a.running,
                 cpu_percent=a.cpu_percent,
                 memory_percent=a.memory_percent,
+                process_cpu_percent=a.process_cpu_percent,
                 draining=a.draining,
                 connected_at=a.connected_at,
                 last_heartbeat=a.last_heartbeat,

@@ -147,7 +147,14 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                     )
                 elif kind == "heartbeat":
                     hb = msg.heartbeat
-                    sched.heartbeat(agent_id, hb.running, hb.cpu_percent, hb.memory_percent, now)
+                    sched.heartbeat(
+                        agent_id,
+                        hb.running,
+                        hb.cpu_percent,
+                        hb.memory_percent,
+                        now,
+                        process_cpu_percent=hb.process_cpu_percent,
+                    )
                 elif kind == "progress":
                     refs = [wire.key_from_ref(p.ref) for p in msg.progress.progress]
                     sched.progress(agent_id, refs, now)

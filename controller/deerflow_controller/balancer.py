@@ -52,7 +52,9 @@ class BalancerConfig:
 
     cpu_ceiling_percent: float = 80.0
     """An agent whose machine CPU (last heartbeat) is at or above this takes no new work while
-    a cooler agent can: past 80 % run queues grow and every task on the machine slows."""
+    a cooler agent can: past 80 % run queues grow and every task on the machine slows. The
+    machine's CPU (``cpu_percent``), not the agent's own processes' (``process_cpu_percent``):
+    headroom is what the machine has left, and other work on it takes that as surely as ours."""
     memory_ceiling_percent: float = 80.0
     """Same for memory: past 80 % the next large task risks the OOM killer."""
     lpt_max_advance_s: float = 600.0

@@ -242,6 +242,7 @@ def agents(address: str, as_json: bool) -> None:
                         "in_flight": a.in_flight,
                         "running": a.running,
                         "cpu_percent": a.cpu_percent,
+                        "process_cpu_percent": a.process_cpu_percent,
                         "memory_percent": a.memory_percent,
                         "draining": a.draining,
                         "completed": a.completed,
@@ -252,7 +253,8 @@ def agents(address: str, as_json: bool) -> None:
         )
         return
     table = Table(title=f"agents at {address}")
-    for col in ("agent", "handlers", "slots", "in flight", "running", "cpu %", "mem %", "state"):
+    columns = ("agent", "handlers", "slots", "in flight", "running", "agent cpu %", "host cpu %")
+    for col in (*columns, "host mem %", "state"):
         table.add_column(col)
     for a in rows:
         table.add_row(
@@ -261,6 +263,7 @@ def agents(address: str, as_json: bool) -> None:
             str(a.slots),
             str(a.in_flight),
             str(a.running),
+            f"{a.process_cpu_percent:.0f}",
             f"{a.cpu_percent:.0f}",
             f"{a.memory_percent:.0f}",
             "draining" if a.draining else "active",

@@ -112,6 +112,11 @@ def _with_class(error: TaskError, cls: ErrorClass) -> TaskError:
     return TaskError(error.kind, error.message, error.retryable, error.retry_after_s, cls)
 
 
+def _percent(value: float) -> float:
+    """A load figure an agent reported, made a finite 0-100 (NaN reads 0)."""
+    return min(100.0, max(0.0, value)) if math.isfinite(value) else (100.0 if value > 0 else 0.0)
+
+
 _RATE_WINDOW_S = 0.05
 """An agent's completion rate is measured over windows at least this long."""
 _RATE_ALPHA = 0.3
@@ -449,13 +454,23 @@ class SchedulerCore:
         self._dispatch(now)
 
     def heartbeat(
-        self, agent_id: str, running: int, cpu_percent: float, memory_percent: float, now: float
+        self,
+        agent_id: str,
+        running: int,
+        cpu_percent: float,
+        memory_percent: float,
+        now: float,
+        *,
+        process_cpu_percent: float = 0.0,
     ) -> None:
+        """An agent's load: its machine's CPU and memory and its own processes' CPU, each 0-100
+        (a value outside that, or not finite, is clamped into it)."""
         agent = self.agents.get(agent_id)
         if agent is not None:
             agent.running = running
-            agent.cpu_percent = cpu_percent
-            agent.memory_percent = memory_percent
+            agent.cpu_percent = _percent(cpu_percent)
+            agent.memory_percent = _percent(memory_percent)
+            agent.process_cpu_percent = _percent(process_cpu_percent)
             agent.last_heartbeat = now
 
     def started(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:

@@ -250,7 +250,13 @@ class AgentView:
     draining: bool = False
     running: int = 0
     cpu_percent: float = 0.0
+    """CPU in use on the agent's machine, 0-100, by any process (last heartbeat): the headroom
+    placement reads, since other work on the machine slows a cpu task as much as the agent's own."""
     memory_percent: float = 0.0
+    """Memory in use on the agent's machine, 0-100 (last heartbeat)."""
+    process_cpu_percent: float = 0.0
+    """CPU the agent's own processes use, 0-100 of its machine (last heartbeat): what its work
+    costs, shown beside ``cpu_percent``; an idle agent on a busy machine reads near 0."""
     last_heartbeat: float = 0.0
     completed: int = 0
     completion_rate: float = 0.0

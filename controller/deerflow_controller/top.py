@@ -130,7 +130,8 @@ def render(s: Any) -> RenderableType:
         )
 
     agents = Table(title="agents", expand=True, title_justify="left")
-    for col in ("agent", "slots", "in flight", "use", "running", "cpu%", "mem%", "done", "state"):
+    columns = ("agent", "slots", "in flight", "use", "running", "agent cpu%", "host cpu%")
+    for col in (*columns, "host mem%", "done", "state"):
         agents.add_column(col, justify="left" if col in ("agent", "use", "state") else "right")
     for a in s["agents"]:
         agents.add_row(
@@ -139,6 +140,7 @@ def render(s: Any) -> RenderableType:
             _num(a["in_flight"]),
             _bar(a["utilisation"]),
             _num(a["running"]),
+            f"{a.get('process_cpu_percent', 0.0):.0f}",
             f"{a['cpu_percent']:.0f}",
             f"{a['memory_percent']:.0f}",
             _num(a["completed"]),

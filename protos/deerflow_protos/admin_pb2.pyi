@@ -180,7 +180,7 @@ class ListAgentsRequest(_message.Message):
     def __init__(self, wait_for: _Optional[int] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "handlers", "slots", "in_flight", "running", "cpu_percent", "memory_percent", "draining", "connected_at", "last_heartbeat", "labels", "completed")
+    __slots__ = ("agent_id", "handlers", "slots", "in_flight", "running", "cpu_percent", "memory_percent", "draining", "connected_at", "last_heartbeat", "labels", "completed", "process_cpu_percent")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +200,7 @@ class AgentInfo(_message.Message):
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     handlers: _containers.RepeatedScalarFieldContainer[str]
     slots: int
@@ -212,7 +213,8 @@ class AgentInfo(_message.Message):
     last_heartbeat: float
     labels: _containers.ScalarMap[str, str]
     completed: int
-    def __init__(self, agent_id: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., running: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., draining: _Optional[bool] = ..., connected_at: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., completed: _Optional[int] = ...) -> None: ...
+    process_cpu_percent: float
+    def __init__(self, agent_id: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., running: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., draining: _Optional[bool] = ..., connected_at: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., completed: _Optional[int] = ..., process_cpu_percent: _Optional[float] = ...) -> None: ...
 
 class AgentList(_message.Message):
     __slots__ = ("agents",)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from deerflow_protos import common_pb2 as deerflow__protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x65rflow_protos/agent.proto\x12\x0b\x64\x65\x65rflow.v1\x1a\x1c\x64\x65\x65rflow_protos/common.proto\"\xb2\x02\n\x0bHandlerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.deerflow.v1.HandlerKind\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x11\n\tcacheable\x18\x04 \x01(\x08\x12\x18\n\x10nondeterministic\x18\x05 \x01(\x08\x12\x18\n\x10similarity_field\x18\x06 \x01(\t\x12\x1c\n\x14similarity_threshold\x18\x07 \x01(\x01\x12\x13\n\x0b\x63\x61\x63he_ttl_s\x18\x08 \x01(\x01\x12\x13\n\x0bitems_field\x18\t \x01(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_duration_s\x18\n \x01(\x01\x12\x15\n\rdefault_cpu_s\x18\x0b \x01(\x01\x12\x1c\n\x14\x64\x65\x66\x61ult_memory_bytes\x18\x0c \x01(\x04\">\n\nAttemptRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"\xbe\x02\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12*\n\x08handlers\x18\x03 \x03(\x0b\x32\x18.deerflow.v1.HandlerInfo\x12.\n\x06labels\x18\x04 \x03(\x0b\x32\x1e.deerflow.v1.Hello.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\x05\x12\x11\n\tcpu_count\x18\x06 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\x12(\n\x07running\x18\x08 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x16\n\x0emax_epoch_seen\x18\t \x01(\x04\x12\x0f\n\x07version\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xed\x01\n\tHeartbeat\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x02 \x01(\x01\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x12\n\nfree_slots\x18\x04 \x01(\x05\x12\x0e\n\x06queued\x18\x05 \x01(\x05\x12\x46\n\x11handler_latency_s\x18\x06 \x03(\x0b\x32+.deerflow.v1.Heartbeat.HandlerLatencySEntry\x1a\x36\n\x14HandlerLatencySEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x07Started\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x0c\n\x04time\x18\x02 \x01(\x01\"5\n\x0cStartedBatch\x12%\n\x07started\x18\x01 \x03(\x0b\x32\x14.deerflow.v1.Started\"\xb5\x02\n\x06Result\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.deerflow.v1.TaskError\x12\x12\n\nstarted_at\x18\x05 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x06 \x01(\x01\x12\x11\n\tcancelled\x18\x07 \x01(\x08\x12\x33\n\x08metadata\x18\x08 \x03(\x0b\x32!.deerflow.v1.Result.MetadataEntry\x12\r\n\x05\x63pu_s\x18\t \x01(\x01\x12\x11\n\trss_bytes\x18\n \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x0bResultBatch\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.deerflow.v1.Result\"S\n\x08Progress\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"8\n\rProgressBatch\x12\'\n\x08progress\x18\x01 \x03(\x0b\x32\x15.deerflow.v1.Progress\"8\n\x08\x44raining\x12,\n\x0bnot_started\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\"\x9d\x02\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.deerflow.v1.HelloH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.deerflow.v1.HeartbeatH\x00\x12,\n\x07started\x18\x03 \x01(\x0b\x32\x19.deerflow.v1.StartedBatchH\x00\x12+\n\x07results\x18\x04 \x01(\x0b\x32\x18.deerflow.v1.ResultBatchH\x00\x12)\n\x08\x64raining\x18\x05 \x01(\x0b\x32\x15.deerflow.v1.DrainingH\x00\x12.\n\x08progress\x18\x06 \x01(\x0b\x32\x1a.deerflow.v1.ProgressBatchH\x00\x42\x05\n\x03msg\"_\n\x07Welcome\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x10\n\x08prefetch\x18\x03 \x01(\x05\x12\x15\n\rcontroller_id\x18\x04 \x01(\t\"\xf3\x01\n\nAssignment\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12@\n\rtrace_context\x18\x05 \x03(\x0b\x32).deerflow.v1.Assignment.TraceContextEntry\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0f\x41ssignmentBatch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12,\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x17.deerflow.v1.Assignment\"4\n\x0b\x43\x61ncelBatch\x12%\n\x04refs\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xca\x01\n\x11\x43ontrollerMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.deerflow.v1.WelcomeH\x00\x12\x33\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x1c.deerflow.v1.AssignmentBatchH\x00\x12+\n\x07\x63\x61ncels\x18\x03 \x01(\x0b\x32\x18.deerflow.v1.CancelBatchH\x00\x12#\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x12.deerflow.v1.DrainH\x00\x42\x05\n\x03msg*<\n\x0bHandlerKind\x12\x1c\n\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x06\n\x02IO\x10\x01\x12\x07\n\x03\x43PU\x10\x02\x32X\n\x0c\x41gentService\x12H\n\x07\x43onnect\x12\x19.deerflow.v1.AgentMessage\x1a\x1e.deerflow.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x65rflow_protos/agent.proto\x12\x0b\x64\x65\x65rflow.v1\x1a\x1c\x64\x65\x65rflow_protos/common.proto\"\xb2\x02\n\x0bHandlerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.deerflow.v1.HandlerKind\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x11\n\tcacheable\x18\x04 \x01(\x08\x12\x18\n\x10nondeterministic\x18\x05 \x01(\x08\x12\x18\n\x10similarity_field\x18\x06 \x01(\t\x12\x1c\n\x14similarity_threshold\x18\x07 \x01(\x01\x12\x13\n\x0b\x63\x61\x63he_ttl_s\x18\x08 \x01(\x01\x12\x13\n\x0bitems_field\x18\t \x01(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_duration_s\x18\n \x01(\x01\x12\x15\n\rdefault_cpu_s\x18\x0b \x01(\x01\x12\x1c\n\x14\x64\x65\x66\x61ult_memory_bytes\x18\x0c \x01(\x04\">\n\nAttemptRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"\xbe\x02\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12*\n\x08handlers\x18\x03 \x03(\x0b\x32\x18.deerflow.v1.HandlerInfo\x12.\n\x06labels\x18\x04 \x03(\x0b\x32\x1e.deerflow.v1.Hello.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\x05\x12\x11\n\tcpu_count\x18\x06 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\x12(\n\x07running\x18\x08 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x16\n\x0emax_epoch_seen\x18\t \x01(\x04\x12\x0f\n\x07version\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x02\n\tHeartbeat\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x02 \x01(\x01\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x12\n\nfree_slots\x18\x04 \x01(\x05\x12\x0e\n\x06queued\x18\x05 \x01(\x05\x12\x46\n\x11handler_latency_s\x18\x06 \x03(\x0b\x32+.deerflow.v1.Heartbeat.HandlerLatencySEntry\x12\x1b\n\x13process_cpu_percent\x18\x07 \x01(\x01\x1a\x36\n\x14HandlerLatencySEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x07Started\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x0c\n\x04time\x18\x02 \x01(\x01\"5\n\x0cStartedBatch\x12%\n\x07started\x18\x01 \x03(\x0b\x32\x14.deerflow.v1.Started\"\xb5\x02\n\x06Result\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.deerflow.v1.TaskError\x12\x12\n\nstarted_at\x18\x05 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x06 \x01(\x01\x12\x11\n\tcancelled\x18\x07 \x01(\x08\x12\x33\n\x08metadata\x18\x08 \x03(\x0b\x32!.deerflow.v1.Result.MetadataEntry\x12\r\n\x05\x63pu_s\x18\t \x01(\x01\x12\x11\n\trss_bytes\x18\n \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x0bResultBatch\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.deerflow.v1.Result\"S\n\x08Progress\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"8\n\rProgressBatch\x12\'\n\x08progress\x18\x01 \x03(\x0b\x32\x15.deerflow.v1.Progress\"8\n\x08\x44raining\x12,\n\x0bnot_started\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\"\x9d\x02\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.deerflow.v1.HelloH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.deerflow.v1.HeartbeatH\x00\x12,\n\x07started\x18\x03 \x01(\x0b\x32\x19.deerflow.v1.StartedBatchH\x00\x12+\n\x07results\x18\x04 \x01(\x0b\x32\x18.deerflow.v1.ResultBatchH\x00\x12)\n\x08\x64raining\x18\x05 \x01(\x0b\x32\x15.deerflow.v1.DrainingH\x00\x12.\n\x08progress\x18\x06 \x01(\x0b\x32\x1a.deerflow.v1.ProgressBatchH\x00\x42\x05\n\x03msg\"_\n\x07Welcome\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x10\n\x08prefetch\x18\x03 \x01(\x05\x12\x15\n\rcontroller_id\x18\x04 \x01(\t\"\xf3\x01\n\nAssignment\x12$\n\x03ref\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.AttemptRef\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12@\n\rtrace_context\x18\x05 \x03(\x0b\x32).deerflow.v1.Assignment.TraceContextEntry\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0f\x41ssignmentBatch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12,\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x17.deerflow.v1.Assignment\"4\n\x0b\x43\x61ncelBatch\x12%\n\x04refs\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.AttemptRef\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xca\x01\n\x11\x43ontrollerMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.deerflow.v1.WelcomeH\x00\x12\x33\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x1c.deerflow.v1.AssignmentBatchH\x00\x12+\n\x07\x63\x61ncels\x18\x03 \x01(\x0b\x32\x18.deerflow.v1.CancelBatchH\x00\x12#\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x12.deerflow.v1.DrainH\x00\x42\x05\n\x03msg*<\n\x0bHandlerKind\x12\x1c\n\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x06\n\x02IO\x10\x01\x12\x07\n\x03\x43PU\x10\x02\x32X\n\x0c\x41gentService\x12H\n\x07\x43onnect\x12\x19.deerflow.v1.AgentMessage\x1a\x1e.deerflow.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_HANDLERKIND']._serialized_start=2687
-  _globals['_HANDLERKIND']._serialized_end=2747
+  _globals['_HANDLERKIND']._serialized_start=2716
+  _globals['_HANDLERKIND']._serialized_end=2776
   _globals['_HANDLERINFO']._serialized_start=75
   _globals['_HANDLERINFO']._serialized_end=381
   _globals['_ATTEMPTREF']._serialized_start=383
@@ -51,41 +51,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO_LABELSENTRY']._serialized_start=721
   _globals['_HELLO_LABELSENTRY']._serialized_end=766
   _globals['_HEARTBEAT']._serialized_start=769
-  _globals['_HEARTBEAT']._serialized_end=1006
-  _globals['_HEARTBEAT_HANDLERLATENCYSENTRY']._serialized_start=952
-  _globals['_HEARTBEAT_HANDLERLATENCYSENTRY']._serialized_end=1006
-  _globals['_STARTED']._serialized_start=1008
-  _globals['_STARTED']._serialized_end=1069
-  _globals['_STARTEDBATCH']._serialized_start=1071
-  _globals['_STARTEDBATCH']._serialized_end=1124
-  _globals['_RESULT']._serialized_start=1127
-  _globals['_RESULT']._serialized_end=1436
-  _globals['_RESULT_METADATAENTRY']._serialized_start=1389
-  _globals['_RESULT_METADATAENTRY']._serialized_end=1436
-  _globals['_RESULTBATCH']._serialized_start=1438
-  _globals['_RESULTBATCH']._serialized_end=1489
-  _globals['_PROGRESS']._serialized_start=1491
-  _globals['_PROGRESS']._serialized_end=1574
-  _globals['_PROGRESSBATCH']._serialized_start=1576
-  _globals['_PROGRESSBATCH']._serialized_end=1632
-  _globals['_DRAINING']._serialized_start=1634
-  _globals['_DRAINING']._serialized_end=1690
-  _globals['_AGENTMESSAGE']._serialized_start=1693
-  _globals['_AGENTMESSAGE']._serialized_end=1978
-  _globals['_WELCOME']._serialized_start=1980
-  _globals['_WELCOME']._serialized_end=2075
-  _globals['_ASSIGNMENT']._serialized_start=2078
-  _globals['_ASSIGNMENT']._serialized_end=2321
-  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=2270
-  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=2321
-  _globals['_ASSIGNMENTBATCH']._serialized_start=2323
-  _globals['_ASSIGNMENTBATCH']._serialized_end=2401
-  _globals['_CANCELBATCH']._serialized_start=2403
-  _globals['_CANCELBATCH']._serialized_end=2455
-  _globals['_DRAIN']._serialized_start=2457
-  _globals['_DRAIN']._serialized_end=2480
-  _globals['_CONTROLLERMESSAGE']._serialized_start=2483
-  _globals['_CONTROLLERMESSAGE']._serialized_end=2685
-  _globals['_AGENTSERVICE']._serialized_start=2749
-  _globals['_AGENTSERVICE']._serialized_end=2837
+  _globals['_HEARTBEAT']._serialized_end=1035
+  _globals['_HEARTBEAT_HANDLERLATENCYSENTRY']._serialized_start=981
+  _globals['_HEARTBEAT_HANDLERLATENCYSENTRY']._serialized_end=1035
+  _globals['_STARTED']._serialized_start=1037
+  _globals['_STARTED']._serialized_end=1098
+  _globals['_STARTEDBATCH']._serialized_start=1100
+  _globals['_STARTEDBATCH']._serialized_end=1153
+  _globals['_RESULT']._serialized_start=1156
+  _globals['_RESULT']._serialized_end=1465
+  _globals['_RESULT_METADATAENTRY']._serialized_start=1418
+  _globals['_RESULT_METADATAENTRY']._serialized_end=1465
+  _globals['_RESULTBATCH']._serialized_start=1467
+  _globals['_RESULTBATCH']._serialized_end=1518
+  _globals['_PROGRESS']._serialized_start=1520
+  _globals['_PROGRESS']._serialized_end=1603
+  _globals['_PROGRESSBATCH']._serialized_start=1605
+  _globals['_PROGRESSBATCH']._serialized_end=1661
+  _globals['_DRAINING']._serialized_start=1663
+  _globals['_DRAINING']._serialized_end=1719
+  _globals['_AGENTMESSAGE']._serialized_start=1722
+  _globals['_AGENTMESSAGE']._serialized_end=2007
+  _globals['_WELCOME']._serialized_start=2009
+  _globals['_WELCOME']._serialized_end=2104
+  _globals['_ASSIGNMENT']._serialized_start=2107
+  _globals['_ASSIGNMENT']._serialized_end=2350
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=2299
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=2350
+  _globals['_ASSIGNMENTBATCH']._serialized_start=2352
+  _globals['_ASSIGNMENTBATCH']._serialized_end=2430
+  _globals['_CANCELBATCH']._serialized_start=2432
+  _globals['_CANCELBATCH']._serialized_end=2484
+  _globals['_DRAIN']._serialized_start=2486
+  _globals['_DRAIN']._serialized_end=2509
+  _globals['_CONTROLLERMESSAGE']._serialized_start=2512
+  _globals['_CONTROLLERMESSAGE']._serialized_end=2714
+  _globals['_AGENTSERVICE']._serialized_start=2778
+  _globals['_AGENTSERVICE']._serialized_end=2866
 # @@protoc_insertion_point(module_scope)

@@ -87,7 +87,7 @@ class Hello(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., token: _Optional[str] = ..., handlers: _Optional[_Iterable[_Union[HandlerInfo, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., max_epoch_seen: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("cpu_percent", "memory_percent", "running", "free_slots", "queued", "handler_latency_s")
+    __slots__ = ("cpu_percent", "memory_percent", "running", "free_slots", "queued", "handler_latency_s", "process_cpu_percent")
     class HandlerLatencySEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,13 +101,15 @@ class Heartbeat(_message.Message):
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     HANDLER_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     cpu_percent: float
     memory_percent: float
     running: int
     free_slots: int
     queued: int
     handler_latency_s: _containers.ScalarMap[str, float]
-    def __init__(self, cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., running: _Optional[int] = ..., free_slots: _Optional[int] = ..., queued: _Optional[int] = ..., handler_latency_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    process_cpu_percent: float
+    def __init__(self, cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., running: _Optional[int] = ..., free_slots: _Optional[int] = ..., queued: _Optional[int] = ..., handler_latency_s: _Optional[_Mapping[str, float]] = ..., process_cpu_percent: _Optional[float] = ...) -> None: ...
 
 class Started(_message.Message):
     __slots__ = ("ref", "time")

@@ -106,7 +106,10 @@ PAGE = """<!doctype html>
   <section id="panel-agents" class="wide">
     <h2>Agents</h2>
     <table><thead><tr><th>agent</th><th>slots</th><th>in flight</th><th>use</th>
-      <th>running</th><th>cpu %</th><th>mem %</th><th>completed</th><th>heartbeat</th>
+      <th>running</th>
+      <th title="CPU of the agent's own processes, % of its machine">agent cpu %</th>
+      <th title="CPU of the whole machine, every process">host cpu %</th><th>host mem %</th>
+      <th>completed</th><th>heartbeat</th>
       <th>state</th></tr></thead><tbody id="agents"></tbody></table>
   </section>
   <section id="panel-ratekeys">
@@ -188,8 +191,8 @@ function render(s) {
     secs(l.run.p50), secs(l.run.p95), secs(l.run.p99), secs(l.run.max)], "no tasks yet");
   rows($("agents"), s.agents, (a) => [esc(a.id), num(a.slots), num(a.in_flight),
     '<span class="bar"><i style="width:' + (100 * a.utilisation).toFixed(0) + '%"></i></span>' +
-    (100 * a.utilisation).toFixed(0) + "%", num(a.running), num(a.cpu_percent),
-    num(a.memory_percent), num(a.completed), secs(a.heartbeat_age_s) + " ago",
+    (100 * a.utilisation).toFixed(0) + "%", num(a.running), num(a.process_cpu_percent),
+    num(a.cpu_percent), num(a.memory_percent), num(a.completed), secs(a.heartbeat_age_s) + " ago",
     a.draining ? '<span class="warning">draining</span>' : "active"], "no agent connected");
   rows($("ratekeys"), s.rate_keys, (k) => [esc(k.key), num(k.paced_rps),
     k.concurrency_limit ? num(k.concurrency_limit) : "\\u2013", num(k.in_flight), num(k.waiting),

@@ -285,8 +285,13 @@ def _agents(out: MetricsText, shell: Shell, now: float) -> None:
     )
     per_agent(
         "deerflow_agent_cpu_percent",
-        "Machine CPU use, from the last heartbeat.",
+        "Machine CPU use (every process on the agent's machine), from the last heartbeat.",
         [(a.id, a.cpu_percent) for a in agents],
+    )
+    per_agent(
+        "deerflow_agent_process_cpu_percent",
+        "CPU use of the agent's own processes, percent of its machine, from the last heartbeat.",
+        [(a.id, a.process_cpu_percent) for a in agents],
     )
     per_agent(
         "deerflow_agent_memory_percent",

@@ -222,6 +222,7 @@ def snapshot(
                 "running": a.running,
                 "utilisation": round(min(len(a.in_flight), a.slots) / a.slots, 4),
                 "cpu_percent": round(a.cpu_percent, 1),
+                "process_cpu_percent": round(a.process_cpu_percent, 1),
                 "memory_percent": round(a.memory_percent, 1),
                 "completed": a.completed,
                 "draining": a.draining,
