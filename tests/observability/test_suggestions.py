@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from deerflow_controller.observability.stats import Sample, StatsHistory
 from deerflow_controller.observability.suggestions import suggest
 
 
@@ -45,11 +46,38 @@ def test_low_utilisation_names_the_share_of_slots_used() -> None:
 
 
 def test_high_queue_wait_says_whether_agents_are_busy() -> None:
-    (busy,) = suggest(stats(latency={"all": {"wait": {"p95": 3.2}}}, window={"utilisation": 0.95}))
+    slow = {"all": {"wait": {"p95": 3.2}}}
+    (busy,) = suggest(stats(latency=slow, window={"utilisation_queued": 0.95}))
     assert busy.id == "high_queue_wait" and busy.value == 3.2
     assert "add agents or slots" in busy.detail
-    (idle,) = suggest(stats(latency={"all": {"wait": {"p95": 3.2}}}))
+    (idle,) = suggest(stats(latency=slow, window={"utilisation_queued": 0.3}))
     assert "handlers or labels" in idle.detail
+    (throttled,) = suggest(stats(latency=slow, window={"utilisation_queued": None}))
+    assert "no task waited QUEUED" in throttled.detail
+
+
+def test_queue_wait_advice_reads_slot_use_while_tasks_queued_not_a_minute_with_an_idle_start() -> (
+    None
+):
+    # 30 s idle, then 30 s with every slot busy and tasks queued: the agents table reads 100 %,
+    # and so must the advice (the minute's plain average is 50 %).
+    history = StatsHistory(cast(Any, None))
+    for t in range(60):
+        busy = t >= 30
+        history.samples.append(
+            Sample(
+                time=float(t), completed=0, submitted=0, failed=0, retries=0,
+                queued=200 if busy else 0, throttled=0, in_flight=32 if busy else 0,
+                busy=32 if busy else 0, slots=32,
+            )
+        )  # fmt: skip
+    window = history.window()
+    assert window["utilisation"] == 0.5
+    agents = [{"id": a, "slots": 16, "utilisation": 1.0, "heartbeat_age_s": 0.5} for a in "ab"]
+    (s,) = suggest(stats(window=window, agents=agents, latency={"all": {"wait": {"p95": 3.2}}}))
+    assert s.id == "high_queue_wait"
+    assert "agents used 100% of their slots" in s.detail and "add agents or slots" in s.detail
+    assert "50%" not in s.detail
 
 
 def test_rate_limited_and_backlogged_keys_are_named() -> None:

@@ -108,6 +108,7 @@ class StatsHistory:
         last = samples[-1]
         first = last
         utilisation = []
+        utilisation_queued = []
         max_queued = 0
         load: dict[str, list[tuple[float, float]]] = {}
         for s in reversed(samples):
@@ -116,6 +117,8 @@ class StatsHistory:
             first = s
             if s.slots:
                 utilisation.append(s.busy / s.slots)
+                if s.queued:
+                    utilisation_queued.append(s.busy / s.slots)
             max_queued = max(max_queued, s.queued + s.throttled)
             for agent_id, cpu_mem in s.agent_load.items():
                 load.setdefault(agent_id, []).append(cpu_mem)
@@ -129,6 +132,13 @@ class StatsHistory:
             "completed_per_s": round((last.completed - first.completed) / span, 2) if span else 0,
             "submitted_per_s": round((last.submitted - first.submitted) / span, 2) if span else 0,
             "utilisation": round(sum(utilisation) / len(utilisation), 4) if utilisation else 0.0,
+            # Use while tasks waited QUEUED for a slot: whether agents were full when work
+            # waited, which the plain average blurs with idle stretches (before a job, after it).
+            "utilisation_queued": (
+                round(sum(utilisation_queued) / len(utilisation_queued), 4)
+                if utilisation_queued
+                else None
+            ),
             "max_queued": max_queued,
             "rate_limited": {
                 k: n - first.rate_limited.get(k, 0)

@@ -88,16 +88,26 @@ def high_queue_wait(stats: Stats) -> list[Suggestion]:
     p95 = stats.get("latency", {}).get("all", {}).get("wait", {}).get("p95")
     if p95 is None or p95 <= HIGH_WAIT_S:
         return []
-    used = float(_window(stats).get("utilisation", 0.0))
-    if used >= HIGH_UTILISATION:
+    w = _window(stats)
+    # How full the agents were while tasks sat QUEUED, not the window's plain average: a job
+    # that filled every slot after 30 idle seconds averages 50 % over the minute, yet its tasks
+    # waited on full agents (what the agents table shows).
+    used = w.get("utilisation_queued")
+    if used is None:
         advice = (
-            f"while agents were {used:.0%} busy: add agents or slots, or lower the priority "
-            "of bulk work"
+            f"though no task waited QUEUED for a slot in the last {w.get('seconds', 0):.0f} s: "
+            "rate keys held them (THROTTLED) or the wait is older; check the rate keys"
+        )
+    elif used >= HIGH_UTILISATION:
+        advice = (
+            f"while agents used {used:.0%} of their slots with tasks queued: add agents or "
+            "slots, or lower the priority of bulk work"
         )
     else:
         advice = (
-            f"although agents were only {used:.0%} busy: the waiting tasks' handlers or labels "
-            "match few agents, or rate keys hold them; check the queue by handler"
+            f"although agents used only {used:.0%} of their slots while tasks were queued: "
+            "the waiting tasks' handlers or labels match few agents, or rate keys hold them; "
+            "check the queue by handler"
         )
     return [
         Suggestion(
