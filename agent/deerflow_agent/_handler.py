@@ -300,7 +300,7 @@ DEFAULT_SIMILARITY_THRESHOLD = 0.9
 that templated siblings ("JD delivery market share" vs "Meituan delivery market share") are not
 served each other's answers. Chosen from the cache's precision measurement (issue #6,
 docs/BENCHMARKS.md): the lowest threshold whose false hits stay under 0.5 % (0.17 % per hit on
-the WORKLOAD.md stream; 0.92 % at 0.85)."""
+the docs/WORKLOAD.md stream; 0.92 % at 0.85)."""
 
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 

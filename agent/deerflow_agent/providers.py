@@ -16,7 +16,7 @@ Payloads and outputs are UTF-8 JSON.
 Traits (see :class:`Handler`): all three are cacheable; ``llm`` is declared nondeterministic (a
 sampled answer is cached only for tasks that ask); ``search`` offers its ``query`` to the
 similarity cache; ``crawl`` takes a list of URLs (``items_field="urls"``) that the controller may
-split. Default durations are WORKLOAD.md's medians.
+split. Default durations are docs/WORKLOAD.md's medians.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``deerflow bench cache``: the result cache against WORKLOAD.md's repetition model, offline.
+"""``deerflow bench cache``: the result cache against docs/WORKLOAD.md's repetition model, offline.
 
 The generator writes DeerFlow-shaped research jobs (searches and crawls) whose every request
 carries a ground-truth *intent*: what it asks, independent of its wording. That lets the
@@ -6,7 +6,7 @@ benchmark count what the cache served correctly, what it served wrongly (an answ
 intent: a false hit) and what a perfect cache could have served (the oracle: every request
 whose intent was answered before and is still fresh).
 
-The model (WORKLOAD.md, "Repetition"):
+The model (docs/WORKLOAD.md, "Repetition"):
 - 30 % of jobs are one of 14 canned starter questions; the rest pick a topic from a Zipf(1.1)
   catalogue.
 - A job on a topic seen before repeats the previous job's plan word for word with p 0.3;

@@ -6,7 +6,7 @@ use it). Two ways to measure it:
 
 - **Held-out synthetic run** (:func:`synthetic_holdout`): train on one generated run, evaluate
   on another with a different seed, no learning during evaluation. Two handlers shaped like
-  DeerFlow's (WORKLOAD.md): ``crawl`` with a list of URLs (log-normal, median growing with the
+  DeerFlow's (docs/WORKLOAD.md): ``crawl`` with a list of URLs (log-normal, median growing with the
   item count) and ``llm`` (median growing with prompt size), on two agents, one half as fast.
   Beside the model it reports the cold start (declared defaults only) and the *oracle* floor: the
   error of the true median itself, which no predictor can beat on log-normal noise.

@@ -1,7 +1,7 @@
 """`deerflow bench ratelimit --scenario ...`: the cluster-wide limiter against the provider
 simulator, with real controller, agent and simulator processes on loopback.
 
-Scenarios (WORKLOAD.md):
+Scenarios (docs/WORKLOAD.md):
 - ``overload``: LLM tasks offered far above a key's limit all at once. Ideal: the quota bound,
   tasks / (rpm / 60) seconds.
 - ``ramp``: offered load rises from 0 to peak in 10 s, then holds, against an Ark-style

@@ -63,7 +63,7 @@ def main(log_level: str) -> None:
     default=0.2,
     show_default=True,
     type=click.FloatRange(min=0.001),
-    help="Multiplier on the simulated providers' WORKLOAD.md latencies (1.0 = real time).",
+    help="Multiplier on the simulated providers' docs/WORKLOAD.md latencies (1.0 = real time).",
 )
 @click.option(
     "--llm-rpm",
@@ -408,7 +408,7 @@ def bench_io(
     default=0.1,
     show_default=True,
     type=click.FloatRange(min=0.0001),
-    help="Multiplier on the simulator's WORKLOAD.md latencies.",
+    help="Multiplier on the simulator's docs/WORKLOAD.md latencies.",
 )
 @click.option(
     "--per-agent-cap",
@@ -607,7 +607,7 @@ def bench_brownout(
 def bench_cache_cmd(
     seed: int, jobs: int, entries: int, lookups: int, threshold: float | None, as_json: bool
 ) -> None:
-    """The result cache, offline, on WORKLOAD.md's repetition model: hit rate by layer against
+    """The result cache, offline, on docs/WORKLOAD.md's repetition model: hit rate by layer against
     the oracle, false hits, lookup latency at 100,000 entries, bytes per entry."""
     from .bench_cache import cache_bench
 

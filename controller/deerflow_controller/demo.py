@@ -1,7 +1,7 @@
 """The embedded demo: a DeerFlow-shaped research DAG on a local cluster against the provider
 simulator, with live progress.
 
-Each report follows DeerFlow's pipeline (WORKLOAD.md): coordinator (llm) and background search,
+Each report follows DeerFlow's pipeline (docs/WORKLOAD.md): coordinator (llm) and background search,
 planner (llm), then research steps that each loop through LLM turns fanning out to searches and
 crawls, a Python step, and a reporter (llm). Unlike DeerFlow, the steps of a plan and the
 reports run in parallel. Tool calls are the real ``llm``, ``search`` and ``crawl`` handlers

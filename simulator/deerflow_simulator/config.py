@@ -1,6 +1,6 @@
 """The simulator's configuration: frozen dataclasses whose fields say their default and why.
 
-Defaults come from /work/shared/WORKLOAD.md. Build one in code, from a dict (``from_dict``) or
+Defaults come from docs/WORKLOAD.md. Build one in code, from a dict (``from_dict``) or
 from a JSON file (``from_json``); the last two raise ``ValueError`` naming the bad field.
 """
 
@@ -140,7 +140,7 @@ class LatencyModel:
 
 @dataclass(frozen=True, slots=True)
 class Latencies:
-    """Per-endpoint latencies before ``SimConfig.time_scale`` (WORKLOAD.md's table)."""
+    """Per-endpoint latencies before ``SimConfig.time_scale`` (docs/WORKLOAD.md's table)."""
 
     llm_first_token: LatencyModel = LatencyModel(0.8, 0.6)
     """Time to first token of a chat completion."""
@@ -203,7 +203,7 @@ class SimConfig:
     """Share of admitted requests answered 500, 502 or 503 (a brown-out raises it for a while)."""
 
     crawl_empty_rate: float = 0.15
-    """Share of URLs the reader cannot extract (an empty 200 or a 422); WORKLOAD.md: 10-25 %.
+    """Share of URLs the reader cannot extract (an empty 200 or a 422); docs/WORKLOAD.md: 10-25 %.
     Decided per URL, so the same URL fails the same way every time."""
 
     seed: int = 0

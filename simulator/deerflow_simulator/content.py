@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 SEARCH_MEDIAN_BYTES = 10_000
-"""Median size of a search response (WORKLOAD.md: 10 KB, from 2 to 100 KB)."""
+"""Median size of a search response (docs/WORKLOAD.md: 10 KB, from 2 to 100 KB)."""
 SEARCH_SIGMA = 0.6
 SEARCH_MIN_BYTES, SEARCH_MAX_BYTES = 2_000, 100_000
 

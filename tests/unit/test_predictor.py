@@ -138,7 +138,7 @@ def test_speed_resists_rare_hangs() -> None:
         agent = "slow" if i % 2 else "fast"
         run_s = (2.0 if agent == "slow" else 1.0) * math.exp(rng.gauss(0.0, 0.3))
         if agent == "fast" and i % 40 == 0:
-            run_s = 600.0  # a hung provider call, as WORKLOAD.md reports for LLMs
+            run_s = 600.0  # a hung provider call, as docs/WORKLOAD.md reports for LLMs
         p.observe("llm", agent, NONE, run_s, 0.0, 0, 0.0, i)
     assert p.agent_speed("fast") == 1.0
     assert p.agent_speed("slow") == pytest.approx(0.5, abs=0.08)

@@ -126,7 +126,7 @@ def test_a_brown_out_is_ridden_out_without_a_retry_storm() -> None:
     # During the brown-out, attempts per arriving task stay below the no-breaker expectation
     # of 1 / (1 - 0.3) = 1.43: retries do not pile onto a failing provider.
     assert result.brownout_attempts / result.brownout_arrivals < 1 / (1 - FAILURE_P)
-    assert result.trips >= 1  # 30 % 5xx opens the handler's circuit (WORKLOAD.md)
+    assert result.trips >= 1  # 30 % 5xx opens the handler's circuit (docs/WORKLOAD.md)
 
 
 def test_the_simulation_is_deterministic_for_a_seed() -> None:

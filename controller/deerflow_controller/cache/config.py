@@ -13,7 +13,7 @@ __all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "NOT_CACHEABLE", "CacheConfig", "Hand
 DEFAULT_SIMILARITY_THRESHOLD = 0.90
 """The cosine a near neighbour must reach (after the entity guard) to be served, chosen from the
 threshold sweep of ``deerflow bench cache`` (docs/BENCHMARKS.md, issue #6): the lowest swept
-threshold whose false-hit rate on the WORKLOAD.md stream is at most 0.5 % of hits, half the 1 %
+threshold whose false-hit rate on the docs/WORKLOAD.md stream is at most 0.5 % of hits, half the 1 %
 target (0.17 % at 0.90; 0.92 % at 0.85, too close; 5.3 % at 0.80). Handlers opt in by declaring
 a threshold in ``HandlerInfo``; this is the value to declare."""
 
@@ -35,7 +35,7 @@ class CacheConfig:
     max_output_bytes: int = 4 * 1024 * 1024
     """Outputs larger than this are not stored (counted); one would crowd out thousands."""
     default_ttl_s: float = 24 * 3600.0
-    """Freshness of an answer whose request names no time-sensitive word (WORKLOAD.md)."""
+    """Freshness of an answer whose request names no time-sensitive word (docs/WORKLOAD.md)."""
     fresh_ttl_s: float = 3600.0
     """Freshness of an answer whose request mentions one of ``fresh_words`` or a year."""
     fresh_words: tuple[str, ...] = ("latest", "today", "news")

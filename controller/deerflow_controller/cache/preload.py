@@ -3,7 +3,7 @@ ones, spending only idle slots and spare quota, and backs off when its guesses g
 
 Model: a first-order Markov chain over request keys per handler. Within one context (a job:
 DeerFlow's planner issues a topic's searches in a recognisable order, and identical plans recur
-across jobs, WORKLOAD.md) each request is a transition from the context's previous request.
+across jobs, docs/WORKLOAD.md) each request is a transition from the context's previous request.
 A proposal follows the most probable successors (at least ``preload_min_support`` sightings and
 ``preload_min_probability`` of the predecessor's transitions) up to three steps ahead, skipping
 anything already fresh in the cache or running.

@@ -85,7 +85,7 @@ def guard_allows(a_content: frozenset[str], a_marked: frozenset[str], b: Words) 
 
 
 def is_time_sensitive(text: str, fresh_words: tuple[str, ...], years: bool) -> bool:
-    """Whether a request asks about something that changes daily (WORKLOAD.md's freshness
+    """Whether a request asks about something that changes daily (docs/WORKLOAD.md's freshness
     rule): one of ``fresh_words`` as a whole word, or a year."""
     if years and _YEAR.search(text):
         return True

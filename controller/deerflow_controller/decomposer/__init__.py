@@ -1,5 +1,5 @@
 """The decomposer: whether and how to split a task with many items into parts, and how to merge
-the parts' results back into one ordered result (issue #4, DESIGN.md's decomposer row).
+the parts' results back into one ordered result (issue #4; the README's Scheduling section).
 
 Strategies: parallel chunks (cpu-ish), async batches (io-bound), pipeline stages (from a
 handler's own splitter), or none. Formulas are in ``_plan``; the merged output format and the

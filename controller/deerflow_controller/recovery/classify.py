@@ -1,4 +1,4 @@
-"""Which of DeerFlow 2.0's error classes a failed attempt belongs to (WORKLOAD.md).
+"""Which of DeerFlow 2.0's error classes a failed attempt belongs to (docs/WORKLOAD.md).
 
 A handler may state the class itself (``TaskError.error_class``); that is trusted. Otherwise the
 class follows from the error's kind and the provider signals the handler reported beside it

@@ -70,7 +70,7 @@ class BreakerConfig:
     one poisoned task retrying many times never opens a circuit for everybody."""
 
     failure_ratio: float = 0.25
-    """Share of counted outcomes in the window that failed. A quarter: WORKLOAD.md's brown-out
+    """Share of counted outcomes in the window that failed. A quarter: docs/WORKLOAD.md's brown-out
     (30 % 5xx) should open breakers, while the odd failure among healthy traffic should not."""
 
     counted: frozenset[ErrorClass] = frozenset({ErrorClass.TRANSIENT, ErrorClass.TIMEOUT})
