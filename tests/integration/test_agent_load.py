@@ -25,13 +25,11 @@ ONE_CORE_PERCENT = 100.0 / (os.cpu_count() or 1)
 def busy_loop() -> Iterator[Callable[[], int]]:
     """Start processes that spin on one core each, outside any agent; each is killed by its pid
     at the end of the test."""
-    pids: list[int] = []
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> int:
         proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         procs.append(proc)
-        pids.append(proc.pid)
         return proc.pid
 
     yield start
@@ -88,8 +86,10 @@ async def test_an_agent_running_a_cpu_task_counts_its_pool_workers_cpu_as_its_ow
         try:
             # About 4 s of SHA-256 on one idle core, in the agent's process pool (a child).
             job = await client.submit([Task("spin", "cpu", {"rounds": 4_000_000})])
+            # A tolerant bound: on a machine shared with other work the worker may get a fraction
+            # of a core; an idle agent reads about 0.5 % (the test above).
             agent = await wait_for_agent(
-                client, lambda a: a.process_cpu_percent >= 0.6 * ONE_CORE_PERCENT
+                client, lambda a: a.process_cpu_percent >= 0.2 * ONE_CORE_PERCENT
             )
             assert agent.process_cpu_percent <= agent.cpu_percent + 5.0  # part of the machine's
             await job.wait(timeout_s=60)  # a running cpu task cannot be stopped: let it end
