@@ -113,6 +113,15 @@ def test_a_hot_machine_must_stay_hot_for_the_window() -> None:
     assert ids(stats(window={"agent_load": hot, "seconds": 3.0})) == []
 
 
+def test_a_hot_machine_whose_agent_is_idle_blames_the_other_work_not_the_slots() -> None:
+    load = {"cpu_percent": 97.0, "memory_percent": 30.0}
+    (busy,) = suggest(stats(window={"agent_load": {"a1": {**load, "process_cpu_percent": 90.0}}}))
+    assert "lower its --slots" in busy.detail
+    (idle,) = suggest(stats(window={"agent_load": {"a1": {**load, "process_cpu_percent": 1.0}}}))
+    assert idle.id == "hot_agent:a1:cpu" and idle.value == 97.0
+    assert "own processes used only 1%" in idle.detail and "--slots" not in idle.detail
+
+
 def test_no_agents_with_ready_work_is_critical() -> None:
     (s,) = suggest(stats(agents=[], tasks={"live": {"queued": 4, "throttled": 1}}))
     assert (s.id, s.severity, s.value) == ("no_agents", "critical", 5.0)

@@ -46,8 +46,9 @@ class Sample:
     """Slots in use: each agent's in-flight attempts, at most its slots."""
     slots: int
     rate_limited: dict[str, int] = field(default_factory=dict)
-    agent_load: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Agent id -> (CPU %, memory %) from its last heartbeat."""
+    agent_load: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    """Agent id -> (machine CPU %, machine memory %, the agent's own processes' CPU %) from its
+    last heartbeat."""
 
 
 class StatsHistory:
@@ -80,7 +81,10 @@ class StatsHistory:
             busy=busy,
             slots=slots,
             rate_limited={k: g.stats.rate_limited for k, g in sched.limiter.gates.items()},
-            agent_load={a.id: (a.cpu_percent, a.memory_percent) for a in sched.agents.values()},
+            agent_load={
+                a.id: (a.cpu_percent, a.memory_percent, a.process_cpu_percent)
+                for a in sched.agents.values()
+            },
         )
         self.samples.append(s)
         return s
@@ -110,7 +114,7 @@ class StatsHistory:
         utilisation = []
         utilisation_queued = []
         max_queued = 0
-        load: dict[str, list[tuple[float, float]]] = {}
+        load: dict[str, list[tuple[float, float, float]]] = {}
         for s in reversed(samples):
             if last.time - s.time > seconds:
                 break
@@ -120,8 +124,8 @@ class StatsHistory:
                 if s.queued:
                     utilisation_queued.append(s.busy / s.slots)
             max_queued = max(max_queued, s.queued + s.throttled)
-            for agent_id, cpu_mem in s.agent_load.items():
-                load.setdefault(agent_id, []).append(cpu_mem)
+            for agent_id, figures in s.agent_load.items():
+                load.setdefault(agent_id, []).append(figures)
         span = last.time - first.time
         return {
             "seconds": round(span, 1),
@@ -147,8 +151,9 @@ class StatsHistory:
             },
             "agent_load": {
                 agent_id: {
-                    "cpu_percent": round(sum(c for c, _ in v) / len(v), 1),
-                    "memory_percent": round(sum(m for _, m in v) / len(v), 1),
+                    "cpu_percent": round(sum(c for c, _, _ in v) / len(v), 1),
+                    "memory_percent": round(sum(m for _, m, _ in v) / len(v), 1),
+                    "process_cpu_percent": round(sum(o for _, _, o in v) / len(v), 1),
                 }
                 for agent_id, v in load.items()
             },

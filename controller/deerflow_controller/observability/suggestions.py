@@ -225,14 +225,21 @@ def agent_health(stats: Stats) -> list[Suggestion]:
         for what, key in (("CPU", "cpu_percent"), ("memory", "memory_percent")):
             value = avg[key] if avg else 0.0  # averaged over the window, never one heartbeat
             if value > HOT_MACHINE_PERCENT:
+                advice = "its tasks slow each other down; lower its --slots or add a machine."
+                own = avg.get("process_cpu_percent") if avg and what == "CPU" else None
+                if own is not None and own < value / 2:
+                    # The machine's CPU, not the agent's: --slots would not help.
+                    advice = (
+                        f"the agent's own processes used only {own:.0f}%: other work on that "
+                        "machine takes it; move that work or the agent."
+                    )
                 out.append(
                     Suggestion(
                         f"hot_agent:{a['id']}:{what.lower()}",
                         "warning",
                         f"Agent {a['id']} is short of {what}",
                         f"Agent {a['id']}'s machine averaged {value:.0f}% {what} over the last "
-                        f"{w['seconds']:.0f} s: its tasks slow each other down; lower its "
-                        "--slots or add a machine.",
+                        f"{w['seconds']:.0f} s: {advice}",
                         round(value, 1),
                         HOT_MACHINE_PERCENT,
                     )
