@@ -192,7 +192,7 @@ class SchedulerCore:
         self._rate_timer_at = math.inf
         self.jobs: dict[str, Job] = {}
         self.agents: dict[str, AgentView] = {}
-        self.ready = ReadyQueue()
+        self.ready = ReadyQueue(self.config.tenant_weights)
         self.counters = Counters()
         self.outbox = Outbox()
         self._rng = random.Random(seed)
@@ -432,8 +432,9 @@ class SchedulerCore:
             self._dispatch(now)
 
     def agent_draining(self, agent_id: str, not_started: Iterable[AttemptKey], now: float) -> None:
-        """The agent takes no new work; attempts it never started go back to the queue without
-        counting as a try."""
+        """The agent takes no new work; attempts it never started go back to the queue, in their
+        old place, without counting as a try and keeping their rate admission (their requests
+        were never sent, so their keys are not charged again)."""
         agent = self.agents.get(agent_id)
         if agent is None:
             return
@@ -444,7 +445,6 @@ class SchedulerCore:
             if task is None or task.terminal or task.attempt != key[2]:
                 continue
             task.agent_id = ""
-            self.limiter.end_attempt(task)
             self._make_ready(task, now)
         self._dispatch(now)
 
@@ -699,7 +699,9 @@ class SchedulerCore:
             self._push_timer(
                 now + spec.schedule_to_start_s, _Timer.SCHEDULE_TO_START, task, task.attempt
             )
-        if task.spec.rate_keys:
+        if task.spec.rate_keys and task.rate_hold is None:
+            # (A task still holding its admission, an attempt given back unstarted, goes
+            # straight to the ready queue: its request was never sent, so nothing is owed.)
             if detail:
                 self._emit(task, TaskState.QUEUED, now, detail=detail)
             self.limiter.offer(task, now)

@@ -118,6 +118,16 @@ class Task:
     error: TaskError | None = None
     ready_seq: int = 0
     ready_at: float = 0.0
+    queue_place: int = 0
+    """The ready queue's sequence number at the task's first push (0: never queued): a task
+    queued again (a retry, an attempt given back) keeps its place."""
+    queue_order: float = 0.0
+    """Its rank within its tenant and priority at that first push (see ``ReadyQueue``)."""
+    throttle_place: int = 0
+    """The rate limiter's sequence number at the task's first wait (0: never throttled): a
+    retried task waits in its old place on its keys."""
+    throttled_on: str = ""
+    """The rate key in whose line this THROTTLED task waits (the first key that lacked room)."""
     deadline: float = 0.0
     """When the controller gives up on the current attempt (start-to-close + grace)."""
     rate_hold: list[tuple[str, float]] | None = None
