@@ -735,3 +735,74 @@ def test_an_attempt_a_draining_agent_gives_back_frees_its_slot_once() -> None:
     assert gate(s).in_flight == 2
     s.finished("B", [ok("x", 2)], 2.0)
     end_bystander(s, job, 3.0)
+
+
+# ----------------------------------------------------------------- given back, blocked, retried
+
+
+def test_a_task_a_draining_agent_gives_back_is_not_charged_its_rate_budget_again() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 1, 0.0)
+    job = s.submit(JOB, "", [spec("x", KEY)], 0.0)
+    assert assigned_ids(s.take()) == ["x"]
+    s.agent_joined("B", ["llm"], 1, 0.25)
+
+    s.agent_draining("A", [key("x", 1)], 0.5)
+
+    # Its request was never sent: it goes to B at once, not when the bucket refills at t=1.
+    assert assigned_ids(s.take(), "B") == ["x"]
+    assert (gate(s).stats.admitted, gate(s).in_flight) == (1, 1)
+    s.finished("B", [ok("x", 2)], 0.75)
+    assert_slots_settled(s)
+    assert_event_log_sound(job)
+
+
+def test_a_task_whose_second_key_is_full_does_not_block_the_first_keys_line() -> None:
+    s = make(
+        {
+            "a": KeyLimits(concurrency=10, adaptive=False),
+            "b": KeyLimits(concurrency=1, adaptive=False),
+        }
+    )
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", [spec("holds-b", "b"), spec("x", "a", "b")], 0.0)
+    assert assigned_ids(s.take()) == ["holds-b"]
+
+    s.submit("j2", "", specs(3, "a", prefix="y"), 0.5)
+
+    assert assigned_ids(s.take()) == ["y0", "y1", "y2"]  # x waits on b, not in a's line
+    assert job.tasks["x"].state == TaskState.THROTTLED
+    assert (gate(s, "a").waiting, gate(s, "b").waiting) == (0, 1)
+    s.finished("A", [ok("holds-b", 1)], 1.0)
+    assert assigned_ids(s.take()) == ["x"]
+    assert job.tasks["x"].rate_hold == [("a", 1000.0), ("b", 1000.0)]
+    assert_event_log_sound(job)
+
+
+def test_a_blocked_two_key_task_keeps_its_place_when_it_moves_between_lines() -> None:
+    s = make({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", [spec("holds-b", "b"), spec("x", "a", "b")], 0.0)
+    assert assigned_ids(s.take()) == ["holds-b"]
+    s.submit("j2", "", specs(3, "a", prefix="y"), 0.5)
+    assert assigned_ids(s.take()) == ["y0"]  # a's budget goes on while x waits for b
+
+    s.finished("A", [ok("holds-b", 1)], 1.2)  # b has room now, a again at t=1.5
+    assert assigned_ids(s.take()) == []
+    run_timers(s, 1.5)
+
+    assert assigned_ids(s.take()) == ["x"]  # ahead of y1, which came after it
+    assert_event_log_sound(job)
+
+
+def test_a_retried_rate_keyed_task_keeps_its_place_on_its_key() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(4, KEY), 0.0)
+    assert assigned_ids(s.take()) == ["t0"]
+
+    s.finished("A", [AttemptResult(key("t0", 1), ok=False)], 0.1)
+    run_timers(s, 3.0)
+
+    assert admissions(job) == [(0.0, "t0"), (1.0, "t0"), (2.0, "t1"), (3.0, "t2")]
+    assert_event_log_sound(job)
