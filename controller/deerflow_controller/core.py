@@ -101,6 +101,8 @@ class _Timer(IntEnum):
     SCHEDULE_TO_START = 7
     HEARTBEAT = 8
     RECOVERY = 9
+    SCHEDULE_TO_CLOSE = 10
+    JOB_DEADLINE = 11
 
 
 _NO_METADATA: Mapping[str, str] = {}
@@ -116,8 +118,11 @@ _RATE_WINDOW_S = 0.05
 """An agent's completion rate is measured over windows at least this long."""
 _RATE_ALPHA = 0.3
 """Weight of the newest window when an agent's completion rate falls (a rise counts at once)."""
-_TASK_TIMERS = frozenset({_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START})
-"""Timers about one attempt of one task: dead once the task ends or moves to a later attempt."""
+_TASK_TIMERS = frozenset(
+    {_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START, _Timer.SCHEDULE_TO_CLOSE}
+)
+"""Timers about one task (about one attempt of it, but for schedule-to-close, whose token is
+0): dead once the task ends or moves to a later attempt."""
 
 
 @dataclass(slots=True)
@@ -278,10 +283,20 @@ class SchedulerCore:
 
     # ----------------------------------------------------------------- jobs
 
-    def submit(self, job_id: str, name: str, specs: Sequence[TaskSpec], now: float) -> Job:
-        """Accept a validated job (see ``validation.validate_job``); release its ready tasks."""
+    def submit(
+        self,
+        job_id: str,
+        name: str,
+        specs: Sequence[TaskSpec],
+        now: float,
+        *,
+        deadline_s: float = 0.0,
+    ) -> Job:
+        """Accept a validated job (see ``validation.validate_job``); release its ready tasks.
+        ``deadline_s`` (seconds from ``now``; 0: none) ends its unfinished tasks TIMED_OUT."""
         cfg = self.config
         job = Job(id=job_id, name=name, submitted_at=now)
+        self._arm_job_deadline(job, now, deadline_s)
         tasks = job.tasks
         for spec in specs:
             tasks[spec.id] = Task(
@@ -586,6 +601,14 @@ class SchedulerCore:
             elif kind == _Timer.RECOVERY and self._recovery_timer_at <= now:
                 self._recovery_timer_at = math.inf
                 self._advance_recovery(now)
+            elif kind == _Timer.SCHEDULE_TO_CLOSE:
+                assert isinstance(subject, Task)
+                if not subject.terminal and subject.close_at <= now:
+                    self._schedule_to_close_due(subject, now)
+            elif kind == _Timer.JOB_DEADLINE:
+                assert isinstance(subject, Job)
+                if self.jobs.get(subject.id) is subject and not subject.done:
+                    self._job_deadline_due(subject, now)
         self._dispatch(now)
 
     # ----------------------------------------------------------------- internals
@@ -693,6 +716,10 @@ class SchedulerCore:
             return
         if self.cache is not None and task.cache_key is None and self._from_cache(task, now):
             return
+        if spec.schedule_to_close_s > 0 and not task.close_at:
+            # Across all attempts, from the first time the task is ready (Temporal's).
+            task.close_at = now + spec.schedule_to_close_s
+            self._push_timer(task.close_at, _Timer.SCHEDULE_TO_CLOSE, task)
         if spec.schedule_to_start_s > 0 and task.scheduled_attempt != task.attempt:
             # Each attempt gets its own schedule-to-start, as in Temporal.
             task.scheduled_attempt = task.attempt
@@ -884,6 +911,68 @@ class SchedulerCore:
         self.counters.schedule_timeouts += 1
         self._release_slot_by_cancel(task)
         self._finish(task, TaskState.TIMED_OUT, now, error=error)
+
+    def _schedule_to_close_due(self, task: Task, now: float) -> None:
+        """Schedule-to-close expired: the task ends TIMED_OUT wherever it is, an attempt still
+        on an agent is cancelled there, and its dependents fail. Never retried."""
+        limit = task.spec.schedule_to_close_s
+        attempts = f"{task.attempt} attempt{'s' if task.attempt != 1 else ''}"
+        error = TaskError(
+            ErrorKind.SCHEDULE_TO_CLOSE_TIMEOUT,
+            f"the task did not finish within its schedule-to-close timeout of {limit:g} s "
+            f"({attempts}; it was {self._whereabouts(task)}); raise schedule_to_close_s, or "
+            "add agents or slots",
+            error_class=ErrorClass.TIMEOUT,
+        )
+        self._release_slot_by_cancel(task)
+        detail = f"schedule-to-close timeout of {limit:g} s passed"
+        self._finish(task, TaskState.TIMED_OUT, now, error=error, detail=detail)
+
+    def _arm_job_deadline(self, job: Job, now: float, deadline_s: float) -> None:
+        """Arm ``job``'s deadline, ``deadline_s`` after ``now`` (no timer for 0)."""
+        if deadline_s > 0:
+            job.deadline_s = deadline_s
+            self._push_timer(now + deadline_s, _Timer.JOB_DEADLINE, job)
+
+    def _job_deadline_due(self, job: Job, now: float) -> None:
+        """The job's deadline passed: each unfinished task ends TIMED_OUT (pending ones too),
+        attempts still on agents are cancelled there. As with cancelling a whole job, every
+        unfinished task gets the deadline as its own reason, none DEPENDENCY_FAILED."""
+        ended: list[Task] = []
+        for task in job.tasks.values():
+            if task.terminal:
+                continue
+            error = TaskError(
+                ErrorKind.JOB_DEADLINE_EXCEEDED,
+                f"job {job.id!r} reached its deadline of {job.deadline_s:g} s before this task "
+                f"finished (it was {self._whereabouts(task)}); raise the job's deadline_s, or "
+                "add agents or slots",
+                error_class=ErrorClass.TIMEOUT,
+            )
+            self._release_slot_by_cancel(task)
+            detail = f"job deadline of {job.deadline_s:g} s passed"
+            self._terminal(task, TaskState.TIMED_OUT, now, error, None, None, detail)
+            ended.append(task)
+        for task in ended:
+            self._fail_dependents(task, now)
+
+    @staticmethod
+    def _whereabouts(task: Task) -> str:
+        """Where an unfinished task is, for a timeout's message."""
+        state = task.state
+        if state == TaskState.PENDING:
+            return "waiting for its dependencies"
+        if state == TaskState.QUEUED:
+            if task.ready_seq:
+                return "queued for a free slot"
+            if task.failures:
+                return f"waiting to retry after {task.failures} failed attempts"
+            return "queued"
+        if state == TaskState.THROTTLED:
+            return f"throttled ({task.parked_on} circuit open)" if task.parked_on else "throttled"
+        if state == TaskState.DISPATCHED:
+            return f"waiting unstarted on agent {task.agent_id!r}"
+        return f"running attempt {task.attempt} on agent {task.agent_id!r}"
 
     def _heartbeat_due(self, task: Task, now: float) -> None:
         hb = task.spec.heartbeat_timeout_s

@@ -98,6 +98,9 @@ class TaskSpec:
     failed item) instead of failing at the first failed part."""
     est_duration_s: float = 0.0
     """The submitter's estimate of one attempt; 0 lets the predictor estimate it."""
+    schedule_to_close_s: float = 0.0
+    """The longest the task may take over all its attempts, from first ready to its end
+    (0: no limit); then it ends TIMED_OUT."""
 
 
 @dataclass(slots=True, eq=False)
@@ -134,6 +137,8 @@ class Task:
     """(rate key, tokens charged) while the task holds its keys' slots."""
     progress_at: float = 0.0
     """When the running attempt last showed life (start or progress report): heartbeat timeout."""
+    close_at: float = 0.0
+    """When schedule-to-close ends the task (0: not armed; armed when it is first ready)."""
     scheduled_attempt: int = -1
     """The attempt number the armed schedule-to-start timer guards (-1: none armed)."""
     retry: RetryState | None = None
@@ -213,6 +218,8 @@ class Job:
     terminal_events: int = 0
     parts: dict[str, Task] = field(default_factory=dict)
     """Parts of split tasks, by part id: dispatched like tasks, invisible to clients."""
+    deadline_s: float = 0.0
+    """Its deadline after acceptance (0: none): then its unfinished tasks end TIMED_OUT."""
 
     @property
     def done(self) -> bool:
