@@ -107,10 +107,10 @@ def test_schedule_to_close_counts_from_when_the_task_is_first_ready() -> None:
     assert [t.id for t in s.take().assignments["A"]] == ["x"]
 
     run_timers(s, 24.9)
-    assert job.tasks["x"].state == TaskState.DISPATCHED
+    assert trail(job, "x")[-1] == TaskState.DISPATCHED
     run_timers(s, 25.0)
 
-    assert job.tasks["x"].state == TaskState.TIMED_OUT
+    assert trail(job, "x")[-1] == TaskState.TIMED_OUT
     assert "it was waiting unstarted on agent 'A'" in error_of(job, "x").message
     assert_event_log_sound(job)
 
