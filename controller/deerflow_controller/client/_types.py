@@ -47,7 +47,7 @@ class Task:
     est_tokens: float = 0.0
     """Estimated tokens (LLM calls); corrected from reported usage."""
     tenant: str = ""
-    """Tasks of different tenants share a rate key fairly."""
+    """Within a priority, tenants take turns in each handler's queue and on each rate key."""
     schedule_to_start_s: float = 0.0
     """Fail the task TIMED_OUT if no agent starts an attempt within this (0 = no limit)."""
     heartbeat_timeout_s: float = 0.0
