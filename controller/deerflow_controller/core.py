@@ -800,6 +800,9 @@ class SchedulerCore:
         place = len(self.agents) > 1
         placement_min = self.config.placement_min_s
         all_agents = self.agents.values()
+        # Tasks no agent can take now go back to the queue, in their place, after this round:
+        # put back at once, one would come out first again and hold up the tasks behind it.
+        waiting: list[Task] = []
         while agents and len(self.ready):
             still: list[AgentView] = []
             for agent in agents:
@@ -822,13 +825,15 @@ class SchedulerCore:
                     choice = self._place(task, candidates, now)
                     if choice is None:
                         # Every eligible agent is over its ceilings and busy: wait for room.
-                        self._push_ready(task, now)
+                        waiting.append(task)
                         continue
                     target = choice
                 self._assign(task, target, now)
                 if agent.credit > 0:
                     still.append(agent)
             agents = still
+        for task in waiting:
+            self._push_ready(task, now)
 
     def _assign(self, task: Task, agent: AgentView, now: float, detail: str = "") -> None:
         task.attempt += 1

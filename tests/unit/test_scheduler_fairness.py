@@ -115,3 +115,29 @@ def test_a_task_a_draining_agent_gives_back_keeps_its_place_in_the_ready_queue()
     assert order == ["x", "y1", "y2", "y3", "y4"]
     assert trail(s.jobs[JOB], "x")[-2:] == [TaskState.DISPATCHED, TaskState.SUCCEEDED]
     assert_event_log_sound(s.jobs[JOB])
+
+
+def test_a_task_no_agent_can_take_yet_does_not_hold_up_the_tasks_behind_it() -> None:
+    s = make()
+    for agent in ("A", "B"):
+        s.agent_joined(agent, ["work", "echo"], 4, 0.0)
+    s.submit("busy", "", [TaskSpec(id=f"b{i}", handler="work") for i in range(2)], 0.0)
+    s.take()
+    for agent in ("A", "B"):
+        s.heartbeat(agent, 1, 10.0, 95.0, 0.5)  # over the memory ceiling, and busy
+
+    job = s.submit(
+        JOB,
+        "",
+        [
+            TaskSpec(id="big", handler="work", est_duration_s=10.0),
+            *(TaskSpec(id=f"s{i}", handler="echo", est_duration_s=0.001) for i in range(3)),
+        ],
+        1.0,
+    )
+
+    sent = sorted(t.id for tasks in s.take().assignments.values() for t in tasks)
+    assert sent == ["s0", "s1", "s2"]  # tiny tasks skip placement; big waits for room
+    assert job.tasks["big"].state == TaskState.QUEUED
+    assert s.queued() == 1
+    assert_event_log_sound(job)
