@@ -97,28 +97,51 @@ class _Lane:
                 return heap[0]
             self._forget(tenant)
             return None
-        top: int | None = None
-        for tenant in list(self.turns):
-            heap = tenants[tenant]
-            if not _live(heap):
-                self._forget(tenant)
-            elif top is None or heap[0][0] < top:
-                top = heap[0][0]
-        if top is None:
-            return None
-        contending = [t for t in self.turns if tenants[t][0][0] == top]
+        # One pass: the best priority waiting, and the first tenant in turn at that priority
+        # whose deficit pays for a task. A tenant's head is live unless it was discarded (then
+        # its heap is cleaned, and the tenant forgotten if nothing live is left).
         deficit = self.deficit
-        for _ in range(2):
-            for tenant in contending:
-                if deficit[tenant] >= _CREDIT:
-                    self.chosen = tenant
-                    return tenants[tenant][0]
-            # A new round: every contending tenant's deficit grows by its weight, as many
-            # times as it takes for one of them to afford a task.
-            rounds = min(math.ceil((1.0 - deficit[t]) / weights.get(t, 1.0)) for t in contending)
-            for tenant in contending:
-                deficit[tenant] += max(1, rounds) * weights.get(tenant, 1.0)
-        raise AssertionError("a round of the deficit round robin gave no tenant a task")
+        top = 0
+        found = False
+        chosen = ""
+        gone: list[str] | None = None
+        for tenant in self.turns:
+            heap = tenants[tenant]
+            if heap:
+                e = heap[0]  # inlined: _live() is a call, and this loop runs per dispatch
+                live = (e[4].ready_seq == e[3] and e[4].state == TaskState.QUEUED) or _live(heap)
+            else:
+                live = False
+            if not live:
+                gone = [*(gone or ()), tenant]
+                continue
+            priority = heap[0][0]
+            if not found or priority < top:
+                top, found = priority, True
+                chosen = tenant if deficit[tenant] >= _CREDIT else ""
+            elif priority == top and not chosen and deficit[tenant] >= _CREDIT:
+                chosen = tenant
+        if gone:
+            for tenant in gone:
+                self._forget(tenant)
+        if not found:
+            return None
+        if chosen:
+            self.chosen = chosen
+            return tenants[chosen][0]
+        # A new round: every contending tenant's deficit grows by its weight, as many times as
+        # it takes for one of them to afford a task; the first in turn that can goes.
+        contending = [t for t in self.turns if tenants[t][0][0] == top]
+        rounds = max(
+            1, min(math.ceil((1.0 - deficit[t]) / weights.get(t, 1.0)) for t in contending)
+        )
+        for tenant in contending:
+            deficit[tenant] += rounds * weights.get(tenant, 1.0)
+            if not chosen and deficit[tenant] >= _CREDIT:
+                chosen = tenant
+        assert chosen, "a round of the deficit round robin gave no tenant a task"
+        self.chosen = chosen
+        return tenants[chosen][0]
 
     def pop(self) -> Task:
         """Remove the entry :meth:`head` returned; the tenant's turn ends when its deficit
