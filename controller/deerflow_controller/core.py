@@ -712,14 +712,15 @@ class SchedulerCore:
             error = self._unmatched_labels_error(spec.handler, spec.labels)
             self._finish(task, TaskState.FAILED, now, error=error)
             return
+        if spec.schedule_to_close_s > 0 and not task.close_at:
+            # Across all attempts, from the first time the task is ready (Temporal's); armed
+            # before splitting or a cache flight, which it bounds too.
+            task.close_at = now + spec.schedule_to_close_s
+            self._push_timer(task.close_at, _Timer.SCHEDULE_TO_CLOSE, task)
         if task.split is None and task.parent is None and self._split(task, now):
             return
         if self.cache is not None and task.cache_key is None and self._from_cache(task, now):
             return
-        if spec.schedule_to_close_s > 0 and not task.close_at:
-            # Across all attempts, from the first time the task is ready (Temporal's).
-            task.close_at = now + spec.schedule_to_close_s
-            self._push_timer(task.close_at, _Timer.SCHEDULE_TO_CLOSE, task)
         if spec.schedule_to_start_s > 0 and task.scheduled_attempt != task.attempt:
             # Each attempt gets its own schedule-to-start, as in Temporal.
             task.scheduled_attempt = task.attempt
@@ -972,11 +973,15 @@ class SchedulerCore:
                 return "queued for a free slot"
             if task.failures:
                 return f"waiting to retry after {task.failures} failed attempts"
+            if task.cache_leader is not None:
+                return f"waiting for the identical task {task.cache_leader[1]!r}"
             return "queued"
         if state == TaskState.THROTTLED:
             return f"throttled ({task.parked_on} circuit open)" if task.parked_on else "throttled"
         if state == TaskState.DISPATCHED:
             return f"waiting unstarted on agent {task.agent_id!r}"
+        if isinstance(task.split, _SplitRun):
+            return f"running split into {len(task.split.parts)} parts"
         return f"running attempt {task.attempt} on agent {task.agent_id!r}"
 
     def _heartbeat_due(self, task: Task, now: float) -> None:

@@ -5,6 +5,7 @@ clock (``scheduling.run_timers``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +14,7 @@ from deerflow_controller.client import Task
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.ha.journal import JournaledJob
 from deerflow_controller.ha.restore import restore_jobs
-from deerflow_controller.model import ErrorKind, TaskError, TaskSpec, TaskState
+from deerflow_controller.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 from deerflow_protos import client_pb2
@@ -246,3 +247,22 @@ def test_the_sdk_sends_schedule_to_close_and_the_controller_reads_it() -> None:
     proto = Task("a", "echo", schedule_to_close_s=42.5).to_proto()
 
     assert wire.spec_from_proto(proto).schedule_to_close_s == 42.5
+
+
+def test_schedule_to_close_bounds_a_split_task_and_stops_its_parts() -> None:
+    s = make()
+    traits = {"hash": HandlerTraits(kind="cpu", items_field="items", default_duration_s=1.0)}
+    s.agent_joined("A", ["hash"], 4, 0.0, traits=traits)
+    payload = json.dumps({"items": list(range(8))}).encode()
+    job = s.submit(
+        JOB, "", [TaskSpec(id="t", handler="hash", payload=payload, schedule_to_close_s=5.0)], 0.0
+    )
+    parts = s.take().assignments["A"]
+    assert len(parts) == 4
+
+    run_timers(s, 5.0)
+
+    assert trail(job, "t") == [TaskState.RUNNING, TaskState.TIMED_OUT]
+    assert "it was running split into 4 parts" in error_of(job, "t").message
+    assert sorted(k[1] for k in s.take().cancels["A"]) == sorted(p.id for p in parts)
+    assert_event_log_sound(job)
