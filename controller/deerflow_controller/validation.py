@@ -76,6 +76,16 @@ def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
     name = repr(spec.id)
     if not spec.handler:
         raise JobRejected(f"task {name} names no handler; set handler to an installed handler")
+    for field, value in (
+        ("timeout_s", spec.timeout_s),
+        ("schedule_to_start_s", spec.schedule_to_start_s),
+        ("heartbeat_timeout_s", spec.heartbeat_timeout_s),
+        ("est_tokens", spec.est_tokens),
+        ("est_duration_s", spec.est_duration_s),
+    ):
+        # NaN passes every comparison below and would poison the timer and queue heaps.
+        if not math.isfinite(value):
+            raise JobRejected(f"task {name} has {field} {value!r}; use a finite number")
     if spec.timeout_s < 0:
         raise JobRejected(
             f"task {name} has a negative timeout ({spec.timeout_s} s); "

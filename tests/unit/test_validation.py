@@ -219,3 +219,16 @@ def test_a_job_deadline_that_is_negative_not_finite_or_over_7_days_is_rejected(
     assert caught.value.message == (
         f"the job's deadline_s is {bad!r}; use a number of seconds from 0 (no deadline) to 604800"
     )
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["timeout_s", "schedule_to_start_s", "heartbeat_timeout_s", "est_tokens", "est_duration_s"],
+)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_number_that_is_not_finite_is_rejected_naming_its_field(field: str, bad: float) -> None:
+    spec = TaskSpec(id="a", handler="echo")
+    setattr(spec, field, bad)
+    error = rejection([spec])
+
+    assert error.message == f"task 'a' has {field} {bad!r}; use a finite number"
