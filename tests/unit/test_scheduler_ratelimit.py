@@ -25,7 +25,7 @@ from deerflow_controller.ratelimit import KeyGate, KeyLimits, LimiterConfig, Rat
 from deerflow_controller.ratelimit.gate import DEFAULT_PAUSE_S
 from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
-from .scheduling import JOB, assert_event_log_sound, events_of, key, trail
+from .scheduling import JOB, assert_event_log_sound, events_of, key, run_timers, trail
 
 KEY = "llm/openai"
 
@@ -113,20 +113,6 @@ def admission_times(job: Job) -> list[float]:
 
 def gate(s: Scheduler, rate_key: str = KEY) -> KeyGate:
     return s.limiter.gates[rate_key]
-
-
-def run_timers(s: Scheduler, until: float) -> float:
-    """Tick at every instant next_timer() reports up to ``until``; returns the last tick time.
-    Fails when the scheduler keeps asking to be ticked at one instant without moving on."""
-    last, repeats = -1.0, 0
-    while True:
-        when = s.next_timer()
-        if when is None or when > until:
-            return last
-        repeats = repeats + 1 if when == last else 0
-        assert repeats < 20, f"next_timer() stays at {when!r}: ticking there changes nothing"
-        s.tick(when)
-        last = when
 
 
 def assert_slots_settled(s: Scheduler) -> None:
