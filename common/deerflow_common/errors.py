@@ -30,6 +30,10 @@ class ErrorKind(IntEnum):
     """A long task reported no progress within its heartbeat timeout."""
     CIRCUIT_OPEN = 11
     """A circuit breaker stayed open longer than the task could wait."""
+    SCHEDULE_TO_CLOSE_TIMEOUT = 12
+    """Schedule-to-close expired: over all its attempts the task took too long (not retried)."""
+    JOB_DEADLINE_EXCEEDED = 13
+    """The job's deadline passed before the task finished (not retried)."""
 
 
 class ErrorClass(IntEnum):

@@ -102,7 +102,7 @@ def _task_from_json(obj: Any, where: str) -> Task:
         raise click.BadParameter(f"{where}: a task must be a JSON object, got {type(obj).__name__}")
     unknown = set(obj) - {
         "id", "handler", "payload", "payload_b64", "priority", "depends_on", "timeout_s",
-        "max_retries", "labels", "rate_keys", "est_tokens", "tenant",
+        "max_retries", "labels", "rate_keys", "est_tokens", "tenant", "schedule_to_close_s",
     }  # fmt: skip
     if unknown:
         raise click.BadParameter(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -124,6 +124,7 @@ def _task_from_json(obj: Any, where: str) -> Task:
         rate_keys=list(obj.get("rate_keys", [])),
         est_tokens=float(obj.get("est_tokens", 0)),
         tenant=str(obj.get("tenant", "")),
+        schedule_to_close_s=float(obj.get("schedule_to_close_s", 0)),
     )
 
 

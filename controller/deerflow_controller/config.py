@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .balancer import BalancerConfig
@@ -68,6 +69,13 @@ class SchedulerConfig:
     placement_min_s: float = 0.005
     """Tasks predicted shorter than this skip the balancer's placement and stealing (they go
     round-robin to agents with credit): choosing costs more than it could gain."""
+
+    tenant_weights: Mapping[str, float] = field(default_factory=dict)
+    """Each tenant's share of a handler's queue within a priority (``--tenant-weight
+    TENANT=W``); tenants not listed weigh 1. The ready queue serves the tenants waiting at one
+    priority by weighted deficit round robin, so a tenant that submits 16 tasks cannot hold back
+    another's 4: with weights 3 and 1 they get three tasks and one in turn. Finite and
+    positive."""
 
     steal: bool = True
     """Move attempts prefetched to a lagging agent, not yet started, to an idle one."""

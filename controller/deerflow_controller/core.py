@@ -101,6 +101,8 @@ class _Timer(IntEnum):
     SCHEDULE_TO_START = 7
     HEARTBEAT = 8
     RECOVERY = 9
+    SCHEDULE_TO_CLOSE = 10
+    JOB_DEADLINE = 11
 
 
 _NO_METADATA: Mapping[str, str] = {}
@@ -121,8 +123,11 @@ _RATE_WINDOW_S = 0.05
 """An agent's completion rate is measured over windows at least this long."""
 _RATE_ALPHA = 0.3
 """Weight of the newest window when an agent's completion rate falls (a rise counts at once)."""
-_TASK_TIMERS = frozenset({_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START})
-"""Timers about one attempt of one task: dead once the task ends or moves to a later attempt."""
+_TASK_TIMERS = frozenset(
+    {_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START, _Timer.SCHEDULE_TO_CLOSE}
+)
+"""Timers about one task (about one attempt of it, but for schedule-to-close, whose token is
+0): dead once the task ends or moves to a later attempt."""
 
 
 @dataclass(slots=True)
@@ -197,7 +202,7 @@ class SchedulerCore:
         self._rate_timer_at = math.inf
         self.jobs: dict[str, Job] = {}
         self.agents: dict[str, AgentView] = {}
-        self.ready = ReadyQueue()
+        self.ready = ReadyQueue(self.config.tenant_weights)
         self.counters = Counters()
         self.outbox = Outbox()
         self._rng = random.Random(seed)
@@ -283,10 +288,20 @@ class SchedulerCore:
 
     # ----------------------------------------------------------------- jobs
 
-    def submit(self, job_id: str, name: str, specs: Sequence[TaskSpec], now: float) -> Job:
-        """Accept a validated job (see ``validation.validate_job``); release its ready tasks."""
+    def submit(
+        self,
+        job_id: str,
+        name: str,
+        specs: Sequence[TaskSpec],
+        now: float,
+        *,
+        deadline_s: float = 0.0,
+    ) -> Job:
+        """Accept a validated job (see ``validation.validate_job``); release its ready tasks.
+        ``deadline_s`` (seconds from ``now``; 0: none) ends its unfinished tasks TIMED_OUT."""
         cfg = self.config
         job = Job(id=job_id, name=name, submitted_at=now)
+        self._arm_job_deadline(job, now, deadline_s)
         tasks = job.tasks
         for spec in specs:
             tasks[spec.id] = Task(
@@ -437,8 +452,9 @@ class SchedulerCore:
             self._dispatch(now)
 
     def agent_draining(self, agent_id: str, not_started: Iterable[AttemptKey], now: float) -> None:
-        """The agent takes no new work; attempts it never started go back to the queue without
-        counting as a try."""
+        """The agent takes no new work; attempts it never started go back to the queue, in their
+        old place, without counting as a try and keeping their rate admission (their requests
+        were never sent, so their keys are not charged again)."""
         agent = self.agents.get(agent_id)
         if agent is None:
             return
@@ -449,7 +465,6 @@ class SchedulerCore:
             if task is None or task.terminal or task.attempt != key[2]:
                 continue
             task.agent_id = ""
-            self.limiter.end_attempt(task)
             self._make_ready(task, now)
         self._dispatch(now)
 
@@ -601,6 +616,14 @@ class SchedulerCore:
             elif kind == _Timer.RECOVERY and self._recovery_timer_at <= now:
                 self._recovery_timer_at = math.inf
                 self._advance_recovery(now)
+            elif kind == _Timer.SCHEDULE_TO_CLOSE:
+                assert isinstance(subject, Task)
+                if not subject.terminal and subject.close_at <= now:
+                    self._schedule_to_close_due(subject, now)
+            elif kind == _Timer.JOB_DEADLINE:
+                assert isinstance(subject, Job)
+                if self.jobs.get(subject.id) is subject and not subject.done:
+                    self._job_deadline_due(subject, now)
         self._dispatch(now)
 
     # ----------------------------------------------------------------- internals
@@ -704,6 +727,11 @@ class SchedulerCore:
             error = self._unmatched_labels_error(spec.handler, spec.labels)
             self._finish(task, TaskState.FAILED, now, error=error)
             return
+        if spec.schedule_to_close_s > 0 and not task.close_at:
+            # Across all attempts, from the first time the task is ready (Temporal's); armed
+            # before splitting or a cache flight, which it bounds too.
+            task.close_at = now + spec.schedule_to_close_s
+            self._push_timer(task.close_at, _Timer.SCHEDULE_TO_CLOSE, task)
         if task.split is None and task.parent is None and self._split(task, now):
             return
         if self.cache is not None and task.cache_key is None and self._from_cache(task, now):
@@ -714,7 +742,9 @@ class SchedulerCore:
             self._push_timer(
                 now + spec.schedule_to_start_s, _Timer.SCHEDULE_TO_START, task, task.attempt
             )
-        if task.spec.rate_keys:
+        if task.spec.rate_keys and task.rate_hold is None:
+            # (A task still holding its admission, an attempt given back unstarted, goes
+            # straight to the ready queue: its request was never sent, so nothing is owed.)
             if detail:
                 self._emit(task, TaskState.QUEUED, now, detail=detail)
             self.limiter.offer(task, now)
@@ -786,6 +816,9 @@ class SchedulerCore:
         place = len(self.agents) > 1
         placement_min = self.config.placement_min_s
         all_agents = self.agents.values()
+        # Tasks no agent can take now go back to the queue, in their place, after this round:
+        # put back at once, one would come out first again and hold up the tasks behind it.
+        waiting: list[Task] = []
         while agents and len(self.ready):
             still: list[AgentView] = []
             for agent in agents:
@@ -808,13 +841,15 @@ class SchedulerCore:
                     choice = self._place(task, candidates, now)
                     if choice is None:
                         # Every eligible agent is over its ceilings and busy: wait for room.
-                        self._push_ready(task, now)
+                        waiting.append(task)
                         continue
                     target = choice
                 self._assign(task, target, now)
                 if agent.credit > 0:
                     still.append(agent)
             agents = still
+        for task in waiting:
+            self._push_ready(task, now)
 
     def _assign(self, task: Task, agent: AgentView, now: float, detail: str = "") -> None:
         task.attempt += 1
@@ -897,6 +932,72 @@ class SchedulerCore:
         self.counters.schedule_timeouts += 1
         self._release_slot_by_cancel(task)
         self._finish(task, TaskState.TIMED_OUT, now, error=error)
+
+    def _schedule_to_close_due(self, task: Task, now: float) -> None:
+        """Schedule-to-close expired: the task ends TIMED_OUT wherever it is, an attempt still
+        on an agent is cancelled there, and its dependents fail. Never retried."""
+        limit = task.spec.schedule_to_close_s
+        attempts = f"{task.attempt} attempt{'s' if task.attempt != 1 else ''}"
+        error = TaskError(
+            ErrorKind.SCHEDULE_TO_CLOSE_TIMEOUT,
+            f"the task did not finish within its schedule-to-close timeout of {limit:g} s "
+            f"({attempts}; it was {self._whereabouts(task)}); raise schedule_to_close_s, or "
+            "add agents or slots",
+            error_class=ErrorClass.TIMEOUT,
+        )
+        self._release_slot_by_cancel(task)
+        detail = f"schedule-to-close timeout of {limit:g} s passed"
+        self._finish(task, TaskState.TIMED_OUT, now, error=error, detail=detail)
+
+    def _arm_job_deadline(self, job: Job, now: float, deadline_s: float) -> None:
+        """Arm ``job``'s deadline, ``deadline_s`` after ``now`` (no timer for 0)."""
+        if deadline_s > 0:
+            job.deadline_s = deadline_s
+            self._push_timer(now + deadline_s, _Timer.JOB_DEADLINE, job)
+
+    def _job_deadline_due(self, job: Job, now: float) -> None:
+        """The job's deadline passed: each unfinished task ends TIMED_OUT (pending ones too),
+        attempts still on agents are cancelled there. As with cancelling a whole job, every
+        unfinished task gets the deadline as its own reason, none DEPENDENCY_FAILED."""
+        ended: list[Task] = []
+        for task in job.tasks.values():
+            if task.terminal:
+                continue
+            error = TaskError(
+                ErrorKind.JOB_DEADLINE_EXCEEDED,
+                f"job {job.id!r} reached its deadline of {job.deadline_s:g} s before this task "
+                f"finished (it was {self._whereabouts(task)}); raise the job's deadline_s, or "
+                "add agents or slots",
+                error_class=ErrorClass.TIMEOUT,
+            )
+            self._release_slot_by_cancel(task)
+            detail = f"job deadline of {job.deadline_s:g} s passed"
+            self._terminal(task, TaskState.TIMED_OUT, now, error, None, None, detail)
+            ended.append(task)
+        for task in ended:
+            self._fail_dependents(task, now)
+
+    @staticmethod
+    def _whereabouts(task: Task) -> str:
+        """Where an unfinished task is, for a timeout's message."""
+        state = task.state
+        if state == TaskState.PENDING:
+            return "waiting for its dependencies"
+        if state == TaskState.QUEUED:
+            if task.ready_seq:
+                return "queued for a free slot"
+            if task.failures:
+                return f"waiting to retry after {task.failures} failed attempts"
+            if task.cache_leader is not None:
+                return f"waiting for the identical task {task.cache_leader[1]!r}"
+            return "queued"
+        if state == TaskState.THROTTLED:
+            return f"throttled ({task.parked_on} circuit open)" if task.parked_on else "throttled"
+        if state == TaskState.DISPATCHED:
+            return f"waiting unstarted on agent {task.agent_id!r}"
+        if isinstance(task.split, _SplitRun):
+            return f"running split into {len(task.split.parts)} parts"
+        return f"running attempt {task.attempt} on agent {task.agent_id!r}"
 
     def _heartbeat_due(self, task: Task, now: float) -> None:
         hb = task.spec.heartbeat_timeout_s

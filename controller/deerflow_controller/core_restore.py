@@ -43,13 +43,16 @@ class RestoreMixin(SchedulerCore):
         now: float,
         *,
         submitted_at: float = 0.0,
+        deadline_s: float = 0.0,
     ) -> Job:
         """Rebuild a journaled job: ``finished`` maps task ids to their journaled final result.
 
         Finished tasks get their one terminal event again (in the restored job's new event log);
         their failures fail live dependents as usual. Unfinished tasks whose dependencies all
         succeeded are held until :meth:`release_restored`; the rest are PENDING. Dispatches
-        nothing. A job id already known is returned unchanged."""
+        nothing. A job id already known is returned unchanged. The job's deadline counts from
+        ``submitted_at`` (when the first leader accepted it; ``now`` when unknown): one already
+        passed ends its unfinished tasks at the next tick."""
         existing = self.jobs.get(job_id)
         if existing is not None:
             return existing
@@ -86,6 +89,8 @@ class RestoreMixin(SchedulerCore):
         for done in ended:
             if done.state != TaskState.SUCCEEDED:
                 self._fail_dependents(done, now)
+        if not job.done:
+            self._arm_job_deadline(job, submitted_at or now, deadline_s)
         held = self._restored_held()
         for task in tasks.values():
             if task.terminal:

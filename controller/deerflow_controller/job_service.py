@@ -36,7 +36,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     ) -> client_pb2.SubmitJobResponse:
         specs = wire.specs_from_request(request)
         try:
-            validate_job(specs, self.limits)
+            validate_job(specs, self.limits, deadline_s=request.deadline_s)
         except JobRejected as e:
             code = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -57,7 +57,11 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 f"job {job_id!r} already exists with different tasks; "
                 "use a new job id, or resubmit exactly the same tasks",
             )
-        sched.submit(job_id, request.name, specs, self.shell.clock())
+        now = self.shell.clock()
+        # The journal (HA) records this request: the acceptance time lets a new leader keep
+        # the job's deadline.
+        request.accepted_at = now
+        sched.submit(job_id, request.name, specs, now, deadline_s=request.deadline_s)
         self.shell.changed()
         return client_pb2.SubmitJobResponse(job_id=job_id, accepted=len(specs))
 

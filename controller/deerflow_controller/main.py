@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,6 +74,14 @@ from .server import serve
     show_default=True,
     type=click.IntRange(0, 1024),
     help="Least attempts an agent may hold beyond its slots (an eighth of its slots if more).",
+)
+@click.option(
+    "--tenant-weight",
+    "tenant_weights",
+    multiple=True,
+    metavar="TENANT=W",
+    help="A tenant's share of each handler's queue within a priority (repeatable); tenants "
+    "not named weigh 1.",
 )
 @click.option(
     "--limits",
@@ -161,6 +170,7 @@ def main(
     default_timeout: float,
     default_retries: int,
     prefetch: int,
+    tenant_weights: tuple[str, ...],
     limits_path: Path | None,
     http_port: int | None,
     http_host: str | None,
@@ -192,6 +202,7 @@ def main(
             default_timeout_s=default_timeout,
             default_max_retries=default_retries,
             prefetch=prefetch,
+            tenant_weights=_tenant_weights(tenant_weights),
         ),
     )
     ha = None
@@ -223,6 +234,25 @@ def main(
             ha=ha,
         )
     )
+
+
+def _tenant_weights(pairs: tuple[str, ...]) -> dict[str, float]:
+    """``TENANT=W`` pairs as a dict; a malformed pair or a weight that is not a finite positive
+    number is a usage error naming it."""
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        tenant, sep, raw = pair.rpartition("=")
+        try:
+            weight = float(raw)
+        except ValueError:
+            weight = math.nan
+        if not sep or not (math.isfinite(weight) and weight > 0):
+            raise click.BadParameter(
+                f"{pair!r} is not TENANT=WEIGHT with a positive weight, e.g. team-a=3",
+                param_hint="--tenant-weight",
+            )
+        weights[tenant] = weight
+    return weights
 
 
 if __name__ == "__main__":

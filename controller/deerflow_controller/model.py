@@ -98,6 +98,9 @@ class TaskSpec:
     failed item) instead of failing at the first failed part."""
     est_duration_s: float = 0.0
     """The submitter's estimate of one attempt; 0 lets the predictor estimate it."""
+    schedule_to_close_s: float = 0.0
+    """The longest the task may take over all its attempts, from first ready to its end
+    (0: no limit); then it ends TIMED_OUT."""
 
 
 @dataclass(slots=True, eq=False)
@@ -118,12 +121,24 @@ class Task:
     error: TaskError | None = None
     ready_seq: int = 0
     ready_at: float = 0.0
+    queue_place: int = 0
+    """The ready queue's sequence number at the task's first push (0: never queued): a task
+    queued again (a retry, an attempt given back) keeps its place."""
+    queue_order: float = 0.0
+    """Its rank within its tenant and priority at that first push (see ``ReadyQueue``)."""
+    throttle_place: int = 0
+    """The rate limiter's sequence number at the task's first wait (0: never throttled): a
+    retried task waits in its old place on its keys."""
+    throttled_on: str = ""
+    """The rate key in whose line this THROTTLED task waits (the first key that lacked room)."""
     deadline: float = 0.0
     """When the controller gives up on the current attempt (start-to-close + grace)."""
     rate_hold: list[tuple[str, float]] | None = None
     """(rate key, tokens charged) while the task holds its keys' slots."""
     progress_at: float = 0.0
     """When the running attempt last showed life (start or progress report): heartbeat timeout."""
+    close_at: float = 0.0
+    """When schedule-to-close ends the task (0: not armed; armed when it is first ready)."""
     scheduled_attempt: int = -1
     """The attempt number the armed schedule-to-start timer guards (-1: none armed)."""
     retry: RetryState | None = None
@@ -203,6 +218,8 @@ class Job:
     terminal_events: int = 0
     parts: dict[str, Task] = field(default_factory=dict)
     """Parts of split tasks, by part id: dispatched like tasks, invisible to clients."""
+    deadline_s: float = 0.0
+    """Its deadline after acceptance (0: none): then its unfinished tasks end TIMED_OUT."""
 
     @property
     def done(self) -> bool:

@@ -1,28 +1,44 @@
-"""Ready tasks waiting for a slot: one priority heap per handler and label set.
+"""Ready tasks waiting for a slot: one lane per handler and label set, tenants served fairly.
 
 An agent offers a handful of handlers, so picking its next task looks at the head of each of
-its handlers' heaps: O(H + log n) per dispatch, never a scan of queued tasks. Tasks that require
-labels sit in a heap of their own per (handler, labels), looked at only for agents that carry
-those labels. Entries are removed lazily: a task cancelled or requeued while in a heap is skipped
-when it reaches the top (its ``ready_seq`` no longer matches the entry).
+its handlers' lanes: O(H x T + log n) per dispatch for T tenants waiting in a lane, never a
+scan of queued tasks. Tasks that require labels sit in a lane of their own per (handler,
+labels), looked at only for agents that carry those labels. Entries are removed lazily: a task
+cancelled or requeued while in a lane is skipped when it reaches the top (its ``ready_seq`` no
+longer matches the entry).
 
-Within a priority, tasks leave in order of ``order`` (the scheduler passes the ready time minus a
-weighted predicted duration: longest first within a burst, oldest first over time), then FIFO.
+Within a lane, the best priority waiting always goes first. Among the tenants (``TaskSpec.tenant``)
+with a task at that priority, the lane serves by weighted deficit round robin: each tenant in
+turn takes as many tasks as its deficit allows, a round adding each contending tenant's weight
+to its deficit, so tenants of weights 3 and 1 get three tasks and one while both wait, whatever
+they submitted. Within one tenant, tasks leave in order of ``order`` (the scheduler passes the
+ready time minus a weighted predicted duration: longest first within a burst, oldest first over
+time), then first pushed first.
+
+A task keeps its place: pushed again (a retry, an attempt given back by a draining or lost
+agent, a task no agent could take yet) it is ranked by the order and sequence number of its
+first push, ahead of tasks that became ready after it.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Mapping
 
 from .model import Task, TaskState
 
-_Entry = tuple[int, float, int, Task]  # (-priority, order, ready_seq, task)
+_Entry = tuple[int, float, int, int, Task]  # (-priority, order, place, ready_seq, task)
 Labels = Mapping[str, str]
+
+_NO_WEIGHTS: Mapping[str, float] = {}
+_CREDIT = 1.0 - 1e-9
+"""A deficit at least this high pays for one task (a little under 1, so that sums of
+fractional weights that should make 1 do)."""
 
 
 def queue_key(handler: str, labels: Labels) -> str:
-    """The heap a task waits in: its handler, plus the labels it requires, if any."""
+    """The lane a task waits in: its handler, plus the labels it requires, if any."""
     if not labels:
         return handler
     return handler + "\x00" + "\x00".join(f"{k}={v}" for k, v in sorted(labels.items()))
@@ -33,32 +49,172 @@ def labels_match(required: Labels, offered: Labels) -> bool:
     return all(offered.get(k) == v for k, v in required.items())
 
 
+def _live(heap: list[_Entry]) -> bool:
+    """Drop stale entries from the top of ``heap``; True when a live one remains."""
+    while heap:
+        _, _, _, seq, task = heap[0]
+        if task.ready_seq == seq and task.state == TaskState.QUEUED:
+            return True
+        heapq.heappop(heap)
+    return False
+
+
+class _Lane:
+    """The ready tasks of one handler and label set: a heap per tenant, and the deficit round
+    robin that picks which tenant's head goes next."""
+
+    __slots__ = ("chosen", "deficit", "handler", "labels", "tenants", "turns")
+
+    def __init__(self, handler: str, labels: Labels) -> None:
+        self.handler = handler
+        self.labels = labels
+        self.tenants: dict[str, list[_Entry]] = {}
+        self.turns: list[str] = []
+        """Tenants with entries, in round-robin order: the first with credit goes next."""
+        self.deficit: dict[str, float] = {}
+        """Tasks each tenant may still take in its current turn (fractions carry over)."""
+        self.chosen = ""
+        """The tenant whose head :meth:`head` last returned (what :meth:`pop` takes)."""
+
+    def push(self, tenant: str, entry: _Entry) -> None:
+        heap = self.tenants.get(tenant)
+        if heap is None:
+            heap = self.tenants[tenant] = []
+            self.turns.append(tenant)
+            self.deficit[tenant] = 0.0
+        heapq.heappush(heap, entry)
+
+    def head(self, weights: Mapping[str, float]) -> _Entry | None:
+        """The entry this lane serves next (None when it holds no live task); :meth:`pop`
+        removes it. Asking again without popping returns the same entry."""
+        tenants = self.tenants
+        if len(tenants) == 1:
+            # One tenant (the common case): no turns to take.
+            tenant = self.turns[0]
+            heap = tenants[tenant]
+            if _live(heap):
+                self.chosen = tenant
+                return heap[0]
+            self._forget(tenant)
+            return None
+        # One pass: the best priority waiting, and the first tenant in turn at that priority
+        # whose deficit pays for a task. A tenant's head is live unless it was discarded (then
+        # its heap is cleaned, and the tenant forgotten if nothing live is left).
+        deficit = self.deficit
+        top = 0
+        found = False
+        chosen = ""
+        gone: list[str] | None = None
+        for tenant in self.turns:
+            heap = tenants[tenant]
+            if heap:
+                e = heap[0]  # inlined: _live() is a call, and this loop runs per dispatch
+                live = (e[4].ready_seq == e[3] and e[4].state == TaskState.QUEUED) or _live(heap)
+            else:
+                live = False
+            if not live:
+                gone = [*(gone or ()), tenant]
+                continue
+            priority = heap[0][0]
+            if not found or priority < top:
+                top, found = priority, True
+                chosen = tenant if deficit[tenant] >= _CREDIT else ""
+            elif priority == top and not chosen and deficit[tenant] >= _CREDIT:
+                chosen = tenant
+        if gone:
+            for tenant in gone:
+                self._forget(tenant)
+        if not found:
+            return None
+        if chosen:
+            self.chosen = chosen
+            return tenants[chosen][0]
+        # A new round: every contending tenant's deficit grows by its weight, as many times as
+        # it takes for one of them to afford a task; the first in turn that can goes.
+        contending = [t for t in self.turns if tenants[t][0][0] == top]
+        rounds = max(
+            1, min(math.ceil((1.0 - deficit[t]) / weights.get(t, 1.0)) for t in contending)
+        )
+        for tenant in contending:
+            deficit[tenant] += rounds * weights.get(tenant, 1.0)
+            if not chosen and deficit[tenant] >= _CREDIT:
+                chosen = tenant
+        assert chosen, "a round of the deficit round robin gave no tenant a task"
+        self.chosen = chosen
+        return tenants[chosen][0]
+
+    def pop(self) -> Task:
+        """Remove the entry :meth:`head` returned; the tenant's turn ends when its deficit
+        cannot pay for another task (it goes to the back of the round)."""
+        tenant = self.chosen
+        heap = self.tenants[tenant]
+        task = heapq.heappop(heap)[4]
+        if len(self.tenants) > 1:
+            deficit = self.deficit[tenant] - 1.0
+            self.deficit[tenant] = deficit
+            if deficit < _CREDIT:
+                self.turns.remove(tenant)
+                self.turns.append(tenant)
+        if not heap:
+            self._forget(tenant)
+        return task
+
+    def _forget(self, tenant: str) -> None:
+        """A tenant with nothing waiting leaves the round; its deficit does not carry over
+        (as in deficit round robin: an idle tenant saves no credit)."""
+        del self.tenants[tenant]
+        del self.deficit[tenant]
+        self.turns.remove(tenant)
+
+    def live(self) -> bool:
+        return any(_live(heap) for heap in self.tenants.values())
+
+    def entries(self) -> list[_Entry]:
+        return [e for heap in self.tenants.values() for e in heap]
+
+
 class ReadyQueue:
-    def __init__(self) -> None:
-        self._heaps: dict[str, list[_Entry]] = {}
+    """Ready tasks by lane (handler and required labels); see the module docstring.
+
+    ``tenant_weights`` maps a tenant to its share within a priority (tenants not listed weigh
+    1.0); every weight must be finite and positive."""
+
+    def __init__(self, tenant_weights: Mapping[str, float] | None = None) -> None:
+        self._lanes: dict[str, _Lane] = {}
         self._labelled: dict[str, dict[str, Labels]] = {}
-        """handler -> {queue key: required labels} for heaps of tasks that require labels."""
+        """handler -> {queue key: required labels} for lanes of tasks that require labels."""
         self._seq = 0
         self._live = 0
+        weights = dict(tenant_weights or _NO_WEIGHTS)
+        for tenant, weight in weights.items():
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError(f"tenant {tenant!r} has weight {weight!r}; use a positive number")
+        self._weights = weights
 
     def __len__(self) -> int:
         return self._live
 
     def push(self, task: Task, now: float, order: float | None = None) -> None:
-        """Queue a ready task; ``order`` ranks it within its priority (default: ``now``)."""
+        """Queue a ready task; ``order`` ranks it within its tenant and priority (default:
+        ``now``). A task pushed before keeps the order and place of its first push."""
         self._seq += 1
         task.ready_seq = self._seq
         task.ready_at = now
         task.state = TaskState.QUEUED
+        if not task.queue_place:
+            task.queue_place = self._seq
+            task.queue_order = now if order is None else order
         spec = task.spec
         key = spec.handler
         if spec.labels:
             key = queue_key(key, spec.labels)
             self._labelled.setdefault(spec.handler, {})[key] = spec.labels
-        heap = self._heaps.get(key)
-        if heap is None:
-            heap = self._heaps[key] = []
-        heapq.heappush(heap, (-spec.priority, now if order is None else order, self._seq, task))
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(spec.handler, spec.labels)
+        lane.push(
+            spec.tenant, (-spec.priority, task.queue_order, task.queue_place, self._seq, task)
+        )
         self._live += 1
 
     def discard(self, task: Task) -> None:
@@ -69,50 +225,52 @@ class ReadyQueue:
 
     def pop_for(self, handlers: Iterable[str], labels: Labels | None = None) -> Task | None:
         """Remove and return the best ready task whose handler is in ``handlers`` and whose
-        required labels the agent's ``labels`` carry."""
-        best: list[_Entry] | None = None
-        heaps, labelled = self._heaps, self._labelled
+        required labels the agent's ``labels`` carry: the best of the lanes' next entries."""
+        best: _Lane | None = None
+        best_entry: _Entry | None = None
+        lanes, labelled, weights = self._lanes, self._labelled, self._weights
         for name in handlers:
-            heap = heaps.get(name)
-            if heap:
-                self._drop_stale(heap)
-                if heap and (best is None or heap[0] < best[0]):
-                    best = heap
+            lane = lanes.get(name)
+            if lane is not None:
+                entry = lane.head(weights)
+                if entry is not None and (best_entry is None or entry < best_entry):
+                    best, best_entry = lane, entry
             if labelled and labels is not None and name in labelled:
                 for key, required in labelled[name].items():
-                    heap = heaps.get(key)
-                    if heap and labels_match(required, labels):
-                        self._drop_stale(heap)
-                        if heap and (best is None or heap[0] < best[0]):
-                            best = heap
+                    lane = lanes.get(key)
+                    if lane is not None and labels_match(required, labels):
+                        entry = lane.head(weights)
+                        if entry is not None and (best_entry is None or entry < best_entry):
+                            best, best_entry = lane, entry
         if best is None:
             return None
-        task = heapq.heappop(best)[3]
+        task = best.pop()
         task.ready_seq = 0
         self._live -= 1
         return task
 
     def waiting(self) -> list[tuple[str, Labels]]:
-        """(handler, required labels) of every heap with at least one live queued task."""
-        out: list[tuple[str, Labels]] = []
-        for heap in self._heaps.values():
-            self._drop_stale(heap)
-            if heap:
-                spec = heap[0][3].spec
-                out.append((spec.handler, spec.labels))
-        return out
+        """(handler, required labels) of every lane with at least one live queued task."""
+        return [(lane.handler, lane.labels) for lane in self._lanes.values() if lane.live()]
 
     def handlers_waiting(self) -> list[str]:
         """Handlers with at least one live queued task."""
         return sorted({handler for handler, _ in self.waiting()})
 
     def drain(self, handler: str, labels: Labels | None = None) -> list[Task]:
-        """Remove and return every live queued task of one heap (handler and required labels)."""
+        """Remove and return every live queued task of one lane (handler and required labels),
+        in no particular order."""
         key = queue_key(handler, labels or {})
-        heap = self._heaps.pop(key, [])
+        lane = self._lanes.pop(key, None)
         if key != handler:
             self._labelled.get(handler, {}).pop(key, None)
-        tasks = [e[3] for e in heap if e[3].ready_seq == e[2] and e[3].state == TaskState.QUEUED]
+        if lane is None:
+            return []
+        tasks = [
+            e[4]
+            for e in lane.entries()
+            if e[4].ready_seq == e[3] and e[4].state == TaskState.QUEUED
+        ]
         for t in tasks:
             t.ready_seq = 0
         self._live -= len(tasks)
@@ -121,11 +279,3 @@ class ReadyQueue:
     def drain_handler(self, name: str) -> list[Task]:
         """Remove and return every live queued task of one handler that requires no labels."""
         return self.drain(name)
-
-    @staticmethod
-    def _drop_stale(heap: list[_Entry]) -> None:
-        while heap:
-            _, _, seq, task = heap[0]
-            if task.ready_seq == seq and task.state == TaskState.QUEUED:
-                return
-            heapq.heappop(heap)

@@ -6,6 +6,7 @@ Each failure names the task and the problem in a sentence a person can act on; t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ class Limits:
     max_payload_bytes: int
     max_tasks_per_job: int
     max_retries: int
+    max_deadline_s: float = 7 * 86400.0
+    """Longest schedule-to-close or job deadline accepted (7 days): longer than any research
+    job runs, and short enough that the timers of a forgotten one do not outlive a release."""
 
 
 class JobRejected(Exception):
@@ -28,10 +32,16 @@ class JobRejected(Exception):
         self.too_large = too_large
 
 
-def validate_job(specs: Sequence[TaskSpec], limits: Limits) -> None:
-    """Raise :class:`JobRejected` for the first problem found; return None when the job is sound."""
+def validate_job(specs: Sequence[TaskSpec], limits: Limits, *, deadline_s: float = 0.0) -> None:
+    """Raise :class:`JobRejected` for the first problem found; return None when the job is sound.
+    ``deadline_s`` is the job's deadline as submitted (0: none)."""
     if not specs:
         raise JobRejected("the job has no tasks; submit at least one task")
+    if not _seconds_in_range(deadline_s, limits.max_deadline_s):
+        raise JobRejected(
+            f"the job's deadline_s is {deadline_s!r}; use a number of seconds from 0 (no "
+            f"deadline) to {limits.max_deadline_s:g}"
+        )
     if len(specs) > limits.max_tasks_per_job:
         raise JobRejected(
             f"the job has {len(specs)} tasks, over the limit of {limits.max_tasks_per_job}; "
@@ -66,6 +76,16 @@ def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
     name = repr(spec.id)
     if not spec.handler:
         raise JobRejected(f"task {name} names no handler; set handler to an installed handler")
+    for field, value in (
+        ("timeout_s", spec.timeout_s),
+        ("schedule_to_start_s", spec.schedule_to_start_s),
+        ("heartbeat_timeout_s", spec.heartbeat_timeout_s),
+        ("est_tokens", spec.est_tokens),
+        ("est_duration_s", spec.est_duration_s),
+    ):
+        # NaN passes every comparison below and would poison the timer and queue heaps.
+        if not math.isfinite(value):
+            raise JobRejected(f"task {name} has {field} {value!r}; use a finite number")
     if spec.timeout_s < 0:
         raise JobRejected(
             f"task {name} has a negative timeout ({spec.timeout_s} s); "
@@ -73,6 +93,11 @@ def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
         )
     if spec.schedule_to_start_s < 0 or spec.heartbeat_timeout_s < 0:
         raise JobRejected(f"task {name} has a negative schedule-to-start or heartbeat timeout")
+    if not _seconds_in_range(spec.schedule_to_close_s, limits.max_deadline_s):
+        raise JobRejected(
+            f"task {name} has schedule_to_close_s {spec.schedule_to_close_s!r}; use a number "
+            f"of seconds from 0 (no limit) to {limits.max_deadline_s:g}"
+        )
     if spec.max_retries < -1 or spec.max_retries > limits.max_retries:
         raise JobRejected(
             f"task {name} asks for {spec.max_retries} retries; "
@@ -85,6 +110,11 @@ def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
             "or raise --max-payload-bytes",
             too_large=True,
         )
+
+
+def _seconds_in_range(value: float, most: float) -> bool:
+    """True for a finite number of seconds from 0 to ``most`` (NaN and infinities are not)."""
+    return math.isfinite(value) and 0.0 <= value <= most
 
 
 def find_cycle(specs: Sequence[TaskSpec]) -> list[str]:

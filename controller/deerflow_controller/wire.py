@@ -55,6 +55,7 @@ def spec_from_proto(t: common_pb2.TaskSpec, job_tc: dict[str, str] = _NO_STRINGS
         SplitPolicy.NEVER if int(t.split) == SplitPolicy.NEVER else SplitPolicy.AUTO,
         t.partial_results,
         t.est_duration_s,
+        t.schedule_to_close_s,
     )
 
 

@@ -16,7 +16,7 @@ ALL: EventFilter
 TERMINAL: EventFilter
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("job_id", "tasks", "name", "trace_context")
+    __slots__ = ("job_id", "tasks", "name", "trace_context", "deadline_s", "accepted_at")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -28,11 +28,15 @@ class SubmitJobRequest(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSpec]
     name: str
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, job_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSpec, _Mapping]]] = ..., name: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    deadline_s: float
+    accepted_at: float
+    def __init__(self, job_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSpec, _Mapping]]] = ..., name: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., deadline_s: _Optional[float] = ..., accepted_at: _Optional[float] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job_id", "accepted", "duplicate")

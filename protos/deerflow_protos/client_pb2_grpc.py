@@ -67,8 +67,9 @@ class JobServiceServicer:
 
     def SubmitJob(self, request, context):
         """Accept a job: a set of tasks forming a DAG through depends_on. Validation is all-or-nothing:
-        an empty job, duplicate ids, a dependency cycle, an unknown dependency, a negative timeout or
-        priority out of range is INVALID_ARGUMENT; a payload over the configured limit is
+        an empty job, duplicate ids, a dependency cycle, an unknown dependency, a negative timeout,
+        a schedule_to_close_s or deadline_s that is not a finite 0 to 7 days, or a priority out of
+        range is INVALID_ARGUMENT; a payload over the configured limit is
         RESOURCE_EXHAUSTED. Submitting the same job_id again with the same task ids is idempotent
         and returns the existing job; with different task ids it is ALREADY_EXISTS.
         """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -172,3 +173,24 @@ async def test_a_deposed_leader_cannot_write_to_the_journal(
         jobs, _ = await load_journal(etcd_client, keys)
     assert [j.request.job_id for j in jobs] == ["before"]
     assert fenced == [True]
+
+
+async def test_a_journaled_job_keeps_its_deadline_and_when_it_was_accepted(
+    etcd_server: LocalEtcd,
+    etcd_client: EtcdClient,
+    keys: Keys,
+    make_ha_cluster: Callable[..., HaCluster],
+) -> None:
+    cluster = make_ha_cluster(etcd_server.endpoint, controllers=1, agents=0)
+    async with cluster, AsyncClient(cluster.addresses, timeout_s=30) as client:
+        before = time.time()
+        job = await client.submit(
+            [Task("t", "echo", "z", schedule_to_close_s=30.0)], deadline_s=600.0
+        )
+        after = time.time()
+        record = await etcd_client.get(keys.journal_job(job.job_id))
+    assert record is not None
+    request = client_pb2.SubmitJobRequest.FromString(record.value)
+    assert request.deadline_s == 600.0
+    assert before <= request.accepted_at <= after  # a new leader counts the deadline from here
+    assert request.tasks[0].schedule_to_close_s == 30.0

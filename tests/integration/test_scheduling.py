@@ -5,8 +5,11 @@ agents. Nothing here depends on timing beyond durations that differ by an order 
 from __future__ import annotations
 
 import json
+import math
 
-from deerflow_controller.client import Task
+import pytest
+
+from deerflow_controller.client import InvalidJobError, Task
 
 from .conftest import ClusterFactory, connect
 
@@ -103,3 +106,39 @@ async def test_schedule_to_start_expires_while_the_only_slot_is_busy(
         await client.close()
     assert result.state == "TIMED_OUT" and result.error_kind == "SCHEDULE_TIMEOUT"
     assert "schedule-to-start" in result.error
+
+
+async def test_a_job_past_its_deadline_ends_its_unfinished_tasks_for_its_watcher(
+    make_cluster: ClusterFactory,
+) -> None:
+    async with make_cluster(1, slots=1, prefetch=0) as cluster:
+        client = await connect(cluster)
+        job = await client.submit(
+            [
+                Task("quick", "echo", b"x", priority=10),
+                Task("slow", "sleep", {"seconds": 30}, priority=5),
+                Task("after", "echo", b"y", depends_on=["slow"]),
+                Task("capped", "sleep", {"seconds": 30}, schedule_to_close_s=60),
+            ],
+            deadline_s=1.0,
+        )
+        results = {r.task_id: r async for r in job.results(timeout_s=60)}
+        await client.close()
+    assert results["quick"].ok
+    for task_id in ("slow", "after", "capped"):
+        assert results[task_id].state == "TIMED_OUT", results[task_id]
+        assert results[task_id].error_kind == "JOB_DEADLINE_EXCEEDED"
+        assert "deadline of 1 s" in results[task_id].error
+
+
+async def test_a_schedule_to_close_that_is_not_finite_is_refused_with_a_sentence(
+    make_cluster: ClusterFactory,
+) -> None:
+    async with make_cluster(1, slots=1) as cluster:
+        client = await connect(cluster)
+        with pytest.raises(InvalidJobError) as caught:
+            await client.submit([Task("a", "echo", b"x", schedule_to_close_s=math.inf)])
+        await client.close()
+    assert str(caught.value).endswith(
+        "task 'a' has schedule_to_close_s inf; use a number of seconds from 0 (no limit) to 604800"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 from deerflow_controller.model import AttemptKey, Event, Job, TaskError, TaskState
+from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 JOB = "j"
 
@@ -30,6 +31,33 @@ def error_of(job: Job, task_id: str) -> TaskError:
     error = job.tasks[task_id].error
     assert error is not None
     return error
+
+
+def run_timers(s: Scheduler, until: float) -> float:
+    """The fake clock: tick at every instant ``next_timer()`` reports up to ``until``, as the
+    shell does; returns the last tick time (-1 when none). Fails when the scheduler keeps asking
+    to be ticked at one instant without moving on."""
+    last, repeats = -1.0, 0
+    while True:
+        when = s.next_timer()
+        if when is None or when > until:
+            return last
+        repeats = repeats + 1 if when == last else 0
+        assert repeats < 20, f"next_timer() stays at {when!r}: ticking there changes nothing"
+        s.tick(when)
+        last = when
+
+
+def run_one_at_a_time(s: Scheduler, agent: str, now: float, step: float = 1.0) -> list[str]:
+    """Let ``agent`` finish its attempts one at a time, oldest first, ``step`` seconds apart,
+    until it has none; returns the ids of the tasks it was assigned meanwhile, in order."""
+    order: list[str] = []
+    while s.agents[agent].in_flight:
+        now += step
+        oldest = next(iter(s.agents[agent].in_flight))
+        s.finished(agent, [AttemptResult(oldest, ok=True)], now)
+        order.extend(t.id for t in s.take().assignments.get(agent, []))
+    return order
 
 
 def assert_event_log_sound(job: Job) -> None:

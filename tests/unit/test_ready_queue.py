@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from deerflow_controller.model import Job, Task, TaskSpec, TaskState
 from deerflow_controller.ready_queue import ReadyQueue
 
 JOB = Job(id="j", name="", submitted_at=0.0)
 
 
-def task(task_id: str, handler: str = "echo", priority: int = 0) -> Task:
+def task(task_id: str, handler: str = "echo", priority: int = 0, tenant: str = "") -> Task:
     return Task(
         job=JOB,
-        spec=TaskSpec(id=task_id, handler=handler, priority=priority),
+        spec=TaskSpec(id=task_id, handler=handler, priority=priority, tenant=tenant),
         timeout_s=10.0,
         max_retries=0,
     )
@@ -114,7 +116,7 @@ def test_discarding_a_task_twice_or_after_it_was_popped_counts_once() -> None:
     assert len(queue) == 0
 
 
-def test_a_discarded_task_pushed_again_comes_out_once_behind_earlier_tasks() -> None:
+def test_a_discarded_task_pushed_again_comes_out_once_in_its_old_place() -> None:
     queue = ReadyQueue()
     a, b = task("a"), task("b")
     queue.push(a, 0.0)
@@ -124,7 +126,22 @@ def test_a_discarded_task_pushed_again_comes_out_once_behind_earlier_tasks() -> 
     queue.push(a, 1.0)
 
     assert len(queue) == 2
-    assert pop_all(queue) == ["b", "a"]
+    assert pop_all(queue) == ["a", "b"]
+    assert len(queue) == 0
+
+
+def test_a_task_pushed_again_keeps_the_order_of_its_first_push() -> None:
+    queue = ReadyQueue()
+    first = task("first")
+    queue.push(first, 0.0, order=-5.0)
+    assert queue.pop_for(["echo"]) is first
+    for name in ("b", "c"):
+        queue.push(task(name), 1.0, order=1.0)
+
+    queue.push(first, 9.0, order=9.0)  # retried: it was ready before b and c
+
+    assert first.ready_at == 9.0
+    assert pop_all(queue) == ["first", "b", "c"]
 
 
 def test_a_task_that_left_the_queued_state_is_skipped() -> None:
@@ -165,3 +182,84 @@ def test_drain_handler_returns_its_live_tasks_and_leaves_other_handlers_alone() 
     assert queue.pop_for(["llm"]) is None
     assert pop_all(queue) == ["other"]
     assert queue.drain_handler("llm") == []
+
+
+# ----------------------------------------------------------------- tenants
+
+
+def tenant_tasks(tenant: str, n: int, priority: int = 0) -> list[Task]:
+    return [task(f"{tenant}{i}", priority=priority, tenant=tenant) for i in range(n)]
+
+
+def test_two_tenants_of_one_priority_take_turns_whatever_they_submitted_first() -> None:
+    queue = ReadyQueue()
+    for t in tenant_tasks("a", 16):
+        queue.push(t, 0.0)
+    for t in tenant_tasks("b", 4):
+        queue.push(t, 1.0)
+
+    order = pop_all(queue)
+
+    assert order[:8] == ["a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3"]
+    assert order[8:] == [f"a{i}" for i in range(4, 16)]
+
+
+def test_tenant_weights_share_a_priority_in_proportion() -> None:
+    queue = ReadyQueue({"a": 3.0, "c": 0.5})
+    for name in ("a", "b", "c"):
+        for t in tenant_tasks(name, 12):
+            queue.push(t, 0.0)
+
+    first = [tid[0] for tid in pop_all(queue)[:18]]
+
+    assert (first.count("a"), first.count("b"), first.count("c")) == (12, 4, 2)
+
+
+def test_a_higher_priority_goes_first_whichever_tenant_has_it() -> None:
+    queue = ReadyQueue({"a": 100.0})
+    for t in tenant_tasks("a", 3):
+        queue.push(t, 0.0)
+    for t in tenant_tasks("b", 2, priority=1):
+        queue.push(t, 1.0)
+
+    assert pop_all(queue) == ["b0", "b1", "a0", "a1", "a2"]
+
+
+def test_within_a_tenant_the_given_order_holds_while_tenants_take_turns() -> None:
+    queue = ReadyQueue()
+    for name, order in [("a-short", 0.0), ("a-long", -3.0), ("a-mid", -1.0)]:
+        queue.push(task(name, tenant="a"), 0.0, order=order)
+    for name, order in [("b-short", 0.0), ("b-long", -2.0)]:
+        queue.push(task(name, tenant="b"), 0.0, order=order)
+
+    assert pop_all(queue) == ["a-long", "b-long", "a-mid", "b-short", "a-short"]
+
+
+def test_a_tenant_that_was_idle_saves_no_credit_for_later() -> None:
+    queue = ReadyQueue()
+    for t in tenant_tasks("a", 6):
+        queue.push(t, 0.0)
+    assert [queue.pop_for(["echo"]).id for _ in range(3)] == ["a0", "a1", "a2"]  # type: ignore[union-attr]
+
+    for t in tenant_tasks("b", 4):
+        queue.push(t, 1.0)
+
+    assert pop_all(queue) == ["a3", "b0", "a4", "b1", "a5", "b2", "b3"]
+
+
+def test_discarded_tasks_of_a_tenant_do_not_take_its_turns() -> None:
+    queue = ReadyQueue()
+    a_tasks, b_tasks = tenant_tasks("a", 3), tenant_tasks("b", 3)
+    for a, b in zip(a_tasks, b_tasks, strict=True):
+        queue.push(a, 0.0)
+        queue.push(b, 0.0)
+    queue.discard(a_tasks[0])
+    queue.discard(a_tasks[1])
+
+    assert pop_all(queue) == ["a2", "b0", "b1", "b2"]
+    assert len(queue) == 0
+
+
+def test_a_tenant_weight_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="tenant 'x' has weight 0"):
+        ReadyQueue({"x": 0.0})

@@ -25,7 +25,7 @@ from deerflow_controller.ratelimit import KeyGate, KeyLimits, LimiterConfig, Rat
 from deerflow_controller.ratelimit.gate import DEFAULT_PAUSE_S
 from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
-from .scheduling import JOB, assert_event_log_sound, events_of, key, trail
+from .scheduling import JOB, assert_event_log_sound, events_of, key, run_timers, trail
 
 KEY = "llm/openai"
 
@@ -113,20 +113,6 @@ def admission_times(job: Job) -> list[float]:
 
 def gate(s: Scheduler, rate_key: str = KEY) -> KeyGate:
     return s.limiter.gates[rate_key]
-
-
-def run_timers(s: Scheduler, until: float) -> float:
-    """Tick at every instant next_timer() reports up to ``until``; returns the last tick time.
-    Fails when the scheduler keeps asking to be ticked at one instant without moving on."""
-    last, repeats = -1.0, 0
-    while True:
-        when = s.next_timer()
-        if when is None or when > until:
-            return last
-        repeats = repeats + 1 if when == last else 0
-        assert repeats < 20, f"next_timer() stays at {when!r}: ticking there changes nothing"
-        s.tick(when)
-        last = when
 
 
 def assert_slots_settled(s: Scheduler) -> None:
@@ -300,8 +286,8 @@ def test_a_429_with_retry_after_pauses_the_key_until_exactly_then() -> None:
     assert assigned_ids(s.take()) == []
     assert s.next_timer() == 12.5
     run_timers(s, 12.5)
-    assert assigned_ids(s.take()) == ["t1"]
-    assert events_of(job, "t1")[1].time == 12.5
+    assert assigned_ids(s.take()) == ["t0"]  # the retry keeps its place ahead of t1
+    assert [e.time for e in events_of(job, "t0") if e.state == TaskState.QUEUED] == [0.0, 12.5]
     assert gate(s).stats.rate_limited == 1
     assert_event_log_sound(job)
 
@@ -735,3 +721,74 @@ def test_an_attempt_a_draining_agent_gives_back_frees_its_slot_once() -> None:
     assert gate(s).in_flight == 2
     s.finished("B", [ok("x", 2)], 2.0)
     end_bystander(s, job, 3.0)
+
+
+# ----------------------------------------------------------------- given back, blocked, retried
+
+
+def test_a_task_a_draining_agent_gives_back_is_not_charged_its_rate_budget_again() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 1, 0.0)
+    job = s.submit(JOB, "", [spec("x", KEY)], 0.0)
+    assert assigned_ids(s.take()) == ["x"]
+    s.agent_joined("B", ["llm"], 1, 0.25)
+
+    s.agent_draining("A", [key("x", 1)], 0.5)
+
+    # Its request was never sent: it goes to B at once, not when the bucket refills at t=1.
+    assert assigned_ids(s.take(), "B") == ["x"]
+    assert (gate(s).stats.admitted, gate(s).in_flight) == (1, 1)
+    s.finished("B", [ok("x", 2)], 0.75)
+    assert_slots_settled(s)
+    assert_event_log_sound(job)
+
+
+def test_a_task_whose_second_key_is_full_does_not_block_the_first_keys_line() -> None:
+    s = make(
+        {
+            "a": KeyLimits(concurrency=10, adaptive=False),
+            "b": KeyLimits(concurrency=1, adaptive=False),
+        }
+    )
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", [spec("holds-b", "b"), spec("x", "a", "b")], 0.0)
+    assert assigned_ids(s.take()) == ["holds-b"]
+
+    s.submit("j2", "", specs(3, "a", prefix="y"), 0.5)
+
+    assert assigned_ids(s.take()) == ["y0", "y1", "y2"]  # x waits on b, not in a's line
+    assert job.tasks["x"].state == TaskState.THROTTLED
+    assert (gate(s, "a").waiting, gate(s, "b").waiting) == (0, 1)
+    s.finished("A", [ok("holds-b", 1)], 1.0)
+    assert assigned_ids(s.take()) == ["x"]
+    assert job.tasks["x"].rate_hold == [("a", 1000.0), ("b", 1000.0)]
+    assert_event_log_sound(job)
+
+
+def test_a_blocked_two_key_task_keeps_its_place_when_it_moves_between_lines() -> None:
+    s = make({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", [spec("holds-b", "b"), spec("x", "a", "b")], 0.0)
+    assert assigned_ids(s.take()) == ["holds-b"]
+    s.submit("j2", "", specs(3, "a", prefix="y"), 0.5)
+    assert assigned_ids(s.take()) == ["y0"]  # a's budget goes on while x waits for b
+
+    s.finished("A", [ok("holds-b", 1)], 1.2)  # b has room now, a again at t=1.5
+    assert assigned_ids(s.take()) == []
+    run_timers(s, 1.5)
+
+    assert assigned_ids(s.take()) == ["x"]  # ahead of y1, which came after it
+    assert_event_log_sound(job)
+
+
+def test_a_retried_rate_keyed_task_keeps_its_place_on_its_key() -> None:
+    s = make({KEY: ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 100, 0.0)
+    job = s.submit(JOB, "", specs(4, KEY), 0.0)
+    assert assigned_ids(s.take()) == ["t0"]
+
+    s.finished("A", [AttemptResult(key("t0", 1), ok=False)], 0.1)
+    run_timers(s, 3.0)
+
+    assert admissions(job) == [(0.0, "t0"), (1.0, "t0"), (2.0, "t1"), (3.0, "t2")]
+    assert_event_log_sound(job)

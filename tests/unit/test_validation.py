@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from deerflow_controller.model import TaskSpec
@@ -187,3 +189,46 @@ def test_a_cycle_closing_a_five_thousand_task_chain_is_found_whole() -> None:
     assert rejection(specs, limits).message.startswith(
         "the dependencies form a cycle: 't0' -> 't1' -> 't2'"
     )
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, 7 * 86400.0 + 1])
+def test_a_schedule_to_close_that_is_negative_not_finite_or_over_7_days_is_rejected(
+    bad: float,
+) -> None:
+    error = rejection([TaskSpec(id="a", handler="echo", schedule_to_close_s=bad)])
+
+    assert error.message == (
+        f"task 'a' has schedule_to_close_s {bad!r}; use a number of seconds from 0 (no limit) "
+        "to 604800"
+    )
+    assert not error.too_large
+
+
+@pytest.mark.parametrize("good", [0.0, 0.001, 7 * 86400.0])
+def test_a_schedule_to_close_from_0_to_7_days_is_accepted(good: float) -> None:
+    validate_job([TaskSpec(id="a", handler="echo", schedule_to_close_s=good)], LIMITS)
+
+
+@pytest.mark.parametrize("bad", [-0.5, math.nan, -math.inf, 1e12])
+def test_a_job_deadline_that_is_negative_not_finite_or_over_7_days_is_rejected(
+    bad: float,
+) -> None:
+    with pytest.raises(JobRejected) as caught:
+        validate_job([spec("a")], LIMITS, deadline_s=bad)
+
+    assert caught.value.message == (
+        f"the job's deadline_s is {bad!r}; use a number of seconds from 0 (no deadline) to 604800"
+    )
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["timeout_s", "schedule_to_start_s", "heartbeat_timeout_s", "est_tokens", "est_duration_s"],
+)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_number_that_is_not_finite_is_rejected_naming_its_field(field: str, bad: float) -> None:
+    spec = TaskSpec(id="a", handler="echo")
+    setattr(spec, field, bad)
+    error = rejection([spec])
+
+    assert error.message == f"task 'a' has {field} {bad!r}; use a finite number"

@@ -149,15 +149,19 @@ class AsyncClient:
         job_id: str = "",
         name: str = "",
         timeout_s: float | None = None,
+        deadline_s: float = 0.0,
     ) -> JobHandle:
         """Submit a job (a DAG through ``depends_on``). Returns once the controller accepted it.
 
         Raises InvalidJobError / PayloadTooLargeError when refused; nothing is accepted then.
         Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op.
-        Without one, the client picks one, so its own retries (after a failover) are too."""
+        Without one, the client picks one, so its own retries (after a failover) are too.
+        ``deadline_s`` (seconds after the controller accepts the job; 0 = none, at most 7 days)
+        ends every task not finished by then TIMED_OUT (JOB_DEADLINE_EXCEEDED); ``timeout_s``
+        bounds only this call."""
         job_id = job_id or uuid.uuid4().hex
         with submit_span(self.tracer_provider, job_id, name) as (span, trace_context):
-            request = client_pb2.SubmitJobRequest(job_id=job_id, name=name)
+            request = client_pb2.SubmitJobRequest(job_id=job_id, name=name, deadline_s=deadline_s)
             add = request.tasks.add
             for task in tasks:
                 task.fill_proto(add())

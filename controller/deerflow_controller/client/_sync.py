@@ -73,9 +73,13 @@ class Client:
         job_id: str = "",
         name: str = "",
         timeout_s: float | None = None,
+        deadline_s: float = 0.0,
     ) -> SyncJobHandle:
+        """See :meth:`AsyncClient.submit`."""
         handle = self._call(
-            self._async.submit(tasks, job_id=job_id, name=name, timeout_s=timeout_s)
+            self._async.submit(
+                tasks, job_id=job_id, name=name, timeout_s=timeout_s, deadline_s=deadline_s
+            )
         )
         return SyncJobHandle(self, handle.job_id, handle.accepted)
 

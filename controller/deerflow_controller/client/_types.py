@@ -47,7 +47,7 @@ class Task:
     est_tokens: float = 0.0
     """Estimated tokens (LLM calls); corrected from reported usage."""
     tenant: str = ""
-    """Tasks of different tenants share a rate key fairly."""
+    """Within a priority, tenants take turns in each handler's queue and on each rate key."""
     schedule_to_start_s: float = 0.0
     """Fail the task TIMED_OUT if no agent starts an attempt within this (0 = no limit)."""
     heartbeat_timeout_s: float = 0.0
@@ -61,6 +61,10 @@ class Task:
     """For a split task: succeed with the parts that succeeded instead of failing fast."""
     est_duration_s: float = 0.0
     """Your estimate of one attempt's run time (0 = let the controller predict it)."""
+    schedule_to_close_s: float = 0.0
+    """The longest the task may take over all its attempts, retries and waits included, from
+    when it is first ready; then it ends TIMED_OUT (SCHEDULE_TO_CLOSE_TIMEOUT) and its running
+    attempt is cancelled (0 = no limit; at most 7 days)."""
 
     def to_proto(self) -> common_pb2.TaskSpec:
         spec = common_pb2.TaskSpec()
@@ -106,6 +110,8 @@ class Task:
             spec.partial_results = True
         if self.est_duration_s:
             spec.est_duration_s = self.est_duration_s
+        if self.schedule_to_close_s:
+            spec.schedule_to_close_s = self.schedule_to_close_s
 
 
 _CACHE_POLICIES: dict[str, common_pb2.CachePolicy] = {

@@ -34,7 +34,15 @@ def restore_jobs(sched: Scheduler, jobs: Sequence[JournaledJob], now: float) -> 
             )
             for task_id, ev in job.results.items()
         }
-        sched.restore_job(request.job_id, request.name, specs, results, now)
+        sched.restore_job(
+            request.job_id,
+            request.name,
+            specs,
+            results,
+            now,
+            submitted_at=request.accepted_at,
+            deadline_s=request.deadline_s,
+        )
         tasks += len(specs)
         finished += len(results)
     return tasks, finished

@@ -3,7 +3,13 @@
 Tasks whose keys have no room wait here (THROTTLED), never on agents. A task is admitted when
 every one of its keys has room; admission charges one request and the estimated tokens to each
 key and takes one of its concurrency slots until the attempt ends. Tenants waiting on one key
-are served round-robin; within a tenant, by priority then arrival.
+are served round-robin; within a tenant, by priority then arrival (a retried task keeps the
+place of its first wait).
+
+A task waits in the line of one key at a time: the first, then whichever key last lacked room.
+So a task with keys ``a`` and ``b`` whose ``b`` is full waits in ``b``'s line, and the tasks
+behind it on ``a`` go on (no head-of-line blocking); when ``b`` has room it is checked against
+``a`` again, and waits in ``a``'s line, in its old place, should ``a`` be full by then.
 
 Nothing here does I/O or reads a clock: the scheduler passes ``now`` and asks, after each
 change, which tasks may go (:meth:`RateLimiter.release`) and when to ask again
@@ -170,6 +176,8 @@ class KeyGate:
     # ----------------------------------------------------------------- waiting tasks
 
     def enqueue(self, task: Task, seq: int) -> None:
+        """Put ``task`` in this key's line, ranked by ``seq`` within its tenant and priority."""
+        task.throttled_on = self.key
         tenant = task.spec.tenant
         queue = self._queues.get(tenant)
         if queue is None:
@@ -220,16 +228,19 @@ class RateLimiter:
         return gate
 
     def offer(self, task: Task, now: float) -> None:
-        """Queue a ready task behind its first key; :meth:`release` decides when it goes."""
-        self._seq += 1
+        """Queue a ready task behind its first key; :meth:`release` decides when it goes. A task
+        offered again (a retry) keeps the place of its first offer."""
+        if not task.throttle_place:
+            self._seq += 1
+            task.throttle_place = self._seq
         task.state = TaskState.THROTTLED
-        self.gate(task.spec.rate_keys[0], now).enqueue(task, self._seq)
+        self.gate(task.spec.rate_keys[0], now).enqueue(task, task.throttle_place)
         for key in task.spec.rate_keys[1:]:
             self.gate(key, now)
 
     def discard(self, task: Task) -> None:
         """``task`` leaves THROTTLED without admission (call before changing its state)."""
-        gate = self.gates.get(task.spec.rate_keys[0])
+        gate = self.gates.get(task.throttled_on)
         if gate is not None:
             gate.discard()
 
@@ -245,7 +256,11 @@ class RateLimiter:
                 keys = task.spec.rate_keys
                 gates = [self.gates[k] for k in keys]
                 amounts = [g.tokens_for(task) for g in gates]
-                if not all(g.has_room(t, now) for g, t in zip(gates, amounts, strict=True)):
+                full = next(
+                    (g for g, t in zip(gates, amounts, strict=True) if not g.has_room(t, now)),
+                    None,
+                )
+                if full is not None:
                     # Demand presses on a learned request rate: let the learner probe upward.
                     for g in gates:
                         if (
@@ -255,7 +270,13 @@ class RateLimiter:
                         ):
                             g.learner.on_pressure(now)
                             g._rate_changed(now)
-                    break
+                    if full is gate:
+                        break
+                    # Another of its keys is full: wait in that key's line, so the tasks behind
+                    # it on this one are not held up by a key they do not use.
+                    gate.pop_head()
+                    full.enqueue(task, task.throttle_place)
+                    continue
                 gate.pop_head()
                 for g, t in zip(gates, amounts, strict=True):
                     g.charge(t, now)
@@ -290,7 +311,7 @@ class RateLimiter:
         return spare
 
     def note_waiting(self, task: Task) -> None:
-        self.gates[task.spec.rate_keys[0]].stats.waited += 1
+        self.gates[task.throttled_on].stats.waited += 1
 
     def end_attempt(self, task: Task) -> None:
         """The attempt holding ``task``'s slots ended (any way): give the slots back."""
