@@ -7,8 +7,12 @@ results through the SDK's ``results()``; after the first ``WARMUP_RESULTS`` the 
 SIGKILLed, and in a share of the rounds (``colocated_fraction``) the agent on its node at the
 same moment. Measured per kill: seconds from the SIGKILL to the first result the client
 receives from the new leader (yielded by ``results()`` once the client no longer talks to the
-dead controller: results already buffered from the dead one do not count). The job is streamed
-to its end: every accepted task must be delivered, and once. Then the dead processes come back
+dead controller: results already buffered from the dead one do not count). Such a first result
+may be one that a surviving agent finished meanwhile and reported on reconnecting, so a second
+client watching every event also times the new leader's first dispatch (its controller's
+timestamp) and the first result of work the new leader dispatched, which is what a new leader
+waiting out its reconnect grace delays. The job is streamed to its end: every accepted task must
+be delivered, and once. Then the dead processes come back
 (same port, same agent id, as a rebooted node would) and the next round waits for a whole
 cluster: the leader serving with 3 agents connected.
 
@@ -17,9 +21,12 @@ Target (issue #13): at most 5 s, every kill.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from deerflow_common.etcd import LocalEtcd
@@ -44,6 +51,32 @@ def colocated(kill: int, fraction: float) -> bool:
     return int((kill + 1) * fraction + 1e-9) > int(kill * fraction + 1e-9)
 
 
+@dataclass
+class _Kill:
+    """One kill as the observing client sees it."""
+
+    at_wall: float = 0.0
+    """``time.time()`` of the SIGKILL (0 before it): events are stamped with the wall clock."""
+    at_mono: float = 0.0
+    first_dispatch_s: float = 0.0
+    new_work_result_s: float = 0.0
+    dispatched: set[str] = field(default_factory=set)
+
+
+async def _observe(client: AsyncClient, job_id: str, kill: _Kill) -> None:
+    """Follow every event of the job until the new leader's first dispatch and the first
+    result of work it dispatched are both seen."""
+    async for ev in client.events(job_id, timeout_s=120):
+        if not kill.at_wall or ev.time <= kill.at_wall:
+            continue  # before the kill: the old leader's log
+        if ev.state == "DISPATCHED":
+            kill.first_dispatch_s = kill.first_dispatch_s or ev.time - kill.at_wall
+            kill.dispatched.add(ev.task_id)
+        elif ev.terminal and ev.task_id in kill.dispatched:
+            kill.new_work_result_s = time.monotonic() - kill.at_mono
+            return
+
+
 async def client_failover(etcd: LocalEtcd, kills: int, colocated_fraction: float) -> dict[str, Any]:
     """Run ``kills`` rounds on one cluster; see the module docstring. Raises RuntimeError when
     a round cannot start (no leader, agents missing) within a minute."""
@@ -58,52 +91,62 @@ async def client_failover(etcd: LocalEtcd, kills: int, colocated_fraction: float
             agent_args=["--slots", str(SLOTS)],
         ) as cluster,
         AsyncClient(cluster.addresses, timeout_s=60) as client,
+        AsyncClient(cluster.addresses, timeout_s=60) as observer,
     ):
-        for kill in range(kills):
-            with_agent = colocated(kill, colocated_fraction)
+        for round_no in range(kills):
+            with_agent = colocated(round_no, colocated_fraction)
             await client.agents(wait_for=AGENTS, timeout_s=60)
             leader = await cluster.leader(timeout_s=60)
             node = cluster.controllers.index(leader)
-            ids = [f"r{kill}-t{i:04d}" for i in range(TASKS_PER_ROUND)]
+            ids = [f"r{round_no}-t{i:04d}" for i in range(TASKS_PER_ROUND)]
             job = await client.submit(
-                [Task(t, "sleep", {"seconds": TASK_S}) for t in ids], name=f"failover-{kill}"
+                [Task(t, "sleep", {"seconds": TASK_S}) for t in ids], name=f"failover-{round_no}"
             )
             accepted += job.accepted
+            kill = _Kill()
+            observing = asyncio.ensure_future(_observe(observer, job.job_id, kill))
             delivered: set[str] = set()
-            killed_at = failover_s = 0.0
+            failover_s = 0.0
             async for result in client.results(job.job_id, timeout_s=120):
                 if result.task_id in delivered:
                     duplicated += 1
                 delivered.add(result.task_id)
                 failed += not result.ok
-                if not killed_at and len(delivered) == WARMUP_RESULTS:
-                    killed_at = time.monotonic()
+                if not kill.at_mono and len(delivered) == WARMUP_RESULTS:
+                    kill.at_wall, kill.at_mono = time.time(), time.monotonic()
                     leader.signal(signal.SIGKILL)
                     if with_agent:
                         cluster.agents[node].signal(signal.SIGKILL)
-                elif killed_at and not failover_s and client.address != leader.address:
-                    failover_s = time.monotonic() - killed_at
+                elif kill.at_mono and not failover_s and client.address != leader.address:
+                    failover_s = time.monotonic() - kill.at_mono
             lost += len(set(ids) - delivered)
-            if not failover_s:
-                raise RuntimeError(f"kill {kill}: no result came from a new leader")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(observing, 30)
+            if not failover_s or not kill.new_work_result_s:
+                raise RuntimeError(f"kill {round_no}: no result came from a new leader")
             per_kill.append(
-                {"kill": kill, "agent_died_too": with_agent, "failover_s": round(failover_s, 3)}
+                {
+                    "kill": round_no,
+                    "agent_died_too": with_agent,
+                    "failover_s": round(failover_s, 3),
+                    "first_dispatch_s": round(kill.first_dispatch_s, 3),
+                    "new_work_result_s": round(kill.new_work_result_s, 3),
+                }
             )
             await cluster.restart_controller(leader)
             if with_agent:
                 await cluster.restart_agent(cluster.agents[node])
-    times = [k["failover_s"] for k in per_kill]
-    return {
-        "workload": "client_failover",
-        "kills": kills,
-        "colocated_fraction": colocated_fraction,
-        "failover_s": _percentiles(times),
-        "with_agent_death_s": _percentiles(
-            [k["failover_s"] for k in per_kill if k["agent_died_too"]]
-        ),
-        "without_agent_death_s": _percentiles(
-            [k["failover_s"] for k in per_kill if not k["agent_died_too"]]
-        ),
+    out: dict[str, Any] = {"workload": "client_failover", "kills": kills}
+    out["colocated_fraction"] = colocated_fraction
+    for measure in ("failover_s", "first_dispatch_s", "new_work_result_s"):
+        out[measure] = {
+            "all": _percentiles([k[measure] for k in per_kill]),
+            "with_agent_death": _percentiles([k[measure] for k in per_kill if k["agent_died_too"]]),
+            "without_agent_death": _percentiles(
+                [k[measure] for k in per_kill if not k["agent_died_too"]]
+            ),
+        }
+    return out | {
         "per_kill": per_kill,
         "target_max_s": TARGET_S,
         "accepted": accepted,
