@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from deerflow_common.etcd import LocalEtcd
+from deerflow_common.etcd import EtcdClient, Keys, LocalEtcd, Session, register
 from deerflow_controller.client import AsyncClient, Task
 from deerflow_controller.ha.reconnect import lease_kept_alive
 from deerflow_controller.launcher import HaCluster
@@ -74,3 +74,43 @@ async def test_a_new_leader_does_not_wait_out_the_grace_for_an_agent_that_died_w
         assert moved_at, "the dead agent's tasks never ran on the survivor"
         # Election (3 s lease) plus the dead lease's silence; waiting out the grace takes 20 s+.
         assert moved_at - killed_at < 12.0
+
+
+async def test_a_new_leader_still_waits_the_grace_for_a_listed_agent_whose_lease_is_kept_alive(
+    etcd_server: LocalEtcd,
+    etcd_client: EtcdClient,
+    keys: Keys,
+    make_ha_cluster: Callable[..., HaCluster],
+) -> None:
+    # An agent that is alive (its lease is refreshed: here by the test) but has not reconnected
+    # yet may be about to report what it runs: the new leader holds the restored work for it.
+    grace_s = 8.0
+    async with (
+        make_ha_cluster(
+            etcd_server.endpoint,
+            controllers=2,
+            agents=1,
+            slots=2,
+            controller_args=("--reconnect-grace", str(grace_s)),
+        ) as cluster,
+        Session(etcd_client, ttl=5) as session,
+    ):
+        await register(session, keys, "slow-to-return", {"handlers": ["sleep"], "slots": 2})
+        leader = await cluster.leader()
+        async with AsyncClient(cluster.addresses, timeout_s=60) as client:
+            await client.agents(wait_for=1)
+            job = await client.submit(
+                [Task(f"t{i:03d}", "sleep", {"seconds": 0.5}) for i in range(200)]
+            )
+            killed_at = 0.0
+            first_dispatch = 0.0
+            async for ev in client.events(job.job_id, timeout_s=90):
+                if not killed_at:
+                    if ev.state == "SUCCEEDED":
+                        killed_at = time.time()
+                        leader.signal(signal.SIGKILL)
+                elif ev.state == "DISPATCHED" and ev.time > killed_at:
+                    first_dispatch = ev.time
+                    break
+            await client.cancel(job.job_id)
+        assert first_dispatch - killed_at >= grace_s
