@@ -12,8 +12,8 @@ names the leader it observes; gRPC health is NOT_SERVING.
 Leading, in order: fresh scheduler; read the journal and restore its jobs (unfinished tasks
 held); open the gate (agents reconnect and report what they run, which is adopted); wait up to
 ``reconnect_grace_s`` for the agents etcd lists, except those whose lease is not kept alive
-(``reconnect``); release the held tasks. Submits are journaled
-before they are acknowledged; final results are journaled by group commit.
+(``reconnect``); release the held tasks. Submits are journaled before they are acknowledged;
+final results are journaled by group commit.
 
 The term ends, at once and synchronously in the event loop, when the session is lost (its
 keepalive missed the lease's deadline: etcd unreachable or the process stalled) or the leader
