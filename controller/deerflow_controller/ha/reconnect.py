@@ -17,8 +17,8 @@ not run again early.
 Rejected: agents refreshing more often, or a shorter agent TTL. Either narrows the window
 without closing it (the record outlives the process by up to a TTL whatever the rate), costs
 etcd a write per agent per interval for ever, and a shorter TTL makes a live agent lose its
-lease, and have its work run again, on a shorter etcd hiccup. This check costs one LeaseTimeToLive per still-missing agent per poll, and only during
-a takeover.
+lease, and have its work run again, on a shorter etcd hiccup. This check costs one
+LeaseTimeToLive per still-missing agent per poll, and only during a takeover.
 """
 
 from __future__ import annotations
