@@ -8,6 +8,9 @@ controller and agent processes on loopback; one JSON object out.
 - **leader failover**: from SIGKILL of the leader to the first DISPATCHED event of the new
   leader (target <= 5 s): lease expiry (``--lease-ttl``, 3 s), election, journal restore and
   the agents' reconnect (which ends the reconnect grace early).
+- **client-felt failover** (``--kills``, ``bench_failover_client``): from SIGKILL of the
+  leader, sometimes with the agent on its node, to the first result a streaming client
+  receives from the new leader (target <= 5 s), with lost and duplicated results counted.
 - **journal cost**: no-op throughput of a leader with the journal (etcd) against embedded mode
   (no etcd, no journal), alternating rounds (target: at most 20 % slower).
 
@@ -30,6 +33,7 @@ from typing import Any
 from deerflow_common.etcd import EtcdClient, Keys, LocalEtcd
 
 from .bench import machine, noop
+from .bench_failover_client import client_failover
 from .client import AsyncClient, Task
 from .launcher import HaCluster
 
@@ -125,18 +129,28 @@ async def _leader_failover_once(etcd: LocalEtcd, round_no: int) -> dict[str, flo
     return {"restored_s": takeover - killed_at, "first_dispatch_s": dispatch - killed_at}
 
 
-async def failover(rounds: int) -> dict[str, Any]:
+async def failover(rounds: int, kills: int = 10, colocated_fraction: float = 0.5) -> dict[str, Any]:
+    """``rounds`` of each agent-loss and first-dispatch measurement (0 skips them), then
+    ``kills`` leader SIGKILLs as a streaming client feels them (``bench_failover_client``)."""
+    out: dict[str, Any] = {"workload": "failover", "rounds": rounds}
     async with _etcd() as etcd:
-        agent_loss = [await _agent_loss_once(etcd, i) for i in range(rounds)]
-        # A hung agent (SIGSTOP): its socket stays open, so only its lease (5 s) plus the
-        # leader's one-second grace give it away.
-        agent_hang = [await _agent_loss_once(etcd, i, signal.SIGSTOP) for i in range(rounds)]
-        leader = [await _leader_failover_once(etcd, i) for i in range(rounds)]
+        if rounds:
+            out.update(await _server_side(etcd, rounds))
+        if kills:
+            out["client"] = await client_failover(etcd, kills, colocated_fraction)
+    out["machine"] = machine()
+    return out
+
+
+async def _server_side(etcd: LocalEtcd, rounds: int) -> dict[str, Any]:
+    agent_loss = [await _agent_loss_once(etcd, i) for i in range(rounds)]
+    # A hung agent (SIGSTOP): its socket stays open, so only its lease (5 s) plus the
+    # leader's one-second grace give it away.
+    agent_hang = [await _agent_loss_once(etcd, i, signal.SIGSTOP) for i in range(rounds)]
+    leader = [await _leader_failover_once(etcd, i) for i in range(rounds)]
     dispatch = [r["first_dispatch_s"] for r in leader]
     restored = [r["restored_s"] for r in leader]
     return {
-        "workload": "failover",
-        "rounds": rounds,
         "agent_loss_to_running_elsewhere_s": _summary(agent_loss),
         "agent_loss_target_s": 3.0,
         "agent_sigstop_to_running_elsewhere_s": _summary(agent_hang),
@@ -145,7 +159,6 @@ async def failover(rounds: int) -> dict[str, Any]:
         "leader_kill_to_first_dispatch_s": _summary(dispatch),
         "leader_failover_target_s": 5.0,
         "lease_ttl_s": 3,
-        "machine": machine(),
     }
 
 

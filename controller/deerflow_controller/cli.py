@@ -448,14 +448,36 @@ def bench_ratelimit_cmd(
 
 
 @bench.command("failover")
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 20),
+    help="Rounds of the agent-loss and first-dispatch measurements (0 skips them).",
+)
+@click.option(
+    "--kills",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 200),
+    help="Leader SIGKILLs under a streaming client, on one cluster (0 skips them).",
+)
+@click.option(
+    "--colocated-fraction",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of the kills that also SIGKILL the agent on the leader's node.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
-def bench_failover_cmd(rounds: int, as_json: bool) -> None:
+def bench_failover_cmd(rounds: int, kills: int, colocated_fraction: float, as_json: bool) -> None:
     """Agent SIGKILL -> its tasks running elsewhere; leader SIGKILL -> first dispatch by the
-    new leader (a local etcd, 2 controllers, 2 agents)."""
+    new leader (a local etcd, 2 controllers, 2 agents); then leader SIGKILLs (some with an agent
+    on the same node) -> the first result a streaming client receives from the new leader
+    (2 controllers, 3 agents)."""
     from . import bench_failover
 
-    _emit(run(bench_failover.failover(rounds)), as_json)
+    _emit(run(bench_failover.failover(rounds, kills, colocated_fraction)), as_json)
 
 
 @bench.command("journal")

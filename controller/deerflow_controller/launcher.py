@@ -308,6 +308,31 @@ class HaCluster:
         self.controllers.append(controller)
         return controller
 
+    async def restart_controller(self, dead: ControllerProcess) -> ControllerProcess:
+        """Start a controller on the port ``dead`` (stopped, or exited) listened on, in its
+        place in ``controllers``, so ``addresses`` stays what clients and agents were given.
+        Blocks until it listens; it campaigns like any other."""
+        await dead.stop()
+        port = dead.address.rpartition(":")[2]
+        controller = await ControllerProcess.start(
+            [*self.etcd_args(), *self.controller_args, "--port", port], quiet=self.quiet
+        )
+        self.controllers[self.controllers.index(dead)] = controller
+        return controller
+
+    async def restart_agent(self, dead: AgentProcess, args: Sequence[str] = ()) -> AgentProcess:
+        """Start an agent with the id of ``dead`` (stopped, or exited), in its place in
+        ``agents``."""
+        await dead.stop()
+        agent = await AgentProcess.start(
+            self.addresses,
+            dead.name,
+            [*self.etcd_args(), *self.agent_args, *args],
+            quiet=self.quiet,
+        )
+        self.agents[self.agents.index(dead)] = agent
+        return agent
+
     async def add_agent(
         self, agent_id: str, args: Sequence[str] = (), *, etcd: str | None = None
     ) -> AgentProcess:

@@ -189,8 +189,13 @@ class Shell:
     async def wait_for_agents(self, count: int) -> None:
         """Block until at least ``count`` agents are connected (cancelled by the caller's
         deadline)."""
+        await self.wait_for_membership(lambda: len(self.scheduler.agents) >= count)
+
+    async def wait_for_membership(self, ready: Callable[[], bool]) -> None:
+        """Block until ``ready()`` is true, testing it now and whenever an agent joins or
+        leaves (cancelled by the caller's deadline)."""
         async with self._membership:
-            await self._membership.wait_for(lambda: len(self.scheduler.agents) >= count)
+            await self._membership.wait_for(ready)
 
     # ------------------------------------------------------------------ stats
 

@@ -453,6 +453,18 @@ class EtcdClient:
         except _ERRORS as e:
             raise _translate(e) from e
 
+    async def lease_time_to_live(self, lease_id: int) -> tuple[int, int]:
+        """One round trip; returns ``(remaining_s, granted_s)`` of a lease, in whole seconds.
+
+        etcd truncates: ``remaining_s`` r means between r and r + 1 seconds are left (a lease
+        refreshed a moment ago reads ``granted_s - 1``). ``remaining_s`` is -1 when etcd no
+        longer has the lease (expired or revoked)."""
+        try:
+            reply = await self._open().get_lease_info(lease_id, keys=False)
+        except _ERRORS as e:
+            raise _translate(e) from e
+        return int(reply.TTL), int(reply.grantedTTL)
+
     # -- watches ----------------------------------------------------------------------------
 
     def watch_prefix(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -27,6 +28,39 @@ LEADER_METADATA = "deerflow-leader"
 """Trailing metadata of a standby's refusal: the leader's address (see ``ha.gate``)."""
 EPOCH_METADATA = "deerflow-epoch"
 """Initial metadata of WatchJob in HA mode: the epoch the stream's seq numbers belong to."""
+
+RETRY_FIRST_S = 0.05
+RETRY_CAP_S = 0.25
+"""Pauses (seconds, before jitter of x0.5-1.5) between tries while no controller serves: they
+double from the first to the cap. The cap is short because a failover ends the moment the new
+leader opens its gate (about 3 s after the old one died): a client sleeping out a longer pause
+then would add it to the failover it feels. A refusal costs a controller next to nothing."""
+
+
+class _Retry:
+    """One call's (or stream's) way through a failover: how long to pause before the next try.
+
+    A try that follows a controller's pointer to the leader goes at once; a second one in a row
+    pauses like any other, so two controllers that name each other (a standby naming a leader
+    that just died) are polled, not hammered."""
+
+    def __init__(self) -> None:
+        self._next_s = RETRY_FIRST_S
+        self._followed = False
+
+    def reset(self) -> None:
+        """The call got through: the next failover starts with short pauses again."""
+        self._next_s = RETRY_FIRST_S
+        self._followed = False
+
+    def pause_s(self, *, followed_pointer: bool) -> float:
+        if followed_pointer and not self._followed:
+            self._followed = True
+            return 0.0
+        self._followed = False
+        pause = self._next_s * (0.5 + random.random())
+        self._next_s = min(self._next_s * 2, RETRY_CAP_S)
+        return pause
 
 
 class AsyncClient:
@@ -90,19 +124,22 @@ class AsyncClient:
         self._jobs = client_pb2_grpc.JobServiceStub(channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(channel)
 
-    def _move(self, error: grpc.aio.AioRpcError) -> bool:
-        """After UNAVAILABLE: go to the leader the controller named, else to the next
-        configured address. False when there is nowhere else to go (one address, no pointer)."""
-        for key, value in error.trailing_metadata() or ():
-            leader = value if key == LEADER_METADATA and isinstance(value, str) else ""
-            if leader and leader != self.address:
-                self._use(leader)
-                return True
+    def _move(self, error: grpc.aio.AioRpcError) -> _Moved:
+        """After UNAVAILABLE, pick the controller to try next: the leader the refusal named
+        (``POINTER``); the same one when it names itself (``STAYED``: it won the election and is
+        still restoring, so it serves in a moment); else the next configured address
+        (``NEXT``). ``NOWHERE`` when there is one address and no pointer."""
+        leader = _metadata_value(error.trailing_metadata(), LEADER_METADATA)
+        if leader and leader != self.address:
+            self._use(leader)
+            return _Moved.POINTER
+        if leader:
+            return _Moved.STAYED
         if len(self.addresses) > 1:
             i = self.addresses.index(self.address) if self.address in self.addresses else -1
             self._use(self.addresses[(i + 1) % len(self.addresses)])
-            return True
-        return False
+            return _Moved.NEXT
+        return _Moved.NOWHERE
 
     async def _unary(
         self, call: Callable[[], Awaitable[Any]], timeout_s: float | None, *, retry: bool
@@ -113,7 +150,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         timeout = self._timeout(timeout_s)
         deadline = None if timeout is None else loop.time() + timeout
-        backoff = 0.05
+        pauses = _Retry()
         while True:
             try:
                 return await call()
@@ -122,11 +159,11 @@ class AsyncClient:
                     raise from_rpc_error(e, self.address) from None
                 failed_at = self.address
                 moved = self._move(e)
-                out_of_time = deadline is not None and loop.time() + backoff >= deadline
-                if out_of_time or (not moved and len(self.addresses) == 1 and not _named(e)):
+                pause = pauses.pause_s(followed_pointer=moved is _Moved.POINTER)
+                out_of_time = deadline is not None and loop.time() + pause >= deadline
+                if out_of_time or moved is _Moved.NOWHERE:
                     raise from_rpc_error(e, failed_at) from None
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 1.0)
+            await asyncio.sleep(pause)
 
     def _remaining(self, deadline: float | None) -> float | None:
         if deadline is None:
@@ -196,7 +233,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         flt = client_pb2.TERMINAL if terminal_only else client_pb2.ALL
-        backoff = 0.1
+        pauses = _Retry()
         epoch = ""  # the epoch after_seq counts in ("" outside HA mode)
         while True:
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
@@ -211,7 +248,7 @@ class AsyncClient:
                 if served_epoch != epoch:
                     epoch = served_epoch
                 async for batch in call:
-                    backoff = 0.1
+                    pauses.reset()
                     for ev in batch.events:
                         after_seq = ev.seq
                         yield TaskEvent.from_proto(ev)
@@ -221,12 +258,11 @@ class AsyncClient:
                     raise from_rpc_error(e, self.address) from None
                 if deadline is not None and loop.time() >= deadline:
                     raise from_rpc_error(e, self.address) from None
-                if e.code() == grpc.StatusCode.UNAVAILABLE:
-                    self._move(e)
+                moved = self._move(e) if e.code() == grpc.StatusCode.UNAVAILABLE else None
+                pause = pauses.pause_s(followed_pointer=moved is _Moved.POINTER)
             finally:
                 call.cancel()
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 2.0)
+            await asyncio.sleep(pause)
 
     async def results(
         self, job_id: str, *, timeout_s: float | None = None
@@ -342,8 +378,13 @@ class AsyncClient:
             ) from None
 
 
-def _named(error: grpc.aio.AioRpcError) -> bool:
-    return any(k == LEADER_METADATA and v for k, v in error.trailing_metadata() or ())
+class _Moved(enum.Enum):
+    """What :meth:`AsyncClient._move` did after a refusal or a broken connection."""
+
+    POINTER = "followed the refusal's pointer to the leader"
+    STAYED = "stayed: the controller named itself the leader (it is restoring)"
+    NEXT = "moved to the next configured address"
+    NOWHERE = "one address and no pointer: nowhere else to go"
 
 
 def _metadata_value(metadata: Any, key: str) -> str:

@@ -11,8 +11,9 @@ names the leader it observes; gRPC health is NOT_SERVING.
 
 Leading, in order: fresh scheduler; read the journal and restore its jobs (unfinished tasks
 held); open the gate (agents reconnect and report what they run, which is adopted); wait up to
-``reconnect_grace_s`` for the agents etcd lists; release the held tasks. Submits are journaled
-before they are acknowledged; final results are journaled by group commit.
+``reconnect_grace_s`` for the agents etcd lists, except those whose lease is not kept alive
+(``reconnect``); release the held tasks. Submits are journaled before they are acknowledged;
+final results are journaled by group commit.
 
 The term ends, at once and synchronously in the event loop, when the session is lost (its
 keepalive missed the lease's deadline: etcd unreachable or the process stalled) or the leader
@@ -54,6 +55,7 @@ from .agents import AgentLeaseWatcher
 from .config import HaConfig
 from .gate import LeaderGate, Term
 from .journal import Journal, load_journal
+from .reconnect import wait_for_reconnects
 from .restore import JournalTap, restore_jobs
 
 log = logging.getLogger(__name__)
@@ -230,7 +232,11 @@ class HaRunner:
                 self.config.reconnect_grace_s,
                 len(known),
             )
-            await session.guard(self._reconnect_grace(len(known), term))
+            await session.guard(
+                wait_for_reconnects(
+                    shell, self.client, self.keys, known, self.config.reconnect_grace_s
+                )
+            )
             if not term.ended.is_set():
                 released = shell.scheduler.release_restored(shell.clock())
                 shell.changed()
@@ -247,11 +253,6 @@ class HaRunner:
                 watcher_task.cancel()
             self._end_term(term, "shutting down" if self._stopping else "the campaign ended")
             await journal.wait_closed()
-
-    async def _reconnect_grace(self, known: int, term: Term) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.reconnect_grace_s):
-                await self.shell.wait_for_agents(known)
 
     async def _end_when_lost(self, lead: Leadership, term: Term) -> None:
         await lead.lost.wait()
