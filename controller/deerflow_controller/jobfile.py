@@ -66,7 +66,7 @@ def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _BadValue(f"must be a number, got {_show(value)}")
     if not math.isfinite(value):
-        raise _BadValue(f"must be a finite number, got {value}")
+        raise _BadValue(f"must be a finite number, got {_show(value)}")
     return float(value)
 
 
