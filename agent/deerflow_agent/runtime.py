@@ -405,15 +405,21 @@ class Runtime:
         return [a.key for a in taken]
 
     async def aclose(self) -> None:
-        """Stop: cancel running io attempts without reporting them and shut the pool down
-        without waiting for its workers."""
+        """Stop: cancel running io attempts without reporting them, cancel the pool's queued
+        calls and wait (off the loop) for its workers to finish the ones they run."""
         self._closed = True
         self.take_queued()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._discard_pool()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # The interpreter's exit would wait for the workers anyway; waiting here also ends
+            # the pool's manager thread, which, left running, races CPython's exit hook on
+            # their shared wakeup pipe (before 3.12.8: "Exception ignored in: <module
+            # 'threading'> ... OSError: [Errno 9] Bad file descriptor").
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

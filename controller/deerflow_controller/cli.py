@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
+import math
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -17,8 +17,9 @@ from deerflow_common import run, setup_logging
 from deerflow_simulator.cli import sim as sim_command
 
 from . import bench as benchmarks
-from .client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, Task
+from .client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, TaskEvent
 from .demo import run_demo, summary_table
+from .jobfile import JobFileError, load_tasks
 from .top import top as top_command
 
 T = TypeVar("T")
@@ -97,74 +98,33 @@ def demo(
 # --------------------------------------------------------------------------- jobs
 
 
-def _task_from_json(obj: Any, where: str) -> Task:
-    if not isinstance(obj, dict):
-        raise click.BadParameter(f"{where}: a task must be a JSON object, got {type(obj).__name__}")
-    unknown = set(obj) - {
-        "id", "handler", "payload", "payload_b64", "priority", "depends_on", "timeout_s",
-        "max_retries", "labels", "rate_keys", "est_tokens", "tenant", "schedule_to_close_s",
-    }  # fmt: skip
-    if unknown:
-        raise click.BadParameter(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    for name in ("id", "handler"):
-        if not isinstance(obj.get(name), str):
-            raise click.BadParameter(f"{where}: field {name!r} must be a string")
-    payload: object = obj.get("payload", b"")
-    if "payload_b64" in obj:
-        payload = base64.b64decode(obj["payload_b64"])
-    return Task(
-        id=obj["id"],
-        handler=obj["handler"],
-        payload=payload,
-        priority=int(obj.get("priority", 0)),
-        depends_on=list(obj.get("depends_on", [])),
-        timeout_s=float(obj.get("timeout_s", 0)),
-        max_retries=int(obj.get("max_retries", -1)),
-        labels=dict(obj.get("labels", {})),
-        rate_keys=list(obj.get("rate_keys", [])),
-        est_tokens=float(obj.get("est_tokens", 0)),
-        tenant=str(obj.get("tenant", "")),
-        schedule_to_close_s=float(obj.get("schedule_to_close_s", 0)),
-    )
-
-
-def load_tasks(path: Path) -> list[Task]:
-    """Tasks from a JSON array (or {"tasks": [...]}) or from JSONL, one task per line."""
-    text = path.read_text()
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        doc = None
-    if isinstance(doc, dict) and "tasks" in doc:
-        doc = doc["tasks"]
-    if isinstance(doc, list):
-        return [_task_from_json(t, f"{path} task #{i}") for i, t in enumerate(doc)]
-    if isinstance(doc, dict):
-        return [_task_from_json(doc, str(path))]
-    tasks = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise click.BadParameter(f"{path}:{n}: not JSON ({e.msg})") from None
-            tasks.append(_task_from_json(obj, f"{path}:{n}"))
-    return tasks
-
-
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @address_option
 @click.option("--job-id", default="", help="Idempotency key for the job.")
 @click.option("--name", default="")
 @click.option("--wait/--no-wait", default=False, help="Stream results until the job is done.")
-def submit(file: Path, address: str, job_id: str, name: str, wait: bool) -> None:
+@click.option(
+    "--deadline",
+    type=click.FloatRange(0, 7 * 86400),
+    default=0.0,
+    callback=lambda _ctx, _param, v: _finite(v, "--deadline"),
+    help="Seconds after the controller accepts the job by which every task must have ended;"
+    " unfinished tasks then end TIMED_OUT (0 = no deadline, at most 7 days).",
+)
+def submit(file: Path, address: str, job_id: str, name: str, wait: bool, deadline: float) -> None:
     """Submit the tasks in FILE (JSON array or JSONL) as one job; print the job id."""
-    tasks = load_tasks(file)
+    try:
+        tasks = load_tasks(file)
+    except JobFileError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
 
     async def go() -> int:
         async with AsyncClient(address) as client:
-            job = await client.submit(tasks, job_id=job_id, name=name or file.name)
+            job = await client.submit(
+                tasks, job_id=job_id, name=name or file.name, deadline_s=deadline
+            )
             click.echo(job.job_id)
             if not wait:
                 return 0
@@ -177,15 +137,42 @@ def submit(file: Path, address: str, job_id: str, name: str, wait: bool) -> None
     sys.exit(_run(go()))
 
 
+def _finite(value: float, flag: str) -> float:
+    """Click's ranges let NaN through (every comparison with it is false): refuse it here."""
+    if not math.isfinite(value):
+        raise click.BadParameter("must be a finite number of seconds", param_hint=flag)
+    return value
+
+
 def _print_result(task_id: str, state: str, output: bytes, error: str) -> None:
     detail = error if error else output[:200].decode(errors="replace")
     click.echo(f"{task_id}\t{state}\t{detail}")
 
 
+def event_line(ev: TaskEvent) -> str:
+    """One event as five tab-separated columns: task, state, where (attempt, agent, predicted
+    run time, cache layer), why (the error and the controller's detail sentence) and, on a
+    terminal event, the output."""
+    where = [f"attempt {ev.attempt}" + (f" on {ev.agent_id}" if ev.agent_id else "")]
+    if ev.predicted_s:
+        p = ev.predicted_s
+        where.append(f"predicted {p:.2f} s" if p >= 1 else f"predicted {p * 1000:.3g} ms")
+    if ev.cache_layer:
+        where.append(f"from the {ev.cache_layer} cache")
+    why = "; ".join(x for x in (ev.error, ev.detail) if x)
+    output = ev.output[:200].decode(errors="replace") if ev.terminal and not ev.error else ""
+    return "\t".join((ev.task_id, ev.state, ", ".join(where), why, output))
+
+
 @main.command()
 @click.argument("job_id")
 @address_option
-@click.option("--all-events", is_flag=True, help="Show every state change, not only results.")
+@click.option(
+    "--all-events",
+    is_flag=True,
+    help="Show every state change, not only results: task, state, attempt/agent/predicted "
+    "run time/cache layer, error and detail, output (tab-separated).",
+)
 def watch(job_id: str, address: str, all_events: bool) -> None:
     """Stream a job's results (or all its events) until it is done."""
 
@@ -195,10 +182,10 @@ def watch(job_id: str, address: str, all_events: bool) -> None:
             async for ev in client.events(job_id, terminal_only=not all_events):
                 if ev.terminal:
                     failed += ev.state != "SUCCEEDED"
+                if all_events:
+                    click.echo(event_line(ev))
+                elif ev.terminal:
                     _print_result(ev.task_id, ev.state, ev.output, ev.error)
-                else:
-                    where = f" on {ev.agent_id}" if ev.agent_id else ""
-                    click.echo(f"{ev.task_id}\t{ev.state}\tattempt {ev.attempt}{where} {ev.error}")
         return 1 if failed else 0
 
     sys.exit(_run(go()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .cache import CacheConfig
 from .config import ControllerConfig, SchedulerConfig
 from .ha import HaConfig
 from .ratelimit import LimiterConfig
-from .server import serve
+from .server import ListenError, serve
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -224,16 +225,20 @@ def main(
             raise click.BadParameter(str(e), param_hint="--etcd/--etcd-prefix") from None
     args = ["--slots", str(agent_slots), *agent_arg]
     tune_gc_for_daemon()
-    run(
-        serve(
-            config,
-            local_agents=local_agents,
-            agent_args=args,
-            http_port=http_port,
-            http_host=http_host,
-            ha=ha,
+    try:
+        run(
+            serve(
+                config,
+                local_agents=local_agents,
+                agent_args=args,
+                http_port=http_port,
+                http_host=http_host,
+                ha=ha,
+            )
         )
-    )
+    except ListenError as e:
+        click.echo(f"deerflow-controller: {e}", err=True)
+        sys.exit(1)
 
 
 def _tenant_weights(pairs: tuple[str, ...]) -> dict[str, float]:

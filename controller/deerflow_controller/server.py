@@ -4,8 +4,11 @@ checking and server reflection (so grpcurl and load balancers work)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import signal
+import socket
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -41,6 +44,51 @@ SERVICE_NAMES = (
 )
 
 
+class ListenError(OSError):
+    """A port the controller was told to use cannot be bound; the message names the address
+    and the flag that changes it."""
+
+
+GRPC_FLAGS = ("--port (0 picks a free one)", "--host")
+HTTP_FLAGS = ("--http-port (0 turns HTTP off)", "--http-host")
+
+
+def _cannot_bind(what: str, host: str, port: int, e: OSError, flags: tuple[str, str]) -> str:
+    """One sentence: the address, the reason in the errno's own words (aiohttp's message
+    repeats the address), and the flag that fixes it: the port's when it is taken, else the
+    host's."""
+    reason = os.strerror(e.errno) if e.errno else str(e)
+    flag = flags[0] if e.errno == errno.EADDRINUSE else flags[1]
+    return f"cannot {what} {host}:{port} ({reason}); pass another {flag}"
+
+
+def _check_bindable(host: str, port: int, what: str, flags: tuple[str, str]) -> None:
+    """Raise :class:`ListenError` when no address of ``host`` can bind ``port`` now. grpcio
+    reports a failed bind only as a log line of its own and a RuntimeError without the reason;
+    this finds the reason first. Port 0 always binds."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ListenError(
+            f"cannot {what} {host}:{port} ({e.strerror}); pass another {flags[1]}"
+        ) from e
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: a port in TIME_WAIT after a restart is free to it.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                error = e
+                continue
+        return
+    if error is not None:
+        raise ListenError(_cannot_bind(what, host, port, error, flags)) from error
+
+
 class Controller:
     """A running controller: the server, its shell, and (embedded mode) its local agents.
 
@@ -54,9 +102,18 @@ class Controller:
         self.server = grpc.aio.server(
             interceptors=interceptors, options=server_options(config.max_message_bytes)
         )
-        self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        _check_bindable(config.host, config.port, "listen for gRPC on", GRPC_FLAGS)
+        try:
+            # grpcio raises RuntimeError when the bind fails (older releases returned 0); the
+            # check above makes this the rare case of a port taken in between.
+            self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {config.host}:{config.port}; is the port taken?")
+            raise ListenError(
+                f"cannot listen for gRPC on {config.host}:{config.port}; pass another --port "
+                "(0 picks a free one) or --host"
+            )
         if not config.controller_id:
             self.config = config = replace(config, controller_id=f"{config.host}:{self.port}")
         self.shell = Shell(config)
@@ -136,7 +193,7 @@ async def _serve_http(controller: Controller, host: str, port: int | None) -> st
         )
     except OSError as e:
         if port is not None:
-            raise OSError(f"cannot serve HTTP on {host}:{wanted} ({e}); pick --http-port") from e
+            raise ListenError(_cannot_bind("serve HTTP on", host, wanted, e, HTTP_FLAGS)) from e
         log.warning(
             "HTTP port %d is taken (%s): no dashboard or /metrics; pass --http-port", wanted, e
         )

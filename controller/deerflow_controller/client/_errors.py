@@ -79,7 +79,13 @@ _BY_CODE: dict[grpc.StatusCode, type[DeerflowError]] = {
 def from_rpc_error(error: grpc.aio.AioRpcError, address: str) -> DeerflowError:
     code = error.code()
     details = error.details() or ""
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code == grpc.StatusCode.UNAVAILABLE and "http1.x server" in details:
+        # gRPC core's words for an HTTP/1 answer, e.g. from the controller's dashboard port.
+        details = (
+            f"{address} answers HTTP/1, not gRPC: is it the controller's --http-port? "
+            "Point the client at its gRPC --port"
+        )
+    elif code == grpc.StatusCode.UNAVAILABLE:
         details = (
             f"cannot reach the controller at {address} ({details}); "
             "is deerflow-controller running there?"

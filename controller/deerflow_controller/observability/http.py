@@ -14,9 +14,13 @@ Every handler reads in-memory state and returns at once; nothing here blocks the
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import logging
+import time
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 
 from deerflow_common.prometheus import CONTENT_TYPE
 
@@ -35,6 +39,36 @@ def _json(data: object, status: int = 200) -> web.Response:
     )
 
 
+class _RequestErrorLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, except for requests its parser refuses (the client's fault, not
+    ours): those are one WARNING line, at most one a minute (DEBUG in between), instead of a
+    traceback with the bytes received. The usual one is a gRPC client given the HTTP port: its
+    HTTP/2 preface is not HTTP/1."""
+
+    QUIET_S = 60.0
+
+    def __init__(self) -> None:
+        super().__init__(server_logger, {})
+        self._warned_at = -self.QUIET_S
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        if not isinstance(exc_info, HttpProcessingError):
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+            return
+        peer = args[0] if args else "a client"
+        # The parser's message goes on to dump the bytes it got: keep its first line only.
+        why = (exc_info.message or "").split("\n", 1)[0].strip(" :")[:80]
+        if "PRI" in why:
+            what = "an HTTP/2 connection (a gRPC client? gRPC is served on --port)"
+        else:
+            what = f"a request that is not HTTP/1 ({exc_info.code} {why})"
+        now = time.monotonic()
+        level = logging.WARNING if now - self._warned_at >= self.QUIET_S else logging.DEBUG
+        if level == logging.WARNING:
+            self._warned_at = now
+        self.log(level, "HTTP side refused %s from %s", what, peer)
+
+
 class HttpServer:
     """Serves one :class:`Observability`. :meth:`start` binds (raising OSError when the port is
     taken) and returns the bound port; :meth:`stop` closes every connection."""
@@ -47,7 +81,9 @@ class HttpServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, logger=_RequestErrorLog()
+        )
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
