@@ -75,6 +75,14 @@ from .server import serve
     help="Least attempts an agent may hold beyond its slots (an eighth of its slots if more).",
 )
 @click.option(
+    "--agent-silence-timeout",
+    default=SchedulerConfig.__dataclass_fields__["agent_silence_s"].default,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True, max=86_400),
+    help="An agent that sends nothing (not even its heartbeat) for this many seconds is declared "
+    "dead: its stream is closed and its attempts run elsewhere.",
+)
+@click.option(
     "--limits",
     "limits_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -161,6 +169,7 @@ def main(
     default_timeout: float,
     default_retries: int,
     prefetch: int,
+    agent_silence_timeout: float,
     limits_path: Path | None,
     http_port: int | None,
     http_host: str | None,
@@ -176,6 +185,13 @@ def main(
 ) -> None:
     """Run the deerflow-parallel controller."""
     setup_logging("deerflow-controller", log_level)
+    heartbeat_s = ControllerConfig.__dataclass_fields__["heartbeat_interval_s"].default
+    if agent_silence_timeout <= heartbeat_s:
+        raise click.BadParameter(
+            f"{agent_silence_timeout:g} s would declare healthy agents dead: make it longer than "
+            f"their heartbeat interval ({heartbeat_s:g} s), ideally several times longer",
+            param_hint="--agent-silence-timeout",
+        )
     try:
         limits = LimiterConfig.from_toml(limits_path) if limits_path else LimiterConfig()
     except (ValueError, OSError) as e:
@@ -192,6 +208,7 @@ def main(
             default_timeout_s=default_timeout,
             default_max_retries=default_retries,
             prefetch=prefetch,
+            agent_silence_s=agent_silence_timeout,
         ),
     )
     ha = None
