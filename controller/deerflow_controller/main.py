@@ -185,7 +185,7 @@ def main(
 ) -> None:
     """Run the deerflow-parallel controller."""
     setup_logging("deerflow-controller", log_level)
-    heartbeat_s = ControllerConfig.__dataclass_fields__["heartbeat_interval_s"].default
+    heartbeat_s = ControllerConfig().heartbeat_interval_s
     if agent_silence_timeout <= heartbeat_s:
         raise click.BadParameter(
             f"{agent_silence_timeout:g} s would declare healthy agents dead: make it longer than "
