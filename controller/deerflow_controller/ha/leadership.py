@@ -109,11 +109,14 @@ class HaRunner:
 
     async def stop(self) -> None:
         self._stopping = True
+        # Resign first (the campaign's end revokes the lease), then keep observing the leader
+        # key until the watches that the term's end refuses know the successor's address.
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            if task.get_name() == "ha-campaign":
+                await self.gate.successor_known()
         await self.client.close()
 
     # ------------------------------------------------------------------ campaign
@@ -291,8 +294,8 @@ class HaRunner:
         never carried over from an earlier term."""
         shell = self.shell
         shell.config = replace(shell.config, epoch=epoch)
-        shell.scheduler = Scheduler(
-            shell.config.scheduler, limiter=RateLimiter(shell.config.limits)
+        shell.replace_scheduler(
+            Scheduler(shell.config.scheduler, limiter=RateLimiter(shell.config.limits))
         )
         tap = getattr(self._observability, "tap", None)
         if tap is not None:
