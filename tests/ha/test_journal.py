@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -12,8 +14,11 @@ import pytest
 
 from deerflow_common.etcd import EtcdClient, EventKind, Keys, LocalEtcd
 from deerflow_controller.client import AsyncClient, PayloadTooLargeError, Task
+from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.ha import Journal, JournalClosed, load_journal
+from deerflow_controller.ha.restore import restore_jobs
 from deerflow_controller.launcher import HaCluster
+from deerflow_controller.scheduler import Scheduler
 from deerflow_protos import client_pb2, common_pb2
 
 pytestmark = pytest.mark.timeout(120)
@@ -172,3 +177,74 @@ async def test_a_deposed_leader_cannot_write_to_the_journal(
         jobs, _ = await load_journal(etcd_client, keys)
     assert [j.request.job_id for j in jobs] == ["before"]
     assert fenced == [True]
+
+
+async def test_a_takeover_deletes_finished_jobs_past_their_expiry_and_runs_none_of_their_tasks(
+    etcd_client: EtcdClient, keys: Keys
+) -> None:
+    now = time.time()
+    # The old leader's clock runs behind, so none of its expiry timers fires before it ends:
+    # as a leader that died before them.
+    lagging = Journal(etcd_client, keys, 7, max_record_bytes=1 << 20, clock=lambda: now - 100)
+    async with running(lagging) as old_leader:
+        for job_id in ("expired", "kept", "partial", "live"):
+            await old_leader.append_job(job_id, job_record(job_id, 2))
+        for job_id in ("expired", "kept"):
+            old_leader.add_results(job_id, [terminal(job_id, "t0"), terminal(job_id, "t1")])
+        old_leader.add_results("partial", [terminal("partial", "t0")])  # t1's was too large
+        old_leader.add_results("live", [terminal("live", "t0")])
+        old_leader.expire_at("expired", now - 1)  # delivered; the leader died before the timer
+        old_leader.expire_at("kept", now + 60)
+        old_leader.expire_at("partial", now + 60)
+        await old_leader.append_job("sync", job_record("sync", 1))  # the records above are in
+    jobs, orphans = await load_journal(etcd_client, keys)
+    sched = Scheduler(SchedulerConfig())
+
+    restored = restore_jobs(sched, jobs, now)
+
+    assert restored.expired == ["expired"]
+    assert set(restored.kept) == {"kept", "partial"}  # deleted at their expiry, not restarted
+    assert restored.kept["kept"] == pytest.approx(now + 60, abs=0.01)
+    assert sorted(sched.jobs) == ["kept", "live", "sync"]
+    assert sched.jobs["kept"].done
+    assert sched.restored_waiting() == 2  # live's t1 and sync's t0: no task of a finished job
+    assert (restored.jobs, restored.tasks, restored.finished) == (3, 5, 3)
+    assert orphans == []
+
+
+async def test_a_delivered_jobs_entries_go_at_their_expiry_though_its_leader_died_before(
+    etcd_server: LocalEtcd,
+    etcd_client: EtcdClient,
+    keys: Keys,
+    make_ha_cluster: Callable[..., HaCluster],
+) -> None:
+    cluster = make_ha_cluster(etcd_server.endpoint, controllers=2, agents=1)
+    async with cluster, AsyncClient(cluster.addresses, timeout_s=30) as client:
+        leader = await cluster.leader()
+        await client.agents(wait_for=1)
+        job = await client.submit([Task(f"t{i}", "echo", "z") for i in range(20)])
+        assert len(await job.wait(timeout_s=30)) == 20
+        expiry_key = keys.journal_expiry(job.job_id)
+        async with asyncio.timeout(10):
+            # The delivery shortened the job's expiry to a few seconds; once that is journaled,
+            # the leader dies before its own timer deletes the entries.
+            snapshot = await etcd_client.get_prefix(expiry_key)
+            changes = etcd_client.watch_key(expiry_key, snapshot.revision + 1)
+            async with contextlib.aclosing(changes):
+                values = [kv.value for kv in snapshot.kvs]
+                while not values or float(values[-1]) > time.time() + 30:
+                    change = await anext(changes)
+                    if change.kind is EventKind.PUT:
+                        values.append(change.value)
+        leader.signal(signal.SIGKILL)
+        record = await etcd_client.get(keys.journal_job(job.job_id))
+        assert record is not None
+        async with asyncio.timeout(20):  # the successor keeps the expiry: a few seconds
+            watch = etcd_client.watch_key(keys.journal_job(job.job_id), record.mod_revision + 1)
+            async with contextlib.aclosing(watch):
+                async for change in watch:
+                    if change.kind is EventKind.DELETE:
+                        break
+        left = await etcd_client.get_prefix(keys.journal_prefix)
+        assert left.kvs == ()
+        assert await cluster.leader() is not leader

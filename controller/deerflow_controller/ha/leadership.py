@@ -193,6 +193,7 @@ class HaRunner:
             max_record_bytes=self.config.journal_max_payload_bytes,
             leader_key=lead.key,
             on_fenced=lambda: self._end_term(term, "a journal write found the leader key gone"),
+            clock=shell.clock,
         )
         term = Term(epoch, journal, on_delivered=self._delivered)
         self.term = term
@@ -208,10 +209,12 @@ class HaRunner:
             known = await session.guard(Membership.agents(self.client, self.keys).members())
             lead.check()
             now = shell.clock()
-            tasks, finished = restore_jobs(shell.scheduler, jobs, now)
+            restored = restore_jobs(shell.scheduler, jobs, now)
             journal.start()
-            for job_id in orphans:
+            for job_id in (*orphans, *restored.expired):
                 journal.forget(job_id)
+            for job_id, expires_at in restored.kept.items():
+                journal.expire_at(job_id, expires_at, recorded=True)
             self.tap.begin(journal)
             self.gate.leader_address = self.address
             self.gate.term = term
@@ -223,13 +226,14 @@ class HaRunner:
             await self._set_serving(True)
             log.info(
                 "leading as %s, epoch %d (%.0f ms after winning): restored %d jobs (%d tasks, "
-                "%d finished); waiting up to %.3g s for %d known agents",
+                "%d finished), deleted %d expired; waiting up to %.3g s for %d known agents",
                 self.address,
                 epoch,
                 (time.monotonic() - started) * 1000,
-                len(jobs),
-                tasks,
-                finished,
+                restored.jobs,
+                restored.tasks,
+                restored.finished,
+                len(restored.expired),
                 self.config.reconnect_grace_s,
                 len(known),
             )
@@ -311,9 +315,7 @@ class HaRunner:
         if term is None or term.journal is None or term.ended.is_set():
             return
         journal = term.journal
-        asyncio.get_running_loop().call_later(
-            self.config.delivered_retention_s, journal.forget, job_id
-        )
+        journal.expire_at(job_id, self.shell.clock() + self.config.delivered_retention_s)
 
 
 def _segment(address: str) -> str:
