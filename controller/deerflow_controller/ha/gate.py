@@ -87,9 +87,12 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         watch waits for one. A stopping controller keeps observing the leader key until then,
         so the watches it ends can name its successor."""
         if self._successor_waits:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SUCCESSOR_WAIT_S):
-                    await self._leader_known.wait()
+            await self._leader_or_timeout()
+
+    async def _leader_or_timeout(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SUCCESSOR_WAIT_S):
+                await self._leader_known.wait()
 
     def refusal(self) -> str:
         if self.leader_address and self.leader_address != self.address:
@@ -191,9 +194,7 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         within ``SUCCESSOR_WAIT_S``, as a standby's refusal does."""
         self._successor_waits += 1
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SUCCESSOR_WAIT_S):
-                    await self._leader_known.wait()
+            await self._leader_or_timeout()
         finally:
             self._successor_waits -= 1
         leader = self.leader_address
