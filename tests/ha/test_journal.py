@@ -14,11 +14,12 @@ import pytest
 
 from deerflow_common.etcd import EtcdClient, EventKind, Keys, LocalEtcd
 from deerflow_controller.client import AsyncClient, PayloadTooLargeError, Task
-from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.ha import Journal, JournalClosed, load_journal
+from deerflow_controller.config import ControllerConfig, SchedulerConfig
+from deerflow_controller.ha import HaConfig, Journal, JournalClosed, load_journal
 from deerflow_controller.ha.restore import restore_jobs
-from deerflow_controller.launcher import HaCluster
+from deerflow_controller.launcher import HaCluster, wait_serving
 from deerflow_controller.scheduler import Scheduler
+from deerflow_controller.server import Controller
 from deerflow_protos import client_pb2, common_pb2
 
 pytestmark = pytest.mark.timeout(120)
@@ -248,3 +249,30 @@ async def test_a_delivered_jobs_entries_go_at_their_expiry_though_its_leader_die
         left = await etcd_client.get_prefix(keys.journal_prefix)
         assert left.kvs == ()
         assert await cluster.leader() is not leader
+
+
+async def test_a_takeover_counts_no_restored_result_as_a_task_finished_again(
+    etcd_server: LocalEtcd, etcd_client: EtcdClient, keys: Keys
+) -> None:
+    now = time.time()
+    lagging = Journal(etcd_client, keys, 7, max_record_bytes=1 << 20, clock=lambda: now - 100)
+    async with running(lagging) as old_leader:
+        await old_leader.append_job("done", job_record("done", 3))
+        old_leader.add_results("done", [terminal("done", f"t{i}") for i in range(3)])
+        old_leader.expire_at("done", now + 60)
+        await old_leader.append_job("sync", job_record("sync", 1))  # the records above are in
+    controller = Controller(
+        ControllerConfig(port=0), HaConfig(endpoints=(etcd_server.endpoint,), prefix=keys.prefix)
+    )
+    metrics = controller.observability.enable_metrics()
+    await controller.start()
+    try:
+        async with asyncio.timeout(30):
+            await wait_serving(controller.address)
+        controller.shell.flush()  # the metrics tap has read every event there is
+        assert controller.shell.scheduler.jobs["done"].done
+        echo = metrics.handlers.get("echo")
+        # The three ran under the old leader: counted there, not again by each new one.
+        assert echo is None or echo.finished == {}
+    finally:
+        await controller.stop()

@@ -210,6 +210,7 @@ class HaRunner:
             lead.check()
             now = shell.clock()
             restored = restore_jobs(shell.scheduler, jobs, now)
+            self._observe_scheduler()
             journal.start()
             for job_id in (*orphans, *restored.expired):
                 journal.forget(job_id)
@@ -301,14 +302,14 @@ class HaRunner:
         shell.replace_scheduler(
             Scheduler(shell.config.scheduler, limiter=RateLimiter(shell.config.limits))
         )
+        self._observe_scheduler()
+
+    def _observe_scheduler(self) -> None:
+        """Point the metrics/trace tap at the shell's scheduler, past the events it holds
+        (restored ones were counted by the leader they happened under)."""
         tap = getattr(self._observability, "tap", None)
         if tap is not None:
-            # The metrics/trace tap reads the scheduler's event logs with a cursor per job:
-            # point it at the new scheduler and forget the old logs' cursors.
-            tap.scheduler = shell.scheduler
-            cursors = getattr(tap, "_jobs", None)
-            if isinstance(cursors, dict):
-                cursors.clear()
+            tap.follow(self.shell.scheduler)
 
     def _delivered(self, job_id: str) -> None:
         term = self.term
