@@ -15,7 +15,7 @@ import pytest
 from deerflow_common.etcd import EtcdClient, EventKind, Keys, LocalEtcd
 from deerflow_controller.client import AsyncClient, PayloadTooLargeError, Task
 from deerflow_controller.config import ControllerConfig, SchedulerConfig
-from deerflow_controller.ha import HaConfig, Journal, JournalClosed, load_journal
+from deerflow_controller.ha import Expiry, HaConfig, Journal, JournalClosed, load_journal
 from deerflow_controller.ha.restore import restore_jobs
 from deerflow_controller.launcher import HaCluster, wait_serving
 from deerflow_controller.scheduler import Scheduler
@@ -180,7 +180,7 @@ async def test_a_deposed_leader_cannot_write_to_the_journal(
     assert fenced == [True]
 
 
-async def test_a_takeover_deletes_finished_jobs_past_their_expiry_and_runs_none_of_their_tasks(
+async def test_a_takeover_deletes_finished_jobs_past_their_expiry_and_reruns_no_delivered_task(
     etcd_client: EtcdClient, keys: Keys
 ) -> None:
     now = time.time()
@@ -188,15 +188,16 @@ async def test_a_takeover_deletes_finished_jobs_past_their_expiry_and_runs_none_
     # as a leader that died before them.
     lagging = Journal(etcd_client, keys, 7, max_record_bytes=1 << 20, clock=lambda: now - 100)
     async with running(lagging) as old_leader:
-        for job_id in ("expired", "kept", "partial", "live"):
+        for job_id in ("expired", "kept", "delivered-partial", "finished-partial", "live"):
             await old_leader.append_job(job_id, job_record(job_id, 2))
         for job_id in ("expired", "kept"):
             old_leader.add_results(job_id, [terminal(job_id, "t0"), terminal(job_id, "t1")])
-        old_leader.add_results("partial", [terminal("partial", "t0")])  # t1's was too large
-        old_leader.add_results("live", [terminal("live", "t0")])
-        old_leader.expire_at("expired", now - 1)  # delivered; the leader died before the timer
-        old_leader.expire_at("kept", now + 60)
-        old_leader.expire_at("partial", now + 60)
+        for job_id in ("delivered-partial", "finished-partial", "live"):
+            old_leader.add_results(job_id, [terminal(job_id, "t0")])  # t1's was too large
+        old_leader.expire_at("expired", Expiry(now - 1, delivered=True))
+        old_leader.expire_at("kept", Expiry(now + 60, delivered=True))
+        old_leader.expire_at("delivered-partial", Expiry(now + 60, delivered=True))
+        old_leader.expire_at("finished-partial", Expiry(now + 600))
         await old_leader.append_job("sync", job_record("sync", 1))  # the records above are in
     jobs, orphans = await load_journal(etcd_client, keys)
     sched = Scheduler(SchedulerConfig())
@@ -204,12 +205,25 @@ async def test_a_takeover_deletes_finished_jobs_past_their_expiry_and_runs_none_
     restored = restore_jobs(sched, jobs, now)
 
     assert restored.expired == ["expired"]
-    assert set(restored.kept) == {"kept", "partial"}  # deleted at their expiry, not restarted
-    assert restored.kept["kept"] == pytest.approx(now + 60, abs=0.01)
-    assert sorted(sched.jobs) == ["kept", "live", "sync"]
+    # Deleted at their expiry (seconds from now), not restarted:
+    assert {job_id: (round(e.at - now), e.delivered) for job_id, e in restored.kept.items()} == {
+        "kept": (60, True),
+        "delivered-partial": (60, True),
+        "finished-partial": (600, False),
+    }
+    assert sorted(sched.jobs) == ["finished-partial", "kept", "live", "sync"]
     assert sched.jobs["kept"].done
-    assert sched.restored_waiting() == 2  # live's t1 and sync's t0: no task of a finished job
-    assert (restored.jobs, restored.tasks, restored.finished) == (3, 5, 3)
+    # Held for the reconnect grace, then run: the tasks without a result of the jobs no client
+    # has received in full; none of a delivered job.
+    unfinished = {
+        (job_id, task.id)
+        for job_id, job in sched.jobs.items()
+        for task in job.tasks.values()
+        if not task.terminal
+    }
+    assert unfinished == {("finished-partial", "t1"), ("live", "t1"), ("sync", "t0")}
+    assert sched.restored_waiting() == 3
+    assert (restored.jobs, restored.tasks, restored.finished) == (4, 7, 4)
     assert orphans == []
 
 
@@ -233,7 +247,7 @@ async def test_a_delivered_jobs_entries_go_at_their_expiry_though_its_leader_die
             changes = etcd_client.watch_key(expiry_key, snapshot.revision + 1)
             async with contextlib.aclosing(changes):
                 values = [kv.value for kv in snapshot.kvs]
-                while not values or float(values[-1]) > time.time() + 30:
+                while not values or not Expiry.parse(values[-1]).delivered:
                     change = await anext(changes)
                     if change.kind is EventKind.PUT:
                         values.append(change.value)
@@ -259,7 +273,7 @@ async def test_a_takeover_counts_no_restored_result_as_a_task_finished_again(
     async with running(lagging) as old_leader:
         await old_leader.append_job("done", job_record("done", 3))
         old_leader.add_results("done", [terminal("done", f"t{i}") for i in range(3)])
-        old_leader.expire_at("done", now + 60)
+        old_leader.expire_at("done", Expiry(now + 60, delivered=True))
         await old_leader.append_job("sync", job_record("sync", 1))  # the records above are in
     controller = Controller(
         ControllerConfig(port=0), HaConfig(endpoints=(etcd_server.endpoint,), prefix=keys.prefix)

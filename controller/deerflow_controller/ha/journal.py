@@ -14,16 +14,18 @@ Records (keys from ``deerflow_common.etcd.Keys``):
   of one turn. Not awaited by anyone: a result lost with the leader only means the task runs
   again (execution is at-least-once; the SDK delivers each task id once).
 
-- ``journal/expiry/<job>``: once the job finished, when its entries go (wall-clock seconds):
-  its retention after it finished (``job_retention_s``), shortened to ``delivered_retention_s``
-  once a client received its last result. Written after (never before) the job's last results.
+- ``journal/expiry/<job>``: once the job finished, when its entries go (wall-clock seconds)
+  and why: ``finished`` (``job_retention_s`` after it finished), or ``delivered``
+  (``delivered_retention_s`` after a client received its last result), e.g. ``1796593760.392
+  delivered``. Written with or after the job's last results, never before.
 
 :meth:`Journal.forget` deletes the job key, its results range and its expiry in one
 transaction, so etcd does not grow without bound. It runs when the expiry comes (a timer of the
 leader that set it) or when the scheduler forgets the job. The expiry is a record, not a timer
 only, because the timer dies with its leader: a new leader reads the expiries with the journal,
-deletes the jobs whose expiry passed at once, and restores the others as finished (no task runs
-again) until their expiry, which it does not restart. Not an etcd lease attached to the job's
+deletes the jobs whose expiry passed at once, and restores the others as finished until their
+expiry, which it does not restart; no task of a delivered job runs again (one whose result was
+too large to journal is not restored at all). Not an etcd lease attached to the job's
 keys: that would mean rewriting every result chunk of a finished job (thousands for a large
 one) to attach it, and chunks written later would escape it; the record is one small put, read
 by the range read a takeover does anyway. Expiries compare wall clocks of different
@@ -65,7 +67,7 @@ class _Pending:
     jobs: dict[str, tuple[bytes, asyncio.Future[None]]] = field(default_factory=dict)
     results: dict[str, list[common_pb2.TaskEvent]] = field(default_factory=dict)
     forget: set[str] = field(default_factory=set)
-    expiries: dict[str, float] = field(default_factory=dict)
+    expiries: dict[str, Expiry] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.jobs or self.results or self.forget or self.expiries)
@@ -120,7 +122,7 @@ class Journal:
         """Transactions committed (for benchmarks and tests)."""
         self._oversized_logged = False
         self._clock = clock
-        self._expiries: dict[str, float] = {}
+        self._expiries: dict[str, Expiry] = {}
         """Each finished job's expiry, as written (or queued) in this term."""
         self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -190,23 +192,26 @@ class Journal:
         self._pending.results.setdefault(job_id, []).extend(events)
         self._wake.set()
 
-    def expire_at(self, job_id: str, expires_at: float, *, recorded: bool = False) -> None:
-        """Delete a finished job's entries at ``expires_at`` (wall-clock seconds, see
-        ``clock``), and journal that expiry (unless ``recorded``: read from the journal) so that
-        a later leader honours it. An expiry later than one already set is ignored."""
-        if self._closed or job_id in self._pending.forget or not math.isfinite(expires_at):
+    def expire_at(self, job_id: str, expiry: Expiry, *, recorded: bool = False) -> None:
+        """Delete a finished job's entries at ``expiry.at`` (wall-clock seconds, see
+        ``clock``), and journal the expiry (unless ``recorded``: read from the journal) so that
+        a later leader honours it. The earlier of two expiries wins; delivered sticks."""
+        if self._closed or job_id in self._pending.forget or not math.isfinite(expiry.at):
             return
         known = self._expiries.get(job_id)
-        if known is not None and known <= expires_at:
-            return
-        self._expiries[job_id] = expires_at
+        if known is not None:
+            merged = Expiry(min(known.at, expiry.at), known.delivered or expiry.delivered)
+            if merged == known:
+                return
+            expiry = merged
+        self._expiries[job_id] = expiry
         if not recorded:
-            self._pending.expiries[job_id] = expires_at
+            self._pending.expiries[job_id] = expiry
             self._wake.set()
         old = self._expiry_timers.pop(job_id, None)
         if old is not None:
             old.cancel()
-        delay = max(0.0, expires_at - self._clock())
+        delay = max(0.0, expiry.at - self._clock())
         loop = asyncio.get_running_loop()
         self._expiry_timers[job_id] = loop.call_later(delay, self.forget, job_id)
 
@@ -275,8 +280,8 @@ class Journal:
                 add(keys.journal_results_chunk(job_id, self.epoch, self._seq), chunk)
         # Last: an expiry commits with or after the job's results of this turn, so a restored
         # job with an expiry has all of them (those under the record limit).
-        for job_id, expires_at in pending.expiries.items():
-            add(keys.journal_expiry(job_id), _expiry_record(expires_at))
+        for job_id, expiry in pending.expiries.items():
+            add(keys.journal_expiry(job_id), expiry.record())
         return txns
 
     def _chunks(self, events: list[common_pb2.TaskEvent]) -> list[bytes]:
@@ -349,16 +354,25 @@ class Journal:
             return
 
 
-def _expiry_record(expires_at: float) -> bytes:
-    return f"{expires_at:.3f}".encode()
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """When a finished job's journal entries go, and whether a client received all of it."""
 
+    at: float
+    """Wall-clock seconds."""
+    delivered: bool = False
 
-def _parse_expiry(value: bytes) -> float:
-    """An expiry record's time; ``ValueError`` for a damaged one."""
-    expires_at = float(value.decode("ascii"))
-    if not math.isfinite(expires_at) or expires_at <= 0:
-        raise ValueError(f"{value!r} is not a time")
-    return expires_at
+    def record(self) -> bytes:
+        return f"{self.at:.3f} {'delivered' if self.delivered else 'finished'}".encode()
+
+    @classmethod
+    def parse(cls, value: bytes) -> Expiry:
+        """An expiry record; ``ValueError`` for a damaged one."""
+        at, _, why = value.decode("ascii").partition(" ")
+        expiry = cls(float(at), why == "delivered")
+        if not math.isfinite(expiry.at) or expiry.at <= 0 or why not in ("delivered", "finished"):
+            raise ValueError(f"{value!r} is not an expiry record")
+        return expiry
 
 
 @dataclass(slots=True)
@@ -366,8 +380,8 @@ class JournaledJob:
     request: client_pb2.SubmitJobRequest
     results: dict[str, common_pb2.TaskEvent]
     """Terminal event per task id."""
-    expires_at: float = 0.0
-    """When the finished job's entries go (wall-clock seconds); 0 while it has not finished."""
+    expiry: Expiry | None = None
+    """When the finished job's entries go; None while it has not finished."""
 
     @property
     def complete(self) -> bool:
@@ -413,7 +427,7 @@ async def load_journal(client: EtcdClient, keys: Keys) -> tuple[list[JournaledJo
     for kv in expiry_snapshot.kvs:
         try:
             job_id = keys.journal_expiry_job_id(kv.key)
-            expires_at = _parse_expiry(kv.value)
+            expiry = Expiry.parse(kv.value)
         except ValueError:
             log.error("journal record %s is not an expiry; ignored", kv.key)
             continue
@@ -421,5 +435,5 @@ async def load_journal(client: EtcdClient, keys: Keys) -> tuple[list[JournaledJo
         if job is None:
             orphans.add(job_id)
         else:
-            job.expires_at = expires_at
+            job.expiry = expiry
     return list(jobs.values()), sorted(orphans)

@@ -53,7 +53,7 @@ from ..shell import Shell
 from .agents import AgentLeaseWatcher
 from .config import HaConfig
 from .gate import LeaderGate, Term
-from .journal import Journal, load_journal
+from .journal import Expiry, Journal, load_journal
 from .restore import JournalTap, restore_jobs
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,8 @@ class HaRunner:
             journal.start()
             for job_id in (*orphans, *restored.expired):
                 journal.forget(job_id)
-            for job_id, expires_at in restored.kept.items():
-                journal.expire_at(job_id, expires_at, recorded=True)
+            for job_id, expiry in restored.kept.items():
+                journal.expire_at(job_id, expiry, recorded=True)
             self.tap.begin(journal)
             self.gate.leader_address = self.address
             self.gate.term = term
@@ -316,7 +316,8 @@ class HaRunner:
         if term is None or term.journal is None or term.ended.is_set():
             return
         journal = term.journal
-        journal.expire_at(job_id, self.shell.clock() + self.config.delivered_retention_s)
+        expires_at = self.shell.clock() + self.config.delivered_retention_s
+        journal.expire_at(job_id, Expiry(expires_at, delivered=True))
 
 
 def _segment(address: str) -> str:

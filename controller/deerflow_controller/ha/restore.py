@@ -13,7 +13,7 @@ from .. import wire
 from ..model import TERMINAL_STATES, Task, TaskState
 from ..scheduler import Outbox, RestoredResult, Scheduler
 from ..shell import Shell
-from .journal import Journal, JournaledJob
+from .journal import Expiry, Journal, JournaledJob
 
 log = logging.getLogger(__name__)
 
@@ -29,28 +29,29 @@ class Restored:
     """Of those, the tasks restored with their final result."""
     expired: list[str] = field(default_factory=list)
     """Finished jobs whose expiry passed: not restored; the new leader deletes them at once."""
-    kept: dict[str, float] = field(default_factory=dict)
-    """Finished jobs within their retention, and their expiry (wall-clock seconds), which the
-    new leader keeps (it does not start their retention again)."""
+    kept: dict[str, Expiry] = field(default_factory=dict)
+    """Finished jobs within their retention, and their expiry, which the new leader keeps (it
+    does not start their retention again)."""
 
 
 def restore_jobs(sched: Scheduler, jobs: Sequence[JournaledJob], now: float) -> Restored:
     """Put the journaled jobs back into ``sched`` (see ``Scheduler.restore_job``), ``now`` in
-    wall-clock seconds. A finished job (it has an expiry) comes back finished, or not at all:
-    past its expiry, or with a result missing (too large to journal), none of its tasks runs
-    again."""
+    wall-clock seconds. A finished job (it has an expiry) is not restored past its expiry; a
+    delivered one whose result was too large to journal is not restored at all, so that none of
+    its tasks runs again for a client that has them all."""
     out = Restored()
     for job in jobs:
         request = job.request
-        if job.expires_at:
-            if job.expires_at <= now:
+        expiry = job.expiry
+        if expiry is not None:
+            if expiry.at <= now:
                 out.expired.append(request.job_id)
                 continue
-            out.kept[request.job_id] = job.expires_at
-            if not job.complete:
+            out.kept[request.job_id] = expiry
+            if expiry.delivered and not job.complete:
                 log.warning(
-                    "job %r finished but not all of its results were journaled (too large); it "
-                    "is not restored, so that none of its tasks runs again",
+                    "job %r was delivered but not all of its results were journaled (too "
+                    "large); it is not restored, so that none of its tasks runs again",
                     request.job_id,
                 )
                 continue
@@ -91,7 +92,7 @@ class JournalTap:
         retention = self.shell.config.scheduler.job_retention_s
         for job_id, job in jobs.items():
             if job.done:
-                journal.expire_at(job_id, job.finished_at + retention)
+                journal.expire_at(job_id, Expiry(job.finished_at + retention))
 
     def end(self) -> None:
         self.journal = None
@@ -123,7 +124,7 @@ class JournalTap:
                 journal.add_results(job_id, batch)
             if job.done:
                 # Queued after its last results, so it commits with or after them.
-                journal.expire_at(job_id, job.finished_at + retention)
+                journal.expire_at(job_id, Expiry(job.finished_at + retention))
         for job_id in out.expired_jobs:
             cursors.pop(job_id, None)
             journal.forget(job_id)
