@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deerflow_common import run, setup_logging
+from deerflow_common.cli_types import FiniteFloatRange
 from deerflow_simulator.cli import sim as sim_command
 
 from . import bench as benchmarks
@@ -106,9 +106,8 @@ def demo(
 @click.option("--wait/--no-wait", default=False, help="Stream results until the job is done.")
 @click.option(
     "--deadline",
-    type=click.FloatRange(0, 7 * 86400),
+    type=FiniteFloatRange(0, 7 * 86400),
     default=0.0,
-    callback=lambda _ctx, _param, v: _finite(v, "--deadline"),
     help="Seconds after the controller accepts the job by which every task must have ended;"
     " unfinished tasks then end TIMED_OUT (0 = no deadline, at most 7 days).",
 )
@@ -135,13 +134,6 @@ def submit(file: Path, address: str, job_id: str, name: str, wait: bool, deadlin
             return 1 if failed else 0
 
     sys.exit(_run(go()))
-
-
-def _finite(value: float, flag: str) -> float:
-    """Click's ranges let NaN through (every comparison with it is false): refuse it here."""
-    if not math.isfinite(value):
-        raise click.BadParameter("must be a finite number of seconds", param_hint=flag)
-    return value
 
 
 def _print_result(task_id: str, state: str, output: bytes, error: str) -> None:

@@ -51,9 +51,11 @@ class SchedulerConfig:
     reported the attempt's end (the agent enforces the timeout itself first)."""
 
     agent_silence_s: float = 15.0
-    """An agent that sends nothing (heartbeats come every second) for this long is declared
-    dead and its stream closed, even if TCP keeps it open. Long enough to ride out a CPU-starved
-    agent or a GC pause."""
+    """An agent that sends nothing (heartbeats come every second) for this many seconds after
+    its last message is declared dead and its stream closed, even if TCP keeps it open (a
+    SIGSTOPped or hung process): within a few milliseconds of the limit, not on a coarser
+    cadence (``--agent-silence-timeout``). Long enough to ride out a CPU-starved agent or a GC
+    pause; must exceed the heartbeat interval."""
 
     unknown_handler_grace_s: float = 2.0
     """After agents join or leave, how long a task whose handler no agent offers waits before it

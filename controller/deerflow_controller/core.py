@@ -200,6 +200,8 @@ class SchedulerCore:
         self.limiter = limiter or RateLimiter()
         self._offered: list[Task] = []
         self._rate_timer_at = math.inf
+        self._liveness_at = math.inf
+        """When the pending liveness check is due (inf: none pending)."""
         self.jobs: dict[str, Job] = {}
         self.agents: dict[str, AgentView] = {}
         self.ready = ReadyQueue(self.config.tenant_weights)
@@ -397,8 +399,7 @@ class SchedulerCore:
                         cpu_bound=t.kind == "cpu",
                     ),
                 )
-        if len(self.agents) == 1:
-            self._push_timer(now + self.config.agent_silence_s, _Timer.LIVENESS, None)
+        self._schedule_liveness(now + self.config.agent_silence_s)
         for h in agent.handlers:
             self._handler_offers[h] = self._handler_offers.get(h, 0) + 1
         self._membership_changed(now)
@@ -602,7 +603,8 @@ class SchedulerCore:
                     self.outbox.expired_jobs.append(subject.id)
             elif kind == _Timer.ORPHAN_SWEEP:
                 self._fail_orphans(now)
-            elif kind == _Timer.LIVENESS:
+            elif kind == _Timer.LIVENESS and self._liveness_at <= now:
+                self._liveness_at = math.inf
                 self._check_liveness(now)
             elif kind == _Timer.RATE_RELEASE and self._rate_timer_at <= now:
                 self._rate_timer_at = math.inf
@@ -661,12 +663,23 @@ class SchedulerCore:
     def _check_liveness(self, now: float) -> None:
         """Agents silent for ``agent_silence_s`` (no heartbeat, no report) are dead even if their
         stream looks open: a hung process can keep TCP alive while doing nothing."""
-        limit = now - self.config.agent_silence_s
+        silence = self.config.agent_silence_s
+        limit = now - silence
         for agent in [a for a in self.agents.values() if a.last_heartbeat <= limit]:
             self.outbox.disconnects.append(agent.id)
             self.agent_left(agent.id, now)
         if self.agents:
-            self._push_timer(now + self.config.agent_silence_s / 2, _Timer.LIVENESS, None)
+            # Next look when the agent heard from longest ago reaches the limit, so a hung agent
+            # is declared dead ``agent_silence_s`` after its last message. (A fixed cadence of
+            # silence/2 let it live up to 1.5 times the limit: 22 s for 15 s.)
+            oldest = min(a.last_heartbeat for a in self.agents.values())
+            self._schedule_liveness(oldest + silence)
+
+    def _schedule_liveness(self, when: float) -> None:
+        """Keep one liveness check pending: the earliest one wanted."""
+        if when < self._liveness_at:
+            self._liveness_at = when
+            self._push_timer(when, _Timer.LIVENESS, None)
 
     def _membership_changed(self, now: float) -> None:
         self._membership_changed_at = now

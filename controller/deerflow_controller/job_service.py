@@ -12,7 +12,7 @@ from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 from . import wire
 from .model import TERMINAL_STATES, Event, Job, TaskState
-from .shell import Shell
+from .shell import SchedulerReplaced, Shell
 from .validation import JobRejected, Limits, validate_job
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,10 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                     return
                 if shell.scheduler is not scheduler:
                     # This controller stopped leading and dropped its state (HA): the job
-                    # lives on with the next leader, so the client re-attaches there (a
-                    # resumable code; NOT_FOUND would end its watch for good).
-                    await context.abort(
-                        grpc.StatusCode.UNAVAILABLE,
-                        f"controller lost the leadership while job {job.id!r} was watched; "
-                        "re-attach to the new leader (the SDK does)",
-                    )
+                    # lives on with the next leader. The leader gate ends the call (once, with
+                    # UNAVAILABLE and the new leader's address); raised, not aborted here, as an
+                    # abort is awaited and the gate must not race a second one against it.
+                    raise SchedulerReplaced(f"job {job.id!r} was watched across a term's end")
                 if shell.scheduler.jobs.get(job.id) is not job:
                     await context.abort(
                         grpc.StatusCode.NOT_FOUND,

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from deerflow_common import run, setup_logging
+from deerflow_common.cli_types import FiniteFloatRange
 from deerflow_common.etcd import DEFAULT_PREFIX, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
 
@@ -59,7 +60,7 @@ from .server import ListenError, serve
     "--default-timeout",
     default=300.0,
     show_default=True,
-    type=click.FloatRange(min=0.001),
+    type=FiniteFloatRange(min=0.001, max=7 * 86_400),
     help="Start-to-close timeout (s) for tasks that set none.",
 )
 @click.option(
@@ -83,6 +84,14 @@ from .server import ListenError, serve
     metavar="TENANT=W",
     help="A tenant's share of each handler's queue within a priority (repeatable); tenants "
     "not named weigh 1.",
+)
+@click.option(
+    "--agent-silence-timeout",
+    default=SchedulerConfig.__dataclass_fields__["agent_silence_s"].default,
+    show_default=True,
+    type=FiniteFloatRange(min=0, min_open=True, max=86_400),
+    help="An agent that sends nothing (not even its heartbeat) for this many seconds is declared "
+    "dead: its stream is closed and its attempts run elsewhere.",
 )
 @click.option(
     "--limits",
@@ -128,7 +137,7 @@ from .server import ListenError, serve
     "--reconnect-grace",
     default=HaConfig.__dataclass_fields__["reconnect_grace_s"].default,
     show_default=True,
-    type=click.FloatRange(0),
+    type=FiniteFloatRange(0, 600),
     help="After a takeover, how long to wait for known agents to reconnect before their work "
     "runs elsewhere (ends early once they are back).",
 )
@@ -172,6 +181,7 @@ def main(
     default_retries: int,
     prefetch: int,
     tenant_weights: tuple[str, ...],
+    agent_silence_timeout: float,
     limits_path: Path | None,
     http_port: int | None,
     http_host: str | None,
@@ -187,6 +197,13 @@ def main(
 ) -> None:
     """Run the deerflow-parallel controller."""
     setup_logging("deerflow-controller", log_level)
+    heartbeat_s = ControllerConfig().heartbeat_interval_s
+    if agent_silence_timeout <= heartbeat_s:
+        raise click.BadParameter(
+            f"{agent_silence_timeout:g} s would declare healthy agents dead: make it longer than "
+            f"their heartbeat interval ({heartbeat_s:g} s), ideally several times longer",
+            param_hint="--agent-silence-timeout",
+        )
     try:
         limits = LimiterConfig.from_toml(limits_path) if limits_path else LimiterConfig()
     except (ValueError, OSError) as e:
@@ -204,6 +221,7 @@ def main(
             default_max_retries=default_retries,
             prefetch=prefetch,
             tenant_weights=_tenant_weights(tenant_weights),
+            agent_silence_s=agent_silence_timeout,
         ),
     )
     ha = None

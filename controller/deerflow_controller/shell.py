@@ -32,6 +32,12 @@ from .splitters import local_split_functions
 log = logging.getLogger(__name__)
 
 
+class SchedulerReplaced(Exception):
+    """A call outlived the scheduler it served: this controller stopped leading (HA) and
+    dropped its state (:meth:`Shell.replace_scheduler`). The job lives on with the next leader;
+    the leader gate ends the call with UNAVAILABLE and a pointer to it."""
+
+
 class ShellInterceptor(Protocol):
     """Cross-cutting concerns (metrics, traces) that watch the shell carry out decisions.
 
@@ -161,6 +167,14 @@ class Shell:
         nxt = self.scheduler.next_timer()
         if nxt is not None and nxt < self._timer_target:
             self._timer_wake.set()
+
+    def replace_scheduler(self, scheduler: Scheduler) -> None:
+        """Swap in ``scheduler`` (HA: each leadership term starts empty) and wake every job
+        watcher, so that watches of the old scheduler's jobs end now (``SchedulerReplaced``)
+        instead of waiting for an event that will never come."""
+        self.scheduler = scheduler
+        for job_id in list(self._watchers):
+            self._wake_watchers(job_id)
 
     # ------------------------------------------------------------------ watchers
 

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deerflow_common import run
+from deerflow_common.cli_types import FiniteFloatRange
 
 __all__ = ["fetch_stats", "render", "top"]
 
@@ -210,7 +211,7 @@ async def _loop(url: str, interval_s: float, once: bool, console: Console) -> in
     "--interval",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1, max=3600),
     help="Seconds between refreshes.",
 )
 @click.option("--once", is_flag=True, help="Print one frame and exit.")

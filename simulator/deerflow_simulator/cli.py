@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from deerflow_common import run
+from deerflow_common.cli_types import FiniteFloatRange
 
 from .config import KeyLimits, SimConfig, parse_key_spec
 from .server import Simulator
@@ -103,19 +104,19 @@ async def serve(config: SimConfig, host: str, port: int, *, access_log: bool = F
 )
 @click.option(
     "--time-scale",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=None,
     help="Multiply every latency (default 1; 0.01 answers 100x faster).",
 )
 @click.option(
     "--error-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=None,
     help="Share of admitted requests answered 500/502/503 (default 0).",
 )
 @click.option(
     "--crawl-empty-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=None,
     help="Share of URLs the reader answers empty or 422 (default 0.15).",
 )

@@ -15,6 +15,7 @@ def test_every_key_sits_under_the_configured_prefix() -> None:
         keys.election_candidate(0x1F),
         keys.journal_job("j1"),
         keys.journal_result("j1", "t1"),
+        keys.journal_expiry("j1"),
     ]
     assert built == [
         "/cluster-a/agents/a1",
@@ -22,6 +23,7 @@ def test_every_key_sits_under_the_configured_prefix() -> None:
         "/cluster-a/election/leader/1f",
         "/cluster-a/journal/jobs/j1",
         "/cluster-a/journal/results/j1/t1",
+        "/cluster-a/journal/expiry/j1",
     ]
     assert all(key.startswith(keys.prefix) for key in built)
     assert keys.election_candidate(0x1F).startswith(keys.election_prefix)
@@ -49,6 +51,7 @@ def test_keys_parse_back_into_their_ids() -> None:
     assert keys.agent_id(keys.agent("agent-7")) == "agent-7"
     assert keys.controller_id(keys.controller("c2")) == "c2"
     assert keys.journal_job_id(keys.journal_job("job.1")) == "job.1"
+    assert keys.journal_expiry_job_id(keys.journal_expiry("job.1")) == "job.1"
     assert keys.journal_result_ids(keys.journal_result("job.1", "t:3")) == ("job.1", "t:3")
     with pytest.raises(ValueError):
         keys.agent_id(keys.controller("c2"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 
 from deerflow_controller.client import Task
 
@@ -79,3 +81,35 @@ async def test_cancel_stops_a_running_sleep_task_and_frees_its_slot(
         await client.close()
     assert cancelled.state == "CANCELLED" and "test" in cancelled.error
     assert after.ok and after.output == b"after"
+
+
+async def test_a_hung_agent_is_declared_dead_at_the_silence_timeout_after_its_last_message(
+    make_cluster: ClusterFactory,
+) -> None:
+    silence = 2.0
+    async with make_cluster(
+        1, controller_args=("--agent-silence-timeout", str(silence))
+    ) as cluster:
+        hung = cluster.agents[0]
+        client = await connect(cluster)
+        try:
+            (info,) = await client.agents()
+            last_heard = info.last_heartbeat
+            hung.signal(signal.SIGSTOP)  # its socket stays open; it sends nothing more
+            stopped_at = time.time()
+            async with asyncio.timeout(silence * 4):
+                # The controller offers no watch of agent streams: poll its list (20 ms).
+                while True:
+                    listed = {a.agent_id: a for a in await client.agents()}
+                    if hung.name not in listed:
+                        break
+                    last_heard = listed[hung.name].last_heartbeat
+                    await asyncio.sleep(0.02)
+            declared_dead_at = time.time()
+        finally:
+            hung.signal(signal.SIGCONT)  # by its pid; the fixture then stops it
+            await client.close()
+    # Dead at the limit after its last message (a heartbeat, one a second), not up to half a
+    # limit later; so at most the limit after it stopped.
+    assert silence - 0.1 <= declared_dead_at - last_heard <= silence + 0.3
+    assert declared_dead_at - stopped_at <= silence + 0.3

@@ -1370,6 +1370,24 @@ def test_a_silent_agent_is_disconnected_and_its_attempts_run_elsewhere() -> None
     assert_event_log_sound(job)
 
 
+def test_a_silent_agent_is_declared_dead_at_the_limit_after_its_last_message() -> None:
+    s = make(agent_silence_s=15.0)
+    s.agent_joined("A", ["echo"], 1, 0.0)
+    for second in range(1, 11):
+        s.heartbeat("A", 0, 0.0, 0.0, float(second))  # then it hangs: last message at 10 s
+    s.take()
+
+    declared_dead_at = None
+    for step in range(1, 81):
+        now = 10.0 + step * 0.25
+        s.tick(now)
+        if s.take().disconnects == ["A"]:
+            declared_dead_at = now
+            break
+
+    assert declared_dead_at == 25.0  # 15 s after its last message, not up to 7.5 s later
+
+
 def test_an_agents_prefetch_grows_with_its_slots_but_never_below_the_floor() -> None:
     s = make(prefetch=2, prefetch_fraction=0.125)
     s.agent_joined("small", ["echo"], 4, 0.0)

@@ -15,6 +15,9 @@ Layout under the prefix::
     journal/results/<job_id>/<task_id>  a task's final result, until the client has it
     journal/results/<job_id>/<chunk>    final results of one job, group-committed together
                                         (chunk = <epoch hex>-<sequence hex>, unique per leader)
+    journal/expiry/<job_id>             a finished job's expiry (wall-clock seconds, ASCII):
+                                        every leader deletes the job's entries then, so the
+                                        deadline outlives the leader that set it
 
 Ids are single path segments: non-empty, no ``/``, no whitespace or control characters, so
 every key parses back into its ids without ambiguity.
@@ -33,6 +36,7 @@ _ELECTION = "election/leader/"
 _JOURNAL = "journal/"
 _JOURNAL_JOBS = "journal/jobs/"
 _JOURNAL_RESULTS = "journal/results/"
+_JOURNAL_EXPIRY = "journal/expiry/"
 
 
 def validate_id(kind: str, value: str) -> str:
@@ -130,6 +134,17 @@ class Keys:
         """One group commit's final results of one job. Epoch-qualified, so chunks written by
         successive leaders never collide."""
         return self.journal_job_results_prefix(job_id) + f"{epoch:x}-{seq:x}"
+
+    @property
+    def journal_expiry_prefix(self) -> str:
+        return self.prefix + _JOURNAL_EXPIRY
+
+    def journal_expiry(self, job_id: str) -> str:
+        """When a finished job's journal entries go (see ``ha.journal``)."""
+        return self.journal_expiry_prefix + validate_id("job id", job_id)
+
+    def journal_expiry_job_id(self, key: str) -> str:
+        return self._segment(key, self.journal_expiry_prefix, "job id")
 
     def journal_result_ids(self, key: str) -> tuple[str, str]:
         """``(job_id, task_id)`` of a ``journal/results/<job>/<task>`` key."""

@@ -4,12 +4,20 @@ Used when the controller runs with ``--etcd``; embedded mode never imports it.""
 
 from .config import HaConfig
 from .gate import EPOCH_METADATA, LEADER_METADATA, LeaderGate, Term
-from .journal import Journal, JournalClosed, JournaledJob, JournalRecordTooLarge, load_journal
+from .journal import (
+    Expiry,
+    Journal,
+    JournalClosed,
+    JournaledJob,
+    JournalRecordTooLarge,
+    load_journal,
+)
 from .leadership import HaRunner
 
 __all__ = [
     "EPOCH_METADATA",
     "LEADER_METADATA",
+    "Expiry",
     "HaConfig",
     "HaRunner",
     "Journal",

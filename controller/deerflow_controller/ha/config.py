@@ -41,7 +41,9 @@ class HaConfig:
     delivered_retention_s: float = 5.0
     """A job's journal entries are deleted this long after a client received its last result
     (a short margin for a client that re-attaches at that very moment); undelivered jobs go
-    when the scheduler forgets them (``job_retention_s``)."""
+    ``job_retention_s`` after they finished. Both deadlines are journaled with the job, so a
+    new leader keeps them (and deletes at once a job whose deadline passed) instead of
+    restarting them."""
 
     etcd_timeout_s: float = 2.0
     """Deadline of each etcd request; a slower etcd counts as unavailable and is retried."""

@@ -11,7 +11,9 @@ A gRPC server interceptor, so the services themselves know nothing of leadership
 - WatchJob tells the client the epoch its ``seq`` numbers belong to (initial metadata
   ``deerflow-epoch``); a client resuming with a cursor of another epoch (a failover happened)
   is replayed the job's log from the start, and the SDK drops what it already delivered by task
-  id. Streams of a term that ends are closed with UNAVAILABLE at once.
+  id. A watch whose term ends is ended once with UNAVAILABLE, like a standby's refusal: the
+  new leader's address in ``deerflow-leader`` (trailing metadata, and in the sentence) when
+  this controller learns it within ``SUCCESSOR_WAIT_S``, no such metadata when none is known.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import grpc
 
 from deerflow_protos import client_pb2
 
+from ..shell import SchedulerReplaced
 from .journal import Journal, JournalClosed, JournalRecordTooLarge
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,12 @@ EPOCH_METADATA = "deerflow-epoch"
 _GUARDED = ("/deerflow.v1.JobService/", "/deerflow.v1.AgentService/", "/deerflow.v1.AdminService/")
 _SUBMIT = "/deerflow.v1.JobService/SubmitJob"
 _WATCH = "/deerflow.v1.JobService/WatchJob"
+
+SUCCESSOR_WAIT_S = 1.0
+"""How long a watch whose term ended waits for the next leader's address before it is refused
+without one. A resigning leader's successor is elected within milliseconds of the lease's
+revocation; after a lost lease (etcd unreachable) nobody is elected for longer, and the SDK
+retries its address list meanwhile, so waiting more would only delay it."""
 
 
 @dataclass(eq=False)
@@ -56,8 +65,34 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, address: str) -> None:
         self.address = address
         self.term: Term | None = None
-        self.leader_address = ""
+        self._leader_address = ""
+        self._leader_known = asyncio.Event()
+        self._successor_waits = 0
+
+    @property
+    def leader_address(self) -> str:
         """The leader as this controller last observed it ("" when unknown)."""
+        return self._leader_address
+
+    @leader_address.setter
+    def leader_address(self, address: str) -> None:
+        self._leader_address = address
+        if address:
+            self._leader_known.set()
+        else:
+            self._leader_known.clear()
+
+    async def successor_known(self) -> None:
+        """Block until a leader is known or ``SUCCESSOR_WAIT_S`` passed; at once when no
+        watch waits for one. A stopping controller keeps observing the leader key until then,
+        so the watches it ends can name its successor."""
+        if self._successor_waits:
+            await self._leader_or_timeout()
+
+    async def _leader_or_timeout(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SUCCESSOR_WAIT_S):
+                await self._leader_known.wait()
 
     def refusal(self) -> str:
         if self.leader_address and self.leader_address != self.address:
@@ -109,11 +144,11 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     request.job_id = response.job_id
                     await journal.append_job(response.job_id, request.SerializeToString())
             except JournalClosed as e:
-                context.set_trailing_metadata(((LEADER_METADATA, self.leader_address),))
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
+                await _refuse(
+                    context,
                     f"job {response.job_id!r} was not acknowledged: {e}; resubmit it with the "
                     "same job id to the leader (the SDK does)",
+                    self.leader_address,
                 )
             return response
 
@@ -134,33 +169,46 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request.after_seq = 0
             await context.send_initial_metadata(((EPOCH_METADATA, str(term.epoch)),))
             events = inner(request, context)
-            ended = asyncio.ensure_future(term.ended.wait())
             try:
-                while True:
-                    step = asyncio.ensure_future(anext(events))
-                    await asyncio.wait([step, ended], return_when=asyncio.FIRST_COMPLETED)
-                    if not step.done():
-                        step.cancel()
-                        with contextlib.suppress(BaseException):
-                            await step
-                        context.set_trailing_metadata(((LEADER_METADATA, gate.leader_address),))
-                        await context.abort(
-                            grpc.StatusCode.UNAVAILABLE,
-                            f"controller {gate.address} lost the leadership; re-attach to the "
-                            "new leader (the SDK does, resuming without duplicates)",
-                        )
+                # The term's end replaces the shell's scheduler, which wakes the inner watch:
+                # it raises SchedulerReplaced at once, and this gate alone ends the call (an
+                # abort raced against the inner one's was sent twice: "Abort already called!").
+                while not term.ended.is_set():
                     try:
-                        batch = step.result()
+                        batch = await anext(events)
                     except StopAsyncIteration:
                         term.on_delivered(request.job_id)
                         return
+                    except SchedulerReplaced:
+                        break
                     yield batch
             finally:
-                ended.cancel()
                 with contextlib.suppress(BaseException):
                     await events.aclose()
+            await gate._refuse_ended_watch(context)
 
         return watch
+
+    async def _refuse_ended_watch(self, context: grpc.aio.ServicerContext) -> None:
+        """End a watch whose term ended: UNAVAILABLE naming the next leader when it is known
+        within ``SUCCESSOR_WAIT_S``, as a standby's refusal does."""
+        self._successor_waits += 1
+        try:
+            await self._leader_or_timeout()
+        finally:
+            self._successor_waits -= 1
+        leader = self.leader_address
+        if leader:
+            message = (
+                f"controller {self.address} lost the leadership; the leader is now {leader}: "
+                "re-attach there (the SDK does, resuming without duplicates)"
+            )
+        else:
+            message = (
+                f"controller {self.address} lost the leadership and no new leader is known yet; "
+                "re-attach in a moment (the SDK does, resuming without duplicates)"
+            )
+        await _refuse(context, message, leader)
 
 
 def _replace(handler: grpc.RpcMethodHandler, **behaviour: Any) -> grpc.RpcMethodHandler:
@@ -177,13 +225,19 @@ def _replace(handler: grpc.RpcMethodHandler, **behaviour: Any) -> grpc.RpcMethod
     )
 
 
+async def _refuse(context: grpc.aio.ServicerContext, message: str, leader: str) -> None:
+    """End the call with UNAVAILABLE and ``message``; with ``deerflow-leader: <leader>`` in the
+    trailing metadata when a leader is known (the SDK and the agents go there at once)."""
+    if leader:
+        context.set_trailing_metadata(((LEADER_METADATA, leader),))
+    await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+
 def _refusing(handler: grpc.RpcMethodHandler, message: str, leader: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that ends every call with UNAVAILABLE."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if leader:
-            context.set_trailing_metadata(((LEADER_METADATA, leader),))
-        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+        await _refuse(context, message, leader)
 
     kw = {
         "request_deserializer": handler.request_deserializer,

@@ -14,9 +14,22 @@ Records (keys from ``deerflow_common.etcd.Keys``):
   of one turn. Not awaited by anyone: a result lost with the leader only means the task runs
   again (execution is at-least-once; the SDK delivers each task id once).
 
-Both go when the job's results were delivered, or when the scheduler forgets the job
-(retention): :meth:`Journal.forget` deletes the job key and its results range in one
-transaction, so etcd does not grow without bound.
+- ``journal/expiry/<job>``: once the job finished, when its entries go (wall-clock seconds)
+  and why: ``finished`` (``job_retention_s`` after it finished), or ``delivered``
+  (``delivered_retention_s`` after a client received its last result), e.g. ``1796593760.392
+  delivered``. Written with or after the job's last results, never before.
+
+:meth:`Journal.forget` deletes the job key, its results range and its expiry in one
+transaction, so etcd does not grow without bound. It runs when the expiry comes (a timer of the
+leader that set it) or when the scheduler forgets the job. The expiry is a record, not a timer
+only, because the timer dies with its leader: a new leader reads the expiries with the journal,
+deletes the jobs whose expiry passed at once, and restores the others as finished until their
+expiry, which it does not restart; no task of a delivered job runs again (one whose result was
+too large to journal is not restored at all). Not an etcd lease attached to the job's
+keys: that would mean rewriting every result chunk of a finished job (thousands for a large
+one) to attach it, and chunks written later would escape it; the record is one small put, read
+by the range read a takeover does anyway. Expiries compare wall clocks of different
+controllers, so clock skew shifts them by as much (seconds, against minutes of retention).
 
 A journal belongs to one leadership term: :meth:`close` (leadership lost) fails every waiting
 submit with :class:`JournalClosed` and writes nothing more.
@@ -27,6 +40,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -52,9 +67,10 @@ class _Pending:
     jobs: dict[str, tuple[bytes, asyncio.Future[None]]] = field(default_factory=dict)
     results: dict[str, list[common_pb2.TaskEvent]] = field(default_factory=dict)
     forget: set[str] = field(default_factory=set)
+    expiries: dict[str, Expiry] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.results or self.forget)
+        return bool(self.jobs or self.results or self.forget or self.expiries)
 
 
 @dataclass(slots=True)
@@ -84,10 +100,12 @@ class Journal:
         max_record_bytes: int,
         leader_key: str = "",
         on_fenced: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``leader_key``: this term's leader key (created at ``epoch``). Every transaction is
         fenced on it, so a deposed leader cannot write; ``on_fenced`` is called when the fence
-        refuses a write (the term is over), after the journal closed itself."""
+        refuses a write (the term is over), after the journal closed itself. ``clock``: wall
+        clock (seconds) that expiries are compared with."""
         self.client = client
         self.keys = keys
         self.epoch = epoch
@@ -103,6 +121,10 @@ class Journal:
         self.transactions = 0
         """Transactions committed (for benchmarks and tests)."""
         self._oversized_logged = False
+        self._clock = clock
+        self._expiries: dict[str, Expiry] = {}
+        """Each finished job's expiry, as written (or queued) in this term."""
+        self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,6 +144,9 @@ class Journal:
             if not ack.done():
                 ack.set_exception(error)
         self._pending = _Pending()
+        for timer in self._expiry_timers.values():
+            timer.cancel()
+        self._expiry_timers.clear()
         if self._writer is not None:
             self._writer.cancel()
 
@@ -167,12 +192,40 @@ class Journal:
         self._pending.results.setdefault(job_id, []).extend(events)
         self._wake.set()
 
+    def expire_at(self, job_id: str, expiry: Expiry, *, recorded: bool = False) -> None:
+        """Delete a finished job's entries at ``expiry.at`` (wall-clock seconds, see
+        ``clock``), and journal the expiry (unless ``recorded``: read from the journal) so that
+        a later leader honours it. The earlier of two expiries wins; delivered sticks."""
+        if self._closed or job_id in self._pending.forget or not math.isfinite(expiry.at):
+            return
+        known = self._expiries.get(job_id)
+        if known is not None:
+            merged = Expiry(min(known.at, expiry.at), known.delivered or expiry.delivered)
+            if merged == known:
+                return
+            expiry = merged
+        self._expiries[job_id] = expiry
+        if not recorded:
+            self._pending.expiries[job_id] = expiry
+            self._wake.set()
+        old = self._expiry_timers.pop(job_id, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, expiry.at - self._clock())
+        loop = asyncio.get_running_loop()
+        self._expiry_timers[job_id] = loop.call_later(delay, self.forget, job_id)
+
     def forget(self, job_id: str) -> None:
         """Delete the job's journal entries in the next transaction."""
         if self._closed:
             return
         pending = self._pending
         pending.results.pop(job_id, None)
+        pending.expiries.pop(job_id, None)
+        self._expiries.pop(job_id, None)
+        timer = self._expiry_timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
         queued = pending.jobs.pop(job_id, None)
         if queued is not None and not queued[1].done():
             queued[1].set_result(None)  # forgotten before it was written: nothing to wait for
@@ -215,6 +268,7 @@ class Journal:
         for job_id in pending.forget:
             add(keys.journal_job(job_id), None)
             add(keys.journal_job_results_prefix(job_id), None, prefix=True)
+            add(keys.journal_expiry(job_id), None)
         for job_id, (record, ack) in pending.jobs.items():
             self._committing[job_id] = ack
             txn = add(keys.journal_job(job_id), record)
@@ -224,6 +278,10 @@ class Journal:
             for chunk in self._chunks(events):
                 self._seq += 1
                 add(keys.journal_results_chunk(job_id, self.epoch, self._seq), chunk)
+        # Last: an expiry commits with or after the job's results of this turn, so a restored
+        # job with an expiry has all of them (those under the record limit).
+        for job_id, expiry in pending.expiries.items():
+            add(keys.journal_expiry(job_id), expiry.record())
         return txns
 
     def _chunks(self, events: list[common_pb2.TaskEvent]) -> list[bytes]:
@@ -296,19 +354,49 @@ class Journal:
             return
 
 
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """When a finished job's journal entries go, and whether a client received all of it."""
+
+    at: float
+    """Wall-clock seconds."""
+    delivered: bool = False
+
+    def record(self) -> bytes:
+        return f"{self.at:.3f} {'delivered' if self.delivered else 'finished'}".encode()
+
+    @classmethod
+    def parse(cls, value: bytes) -> Expiry:
+        """An expiry record; ``ValueError`` for a damaged one."""
+        at, _, why = value.decode("ascii").partition(" ")
+        expiry = cls(float(at), why == "delivered")
+        if not math.isfinite(expiry.at) or expiry.at <= 0 or why not in ("delivered", "finished"):
+            raise ValueError(f"{value!r} is not an expiry record")
+        return expiry
+
+
 @dataclass(slots=True)
 class JournaledJob:
     request: client_pb2.SubmitJobRequest
     results: dict[str, common_pb2.TaskEvent]
     """Terminal event per task id."""
+    expiry: Expiry | None = None
+    """When the finished job's entries go; None while it has not finished."""
+
+    @property
+    def complete(self) -> bool:
+        """Every task has its final result journaled."""
+        results = self.results
+        return all(task.id in results for task in self.request.tasks)
 
 
 async def load_journal(client: EtcdClient, keys: Keys) -> tuple[list[JournaledJob], list[str]]:
-    """Read the whole journal: the jobs with their journaled results, and the ids of jobs that
-    have results but no job record (left over by a forget that raced a results write; the
-    caller deletes them). Two range reads."""
+    """Read the whole journal: the jobs with their journaled results and expiries, and the ids
+    of jobs that have results or an expiry but no job record (left over by a forget that raced
+    a write; the caller deletes them). Three range reads."""
     jobs_snapshot = await client.get_prefix(keys.journal_jobs_prefix)
     results_snapshot = await client.get_prefix(keys.journal_results_prefix)
+    expiry_snapshot = await client.get_prefix(keys.journal_expiry_prefix)
     jobs: dict[str, JournaledJob] = {}
     for kv in jobs_snapshot.kvs:
         request = client_pb2.SubmitJobRequest()
@@ -336,4 +424,16 @@ async def load_journal(client: EtcdClient, keys: Keys) -> tuple[list[JournaledJo
             continue
         for ev in batch.events:
             job.results.setdefault(ev.task_id, ev)
+    for kv in expiry_snapshot.kvs:
+        try:
+            job_id = keys.journal_expiry_job_id(kv.key)
+            expiry = Expiry.parse(kv.value)
+        except ValueError:
+            log.error("journal record %s is not an expiry; ignored", kv.key)
+            continue
+        job = jobs.get(job_id)
+        if job is None:
+            orphans.add(job_id)
+        else:
+            job.expiry = expiry
     return list(jobs.values()), sorted(orphans)

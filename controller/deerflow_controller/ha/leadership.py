@@ -54,7 +54,7 @@ from ..shell import Shell
 from .agents import AgentLeaseWatcher
 from .config import HaConfig
 from .gate import LeaderGate, Term
-from .journal import Journal, load_journal
+from .journal import Expiry, Journal, load_journal
 from .reconnect import wait_for_reconnects
 from .restore import JournalTap, restore_jobs
 
@@ -111,11 +111,14 @@ class HaRunner:
 
     async def stop(self) -> None:
         self._stopping = True
+        # Resign first (the campaign's end revokes the lease), then keep observing the leader
+        # key until the watches that the term's end refuses know the successor's address.
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            if task.get_name() == "ha-campaign":
+                await self.gate.successor_known()
         await self.client.close()
 
     # ------------------------------------------------------------------ campaign
@@ -192,6 +195,7 @@ class HaRunner:
             max_record_bytes=self.config.journal_max_payload_bytes,
             leader_key=lead.key,
             on_fenced=lambda: self._end_term(term, "a journal write found the leader key gone"),
+            clock=shell.clock,
         )
         term = Term(epoch, journal, on_delivered=self._delivered)
         self.term = term
@@ -207,10 +211,13 @@ class HaRunner:
             known = await session.guard(Membership.agents(self.client, self.keys).members())
             lead.check()
             now = shell.clock()
-            tasks, finished = restore_jobs(shell.scheduler, jobs, now)
+            restored = restore_jobs(shell.scheduler, jobs, now)
+            self._observe_scheduler()
             journal.start()
-            for job_id in orphans:
+            for job_id in (*orphans, *restored.expired):
                 journal.forget(job_id)
+            for job_id, expiry in restored.kept.items():
+                journal.expire_at(job_id, expiry, recorded=True)
             self.tap.begin(journal)
             self.gate.leader_address = self.address
             self.gate.term = term
@@ -222,13 +229,14 @@ class HaRunner:
             await self._set_serving(True)
             log.info(
                 "leading as %s, epoch %d (%.0f ms after winning): restored %d jobs (%d tasks, "
-                "%d finished); waiting up to %.3g s for %d known agents",
+                "%d finished), deleted %d expired; waiting up to %.3g s for %d known agents",
                 self.address,
                 epoch,
                 (time.monotonic() - started) * 1000,
-                len(jobs),
-                tasks,
-                finished,
+                restored.jobs,
+                restored.tasks,
+                restored.finished,
+                len(restored.expired),
                 self.config.reconnect_grace_s,
                 len(known),
             )
@@ -292,26 +300,25 @@ class HaRunner:
         never carried over from an earlier term."""
         shell = self.shell
         shell.config = replace(shell.config, epoch=epoch)
-        shell.scheduler = Scheduler(
-            shell.config.scheduler, limiter=RateLimiter(shell.config.limits)
+        shell.replace_scheduler(
+            Scheduler(shell.config.scheduler, limiter=RateLimiter(shell.config.limits))
         )
+        self._observe_scheduler()
+
+    def _observe_scheduler(self) -> None:
+        """Point the metrics/trace tap at the shell's scheduler, past the events it holds
+        (restored ones were counted by the leader they happened under)."""
         tap = getattr(self._observability, "tap", None)
         if tap is not None:
-            # The metrics/trace tap reads the scheduler's event logs with a cursor per job:
-            # point it at the new scheduler and forget the old logs' cursors.
-            tap.scheduler = shell.scheduler
-            cursors = getattr(tap, "_jobs", None)
-            if isinstance(cursors, dict):
-                cursors.clear()
+            tap.follow(self.shell.scheduler)
 
     def _delivered(self, job_id: str) -> None:
         term = self.term
         if term is None or term.journal is None or term.ended.is_set():
             return
         journal = term.journal
-        asyncio.get_running_loop().call_later(
-            self.config.delivered_retention_s, journal.forget, job_id
-        )
+        expires_at = self.shell.clock() + self.config.delivered_retention_s
+        journal.expire_at(job_id, Expiry(expires_at, delivered=True))
 
 
 def _segment(address: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from deerflow_protos import common_pb2
 
@@ -12,17 +13,48 @@ from .. import wire
 from ..model import TERMINAL_STATES, Task, TaskState
 from ..scheduler import Outbox, RestoredResult, Scheduler
 from ..shell import Shell
-from .journal import Journal, JournaledJob
+from .journal import Expiry, Journal, JournaledJob
 
 log = logging.getLogger(__name__)
 
 
-def restore_jobs(sched: Scheduler, jobs: Sequence[JournaledJob], now: float) -> tuple[int, int]:
-    """Put every journaled job back into ``sched`` (see ``Scheduler.restore_job``). Returns
-    ``(tasks, finished)``: how many tasks were restored and how many of them had a result."""
-    tasks = finished = 0
+@dataclass(slots=True)
+class Restored:
+    """What a takeover made of the journal."""
+
+    jobs: int = 0
+    tasks: int = 0
+    """Tasks of the restored jobs, each counted once."""
+    finished: int = 0
+    """Of those, the tasks restored with their final result."""
+    expired: list[str] = field(default_factory=list)
+    """Finished jobs whose expiry passed: not restored; the new leader deletes them at once."""
+    kept: dict[str, Expiry] = field(default_factory=dict)
+    """Finished jobs within their retention, and their expiry, which the new leader keeps (it
+    does not start their retention again)."""
+
+
+def restore_jobs(sched: Scheduler, jobs: Sequence[JournaledJob], now: float) -> Restored:
+    """Put the journaled jobs back into ``sched`` (see ``Scheduler.restore_job``), ``now`` in
+    wall-clock seconds. A finished job (it has an expiry) is not restored past its expiry; a
+    delivered one whose result was too large to journal is not restored at all, so that none of
+    its tasks runs again for a client that has them all."""
+    out = Restored()
     for job in jobs:
         request = job.request
+        expiry = job.expiry
+        if expiry is not None:
+            if expiry.at <= now:
+                out.expired.append(request.job_id)
+                continue
+            out.kept[request.job_id] = expiry
+            if expiry.delivered and not job.complete:
+                log.warning(
+                    "job %r was delivered but not all of its results were journaled (too "
+                    "large); it is not restored, so that none of its tasks runs again",
+                    request.job_id,
+                )
+                continue
         specs = wire.specs_from_request(request)
         results = {
             task_id: RestoredResult(
@@ -43,14 +75,16 @@ def restore_jobs(sched: Scheduler, jobs: Sequence[JournaledJob], now: float) -> 
             submitted_at=request.accepted_at,
             deadline_s=request.deadline_s,
         )
-        tasks += len(specs)
-        finished += len(results)
-    return tasks, finished
+        out.jobs += 1
+        out.tasks += len(specs)
+        out.finished += sum(1 for spec in specs if spec.id in results)
+    return out
 
 
 class JournalTap:
-    """Queues each flush's new terminal events into the current term's journal, and forgets
-    the jobs the scheduler expired. Does nothing while this controller does not lead."""
+    """Queues each flush's new terminal events into the current term's journal, the expiry of
+    each job that finished, and forgets the jobs the scheduler expired. Does nothing while this
+    controller does not lead."""
 
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
@@ -58,11 +92,15 @@ class JournalTap:
         self._cursors: dict[str, int] = {}
 
     def begin(self, journal: Journal) -> None:
-        """Start a term: events already in the (restored) logs are journaled already."""
+        """Start a term: events already in the (restored) logs are journaled already; a
+        restored job that finished gets an expiry if the journal had none."""
         self.journal = journal
-        self._cursors = {
-            job_id: len(job.events) for job_id, job in self.shell.scheduler.jobs.items()
-        }
+        jobs = self.shell.scheduler.jobs
+        self._cursors = {job_id: len(job.events) for job_id, job in jobs.items()}
+        retention = self.shell.config.scheduler.job_retention_s
+        for job_id, job in jobs.items():
+            if job.done:
+                journal.expire_at(job_id, Expiry(job.finished_at + retention))
 
     def end(self) -> None:
         self.journal = None
@@ -74,6 +112,7 @@ class JournalTap:
             return
         jobs = self.shell.scheduler.jobs
         cursors = self._cursors
+        retention = self.shell.config.scheduler.job_retention_s
         for job_id in out.touched_jobs:
             job = jobs.get(job_id)
             if job is None:
@@ -81,8 +120,6 @@ class JournalTap:
             events = job.events
             start = cursors.get(job_id, 0)
             end = len(events)
-            if start >= end:
-                continue
             batch = []
             for i in range(start, end):
                 ev = events[i]
@@ -93,6 +130,9 @@ class JournalTap:
             cursors[job_id] = end
             if batch:
                 journal.add_results(job_id, batch)
+            if job.done:
+                # Queued after its last results, so it commits with or after them.
+                journal.expire_at(job_id, Expiry(job.finished_at + retention))
         for job_id in out.expired_jobs:
             cursors.pop(job_id, None)
             journal.forget(job_id)

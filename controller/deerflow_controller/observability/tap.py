@@ -98,6 +98,17 @@ class EventTap:
         self._jobs: dict[str, _JobState] = {}
         self._failed_at = 0.0
 
+    def follow(self, scheduler: Scheduler) -> None:
+        """Read ``scheduler``'s event logs from now on (HA: each leadership term has a
+        scheduler of its own), skipping what they already hold: a new leader's restored
+        results were counted (and traced) by the leader they happened under, so a takeover
+        counts no task as finished again."""
+        self.scheduler = scheduler
+        self._jobs = {}
+        for job_id, job in scheduler.jobs.items():
+            st = self._jobs[job_id] = _JobState()
+            st.cursor = len(job.events)
+
     # ------------------------------------------------------------------ ShellInterceptor
 
     def on_decisions(self, out: Outbox) -> None:
