@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import pytest
 
@@ -23,8 +25,10 @@ def test_a_finite_float_range_keeps_its_bounds() -> None:
         FiniteFloatRange(0, 10).convert("11", None, None)
 
 
-def _float_options(command: click.Command, path: str = "") -> list[tuple[str, click.ParamType]]:
-    found: list[tuple[str, click.ParamType]] = []
+def _float_options(
+    command: click.Command, path: str = ""
+) -> list[tuple[str, click.ParamType[Any]]]:
+    found: list[tuple[str, click.ParamType[Any]]] = []
     for param in command.params:
         if isinstance(param.type, click.types.FloatParamType):
             found.append((f"{path}{command.name} {param.opts[0]}", param.type))
