@@ -9,10 +9,7 @@ aetcd gives us the RPCs; this module adds what a control plane needs on top of t
   server goes away, so ``watch_prefix`` re-watches from the last revision it delivered + 1 with
   backoff, and the caller sees every event exactly once, in revision order.
 
-* several endpoints (the members of an etcd cluster) on one channel: aetcd takes one host and
-  port, so ``EtcdClient`` hands it gRPC's ``ipv4:``/``ipv6:`` address-list target, and gRPC's
-  pick-first policy uses the first member it can reach and moves to another when that one
-  fails (as etcd's own clients do).
+* several endpoints (the members of an etcd cluster) on one channel (``endpoints.py``).
 
 Lease keepalive, the other gap, lives in ``session.py``.
 """
@@ -22,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -32,6 +27,8 @@ from typing import Any, TypeVar
 import aetcd
 import grpc
 
+from ..backoff import Backoff
+from .endpoints import grpc_target, parse_endpoints
 from .errors import EtcdError, EtcdUnavailable, WatchCompacted
 
 log = logging.getLogger(__name__)
@@ -75,6 +72,12 @@ def _translate(error: BaseException) -> EtcdError:
 
 
 _ERRORS = (aetcd.ClientError, grpc.aio.AioRpcError)
+
+
+def _backoff() -> Backoff:
+    """Pauses between tries against an etcd that went away: 0.05 s doubling to 1 s, with equal
+    jitter (each pause between half and all of its ceiling)."""
+    return Backoff(0.05, 1.0)
 
 
 class EventKind(Enum):
@@ -137,89 +140,6 @@ def _event(raw: Any) -> WatchEvent:
         create_revision=int(kv.create_revision),
         lease=int(kv.lease),
     )
-
-
-class Backoff:
-    """Exponential backoff with full jitter between ``initial_s`` and ``maximum_s`` seconds."""
-
-    def __init__(self, initial_s: float = 0.05, maximum_s: float = 1.0) -> None:
-        self._initial = initial_s
-        self._maximum = maximum_s
-        self._next = initial_s
-
-    def delay(self) -> float:
-        """The next pause in seconds; each call doubles the ceiling up to ``maximum_s``."""
-        ceiling = self._next
-        self._next = min(self._next * 2, self._maximum)
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._next = self._initial
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` or ``http://host:port`` into ``(host, port)``."""
-    rest = endpoint.removeprefix("http://").rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"etcd endpoint {endpoint!r} must look like 'host:port'")
-    return host, int(port)
-
-
-def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, int]]:
-    """``host:port`` endpoints, given as a sequence or comma-separated, into ``(host, port)``
-    pairs. Raises ValueError naming the bad one, or when there are none."""
-    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
-    parsed = [parse_endpoint(e.strip()) for e in items if e.strip()]
-    if not parsed:
-        raise ValueError("give at least one etcd endpoint (host:port)")
-    return parsed
-
-
-def grpc_target(endpoints: Sequence[tuple[str, int]]) -> str:
-    """One gRPC target for all of ``endpoints``: ``host:port`` for one; for several, every
-    address they resolve to (now, once) in gRPC's ``ipv4:``/``ipv6:`` list form, whose
-    pick-first policy tries them in order and moves on when the one in use fails. One address
-    family per target (gRPC's rule): that of the first endpoint's first address; addresses of
-    the other family are left out with a warning."""
-    if len(endpoints) == 1:
-        host, port = endpoints[0]
-        return f"{host}:{port}"
-    v4: list[str] = []
-    v6: list[str] = []
-    first_family: int | None = None
-    for host, port in endpoints:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as e:
-            log.warning("etcd endpoint %s:%d does not resolve (%s); left out", host, port, e)
-            continue
-        for family, _, _, _, sockaddr in infos:
-            ip = sockaddr[0]
-            if not isinstance(ip, str):
-                continue
-            if family == socket.AF_INET:
-                address = f"{ip}:{port}"
-                if address not in v4:
-                    v4.append(address)
-            elif family == socket.AF_INET6:
-                address = f"[{ip}]:{port}"
-                if address not in v6:
-                    v6.append(address)
-            else:
-                continue
-            if first_family is None:
-                first_family = family
-    if not v4 and not v6:
-        raise ValueError(
-            "none of the etcd endpoints resolves: " + ", ".join(f"{h}:{p}" for h, p in endpoints)
-        )
-    scheme, chosen, other = (
-        ("ipv6", v6, v4) if first_family == socket.AF_INET6 else ("ipv4", v4, v6)
-    )
-    if other:
-        log.warning("etcd endpoints of two address families: using only the %s ones", scheme)
-    return f"{scheme}:{','.join(chosen)}"
 
 
 class EtcdClient:
@@ -504,7 +424,7 @@ class EtcdClient:
         start_revision: int | None,
         on_disconnect: Callable[[EtcdError], None] | None,
     ) -> AsyncGenerator[WatchEvent, None]:
-        backoff = Backoff()
+        backoff = _backoff()
         next_revision = start_revision
         while True:
             try:
@@ -598,11 +518,12 @@ async def _cancel_quietly(watch: Any) -> None:
 async def retry_unavailable(
     request: Callable[[], Awaitable[T]], *, backoff: Backoff | None = None
 ) -> T:
-    """Await ``request()`` until it does not raise ``EtcdUnavailable``, pausing with backoff.
+    """Await ``request()`` until it does not raise ``EtcdUnavailable``, pausing with ``backoff``
+    (default: 0.05 s doubling to 1 s).
 
     Retries forever: race it against something that ends (a session's loss, a deadline).
     Other errors propagate. Use only for requests that are safe to repeat."""
-    backoff = backoff or Backoff()
+    backoff = backoff or _backoff()
     while True:
         try:
             return await request()
