@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -72,6 +72,15 @@ def _translate(error: BaseException) -> EtcdError:
 
 
 _ERRORS = (aetcd.ClientError, grpc.aio.AioRpcError)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Raise aetcd's and gRPC's exceptions from the block as ours (see :func:`_translate`)."""
+    try:
+        yield
+    except _ERRORS as e:
+        raise _translate(e) from e
 
 
 def _backoff() -> Backoff:
@@ -188,10 +197,8 @@ class EtcdClient:
     async def connect(self) -> None:
         """Open the channel. Does not wait for etcd: the first request does."""
         self._closed = False
-        try:
+        with _translated():
             await self._raw.connect()
-        except _ERRORS as e:
-            raise _translate(e) from e
 
     async def close(self) -> None:
         """Close the channel. Open watches, and every request after this, raise ``EtcdError``
@@ -207,31 +214,25 @@ class EtcdClient:
     # -- reads ------------------------------------------------------------------------------
 
     async def get(self, key: str) -> KeyValue | None:
-        try:
+        with _translated():
             raw = await self._open().get(key.encode())
-        except _ERRORS as e:
-            raise _translate(e) from e
         return None if raw is None else _kv(raw)
 
     async def get_prefix(self, prefix: str) -> Snapshot:
         """Every key under ``prefix``, sorted by key, and the revision they were read at."""
-        try:
+        with _translated():
             raw = await self._open().get_prefix(prefix.encode(), sort_order="ascend")
-        except _ERRORS as e:
-            raise _translate(e) from e
         return Snapshot(kvs=tuple(_kv(kv) for kv in raw), revision=int(raw.header.revision))
 
     async def current_revision(self) -> int:
         """The store's revision now (a count-only read of one absent key)."""
-        try:
+        with _translated():
             await self._open().connect()
             response = await self._open().kvstub.Range(
                 aetcd.rpc.RangeRequest(key=b"\0", count_only=True),
                 timeout=self.timeout_s,
                 metadata=self._raw.metadata,
             )
-        except _ERRORS as e:
-            raise _translate(e) from e
         return int(response.header.revision)
 
     # -- writes -----------------------------------------------------------------------------
@@ -239,18 +240,14 @@ class EtcdClient:
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Write ``value``; with ``lease`` the key is deleted when the lease ends. Returns the
         revision of the write."""
-        try:
+        with _translated():
             raw = await self._open().put(key.encode(), value, lease=lease or None)
-        except _ERRORS as e:
-            raise _translate(e) from e
         return int(raw.header.revision)
 
     async def delete(self, key: str) -> bool:
         """Delete ``key``; False when it did not exist."""
-        try:
+        with _translated():
             return await self._open().delete(key.encode()) is not None
-        except _ERRORS as e:
-            raise _translate(e) from e
 
     async def put_if_absent(
         self, key: str, value: bytes, *, lease: int = 0
@@ -260,14 +257,12 @@ class EtcdClient:
         finds the key and reports ``False`` with the same create revision."""
         tx = self._raw.transactions
         k = key.encode()
-        try:
+        with _translated():
             created, responses = await self._open().transaction(
                 compare=[tx.create(k) == 0],
                 success=[tx.put(k, value, lease=lease or None), tx.get(k)],
                 failure=[tx.get(k)],
             )
-        except _ERRORS as e:
-            raise _translate(e) from e
         rows = responses[-1]
         if not rows:
             # Deleted between the compare and the read inside one transaction cannot happen;
@@ -282,28 +277,24 @@ class EtcdClient:
         ``create_revision``; False (and no write) otherwise."""
         tx = self._raw.transactions
         k = key.encode()
-        try:
+        with _translated():
             ok, _ = await self._open().transaction(
                 compare=[tx.create(k) == create_revision],
                 success=[tx.put(k, value, lease=lease or None)],
                 failure=[],
             )
-        except _ERRORS as e:
-            raise _translate(e) from e
         return bool(ok)
 
     async def delete_if_create_revision(self, key: str, create_revision: int) -> bool:
         """Delete ``key`` only if it is still the incarnation created at ``create_revision``."""
         tx = self._raw.transactions
         k = key.encode()
-        try:
+        with _translated():
             ok, _ = await self._open().transaction(
                 compare=[tx.create(k) == create_revision],
                 success=[tx.delete(k)],
                 failure=[],
             )
-        except _ERRORS as e:
-            raise _translate(e) from e
         return bool(ok)
 
     async def write_batch(
@@ -338,10 +329,8 @@ class EtcdClient:
         compare = []
         if only_if_created is not None:
             compare.append(tx.create(only_if_created[0].encode()) == only_if_created[1])
-        try:
+        with _translated():
             applied, _ = await self._open().transaction(compare=compare, success=ops, failure=[])
-        except _ERRORS as e:
-            raise _translate(e) from e
         return bool(applied)
 
     # -- leases (use Session, which keeps them alive) ----------------------------------------
@@ -349,29 +338,23 @@ class EtcdClient:
     async def grant_lease(self, ttl_s: int) -> tuple[int, int]:
         """A new lease; returns ``(lease_id, granted_ttl_s)``. etcd may raise the TTL to its
         minimum (1.5 x its election timeout, rounded up)."""
-        try:
+        with _translated():
             lease = await self._open().lease(ttl_s)
-        except _ERRORS as e:
-            raise _translate(e) from e
         return int(lease.id), int(lease.ttl)
 
     async def refresh_lease(self, lease_id: int) -> int:
         """One keepalive round trip; returns the lease's new TTL in seconds, <= 0 when etcd no
         longer has the lease (expired or revoked)."""
-        try:
+        with _translated():
             reply = await self._open().refresh_lease(lease_id)
-        except _ERRORS as e:
-            raise _translate(e) from e
         if reply is None:
             raise EtcdUnavailable("etcd closed the keepalive stream without an answer")
         return int(reply.TTL)
 
     async def revoke_lease(self, lease_id: int) -> None:
         """End a lease now: etcd deletes every key attached to it."""
-        try:
+        with _translated():
             await self._open().revoke_lease(lease_id)
-        except _ERRORS as e:
-            raise _translate(e) from e
 
     async def lease_time_to_live(self, lease_id: int) -> tuple[int, int]:
         """One round trip; returns ``(remaining_s, granted_s)`` of a lease, in whole seconds.
@@ -379,10 +362,8 @@ class EtcdClient:
         etcd truncates: ``remaining_s`` r means between r and r + 1 seconds are left (a lease
         refreshed a moment ago reads ``granted_s - 1``). ``remaining_s`` is -1 when etcd no
         longer has the lease (expired or revoked)."""
-        try:
+        with _translated():
             reply = await self._open().get_lease_info(lease_id, keys=False)
-        except _ERRORS as e:
-            raise _translate(e) from e
         return int(reply.TTL), int(reply.grantedTTL)
 
     # -- watches ----------------------------------------------------------------------------
@@ -473,10 +454,8 @@ class EtcdClient:
             creating.cancel()
             creating.add_done_callback(_cancel_orphan_watch)
             raise
-        try:
+        with _translated():
             watch = creating.result()
-        except _ERRORS as e:
-            raise _translate(e) from e
         events = watch.__aiter__()
         try:
             while True:

@@ -7,7 +7,7 @@ import enum
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from opentelemetry.trace import TracerProvider
@@ -393,13 +393,21 @@ def _metadata_value(metadata: Any, key: str) -> str:
     return ""
 
 
-class JobHandle:
-    """A submitted job: iterate its results, wait for it, cancel it."""
+ClientT = TypeVar("ClientT")
 
-    def __init__(self, client: AsyncClient, job_id: str, accepted: int) -> None:
+
+class SubmittedJob(Generic[ClientT]):
+    """What the handles of both clients hold: the client, the job's id and the number of tasks
+    the controller accepted (``SubmitJobReply.accepted``)."""
+
+    def __init__(self, client: ClientT, job_id: str, accepted: int) -> None:
         self.client = client
         self.job_id = job_id
         self.accepted = accepted
+
+
+class JobHandle(SubmittedJob[AsyncClient]):
+    """A submitted job: iterate its results, wait for it, cancel it."""
 
     def results(self, *, timeout_s: float | None = None) -> AsyncIterator[TaskResult]:
         return self.client.results(self.job_id, timeout_s=timeout_s)
