@@ -16,8 +16,6 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deerflow_common.backoff import NO_JITTER, Backoff
-
 READY_PREFIX = "deerflow-controller listening on "
 
 
@@ -246,15 +244,15 @@ async def wait_serving(address: str, *, serving: bool = True) -> None:
     want = health_pb2.HealthCheckResponse.SERVING
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        # One waiter, nobody to fall out of step with: no jitter.
-        backoff = Backoff(0.05, 0.5, jitter=NO_JITTER)
+        backoff = 0.05
         while True:
             try:
                 async for reply in stub.Watch(health_pb2.HealthCheckRequest(service="")):
                     if (reply.status == want) == serving:
                         return
             except grpc.aio.AioRpcError:
-                await asyncio.sleep(backoff.delay())  # not up yet, or restarting: look again
+                await asyncio.sleep(backoff)  # not up yet, or restarting: look again
+                backoff = min(backoff * 2, 0.5)
 
 
 class HaCluster:
