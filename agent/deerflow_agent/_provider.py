@@ -5,17 +5,14 @@ one request per attempt and reports how it went; retries, backoff and rate limit
 the controller, which reads the signals put in the metadata (keys from
 :mod:`deerflow_common.signals`) on success and failure alike.
 
-Error classes follow DeerFlow 2.0: 408, 409, 425, 429, 5xx, timeouts and broken connections are
-transient (:class:`HandlerError`, retryable, with the provider's Retry-After); authentication,
-quota and billing errors and every other 4xx are permanent (:class:`FatalError`). A 429 whose
-code is ``limit_burst_rate`` (the request rate rose too fast) stays retryable; its ``error.code``
-lets the controller give it a smaller retry budget and a longer delay.
-
-Every error also carries its :class:`ErrorClass` for the controller's recovery policy (see
-:func:`error_class`): 429 (burst-rate ones too) RATE_LIMITED; 408/409/425/5xx, timeouts, broken
-connections and cut-off bodies TRANSIENT; 401/403, quota and billing codes and other 4xx FATAL;
-a content-safety rejection (a 4xx whose code says the input or output was filtered) SOFT: not
-retried, and no sign of a failing provider.
+Every error carries its :class:`ErrorClass` for the controller's recovery policy, from the
+status and the provider's code by the table of :mod:`deerflow_common.provider_codes`, the one
+the controller reads for handlers that state no class (see :func:`error_class`). RATE_LIMITED
+(429, burst-rate ones too: their ``error.code`` gets them a smaller retry budget and a longer
+delay) and TRANSIENT (408/409/425/5xx, timeouts, broken connections, cut-off bodies) raise
+:class:`HandlerError`, retryable, with the provider's Retry-After; FATAL (401/402/403, quota and
+billing codes, other 4xx) and SOFT (a content-safety refusal: no sign of a failing provider)
+raise :class:`FatalError`.
 
 Messages name the provider, the status and the URL (without credentials), never the API key.
 """
@@ -34,73 +31,33 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from deerflow_common import signals
+from deerflow_common import provider_codes, signals
 from deerflow_common.errors import ErrorClass
 
 from ._handler import FatalError, HandlerError, TaskContext
 from ._http import client, decimal, response_signals
 
-__all__ = ["BURST_RATE_CODE", "Endpoint", "Provider", "Reply", "error_class", "is_retryable"]
+__all__ = ["Endpoint", "Provider", "Reply", "error_class", "is_retryable"]
 
-BURST_RATE_CODE = "limit_burst_rate"
-"""Volcengine Ark's (and DashScope's) 429 code for a request rate that rose too fast."""
-
-_RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 _AUTH_STATUS = frozenset({401, 403})
-_QUOTA_CODES = frozenset(
-    code.lower()
-    for code in (
-        "insufficient_quota",  # OpenAI: out of credit (a 429 that no wait fixes)
-        "billing_hard_limit_reached",
-        "billing_not_active",
-        "access_terminated",
-        "QuotaExceeded",  # Volcengine Ark: the account's quota is used up
-        "AccountOverdueError",
-        "Arrearage",  # DashScope: the account is in arrears
-    )
-)
-_CONTENT_SAFETY_CODES = frozenset(
-    code.lower()
-    for code in (
-        "content_filter",  # OpenAI and Azure OpenAI: the prompt tripped the content filter
-        "content_policy_violation",
-        "SensitiveContentDetected",  # Volcengine Ark, and its Input/Output variants below
-        "InputTextSensitiveContentDetected",
-        "OutputTextSensitiveContentDetected",
-        "InputImageSensitiveContentDetected",
-        "DataInspectionFailed",  # DashScope: the input or output failed its inspection
-        "data_inspection_failed",
-    )
-)
 _CODE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 _MESSAGE_CHARS = 200
 
 
 def is_retryable(status: int, code: str | None) -> bool:
-    """Whether a failed request's HTTP status and provider error code make it worth retrying.
+    """Whether a failed request's HTTP status and provider error code make it worth retrying:
+    its class (:func:`error_class`) is RATE_LIMITED or TRANSIENT.
 
     Quota and billing codes are permanent even on a 429: waiting does not add credit."""
-    if code is not None and code.lower() in _QUOTA_CODES:
-        return False
-    return status in _RETRYABLE_STATUS or status >= 500
+    return error_class(status, code) in (ErrorClass.RATE_LIMITED, ErrorClass.TRANSIENT)
 
 
 def error_class(status: int, code: str | None) -> ErrorClass:
-    """The recovery class of a failed request's HTTP status and provider error code.
-
-    A quota code is FATAL even on a 429 (waiting adds no credit); a content-safety code is SOFT
-    whatever its 4xx status; every 429 else is RATE_LIMITED, burst-rate ones included (their
-    ``error.code`` signal tells them apart)."""
-    lowered = code.lower() if code is not None else None
-    if lowered in _QUOTA_CODES:
-        return ErrorClass.FATAL
-    if lowered in _CONTENT_SAFETY_CODES and 400 <= status < 500:
-        return ErrorClass.SOFT
-    if status == 429:
-        return ErrorClass.RATE_LIMITED
-    if status in _RETRYABLE_STATUS or status >= 500:
-        return ErrorClass.TRANSIENT
-    return ErrorClass.FATAL
+    """The recovery class of a failed (non-2xx) request's HTTP status and provider error code,
+    by the table of :mod:`deerflow_common.provider_codes` (the one the controller's classifier
+    reads too); FATAL for an answer the table says nothing about (a 3xx)."""
+    klass = provider_codes.provider_class(status, code)
+    return ErrorClass.FATAL if klass is None else klass
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +211,15 @@ class Provider:
         answered = f"{self.label} answered {where} with HTTP {status} {reason}".rstrip()
         if code is not None:
             answered += f" ({code})"
+        klass = error_class(status, code)
+        quoted = f' It said: "{_redact(said, api_key)}"' if said else ""
+        if klass is ErrorClass.SOFT:
+            return FatalError(
+                f"{answered}: it refused the content (a safety filter); change the input rather "
+                f"than retry. Not retried.{quoted}",
+                metadata=metadata,
+                error_class=klass,
+            )
         if status in _AUTH_STATUS:
             # Providers echo (parts of) a rejected key in their message: leave it out.
             return FatalError(
@@ -262,17 +228,8 @@ class Provider:
                 metadata=metadata,
                 error_class=ErrorClass.FATAL,
             )
-        quoted = f' It said: "{_redact(said, api_key)}"' if said else ""
-        klass = error_class(status, code)
-        if klass is ErrorClass.SOFT:
-            return FatalError(
-                f"{answered}: it refused the content (a safety filter); change the input rather "
-                f"than retry. Not retried.{quoted}",
-                metadata=metadata,
-                error_class=klass,
-            )
-        if not is_retryable(status, code):
-            if code is not None and code.lower() in _QUOTA_CODES:
+        if klass not in (ErrorClass.RATE_LIMITED, ErrorClass.TRANSIENT):
+            if provider_codes.is_quota(code):
                 advice = "the key is out of quota or credit; add credit or raise its quota"
             else:
                 advice = "the request is wrong for it; fix the payload or the configuration"
@@ -280,7 +237,7 @@ class Provider:
                 f"{answered}: {advice}. Not retried.{quoted}", metadata=metadata, error_class=klass
             )
         wait_s = signals.number(metadata, signals.RETRY_AFTER_S) or 0.0
-        if code == BURST_RATE_CODE:
+        if provider_codes.is_burst_rate(code):
             advice = "the request rate rose too fast for it; ramp up more slowly"
         elif status == 429:
             advice = "the key is over its rate limit"

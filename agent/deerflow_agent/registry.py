@@ -1,4 +1,5 @@
-"""Finding handlers: the ``deerflow.handlers`` entry-point group and ``module:attr`` specs.
+"""Finding handlers: the ``deerflow.handlers`` entry-point group and ``module:attr`` specs,
+loaded by :mod:`deerflow_common.plugins` (the controller finds handlers' splitters through it too).
 
 A package offers handlers by declaring entry points, for example in its pyproject::
 
@@ -11,11 +12,11 @@ handler named after the function). A handler's own name is the name assignments 
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import inspect
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+
+from deerflow_common import plugins
 
 from ._handler import Handler, HandlerKind, cpu_target
 
@@ -23,7 +24,7 @@ __all__ = ["ENTRY_POINT_GROUP", "HandlerRegistry"]
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "deerflow.handlers"
+ENTRY_POINT_GROUP = plugins.HANDLERS_GROUP
 
 
 class HandlerRegistry(Mapping[str, Handler]):
@@ -88,56 +89,25 @@ class HandlerRegistry(Mapping[str, Handler]):
 
     def load_spec(self, spec: str) -> Handler:
         """Import ``module:attr`` (attr may be dotted) and install what it names."""
-        module_name, sep, attr = spec.partition(":")
-        module_name, attr = module_name.strip(), attr.strip()
-        if not sep or not module_name or not attr or ":" in attr:
-            raise ValueError(
-                f"handler spec {spec!r} is not of the form module:attr "
-                "(for example mypkg.handlers:search)"
-            )
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                raise ValueError(
-                    f"handler spec {spec!r}: no module named {exc.name!r}; install the package "
-                    "that provides it in this environment or add its folder to PYTHONPATH"
-                ) from None
-            raise ValueError(
-                f"handler spec {spec!r}: importing {module_name!r} failed because it needs "
-                f"{exc.name!r}, which is not installed"
-            ) from None
-        except Exception as exc:
-            raise ValueError(
-                f"handler spec {spec!r}: importing {module_name!r} raised "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-        obj: object = module
-        for part in attr.split("."):
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise ValueError(
-                    f"handler spec {spec!r}: module {module_name!r} has no attribute {attr!r}"
-                ) from None
-        handler = as_handler(obj, f"--handler {spec}")
-        self.add(handler, f"--handler {spec}")
+        source = f"--handler {spec}"
+        handler = as_handler(plugins.load_spec(spec, what="handler"), source)
+        self.add(handler, source)
         return handler
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Install every handler declared in ``group``; one that fails to import or is not a
         handler is logged as a warning and skipped, so one broken plugin cannot stop the agent."""
-        for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
-            source = f"entry point {ep.name!r} ({ep.value}) of {dist}"
+        for plugin in plugins.load_entry_points(group, what="handler"):
             try:
-                handler = as_handler(ep.load(), source)
-            except Exception as exc:
-                log.warning("skipping handler %s: %s: %s", source, type(exc).__name__, exc)
+                handler = as_handler(plugin.obj, plugin.source)
+            except ValueError as exc:
+                log.warning("skipping handler %s: %s: %s", plugin.source, type(exc).__name__, exc)
                 continue
-            if handler.name != ep.name:
-                log.warning("%s is installed under the handler's own name %r", source, handler.name)
-            self.add(handler, source)
+            if handler.name != plugin.name:
+                log.warning(
+                    "%s is installed under the handler's own name %r", plugin.source, handler.name
+                )
+            self.add(handler, plugin.source)
 
 
 def as_handler(obj: object, source: str) -> Handler:

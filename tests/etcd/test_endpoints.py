@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from deerflow_common.etcd import EtcdClient, Keys, parse_endpoints, retry_unavailable
-from deerflow_common.etcd.client import grpc_target
+from deerflow_common.etcd.endpoints import grpc_target
 
 from ..tcp_proxy import Proxy
 

@@ -5,18 +5,17 @@ Composed only from aetcd's public client, one small module per primitive, after 
 what happens when the session's lease is lost.
 """
 
+from ..backoff import Backoff
 from .client import (
-    Backoff,
     EtcdClient,
     EventKind,
     KeyValue,
     Snapshot,
     WatchEvent,
-    parse_endpoint,
-    parse_endpoints,
     retry_unavailable,
 )
 from .election import Election, Leader, Leadership, current_leader, observe_leader
+from .endpoints import parse_endpoint, parse_endpoints
 from .errors import EtcdError, EtcdUnavailable, NotLeader, SessionLost, WatchCompacted
 from .keys import DEFAULT_PREFIX, Keys, validate_id
 from .membership import Member, MemberEvent, MemberEventKind, Membership, register

@@ -9,10 +9,7 @@ aetcd gives us the RPCs; this module adds what a control plane needs on top of t
   server goes away, so ``watch_prefix`` re-watches from the last revision it delivered + 1 with
   backoff, and the caller sees every event exactly once, in revision order.
 
-* several endpoints (the members of an etcd cluster) on one channel: aetcd takes one host and
-  port, so ``EtcdClient`` hands it gRPC's ``ipv4:``/``ipv6:`` address-list target, and gRPC's
-  pick-first policy uses the first member it can reach and moves to another when that one
-  fails (as etcd's own clients do).
+* several endpoints (the members of an etcd cluster) on one channel (``endpoints.py``).
 
 Lease keepalive, the other gap, lives in ``session.py``.
 """
@@ -22,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import socket
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -32,6 +27,8 @@ from typing import Any, TypeVar
 import aetcd
 import grpc
 
+from ..backoff import Backoff
+from .endpoints import grpc_target, parse_endpoints
 from .errors import EtcdError, EtcdUnavailable, WatchCompacted
 
 log = logging.getLogger(__name__)
@@ -75,6 +72,21 @@ def _translate(error: BaseException) -> EtcdError:
 
 
 _ERRORS = (aetcd.ClientError, grpc.aio.AioRpcError)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Raise aetcd's and gRPC's exceptions from the block as ours (see :func:`_translate`)."""
+    try:
+        yield
+    except _ERRORS as e:
+        raise _translate(e) from e
+
+
+def _backoff() -> Backoff:
+    """Pauses between tries against an etcd that went away: 0.05 s doubling to 1 s, with equal
+    jitter (each pause between half and all of its ceiling)."""
+    return Backoff(0.05, 1.0)
 
 
 class EventKind(Enum):
@@ -139,89 +151,6 @@ def _event(raw: Any) -> WatchEvent:
     )
 
 
-class Backoff:
-    """Exponential backoff with full jitter between ``initial_s`` and ``maximum_s`` seconds."""
-
-    def __init__(self, initial_s: float = 0.05, maximum_s: float = 1.0) -> None:
-        self._initial = initial_s
-        self._maximum = maximum_s
-        self._next = initial_s
-
-    def delay(self) -> float:
-        """The next pause in seconds; each call doubles the ceiling up to ``maximum_s``."""
-        ceiling = self._next
-        self._next = min(self._next * 2, self._maximum)
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._next = self._initial
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` or ``http://host:port`` into ``(host, port)``."""
-    rest = endpoint.removeprefix("http://").rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"etcd endpoint {endpoint!r} must look like 'host:port'")
-    return host, int(port)
-
-
-def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, int]]:
-    """``host:port`` endpoints, given as a sequence or comma-separated, into ``(host, port)``
-    pairs. Raises ValueError naming the bad one, or when there are none."""
-    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
-    parsed = [parse_endpoint(e.strip()) for e in items if e.strip()]
-    if not parsed:
-        raise ValueError("give at least one etcd endpoint (host:port)")
-    return parsed
-
-
-def grpc_target(endpoints: Sequence[tuple[str, int]]) -> str:
-    """One gRPC target for all of ``endpoints``: ``host:port`` for one; for several, every
-    address they resolve to (now, once) in gRPC's ``ipv4:``/``ipv6:`` list form, whose
-    pick-first policy tries them in order and moves on when the one in use fails. One address
-    family per target (gRPC's rule): that of the first endpoint's first address; addresses of
-    the other family are left out with a warning."""
-    if len(endpoints) == 1:
-        host, port = endpoints[0]
-        return f"{host}:{port}"
-    v4: list[str] = []
-    v6: list[str] = []
-    first_family: int | None = None
-    for host, port in endpoints:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as e:
-            log.warning("etcd endpoint %s:%d does not resolve (%s); left out", host, port, e)
-            continue
-        for family, _, _, _, sockaddr in infos:
-            ip = sockaddr[0]
-            if not isinstance(ip, str):
-                continue
-            if family == socket.AF_INET:
-                address = f"{ip}:{port}"
-                if address not in v4:
-                    v4.append(address)
-            elif family == socket.AF_INET6:
-                address = f"[{ip}]:{port}"
-                if address not in v6:
-                    v6.append(address)
-            else:
-                continue
-            if first_family is None:
-                first_family = family
-    if not v4 and not v6:
-        raise ValueError(
-            "none of the etcd endpoints resolves: " + ", ".join(f"{h}:{p}" for h, p in endpoints)
-        )
-    scheme, chosen, other = (
-        ("ipv6", v6, v4) if first_family == socket.AF_INET6 else ("ipv4", v4, v6)
-    )
-    if other:
-        log.warning("etcd endpoints of two address families: using only the %s ones", scheme)
-    return f"{scheme}:{','.join(chosen)}"
-
-
 class EtcdClient:
     """One connection to etcd, shared by a process's sessions, elections and watches.
 
@@ -268,10 +197,8 @@ class EtcdClient:
     async def connect(self) -> None:
         """Open the channel. Does not wait for etcd: the first request does."""
         self._closed = False
-        try:
+        with _translated():
             await self._raw.connect()
-        except _ERRORS as e:
-            raise _translate(e) from e
 
     async def close(self) -> None:
         """Close the channel. Open watches, and every request after this, raise ``EtcdError``
@@ -287,31 +214,25 @@ class EtcdClient:
     # -- reads ------------------------------------------------------------------------------
 
     async def get(self, key: str) -> KeyValue | None:
-        try:
+        with _translated():
             raw = await self._open().get(key.encode())
-        except _ERRORS as e:
-            raise _translate(e) from e
         return None if raw is None else _kv(raw)
 
     async def get_prefix(self, prefix: str) -> Snapshot:
         """Every key under ``prefix``, sorted by key, and the revision they were read at."""
-        try:
+        with _translated():
             raw = await self._open().get_prefix(prefix.encode(), sort_order="ascend")
-        except _ERRORS as e:
-            raise _translate(e) from e
         return Snapshot(kvs=tuple(_kv(kv) for kv in raw), revision=int(raw.header.revision))
 
     async def current_revision(self) -> int:
         """The store's revision now (a count-only read of one absent key)."""
-        try:
+        with _translated():
             await self._open().connect()
             response = await self._open().kvstub.Range(
                 aetcd.rpc.RangeRequest(key=b"\0", count_only=True),
                 timeout=self.timeout_s,
                 metadata=self._raw.metadata,
             )
-        except _ERRORS as e:
-            raise _translate(e) from e
         return int(response.header.revision)
 
     # -- writes -----------------------------------------------------------------------------
@@ -319,18 +240,14 @@ class EtcdClient:
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Write ``value``; with ``lease`` the key is deleted when the lease ends. Returns the
         revision of the write."""
-        try:
+        with _translated():
             raw = await self._open().put(key.encode(), value, lease=lease or None)
-        except _ERRORS as e:
-            raise _translate(e) from e
         return int(raw.header.revision)
 
     async def delete(self, key: str) -> bool:
         """Delete ``key``; False when it did not exist."""
-        try:
+        with _translated():
             return await self._open().delete(key.encode()) is not None
-        except _ERRORS as e:
-            raise _translate(e) from e
 
     async def put_if_absent(
         self, key: str, value: bytes, *, lease: int = 0
@@ -340,14 +257,12 @@ class EtcdClient:
         finds the key and reports ``False`` with the same create revision."""
         tx = self._raw.transactions
         k = key.encode()
-        try:
+        with _translated():
             created, responses = await self._open().transaction(
                 compare=[tx.create(k) == 0],
                 success=[tx.put(k, value, lease=lease or None), tx.get(k)],
                 failure=[tx.get(k)],
             )
-        except _ERRORS as e:
-            raise _translate(e) from e
         rows = responses[-1]
         if not rows:
             # Deleted between the compare and the read inside one transaction cannot happen;
@@ -362,28 +277,24 @@ class EtcdClient:
         ``create_revision``; False (and no write) otherwise."""
         tx = self._raw.transactions
         k = key.encode()
-        try:
+        with _translated():
             ok, _ = await self._open().transaction(
                 compare=[tx.create(k) == create_revision],
                 success=[tx.put(k, value, lease=lease or None)],
                 failure=[],
             )
-        except _ERRORS as e:
-            raise _translate(e) from e
         return bool(ok)
 
     async def delete_if_create_revision(self, key: str, create_revision: int) -> bool:
         """Delete ``key`` only if it is still the incarnation created at ``create_revision``."""
         tx = self._raw.transactions
         k = key.encode()
-        try:
+        with _translated():
             ok, _ = await self._open().transaction(
                 compare=[tx.create(k) == create_revision],
                 success=[tx.delete(k)],
                 failure=[],
             )
-        except _ERRORS as e:
-            raise _translate(e) from e
         return bool(ok)
 
     async def write_batch(
@@ -418,10 +329,8 @@ class EtcdClient:
         compare = []
         if only_if_created is not None:
             compare.append(tx.create(only_if_created[0].encode()) == only_if_created[1])
-        try:
+        with _translated():
             applied, _ = await self._open().transaction(compare=compare, success=ops, failure=[])
-        except _ERRORS as e:
-            raise _translate(e) from e
         return bool(applied)
 
     # -- leases (use Session, which keeps them alive) ----------------------------------------
@@ -429,29 +338,23 @@ class EtcdClient:
     async def grant_lease(self, ttl_s: int) -> tuple[int, int]:
         """A new lease; returns ``(lease_id, granted_ttl_s)``. etcd may raise the TTL to its
         minimum (1.5 x its election timeout, rounded up)."""
-        try:
+        with _translated():
             lease = await self._open().lease(ttl_s)
-        except _ERRORS as e:
-            raise _translate(e) from e
         return int(lease.id), int(lease.ttl)
 
     async def refresh_lease(self, lease_id: int) -> int:
         """One keepalive round trip; returns the lease's new TTL in seconds, <= 0 when etcd no
         longer has the lease (expired or revoked)."""
-        try:
+        with _translated():
             reply = await self._open().refresh_lease(lease_id)
-        except _ERRORS as e:
-            raise _translate(e) from e
         if reply is None:
             raise EtcdUnavailable("etcd closed the keepalive stream without an answer")
         return int(reply.TTL)
 
     async def revoke_lease(self, lease_id: int) -> None:
         """End a lease now: etcd deletes every key attached to it."""
-        try:
+        with _translated():
             await self._open().revoke_lease(lease_id)
-        except _ERRORS as e:
-            raise _translate(e) from e
 
     async def lease_time_to_live(self, lease_id: int) -> tuple[int, int]:
         """One round trip; returns ``(remaining_s, granted_s)`` of a lease, in whole seconds.
@@ -459,10 +362,8 @@ class EtcdClient:
         etcd truncates: ``remaining_s`` r means between r and r + 1 seconds are left (a lease
         refreshed a moment ago reads ``granted_s - 1``). ``remaining_s`` is -1 when etcd no
         longer has the lease (expired or revoked)."""
-        try:
+        with _translated():
             reply = await self._open().get_lease_info(lease_id, keys=False)
-        except _ERRORS as e:
-            raise _translate(e) from e
         return int(reply.TTL), int(reply.grantedTTL)
 
     # -- watches ----------------------------------------------------------------------------
@@ -504,7 +405,7 @@ class EtcdClient:
         start_revision: int | None,
         on_disconnect: Callable[[EtcdError], None] | None,
     ) -> AsyncGenerator[WatchEvent, None]:
-        backoff = Backoff()
+        backoff = _backoff()
         next_revision = start_revision
         while True:
             try:
@@ -553,10 +454,8 @@ class EtcdClient:
             creating.cancel()
             creating.add_done_callback(_cancel_orphan_watch)
             raise
-        try:
+        with _translated():
             watch = creating.result()
-        except _ERRORS as e:
-            raise _translate(e) from e
         events = watch.__aiter__()
         try:
             while True:
@@ -598,11 +497,12 @@ async def _cancel_quietly(watch: Any) -> None:
 async def retry_unavailable(
     request: Callable[[], Awaitable[T]], *, backoff: Backoff | None = None
 ) -> T:
-    """Await ``request()`` until it does not raise ``EtcdUnavailable``, pausing with backoff.
+    """Await ``request()`` until it does not raise ``EtcdUnavailable``, pausing with ``backoff``
+    (default: 0.05 s doubling to 1 s).
 
     Retries forever: race it against something that ends (a session's loss, a deadline).
     Other errors propagate. Use only for requests that are safe to repeat."""
-    backoff = backoff or Backoff()
+    backoff = backoff or _backoff()
     while True:
         try:
             return await request()

@@ -25,7 +25,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .client import Backoff, EtcdClient
+from ..backoff import Backoff
+from .client import EtcdClient
 from .errors import EtcdError, SessionLost
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Session:
     async def _keep_alive(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self._ttl / 3
-        backoff = Backoff(initial_s=min(0.05, interval), maximum_s=interval)
+        backoff = Backoff(min(0.05, interval), interval)
         next_refresh = self._deadline - self._ttl + interval
         while True:
             await asyncio.sleep(max(0.0, min(next_refresh, self._deadline) - loop.time()))

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from opentelemetry.trace import TracerProvider
 
 from deerflow_common import channel_options
+from deerflow_common.backoff import CENTRED_JITTER, Backoff
 from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
 from ._errors import DeerflowError, UnavailableError, from_rpc_error
@@ -45,22 +45,21 @@ class _Retry:
     that just died) are polled, not hammered."""
 
     def __init__(self) -> None:
-        self._next_s = RETRY_FIRST_S
+        self._backoff = Backoff(RETRY_FIRST_S, RETRY_CAP_S, jitter=CENTRED_JITTER)
         self._followed = False
 
     def reset(self) -> None:
         """The call got through: the next failover starts with short pauses again."""
-        self._next_s = RETRY_FIRST_S
+        self._backoff.reset()
         self._followed = False
 
     def pause_s(self, *, followed_pointer: bool) -> float:
+        """Seconds to wait before the next try."""
         if followed_pointer and not self._followed:
             self._followed = True
             return 0.0
         self._followed = False
-        pause = self._next_s * (0.5 + random.random())
-        self._next_s = min(self._next_s * 2, RETRY_CAP_S)
-        return pause
+        return self._backoff.delay()
 
 
 class AsyncClient:
@@ -394,13 +393,21 @@ def _metadata_value(metadata: Any, key: str) -> str:
     return ""
 
 
-class JobHandle:
-    """A submitted job: iterate its results, wait for it, cancel it."""
+ClientT = TypeVar("ClientT")
 
-    def __init__(self, client: AsyncClient, job_id: str, accepted: int) -> None:
+
+class SubmittedJob(Generic[ClientT]):
+    """What the handles of both clients hold: the client, the job's id and the number of tasks
+    the controller accepted (``SubmitJobReply.accepted``)."""
+
+    def __init__(self, client: ClientT, job_id: str, accepted: int) -> None:
         self.client = client
         self.job_id = job_id
         self.accepted = accepted
+
+
+class JobHandle(SubmittedJob[AsyncClient]):
+    """A submitted job: iterate its results, wait for it, cancel it."""
 
     def results(self, *, timeout_s: float | None = None) -> AsyncIterator[TaskResult]:
         return self.client.results(self.job_id, timeout_s=timeout_s)

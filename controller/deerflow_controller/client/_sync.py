@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from deerflow_protos import admin_pb2, client_pb2
 
-from ._async import DEFAULT_ADDRESS, AsyncClient
+from ._async import DEFAULT_ADDRESS, AsyncClient, SubmittedJob
 from ._types import Task, TaskEvent, TaskResult
 
 T = TypeVar("T")
@@ -132,11 +132,8 @@ class Client:
         self._call(self._async.wait_ready(timeout_s))
 
 
-class SyncJobHandle:
-    def __init__(self, client: Client, job_id: str, accepted: int) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.accepted = accepted
+class SyncJobHandle(SubmittedJob[Client]):
+    """A submitted job: iterate its results, wait for it, cancel it (blocking)."""
 
     def results(self, *, timeout_s: float | None = None) -> Iterator[TaskResult]:
         return self.client.results(self.job_id, timeout_s=timeout_s)
