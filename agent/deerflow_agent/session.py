@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from deerflow_common import channel_options
-from deerflow_common.trace_context import TRACEPARENT, context_dict
+from deerflow_common.tracing import TRACEPARENT, context_dict
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
 from ._handler import Handler, HandlerKind

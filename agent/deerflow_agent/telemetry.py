@@ -9,11 +9,12 @@ can pass the context on (``traceparent`` header) or parent its own spans on it. 
 ``deerflow.agent.id``, ``deerflow.outcome``, and what the handler reported of its provider
 (``http.response.status_code``, tokens); an event ``rate_limited`` on a 429 (with the
 Retry-After); status ERROR with the error's message when the attempt failed. Export follows the
-``OTEL_*`` environment (see ``deerflow_common.otlp``); without an endpoint nothing is recorded.
+``OTEL_*`` environment (see ``deerflow_common.tracing``); without an endpoint nothing is
+recorded.
 Per attempt the hot path does nothing at the start (the execute span's id is drawn only if the
 handler reads its context, or at the end) and two appends at the end; at the end of the loop
 turn the attempts become plain values in per-(job, handler, attempt) lists, and the spans are
-encoded a block at a time just before an export (``deerflow_common.span_block``).
+encoded a block at a time just before an export (``tracing.encode_span_block``).
 
 Metrics (``--metrics-port``): ``deerflow_agent_attempts_total{handler,outcome}``,
 ``deerflow_agent_run_seconds{handler}``, ``deerflow_agent_provider_responses_total{handler,
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from aiohttp import web
 
-from deerflow_common import otlp, signals
+from deerflow_common import signals, tracing
 from deerflow_common.prometheus import CONTENT_TYPE, Histogram, MetricsText, process_metrics
 
 from .runtime import Attempt, AttemptObserver, Outcome
@@ -48,16 +49,16 @@ __all__ = ["AgentTelemetry"]
 log = logging.getLogger(__name__)
 
 SPAN_NAME = "deerflow.execute"
-_HEAD = otlp.span_head(SPAN_NAME, otlp.KIND_CONSUMER)
-_E = otlp.EVENT_ATTR
-_task_attr = otlp.str_attr_encoder("deerflow.task.id")
-_new_span_id = otlp.new_span_id
+_HEAD = tracing.span_head(SPAN_NAME, tracing.KIND_CONSUMER)
+_E = tracing.EVENT_ATTR
+_task_attr = tracing.str_attr_encoder("deerflow.task.id")
+_new_span_id = tracing.new_span_id
 _getrandbits = random.getrandbits
 _pack_q = struct.Struct("<Q").pack
-_varint = otlp.varint
-TRACEPARENT = otlp.TRACEPARENT
+_varint = tracing.varint
+TRACEPARENT = tracing.TRACEPARENT
 _CACHE_LIMIT = 4096
-_SUCCEEDED_ATTR = otlp.attr_str("deerflow.outcome", "succeeded")
+_SUCCEEDED_ATTR = tracing.attr_str("deerflow.outcome", "succeeded")
 
 
 class _Span:
@@ -92,14 +93,14 @@ class AgentTelemetry:
     """Traces and metrics of one agent. Use :attr:`observer` for the runtime (None when both
     are off: then nothing at all is done per attempt)."""
 
-    def __init__(self, agent_id: str, sink: otlp.SpanSink | None, *, metrics: bool) -> None:
+    def __init__(self, agent_id: str, sink: tracing.SpanSink | None, *, metrics: bool) -> None:
         self.agent_id = agent_id
         self.sink = sink
         self.metrics = metrics
         self.run: dict[str, Histogram] = {}
         self.attempts: dict[tuple[str, str], int] = {}
         self.provider_responses: dict[tuple[str, str], int] = {}
-        self._agent_attr = otlp.attr_str("deerflow.agent.id", agent_id)
+        self._agent_attr = tracing.attr_str("deerflow.agent.id", agent_id)
         self._job_attrs: dict[str, bytes] = {}
         self._handler_attrs: dict[str, bytes] = {}
         self._attempt_attrs: dict[int, bytes] = {}
@@ -113,15 +114,15 @@ class AgentTelemetry:
         """Successful attempts per (job, handler, attempt) whose spans are not encoded yet."""
         if sink is not None:
             sink.add_source(self._encode_ended)
-            # numpy (for span_block) loads now, at start-up, not in the first export.
-            import deerflow_common.span_block  # noqa: F401
+            # numpy (for encode_span_block) loads now, at start-up, not in the first export.
+            from deerflow_common.tracing import encode_span_block  # noqa: F401
         self._follow_parent = sink is not None and sink.sampling.follows_parent
         self._agent: Agent | None = None
         self._runner: web.AppRunner | None = None
 
     @classmethod
     def from_env(cls, agent_id: str, *, metrics: bool) -> AgentTelemetry:
-        sink = otlp.tracing_from_env(
+        sink = tracing.tracing_from_env(
             "deerflow-agent", "deerflow_agent", resource={"service.instance.id": agent_id}
         )
         return cls(agent_id, sink, metrics=metrics)
@@ -156,7 +157,7 @@ class AgentTelemetry:
                 span = _getrandbits(63) | 1
             else:
                 header = tc.get(TRACEPARENT) if tc else None
-                parent = otlp.parse_traceparent(header) if header else None
+                parent = tracing.parse_traceparent(header) if header else None
                 span_id = _new_span_id()
                 if parent is None:
                     span = self._root(sink, span_id)
@@ -177,12 +178,12 @@ class AgentTelemetry:
             header = tc[TRACEPARENT] if tc else ""
             own = f"{header[:36]}{span:016x}{header[52:]}"
         else:
-            own = otlp.format_traceparent(span.trace_id, span.span_id, span.sampled)
+            own = tracing.format_traceparent(span.trace_id, span.span_id, span.sampled)
         return {**(tc or {}), TRACEPARENT: own}
 
     @staticmethod
-    def _root(sink: otlp.SpanSink, span_id: bytes) -> _Span:
-        trace_id = otlp.new_trace_id()
+    def _root(sink: tracing.SpanSink, span_id: bytes) -> _Span:
+        trace_id = tracing.new_trace_id()
         return _Span(trace_id, span_id, None, sink.sampling.sampled(trace_id, None, SPAN_NAME))
 
     def on_end(self, a: Attempt, outcome: Outcome) -> None:
@@ -257,7 +258,7 @@ class AgentTelemetry:
         a provider, a block per (job, handler, attempt) (:func:`encode_span_block`)."""
         import numpy as np  # only a tracing agent loads numpy (0.13 s, in __init__)
 
-        from deerflow_common.span_block import encode_span_block
+        from deerflow_common.tracing import encode_span_block
 
         if self._ended:
             self._sort_ended()
@@ -330,7 +331,11 @@ class AgentTelemetry:
         if b is None:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            b = otlp.attr_int(key, value) if isinstance(value, int) else otlp.attr_str(key, value)
+            b = (
+                tracing.attr_int(key, value)
+                if isinstance(value, int)
+                else tracing.attr_str(key, value)
+            )
             cache[value] = b
         return b
 
@@ -367,9 +372,9 @@ class AgentTelemetry:
             fields.append(self._provider_fields(meta, outcome.finished_at))
         error = outcome.error
         if error is not None and not ok:
-            fields.append(otlp.attr_str("error.kind", error.kind.name))
-            fields.append(otlp.attr_bool("error.retryable", error.retryable))
-            fields.append(otlp.status(otlp.STATUS_ERROR, error.message[:1000]))
+            fields.append(tracing.attr_str("error.kind", error.kind.name))
+            fields.append(tracing.attr_bool("error.retryable", error.retryable))
+            fields.append(tracing.status(tracing.STATUS_ERROR, error.message[:1000]))
         body = b"".join(fields)
         self.sink.emit(b"\x12" + _varint(len(body)) + body)
 
@@ -378,19 +383,19 @@ class AgentTelemetry:
         out = b""
         status = signals.number(meta, signals.HTTP_STATUS)
         if status is not None:
-            out += otlp.attr_int("http.response.status_code", int(status))
+            out += tracing.attr_int("http.response.status_code", int(status))
         tokens = signals.number(meta, signals.TOTAL_TOKENS)
         if tokens is not None:
-            out += otlp.attr_float("deerflow.tokens", tokens)
+            out += tracing.attr_float("deerflow.tokens", tokens)
         if status == 429:
             attrs = []
             retry_after = signals.number(meta, signals.RETRY_AFTER_S)
             if retry_after is not None:
-                attrs.append(otlp.attr_float("retry_after_s", retry_after, _E))
+                attrs.append(tracing.attr_float("retry_after_s", retry_after, _E))
             code = meta.get(signals.ERROR_CODE)
             if code:
-                attrs.append(otlp.attr_str("error.code", code, _E))
-            out += otlp.event("rate_limited", int(finished_at * 1e9), *attrs)
+                attrs.append(tracing.attr_str("error.code", code, _E))
+            out += tracing.event("rate_limited", int(finished_at * 1e9), *attrs)
         return out
 
     # ------------------------------------------------------------------ HTTP
