@@ -230,7 +230,7 @@ def test_without_an_endpoint_nothing_is_traced_and_nothing_runs_per_task(
 ) -> None:
     from opentelemetry import trace
 
-    from deerflow_agent.telemetry import AgentTelemetry
+    from deerflow_agent._telemetry import AgentTelemetry
     from deerflow_controller.config import ControllerConfig
     from deerflow_controller.observability import Observability
     from deerflow_controller.shell import Shell

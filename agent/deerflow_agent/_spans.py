@@ -1,27 +1,6 @@
-"""The agent's observability: a ``deerflow.execute`` span around every attempt's handler,
-Prometheus metrics and health endpoints.
-
-Traces: the assignment's ``traceparent`` names the controller's schedule span; the execute
-span is its child (CONSUMER), from the handler's start to its result. The handler's
-``TaskContext.trace_context`` then names the execute span, so a handler that calls a provider
-can pass the context on (``traceparent`` header) or parent its own spans on it. Attributes:
-``deerflow.job.id``, ``deerflow.task.id``, ``deerflow.handler``, ``deerflow.attempt``,
-``deerflow.agent.id``, ``deerflow.outcome``, and what the handler reported of its provider
-(``http.response.status_code``, tokens); an event ``rate_limited`` on a 429 (with the
-Retry-After); status ERROR with the error's message when the attempt failed. Export follows the
-``OTEL_*`` environment (see ``deerflow_common.tracing``); without an endpoint nothing is
-recorded.
-Per attempt the hot path does nothing at the start (the execute span's id is drawn only if the
-handler reads its context, or at the end) and two appends at the end; at the end of the loop
-turn the attempts become plain values in per-(job, handler, attempt) lists, and the spans are
-encoded a block at a time just before an export (``tracing.encode_span_block``).
-
-Metrics (``--metrics-port``): ``deerflow_agent_attempts_total{handler,outcome}``,
-``deerflow_agent_run_seconds{handler}``, ``deerflow_agent_provider_responses_total{handler,
-status}``, slots, running, queued, connected, draining, per-handler caps, process metrics.
-``/healthz`` answers while the process runs; ``/readyz`` is 200 while the agent has a stream to
-a controller and is not draining.
-"""
+"""The agent's ``deerflow.execute`` span around every attempt's handler (see ``_telemetry`` for
+what it carries), recorded cheaply on the hot path and encoded a block at a time just before an
+export."""
 
 from __future__ import annotations
 
@@ -31,20 +10,13 @@ import os
 import random
 import struct
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-import psutil
-from aiohttp import web
+from typing import Any
 
 from deerflow_common import signals, tracing
-from deerflow_common.prometheus import CONTENT_TYPE, Histogram, MetricsText, process_metrics
 
-from .runtime import Attempt, AttemptObserver, Outcome
+from ._attempt import Attempt, Outcome, outcome_label
 
-if TYPE_CHECKING:
-    from .session import Agent
-
-__all__ = ["AgentTelemetry"]
+__all__ = ["SPAN_NAME", "ExecuteSpans"]
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +61,11 @@ class _Group:
         self.values: list[str] = []
 
 
-class AgentTelemetry:
-    """Traces and metrics of one agent. Use :attr:`observer` for the runtime (None when both
-    are off: then nothing at all is done per attempt)."""
+class ExecuteSpans:
+    """The execute spans of one agent's attempts, emitted into ``sink``."""
 
-    def __init__(self, agent_id: str, sink: tracing.SpanSink | None, *, metrics: bool) -> None:
-        self.agent_id = agent_id
+    def __init__(self, agent_id: str, sink: tracing.SpanSink) -> None:
         self.sink = sink
-        self.metrics = metrics
-        self.run: dict[str, Histogram] = {}
-        self.attempts: dict[tuple[str, str], int] = {}
-        self.provider_responses: dict[tuple[str, str], int] = {}
         self._agent_attr = tracing.attr_str("deerflow.agent.id", agent_id)
         self._job_attrs: dict[str, bytes] = {}
         self._handler_attrs: dict[str, bytes] = {}
@@ -112,30 +78,11 @@ class AgentTelemetry:
         self._sort_scheduled = False
         self._groups: dict[tuple[str, str, int], _Group] = {}
         """Successful attempts per (job, handler, attempt) whose spans are not encoded yet."""
-        if sink is not None:
-            sink.add_source(self._encode_ended)
-            # numpy (for encode_span_block) loads now, at start-up, not in the first export.
-            from deerflow_common.tracing import encode_span_block  # noqa: F401
-        self._follow_parent = sink is not None and sink.sampling.follows_parent
-        self._agent: Agent | None = None
-        self._runner: web.AppRunner | None = None
+        sink.add_source(self._encode_ended)
+        # numpy (for encode_span_block) loads now, at start-up, not in the first export.
+        from deerflow_common.tracing import encode_span_block  # noqa: F401
 
-    @classmethod
-    def from_env(cls, agent_id: str, *, metrics: bool) -> AgentTelemetry:
-        sink = tracing.tracing_from_env(
-            "deerflow-agent", "deerflow_agent", resource={"service.instance.id": agent_id}
-        )
-        return cls(agent_id, sink, metrics=metrics)
-
-    @property
-    def observer(self) -> AttemptObserver | None:
-        return self if self.sink is not None or self.metrics else None
-
-    # ------------------------------------------------------------------ AttemptObserver
-
-    def on_start(self, a: Attempt) -> None:
-        """Nothing: the execute span's id is drawn when the handler reads its trace context
-        (:meth:`child_context`) or when the attempt ends, whichever comes first."""
+        self._follow_parent = sink.sampling.follows_parent
 
     def _parent_header(self, tc: Mapping[str, str] | None) -> str | None:
         """The parent's traceparent in the common case (version 00, as our controller writes
@@ -151,7 +98,6 @@ class AgentTelemetry:
         span = a.span
         if span is None:
             sink = self.sink
-            assert sink is not None
             tc = a.trace_context
             if self._parent_header(tc) is not None:
                 span = _getrandbits(63) | 1
@@ -171,8 +117,6 @@ class AgentTelemetry:
     def child_context(self, a: Attempt) -> Mapping[str, str] | None:
         """The context the handler sees: the parent's, with the execute span as the parent."""
         tc = a.trace_context
-        if self.sink is None:
-            return tc
         span = self._span(a)
         if isinstance(span, int):
             header = tc[TRACEPARENT] if tc else ""
@@ -186,24 +130,17 @@ class AgentTelemetry:
         trace_id = tracing.new_trace_id()
         return _Span(trace_id, span_id, None, sink.sampling.sampled(trace_id, None, SPAN_NAME))
 
-    def on_end(self, a: Attempt, outcome: Outcome) -> None:
-        """Count the outcome; keep the attempt for :meth:`_sort_ended` at the end of this loop
-        turn (two appends here: the attempts of a turn are then sorted in one tight loop)."""
-        try:
-            if self.metrics:
-                self._count(outcome)
-            if self.sink is None:
-                return
-            self._ended.append(a)
-            self._ended_outcomes.append(outcome)
-            if not self._sort_scheduled:
-                self._sort_scheduled = True
-                try:
-                    asyncio.get_running_loop().call_soon(self._sort_ended)
-                except RuntimeError:  # no loop (a test driving the observer directly)
-                    self._sort_ended()
-        except Exception:  # telemetry must never break reporting
-            log.exception("recording attempt %r failed", a)
+    def record(self, a: Attempt, outcome: Outcome) -> None:
+        """Keep the attempt for :meth:`_sort_ended` at the end of this loop turn (two appends
+        here: the attempts of a turn are then sorted in one tight loop)."""
+        self._ended.append(a)
+        self._ended_outcomes.append(outcome)
+        if not self._sort_scheduled:
+            self._sort_scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self._sort_ended)
+            except RuntimeError:  # no loop (a test driving the observer directly)
+                self._sort_ended()
 
     def _sort_ended(self) -> None:
         """Turn this loop turn's ended attempts into span records (the objects themselves are
@@ -249,7 +186,7 @@ class AgentTelemetry:
                     self._emit(span.trace_id, span.span_id, span.parent_id, outcome)
             except Exception:  # a span lost, never the agent
                 log.exception("recording attempt %r failed", a)
-        if recorded and self.sink is not None:
+        if recorded:
             self.sink.defer(recorded)
 
     def _encode_ended(self) -> None:
@@ -263,7 +200,6 @@ class AgentTelemetry:
         if self._ended:
             self._sort_ended()
         groups, self._groups = self._groups, {}
-        assert self.sink is not None
         emit_block = self.sink.emit_block
         fromhex = bytes.fromhex
         for key, group in groups.items():
@@ -304,28 +240,6 @@ class AgentTelemetry:
         )
         return b
 
-    # ------------------------------------------------------------------ recording
-
-    def _outcome(self, outcome: Outcome) -> str:
-        if outcome.ok:
-            return "succeeded"
-        if outcome.cancelled:
-            return "cancelled"
-        return outcome.error.kind.name.lower() if outcome.error is not None else "failed"
-
-    def _count(self, outcome: Outcome) -> None:
-        handler = outcome.handler
-        hist = self.run.get(handler)
-        if hist is None:
-            hist = self.run[handler] = Histogram()
-        hist.observe(max(0.0, outcome.finished_at - outcome.started_at))
-        key = (handler, self._outcome(outcome))
-        self.attempts[key] = self.attempts.get(key, 0) + 1
-        status = outcome.metadata.get(signals.HTTP_STATUS) if outcome.metadata else None
-        if status:
-            skey = (handler, status)
-            self.provider_responses[skey] = self.provider_responses.get(skey, 0) + 1
-
     def _cached(self, cache: dict[Any, bytes], key: str, value: str | int) -> bytes:
         b = cache.get(value)
         if b is None:
@@ -342,7 +256,6 @@ class AgentTelemetry:
     def _emit(
         self, trace_id: bytes, span_id: bytes, parent_id: bytes | None, outcome: Outcome
     ) -> None:
-        assert self.sink is not None
         job_id, task_id, attempt = outcome.key
         ok = outcome.ok
         fields = [
@@ -365,7 +278,7 @@ class AgentTelemetry:
             self._agent_attr,
             _SUCCEEDED_ATTR
             if ok
-            else self._cached(self._outcome_attrs, "deerflow.outcome", self._outcome(outcome)),
+            else self._cached(self._outcome_attrs, "deerflow.outcome", outcome_label(outcome)),
         ]
         meta = outcome.metadata
         if meta:
@@ -397,118 +310,3 @@ class AgentTelemetry:
                 attrs.append(tracing.attr_str("error.code", code, _E))
             out += tracing.event("rate_limited", int(finished_at * 1e9), *attrs)
         return out
-
-    # ------------------------------------------------------------------ HTTP
-
-    async def serve_http(self, agent: Agent, host: str, port: int) -> int:
-        """Serve /metrics, /healthz and /readyz for ``agent``; returns the bound port. Raises
-        OSError when the port is taken."""
-        self._agent = agent
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        addresses = runner.addresses
-        return int(addresses[0][1]) if addresses else port
-
-    async def stop(self) -> None:
-        """Stop serving HTTP and flush spans not yet exported (blocks up to 10 s: call last)."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self.sink is not None:
-            await self.sink.shutdown()
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        agent = self._agent
-        ready = agent is not None and agent.connected and not agent.draining
-        body = {
-            "ready": ready,
-            "connected": bool(agent and agent.connected),
-            "draining": bool(agent and agent.draining),
-        }
-        return web.json_response(body, status=200 if ready else 503)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.render().encode(), headers={"Content-Type": CONTENT_TYPE})
-
-    def render(self) -> str:
-        out = MetricsText()
-        agent = self._agent
-        labels = {"agent": self.agent_id}
-        if agent is not None:
-            rt = agent.runtime
-            out.gauge("deerflow_agent_slots", "Slots this agent offers.", [(labels, rt.slots)])
-            out.gauge("deerflow_agent_running", "Slots taken by attempts.", [(labels, rt.running)])
-            out.gauge(
-                "deerflow_agent_queued", "Attempts received, not started.", [(labels, rt.queued)]
-            )
-            out.gauge(
-                "deerflow_agent_connected",
-                "1 while a stream to a controller is open.",
-                [(labels, float(agent.connected))],
-            )
-            out.gauge(
-                "deerflow_agent_draining", "1 while draining.", [(labels, float(agent.draining))]
-            )
-            out.gauge(
-                "deerflow_agent_handler_slots",
-                "Concurrent attempts allowed per handler.",
-                [({**labels, "handler": h}, n) for h, n in sorted(rt.slot_caps().items())],
-            )
-            out.gauge(
-                "deerflow_agent_handler_latency_seconds",
-                "Recent mean run time per handler (what heartbeats report).",
-                [({**labels, "handler": h}, v) for h, v in sorted(rt.latencies().items())],
-            )
-        out.counter(
-            "deerflow_agent_attempts_total",
-            "Attempts that ended, by handler and outcome.",
-            [
-                ({**labels, "handler": h, "outcome": o}, n)
-                for (h, o), n in sorted(self.attempts.items())
-            ],
-        )
-        out.counter(
-            "deerflow_agent_provider_responses_total",
-            "Provider HTTP statuses handlers reported (429 = rate-limited), by handler.",
-            [
-                ({**labels, "handler": h, "status": s}, n)
-                for (h, s), n in sorted(self.provider_responses.items())
-            ],
-        )
-        out.histogram(
-            "deerflow_agent_run_seconds",
-            "Handler run time per attempt, per handler.",
-            "handler",
-            self.run,
-        )
-        out.gauge(
-            "deerflow_agent_memory_percent",
-            "Machine memory in use.",
-            [(labels, float(psutil.virtual_memory().percent))],
-        )
-        if self.sink is not None:
-            out.counter(
-                "deerflow_tracing_spans_exported_total",
-                "Spans exported.",
-                [(None, self.sink.exported)],
-            )
-            out.counter(
-                "deerflow_tracing_spans_dropped_total",
-                "Spans dropped because the export queue was full.",
-                [(None, self.sink.dropped)],
-            )
-        process_metrics(out)
-        return out.render()
