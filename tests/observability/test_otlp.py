@@ -11,43 +11,37 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
 
-from deerflow_common import tracing
+from deerflow_common import tracing as otlp
 from deerflow_common.tracing._encoding import resource_field, scope_field
 from deerflow_common.tracing._exporter import Batch, exporter_class
 from deerflow_controller.observability import OtlpReceiver
 
 
 def test_a_span_encoded_by_hand_parses_as_the_official_message() -> None:
-    trace_id, span_id, parent_id = (
-        tracing.new_trace_id(),
-        tracing.new_span_id(),
-        tracing.new_span_id(),
-    )
+    trace_id, span_id, parent_id = otlp.new_trace_id(), otlp.new_span_id(), otlp.new_span_id()
     fields = b"".join(
         (
-            tracing.attr_str("deerflow.job.id", "j" * 200),  # lengths past one varint byte
-            tracing.str_attr_encoder("deerflow.task.id")("t-1"),
-            tracing.attr_int("deerflow.attempt", 2),
-            tracing.attr_int("negative", -3),
-            tracing.attr_float("ratio", 0.25),
-            tracing.attr_bool("flag", True),
-            tracing.attr_strs("deerflow.rate_keys", ["a", "b"]),
-            tracing.event(
-                "retry", 7, tracing.attr_str("error.kind", "TIMEOUT", tracing.EVENT_ATTR)
-            ),
-            tracing.status(tracing.STATUS_ERROR, "boom"),
+            otlp.attr_str("deerflow.job.id", "j" * 200),  # lengths past one varint byte
+            otlp.str_attr_encoder("deerflow.task.id")("t-1"),
+            otlp.attr_int("deerflow.attempt", 2),
+            otlp.attr_int("negative", -3),
+            otlp.attr_float("ratio", 0.25),
+            otlp.attr_bool("flag", True),
+            otlp.attr_strs("deerflow.rate_keys", ["a", "b"]),
+            otlp.event("retry", 7, otlp.attr_str("error.kind", "TIMEOUT", otlp.EVENT_ATTR)),
+            otlp.status(otlp.STATUS_ERROR, "boom"),
         )
     )
-    span = tracing.encode_span(
+    span = otlp.encode_span(
         trace_id,
         span_id,
         parent_id,
-        tracing.span_head("deerflow.execute", tracing.KIND_CONSUMER),
+        otlp.span_head("deerflow.execute", otlp.KIND_CONSUMER),
         5,
         9,
         fields,
     )
-    request = tracing.export_request(
+    request = otlp.export_request(
         resource_field({"service.name": "svc", "n": 3}),
         scope_field("s", "1.0"),
         [span] * 3,
@@ -118,12 +112,12 @@ def test_the_sdk_exporter_still_has_the_private_hooks_our_encoder_replaces() -> 
 
 
 async def test_a_pre_encoded_request_goes_through_the_sdk_exporter_unchanged() -> None:
-    head = tracing.span_head("hook", tracing.KIND_INTERNAL)
+    head = otlp.span_head("hook", otlp.KIND_INTERNAL)
     spans = [
-        tracing.encode_span(tracing.new_trace_id(), tracing.new_span_id(), None, head, 1, 2, b"")
+        otlp.encode_span(otlp.new_trace_id(), otlp.new_span_id(), None, head, 1, 2, b"")
         for _ in range(3)
     ]
-    request = tracing.export_request(
+    request = otlp.export_request(
         resource_field({"service.name": "hook-check"}), scope_field("s", "1"), spans
     )
     async with OtlpReceiver() as receiver:
@@ -145,11 +139,11 @@ async def test_a_pre_encoded_request_goes_through_the_sdk_exporter_unchanged() -
 
 
 def test_traceparent_round_trips_and_invalid_headers_are_ignored() -> None:
-    trace_id, span_id = tracing.new_trace_id(), tracing.new_span_id()
-    header = tracing.format_traceparent(trace_id, span_id, True)
-    assert tracing.parse_traceparent(header) == tracing.TraceParent(trace_id, span_id, True)
-    unsampled = tracing.format_traceparent(trace_id, span_id, False)
-    assert tracing.parse_traceparent(unsampled) == tracing.TraceParent(trace_id, span_id, False)
+    trace_id, span_id = otlp.new_trace_id(), otlp.new_span_id()
+    header = otlp.format_traceparent(trace_id, span_id, True)
+    assert otlp.parse_traceparent(header) == otlp.TraceParent(trace_id, span_id, True)
+    unsampled = otlp.format_traceparent(trace_id, span_id, False)
+    assert otlp.parse_traceparent(unsampled) == otlp.TraceParent(trace_id, span_id, False)
     for bad in (
         "",
         "garbage",
@@ -157,24 +151,24 @@ def test_traceparent_round_trips_and_invalid_headers_are_ignored() -> None:
         header[:-1],
         "ff" + header[2:],
     ):
-        assert tracing.parse_traceparent(bad) is None
+        assert otlp.parse_traceparent(bad) is None
 
 
 def test_parent_based_sampling_follows_the_flag_and_ratio_agrees_on_the_trace_id() -> None:
-    parent_based = tracing.Sampling(ParentBased(ALWAYS_OFF))
-    tid = tracing.new_trace_id()
-    sampled = tracing.TraceParent(tid, tracing.new_span_id(), True)
+    parent_based = otlp.Sampling(ParentBased(ALWAYS_OFF))
+    tid = otlp.new_trace_id()
+    sampled = otlp.TraceParent(tid, otlp.new_span_id(), True)
     assert parent_based.sampled(tid, sampled, "x") is True
-    assert parent_based.sampled(tid, tracing.TraceParent(tid, sampled.span_id, False), "x") is False
+    assert parent_based.sampled(tid, otlp.TraceParent(tid, sampled.span_id, False), "x") is False
     assert parent_based.sampled(tid, None, "x") is False  # the root sampler decides
-    assert tracing.Sampling(ALWAYS_ON).sampled(tid, None, "x") is True
-    ratio = tracing.Sampling(TraceIdRatioBased(0.5))
-    decisions = {ratio.sampled(t, None, "x") for t in [tracing.new_trace_id() for _ in range(200)]}
+    assert otlp.Sampling(ALWAYS_ON).sampled(tid, None, "x") is True
+    ratio = otlp.Sampling(TraceIdRatioBased(0.5))
+    decisions = {ratio.sampled(t, None, "x") for t in [otlp.new_trace_id() for _ in range(200)]}
     assert decisions == {True, False}
 
 
 def test_batch_settings_come_from_the_sdk_variables() -> None:
-    s = tracing.BatchSettings.from_env(
+    s = otlp.BatchSettings.from_env(
         {
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             "OTEL_BSP_MAX_QUEUE_SIZE": "10",
@@ -182,9 +176,7 @@ def test_batch_settings_come_from_the_sdk_variables() -> None:
         }
     )
     assert (s.schedule_delay_s, s.max_queue, s.max_batch) == (0.05, 10, 10)
-    assert (
-        tracing.BatchSettings.from_env({"OTEL_BSP_SCHEDULE_DELAY": "soon"}).schedule_delay_s == 5.0
-    )
+    assert otlp.BatchSettings.from_env({"OTEL_BSP_SCHEDULE_DELAY": "soon"}).schedule_delay_s == 5.0
 
 
 @pytest.mark.parametrize(
@@ -198,7 +190,7 @@ def test_batch_settings_come_from_the_sdk_variables() -> None:
     ],
 )
 def test_tracing_is_on_only_with_an_endpoint(env: dict[str, str], enabled: bool) -> None:
-    assert tracing.tracing_enabled(env) is enabled
+    assert otlp.tracing_enabled(env) is enabled
 
 
 async def test_the_sink_exports_in_batches_and_drops_beyond_its_queue(
@@ -208,14 +200,12 @@ async def test_the_sink_exports_in_batches_and_drops_beyond_its_queue(
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
         monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
         monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "30")
-        sink = tracing.tracing_from_env("svc", "scope", install_sdk=False)
+        sink = otlp.tracing_from_env("svc", "scope", install_sdk=False)
         assert sink is not None
-        head = tracing.span_head("s", tracing.KIND_INTERNAL)
+        head = otlp.span_head("s", otlp.KIND_INTERNAL)
         for i in range(120):
             sink.emit(
-                tracing.encode_span(
-                    tracing.new_trace_id(), tracing.new_span_id(), None, head, i, i + 1, b""
-                )
+                otlp.encode_span(otlp.new_trace_id(), otlp.new_span_id(), None, head, i, i + 1, b"")
             )
         assert sink.dropped == 20
         await sink.shutdown()
@@ -238,7 +228,7 @@ def test_without_an_endpoint_nothing_is_traced_and_nothing_runs_per_task(
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     before = trace.get_tracer_provider()
-    assert tracing.tracing_from_env("svc", "scope") is None
+    assert otlp.tracing_from_env("svc", "scope") is None
     assert trace.get_tracer_provider() is before  # no SDK provider installed
     # The agent's runtime gets no observer (no call at all per attempt) ...
     assert AgentTelemetry.from_env("agent-1", metrics=False).observer is None

@@ -1,6 +1,6 @@
-"""Spans encoded a block at a time (``deerflow_common.tracing.encode_span_block``) must be the
-spans the one-by-one encoder writes, field for field, as the official protobuf definitions read
-them; and the sink must batch and bound blocks as it does single spans."""
+"""Spans encoded a block at a time (``deerflow_common.span_block``) must be the spans the
+one-by-one encoder writes, field for field, as the official protobuf definitions read them; and
+the sink must batch and bound blocks as it does single spans."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ import random
 import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from deerflow_common import tracing
+from deerflow_common import tracing as otlp
 from deerflow_common.tracing import encode_span_block
 from deerflow_controller.observability import OtlpReceiver
 
-HEAD = tracing.span_head("deerflow.execute", tracing.KIND_CONSUMER)
-SHARED_ATTRS = tracing.attr_str("deerflow.job.id", "job-1") + tracing.attr_int(
-    "deerflow.attempt", 2
-)
+HEAD = otlp.span_head("deerflow.execute", otlp.KIND_CONSUMER)
+SHARED_ATTRS = otlp.attr_str("deerflow.job.id", "job-1") + otlp.attr_int("deerflow.attempt", 2)
 KEY = "deerflow.task.id"
 
 
@@ -34,14 +32,14 @@ def _one_by_one(
     values: list[str],
 ) -> list[trace_pb2.Span]:
     data = b"".join(
-        tracing.encode_span(
+        otlp.encode_span(
             trace_ids[i],
             span_ids[i],
             parent_ids[i],
             HEAD,
             int(starts[i] * 1e9),
             int(ends[i] * 1e9),
-            SHARED_ATTRS + tracing.attr_str(KEY, values[i]),
+            SHARED_ATTRS + otlp.attr_str(KEY, values[i]),
         )
         for i in range(len(values))
     )
@@ -72,15 +70,15 @@ def test_a_block_holds_the_same_spans_as_the_one_by_one_encoder(shared_ids: bool
         for i in range(n)
     ]
     if shared_ids:
-        trace = tracing.new_trace_id()
-        parent = tracing.new_span_id()
+        trace = otlp.new_trace_id()
+        parent = otlp.new_span_id()
         trace_ids, parent_ids = [trace] * n, [parent] * n
         trace_arg, parent_arg = trace, parent
     else:
-        trace_ids = [tracing.new_trace_id() for _ in range(n)]
-        parent_ids = [tracing.new_span_id() for _ in range(n)]
+        trace_ids = [otlp.new_trace_id() for _ in range(n)]
+        parent_ids = [otlp.new_span_id() for _ in range(n)]
         trace_arg, parent_arg = b"".join(trace_ids), b"".join(parent_ids)
-    span_ids = [tracing.new_span_id() for _ in range(n)]
+    span_ids = [otlp.new_span_id() for _ in range(n)]
     starts = [1_764_300_000.0 + rng.random() * 100 for _ in range(n)]
     ends = [s + rng.random() for s in starts]
 
@@ -109,7 +107,7 @@ def test_root_spans_have_no_parent_and_one_end_time_may_serve_all() -> None:
     n = 5
     span_ids = os.urandom(8 * n)
     ((data, count),) = encode_span_block(
-        trace_ids=tracing.new_trace_id(),
+        trace_ids=otlp.new_trace_id(),
         span_ids=span_ids,
         parent_ids=b"",
         starts=[10.0 + i for i in range(n)],
@@ -152,13 +150,13 @@ async def test_the_sink_batches_blocks_drops_past_its_queue_and_encodes_records_
         monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
         monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "30")
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # only batches or flush send
-        sink = tracing.tracing_from_env("svc", "scope", install_sdk=False)
+        sink = otlp.tracing_from_env("svc", "scope", install_sdk=False)
         assert sink is not None
         recorded: list[int] = []
 
         def encode_recorded() -> None:
             for data, count in encode_span_block(
-                trace_ids=tracing.new_trace_id(),
+                trace_ids=otlp.new_trace_id(),
                 span_ids=os.urandom(8 * len(recorded)),
                 parent_ids=b"",
                 starts=[1.0] * len(recorded),
@@ -172,7 +170,7 @@ async def test_the_sink_batches_blocks_drops_past_its_queue_and_encodes_records_
 
         sink.add_source(encode_recorded)
         ((block, count),) = encode_span_block(
-            trace_ids=tracing.new_trace_id(),
+            trace_ids=otlp.new_trace_id(),
             span_ids=os.urandom(8 * 80),
             parent_ids=b"",
             starts=[1.0] * 80,

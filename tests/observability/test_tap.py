@@ -8,7 +8,7 @@ from typing import cast
 
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
-from deerflow_common import tracing
+from deerflow_common import tracing as otlp
 from deerflow_controller import wire
 from deerflow_controller.model import ErrorKind, TaskError, TaskSpec
 from deerflow_controller.observability.metrics import TaskMetrics
@@ -18,16 +18,16 @@ from deerflow_controller.observability.tracing import TaskTracer
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
-CLIENT_TRACE = tracing.new_trace_id()
-CLIENT_SPAN = tracing.new_span_id()
-CONTEXT = {"traceparent": tracing.format_traceparent(CLIENT_TRACE, CLIENT_SPAN, True)}
+CLIENT_TRACE = otlp.new_trace_id()
+CLIENT_SPAN = otlp.new_span_id()
+CONTEXT = {"traceparent": otlp.format_traceparent(CLIENT_TRACE, CLIENT_SPAN, True)}
 
 
 class RecordingSink:
     """Stands in for SpanSink: keeps what is emitted."""
 
     def __init__(self) -> None:
-        self.sampling = tracing.Sampling(ParentBased(ALWAYS_ON))
+        self.sampling = otlp.Sampling(ParentBased(ALWAYS_ON))
         self.emitted: list[bytes] = []
         self.sources: list[Callable[[], None]] = []
 
@@ -49,7 +49,7 @@ class RecordingSink:
             drain()
 
     def spans(self) -> list[ReceivedSpan]:
-        return parse_request(tracing.export_request(b"", b"", self.emitted))
+        return parse_request(otlp.export_request(b"", b"", self.emitted))
 
 
 class Harness:
@@ -59,7 +59,7 @@ class Harness:
         self.metrics = TaskMetrics()
         self.now = 0.0
         """The shell's clock: when flush() sends the assignments."""
-        self.tracer = TaskTracer(cast(tracing.SpanSink, self.sink), clock=lambda: self.now)
+        self.tracer = TaskTracer(cast(otlp.SpanSink, self.sink), clock=lambda: self.now)
         self.tap = EventTap(self.sched, self.metrics, self.tracer)
         self.sent: dict[str, dict[str, str]] = {}
         """Task id -> the trace context its last assignment carried."""
@@ -171,7 +171,7 @@ def test_pending_tasks_are_counted_until_their_dependency_ends() -> None:
     assert h.metrics.pending == 0
     assert h.metrics.failures_by_kind == {"CANCELLED_BY_CLIENT": 1, "DEPENDENCY_FAILED": 2}
     spans = {s.attributes["deerflow.task.id"]: s for s in h.sink.spans()}
-    assert spans["c"].status_code == tracing.STATUS_ERROR
+    assert spans["c"].status_code == otlp.STATUS_ERROR
     assert spans["c"].start_ns == 0  # waited on its dependencies since submit
     assert spans["c"].attributes["deerflow.state"] == "FAILED"
 
