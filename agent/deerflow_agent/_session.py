@@ -438,16 +438,16 @@ class Agent:
         runtime = self.runtime
         while True:
             load = self._load.sample()
-            msg = agent_pb2.AgentMessage()
-            hb = msg.heartbeat
-            hb.cpu_percent = load.cpu_percent
-            hb.memory_percent = load.memory_percent
-            hb.process_cpu_percent = load.process_cpu_percent
-            hb.running = runtime.running
-            hb.free_slots = 0 if self._draining else runtime.free_slots
-            hb.queued = runtime.queued
-            hb.handler_latency_s.update(runtime.latencies())
-            stream.send(msg)
+            heartbeat = agent_pb2.Heartbeat(
+                cpu_percent=load.cpu_percent,
+                memory_percent=load.memory_percent,
+                process_cpu_percent=load.process_cpu_percent,
+                running=runtime.running,
+                free_slots=0 if self._draining else runtime.free_slots,
+                queued=runtime.queued,
+                handler_latency_s=runtime.latencies(),
+            )
+            stream.send(agent_pb2.AgentMessage(heartbeat=heartbeat))
             await asyncio.sleep(stream.heartbeat_interval_s)
 
     async def _drain_loop(self, stream: Stream) -> None:
