@@ -1,6 +1,6 @@
-"""The agent's observability: a ``deerflow.execute`` span around every attempt's handler,
-Prometheus metrics and health endpoints: one observer of the runtime over ``_spans``,
-``_metrics`` and ``_health``.
+"""The agent's observability, one observer of the runtime: a ``deerflow.execute`` span around
+every attempt's handler (``_spans``), Prometheus metrics (``_metrics``) and health endpoints
+(``_health``).
 
 Traces: the assignment's ``traceparent`` names the controller's schedule span; the execute
 span is its child (CONSUMER), from the handler's start to its result. The handler's
@@ -11,11 +11,10 @@ can pass the context on (``traceparent`` header) or parent its own spans on it. 
 (``http.response.status_code``, tokens); an event ``rate_limited`` on a 429 (with the
 Retry-After); status ERROR with the error's message when the attempt failed. Export follows the
 ``OTEL_*`` environment (see ``deerflow_common.tracing``); without an endpoint nothing is
-recorded.
-Per attempt the hot path does nothing at the start (the execute span's id is drawn only if the
-handler reads its context, or at the end) and two appends at the end; at the end of the loop
-turn the attempts become plain values in per-(job, handler, attempt) lists, and the spans are
-encoded a block at a time just before an export (``tracing.encode_span_block``).
+recorded. Per attempt the hot path does nothing at the start (the execute span's id is drawn
+only if the handler reads its context, or at the end) and two appends at the end; at the end of
+the loop turn the attempts become plain values in per-(job, handler, attempt) lists, and the
+spans are encoded a block at a time just before an export (``tracing.encode_span_block``).
 
 Metrics (``--metrics-port``): ``deerflow_agent_attempts_total{handler,outcome}``,
 ``deerflow_agent_run_seconds{handler}``, ``deerflow_agent_provider_responses_total{handler,
