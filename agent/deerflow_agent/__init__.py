@@ -13,33 +13,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Shared with the controller: attempt keys and error classes
+from deerflow_common.errors import AttemptKey, ErrorClass, ErrorKind
+
+# Running attempts
+from ._attempt import Attempt, AttemptError, Outcome
+
 # Writing handlers
+from ._context import TaskContext
+from ._errors import FatalError, HandlerError
 from ._handler import (
     CpuHandlerFn,
-    ErrorClass,
-    FatalError,
     Handler,
-    HandlerError,
     HandlerKind,
     HandlerResult,
     IoHandlerFn,
     Merger,
     Splitter,
-    TaskContext,
     handler,
 )
 
+# Running attempts (with the names above)
+from ._runtime import Runtime
+
 # Installing handlers
 from .registry import ENTRY_POINT_GROUP, HandlerRegistry
-
-# Running attempts
-from .runtime import Attempt, AttemptError, AttemptKey, ErrorKind, Outcome, Runtime
 
 # Testing handlers
 from .testing import HandlerEnvironment
 
 if TYPE_CHECKING:
-    from .session import Agent, AgentConfig
+    from ._config import AgentConfig
+    from ._session import Agent
 
 __all__ = [  # grouped by the import headers above; sorted as ruff wants
     "ENTRY_POINT_GROUP",
@@ -67,7 +72,7 @@ __all__ = [  # grouped by the import headers above; sorted as ruff wants
     "handler",
 ]
 
-_LAZY = {"Agent": "session", "AgentConfig": "session"}
+_LAZY = {"Agent": "_session", "AgentConfig": "_config"}
 
 
 def __getattr__(name: str) -> Any:

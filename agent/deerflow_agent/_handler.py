@@ -1,4 +1,5 @@
-"""The handler plugin interface: what a handler is, how it is called, and how it reports errors.
+"""What a handler is: its declaration (:func:`handler`, :class:`Handler` and its traits), its
+calling conventions, and the checks the runners share.
 
 A handler is a function registered under a name that the controller puts in assignments. The
 agent calls it with the task's payload (opaque bytes: data, never code) and sends back the bytes it
@@ -21,38 +22,35 @@ from the :class:`TaskContext` is the idempotency key.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import importlib
 import inspect
-import logging
 import math
 import re
-import resource
-import sys
-import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeAlias, overload
+from typing import Any, Literal, TypeAlias, TypedDict, Unpack, cast, overload
 
-from deerflow_common.errors import AttemptKey, ErrorClass
+from ._context import TaskContext
+from ._errors import FatalError, HandlerError
 
 __all__ = [
     "DEFAULT_SIMILARITY_THRESHOLD",
     "CpuHandlerFn",
-    "ErrorClass",
-    "FatalError",
     "Handler",
-    "HandlerError",
     "HandlerKind",
+    "HandlerOptions",
     "HandlerResult",
+    "HandlerTraits",
     "IoHandlerFn",
     "Merger",
-    "ProgressSink",
     "Splitter",
-    "TaskContext",
+    "coerce_output",
+    "cpu_target",
     "handler",
+    "resolve_function",
 ]
+__all__ += ["FatalError", "HandlerError", "TaskContext"]  # _provider.py imports them from here
 
 
 class HandlerKind(enum.Enum):
@@ -76,209 +74,6 @@ class HandlerResult:
 
     output: bytes
     metadata: dict[str, str] = field(default_factory=dict)
-
-
-class HandlerError(Exception):
-    """The attempt failed but the task may succeed if tried again (a 503, a reset connection).
-
-    ``retry_after_s`` is how long the provider asked us to wait (a Retry-After header), 0 when it
-    said nothing; the controller never retries sooner. ``retryable=False`` makes it permanent,
-    like :class:`FatalError`. ``metadata`` carries the provider's signals for the failed attempt
-    (keys from :mod:`deerflow_common.signals`: HTTP status, rate-limit headers, error code) into
-    ``Result.metadata``, so the controller's limiter learns from a 429 as it does from a 200.
-    ``error_class`` tells the controller's recovery policy which budget the retry draws on
-    (``RATE_LIMITED`` for a 429, ``TRANSIENT`` for a 503, ...); UNSPECIFIED (the default) lets
-    the controller classify from the kind and the signals.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool = True,
-        retry_after_s: float = 0.0,
-        metadata: Mapping[str, str] | None = None,
-        error_class: ErrorClass = ErrorClass.UNSPECIFIED,
-    ):
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.retry_after_s = max(0.0, float(retry_after_s))
-        self.metadata: dict[str, str] = dict(metadata or {})
-        self.error_class = ErrorClass(error_class)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # CPU handlers raise this in a pool worker: keep the keyword arguments across pickling.
-        return (
-            _rebuild_handler_error,
-            (
-                self.message,
-                self.retryable,
-                self.retry_after_s,
-                self.metadata,
-                int(self.error_class),
-            ),
-        )
-
-
-def _rebuild_handler_error(
-    message: str,
-    retryable: bool,
-    retry_after_s: float,
-    metadata: dict[str, str] | None = None,
-    error_class: int = 0,
-) -> HandlerError:
-    return HandlerError(
-        message,
-        retryable=retryable,
-        retry_after_s=retry_after_s,
-        metadata=metadata,
-        error_class=ErrorClass(error_class),
-    )
-
-
-class FatalError(Exception):
-    """The task cannot succeed however often it is tried (bad input, 404, a rejected API key):
-    never retried. ``metadata`` is reported with the failure, as for :class:`HandlerError`.
-    ``error_class`` refines it for the controller: ``FATAL`` (the default meaning: quota,
-    billing, authentication, a bad request) or ``SOFT`` (a content-safety rejection: not
-    retried, but no sign that the provider or the agent is failing, so no circuit breaker
-    counts it)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        metadata: Mapping[str, str] | None = None,
-        error_class: ErrorClass = ErrorClass.UNSPECIFIED,
-    ):
-        super().__init__(message)
-        self.message = message
-        self.metadata: dict[str, str] = dict(metadata or {})
-        self.error_class = ErrorClass(error_class)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_fatal_error, (self.message, self.metadata, int(self.error_class)))
-
-
-def _rebuild_fatal_error(
-    message: str, metadata: dict[str, str] | None = None, error_class: int = 0
-) -> FatalError:
-    return FatalError(message, metadata=metadata, error_class=ErrorClass(error_class))
-
-
-class _TaskLogAdapter(logging.LoggerAdapter[logging.Logger]):
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"[{self.extra['ref'] if self.extra else ''}] {msg}", kwargs
-
-
-PROGRESS_MESSAGE_CHARS = 256
-"""Longest progress message sent; longer ones are cut (progress is a sign of life, not a log)."""
-
-
-class ProgressSink(Protocol):
-    """Where :meth:`TaskContext.progress` reports go: the agent's runtime (which rate-limits them
-    per attempt and hands them to the stream) or a test environment (which records them)."""
-
-    def report_progress(self, key: AttemptKey, fraction: float, message: str) -> None: ...
-
-
-class TaskContext:
-    """What an io handler knows about the attempt it runs.
-
-    ``deadline`` is in event-loop time (``asyncio.get_running_loop().time()``), ``inf`` when the
-    attempt has no start-to-close timeout; the agent cancels the handler when it passes.
-    """
-
-    __slots__ = (
-        "_child_context",
-        "_child_of",
-        "_logger",
-        "_sink",
-        "_trace_context",
-        "attempt",
-        "deadline",
-        "handler",
-        "job_id",
-        "task_id",
-    )
-
-    def __init__(
-        self,
-        job_id: str,
-        task_id: str,
-        attempt: int,
-        deadline: float,
-        handler: str = "",
-        trace_context: Mapping[str, str] | None = None,
-        progress_sink: ProgressSink | None = None,
-        *,
-        child_context: Callable[[Any], Mapping[str, str] | None] | None = None,
-        child_of: object = None,
-    ) -> None:
-        """``child_context``, when given, makes :attr:`trace_context` on first read instead, as
-        ``child_context(child_of)`` (the agent's tracing names its execute span there only for
-        handlers that ask, and passes its method and the attempt: no closure per attempt)."""
-        self.job_id = job_id
-        self.task_id = task_id
-        self.attempt = attempt
-        self.deadline = deadline
-        self.handler = handler
-        self._trace_context = trace_context
-        self._child_context = child_context
-        self._child_of = child_of
-        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
-        self._sink = progress_sink
-
-    @property
-    def trace_context(self) -> Mapping[str, str]:
-        """W3C trace context (``traceparent``, maybe ``tracestate``) of the span this attempt
-        runs in: pass it on (an HTTP ``traceparent`` header) or parent your own spans on it.
-        Empty when the attempt is not traced."""
-        tc = self._trace_context
-        if tc is None:
-            make = self._child_context
-            tc = self._trace_context = (make(self._child_of) if make is not None else None) or {}
-        return tc
-
-    @property
-    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger named after the handler whose lines carry ``job/task#attempt``."""
-        if self._logger is None:
-            base = logging.getLogger(f"deerflow_agent.handler.{self.handler or 'anonymous'}")
-            ref = f"{self.job_id}/{self.task_id}#{self.attempt}"
-            self._logger = _TaskLogAdapter(base, {"ref": ref})
-        return self._logger
-
-    def time_left(self) -> float:
-        """Seconds until the deadline (``inf`` without one); call it from the event loop."""
-        return self.deadline - asyncio.get_running_loop().time()
-
-    def progress(self, fraction: float | None = None, message: str = "") -> None:
-        """Report that a long task is alive and how far it got (``fraction`` 0.0-1.0, None when
-        unknown; values outside are clamped), with an optional short message.
-
-        Each report resets the task's heartbeat timeout in the controller: a task submitted with
-        ``heartbeat_timeout_s`` must report at least that often or it is failed with
-        HEARTBEAT_TIMEOUT. Never blocks and never raises; cheap to call in a loop: the agent
-        sends at most one Progress per attempt per 0.5 s (the latest report wins) and batches
-        them per event-loop turn. Call it from the event loop. CPU handlers cannot call it (they
-        get no context in the process pool): give long cpu work a start-to-close timeout, or
-        split it into items, instead of a heartbeat timeout."""
-        sink = self._sink
-        if sink is None:
-            return
-        if fraction is None or fraction != fraction:  # NaN counts as unknown
-            value = -1.0
-        else:
-            value = min(1.0, max(0.0, float(fraction)))
-        text = (
-            message if len(message) <= PROGRESS_MESSAGE_CHARS else message[:PROGRESS_MESSAGE_CHARS]
-        )
-        sink.report_progress((self.job_id, self.task_id, self.attempt), value, text)
-
-    def __repr__(self) -> str:
-        return f"TaskContext({self.job_id}/{self.task_id}#{self.attempt}, handler={self.handler!r})"
 
 
 IoHandlerFn: TypeAlias = Callable[[TaskContext, bytes], Awaitable["bytes | HandlerResult"]]
@@ -503,48 +298,44 @@ def _check_seconds(handler: str, trait: str, value: object) -> None:
 _Fn = Callable[..., Any]
 
 
+class HandlerTraits(TypedDict, total=False):
+    """:class:`Handler` fields :func:`handler` passes on as given (described on the class)."""
+
+    slots: int
+    cacheable: bool
+    nondeterministic: bool
+    similarity_field: str
+    similarity_threshold: float | None
+    cache_ttl_s: float
+    items_field: str
+    splitter: Splitter | None
+    merger: Merger | None
+    default_duration_s: float
+    default_cpu_s: float
+    default_memory_bytes: int
+
+
+class HandlerOptions(HandlerTraits, total=False):
+    """The keyword arguments of :func:`handler`: ``kind`` ("io" by default), ``description``
+    (the function's docstring's first line by default) and the traits, with :class:`Handler`'s
+    defaults."""
+
+    kind: HandlerKind | Literal["io", "cpu"]
+    description: str
+
+
 @overload
 def handler(name: _Fn, /) -> Handler: ...
 
 
 @overload
 def handler(
-    name: str | None = None,
-    *,
-    kind: HandlerKind | Literal["io", "cpu"] = "io",
-    slots: int = 0,
-    description: str = "",
-    cacheable: bool = False,
-    nondeterministic: bool = False,
-    similarity_field: str = "",
-    similarity_threshold: float | None = None,
-    cache_ttl_s: float = 0.0,
-    items_field: str = "",
-    splitter: Splitter | None = None,
-    merger: Merger | None = None,
-    default_duration_s: float = 0.0,
-    default_cpu_s: float = 0.0,
-    default_memory_bytes: int = 0,
+    name: str | None = None, **options: Unpack[HandlerOptions]
 ) -> Callable[[_Fn], Handler]: ...
 
 
 def handler(
-    name: str | _Fn | None = None,
-    *,
-    kind: HandlerKind | Literal["io", "cpu"] = "io",
-    slots: int = 0,
-    description: str = "",
-    cacheable: bool = False,
-    nondeterministic: bool = False,
-    similarity_field: str = "",
-    similarity_threshold: float | None = None,
-    cache_ttl_s: float = 0.0,
-    items_field: str = "",
-    splitter: Splitter | None = None,
-    merger: Merger | None = None,
-    default_duration_s: float = 0.0,
-    default_cpu_s: float = 0.0,
-    default_memory_bytes: int = 0,
+    name: str | _Fn | None = None, **options: Unpack[HandlerOptions]
 ) -> Handler | Callable[[_Fn], Handler]:
     """Turn a function into a :class:`Handler`; usable bare (``@handler``) or with arguments.
 
@@ -556,6 +347,12 @@ def handler(
     process pool: the worker imports the module attribute and takes the function out of it.
     Execution is at-least-once, so handlers with side effects must be idempotent.
     """
+    unknown = options.keys() - HandlerOptions.__optional_keys__
+    if unknown:  # as Python says it for a function with these keyword parameters
+        raise TypeError(f"handler() got an unexpected keyword argument {min(unknown)!r}")
+    kind = options.pop("kind", "io")
+    description = options.pop("description", "")
+    traits = cast(HandlerTraits, options)  # what is left once kind and description are out
     try:
         chosen = kind if isinstance(kind, HandlerKind) else HandlerKind(kind)
     except ValueError:
@@ -567,19 +364,8 @@ def handler(
             name=name or fn.__name__,
             fn=fn,
             kind=chosen,
-            slots=slots,
             description=description or (doc.splitlines()[0] if doc else ""),
-            cacheable=cacheable,
-            nondeterministic=nondeterministic,
-            similarity_field=similarity_field,
-            similarity_threshold=similarity_threshold,
-            cache_ttl_s=cache_ttl_s,
-            items_field=items_field,
-            splitter=splitter,
-            merger=merger,
-            default_duration_s=default_duration_s,
-            default_cpu_s=default_cpu_s,
-            default_memory_bytes=default_memory_bytes,
+            **traits,
         )
 
     if callable(name):
@@ -619,7 +405,7 @@ def cpu_target(h: Handler) -> tuple[str, str]:
             f"process pool can import it (got {fn!r})"
         )
     try:
-        found = _resolve(module, qualname)
+        found = resolve_function(module, qualname)
     except (ImportError, AttributeError) as exc:
         raise TypeError(
             f"cpu handler {h.name!r}: the process pool could not find {module}:{qualname} ({exc})"
@@ -632,36 +418,10 @@ def cpu_target(h: Handler) -> tuple[str, str]:
     return module, qualname
 
 
-_resolved: dict[tuple[str, str], CpuHandlerFn] = {}
-_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
-"""Bytes per unit of ru_maxrss: KiB on Linux, bytes on macOS."""
-
-
-def _resolve(module: str, qualname: str) -> object:
+def resolve_function(module: str, qualname: str) -> object:
+    """The object at ``module:qualname``, or its function when it is a :class:`Handler` (a cpu
+    handler decorated in place). Raises ImportError or AttributeError when it is not there."""
     obj: object = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj.fn if isinstance(obj, Handler) else obj
-
-
-def call_cpu_handler(
-    module: str, qualname: str, payload: bytes
-) -> tuple[bytes | HandlerResult, float, int]:
-    """Entry point of a pool worker: import the cpu handler's function by name (once per worker),
-    call it, and return ``(value, cpu_s, rss_bytes)``. Only names and the payload's bytes cross
-    the process boundary.
-
-    ``cpu_s`` is the worker's process time (user + system) spent in the call; ``rss_bytes`` the
-    worker's peak resident memory so far (``getrusage``'s ru_maxrss: a high-water mark over the
-    worker's life, so an upper bound for this attempt). Both cost about a microsecond."""
-    key = (module, qualname)
-    fn = _resolved.get(key)
-    if fn is None:
-        found = _resolve(module, qualname)
-        if not callable(found):
-            raise TypeError(f"{module}:{qualname} is not callable")
-        fn = _resolved[key] = found
-    before = time.process_time()
-    value = fn(payload)
-    cpu_s = time.process_time() - before
-    return value, cpu_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT

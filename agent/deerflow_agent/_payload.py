@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from ._handler import FatalError
+from ._errors import FatalError
 
 __all__ = ["integer", "number", "parse_object", "string"]
 

@@ -22,7 +22,9 @@ import aiohttp
 
 from deerflow_common.errors import ErrorClass
 
-from ._handler import FatalError, Handler, HandlerError, HandlerKind, HandlerResult, TaskContext
+from ._context import TaskContext
+from ._errors import FatalError, HandlerError
+from ._handler import Handler, HandlerKind, HandlerResult
 from ._http import client, close_http_session, response_signals, retry_after_s
 from ._payload import integer as _int
 from ._payload import number as _number

@@ -2,17 +2,20 @@
 
 Exit status: 0 after a drain (SIGTERM, SIGINT or a Drain message from the controller); 128 + the
 signal number when a second SIGTERM/SIGINT makes it exit at once, abandoning running attempts
-(the controller runs them again elsewhere); 2 for bad flags or handler specs.
+(the controller runs them again elsewhere); 2 for bad flags or handler specs; 1 when the
+``--metrics-port`` cannot be served (one line on stderr saying which flag to change).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
 import socket
+import sys
 
 import click
 
@@ -20,13 +23,26 @@ from deerflow_common import run, setup_logging
 from deerflow_common.etcd import DEFAULT_PREFIX, DEFAULT_TTL_S, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
 
+from ._config import AgentConfig
 from ._http import close_http_session
-from .presence import EtcdPresence
+from ._presence import EtcdPresence
+from ._session import Agent
+from ._telemetry import AgentTelemetry
 from .registry import HandlerRegistry
-from .session import Agent, AgentConfig
-from .telemetry import AgentTelemetry
 
 log = logging.getLogger("deerflow_agent")
+
+
+class _StartError(Exception):
+    """The agent cannot start as told; the message is one sentence naming the flag to change."""
+
+
+def _cannot_serve_metrics(host: str, port: int, e: OSError) -> str:
+    """The address, the reason in the errno's own words (aiohttp's message repeats the
+    address), and the flag that fixes it: the port's when it is taken, else the host's."""
+    reason = os.strerror(e.errno) if e.errno else str(e)
+    flag = "--metrics-port (0 turns it off)" if e.errno == errno.EADDRINUSE else "--metrics-host"
+    return f"cannot serve metrics on {host}:{port} ({reason}); pass another {flag}"
 
 
 def _parse_controllers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -222,7 +238,11 @@ def main(
         raise click.BadParameter(str(exc), param_hint="--etcd/--etcd-prefix") from None
     presence = (",".join(endpoints), etcd_prefix, lease_ttl) if endpoints else None
     tune_gc_for_daemon()
-    run(_serve(config, registry, metrics_host, metrics_port, presence))
+    try:
+        run(_serve(config, registry, metrics_host, metrics_port, presence))
+    except _StartError as e:
+        click.echo(f"deerflow-agent: {e}", err=True)
+        sys.exit(1)
 
 
 async def _serve(
@@ -249,7 +269,10 @@ async def _run_agent(
     metrics_port: int,
 ) -> None:
     if metrics_port:
-        bound = await telemetry.serve_http(agent, metrics_host, metrics_port)
+        try:
+            bound = await telemetry.serve_http(agent, metrics_host, metrics_port)
+        except OSError as e:
+            raise _StartError(_cannot_serve_metrics(metrics_host, metrics_port, e)) from None
         # A line scripts and tests can wait for (the agent has no other ready line).
         print(f"deerflow-agent metrics on {metrics_host}:{bound}", flush=True)
     loop = asyncio.get_running_loop()

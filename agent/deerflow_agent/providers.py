@@ -28,7 +28,9 @@ from typing import Any
 from deerflow_common import signals
 from deerflow_common.errors import ErrorClass
 
-from ._handler import FatalError, Handler, HandlerError, HandlerKind, HandlerResult, TaskContext
+from ._context import TaskContext
+from ._errors import FatalError, HandlerError
+from ._handler import Handler, HandlerKind, HandlerResult
 from ._payload import integer, parse_object, string
 from ._provider import Endpoint, Provider
 from .builtins import merge_results

@@ -28,13 +28,13 @@ from typing import cast
 
 from deerflow_common.errors import AttemptKey
 
+from ._context import TaskContext
 from ._handler import (
     CpuHandlerFn,
     Handler,
     HandlerKind,
     HandlerResult,
     IoHandlerFn,
-    TaskContext,
     coerce_output,
     cpu_target,
 )

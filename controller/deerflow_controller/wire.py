@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from deerflow_common.trace_context import TRACEPARENT, context_dict
+from deerflow_common.tracing import TRACEPARENT, context_dict
 from deerflow_protos import agent_pb2, client_pb2, common_pb2
 
 from .model import (

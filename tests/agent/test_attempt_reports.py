@@ -20,8 +20,9 @@ from deerflow_agent import (
     Runtime,
     TaskContext,
 )
+from deerflow_agent._stream import Results as _Results
+from deerflow_agent._stream import build_message as _build
 from deerflow_agent.builtins import work
-from deerflow_agent.session import _build, _Results
 from deerflow_common.errors import ErrorKind
 
 from . import cpu_plugin

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from deerflow_agent import Agent, AgentConfig, Attempt, Handler, Outcome, Runtime, TaskContext
-from deerflow_agent.runtime import ProgressThrottle
-from deerflow_agent.session import _build, _Progress, _Stream
+from deerflow_agent._progress import ProgressThrottle
+from deerflow_agent._stream import Progress as _Progress
+from deerflow_agent._stream import Stream as _Stream
+from deerflow_agent._stream import build_message as _build
 from deerflow_common.errors import AttemptKey
 from deerflow_protos import agent_pb2
 

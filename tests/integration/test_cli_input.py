@@ -1,5 +1,6 @@
 """Bad input typed by a person gets one line naming the field or the fix, never a traceback: the
-real ``deerflow`` and ``deerflow-controller`` entry points, their stderr and exit codes."""
+real ``deerflow``, ``deerflow-controller`` and ``deerflow-agent`` entry points, their stderr and
+exit codes."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .conftest import ClusterFactory, connect
 BIN = Path(sys.executable).parent
 DEERFLOW = str(BIN / "deerflow")
 CONTROLLER = str(BIN / "deerflow-controller")
+AGENT = str(BIN / "deerflow-agent")
 
 
 def _run(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
@@ -142,6 +144,18 @@ def test_a_taken_http_port_is_one_line_naming_the_port_and_the_flag(taken_port: 
         f"deerflow-controller: cannot serve HTTP on 127.0.0.1:{taken_port} "
         "(Address already in use); pass another --http-port (0 turns HTTP off)"
     ]
+
+
+def test_a_taken_agent_metrics_port_is_one_line_naming_the_port_and_the_flag(
+    taken_port: int,
+) -> None:
+    # No controller listens there: the agent must give up on the port before it connects.
+    done = _run(AGENT, "--controller", "127.0.0.1:9", "--metrics-port", str(taken_port))
+    assert done.stderr.splitlines() == [
+        f"deerflow-agent: cannot serve metrics on 127.0.0.1:{taken_port} "
+        "(Address already in use); pass another --metrics-port (0 turns it off)"
+    ]
+    assert done.returncode == 1
 
 
 async def test_a_grpc_client_on_the_http_port_costs_the_controller_one_warning_line() -> None:

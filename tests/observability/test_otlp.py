@@ -3,11 +3,17 @@ definitions and a real receiver."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.metadata
+import inspect
+
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
 
-from deerflow_common import otlp
+from deerflow_common import tracing as otlp
+from deerflow_common.tracing._encoding import resource_field, scope_field
+from deerflow_common.tracing._exporter import Batch, exporter_class
 from deerflow_controller.observability import OtlpReceiver
 
 
@@ -36,8 +42,8 @@ def test_a_span_encoded_by_hand_parses_as_the_official_message() -> None:
         fields,
     )
     request = otlp.export_request(
-        otlp._resource_field({"service.name": "svc", "n": 3}),
-        otlp._scope_field("s", "1.0"),
+        resource_field({"service.name": "svc", "n": 3}),
+        scope_field("s", "1.0"),
         [span] * 3,
     )
     msg = trace_service_pb2.ExportTraceServiceRequest.FromString(request)
@@ -73,6 +79,63 @@ def test_a_span_encoded_by_hand_parses_as_the_official_message() -> None:
         "TIMEOUT",
     )
     assert (s.status.code, s.status.message) == (2, "boom")
+
+
+def _hook_changed(what: str) -> str:
+    """The sentence a failing hook test says: what changed and what to do about it."""
+    version = importlib.metadata.version("opentelemetry-exporter-otlp-proto-grpc")
+    return (
+        f"opentelemetry-exporter-otlp-proto-grpc {version}: {what}. "
+        "deerflow_common/tracing/_exporter.py overrides the exporter's private hooks "
+        "_translate_data(self, data) and _count_data(self, data), which OTLPExporterMixin._export "
+        "calls with what export() was given, to send spans it encoded itself: port that override "
+        f"to the exporter's new hook, or pin the package below {version} in pyproject.toml"
+    )
+
+
+def test_the_sdk_exporter_still_has_the_private_hooks_our_encoder_replaces() -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.exporter import OTLPExporterMixin
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    for hook in ("_translate_data", "_count_data"):
+        fn = getattr(OTLPSpanExporter, hook, None)
+        assert callable(fn), _hook_changed(f"OTLPSpanExporter.{hook} is gone")
+        params = list(inspect.signature(fn).parameters)
+        assert params == ["self", "data"], _hook_changed(
+            f"OTLPSpanExporter.{hook} now takes {params}"
+        )
+    export = list(inspect.signature(OTLPSpanExporter.export).parameters)
+    assert len(export) == 2, _hook_changed(f"OTLPSpanExporter.export now takes {export}")
+    source = inspect.getsource(OTLPExporterMixin._export)
+    for call in ("self._translate_data(data)", "self._count_data(data)"):
+        assert call in source, _hook_changed(f"OTLPExporterMixin._export no longer calls {call}")
+
+
+async def test_a_pre_encoded_request_goes_through_the_sdk_exporter_unchanged() -> None:
+    head = otlp.span_head("hook", otlp.KIND_INTERNAL)
+    spans = [
+        otlp.encode_span(otlp.new_trace_id(), otlp.new_span_id(), None, head, 1, 2, b"")
+        for _ in range(3)
+    ]
+    request = otlp.export_request(
+        resource_field({"service.name": "hook-check"}), scope_field("s", "1"), spans
+    )
+    async with OtlpReceiver() as receiver:
+        try:
+            exporter = exporter_class()(endpoint=receiver.endpoint, insecure=True)
+        except Exception as exc:
+            pytest.fail(_hook_changed(f"making the exporter raised {exc!r}"))
+        try:
+            result = await asyncio.to_thread(exporter.export, Batch(request, len(spans)))
+        except Exception as exc:
+            pytest.fail(_hook_changed(f"exporting a pre-encoded request raised {exc!r}"))
+        finally:
+            await asyncio.to_thread(exporter.shutdown)
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        assert result == SpanExportResult.SUCCESS, _hook_changed(f"the export returned {result}")
+        received = await receiver.wait_for_spans(3, timeout_s=10)
+        assert [(s.service, s.name) for s in received] == [("hook-check", "hook")] * 3
 
 
 def test_traceparent_round_trips_and_invalid_headers_are_ignored() -> None:
@@ -157,7 +220,7 @@ def test_without_an_endpoint_nothing_is_traced_and_nothing_runs_per_task(
 ) -> None:
     from opentelemetry import trace
 
-    from deerflow_agent.telemetry import AgentTelemetry
+    from deerflow_agent._telemetry import AgentTelemetry
     from deerflow_controller.config import ControllerConfig
     from deerflow_controller.observability import Observability
     from deerflow_controller.shell import Shell

@@ -10,8 +10,8 @@ import random
 import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from deerflow_common import otlp
-from deerflow_common.span_block import encode_span_block
+from deerflow_common import tracing as otlp
+from deerflow_common.tracing import encode_span_block
 from deerflow_controller.observability import OtlpReceiver
 
 HEAD = otlp.span_head("deerflow.execute", otlp.KIND_CONSUMER)

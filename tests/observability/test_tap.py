@@ -8,7 +8,7 @@ from typing import cast
 
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
-from deerflow_common import otlp
+from deerflow_common import tracing as otlp
 from deerflow_controller import wire
 from deerflow_controller.model import ErrorKind, TaskError, TaskSpec
 from deerflow_controller.observability.metrics import TaskMetrics

@@ -4,7 +4,7 @@ controller's map."""
 
 from __future__ import annotations
 
-from deerflow_agent.session import attempt_from_assignment
+from deerflow_agent._session import attempt_from_assignment
 from deerflow_controller import wire
 from deerflow_controller.model import Job, Task, TaskSpec
 from deerflow_protos import agent_pb2

@@ -21,8 +21,9 @@ from deerflow_agent import (
     Runtime,
     TaskContext,
 )
+from deerflow_agent._stream import Results as _Results
+from deerflow_agent._stream import build_message as _build
 from deerflow_agent.main import main
-from deerflow_agent.session import _build, _Results
 from deerflow_common import signals
 
 RATE_LIMITED = {signals.HTTP_STATUS: "429", signals.RETRY_AFTER_S: "1.5"}

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from deerflow_common.otlp import SpanSink, tracing_from_env
+from deerflow_common.tracing import SpanSink, tracing_from_env
 
 from ..shell import Shell
 from .http import HttpServer

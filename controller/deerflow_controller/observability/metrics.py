@@ -33,8 +33,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from deerflow_common.otlp import SpanSink
 from deerflow_common.prometheus import Histogram, MetricsText, process_metrics
+from deerflow_common.tracing import SpanSink
 
 from ..model import Event, Job, Task, TaskState
 from ..summaries import cache_summary

@@ -20,7 +20,7 @@ from .metrics import TaskMetrics, live_states
 from .suggestions import suggest
 
 if TYPE_CHECKING:
-    from deerflow_common.otlp import SpanSink
+    from deerflow_common.tracing import SpanSink
 
     from ..shell import Shell
 

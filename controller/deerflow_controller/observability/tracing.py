@@ -23,10 +23,10 @@ Cost, on the hot path: at dispatch, :meth:`TaskTracer.on_assignments` gives each
 ``traceparent`` (a string field of its own, set as the message is made: a map entry costs
 several times more) and records the message, not each task. The spans are encoded just before
 the sink exports, a batch at a time: the tasks of the messages that share job, handler, agent,
-attempt and parent (nearly all) as one block (``deerflow_common.span_block``), any other span
-by itself. Measured in-process on the 2-core machine over 20,000 tasks: about 0.6 us a task at
-dispatch, 0.9 us to encode and 0.9 us in the tap. Waits other than "queued" (throttled,
-retried, pending) come from the events the tap reads.
+attempt and parent (nearly all) as one block (``deerflow_common.tracing.encode_span_block``),
+any other span by itself. Measured in-process on the 2-core machine over 20,000 tasks: about
+0.6 us a task at dispatch, 0.9 us to encode and 0.9 us in the tap. Waits other than "queued"
+(throttled, retried, pending) come from the events the tap reads.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from deerflow_common import otlp
-from deerflow_common.span_block import encode_span_block
+from deerflow_common import tracing
+from deerflow_common.tracing import encode_span_block
 
 from ..model import Event, Job, TaskState
 
@@ -48,17 +48,17 @@ if TYPE_CHECKING:
     from .tap import Wait
 
 SPAN_NAME = "deerflow.schedule"
-_HEAD = otlp.span_head(SPAN_NAME, otlp.KIND_INTERNAL)
-_E = otlp.EVENT_ATTR
+_HEAD = tracing.span_head(SPAN_NAME, tracing.KIND_INTERNAL)
+_E = tracing.EVENT_ATTR
 _CACHE_LIMIT = 4096
 TASK_ID = "deerflow.task.id"
-_task_attr = otlp.str_attr_encoder(TASK_ID)
+_task_attr = tracing.str_attr_encoder(TASK_ID)
 _urandom = os.urandom
-_new_span_id = otlp.new_span_id
-_encode = otlp.encode_span
+_new_span_id = tracing.new_span_id
+_encode = tracing.encode_span
 _getrandbits = random.getrandbits
 _pack_q = struct.Struct("<Q").pack
-_varint = otlp.varint
+_varint = tracing.varint
 
 
 class _Parent:
@@ -145,9 +145,9 @@ class _Block:
 
 
 class TaskTracer:
-    """Emits the schedule spans into a :class:`deerflow_common.otlp.SpanSink`."""
+    """Emits the schedule spans into a :class:`deerflow_common.tracing.SpanSink`."""
 
-    def __init__(self, sink: otlp.SpanSink, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, sink: tracing.SpanSink, clock: Callable[[], float] = time.time) -> None:
         self.sink = sink
         self._clock = clock
         """The shell's clock (Unix seconds): the scheduler's times are on it."""
@@ -192,22 +192,22 @@ class TaskTracer:
         if not parent.sampled:
             return
         message = ev.error.message if ev.error is not None else ev.state.name
-        code = otlp.STATUS_OK if ev.state == TaskState.SUCCEEDED else otlp.STATUS_ERROR
+        code = tracing.STATUS_OK if ev.state == TaskState.SUCCEEDED else tracing.STATUS_ERROR
         fields = [
             self._job(job),
             _task_attr(task.spec.id),
             self._common_attrs((task.spec.handler, "", ev.attempt)),
-            otlp.attr_str("deerflow.state", ev.state.name),
+            tracing.attr_str("deerflow.state", ev.state.name),
         ]
         if task.spec.priority or task.spec.rate_keys or task.spec.tenant:
             fields.append(self._spec_extras(task))
         if ev.cache_layer:  # answered from the cache: no agent ran it
-            fields.append(otlp.attr_str("deerflow.cache.layer", ev.cache_layer))
+            fields.append(tracing.attr_str("deerflow.cache.layer", ev.cache_layer))
             fields.append(
-                otlp.event(
+                tracing.event(
                     "cache_hit",
                     int(ev.time * 1e9),
-                    otlp.attr_str("deerflow.cache.layer", ev.cache_layer, _E),
+                    tracing.attr_str("deerflow.cache.layer", ev.cache_layer, _E),
                 )
             )
         start = ev.time
@@ -216,7 +216,7 @@ class TaskTracer:
             fields.append(self._events(task, wait))
         elif task.ready_at:
             start = task.ready_at
-        fields.append(otlp.status(code, message if code == otlp.STATUS_ERROR else ""))
+        fields.append(tracing.status(code, message if code == tracing.STATUS_ERROR else ""))
         self._emit(
             _encode(
                 parent.trace_id,
@@ -378,7 +378,7 @@ class TaskTracer:
     def _context_parent(self, tc: dict[str, str] | None) -> _Parent | None:
         """The parent named by a submitter's context (parsed once per header), or None when it
         names none (no ``traceparent``, or an invalid one)."""
-        header = tc.get(otlp.TRACEPARENT) if tc else None
+        header = tc.get(tracing.TRACEPARENT) if tc else None
         if header is None:
             return None
         parents = self._parents
@@ -386,7 +386,7 @@ class TaskTracer:
         if parent is None and header not in parents:
             if len(parents) >= _CACHE_LIMIT:
                 parents.clear()
-            p = otlp.parse_traceparent(header)
+            p = tracing.parse_traceparent(header)
             if p is not None:
                 sampled = self._sampling.sampled(p.trace_id, p, SPAN_NAME)
                 parent = _Parent(p.trace_id, p.span_id, sampled)
@@ -401,7 +401,7 @@ class TaskTracer:
         trace for all its attempts (forgotten when it ends)."""
         root = self._roots.get(task)
         if root is None:
-            trace_id = otlp.new_trace_id()
+            trace_id = tracing.new_trace_id()
             root = _Parent(trace_id, None, self._sampling.sampled(trace_id, None, SPAN_NAME))
             if len(self._roots) >= 16 * _CACHE_LIMIT:
                 self._roots.clear()
@@ -413,9 +413,9 @@ class TaskTracer:
         if b is None:
             if len(self._job_attrs) >= _CACHE_LIMIT:
                 self._job_attrs.clear()
-            b = otlp.attr_str("deerflow.job.id", job.id)
+            b = tracing.attr_str("deerflow.job.id", job.id)
             if job.name:
-                b += otlp.attr_str("deerflow.job.name", job.name)
+                b += tracing.attr_str("deerflow.job.name", job.name)
             self._job_attrs[job.id] = b
         return b
 
@@ -424,9 +424,9 @@ class TaskTracer:
         if len(self._common) >= _CACHE_LIMIT:
             self._common.clear()
         b = self._common[key] = (
-            otlp.attr_str("deerflow.handler", handler)
-            + otlp.attr_int("deerflow.attempt", attempt)
-            + (otlp.attr_str("deerflow.agent.id", agent) if agent else b"")
+            tracing.attr_str("deerflow.handler", handler)
+            + tracing.attr_int("deerflow.attempt", attempt)
+            + (tracing.attr_str("deerflow.agent.id", agent) if agent else b"")
         )
         return b
 
@@ -435,11 +435,11 @@ class TaskTracer:
         spec = task.spec
         out = b""
         if spec.priority:
-            out += otlp.attr_int("deerflow.priority", spec.priority)
+            out += tracing.attr_int("deerflow.priority", spec.priority)
         if spec.rate_keys:
-            out += otlp.attr_strs("deerflow.rate_keys", spec.rate_keys)
+            out += tracing.attr_strs("deerflow.rate_keys", spec.rate_keys)
         if spec.tenant:
-            out += otlp.attr_str("deerflow.tenant", spec.tenant)
+            out += tracing.attr_str("deerflow.tenant", spec.tenant)
         return out
 
     @staticmethod
@@ -448,21 +448,21 @@ class TaskTracer:
         retry = wait.retry
         if retry is not None:
             error, not_before = retry
-            attrs = [otlp.attr_float("deerflow.retry.not_before", not_before, _E)]
+            attrs = [tracing.attr_float("deerflow.retry.not_before", not_before, _E)]
             if error is not None:
-                attrs.append(otlp.attr_str("error.kind", error.kind.name, _E))
-                attrs.append(otlp.attr_str("error.message", error.message[:500], _E))
+                attrs.append(tracing.attr_str("error.kind", error.kind.name, _E))
+                attrs.append(tracing.attr_str("error.message", error.message[:500], _E))
                 if error.retry_after_s:
-                    attrs.append(otlp.attr_float("retry_after_s", error.retry_after_s, _E))
-            out += otlp.event("retry", int(wait.since * 1e9), *attrs)
+                    attrs.append(tracing.attr_float("retry_after_s", error.retry_after_s, _E))
+            out += tracing.event("retry", int(wait.since * 1e9), *attrs)
         if wait.throttled_at:
             why = wait.throttled_why
-            out += otlp.event(
+            out += tracing.event(
                 "circuit_open" if "circuit" in why else "throttled",
                 int(wait.throttled_at * 1e9),
-                otlp.attr_strs("deerflow.rate_keys", task.spec.rate_keys, _E),
-                *([otlp.attr_str("deerflow.reason", why[:500], _E)] if why else []),
+                tracing.attr_strs("deerflow.rate_keys", task.spec.rate_keys, _E),
+                *([tracing.attr_str("deerflow.reason", why[:500], _E)] if why else []),
             )
             if task.ready_at >= wait.throttled_at:
-                out += otlp.event("released", int(task.ready_at * 1e9))
+                out += tracing.event("released", int(task.ready_at * 1e9))
         return out

@@ -31,8 +31,8 @@ from deerflow_common.etcd import (
     register,
 )
 
-from .load import machine_capacity
-from .session import Agent
+from ._load import machine_capacity
+from ._session import Agent
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The agent's stream to the controller: hello, welcome, assignments in, reports out, drain.
 
 Follows ``deerflow_protos/agent.proto``. One :class:`Agent` lives as long as the process; it
-opens one stream at a time (a :class:`_Stream`) and opens another when one breaks, while the
+opens one stream at a time (a :class:`Stream`) and opens another when one breaks, while the
 :class:`Runtime` keeps running attempts across the gap:
 
 - Running attempts survive a broken stream; their results are buffered and sent after the next
@@ -20,9 +20,7 @@ Reports are batched per event-loop turn: the first Started or Result of a turn s
 with ``loop.call_soon``; the flush sends everything that finished as one ResultBatch. Started
 reports wait one flush longer and are dropped when the Result comes first, so attempts that end
 within a loop turn or two (echo) cost no Started message at all. A single writer task owns
-``call.write``; it lingers two loop turns after waking and merges queued batches of one kind into
-one message, so a message may carry several turns' results (never one turn's in two messages,
-unless a batch passes 8 MiB of outputs).
+``call.write`` and merges what is queued (``_stream``).
 """
 
 from __future__ import annotations
@@ -32,22 +30,29 @@ import contextlib
 import enum
 import importlib.metadata
 import logging
-import os
 import random
-import socket
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import grpc
 
 from deerflow_common import channel_options
-from deerflow_common.trace_context import TRACEPARENT, context_dict
+from deerflow_common.errors import AttemptKey
+from deerflow_common.tracing import TRACEPARENT, context_dict
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
+from ._attempt import Attempt, AttemptObserver, Outcome
+from ._config import AgentConfig
 from ._handler import Handler, HandlerKind
-from .load import LoadSampler, machine_capacity
-from .runtime import Attempt, AttemptKey, AttemptObserver, Outcome, Runtime
+from ._load import LoadSampler, machine_capacity
+from ._runtime import Runtime
+from ._stream import (
+    Progress,
+    Results,
+    Started,
+    StartedItem,
+    Stream,
+    draining_message,
+)
 
 __all__ = ["Agent", "AgentConfig"]
 
@@ -77,59 +82,6 @@ def attempt_from_assignment(a: agent_pb2.Assignment) -> Attempt:
     return Attempt((ref.job_id, ref.task_id, ref.attempt), a.handler, a.payload, a.timeout_s, tc)
 
 
-@dataclass(frozen=True, slots=True)
-class AgentConfig:
-    """How an agent connects and how much it runs at once."""
-
-    controllers: tuple[str, ...] = ("127.0.0.1:7400",)
-    """host:port of each controller; the agent rotates through them until one welcomes it."""
-
-    agent_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    """Unique per running agent; hostname-pid by default, so a restarted agent is a new one."""
-
-    slots: int = 16
-    """Concurrent attempts on this agent across all handlers."""
-
-    cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    """Processes in the cpu-handler pool (created on the first cpu attempt)."""
-
-    handler_slots: Mapping[str, int] = field(default_factory=dict)
-    """Per-handler caps on concurrent attempts on this agent (``--handler-slots llm=3``); they
-    override the handlers' own caps and are reported in Hello. Empty: each handler's own cap."""
-
-    labels: Mapping[str, str] = field(default_factory=dict)
-    """Free-form key/values the controller matches against a task's labels."""
-
-    token: str = ""
-    """Sent in Hello for controllers that authenticate agents."""
-
-    welcome_timeout_s: float = 10.0
-    """How long to wait for Welcome after Hello before trying again."""
-
-    backoff_initial_s: float = 0.1
-    """First reconnect delay; doubles per failed attempt, with jitter."""
-
-    backoff_max_s: float = 5.0
-    """Cap on the reconnect delay: a restarted controller is found within seconds."""
-
-    drain_delivery_timeout_s: float = 10.0
-    """While draining with nothing left to run, how long to keep trying to deliver buffered
-    results to an unreachable controller before exiting (it reruns those tasks anyway)."""
-
-    close_timeout_s: float = 5.0
-    """After a drain closes our side of the stream, how long to wait for the controller's end."""
-
-    def __post_init__(self) -> None:
-        if not self.controllers or not all(self.controllers):
-            raise ValueError("at least one controller address (host:port) is required")
-        if not self.agent_id:
-            raise ValueError("the agent id must not be empty")
-        if self.slots < 1:
-            raise ValueError(f"slots must be at least 1, got {self.slots}")
-        if self.cpu_workers < 1:
-            raise ValueError(f"cpu_workers must be at least 1, got {self.cpu_workers}")
-
-
 class _End(enum.Enum):
     DRAINED = "drained"  # drain finished and the stream closed cleanly: exit
     BROKE = "broke"  # the stream worked, then broke: try the same controller again first
@@ -138,191 +90,6 @@ class _End(enum.Enum):
 
 class _StaleEpoch(Exception):
     pass
-
-
-_LINGER_TURNS = 2
-"""Loop turns the idle writer lets pass after waking before it writes, so that results of
-back-to-back turns share a message. Costs microseconds of latency; on a stream of tiny tasks it
-cuts messages (about 100 us of CPU each on both sides in grpc.aio) several-fold: echo with 16
-slots and 2 prefetch went from 5k to 15k tasks/s."""
-_MIN_WRITE_INTERVAL_S = 0.002
-"""A writer that wrote less than this long ago waits until this long has passed before writing
-again, so reports trickling in (slots finishing one by one, a task each 0.8 ms on a 64-slot
-agent running 50 ms tasks) share messages: at most 500 messages a second per stream. At a
-trickle the controller otherwise spends its loop on per-message costs, and assignments and
-results queue behind it (measured: about 40 ms of attempts held in transit, slots idle). Costs
-at most 2 ms of latency, and only to a stream that is busy."""
-_MAX_BATCH_BYTES = 8 << 20  # well under the 64 MiB message limit, even with per-result overhead
-_StartedItem = tuple[AttemptKey, float]
-
-
-@dataclass(slots=True)
-class _Results:
-    items: list[Outcome]
-
-
-@dataclass(slots=True)
-class _Started:
-    items: list[_StartedItem]
-
-
-@dataclass(slots=True)
-class _Progress:
-    items: list[tuple[AttemptKey, float, str]]
-
-
-_Entry = _Results | _Started | _Progress | agent_pb2.AgentMessage
-"""An outbox entry: batches stay unbuilt so that queued ones can merge and unsent results can
-move to the next stream; other messages are built when queued."""
-
-
-class _Stream:
-    """One Connect call after Welcome: the outbox and the single writer that owns call.write."""
-
-    def __init__(self, call: grpc.aio.StreamStreamCall, address: str, welcome: agent_pb2.Welcome):
-        self.call = call
-        self.address = address
-        self.epoch = welcome.epoch
-        self.heartbeat_interval_s = welcome.heartbeat_interval_s or 1.0
-        self.outbox: deque[_Entry] = deque()
-        self.in_flight: _Entry | None = None
-        self.closing = False
-        self.close_sent = False
-        self._wakeup = asyncio.Event()
-        self._last_write = -1.0  # loop time of the last write
-
-    def send(self, entry: _Entry) -> bool:
-        """Queue a message; False once the stream is closing (the caller keeps what it sent)."""
-        if self.closing:
-            return False
-        self.outbox.append(entry)
-        self._wakeup.set()
-        return True
-
-    def close(self) -> None:
-        """Write what is queued, then half-close (done_writing)."""
-        self.closing = True
-        self._wakeup.set()
-
-    def unsent_outcomes(self) -> list[Outcome]:
-        """Results not known to be written, oldest first, for the next stream."""
-        entries = [self.in_flight] if self.in_flight is not None else []
-        entries.extend(self.outbox)
-        return [o for e in entries if isinstance(e, _Results) for o in e.items]
-
-    async def write_loop(self) -> None:
-        """Write queued messages in order; return after done_writing. Raises when the call
-        fails; unsent results stay behind for :meth:`unsent_outcomes`."""
-        outbox = self.outbox
-        write = self.call.write
-        while True:
-            if not outbox:
-                if self.closing:
-                    self.close_sent = True
-                    await self.call.done_writing()
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                loop = asyncio.get_running_loop()
-                pause = self._last_write + _MIN_WRITE_INTERVAL_S - loop.time()
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                else:
-                    for _ in range(_LINGER_TURNS):
-                        await asyncio.sleep(0)
-                continue
-            entry = outbox.popleft()
-            if isinstance(entry, _Results):
-                entry = self._merge_results(entry)
-            elif isinstance(entry, _Started):
-                while outbox and isinstance(head := outbox[0], _Started):
-                    outbox.popleft()
-                    entry = _Started(entry.items + head.items)
-            self.in_flight = entry
-            await write(_build(entry))
-            self.in_flight = None
-            self._last_write = asyncio.get_running_loop().time()
-
-    def _merge_results(self, first: _Results) -> _Results:
-        """Join result batches queued behind ``first`` while within the size budget, or split
-        an oversized one and put its tail back at the front."""
-        outbox = self.outbox
-        items = first.items
-        size = 0
-        for i, o in enumerate(items):
-            size += len(o.output)
-            if size > _MAX_BATCH_BYTES and i > 0:
-                outbox.appendleft(_Results(items[i:]))
-                return _Results(items[:i])
-        while outbox and isinstance(outbox[0], _Results):
-            more = outbox[0].items
-            extra = sum(len(o.output) for o in more)
-            if size + extra > _MAX_BATCH_BYTES:
-                break
-            size += extra
-            if items is first.items:
-                items = list(items)
-            items.extend(more)
-            outbox.popleft()
-        return first if items is first.items else _Results(items)
-
-
-def _build(entry: _Entry) -> agent_pb2.AgentMessage:
-    if isinstance(entry, agent_pb2.AgentMessage):
-        return entry
-    msg = agent_pb2.AgentMessage()
-    if isinstance(entry, _Progress):
-        add_progress = msg.progress.progress.add
-        for (job_id, task_id, attempt), fraction, message in entry.items:
-            p = add_progress(fraction=fraction, message=message)
-            p.ref.job_id, p.ref.task_id, p.ref.attempt = job_id, task_id, attempt
-        return msg
-    if isinstance(entry, _Started):
-        add_started = msg.started.started.add
-        for key, t in entry.items:
-            ref = add_started(time=t).ref
-            ref.job_id, ref.task_id, ref.attempt = key
-        return msg
-    add_result = msg.results.results.add
-    for o in entry.items:
-        if o.ok:
-            r = add_result(
-                ok=True,
-                output=o.output,
-                started_at=o.started_at,
-                finished_at=o.finished_at,
-                cancelled=o.cancelled,
-            )
-        else:
-            r = add_result(
-                started_at=o.started_at, finished_at=o.finished_at, cancelled=o.cancelled
-            )
-            e = o.error
-            if e is not None:
-                err = r.error
-                err.kind = int(e.kind)  # type: ignore[assignment]  # same values as the wire enum
-                err.message = e.message
-                err.retryable = e.retryable
-                err.retry_after_s = e.retry_after_s
-                err.error_class = int(e.error_class)  # type: ignore[assignment]  # same values
-        if o.cpu_s or o.rss_bytes:
-            r.cpu_s = o.cpu_s
-            r.rss_bytes = o.rss_bytes
-        if o.metadata:
-            r.metadata.update(o.metadata)
-        ref = r.ref
-        ref.job_id, ref.task_id, ref.attempt = o.key
-    return msg
-
-
-def _draining(keys: list[AttemptKey]) -> agent_pb2.AgentMessage:
-    msg = agent_pb2.AgentMessage()
-    draining = msg.draining
-    draining.SetInParent()
-    add_ref = draining.not_started.add
-    for job_id, task_id, attempt in keys:
-        add_ref(job_id=job_id, task_id=task_id, attempt=attempt)
-    return msg
 
 
 class Agent:
@@ -357,9 +124,9 @@ class Agent:
         self.version = _version()
         self._load = LoadSampler()
         self._cpu_count, self._memory_bytes = machine_capacity()
-        self._stream: _Stream | None = None
-        self._started: list[_StartedItem] = []  # started since the last flush
-        self._aging: list[_StartedItem] = []  # started before the last flush, not yet reported
+        self._stream: Stream | None = None
+        self._started: list[StartedItem] = []  # started since the last flush
+        self._aging: list[StartedItem] = []  # started before the last flush, not yet reported
         self._results: list[Outcome] = []
         self._progress: dict[AttemptKey, tuple[float, str]] = {}  # latest per attempt, unsent
         self._flush_scheduled = False
@@ -544,7 +311,7 @@ class Agent:
                 address,
                 welcome.epoch,
             )
-            return await self._serve(_Stream(call, address, welcome))
+            return await self._serve(Stream(call, address, welcome))
 
     def _hello(self) -> agent_pb2.AgentMessage:
         cfg = self.config
@@ -571,7 +338,7 @@ class Agent:
             hello.running.add(job_id=job_id, task_id=task_id, attempt=attempt)
         return msg
 
-    async def _serve(self, stream: _Stream) -> _End:
+    async def _serve(self, stream: Stream) -> _End:
         self._stream = stream
         if self._results:
             self._schedule_flush()  # results buffered while disconnected
@@ -609,7 +376,7 @@ class Agent:
                     len(dropped),
                 )
 
-    def _log_break(self, stream: _Stream, *tasks: asyncio.Task[None]) -> None:
+    def _log_break(self, stream: Stream, *tasks: asyncio.Task[None]) -> None:
         reason = "the controller ended the stream"
         for t in tasks:
             if not t.done() or t.cancelled():
@@ -634,7 +401,7 @@ class Agent:
 
     # ----------------------------------------------------------------- stream tasks
 
-    async def _read_loop(self, stream: _Stream) -> None:
+    async def _read_loop(self, stream: Stream) -> None:
         """Apply controller messages until the controller ends the stream."""
         read = stream.call.read
         runtime = self.runtime
@@ -652,7 +419,7 @@ class Agent:
             else:
                 log.warning("ignoring an unexpected %s message from %s", kind, stream.address)
 
-    def _on_assignments(self, stream: _Stream, batch: agent_pb2.AssignmentBatch) -> None:
+    def _on_assignments(self, stream: Stream, batch: agent_pb2.AssignmentBatch) -> None:
         if batch.epoch < self.max_epoch_seen:
             raise _StaleEpoch(
                 f"refused {len(batch.assignments)} assignments of epoch {batch.epoch}: epoch "
@@ -663,30 +430,30 @@ class Agent:
         if self._draining:
             # Sent before the controller saw our Draining: give them back the same way.
             log.info("draining: giving back %d assignments that arrived late", len(attempts))
-            stream.send(_draining([a.key for a in attempts]))
+            stream.send(draining_message([a.key for a in attempts]))
             return
         self.runtime.submit(attempts)
 
-    async def _heartbeat_loop(self, stream: _Stream) -> None:
+    async def _heartbeat_loop(self, stream: Stream) -> None:
         runtime = self.runtime
         while True:
             load = self._load.sample()
-            msg = agent_pb2.AgentMessage()
-            hb = msg.heartbeat
-            hb.cpu_percent = load.cpu_percent
-            hb.memory_percent = load.memory_percent
-            hb.process_cpu_percent = load.process_cpu_percent
-            hb.running = runtime.running
-            hb.free_slots = 0 if self._draining else runtime.free_slots
-            hb.queued = runtime.queued
-            hb.handler_latency_s.update(runtime.latencies())
-            stream.send(msg)
+            heartbeat = agent_pb2.Heartbeat(
+                cpu_percent=load.cpu_percent,
+                memory_percent=load.memory_percent,
+                process_cpu_percent=load.process_cpu_percent,
+                running=runtime.running,
+                free_slots=0 if self._draining else runtime.free_slots,
+                queued=runtime.queued,
+                handler_latency_s=runtime.latencies(),
+            )
+            stream.send(agent_pb2.AgentMessage(heartbeat=heartbeat))
             await asyncio.sleep(stream.heartbeat_interval_s)
 
-    async def _drain_loop(self, stream: _Stream) -> None:
+    async def _drain_loop(self, stream: Stream) -> None:
         await self._drain_requested.wait()
         not_started = self.runtime.take_queued()
-        stream.send(_draining(not_started))
+        stream.send(draining_message(not_started))
         if not_started:
             log.info("draining: gave back %d attempts that had not started", len(not_started))
         await self.runtime.wait_idle()
@@ -746,10 +513,10 @@ class Agent:
         self._aging = fresh
         self._started = []
         if aging:
-            stream.send(_Started(aging))
+            stream.send(Started(aging))
         if results:
             self._results = []
-            if not stream.send(_Results(results)):
+            if not stream.send(Results(results)):
                 self._results[:0] = results
         if self._progress:
             progress, self._progress = self._progress, {}
@@ -757,7 +524,7 @@ class Agent:
                 for o in results:
                     progress.pop(o.key, None)  # the Result says more
             if progress:
-                stream.send(_Progress([(k, f, m) for k, (f, m) in progress.items()]))
+                stream.send(Progress([(k, f, m) for k, (f, m) in progress.items()]))
         if fresh:
             self._schedule_flush()
 

@@ -19,165 +19,40 @@ import logging
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
-from deerflow_common.errors import AttemptKey, ErrorClass, ErrorKind, TaskError
+from deerflow_common.errors import AttemptKey, ErrorKind
 
-from ._handler import (
-    FatalError,
-    Handler,
-    HandlerError,
-    HandlerKind,
-    IoHandlerFn,
-    TaskContext,
-    call_cpu_handler,
-    coerce_output,
-    cpu_target,
+from ._attempt import (
+    CANCELLED,
+    NOT_STARTED,
+    Attempt,
+    AttemptError,
+    AttemptObserver,
+    FinishedCallback,
+    Outcome,
+    ProgressCallback,
+    StartedCallback,
+    broken_pool_error,
+    clean_metadata,
+    error_from,
+    metadata_from,
+    timeout_error,
 )
+from ._context import TaskContext
+from ._cpu import call_cpu_handler
+from ._errors import FatalError
+from ._handler import Handler, HandlerKind, IoHandlerFn, coerce_output, cpu_target
+from ._progress import PROGRESS_INTERVAL_S, ProgressThrottle
 
-__all__ = [
-    "PROGRESS_INTERVAL_S",
-    "Attempt",
-    "AttemptError",
-    "AttemptKey",
-    "AttemptObserver",
-    "ErrorKind",
-    "Outcome",
-    "ProgressThrottle",
-    "Runtime",
-]
+__all__ = ["LATENCY_EWMA_ALPHA", "Runtime"]
 
 log = logging.getLogger(__name__)
 
 LATENCY_EWMA_ALPHA = 0.2
 """Weight of the newest run in a handler's recent mean run time: about the last ten runs count."""
-
-PROGRESS_INTERVAL_S = 0.5
-"""Least time between two Progress reports of one attempt. Heartbeat timeouts are seconds or
-more, so two reports a second keep any of them alive, while a handler that calls
-``ctx.progress`` per item of a tight loop costs the stream two small messages a second."""
-
-
-AttemptError = TaskError
-"""How an attempt failed (the shared :class:`deerflow_common.errors.TaskError`)."""
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How an attempt ended. Times are Unix seconds. ``cancelled`` is set when the controller
-    cancelled the attempt, whatever the handler did afterwards."""
-
-    key: AttemptKey
-    handler: str
-    ok: bool
-    output: bytes
-    error: AttemptError | None
-    started_at: float
-    finished_at: float
-    cancelled: bool = False
-    metadata: Mapping[str, str] | None = None
-    cpu_s: float = 0.0
-    """CPU seconds the handler used: measured in the pool worker for cpu handlers; 0 (unknown)
-    for io handlers, whose CPU time is spread over a loop shared with every other attempt."""
-    rss_bytes: int = 0
-    """Peak resident memory of the cpu worker that ran the attempt (a high-water mark over the
-    worker's life, so an upper bound); 0 (unknown) for io handlers."""
-
-
-ProgressReport = tuple[float, str]
-"""(fraction 0-1 or -1 when unknown, message) of one TaskContext.progress call."""
-
-
-class ProgressThrottle:
-    """At most one progress report per attempt per ``interval_s``; a report that comes sooner is
-    held, and the latest held report is sent when the interval has passed. Pure: the caller
-    passes the time and arranges the wake-up.
-
-    Memory: one entry per attempt that reported progress, until :meth:`forget`."""
-
-    __slots__ = ("_pending", "_sent_at", "interval_s")
-
-    def __init__(self, interval_s: float = PROGRESS_INTERVAL_S) -> None:
-        self.interval_s = interval_s
-        self._sent_at: dict[AttemptKey, float] = {}
-        self._pending: dict[AttemptKey, ProgressReport] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._sent_at)
-
-    def offer(self, key: AttemptKey, report: ProgressReport, now: float) -> tuple[bool, float]:
-        """``(True, 0)``: send ``report`` now. ``(False, t)``: it is held; call :meth:`take` at
-        time ``t`` (a positive t only for the first held report of an interval: later ones
-        replace it and return ``(False, 0)``, as the wake-up is already arranged)."""
-        sent_at = self._sent_at.get(key)
-        if sent_at is None or now - sent_at >= self.interval_s:
-            self._sent_at[key] = now
-            self._pending.pop(key, None)
-            return True, 0.0
-        first = key not in self._pending
-        self._pending[key] = report
-        return False, sent_at + self.interval_s if first else 0.0
-
-    def take(self, key: AttemptKey, now: float) -> ProgressReport | None:
-        """The held report of ``key`` to send now, if any (its wake-up came)."""
-        report = self._pending.pop(key, None)
-        if report is not None:
-            self._sent_at[key] = now
-        return report
-
-    def forget(self, key: AttemptKey) -> None:
-        """The attempt ended: drop what is held (its Result supersedes any progress)."""
-        self._sent_at.pop(key, None)
-        self._pending.pop(key, None)
-
-
-class Attempt:
-    """One assignment as received, and its state on this agent while it is queued or running."""
-
-    __slots__ = (
-        "cancel_requested",
-        "deadline",
-        "handler",
-        "key",
-        "payload",
-        "seq",
-        "span",
-        "started_at",
-        "task",
-        "timed_out",
-        "timeout_s",
-        "trace_context",
-    )
-
-    def __init__(
-        self,
-        key: AttemptKey,
-        handler: str,
-        payload: bytes,
-        timeout_s: float = 0.0,
-        trace_context: Mapping[str, str] | None = None,
-    ) -> None:
-        self.key = key
-        self.handler = handler
-        self.payload = payload
-        self.timeout_s = timeout_s
-        """Start-to-close limit in seconds; 0 or less means none."""
-        self.trace_context = trace_context
-        self.span: object = None
-        """What an :class:`AttemptObserver` keeps about this attempt (its span), if anything."""
-        self.seq = 0
-        self.started_at = 0.0
-        self.task: asyncio.Task[None] | None = None
-        self.deadline = _INF  # event-loop time, set when an io attempt with a timeout starts
-        self.cancel_requested = False
-        self.timed_out = False
-
-    def __repr__(self) -> str:
-        job, task, n = self.key
-        return f"Attempt({job}/{task}#{n}, {self.handler!r})"
 
 
 class _Slot:
@@ -196,32 +71,6 @@ class _Slot:
 
 _INF = float("inf")
 _TIMER_SLACK_S = 0.001  # loop timers may fire this early (uvloop rounds to milliseconds)
-_CANCELLED = AttemptError(
-    ErrorKind.CANCELLED_BY_CLIENT, "cancelled by the controller while running", retryable=False
-)
-_NOT_STARTED = AttemptError(
-    ErrorKind.CANCELLED_BY_CLIENT, "cancelled by the controller before it started", retryable=False
-)
-
-StartedCallback = Callable[[AttemptKey, float], None]
-FinishedCallback = Callable[[Outcome], None]
-ProgressCallback = Callable[[AttemptKey, float, str], None]
-
-
-class AttemptObserver(Protocol):
-    """Cross-cutting concerns (traces, metrics) around each attempt's run.
-
-    ``on_start`` is called just before the handler is started. ``child_context`` gives the
-    trace context an io handler's ``TaskContext.trace_context`` shows, and is called only if
-    the handler reads it (so a tracer names its span there without paying for it on every
-    attempt). ``on_end`` is called when the attempt's outcome is reported, for attempts that
-    started. All run synchronously on the loop, must be short and must not raise."""
-
-    def on_start(self, a: Attempt) -> None: ...
-
-    def child_context(self, a: Attempt) -> Mapping[str, str] | None: ...
-
-    def on_end(self, a: Attempt, outcome: Outcome) -> None: ...
 
 
 class Runtime:
@@ -384,7 +233,7 @@ class Runtime:
                 self._queued -= 1
                 del self._known[key]
                 now = time.time()
-                outcome = Outcome(key, a.handler, False, b"", _NOT_STARTED, now, now, True)
+                outcome = Outcome(key, a.handler, False, b"", NOT_STARTED, now, now, True)
                 self._report(outcome)
             elif self._handlers[a.handler].handler.kind is HandlerKind.IO:
                 a.task.cancel()
@@ -537,11 +386,11 @@ class Runtime:
                 if self._closed or not (a.cancel_requested or a.timed_out):
                     raise
                 if a.cancel_requested:
-                    self._fail(a, _CANCELLED)
+                    self._fail(a, CANCELLED)
                 else:
-                    self._fail(a, _timeout_error(h.name, a.timeout_s))
+                    self._fail(a, timeout_error(h.name, a.timeout_s))
             except Exception as exc:
-                self._fail(a, _error_from(h, exc), _metadata_from(exc))
+                self._fail(a, error_from(h, exc), metadata_from(exc))
             else:
                 self._succeed(a, value)
         finally:
@@ -584,7 +433,7 @@ class Runtime:
                 else:
                     done, _ = await asyncio.wait([fut], timeout=a.timeout_s)
                     if not done:
-                        self._fail(a, _timeout_error(h.name, a.timeout_s))
+                        self._fail(a, timeout_error(h.name, a.timeout_s))
                         log.warning(
                             "cpu handler %r ran past its %.3g s timeout on %r; its worker stays "
                             "busy (and its slot taken) until the function returns",
@@ -597,9 +446,9 @@ class Runtime:
                     value, cpu_s, rss_bytes = fut.result()
             except BrokenProcessPool as exc:
                 self._discard_pool()
-                self._fail(a, _broken_pool_error(h.name, exc))
+                self._fail(a, broken_pool_error(h.name, exc))
             except Exception as exc:
-                self._fail(a, _error_from(h, exc), _metadata_from(exc))
+                self._fail(a, error_from(h, exc), metadata_from(exc))
             else:
                 self._succeed(a, value, cpu_s, rss_bytes)
         finally:
@@ -647,7 +496,7 @@ class Runtime:
                 a.started_at,
                 time.time(),
                 a.cancel_requested,
-                _clean(result.metadata) if result.metadata else None,
+                clean_metadata(result.metadata) if result.metadata else None,
                 cpu_s,
                 rss_bytes,
             )
@@ -687,50 +536,3 @@ class Runtime:
         )
         now = time.time()
         self._on_finished(Outcome(a.key, a.handler, False, b"", error, now, now))
-
-
-def _timeout_error(name: str, timeout_s: float) -> AttemptError:
-    return AttemptError(
-        ErrorKind.TIMEOUT,
-        f"handler {name!r} did not finish within its start-to-close timeout of {timeout_s:.3g} s",
-        retryable=True,
-        error_class=ErrorClass.TIMEOUT,
-    )
-
-
-def _broken_pool_error(name: str, exc: BaseException) -> AttemptError:
-    return AttemptError(
-        ErrorKind.HANDLER_ERROR,
-        f"the process pool running cpu handler {name!r} broke ({exc}); a worker probably died "
-        "(out of memory?); the pool is restarted for the next attempt",
-        retryable=True,
-        error_class=ErrorClass.TRANSIENT,
-    )
-
-
-def _metadata_from(exc: Exception) -> dict[str, str] | None:
-    """The provider signals a failed handler attached to its HandlerError or FatalError."""
-    if isinstance(exc, HandlerError | FatalError) and exc.metadata:
-        return _clean(exc.metadata)
-    return None
-
-
-def _clean(metadata: Mapping[str, str]) -> dict[str, str]:
-    # The wire map takes strings only; one handler's stray int must not break the stream.
-    return {str(k): v if isinstance(v, str) else str(v) for k, v in metadata.items()}
-
-
-def _error_from(h: Handler, exc: Exception) -> AttemptError:
-    """Map what a handler raised to the error reported for the attempt."""
-    if isinstance(exc, FatalError):
-        return AttemptError(
-            ErrorKind.FATAL, exc.message, retryable=False, error_class=exc.error_class
-        )
-    if isinstance(exc, HandlerError):
-        kind = ErrorKind.HANDLER_ERROR if exc.retryable else ErrorKind.FATAL
-        return AttemptError(kind, exc.message, exc.retryable, exc.retry_after_s, exc.error_class)
-    return AttemptError(
-        ErrorKind.HANDLER_ERROR,
-        f"handler {h.name!r} raised {type(exc).__name__}: {exc}",
-        retryable=True,
-    )

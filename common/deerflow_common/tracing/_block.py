@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import otlp
+from ._encoding import attr_str, varint
 
 __all__ = ["encode_span_block"]
 
@@ -85,7 +85,7 @@ def encode_span_block(
         rows_of: slice | np.ndarray = (
             slice(None) if len(lengths) == 1 else np.flatnonzero(lens == length)
         )
-        prefix = otlp.attr_str(value_key, "\0" * length)
+        prefix = attr_str(value_key, "\0" * length)
         prefix = prefix[: len(prefix) - length]
         body_len = (
             len(shared)
@@ -95,7 +95,7 @@ def encode_span_block(
             + (len(_PARENT) if parents is not None else 0)
             + len(_TIMES)
         )
-        lead = b"\x12" + otlp.varint(body_len) + shared + prefix
+        lead = b"\x12" + varint(body_len) + shared + prefix
         # What all spans share (a trace id, a parent) is written once, into the template.
         tail = _TAIL if per_span["traces"] else _TRACE_TAG + traces[0].tobytes() + _SPAN_ID
         if parents is not None:
