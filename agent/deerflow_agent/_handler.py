@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, TypedDict, Unpack, cast, overload
 
 from ._context import TaskContext
-from ._errors import FatalError, HandlerError
+from ._errors import FatalError
 
 __all__ = [
     "DEFAULT_SIMILARITY_THRESHOLD",
@@ -50,7 +50,6 @@ __all__ = [
     "handler",
     "resolve_function",
 ]
-__all__ += ["FatalError", "HandlerError", "TaskContext"]  # _provider.py imports them from here
 
 
 class HandlerKind(enum.Enum):

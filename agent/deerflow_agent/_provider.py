@@ -34,7 +34,8 @@ from yarl import URL
 from deerflow_common import provider_codes, signals
 from deerflow_common.errors import ErrorClass
 
-from ._handler import FatalError, HandlerError, TaskContext
+from ._context import TaskContext
+from ._errors import FatalError, HandlerError
 from ._http import client, decimal, response_signals
 
 __all__ = ["Endpoint", "Provider", "Reply", "error_class", "is_retryable"]

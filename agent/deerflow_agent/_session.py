@@ -30,12 +30,12 @@ import contextlib
 import enum
 import importlib.metadata
 import logging
-import random
 from collections.abc import Mapping
 
 import grpc
 
 from deerflow_common import channel_options
+from deerflow_common.backoff import EQUAL_JITTER, Backoff
 from deerflow_common.errors import AttemptKey
 from deerflow_common.tracing import TRACEPARENT, context_dict
 from deerflow_protos import agent_pb2, agent_pb2_grpc
@@ -170,7 +170,7 @@ class Agent:
         """Connect, serve and reconnect until a drain has completed."""
         cfg = self.config
         loop = asyncio.get_running_loop()
-        delay = cfg.backoff_initial_s
+        backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s, jitter=EQUAL_JITTER)
         idle_since: float | None = None
         while True:
             if self._draining and self.runtime.idle:
@@ -192,15 +192,13 @@ class Agent:
             if end is _End.DRAINED:
                 return
             if end is _End.BROKE or self._redirect:
-                delay = cfg.backoff_initial_s
+                backoff.reset()
             else:
                 self._next_address += 1
-            pause = delay / 2 + random.uniform(0, delay / 2)
+            pause = backoff.delay()
             log.debug("reconnecting in %.2f s", pause)
             if await self._pause(pause):
-                delay = cfg.backoff_initial_s  # a new leader: go to it now, not after backoff
-            else:
-                delay = min(delay * 2, cfg.backoff_max_s)
+                backoff.reset()  # a new leader: go to it now, not after backoff
 
     # ----------------------------------------------------------------- leader discovery
 
