@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
+from deerflow_bench import HaCluster
 from deerflow_common.etcd import EtcdClient, EventKind, Keys, LocalEtcd
 from deerflow_controller.client import AsyncClient, PayloadTooLargeError, Task
 from deerflow_controller.ha import Journal, JournalClosed, load_journal
-from deerflow_controller.launcher import HaCluster
 from deerflow_protos import client_pb2, common_pb2
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,7 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deerflow_controller.launcher import READY_PREFIX, Cluster, ManagedProcess, _env
+from deerflow_bench import READY_PREFIX, Cluster
+from deerflow_controller.launcher import ManagedProcess, _env
 
 from .conftest import ClusterFactory, connect
 

@@ -24,8 +24,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .client import AsyncClient, Task
-from .launcher import Cluster, SimulatorProcess
+from deerflow_controller.client import AsyncClient, Task
+
+from ._launcher import Cluster, SimulatorProcess
 
 MODEL = "sim-model"
 API_KEYS = {"LLM": "demo-llm", "SEARCH": "demo-search", "CRAWL": "demo-crawl"}

@@ -29,9 +29,10 @@ from typing import Any
 
 import aiohttp
 
-from .bench import RssSampler, machine
-from .client import AsyncClient, Task
-from .launcher import Cluster, SimulatorProcess
+from deerflow_controller.client import AsyncClient, Task
+
+from ._launcher import Cluster, SimulatorProcess
+from ._throughput import RssSampler, machine
 
 API_KEY = "sim-key"
 MODEL = "sim-model"

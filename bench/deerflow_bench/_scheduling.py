@@ -30,9 +30,11 @@ from typing import Any
 
 import aiohttp
 
-from .bench import machine
-from .client import AsyncClient, Task
-from .launcher import AgentProcess, Cluster, SimulatorProcess
+from deerflow_controller.client import AsyncClient, Task
+from deerflow_controller.launcher import AgentProcess
+
+from ._launcher import Cluster, SimulatorProcess
+from ._throughput import machine
 
 __all__ = ["brownout", "dag", "hetero", "skewed"]
 
