@@ -80,4 +80,4 @@ bench: $(DEV_STAMP)
 	$(BIN)/deerflow bench io --tasks 5000 --agents 2 --slots 64 --json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info bench/build bench/*.egg-info

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from deerflow_common import run
 from deerflow_controller.client import DeerflowError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
@@ -75,6 +76,21 @@ def demo(
 
 # --------------------------------------------------------------------------- benchmarks
 
+json_option = click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+agents_option = click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+
+
+def tasks_option(default: int, *, most: int = 1_000_000) -> Callable[[F], F]:
+    return click.option("--tasks", default=default, show_default=True, type=click.IntRange(1, most))
+
+
+def slots_option(default: int) -> Callable[[F], F]:
+    return click.option("--slots", default=default, show_default=True, type=click.IntRange(1, 4096))
+
+
+def seed_option(default: int) -> Callable[[F], F]:
+    return click.option("--seed", default=default, show_default=True)
+
 
 @click.group()
 def bench() -> None:
@@ -89,11 +105,11 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 
 
 @bench.command("noop")
-@click.option("--tasks", default=20000, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
-@click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
+@tasks_option(20000)
+@agents_option
+@slots_option(64)
 @click.option("--prefetch", default=64, show_default=True, type=click.IntRange(0, 4096))
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool) -> None:
     """No-op (echo) tasks end to end: submit to last result at the client."""
     from . import _throughput
@@ -102,9 +118,9 @@ def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool
 
 
 @bench.command("io")
-@click.option("--tasks", default=5000, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
-@click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
+@tasks_option(5000)
+@agents_option
+@slots_option(64)
 @click.option(
     "--prefetch",
     default=2,
@@ -114,8 +130,8 @@ def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool
 )
 @click.option("--median", "median_s", default=0.05, show_default=True, type=float)
 @click.option("--sigma", default=0.5, show_default=True, type=float)
-@click.option("--seed", default=1, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@seed_option(1)
+@json_option
 def bench_io(
     tasks: int,
     agents: int,
@@ -138,12 +154,12 @@ def bench_io(
     type=click.Choice(["overload", "ramp", "multinode", "unknown"]),
     required=True,
 )
-@click.option("--tasks", default=3000, show_default=True, type=click.IntRange(1, 1_000_000))
+@tasks_option(3000)
 @click.option("--rpm", default=6000.0, show_default=True, type=click.FloatRange(min=1))
 @click.option(
     "--agents", default=None, type=click.IntRange(1, 32), help="Default 2 (4 for multinode)."
 )
-@click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
+@slots_option(64)
 @click.option(
     "--time-scale",
     default=0.1,
@@ -167,7 +183,7 @@ def bench_io(
     show_default=True,
     help="unknown: llm states its limit in headers; search says nothing but 429.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_ratelimit_cmd(
     scenario: str, tasks: int, rpm: float, agents: int | None, slots: int, time_scale: float,
     per_agent_cap: int, peak_rps: float, slope: float, provider: str, as_json: bool,
@@ -209,7 +225,7 @@ def bench_ratelimit_cmd(
     type=click.FloatRange(0.0, 1.0),
     help="Share of the kills that also SIGKILL the agent on the leader's node.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_failover_cmd(rounds: int, kills: int, colocated_fraction: float, as_json: bool) -> None:
     """Agent SIGKILL -> its tasks running elsewhere; leader SIGKILL -> first dispatch by the
     new leader (a local etcd, 2 controllers, 2 agents); then leader SIGKILLs (some with an agent
@@ -221,12 +237,12 @@ def bench_failover_cmd(rounds: int, kills: int, colocated_fraction: float, as_js
 
 
 @bench.command("journal")
-@click.option("--tasks", default=20000, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
-@click.option("--slots", default=64, show_default=True, type=click.IntRange(1, 4096))
+@tasks_option(20000)
+@agents_option
+@slots_option(64)
 @click.option("--prefetch", default=64, show_default=True, type=click.IntRange(0, 4096))
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_journal_cmd(
     tasks: int, agents: int, slots: int, prefetch: int, rounds: int, as_json: bool
 ) -> None:
@@ -237,8 +253,8 @@ def bench_journal_cmd(
 
 
 @bench.command("tracing")
-@click.option("--tasks", default=20000, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@tasks_option(20000)
+@agents_option
 @click.option(
     "--rounds",
     default=15,
@@ -254,7 +270,7 @@ def bench_journal_cmd(
     type=click.IntRange(1, 100_000),
     help="OTEL_BSP_MAX_EXPORT_BATCH_SIZE of the traced daemons (the SDK default is 512).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_tracing(tasks: int, agents: int, rounds: int, export_batch: int, as_json: bool) -> None:
     """No-op throughput with every task traced and exported (to a local OTLP receiver) against
     tracing off: two warm clusters, jobs alternating."""
@@ -276,7 +292,7 @@ def bench_tracing(tasks: int, agents: int, rounds: int, export_batch: int, as_js
 @click.option("--train", "train_n", default=4000, show_default=True, type=click.IntRange(1))
 @click.option("--test", "test_n", default=4000, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_predictor_cmd(
     records: Path | None, train_n: int, test_n: int, seed: int, as_json: bool
 ) -> None:
@@ -287,14 +303,14 @@ def bench_predictor_cmd(
 
 
 @bench.command("skewed")
-@click.option("--tasks", default=160, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
-@click.option("--slots", default=4, show_default=True, type=click.IntRange(1, 4096))
+@tasks_option(160, most=100_000)
+@agents_option
+@slots_option(4)
 @click.option("--per-item", "per_item_s", default=0.01, show_default=True, type=float)
 @click.option("--sigma", default=1.3, show_default=True, type=float)
-@click.option("--seed", default=1, show_default=True)
+@seed_option(1)
 @click.option("--warmup", default=40, show_default=True, type=click.IntRange(0, 10_000))
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_skewed(
     tasks: int, agents: int, slots: int, per_item_s: float, sigma: float, seed: int,
     warmup: int, as_json: bool,
@@ -308,10 +324,10 @@ def bench_skewed(
 @bench.command("dag")
 @click.option("--plans", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--searches", default=10, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
-@click.option("--slots", default=128, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--seed", default=1, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@agents_option
+@slots_option(128)
+@seed_option(1)
+@json_option
 def bench_dag(plans: int, searches: int, agents: int, slots: int, seed: int, as_json: bool) -> None:
     """Research-shaped DAGs against their critical path."""
     from . import _scheduling
@@ -320,13 +336,13 @@ def bench_dag(plans: int, searches: int, agents: int, slots: int, seed: int, as_
 
 
 @bench.command("hetero")
-@click.option("--tasks", default=160, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--slots", default=4, show_default=True, type=click.IntRange(1, 4096))
+@tasks_option(160, most=100_000)
+@slots_option(4)
 @click.option("--per-item", "per_item_s", default=0.01, show_default=True, type=float)
 @click.option("--sigma", default=1.0, show_default=True, type=float)
-@click.option("--seed", default=1, show_default=True)
+@seed_option(1)
 @click.option("--warmup", default=40, show_default=True, type=click.IntRange(0, 10_000))
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_hetero(
     tasks: int, slots: int, per_item_s: float, sigma: float, seed: int, warmup: int,
     as_json: bool,
@@ -338,13 +354,13 @@ def bench_hetero(
 
 
 @bench.command("brownout")
-@click.option("--tasks", default=600, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
-@click.option("--slots", default=32, show_default=True, type=click.IntRange(1, 4096))
+@tasks_option(600, most=100_000)
+@agents_option
+@slots_option(32)
 @click.option("--error-rate", default=0.3, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--window", "window_s", default=10.0, show_default=True, type=float)
-@click.option("--seed", default=1, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@seed_option(1)
+@json_option
 def bench_brownout(
     tasks: int, agents: int, slots: int, error_rate: float, window_s: float, seed: int,
     as_json: bool,
@@ -356,7 +372,7 @@ def bench_brownout(
 
 
 @bench.command("cache")
-@click.option("--seed", default=7, show_default=True)
+@seed_option(7)
 @click.option("--jobs", default=3000, show_default=True, type=click.IntRange(10, 1_000_000))
 @click.option("--entries", default=100_000, show_default=True, type=click.IntRange(100, 10**7))
 @click.option("--lookups", default=20_000, show_default=True, type=click.IntRange(100, 10**7))
@@ -366,7 +382,7 @@ def bench_brownout(
     type=click.FloatRange(0.0, 1.0),
     help="Similarity threshold of the main run (default: DEFAULT_SIMILARITY_THRESHOLD).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+@json_option
 def bench_cache_cmd(
     seed: int, jobs: int, entries: int, lookups: int, threshold: float | None, as_json: bool
 ) -> None:

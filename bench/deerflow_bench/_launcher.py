@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -62,7 +63,34 @@ class SimulatorProcess(ManagedProcess):
         return self
 
 
-class Cluster:
+class _LocalProcesses:
+    """Processes started on entering (``start``), every one stopped on exit, and at once when
+    starting one of them fails."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class Cluster(_LocalProcesses):
     """A controller plus ``agents`` agent processes, as an async context manager."""
 
     def __init__(
@@ -87,19 +115,22 @@ class Cluster:
         assert self.controller is not None
         return self.controller.address
 
-    async def __aenter__(self) -> Cluster:
+    async def start(self) -> None:
         self.controller = await ControllerProcess.start(self.controller_args, quiet=self.quiet)
-        try:
-            for i in range(self.n_agents):
-                await self.add_agent(f"agent-{i + 1}")
-        except BaseException:
-            await self.stop()
-            raise
-        return self
+        for i in range(self.n_agents):
+            await self.add_agent(f"agent-{i + 1}")
 
-    async def add_agent(self, agent_id: str, args: Sequence[str] = ()) -> AgentProcess:
+    async def add_agent(
+        self, agent_id: str, args: Sequence[str] = (), *, env: Mapping[str, str] | None = None
+    ) -> AgentProcess:
+        """Start one more agent: the cluster's agent arguments and environment, then ``args``
+        and ``env`` (which win)."""
         agent = await AgentProcess.start(
-            self.address, agent_id, [*self.agent_args, *args], quiet=self.quiet, env=self.agent_env
+            self.address,
+            agent_id,
+            [*self.agent_args, *args],
+            quiet=self.quiet,
+            env={**self.agent_env, **(env or {})},
         )
         self.agents.append(agent)
         return agent
@@ -108,14 +139,6 @@ class Cluster:
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
         if self.controller is not None:
             await self.controller.stop()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def wait_serving(address: str, *, serving: bool = True) -> None:
@@ -136,7 +159,7 @@ async def wait_serving(address: str, *, serving: bool = True) -> None:
                 backoff = min(backoff * 2, 0.5)
 
 
-class HaCluster:
+class HaCluster(_LocalProcesses):
     """Controllers campaigning on etcd plus agents registered there (the HA mode of #3), as an
     async context manager. ``leader()`` waits for the controller that serves."""
 
@@ -169,18 +192,13 @@ class HaCluster:
     def etcd_args(self, etcd: str | None = None) -> list[str]:
         return ["--etcd", etcd or self.etcd, "--etcd-prefix", self.prefix]
 
-    async def __aenter__(self) -> HaCluster:
-        try:
-            for _ in range(self.n_controllers):
-                await self.add_controller()
-            if self.controllers:
-                await self.leader()
-            for i in range(self.n_agents):
-                await self.add_agent(f"agent-{i + 1}")
-        except BaseException:
-            await self.stop()
-            raise
-        return self
+    async def start(self) -> None:
+        for _ in range(self.n_controllers):
+            await self.add_controller()
+        if self.controllers:
+            await self.leader()
+        for i in range(self.n_agents):
+            await self.add_agent(f"agent-{i + 1}")
 
     async def add_controller(self, args: Sequence[str] = ()) -> ControllerProcess:
         controller = await ControllerProcess.start(
@@ -244,11 +262,3 @@ class HaCluster:
     async def stop(self) -> None:
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
         await asyncio.gather(*(c.stop() for c in self.controllers), return_exceptions=True)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
