@@ -27,13 +27,15 @@ $(BIN)/uv: tools/bootstrap-requirements.txt
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r tools/bootstrap-requirements.txt
 	touch $(BIN)/uv
 
-# What the demo needs: the runtime dependencies only.
-$(RUN_STAMP): $(BIN)/uv pyproject.toml uv.lock
-	$(UV_SYNC)
+# What the demo needs: the runtime dependencies and the bench extra (bench/: the demo's DAG builder
+# and the local-cluster launcher live there, beside the benchmarks).
+$(RUN_STAMP): $(BIN)/uv pyproject.toml bench/pyproject.toml uv.lock
+	$(UV_SYNC) --extra bench
 	touch $@
 
-# What CI needs: the runtime dependencies and the dev extra (the pinned stub generator among them).
-$(DEV_STAMP): $(BIN)/uv pyproject.toml uv.lock
+# What CI needs: the runtime dependencies and the dev extra (the pinned stub generator and the
+# bench package among them).
+$(DEV_STAMP): $(BIN)/uv pyproject.toml bench/pyproject.toml uv.lock
 	$(UV_SYNC) --extra dev
 	touch $@ $(RUN_STAMP)
 
@@ -65,7 +67,7 @@ lint: $(DEV_STAMP)
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy controller/deerflow_controller agent/deerflow_agent common/deerflow_common \
-	  simulator/deerflow_simulator tests
+	  simulator/deerflow_simulator bench/deerflow_bench tests
 
 unit: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -78,4 +80,4 @@ bench: $(DEV_STAMP)
 	$(BIN)/deerflow bench io --tasks 5000 --agents 2 --slots 64 --json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info bench/build bench/*.egg-info

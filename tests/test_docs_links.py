@@ -9,7 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE_DIRS = ("agent", "common", "controller", "simulator", "protos", "tests", "docs", "deploy")
+SOURCE_DIRS = (
+    "agent",
+    "bench",
+    "common",
+    "controller",
+    "simulator",
+    "protos",
+    "tests",
+    "docs",
+    "deploy",
+)
 SOURCE_SUFFIXES = {".py", ".proto", ".md", ".toml", ".service"}
 SKIP_PARTS = {".venv", ".git", "__pycache__", "node_modules", ".mypy_cache", ".ruff_cache"}
 

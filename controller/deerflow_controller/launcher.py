@@ -1,7 +1,10 @@
-"""Start and stop real controller and agent processes: for the demo, the benchmarks and tests.
+"""Start and stop child processes of this interpreter: the agents of embedded mode
+(``--local-agents``).
 
 Processes are started with this interpreter (``python -m ...``), so they run the same installed
-code; each is stopped by its own pid."""
+code; each is stopped by its own pid. :class:`ManagedProcess` is also the base of the launchers
+the benchmarks, the demo and the tests use (``deerflow_bench``), whose controllers and simulators
+announce their address in a ready line."""
 
 from __future__ import annotations
 
@@ -11,12 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-READY_PREFIX = "deerflow-controller listening on "
+from typing import Self
 
 
 class ManagedProcess:
@@ -26,6 +24,30 @@ class ManagedProcess:
         self.proc = proc
         self.name = name
         self._pump: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def spawn(
+        cls,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        *,
+        quiet: bool,
+        env: Mapping[str, str] | None = None,
+        piped: bool = False,
+    ) -> Self:
+        """Run ``python -m module *args`` with this interpreter; ``piped``: its stdout comes to
+        us (read it with :meth:`_await_ready_line`), else it is inherited. ``quiet`` sets the
+        daemons' log level to WARNING unless the environment says otherwise."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            stdout=asyncio.subprocess.PIPE if piped else None,
+            env=_env(quiet, env),
+        )
+        return cls(proc, name)
 
     @property
     def pid(self) -> int:
@@ -87,42 +109,14 @@ def _env(quiet: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class ControllerProcess(ManagedProcess):
-    """``deerflow-controller`` on a free loopback port; ``address`` is read from its ready line."""
-
-    address: str = ""
-
-    @classmethod
-    async def start(
-        cls,
-        args: Sequence[str] = (),
-        *,
-        host: str = "127.0.0.1",
-        quiet: bool = True,
-        ready_timeout_s: float = 30.0,
-    ) -> ControllerProcess:
-        # Launched controllers (tests, benchmarks, the demo) serve no HTTP unless asked: many
-        # run side by side, and the daemon's default dashboard port would be contended.
-        http = [] if any(a.startswith("--http-port") for a in args) else ["--http-port", "0"]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "deerflow_controller.main",
-            "--host",
-            host,
-            "--port",
-            "0",
-            *http,
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            env=_env(quiet),
-        )
-        self = cls(proc, "deerflow-controller")
-        self.address = await self._await_ready_line(READY_PREFIX, ready_timeout_s)
-        return self
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
 
 
 class AgentProcess(ManagedProcess):
+    """``deerflow-agent`` connected to ``controller`` (one address, or several comma-separated)."""
+
     @classmethod
     async def start(
         cls,
@@ -133,241 +127,5 @@ class AgentProcess(ManagedProcess):
         quiet: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> AgentProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "deerflow_agent",
-            "--controller",
-            controller,
-            "--id",
-            agent_id,
-            *args,
-            env=_env(quiet, env),
-        )
-        return cls(proc, agent_id)
-
-
-SIM_READY_PREFIX = "deerflow-sim listening on "
-
-
-class SimulatorProcess(ManagedProcess):
-    """The provider simulator on a free loopback port; ``url`` is read from its ready line."""
-
-    url: str = ""
-
-    @classmethod
-    async def start(
-        cls, args: Sequence[str] = (), *, quiet: bool = True, ready_timeout_s: float = 30.0
-    ) -> SimulatorProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "deerflow_simulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            env=_env(quiet),
-        )
-        self = cls(proc, "deerflow-sim")
-        self.url = await self._await_ready_line(SIM_READY_PREFIX, ready_timeout_s)
-        return self
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
-
-
-class Cluster:
-    """A controller plus ``agents`` agent processes, as an async context manager."""
-
-    def __init__(
-        self,
-        agents: int = 2,
-        *,
-        agent_args: Sequence[str] = (),
-        controller_args: Sequence[str] = (),
-        quiet: bool = True,
-        agent_env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.agent_env = dict(agent_env or {})
-        self.n_agents = agents
-        self.agent_args = list(agent_args)
-        self.controller_args = list(controller_args)
-        self.quiet = quiet
-        self.controller: ControllerProcess | None = None
-        self.agents: list[AgentProcess] = []
-
-    @property
-    def address(self) -> str:
-        assert self.controller is not None
-        return self.controller.address
-
-    async def __aenter__(self) -> Cluster:
-        self.controller = await ControllerProcess.start(self.controller_args, quiet=self.quiet)
-        try:
-            for i in range(self.n_agents):
-                await self.add_agent(f"agent-{i + 1}")
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def add_agent(self, agent_id: str, args: Sequence[str] = ()) -> AgentProcess:
-        agent = await AgentProcess.start(
-            self.address, agent_id, [*self.agent_args, *args], quiet=self.quiet, env=self.agent_env
-        )
-        self.agents.append(agent)
-        return agent
-
-    async def stop(self) -> None:
-        await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
-        if self.controller is not None:
-            await self.controller.stop()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-async def wait_serving(address: str, *, serving: bool = True) -> None:
-    """Block until the controller at ``address`` reports SERVING (or, with ``serving=False``,
-    anything else) on gRPC health; follows the health Watch stream, so no polling. Cancel it to
-    stop waiting."""
-    want = health_pb2.HealthCheckResponse.SERVING
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        backoff = 0.05
-        while True:
-            try:
-                async for reply in stub.Watch(health_pb2.HealthCheckRequest(service="")):
-                    if (reply.status == want) == serving:
-                        return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(backoff)  # not up yet, or restarting: look again
-                backoff = min(backoff * 2, 0.5)
-
-
-class HaCluster:
-    """Controllers campaigning on etcd plus agents registered there (the HA mode of #3), as an
-    async context manager. ``leader()`` waits for the controller that serves."""
-
-    def __init__(
-        self,
-        etcd: str,
-        *,
-        prefix: str = "/deerflow/",
-        controllers: int = 2,
-        agents: int = 2,
-        agent_args: Sequence[str] = (),
-        controller_args: Sequence[str] = (),
-        quiet: bool = True,
-    ) -> None:
-        self.etcd = etcd
-        self.prefix = prefix
-        self.n_controllers = controllers
-        self.n_agents = agents
-        self.agent_args = list(agent_args)
-        self.controller_args = list(controller_args)
-        self.quiet = quiet
-        self.controllers: list[ControllerProcess] = []
-        self.agents: list[AgentProcess] = []
-
-    @property
-    def addresses(self) -> str:
-        """Every controller's address, comma-separated: what clients and agents are given."""
-        return ",".join(c.address for c in self.controllers)
-
-    def etcd_args(self, etcd: str | None = None) -> list[str]:
-        return ["--etcd", etcd or self.etcd, "--etcd-prefix", self.prefix]
-
-    async def __aenter__(self) -> HaCluster:
-        try:
-            for _ in range(self.n_controllers):
-                await self.add_controller()
-            if self.controllers:
-                await self.leader()
-            for i in range(self.n_agents):
-                await self.add_agent(f"agent-{i + 1}")
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def add_controller(self, args: Sequence[str] = ()) -> ControllerProcess:
-        controller = await ControllerProcess.start(
-            [*self.etcd_args(), *self.controller_args, *args], quiet=self.quiet
-        )
-        self.controllers.append(controller)
-        return controller
-
-    async def restart_controller(self, dead: ControllerProcess) -> ControllerProcess:
-        """Start a controller on the port ``dead`` (stopped, or exited) listened on, in its
-        place in ``controllers``, so ``addresses`` stays what clients and agents were given.
-        Blocks until it listens; it campaigns like any other."""
-        await dead.stop()
-        port = dead.address.rpartition(":")[2]
-        controller = await ControllerProcess.start(
-            [*self.etcd_args(), *self.controller_args, "--port", port], quiet=self.quiet
-        )
-        self.controllers[self.controllers.index(dead)] = controller
-        return controller
-
-    async def restart_agent(self, dead: AgentProcess, args: Sequence[str] = ()) -> AgentProcess:
-        """Start an agent with the id of ``dead`` (stopped, or exited), in its place in
-        ``agents``."""
-        await dead.stop()
-        agent = await AgentProcess.start(
-            self.addresses,
-            dead.name,
-            [*self.etcd_args(), *self.agent_args, *args],
-            quiet=self.quiet,
-        )
-        self.agents[self.agents.index(dead)] = agent
-        return agent
-
-    async def add_agent(
-        self, agent_id: str, args: Sequence[str] = (), *, etcd: str | None = None
-    ) -> AgentProcess:
-        agent = await AgentProcess.start(
-            self.addresses,
-            agent_id,
-            [*self.etcd_args(etcd), *self.agent_args, *args],
-            quiet=self.quiet,
-        )
-        self.agents.append(agent)
-        return agent
-
-    async def leader(self, timeout_s: float = 30.0) -> ControllerProcess:
-        """The controller that reports SERVING (waits for one, among the live ones)."""
-        live = [c for c in self.controllers if c.returncode is None]
-        waits = {asyncio.ensure_future(wait_serving(c.address)): c for c in live}
-        try:
-            done, _ = await asyncio.wait(
-                waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for w in waits:
-                w.cancel()
-        if not done:
-            raise TimeoutError(f"no controller became the leader within {timeout_s:g} s")
-        return waits[next(iter(done))]
-
-    async def stop(self) -> None:
-        await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
-        await asyncio.gather(*(c.stop() for c in self.controllers), return_exceptions=True)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        module_args = ["--controller", controller, "--id", agent_id, *args]
+        return await cls.spawn(agent_id, "deerflow_agent", module_args, quiet=quiet, env=env)

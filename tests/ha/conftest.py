@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from deerflow_bench import HaCluster
 from deerflow_common.etcd import EtcdClient, Keys, LocalEtcd
-from deerflow_controller.launcher import HaCluster
 
 
 @pytest.fixture

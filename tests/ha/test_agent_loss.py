@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from deerflow_bench import HaCluster
 from deerflow_common.etcd import LocalEtcd
 from deerflow_controller.client import AsyncClient, Task
-from deerflow_controller.launcher import HaCluster
 
 pytestmark = pytest.mark.timeout(180)
 

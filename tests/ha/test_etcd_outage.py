@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
+from deerflow_bench import HaCluster, wait_serving
 from deerflow_common.etcd import LocalEtcd
 from deerflow_controller.client import AsyncClient, Task
-from deerflow_controller.launcher import HaCluster, wait_serving
 
 pytestmark = pytest.mark.timeout(240)
 

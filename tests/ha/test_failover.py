@@ -11,9 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deerflow_bench import HaCluster
 from deerflow_common.etcd import LocalEtcd
 from deerflow_controller.client import AsyncClient, Task
-from deerflow_controller.launcher import HaCluster
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 pytestmark = pytest.mark.timeout(180)

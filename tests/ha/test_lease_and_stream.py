@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
+from deerflow_bench import HaCluster
 from deerflow_common.etcd import EtcdClient, EventKind, Keys, KeyValue, LocalEtcd
 from deerflow_controller.client import AsyncClient, Task
-from deerflow_controller.launcher import HaCluster
 
 from ..tcp_proxy import Proxy
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
+from deerflow_bench import HaCluster
 from deerflow_common.etcd import EtcdClient, Keys, LocalEtcd, Session, register
 from deerflow_controller.client import AsyncClient, Task
 from deerflow_controller.ha.reconnect import lease_kept_alive
-from deerflow_controller.launcher import HaCluster
 
 pytestmark = pytest.mark.timeout(180)
 

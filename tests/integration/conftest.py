@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from deerflow_bench import Cluster, SimulatorProcess
 from deerflow_controller.client import AsyncClient
-from deerflow_controller.launcher import Cluster, SimulatorProcess
 
 PLUGINS_DIR = Path(__file__).parent / "plugins"
 

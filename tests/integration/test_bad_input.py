@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from deerflow_bench import Cluster
 from deerflow_controller.client import (
     AsyncClient,
     InvalidJobError,
@@ -12,7 +13,6 @@ from deerflow_controller.client import (
     PayloadTooLargeError,
     Task,
 )
-from deerflow_controller.launcher import Cluster
 
 from .conftest import ClusterFactory, connect
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deerflow_bench import ControllerProcess
 from deerflow_controller.client import AsyncClient, Task
-from deerflow_controller.launcher import AgentProcess, ControllerProcess
+from deerflow_controller.launcher import AgentProcess
 
 from .conftest import ClusterFactory, connect, sim_stats
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deerflow_controller.launcher import READY_PREFIX, Cluster, ManagedProcess, _env
+from deerflow_bench import READY_PREFIX, Cluster
+from deerflow_controller.launcher import ManagedProcess, _env
 
 from .conftest import ClusterFactory, connect
 
@@ -241,3 +242,28 @@ def test_a_job_deadline_that_is_not_finite_or_out_of_range_is_refused_before_any
     assert "--deadline" in done.stderr
     assert "Traceback" not in done.stderr
     assert "cannot reach" not in done.stderr
+
+
+WITHOUT_BENCH = (
+    "import sys; sys.modules['deerflow_bench'] = None; "  # as if the bench extra were not installed
+    "from deerflow_controller.cli import main; main()"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("bench", "noop", "--tasks", "5", "--json"),
+        ("bench", "--help"),
+        ("demo", "--reports", "1"),
+        ("demo", "--help"),
+    ],
+)
+def test_bench_and_demo_without_the_bench_package_say_in_one_line_to_install_its_extra(
+    args: tuple[str, ...],
+) -> None:
+    r = _run(sys.executable, "-c", WITHOUT_BENCH, *args)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr.startswith(f"error: `deerflow {args[0]}` needs the bench extra: ")
+    assert "pip install 'deerflow-parallel[bench]'" in r.stderr
+    assert r.stderr.count("\n") == 1

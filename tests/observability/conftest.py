@@ -21,9 +21,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from deerflow_bench import Cluster, OtlpReceiver
 from deerflow_controller.client import AsyncClient
-from deerflow_controller.launcher import Cluster
-from deerflow_controller.observability import OtlpReceiver
 
 PLUGINS_DIR = Path(__file__).parent / "plugins"
 CLIENT_SERVICE = "deerflow-test-client"

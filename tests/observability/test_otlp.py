@@ -11,10 +11,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
 
+from deerflow_bench import OtlpReceiver
 from deerflow_common import tracing as otlp
 from deerflow_common.tracing._encoding import resource_field, scope_field
 from deerflow_common.tracing._exporter import Batch, exporter_class
-from deerflow_controller.observability import OtlpReceiver
 
 
 def test_a_span_encoded_by_hand_parses_as_the_official_message() -> None:

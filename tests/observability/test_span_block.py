@@ -10,9 +10,9 @@ import random
 import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from deerflow_bench import OtlpReceiver
 from deerflow_common import tracing as otlp
 from deerflow_common.tracing import encode_span_block
-from deerflow_controller.observability import OtlpReceiver
 
 HEAD = otlp.span_head("deerflow.execute", otlp.KIND_CONSUMER)
 SHARED_ATTRS = otlp.attr_str("deerflow.job.id", "job-1") + otlp.attr_int("deerflow.attempt", 2)

@@ -8,11 +8,11 @@ from typing import cast
 
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
+from deerflow_bench import ReceivedSpan, parse_request
 from deerflow_common import tracing as otlp
 from deerflow_controller import wire
 from deerflow_controller.model import ErrorKind, TaskError, TaskSpec
 from deerflow_controller.observability.metrics import TaskMetrics
-from deerflow_controller.observability.receiver import ReceivedSpan, parse_request
 from deerflow_controller.observability.tap import EventTap
 from deerflow_controller.observability.tracing import TaskTracer
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter

@@ -8,9 +8,8 @@ from collections import defaultdict
 
 from opentelemetry.sdk.trace import TracerProvider
 
+from deerflow_bench import OtlpReceiver, ReceivedSpan
 from deerflow_controller.client import Task
-from deerflow_controller.observability import OtlpReceiver
-from deerflow_controller.observability.receiver import ReceivedSpan
 
 from .conftest import CLIENT_SERVICE, ClusterFactory
 

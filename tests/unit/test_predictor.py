@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deerflow_controller.bench_predictor import (
+from deerflow_bench import (
     Record,
     load_records,
     prequential_records,

@@ -22,8 +22,6 @@ from deerflow_common.tracing import SpanSink, tracing_from_env
 from ..shell import Shell
 from .http import HttpServer
 from .metrics import TaskMetrics, render
-from .overhead import tracing_overhead
-from .receiver import OtlpReceiver
 from .stats import StatsHistory, snapshot
 from .suggestions import Suggestion, suggest
 from .tap import EventTap
@@ -34,13 +32,11 @@ __all__ = [
     "EventTap",
     "HttpServer",
     "Observability",
-    "OtlpReceiver",
     "StatsHistory",
     "Suggestion",
     "TaskMetrics",
     "TaskTracer",
     "suggest",
-    "tracing_overhead",
 ]
 
 log = logging.getLogger(__name__)

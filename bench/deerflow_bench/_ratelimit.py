@@ -29,9 +29,10 @@ from typing import Any
 
 import aiohttp
 
-from .bench import RssSampler, machine
-from .client import AsyncClient, Task
-from .launcher import Cluster, SimulatorProcess
+from deerflow_controller.client import AsyncClient, Task
+
+from ._launcher import Cluster, SimulatorProcess
+from ._throughput import RssSampler, machine
 
 API_KEY = "sim-key"
 MODEL = "sim-model"
@@ -93,20 +94,26 @@ class Bench:
     async def provider_stats(self) -> dict[str, Any]:
         return await sim_key_stats(self.sim.url)
 
+    async def finish(self) -> tuple[dict[str, Any], float]:
+        """What the simulator saw for the key, and the controller's peak RSS in MiB (sampling
+        stops)."""
+        return await self.provider_stats(), await self.rss.stop()
+
 
 @contextlib.asynccontextmanager
 async def environment(
-    *,
     sim_rpm: float,
     slope: float | None,
     agents: int,
     slots: int,
     time_scale: float,
-    limits: str | None,
+    *,
+    limited: bool = True,
     agent_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Bench]:
     """The simulator, a cluster whose agents call it, a client that waited for every agent,
-    and the controller's RSS being sampled; all stopped on exit."""
+    and the controller's RSS being sampled; all stopped on exit. ``limited``: the controller
+    is told the key's limits (``limits_toml``); otherwise it must find them."""
     key_spec = f"{API_KEY}=rpm:{sim_rpm:g},tpm:1000000000,concurrency:100000"
     if slope is not None:
         key_spec += f",slope:{slope:g}"
@@ -114,9 +121,9 @@ async def environment(
     try:
         with tempfile.TemporaryDirectory() as tmp:
             controller_args: list[str] = []
-            if limits is not None:
+            if limited:
                 path = Path(tmp) / "limits.toml"
-                path.write_text(limits)
+                path.write_text(limits_toml(sim_rpm, slope))
                 controller_args = ["--limits", str(path)]
             cluster = Cluster(
                 agents,
@@ -177,17 +184,9 @@ async def overload(
     tasks: int, rpm: float, agents: int, slots: int, time_scale: float
 ) -> dict[str, Any]:
     work = [llm_task(i, rate_limited=True, max_retries=5) for i in range(tasks)]
-    async with environment(
-        sim_rpm=rpm,
-        slope=None,
-        agents=agents,
-        slots=slots,
-        time_scale=time_scale,
-        limits=limits_toml(rpm, None),
-    ) as env:
+    async with environment(rpm, None, agents, slots, time_scale) as env:
         seconds, ok, failed = await _run_job(env.client, work)
-        stats = await env.provider_stats()
-        rss_mb = await env.rss.stop()
+        stats, rss_mb = await env.finish()
     out = _shape("overload", tasks, seconds, tasks / (rpm / 60), rss_mb, stats)
     out.update(succeeded=ok, failed=failed, rpm=rpm, ideal_basis="tasks / (rpm / 60)")
     return out
@@ -209,14 +208,7 @@ async def ramp(
         waves.append(int(carry))
         carry -= int(carry)
     total = sum(waves)
-    async with environment(
-        sim_rpm=rpm,
-        slope=slope,
-        agents=agents,
-        slots=slots,
-        time_scale=time_scale,
-        limits=limits_toml(rpm, slope),
-    ) as env:
+    async with environment(rpm, slope, agents, slots, time_scale) as env:
         client = env.client
         started = time.perf_counter()
         jobs = []
@@ -235,8 +227,7 @@ async def ramp(
                 ok += r.ok
                 failed += not r.ok
         seconds = time.perf_counter() - started
-        stats = await env.provider_stats()
-        rss_mb = await env.rss.stop()
+        stats, rss_mb = await env.finish()
     out = _shape("ramp", total, seconds, ramp_s + hold_s, rss_mb, stats)
     out.update(
         succeeded=ok,
@@ -258,19 +249,13 @@ async def multinode(
     for mode in ("cluster", "per_agent"):
         cluster_wide = mode == "cluster"
         work = [llm_task(i, rate_limited=cluster_wide, max_retries=8) for i in range(tasks)]
+        caps = () if cluster_wide else ("--handler-slots", f"llm={per_agent_cap}")
         async with environment(
-            sim_rpm=rpm,
-            slope=None,
-            agents=agents,
-            slots=slots,
-            time_scale=time_scale,
-            limits=limits_toml(rpm, None) if cluster_wide else None,
-            agent_args=() if cluster_wide else ("--handler-slots", f"llm={per_agent_cap}"),
+            rpm, None, agents, slots, time_scale, limited=cluster_wide, agent_args=caps
         ) as env:
             seconds, ok, failed = await _run_job(env.client, work)
             retries = (await env.client.stats()).retries
-            stats = await env.provider_stats()
-            rss_mb = await env.rss.stop()
+            stats, rss_mb = await env.finish()
         result = _shape(mode, tasks, seconds, tasks / (rpm / 60), rss_mb, stats)
         result.update(succeeded=ok, failed=failed, retries=retries)
         modes[mode] = result
@@ -300,9 +285,7 @@ async def unknown(
         work = [llm_task(i, rate_limited=True, max_retries=8) for i in range(tasks)]
         key = RATE_KEY
     target = 0.9 * rpm / 60
-    async with environment(
-        sim_rpm=rpm, slope=None, agents=agents, slots=slots, time_scale=time_scale, limits=None
-    ) as env:
+    async with environment(rpm, None, agents, slots, time_scale, limited=False) as env:
         samples: list[tuple[float, int]] = []
 
         async def sample() -> None:
@@ -316,8 +299,7 @@ async def unknown(
         seconds, ok, failed = await _run_job(env.client, work)
         sampler.cancel()
         learned = [k for k in (await env.client.stats()).rate_keys if k.key == key]
-        stats = await env.provider_stats()
-        rss_mb = await env.rss.stop()
+        stats, rss_mb = await env.finish()
     reached = math.nan
     for (t0, n0), (t1, n1) in zip(samples, samples[4:], strict=False):  # 1 s windows
         if (n1 - n0) / (t1 - t0) >= target:

@@ -8,7 +8,7 @@ controller and agent processes on loopback; one JSON object out.
 - **leader failover**: from SIGKILL of the leader to the first DISPATCHED event of the new
   leader (target <= 5 s): lease expiry (``--lease-ttl``, 3 s), election, journal restore and
   the agents' reconnect (which ends the reconnect grace early).
-- **client-felt failover** (``--kills``, ``bench_failover_client``): from SIGKILL of the
+- **client-felt failover** (``--kills``, ``_failover_client``): from SIGKILL of the
   leader, sometimes with the agent on its node, to the first result a streaming client
   receives from the new leader (target <= 5 s), with lost and duplicated results counted.
 - **journal cost**: no-op throughput of a leader with the journal (etcd) against embedded mode
@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from deerflow_common.etcd import EtcdClient, Keys, LocalEtcd
+from deerflow_controller.client import AsyncClient, Task
 
-from .bench import machine, noop
-from .bench_failover_client import client_failover
-from .client import AsyncClient, Task
-from .launcher import HaCluster
+from ._failover_client import client_failover
+from ._launcher import HaCluster
+from ._throughput import machine, noop
 
 _PREFIX = "/deerflow-bench/"
 
@@ -131,7 +131,7 @@ async def _leader_failover_once(etcd: LocalEtcd, round_no: int) -> dict[str, flo
 
 async def failover(rounds: int, kills: int = 10, colocated_fraction: float = 0.5) -> dict[str, Any]:
     """``rounds`` of each agent-loss and first-dispatch measurement (0 skips them), then
-    ``kills`` leader SIGKILLs as a streaming client feels them (``bench_failover_client``)."""
+    ``kills`` leader SIGKILLs as a streaming client feels them (``_failover_client``)."""
     out: dict[str, Any] = {"workload": "failover", "rounds": rounds}
     async with _etcd() as etcd:
         if rounds:

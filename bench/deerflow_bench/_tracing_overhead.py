@@ -14,7 +14,7 @@ on a shared machine the wall-clock slowdown swings with other work, the CPU adde
 much less.
 
     from deerflow_common import run
-    from deerflow_controller.observability import tracing_overhead
+    from deerflow_bench import tracing_overhead
     print(run(tracing_overhead(tasks=20000, agents=2, slots=64, prefetch=64, rounds=3)))
 """
 
@@ -32,10 +32,11 @@ from typing import Any
 
 import psutil
 
-from ..bench import NOOP_TARGET_PER_S, machine
-from ..client import AsyncClient, Task
-from ..launcher import Cluster
-from .receiver import READY_PREFIX
+from deerflow_controller.client import AsyncClient, Task
+
+from ._launcher import Cluster
+from ._otlp_receiver import READY_PREFIX
+from ._throughput import NOOP_TARGET_PER_S, machine
 
 TARGET_SLOWDOWN = 0.15
 EXPORT_BATCH = 4096
@@ -122,7 +123,7 @@ class _ReceiverProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            "from deerflow_controller.observability.receiver import main; main()",
+            "from deerflow_bench._otlp_receiver import main; main()",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deerflow_common.etcd import LocalEtcd
+from deerflow_controller.client import AsyncClient, Task
 
-from .bench import machine
-from .client import AsyncClient, Task
-from .launcher import HaCluster
+from ._launcher import HaCluster
+from ._throughput import machine
 
 PREFIX = "/deerflow-bench/client-failover/"
 AGENTS = 3

@@ -18,14 +18,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .client import AsyncClient, Task
-from .launcher import Cluster, SimulatorProcess
+from deerflow_controller.client import AsyncClient, Task
+
+from ._launcher import Cluster, SimulatorProcess
 
 MODEL = "sim-model"
 API_KEYS = {"LLM": "demo-llm", "SEARCH": "demo-search", "CRAWL": "demo-crawl"}
@@ -83,31 +85,19 @@ def research_dag(reports: int, *, seed: int) -> list[Task]:
         )
         return task_id
 
-    def search(task_id: str, query: str, deps: list[str]) -> str:
+    def tool(task_id: str, handler: str, payload: dict[str, Any], deps: list[str]) -> str:
+        """A search or crawl call, on its provider's key."""
+        key = SEARCH_KEY if handler == "search" else CRAWL_KEY
         tasks.append(
-            Task(
-                task_id,
-                "search",
-                {"query": query, "max_results": 5},
-                depends_on=deps,
-                rate_keys=(SEARCH_KEY,),
-                timeout_s=60,
-            )
+            Task(task_id, handler, payload, depends_on=deps, rate_keys=(key,), timeout_s=60)
         )
         return task_id
 
+    def search(task_id: str, query: str, deps: list[str]) -> str:
+        return tool(task_id, "search", {"query": query, "max_results": 5}, deps)
+
     def crawl(task_id: str, url: str, deps: list[str]) -> str:
-        tasks.append(
-            Task(
-                task_id,
-                "crawl",
-                {"url": url},
-                depends_on=deps,
-                rate_keys=(CRAWL_KEY,),
-                timeout_s=60,
-            )
-        )
-        return task_id
+        return tool(task_id, "crawl", {"url": url}, deps)
 
     topics = ["EV battery supply chains", "delivery market share", "LLM inference costs"]
     for r in range(reports):

@@ -1,5 +1,6 @@
-"""A real OTLP/gRPC trace receiver on loopback: a test double shipped as product, for tests,
-benchmarks and a quick look at what the daemons export without installing a collector.
+"""A real OTLP/gRPC trace receiver on loopback: a test double shipped with the benchmarks, for
+tests, the tracing benchmark and a quick look at what the daemons export without installing a
+collector.
 
 It runs on the caller's event loop (grpc.aio), keeps each request's bytes as they arrive (no
 parsing on the receiving path, so a benchmark measures the exporters, not this) and parses them

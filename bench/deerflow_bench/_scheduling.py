@@ -30,9 +30,10 @@ from typing import Any
 
 import aiohttp
 
-from .bench import machine
-from .client import AsyncClient, Task
-from .launcher import AgentProcess, Cluster, SimulatorProcess
+from deerflow_controller.client import AsyncClient, Task
+
+from ._launcher import Cluster, SimulatorProcess
+from ._throughput import machine
 
 __all__ = ["brownout", "dag", "hetero", "skewed"]
 
@@ -105,9 +106,25 @@ def _heavy_tailed_items(rng: random.Random, n: int, median: float, sigma: float)
     return [max(1, min(2000, round(rng.lognormvariate(math.log(median), sigma)))) for _ in range(n)]
 
 
-async def _warm_up(client: AsyncClient, rng: random.Random, per_item_s: float, n: int) -> None:
-    items = _heavy_tailed_items(rng, n, 8, 1.0)
-    await _makespan(client, [_work(f"w{i}", k, per_item_s) for i, k in enumerate(items)], "warm")
+async def _warmed_makespan(
+    client: AsyncClient,
+    agents: int,
+    work: list[Task],
+    name: str,
+    *,
+    rng: random.Random,
+    per_item_s: float,
+    warmup: int,
+) -> dict[str, Any]:
+    """Wait for ``agents`` agents; run a job of ``warmup`` heavy-tailed tasks (not measured, so
+    the predictor knows per-item cost and each agent's speed); then :func:`_makespan` of
+    ``work``."""
+    await client.agents(wait_for=agents, timeout_s=30)
+    if warmup:
+        items = _heavy_tailed_items(rng, warmup, 8, 1.0)
+        warm = [_work(f"w{i}", k, per_item_s) for i, k in enumerate(items)]
+        await _makespan(client, warm, "warm")
+    return await _makespan(client, work, name)
 
 
 async def skewed(
@@ -122,11 +139,9 @@ async def skewed(
         Cluster(agents, agent_args=["--slots", str(slots)]) as cluster,
         AsyncClient(cluster.address, timeout_s=120) as client,
     ):
-        await client.agents(wait_for=agents, timeout_s=30)
-        if warmup:
-            await _warm_up(client, rng, per_item_s, warmup)
-        run = await _makespan(client, work, "bench-skewed")
-        mdape = run["mdape"]
+        run = await _warmed_makespan(
+            client, agents, work, "bench-skewed", rng=rng, per_item_s=per_item_s, warmup=warmup
+        )
     return _shape(
         "skewed",
         tasks,
@@ -140,7 +155,7 @@ async def skewed(
         sigma=sigma,
         seed=seed,
         warmup_tasks=warmup,
-        predictor_mdape=mdape,
+        predictor_mdape=run["mdape"],
     )
 
 
@@ -201,18 +216,11 @@ async def hetero(
     cluster = Cluster(0, agent_args=["--slots", str(slots)])
     async with cluster, AsyncClient(cluster.address, timeout_s=120) as client:
         for i, speed in enumerate(speeds):
-            agent = await AgentProcess.start(
-                cluster.address,
-                f"agent-{i + 1}-speed-{speed:g}",
-                ["--slots", str(slots)],
-                env={"DEERFLOW_WORK_SPEED": str(speed)},
-            )
-            cluster.agents.append(agent)
-        await client.agents(wait_for=len(speeds), timeout_s=30)
-        if warmup:
-            await _warm_up(client, rng, per_item_s, warmup)
-        run = await _makespan(client, work, "bench-hetero")
-        mdape = run["mdape"]
+            speed_env = {"DEERFLOW_WORK_SPEED": str(speed)}
+            await cluster.add_agent(f"agent-{i + 1}-speed-{speed:g}", env=speed_env)
+        run = await _warmed_makespan(
+            client, len(speeds), work, "bench-hetero", rng=rng, per_item_s=per_item_s, warmup=warmup
+        )
     return _shape(
         "hetero",
         tasks,
@@ -224,7 +232,7 @@ async def hetero(
         total_work_s=round(sum(durations), 3),
         seed=seed,
         warmup_tasks=warmup,
-        predictor_mdape=mdape,
+        predictor_mdape=run["mdape"],
         tasks_by_agent=run["tasks_by_agent"],
     )
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import psutil
 
-from .client import AsyncClient, Task
-from .launcher import Cluster
+from deerflow_controller.client import AsyncClient, Task
+
+from ._launcher import Cluster
 
 NOOP_TARGET_PER_S = 5000.0
 """The no-op target (issue #2): its ideal is tasks / 5,000 per s, so ratio <= 1 meets it."""

@@ -1,0 +1,393 @@
+"""``deerflow bench ...`` and ``deerflow demo``: the commands ``deerflow`` registers from this
+package. Each benchmark prints one JSON object (``--json``: on one line); the demo prints live
+progress and a summary table, and exits 1 unless every task succeeded."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from deerflow_common import run
+from deerflow_controller.client import DeerflowError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; an SDK error becomes one line on stderr and exit code 1."""
+    try:
+        return run(coro)
+    except DeerflowError as e:
+        click.echo(f"error ({e.code.name if e.code else 'TASK'}): {e.message}", err=True)
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@click.command()
+@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--slots", default=16, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--reports", default=4, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--time-scale",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Multiplier on the simulated providers' docs/WORKLOAD.md latencies (1.0 = real time).",
+)
+@click.option(
+    "--llm-rpm",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="The simulated provider key's requests per minute (the limiter keeps under it).",
+)
+@click.option("--seed", default=7, show_default=True)
+def demo(
+    agents: int, slots: int, reports: int, time_scale: float, llm_rpm: float, seed: int
+) -> None:
+    """Run a DeerFlow-shaped research DAG: embedded controller, local agents, provider simulator."""
+    from ._demo import run_demo, summary_table
+
+    console = Console()
+    report = _run_or_exit(
+        run_demo(
+            agents=agents,
+            slots=slots,
+            reports=reports,
+            time_scale=time_scale,
+            llm_rpm=llm_rpm,
+            seed=seed,
+            console=console,
+        )
+    )
+    console.print(summary_table(report))
+    if report.succeeded != report.tasks:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+json_option = click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+agents_option = click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+
+
+def tasks_option(default: int, *, most: int = 1_000_000) -> Callable[[F], F]:
+    return click.option("--tasks", default=default, show_default=True, type=click.IntRange(1, most))
+
+
+def slots_option(default: int) -> Callable[[F], F]:
+    return click.option("--slots", default=default, show_default=True, type=click.IntRange(1, 4096))
+
+
+def seed_option(default: int) -> Callable[[F], F]:
+    return click.option("--seed", default=default, show_default=True)
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks on real local processes; each prints one JSON object."""
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(json.dumps(result, indent=2))
+
+
+@bench.command("noop")
+@tasks_option(20000)
+@agents_option
+@slots_option(64)
+@click.option("--prefetch", default=64, show_default=True, type=click.IntRange(0, 4096))
+@json_option
+def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool) -> None:
+    """No-op (echo) tasks end to end: submit to last result at the client."""
+    from . import _throughput
+
+    _emit(run(_throughput.noop(tasks, agents, slots, prefetch)), as_json)
+
+
+@bench.command("io")
+@tasks_option(5000)
+@agents_option
+@slots_option(64)
+@click.option(
+    "--prefetch",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 4096),
+    help="The controller's --prefetch (least prefetch per agent).",
+)
+@click.option("--median", "median_s", default=0.05, show_default=True, type=float)
+@click.option("--sigma", default=0.5, show_default=True, type=float)
+@seed_option(1)
+@json_option
+def bench_io(
+    tasks: int,
+    agents: int,
+    slots: int,
+    prefetch: int,
+    median_s: float,
+    sigma: float,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """IO-bound tasks with log-normal latencies against perfect packing on the slots."""
+    from . import _throughput
+
+    _emit(run(_throughput.io(tasks, agents, slots, prefetch, median_s, sigma, seed)), as_json)
+
+
+@bench.command("ratelimit")
+@click.option(
+    "--scenario",
+    type=click.Choice(["overload", "ramp", "multinode", "unknown"]),
+    required=True,
+)
+@tasks_option(3000)
+@click.option("--rpm", default=6000.0, show_default=True, type=click.FloatRange(min=1))
+@click.option(
+    "--agents", default=None, type=click.IntRange(1, 32), help="Default 2 (4 for multinode)."
+)
+@slots_option(64)
+@click.option(
+    "--time-scale",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0.0001),
+    help="Multiplier on the simulator's docs/WORKLOAD.md latencies.",
+)
+@click.option(
+    "--per-agent-cap",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="multinode: LLM calls in flight per agent without the shared limiter.",
+)
+@click.option("--peak-rps", default=100.0, show_default=True, type=click.FloatRange(min=1))
+@click.option("--slope", default=0.5, show_default=True, type=click.FloatRange(min=0.01))
+@click.option(
+    "--provider",
+    type=click.Choice(["llm", "search"]),
+    default="llm",
+    show_default=True,
+    help="unknown: llm states its limit in headers; search says nothing but 429.",
+)
+@json_option
+def bench_ratelimit_cmd(
+    scenario: str, tasks: int, rpm: float, agents: int | None, slots: int, time_scale: float,
+    per_agent_cap: int, peak_rps: float, slope: float, provider: str, as_json: bool,
+) -> None:  # fmt: skip
+    """Cluster-wide rate limiting against the provider simulator."""
+    from . import _ratelimit as rl
+
+    n_agents = agents or (4 if scenario == "multinode" else 2)
+    if scenario == "overload":
+        coro = rl.overload(tasks, rpm, n_agents, slots, time_scale)
+    elif scenario == "ramp":
+        coro = rl.ramp(peak_rps, 10.0, 10.0, slope, n_agents, slots, time_scale)
+    elif scenario == "multinode":
+        coro = rl.multinode(tasks, rpm, n_agents, slots, per_agent_cap, time_scale)
+    else:
+        coro = rl.unknown(tasks, rpm, n_agents, slots, time_scale, provider)
+    _emit(rl.add_machine(run(coro)), as_json)
+
+
+@bench.command("failover")
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 20),
+    help="Rounds of the agent-loss and first-dispatch measurements (0 skips them).",
+)
+@click.option(
+    "--kills",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 200),
+    help="Leader SIGKILLs under a streaming client, on one cluster (0 skips them).",
+)
+@click.option(
+    "--colocated-fraction",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of the kills that also SIGKILL the agent on the leader's node.",
+)
+@json_option
+def bench_failover_cmd(rounds: int, kills: int, colocated_fraction: float, as_json: bool) -> None:
+    """Agent SIGKILL -> its tasks running elsewhere; leader SIGKILL -> first dispatch by the
+    new leader (a local etcd, 2 controllers, 2 agents); then leader SIGKILLs (some with an agent
+    on the same node) -> the first result a streaming client receives from the new leader
+    (2 controllers, 3 agents)."""
+    from . import _failover
+
+    _emit(run(_failover.failover(rounds, kills, colocated_fraction)), as_json)
+
+
+@bench.command("journal")
+@tasks_option(20000)
+@agents_option
+@slots_option(64)
+@click.option("--prefetch", default=64, show_default=True, type=click.IntRange(0, 4096))
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
+@json_option
+def bench_journal_cmd(
+    tasks: int, agents: int, slots: int, prefetch: int, rounds: int, as_json: bool
+) -> None:
+    """No-op throughput with the etcd journal (HA leader) against embedded mode, alternating."""
+    from . import _failover
+
+    _emit(run(_failover.journal(tasks, agents, slots, prefetch, rounds)), as_json)
+
+
+@bench.command("tracing")
+@tasks_option(20000)
+@agents_option
+@click.option(
+    "--rounds",
+    default=15,
+    show_default=True,
+    type=click.IntRange(1, 50),
+    help="Untraced and traced jobs, alternating A-B, B-A (single jobs swing by 20 points on "
+    "a 2-core VM: medians need many).",
+)
+@click.option(
+    "--export-batch",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="OTEL_BSP_MAX_EXPORT_BATCH_SIZE of the traced daemons (the SDK default is 512).",
+)
+@json_option
+def bench_tracing(tasks: int, agents: int, rounds: int, export_batch: int, as_json: bool) -> None:
+    """No-op throughput with every task traced and exported (to a local OTLP receiver) against
+    tracing off: two warm clusters, jobs alternating."""
+    from ._tracing_overhead import tracing_overhead
+
+    _emit(
+        run(tracing_overhead(tasks=tasks, agents=agents, rounds=rounds, export_batch=export_batch)),
+        as_json,
+    )
+
+
+@bench.command("predictor")
+@click.option(
+    "--records",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON lines of a real run's attempts (see deerflow_bench.Record) to score as well.",
+)
+@click.option("--train", "train_n", default=4000, show_default=True, type=click.IntRange(1))
+@click.option("--test", "test_n", default=4000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=1, show_default=True, type=int)
+@json_option
+def bench_predictor_cmd(
+    records: Path | None, train_n: int, test_n: int, seed: int, as_json: bool
+) -> None:
+    """Predictor accuracy (MdAPE on a held-out run) and per-call costs; in-process, no daemons."""
+    from . import _predictor_accuracy as bp
+
+    _emit(bp.run(records, train_n, test_n, seed), as_json)
+
+
+@bench.command("skewed")
+@tasks_option(160, most=100_000)
+@agents_option
+@slots_option(4)
+@click.option("--per-item", "per_item_s", default=0.01, show_default=True, type=float)
+@click.option("--sigma", default=1.3, show_default=True, type=float)
+@seed_option(1)
+@click.option("--warmup", default=40, show_default=True, type=click.IntRange(0, 10_000))
+@json_option
+def bench_skewed(
+    tasks: int, agents: int, slots: int, per_item_s: float, sigma: float, seed: int,
+    warmup: int, as_json: bool,
+) -> None:  # fmt: skip
+    """Heavy-tailed task durations against max(total / slots, longest)."""
+    from . import _scheduling
+
+    _emit(run(_scheduling.skewed(tasks, agents, slots, per_item_s, sigma, seed, warmup)), as_json)
+
+
+@bench.command("dag")
+@click.option("--plans", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--searches", default=10, show_default=True, type=click.IntRange(1, 1000))
+@agents_option
+@slots_option(128)
+@seed_option(1)
+@json_option
+def bench_dag(plans: int, searches: int, agents: int, slots: int, seed: int, as_json: bool) -> None:
+    """Research-shaped DAGs against their critical path."""
+    from . import _scheduling
+
+    _emit(run(_scheduling.dag(plans, searches, agents, slots, seed)), as_json)
+
+
+@bench.command("hetero")
+@tasks_option(160, most=100_000)
+@slots_option(4)
+@click.option("--per-item", "per_item_s", default=0.01, show_default=True, type=float)
+@click.option("--sigma", default=1.0, show_default=True, type=float)
+@seed_option(1)
+@click.option("--warmup", default=40, show_default=True, type=click.IntRange(0, 10_000))
+@json_option
+def bench_hetero(
+    tasks: int, slots: int, per_item_s: float, sigma: float, seed: int, warmup: int,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Two agents, one half as fast, against the capacity-weighted bound."""
+    from . import _scheduling
+
+    _emit(run(_scheduling.hetero(tasks, slots, per_item_s, sigma, seed, warmup)), as_json)
+
+
+@bench.command("brownout")
+@tasks_option(600, most=100_000)
+@agents_option
+@slots_option(32)
+@click.option("--error-rate", default=0.3, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--window", "window_s", default=10.0, show_default=True, type=float)
+@seed_option(1)
+@json_option
+def bench_brownout(
+    tasks: int, agents: int, slots: int, error_rate: float, window_s: float, seed: int,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Transient provider errors for a window: share that eventually succeeds, attempts/task."""
+    from . import _scheduling
+
+    _emit(run(_scheduling.brownout(tasks, agents, slots, error_rate, window_s, seed)), as_json)
+
+
+@bench.command("cache")
+@seed_option(7)
+@click.option("--jobs", default=3000, show_default=True, type=click.IntRange(10, 1_000_000))
+@click.option("--entries", default=100_000, show_default=True, type=click.IntRange(100, 10**7))
+@click.option("--lookups", default=20_000, show_default=True, type=click.IntRange(100, 10**7))
+@click.option(
+    "--threshold",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="Similarity threshold of the main run (default: DEFAULT_SIMILARITY_THRESHOLD).",
+)
+@json_option
+def bench_cache_cmd(
+    seed: int, jobs: int, entries: int, lookups: int, threshold: float | None, as_json: bool
+) -> None:
+    """The result cache, offline, on docs/WORKLOAD.md's repetition model: hit rate by layer against
+    the oracle, false hits, lookup latency at 100,000 entries, bytes per entry."""
+    from ._cache_bench import cache_bench
+
+    _emit(cache_bench(seed, jobs, entries, lookups, threshold=threshold), as_json)
