@@ -6,7 +6,7 @@ import statistics
 
 import grpc
 
-from deerflow_protos import admin_pb2, admin_pb2_grpc, agent_pb2
+from deerflow_protos import admin_pb2, admin_pb2_grpc
 
 from .model import TaskState
 from .predictor import Features
@@ -141,17 +141,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         self, request: admin_pb2.DrainAgentRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DrainAgentResponse:
         shell = self.shell
-        session = shell.sessions.get(request.agent_id)
-        if session is None:
+        if not shell.drain_agent(request.agent_id, "requested by an operator"):
             known = ", ".join(sorted(shell.sessions)) or "none"
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no agent {request.agent_id!r} is connected (connected: {known})",
             )
-            raise AssertionError("unreachable")
-        shell.scheduler.agent_draining(request.agent_id, (), shell.clock())
-        session.send(
-            agent_pb2.ControllerMessage(drain=agent_pb2.Drain(reason="requested by an operator"))
-        )
-        shell.changed()
         return admin_pb2.DrainAgentResponse()

@@ -37,63 +37,41 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 f"this controller's epoch {shell.config.epoch}: this controller is no longer "
                 "the leader; connect to the current one",
             )
-        sched = shell.scheduler
         agent_id = hello.agent_id
-        now = shell.clock()
-        old = shell.sessions.pop(agent_id, None)
-        if old is not None:
-            # The same agent reconnected before we noticed its old stream die: replace it, and
-            # let the new Hello reclaim the attempts it still runs.
-            log.info("agent %s reconnected; replacing its previous stream", agent_id)
-            old.close()
-            sched.agent_left(agent_id, now, reconnecting=True)
-        session = AgentSession(agent_id)
-        shell.sessions[agent_id] = session
+        session = shell.open_session(agent_id)
         await context.write(
             agent_pb2.ControllerMessage(
                 welcome=agent_pb2.Welcome(
                     epoch=shell.config.epoch,
                     heartbeat_interval_s=shell.config.heartbeat_interval_s,
-                    prefetch=sched.prefetch_for(hello.slots),
+                    prefetch=session.scheduler.prefetch_for(hello.slots),
                     controller_id=shell.config.controller_id,
                 )
             )
         )
-        # After a failover: let the Hello's running attempts claim the restored tasks (issue #3).
-        sched.adopt_restored([wire.key_from_ref(r) for r in hello.running], now)
-        sched.agent_joined(
-            agent_id,
+        await shell.agent_joined(
+            session,
             [h.name for h in hello.handlers],
             hello.slots,
-            now,
             labels=dict(hello.labels),
             running=[wire.key_from_ref(r) for r in hello.running],
             handler_slots={h.name: h.slots for h in hello.handlers},
             traits={h.name: wire.traits_from_proto(h) for h in hello.handlers},
         )
-        shell.changed()
-        await shell.membership_changed()
         log.info(
             "agent %s joined: %d slots, handlers %s",
             agent_id,
             hello.slots,
             ", ".join(sorted(h.name for h in hello.handlers)),
         )
-        reader = asyncio.get_running_loop().create_task(
-            self._read_loop(agent_id, session, request_iterator)
-        )
+        reader = asyncio.get_running_loop().create_task(self._read_loop(session, request_iterator))
         try:
             await self._write_loop(session, context)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            session.close()
-            if shell.sessions.get(agent_id) is session:
-                del shell.sessions[agent_id]
-                sched.agent_left(agent_id, shell.clock())
-                shell.changed()
-                await shell.membership_changed()
+            if await shell.close_session(session):
                 log.info("agent %s left", agent_id)
 
     async def _read_hello(
@@ -126,46 +104,38 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         return hello
 
     async def _read_loop(
-        self,
-        agent_id: str,
-        session: AgentSession,
-        request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+        self, session: AgentSession, request_iterator: AsyncIterator[agent_pb2.AgentMessage]
     ) -> None:
         shell = self.shell
-        sched = shell.scheduler
+        agent_id = session.agent_id
         try:
             async for msg in request_iterator:
                 if session.closed:
                     return
                 kind = msg.WhichOneof("msg")
-                now = shell.clock()
                 if kind == "results":
-                    sched.finished(agent_id, wire.results_from_proto(msg.results), now)
+                    shell.results(session, wire.results_from_proto(msg.results))
                 elif kind == "started":
-                    sched.started(
-                        agent_id, [wire.key_from_ref(s.ref) for s in msg.started.started], now
-                    )
+                    shell.started(session, [wire.key_from_ref(s.ref) for s in msg.started.started])
                 elif kind == "heartbeat":
                     hb = msg.heartbeat
-                    sched.heartbeat(
-                        agent_id,
+                    shell.heartbeat(
+                        session,
                         hb.running,
                         hb.cpu_percent,
                         hb.memory_percent,
-                        now,
                         process_cpu_percent=hb.process_cpu_percent,
                     )
                 elif kind == "progress":
-                    refs = [wire.key_from_ref(p.ref) for p in msg.progress.progress]
-                    sched.progress(agent_id, refs, now)
+                    shell.progress(
+                        session, [wire.key_from_ref(p.ref) for p in msg.progress.progress]
+                    )
                 elif kind == "draining":
                     refs = [wire.key_from_ref(r) for r in msg.draining.not_started]
-                    sched.agent_draining(agent_id, refs, now)
+                    shell.agent_draining(session, refs)
                     log.info("agent %s is draining; %d attempts given back", agent_id, len(refs))
                 else:
                     log.warning("agent %s sent an unexpected %s message; ignored", agent_id, kind)
-                    continue
-                shell.changed()
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         except Exception:

@@ -44,9 +44,8 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
             await context.abort(code, e.message)
-        sched = self.shell.scheduler
         job_id = request.job_id or uuid.uuid4().hex
-        existing = sched.jobs.get(job_id)
+        existing = self.shell.job(job_id)
         if existing is not None:
             if set(existing.tasks) == {s.id for s in specs}:
                 return client_pb2.SubmitJobResponse(
@@ -57,12 +56,11 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 f"job {job_id!r} already exists with different tasks; "
                 "use a new job id, or resubmit exactly the same tasks",
             )
-        now = self.shell.clock()
         # The journal (HA) records this request: the acceptance time lets a new leader keep
         # the job's deadline.
-        request.accepted_at = now
-        sched.submit(job_id, request.name, specs, now, deadline_s=request.deadline_s)
-        self.shell.changed()
+        request.accepted_at = self.shell.submit_job(
+            job_id, request.name, specs, deadline_s=request.deadline_s
+        )
         return client_pb2.SubmitJobResponse(job_id=job_id, accepted=len(specs))
 
     async def WatchJob(
@@ -90,7 +88,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                     # UNAVAILABLE and the new leader's address); raised, not aborted here, as an
                     # abort is awaited and the gate must not race a second one against it.
                     raise SchedulerReplaced(f"job {job.id!r} was watched across a term's end")
-                if shell.scheduler.jobs.get(job.id) is not job:
+                if shell.job(job.id) is not job:
                     await context.abort(
                         grpc.StatusCode.NOT_FOUND,
                         f"job {job.id!r} expired while being watched; fetch results sooner or "
@@ -128,8 +126,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 f"job {job.id!r} has no task {unknown[0]!r}; nothing was cancelled",
             )
         ids = list(request.task_ids) or None
-        n = self.shell.scheduler.cancel(job.id, ids, request.reason, self.shell.clock())
-        self.shell.changed()
+        n = self.shell.cancel(job.id, ids, request.reason)
         return client_pb2.CancelJobResponse(cancelled=n)
 
     async def GetJob(
@@ -175,7 +172,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         return out
 
     async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> Job:
-        job = self.shell.scheduler.jobs.get(job_id)
+        job = self.shell.job(job_id)
         if job is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,

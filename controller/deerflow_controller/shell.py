@@ -1,9 +1,12 @@
 """The I/O shell around the pure core: feeds it events with the current time and carries out its
 decisions (assignment and cancel messages to agents' streams, wake-ups of job watchers).
 
-All of it runs on one event loop. Scheduler calls are synchronous and short; the decisions they
-produce are flushed once per loop turn (``call_soon``), so everything that arrived in one turn,
-from any stream, leaves in one message per agent.
+All of it runs on one event loop. The shell is the only way to feed the core: the services call
+one :class:`Shell` method per event (``submit_job``, ``agent_joined``, ``results``, ...), which
+applies it to the scheduler (synchronous and short) and schedules the flush of its decisions
+once per loop turn (``call_soon``), so everything that arrived in one turn, from any stream,
+leaves in one message per agent. Services read the scheduler's state (``Shell.scheduler``,
+``Shell.job``) but never change it (``tests/test_only_the_shell_feeds_the_core.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,9 +27,9 @@ from . import wire
 from .cache import ResultCache
 from .cache_file import CacheSaver
 from .config import ControllerConfig
-from .model import Task
+from .model import AttemptKey, HandlerTraits, Job, Task, TaskSpec
 from .ratelimit import RateLimiter
-from .scheduler import Outbox, Scheduler
+from .scheduler import AttemptResult, Outbox, RestoredResult, Scheduler
 from .splitters import local_split_functions
 
 log = logging.getLogger(__name__)
@@ -54,9 +57,15 @@ class ShellInterceptor(Protocol):
 
 @dataclass(eq=False)
 class AgentSession:
-    """The controller's side of one agent's stream: an outbound mailbox drained by one writer."""
+    """The controller's side of one agent's stream: an outbound mailbox drained by one writer,
+    and the scheduler its events feed (see :meth:`Shell.open_session`)."""
 
     agent_id: str
+    scheduler: Scheduler
+    """The scheduler current when the stream opened. After a term's end (HA) it is a discarded
+    one, so what the stream still says before it notices its end changes nothing."""
+    opened_at: float
+    """When the stream's Hello was read (the shell's clock): the agent joins as of then."""
     outbound: collections.deque[agent_pb2.ControllerMessage] = field(
         default_factory=collections.deque
     )
@@ -100,6 +109,7 @@ class Shell:
         self._timer_target = float("inf")
         self._rate_samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=11)
         self._timer_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.interceptors: list[ShellInterceptor] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -127,7 +137,7 @@ class Shell:
     (one message per agent per event-loop turn, so batches grow with the rate by themselves)."""
     assignments_sent = 0
 
-    def changed(self) -> None:
+    def _changed(self) -> None:
         """Call after feeding the scheduler: decisions leave once at the end of this loop turn."""
         if not self._flush_pending:
             self._flush_pending = True
@@ -176,6 +186,192 @@ class Shell:
         for job_id in list(self._watchers):
             self._wake_watchers(job_id)
 
+    # ------------------------------------------------------------------ feeding the core
+    # One method per event. Each applies it at the shell's clock and schedules the flush of
+    # this loop turn; an exception from the scheduler (a bad id) leaves before the flush is
+    # scheduled, as nothing was decided.
+
+    def submit_job(
+        self, job_id: str, name: str, specs: Sequence[TaskSpec], *, deadline_s: float = 0.0
+    ) -> float:
+        """Accept a validated job (see ``Scheduler.submit``); ``deadline_s`` in seconds from
+        now, 0 for none. Returns when it was accepted (wall-clock seconds), which the journal
+        (HA) keeps so that a new leader keeps the job's deadline."""
+        now = self.clock()
+        self.scheduler.submit(job_id, name, specs, now, deadline_s=deadline_s)
+        self._changed()
+        return now
+
+    def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str) -> int:
+        """Cancel the job's tasks ``task_ids`` (all of them when None); returns how many were
+        live. Raises KeyError for an unknown job or task id, before cancelling anything."""
+        n = self.scheduler.cancel(job_id, task_ids, reason, self.clock())
+        self._changed()
+        return n
+
+    def restore_job(
+        self,
+        job_id: str,
+        name: str,
+        specs: Sequence[TaskSpec],
+        finished: Mapping[str, RestoredResult],
+        now: float,
+        *,
+        submitted_at: float = 0.0,
+        deadline_s: float = 0.0,
+    ) -> Job:
+        """Rebuild a journaled job on taking over (see ``Scheduler.restore_job``). ``now`` is
+        the takeover's instant, the one its caller judged the journal's expiries against."""
+        job = self.scheduler.restore_job(
+            job_id, name, specs, finished, now, submitted_at=submitted_at, deadline_s=deadline_s
+        )
+        self._changed()
+        return job
+
+    def release_restored(self) -> int:
+        """End the reconnect grace after a takeover: restored tasks no agent reclaimed become
+        ready. Returns how many."""
+        released = self.scheduler.release_restored(self.clock())
+        self._changed()
+        return released
+
+    def drain_agent(self, agent_id: str, reason: str) -> bool:
+        """An operator drains a connected agent: it takes no new work, and it is told so (with
+        ``reason``) to give back what it has not started. False, changing nothing, when no
+        agent of that id is connected."""
+        session = self.sessions.get(agent_id)
+        if session is None:
+            return False
+        self.scheduler.agent_draining(agent_id, (), self.clock())
+        session.send(agent_pb2.ControllerMessage(drain=agent_pb2.Drain(reason=reason)))
+        self._changed()
+        return True
+
+    def disconnect_agent(self, agent_id: str) -> bool:
+        """Close a connected agent's stream from this side (its etcd lease ended, HA): its
+        unfinished attempts are lost and run elsewhere. False, changing nothing, when no agent
+        of that id is connected."""
+        session = self.sessions.pop(agent_id, None)
+        if session is None:
+            return False
+        session.close()
+        self.scheduler.agent_left(agent_id, self.clock())
+        self._changed()
+        task = asyncio.get_running_loop().create_task(self._membership_changed())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return True
+
+    # ------------------------------------------------------------------ agent streams
+    # What an agent says on its stream feeds the scheduler its session was opened with.
+
+    def open_session(self, agent_id: str) -> AgentSession:
+        """A new stream of ``agent_id``, its Hello read now. A stream the agent still had is
+        closed and replaced: its attempts wait in the queue, uncounted, for this stream's Hello
+        (:meth:`agent_joined`) to reclaim those it still runs."""
+        now = self.clock()
+        old = self.sessions.pop(agent_id, None)
+        if old is not None:
+            # The same agent reconnected before we noticed its old stream die.
+            log.info("agent %s reconnected; replacing its previous stream", agent_id)
+            old.close()
+            self.scheduler.agent_left(agent_id, now, reconnecting=True)
+            self._changed()
+        session = AgentSession(agent_id, self.scheduler, now)
+        self.sessions[agent_id] = session
+        return session
+
+    async def agent_joined(
+        self,
+        session: AgentSession,
+        handlers: Iterable[str],
+        slots: int,
+        *,
+        labels: dict[str, str],
+        running: Sequence[AttemptKey],
+        handler_slots: Mapping[str, int],
+        traits: Mapping[str, HandlerTraits],
+    ) -> None:
+        """The session's Hello is applied (as of :attr:`AgentSession.opened_at`): after a
+        failover its ``running`` attempts first claim the restored tasks (issue #3). Then
+        whoever waits for agents is told. Raises ValueError when the agent is connected
+        already (see ``Scheduler.agent_joined``)."""
+        sched, agent_id, now = session.scheduler, session.agent_id, session.opened_at
+        sched.adopt_restored(running, now)
+        sched.agent_joined(
+            agent_id,
+            handlers,
+            slots,
+            now,
+            labels=labels,
+            running=running,
+            handler_slots=handler_slots,
+            traits=traits,
+        )
+        self._changed()
+        await self._membership_changed()
+
+    def results(self, session: AgentSession, results: Sequence[AttemptResult]) -> None:
+        """A batch of the agent's attempt results."""
+        session.scheduler.finished(session.agent_id, results, self.clock())
+        self._changed()
+
+    def started(self, session: AgentSession, keys: Iterable[AttemptKey]) -> None:
+        """The agent started these attempts."""
+        session.scheduler.started(session.agent_id, keys, self.clock())
+        self._changed()
+
+    def heartbeat(
+        self,
+        session: AgentSession,
+        running: int,
+        cpu_percent: float,
+        memory_percent: float,
+        *,
+        process_cpu_percent: float,
+    ) -> None:
+        """The agent's load, each figure 0-100 (see ``Scheduler.heartbeat``)."""
+        session.scheduler.heartbeat(
+            session.agent_id,
+            running,
+            cpu_percent,
+            memory_percent,
+            self.clock(),
+            process_cpu_percent=process_cpu_percent,
+        )
+        self._changed()
+
+    def progress(self, session: AgentSession, keys: Iterable[AttemptKey]) -> None:
+        """Long attempts of the agent showed life: their heartbeat timeouts restart."""
+        session.scheduler.progress(session.agent_id, keys, self.clock())
+        self._changed()
+
+    def agent_draining(self, session: AgentSession, not_started: Iterable[AttemptKey]) -> None:
+        """The agent takes no new work and gives back the attempts it never started."""
+        session.scheduler.agent_draining(session.agent_id, not_started, self.clock())
+        self._changed()
+
+    async def close_session(self, session: AgentSession) -> bool:
+        """The stream ended. If it was still its agent's current one (not replaced, not closed
+        from this side), the agent leaves: its unfinished attempts run elsewhere, and whoever
+        waits for agents is told. Returns whether it left."""
+        session.close()
+        agent_id = session.agent_id
+        if self.sessions.get(agent_id) is not session:
+            return False
+        del self.sessions[agent_id]
+        session.scheduler.agent_left(agent_id, self.clock())
+        self._changed()
+        await self._membership_changed()
+        return True
+
+    # ------------------------------------------------------------------ queries
+
+    def job(self, job_id: str) -> Job | None:
+        """The job ``job_id``, or None: never submitted here, or forgotten after its
+        retention."""
+        return self.scheduler.jobs.get(job_id)
+
     # ------------------------------------------------------------------ watchers
 
     def watch(self, job_id: str) -> asyncio.Event:
@@ -196,7 +392,7 @@ class Shell:
 
     # ------------------------------------------------------------------ membership
 
-    async def membership_changed(self) -> None:
+    async def _membership_changed(self) -> None:
         async with self._membership:
             self._membership.notify_all()
 

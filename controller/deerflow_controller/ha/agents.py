@@ -58,9 +58,7 @@ class AgentLeaseWatcher:
         self._expiries.pop(agent_id, None)
         if agent_id in self.registered:
             return
-        shell = self.shell
-        session = shell.sessions.pop(agent_id, None)
-        if session is None:
+        if agent_id not in self.shell.sessions:
             return
         log.warning(
             "agent %s lost its etcd lease %.3g s ago and did not register again; closing its "
@@ -69,12 +67,4 @@ class AgentLeaseWatcher:
             self.grace_s,
         )
         self.expired += 1
-        session.close()
-        shell.scheduler.agent_left(agent_id, shell.clock())
-        shell.changed()
-        task = asyncio.get_running_loop().create_task(shell.membership_changed())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Task[None]] = set()
+        self.shell.disconnect_agent(agent_id)

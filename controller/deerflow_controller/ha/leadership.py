@@ -211,7 +211,7 @@ class HaRunner:
             known = await session.guard(Membership.agents(self.client, self.keys).members())
             lead.check()
             now = shell.clock()
-            restored = restore_jobs(shell.scheduler, jobs, now)
+            restored = restore_jobs(shell, jobs, now)
             self._observe_scheduler()
             journal.start()
             for job_id in (*orphans, *restored.expired):
@@ -246,8 +246,7 @@ class HaRunner:
                 )
             )
             if not term.ended.is_set():
-                released = shell.scheduler.release_restored(shell.clock())
-                shell.changed()
+                released = shell.release_restored()
                 log.info(
                     "reconnect grace over: %d agents connected, %d restored tasks released",
                     len(shell.scheduler.agents),

@@ -34,9 +34,10 @@ class Restored:
     does not start their retention again)."""
 
 
-def restore_jobs(sched: Scheduler, jobs: Sequence[JournaledJob], now: float) -> Restored:
-    """Put the journaled jobs back into ``sched`` (see ``Scheduler.restore_job``), ``now`` in
-    wall-clock seconds. A finished job (it has an expiry) is not restored past its expiry; a
+def restore_jobs(into: Shell | Scheduler, jobs: Sequence[JournaledJob], now: float) -> Restored:
+    """Put the journaled jobs back into ``into`` (the leader's shell, which flushes what it
+    decided; a bare scheduler in tests; see ``Scheduler.restore_job``), ``now`` in wall-clock
+    seconds. A finished job (it has an expiry) is not restored past its expiry; a
     delivered one whose result was too large to journal is not restored at all, so that none of
     its tasks runs again for a client that has them all."""
     out = Restored()
@@ -66,7 +67,7 @@ def restore_jobs(sched: Scheduler, jobs: Sequence[JournaledJob], now: float) -> 
             )
             for task_id, ev in job.results.items()
         }
-        sched.restore_job(
+        into.restore_job(
             request.job_id,
             request.name,
             specs,
