@@ -39,38 +39,44 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             )
         agent_id = hello.agent_id
         session = shell.open_session(agent_id)
-        await context.write(
-            agent_pb2.ControllerMessage(
-                welcome=agent_pb2.Welcome(
-                    epoch=shell.config.epoch,
-                    heartbeat_interval_s=shell.config.heartbeat_interval_s,
-                    prefetch=session.scheduler.prefetch_for(hello.slots),
-                    controller_id=shell.config.controller_id,
+        reader: asyncio.Task[None] | None = None
+        try:
+            await context.write(
+                agent_pb2.ControllerMessage(
+                    welcome=agent_pb2.Welcome(
+                        epoch=shell.config.epoch,
+                        heartbeat_interval_s=shell.config.heartbeat_interval_s,
+                        prefetch=session.scheduler.prefetch_for(hello.slots),
+                        controller_id=shell.config.controller_id,
+                    )
                 )
             )
-        )
-        await shell.agent_joined(
-            session,
-            [h.name for h in hello.handlers],
-            hello.slots,
-            labels=dict(hello.labels),
-            running=[wire.key_from_ref(r) for r in hello.running],
-            handler_slots={h.name: h.slots for h in hello.handlers},
-            traits={h.name: wire.traits_from_proto(h) for h in hello.handlers},
-        )
-        log.info(
-            "agent %s joined: %d slots, handlers %s",
-            agent_id,
-            hello.slots,
-            ", ".join(sorted(h.name for h in hello.handlers)),
-        )
-        reader = asyncio.get_running_loop().create_task(self._read_loop(session, request_iterator))
-        try:
+            await shell.agent_joined(
+                session,
+                [h.name for h in hello.handlers],
+                hello.slots,
+                labels=dict(hello.labels),
+                running=[wire.key_from_ref(r) for r in hello.running],
+                handler_slots={h.name: h.slots for h in hello.handlers},
+                traits={h.name: wire.traits_from_proto(h) for h in hello.handlers},
+            )
+            log.info(
+                "agent %s joined: %d slots, handlers %s",
+                agent_id,
+                hello.slots,
+                ", ".join(sorted(h.name for h in hello.handlers)),
+            )
+            reader = asyncio.get_running_loop().create_task(
+                self._read_loop(session, request_iterator)
+            )
             await self._write_loop(session, context)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            # From the moment the session exists: a stream that broke while its Welcome was
+            # written, or whose Hello the scheduler refused, must not stay listed as connected.
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
             if await shell.close_session(session):
                 log.info("agent %s left", agent_id)
 

@@ -71,6 +71,9 @@ class AgentSession:
     )
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
+    joined: bool = False
+    """Whether its Hello reached the scheduler; a stream that ended before (its Welcome could
+    not be written) only leaves the session table."""
 
     def send(self, msg: agent_pb2.ControllerMessage) -> None:
         if not self.closed:
@@ -308,6 +311,7 @@ class Shell:
             handler_slots=handler_slots,
             traits=traits,
         )
+        session.joined = True
         self._changed()
         await self._membership_changed()
 
@@ -360,6 +364,8 @@ class Shell:
         if self.sessions.get(agent_id) is not session:
             return False
         del self.sessions[agent_id]
+        if not session.joined:
+            return False
         session.scheduler.agent_left(agent_id, self.clock())
         self._changed()
         await self._membership_changed()
