@@ -304,9 +304,10 @@ class SchedulerCore:
         for task in tasks.values():
             if task.waiting_on:
                 self._emit(task, TaskState.PENDING, now)
-        for task in tasks.values():
-            if not task.waiting_on:
-                self._make_ready(task, now)
+        # The roots are fixed before any is released: a root the cache answers at once
+        # releases its dependents itself, and they must not be taken for roots after it.
+        for task in [t for t in tasks.values() if not t.waiting_on]:
+            self._make_ready(task, now)
         self._dispatch(now)
         return job
 
@@ -679,7 +680,29 @@ class SchedulerCore:
             "task's labels, and resubmit",
         )
 
+    def _may_become_ready(self, task: Task) -> bool:
+        """Whether ``task`` waits for nothing that will make it ready by itself. A task becomes
+        ready from PENDING once its dependencies succeeded, from QUEUED outside every queue (a
+        retry's delay ended, a restored task released, a dedup follower whose leader failed, a
+        circuit that held it changed), or when an agent gives its attempt back (DISPATCHED or
+        RUNNING, no agent). Anything else (queued, THROTTLED in a gate or on a circuit,
+        following a leader, split, terminal) is ready already or never again: making it ready
+        once more would queue it twice and count it twice (issue #13)."""
+        state = task.state
+        if state == TaskState.PENDING:
+            return task.waiting_on == 0
+        if state == TaskState.QUEUED:
+            return not task.ready_seq and task.cache_leader is None
+        if state in (TaskState.DISPATCHED, TaskState.RUNNING):
+            return not task.agent_id and not isinstance(task.split, _SplitRun)
+        return False
+
     def _make_ready(self, task: Task, now: float, detail: str = "") -> None:
+        """Release a task that waits for nothing any more to the ready queue, its rate keys'
+        gates, the cache or the decomposer. Idempotent: a task that is ready already, or
+        terminal, is left as it is (see :meth:`_may_become_ready`)."""
+        if not self._may_become_ready(task):
+            return
         spec = task.spec
         if self._handler_unknown(spec.handler, now):
             error = self._unknown_handler_error(spec.handler)
@@ -960,7 +983,6 @@ class SchedulerCore:
         delay = decision.delay_s
         not_before = now + delay
         task.state = TaskState.QUEUED
-        task.ready_seq = 0
         self._emit(
             task,
             TaskState.RETRYING,

@@ -6,6 +6,11 @@ labels sit in a heap of their own per (handler, labels), looked at only for agen
 those labels. Entries are removed lazily: a task cancelled or requeued while in a heap is skipped
 when it reaches the top (its ``ready_seq`` no longer matches the entry).
 
+Membership is ``Task.ready_seq``: non-zero exactly while the task has its one live entry here,
+and only this class sets it. The count of queued tasks follows membership, so pushing a task that
+is already queued re-ranks it instead of counting it twice, and forgetting one that is not queued
+changes nothing (issue #13: a count that drifted from membership never came back).
+
 Within a priority, tasks leave in order of ``order`` (the scheduler passes the ready time minus a
 weighted predicted duration: longest first within a burst, oldest first over time), then FIFO.
 """
@@ -45,7 +50,10 @@ class ReadyQueue:
         return self._live
 
     def push(self, task: Task, now: float, order: float | None = None) -> None:
-        """Queue a ready task; ``order`` ranks it within its priority (default: ``now``)."""
+        """Queue a ready task; ``order`` ranks it within its priority (default: ``now``). A task
+        already queued is re-ranked: its earlier entry goes stale, and it is still counted once."""
+        if not task.ready_seq:
+            self._live += 1
         self._seq += 1
         task.ready_seq = self._seq
         task.ready_at = now
@@ -59,11 +67,11 @@ class ReadyQueue:
         if heap is None:
             heap = self._heaps[key] = []
         heapq.heappush(heap, (-spec.priority, now if order is None else order, self._seq, task))
-        self._live += 1
 
     def discard(self, task: Task) -> None:
-        """Forget a queued task (cancelled, failed): its entry is skipped later."""
-        if task.state == TaskState.QUEUED and task.ready_seq:
+        """Forget a queued task (cancelled, failed): its entry is skipped later. A task that is
+        not queued is left alone."""
+        if task.ready_seq:
             task.ready_seq = 0
             self._live -= 1
 
@@ -112,20 +120,24 @@ class ReadyQueue:
         heap = self._heaps.pop(key, [])
         if key != handler:
             self._labelled.get(handler, {}).pop(key, None)
-        tasks = [e[3] for e in heap if e[3].ready_seq == e[2] and e[3].state == TaskState.QUEUED]
-        for t in tasks:
+        members = [e[3] for e in heap if e[3].ready_seq == e[2]]
+        for t in members:
             t.ready_seq = 0
-        self._live -= len(tasks)
-        return tasks
+        self._live -= len(members)
+        return [t for t in members if t.state == TaskState.QUEUED]
 
     def drain_handler(self, name: str) -> list[Task]:
         """Remove and return every live queued task of one handler that requires no labels."""
         return self.drain(name)
 
-    @staticmethod
-    def _drop_stale(heap: list[_Entry]) -> None:
+    def _drop_stale(self, heap: list[_Entry]) -> None:
+        """Pop entries that are no longer their task's live one. A member whose state changed
+        without :meth:`discard` (a bug elsewhere) is forgotten too, so the count stays true."""
         while heap:
             _, _, seq, task = heap[0]
-            if task.ready_seq == seq and task.state == TaskState.QUEUED:
-                return
+            if task.ready_seq == seq:
+                if task.state == TaskState.QUEUED:
+                    return
+                task.ready_seq = 0
+                self._live -= 1
             heapq.heappop(heap)

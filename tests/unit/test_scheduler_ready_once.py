@@ -1,0 +1,80 @@
+"""A task becomes ready once per wait, and every count of ready work gives back what it took.
+
+Issue #13: a job whose root the result cache answered at submit made its dependent ready twice
+(two QUEUED events); the ready queue counted it twice and never gave the count back, which
+turned stats phantom, stopped stealing and preloading, and, once the leaks reached the agents'
+credit, left every rate-keyed task THROTTLED for ever on an idle cluster. Fake clock.
+"""
+
+from __future__ import annotations
+
+from deerflow_controller.cache import ResultCache
+from deerflow_controller.config import SchedulerConfig
+from deerflow_controller.model import HandlerTraits, TaskSpec, TaskState
+from deerflow_controller.scheduler import AttemptResult, Scheduler
+
+from .scheduling import assert_event_log_sound, key, trail
+
+TRAITS = {"search": HandlerTraits(cacheable=True), "llm": HandlerTraits()}
+Q = b'{"query": "EV battery supply chains"}'
+
+
+def make(slots: int) -> Scheduler:
+    """A scheduler with a result cache and one agent of ``slots`` slots and no prefetch, whose
+    cache already holds the answer to ``Q``."""
+    config = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
+    sched = Scheduler(config, seed=1, cache=ResultCache())
+    sched.agent_joined("a", ["search", "llm"], slots, 0.0, traits=TRAITS)
+    sched.submit("warm", "", [TaskSpec("t", "search", payload=Q)], 0.0)
+    sched.take()
+    sched.finished("a", [AttemptResult(key("t", 1, "warm"), True, b"cached", run_s=1.0)], 1.0)
+    return sched
+
+
+def cached_root_with_dependent(dependent: TaskSpec) -> list[TaskSpec]:
+    return [TaskSpec("root", "search", payload=Q), dependent]
+
+
+def test_a_root_answered_from_the_cache_at_submit_makes_its_dependent_ready_once() -> None:
+    sched = make(slots=8)
+    job = sched.submit(
+        "j", "", cached_root_with_dependent(TaskSpec("d", "llm", depends_on=("root",))), 2.0
+    )
+    assert job.tasks["root"].state == TaskState.SUCCEEDED
+    assert trail(job, "d") == [TaskState.PENDING, TaskState.QUEUED, TaskState.DISPATCHED]
+    assert [t.id for t in sched.take().assignments["a"]] == ["d"]
+    assert sched.queued() == 0
+    assert_event_log_sound(job)
+
+
+def test_a_rate_keyed_dependent_of_a_cached_root_waits_in_its_gate_once() -> None:
+    sched = make(slots=8)
+    dependent = TaskSpec("d", "llm", depends_on=("root",), rate_keys=("llm/k",))
+    job = sched.submit("j", "", cached_root_with_dependent(dependent), 2.0)
+    assert trail(job, "d") == [TaskState.PENDING, TaskState.QUEUED, TaskState.DISPATCHED]
+    assert sched.limiter.waiting == 0
+    assert sched.limiter.gates["llm/k"].in_flight == 1
+    sched.finished("a", [AttemptResult(key("d", 1, "j"), True, b"ok", run_s=1.0)], 3.0)
+    assert sched.limiter.gates["llm/k"].in_flight == 0
+    assert_event_log_sound(job)
+
+
+def test_after_a_cached_root_a_one_slot_cluster_still_runs_rate_keyed_tasks() -> None:
+    sched = make(slots=1)
+    job = sched.submit(
+        "j", "", cached_root_with_dependent(TaskSpec("d", "llm", depends_on=("root",))), 2.0
+    )
+    assert [t.id for t in sched.take().assignments["a"]] == ["d"]
+    sched.finished("a", [AttemptResult(key("d", 1, "j"), True, b"ok", run_s=1.0)], 3.0)
+    assert job.done and sched.queued() == 0
+    later = sched.submit("later", "", [TaskSpec("q", "llm", rate_keys=("llm/k",))], 4.0)
+    now = 4.0
+    for _ in range(20):  # an idle cluster: only time passes, as the shell would tick it
+        when = sched.next_timer()
+        if when is None or later.tasks["q"].state != TaskState.THROTTLED:
+            break
+        now = max(now, when)
+        sched.heartbeat("a", 0, 0.0, 0.0, now)
+        sched.tick(now)
+    assert later.tasks["q"].state == TaskState.DISPATCHED
+    assert [t.id for t in sched.take().assignments["a"]] == ["q"]
