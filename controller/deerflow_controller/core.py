@@ -387,8 +387,9 @@ class SchedulerCore:
             task = self._task_for(key)
             reclaim = task is not None and task.attempt == key[2] and not task.agent_id
             if task is not None and reclaim and not task.terminal:
-                # The task was requeued when the agent vanished; take the running attempt back.
-                self.ready.discard(task)
+                # The task was requeued when the agent vanished; take the running attempt back
+                # from wherever it waits again (queued, or throttled by its keys or a circuit).
+                self._leave_wait(task)
                 task.state = TaskState.RUNNING
                 task.agent_id = agent_id
                 agent.hold(key, task)
@@ -696,6 +697,15 @@ class SchedulerCore:
         if state in (TaskState.DISPATCHED, TaskState.RUNNING):
             return not task.agent_id and not isinstance(task.split, _SplitRun)
         return False
+
+    def _leave_wait(self, task: Task) -> None:
+        """Take a ready task out of whatever it waits in (the ready queue, its first rate key's
+        gate, a circuit), so each wait's count gives back what :meth:`_make_ready` took. Call
+        before changing the task's state; a task that waits in none is left alone."""
+        self.ready.discard(task)
+        self.limiter.discard(task)
+        # Its entry in _parked is skipped when the circuit changes.
+        task.parked_on = ""
 
     def _make_ready(self, task: Task, now: float, detail: str = "") -> None:
         """Release a task that waits for nothing any more to the ready queue, its rate keys'
@@ -1052,13 +1062,7 @@ class SchedulerCore:
         cache_layer: str = "",
     ) -> None:
         """Bookkeeping of one task's terminal transition and its one terminal event."""
-        if task.state == TaskState.QUEUED:
-            self.ready.discard(task)
-        elif task.state == TaskState.THROTTLED:
-            if task.parked_on:
-                task.parked_on = ""  # its entry in _parked is skipped when the circuit changes
-            else:
-                self.limiter.discard(task)
+        self._leave_wait(task)
         self.limiter.end_attempt(task)
         task.state = state
         task.error = error

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.model import HandlerTraits, TaskSpec, TaskState
+from deerflow_controller.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
+from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 from .scheduling import assert_event_log_sound, key, trail
@@ -78,3 +79,50 @@ def test_after_a_cached_root_a_one_slot_cluster_still_runs_rate_keyed_tasks() ->
         sched.tick(now)
     assert later.tasks["q"].state == TaskState.DISPATCHED
     assert [t.id for t in sched.take().assignments["a"]] == ["q"]
+
+
+def test_an_agent_that_comes_back_takes_its_attempt_out_of_the_rate_keys_gate() -> None:
+    config = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
+    sched = Scheduler(config, seed=1)
+    sched.agent_joined("a", ["llm"], 1, 0.0)
+    job = sched.submit("j", "", [TaskSpec("t", "llm", rate_keys=("llm/k",))], 0.0)
+    assert [t.id for t in sched.take().assignments["a"]] == ["t"]
+    sched.agent_left("a", 1.0)  # lost: the retry waits THROTTLED, no agent has room
+    assert job.tasks["t"].state == TaskState.THROTTLED and sched.limiter.waiting == 1
+    sched.agent_joined("a", ["llm"], 1, 1.5, running=[key("t", 1, "j")])
+    assert job.tasks["t"].state == TaskState.RUNNING
+    assert sched.limiter.waiting == 0
+    sched.finished("a", [AttemptResult(key("t", 1, "j"), True, b"ok", run_s=1.0)], 2.0)
+    assert job.done and sched.limiter.waiting == 0
+    assert_event_log_sound(job)
+
+
+def test_a_task_that_waits_in_its_gate_again_waits_behind_those_that_came_first() -> None:
+    one_per_second = KeyLimits(rpm=60, safety=1.0, burst_s=1.0, adaptive=False)
+    config = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
+    limiter = RateLimiter(LimiterConfig((("llm/*", one_per_second),)))
+    sched = Scheduler(config, limiter=limiter, seed=1)
+    sched.agent_joined("a", ["llm"], 1, 0.0)
+    job = sched.submit("j", "", [TaskSpec("t", "llm", rate_keys=("llm/k",))], 0.0)
+    assert [t.id for t in sched.take().assignments["a"]] == ["t"]
+    sched.submit("ju", "", [TaskSpec("u", "llm", rate_keys=("llm/k",))], 0.05)
+    # t waits in the gate again, behind u, until its agent comes back still running it.
+    sched.agent_left("a", 0.1)
+    sched.agent_joined("a", ["llm"], 1, 0.3, running=[key("t", 1, "j")])
+    assert job.tasks["t"].state == TaskState.RUNNING
+    sched.submit("jw", "", [TaskSpec("w", "llm", rate_keys=("llm/k",))], 0.35)
+    error = TaskError(ErrorKind.HANDLER_ERROR, "503 unavailable", True)
+    sched.finished("a", [AttemptResult(key("t", 1, "j"), False, error=error)], 0.4)
+    order: list[str] = []
+    while True:  # t waits again from its retry, after w: u, w, then t
+        for task in sched.take().assignments.get("a", []):
+            order.append(task.id)
+            now = task.job.events[-1].time
+            sched.finished("a", [AttemptResult(task.key, True, b"ok", run_s=0.1)], now)
+        if len(order) == 3:
+            break
+        when = sched.next_timer()
+        assert when is not None and when < 10.0
+        sched.tick(when)
+    assert order == ["u", "w", "t"]
+    assert sched.limiter.waiting == 0

@@ -170,6 +170,10 @@ class KeyGate:
     # ----------------------------------------------------------------- waiting tasks
 
     def enqueue(self, task: Task, seq: int) -> None:
+        """Add a waiting task; ``seq`` (unique, increasing) becomes its token
+        (``Task.gate_seq``): an entry is live only while the token matches, so a task that
+        left and waits again is never taken for two (issue #13)."""
+        task.gate_seq = seq
         tenant = task.spec.tenant
         queue = self._queues.get(tenant)
         if queue is None:
@@ -180,10 +184,10 @@ class KeyGate:
         self.waiting += 1
 
     def head(self) -> Task | None:
-        """The next task in turn (skipping ones no longer THROTTLED), without removing it."""
+        """The next task in turn (skipping entries no longer live), without removing it."""
         while self._turns:
             queue = self._queues[self._turns[0]]
-            while queue and queue[0][2].state != TaskState.THROTTLED:
+            while queue and queue[0][1] != queue[0][2].gate_seq:
                 heapq.heappop(queue)
                 self._stale -= 1
             if queue:
@@ -191,15 +195,18 @@ class KeyGate:
             self._turns.popleft()
         return None
 
-    def discard(self) -> None:
-        """A waiting task left without admission (cancelled, failed); its entry goes lazily."""
-        self.waiting -= 1
-        self._stale += 1
+    def discard(self, task: Task) -> None:
+        """A waiting task left without admission (cancelled, failed, its attempt taken back);
+        its entry goes lazily. A task not waiting here is left alone."""
+        if task.gate_seq:
+            task.gate_seq = 0
+            self.waiting -= 1
+            self._stale += 1
 
     def pop_head(self) -> None:
         tenant = self._turns.popleft()
         queue = self._queues[tenant]
-        heapq.heappop(queue)
+        heapq.heappop(queue)[2].gate_seq = 0
         self.waiting -= 1
         if queue:
             self._turns.append(tenant)  # round-robin: the tenant goes to the back
@@ -228,10 +235,10 @@ class RateLimiter:
             self.gate(key, now)
 
     def discard(self, task: Task) -> None:
-        """``task`` leaves THROTTLED without admission (call before changing its state)."""
-        gate = self.gates.get(task.spec.rate_keys[0])
+        """``task`` leaves THROTTLED without admission; a task not waiting is left alone."""
+        gate = self.gates.get(task.spec.rate_keys[0]) if task.gate_seq else None
         if gate is not None:
-            gate.discard()
+            gate.discard(task)
 
     def release(self, now: float, limit: int | None = None) -> list[Task]:
         """Admit waiting tasks whose keys all have room now, charging them; at most ``limit``
