@@ -777,8 +777,10 @@ class SchedulerCore:
         self._release_throttled(now)
         if not self.agents:
             return
-        if len(self.ready):
-            self._fill(now)
+        # Tasks parked on an open circuit give back the room they were admitted into, so
+        # admit again, or throttled tasks would wait for an unrelated event (issue #13).
+        while len(self.ready) and self._fill(now) and self.limiter.waiting:
+            self._release_throttled(now)
         if self.config.steal and len(self.agents) > 1 and not len(self.ready):
             self._steal(now)
         if (
@@ -793,10 +795,13 @@ class SchedulerCore:
             finally:
                 self._preloading = False
 
-    def _fill(self, now: float) -> None:
+    def _fill(self, now: float) -> int:
+        """Give agents with credit their best ready tasks; returns how many tasks it parked on
+        open circuits instead."""
+        parked = 0
         agents = [a for a in self.agents.values() if a.credit > 0]
         if not agents:
-            return
+            return parked
         # Rotate the starting agent so ties do not always favour the same one.
         self._rr = (self._rr + 1) % len(agents)
         agents = agents[self._rr :] + agents[: self._rr]
@@ -817,6 +822,7 @@ class SchedulerCore:
                     refused = breakers.allow_all(self._circuit_keys(task), now, task.id)
                     if refused is not None:
                         self._park(task, refused, now)
+                        parked += 1
                         still.append(agent)
                         continue
                 target = agent
@@ -833,6 +839,7 @@ class SchedulerCore:
                 if agent.credit > 0:
                     still.append(agent)
             agents = still
+        return parked
 
     def _assign(self, task: Task, agent: AgentView, now: float, detail: str = "") -> None:
         task.attempt += 1

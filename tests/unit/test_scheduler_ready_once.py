@@ -8,10 +8,13 @@ credit, left every rate-keyed task THROTTLED for ever on an idle cluster. Fake c
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
+from deerflow_controller.recovery import RecoveryConfig
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 from .scheduling import assert_event_log_sound, key, trail
@@ -125,4 +128,32 @@ def test_a_task_that_waits_in_its_gate_again_waits_behind_those_that_came_first(
         assert when is not None and when < 10.0
         sched.tick(when)
     assert order == ["u", "w", "t"]
+    assert sched.limiter.waiting == 0
+
+
+def test_a_task_parked_on_an_open_circuit_gives_its_room_to_a_throttled_task_at_once() -> None:
+    recovery = RecoveryConfig()
+    breaker = replace(recovery.breaker, min_failures=2, min_tasks=2)
+    config = SchedulerConfig(
+        prefetch=0,
+        prefetch_fraction=0.0,
+        agent_silence_s=1e9,
+        recovery=replace(recovery, breaker=breaker),
+    )
+    sched = Scheduler(config, seed=1)
+    sched.agent_joined("a", ["llm", "sleep"], 1, 0.0)
+    error = TaskError(ErrorKind.HANDLER_ERROR, "503 unavailable", True)
+    for i in range(2):  # two tasks fail on the provider: the llm handler's circuit opens
+        sched.submit(f"f{i}", "", [TaskSpec(f"f{i}", "llm", max_retries=0)], float(i))
+        sched.take()
+        sched.finished("a", [AttemptResult(key(f"f{i}", 1, f"f{i}"), False, error=error)], i + 0.5)
+    assert sched.counters.circuit_trips == 1
+    job = sched.submit(
+        "j",
+        "",
+        [TaskSpec("x", "llm", rate_keys=("k1",)), TaskSpec("y", "sleep", rate_keys=("k2",))],
+        2.0,
+    )
+    assert job.tasks["x"].parked_on == "handler:llm"
+    assert [t.id for t in sched.take().assignments.get("a", [])] == ["y"]
     assert sched.limiter.waiting == 0
