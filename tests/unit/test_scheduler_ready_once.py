@@ -91,9 +91,10 @@ def test_an_agent_that_comes_back_takes_its_attempt_out_of_the_rate_keys_gate() 
     job = sched.submit("j", "", [TaskSpec("t", "llm", rate_keys=("llm/k",))], 0.0)
     assert [t.id for t in sched.take().assignments["a"]] == ["t"]
     sched.agent_left("a", 1.0)  # lost: the retry waits THROTTLED, no agent has room
-    assert job.tasks["t"].state == TaskState.THROTTLED and sched.limiter.waiting == 1
+    task = job.tasks["t"]
+    assert task.state == TaskState.THROTTLED and sched.limiter.waiting == 1
     sched.agent_joined("a", ["llm"], 1, 1.5, running=[key("t", 1, "j")])
-    assert job.tasks["t"].state == TaskState.RUNNING
+    assert trail(job, "t")[-1] == TaskState.RUNNING
     assert sched.limiter.waiting == 0
     sched.finished("a", [AttemptResult(key("t", 1, "j"), True, b"ok", run_s=1.0)], 2.0)
     assert job.done and sched.limiter.waiting == 0
