@@ -562,9 +562,13 @@ class SchedulerCore:
             elif kind == _Timer.DEADLINE:
                 task = subject
                 assert isinstance(task, Task)
-                if task.attempt == token and task.state in (
-                    TaskState.DISPATCHED,
-                    TaskState.RUNNING,
+                # The attempt must still be on an agent: a task split since (a restored task
+                # adopted running whole, split on its retry) keeps its attempt number, RUNNING
+                # on no agent while its parts run.
+                if (
+                    task.attempt == token
+                    and task.agent_id
+                    and task.state in (TaskState.DISPATCHED, TaskState.RUNNING)
                 ):
                     self._deadline_due(task, now)
             elif kind == _Timer.EXPIRE_JOB:
@@ -583,7 +587,11 @@ class SchedulerCore:
                 self._schedule_to_start_due(subject, token, now)
             elif kind == _Timer.HEARTBEAT:
                 assert isinstance(subject, Task)
-                if subject.attempt == token and subject.state == TaskState.RUNNING:
+                if (
+                    subject.attempt == token
+                    and subject.agent_id
+                    and subject.state == TaskState.RUNNING
+                ):
                     self._heartbeat_due(subject, now)
             elif kind == _Timer.RECOVERY and self._recovery_timer_at <= now:
                 self._recovery_timer_at = math.inf

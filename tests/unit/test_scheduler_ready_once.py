@@ -158,3 +158,33 @@ def test_a_task_parked_on_an_open_circuit_gives_its_room_to_a_throttled_task_at_
     assert job.tasks["x"].parked_on == "handler:llm"
     assert [t.id for t in sched.take().assignments.get("a", [])] == ["y"]
     assert sched.limiter.waiting == 0
+
+
+def test_a_restored_task_split_on_its_retry_outlives_the_deadline_of_its_whole_attempt() -> None:
+    """After a failover, a task adopted running whole has no split decided yet; when it is split
+    on its retry, the deadline timer of the adopted attempt (same attempt number) must not time
+    out the parent, which runs on no agent."""
+    traits = {"hash": HandlerTraits(kind="cpu", items_field="items", default_duration_s=1.0)}
+    config = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
+    sched = Scheduler(config, seed=1)
+    items = b'{"items": [0, 1, 2, 3, 4, 5, 6, 7]}'
+    job = sched.restore_job("j", "", [TaskSpec("t", "hash", payload=items)], {}, 0.0)
+    sched.adopt_restored([key("t", 1, "j")], 0.0)
+    sched.agent_joined("a", ["hash"], 4, 0.0, running=[key("t", 1, "j")], traits=traits)
+    sched.release_restored(0.0)
+    error = TaskError(ErrorKind.HANDLER_ERROR, "503 unavailable", True)
+    sched.finished("a", [AttemptResult(key("t", 1, "j"), False, error=error)], 1.0)
+    while sched.counters.split_tasks == 0:  # the retry's delay ends: now it is split
+        when = sched.next_timer()
+        assert when is not None and when < 10.0
+        sched.tick(when)
+    outs = [sched.take()]
+    for now in (300.0, 306.0, 310.0):  # past the adopted attempt's deadline (0 + 300 + 5 s)
+        sched.heartbeat("a", 4, 0.0, 0.0, now)
+        sched.tick(now)
+        outs.append(sched.take())
+    assert all("" not in out.cancels for out in outs)
+    assert TaskState.RETRYING not in trail(job, "t")[-1:]
+    assert [
+        e.state for e in job.events if e.error is not None and e.error.kind == ErrorKind.TIMEOUT
+    ] == []
