@@ -326,9 +326,10 @@ class SchedulerCore:
         for task in tasks.values():
             if task.waiting_on:
                 self._emit(task, TaskState.PENDING, now)
-        for task in tasks.values():
-            if not task.waiting_on:
-                self._make_ready(task, now)
+        # The roots are fixed before any is released: a root the cache answers at once
+        # releases its dependents itself, and they must not be taken for roots after it.
+        for task in [t for t in tasks.values() if not t.waiting_on]:
+            self._make_ready(task, now)
         self._dispatch(now)
         return job
 
@@ -407,8 +408,9 @@ class SchedulerCore:
             task = self._task_for(key)
             reclaim = task is not None and task.attempt == key[2] and not task.agent_id
             if task is not None and reclaim and not task.terminal:
-                # The task was requeued when the agent vanished; take the running attempt back.
-                self.ready.discard(task)
+                # The task was requeued when the agent vanished; take the running attempt back
+                # from wherever it waits again (queued, or throttled by its keys or a circuit).
+                self._leave_wait(task)
                 task.state = TaskState.RUNNING
                 task.agent_id = agent_id
                 agent.hold(key, task)
@@ -591,9 +593,13 @@ class SchedulerCore:
             elif kind == _Timer.DEADLINE:
                 task = subject
                 assert isinstance(task, Task)
-                if task.attempt == token and task.state in (
-                    TaskState.DISPATCHED,
-                    TaskState.RUNNING,
+                # The attempt must still be on an agent: a task split since (a restored task
+                # adopted running whole, split on its retry) keeps its attempt number, RUNNING
+                # on no agent while its parts run.
+                if (
+                    task.attempt == token
+                    and task.agent_id
+                    and task.state in (TaskState.DISPATCHED, TaskState.RUNNING)
                 ):
                     self._deadline_due(task, now)
             elif kind == _Timer.EXPIRE_JOB:
@@ -613,7 +619,11 @@ class SchedulerCore:
                 self._schedule_to_start_due(subject, token, now)
             elif kind == _Timer.HEARTBEAT:
                 assert isinstance(subject, Task)
-                if subject.attempt == token and subject.state == TaskState.RUNNING:
+                if (
+                    subject.attempt == token
+                    and subject.agent_id
+                    and subject.state == TaskState.RUNNING
+                ):
                     self._heartbeat_due(subject, now)
             elif kind == _Timer.RECOVERY and self._recovery_timer_at <= now:
                 self._recovery_timer_at = math.inf
@@ -664,8 +674,10 @@ class SchedulerCore:
         """Agents silent for ``agent_silence_s`` (no heartbeat, no report) are dead even if their
         stream looks open: a hung process can keep TCP alive while doing nothing."""
         silence = self.config.agent_silence_s
-        limit = now - silence
-        for agent in [a for a in self.agents.values() if a.last_heartbeat <= limit]:
+        # The same sum as the next check's time below: with ``last_heartbeat <= now - silence``
+        # rounding could spare an agent whose ``last_heartbeat + silence`` is already ``now``,
+        # and the check would then be rescheduled at ``now`` for ever (the model test found it).
+        for agent in [a for a in self.agents.values() if a.last_heartbeat + silence <= now]:
             self.outbox.disconnects.append(agent.id)
             self.agent_left(agent.id, now)
         if self.agents:
@@ -730,7 +742,38 @@ class SchedulerCore:
             "task's labels, and resubmit",
         )
 
+    def _may_become_ready(self, task: Task) -> bool:
+        """Whether ``task`` waits for nothing that will make it ready by itself. A task becomes
+        ready from PENDING once its dependencies succeeded, from QUEUED outside every queue (a
+        retry's delay ended, a restored task released, a dedup follower whose leader failed, a
+        circuit that held it changed), or when an agent gives its attempt back (DISPATCHED or
+        RUNNING, no agent). Anything else (queued, THROTTLED in a gate or on a circuit,
+        following a leader, split, terminal) is ready already or never again: making it ready
+        once more would queue it twice and count it twice (issue #13)."""
+        state = task.state
+        if state == TaskState.PENDING:
+            return task.waiting_on == 0
+        if state == TaskState.QUEUED:
+            return not task.ready_seq and task.cache_leader is None
+        if state in (TaskState.DISPATCHED, TaskState.RUNNING):
+            return not task.agent_id and not isinstance(task.split, _SplitRun)
+        return False
+
+    def _leave_wait(self, task: Task) -> None:
+        """Take a ready task out of whatever it waits in (the ready queue, its first rate key's
+        gate, a circuit), so each wait's count gives back what :meth:`_make_ready` took. Call
+        before changing the task's state; a task that waits in none is left alone."""
+        self.ready.discard(task)
+        self.limiter.discard(task)
+        # Its entry in _parked is skipped when the circuit changes.
+        task.parked_on = ""
+
     def _make_ready(self, task: Task, now: float, detail: str = "") -> None:
+        """Release a task that waits for nothing any more to the ready queue, its rate keys'
+        gates, the cache or the decomposer. Idempotent: a task that is ready already, or
+        terminal, is left as it is (see :meth:`_may_become_ready`)."""
+        if not self._may_become_ready(task):
+            return
         spec = task.spec
         if self._handler_unknown(spec.handler, now):
             error = self._unknown_handler_error(spec.handler)
@@ -802,8 +845,10 @@ class SchedulerCore:
         self._release_throttled(now)
         if not self.agents:
             return
-        if len(self.ready):
-            self._fill(now)
+        # Tasks parked on an open circuit give back the room they were admitted into, so
+        # admit again, or throttled tasks would wait for an unrelated event (issue #13).
+        while len(self.ready) and self._fill(now) and self.limiter.waiting:
+            self._release_throttled(now)
         if self.config.steal and len(self.agents) > 1 and not len(self.ready):
             self._steal(now)
         if (
@@ -818,10 +863,13 @@ class SchedulerCore:
             finally:
                 self._preloading = False
 
-    def _fill(self, now: float) -> None:
+    def _fill(self, now: float) -> int:
+        """Give agents with credit their best ready tasks; returns how many tasks it parked on
+        open circuits instead."""
+        parked = 0
         agents = [a for a in self.agents.values() if a.credit > 0]
         if not agents:
-            return
+            return parked
         # Rotate the starting agent so ties do not always favour the same one.
         self._rr = (self._rr + 1) % len(agents)
         agents = agents[self._rr :] + agents[: self._rr]
@@ -845,6 +893,7 @@ class SchedulerCore:
                     refused = breakers.allow_all(self._circuit_keys(task), now, task.id)
                     if refused is not None:
                         self._park(task, refused, now)
+                        parked += 1
                         still.append(agent)
                         continue
                 target = agent
@@ -863,6 +912,7 @@ class SchedulerCore:
             agents = still
         for task in waiting:
             self._push_ready(task, now)
+        return parked
 
     def _assign(self, task: Task, agent: AgentView, now: float, detail: str = "") -> None:
         task.attempt += 1
@@ -1089,7 +1139,6 @@ class SchedulerCore:
         delay = decision.delay_s
         not_before = now + delay
         task.state = TaskState.QUEUED
-        task.ready_seq = 0
         self._emit(
             task,
             TaskState.RETRYING,
@@ -1159,13 +1208,7 @@ class SchedulerCore:
         cache_layer: str = "",
     ) -> None:
         """Bookkeeping of one task's terminal transition and its one terminal event."""
-        if task.state == TaskState.QUEUED:
-            self.ready.discard(task)
-        elif task.state == TaskState.THROTTLED:
-            if task.parked_on:
-                task.parked_on = ""  # its entry in _parked is skipped when the circuit changes
-            else:
-                self.limiter.discard(task)
+        self._leave_wait(task)
         self.limiter.end_attempt(task)
         task.state = state
         task.error = error

@@ -54,7 +54,6 @@ class CacheMixin(SchedulerCore):
             return False
         task.cache_leader = leader
         task.state = TaskState.QUEUED
-        task.ready_seq = 0
         self._emit(
             task,
             TaskState.QUEUED,

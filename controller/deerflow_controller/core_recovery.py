@@ -72,6 +72,7 @@ class RecoveryMixin(SchedulerCore):
             for task in self._parked.pop(t.key, ()):
                 if task.parked_on == t.key and task.state == TaskState.THROTTLED:
                     task.parked_on = ""
+                    task.state = TaskState.QUEUED  # off the circuit, in no queue yet
                     self._make_ready(task, now, detail=t.reason)
         self._arm_recovery_timer(now)
 

@@ -120,6 +120,11 @@ class Task:
     output: bytes = b""
     error: TaskError | None = None
     ready_seq: int = 0
+    """The ready queue's token for the task's live entry there (0: not queued); only
+    ``ReadyQueue`` sets it."""
+    gate_seq: int = 0
+    """The rate limiter's token for the task's live entry in its first key's gate while it
+    waits THROTTLED there (0: not waiting); only ``RateLimiter`` sets it."""
     ready_at: float = 0.0
     queue_place: int = 0
     """The ready queue's sequence number at the task's first push (0: never queued): a task

@@ -18,6 +18,11 @@ time), then first pushed first.
 A task keeps its place: pushed again (a retry, an attempt given back by a draining or lost
 agent, a task no agent could take yet) it is ranked by the order and sequence number of its
 first push, ahead of tasks that became ready after it.
+
+Membership is ``Task.ready_seq``: non-zero exactly while the task has its one live entry here,
+and only this class sets it. The count of queued tasks follows membership, so pushing a task that
+is already queued re-ranks it instead of counting it twice, and forgetting one that is not queued
+changes nothing (issue #13: a count that drifted from membership never came back).
 """
 
 from __future__ import annotations
@@ -49,12 +54,26 @@ def labels_match(required: Labels, offered: Labels) -> bool:
     return all(offered.get(k) == v for k, v in required.items())
 
 
-def _live(heap: list[_Entry]) -> bool:
-    """Drop stale entries from the top of ``heap``; True when a live one remains."""
+class _Count:
+    """The number of queued tasks, shared by a queue and its lanes."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _live(heap: list[_Entry], count: _Count) -> bool:
+    """Drop stale entries from the top of ``heap``; True when a live one remains. A member whose
+    state changed without :meth:`ReadyQueue.discard` (a bug elsewhere) is forgotten too, so the
+    count stays true."""
     while heap:
         _, _, _, seq, task = heap[0]
-        if task.ready_seq == seq and task.state == TaskState.QUEUED:
-            return True
+        if task.ready_seq == seq:
+            if task.state == TaskState.QUEUED:
+                return True
+            task.ready_seq = 0
+            count.n -= 1
         heapq.heappop(heap)
     return False
 
@@ -63,9 +82,10 @@ class _Lane:
     """The ready tasks of one handler and label set: a heap per tenant, and the deficit round
     robin that picks which tenant's head goes next."""
 
-    __slots__ = ("chosen", "deficit", "handler", "labels", "tenants", "turns")
+    __slots__ = ("chosen", "count", "deficit", "handler", "labels", "tenants", "turns")
 
-    def __init__(self, handler: str, labels: Labels) -> None:
+    def __init__(self, handler: str, labels: Labels, count: _Count) -> None:
+        self.count = count
         self.handler = handler
         self.labels = labels
         self.tenants: dict[str, list[_Entry]] = {}
@@ -92,7 +112,7 @@ class _Lane:
             # One tenant (the common case): no turns to take.
             tenant = self.turns[0]
             heap = tenants[tenant]
-            if _live(heap):
+            if _live(heap, self.count):
                 self.chosen = tenant
                 return heap[0]
             self._forget(tenant)
@@ -103,13 +123,16 @@ class _Lane:
         deficit = self.deficit
         top = 0
         found = False
-        chosen = ""
+        # None, not "": the default tenant is the empty string, and it can be the one chosen.
+        chosen: str | None = None
         gone: list[str] | None = None
         for tenant in self.turns:
             heap = tenants[tenant]
             if heap:
                 e = heap[0]  # inlined: _live() is a call, and this loop runs per dispatch
-                live = (e[4].ready_seq == e[3] and e[4].state == TaskState.QUEUED) or _live(heap)
+                live = (e[4].ready_seq == e[3] and e[4].state == TaskState.QUEUED) or _live(
+                    heap, self.count
+                )
             else:
                 live = False
             if not live:
@@ -118,15 +141,15 @@ class _Lane:
             priority = heap[0][0]
             if not found or priority < top:
                 top, found = priority, True
-                chosen = tenant if deficit[tenant] >= _CREDIT else ""
-            elif priority == top and not chosen and deficit[tenant] >= _CREDIT:
+                chosen = tenant if deficit[tenant] >= _CREDIT else None
+            elif priority == top and chosen is None and deficit[tenant] >= _CREDIT:
                 chosen = tenant
         if gone:
             for tenant in gone:
                 self._forget(tenant)
         if not found:
             return None
-        if chosen:
+        if chosen is not None:
             self.chosen = chosen
             return tenants[chosen][0]
         # A new round: every contending tenant's deficit grows by its weight, as many times as
@@ -137,9 +160,9 @@ class _Lane:
         )
         for tenant in contending:
             deficit[tenant] += rounds * weights.get(tenant, 1.0)
-            if not chosen and deficit[tenant] >= _CREDIT:
+            if chosen is None and deficit[tenant] >= _CREDIT:
                 chosen = tenant
-        assert chosen, "a round of the deficit round robin gave no tenant a task"
+        assert chosen is not None, "a round of the deficit round robin gave no tenant a task"
         self.chosen = chosen
         return tenants[chosen][0]
 
@@ -167,7 +190,7 @@ class _Lane:
         self.turns.remove(tenant)
 
     def live(self) -> bool:
-        return any(_live(heap) for heap in self.tenants.values())
+        return any(_live(heap, self.count) for heap in self.tenants.values())
 
     def entries(self) -> list[_Entry]:
         return [e for heap in self.tenants.values() for e in heap]
@@ -184,7 +207,7 @@ class ReadyQueue:
         self._labelled: dict[str, dict[str, Labels]] = {}
         """handler -> {queue key: required labels} for lanes of tasks that require labels."""
         self._seq = 0
-        self._live = 0
+        self._count = _Count()
         weights = dict(tenant_weights or _NO_WEIGHTS)
         for tenant, weight in weights.items():
             if not (math.isfinite(weight) and weight > 0):
@@ -192,11 +215,14 @@ class ReadyQueue:
         self._weights = weights
 
     def __len__(self) -> int:
-        return self._live
+        return self._count.n
 
     def push(self, task: Task, now: float, order: float | None = None) -> None:
         """Queue a ready task; ``order`` ranks it within its tenant and priority (default:
-        ``now``). A task pushed before keeps the order and place of its first push."""
+        ``now``). A task pushed before keeps the order and place of its first push; a task
+        already queued is re-ranked: its earlier entry goes stale, and it is still counted once."""
+        if not task.ready_seq:
+            self._count.n += 1
         self._seq += 1
         task.ready_seq = self._seq
         task.ready_at = now
@@ -211,17 +237,17 @@ class ReadyQueue:
             self._labelled.setdefault(spec.handler, {})[key] = spec.labels
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane(spec.handler, spec.labels)
+            lane = self._lanes[key] = _Lane(spec.handler, spec.labels, self._count)
         lane.push(
             spec.tenant, (-spec.priority, task.queue_order, task.queue_place, self._seq, task)
         )
-        self._live += 1
 
     def discard(self, task: Task) -> None:
-        """Forget a queued task (cancelled, failed): its entry is skipped later."""
-        if task.state == TaskState.QUEUED and task.ready_seq:
+        """Forget a queued task (cancelled, failed): its entry is skipped later. A task that is
+        not queued is left alone."""
+        if task.ready_seq:
             task.ready_seq = 0
-            self._live -= 1
+            self._count.n -= 1
 
     def pop_for(self, handlers: Iterable[str], labels: Labels | None = None) -> Task | None:
         """Remove and return the best ready task whose handler is in ``handlers`` and whose
@@ -246,7 +272,7 @@ class ReadyQueue:
             return None
         task = best.pop()
         task.ready_seq = 0
-        self._live -= 1
+        self._count.n -= 1
         return task
 
     def waiting(self) -> list[tuple[str, Labels]]:
@@ -266,15 +292,11 @@ class ReadyQueue:
             self._labelled.get(handler, {}).pop(key, None)
         if lane is None:
             return []
-        tasks = [
-            e[4]
-            for e in lane.entries()
-            if e[4].ready_seq == e[3] and e[4].state == TaskState.QUEUED
-        ]
-        for t in tasks:
+        members = [e[4] for e in lane.entries() if e[4].ready_seq == e[3]]
+        for t in members:
             t.ready_seq = 0
-        self._live -= len(tasks)
-        return tasks
+        self._count.n -= len(members)
+        return [t for t in members if t.state == TaskState.QUEUED]
 
     def drain_handler(self, name: str) -> list[Task]:
         """Remove and return every live queued task of one handler that requires no labels."""

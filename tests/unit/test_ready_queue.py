@@ -263,3 +263,14 @@ def test_discarded_tasks_of_a_tenant_do_not_take_its_turns() -> None:
 def test_a_tenant_weight_must_be_positive() -> None:
     with pytest.raises(ValueError, match="tenant 'x' has weight 0"):
         ReadyQueue({"x": 0.0})
+
+
+def test_the_default_tenant_takes_its_turn_beside_a_named_one() -> None:
+    # The default tenant is "": a tenant chosen by truthiness was never chosen, and a lane with
+    # a named tenant and a better-priority task of the default one failed the dispatch.
+    q = ReadyQueue()
+    named = task("named", priority=0, tenant="team-a")
+    default = task("default", priority=1, tenant="")
+    q.push(named, 0.0)
+    q.push(default, 0.0)
+    assert [q.pop_for(["echo"]), q.pop_for(["echo"])] == [default, named]

@@ -1388,6 +1388,22 @@ def test_a_silent_agent_is_declared_dead_at_the_limit_after_its_last_message() -
     assert declared_dead_at == 25.0  # 15 s after its last message, not up to 7.5 s later
 
 
+@pytest.mark.timeout(10)
+def test_a_liveness_check_on_a_rounding_boundary_ends_the_agent_and_does_not_spin() -> (
+    None
+):
+    # 15.1 - 15.0 rounds below 0.1: judged by ``last <= now - silence`` the agent was spared
+    # while its next check (``last + silence``) was due at ``now``, rescheduled for ever.
+    s = make(agent_silence_s=15.0)
+    s.agent_joined("A", ["echo"], 1, 0.0)
+    s.heartbeat("A", 0, 0.0, 0.0, 0.1)
+    s.take()
+
+    s.tick(15.1)
+
+    assert s.take().disconnects == ["A"]
+
+
 def test_an_agents_prefetch_grows_with_its_slots_but_never_below_the_floor() -> None:
     s = make(prefetch=2, prefetch_fraction=0.125)
     s.agent_joined("small", ["echo"], 4, 0.0)

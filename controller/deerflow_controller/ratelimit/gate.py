@@ -93,7 +93,9 @@ class KeyGate:
             start = limits.concurrency or (ceiling if known_rate else limits.initial_concurrency)
             self.concurrency = AimdConcurrency(limit=float(start), max_limit=float(ceiling))
         # Waiting tasks: one heap per tenant, tenants served in turn.
-        self._queues: dict[str, list[tuple[int, int, Task]]] = {}
+        self._queues: dict[str, list[tuple[int, int, int, Task]]] = {}
+        """Per tenant: (-priority, place, token, task) entries (see :meth:`enqueue`)."""
+        self._tokens = 0
         self._turns: collections.deque[str] = collections.deque()
         self.waiting = 0
         """Live THROTTLED tasks on this key (cancelled ones leave at once)."""
@@ -175,8 +177,13 @@ class KeyGate:
 
     # ----------------------------------------------------------------- waiting tasks
 
-    def enqueue(self, task: Task, seq: int) -> None:
-        """Put ``task`` in this key's line, ranked by ``seq`` within its tenant and priority."""
+    def enqueue(self, task: Task, place: int) -> None:
+        """Put ``task`` in this key's line, ranked by ``place`` within its tenant and priority.
+        Each entry gets a fresh token (``Task.gate_seq``): an entry is live only while the token
+        matches, so a task that left and waits again (keeping its place) is never taken for two
+        (issue #13)."""
+        self._tokens += 1
+        task.gate_seq = self._tokens
         task.throttled_on = self.key
         tenant = task.spec.tenant
         queue = self._queues.get(tenant)
@@ -184,30 +191,33 @@ class KeyGate:
             queue = self._queues[tenant] = []
         if not queue:
             self._turns.append(tenant)
-        heapq.heappush(queue, (-task.spec.priority, seq, task))
+        heapq.heappush(queue, (-task.spec.priority, place, task.gate_seq, task))
         self.waiting += 1
 
     def head(self) -> Task | None:
-        """The next task in turn (skipping ones no longer THROTTLED), without removing it."""
+        """The next task in turn (skipping entries no longer live), without removing it."""
         while self._turns:
             queue = self._queues[self._turns[0]]
-            while queue and queue[0][2].state != TaskState.THROTTLED:
+            while queue and queue[0][2] != queue[0][3].gate_seq:
                 heapq.heappop(queue)
                 self._stale -= 1
             if queue:
-                return queue[0][2]
+                return queue[0][3]
             self._turns.popleft()
         return None
 
-    def discard(self) -> None:
-        """A waiting task left without admission (cancelled, failed); its entry goes lazily."""
-        self.waiting -= 1
-        self._stale += 1
+    def discard(self, task: Task) -> None:
+        """A waiting task left without admission (cancelled, failed, its attempt taken back);
+        its entry goes lazily. A task not waiting here is left alone."""
+        if task.gate_seq:
+            task.gate_seq = 0
+            self.waiting -= 1
+            self._stale += 1
 
     def pop_head(self) -> None:
         tenant = self._turns.popleft()
         queue = self._queues[tenant]
-        heapq.heappop(queue)
+        heapq.heappop(queue)[3].gate_seq = 0
         self.waiting -= 1
         if queue:
             self._turns.append(tenant)  # round-robin: the tenant goes to the back
@@ -239,10 +249,11 @@ class RateLimiter:
             self.gate(key, now)
 
     def discard(self, task: Task) -> None:
-        """``task`` leaves THROTTLED without admission (call before changing its state)."""
-        gate = self.gates.get(task.throttled_on)
+        """``task`` leaves THROTTLED without admission (call before changing its state); a task
+        not waiting is left alone."""
+        gate = self.gates.get(task.throttled_on) if task.gate_seq else None
         if gate is not None:
-            gate.discard()
+            gate.discard(task)
 
     def release(self, now: float, limit: int | None = None) -> list[Task]:
         """Admit waiting tasks whose keys all have room now, charging them; at most ``limit``
