@@ -441,6 +441,8 @@ class SchedulerModel(RuleBasedStateMachine):
         for fake in self.agents.values():
             fake.reported.clear()
             fake.late.clear()
+            if not fake.connected:
+                fake.orphans.clear()  # they would reach the new leader as old results too
         for fake in self._agents(lambda a: a.connected):
             fake.lose_stream()
             self.sched.adopt_restored(list(fake.orphans), self.now)
