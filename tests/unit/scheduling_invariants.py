@@ -56,8 +56,8 @@ def check_ready_queue(sched: Scheduler, tasks: list[Task]) -> None:
 
 def check_rate_limiter(sched: Scheduler, tasks: list[Task]) -> None:
     """Each gate's waiting count is its live THROTTLED entries, each waiting task has exactly one
-    (in the line of the key it waits on), a task parked on a circuit is in that circuit's list, and each key's
-    held slots are the tasks holding it."""
+    (in the line of the key it waits on), a task parked on a circuit is in that circuit's list,
+    and each key's held slots are the tasks holding it."""
     gate_entries: Counter[int] = Counter()
     for key, gate in sched.limiter.gates.items():
         live = [

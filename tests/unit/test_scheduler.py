@@ -1389,9 +1389,7 @@ def test_a_silent_agent_is_declared_dead_at_the_limit_after_its_last_message() -
 
 
 @pytest.mark.timeout(10)
-def test_a_liveness_check_on_a_rounding_boundary_ends_the_agent_and_does_not_spin() -> (
-    None
-):
+def test_a_liveness_check_on_a_rounding_boundary_ends_the_agent_and_does_not_spin() -> None:
     # 15.1 - 15.0 rounds below 0.1: judged by ``last <= now - silence`` the agent was spared
     # while its next check (``last + silence``) was due at ``now``, rescheduled for ever.
     s = make(agent_silence_s=15.0)

@@ -101,7 +101,7 @@ def test_an_agent_that_comes_back_takes_its_attempt_out_of_the_rate_keys_gate() 
     assert_event_log_sound(job)
 
 
-def test_a_task_that_waits_in_its_gate_again_waits_behind_those_that_came_first() -> None:
+def test_a_task_that_waits_in_its_gate_again_keeps_its_place_and_is_taken_once() -> None:
     one_per_second = KeyLimits(rpm=60, safety=1.0, burst_s=1.0, adaptive=False)
     config = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
     limiter = RateLimiter(LimiterConfig((("llm/*", one_per_second),)))
@@ -118,7 +118,7 @@ def test_a_task_that_waits_in_its_gate_again_waits_behind_those_that_came_first(
     error = TaskError(ErrorKind.HANDLER_ERROR, "503 unavailable", True)
     sched.finished("a", [AttemptResult(key("t", 1, "j"), False, error=error)], 0.4)
     order: list[str] = []
-    while True:  # t waits again from its retry, after w: u, w, then t
+    while True:  # t waits again from its retry and keeps its first place (issue #13): t, u, w
         for task in sched.take().assignments.get("a", []):
             order.append(task.id)
             now = task.job.events[-1].time
@@ -128,7 +128,7 @@ def test_a_task_that_waits_in_its_gate_again_waits_behind_those_that_came_first(
         when = sched.next_timer()
         assert when is not None and when < 10.0
         sched.tick(when)
-    assert order == ["u", "w", "t"]
+    assert order == ["t", "u", "w"]  # each once: no old entry of t's is taken as well
     assert sched.limiter.waiting == 0
 
 
