@@ -504,3 +504,20 @@ def test_a_key_with_a_burst_slope_ramps_up_from_the_floor_under_sustained_demand
 
     assert counts[0] >= 1
     assert counts[-1] > 2, f"admissions per window: {counts}"
+
+
+@pytest.mark.parametrize("code", ["limit_burst_rate", "Throttling.BurstRate", "LIMIT_BURST_RATE"])
+def test_a_burst_rate_refusal_in_any_providers_spelling_is_not_counted_in_the_slope(
+    code: str,
+) -> None:
+    lim = limiter(k=KeyLimits(rpm=60_000, burst_slope=0.5, burst_floor_rps=10.0, adaptive=False))
+    t = task("t")
+    lim.offer(t, 0.0)
+    assert ids(lim.release(0.0)) == ["t"]
+    slope = lim.gates["k"].slope
+    assert slope is not None and len(slope.stamps) == 1
+
+    metadata = {signals.HTTP_STATUS: "429", signals.ERROR_CODE: code}
+    lim.observe(t, metadata, 0.1)
+
+    assert len(slope.stamps) == 0  # the provider did not count the refused request

@@ -24,7 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from deerflow_common import signals
+from deerflow_common import provider_codes, signals
 
 from ..model import Task, TaskState
 from .algorithms import AimdConcurrency, RateLearner
@@ -360,7 +360,9 @@ def _learn(
             gate.tokens.give_back(charged - used, now)
     if status == 429:
         gate.stats.rate_limited += 1
-        if gate.slope is not None and metadata.get(signals.ERROR_CODE) == "limit_burst_rate":
+        if gate.slope is not None and provider_codes.is_burst_rate(
+            metadata.get(signals.ERROR_CODE)
+        ):
             gate.slope.forget_one()
         retry_after = signals.number(metadata, signals.RETRY_AFTER_S)
         gate.paused_until = max(
