@@ -18,7 +18,6 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 from .balancer import Balancer
 from .cache import RequestKey, ResultCache
@@ -47,6 +46,7 @@ from .recovery import (
     RetryState,
     classify,
 )
+from .timers import TimerHeap, TimerKind
 
 
 @dataclass(slots=True)
@@ -91,20 +91,6 @@ class Outbox:
         )
 
 
-class _Timer(IntEnum):
-    RETRY = 1
-    DEADLINE = 2
-    EXPIRE_JOB = 3
-    ORPHAN_SWEEP = 4
-    LIVENESS = 5
-    RATE_RELEASE = 6
-    SCHEDULE_TO_START = 7
-    HEARTBEAT = 8
-    RECOVERY = 9
-    SCHEDULE_TO_CLOSE = 10
-    JOB_DEADLINE = 11
-
-
 _NO_METADATA: Mapping[str, str] = {}
 
 
@@ -123,11 +109,6 @@ _RATE_WINDOW_S = 0.05
 """An agent's completion rate is measured over windows at least this long."""
 _RATE_ALPHA = 0.3
 """Weight of the newest window when an agent's completion rate falls (a rise counts at once)."""
-_TASK_TIMERS = frozenset(
-    {_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START, _Timer.SCHEDULE_TO_CLOSE}
-)
-"""Timers about one task (about one attempt of it, but for schedule-to-close, whose token is
-0): dead once the task ends or moves to a later attempt."""
 
 
 @dataclass(slots=True)
@@ -208,9 +189,10 @@ class SchedulerCore:
         self.counters = Counters()
         self.outbox = Outbox()
         self._rng = random.Random(seed)
-        self._timers: list[tuple[float, int, _Timer, object, int]] = []
-        self._timer_seq = 0
-        self._timers_floor = 4096
+        self._timer_heap = TimerHeap()
+        self._timers = self._timer_heap.entries
+        """The heap's list itself (tick pops from it)."""
+        self._push_timer = self._timer_heap.push
         self._handler_offers: dict[str, int] = {}
         self._membership_changed_at = 0.0
         self._rr = 0
@@ -256,7 +238,7 @@ class SchedulerCore:
 
     def next_timer(self) -> float | None:
         """Earliest time at which :meth:`tick` has something to do, or None."""
-        return self._timers[0][0] if self._timers else None
+        return self._timer_heap.next_at()
 
     def known_handlers(self) -> list[str]:
         return sorted(h for h, n in self._handler_offers.items() if n > 0)
@@ -416,7 +398,7 @@ class SchedulerCore:
                 agent.hold(key, task)
                 self._emit(task, TaskState.RUNNING, now)
                 # The attempt keeps the deadline it had before the reconnect.
-                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+                self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
             else:
                 self.outbox.cancels.setdefault(agent_id, []).append(key)
         self._dispatch(now)
@@ -508,11 +490,11 @@ class SchedulerCore:
                 # Start-to-close runs from the start: a prefetched attempt may have waited.
                 task.deadline = now + task.timeout_s + self.config.timeout_grace_s
                 self._emit(task, TaskState.RUNNING, now)
-                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+                self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
                 hb = task.spec.heartbeat_timeout_s
                 if hb > 0:
                     task.progress_at = now
-                    self._push_timer(now + hb, _Timer.HEARTBEAT, task, task.attempt)
+                    self._push_timer(now + hb, TimerKind.HEARTBEAT, task, task.attempt)
 
     def progress(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
         """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart."""
@@ -585,12 +567,12 @@ class SchedulerCore:
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, kind, subject, token = heapq.heappop(timers)
-            if kind == _Timer.RETRY:
+            if kind == TimerKind.RETRY:
                 task = subject
                 assert isinstance(task, Task)
                 if task.state == TaskState.QUEUED and task.failures == token and not task.ready_seq:
                     self._make_ready(task, now)
-            elif kind == _Timer.DEADLINE:
+            elif kind == TimerKind.DEADLINE:
                 task = subject
                 assert isinstance(task, Task)
                 # The attempt must still be on an agent: a task split since (a restored task
@@ -602,22 +584,22 @@ class SchedulerCore:
                     and task.state in (TaskState.DISPATCHED, TaskState.RUNNING)
                 ):
                     self._deadline_due(task, now)
-            elif kind == _Timer.EXPIRE_JOB:
+            elif kind == TimerKind.EXPIRE_JOB:
                 assert isinstance(subject, Job)
                 if self.jobs.get(subject.id) is subject:
                     del self.jobs[subject.id]
                     self.outbox.expired_jobs.append(subject.id)
-            elif kind == _Timer.ORPHAN_SWEEP:
+            elif kind == TimerKind.ORPHAN_SWEEP:
                 self._fail_orphans(now)
-            elif kind == _Timer.LIVENESS and self._liveness_at <= now:
+            elif kind == TimerKind.LIVENESS and self._liveness_at <= now:
                 self._liveness_at = math.inf
                 self._check_liveness(now)
-            elif kind == _Timer.RATE_RELEASE and self._rate_timer_at <= now:
+            elif kind == TimerKind.RATE_RELEASE and self._rate_timer_at <= now:
                 self._rate_timer_at = math.inf
-            elif kind == _Timer.SCHEDULE_TO_START:
+            elif kind == TimerKind.SCHEDULE_TO_START:
                 assert isinstance(subject, Task)
                 self._schedule_to_start_due(subject, token, now)
-            elif kind == _Timer.HEARTBEAT:
+            elif kind == TimerKind.HEARTBEAT:
                 assert isinstance(subject, Task)
                 if (
                     subject.attempt == token
@@ -625,14 +607,14 @@ class SchedulerCore:
                     and subject.state == TaskState.RUNNING
                 ):
                     self._heartbeat_due(subject, now)
-            elif kind == _Timer.RECOVERY and self._recovery_timer_at <= now:
+            elif kind == TimerKind.RECOVERY and self._recovery_timer_at <= now:
                 self._recovery_timer_at = math.inf
                 self._advance_recovery(now)
-            elif kind == _Timer.SCHEDULE_TO_CLOSE:
+            elif kind == TimerKind.SCHEDULE_TO_CLOSE:
                 assert isinstance(subject, Task)
                 if not subject.terminal and subject.close_at <= now:
                     self._schedule_to_close_due(subject, now)
-            elif kind == _Timer.JOB_DEADLINE:
+            elif kind == TimerKind.JOB_DEADLINE:
                 assert isinstance(subject, Job)
                 if self.jobs.get(subject.id) is subject and not subject.done:
                     self._job_deadline_due(subject, now)
@@ -648,27 +630,6 @@ class SchedulerCore:
         if task is None and job.parts:
             task = job.parts.get(key[1])
         return task
-
-    def _push_timer(self, when: float, kind: _Timer, subject: object, token: int = 0) -> None:
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (when, self._timer_seq, kind, subject, token))
-        if len(self._timers) > 2 * self._timers_floor:
-            self._compact_timers()
-
-    def _compact_timers(self) -> None:
-        """Drop deadline timers of attempts that already ended. Runs when the heap has doubled
-        since the last compaction, so its cost is amortised O(1) per timer; without it every
-        finished task would leave a deadline in the heap for its whole timeout."""
-        live = [
-            t
-            for t in self._timers
-            if t[2] not in _TASK_TIMERS
-            or (isinstance(t[3], Task) and not t[3].terminal and t[3].attempt >= t[4])
-        ]
-        # In place: tick() holds a reference to this list while timers fire.
-        self._timers[:] = live
-        heapq.heapify(self._timers)
-        self._timers_floor = max(4096, len(live))
 
     def _check_liveness(self, now: float) -> None:
         """Agents silent for ``agent_silence_s`` (no heartbeat, no report) are dead even if their
@@ -691,11 +652,11 @@ class SchedulerCore:
         """Keep one liveness check pending: the earliest one wanted."""
         if when < self._liveness_at:
             self._liveness_at = when
-            self._push_timer(when, _Timer.LIVENESS, None)
+            self._push_timer(when, TimerKind.LIVENESS, None)
 
     def _membership_changed(self, now: float) -> None:
         self._membership_changed_at = now
-        self._push_timer(now + self.config.unknown_handler_grace_s, _Timer.ORPHAN_SWEEP, None)
+        self._push_timer(now + self.config.unknown_handler_grace_s, TimerKind.ORPHAN_SWEEP, None)
 
     def _handler_unknown(self, handler: str, now: float) -> bool:
         """True when agents are connected, settled, and none offers ``handler``."""
@@ -787,7 +748,7 @@ class SchedulerCore:
             # Across all attempts, from the first time the task is ready (Temporal's); armed
             # before splitting or a cache flight, which it bounds too.
             task.close_at = now + spec.schedule_to_close_s
-            self._push_timer(task.close_at, _Timer.SCHEDULE_TO_CLOSE, task)
+            self._push_timer(task.close_at, TimerKind.SCHEDULE_TO_CLOSE, task)
         if task.split is None and task.parent is None and self._split(task, now):
             return
         if self.cache is not None and task.cache_key is None and self._from_cache(task, now):
@@ -796,7 +757,7 @@ class SchedulerCore:
             # Each attempt gets its own schedule-to-start, as in Temporal.
             task.scheduled_attempt = task.attempt
             self._push_timer(
-                now + spec.schedule_to_start_s, _Timer.SCHEDULE_TO_START, task, task.attempt
+                now + spec.schedule_to_start_s, TimerKind.SCHEDULE_TO_START, task, task.attempt
             )
         if task.spec.rate_keys and task.rate_hold is None:
             # (A task still holding its admission, an attempt given back unstarted, goes
@@ -835,7 +796,7 @@ class SchedulerCore:
             nxt = max(nxt, now + 1e-3)
         if nxt is not None and (nxt < self._rate_timer_at or self._rate_timer_at <= now):
             self._rate_timer_at = nxt
-            self._push_timer(nxt, _Timer.RATE_RELEASE, None)
+            self._push_timer(nxt, TimerKind.RATE_RELEASE, None)
 
     def _dispatch(self, now: float) -> None:
         """Fill agents' credit from the ready queue: each agent in turn takes its best task,
@@ -931,7 +892,7 @@ class SchedulerCore:
                 self.balancer.assigned(agent.id, task.key, task.predicted_run_s)
         self._emit(task, TaskState.DISPATCHED, now, detail=detail, predicted_s=task.predicted_run_s)
         task.deadline = now + task.timeout_s + self.config.timeout_grace_s
-        self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+        self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
 
     def _push_ready(self, task: Task, now: float) -> None:
         """Queue a ready task, ranked LPT-first within its priority (longest predicted first
@@ -954,7 +915,7 @@ class SchedulerCore:
             # Not started yet: it waits in a busy agent's prefetch, which is no start-to-close
             # breach (schedule-to-start covers waiting). A dead agent is noticed by its stream.
             task.deadline = now + task.timeout_s + self.config.timeout_grace_s
-            self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+            self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
             return
         agent_id = task.agent_id
         self.outbox.cancels.setdefault(agent_id, []).append(task.key)
@@ -1016,7 +977,7 @@ class SchedulerCore:
         """Arm ``job``'s deadline, ``deadline_s`` after ``now`` (no timer for 0)."""
         if deadline_s > 0:
             job.deadline_s = deadline_s
-            self._push_timer(now + deadline_s, _Timer.JOB_DEADLINE, job)
+            self._push_timer(now + deadline_s, TimerKind.JOB_DEADLINE, job)
 
     def _job_deadline_due(self, job: Job, now: float) -> None:
         """The job's deadline passed: each unfinished task ends TIMED_OUT (pending ones too),
@@ -1066,7 +1027,7 @@ class SchedulerCore:
         hb = task.spec.heartbeat_timeout_s
         due = task.progress_at + hb
         if due > now:
-            self._push_timer(due, _Timer.HEARTBEAT, task, task.attempt)
+            self._push_timer(due, TimerKind.HEARTBEAT, task, task.attempt)
             return
         agent_id = task.agent_id
         self.outbox.cancels.setdefault(agent_id, []).append(task.key)
@@ -1149,7 +1110,7 @@ class SchedulerCore:
             detail=decision.reason,
         )
         if delay > 0:
-            self._push_timer(not_before, _Timer.RETRY, task, task.failures)
+            self._push_timer(not_before, TimerKind.RETRY, task, task.failures)
         else:
             self._make_ready(task, now)
 
@@ -1247,7 +1208,7 @@ class SchedulerCore:
         job.terminal_events += 1
         if job.remaining == 0:
             job.finished_at = now
-            self._push_timer(now + self.config.job_retention_s, _Timer.EXPIRE_JOB, job)
+            self._push_timer(now + self.config.job_retention_s, TimerKind.EXPIRE_JOB, job)
 
     def _emit(
         self,

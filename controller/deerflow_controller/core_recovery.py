@@ -4,10 +4,7 @@ and notices. The retry decision itself is in :meth:`SchedulerCore._attempt_faile
 
 from __future__ import annotations
 
-from .core import (
-    SchedulerCore,
-    _Timer,
-)
+from .core import SchedulerCore
 from .model import (
     ErrorClass,
     ErrorKind,
@@ -23,6 +20,7 @@ from .recovery import (
     about_the_provider,
     handler_key,
 )
+from .timers import TimerKind
 
 
 class RecoveryMixin(SchedulerCore):
@@ -113,7 +111,7 @@ class RecoveryMixin(SchedulerCore):
         when = max(min(times), now + 1e-3)
         if when < self._recovery_timer_at or self._recovery_timer_at <= now:
             self._recovery_timer_at = when
-            self._push_timer(when, _Timer.RECOVERY, None)
+            self._push_timer(when, TimerKind.RECOVERY, None)
 
     def _advance_recovery(self, now: float) -> None:
         for t in self.breakers.advance(now):
