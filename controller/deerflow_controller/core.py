@@ -283,9 +283,29 @@ class SchedulerCore:
     ) -> Job:
         """Accept a validated job (see ``validation.validate_job``); release its ready tasks.
         ``deadline_s`` (seconds from ``now``; 0: none) ends its unfinished tasks TIMED_OUT."""
-        cfg = self.config
-        job = Job(id=job_id, name=name, submitted_at=now)
+        job = self._add_job(job_id, name, specs, now)
         self._arm_job_deadline(job, now, deadline_s)
+        tasks = job.tasks
+        # PENDING events first: releasing a root may fail its dependents at once (unknown
+        # handler), and a task's terminal event must be its last.
+        for task in tasks.values():
+            if task.waiting_on:
+                self._emit(task, TaskState.PENDING, now)
+        # The roots are fixed before any is released: a root the cache answers at once
+        # releases its dependents itself, and they must not be taken for roots after it.
+        for task in [t for t in tasks.values() if not t.waiting_on]:
+            self._make_ready(task, now)
+        self._dispatch(now)
+        return job
+
+    def _add_job(
+        self, job_id: str, name: str, specs: Sequence[TaskSpec], submitted_at: float
+    ) -> Job:
+        """Build a job's tasks (the config's defaults filling what a spec leaves unset), link
+        each task to the tasks it depends on, register the job and count its tasks submitted.
+        The tasks stay PENDING; nothing is emitted or released. Used by submit and restore."""
+        cfg = self.config
+        job = Job(id=job_id, name=name, submitted_at=submitted_at)
         tasks = job.tasks
         for spec in specs:
             tasks[spec.id] = Task(
@@ -303,16 +323,6 @@ class SchedulerCore:
                 task.waiting_on = len(deps)
                 for dep in deps:
                     tasks[dep].dependents.append(task)
-        # PENDING events first: releasing a root may fail its dependents at once (unknown
-        # handler), and a task's terminal event must be its last.
-        for task in tasks.values():
-            if task.waiting_on:
-                self._emit(task, TaskState.PENDING, now)
-        # The roots are fixed before any is released: a root the cache answers at once
-        # releases its dependents itself, and they must not be taken for roots after it.
-        for task in [t for t in tasks.values() if not t.waiting_on]:
-            self._make_ready(task, now)
-        self._dispatch(now)
         return job
 
     def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str, now: float) -> int:

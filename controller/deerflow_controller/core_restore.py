@@ -56,24 +56,8 @@ class RestoreMixin(SchedulerCore):
         existing = self.jobs.get(job_id)
         if existing is not None:
             return existing
-        cfg = self.config
-        job = Job(id=job_id, name=name, submitted_at=submitted_at or now)
+        job = self._add_job(job_id, name, specs, submitted_at or now)
         tasks = job.tasks
-        for spec in specs:
-            tasks[spec.id] = Task(
-                job=job,
-                spec=spec,
-                timeout_s=spec.timeout_s or cfg.default_timeout_s,
-                max_retries=cfg.default_max_retries if spec.max_retries < 0 else spec.max_retries,
-            )
-        job.remaining = len(tasks)
-        self.jobs[job_id] = job
-        self.counters.submitted += len(tasks)
-        for task in tasks.values():
-            if task.spec.depends_on:
-                task.waiting_on = len(task.spec.depends_on)
-                for dep_id in task.spec.depends_on:
-                    tasks[dep_id].dependents.append(task)
         ended: list[Task] = []
         for task_id, result in finished.items():
             done = tasks.get(task_id)
