@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from .balancer import Balancer
 from .cache import RequestKey, ResultCache
 from .config import SchedulerConfig
+from .core_port import CorePort
 from .decomposer import Decomposer, Merger, PartCollector, Plan, Splitter
 from .model import (
     AgentView,
@@ -228,6 +229,18 @@ class SchedulerCore:
         """Why each circuit last opened (for stats and the dashboard)."""
         self.quarantine_reasons: dict[tuple[str, str], tuple[str, float]] = {}
         """(agent, handler) -> (why, until) while quarantined."""
+        self.port = CorePort(
+            config=self.config,
+            jobs=self.jobs,
+            add_job=self._add_job,
+            make_ready=self._make_ready,
+            emit=self._emit,
+            terminal=self._terminal,
+            fail_dependents=self._fail_dependents,
+            arm_job_deadline=self._arm_job_deadline,
+            dispatch=self._dispatch,
+        )
+        """What policy objects may do to this core (see ``core_port``)."""
 
     # ----------------------------------------------------------------- queries
 

@@ -8,11 +8,17 @@ the jobs that have new events. Unit tests drive it with a fake clock and assert 
 :class:`Scheduler` is the state machine (``core.py``) plus one mixin per policy area, each
 calling its pure policy module: ``core_cache`` (result cache, in-flight dedup, preloading),
 ``core_split`` (decomposer), ``core_placement`` (balancer, predictor, stealing),
-``core_recovery`` (circuit breakers, quarantine) and ``core_restore`` (failover, issue #3).
+``core_recovery`` (circuit breakers, quarantine). Restore (failover, issue #3) is a policy
+object, ``core_restore.Restorer``, that talks to the core through its ``CorePort``; the
+scheduler builds it and forwards its public methods.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+
+from .cache import ResultCache
+from .config import SchedulerConfig
 from .core import (
     PRELOAD_PRIORITY,
     AttemptResult,
@@ -21,12 +27,15 @@ from .core import (
     RestoredResult,
     SchedulerCore,
     SplitFunctions,
+    _no_split_functions,
 )
 from .core_cache import CacheMixin
 from .core_placement import PlacementMixin
 from .core_recovery import RecoveryMixin
-from .core_restore import RestoreMixin
+from .core_restore import Restorer
 from .core_split import SplitMixin
+from .model import AttemptKey, Job, TaskSpec
+from .ratelimit import RateLimiter
 
 __all__ = [
     "PRELOAD_PRIORITY",
@@ -39,6 +48,50 @@ __all__ = [
 ]
 
 
-class Scheduler(RestoreMixin, CacheMixin, SplitMixin, PlacementMixin, RecoveryMixin, SchedulerCore):
+class Scheduler(CacheMixin, SplitMixin, PlacementMixin, RecoveryMixin, SchedulerCore):
     """Jobs, tasks and agents, and the rules that move tasks between states, with every policy
     (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig | None = None,
+        *,
+        limiter: RateLimiter | None = None,
+        seed: int | None = None,
+        split_functions: SplitFunctions = _no_split_functions,
+        cache: ResultCache | None = None,
+    ) -> None:
+        super().__init__(
+            config, limiter=limiter, seed=seed, split_functions=split_functions, cache=cache
+        )
+        self._restorer = Restorer(self.port)
+
+    # ----------------------------------------------------------------- restore (issue #3)
+
+    def restore_job(
+        self,
+        job_id: str,
+        name: str,
+        specs: Sequence[TaskSpec],
+        finished: Mapping[str, RestoredResult],
+        now: float,
+        *,
+        submitted_at: float = 0.0,
+        deadline_s: float = 0.0,
+    ) -> Job:
+        """Rebuild a journaled job (see ``core_restore.Restorer.restore_job``)."""
+        return self._restorer.restore_job(
+            job_id, name, specs, finished, now, submitted_at=submitted_at, deadline_s=deadline_s
+        )
+
+    def adopt_restored(self, running: Iterable[AttemptKey], now: float) -> None:
+        """Adopt the attempts a reconnecting agent still runs (``core_restore.Restorer.adopt``)."""
+        self._restorer.adopt(running, now)
+
+    def release_restored(self, now: float) -> int:
+        """End the reconnect grace (see ``core_restore.Restorer.release``)."""
+        return self._restorer.release(now)
+
+    def restored_waiting(self) -> int:
+        """Restored tasks still held for the reconnect grace."""
+        return self._restorer.waiting()
