@@ -2,9 +2,12 @@
 states, with no policy beyond FIFO order and credit. Fed events and the current time, it answers
 with decisions; nothing here does I/O, sleeps or reads a clock.
 
-:class:`deerflow_controller.scheduler.Scheduler` is this core plus the policy mixins (result
-cache, decomposition, placement, recovery, restore), each in a module of its own; the core calls
-them through the hooks at the end of :class:`SchedulerCore`, whose defaults are "no policy".
+:class:`deerflow_controller.scheduler.Scheduler` is this core plus its policies, each in a
+module of its own. Decomposition and restore are objects that use the core through its
+:class:`~deerflow_controller.core_port.CorePort`; the core calls decomposition through the
+:class:`SplitHooks` installed with :meth:`SchedulerCore.use_split` (default: no splitting). The
+result cache, placement and recovery are still mixins overriding the hooks at the end of
+:class:`SchedulerCore`, whose defaults are "no policy".
 
 Cost per task is O(log n) in queued tasks: ready tasks sit in per-handler heaps, timers in one
 heap with lazy invalidation, and no event scans all tasks.
@@ -18,12 +21,13 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .balancer import Balancer
 from .cache import RequestKey, ResultCache
 from .config import SchedulerConfig
 from .core_port import CorePort
-from .decomposer import Decomposer, Merger, PartCollector, Plan, Splitter
+from .decomposer import PartCollector, Plan
 from .model import (
     AgentView,
     AttemptKey,
@@ -148,13 +152,6 @@ _RESTORABLE = frozenset(
 PRELOAD_PRIORITY = -(2**31)
 """Speculative tasks come after everything a client submitted."""
 
-SplitFunctions = Callable[[str], tuple[Splitter | None, Merger | None]]
-"""A handler's own splitter and merger, when its package is installed where the core runs."""
-
-
-def _no_split_functions(handler: str) -> tuple[Splitter | None, Merger | None]:
-    return None, None
-
 
 @dataclass(slots=True)
 class _SplitRun:
@@ -163,6 +160,34 @@ class _SplitRun:
     plan: Plan
     parts: list[Task]
     collector: PartCollector
+
+
+class SplitHooks(Protocol):
+    """What the core asks of a decomposition policy (``core_split.Decomposition``)."""
+
+    def split(self, task: Task, now: float) -> bool:
+        """Split a ready task into parts: True when it was split (or failed to split)."""
+        ...
+
+    def part_ended(self, part: Task, now: float) -> None:
+        """A part of a split task reached a terminal state."""
+        ...
+
+    def cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
+        """Stop the given parts of a split task."""
+        ...
+
+
+def _no_split(task: Task, now: float) -> bool:
+    return False
+
+
+def _no_part_ended(part: Task, now: float) -> None:
+    pass
+
+
+def _no_cancel_parts(run: _SplitRun, indices: Iterable[int], now: float) -> None:
+    pass
 
 
 class SchedulerCore:
@@ -175,7 +200,6 @@ class SchedulerCore:
         *,
         limiter: RateLimiter | None = None,
         seed: int | None = None,
-        split_functions: SplitFunctions = _no_split_functions,
         cache: ResultCache | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
@@ -209,9 +233,11 @@ class SchedulerCore:
         """Agent id -> handlers it may not run now (quarantine)."""
         self._recovery_timer_at = math.inf
         self.predictor = Predictor(self.config.predictor)
-        self.decomposer = Decomposer(self.config.decomposer)
-        self._split_functions = split_functions
-        self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
+        self._split: Callable[[Task, float], bool] = _no_split
+        """Split a ready task into parts (True when it was split or failed to split); see
+        :meth:`use_split`."""
+        self._part_ended: Callable[[Task, float], None] = _no_part_ended
+        self._cancel_parts: Callable[[_SplitRun, Iterable[int], float], None] = _no_cancel_parts
         self.cache = cache
         """The result cache (issue #6); None: every task runs."""
         self._preload_from: dict[str, tuple[str, TaskSpec]] = {}
@@ -239,8 +265,22 @@ class SchedulerCore:
             fail_dependents=self._fail_dependents,
             arm_job_deadline=self._arm_job_deadline,
             dispatch=self._dispatch,
+            agents=self.agents,
+            traits=self.traits,
+            counters=self.counters,
+            finish=self._finish,
+            release_slot_by_cancel=self._release_slot_by_cancel,
         )
         """What policy objects may do to this core (see ``core_port``)."""
+
+    # ----------------------------------------------------------------- policies
+
+    def use_split(self, policy: SplitHooks) -> None:
+        """Split ready tasks with ``policy`` (without one, every task runs whole). Its methods
+        are bound here once, so the core calls them as it calls its own."""
+        self._split = policy.split
+        self._part_ended = policy.part_ended
+        self._cancel_parts = policy.cancel_parts
 
     # ----------------------------------------------------------------- queries
 
@@ -1272,18 +1312,8 @@ class SchedulerCore:
 
     # ----------------------------------------------------------------- policy hooks
     # The policies that sit on top of the core state machine live in mixins of their own
-    # (core_cache, core_split, core_placement, core_recovery); these defaults are "no policy",
+    # (core_cache, core_placement, core_recovery); these defaults are "no policy",
     # so the core alone is a plain FIFO scheduler with fixed retries.
-
-    def _split(self, task: Task, now: float) -> bool:
-        """Split a ready task into parts (True when it was split or failed to split)."""
-        return False
-
-    def _part_ended(self, part: Task, now: float) -> None:
-        """A part of a split task ended."""
-
-    def _cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
-        """Stop the given parts of a split task."""
 
     def _from_cache(self, task: Task, now: float) -> bool:
         """Answer a ready task from the result cache (True when it was answered or attached)."""

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .config import SchedulerConfig
-from .model import Job, Task, TaskError, TaskSpec, TaskState
+from .model import AgentView, HandlerTraits, Job, Task, TaskError, TaskSpec, TaskState
 
-__all__ = ["CorePort", "Emit", "Terminal"]
+if TYPE_CHECKING:  # the core imports this module
+    from .core import Counters
+
+__all__ = ["CorePort", "Emit", "Finish", "MakeReady", "Terminal"]
 
 
 class Emit(Protocol):
@@ -51,6 +54,23 @@ class Terminal(Protocol):
     ) -> None: ...
 
 
+class Finish(Protocol):
+    """Move a task to a terminal state and settle its dependents."""
+
+    def __call__(
+        self,
+        task: Task,
+        state: TaskState,
+        now: float,
+        *,
+        error: TaskError | None = None,
+        attempt: int | None = None,
+        agent: str | None = None,
+        detail: str = "",
+        cache_layer: str = "",
+    ) -> None: ...
+
+
 class MakeReady(Protocol):
     """Release a task that waits for nothing any more (idempotent)."""
 
@@ -75,3 +95,11 @@ class CorePort:
     """Arm a job's deadline (job, from when, seconds after it; 0: none)."""
     dispatch: Callable[[float], None]
     """Hand ready tasks to agents with credit."""
+    agents: dict[str, AgentView]
+    """Connected agents by id (the core's own dict)."""
+    traits: dict[str, HandlerTraits]
+    """What agents declared about each handler."""
+    counters: Counters
+    finish: Finish
+    release_slot_by_cancel: Callable[[Task], None]
+    """Ask the agent running a task's attempt to stop it (its slot stays counted)."""

@@ -7,10 +7,11 @@ the jobs that have new events. Unit tests drive it with a fake clock and assert 
 
 :class:`Scheduler` is the state machine (``core.py``) plus one mixin per policy area, each
 calling its pure policy module: ``core_cache`` (result cache, in-flight dedup, preloading),
-``core_split`` (decomposer), ``core_placement`` (balancer, predictor, stealing),
-``core_recovery`` (circuit breakers, quarantine). Restore (failover, issue #3) is a policy
-object, ``core_restore.Restorer``, that talks to the core through its ``CorePort``; the
-scheduler builds it and forwards its public methods.
+``core_placement`` (balancer, predictor, stealing),
+``core_recovery`` (circuit breakers, quarantine). Decomposition (``core_split``) and restore
+(failover, issue #3, ``core_restore``) are policy objects that own their state and talk to the
+core through its ``CorePort``; the scheduler builds them, hands the decomposition to the core
+(``use_split``) and forwards restore's public methods.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from .core import (
     Outbox,
     RestoredResult,
     SchedulerCore,
-    SplitFunctions,
-    _no_split_functions,
 )
 from .core_cache import CacheMixin
 from .core_placement import PlacementMixin
 from .core_recovery import RecoveryMixin
 from .core_restore import Restorer
-from .core_split import SplitMixin
+from .core_split import Decomposition, SplitFunctions, no_split_functions
 from .model import AttemptKey, Job, TaskSpec
 from .ratelimit import RateLimiter
 
@@ -48,7 +47,7 @@ __all__ = [
 ]
 
 
-class Scheduler(CacheMixin, SplitMixin, PlacementMixin, RecoveryMixin, SchedulerCore):
+class Scheduler(CacheMixin, PlacementMixin, RecoveryMixin, SchedulerCore):
     """Jobs, tasks and agents, and the rules that move tasks between states, with every policy
     (see the module docstring)."""
 
@@ -58,12 +57,14 @@ class Scheduler(CacheMixin, SplitMixin, PlacementMixin, RecoveryMixin, Scheduler
         *,
         limiter: RateLimiter | None = None,
         seed: int | None = None,
-        split_functions: SplitFunctions = _no_split_functions,
+        split_functions: SplitFunctions = no_split_functions,
         cache: ResultCache | None = None,
     ) -> None:
-        super().__init__(
-            config, limiter=limiter, seed=seed, split_functions=split_functions, cache=cache
+        super().__init__(config, limiter=limiter, seed=seed, cache=cache)
+        self._decomposition = Decomposition(
+            self.port, self.config.decomposer, self.predictor, split_functions
         )
+        self.use_split(self._decomposition)
         self._restorer = Restorer(self.port)
 
     # ----------------------------------------------------------------- restore (issue #3)
