@@ -4,9 +4,10 @@ with decisions; nothing here does I/O, sleeps or reads a clock.
 
 :class:`deerflow_controller.scheduler.Scheduler` is this core plus its policies, each in a
 module of its own. Decomposition and restore are objects that use the core through its
-:class:`~deerflow_controller.core_port.CorePort`; the core calls decomposition through the
-:class:`SplitHooks` installed with :meth:`SchedulerCore.use_split` (default: no splitting). The
-result cache, placement and recovery are still mixins overriding the hooks at the end of
+:class:`~deerflow_controller.core_port.CorePort`; the core calls decomposition and recovery
+through the :class:`SplitHooks` and :class:`RecoveryHooks` installed with
+:meth:`SchedulerCore.use_split` and :meth:`SchedulerCore.use_recovery` (defaults: no policy). The
+result cache and placement are still mixins overriding the hooks at the end of
 :class:`SchedulerCore`, whose defaults are "no policy".
 
 Cost per task is O(log n) in queued tasks: ready tasks sit in per-handler heaps, timers in one
@@ -45,7 +46,6 @@ from .predictor import HandlerDefaults, Predictor, features
 from .ratelimit import RateLimiter
 from .ready_queue import ReadyQueue, labels_match
 from .recovery import (
-    AgentQuarantine,
     CircuitBreakers,
     RetryPolicy,
     RetryState,
@@ -178,6 +178,57 @@ class SplitHooks(Protocol):
         ...
 
 
+class RecoveryHooks(Protocol):
+    """What the core asks of a recovery policy (``core_recovery.Recovery``)."""
+
+    breakers: CircuitBreakers
+    quarantined: dict[str, frozenset[str]]
+
+    def circuit_keys(self, task: Task) -> tuple[str, ...]:
+        """The circuits an attempt of ``task`` draws on."""
+        ...
+
+    def record_success(self, task: Task, agent_id: str, now: float) -> None:
+        """An attempt succeeded."""
+        ...
+
+    def record_failure(
+        self, task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
+    ) -> None:
+        """An attempt failed."""
+        ...
+
+    def park(self, task: Task, key: str, now: float) -> None:
+        """Hold a task whose circuit ``key`` is open."""
+        ...
+
+    def advance(self, now: float) -> None:
+        """A recovery timer fired."""
+        ...
+
+
+def _no_circuit_keys(task: Task) -> tuple[str, ...]:
+    return ()
+
+
+def _no_record_success(task: Task, agent_id: str, now: float) -> None:
+    pass
+
+
+def _no_record_failure(
+    task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
+) -> None:
+    pass
+
+
+def _no_park(task: Task, key: str, now: float) -> None:
+    pass
+
+
+def _no_advance(now: float) -> None:
+    pass
+
+
 def _no_split(task: Task, now: float) -> bool:
     return False
 
@@ -226,12 +277,17 @@ class SchedulerCore:
         recovery = self.config.recovery
         self.retry_policy = RetryPolicy(recovery.retry)
         self.breakers = CircuitBreakers(recovery.breaker)
-        self.quarantine = AgentQuarantine(recovery.quarantine)
-        self._parked: dict[str, list[Task]] = {}
-        """Tasks THROTTLED on an open circuit, by circuit key."""
+        """The circuits dispatch checks: the recovery policy's (see :meth:`use_recovery`);
+        without one, circuits nothing records into, so always closed."""
         self._quarantined: dict[str, frozenset[str]] = {}
-        """Agent id -> handlers it may not run now (quarantine)."""
-        self._recovery_timer_at = math.inf
+        """Agent id -> handlers it may not run now: the recovery policy's (none without one)."""
+        self._circuit_keys: Callable[[Task], tuple[str, ...]] = _no_circuit_keys
+        self._record_success: Callable[[Task, str, float], None] = _no_record_success
+        self._record_failure: Callable[[Task, str, TaskError, ErrorClass, float], None] = (
+            _no_record_failure
+        )
+        self._park: Callable[[Task, str, float], None] = _no_park
+        self._advance_recovery: Callable[[float], None] = _no_advance
         self.predictor = Predictor(self.config.predictor)
         self._split: Callable[[Task, float], bool] = _no_split
         """Split a ready task into parts (True when it was split or failed to split); see
@@ -251,10 +307,6 @@ class SchedulerCore:
         """Per handler: (valid until, the fastest agent's speed), for placement's fast path."""
         self.accuracy: dict[str, deque[float]] = {}
         """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
-        self.circuit_reasons: dict[str, str] = {}
-        """Why each circuit last opened (for stats and the dashboard)."""
-        self.quarantine_reasons: dict[tuple[str, str], tuple[str, float]] = {}
-        """(agent, handler) -> (why, until) while quarantined."""
         self.port = CorePort(
             config=self.config,
             jobs=self.jobs,
@@ -270,6 +322,9 @@ class SchedulerCore:
             counters=self.counters,
             finish=self._finish,
             release_slot_by_cancel=self._release_slot_by_cancel,
+            outbox=self._current_outbox,
+            limiter=self.limiter,
+            push_timer=self._push_timer,
         )
         """What policy objects may do to this core (see ``core_port``)."""
 
@@ -281,6 +336,20 @@ class SchedulerCore:
         self._split = policy.split
         self._part_ended = policy.part_ended
         self._cancel_parts = policy.cancel_parts
+
+    def use_recovery(self, policy: RecoveryHooks) -> None:
+        """Keep circuit breakers and quarantine with ``policy`` (without one, circuits never
+        open and no agent is quarantined). Its methods are bound here once."""
+        self.breakers = policy.breakers
+        self._quarantined = policy.quarantined
+        self._circuit_keys = policy.circuit_keys
+        self._record_success = policy.record_success
+        self._record_failure = policy.record_failure
+        self._park = policy.park
+        self._advance_recovery = policy.advance
+
+    def _current_outbox(self) -> Outbox:
+        return self.outbox
 
     # ----------------------------------------------------------------- queries
 
@@ -670,8 +739,7 @@ class SchedulerCore:
                     and subject.state == TaskState.RUNNING
                 ):
                     self._heartbeat_due(subject, now)
-            elif kind == TimerKind.RECOVERY and self._recovery_timer_at <= now:
-                self._recovery_timer_at = math.inf
+            elif kind == TimerKind.RECOVERY:
                 self._advance_recovery(now)
             elif kind == TimerKind.SCHEDULE_TO_CLOSE:
                 assert isinstance(subject, Task)
@@ -1312,7 +1380,7 @@ class SchedulerCore:
 
     # ----------------------------------------------------------------- policy hooks
     # The policies that sit on top of the core state machine live in mixins of their own
-    # (core_cache, core_placement, core_recovery); these defaults are "no policy",
+    # (core_cache, core_placement); these defaults are "no policy",
     # so the core alone is a plain FIFO scheduler with fixed retries.
 
     def _from_cache(self, task: Task, now: float) -> bool:
@@ -1334,21 +1402,3 @@ class SchedulerCore:
 
     def _learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
         """Learn from a successful attempt's measured cost."""
-
-    def _circuit_keys(self, task: Task) -> tuple[str, ...]:
-        """The circuits an attempt of ``task`` draws on."""
-        return ()
-
-    def _record_success(self, task: Task, agent_id: str, now: float) -> None:
-        """An attempt succeeded (circuit breakers, quarantine)."""
-
-    def _record_failure(
-        self, task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
-    ) -> None:
-        """An attempt failed (circuit breakers, quarantine)."""
-
-    def _park(self, task: Task, key: str, now: float) -> None:
-        """Hold a task whose circuit ``key`` is open."""
-
-    def _advance_recovery(self, now: float) -> None:
-        """Apply circuit and quarantine changes due by ``now``."""

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from .config import SchedulerConfig
 from .model import AgentView, HandlerTraits, Job, Task, TaskError, TaskSpec, TaskState
+from .ratelimit import RateLimiter
+from .timers import TimerKind
 
 if TYPE_CHECKING:  # the core imports this module
-    from .core import Counters
+    from .core import Counters, Outbox
 
 __all__ = ["CorePort", "Emit", "Finish", "MakeReady", "Terminal"]
 
@@ -103,3 +105,8 @@ class CorePort:
     finish: Finish
     release_slot_by_cancel: Callable[[Task], None]
     """Ask the agent running a task's attempt to stop it (its slot stays counted)."""
+    outbox: Callable[[], Outbox]
+    """The outbox decisions go to now (the shell takes it and a new one starts)."""
+    limiter: RateLimiter
+    push_timer: Callable[[float, TimerKind, object, int], None]
+    """Arm a timer (when, kind, subject, token); the core's tick hands it back."""

@@ -5,13 +5,13 @@ event (a job submitted, an agent joined, a batch of results, a tick) passing ``n
 then takes the decisions from :attr:`Scheduler.outbox`: assignments and cancels per agent, and
 the jobs that have new events. Unit tests drive it with a fake clock and assert exact decisions.
 
-:class:`Scheduler` is the state machine (``core.py``) plus one mixin per policy area, each
-calling its pure policy module: ``core_cache`` (result cache, in-flight dedup, preloading),
-``core_placement`` (balancer, predictor, stealing),
-``core_recovery`` (circuit breakers, quarantine). Decomposition (``core_split``) and restore
-(failover, issue #3, ``core_restore``) are policy objects that own their state and talk to the
-core through its ``CorePort``; the scheduler builds them, hands the decomposition to the core
-(``use_split``) and forwards restore's public methods.
+:class:`Scheduler` is the state machine (``core.py``) plus its policies. The result cache
+(``core_cache``: in-flight dedup, preloading) and placement (``core_placement``: balancer,
+predictor, stealing) are still mixins. Decomposition (``core_split``), recovery
+(``core_recovery``: circuit breakers, quarantine) and restore (failover, issue #3,
+``core_restore``) are policy objects that own their state and talk to the core through its
+``CorePort``; the scheduler builds them, hands them to the core (``use_split``,
+``use_recovery``) and forwards restore's public methods.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .core import (
 )
 from .core_cache import CacheMixin
 from .core_placement import PlacementMixin
-from .core_recovery import RecoveryMixin
+from .core_recovery import Recovery
 from .core_restore import Restorer
 from .core_split import Decomposition, SplitFunctions, no_split_functions
 from .model import AttemptKey, Job, TaskSpec
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-class Scheduler(CacheMixin, PlacementMixin, RecoveryMixin, SchedulerCore):
+class Scheduler(CacheMixin, PlacementMixin, SchedulerCore):
     """Jobs, tasks and agents, and the rules that move tasks between states, with every policy
     (see the module docstring)."""
 
@@ -65,6 +65,15 @@ class Scheduler(CacheMixin, PlacementMixin, RecoveryMixin, SchedulerCore):
             self.port, self.config.decomposer, self.predictor, split_functions
         )
         self.use_split(self._decomposition)
+        recovery = self._recovery = Recovery(self.port, self.config.recovery, self.balancer)
+        self.use_recovery(recovery)
+        self.quarantine = recovery.quarantine
+        self.circuit_reasons = recovery.circuit_reasons
+        """Why each circuit last opened (for stats and the dashboard)."""
+        self.quarantine_reasons = recovery.quarantine_reasons
+        """(agent, handler) -> (why, until) while quarantined."""
+        self._parked = recovery.parked
+        """Tasks THROTTLED on an open circuit, by circuit key (read by the model test)."""
         self._restorer = Restorer(self.port)
 
     # ----------------------------------------------------------------- restore (issue #3)
