@@ -3,12 +3,11 @@ states, with no policy beyond FIFO order and credit. Fed events and the current 
 with decisions; nothing here does I/O, sleeps or reads a clock.
 
 :class:`deerflow_controller.scheduler.Scheduler` is this core plus its policies, each in a
-module of its own. Decomposition and restore are objects that use the core through its
-:class:`~deerflow_controller.core_port.CorePort`; the core calls decomposition and recovery
-through the :class:`SplitHooks` and :class:`RecoveryHooks` installed with
-:meth:`SchedulerCore.use_split` and :meth:`SchedulerCore.use_recovery` (defaults: no policy). The
-result cache and placement are still mixins overriding the hooks at the end of
-:class:`SchedulerCore`, whose defaults are "no policy".
+module of its own. Decomposition, placement, recovery and restore are objects that use the core
+through its :class:`~deerflow_controller.core_port.CorePort`; the core calls the first three
+through the :class:`SplitHooks`, :class:`PlacementHooks` and :class:`RecoveryHooks` installed
+with the ``use_*`` methods, their methods bound once (defaults: no policy). The result cache is
+still a mixin overriding the hooks at the end of :class:`SchedulerCore`.
 
 Cost per task is O(log n) in queued tasks: ready tasks sit in per-handler heaps, timers in one
 heap with lazy invalidation, and no event scans all tasks.
@@ -19,7 +18,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -207,6 +205,35 @@ class RecoveryHooks(Protocol):
         ...
 
 
+class PlacementHooks(Protocol):
+    """What the core asks of a placement policy (``core_placement.Placement``)."""
+
+    def place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
+        """The agent to run ``task`` among ``agents`` (the puller first); None: keep it
+        queued."""
+        ...
+
+    def steal(self, now: float) -> None:
+        """Move attempts waiting unstarted on lagging agents to idle ones."""
+        ...
+
+    def learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
+        """Learn from a successful attempt's measured cost."""
+        ...
+
+
+def _first(task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
+    return agents[0] if agents else None
+
+
+def _no_steal(now: float) -> None:
+    pass
+
+
+def _no_learn(task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
+    pass
+
+
 def _no_circuit_keys(task: Task) -> tuple[str, ...]:
     return ()
 
@@ -303,10 +330,11 @@ class SchedulerCore:
         self._preload_seq = 0
         self._preloading = False
         self.balancer = Balancer(self.config.balancer)
-        self._fastest_speed: dict[str, tuple[float, float]] = {}
-        """Per handler: (valid until, the fastest agent's speed), for placement's fast path."""
-        self.accuracy: dict[str, deque[float]] = {}
-        """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
+        self._place: Callable[[Task, Sequence[AgentView], float], AgentView | None] = _first
+        """The agent to run a task among candidates (the puller first); see
+        :meth:`use_placement`."""
+        self._steal: Callable[[float], None] = _no_steal
+        self._learn: Callable[[Task, str, AttemptResult, float], None] = _no_learn
         self.port = CorePort(
             config=self.config,
             jobs=self.jobs,
@@ -325,6 +353,8 @@ class SchedulerCore:
             outbox=self._current_outbox,
             limiter=self.limiter,
             push_timer=self._push_timer,
+            task_for=self._task_for,
+            assign=self._assign,
         )
         """What policy objects may do to this core (see ``core_port``)."""
 
@@ -347,6 +377,13 @@ class SchedulerCore:
         self._record_failure = policy.record_failure
         self._park = policy.park
         self._advance_recovery = policy.advance
+
+    def use_placement(self, policy: PlacementHooks) -> None:
+        """Place tasks, steal unstarted attempts and learn from results with ``policy``
+        (without one, the puller runs what it pulls). Its methods are bound here once."""
+        self._place = policy.place
+        self._steal = policy.steal
+        self._learn = policy.learn
 
     def _current_outbox(self) -> Outbox:
         return self.outbox
@@ -1379,9 +1416,8 @@ class SchedulerCore:
         self.outbox.touched_jobs.add(job.id)
 
     # ----------------------------------------------------------------- policy hooks
-    # The policies that sit on top of the core state machine live in mixins of their own
-    # (core_cache, core_placement); these defaults are "no policy",
-    # so the core alone is a plain FIFO scheduler with fixed retries.
+    # The result cache is still a mixin (core_cache) overriding these; their defaults are
+    # "no policy", so the core alone is a plain FIFO scheduler with fixed retries.
 
     def _from_cache(self, task: Task, now: float) -> bool:
         """Answer a ready task from the result cache (True when it was answered or attached)."""
@@ -1392,13 +1428,3 @@ class SchedulerCore:
 
     def _preload(self, now: float) -> None:
         """Spend idle capacity on speculative tasks."""
-
-    def _place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
-        """The agent to run ``task`` among ``agents`` (the puller first); None: keep it queued."""
-        return agents[0] if agents else None
-
-    def _steal(self, now: float) -> None:
-        """Move attempts waiting unstarted on lagging agents to idle ones."""
-
-    def _learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
-        """Learn from a successful attempt's measured cost."""

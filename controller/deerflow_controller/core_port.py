@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .config import SchedulerConfig
-from .model import AgentView, HandlerTraits, Job, Task, TaskError, TaskSpec, TaskState
+from .model import AgentView, AttemptKey, HandlerTraits, Job, Task, TaskError, TaskSpec, TaskState
 from .ratelimit import RateLimiter
 from .timers import TimerKind
 
 if TYPE_CHECKING:  # the core imports this module
     from .core import Counters, Outbox
 
-__all__ = ["CorePort", "Emit", "Finish", "MakeReady", "Terminal"]
+__all__ = ["Assign", "CorePort", "Emit", "Finish", "MakeReady", "Terminal"]
 
 
 class Emit(Protocol):
@@ -73,6 +73,12 @@ class Finish(Protocol):
     ) -> None: ...
 
 
+class Assign(Protocol):
+    """Start a new attempt of a task on an agent (which must have credit)."""
+
+    def __call__(self, task: Task, agent: AgentView, now: float, detail: str = "") -> None: ...
+
+
 class MakeReady(Protocol):
     """Release a task that waits for nothing any more (idempotent)."""
 
@@ -110,3 +116,6 @@ class CorePort:
     limiter: RateLimiter
     push_timer: Callable[[float, TimerKind, object, int], None]
     """Arm a timer (when, kind, subject, token); the core's tick hands it back."""
+    task_for: Callable[[AttemptKey], Task | None]
+    """The task (or part) an attempt key names, if its job is still known."""
+    assign: Assign

@@ -6,12 +6,12 @@ then takes the decisions from :attr:`Scheduler.outbox`: assignments and cancels 
 the jobs that have new events. Unit tests drive it with a fake clock and assert exact decisions.
 
 :class:`Scheduler` is the state machine (``core.py``) plus its policies. The result cache
-(``core_cache``: in-flight dedup, preloading) and placement (``core_placement``: balancer,
-predictor, stealing) are still mixins. Decomposition (``core_split``), recovery
-(``core_recovery``: circuit breakers, quarantine) and restore (failover, issue #3,
-``core_restore``) are policy objects that own their state and talk to the core through its
-``CorePort``; the scheduler builds them, hands them to the core (``use_split``,
-``use_recovery``) and forwards restore's public methods.
+(``core_cache``: in-flight dedup, preloading) is still a mixin. Decomposition (``core_split``),
+placement (``core_placement``: balancer, predictor, stealing), recovery (``core_recovery``:
+circuit breakers, quarantine) and restore (failover, issue #3, ``core_restore``) are policy
+objects that own their state and talk to the core through its ``CorePort``; the scheduler builds
+them, hands them to the core (``use_split``, ``use_placement``, ``use_recovery``) and forwards
+restore's public methods.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .core import (
     SchedulerCore,
 )
 from .core_cache import CacheMixin
-from .core_placement import PlacementMixin
+from .core_placement import Placement
 from .core_recovery import Recovery
 from .core_restore import Restorer
 from .core_split import Decomposition, SplitFunctions, no_split_functions
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-class Scheduler(CacheMixin, PlacementMixin, SchedulerCore):
+class Scheduler(CacheMixin, SchedulerCore):
     """Jobs, tasks and agents, and the rules that move tasks between states, with every policy
     (see the module docstring)."""
 
@@ -65,6 +65,10 @@ class Scheduler(CacheMixin, PlacementMixin, SchedulerCore):
             self.port, self.config.decomposer, self.predictor, split_functions
         )
         self.use_split(self._decomposition)
+        placement = self._placement = Placement(self.port, self.predictor, self.balancer)
+        self.use_placement(placement)
+        self.accuracy = placement.accuracy
+        """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
         recovery = self._recovery = Recovery(self.port, self.config.recovery, self.balancer)
         self.use_recovery(recovery)
         self.quarantine = recovery.quarantine
