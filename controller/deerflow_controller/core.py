@@ -2,12 +2,12 @@
 states, with no policy beyond FIFO order and credit. Fed events and the current time, it answers
 with decisions; nothing here does I/O, sleeps or reads a clock.
 
-:class:`deerflow_controller.scheduler.Scheduler` is this core plus its policies, each in a
-module of its own. Decomposition, placement, recovery and restore are objects that use the core
-through its :class:`~deerflow_controller.core_port.CorePort`; the core calls the first three
-through the :class:`SplitHooks`, :class:`PlacementHooks` and :class:`RecoveryHooks` installed
-with the ``use_*`` methods, their methods bound once (defaults: no policy). The result cache is
-still a mixin overriding the hooks at the end of :class:`SchedulerCore`.
+:class:`deerflow_controller.scheduler.Scheduler` is this core plus its policies, each an
+object in a module of its own using the core through its
+:class:`~deerflow_controller.core_port.CorePort`. The core calls them through the
+:class:`CacheHooks`, :class:`SplitHooks`, :class:`PlacementHooks` and :class:`RecoveryHooks`
+installed with the ``use_*`` methods, their methods bound once; without them it is a plain FIFO
+scheduler with fixed retries.
 
 Cost per task is O(log n) in queued tasks: ready tasks sit in per-handler heaps, timers in one
 heap with lazy invalidation, and no event scans all tasks.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .balancer import Balancer
-from .cache import RequestKey, ResultCache
+from .cache import ResultCache
 from .config import SchedulerConfig
 from .core_port import CorePort
 from .decomposer import PartCollector, Plan
@@ -205,6 +205,36 @@ class RecoveryHooks(Protocol):
         ...
 
 
+class CacheHooks(Protocol):
+    """What the core asks of a result-cache policy (``core_cache.Caching``)."""
+
+    cache: ResultCache
+
+    def from_cache(self, task: Task, now: float) -> bool:
+        """Answer a ready task from the cache (True when it was answered or attached)."""
+        ...
+
+    def settle(self, task: Task, state: TaskState, now: float) -> None:
+        """A task that led or followed a cache flight ended."""
+        ...
+
+    def preload(self, now: float) -> None:
+        """Nothing is ready: spend idle capacity on speculative tasks."""
+        ...
+
+
+def _no_cache(task: Task, now: float) -> bool:
+    return False
+
+
+def _no_settle(task: Task, state: TaskState, now: float) -> None:
+    pass
+
+
+def _no_preload(now: float) -> None:
+    pass
+
+
 class PlacementHooks(Protocol):
     """What the core asks of a placement policy (``core_placement.Placement``)."""
 
@@ -278,7 +308,6 @@ class SchedulerCore:
         *,
         limiter: RateLimiter | None = None,
         seed: int | None = None,
-        cache: ResultCache | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
         self.limiter = limiter or RateLimiter()
@@ -321,14 +350,12 @@ class SchedulerCore:
         :meth:`use_split`."""
         self._part_ended: Callable[[Task, float], None] = _no_part_ended
         self._cancel_parts: Callable[[_SplitRun, Iterable[int], float], None] = _no_cancel_parts
-        self.cache = cache
-        """The result cache (issue #6); None: every task runs."""
-        self._preload_from: dict[str, tuple[str, TaskSpec]] = {}
-        """Per cacheable handler, the job id and spec of the last real task looked up: the
-        preloader's context (its rate keys and labels go to the speculative tasks)."""
-        self._speculations: dict[tuple[str, str], RequestKey] = {}
-        self._preload_seq = 0
-        self._preloading = False
+        self.cache: ResultCache | None = None
+        """The result cache (issue #6), the cache policy's (see :meth:`use_cache`); None: every
+        task runs."""
+        self._from_cache: Callable[[Task, float], bool] = _no_cache
+        self._cache_settle: Callable[[Task, TaskState, float], None] = _no_settle
+        self._preload: Callable[[float], None] = _no_preload
         self.balancer = Balancer(self.config.balancer)
         self._place: Callable[[Task, Sequence[AgentView], float], AgentView | None] = _first
         """The agent to run a task among candidates (the puller first); see
@@ -355,6 +382,7 @@ class SchedulerCore:
             push_timer=self._push_timer,
             task_for=self._task_for,
             assign=self._assign,
+            submit=self.submit,
         )
         """What policy objects may do to this core (see ``core_port``)."""
 
@@ -384,6 +412,14 @@ class SchedulerCore:
         self._place = policy.place
         self._steal = policy.steal
         self._learn = policy.learn
+
+    def use_cache(self, policy: CacheHooks) -> None:
+        """Answer tasks from ``policy``'s result cache, dedup identical ones in flight and
+        preload (without one, every task runs). Its methods are bound here once."""
+        self.cache = policy.cache
+        self._from_cache = policy.from_cache
+        self._cache_settle = policy.settle
+        self._preload = policy.preload
 
     def _current_outbox(self) -> Outbox:
         return self.outbox
@@ -980,17 +1016,8 @@ class SchedulerCore:
             self._release_throttled(now)
         if self.config.steal and len(self.agents) > 1 and not len(self.ready):
             self._steal(now)
-        if (
-            self._preload_from
-            and not self._preloading
-            and not len(self.ready)
-            and not self.limiter.waiting
-        ):
-            self._preloading = True
-            try:
-                self._preload(now)
-            finally:
-                self._preloading = False
+        if not len(self.ready) and not self.limiter.waiting:
+            self._preload(now)
 
     def _fill(self, now: float) -> int:
         """Give agents with credit their best ready tasks; returns how many tasks it parked on
@@ -1414,17 +1441,3 @@ class SchedulerCore:
             )
         )
         self.outbox.touched_jobs.add(job.id)
-
-    # ----------------------------------------------------------------- policy hooks
-    # The result cache is still a mixin (core_cache) overriding these; their defaults are
-    # "no policy", so the core alone is a plain FIFO scheduler with fixed retries.
-
-    def _from_cache(self, task: Task, now: float) -> bool:
-        """Answer a ready task from the result cache (True when it was answered or attached)."""
-        return False
-
-    def _cache_settle(self, task: Task, state: TaskState, now: float) -> None:
-        """A task that led or followed a cache flight ended."""
-
-    def _preload(self, now: float) -> None:
-        """Spend idle capacity on speculative tasks."""

@@ -119,3 +119,5 @@ class CorePort:
     task_for: Callable[[AttemptKey], Task | None]
     """The task (or part) an attempt key names, if its job is still known."""
     assign: Assign
+    submit: Callable[[str, str, Sequence[TaskSpec], float], Job]
+    """Accept a job and release its ready tasks (job id, name, specs, now)."""

@@ -5,13 +5,13 @@ event (a job submitted, an agent joined, a batch of results, a tick) passing ``n
 then takes the decisions from :attr:`Scheduler.outbox`: assignments and cancels per agent, and
 the jobs that have new events. Unit tests drive it with a fake clock and assert exact decisions.
 
-:class:`Scheduler` is the state machine (``core.py``) plus its policies. The result cache
-(``core_cache``: in-flight dedup, preloading) is still a mixin. Decomposition (``core_split``),
-placement (``core_placement``: balancer, predictor, stealing), recovery (``core_recovery``:
-circuit breakers, quarantine) and restore (failover, issue #3, ``core_restore``) are policy
-objects that own their state and talk to the core through its ``CorePort``; the scheduler builds
-them, hands them to the core (``use_split``, ``use_placement``, ``use_recovery``) and forwards
-restore's public methods.
+:class:`Scheduler` is the state machine (``core.py``) plus one policy object per area, each
+owning its state, calling its pure policy module and talking to the core through the core's
+``CorePort`` (``core_port.py``): ``core_cache`` (result cache, in-flight dedup, preloading),
+``core_split`` (decomposer), ``core_placement`` (balancer, predictor, stealing),
+``core_recovery`` (circuit breakers, quarantine) and ``core_restore`` (failover, issue #3). The
+scheduler builds them, hands them to the core (``use_cache``, ``use_split``, ``use_placement``,
+``use_recovery``; the core runs with any subset) and forwards restore's public methods.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .core import (
     RestoredResult,
     SchedulerCore,
 )
-from .core_cache import CacheMixin
+from .core_cache import Caching
 from .core_placement import Placement
 from .core_recovery import Recovery
 from .core_restore import Restorer
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-class Scheduler(CacheMixin, SchedulerCore):
+class Scheduler(SchedulerCore):
     """Jobs, tasks and agents, and the rules that move tasks between states, with every policy
     (see the module docstring)."""
 
@@ -60,7 +60,10 @@ class Scheduler(CacheMixin, SchedulerCore):
         split_functions: SplitFunctions = no_split_functions,
         cache: ResultCache | None = None,
     ) -> None:
-        super().__init__(config, limiter=limiter, seed=seed, cache=cache)
+        super().__init__(config, limiter=limiter, seed=seed)
+        self._caching = None if cache is None else Caching(self.port, cache)
+        if self._caching is not None:
+            self.use_cache(self._caching)
         self._decomposition = Decomposition(
             self.port, self.config.decomposer, self.predictor, split_functions
         )
