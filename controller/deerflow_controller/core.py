@@ -19,14 +19,37 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from .balancer import Balancer
 from .cache import ResultCache
 from .config import SchedulerConfig
+from .core_hooks import (
+    CacheHooks,
+    PlacementHooks,
+    RecoveryHooks,
+    SplitHooks,
+    first_agent,
+    no_advance,
+    no_cache,
+    no_cancel_parts,
+    no_circuit_keys,
+    no_learn,
+    no_park,
+    no_part_ended,
+    no_preload,
+    no_record_failure,
+    no_record_success,
+    no_settle,
+    no_split,
+    no_steal,
+)
 from .core_port import CorePort
-from .decomposer import PartCollector, Plan
+from .core_types import (
+    AttemptResult,
+    Counters,
+    Outbox,
+    SplitRun,
+)
 from .model import (
     AgentView,
     AttemptKey,
@@ -51,49 +74,6 @@ from .recovery import (
 )
 from .timers import TimerHeap, TimerKind
 
-
-@dataclass(slots=True)
-class AttemptResult:
-    """How an attempt ended, as an agent reports it."""
-
-    key: AttemptKey
-    ok: bool
-    output: bytes = b""
-    error: TaskError | None = None
-    cancelled: bool = False
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    """Provider signals the handler reported (deerflow_common.signals)."""
-    run_s: float = 0.0
-    """How long the handler ran, by the agent's clock (0 = unknown)."""
-    cpu_s: float = 0.0
-    rss_bytes: int = 0
-
-
-@dataclass(slots=True)
-class Outbox:
-    """Decisions the shell carries out after each call, then clears with :meth:`take`."""
-
-    assignments: dict[str, list[Task]] = field(default_factory=dict)
-    cancels: dict[str, list[AttemptKey]] = field(default_factory=dict)
-    touched_jobs: set[str] = field(default_factory=set)
-    expired_jobs: list[str] = field(default_factory=list)
-    disconnects: list[str] = field(default_factory=list)
-    """Agents declared dead for silence: the shell closes their streams."""
-    notices: list[str] = field(default_factory=list)
-    """Cluster-level decisions in a sentence (circuit opened, agent quarantined): the shell
-    logs them; the tasks they affect carry them in their events' detail."""
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.assignments
-            or self.cancels
-            or self.touched_jobs
-            or self.expired_jobs
-            or self.disconnects
-            or self.notices
-        )
-
-
 _NO_METADATA: Mapping[str, str] = {}
 
 
@@ -112,190 +92,6 @@ _RATE_WINDOW_S = 0.05
 """An agent's completion rate is measured over windows at least this long."""
 _RATE_ALPHA = 0.3
 """Weight of the newest window when an agent's completion rate falls (a rise counts at once)."""
-
-
-@dataclass(slots=True)
-class Counters:
-    submitted: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    timed_out: int = 0
-    retries: int = 0
-    schedule_timeouts: int = 0
-    heartbeat_timeouts: int = 0
-    circuit_trips: int = 0
-    quarantines: int = 0
-    stolen: int = 0
-    split_tasks: int = 0
-    stale_results: int = 0
-
-
-@dataclass(slots=True)
-class RestoredResult:
-    """A task's final result as the journal kept it (restore, issue #3)."""
-
-    state: TaskState
-    output: bytes = b""
-    error: TaskError | None = None
-    attempt: int = 0
-    agent_id: str = ""
-
-
-_RESTORABLE = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
-)
-
-
-PRELOAD_PRIORITY = -(2**31)
-"""Speculative tasks come after everything a client submitted."""
-
-
-@dataclass(slots=True)
-class _SplitRun:
-    """A split task's parts (in plan order) and the collector that decides the parent."""
-
-    plan: Plan
-    parts: list[Task]
-    collector: PartCollector
-
-
-class SplitHooks(Protocol):
-    """What the core asks of a decomposition policy (``core_split.Decomposition``)."""
-
-    def split(self, task: Task, now: float) -> bool:
-        """Split a ready task into parts: True when it was split (or failed to split)."""
-        ...
-
-    def part_ended(self, part: Task, now: float) -> None:
-        """A part of a split task reached a terminal state."""
-        ...
-
-    def cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
-        """Stop the given parts of a split task."""
-        ...
-
-
-class RecoveryHooks(Protocol):
-    """What the core asks of a recovery policy (``core_recovery.Recovery``)."""
-
-    breakers: CircuitBreakers
-    quarantined: dict[str, frozenset[str]]
-
-    def circuit_keys(self, task: Task) -> tuple[str, ...]:
-        """The circuits an attempt of ``task`` draws on."""
-        ...
-
-    def record_success(self, task: Task, agent_id: str, now: float) -> None:
-        """An attempt succeeded."""
-        ...
-
-    def record_failure(
-        self, task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
-    ) -> None:
-        """An attempt failed."""
-        ...
-
-    def park(self, task: Task, key: str, now: float) -> None:
-        """Hold a task whose circuit ``key`` is open."""
-        ...
-
-    def advance(self, now: float) -> None:
-        """A recovery timer fired."""
-        ...
-
-
-class CacheHooks(Protocol):
-    """What the core asks of a result-cache policy (``core_cache.Caching``)."""
-
-    cache: ResultCache
-
-    def from_cache(self, task: Task, now: float) -> bool:
-        """Answer a ready task from the cache (True when it was answered or attached)."""
-        ...
-
-    def settle(self, task: Task, state: TaskState, now: float) -> None:
-        """A task that led or followed a cache flight ended."""
-        ...
-
-    def preload(self, now: float) -> None:
-        """Nothing is ready: spend idle capacity on speculative tasks."""
-        ...
-
-
-def _no_cache(task: Task, now: float) -> bool:
-    return False
-
-
-def _no_settle(task: Task, state: TaskState, now: float) -> None:
-    pass
-
-
-def _no_preload(now: float) -> None:
-    pass
-
-
-class PlacementHooks(Protocol):
-    """What the core asks of a placement policy (``core_placement.Placement``)."""
-
-    def place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
-        """The agent to run ``task`` among ``agents`` (the puller first); None: keep it
-        queued."""
-        ...
-
-    def steal(self, now: float) -> None:
-        """Move attempts waiting unstarted on lagging agents to idle ones."""
-        ...
-
-    def learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
-        """Learn from a successful attempt's measured cost."""
-        ...
-
-
-def _first(task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
-    return agents[0] if agents else None
-
-
-def _no_steal(now: float) -> None:
-    pass
-
-
-def _no_learn(task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
-    pass
-
-
-def _no_circuit_keys(task: Task) -> tuple[str, ...]:
-    return ()
-
-
-def _no_record_success(task: Task, agent_id: str, now: float) -> None:
-    pass
-
-
-def _no_record_failure(
-    task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
-) -> None:
-    pass
-
-
-def _no_park(task: Task, key: str, now: float) -> None:
-    pass
-
-
-def _no_advance(now: float) -> None:
-    pass
-
-
-def _no_split(task: Task, now: float) -> bool:
-    return False
-
-
-def _no_part_ended(part: Task, now: float) -> None:
-    pass
-
-
-def _no_cancel_parts(run: _SplitRun, indices: Iterable[int], now: float) -> None:
-    pass
 
 
 class SchedulerCore:
@@ -337,31 +133,31 @@ class SchedulerCore:
         without one, circuits nothing records into, so always closed."""
         self._quarantined: dict[str, frozenset[str]] = {}
         """Agent id -> handlers it may not run now: the recovery policy's (none without one)."""
-        self._circuit_keys: Callable[[Task], tuple[str, ...]] = _no_circuit_keys
-        self._record_success: Callable[[Task, str, float], None] = _no_record_success
+        self._circuit_keys: Callable[[Task], tuple[str, ...]] = no_circuit_keys
+        self._record_success: Callable[[Task, str, float], None] = no_record_success
         self._record_failure: Callable[[Task, str, TaskError, ErrorClass, float], None] = (
-            _no_record_failure
+            no_record_failure
         )
-        self._park: Callable[[Task, str, float], None] = _no_park
-        self._advance_recovery: Callable[[float], None] = _no_advance
+        self._park: Callable[[Task, str, float], None] = no_park
+        self._advance_recovery: Callable[[float], None] = no_advance
         self.predictor = Predictor(self.config.predictor)
-        self._split: Callable[[Task, float], bool] = _no_split
+        self._split: Callable[[Task, float], bool] = no_split
         """Split a ready task into parts (True when it was split or failed to split); see
         :meth:`use_split`."""
-        self._part_ended: Callable[[Task, float], None] = _no_part_ended
-        self._cancel_parts: Callable[[_SplitRun, Iterable[int], float], None] = _no_cancel_parts
+        self._part_ended: Callable[[Task, float], None] = no_part_ended
+        self._cancel_parts: Callable[[SplitRun, Iterable[int], float], None] = no_cancel_parts
         self.cache: ResultCache | None = None
         """The result cache (issue #6), the cache policy's (see :meth:`use_cache`); None: every
         task runs."""
-        self._from_cache: Callable[[Task, float], bool] = _no_cache
-        self._cache_settle: Callable[[Task, TaskState, float], None] = _no_settle
-        self._preload: Callable[[float], None] = _no_preload
+        self._from_cache: Callable[[Task, float], bool] = no_cache
+        self._cache_settle: Callable[[Task, TaskState, float], None] = no_settle
+        self._preload: Callable[[float], None] = no_preload
         self.balancer = Balancer(self.config.balancer)
-        self._place: Callable[[Task, Sequence[AgentView], float], AgentView | None] = _first
+        self._place: Callable[[Task, Sequence[AgentView], float], AgentView | None] = first_agent
         """The agent to run a task among candidates (the puller first); see
         :meth:`use_placement`."""
-        self._steal: Callable[[float], None] = _no_steal
-        self._learn: Callable[[Task, str, AttemptResult, float], None] = _no_learn
+        self._steal: Callable[[float], None] = no_steal
+        self._learn: Callable[[Task, str, AttemptResult, float], None] = no_learn
         self.port = CorePort(
             config=self.config,
             jobs=self.jobs,
@@ -921,7 +717,7 @@ class SchedulerCore:
         if state == TaskState.QUEUED:
             return not task.ready_seq and task.cache_leader is None
         if state in (TaskState.DISPATCHED, TaskState.RUNNING):
-            return not task.agent_id and not isinstance(task.split, _SplitRun)
+            return not task.agent_id and not isinstance(task.split, SplitRun)
         return False
 
     def _leave_wait(self, task: Task) -> None:
@@ -1214,7 +1010,7 @@ class SchedulerCore:
             return f"throttled ({task.parked_on} circuit open)" if task.parked_on else "throttled"
         if state == TaskState.DISPATCHED:
             return f"waiting unstarted on agent {task.agent_id!r}"
-        if isinstance(task.split, _SplitRun):
+        if isinstance(task.split, SplitRun):
             return f"running split into {len(task.split.parts)} parts"
         return f"running attempt {task.attempt} on agent {task.agent_id!r}"
 
@@ -1375,7 +1171,7 @@ class SchedulerCore:
                 task.agent_id = agent
             self._part_ended(task, now)
             return
-        if isinstance(task.split, _SplitRun):
+        if isinstance(task.split, SplitRun):
             self._cancel_parts(task.split, range(len(task.split.parts)), now)
         c = self.counters
         if state == TaskState.SUCCEEDED:

@@ -5,8 +5,8 @@ speculative tasks. The cache itself is ``cache/``; this is how the core uses it.
 from __future__ import annotations
 
 from .cache import Hit, RequestKey, ResultCache, Skip
-from .core import PRELOAD_PRIORITY
 from .core_port import CorePort
+from .core_types import PRELOAD_PRIORITY
 from .model import (
     CachePolicy,
     Task,

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from deerflow_common import signals
 
 from .balancer import Balancer
-from .core import AttemptResult
 from .core_port import CorePort
+from .core_types import AttemptResult
 from .model import (
     AgentView,
     Task,

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from .config import SchedulerConfig
+from .core_types import Counters, Outbox
 from .model import AgentView, AttemptKey, HandlerTraits, Job, Task, TaskError, TaskSpec, TaskState
 from .ratelimit import RateLimiter
 from .timers import TimerKind
-
-if TYPE_CHECKING:  # the core imports this module
-    from .core import Counters, Outbox
 
 __all__ = ["Assign", "CorePort", "Emit", "Finish", "MakeReady", "Terminal"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from .core import _RESTORABLE, RestoredResult
 from .core_port import CorePort
+from .core_types import RESTORABLE, RestoredResult
 from .model import (
     AttemptKey,
     Job,
@@ -59,7 +59,7 @@ class Restorer:
         ended: list[Task] = []
         for task_id, result in finished.items():
             done = tasks.get(task_id)
-            if done is None or done.terminal or result.state not in _RESTORABLE:
+            if done is None or done.terminal or result.state not in RESTORABLE:
                 continue
             done.attempt = result.attempt
             if result.state == TaskState.SUCCEEDED:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .core import _SplitRun
 from .core_port import CorePort
+from .core_types import SplitRun
 from .decomposer import Decomposer, DecomposerConfig, Merger, PartOutcome, SplitRequest, Splitter
 from .model import (
     ErrorKind,
@@ -124,7 +124,7 @@ class Decomposition:
             p.waiting_on = len(part.depends_on)
             for dep in part.depends_on:
                 parts[dep].dependents.append(p)
-        task.split = _SplitRun(
+        task.split = SplitRun(
             plan,
             parts,
             self.decomposer.collector(plan, partial_results=spec.partial_results, merger=merger),
@@ -143,7 +143,7 @@ class Decomposition:
         parent = part.parent
         assert parent is not None
         run = parent.split
-        if parent.terminal or not isinstance(run, _SplitRun):
+        if parent.terminal or not isinstance(run, SplitRun):
             return
         if part.state == TaskState.SUCCEEDED:
             outcome = PartOutcome(part.part_index, output=part.output)
@@ -163,7 +163,7 @@ class Decomposition:
                 parent, TaskState.FAILED, now, error=result.error, detail=result.detail
             )
 
-    def cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
+    def cancel_parts(self, run: SplitRun, indices: Iterable[int], now: float) -> None:
         """Stop the given parts of a split task (each not yet ended ends CANCELLED)."""
         core = self._core
         error = TaskError(ErrorKind.CANCELLED_BY_CLIENT, "the task this part belongs to ended")

@@ -20,19 +20,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from .cache import ResultCache
 from .config import SchedulerConfig
-from .core import (
-    PRELOAD_PRIORITY,
-    AttemptResult,
-    Counters,
-    Outbox,
-    RestoredResult,
-    SchedulerCore,
-)
+from .core import SchedulerCore
 from .core_cache import Caching
 from .core_placement import Placement
 from .core_recovery import Recovery
 from .core_restore import Restorer
 from .core_split import Decomposition, SplitFunctions, no_split_functions
+from .core_types import PRELOAD_PRIORITY, AttemptResult, Counters, Outbox, RestoredResult
 from .model import AttemptKey, Job, TaskSpec
 from .ratelimit import RateLimiter
 
