@@ -3,11 +3,9 @@ scheduler with given key limits, rate-keyed specs, 429 results and admission rec
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from deerflow_common import signals
-from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import (
     ErrorKind,
     Job,
@@ -18,7 +16,7 @@ from deerflow_controller.model import (
 from deerflow_controller.ratelimit import KeyGate, KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
-from .scheduling import JOB, key
+from .scheduling import JOB, key, make
 
 KEY = "llm/openai"
 
@@ -28,17 +26,16 @@ ONE_PER_SECOND = KeyLimits(rpm=60, safety=1.0, burst_s=1.0, adaptive=False)
 """Exactly one request a second, one deep: admission times are whole seconds."""
 
 
-def make(
+def limited(
     limits: dict[str, KeyLimits] | None = None,
     *,
     default: KeyLimits | None = None,
     **overrides: Any,
 ) -> Scheduler:
-    """A seeded scheduler with the given limits; prefetch 0, so credit equals slots, and
-    agents are never declared dead for silence."""
-    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
+    """The shared seeded scheduler (``scheduling.make``) with the given limits per rate key and
+    ``default`` for the others."""
     config = LimiterConfig(tuple((limits or {}).items()), default or KeyLimits())
-    return Scheduler(replace(base, **overrides), limiter=RateLimiter(config), seed=7)
+    return make(limiter=RateLimiter(config), **overrides)
 
 
 def spec(

@@ -8,6 +8,7 @@ import itertools
 from dataclasses import replace
 from typing import Any
 
+from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import (
     AttemptKey,
@@ -18,6 +19,7 @@ from deerflow_controller.model import (
     TaskSpec,
     TaskState,
 )
+from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.recovery import RecoveryConfig, RetryConfig
 from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
@@ -106,14 +108,20 @@ def retries(**kw: Any) -> RecoveryConfig:
     return RecoveryConfig(retry=RetryConfig(**kw))
 
 
-def make(**overrides: Any) -> Scheduler:
+def make(
+    *,
+    seed: int = 7,
+    limiter: RateLimiter | None = None,
+    cache: ResultCache | None = None,
+    **overrides: Any,
+) -> Scheduler:
     """A seeded scheduler; prefetch 0 unless asked (no floor, no rate-sized part), so an agent's
-    credit equals its slots.
+    credit equals its slots. ``overrides`` are SchedulerConfig fields.
     Silent agents are only declared dead in the tests that ask for it (agent_silence_s)."""
     base = SchedulerConfig(
         prefetch=0, prefetch_fraction=0.0, prefetch_cover_s=0.0, agent_silence_s=1e9
     )
-    return Scheduler(replace(base, **overrides), seed=7)
+    return Scheduler(replace(base, **overrides), limiter=limiter, seed=seed, cache=cache)
 
 
 def spec(

@@ -22,7 +22,7 @@ from .ratelimiting import (
     assert_slots_settled,
     assigned_ids,
     gate,
-    make,
+    limited,
     ok,
     rate_limited,
     specs,
@@ -34,7 +34,7 @@ from .scheduling import JOB, assert_event_log_sound, events_of, run_timers, trai
 
 
 def test_a_burst_on_a_600_rpm_key_admits_the_buckets_depth_and_throttles_the_rest() -> None:
-    s = make({"llm/*": RPM_600})
+    s = limited({"llm/*": RPM_600})
     s.agent_joined("A", ["llm"], 100, 0.0)
 
     job = s.submit(JOB, "", specs(10, KEY), 0.0)
@@ -54,7 +54,7 @@ def test_a_burst_on_a_600_rpm_key_admits_the_buckets_depth_and_throttles_the_res
 def test_ticking_at_next_timer_admits_200_tasks_at_the_rate_and_never_faster(
     adaptive: bool,
 ) -> None:
-    s = make({KEY: KeyLimits(rpm=600, adaptive=adaptive)})
+    s = limited({KEY: KeyLimits(rpm=600, adaptive=adaptive)})
     s.agent_joined("A", ["llm"], 1000, 0.0)
     job = s.submit(JOB, "", specs(200, KEY), 0.0)
 
@@ -92,7 +92,7 @@ def test_ticking_at_next_timer_admits_200_tasks_at_the_rate_and_never_faster(
 def test_tasks_admitted_while_no_agent_can_run_them_are_not_sent_in_one_burst() -> None:
     """The provider sees requests when agents run them: ten seconds of admissions banked in
     the ready queue must not all go out the moment an agent joins."""
-    s = make({KEY: ONE_PER_SECOND})
+    s = limited({KEY: ONE_PER_SECOND})
     job = s.submit(JOB, "", specs(30, KEY), 0.0)
     run_timers(s, 10.0)
 
@@ -104,7 +104,7 @@ def test_tasks_admitted_while_no_agent_can_run_them_are_not_sent_in_one_burst() 
 
 
 def test_tasks_without_rate_keys_bypass_the_limiter() -> None:
-    s = make({"*": ONE_PER_SECOND}, default=ONE_PER_SECOND)
+    s = limited({"*": ONE_PER_SECOND}, default=ONE_PER_SECOND)
     s.agent_joined("A", ["llm"], 100, 0.0)
 
     job = s.submit(JOB, "", specs(50), 0.0)
@@ -122,7 +122,7 @@ def test_tasks_without_rate_keys_bypass_the_limiter() -> None:
 
 
 def test_a_concurrency_limit_holds_and_a_finishing_attempt_admits_the_next() -> None:
-    s = make({KEY: KeyLimits(concurrency=2, adaptive=False)})
+    s = limited({KEY: KeyLimits(concurrency=2, adaptive=False)})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(5, KEY), 0.0)
     assert assigned_ids(s.take()) == ["t0", "t1"]
@@ -149,7 +149,7 @@ def test_a_concurrency_limit_holds_and_a_finishing_attempt_admits_the_next() -> 
 def test_a_429_shrinks_the_adaptive_concurrency_limit() -> None:
     # 98/s, 49 deep: only concurrency binds. A key with a configured rate starts its AIMD
     # limit at max_concurrency.
-    s = make({KEY: KeyLimits(rpm=6000, max_concurrency=8)})
+    s = limited({KEY: KeyLimits(rpm=6000, max_concurrency=8)})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(12, KEY, max_retries=0), 0.0)
     assert len(assigned_ids(s.take())) == 8
@@ -175,7 +175,7 @@ def test_a_429_shrinks_the_adaptive_concurrency_limit() -> None:
 
 
 def test_a_429_with_retry_after_pauses_the_key_until_exactly_then() -> None:
-    s = make({KEY: KeyLimits(concurrency=1, adaptive=False)})
+    s = limited({KEY: KeyLimits(concurrency=1, adaptive=False)})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(3, KEY, max_retries=0), 0.0)
     assert assigned_ids(s.take()) == ["t0"]
@@ -199,7 +199,7 @@ def test_a_429_with_retry_after_pauses_the_key_until_exactly_then() -> None:
 
 
 def test_a_429_without_retry_after_pauses_the_key_for_the_default_pause() -> None:
-    s = make({KEY: KeyLimits(concurrency=1, adaptive=False)})
+    s = limited({KEY: KeyLimits(concurrency=1, adaptive=False)})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(3, KEY, max_retries=0), 0.0)
     assert assigned_ids(s.take()) == ["t0"]
@@ -216,7 +216,7 @@ def test_a_429_without_retry_after_pauses_the_key_for_the_default_pause() -> Non
 
 
 def test_a_429d_task_is_retried_through_the_limiter() -> None:
-    s = make({KEY: KeyLimits(concurrency=1, adaptive=False)})
+    s = limited({KEY: KeyLimits(concurrency=1, adaptive=False)})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(1, KEY), 0.0)
     assert assigned_ids(s.take()) == ["t0"]
@@ -251,7 +251,7 @@ TPM = KeyLimits(tpm=61_440, safety=1.0, adaptive=False)
 
 
 def two_token_tasks() -> tuple[Scheduler, Job]:
-    s = make({KEY: TPM})
+    s = limited({KEY: TPM})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(2, KEY, est_tokens=400.0), 0.0)
     assert assigned_ids(s.take()) == ["t0"]  # 112 tokens left: t1 is due at 0.28125
@@ -286,7 +286,7 @@ def test_reported_usage_above_the_estimate_is_a_debt_that_delays_the_next_task()
 
 
 def test_reported_usage_updates_the_token_mean_charged_to_tasks_without_an_estimate() -> None:
-    s = make({KEY: KeyLimits(tpm=600_000, adaptive=False, default_tokens=1000.0)})
+    s = limited({KEY: KeyLimits(tpm=600_000, adaptive=False, default_tokens=1000.0)})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(1, KEY), 0.0)
     assert job.tasks["t0"].rate_hold == [(KEY, 1000.0)]
@@ -303,7 +303,7 @@ def test_reported_usage_updates_the_token_mean_charged_to_tasks_without_an_estim
 
 
 def test_a_stated_request_limit_lowers_the_pace_of_an_adaptive_key() -> None:
-    s = make({KEY: KeyLimits(rpm=600, safety=1.0)})  # 10/s, 5 deep
+    s = limited({KEY: KeyLimits(rpm=600, safety=1.0)})  # 10/s, 5 deep
     s.agent_joined("A", ["llm"], 100, 0.0)
     first = s.submit(JOB, "", specs(5, KEY), 0.0)
     assert len(assigned_ids(s.take())) == 5
@@ -341,7 +341,7 @@ def serve(s: Scheduler, job: Job, until: float, *, answer_429_at: float = float(
 
 
 def test_an_unknown_key_starts_at_initial_rps_and_doubles_each_second_under_pressure() -> None:
-    s = make(default=KeyLimits(safety=1.0, initial_rps=4.0))  # 4/s, 2 deep
+    s = limited(default=KeyLimits(safety=1.0, initial_rps=4.0))  # 4/s, 2 deep
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(400, "search/new"), 0.0)
     learner = gate(s, "search/new").learner
@@ -359,7 +359,7 @@ def test_an_unknown_key_starts_at_initial_rps_and_doubles_each_second_under_pres
 
 
 def test_a_learned_rate_backs_off_on_a_429_from_the_observed_rate_then_climbs_back() -> None:
-    s = make(default=KeyLimits(safety=1.0, initial_rps=4.0))
+    s = limited(default=KeyLimits(safety=1.0, initial_rps=4.0))
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(400, "search/new"), 0.0)
     g = gate(s, "search/new")

@@ -18,7 +18,7 @@ from .ratelimiting import (
     assert_slots_settled,
     assigned_ids,
     gate,
-    make,
+    limited,
     ok,
     spec,
     specs,
@@ -29,7 +29,7 @@ from .scheduling import JOB, assert_event_log_sound, events_of, key, run_timers,
 
 
 def test_two_tenants_on_one_key_are_admitted_in_turn_while_both_wait() -> None:
-    s = make({KEY: ONE_PER_SECOND})
+    s = limited({KEY: ONE_PER_SECOND})
     s.agent_joined("A", ["llm"], 1000, 0.0)
     a = s.submit("ja", "", specs(100, KEY, prefix="a", tenant="A"), 0.0)
     b = s.submit("jb", "", specs(10, KEY, prefix="b", tenant="B"), 0.5)
@@ -45,7 +45,7 @@ def test_two_tenants_on_one_key_are_admitted_in_turn_while_both_wait() -> None:
 
 
 def test_within_a_tenant_higher_priority_is_admitted_first_then_arrival() -> None:
-    s = make({KEY: ONE_PER_SECOND})
+    s = limited({KEY: ONE_PER_SECOND})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(
         JOB,
@@ -73,7 +73,7 @@ def test_within_a_tenant_higher_priority_is_admitted_first_then_arrival() -> Non
 
 
 def two_key_tasks() -> tuple[Scheduler, Job]:
-    s = make({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
+    s = limited({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", [spec("x", "a", "b"), spec("y", "a", "b")], 0.0)
     assert assigned_ids(s.take()) == ["x"]
@@ -110,7 +110,7 @@ def test_a_task_with_two_keys_waits_for_the_first_when_the_second_has_room() -> 
 
 
 def test_cancelling_a_throttled_task_removes_it_without_admitting_or_charging_it() -> None:
-    s = make({KEY: ONE_PER_SECOND})
+    s = limited({KEY: ONE_PER_SECOND})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(6, KEY), 0.0)
     assert assigned_ids(s.take()) == ["t0"]
@@ -126,7 +126,7 @@ def test_cancelling_a_throttled_task_removes_it_without_admitting_or_charging_it
 
 
 def test_a_cancelled_throttled_task_no_longer_counts_as_waiting_on_its_key() -> None:
-    s = make({KEY: ONE_PER_SECOND})
+    s = limited({KEY: ONE_PER_SECOND})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(10, KEY), 0.0)
     assert (gate(s).waiting, s.limiter.waiting) == (9, 9)
@@ -138,7 +138,7 @@ def test_a_cancelled_throttled_task_no_longer_counts_as_waiting_on_its_key() -> 
 
 
 def test_cancelling_a_whole_job_of_throttled_tasks_leaves_nothing_waiting() -> None:
-    s = make({KEY: ONE_PER_SECOND})
+    s = limited({KEY: ONE_PER_SECOND})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(10, KEY), 0.0)
 
@@ -159,7 +159,7 @@ def test_cancelling_a_whole_job_of_throttled_tasks_leaves_nothing_waiting() -> N
 
 
 def with_bystander(subject: TaskSpec) -> tuple[Scheduler, Job]:
-    s = make({KEY: KeyLimits(concurrency=3, adaptive=False)})
+    s = limited({KEY: KeyLimits(concurrency=3, adaptive=False)})
     s.agent_joined("H", ["hold"], 1, 0.0)
     s.submit("by", "", [spec("by", KEY, handler="hold")], 0.0)
     s.agent_joined("A", ["llm"], 1, 0.0)
@@ -277,7 +277,7 @@ def test_an_attempt_a_draining_agent_gives_back_frees_its_slot_once() -> None:
 
 
 def test_a_task_a_draining_agent_gives_back_is_not_charged_its_rate_budget_again() -> None:
-    s = make({KEY: ONE_PER_SECOND})
+    s = limited({KEY: ONE_PER_SECOND})
     s.agent_joined("A", ["llm"], 1, 0.0)
     job = s.submit(JOB, "", [spec("x", KEY)], 0.0)
     assert assigned_ids(s.take()) == ["x"]
@@ -294,7 +294,7 @@ def test_a_task_a_draining_agent_gives_back_is_not_charged_its_rate_budget_again
 
 
 def test_a_task_whose_second_key_is_full_does_not_block_the_first_keys_line() -> None:
-    s = make(
+    s = limited(
         {
             "a": KeyLimits(concurrency=10, adaptive=False),
             "b": KeyLimits(concurrency=1, adaptive=False),
@@ -316,7 +316,7 @@ def test_a_task_whose_second_key_is_full_does_not_block_the_first_keys_line() ->
 
 
 def test_a_blocked_two_key_task_keeps_its_place_when_it_moves_between_lines() -> None:
-    s = make({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
+    s = limited({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", [spec("holds-b", "b"), spec("x", "a", "b")], 0.0)
     assert assigned_ids(s.take()) == ["holds-b"]
@@ -332,7 +332,7 @@ def test_a_blocked_two_key_task_keeps_its_place_when_it_moves_between_lines() ->
 
 
 def test_a_retried_rate_keyed_task_keeps_its_place_on_its_key() -> None:
-    s = make({KEY: ONE_PER_SECOND})
+    s = limited({KEY: ONE_PER_SECOND})
     s.agent_joined("A", ["llm"], 100, 0.0)
     job = s.submit(JOB, "", specs(4, KEY), 0.0)
     assert assigned_ids(s.take()) == ["t0"]
