@@ -38,7 +38,7 @@ def limited(
     return make(limiter=RateLimiter(config), **overrides)
 
 
-def spec(
+def keyed_spec(
     task_id: str,
     *rate_keys: str,
     handler: str = "llm",
@@ -48,6 +48,7 @@ def spec(
     max_retries: int = -1,
     timeout_s: float = 0.0,
 ) -> TaskSpec:
+    """A task spec drawing on ``rate_keys`` (handler "llm" unless asked)."""
     return TaskSpec(
         id=task_id,
         handler=handler,
@@ -61,7 +62,7 @@ def spec(
 
 
 def specs(n: int, *rate_keys: str, prefix: str = "t", **kwargs: Any) -> list[TaskSpec]:
-    return [spec(f"{prefix}{i}", *rate_keys, **kwargs) for i in range(n)]
+    return [keyed_spec(f"{prefix}{i}", *rate_keys, **kwargs) for i in range(n)]
 
 
 def ok(task_id: str, attempt: int, job_id: str = JOB, **meta: str) -> AttemptResult:

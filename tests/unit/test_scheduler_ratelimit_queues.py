@@ -18,9 +18,9 @@ from .ratelimiting import (
     assert_slots_settled,
     assigned_ids,
     gate,
+    keyed_spec,
     limited,
     ok,
-    spec,
     specs,
 )
 from .scheduling import JOB, assert_event_log_sound, events_of, key, run_timers, trail
@@ -51,11 +51,11 @@ def test_within_a_tenant_higher_priority_is_admitted_first_then_arrival() -> Non
         JOB,
         "",
         [
-            spec("low", KEY, priority=1),
-            spec("mid", KEY, priority=3),
-            spec("high", KEY, priority=5),
-            spec("mid2", KEY, priority=3),
-            spec("none", KEY),
+            keyed_spec("low", KEY, priority=1),
+            keyed_spec("mid", KEY, priority=3),
+            keyed_spec("high", KEY, priority=5),
+            keyed_spec("mid2", KEY, priority=3),
+            keyed_spec("none", KEY),
         ],
         0.0,
     )
@@ -75,7 +75,7 @@ def test_within_a_tenant_higher_priority_is_admitted_first_then_arrival() -> Non
 def two_key_tasks() -> tuple[Scheduler, Job]:
     s = limited({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
     s.agent_joined("A", ["llm"], 100, 0.0)
-    job = s.submit(JOB, "", [spec("x", "a", "b"), spec("y", "a", "b")], 0.0)
+    job = s.submit(JOB, "", [keyed_spec("x", "a", "b"), keyed_spec("y", "a", "b")], 0.0)
     assert assigned_ids(s.take()) == ["x"]
     assert job.tasks["x"].rate_hold == [("a", 1000.0), ("b", 1000.0)]
     return s, job
@@ -161,7 +161,7 @@ def test_cancelling_a_whole_job_of_throttled_tasks_leaves_nothing_waiting() -> N
 def with_bystander(subject: TaskSpec) -> tuple[Scheduler, Job]:
     s = limited({KEY: KeyLimits(concurrency=3, adaptive=False)})
     s.agent_joined("H", ["hold"], 1, 0.0)
-    s.submit("by", "", [spec("by", KEY, handler="hold")], 0.0)
+    s.submit("by", "", [keyed_spec("by", KEY, handler="hold")], 0.0)
     s.agent_joined("A", ["llm"], 1, 0.0)
     job = s.submit(JOB, "", [subject], 0.0)
     out = s.take()
@@ -180,7 +180,7 @@ def end_bystander(s: Scheduler, job: Job, now: float) -> None:
 
 
 def test_a_success_gives_the_slot_back_once() -> None:
-    s, job = with_bystander(spec("x", KEY))
+    s, job = with_bystander(keyed_spec("x", KEY))
 
     s.finished("A", [ok("x", 1)], 1.0)
     s.finished("A", [ok("x", 1)], 1.5)  # a duplicate report
@@ -189,7 +189,7 @@ def test_a_success_gives_the_slot_back_once() -> None:
 
 
 def test_a_failure_and_its_retry_each_give_the_slot_back_once() -> None:
-    s, job = with_bystander(spec("x", KEY))
+    s, job = with_bystander(keyed_spec("x", KEY))
 
     s.finished("A", [AttemptResult(key("x", 1), ok=False)], 1.0)
     assert gate(s).in_flight == 1
@@ -202,7 +202,7 @@ def test_a_failure_and_its_retry_each_give_the_slot_back_once() -> None:
 
 
 def test_a_final_failure_gives_the_slot_back_once() -> None:
-    s, job = with_bystander(spec("x", KEY, max_retries=0))
+    s, job = with_bystander(keyed_spec("x", KEY, max_retries=0))
 
     s.finished("A", [AttemptResult(key("x", 1), ok=False)], 1.0)
 
@@ -211,7 +211,7 @@ def test_a_final_failure_gives_the_slot_back_once() -> None:
 
 
 def test_an_agent_loss_gives_the_slot_back_once_and_the_retry_takes_a_new_one() -> None:
-    s, job = with_bystander(spec("x", KEY))
+    s, job = with_bystander(keyed_spec("x", KEY))
     s.agent_joined("B", ["llm"], 1, 0.5)
 
     s.agent_left("A", 1.0)
@@ -223,7 +223,7 @@ def test_an_agent_loss_gives_the_slot_back_once_and_the_retry_takes_a_new_one() 
 
 
 def test_a_timeout_gives_the_slot_back_once() -> None:
-    s, job = with_bystander(spec("x", KEY, timeout_s=10.0, max_retries=0))
+    s, job = with_bystander(keyed_spec("x", KEY, timeout_s=10.0, max_retries=0))
     s.started("A", [key("x", 1)], 0.0)
 
     run_timers(s, 15.0)  # 10 s plus 5 s of grace
@@ -235,7 +235,7 @@ def test_a_timeout_gives_the_slot_back_once() -> None:
 
 
 def test_a_late_success_after_a_timeout_frees_the_retrys_slot_once() -> None:
-    s, job = with_bystander(spec("x", KEY, timeout_s=10.0))
+    s, job = with_bystander(keyed_spec("x", KEY, timeout_s=10.0))
     s.started("A", [key("x", 1)], 0.0)
     s.agent_joined("B", ["llm"], 1, 0.5)
     run_timers(s, 16.0)  # timed out at 15, retried on B after the backoff
@@ -251,7 +251,7 @@ def test_a_late_success_after_a_timeout_frees_the_retrys_slot_once() -> None:
 
 
 def test_cancelling_a_dispatched_task_gives_the_slot_back_once() -> None:
-    s, job = with_bystander(spec("x", KEY))
+    s, job = with_bystander(keyed_spec("x", KEY))
 
     s.cancel(JOB, ["x"], "", 1.0)
     assert s.take().cancels == {"A": [key("x", 1)]}
@@ -262,7 +262,7 @@ def test_cancelling_a_dispatched_task_gives_the_slot_back_once() -> None:
 
 
 def test_an_attempt_a_draining_agent_gives_back_frees_its_slot_once() -> None:
-    s, job = with_bystander(spec("x", KEY))
+    s, job = with_bystander(keyed_spec("x", KEY))
     s.agent_joined("B", ["llm"], 1, 0.5)
 
     s.agent_draining("A", [key("x", 1)], 1.0)
@@ -279,7 +279,7 @@ def test_an_attempt_a_draining_agent_gives_back_frees_its_slot_once() -> None:
 def test_a_task_a_draining_agent_gives_back_is_not_charged_its_rate_budget_again() -> None:
     s = limited({KEY: ONE_PER_SECOND})
     s.agent_joined("A", ["llm"], 1, 0.0)
-    job = s.submit(JOB, "", [spec("x", KEY)], 0.0)
+    job = s.submit(JOB, "", [keyed_spec("x", KEY)], 0.0)
     assert assigned_ids(s.take()) == ["x"]
     s.agent_joined("B", ["llm"], 1, 0.25)
 
@@ -301,7 +301,7 @@ def test_a_task_whose_second_key_is_full_does_not_block_the_first_keys_line() ->
         }
     )
     s.agent_joined("A", ["llm"], 100, 0.0)
-    job = s.submit(JOB, "", [spec("holds-b", "b"), spec("x", "a", "b")], 0.0)
+    job = s.submit(JOB, "", [keyed_spec("holds-b", "b"), keyed_spec("x", "a", "b")], 0.0)
     assert assigned_ids(s.take()) == ["holds-b"]
 
     s.submit("j2", "", specs(3, "a", prefix="y"), 0.5)
@@ -318,7 +318,7 @@ def test_a_task_whose_second_key_is_full_does_not_block_the_first_keys_line() ->
 def test_a_blocked_two_key_task_keeps_its_place_when_it_moves_between_lines() -> None:
     s = limited({"a": ONE_PER_SECOND, "b": KeyLimits(concurrency=1, adaptive=False)})
     s.agent_joined("A", ["llm"], 100, 0.0)
-    job = s.submit(JOB, "", [spec("holds-b", "b"), spec("x", "a", "b")], 0.0)
+    job = s.submit(JOB, "", [keyed_spec("holds-b", "b"), keyed_spec("x", "a", "b")], 0.0)
     assert assigned_ids(s.take()) == ["holds-b"]
     s.submit("j2", "", specs(3, "a", prefix="y"), 0.5)
     assert assigned_ids(s.take()) == ["y0"]  # a's budget goes on while x waits for b
