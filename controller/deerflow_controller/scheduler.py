@@ -54,6 +54,7 @@ class Scheduler(SchedulerCore):
         split_functions: SplitFunctions = no_split_functions,
         cache: ResultCache | None = None,
     ) -> None:
+        """Build the core and hand it every policy (the cache only when ``cache`` is given)."""
         super().__init__(config, limiter=limiter, seed=seed)
         self._caching = None if cache is None else Caching(self.port, cache)
         if self._caching is not None:
@@ -73,8 +74,6 @@ class Scheduler(SchedulerCore):
         """Why each circuit last opened (for stats and the dashboard)."""
         self.quarantine_reasons = recovery.quarantine_reasons
         """(agent, handler) -> (why, until) while quarantined."""
-        self._parked = recovery.parked
-        """Tasks THROTTLED on an open circuit, by circuit key (read by the model test)."""
         self._restorer = Restorer(self.port)
 
     # ----------------------------------------------------------------- restore (issue #3)
