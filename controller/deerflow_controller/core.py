@@ -2,9 +2,18 @@
 states, with no policy beyond FIFO order and credit. Fed events and the current time, it answers
 with decisions; nothing here does I/O, sleeps or reads a clock.
 
-:class:`deerflow_controller.scheduler.Scheduler` is this core plus the policy mixins (result
-cache, decomposition, placement, recovery, restore), each in a module of its own; the core calls
-them through the hooks at the end of :class:`SchedulerCore`, whose defaults are "no policy".
+:class:`deerflow_controller.scheduler.Scheduler` is this core plus its policies, each an
+object in a module of its own using the core through its
+:class:`~deerflow_controller.core_port.CorePort`. The core calls them through the
+:class:`CacheHooks`, :class:`SplitHooks`, :class:`PlacementHooks` and :class:`RecoveryHooks`
+installed with the ``use_*`` methods, their methods bound once; without them it is a plain FIFO
+scheduler with fixed retries.
+
+This module holds the state (jobs, agents, ready queue, timers), the events the shell feeds it
+(jobs, agents, results) and its queries; the rest of the state machine is in functions bound
+to :class:`SchedulerCore` as methods: admission and dispatch (``core_dispatch``), time
+(``core_timeouts``) and terminal states (``core_terminal``). Its plain data is in
+``core_types``, the timer heap in ``timers``.
 
 Cost per task is O(log n) in queued tasks: ready tasks sit in per-handler heaps, timers in one
 heap with lazy invalidation, and no event scans all tasks.
@@ -12,24 +21,46 @@ heap with lazy invalidation, and no event scans all tasks.
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
 
+from . import core_dispatch, core_terminal, core_timeouts
 from .balancer import Balancer
-from .cache import RequestKey, ResultCache
+from .cache import ResultCache
 from .config import SchedulerConfig
-from .decomposer import Decomposer, Merger, PartCollector, Plan, Splitter
+from .core_hooks import (
+    CacheHooks,
+    PlacementHooks,
+    RecoveryHooks,
+    SplitHooks,
+    first_agent,
+    no_advance,
+    no_cache,
+    no_cancel_parts,
+    no_circuit_keys,
+    no_learn,
+    no_park,
+    no_part_ended,
+    no_preload,
+    no_record_failure,
+    no_record_success,
+    no_settle,
+    no_split,
+    no_steal,
+)
+from .core_port import CorePort
+from .core_types import (
+    AttemptResult,
+    Counters,
+    Outbox,
+    SplitRun,
+)
 from .model import (
     AgentView,
     AttemptKey,
     ErrorClass,
     ErrorKind,
-    Event,
     HandlerTraits,
     Job,
     Task,
@@ -37,150 +68,20 @@ from .model import (
     TaskSpec,
     TaskState,
 )
-from .predictor import HandlerDefaults, Predictor, features
+from .predictor import HandlerDefaults, Predictor
 from .ratelimit import RateLimiter
-from .ready_queue import ReadyQueue, labels_match
+from .ready_queue import ReadyQueue
 from .recovery import (
-    AgentQuarantine,
     CircuitBreakers,
     RetryPolicy,
-    RetryState,
     classify,
 )
-
-
-@dataclass(slots=True)
-class AttemptResult:
-    """How an attempt ended, as an agent reports it."""
-
-    key: AttemptKey
-    ok: bool
-    output: bytes = b""
-    error: TaskError | None = None
-    cancelled: bool = False
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    """Provider signals the handler reported (deerflow_common.signals)."""
-    run_s: float = 0.0
-    """How long the handler ran, by the agent's clock (0 = unknown)."""
-    cpu_s: float = 0.0
-    rss_bytes: int = 0
-
-
-@dataclass(slots=True)
-class Outbox:
-    """Decisions the shell carries out after each call, then clears with :meth:`take`."""
-
-    assignments: dict[str, list[Task]] = field(default_factory=dict)
-    cancels: dict[str, list[AttemptKey]] = field(default_factory=dict)
-    touched_jobs: set[str] = field(default_factory=set)
-    expired_jobs: list[str] = field(default_factory=list)
-    disconnects: list[str] = field(default_factory=list)
-    """Agents declared dead for silence: the shell closes their streams."""
-    notices: list[str] = field(default_factory=list)
-    """Cluster-level decisions in a sentence (circuit opened, agent quarantined): the shell
-    logs them; the tasks they affect carry them in their events' detail."""
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.assignments
-            or self.cancels
-            or self.touched_jobs
-            or self.expired_jobs
-            or self.disconnects
-            or self.notices
-        )
-
-
-class _Timer(IntEnum):
-    RETRY = 1
-    DEADLINE = 2
-    EXPIRE_JOB = 3
-    ORPHAN_SWEEP = 4
-    LIVENESS = 5
-    RATE_RELEASE = 6
-    SCHEDULE_TO_START = 7
-    HEARTBEAT = 8
-    RECOVERY = 9
-    SCHEDULE_TO_CLOSE = 10
-    JOB_DEADLINE = 11
-
-
-_NO_METADATA: Mapping[str, str] = {}
-
-
-def _with_class(error: TaskError, cls: ErrorClass) -> TaskError:
-    if error.error_class == cls:
-        return error
-    return TaskError(error.kind, error.message, error.retryable, error.retry_after_s, cls)
+from .timers import TimerHeap, TimerKind
 
 
 def _percent(value: float) -> float:
     """A load figure an agent reported, made a finite 0-100 (NaN reads 0)."""
     return min(100.0, max(0.0, value)) if math.isfinite(value) else (100.0 if value > 0 else 0.0)
-
-
-_RATE_WINDOW_S = 0.05
-"""An agent's completion rate is measured over windows at least this long."""
-_RATE_ALPHA = 0.3
-"""Weight of the newest window when an agent's completion rate falls (a rise counts at once)."""
-_TASK_TIMERS = frozenset(
-    {_Timer.DEADLINE, _Timer.HEARTBEAT, _Timer.SCHEDULE_TO_START, _Timer.SCHEDULE_TO_CLOSE}
-)
-"""Timers about one task (about one attempt of it, but for schedule-to-close, whose token is
-0): dead once the task ends or moves to a later attempt."""
-
-
-@dataclass(slots=True)
-class Counters:
-    submitted: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    timed_out: int = 0
-    retries: int = 0
-    schedule_timeouts: int = 0
-    heartbeat_timeouts: int = 0
-    circuit_trips: int = 0
-    quarantines: int = 0
-    stolen: int = 0
-    split_tasks: int = 0
-    stale_results: int = 0
-
-
-@dataclass(slots=True)
-class RestoredResult:
-    """A task's final result as the journal kept it (restore, issue #3)."""
-
-    state: TaskState
-    output: bytes = b""
-    error: TaskError | None = None
-    attempt: int = 0
-    agent_id: str = ""
-
-
-_RESTORABLE = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT}
-)
-
-
-PRELOAD_PRIORITY = -(2**31)
-"""Speculative tasks come after everything a client submitted."""
-
-SplitFunctions = Callable[[str], tuple[Splitter | None, Merger | None]]
-"""A handler's own splitter and merger, when its package is installed where the core runs."""
-
-
-def _no_split_functions(handler: str) -> tuple[Splitter | None, Merger | None]:
-    return None, None
-
-
-@dataclass(slots=True)
-class _SplitRun:
-    """A split task's parts (in plan order) and the collector that decides the parent."""
-
-    plan: Plan
-    parts: list[Task]
-    collector: PartCollector
 
 
 class SchedulerCore:
@@ -193,8 +94,6 @@ class SchedulerCore:
         *,
         limiter: RateLimiter | None = None,
         seed: int | None = None,
-        split_functions: SplitFunctions = _no_split_functions,
-        cache: ResultCache | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
         self.limiter = limiter or RateLimiter()
@@ -208,9 +107,10 @@ class SchedulerCore:
         self.counters = Counters()
         self.outbox = Outbox()
         self._rng = random.Random(seed)
-        self._timers: list[tuple[float, int, _Timer, object, int]] = []
-        self._timer_seq = 0
-        self._timers_floor = 4096
+        self._timer_heap = TimerHeap()
+        self._timers = self._timer_heap.entries
+        """The heap's list itself (tick pops from it)."""
+        self._push_timer = self._timer_heap.push
         self._handler_offers: dict[str, int] = {}
         self._membership_changed_at = 0.0
         self._rr = 0
@@ -219,33 +119,96 @@ class SchedulerCore:
         recovery = self.config.recovery
         self.retry_policy = RetryPolicy(recovery.retry)
         self.breakers = CircuitBreakers(recovery.breaker)
-        self.quarantine = AgentQuarantine(recovery.quarantine)
-        self._parked: dict[str, list[Task]] = {}
-        """Tasks THROTTLED on an open circuit, by circuit key."""
+        """The circuits dispatch checks: the recovery policy's (see :meth:`use_recovery`);
+        without one, circuits nothing records into, so always closed."""
         self._quarantined: dict[str, frozenset[str]] = {}
-        """Agent id -> handlers it may not run now (quarantine)."""
-        self._recovery_timer_at = math.inf
+        """Agent id -> handlers it may not run now: the recovery policy's (none without one)."""
+        self._circuit_keys: Callable[[Task], tuple[str, ...]] = no_circuit_keys
+        self._record_success: Callable[[Task, str, float], None] = no_record_success
+        self._record_failure: Callable[[Task, str, TaskError, ErrorClass, float], None] = (
+            no_record_failure
+        )
+        self._park: Callable[[Task, str, float], None] = no_park
+        self._advance_recovery: Callable[[float], None] = no_advance
         self.predictor = Predictor(self.config.predictor)
-        self.decomposer = Decomposer(self.config.decomposer)
-        self._split_functions = split_functions
-        self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
-        self.cache = cache
-        """The result cache (issue #6); None: every task runs."""
-        self._preload_from: dict[str, tuple[str, TaskSpec]] = {}
-        """Per cacheable handler, the job id and spec of the last real task looked up: the
-        preloader's context (its rate keys and labels go to the speculative tasks)."""
-        self._speculations: dict[tuple[str, str], RequestKey] = {}
-        self._preload_seq = 0
-        self._preloading = False
+        self._split: Callable[[Task, float], bool] = no_split
+        """Split a ready task into parts (True when it was split or failed to split); see
+        :meth:`use_split`."""
+        self._part_ended: Callable[[Task, float], None] = no_part_ended
+        self._cancel_parts: Callable[[SplitRun, Iterable[int], float], None] = no_cancel_parts
+        self.cache: ResultCache | None = None
+        """The result cache (issue #6), the cache policy's (see :meth:`use_cache`); None: every
+        task runs."""
+        self._from_cache: Callable[[Task, float], bool] = no_cache
+        self._cache_settle: Callable[[Task, TaskState, float], None] = no_settle
+        self._preload: Callable[[float], None] = no_preload
         self.balancer = Balancer(self.config.balancer)
-        self._fastest_speed: dict[str, tuple[float, float]] = {}
-        """Per handler: (valid until, the fastest agent's speed), for placement's fast path."""
-        self.accuracy: dict[str, deque[float]] = {}
-        """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
-        self.circuit_reasons: dict[str, str] = {}
-        """Why each circuit last opened (for stats and the dashboard)."""
-        self.quarantine_reasons: dict[tuple[str, str], tuple[str, float]] = {}
-        """(agent, handler) -> (why, until) while quarantined."""
+        self._place: Callable[[Task, Sequence[AgentView], float], AgentView | None] = first_agent
+        """The agent to run a task among candidates (the puller first); see
+        :meth:`use_placement`."""
+        self._steal: Callable[[float], None] = no_steal
+        self._learn: Callable[[Task, str, AttemptResult, float], None] = no_learn
+        self.port = CorePort(
+            config=self.config,
+            jobs=self.jobs,
+            add_job=self._add_job,
+            make_ready=self._make_ready,
+            emit=self._emit,
+            terminal=self._terminal,
+            fail_dependents=self._fail_dependents,
+            arm_job_deadline=self._arm_job_deadline,
+            dispatch=self._dispatch,
+            agents=self.agents,
+            traits=self.traits,
+            counters=self.counters,
+            finish=self._finish,
+            release_slot_by_cancel=self._release_slot_by_cancel,
+            outbox=self._current_outbox,
+            limiter=self.limiter,
+            push_timer=self._push_timer,
+            task_for=self._task_for,
+            assign=self._assign,
+            submit=self.submit,
+        )
+        """What policy objects may do to this core (see ``core_port``)."""
+
+    # ----------------------------------------------------------------- policies
+
+    def use_split(self, policy: SplitHooks) -> None:
+        """Split ready tasks with ``policy`` (without one, every task runs whole). Its methods
+        are bound here once, so the core calls them as it calls its own."""
+        self._split = policy.split
+        self._part_ended = policy.part_ended
+        self._cancel_parts = policy.cancel_parts
+
+    def use_recovery(self, policy: RecoveryHooks) -> None:
+        """Keep circuit breakers and quarantine with ``policy`` (without one, circuits never
+        open and no agent is quarantined). Its methods are bound here once."""
+        self.breakers = policy.breakers
+        self._quarantined = policy.quarantined
+        self._circuit_keys = policy.circuit_keys
+        self._record_success = policy.record_success
+        self._record_failure = policy.record_failure
+        self._park = policy.park
+        self._advance_recovery = policy.advance
+
+    def use_placement(self, policy: PlacementHooks) -> None:
+        """Place tasks, steal unstarted attempts and learn from results with ``policy``
+        (without one, the puller runs what it pulls). Its methods are bound here once."""
+        self._place = policy.place
+        self._steal = policy.steal
+        self._learn = policy.learn
+
+    def use_cache(self, policy: CacheHooks) -> None:
+        """Answer tasks from ``policy``'s result cache, dedup identical ones in flight and
+        preload (without one, every task runs). Its methods are bound here once."""
+        self.cache = policy.cache
+        self._from_cache = policy.from_cache
+        self._cache_settle = policy.settle
+        self._preload = policy.preload
+
+    def _current_outbox(self) -> Outbox:
+        return self.outbox
 
     # ----------------------------------------------------------------- queries
 
@@ -256,7 +219,7 @@ class SchedulerCore:
 
     def next_timer(self) -> float | None:
         """Earliest time at which :meth:`tick` has something to do, or None."""
-        return self._timers[0][0] if self._timers else None
+        return self._timer_heap.next_at()
 
     def known_handlers(self) -> list[str]:
         return sorted(h for h, n in self._handler_offers.items() if n > 0)
@@ -268,25 +231,6 @@ class SchedulerCore:
         """Attempts an agent with ``slots`` may hold beyond them at least (see SchedulerConfig)."""
         cfg = self.config
         return max(cfg.prefetch, int(max(1, slots) * cfg.prefetch_fraction))
-
-    def _observe_completions(self, agent: AgentView, n: int, now: float) -> None:
-        """Count ``n`` finished attempts; at the end of each rate window, update the agent's
-        completion rate and size its prefetch to cover ``prefetch_cover_s`` of it (between the
-        floor of :meth:`prefetch_for` and its slots)."""
-        cover = self.config.prefetch_cover_s
-        if cover <= 0:
-            return
-        agent.rate_window_count += n
-        span = now - agent.rate_window_start
-        if span < _RATE_WINDOW_S:
-            return
-        rate = agent.rate_window_count / span
-        agent.rate_window_start, agent.rate_window_count = now, 0
-        old = agent.completion_rate
-        # Up at once (a burst starts), down slowly (one slow window is no trend).
-        agent.completion_rate = rate if rate >= old else old + _RATE_ALPHA * (rate - old)
-        wanted = int(agent.completion_rate * cover)
-        agent.prefetch = min(max(self.prefetch_for(agent.slots), wanted), max(1, agent.slots))
 
     # ----------------------------------------------------------------- jobs
 
@@ -301,9 +245,29 @@ class SchedulerCore:
     ) -> Job:
         """Accept a validated job (see ``validation.validate_job``); release its ready tasks.
         ``deadline_s`` (seconds from ``now``; 0: none) ends its unfinished tasks TIMED_OUT."""
-        cfg = self.config
-        job = Job(id=job_id, name=name, submitted_at=now)
+        job = self._add_job(job_id, name, specs, now)
         self._arm_job_deadline(job, now, deadline_s)
+        tasks = job.tasks
+        # PENDING events first: releasing a root may fail its dependents at once (unknown
+        # handler), and a task's terminal event must be its last.
+        for task in tasks.values():
+            if task.waiting_on:
+                self._emit(task, TaskState.PENDING, now)
+        # The roots are fixed before any is released: a root the cache answers at once
+        # releases its dependents itself, and they must not be taken for roots after it.
+        for task in [t for t in tasks.values() if not t.waiting_on]:
+            self._make_ready(task, now)
+        self._dispatch(now)
+        return job
+
+    def _add_job(
+        self, job_id: str, name: str, specs: Sequence[TaskSpec], submitted_at: float
+    ) -> Job:
+        """Build a job's tasks (the config's defaults filling what a spec leaves unset), link
+        each task to the tasks it depends on, register the job and count its tasks submitted.
+        The tasks stay PENDING; nothing is emitted or released. Used by submit and restore."""
+        cfg = self.config
+        job = Job(id=job_id, name=name, submitted_at=submitted_at)
         tasks = job.tasks
         for spec in specs:
             tasks[spec.id] = Task(
@@ -321,16 +285,6 @@ class SchedulerCore:
                 task.waiting_on = len(deps)
                 for dep in deps:
                     tasks[dep].dependents.append(task)
-        # PENDING events first: releasing a root may fail its dependents at once (unknown
-        # handler), and a task's terminal event must be its last.
-        for task in tasks.values():
-            if task.waiting_on:
-                self._emit(task, TaskState.PENDING, now)
-        # The roots are fixed before any is released: a root the cache answers at once
-        # releases its dependents itself, and they must not be taken for roots after it.
-        for task in [t for t in tasks.values() if not t.waiting_on]:
-            self._make_ready(task, now)
-        self._dispatch(now)
         return job
 
     def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str, now: float) -> int:
@@ -416,7 +370,7 @@ class SchedulerCore:
                 agent.hold(key, task)
                 self._emit(task, TaskState.RUNNING, now)
                 # The attempt keeps the deadline it had before the reconnect.
-                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+                self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
             else:
                 self.outbox.cancels.setdefault(agent_id, []).append(key)
         self._dispatch(now)
@@ -508,11 +462,11 @@ class SchedulerCore:
                 # Start-to-close runs from the start: a prefetched attempt may have waited.
                 task.deadline = now + task.timeout_s + self.config.timeout_grace_s
                 self._emit(task, TaskState.RUNNING, now)
-                self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
+                self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
                 hb = task.spec.heartbeat_timeout_s
                 if hb > 0:
                     task.progress_at = now
-                    self._push_timer(now + hb, _Timer.HEARTBEAT, task, task.attempt)
+                    self._push_timer(now + hb, TimerKind.HEARTBEAT, task, task.attempt)
 
     def progress(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
         """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart."""
@@ -580,63 +534,16 @@ class SchedulerCore:
 
     # ----------------------------------------------------------------- time
 
-    def tick(self, now: float) -> None:
-        """Fire every timer due at ``now``: retries, attempt deadlines, expiries."""
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, kind, subject, token = heapq.heappop(timers)
-            if kind == _Timer.RETRY:
-                task = subject
-                assert isinstance(task, Task)
-                if task.state == TaskState.QUEUED and task.failures == token and not task.ready_seq:
-                    self._make_ready(task, now)
-            elif kind == _Timer.DEADLINE:
-                task = subject
-                assert isinstance(task, Task)
-                # The attempt must still be on an agent: a task split since (a restored task
-                # adopted running whole, split on its retry) keeps its attempt number, RUNNING
-                # on no agent while its parts run.
-                if (
-                    task.attempt == token
-                    and task.agent_id
-                    and task.state in (TaskState.DISPATCHED, TaskState.RUNNING)
-                ):
-                    self._deadline_due(task, now)
-            elif kind == _Timer.EXPIRE_JOB:
-                assert isinstance(subject, Job)
-                if self.jobs.get(subject.id) is subject:
-                    del self.jobs[subject.id]
-                    self.outbox.expired_jobs.append(subject.id)
-            elif kind == _Timer.ORPHAN_SWEEP:
-                self._fail_orphans(now)
-            elif kind == _Timer.LIVENESS and self._liveness_at <= now:
-                self._liveness_at = math.inf
-                self._check_liveness(now)
-            elif kind == _Timer.RATE_RELEASE and self._rate_timer_at <= now:
-                self._rate_timer_at = math.inf
-            elif kind == _Timer.SCHEDULE_TO_START:
-                assert isinstance(subject, Task)
-                self._schedule_to_start_due(subject, token, now)
-            elif kind == _Timer.HEARTBEAT:
-                assert isinstance(subject, Task)
-                if (
-                    subject.attempt == token
-                    and subject.agent_id
-                    and subject.state == TaskState.RUNNING
-                ):
-                    self._heartbeat_due(subject, now)
-            elif kind == _Timer.RECOVERY and self._recovery_timer_at <= now:
-                self._recovery_timer_at = math.inf
-                self._advance_recovery(now)
-            elif kind == _Timer.SCHEDULE_TO_CLOSE:
-                assert isinstance(subject, Task)
-                if not subject.terminal and subject.close_at <= now:
-                    self._schedule_to_close_due(subject, now)
-            elif kind == _Timer.JOB_DEADLINE:
-                assert isinstance(subject, Job)
-                if self.jobs.get(subject.id) is subject and not subject.done:
-                    self._job_deadline_due(subject, now)
-        self._dispatch(now)
+    # Functions of core_timeouts.py, bound here as methods (tick fires the timers).
+    tick = core_timeouts.tick
+    _check_liveness = core_timeouts.check_liveness
+    _schedule_liveness = core_timeouts.schedule_liveness
+    _deadline_due = core_timeouts.deadline_due
+    _schedule_to_start_due = core_timeouts.schedule_to_start_due
+    _schedule_to_close_due = core_timeouts.schedule_to_close_due
+    _arm_job_deadline = core_timeouts.arm_job_deadline
+    _job_deadline_due = core_timeouts.job_deadline_due
+    _heartbeat_due = core_timeouts.heartbeat_due
 
     # ----------------------------------------------------------------- internals
 
@@ -649,692 +556,30 @@ class SchedulerCore:
             task = job.parts.get(key[1])
         return task
 
-    def _push_timer(self, when: float, kind: _Timer, subject: object, token: int = 0) -> None:
-        self._timer_seq += 1
-        heapq.heappush(self._timers, (when, self._timer_seq, kind, subject, token))
-        if len(self._timers) > 2 * self._timers_floor:
-            self._compact_timers()
-
-    def _compact_timers(self) -> None:
-        """Drop deadline timers of attempts that already ended. Runs when the heap has doubled
-        since the last compaction, so its cost is amortised O(1) per timer; without it every
-        finished task would leave a deadline in the heap for its whole timeout."""
-        live = [
-            t
-            for t in self._timers
-            if t[2] not in _TASK_TIMERS
-            or (isinstance(t[3], Task) and not t[3].terminal and t[3].attempt >= t[4])
-        ]
-        # In place: tick() holds a reference to this list while timers fire.
-        self._timers[:] = live
-        heapq.heapify(self._timers)
-        self._timers_floor = max(4096, len(live))
-
-    def _check_liveness(self, now: float) -> None:
-        """Agents silent for ``agent_silence_s`` (no heartbeat, no report) are dead even if their
-        stream looks open: a hung process can keep TCP alive while doing nothing."""
-        silence = self.config.agent_silence_s
-        # The same sum as the next check's time below: with ``last_heartbeat <= now - silence``
-        # rounding could spare an agent whose ``last_heartbeat + silence`` is already ``now``,
-        # and the check would then be rescheduled at ``now`` for ever (the model test found it).
-        for agent in [a for a in self.agents.values() if a.last_heartbeat + silence <= now]:
-            self.outbox.disconnects.append(agent.id)
-            self.agent_left(agent.id, now)
-        if self.agents:
-            # Next look when the agent heard from longest ago reaches the limit, so a hung agent
-            # is declared dead ``agent_silence_s`` after its last message. (A fixed cadence of
-            # silence/2 let it live up to 1.5 times the limit: 22 s for 15 s.)
-            oldest = min(a.last_heartbeat for a in self.agents.values())
-            self._schedule_liveness(oldest + silence)
-
-    def _schedule_liveness(self, when: float) -> None:
-        """Keep one liveness check pending: the earliest one wanted."""
-        if when < self._liveness_at:
-            self._liveness_at = when
-            self._push_timer(when, _Timer.LIVENESS, None)
-
-    def _membership_changed(self, now: float) -> None:
-        self._membership_changed_at = now
-        self._push_timer(now + self.config.unknown_handler_grace_s, _Timer.ORPHAN_SWEEP, None)
-
-    def _handler_unknown(self, handler: str, now: float) -> bool:
-        """True when agents are connected, settled, and none offers ``handler``."""
-        return (
-            bool(self.agents)
-            and self._handler_offers.get(handler, 0) <= 0
-            and now - self._membership_changed_at >= self.config.unknown_handler_grace_s
-        )
-
-    def _unknown_handler_error(self, handler: str) -> TaskError:
-        known = ", ".join(self.known_handlers()) or "none"
-        return TaskError(
-            ErrorKind.UNKNOWN_HANDLER,
-            f"no connected agent offers handler {handler!r} (known handlers: {known}); install "
-            "it on an agent (entry point group 'deerflow.handlers' or --handler module:attr) "
-            "and resubmit",
-        )
-
-    def _fail_orphans(self, now: float) -> None:
-        for handler, labels in self.ready.waiting():
-            if self._handler_unknown(handler, now):
-                error = self._unknown_handler_error(handler)
-            elif labels and self._labels_unmatched(handler, labels, now):
-                error = self._unmatched_labels_error(handler, labels)
-            else:
-                continue
-            for task in self.ready.drain(handler, labels):
-                self._finish(task, TaskState.FAILED, now, error=error)
-
-    def _labels_unmatched(self, handler: str, labels: Mapping[str, str], now: float) -> bool:
-        """True when agents are settled and none that offers ``handler`` carries ``labels``."""
-        if now - self._membership_changed_at < self.config.unknown_handler_grace_s:
-            return False
-        return not any(
-            handler in a.handlers and labels_match(labels, a.labels) for a in self.agents.values()
-        )
-
-    def _unmatched_labels_error(self, handler: str, labels: Mapping[str, str]) -> TaskError:
-        wanted = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        return TaskError(
-            ErrorKind.UNKNOWN_HANDLER,
-            f"no connected agent that offers handler {handler!r} carries the labels {wanted}; "
-            "start an agent with those labels (deerflow-agent --label KEY=VALUE) or change the "
-            "task's labels, and resubmit",
-        )
-
-    def _may_become_ready(self, task: Task) -> bool:
-        """Whether ``task`` waits for nothing that will make it ready by itself. A task becomes
-        ready from PENDING once its dependencies succeeded, from QUEUED outside every queue (a
-        retry's delay ended, a restored task released, a dedup follower whose leader failed, a
-        circuit that held it changed), or when an agent gives its attempt back (DISPATCHED or
-        RUNNING, no agent). Anything else (queued, THROTTLED in a gate or on a circuit,
-        following a leader, split, terminal) is ready already or never again: making it ready
-        once more would queue it twice and count it twice (issue #13)."""
-        state = task.state
-        if state == TaskState.PENDING:
-            return task.waiting_on == 0
-        if state == TaskState.QUEUED:
-            return not task.ready_seq and task.cache_leader is None
-        if state in (TaskState.DISPATCHED, TaskState.RUNNING):
-            return not task.agent_id and not isinstance(task.split, _SplitRun)
-        return False
-
-    def _leave_wait(self, task: Task) -> None:
-        """Take a ready task out of whatever it waits in (the ready queue, its first rate key's
-        gate, a circuit), so each wait's count gives back what :meth:`_make_ready` took. Call
-        before changing the task's state; a task that waits in none is left alone."""
-        self.ready.discard(task)
-        self.limiter.discard(task)
-        # Its entry in _parked is skipped when the circuit changes.
-        task.parked_on = ""
-
-    def _make_ready(self, task: Task, now: float, detail: str = "") -> None:
-        """Release a task that waits for nothing any more to the ready queue, its rate keys'
-        gates, the cache or the decomposer. Idempotent: a task that is ready already, or
-        terminal, is left as it is (see :meth:`_may_become_ready`)."""
-        if not self._may_become_ready(task):
-            return
-        spec = task.spec
-        if self._handler_unknown(spec.handler, now):
-            error = self._unknown_handler_error(spec.handler)
-            self._finish(task, TaskState.FAILED, now, error=error)
-            return
-        if spec.labels and self.agents and self._labels_unmatched(spec.handler, spec.labels, now):
-            error = self._unmatched_labels_error(spec.handler, spec.labels)
-            self._finish(task, TaskState.FAILED, now, error=error)
-            return
-        if spec.schedule_to_close_s > 0 and not task.close_at:
-            # Across all attempts, from the first time the task is ready (Temporal's); armed
-            # before splitting or a cache flight, which it bounds too.
-            task.close_at = now + spec.schedule_to_close_s
-            self._push_timer(task.close_at, _Timer.SCHEDULE_TO_CLOSE, task)
-        if task.split is None and task.parent is None and self._split(task, now):
-            return
-        if self.cache is not None and task.cache_key is None and self._from_cache(task, now):
-            return
-        if spec.schedule_to_start_s > 0 and task.scheduled_attempt != task.attempt:
-            # Each attempt gets its own schedule-to-start, as in Temporal.
-            task.scheduled_attempt = task.attempt
-            self._push_timer(
-                now + spec.schedule_to_start_s, _Timer.SCHEDULE_TO_START, task, task.attempt
-            )
-        if task.spec.rate_keys and task.rate_hold is None:
-            # (A task still holding its admission, an attempt given back unstarted, goes
-            # straight to the ready queue: its request was never sent, so nothing is owed.)
-            if detail:
-                self._emit(task, TaskState.QUEUED, now, detail=detail)
-            self.limiter.offer(task, now)
-            self._offered.append(task)
-            return
-        self._push_ready(task, now)
-        self._emit(task, TaskState.QUEUED, now, detail=detail)
-
-    def _release_throttled(self, now: float) -> None:
-        """Move tasks whose rate keys have room into the ready queue; report the rest
-        THROTTLED once; arrange to be ticked when time alone can admit more."""
-        limiter = self.limiter
-        if not self._offered and not limiter.waiting:
-            return
-        # Admit no more than agents can take now: an admitted task is charged to its keys, and
-        # tasks admitted while nothing can run them would later leave in one burst.
-        room = max(0, sum(a.credit for a in self.agents.values()) - len(self.ready))
-        released = limiter.release(now, room)
-        for task in released:
-            self._push_ready(task, now)
-            self._emit(task, TaskState.QUEUED, now)
-        for task in self._offered:
-            if task.state == TaskState.THROTTLED:
-                limiter.note_waiting(task)
-                self._emit(task, TaskState.THROTTLED, now)
-        self._offered.clear()
-        if len(released) >= room:
-            return  # agents are full: a finishing attempt calls us again, no timer needed
-        nxt = limiter.next_release(now)
-        if nxt is not None:
-            # Never re-arm at this very instant: room was there, so time must pass first.
-            nxt = max(nxt, now + 1e-3)
-        if nxt is not None and (nxt < self._rate_timer_at or self._rate_timer_at <= now):
-            self._rate_timer_at = nxt
-            self._push_timer(nxt, _Timer.RATE_RELEASE, None)
-
-    def _dispatch(self, now: float) -> None:
-        """Fill agents' credit from the ready queue: each agent in turn takes its best task,
-        which goes to the agent the balancer predicts finishes it first (the puller itself for
-        tasks too short to be worth placing: round-robin spreads a burst). Then idle agents may
-        take over attempts prefetched to lagging ones."""
-        self._release_throttled(now)
-        if not self.agents:
-            return
-        # Tasks parked on an open circuit give back the room they were admitted into, so
-        # admit again, or throttled tasks would wait for an unrelated event (issue #13).
-        while len(self.ready) and self._fill(now) and self.limiter.waiting:
-            self._release_throttled(now)
-        if self.config.steal and len(self.agents) > 1 and not len(self.ready):
-            self._steal(now)
-        if (
-            self._preload_from
-            and not self._preloading
-            and not len(self.ready)
-            and not self.limiter.waiting
-        ):
-            self._preloading = True
-            try:
-                self._preload(now)
-            finally:
-                self._preloading = False
-
-    def _fill(self, now: float) -> int:
-        """Give agents with credit their best ready tasks; returns how many tasks it parked on
-        open circuits instead."""
-        parked = 0
-        agents = [a for a in self.agents.values() if a.credit > 0]
-        if not agents:
-            return parked
-        # Rotate the starting agent so ties do not always favour the same one.
-        self._rr = (self._rr + 1) % len(agents)
-        agents = agents[self._rr :] + agents[: self._rr]
-        breakers, quarantined = self.breakers, self._quarantined
-        place = len(self.agents) > 1
-        placement_min = self.config.placement_min_s
-        all_agents = self.agents.values()
-        # Tasks no agent can take now go back to the queue, in their place, after this round:
-        # put back at once, one would come out first again and hold up the tasks behind it.
-        waiting: list[Task] = []
-        while agents and len(self.ready):
-            still: list[AgentView] = []
-            for agent in agents:
-                handlers = agent.open_handlers()
-                if quarantined and agent.id in quarantined:
-                    handlers = [h for h in handlers if h not in quarantined[agent.id]]
-                task = self.ready.pop_for(handlers, agent.labels)
-                if task is None:
-                    continue
-                if not breakers.all_closed:
-                    refused = breakers.allow_all(self._circuit_keys(task), now, task.id)
-                    if refused is not None:
-                        self._park(task, refused, now)
-                        parked += 1
-                        still.append(agent)
-                        continue
-                target = agent
-                if place and task.predicted_s >= placement_min:
-                    # The puller first: on a tie it keeps the task, so a burst still spreads.
-                    candidates = [agent, *(a for a in all_agents if a is not agent)]
-                    choice = self._place(task, candidates, now)
-                    if choice is None:
-                        # Every eligible agent is over its ceilings and busy: wait for room.
-                        waiting.append(task)
-                        continue
-                    target = choice
-                self._assign(task, target, now)
-                if agent.credit > 0:
-                    still.append(agent)
-            agents = still
-        for task in waiting:
-            self._push_ready(task, now)
-        return parked
-
-    def _assign(self, task: Task, agent: AgentView, now: float, detail: str = "") -> None:
-        task.attempt += 1
-        task.state = TaskState.DISPATCHED
-        task.agent_id = agent.id
-        agent.hold(task.key, task)
-        batch = self.outbox.assignments.get(agent.id)
-        if batch is None:
-            batch = self.outbox.assignments[agent.id] = []
-        batch.append(task)
-        if task.predicted_s >= 0:
-            speed = self.predictor.handler_speed(task.spec.handler, agent.id) or 1.0
-            task.predicted_run_s = task.predicted_s / speed
-            if task.predicted_s >= self.config.placement_min_s:
-                # Tasks too short to place are left out of the agents' predicted backlogs.
-                self.balancer.assigned(agent.id, task.key, task.predicted_run_s)
-        self._emit(task, TaskState.DISPATCHED, now, detail=detail, predicted_s=task.predicted_run_s)
-        task.deadline = now + task.timeout_s + self.config.timeout_grace_s
-        self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
-
-    def _push_ready(self, task: Task, now: float) -> None:
-        """Queue a ready task, ranked LPT-first within its priority (longest predicted first
-        within a burst; a task that waited longer than the balancer's cap goes first anyway)."""
-        pred = task.predicted_s
-        if pred < 0:
-            spec = task.spec
-            traits = self.traits.get(spec.handler)
-            feats = features(spec.payload, traits.items_field if traits is not None else "")
-            task.features = feats
-            pred = task.predicted_s = self.predictor.predict(
-                spec.handler, feats, hint_s=spec.est_duration_s
-            ).duration_s
-        self.ready.push(task, now, now - min(pred, self.balancer.config.lpt_max_advance_s))
-
-    def _deadline_due(self, task: Task, now: float) -> None:
-        if task.deadline > now:
-            return  # the attempt started later than dispatch; a later timer covers it
-        if task.state == TaskState.DISPATCHED:
-            # Not started yet: it waits in a busy agent's prefetch, which is no start-to-close
-            # breach (schedule-to-start covers waiting). A dead agent is noticed by its stream.
-            task.deadline = now + task.timeout_s + self.config.timeout_grace_s
-            self._push_timer(task.deadline, _Timer.DEADLINE, task, task.attempt)
-            return
-        agent_id = task.agent_id
-        self.outbox.cancels.setdefault(agent_id, []).append(task.key)
-        # Unlike a client cancel, free the slot now: an agent that overran its own timeout by
-        # the grace period is not trusted to report the attempt's end.
-        self._forget_in_flight(task)
-        error = TaskError(
-            ErrorKind.TIMEOUT,
-            f"attempt {task.attempt} on agent {agent_id!r} did not finish within "
-            f"{task.timeout_s:g} s (start-to-close)",
-            retryable=True,
-            error_class=ErrorClass.TIMEOUT,
-        )
-        self._record_failure(task, agent_id, error, ErrorClass.TIMEOUT, now)
-        self._attempt_failed(task, error, now, cls=ErrorClass.TIMEOUT)
-
-    def _schedule_to_start_due(self, task: Task, armed_attempt: int, now: float) -> None:
-        """Schedule-to-start expired for the attempt armed as ``armed_attempt``: the task ends
-        TIMED_OUT unless that attempt started (it may wait queued, throttled or prefetched)."""
-        if task.terminal:
-            return
-        waiting = (
-            task.attempt == armed_attempt and task.state in (TaskState.QUEUED, TaskState.THROTTLED)
-        ) or (task.attempt == armed_attempt + 1 and task.state == TaskState.DISPATCHED)
-        if not waiting:
-            return
-        where = {
-            TaskState.QUEUED: "queued for a free slot",
-            TaskState.THROTTLED: "throttled by its rate keys",
-            TaskState.DISPATCHED: f"waiting unstarted on agent {task.agent_id!r}",
-        }[task.state]
-        error = TaskError(
-            ErrorKind.SCHEDULE_TIMEOUT,
-            f"no agent started attempt {task.attempt + (task.state != TaskState.DISPATCHED)} "
-            f"within its schedule-to-start timeout of {task.spec.schedule_to_start_s:g} s (it "
-            f"was {where}); add agents or slots, raise schedule_to_start_s, or lower the load",
-        )
-        self.counters.schedule_timeouts += 1
-        self._release_slot_by_cancel(task)
-        self._finish(task, TaskState.TIMED_OUT, now, error=error)
-
-    def _schedule_to_close_due(self, task: Task, now: float) -> None:
-        """Schedule-to-close expired: the task ends TIMED_OUT wherever it is, an attempt still
-        on an agent is cancelled there, and its dependents fail. Never retried."""
-        limit = task.spec.schedule_to_close_s
-        attempts = f"{task.attempt} attempt{'s' if task.attempt != 1 else ''}"
-        error = TaskError(
-            ErrorKind.SCHEDULE_TO_CLOSE_TIMEOUT,
-            f"the task did not finish within its schedule-to-close timeout of {limit:g} s "
-            f"({attempts}; it was {self._whereabouts(task)}); raise schedule_to_close_s, or "
-            "add agents or slots",
-            error_class=ErrorClass.TIMEOUT,
-        )
-        self._release_slot_by_cancel(task)
-        detail = f"schedule-to-close timeout of {limit:g} s passed"
-        self._finish(task, TaskState.TIMED_OUT, now, error=error, detail=detail)
-
-    def _arm_job_deadline(self, job: Job, now: float, deadline_s: float) -> None:
-        """Arm ``job``'s deadline, ``deadline_s`` after ``now`` (no timer for 0)."""
-        if deadline_s > 0:
-            job.deadline_s = deadline_s
-            self._push_timer(now + deadline_s, _Timer.JOB_DEADLINE, job)
-
-    def _job_deadline_due(self, job: Job, now: float) -> None:
-        """The job's deadline passed: each unfinished task ends TIMED_OUT (pending ones too),
-        attempts still on agents are cancelled there. As with cancelling a whole job, every
-        unfinished task gets the deadline as its own reason, none DEPENDENCY_FAILED."""
-        ended: list[Task] = []
-        for task in job.tasks.values():
-            if task.terminal:
-                continue
-            error = TaskError(
-                ErrorKind.JOB_DEADLINE_EXCEEDED,
-                f"job {job.id!r} reached its deadline of {job.deadline_s:g} s before this task "
-                f"finished (it was {self._whereabouts(task)}); raise the job's deadline_s, or "
-                "add agents or slots",
-                error_class=ErrorClass.TIMEOUT,
-            )
-            self._release_slot_by_cancel(task)
-            detail = f"job deadline of {job.deadline_s:g} s passed"
-            self._terminal(task, TaskState.TIMED_OUT, now, error, None, None, detail)
-            ended.append(task)
-        for task in ended:
-            self._fail_dependents(task, now)
-
-    @staticmethod
-    def _whereabouts(task: Task) -> str:
-        """Where an unfinished task is, for a timeout's message."""
-        state = task.state
-        if state == TaskState.PENDING:
-            return "waiting for its dependencies"
-        if state == TaskState.QUEUED:
-            if task.ready_seq:
-                return "queued for a free slot"
-            if task.failures:
-                return f"waiting to retry after {task.failures} failed attempts"
-            if task.cache_leader is not None:
-                return f"waiting for the identical task {task.cache_leader[1]!r}"
-            return "queued"
-        if state == TaskState.THROTTLED:
-            return f"throttled ({task.parked_on} circuit open)" if task.parked_on else "throttled"
-        if state == TaskState.DISPATCHED:
-            return f"waiting unstarted on agent {task.agent_id!r}"
-        if isinstance(task.split, _SplitRun):
-            return f"running split into {len(task.split.parts)} parts"
-        return f"running attempt {task.attempt} on agent {task.agent_id!r}"
-
-    def _heartbeat_due(self, task: Task, now: float) -> None:
-        hb = task.spec.heartbeat_timeout_s
-        due = task.progress_at + hb
-        if due > now:
-            self._push_timer(due, _Timer.HEARTBEAT, task, task.attempt)
-            return
-        agent_id = task.agent_id
-        self.outbox.cancels.setdefault(agent_id, []).append(task.key)
-        self._forget_in_flight(task)
-        self.counters.heartbeat_timeouts += 1
-        error = TaskError(
-            ErrorKind.HEARTBEAT_TIMEOUT,
-            f"attempt {task.attempt} on agent {agent_id!r} reported no progress for {hb:g} s "
-            "(heartbeat timeout); the handler should call ctx.progress() more often than that",
-            retryable=True,
-            error_class=ErrorClass.TIMEOUT,
-        )
-        self._record_failure(task, agent_id, error, ErrorClass.TIMEOUT, now)
-        self._attempt_failed(task, error, now, cls=ErrorClass.TIMEOUT)
-
-    def _forget_in_flight(self, task: Task) -> None:
-        agent = self.agents.get(task.agent_id)
-        if agent is not None:
-            agent.release(task.key)
-            self.balancer.ended(agent.id, task.key, task.deadline)
-
-    def _release_slot_by_cancel(self, task: Task) -> None:
-        """Ask the agent to stop a dispatched attempt. Its slot stays counted until the agent
-        reports the attempt's end, so credit never overstates what the agent can take."""
-        if task.state in (TaskState.DISPATCHED, TaskState.RUNNING) and task.agent_id:
-            self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
-        elif task.state == TaskState.QUEUED:
-            self.ready.discard(task)
-
-    def _attempt_failed(
-        self,
-        task: Task,
-        error: TaskError,
-        now: float,
-        *,
-        cls: ErrorClass | None = None,
-        metadata: Mapping[str, str] = _NO_METADATA,
-    ) -> None:
-        """End the current attempt badly: retry while the error class's budget lasts (after a
-        decorrelated-jitter delay with the provider's Retry-After as a floor; see
-        ``recovery.retry``), else finish the task. The decision's reason rides on the event."""
-        failed_on, task.agent_id = task.agent_id, ""
-        self.limiter.end_attempt(task)
-        task.failures += 1
-        if cls is None:
-            cls = classify(error, metadata)
-        if not error.retryable:
-            self._finish(
-                task, TaskState.FAILED, now, error=_with_class(error, cls), agent=failed_on
-            )
-            return
-        state = task.retry
-        if state is None:
-            state = task.retry = RetryState()
-        decision = self.retry_policy.decide(
-            state, error, cls, metadata, max_retries=task.max_retries, rng=self._rng
-        )
-        if not decision.retry:
-            final = TaskState.TIMED_OUT if cls == ErrorClass.TIMEOUT else TaskState.FAILED
-            error = TaskError(
-                error.kind,
-                f"{error.message}; gave up after {task.failures} attempts: {decision.reason}",
-                False,
-                error.retry_after_s,
-                cls,
-            )
-            self._finish(task, final, now, error=error, agent=failed_on)
-            return
-        self.counters.retries += 1
-        delay = decision.delay_s
-        not_before = now + delay
-        task.state = TaskState.QUEUED
-        self._emit(
-            task,
-            TaskState.RETRYING,
-            now,
-            error=_with_class(error, cls),
-            not_before=not_before,
-            agent=failed_on,
-            detail=decision.reason,
-        )
-        if delay > 0:
-            self._push_timer(not_before, _Timer.RETRY, task, task.failures)
-        else:
-            self._make_ready(task, now)
+    # ----------------------------------------------------------------- admission and dispatch
+    # Functions of core_dispatch.py, bound here as methods.
+    _observe_completions = core_dispatch.observe_completions
+    _membership_changed = core_dispatch.membership_changed
+    _handler_unknown = core_dispatch.handler_unknown
+    _unknown_handler_error = core_dispatch.unknown_handler_error
+    _fail_orphans = core_dispatch.fail_orphans
+    _labels_unmatched = core_dispatch.labels_unmatched
+    _unmatched_labels_error = core_dispatch.unmatched_labels_error
+    _may_become_ready = core_dispatch.may_become_ready
+    _leave_wait = core_dispatch.leave_wait
+    _make_ready = core_dispatch.make_ready
+    _release_throttled = core_dispatch.release_throttled
+    _dispatch = core_dispatch.dispatch
+    _fill = core_dispatch.fill
+    _assign = core_dispatch.assign
+    _push_ready = core_dispatch.push_ready
 
     # ----------------------------------------------------------------- terminal states
-
-    def _finish(
-        self,
-        task: Task,
-        state: TaskState,
-        now: float,
-        *,
-        error: TaskError | None = None,
-        attempt: int | None = None,
-        agent: str | None = None,
-        detail: str = "",
-        cache_layer: str = "",
-    ) -> None:
-        """Move a task to a terminal state and settle its dependents: release them when it
-        succeeded, fail them at once otherwise."""
-        self._terminal(task, state, now, error, attempt, agent, detail, cache_layer)
-        if state == TaskState.SUCCEEDED:
-            for dep in task.dependents:
-                dep.waiting_on -= 1
-                if dep.waiting_on == 0 and dep.state == TaskState.PENDING:
-                    self._make_ready(dep, now)
-        else:
-            self._fail_dependents(task, now)
-
-    def _fail_dependents(self, root: Task, now: float) -> None:
-        """Fail every live transitive dependent of ``root`` (iteratively: chains may be deep).
-        Each message names the direct dependency and the root cause, so it stays short."""
-        cause = root.error.message if root.error else root.state.name.lower()
-        cause = f"{root.state.name}: {cause}"
-        work = [root]
-        while work:
-            failed = work.pop()
-            if failed is root:
-                message = f"dependency {root.id!r} ended {cause}"
-            else:
-                message = f"dependency {failed.id!r} ended FAILED because {root.id!r} ended {cause}"
-            error = TaskError(ErrorKind.DEPENDENCY_FAILED, message)
-            for dep in failed.dependents:
-                if not dep.terminal:
-                    self._terminal(dep, TaskState.FAILED, now, error, None, None)
-                    work.append(dep)
-
-    def _terminal(
-        self,
-        task: Task,
-        state: TaskState,
-        now: float,
-        error: TaskError | None,
-        attempt: int | None,
-        agent: str | None,
-        detail: str = "",
-        cache_layer: str = "",
-    ) -> None:
-        """Bookkeeping of one task's terminal transition and its one terminal event."""
-        self._leave_wait(task)
-        self.limiter.end_attempt(task)
-        task.state = state
-        task.error = error
-        if self.cache is not None and (task.cache_key is not None or task.cache_leader):
-            self._cache_settle(task, state, now)
-        if task.parent is not None:
-            if agent:
-                task.agent_id = agent
-            self._part_ended(task, now)
-            return
-        if isinstance(task.split, _SplitRun):
-            self._cancel_parts(task.split, range(len(task.split.parts)), now)
-        c = self.counters
-        if state == TaskState.SUCCEEDED:
-            c.succeeded += 1
-        elif state == TaskState.FAILED:
-            c.failed += 1
-        elif state == TaskState.CANCELLED:
-            c.cancelled += 1
-        else:
-            c.timed_out += 1
-        if agent:
-            task.agent_id = agent
-        self._emit(
-            task,
-            state,
-            now,
-            output=task.output if state == TaskState.SUCCEEDED else b"",
-            error=error,
-            attempt=attempt,
-            detail=detail,
-            cache_layer=cache_layer,
-        )
-        job = task.job
-        job.remaining -= 1
-        job.terminal_events += 1
-        if job.remaining == 0:
-            job.finished_at = now
-            self._push_timer(now + self.config.job_retention_s, _Timer.EXPIRE_JOB, job)
-
-    def _emit(
-        self,
-        task: Task,
-        state: TaskState,
-        now: float,
-        *,
-        output: bytes = b"",
-        error: TaskError | None = None,
-        not_before: float = 0.0,
-        attempt: int | None = None,
-        agent: str | None = None,
-        detail: str = "",
-        cache_layer: str = "",
-        predicted_s: float = 0.0,
-    ) -> None:
-        if task.parent is not None:
-            return  # parts are the controller's business; the client sees their parent
-        job = task.job
-        job.events.append(
-            Event(
-                job.id,
-                task.spec.id,
-                state,
-                len(job.events) + 1,
-                task.attempt if attempt is None else attempt,
-                task.agent_id if agent is None else agent,
-                now,
-                output,
-                error,
-                not_before,
-                detail,
-                cache_layer,
-                predicted_s,
-            )
-        )
-        self.outbox.touched_jobs.add(job.id)
-
-    # ----------------------------------------------------------------- policy hooks
-    # The policies that sit on top of the core state machine live in mixins of their own
-    # (core_cache, core_split, core_placement, core_recovery); these defaults are "no policy",
-    # so the core alone is a plain FIFO scheduler with fixed retries.
-
-    def _split(self, task: Task, now: float) -> bool:
-        """Split a ready task into parts (True when it was split or failed to split)."""
-        return False
-
-    def _part_ended(self, part: Task, now: float) -> None:
-        """A part of a split task ended."""
-
-    def _cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
-        """Stop the given parts of a split task."""
-
-    def _from_cache(self, task: Task, now: float) -> bool:
-        """Answer a ready task from the result cache (True when it was answered or attached)."""
-        return False
-
-    def _cache_settle(self, task: Task, state: TaskState, now: float) -> None:
-        """A task that led or followed a cache flight ended."""
-
-    def _preload(self, now: float) -> None:
-        """Spend idle capacity on speculative tasks."""
-
-    def _place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
-        """The agent to run ``task`` among ``agents`` (the puller first); None: keep it queued."""
-        return agents[0] if agents else None
-
-    def _steal(self, now: float) -> None:
-        """Move attempts waiting unstarted on lagging agents to idle ones."""
-
-    def _learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
-        """Learn from a successful attempt's measured cost."""
-
-    def _circuit_keys(self, task: Task) -> tuple[str, ...]:
-        """The circuits an attempt of ``task`` draws on."""
-        return ()
-
-    def _record_success(self, task: Task, agent_id: str, now: float) -> None:
-        """An attempt succeeded (circuit breakers, quarantine)."""
-
-    def _record_failure(
-        self, task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
-    ) -> None:
-        """An attempt failed (circuit breakers, quarantine)."""
-
-    def _park(self, task: Task, key: str, now: float) -> None:
-        """Hold a task whose circuit ``key`` is open."""
-
-    def _advance_recovery(self, now: float) -> None:
-        """Apply circuit and quarantine changes due by ``now``."""
+    # Functions of core_terminal.py, bound here as methods.
+    _forget_in_flight = core_terminal.forget_in_flight
+    _release_slot_by_cancel = core_terminal.release_slot_by_cancel
+    _attempt_failed = core_terminal.attempt_failed
+    _finish = core_terminal.finish
+    _fail_dependents = core_terminal.fail_dependents
+    _terminal = core_terminal.terminal
+    _emit = core_terminal.emit

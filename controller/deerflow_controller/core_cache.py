@@ -4,11 +4,9 @@ speculative tasks. The cache itself is ``cache/``; this is how the core uses it.
 
 from __future__ import annotations
 
-from .cache import Hit, Skip
-from .core import (
-    PRELOAD_PRIORITY,
-    SchedulerCore,
-)
+from .cache import Hit, RequestKey, ResultCache, Skip
+from .core_port import CorePort
+from .core_types import PRELOAD_PRIORITY
 from .model import (
     CachePolicy,
     Task,
@@ -17,16 +15,30 @@ from .model import (
 )
 
 
-class CacheMixin(SchedulerCore):
-    """The result cache as the core uses it."""
+class Caching:
+    """The result cache as the core uses it (installed with ``SchedulerCore.use_cache``). Owns
+    the cache and the preloader's state; talks to the core through its
+    :class:`~deerflow_controller.core_port.CorePort`."""
 
-    def _from_cache(self, task: Task, now: float) -> bool:
+    __slots__ = ("_core", "_preload_from", "_preload_seq", "_preloading", "_speculations", "cache")
+
+    def __init__(self, core: CorePort, cache: ResultCache) -> None:
+        self._core = core
+        self.cache = cache
+        self._preload_from: dict[str, tuple[str, TaskSpec]] = {}
+        """Per cacheable handler, the job id and spec of the last real task looked up: the
+        preloader's context (its rate keys and labels go to the speculative tasks)."""
+        self._speculations: dict[tuple[str, str], RequestKey] = {}
+        self._preload_seq = 0
+        self._preloading = False
+
+    def from_cache(self, task: Task, now: float) -> bool:
         """Look the task up in the result cache: True when it was answered (a hit) or attached
         to an identical running task (in-flight dedup); False to run it."""
         cache = self.cache
-        assert cache is not None
+        core = self._core
         spec = task.spec
-        traits = self.traits.get(spec.handler)
+        traits = core.traits.get(spec.handler)
         if traits is None:
             return False  # no agent has declared the handler yet: nothing is cacheable
         ref = (task.job.id, spec.id)
@@ -44,7 +56,7 @@ class CacheMixin(SchedulerCore):
             self._preload_from[spec.handler] = (task.job.id, spec)
         if isinstance(found, Hit):
             task.output = found.output
-            self._finish(
+            core.finish(
                 task, TaskState.SUCCEEDED, now, detail=found.reason, cache_layer=found.layer
             )
             return True
@@ -54,7 +66,7 @@ class CacheMixin(SchedulerCore):
             return False
         task.cache_leader = leader
         task.state = TaskState.QUEUED
-        self._emit(
+        core.emit(
             task,
             TaskState.QUEUED,
             now,
@@ -63,11 +75,11 @@ class CacheMixin(SchedulerCore):
         )
         return True
 
-    def _cache_settle(self, task: Task, state: TaskState, now: float) -> None:
+    def settle(self, task: Task, state: TaskState, now: float) -> None:
         """A task that led or followed a cache flight ended: store and share the leader's
         result, or release its followers to run; a follower that ends leaves its flight."""
         cache = self.cache
-        assert cache is not None
+        core = self._core
         key = task.cache_key
         if key is None:
             task.cache_leader = None
@@ -84,10 +96,10 @@ class CacheMixin(SchedulerCore):
                 key, task.output, task.run_s, now, speculative=task.speculative
             )
             for job_id, task_id in followers:
-                follower = self._task_for((job_id, task_id, 0))
+                follower = core.task_for((job_id, task_id, 0))
                 if follower is not None and not follower.terminal and follower.cache_leader:
                     follower.output = task.output
-                    self._finish(
+                    core.finish(
                         follower,
                         TaskState.SUCCEEDED,
                         now,
@@ -96,30 +108,40 @@ class CacheMixin(SchedulerCore):
                     )
             return
         for job_id, task_id in cache.fail(key):
-            follower = self._task_for((job_id, task_id, 0))
+            follower = core.task_for((job_id, task_id, 0))
             if follower is not None and not follower.terminal and follower.cache_leader:
                 follower.cache_leader = None
                 follower.cache_key = None
-                self._make_ready(
+                core.make_ready(
                     follower, now, detail=f"the identical task {task.id!r} ended {state.name}"
                 )
 
+    def preload(self, now: float) -> None:
+        """Nothing is ready: spend idle slots and spare rate quota, and only those, on
+        speculative lowest-priority tasks whose results land in the cache (the preloader backs
+        off when they go unused). Not re-entered from the dispatch its own submit runs."""
+        if not self._preload_from or self._preloading:
+            return
+        self._preloading = True
+        try:
+            self._preload(now)
+        finally:
+            self._preloading = False
+
     def _preload(self, now: float) -> None:
-        """Spend idle slots and spare rate quota, and only those, on speculative lowest-priority
-        tasks whose results land in the cache (the preloader backs off when they go unused)."""
         cache = self.cache
-        assert cache is not None
+        core = self._core
         for handler, (context, spec) in list(self._preload_from.items()):
             idle = sum(
                 max(0, a.slots - len(a.in_flight))
-                for a in self.agents.values()
+                for a in core.agents.values()
                 if handler in a.handlers and not a.draining
             )
             if idle <= 0:
                 continue
             spare = float(idle)  # unlimited keys: the idle slots are the bound
             if spec.rate_keys:
-                spare = min(spare, self.limiter.spare(spec.rate_keys, now))
+                spare = min(spare, core.limiter.spare(spec.rate_keys, now))
             speculations = cache.speculate(context, handler, idle, spare, now)
             if not speculations:
                 continue
@@ -142,8 +164,8 @@ class CacheMixin(SchedulerCore):
                         cache=CachePolicy.REFRESH,
                     )
                 )
-            self.outbox.notices.append(
+            core.outbox().notices.append(
                 f"preloading {len(specs)} likely next {handler} request(s) after job "
                 f"{context!r} ({idle} idle slots)"
             )
-            self.submit(job_id, "preload", specs, now)
+            core.submit(job_id, "preload", specs, now)

@@ -9,36 +9,51 @@ from collections.abc import Sequence
 
 from deerflow_common import signals
 
-from .core import (
-    AttemptResult,
-    SchedulerCore,
-)
+from .balancer import Balancer
+from .core_port import CorePort
+from .core_types import AttemptResult
 from .model import (
     AgentView,
     Task,
     TaskState,
 )
-from .predictor import Features
+from .predictor import Features, Predictor
 
 
-class PlacementMixin(SchedulerCore):
-    """The balancer and the predictor as the core uses them."""
+class Placement:
+    """The balancer and the predictor as the core uses them (installed with
+    ``SchedulerCore.use_placement``). Owns the fastest-speed cache and the prediction accuracy;
+    the predictor and balancer are the core's (it orders and accounts with them too); talks to
+    the core through its :class:`~deerflow_controller.core_port.CorePort`."""
 
-    def _place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
+    __slots__ = ("_balancer", "_core", "_fastest_speed", "_predictor", "accuracy")
+
+    def __init__(self, core: CorePort, predictor: Predictor, balancer: Balancer) -> None:
+        self._core = core
+        self._predictor = predictor
+        self._balancer = balancer
+        self._fastest_speed: dict[str, tuple[float, float]] = {}
+        """Per handler: (valid until, the fastest agent's speed), for placement's fast path."""
+        self.accuracy: dict[str, deque[float]] = {}
+        """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
+
+    def place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
+        """The agent to run ``task`` among ``agents`` (the puller first); None: keep it
+        queued."""
         handler = task.spec.handler
-        predictor = self.predictor
-        traits = self.traits.get(handler)
+        predictor = self._predictor
+        traits = self._core.traits.get(handler)
         cpu_bound = traits is not None and traits.kind == "cpu"
         puller = agents[0]
         if len(puller.in_flight) < puller.slots and self._among_fastest(puller, handler, now):
             # It can start the task now and nobody runs it much faster: no search needed
             # (the common case under load; the balancer's search costs a few us per task).
-            cfg = self.balancer.config
+            cfg = self._balancer.config
             if puller.memory_percent < cfg.memory_ceiling_percent and (
                 not cpu_bound or puller.cpu_percent < cfg.cpu_ceiling_percent
             ):
                 return puller
-        choice = self.balancer.choose(
+        choice = self._balancer.choose(
             handler,
             task.spec.labels,
             task.predicted_s,
@@ -52,35 +67,38 @@ class PlacementMixin(SchedulerCore):
     def _among_fastest(self, agent: AgentView, handler: str, now: float) -> bool:
         """Whether ``agent`` runs ``handler`` at least 90 % as fast as the fastest agent with it
         (the fastest speed is looked up at most every half second)."""
-        predictor = self.predictor
+        predictor = self._predictor
         cached = self._fastest_speed.get(handler)
         if cached is None or now >= cached[0]:
             speeds = [
                 predictor.handler_speed(handler, a.id)
-                for a in self.agents.values()
+                for a in self._core.agents.values()
                 if handler in a.handlers
             ]
             cached = self._fastest_speed[handler] = (now + 0.5, max(speeds, default=1.0))
         return predictor.handler_speed(handler, agent.id) >= 0.9 * cached[1]
 
-    def _steal(self, now: float) -> None:
+    def steal(self, now: float) -> None:
         """Idle agents (free slots, nothing queued they can run) take attempts that wait
         unstarted in a lagging agent's prefetch, when the balancer predicts a gain."""
-        agents = list(self.agents.values())
-        ledgers = self.balancer.ledgers
+        core = self._core
+        balancer = self._balancer
+        agents = list(core.agents.values())
+        ledgers = balancer.ledgers
         # Only an agent whose every slot runs something makes prefetched attempts wait; on any
         # other, an unstarted attempt is merely in transit and starts at once.
         lagging = [a for a in agents if a.id in ledgers and len(ledgers[a.id].running) >= a.slots]
         if not lagging:
             return
-        predictor = self.predictor
+        predictor = self._predictor
+        outbox = core.outbox()
         for idle in agents:
             if len(idle.in_flight) >= idle.slots or idle.draining:
                 continue
-            proposals = self.balancer.propose_steals(idle, lagging, predictor.agent_speed, now)
+            proposals = balancer.propose_steals(idle, lagging, predictor.agent_speed, now)
             for p in proposals:
-                task = self._task_for(p.key)
-                source = self.agents.get(p.from_agent)
+                task = core.task_for(p.key)
+                source = core.agents.get(p.from_agent)
                 if (
                     task is None
                     or source is None
@@ -90,23 +108,23 @@ class PlacementMixin(SchedulerCore):
                     or idle.credit <= 0
                 ):
                     continue
-                self.outbox.cancels.setdefault(p.from_agent, []).append(p.key)
+                outbox.cancels.setdefault(p.from_agent, []).append(p.key)
                 source.release(p.key)
-                self.balancer.ended(p.from_agent, p.key, now)
-                self.counters.stolen += 1
+                balancer.ended(p.from_agent, p.key, now)
+                core.counters.stolen += 1
                 detail = (
                     f"moved from {p.from_agent} (predicted {p.gain_s:.2f} s sooner): "
                     f"{p.reason.value}"
                 )
                 if task.spec.rate_keys:
                     # Give back the lagging attempt's rate slots; the limiter admits it anew.
-                    self.limiter.end_attempt(task)
+                    core.limiter.end_attempt(task)
                     task.agent_id = ""
-                    self._make_ready(task, now, detail=detail)
+                    core.make_ready(task, now, detail=detail)
                     continue
-                self._assign(task, idle, now, detail=detail)
+                core.assign(task, idle, now, detail=detail)
 
-    def _learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
+    def learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
         """Feed a successful attempt's measured cost to the predictor; track its accuracy."""
         feats = task.features
         if not isinstance(feats, Features):
@@ -119,7 +137,7 @@ class PlacementMixin(SchedulerCore):
             if errors is None:
                 errors = self.accuracy[handler] = deque(maxlen=2048)
             errors.append(abs(task.predicted_run_s - result.run_s) / result.run_s)
-        self.predictor.observe(
+        self._predictor.observe(
             handler,
             agent_id,
             feats,

@@ -1,13 +1,13 @@
 """Recovery glue of the core: feeding outcomes to the circuit breakers and the quarantine
 judge (``recovery/``), holding tasks on open circuits, and turning their decisions into events
-and notices. The retry decision itself is in :meth:`SchedulerCore._attempt_failed`."""
+and notices. The retry decision itself is the core's (``SchedulerCore._attempt_failed``)."""
 
 from __future__ import annotations
 
-from .core import (
-    SchedulerCore,
-    _Timer,
-)
+import math
+
+from .balancer import Balancer
+from .core_port import CorePort
 from .model import (
     ErrorClass,
     ErrorKind,
@@ -16,27 +16,66 @@ from .model import (
     TaskState,
 )
 from .recovery import (
+    AgentQuarantine,
+    CircuitBreakers,
     CircuitState,
     CircuitTransition,
     QuarantineAction,
     QuarantineDecision,
+    RecoveryConfig,
     about_the_provider,
     handler_key,
 )
+from .timers import TimerKind
 
 
-class RecoveryMixin(SchedulerCore):
-    """Circuit breakers and quarantine as the core uses them."""
+class Recovery:
+    """Circuit breakers and quarantine as the core uses them (installed with
+    ``SchedulerCore.use_recovery``). Owns the breakers, the quarantine judge, the tasks held on
+    open circuits and the reasons shown in stats; talks to the core through its
+    :class:`~deerflow_controller.core_port.CorePort`."""
 
-    def _circuit_keys(self, task: Task) -> tuple[str, ...]:
+    __slots__ = (
+        "_balancer",
+        "_core",
+        "_timer_at",
+        "breakers",
+        "circuit_reasons",
+        "parked",
+        "quarantine",
+        "quarantine_reasons",
+        "quarantined",
+    )
+
+    def __init__(self, core: CorePort, config: RecoveryConfig, balancer: Balancer) -> None:
+        self._core = core
+        self._balancer = balancer
+        """Placement's balancer: told when a quarantined agent's unstarted attempt is taken
+        back."""
+        self.breakers = CircuitBreakers(config.breaker)
+        self.quarantine = AgentQuarantine(config.quarantine)
+        self.parked: dict[str, list[Task]] = {}
+        """Tasks THROTTLED on an open circuit, by circuit key."""
+        self.quarantined: dict[str, frozenset[str]] = {}
+        """Agent id -> handlers it may not run now (quarantine)."""
+        self._timer_at = math.inf
+        """When the pending recovery timer is due (inf: none pending)."""
+        self.circuit_reasons: dict[str, str] = {}
+        """Why each circuit last opened (for stats and the dashboard)."""
+        self.quarantine_reasons: dict[tuple[str, str], tuple[str, float]] = {}
+        """(agent, handler) -> (why, until) while quarantined."""
+
+    def circuit_keys(self, task: Task) -> tuple[str, ...]:
+        """The circuits an attempt of ``task`` draws on (its rate keys and its handler)."""
         keys = task.circuit_keys
         if keys is None:
             keys = task.circuit_keys = (*task.spec.rate_keys, handler_key(task.spec.handler))
         return keys
 
-    def _record_success(self, task: Task, agent_id: str, now: float) -> None:
+    def record_success(self, task: Task, agent_id: str, now: float) -> None:
+        """Feed a succeeded attempt to the circuit breakers and the quarantine judge."""
         breakers = self.breakers
-        for key in self._circuit_keys(task):
+        for key in self.circuit_keys(task):
             transition = breakers.record_success(key, task.id, now)
             if transition is not None:
                 self._circuit_changed(transition, now)
@@ -46,13 +85,13 @@ class RecoveryMixin(SchedulerCore):
         if decision is not None:
             self._quarantine_changed(decision, now)
 
-    def _record_failure(
+    def record_failure(
         self, task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
     ) -> None:
         """Feed a failed attempt to the circuit breakers (when the provider is to blame) and to
         the quarantine judge (when the agent might be)."""
         if about_the_provider(error):
-            for key in self._circuit_keys(task):
+            for key in self.circuit_keys(task):
                 transition = self.breakers.record_failure(key, task.id, cls, now)
                 if transition is not None:
                     self._circuit_changed(transition, now)
@@ -62,33 +101,36 @@ class RecoveryMixin(SchedulerCore):
                 self._quarantine_changed(decision, now)
 
     def _circuit_changed(self, t: CircuitTransition, now: float) -> None:
-        self.outbox.notices.append(t.reason)
+        core = self._core
+        core.outbox().notices.append(t.reason)
         if t.new == CircuitState.OPEN:
-            self.counters.circuit_trips += 1
+            core.counters.circuit_trips += 1
             self.circuit_reasons[t.key] = t.reason
         else:
             # Half-open or closed: the tasks waiting on it go back; the first to be dispatched
             # takes the half-open probe, the others wait again.
-            for task in self._parked.pop(t.key, ()):
+            for task in self.parked.pop(t.key, ()):
                 if task.parked_on == t.key and task.state == TaskState.THROTTLED:
                     task.parked_on = ""
                     task.state = TaskState.QUEUED  # off the circuit, in no queue yet
-                    self._make_ready(task, now, detail=t.reason)
+                    core.make_ready(task, now, detail=t.reason)
         self._arm_recovery_timer(now)
 
     def _quarantine_changed(self, d: QuarantineDecision, now: float) -> None:
-        self.outbox.notices.append(d.reason)
-        agent = self.agents.get(d.agent)
-        self._quarantined[d.agent] = self.quarantine.quarantined_handlers(d.agent, now)
-        if not self._quarantined[d.agent]:
-            del self._quarantined[d.agent]
+        core = self._core
+        outbox = core.outbox()
+        outbox.notices.append(d.reason)
+        agent = core.agents.get(d.agent)
+        self.quarantined[d.agent] = self.quarantine.quarantined_handlers(d.agent, now)
+        if not self.quarantined[d.agent]:
+            del self.quarantined[d.agent]
         pair = (d.agent, d.handler)
         if d.action == QuarantineAction.QUARANTINED:
             self.quarantine_reasons[pair] = (d.reason, d.until)
         else:
             self.quarantine_reasons.pop(pair, None)
         if d.action == QuarantineAction.QUARANTINED:
-            self.counters.quarantines += 1
+            core.counters.quarantines += 1
             if agent is not None:
                 # Take back what it has not started of that handler; it runs elsewhere.
                 for key, task in list(agent.in_flight.items()):
@@ -98,12 +140,12 @@ class RecoveryMixin(SchedulerCore):
                         and task.attempt == key[2]
                         and task.agent_id == agent.id
                     ):
-                        self.outbox.cancels.setdefault(agent.id, []).append(key)
+                        outbox.cancels.setdefault(agent.id, []).append(key)
                         agent.release(key)
-                        self.balancer.ended(agent.id, key, now)
+                        self._balancer.ended(agent.id, key, now)
                         task.agent_id = ""
-                        self.limiter.end_attempt(task)
-                        self._make_ready(task, now, detail=d.reason)
+                        core.limiter.end_attempt(task)
+                        core.make_ready(task, now, detail=d.reason)
         self._arm_recovery_timer(now)
 
     def _arm_recovery_timer(self, now: float) -> None:
@@ -111,25 +153,31 @@ class RecoveryMixin(SchedulerCore):
         if not times:
             return
         when = max(min(times), now + 1e-3)
-        if when < self._recovery_timer_at or self._recovery_timer_at <= now:
-            self._recovery_timer_at = when
-            self._push_timer(when, _Timer.RECOVERY, None)
+        if when < self._timer_at or self._timer_at <= now:
+            self._timer_at = when
+            self._core.push_timer(when, TimerKind.RECOVERY, None, 0)
 
-    def _advance_recovery(self, now: float) -> None:
+    def advance(self, now: float) -> None:
+        """A recovery timer fired: apply circuit and quarantine changes due by ``now`` (a timer
+        superseded by an earlier one is ignored)."""
+        if self._timer_at > now:
+            return
+        self._timer_at = math.inf
         for t in self.breakers.advance(now):
             self._circuit_changed(t, now)
         for d in self.quarantine.advance(now):
             self._quarantine_changed(d, now)
         self._arm_recovery_timer(now)
 
-    def _park(self, task: Task, key: str, now: float) -> None:
+    def park(self, task: Task, key: str, now: float) -> None:
         """Hold a task whose circuit is open until it half-opens or closes (THROTTLED, with the
         circuit named in the event's detail). It gives back its rate slots meanwhile."""
-        self.limiter.end_attempt(task)
+        core = self._core
+        core.limiter.end_attempt(task)
         task.parked_on = key
         task.state = TaskState.THROTTLED
-        self._parked.setdefault(key, []).append(task)
+        self.parked.setdefault(key, []).append(task)
         snap = self.breakers.snapshot().get(key)
         until = f" until at least t={snap.until:.1f}" if snap is not None and snap.until else ""
-        self._emit(task, TaskState.THROTTLED, now, detail=f"circuit {key} is open{until}")
+        core.emit(task, TaskState.THROTTLED, now, detail=f"circuit {key} is open{until}")
         self._arm_recovery_timer(now)

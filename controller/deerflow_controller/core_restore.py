@@ -6,11 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from .core import (
-    _RESTORABLE,
-    RestoredResult,
-    SchedulerCore,
-)
+from .core_port import CorePort
+from .core_types import RESTORABLE, RestoredResult
 from .model import (
     AttemptKey,
     Job,
@@ -20,19 +17,19 @@ from .model import (
 )
 
 
-class RestoreMixin(SchedulerCore):
+class Restorer:
     """A new leader rebuilds jobs from the etcd journal (``deerflow_controller.ha``): tasks whose
     final result was journaled come back terminal; the others are *held* (QUEUED but outside the
     ready queue) while known agents reconnect, so an attempt an agent still runs is adopted
-    instead of being run twice. ``release_restored`` ends the hold."""
+    instead of being run twice. :meth:`release` ends the hold. Owns the held tasks; talks to the
+    core through its :class:`~deerflow_controller.core_port.CorePort`."""
 
-    def _restored_held(self) -> dict[tuple[str, str], Task]:
-        """Held restored tasks by (job id, task id). Created lazily so that the constructor
-        stays untouched; empty (and unused) outside a restore."""
-        held: dict[tuple[str, str], Task] | None = self.__dict__.get("_held_restored")
-        if held is None:
-            held = self.__dict__["_held_restored"] = {}
-        return held
+    __slots__ = ("_core", "_held")
+
+    def __init__(self, core: CorePort) -> None:
+        self._core = core
+        self._held: dict[tuple[str, str], Task] = {}
+        """Held restored tasks by (job id, task id); empty outside a restore."""
 
     def restore_job(
         self,
@@ -49,64 +46,49 @@ class RestoreMixin(SchedulerCore):
 
         Finished tasks get their one terminal event again (in the restored job's new event log);
         their failures fail live dependents as usual. Unfinished tasks whose dependencies all
-        succeeded are held until :meth:`release_restored`; the rest are PENDING. Dispatches
+        succeeded are held until :meth:`release`; the rest are PENDING. Dispatches
         nothing. A job id already known is returned unchanged. The job's deadline counts from
         ``submitted_at`` (when the first leader accepted it; ``now`` when unknown): one already
         passed ends its unfinished tasks at the next tick."""
-        existing = self.jobs.get(job_id)
+        core = self._core
+        existing = core.jobs.get(job_id)
         if existing is not None:
             return existing
-        cfg = self.config
-        job = Job(id=job_id, name=name, submitted_at=submitted_at or now)
+        job = core.add_job(job_id, name, specs, submitted_at or now)
         tasks = job.tasks
-        for spec in specs:
-            tasks[spec.id] = Task(
-                job=job,
-                spec=spec,
-                timeout_s=spec.timeout_s or cfg.default_timeout_s,
-                max_retries=cfg.default_max_retries if spec.max_retries < 0 else spec.max_retries,
-            )
-        job.remaining = len(tasks)
-        self.jobs[job_id] = job
-        self.counters.submitted += len(tasks)
-        for task in tasks.values():
-            if task.spec.depends_on:
-                task.waiting_on = len(task.spec.depends_on)
-                for dep_id in task.spec.depends_on:
-                    tasks[dep_id].dependents.append(task)
         ended: list[Task] = []
         for task_id, result in finished.items():
             done = tasks.get(task_id)
-            if done is None or done.terminal or result.state not in _RESTORABLE:
+            if done is None or done.terminal or result.state not in RESTORABLE:
                 continue
             done.attempt = result.attempt
             if result.state == TaskState.SUCCEEDED:
                 done.output = result.output
                 for dependent in done.dependents:
                     dependent.waiting_on -= 1
-            self._terminal(done, result.state, now, result.error, result.attempt, result.agent_id)
+            core.terminal(done, result.state, now, result.error, result.attempt, result.agent_id)
             ended.append(done)
         for done in ended:
             if done.state != TaskState.SUCCEEDED:
-                self._fail_dependents(done, now)
+                core.fail_dependents(done, now)
         if not job.done:
-            self._arm_job_deadline(job, submitted_at or now, deadline_s)
-        held = self._restored_held()
+            core.arm_job_deadline(job, submitted_at or now, deadline_s)
+        held = self._held
         for task in tasks.values():
             if task.terminal:
                 continue
             if task.waiting_on:
-                self._emit(task, TaskState.PENDING, now)
+                core.emit(task, TaskState.PENDING, now)
             else:
                 task.state = TaskState.QUEUED
                 held[(job_id, task.id)] = task
         return job
 
-    def adopt_restored(self, running: Iterable[AttemptKey], now: float) -> None:
-        """Before an agent's Hello is applied (``agent_joined``): give each held task the
+    def adopt(self, running: Iterable[AttemptKey], now: float) -> None:
+        """Before an agent's Hello is applied (``Scheduler.agent_joined``): give each held task the
         attempt number the agent reports running, so that ``agent_joined`` keeps the attempt
         on the agent rather than cancelling it. The attempt keeps a full start-to-close."""
-        held = self._restored_held()
+        held = self._held
         if not held:
             return
         for job_id, task_id, attempt in running:
@@ -114,21 +96,21 @@ class RestoreMixin(SchedulerCore):
             if task is None or task.terminal or task.agent_id:
                 continue
             task.attempt = attempt
-            task.deadline = now + task.timeout_s + self.config.timeout_grace_s
+            task.deadline = now + task.timeout_s + self._core.config.timeout_grace_s
 
-    def release_restored(self, now: float) -> int:
+    def release(self, now: float) -> int:
         """End the reconnect grace: held tasks no agent reclaimed become ready (and are
         dispatched). Returns how many were released."""
-        held = self._restored_held()
+        held = self._held
         released = 0
         for task in list(held.values()):
             if not task.terminal and not task.agent_id and task.state == TaskState.QUEUED:
-                self._make_ready(task, now)
+                self._core.make_ready(task, now)
                 released += 1
         held.clear()
-        self._dispatch(now)
+        self._core.dispatch(now)
         return released
 
-    def restored_waiting(self) -> int:
+    def waiting(self) -> int:
         """Restored tasks still held for the reconnect grace."""
-        return len(self._restored_held())
+        return len(self._held)

@@ -4,13 +4,11 @@ into the parent's one result."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from .core import (
-    SchedulerCore,
-    _SplitRun,
-)
-from .decomposer import PartOutcome, SplitRequest
+from .core_port import CorePort
+from .core_types import SplitRun
+from .decomposer import Decomposer, DecomposerConfig, Merger, PartOutcome, SplitRequest, Splitter
 from .model import (
     ErrorKind,
     SplitPolicy,
@@ -19,32 +17,60 @@ from .model import (
     TaskSpec,
     TaskState,
 )
+from .predictor import Predictor
+
+SplitFunctions = Callable[[str], tuple[Splitter | None, Merger | None]]
+"""A handler's own splitter and merger, when its package is installed where the core runs."""
 
 
-class SplitMixin(SchedulerCore):
-    """The decomposer as the core uses it."""
+def no_split_functions(handler: str) -> tuple[Splitter | None, Merger | None]:
+    """No handler has a splitter or merger of its own here."""
+    return None, None
 
-    def _split(self, task: Task, now: float) -> bool:
+
+class Decomposition:
+    """The decomposer as the core uses it: owns the decomposer and each handler's splitter and
+    merger; talks to the core through its :class:`~deerflow_controller.core_port.CorePort`
+    (installed with ``SchedulerCore.use_split``)."""
+
+    __slots__ = ("_core", "_functions", "_predictor", "_split_cache", "decomposer")
+
+    def __init__(
+        self,
+        core: CorePort,
+        config: DecomposerConfig,
+        predictor: Predictor,
+        split_functions: SplitFunctions = no_split_functions,
+    ) -> None:
+        self._core = core
+        self._predictor = predictor
+        """The placement's duration estimates (per-item cost, I/O fraction)."""
+        self.decomposer = Decomposer(config)
+        self._functions = split_functions
+        self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
+
+    def split(self, task: Task, now: float) -> bool:
         """Ask the decomposer how to run a ready task whose handler declares items (or has its
         own splitter here). True when the task was split (its parts are queued; it shows
         RUNNING until they are merged) or failed with a SPLIT_ERROR; False to run it whole."""
+        core = self._core
         spec = task.spec
-        traits = self.traits.get(spec.handler)
+        traits = core.traits.get(spec.handler)
         task.split = False
         if spec.split == SplitPolicy.NEVER or traits is None:
             return False
         functions = self._split_cache.get(spec.handler)
         if functions is None:
-            functions = self._split_cache[spec.handler] = self._split_functions(spec.handler)
+            functions = self._split_cache[spec.handler] = self._functions(spec.handler)
         splitter, merger = functions
         if not traits.items_field and splitter is None:
             return False
-        predictor = self.predictor
+        predictor = self._predictor
         cost = predictor.item_cost(spec.handler)
         per_item = cost.per_item_s if cost.samples else traits.default_duration_s
         free = sum(
             max(0, a.slots - len(a.in_flight))
-            for a in self.agents.values()
+            for a in core.agents.values()
             if spec.handler in a.handlers and not a.draining
         )
         request = SplitRequest(
@@ -52,7 +78,7 @@ class SplitMixin(SchedulerCore):
             payload=spec.payload,
             items_field=traits.items_field,
             kind="cpu" if traits.kind == "cpu" else "io",
-            item_s=per_item or self.config.predictor.fallback_duration_s,
+            item_s=per_item or core.config.predictor.fallback_duration_s,
             free_slots=free,
             io_fraction=predictor.io_fraction(spec.handler) if cost.samples else None,
             parent_timeout_s=task.timeout_s,
@@ -60,7 +86,7 @@ class SplitMixin(SchedulerCore):
         )
         plan = self.decomposer.plan(request, splitter=splitter, merger=merger)
         if isinstance(plan, TaskError):
-            self._finish(task, TaskState.FAILED, now, error=plan)
+            core.finish(task, TaskState.FAILED, now, error=plan)
             return True
         if not plan.split:
             return False
@@ -98,26 +124,26 @@ class SplitMixin(SchedulerCore):
             p.waiting_on = len(part.depends_on)
             for dep in part.depends_on:
                 parts[dep].dependents.append(p)
-        task.split = _SplitRun(
+        task.split = SplitRun(
             plan,
             parts,
             self.decomposer.collector(plan, partial_results=spec.partial_results, merger=merger),
         )
-        self.counters.split_tasks += 1
+        core.counters.split_tasks += 1
         task.state = TaskState.RUNNING
-        self._emit(task, TaskState.RUNNING, now, detail=plan.reason)
+        core.emit(task, TaskState.RUNNING, now, detail=plan.reason)
         for p in parts:
             if not p.waiting_on:
-                self._make_ready(p, now)
+                core.make_ready(p, now)
         return True
 
-    def _part_ended(self, part: Task, now: float) -> None:
+    def part_ended(self, part: Task, now: float) -> None:
         """A part reached a terminal state: feed its parent's collector; finish the parent
         once it is decided (and stop its other parts when it failed fast)."""
         parent = part.parent
         assert parent is not None
         run = parent.split
-        if parent.terminal or not isinstance(run, _SplitRun):
+        if parent.terminal or not isinstance(run, SplitRun):
             return
         if part.state == TaskState.SUCCEEDED:
             outcome = PartOutcome(part.part_index, output=part.output)
@@ -131,14 +157,18 @@ class SplitMixin(SchedulerCore):
             return
         if result.error is None:
             parent.output = result.output
-            self._finish(parent, TaskState.SUCCEEDED, now, detail=result.detail)
+            self._core.finish(parent, TaskState.SUCCEEDED, now, detail=result.detail)
         else:
-            self._finish(parent, TaskState.FAILED, now, error=result.error, detail=result.detail)
+            self._core.finish(
+                parent, TaskState.FAILED, now, error=result.error, detail=result.detail
+            )
 
-    def _cancel_parts(self, run: _SplitRun, indices: Iterable[int], now: float) -> None:
+    def cancel_parts(self, run: SplitRun, indices: Iterable[int], now: float) -> None:
+        """Stop the given parts of a split task (each not yet ended ends CANCELLED)."""
+        core = self._core
         error = TaskError(ErrorKind.CANCELLED_BY_CLIENT, "the task this part belongs to ended")
         for i in indices:
             part = run.parts[i]
             if not part.terminal:
-                self._release_slot_by_cancel(part)
-                self._terminal(part, TaskState.CANCELLED, now, error, None, None)
+                core.release_slot_by_cancel(part)
+                core.terminal(part, TaskState.CANCELLED, now, error, None, None)

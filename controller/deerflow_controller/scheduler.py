@@ -5,28 +5,30 @@ event (a job submitted, an agent joined, a batch of results, a tick) passing ``n
 then takes the decisions from :attr:`Scheduler.outbox`: assignments and cancels per agent, and
 the jobs that have new events. Unit tests drive it with a fake clock and assert exact decisions.
 
-:class:`Scheduler` is the state machine (``core.py``) plus one mixin per policy area, each
-calling its pure policy module: ``core_cache`` (result cache, in-flight dedup, preloading),
+:class:`Scheduler` is the state machine (``core.py``) plus one policy object per area, each
+owning its state, calling its pure policy module and talking to the core through the core's
+``CorePort`` (``core_port.py``): ``core_cache`` (result cache, in-flight dedup, preloading),
 ``core_split`` (decomposer), ``core_placement`` (balancer, predictor, stealing),
-``core_recovery`` (circuit breakers, quarantine) and ``core_restore`` (failover, issue #3).
+``core_recovery`` (circuit breakers, quarantine) and ``core_restore`` (failover, issue #3). The
+scheduler builds them, hands them to the core (``use_cache``, ``use_split``, ``use_placement``,
+``use_recovery``; the core runs with any subset) and forwards restore's public methods.
 """
 
 from __future__ import annotations
 
-from .core import (
-    PRELOAD_PRIORITY,
-    AttemptResult,
-    Counters,
-    Outbox,
-    RestoredResult,
-    SchedulerCore,
-    SplitFunctions,
-)
-from .core_cache import CacheMixin
-from .core_placement import PlacementMixin
-from .core_recovery import RecoveryMixin
-from .core_restore import RestoreMixin
-from .core_split import SplitMixin
+from collections.abc import Iterable, Mapping, Sequence
+
+from .cache import ResultCache
+from .config import SchedulerConfig
+from .core import SchedulerCore
+from .core_cache import Caching
+from .core_placement import Placement
+from .core_recovery import Recovery
+from .core_restore import Restorer
+from .core_split import Decomposition, SplitFunctions, no_split_functions
+from .core_types import PRELOAD_PRIORITY, AttemptResult, Counters, Outbox, RestoredResult
+from .model import AttemptKey, Job, TaskSpec
+from .ratelimit import RateLimiter
 
 __all__ = [
     "PRELOAD_PRIORITY",
@@ -39,6 +41,67 @@ __all__ = [
 ]
 
 
-class Scheduler(RestoreMixin, CacheMixin, SplitMixin, PlacementMixin, RecoveryMixin, SchedulerCore):
+class Scheduler(SchedulerCore):
     """Jobs, tasks and agents, and the rules that move tasks between states, with every policy
     (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig | None = None,
+        *,
+        limiter: RateLimiter | None = None,
+        seed: int | None = None,
+        split_functions: SplitFunctions = no_split_functions,
+        cache: ResultCache | None = None,
+    ) -> None:
+        """Build the core and hand it every policy (the cache only when ``cache`` is given)."""
+        super().__init__(config, limiter=limiter, seed=seed)
+        self._caching = None if cache is None else Caching(self.port, cache)
+        if self._caching is not None:
+            self.use_cache(self._caching)
+        self._decomposition = Decomposition(
+            self.port, self.config.decomposer, self.predictor, split_functions
+        )
+        self.use_split(self._decomposition)
+        placement = self._placement = Placement(self.port, self.predictor, self.balancer)
+        self.use_placement(placement)
+        self.accuracy = placement.accuracy
+        """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
+        recovery = self._recovery = Recovery(self.port, self.config.recovery, self.balancer)
+        self.use_recovery(recovery)
+        self.quarantine = recovery.quarantine
+        self.circuit_reasons = recovery.circuit_reasons
+        """Why each circuit last opened (for stats and the dashboard)."""
+        self.quarantine_reasons = recovery.quarantine_reasons
+        """(agent, handler) -> (why, until) while quarantined."""
+        self._restorer = Restorer(self.port)
+
+    # ----------------------------------------------------------------- restore (issue #3)
+
+    def restore_job(
+        self,
+        job_id: str,
+        name: str,
+        specs: Sequence[TaskSpec],
+        finished: Mapping[str, RestoredResult],
+        now: float,
+        *,
+        submitted_at: float = 0.0,
+        deadline_s: float = 0.0,
+    ) -> Job:
+        """Rebuild a journaled job (see ``core_restore.Restorer.restore_job``)."""
+        return self._restorer.restore_job(
+            job_id, name, specs, finished, now, submitted_at=submitted_at, deadline_s=deadline_s
+        )
+
+    def adopt_restored(self, running: Iterable[AttemptKey], now: float) -> None:
+        """Adopt the attempts a reconnecting agent still runs (``core_restore.Restorer.adopt``)."""
+        self._restorer.adopt(running, now)
+
+    def release_restored(self, now: float) -> int:
+        """End the reconnect grace (see ``core_restore.Restorer.release``)."""
+        return self._restorer.release(now)
+
+    def restored_waiting(self) -> int:
+        """Restored tasks still held for the reconnect grace."""
+        return self._restorer.waiting()

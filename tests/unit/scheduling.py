@@ -1,12 +1,27 @@
-"""Helpers shared by the scheduler's unit tests: attempt keys, event trails, and the event-log
-soundness check every scenario ends with."""
+"""Helpers shared by the scheduler's unit tests: attempt keys, event trails, the event-log
+soundness check every scenario ends with, and a seeded scheduler (:func:`make`) with task specs
+and results to feed it."""
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
+from typing import Any
 
-from deerflow_controller.model import AttemptKey, Event, Job, TaskError, TaskState
-from deerflow_controller.scheduler import AttemptResult, Scheduler
+from deerflow_controller.cache import ResultCache
+from deerflow_controller.config import SchedulerConfig
+from deerflow_controller.model import (
+    AttemptKey,
+    ErrorKind,
+    Event,
+    Job,
+    TaskError,
+    TaskSpec,
+    TaskState,
+)
+from deerflow_controller.ratelimit import RateLimiter
+from deerflow_controller.recovery import RecoveryConfig, RetryConfig
+from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
 JOB = "j"
 
@@ -83,3 +98,74 @@ def assert_event_log_sound(job: Job) -> None:
     unfinished = sum(not t.terminal for t in job.tasks.values())
     assert job.remaining == unfinished
     assert job.terminal_events == len(job.tasks) - unfinished
+
+
+# ----------------------------------------------------------------- scheduler test helpers
+
+
+def retries(**kw: Any) -> RecoveryConfig:
+    """A recovery config whose retry policy has ``kw`` (see recovery.RetryConfig)."""
+    return RecoveryConfig(retry=RetryConfig(**kw))
+
+
+def make(
+    *,
+    seed: int = 7,
+    limiter: RateLimiter | None = None,
+    cache: ResultCache | None = None,
+    **overrides: Any,
+) -> Scheduler:
+    """A seeded scheduler; prefetch 0 unless asked (no floor, no rate-sized part), so an agent's
+    credit equals its slots. ``overrides`` are SchedulerConfig fields.
+    Silent agents are only declared dead in the tests that ask for it (agent_silence_s)."""
+    base = SchedulerConfig(
+        prefetch=0, prefetch_fraction=0.0, prefetch_cover_s=0.0, agent_silence_s=1e9
+    )
+    return Scheduler(replace(base, **overrides), limiter=limiter, seed=seed, cache=cache)
+
+
+def spec(
+    task_id: str,
+    *depends_on: str,
+    handler: str = "echo",
+    priority: int = 0,
+    timeout_s: float = 0.0,
+    max_retries: int = -1,
+) -> TaskSpec:
+    return TaskSpec(
+        id=task_id,
+        handler=handler,
+        priority=priority,
+        depends_on=depends_on,
+        timeout_s=timeout_s,
+        max_retries=max_retries,
+    )
+
+
+def ok(task_id: str, attempt: int, output: bytes = b"done", job_id: str = JOB) -> AttemptResult:
+    return AttemptResult(key(task_id, attempt, job_id), ok=True, output=output)
+
+
+def fail(
+    task_id: str,
+    attempt: int,
+    message: str = "boom",
+    *,
+    retryable: bool = True,
+    retry_after_s: float = 0.0,
+) -> AttemptResult:
+    error = TaskError(ErrorKind.HANDLER_ERROR, message, retryable, retry_after_s)
+    return AttemptResult(key(task_id, attempt), ok=False, error=error)
+
+
+def assigned(out: Outbox) -> dict[str, list[AttemptKey]]:
+    """The outbox's assignments as attempt keys, read at once (a task's key follows its attempt)."""
+    return {agent: [t.key for t in tasks] for agent, tasks in out.assignments.items()}
+
+
+def run_one(sched: Scheduler, agent: str) -> str:
+    """The single task just assigned to ``agent``: its id."""
+    out = sched.take()
+    assert list(out.assignments) == [agent]
+    (task,) = out.assignments[agent]
+    return task.id

@@ -75,7 +75,7 @@ def check_rate_limiter(sched: Scheduler, tasks: list[Task]) -> None:
         assert gate.in_flight == len(holders), (
             f"{key}: counts {gate.in_flight} slots held, {len(holders)} tasks hold one"
         )
-    parked = {k: Counter(id(t) for t in v) for k, v in sched._parked.items()}
+    parked = {k: Counter(id(t) for t in v) for k, v in sched._recovery.parked.items()}
     for t in tasks:
         if t.gate_seq:
             assert t.state == TaskState.THROTTLED and not t.parked_on, (

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
-from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import HandlerTraits, TaskSpec
-from deerflow_controller.scheduler import Scheduler
 
-from .scheduling import JOB
-
-
-def make() -> Scheduler:
-    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    return Scheduler(replace(base), seed=3)
+from .scheduling import JOB, make
 
 
 def test_a_heartbeat_keeps_the_machines_cpu_and_the_agents_own_apart() -> None:

@@ -4,18 +4,12 @@ and learned agent speed, and moving unstarted attempts off a lagging agent. Fake
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import HandlerTraits, TaskSpec, TaskState
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
-from .scheduling import JOB, assert_event_log_sound, events_of, key
-
-
-def make(**overrides: Any) -> Scheduler:
-    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    return Scheduler(replace(base, **overrides), seed=5)
+from .scheduling import JOB, assert_event_log_sound, events_of, key, make
 
 
 def ids(sched: Scheduler) -> dict[str, list[str]]:

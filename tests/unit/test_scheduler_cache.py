@@ -5,7 +5,6 @@ releases its followers to run, and handlers that are not cacheable are never cac
 from __future__ import annotations
 
 from deerflow_controller.cache import ResultCache
-from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import (
     CachePolicy,
     ErrorKind,
@@ -16,7 +15,7 @@ from deerflow_controller.model import (
 )
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
-from .scheduling import assert_event_log_sound, events_of, key
+from .scheduling import assert_event_log_sound, events_of, key, make
 
 TRAITS = {
     "search": HandlerTraits(cacheable=True),
@@ -26,9 +25,9 @@ TRAITS = {
 Q = b'{"query": "EV battery supply chains"}'
 
 
-def make() -> Scheduler:
-    config = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    sched = Scheduler(config, seed=1, cache=ResultCache())
+def with_cache() -> Scheduler:
+    """The shared scheduler with a result cache and agent "a" (8 slots) running every handler."""
+    sched = make(seed=1, cache=ResultCache())
     sched.agent_joined("a", ["search", "llm", "sleep"], 8, 0.0, traits=TRAITS)
     return sched
 
@@ -38,7 +37,7 @@ def run(sched: Scheduler, job_id: str, task_id: str, now: float, output: bytes =
 
 
 def test_a_repeated_request_is_answered_from_the_cache() -> None:
-    sched = make()
+    sched = with_cache()
     sched.submit("j1", "", [TaskSpec("t", "search", payload=Q)], 0.0)
     assert [t.id for t in sched.take().assignments["a"]] == ["t"]
     run(sched, "j1", "t", 1.0)
@@ -52,7 +51,7 @@ def test_a_repeated_request_is_answered_from_the_cache() -> None:
 
 
 def test_identical_requests_in_flight_share_one_run() -> None:
-    sched = make()
+    sched = with_cache()
     j1 = sched.submit("j1", "", [TaskSpec("a1", "search", payload=Q)], 0.0)
     j2 = sched.submit("j2", "", [TaskSpec("b1", "search", payload=Q)], 0.1)
     assigned = [t.id for ts in sched.take().assignments.values() for t in ts]
@@ -67,7 +66,7 @@ def test_identical_requests_in_flight_share_one_run() -> None:
 
 
 def test_a_failed_leader_releases_its_followers_to_run() -> None:
-    sched = make()
+    sched = with_cache()
     sched.submit("j1", "", [TaskSpec("a1", "search", payload=Q, max_retries=0)], 0.0)
     j2 = sched.submit("j2", "", [TaskSpec("b1", "search", payload=Q)], 0.1)
     sched.take()
@@ -80,7 +79,7 @@ def test_a_failed_leader_releases_its_followers_to_run() -> None:
 
 
 def test_a_cancelled_follower_leaves_the_leader_alone() -> None:
-    sched = make()
+    sched = with_cache()
     j1 = sched.submit("j1", "", [TaskSpec("a1", "search", payload=Q)], 0.0)
     sched.submit("j2", "", [TaskSpec("b1", "search", payload=Q)], 0.1)
     sched.take()
@@ -90,7 +89,7 @@ def test_a_cancelled_follower_leaves_the_leader_alone() -> None:
 
 
 def test_handlers_not_cacheable_or_nondeterministic_always_run() -> None:
-    sched = make()
+    sched = with_cache()
     for i, handler in enumerate(["sleep", "llm"]):
         for j in range(2):
             job_id = f"{handler}{j}"
@@ -100,7 +99,7 @@ def test_handlers_not_cacheable_or_nondeterministic_always_run() -> None:
 
 
 def test_a_task_may_ask_for_the_cache_even_on_a_nondeterministic_handler() -> None:
-    sched = make()
+    sched = with_cache()
     sched.submit("j1", "", [TaskSpec("t", "llm", payload=Q, cache=CachePolicy.ON)], 0.0)
     sched.take()
     run(sched, "j1", "t", 1.0)
@@ -109,7 +108,7 @@ def test_a_task_may_ask_for_the_cache_even_on_a_nondeterministic_handler() -> No
 
 
 def test_refresh_runs_the_task_and_overwrites_the_entry() -> None:
-    sched = make()
+    sched = with_cache()
     sched.submit("j1", "", [TaskSpec("t", "search", payload=Q)], 0.0)
     sched.take()
     run(sched, "j1", "t", 1.0, b"old")
@@ -121,7 +120,7 @@ def test_refresh_runs_the_task_and_overwrites_the_entry() -> None:
 
 
 def test_idle_slots_preload_the_likely_next_request_at_the_lowest_priority() -> None:
-    sched = make()
+    sched = with_cache()
     q1 = b'{"query": "EV battery supply chains"}'
     q2 = b'{"query": "EV battery recycling capacity"}'
     now = 0.0

@@ -6,17 +6,14 @@ clock (``scheduling.run_timers``)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from typing import Any
 
 from deerflow_controller import wire
 from deerflow_controller.client import Task
-from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.ha.journal import JournaledJob
 from deerflow_controller.ha.restore import restore_jobs
 from deerflow_controller.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
-from deerflow_controller.scheduler import AttemptResult, Scheduler
+from deerflow_controller.scheduler import AttemptResult
 from deerflow_protos import client_pb2
 
 from .scheduling import (
@@ -25,20 +22,16 @@ from .scheduling import (
     error_of,
     key,
     last_event,
+    make,
     run_timers,
     trail,
 )
 
 
-def make(**overrides: Any) -> Scheduler:
-    """A seeded scheduler whose agents' credit equals their slots; one request a second on the
-    rate key "slow"."""
-    base = SchedulerConfig(
-        prefetch=0, prefetch_fraction=0.0, prefetch_cover_s=0.0, agent_silence_s=1e9
-    )
+def slow_limiter() -> RateLimiter:
+    """One request a second on the rate key "slow"."""
     one_per_second = KeyLimits(rpm=60, safety=1.0, burst_s=1.0, adaptive=False)
-    limiter = RateLimiter(LimiterConfig((("slow", one_per_second),), KeyLimits()))
-    return Scheduler(replace(base, **overrides), limiter=limiter, seed=7)
+    return RateLimiter(LimiterConfig((("slow", one_per_second),), KeyLimits()))
 
 
 def failed(task_id: str, attempt: int) -> AttemptResult:
@@ -50,7 +43,7 @@ def failed(task_id: str, attempt: int) -> AttemptResult:
 
 
 def test_schedule_to_close_ends_a_task_retried_too_long_and_cancels_its_running_attempt() -> None:
-    s = make()
+    s = make(limiter=slow_limiter())
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(
         JOB,
@@ -91,7 +84,7 @@ def test_schedule_to_close_ends_a_task_retried_too_long_and_cancels_its_running_
 
 
 def test_schedule_to_close_counts_from_when_the_task_is_first_ready() -> None:
-    s = make()
+    s = make(limiter=slow_limiter())
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(
         JOB,
@@ -117,7 +110,7 @@ def test_schedule_to_close_counts_from_when_the_task_is_first_ready() -> None:
 
 
 def test_a_task_that_finishes_within_schedule_to_close_is_untouched_by_its_timer() -> None:
-    s = make()
+    s = make(limiter=slow_limiter())
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [TaskSpec(id="x", handler="echo", schedule_to_close_s=5.0)], 0.0)
     s.finished("A", [AttemptResult(key("x", 1), ok=True)], 1.0)
@@ -130,7 +123,7 @@ def test_a_task_that_finishes_within_schedule_to_close_is_untouched_by_its_timer
 
 
 def test_a_throttled_task_past_schedule_to_close_leaves_its_rate_keys_line() -> None:
-    s = make()
+    s = make(limiter=slow_limiter())
     s.agent_joined("A", ["echo"], 10, 0.0)
     job = s.submit(
         JOB,
@@ -166,7 +159,7 @@ def test_a_throttled_task_past_schedule_to_close_leaves_its_rate_keys_line() -> 
 
 
 def test_a_job_past_its_deadline_ends_every_unfinished_task_timed_out() -> None:
-    s = make()
+    s = make(limiter=slow_limiter())
     s.agent_joined("A", ["echo"], 2, 0.0)
     job = s.submit(
         JOB,
@@ -208,7 +201,7 @@ def test_a_job_past_its_deadline_ends_every_unfinished_task_timed_out() -> None:
 
 
 def test_a_job_finished_before_its_deadline_is_left_alone() -> None:
-    s = make()
+    s = make(limiter=slow_limiter())
     s.agent_joined("A", ["echo"], 2, 0.0)
     job = s.submit(JOB, "", [TaskSpec(id="a", handler="echo")], 0.0, deadline_s=5.0)
     s.finished("A", [AttemptResult(key("a", 1), ok=True)], 1.0)
@@ -224,7 +217,7 @@ def test_a_restored_job_keeps_the_deadline_of_its_first_acceptance() -> None:
     request = client_pb2.SubmitJobRequest(job_id=JOB, deadline_s=10.0, accepted_at=100.0)
     request.tasks.add(id="a", handler="echo")
     request.tasks.add(id="b", handler="echo", schedule_to_close_s=30.0)
-    s = make()
+    s = make(limiter=slow_limiter())
 
     restore_jobs(s, [JournaledJob(request, {})], 104.0)
     job = s.jobs[JOB]
@@ -250,7 +243,7 @@ def test_the_sdk_sends_schedule_to_close_and_the_controller_reads_it() -> None:
 
 
 def test_schedule_to_close_bounds_a_split_task_and_stops_its_parts() -> None:
-    s = make()
+    s = make(limiter=slow_limiter())
     traits = {"hash": HandlerTraits(kind="cpu", items_field="items", default_duration_s=1.0)}
     s.agent_joined("A", ["hash"], 4, 0.0, traits=traits)
     payload = json.dumps({"items": list(range(8))}).encode()

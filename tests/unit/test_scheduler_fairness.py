@@ -4,23 +4,10 @@ keeps its place. Driven with a fake clock (``scheduling.run_timers``)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
-
-from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import TaskSpec, TaskState
 from deerflow_controller.scheduler import Scheduler
 
-from .scheduling import JOB, assert_event_log_sound, key, run_one_at_a_time, run_timers, trail
-
-
-def make(**overrides: Any) -> Scheduler:
-    """A seeded scheduler whose agents' credit equals their slots (no prefetch) and which never
-    declares an agent dead for silence."""
-    base = SchedulerConfig(
-        prefetch=0, prefetch_fraction=0.0, prefetch_cover_s=0.0, agent_silence_s=1e9
-    )
-    return Scheduler(replace(base, **overrides), seed=7)
+from .scheduling import JOB, assert_event_log_sound, key, make, run_one_at_a_time, run_timers, trail
 
 
 def tenant_specs(tenant: str, n: int, priority: int = 0) -> list[TaskSpec]:

@@ -17,17 +17,16 @@ from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.recovery import RecoveryConfig
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
-from .scheduling import assert_event_log_sound, key, trail
+from .scheduling import assert_event_log_sound, key, make, trail
 
 TRAITS = {"search": HandlerTraits(cacheable=True), "llm": HandlerTraits()}
 Q = b'{"query": "EV battery supply chains"}'
 
 
-def make(slots: int) -> Scheduler:
+def warm(slots: int) -> Scheduler:
     """A scheduler with a result cache and one agent of ``slots`` slots and no prefetch, whose
     cache already holds the answer to ``Q``."""
-    config = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    sched = Scheduler(config, seed=1, cache=ResultCache())
+    sched = make(seed=1, cache=ResultCache())
     sched.agent_joined("a", ["search", "llm"], slots, 0.0, traits=TRAITS)
     sched.submit("warm", "", [TaskSpec("t", "search", payload=Q)], 0.0)
     sched.take()
@@ -40,7 +39,7 @@ def cached_root_with_dependent(dependent: TaskSpec) -> list[TaskSpec]:
 
 
 def test_a_root_answered_from_the_cache_at_submit_makes_its_dependent_ready_once() -> None:
-    sched = make(slots=8)
+    sched = warm(slots=8)
     job = sched.submit(
         "j", "", cached_root_with_dependent(TaskSpec("d", "llm", depends_on=("root",))), 2.0
     )
@@ -52,7 +51,7 @@ def test_a_root_answered_from_the_cache_at_submit_makes_its_dependent_ready_once
 
 
 def test_a_rate_keyed_dependent_of_a_cached_root_waits_in_its_gate_once() -> None:
-    sched = make(slots=8)
+    sched = warm(slots=8)
     dependent = TaskSpec("d", "llm", depends_on=("root",), rate_keys=("llm/k",))
     job = sched.submit("j", "", cached_root_with_dependent(dependent), 2.0)
     assert trail(job, "d") == [TaskState.PENDING, TaskState.QUEUED, TaskState.DISPATCHED]
@@ -64,7 +63,7 @@ def test_a_rate_keyed_dependent_of_a_cached_root_waits_in_its_gate_once() -> Non
 
 
 def test_after_a_cached_root_a_one_slot_cluster_still_runs_rate_keyed_tasks() -> None:
-    sched = make(slots=1)
+    sched = warm(slots=1)
     job = sched.submit(
         "j", "", cached_root_with_dependent(TaskSpec("d", "llm", depends_on=("root",))), 2.0
     )

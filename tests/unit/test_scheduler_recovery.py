@@ -8,17 +8,11 @@ from dataclasses import replace
 from typing import Any
 
 from deerflow_common import signals
-from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import ErrorClass, ErrorKind, TaskError, TaskSpec, TaskState
 from deerflow_controller.recovery import BreakerConfig, QuarantineConfig, RecoveryConfig
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
-from .scheduling import JOB, assert_event_log_sound, events_of, key
-
-
-def make(**recovery: Any) -> Scheduler:
-    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    return Scheduler(replace(base, recovery=RecoveryConfig(**recovery)), seed=11)
+from .scheduling import JOB, assert_event_log_sound, events_of, key, make
 
 
 def http_error(task_id: str, attempt: int, status: int) -> AttemptResult:
@@ -37,7 +31,7 @@ def dispatched(sched: Scheduler) -> dict[str, list[str]]:
 
 
 def test_a_fatal_provider_error_is_not_retried_and_says_so() -> None:
-    sched = make()
+    sched = make(recovery=RecoveryConfig())
     sched.agent_joined("a", ["search"], 1, 0.0)
     job = sched.submit(JOB, "j", [TaskSpec("t", "search", max_retries=5)], 0.0)
     sched.finished("a", [http_error("t", 1, 401)], 1.0)
@@ -49,7 +43,7 @@ def test_a_fatal_provider_error_is_not_retried_and_says_so() -> None:
 
 
 def test_a_5xx_retry_carries_its_reason_in_the_event() -> None:
-    sched = make()
+    sched = make(recovery=RecoveryConfig())
     sched.agent_joined("a", ["search"], 1, 0.0)
     job = sched.submit(JOB, "j", [TaskSpec("t", "search", max_retries=2)], 0.0)
     sched.finished("a", [http_error("t", 1, 503)], 1.0)
@@ -72,7 +66,7 @@ def brownout(sched: Scheduler, n: int) -> Any:
 
 
 def test_failures_across_tasks_open_the_circuit_and_hold_the_work_throttled() -> None:
-    sched = make(breaker=BREAKER)
+    sched = make(recovery=RecoveryConfig(breaker=BREAKER))
     job = brownout(sched, 6)
     out = sched.take()
     assert sched.counters.circuit_trips >= 1
@@ -88,7 +82,7 @@ def test_failures_across_tasks_open_the_circuit_and_hold_the_work_throttled() ->
 
 
 def test_a_half_open_circuit_lets_one_probe_through_and_closes_on_its_success() -> None:
-    sched = make(breaker=BREAKER)
+    sched = make(recovery=RecoveryConfig(breaker=BREAKER))
     job = brownout(sched, 6)
     sched.take()
     sched.tick(3.0)
@@ -109,7 +103,7 @@ def test_a_half_open_circuit_lets_one_probe_through_and_closes_on_its_success() 
 
 
 def test_many_failures_of_one_task_do_not_open_a_circuit() -> None:
-    sched = make(breaker=BREAKER)
+    sched = make(recovery=RecoveryConfig(breaker=BREAKER))
     sched.agent_joined("a", ["search"], 1, 0.0)
     job = sched.submit(JOB, "j", [TaskSpec("t", "search", max_retries=10)], 0.0)
     now = 0.0
@@ -126,7 +120,9 @@ QUARANTINE = QuarantineConfig(min_failures=3, min_peer_attempts=3, cooldown_s=1e
 
 
 def test_an_agent_failing_where_its_peer_succeeds_is_quarantined_for_that_handler() -> None:
-    sched = make(quarantine=QUARANTINE, breaker=replace(BREAKER, min_failures=1000))
+    sched = make(
+        recovery=RecoveryConfig(quarantine=QUARANTINE, breaker=replace(BREAKER, min_failures=1000))
+    )
     sched.agent_joined("bad", ["echo"], 4, 0.0)
     sched.agent_joined("good", ["echo"], 4, 0.0)
     specs = [TaskSpec(f"t{i}", "echo", max_retries=5) for i in range(16)]

@@ -4,27 +4,15 @@ Driven with a fake clock, like every core test."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from deerflow_controller.model import ErrorKind, Job, TaskError, TaskState
+from deerflow_controller.scheduler import AttemptResult, RestoredResult
 
-from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.model import ErrorKind, Job, TaskError, TaskSpec, TaskState
-from deerflow_controller.scheduler import AttemptResult, RestoredResult, Scheduler
-
-from .scheduling import JOB, assert_event_log_sound, key, trail
+from .scheduling import JOB, assert_event_log_sound, key, make, spec, trail
 
 
 def state(job: Job, task_id: str) -> TaskState:
     """A task's state now (a call, so that type narrowing does not carry over between asserts)."""
     return job.tasks[task_id].state
-
-
-def make() -> Scheduler:
-    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    return Scheduler(replace(base), seed=7)
-
-
-def spec(task_id: str, *depends_on: str) -> TaskSpec:
-    return TaskSpec(id=task_id, handler="echo", depends_on=depends_on)
 
 
 def test_restored_finished_tasks_are_terminal_once_and_release_their_dependents() -> None:

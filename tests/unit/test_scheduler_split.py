@@ -6,7 +6,6 @@ Fake clock."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import cast
 
 from deerflow_controller.config import SchedulerConfig
@@ -22,14 +21,14 @@ from deerflow_controller.model import (
 )
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
-from .scheduling import JOB, assert_event_log_sound, trail
+from .scheduling import JOB, assert_event_log_sound, make, trail
 
 TRAITS = {"hash": HandlerTraits(kind="cpu", items_field="items", default_duration_s=1.0)}
 
 
-def make() -> Scheduler:
-    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    sched = Scheduler(replace(base), seed=1)
+def with_hash_agent() -> Scheduler:
+    """The shared scheduler with agent "a" (4 slots) running the splittable handler "hash"."""
+    sched = make(seed=1)
     sched.agent_joined("a", ["hash"], 4, 0.0, traits=TRAITS)
     return sched
 
@@ -44,7 +43,7 @@ def answer(task: Task) -> bytes:
 
 
 def test_a_task_with_items_is_split_into_chunks_and_merged_in_item_order() -> None:
-    sched = make()
+    sched = with_hash_agent()
     job = sched.submit(JOB, "j", [TaskSpec("t", "hash", payload=payload(8))], 0.0)
     parts = sched.take().assignments["a"]
     assert len(parts) == 4
@@ -66,7 +65,7 @@ def test_a_task_with_items_is_split_into_chunks_and_merged_in_item_order() -> No
 
 
 def test_a_failed_part_fails_the_parent_fast_and_stops_the_others() -> None:
-    sched = make()
+    sched = with_hash_agent()
     job = sched.submit(JOB, "j", [TaskSpec("t", "hash", payload=payload(8), max_retries=0)], 0.0)
     parts = sched.take().assignments["a"]
     boom = TaskError(ErrorKind.HANDLER_ERROR, "item 3 is cursed", False)
@@ -81,7 +80,7 @@ def test_a_failed_part_fails_the_parent_fast_and_stops_the_others() -> None:
 
 
 def test_partial_results_report_each_failed_item() -> None:
-    sched = make()
+    sched = with_hash_agent()
     spec = TaskSpec("t", "hash", payload=payload(8), max_retries=0, partial_results=True)
     job = sched.submit(JOB, "j", [spec], 0.0)
     parts = sched.take().assignments["a"]
@@ -100,7 +99,7 @@ def test_partial_results_report_each_failed_item() -> None:
 
 
 def test_a_payload_the_splitter_cannot_parse_fails_with_a_split_error_naming_the_handler() -> None:
-    sched = make()
+    sched = with_hash_agent()
     job = sched.submit(
         JOB,
         "j",
@@ -117,14 +116,14 @@ def test_a_payload_the_splitter_cannot_parse_fails_with_a_split_error_naming_the
 
 
 def test_split_never_runs_the_task_whole() -> None:
-    sched = make()
+    sched = with_hash_agent()
     spec = TaskSpec("t", "hash", payload=payload(8), split=SplitPolicy.NEVER)
     sched.submit(JOB, "j", [spec], 0.0)
     assert [t.id for t in sched.take().assignments["a"]] == ["t"]
 
 
 def test_cancelling_a_split_task_cancels_its_running_parts() -> None:
-    sched = make()
+    sched = with_hash_agent()
     job = sched.submit(JOB, "j", [TaskSpec("t", "hash", payload=payload(8))], 0.0)
     parts = sched.take().assignments["a"]
     assert sched.cancel(JOB, None, "enough", 1.0) == 1

@@ -4,20 +4,11 @@ on; the event log stays sound."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
-
-from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.model import ErrorKind, TaskSpec, TaskState
 from deerflow_controller.recovery import RecoveryConfig, RetryConfig
 from deerflow_controller.scheduler import AttemptResult, Scheduler
 
-from .scheduling import JOB, assert_event_log_sound, error_of, key, trail
-
-
-def make(**overrides: Any) -> Scheduler:
-    base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    return Scheduler(replace(base, **overrides), seed=3)
+from .scheduling import JOB, assert_event_log_sound, error_of, key, make, trail
 
 
 def assigned_ids(sched: Scheduler) -> dict[str, list[str]]:
