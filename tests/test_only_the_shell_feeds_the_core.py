@@ -1,7 +1,7 @@
 """The shell is the only way to feed the core: no controller module but ``shell.py`` calls a
 scheduler method that changes its state, or schedules the flush of its decisions. Services call
-one :class:`~deerflow_controller.shell.Shell` method per event, which applies it and schedules
-the flush itself, so no call site can forget the flush (issue #14)."""
+one :class:`~deerflow_controller.service.shell.Shell` method per event, which applies it and
+schedules the flush itself, so no call site can forget the flush (issue #14)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import inspect
 from pathlib import Path
 
 import deerflow_controller
-from deerflow_controller.scheduler import Scheduler
+from deerflow_controller.core.scheduler import Scheduler
 
 CONTROLLER = Path(deerflow_controller.__file__).parent
-SHELL = CONTROLLER / "shell.py"
+SHELL = CONTROLLER / "service" / "shell.py"
 
 READERS = frozenset({"known_handlers", "next_timer", "prefetch_for", "queued", "restored_waiting"})
 """The scheduler's public methods that only read its state; every other one changes it. Add a

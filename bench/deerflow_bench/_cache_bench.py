@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from deerflow_controller.cache import CacheConfig, HandlerTraits, Hit, Miss, ResultCache, Skip
-from deerflow_controller.model import CachePolicy
+from deerflow_controller.core.model import CachePolicy
 
 from ._cache_workload import Request, Workload, answer, search_payload
 

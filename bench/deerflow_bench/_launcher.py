@@ -1,6 +1,7 @@
 """Local clusters on loopback for the benchmarks, the demo and the tests: a controller (or several
 campaigning on etcd), its agents and the provider simulator, each a real process of this
-interpreter stopped by its own pid (:class:`deerflow_controller.launcher.ManagedProcess`)."""
+interpreter stopped by its own pid
+(:class:`deerflow_controller.service.launcher.ManagedProcess`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deerflow_common.backoff import NO_JITTER, Backoff
-from deerflow_controller.launcher import AgentProcess, ManagedProcess
+from deerflow_controller.service.launcher import AgentProcess, ManagedProcess
 
 READY_PREFIX = "deerflow-controller listening on "
 SIM_READY_PREFIX = "deerflow-sim listening on "

@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from deerflow_controller.balancer import Balancer
-from deerflow_controller.model import AgentView, Job, Task, TaskSpec
-from deerflow_controller.predictor import Features, HandlerDefaults, Predictor, features
+from deerflow_controller.core.balancer import Balancer
+from deerflow_controller.core.model import AgentView, Job, Task, TaskSpec
+from deerflow_controller.core.predictor import Features, HandlerDefaults, Predictor, features
 
 __all__ = [
     "Record",

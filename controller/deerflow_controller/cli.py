@@ -16,11 +16,10 @@ from rich.table import Table
 
 from deerflow_common import run, setup_logging
 from deerflow_common.cli_types import FiniteFloatRange
+from deerflow_controller.client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, TaskEvent
+from deerflow_controller.jobfile import JobFileError, load_tasks
+from deerflow_controller.top import top as top_command
 from deerflow_simulator.cli import sim as sim_command
-
-from .client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, TaskEvent
-from .jobfile import JobFileError, load_tasks
-from .top import top as top_command
 
 T = TypeVar("T")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .balancer import BalancerConfig
-from .cache import CacheConfig
-from .decomposer import DecomposerConfig
-from .predictor import PredictorConfig
-from .ratelimit import LimiterConfig
-from .recovery import RecoveryConfig
+from deerflow_controller.cache import CacheConfig
+from deerflow_controller.core.balancer import BalancerConfig
+from deerflow_controller.core.predictor import PredictorConfig
+from deerflow_controller.decomposer import DecomposerConfig
+from deerflow_controller.ratelimit import LimiterConfig
+from deerflow_controller.recovery import RecoveryConfig
 
 
 @dataclass(frozen=True, slots=True)

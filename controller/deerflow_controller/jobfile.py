@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .client import Task
-from .client._types import _CACHE_POLICIES
+from deerflow_controller.client import Task
+from deerflow_controller.client._types import _CACHE_POLICIES
 
 PAYLOAD_B64 = "payload_b64"
 

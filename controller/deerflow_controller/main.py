@@ -13,12 +13,11 @@ from deerflow_common import run, setup_logging
 from deerflow_common.cli_types import FiniteFloatRange
 from deerflow_common.etcd import DEFAULT_PREFIX, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
-
-from .cache import CacheConfig
-from .config import ControllerConfig, SchedulerConfig
-from .ha import HaConfig
-from .ratelimit import LimiterConfig
-from .server import ListenError, serve
+from deerflow_controller.cache import CacheConfig
+from deerflow_controller.config import ControllerConfig, SchedulerConfig
+from deerflow_controller.ha import HaConfig
+from deerflow_controller.ratelimit import LimiterConfig
+from deerflow_controller.service.server import ListenError, serve
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,10 +16,10 @@ from deerflow_bench import HaCluster, wait_serving
 from deerflow_common.etcd import EtcdClient, EventKind, Keys, LocalEtcd
 from deerflow_controller.client import AsyncClient, PayloadTooLargeError, Task
 from deerflow_controller.config import ControllerConfig, SchedulerConfig
+from deerflow_controller.core.scheduler import Scheduler
 from deerflow_controller.ha import Expiry, HaConfig, Journal, JournalClosed, load_journal
 from deerflow_controller.ha.restore import restore_jobs
-from deerflow_controller.scheduler import Scheduler
-from deerflow_controller.server import Controller
+from deerflow_controller.service.server import Controller
 from deerflow_protos import client_pb2, common_pb2
 
 pytestmark = pytest.mark.timeout(120)

@@ -17,7 +17,7 @@ from deerflow_bench import ControllerProcess, HaCluster, wait_serving
 from deerflow_common.etcd import EtcdClient, EventKind, Keys, LocalEtcd
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.ha import LEADER_METADATA, HaConfig
-from deerflow_controller.server import Controller
+from deerflow_controller.service.server import Controller
 from deerflow_protos import client_pb2, client_pb2_grpc
 
 pytestmark = pytest.mark.timeout(120)

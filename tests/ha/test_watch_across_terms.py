@@ -14,12 +14,12 @@ import grpc
 import pytest
 
 from deerflow_controller.config import ControllerConfig
+from deerflow_controller.core.model import TaskSpec
+from deerflow_controller.core.scheduler import Scheduler
 from deerflow_controller.ha import LEADER_METADATA, LeaderGate, Term
-from deerflow_controller.job_service import JobService
-from deerflow_controller.model import TaskSpec
 from deerflow_controller.ratelimit import RateLimiter
-from deerflow_controller.scheduler import Scheduler
-from deerflow_controller.shell import Shell
+from deerflow_controller.service.job_service import JobService
+from deerflow_controller.service.shell import Shell
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 SUCCESSOR = "127.0.0.1:9"

@@ -9,7 +9,7 @@ from typing import Any
 
 from deerflow_bench import ControllerProcess
 from deerflow_controller.client import AsyncClient, Task
-from deerflow_controller.launcher import AgentProcess
+from deerflow_controller.service.launcher import AgentProcess
 
 from .conftest import ClusterFactory, connect, sim_stats
 

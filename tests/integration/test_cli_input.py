@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from deerflow_bench import READY_PREFIX, Cluster
-from deerflow_controller.launcher import ManagedProcess, _env
+from deerflow_controller.service.launcher import ManagedProcess, _env
 
 from .conftest import ClusterFactory, connect
 

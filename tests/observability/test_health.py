@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deerflow_controller.config import ControllerConfig
-from deerflow_controller.launcher import ManagedProcess, _env
-from deerflow_controller.server import Controller, _serve_http
+from deerflow_controller.service.launcher import ManagedProcess, _env
+from deerflow_controller.service.server import Controller, _serve_http
 
 from .conftest import free_port, http_get
 

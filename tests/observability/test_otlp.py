@@ -223,7 +223,7 @@ def test_without_an_endpoint_nothing_is_traced_and_nothing_runs_per_task(
     from deerflow_agent._telemetry import AgentTelemetry
     from deerflow_controller.config import ControllerConfig
     from deerflow_controller.observability import Observability
-    from deerflow_controller.shell import Shell
+    from deerflow_controller.service.shell import Shell
 
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)

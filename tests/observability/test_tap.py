@@ -10,13 +10,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
 from deerflow_bench import ReceivedSpan, parse_request
 from deerflow_common import tracing as otlp
-from deerflow_controller import wire
-from deerflow_controller.model import ErrorKind, TaskError, TaskSpec
+from deerflow_controller.core.model import ErrorKind, TaskError, TaskSpec
+from deerflow_controller.core.scheduler import AttemptResult, Outbox, Scheduler
 from deerflow_controller.observability.metrics import TaskMetrics
 from deerflow_controller.observability.tap import EventTap
 from deerflow_controller.observability.tracing import TaskTracer
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
-from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
+from deerflow_controller.service import wire
 
 CLIENT_TRACE = otlp.new_trace_id()
 CLIENT_SPAN = otlp.new_span_id()

@@ -5,8 +5,8 @@ controller's map."""
 from __future__ import annotations
 
 from deerflow_agent._session import attempt_from_assignment
-from deerflow_controller import wire
-from deerflow_controller.model import Job, Task, TaskSpec
+from deerflow_controller.core.model import Job, Task, TaskSpec
+from deerflow_controller.service import wire
 from deerflow_protos import agent_pb2
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

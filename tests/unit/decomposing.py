@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from deerflow_controller.core.model import ErrorClass, ErrorKind, TaskError
 from deerflow_controller.decomposer import (
     Decomposer,
     MergeResult,
     Plan,
     SplitRequest,
 )
-from deerflow_controller.model import ErrorClass, ErrorKind, TaskError
 
 DECOMPOSER = Decomposer()
 

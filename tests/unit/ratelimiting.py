@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from deerflow_common import signals
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     ErrorKind,
     Job,
     TaskError,
     TaskSpec,
     TaskState,
 )
+from deerflow_controller.core.scheduler import AttemptResult, Outbox, Scheduler
 from deerflow_controller.ratelimit import KeyGate, KeyLimits, LimiterConfig, RateLimiter
-from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
 from .scheduling import JOB, key, make
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     AttemptKey,
     ErrorKind,
     Event,
@@ -19,9 +19,9 @@ from deerflow_controller.model import (
     TaskSpec,
     TaskState,
 )
+from deerflow_controller.core.scheduler import AttemptResult, Outbox, Scheduler
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.recovery import RecoveryConfig, RetryConfig
-from deerflow_controller.scheduler import AttemptResult, Outbox, Scheduler
 
 JOB = "j"
 

@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from deerflow_controller.model import AttemptKey, Job, Task, TaskState
-from deerflow_controller.scheduler import Scheduler
+from deerflow_controller.core.model import AttemptKey, Job, Task, TaskState
+from deerflow_controller.core.scheduler import Scheduler
 
 from .scheduling import assert_event_log_sound
 

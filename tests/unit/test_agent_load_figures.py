@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from deerflow_controller.model import HandlerTraits, TaskSpec
+from deerflow_controller.core.model import HandlerTraits, TaskSpec
 
 from .scheduling import JOB, make
 

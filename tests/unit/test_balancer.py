@@ -8,15 +8,15 @@ import math
 
 import pytest
 
-from deerflow_controller.balancer import (
+from deerflow_controller.core.balancer import (
     AgentLedger,
     Balancer,
     BalancerConfig,
     Reason,
     lpt_key,
 )
-from deerflow_controller.model import AgentView, Job, Task, TaskSpec, TaskState
-from deerflow_controller.predictor import Features, Predictor
+from deerflow_controller.core.model import AgentView, Job, Task, TaskSpec, TaskState
+from deerflow_controller.core.predictor import Features, Predictor
 
 JOB = Job(id="j", name="j", submitted_at=0.0)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from deerflow_controller.core.model import ErrorClass, ErrorKind, TaskError
 from deerflow_controller.decomposer import (
     DecomposerConfig,
     ItemError,
@@ -20,7 +21,6 @@ from deerflow_controller.decomposer import (
     Strategy,
     merge_parts,
 )
-from deerflow_controller.model import ErrorClass, ErrorKind, TaskError
 
 from .decomposing import (
     DECOMPOSER,

@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from deerflow_controller.core.model import SplitPolicy
 from deerflow_controller.decomposer import (
     Decomposer,
     DecomposerConfig,
@@ -19,7 +20,6 @@ from deerflow_controller.decomposer import (
     SplitRequest,
     Strategy,
 )
-from deerflow_controller.model import SplitPolicy
 
 from .decomposing import (
     DECOMPOSER,

@@ -16,7 +16,7 @@ from deerflow_bench import (
     prequential_records,
     synthetic_holdout,
 )
-from deerflow_controller.predictor import (
+from deerflow_controller.core.predictor import (
     Features,
     HandlerDefaults,
     Predictor,

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from deerflow_common import signals
-from deerflow_controller.model import Job, Task, TaskSpec, TaskState
+from deerflow_controller.core.model import Job, Task, TaskSpec, TaskState
 from deerflow_controller.ratelimit import KeyGate, KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.ratelimit.gate import DEFAULT_PAUSE_S
 

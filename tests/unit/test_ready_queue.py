@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deerflow_controller.model import Job, Task, TaskSpec, TaskState
-from deerflow_controller.ready_queue import ReadyQueue
+from deerflow_controller.core.model import Job, Task, TaskSpec, TaskState
+from deerflow_controller.core.ready_queue import ReadyQueue
 
 JOB = Job(id="j", name="", submitted_at=0.0)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     ErrorClass,
     ErrorKind,
     Job,
     TaskError,
     TaskState,
 )
-from deerflow_controller.scheduler import AttemptResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 
 from .scheduling import (
     JOB,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.model import HandlerTraits, TaskSpec, TaskState
-from deerflow_controller.scheduler import AttemptResult, Scheduler
+from deerflow_controller.core.model import HandlerTraits, TaskSpec, TaskState
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 
 from .scheduling import JOB, assert_event_log_sound, events_of, key, make
 

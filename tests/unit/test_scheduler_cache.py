@@ -5,7 +5,7 @@ releases its followers to run, and handlers that are not cacheable are never cac
 from __future__ import annotations
 
 from deerflow_controller.cache import ResultCache
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     CachePolicy,
     ErrorKind,
     HandlerTraits,
@@ -13,7 +13,7 @@ from deerflow_controller.model import (
     TaskSpec,
     TaskState,
 )
-from deerflow_controller.scheduler import AttemptResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 
 from .scheduling import assert_event_log_sound, events_of, key, make
 

@@ -7,10 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.core import SchedulerCore
-from deerflow_controller.model import ErrorKind, TaskError, TaskState
+from deerflow_controller.core.model import ErrorKind, TaskError, TaskState
+from deerflow_controller.core.scheduler import AttemptResult
+from deerflow_controller.core.state import SchedulerCore
 from deerflow_controller.recovery import RecoveryConfig, RetryConfig
-from deerflow_controller.scheduler import AttemptResult
 
 from .scheduling import JOB, assert_event_log_sound, key, spec, trail
 

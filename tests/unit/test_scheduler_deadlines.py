@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 
-from deerflow_controller import wire
 from deerflow_controller.client import Task
+from deerflow_controller.core.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
+from deerflow_controller.core.scheduler import AttemptResult
 from deerflow_controller.ha.journal import JournaledJob
 from deerflow_controller.ha.restore import restore_jobs
-from deerflow_controller.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
-from deerflow_controller.scheduler import AttemptResult
+from deerflow_controller.service import wire
 from deerflow_protos import client_pb2
 
 from .scheduling import (

@@ -4,8 +4,8 @@ keeps its place. Driven with a fake clock (``scheduling.run_timers``)."""
 
 from __future__ import annotations
 
-from deerflow_controller.model import TaskSpec, TaskState
-from deerflow_controller.scheduler import Scheduler
+from deerflow_controller.core.model import TaskSpec, TaskState
+from deerflow_controller.core.scheduler import Scheduler
 
 from .scheduling import JOB, assert_event_log_sound, key, make, run_one_at_a_time, run_timers, trail
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     ErrorKind,
     Job,
     TaskState,
 )
-from deerflow_controller.scheduler import AttemptResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 
 from .scheduling import (
     JOB,

@@ -32,7 +32,7 @@ from hypothesis.stateful import (
 from deerflow_common import signals
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     AttemptKey,
     CachePolicy,
     ErrorKind,
@@ -41,9 +41,9 @@ from deerflow_controller.model import (
     TaskError,
     TaskSpec,
 )
+from deerflow_controller.core.scheduler import AttemptResult, RestoredResult, Scheduler
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.recovery import RecoveryConfig
-from deerflow_controller.scheduler import AttemptResult, RestoredResult, Scheduler
 
 from .scheduling_invariants import AgentHolding, check_all
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from deerflow_common import signals
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     Job,
     TaskState,
 )
+from deerflow_controller.core.scheduler import Scheduler
 from deerflow_controller.ratelimit import KeyLimits
 from deerflow_controller.ratelimit.gate import DEFAULT_PAUSE_S
-from deerflow_controller.scheduler import Scheduler
 
 from .ratelimiting import (
     KEY,

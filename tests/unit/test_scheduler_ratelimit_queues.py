@@ -3,13 +3,13 @@ tasks, every attempt end freeing its slot once, and tasks given back, blocked or
 
 from __future__ import annotations
 
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     Job,
     TaskSpec,
     TaskState,
 )
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 from deerflow_controller.ratelimit import KeyLimits
-from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 from .ratelimiting import (
     KEY,

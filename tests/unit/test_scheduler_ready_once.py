@@ -12,10 +12,10 @@ from dataclasses import replace
 
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
+from deerflow_controller.core.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.recovery import RecoveryConfig
-from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 from .scheduling import assert_event_log_sound, key, make, trail
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 from typing import Any
 
 from deerflow_common import signals
-from deerflow_controller.model import ErrorClass, ErrorKind, TaskError, TaskSpec, TaskState
+from deerflow_controller.core.model import ErrorClass, ErrorKind, TaskError, TaskSpec, TaskState
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 from deerflow_controller.recovery import BreakerConfig, QuarantineConfig, RecoveryConfig
-from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 from .scheduling import JOB, assert_event_log_sound, events_of, key, make
 

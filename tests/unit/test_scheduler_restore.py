@@ -4,8 +4,8 @@ Driven with a fake clock, like every core test."""
 
 from __future__ import annotations
 
-from deerflow_controller.model import ErrorKind, Job, TaskError, TaskState
-from deerflow_controller.scheduler import AttemptResult, RestoredResult
+from deerflow_controller.core.model import ErrorKind, Job, TaskError, TaskState
+from deerflow_controller.core.scheduler import AttemptResult, RestoredResult
 
 from .scheduling import JOB, assert_event_log_sound, key, make, spec, trail
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     ErrorClass,
     ErrorKind,
     TaskError,
     TaskState,
 )
-from deerflow_controller.scheduler import AttemptResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 
 from .scheduling import (
     JOB,

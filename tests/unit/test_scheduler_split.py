@@ -9,8 +9,7 @@ import json
 from typing import cast
 
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.decomposer import Merger, Splitter
-from deerflow_controller.model import (
+from deerflow_controller.core.model import (
     ErrorKind,
     HandlerTraits,
     SplitPolicy,
@@ -19,7 +18,8 @@ from deerflow_controller.model import (
     TaskSpec,
     TaskState,
 )
-from deerflow_controller.scheduler import AttemptResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
+from deerflow_controller.decomposer import Merger, Splitter
 
 from .scheduling import JOB, assert_event_log_sound, make, trail
 

@@ -4,9 +4,9 @@ on; the event log stays sound."""
 
 from __future__ import annotations
 
-from deerflow_controller.model import ErrorKind, TaskSpec, TaskState
+from deerflow_controller.core.model import ErrorKind, TaskSpec, TaskState
+from deerflow_controller.core.scheduler import AttemptResult, Scheduler
 from deerflow_controller.recovery import RecoveryConfig, RetryConfig
-from deerflow_controller.scheduler import AttemptResult, Scheduler
 
 from .scheduling import JOB, assert_event_log_sound, error_of, key, make, trail
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from deerflow_controller.agent_service import AgentService
 from deerflow_controller.config import ControllerConfig
-from deerflow_controller.shell import Shell
+from deerflow_controller.service.agent_service import AgentService
+from deerflow_controller.service.shell import Shell
 from deerflow_protos import agent_pb2
 
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from deerflow_controller.model import TaskSpec
-from deerflow_controller.validation import JobRejected, Limits, find_cycle, validate_job
+from deerflow_controller.core.model import TaskSpec
+from deerflow_controller.core.validation import JobRejected, Limits, find_cycle, validate_job
 
 LIMITS = Limits(max_payload_bytes=1024, max_tasks_per_job=50, max_retries=10)
 

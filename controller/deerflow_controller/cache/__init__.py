@@ -41,17 +41,30 @@ Persistence (off by default) lives in ``persist.CacheFile``, driven by the shell
 ``drain_changes`` every few seconds from a thread, ``restore`` at start-up."""
 
 # The facade
-from .config import DEFAULT_SIMILARITY_THRESHOLD, NOT_CACHEABLE, CacheConfig, HandlerTraits
-from .inflight import InflightTable, TaskRef
-from .keys import RequestKey, SkipReason, canonicalise
-from .persist import CacheFile
-from .preload import Preloader, Speculation
-from .result_cache import ChangeBatch, Hit, Lookup, Miss, PersistedEntry, ResultCache, Skip
+from deerflow_controller.cache.config import (
+    DEFAULT_SIMILARITY_THRESHOLD,
+    NOT_CACHEABLE,
+    CacheConfig,
+    HandlerTraits,
+)
+from deerflow_controller.cache.inflight import InflightTable, TaskRef
+from deerflow_controller.cache.keys import RequestKey, SkipReason, canonicalise
+from deerflow_controller.cache.persist import CacheFile
+from deerflow_controller.cache.preload import Preloader, Speculation
+from deerflow_controller.cache.result_cache import (
+    ChangeBatch,
+    Hit,
+    Lookup,
+    Miss,
+    PersistedEntry,
+    ResultCache,
+    Skip,
+)
 
 # The parts (for tests and benchmarks)
-from .similarity import SimilarityIndex
-from .store import Entry, Origin, Tier, TieredStore
-from .synonyms import SynonymLearner
+from deerflow_controller.cache.similarity import SimilarityIndex
+from deerflow_controller.cache.store import Entry, Origin, Tier, TieredStore
+from deerflow_controller.cache.synonyms import SynonymLearner
 
 __all__ = [
     "DEFAULT_SIMILARITY_THRESHOLD",

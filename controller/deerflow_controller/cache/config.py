@@ -1,12 +1,12 @@
 """What the cache is told: the controller's knobs (``CacheConfig``) and a handler's declared
-traits (the core's :class:`~deerflow_controller.model.HandlerTraits`, read for its cache
+traits (the core's :class:`~deerflow_controller.core.model.HandlerTraits`, read for its cache
 fields)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import HandlerTraits
+from deerflow_controller.core.model import HandlerTraits
 
 __all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "NOT_CACHEABLE", "CacheConfig", "HandlerTraits"]
 

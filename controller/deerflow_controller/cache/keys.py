@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .embedding import Vector
-from .text import Words
+from deerflow_controller.cache.embedding import Vector
+from deerflow_controller.cache.text import Words
 
 IGNORED_FIELDS = frozenset({"api_key", "apikey", "authorization", "trace_id", "request_id"})
 """Top-level payload fields that never change the answer: left out of the key (and never

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .result_cache import ChangeBatch, PersistedEntry
+from deerflow_controller.cache.result_cache import ChangeBatch, PersistedEntry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (

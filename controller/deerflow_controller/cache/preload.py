@@ -19,8 +19,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import CacheConfig
-from .keys import RequestKey
+from deerflow_controller.cache.config import CacheConfig
+from deerflow_controller.cache.keys import RequestKey
 
 _MAX_KNOWN = 50_000
 _MAX_CONTEXTS = 10_000

@@ -9,16 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import CachePolicy
-from .config import CacheConfig, HandlerTraits
-from .embedding import NgramEmbedder, Vector
-from .inflight import InflightTable, TaskRef
-from .keys import RequestKey, SkipReason, canonicalise
-from .preload import Preloader, Speculation
-from .similarity import SimilarityIndex
-from .store import Entry, Origin, Tier, TieredStore
-from .synonyms import SynonymLearner, fingerprint, overlap
-from .text import Words, is_time_sensitive, words
+from deerflow_controller.cache.config import CacheConfig, HandlerTraits
+from deerflow_controller.cache.embedding import NgramEmbedder, Vector
+from deerflow_controller.cache.inflight import InflightTable, TaskRef
+from deerflow_controller.cache.keys import RequestKey, SkipReason, canonicalise
+from deerflow_controller.cache.preload import Preloader, Speculation
+from deerflow_controller.cache.similarity import SimilarityIndex
+from deerflow_controller.cache.store import Entry, Origin, Tier, TieredStore
+from deerflow_controller.cache.synonyms import SynonymLearner, fingerprint, overlap
+from deerflow_controller.cache.text import Words, is_time_sensitive, words
+from deerflow_controller.core.model import CachePolicy
 
 
 @dataclass(frozen=True, slots=True)

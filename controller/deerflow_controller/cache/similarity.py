@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .embedding import Vector
-from .text import Words, guard_allows
+from deerflow_controller.cache.embedding import Vector
+from deerflow_controller.cache.text import Words, guard_allows
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .config import CacheConfig
+from deerflow_controller.cache.config import CacheConfig
 
 
 class Tier(IntEnum):

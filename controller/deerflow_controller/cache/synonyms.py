@@ -25,7 +25,7 @@ import json
 import zlib
 from typing import Any
 
-from .text import Words
+from deerflow_controller.cache.text import Words
 
 
 def fingerprint(output: bytes, limit: int = 64) -> tuple[int, ...]:

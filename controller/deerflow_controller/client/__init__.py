@@ -12,10 +12,10 @@ with side effects must be idempotent.
 """
 
 # Clients
-from ._async import DEFAULT_ADDRESS, AsyncClient, JobHandle
+from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient, JobHandle
 
 # Errors
-from ._errors import (
+from deerflow_controller.client._errors import (
     AlreadyExistsError,
     DeadlineExceededError,
     DeerflowError,
@@ -25,10 +25,10 @@ from ._errors import (
     TaskFailedError,
     UnavailableError,
 )
-from ._sync import Client, SyncJobHandle
+from deerflow_controller.client._sync import Client, SyncJobHandle
 
 # Data
-from ._types import Task, TaskEvent, TaskResult, encode_payload
+from deerflow_controller.client._types import Task, TaskEvent, TaskResult, encode_payload
 
 __all__ = [
     "DEFAULT_ADDRESS",

@@ -14,11 +14,10 @@ from opentelemetry.trace import TracerProvider
 
 from deerflow_common import channel_options
 from deerflow_common.backoff import CENTRED_JITTER, Backoff
+from deerflow_controller.client._errors import DeerflowError, UnavailableError, from_rpc_error
+from deerflow_controller.client._tracing import submit_span
+from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
-
-from ._errors import DeerflowError, UnavailableError, from_rpc_error
-from ._tracing import submit_span
-from ._types import Task, TaskEvent, TaskResult
 
 DEFAULT_ADDRESS = "127.0.0.1:7400"
 

@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient, SubmittedJob
+from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, client_pb2
-
-from ._async import DEFAULT_ADDRESS, AsyncClient, SubmittedJob
-from ._types import Task, TaskEvent, TaskResult
 
 T = TypeVar("T")
 

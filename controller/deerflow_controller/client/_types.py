@@ -7,9 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from deerflow_controller.client._errors import TaskFailedError
 from deerflow_protos import common_pb2
-
-from ._errors import TaskFailedError
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"})
 

@@ -6,9 +6,15 @@ handler's own splitter), or none. Formulas are in ``_plan``; the merged output f
 fail-fast/partial rules in ``_merge``.
 """
 
-from ._decomposer import Decomposer
-from ._merge import ItemError, MergeResult, PartCollector, PartOutcome, merge_parts
-from ._model import (
+from deerflow_controller.decomposer._decomposer import Decomposer
+from deerflow_controller.decomposer._merge import (
+    ItemError,
+    MergeResult,
+    PartCollector,
+    PartOutcome,
+    merge_parts,
+)
+from deerflow_controller.decomposer._model import (
     Analysis,
     DecomposerConfig,
     Merger,
@@ -20,7 +26,7 @@ from ._model import (
     Strategy,
     split_error,
 )
-from ._plan import analyse, balanced_ranges, part_timeout
+from deerflow_controller.decomposer._plan import analyse, balanced_ranges, part_timeout
 
 __all__ = [
     "Analysis",

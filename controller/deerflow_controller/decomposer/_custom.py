@@ -12,9 +12,8 @@ import math
 from collections.abc import Sequence
 
 from deerflow_common.errors import TaskError
-
-from ..model import SplitPolicy
-from ._model import (
+from deerflow_controller.core.model import SplitPolicy
+from deerflow_controller.decomposer._model import (
     Analysis,
     DecomposerConfig,
     Part,
@@ -24,7 +23,7 @@ from ._model import (
     Strategy,
     split_error,
 )
-from ._plan import analyse, part_timeout, ratio_text
+from deerflow_controller.decomposer._plan import analyse, part_timeout, ratio_text
 
 __all__ = ["plan_custom"]
 

@@ -9,11 +9,17 @@ quick; whatever they raise comes back as a SPLIT_ERROR, never as an exception.
 from __future__ import annotations
 
 from deerflow_common.errors import TaskError
-
-from ._custom import plan_custom
-from ._merge import PartCollector
-from ._model import DecomposerConfig, Merger, Plan, SplitRequest, Splitter, split_error
-from ._plan import plan_items
+from deerflow_controller.decomposer._custom import plan_custom
+from deerflow_controller.decomposer._merge import PartCollector
+from deerflow_controller.decomposer._model import (
+    DecomposerConfig,
+    Merger,
+    Plan,
+    SplitRequest,
+    Splitter,
+    split_error,
+)
+from deerflow_controller.decomposer._plan import plan_items
 
 __all__ = ["Decomposer"]
 

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from deerflow_common.errors import TaskError
-
-from ._model import Merger, Part, Plan, Strategy, split_error
-from ._payload import json_type
+from deerflow_controller.decomposer._model import Merger, Part, Plan, Strategy, split_error
+from deerflow_controller.decomposer._payload import json_type
 
 __all__ = ["ItemError", "MergeResult", "PartCollector", "PartOutcome", "merge_parts"]
 

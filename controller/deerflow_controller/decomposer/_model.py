@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from deerflow_common.errors import ErrorClass, ErrorKind, TaskError
-
-from ..model import SplitPolicy
+from deerflow_controller.core.model import SplitPolicy
 
 __all__ = [
     "Analysis",

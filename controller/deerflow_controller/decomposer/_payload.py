@@ -10,8 +10,7 @@ import json
 from typing import Any
 
 from deerflow_common.errors import TaskError
-
-from ._model import split_error
+from deerflow_controller.decomposer._model import split_error
 
 __all__ = ["json_type", "parse_items", "part_payload"]
 

@@ -22,10 +22,17 @@ import math
 from typing import Any
 
 from deerflow_common.errors import TaskError
-
-from ..model import SplitPolicy
-from ._model import Analysis, DecomposerConfig, Part, Plan, SplitRequest, Strategy, split_error
-from ._payload import parse_items, part_payload
+from deerflow_controller.core.model import SplitPolicy
+from deerflow_controller.decomposer._model import (
+    Analysis,
+    DecomposerConfig,
+    Part,
+    Plan,
+    SplitRequest,
+    Strategy,
+    split_error,
+)
+from deerflow_controller.decomposer._payload import parse_items, part_payload
 
 __all__ = ["analyse", "balanced_ranges", "part_timeout", "plan_items", "ratio_text"]
 

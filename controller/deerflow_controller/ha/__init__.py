@@ -2,9 +2,9 @@
 
 Used when the controller runs with ``--etcd``; embedded mode never imports it."""
 
-from .config import HaConfig
-from .gate import EPOCH_METADATA, LEADER_METADATA, LeaderGate, Term
-from .journal import (
+from deerflow_controller.ha.config import HaConfig
+from deerflow_controller.ha.gate import EPOCH_METADATA, LEADER_METADATA, LeaderGate, Term
+from deerflow_controller.ha.journal import (
     Expiry,
     Journal,
     JournalClosed,
@@ -12,7 +12,7 @@ from .journal import (
     JournalRecordTooLarge,
     load_journal,
 )
-from .leadership import HaRunner
+from deerflow_controller.ha.leadership import HaRunner
 
 __all__ = [
     "EPOCH_METADATA",

@@ -12,8 +12,7 @@ import contextlib
 import logging
 
 from deerflow_common.etcd import EtcdClient, Keys, MemberEventKind, Membership
-
-from ..shell import Shell
+from deerflow_controller.service.shell import Shell
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,9 @@ from typing import Any
 
 import grpc
 
+from deerflow_controller.ha.journal import Journal, JournalClosed, JournalRecordTooLarge
+from deerflow_controller.service.shell import SchedulerReplaced
 from deerflow_protos import client_pb2
-
-from ..shell import SchedulerReplaced
-from .journal import Journal, JournalClosed, JournalRecordTooLarge
 
 log = logging.getLogger(__name__)
 

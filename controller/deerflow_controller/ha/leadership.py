@@ -47,16 +47,15 @@ from deerflow_common.etcd import (
     observe_leader,
     retry_unavailable,
 )
-
-from ..ratelimit import RateLimiter
-from ..scheduler import Scheduler
-from ..shell import Shell
-from .agents import AgentLeaseWatcher
-from .config import HaConfig
-from .gate import LeaderGate, Term
-from .journal import Expiry, Journal, load_journal
-from .reconnect import wait_for_reconnects
-from .restore import JournalTap, restore_jobs
+from deerflow_controller.core.scheduler import Scheduler
+from deerflow_controller.ha.agents import AgentLeaseWatcher
+from deerflow_controller.ha.config import HaConfig
+from deerflow_controller.ha.gate import LeaderGate, Term
+from deerflow_controller.ha.journal import Expiry, Journal, load_journal
+from deerflow_controller.ha.reconnect import wait_for_reconnects
+from deerflow_controller.ha.restore import JournalTap, restore_jobs
+from deerflow_controller.ratelimit import RateLimiter
+from deerflow_controller.service.shell import Shell
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,7 @@ import logging
 from collections.abc import Mapping
 
 from deerflow_common.etcd import EtcdClient, EtcdError, Keys, Member, Membership
-
-from ..shell import Shell
+from deerflow_controller.service.shell import Shell
 
 log = logging.getLogger(__name__)
 

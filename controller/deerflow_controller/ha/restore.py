@@ -7,13 +7,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from deerflow_controller.core.model import TERMINAL_STATES, Task, TaskState
+from deerflow_controller.core.scheduler import Outbox, RestoredResult, Scheduler
+from deerflow_controller.ha.journal import Expiry, Journal, JournaledJob
+from deerflow_controller.service import wire
+from deerflow_controller.service.shell import Shell
 from deerflow_protos import common_pb2
-
-from .. import wire
-from ..model import TERMINAL_STATES, Task, TaskState
-from ..scheduler import Outbox, RestoredResult, Scheduler
-from ..shell import Shell
-from .journal import Expiry, Journal, JournaledJob
 
 log = logging.getLogger(__name__)
 

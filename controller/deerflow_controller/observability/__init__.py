@@ -18,14 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from deerflow_common.tracing import SpanSink, tracing_from_env
-
-from ..shell import Shell
-from .http import HttpServer
-from .metrics import TaskMetrics, render
-from .stats import StatsHistory, snapshot
-from .suggestions import Suggestion, suggest
-from .tap import EventTap
-from .tracing import TaskTracer
+from deerflow_controller.observability.http import HttpServer
+from deerflow_controller.observability.metrics import TaskMetrics, render
+from deerflow_controller.observability.stats import StatsHistory, snapshot
+from deerflow_controller.observability.suggestions import Suggestion, suggest
+from deerflow_controller.observability.tap import EventTap
+from deerflow_controller.observability.tracing import TaskTracer
+from deerflow_controller.service.shell import Shell
 
 __all__ = [
     "DEFAULT_HTTP_PORT",

@@ -23,11 +23,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
 from deerflow_common.prometheus import CONTENT_TYPE
-
-from .dashboard import PAGE
+from deerflow_controller.observability.dashboard import PAGE
 
 if TYPE_CHECKING:
-    from . import Observability
+    from deerflow_controller.observability import Observability
 
 
 def _json(data: object, status: int = 200) -> web.Response:

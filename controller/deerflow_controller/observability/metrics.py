@@ -35,12 +35,11 @@ from typing import TYPE_CHECKING
 
 from deerflow_common.prometheus import Histogram, MetricsText, process_metrics
 from deerflow_common.tracing import SpanSink
-
-from ..model import Event, Job, Task, TaskState
-from ..summaries import cache_summary
+from deerflow_controller.core.model import Event, Job, Task, TaskState
+from deerflow_controller.core.summaries import cache_summary
 
 if TYPE_CHECKING:
-    from ..shell import Shell
+    from deerflow_controller.service.shell import Shell
 
 SAMPLES_PER_HANDLER = 2048
 """Recent tasks per handler kept for the dashboard's percentiles (the latest N tasks, not all

@@ -15,14 +15,13 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..summaries import cache_summary, circuit_summary, quarantine_summary
-from .metrics import TaskMetrics, live_states
-from .suggestions import suggest
+from deerflow_controller.core.summaries import cache_summary, circuit_summary, quarantine_summary
+from deerflow_controller.observability.metrics import TaskMetrics, live_states
+from deerflow_controller.observability.suggestions import suggest
 
 if TYPE_CHECKING:
     from deerflow_common.tracing import SpanSink
-
-    from ..shell import Shell
+    from deerflow_controller.service.shell import Shell
 
 HISTORY_S = 600
 WINDOW_S = 60.0

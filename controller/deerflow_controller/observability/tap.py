@@ -3,7 +3,7 @@ shell, and turns state changes into the moments metrics and traces care about.
 
 The core already writes every state change of every task into its job's event log (the same
 events clients stream), so observability needs no hook inside the core: the tap is an
-interceptor on the shell (:class:`deerflow_controller.shell.ShellInterceptor`).
+interceptor on the shell (:class:`deerflow_controller.service.shell.ShellInterceptor`).
 
 It keeps as little per task as it can, because it runs for every task: the start time of each
 running attempt, the priority of each queued task, and (only for traces, only for tasks that
@@ -20,13 +20,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..model import Event, Job, TaskError, TaskState
+from deerflow_controller.core.model import Event, Job, TaskError, TaskState
 
 if TYPE_CHECKING:
-    from ..model import Task
-    from ..scheduler import Outbox, Scheduler
-    from .metrics import TaskMetrics
-    from .tracing import TaskTracer
+    from deerflow_controller.core.model import Task
+    from deerflow_controller.core.scheduler import Outbox, Scheduler
+    from deerflow_controller.observability.metrics import TaskMetrics
+    from deerflow_controller.observability.tracing import TaskTracer
 
 log = logging.getLogger(__name__)
 

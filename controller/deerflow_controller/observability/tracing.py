@@ -40,12 +40,11 @@ from typing import TYPE_CHECKING
 
 from deerflow_common import tracing
 from deerflow_common.tracing import encode_span_block
-
-from ..model import Event, Job, TaskState
+from deerflow_controller.core.model import Event, Job, TaskState
 
 if TYPE_CHECKING:
-    from ..model import Task
-    from .tap import Wait
+    from deerflow_controller.core.model import Task
+    from deerflow_controller.observability.tap import Wait
 
 SPAN_NAME = "deerflow.schedule"
 _HEAD = tracing.span_head(SPAN_NAME, tracing.KIND_INTERNAL)

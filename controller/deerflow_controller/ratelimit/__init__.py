@@ -3,10 +3,10 @@
 The algorithms that adapt a key's limits (``algorithms``) are separate from the gate that
 enforces them (``gate``) and from the primitives they use (``buckets``)."""
 
-from .algorithms import AimdConcurrency, RateLearner
-from .buckets import SlopeWindow, TokenBucket
-from .gate import KeyGate, KeyStats, RateLimiter
-from .limits import DEFAULT_UNKNOWN, KeyLimits, LimiterConfig
+from deerflow_controller.ratelimit.algorithms import AimdConcurrency, RateLearner
+from deerflow_controller.ratelimit.buckets import SlopeWindow, TokenBucket
+from deerflow_controller.ratelimit.gate import KeyGate, KeyStats, RateLimiter
+from deerflow_controller.ratelimit.limits import DEFAULT_UNKNOWN, KeyLimits, LimiterConfig
 
 __all__ = [
     "DEFAULT_UNKNOWN",

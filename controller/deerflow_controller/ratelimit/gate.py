@@ -25,11 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from deerflow_common import provider_codes, signals
-
-from ..model import Task, TaskState
-from .algorithms import AimdConcurrency, RateLearner
-from .buckets import SlopeWindow, TokenBucket
-from .limits import KeyLimits, LimiterConfig
+from deerflow_controller.core.model import Task, TaskState
+from deerflow_controller.ratelimit.algorithms import AimdConcurrency, RateLearner
+from deerflow_controller.ratelimit.buckets import SlopeWindow, TokenBucket
+from deerflow_controller.ratelimit.limits import KeyLimits, LimiterConfig
 
 DEFAULT_PAUSE_S = 1.0
 """Pause after a 429 that names no Retry-After (Tavily sends none)."""

@@ -4,17 +4,32 @@ Pure policy, no I/O and no clock: the scheduler passes ``now`` and its seeded ``
 and turns each decision into an event whose reason a client can read.
 """
 
-from .breaker import (
+from deerflow_controller.recovery.breaker import (
     CircuitBreakers,
     CircuitSnapshot,
     CircuitState,
     CircuitTransition,
     handler_key,
 )
-from .classify import about_the_provider, classify, describe, http_status, is_burst_rate
-from .config import BreakerConfig, QuarantineConfig, RecoveryConfig, RetryConfig
-from .quarantine import AgentQuarantine, QuarantineAction, QuarantineDecision
-from .retry import Budget, RetryDecision, RetryPolicy, RetryState
+from deerflow_controller.recovery.classify import (
+    about_the_provider,
+    classify,
+    describe,
+    http_status,
+    is_burst_rate,
+)
+from deerflow_controller.recovery.config import (
+    BreakerConfig,
+    QuarantineConfig,
+    RecoveryConfig,
+    RetryConfig,
+)
+from deerflow_controller.recovery.quarantine import (
+    AgentQuarantine,
+    QuarantineAction,
+    QuarantineDecision,
+)
+from deerflow_controller.recovery.retry import Budget, RetryDecision, RetryPolicy, RetryState
 
 __all__ = [  # noqa: RUF022 - grouped by mechanism
     # classification (DeerFlow 2.0's error classes)

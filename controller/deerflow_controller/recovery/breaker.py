@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from deerflow_common.errors import ErrorClass
-
-from .config import BreakerConfig
+from deerflow_controller.recovery.config import BreakerConfig
 
 __all__ = ["CircuitBreakers", "CircuitSnapshot", "CircuitState", "CircuitTransition", "handler_key"]
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from deerflow_common.errors import ErrorClass
-
-from .config import QuarantineConfig
+from deerflow_controller.recovery.config import QuarantineConfig
 
 __all__ = ["AgentQuarantine", "QuarantineAction", "QuarantineDecision"]
 

@@ -38,9 +38,8 @@ from enum import Enum
 
 from deerflow_common import signals
 from deerflow_common.errors import ErrorClass, ErrorKind, TaskError
-
-from .classify import describe, is_burst_rate
-from .config import RetryConfig
+from deerflow_controller.recovery.classify import describe, is_burst_rate
+from deerflow_controller.recovery.config import RetryConfig
 
 __all__ = ["Budget", "RetryDecision", "RetryPolicy", "RetryState"]
 

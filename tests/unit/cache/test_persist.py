@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from deerflow_controller.cache import CacheConfig, CacheFile, HandlerTraits, Hit, Miss, ResultCache
-from deerflow_controller.model import CachePolicy
+from deerflow_controller.core.model import CachePolicy
 
 T = HandlerTraits(cacheable=True, similarity_field="query", similarity_threshold=0.9)
 D = CachePolicy.DEFAULT

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from deerflow_controller.cache import CacheConfig, HandlerTraits, Hit, Miss, ResultCache
-from deerflow_controller.model import CachePolicy
+from deerflow_controller.core.model import CachePolicy
 
 T = HandlerTraits(cacheable=True)
 D = CachePolicy.DEFAULT

@@ -14,7 +14,7 @@ from deerflow_controller.cache import (
     Skip,
     SkipReason,
 )
-from deerflow_controller.model import CachePolicy
+from deerflow_controller.core.model import CachePolicy
 
 SEARCH = HandlerTraits(cacheable=True, similarity_field="query", similarity_threshold=0.9)
 EXACT = HandlerTraits(cacheable=True)

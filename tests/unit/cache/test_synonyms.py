@@ -7,7 +7,7 @@ import json
 from deerflow_controller.cache import CacheConfig, HandlerTraits, Hit, Miss, ResultCache
 from deerflow_controller.cache.synonyms import SynonymLearner, fingerprint, overlap
 from deerflow_controller.cache.text import words
-from deerflow_controller.model import CachePolicy
+from deerflow_controller.core.model import CachePolicy
 
 T = HandlerTraits(cacheable=True, similarity_field="query", similarity_threshold=0.9)
 D = CachePolicy.DEFAULT

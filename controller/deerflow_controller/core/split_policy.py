@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .core_port import CorePort
-from .core_types import SplitRun
-from .decomposer import Decomposer, DecomposerConfig, Merger, PartOutcome, SplitRequest, Splitter
-from .model import (
+from deerflow_controller.core.model import (
     ErrorKind,
     SplitPolicy,
     Task,
@@ -17,7 +14,17 @@ from .model import (
     TaskSpec,
     TaskState,
 )
-from .predictor import Predictor
+from deerflow_controller.core.port import CorePort
+from deerflow_controller.core.predictor import Predictor
+from deerflow_controller.core.types import SplitRun
+from deerflow_controller.decomposer import (
+    Decomposer,
+    DecomposerConfig,
+    Merger,
+    PartOutcome,
+    SplitRequest,
+    Splitter,
+)
 
 SplitFunctions = Callable[[str], tuple[Splitter | None, Merger | None]]
 """A handler's own splitter and merger, when its package is installed where the core runs."""
@@ -30,7 +37,7 @@ def no_split_functions(handler: str) -> tuple[Splitter | None, Merger | None]:
 
 class Decomposition:
     """The decomposer as the core uses it: owns the decomposer and each handler's splitter and
-    merger; talks to the core through its :class:`~deerflow_controller.core_port.CorePort`
+    merger; talks to the core through its :class:`~deerflow_controller.core.port.CorePort`
     (installed with ``SchedulerCore.use_split``)."""
 
     __slots__ = ("_core", "_functions", "_predictor", "_split_cache", "decomposer")

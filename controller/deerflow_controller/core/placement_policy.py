@@ -8,23 +8,18 @@ from collections import deque
 from collections.abc import Sequence
 
 from deerflow_common import signals
-
-from .balancer import Balancer
-from .core_port import CorePort
-from .core_types import AttemptResult
-from .model import (
-    AgentView,
-    Task,
-    TaskState,
-)
-from .predictor import Features, Predictor
+from deerflow_controller.core.balancer import Balancer
+from deerflow_controller.core.model import AgentView, Task, TaskState
+from deerflow_controller.core.port import CorePort
+from deerflow_controller.core.predictor import Features, Predictor
+from deerflow_controller.core.types import AttemptResult
 
 
 class Placement:
     """The balancer and the predictor as the core uses them (installed with
     ``SchedulerCore.use_placement``). Owns the fastest-speed cache and the prediction accuracy;
     the predictor and balancer are the core's (it orders and accounts with them too); talks to
-    the core through its :class:`~deerflow_controller.core_port.CorePort`."""
+    the core through its :class:`~deerflow_controller.core.port.CorePort`."""
 
     __slots__ = ("_balancer", "_core", "_fastest_speed", "_predictor", "accuracy")
 

@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from .launcher import AgentProcess
+from deerflow_controller.service.launcher import AgentProcess
 
 
 class LocalAgents:

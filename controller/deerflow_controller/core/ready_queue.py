@@ -31,7 +31,7 @@ import heapq
 import math
 from collections.abc import Iterable, Mapping
 
-from .model import Task, TaskState
+from deerflow_controller.core.model import Task, TaskState
 
 _Entry = tuple[int, float, int, int, Task]  # (-priority, order, place, ready_seq, task)
 Labels = Mapping[str, str]

@@ -21,16 +21,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from deerflow_controller.cache import ResultCache
+from deerflow_controller.config import ControllerConfig
+from deerflow_controller.core.model import AttemptKey, HandlerTraits, Job, Task, TaskSpec
+from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredResult, Scheduler
+from deerflow_controller.ratelimit import RateLimiter
+from deerflow_controller.service import wire
+from deerflow_controller.service.cache_saver import CacheSaver
+from deerflow_controller.service.splitters import local_split_functions
 from deerflow_protos import agent_pb2
-
-from . import wire
-from .cache import ResultCache
-from .cache_file import CacheSaver
-from .config import ControllerConfig
-from .model import AttemptKey, HandlerTraits, Job, Task, TaskSpec
-from .ratelimit import RateLimiter
-from .scheduler import AttemptResult, Outbox, RestoredResult, Scheduler
-from .splitters import local_split_functions
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .model import TaskSpec
+from deerflow_controller.core.model import TaskSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from .cache import ResultCache
-from .core_types import AttemptResult, SplitRun
-from .model import AgentView, ErrorClass, Task, TaskError, TaskState
-from .recovery import CircuitBreakers
+from deerflow_controller.cache import ResultCache
+from deerflow_controller.core.model import AgentView, ErrorClass, Task, TaskError, TaskState
+from deerflow_controller.core.types import AttemptResult, SplitRun
+from deerflow_controller.recovery import CircuitBreakers
 
 __all__ = ["CacheHooks", "PlacementHooks", "RecoveryHooks", "SplitHooks"]
 

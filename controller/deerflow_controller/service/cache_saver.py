@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .cache import CacheFile, ResultCache
+from deerflow_controller.cache import CacheFile, ResultCache
 
 log = logging.getLogger(__name__)
 

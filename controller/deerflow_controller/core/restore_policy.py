@@ -6,15 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from .core_port import CorePort
-from .core_types import RESTORABLE, RestoredResult
-from .model import (
-    AttemptKey,
-    Job,
-    Task,
-    TaskSpec,
-    TaskState,
-)
+from deerflow_controller.core.model import AttemptKey, Job, Task, TaskSpec, TaskState
+from deerflow_controller.core.port import CorePort
+from deerflow_controller.core.types import RESTORABLE, RestoredResult
 
 
 class Restorer:
@@ -22,7 +16,7 @@ class Restorer:
     final result was journaled come back terminal; the others are *held* (QUEUED but outside the
     ready queue) while known agents reconnect, so an attempt an agent still runs is adopted
     instead of being run twice. :meth:`release` ends the hold. Owns the held tasks; talks to the
-    core through its :class:`~deerflow_controller.core_port.CorePort`."""
+    core through its :class:`~deerflow_controller.core.port.CorePort`."""
 
     __slots__ = ("_core", "_held")
 

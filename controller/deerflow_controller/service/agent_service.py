@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from deerflow_controller.service import wire
+from deerflow_controller.service.shell import AgentSession, Shell
 from deerflow_protos import agent_pb2, agent_pb2_grpc
-
-from . import wire
-from .shell import AgentSession, Shell
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from deerflow_controller.core.model import TERMINAL_STATES, Event, Job, TaskState
+from deerflow_controller.core.validation import JobRejected, Limits, validate_job
+from deerflow_controller.service import wire
+from deerflow_controller.service.shell import SchedulerReplaced, Shell
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
-
-from . import wire
-from .model import TERMINAL_STATES, Event, Job, TaskState
-from .shell import SchedulerReplaced, Shell
-from .validation import JobRejected, Limits, validate_job
 
 log = logging.getLogger(__name__)
 

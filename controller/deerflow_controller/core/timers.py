@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 from enum import IntEnum
 
-from .model import Task
+from deerflow_controller.core.model import Task
 
 __all__ = ["TASK_TIMERS", "TimerEntry", "TimerHeap", "TimerKind"]
 

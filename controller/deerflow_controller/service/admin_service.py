@@ -6,12 +6,11 @@ import statistics
 
 import grpc
 
+from deerflow_controller.core.model import TaskState
+from deerflow_controller.core.predictor import Features
+from deerflow_controller.core.summaries import cache_summary, circuit_summary, quarantine_summary
+from deerflow_controller.service.shell import Shell
 from deerflow_protos import admin_pb2, admin_pb2_grpc
-
-from .model import TaskState
-from .predictor import Features
-from .shell import Shell
-from .summaries import cache_summary, circuit_summary, quarantine_summary
 
 
 def _add_intelligence(stats: admin_pb2.Stats, shell: Shell, now: float) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-from .model import AgentView, AttemptKey, Task, TaskState
+from deerflow_controller.core.model import AgentView, AttemptKey, Task, TaskState
 
 __all__ = [
     "AgentLedger",

@@ -1,29 +1,21 @@
 """Admission and dispatch in the scheduling core: a task that waits for nothing becomes ready
 (or fails at once for an unknown handler or unmatched labels, or goes to the decomposer, the
 cache or its rate keys' gates), and ready tasks go to agents with credit. Functions of
-:class:`~deerflow_controller.core.SchedulerCore`, bound to it as methods."""
+:class:`~deerflow_controller.core.state.SchedulerCore`, bound to it as methods."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .core_types import (
-    SplitRun,
-)
-from .model import (
-    AgentView,
-    ErrorKind,
-    Task,
-    TaskError,
-    TaskState,
-)
-from .predictor import features
-from .ready_queue import labels_match
-from .timers import TimerKind
+from deerflow_controller.core.model import AgentView, ErrorKind, Task, TaskError, TaskState
+from deerflow_controller.core.predictor import features
+from deerflow_controller.core.ready_queue import labels_match
+from deerflow_controller.core.timers import TimerKind
+from deerflow_controller.core.types import SplitRun
 
 if TYPE_CHECKING:
-    from .core import SchedulerCore
+    from deerflow_controller.core.state import SchedulerCore
 
 _RATE_WINDOW_S = 0.05
 """An agent's completion rate is measured over windows at least this long."""

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from deerflow_common.tracing import TRACEPARENT, context_dict
-from deerflow_protos import agent_pb2, client_pb2, common_pb2
-
-from .model import (
+from deerflow_controller.core.model import (
     AttemptKey,
     CachePolicy,
     ErrorClass,
@@ -20,7 +18,8 @@ from .model import (
     TaskError,
     TaskSpec,
 )
-from .scheduler import AttemptResult
+from deerflow_controller.core.scheduler import AttemptResult
+from deerflow_protos import agent_pb2, client_pb2, common_pb2
 
 _NO_STRINGS: dict[str, str] = {}
 

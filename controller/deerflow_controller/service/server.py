@@ -17,6 +17,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from deerflow_common import server_options
+from deerflow_controller.config import ControllerConfig
+from deerflow_controller.ha import HaConfig, HaRunner, LeaderGate
+from deerflow_controller.observability import DEFAULT_HTTP_PORT, Observability
+from deerflow_controller.service.admin_service import AdminService
+from deerflow_controller.service.agent_service import AgentService
+from deerflow_controller.service.embedded import LocalAgents
+from deerflow_controller.service.job_service import JobService
+from deerflow_controller.service.shell import Shell
 from deerflow_protos import (
     admin_pb2,
     admin_pb2_grpc,
@@ -25,15 +33,6 @@ from deerflow_protos import (
     client_pb2,
     client_pb2_grpc,
 )
-
-from .admin_service import AdminService
-from .agent_service import AgentService
-from .config import ControllerConfig
-from .embedded import LocalAgents
-from .ha import HaConfig, HaRunner, LeaderGate
-from .job_service import JobService
-from .observability import DEFAULT_HTTP_PORT, Observability
-from .shell import Shell
 
 log = logging.getLogger(__name__)
 

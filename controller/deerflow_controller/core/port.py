@@ -9,11 +9,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .config import SchedulerConfig
-from .core_types import Counters, Outbox
-from .model import AgentView, AttemptKey, HandlerTraits, Job, Task, TaskError, TaskSpec, TaskState
-from .ratelimit import RateLimiter
-from .timers import TimerKind
+from deerflow_controller.config import SchedulerConfig
+from deerflow_controller.core.model import (
+    AgentView,
+    AttemptKey,
+    HandlerTraits,
+    Job,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+)
+from deerflow_controller.core.timers import TimerKind
+from deerflow_controller.core.types import Counters, Outbox
+from deerflow_controller.ratelimit import RateLimiter
 
 __all__ = ["Assign", "CorePort", "Emit", "Finish", "MakeReady", "Terminal"]
 

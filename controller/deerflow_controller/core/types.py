@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .decomposer import PartCollector, Plan
-from .model import AttemptKey, Task, TaskError, TaskState
+from deerflow_controller.core.model import AttemptKey, Task, TaskError, TaskState
+from deerflow_controller.decomposer import PartCollector, Plan
 
 __all__ = [
     "PRELOAD_PRIORITY",

@@ -18,17 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from .cache import ResultCache
-from .config import SchedulerConfig
-from .core import SchedulerCore
-from .core_cache import Caching
-from .core_placement import Placement
-from .core_recovery import Recovery
-from .core_restore import Restorer
-from .core_split import Decomposition, SplitFunctions, no_split_functions
-from .core_types import PRELOAD_PRIORITY, AttemptResult, Counters, Outbox, RestoredResult
-from .model import AttemptKey, Job, TaskSpec
-from .ratelimit import RateLimiter
+from deerflow_controller.cache import ResultCache
+from deerflow_controller.config import SchedulerConfig
+from deerflow_controller.core.cache_policy import Caching
+from deerflow_controller.core.model import AttemptKey, Job, TaskSpec
+from deerflow_controller.core.placement_policy import Placement
+from deerflow_controller.core.recovery_policy import Recovery
+from deerflow_controller.core.restore_policy import Restorer
+from deerflow_controller.core.split_policy import Decomposition, SplitFunctions, no_split_functions
+from deerflow_controller.core.state import SchedulerCore
+from deerflow_controller.core.types import (
+    PRELOAD_PRIORITY,
+    AttemptResult,
+    Counters,
+    Outbox,
+    RestoredResult,
+)
+from deerflow_controller.ratelimit import RateLimiter
 
 __all__ = [
     "PRELOAD_PRIORITY",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recovery import CircuitState
-from .scheduler import Scheduler
+from deerflow_controller.core.scheduler import Scheduler
+from deerflow_controller.recovery import CircuitState
 
 BAD_INPUT_SKIPS = frozenset({"too_large", "unhashable"})
 """Cache skips caused by the payload (counted, never an error), not by a policy's choice."""

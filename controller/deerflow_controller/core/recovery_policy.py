@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import math
 
-from .balancer import Balancer
-from .core_port import CorePort
-from .model import (
-    ErrorClass,
-    ErrorKind,
-    Task,
-    TaskError,
-    TaskState,
-)
-from .recovery import (
+from deerflow_controller.core.balancer import Balancer
+from deerflow_controller.core.model import ErrorClass, ErrorKind, Task, TaskError, TaskState
+from deerflow_controller.core.port import CorePort
+from deerflow_controller.core.timers import TimerKind
+from deerflow_controller.recovery import (
     AgentQuarantine,
     CircuitBreakers,
     CircuitState,
@@ -26,14 +21,13 @@ from .recovery import (
     about_the_provider,
     handler_key,
 )
-from .timers import TimerKind
 
 
 class Recovery:
     """Circuit breakers and quarantine as the core uses them (installed with
     ``SchedulerCore.use_recovery``). Owns the breakers, the quarantine judge, the tasks held on
     open circuits and the reasons shown in stats; talks to the core through its
-    :class:`~deerflow_controller.core_port.CorePort`."""
+    :class:`~deerflow_controller.core.port.CorePort`."""
 
     __slots__ = (
         "_balancer",

@@ -1,31 +1,20 @@
 """Terminal states of the scheduling core: an attempt's failure (retry or give up), a task's
 terminal transition and its one terminal event, failing dependents, and every event a job's log
-gets. Functions of :class:`~deerflow_controller.core.SchedulerCore`, bound to it as methods."""
+gets. Functions of :class:`~deerflow_controller.core.state.SchedulerCore`, bound to it as
+methods."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .core_types import (
-    SplitRun,
-)
-from .model import (
-    ErrorClass,
-    ErrorKind,
-    Event,
-    Task,
-    TaskError,
-    TaskState,
-)
-from .recovery import (
-    RetryState,
-    classify,
-)
-from .timers import TimerKind
+from deerflow_controller.core.model import ErrorClass, ErrorKind, Event, Task, TaskError, TaskState
+from deerflow_controller.core.timers import TimerKind
+from deerflow_controller.core.types import SplitRun
+from deerflow_controller.recovery import RetryState, classify
 
 if TYPE_CHECKING:
-    from .core import SchedulerCore
+    from deerflow_controller.core.state import SchedulerCore
 
 _NO_METADATA: Mapping[str, str] = {}
 

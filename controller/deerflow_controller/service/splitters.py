@@ -14,8 +14,7 @@ from functools import cache
 from typing import cast
 
 from deerflow_common.plugins import HANDLERS_GROUP, load_entry_points
-
-from .decomposer import Merger, Splitter
+from deerflow_controller.decomposer import Merger, Splitter
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 states, with no policy beyond FIFO order and credit. Fed events and the current time, it answers
 with decisions; nothing here does I/O, sleeps or reads a clock.
 
-:class:`deerflow_controller.scheduler.Scheduler` is this core plus its policies, each an
+:class:`deerflow_controller.core.scheduler.Scheduler` is this core plus its policies, each an
 object in a module of its own using the core through its
-:class:`~deerflow_controller.core_port.CorePort`. The core calls them through the
+:class:`~deerflow_controller.core.port.CorePort`. The core calls them through the
 :class:`CacheHooks`, :class:`SplitHooks`, :class:`PlacementHooks` and :class:`RecoveryHooks`
 installed with the ``use_*`` methods, their methods bound once; without them it is a plain FIFO
 scheduler with fixed retries.
@@ -25,11 +25,13 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from . import core_dispatch, core_terminal, core_timeouts
-from .balancer import Balancer
-from .cache import ResultCache
-from .config import SchedulerConfig
-from .core_hooks import (
+from deerflow_controller.cache import ResultCache
+from deerflow_controller.config import SchedulerConfig
+from deerflow_controller.core import dispatch as core_dispatch
+from deerflow_controller.core import terminal as core_terminal
+from deerflow_controller.core import timeouts as core_timeouts
+from deerflow_controller.core.balancer import Balancer
+from deerflow_controller.core.hooks import (
     CacheHooks,
     PlacementHooks,
     RecoveryHooks,
@@ -49,14 +51,7 @@ from .core_hooks import (
     no_split,
     no_steal,
 )
-from .core_port import CorePort
-from .core_types import (
-    AttemptResult,
-    Counters,
-    Outbox,
-    SplitRun,
-)
-from .model import (
+from deerflow_controller.core.model import (
     AgentView,
     AttemptKey,
     ErrorClass,
@@ -68,15 +63,13 @@ from .model import (
     TaskSpec,
     TaskState,
 )
-from .predictor import HandlerDefaults, Predictor
-from .ratelimit import RateLimiter
-from .ready_queue import ReadyQueue
-from .recovery import (
-    CircuitBreakers,
-    RetryPolicy,
-    classify,
-)
-from .timers import TimerHeap, TimerKind
+from deerflow_controller.core.port import CorePort
+from deerflow_controller.core.predictor import HandlerDefaults, Predictor
+from deerflow_controller.core.ready_queue import ReadyQueue
+from deerflow_controller.core.timers import TimerHeap, TimerKind
+from deerflow_controller.core.types import AttemptResult, Counters, Outbox, SplitRun
+from deerflow_controller.ratelimit import RateLimiter
+from deerflow_controller.recovery import CircuitBreakers, RetryPolicy, classify
 
 
 def _percent(value: float) -> float:
@@ -86,7 +79,7 @@ def _percent(value: float) -> float:
 
 class SchedulerCore:
     """Jobs, tasks and agents, and the rules that move tasks between states (see the module
-    docstring); subclassed by :class:`~deerflow_controller.scheduler.Scheduler`."""
+    docstring); subclassed by :class:`~deerflow_controller.core.scheduler.Scheduler`."""
 
     def __init__(
         self,

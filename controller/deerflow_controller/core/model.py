@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from deerflow_common.errors import AttemptKey, ErrorClass, ErrorKind, TaskError
 
 if TYPE_CHECKING:
-    from .cache import RequestKey
-    from .recovery import RetryState
+    from deerflow_controller.cache import RequestKey
+    from deerflow_controller.recovery import RetryState
 
 __all__ = [
     "TERMINAL_STATES",

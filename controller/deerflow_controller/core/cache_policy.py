@@ -4,21 +4,16 @@ speculative tasks. The cache itself is ``cache/``; this is how the core uses it.
 
 from __future__ import annotations
 
-from .cache import Hit, RequestKey, ResultCache, Skip
-from .core_port import CorePort
-from .core_types import PRELOAD_PRIORITY
-from .model import (
-    CachePolicy,
-    Task,
-    TaskSpec,
-    TaskState,
-)
+from deerflow_controller.cache import Hit, RequestKey, ResultCache, Skip
+from deerflow_controller.core.model import CachePolicy, Task, TaskSpec, TaskState
+from deerflow_controller.core.port import CorePort
+from deerflow_controller.core.types import PRELOAD_PRIORITY
 
 
 class Caching:
     """The result cache as the core uses it (installed with ``SchedulerCore.use_cache``). Owns
     the cache and the preloader's state; talks to the core through its
-    :class:`~deerflow_controller.core_port.CorePort`."""
+    :class:`~deerflow_controller.core.port.CorePort`."""
 
     __slots__ = ("_core", "_preload_from", "_preload_seq", "_preloading", "_speculations", "cache")
 

@@ -1,6 +1,6 @@
 """Time in the scheduling core: :func:`tick` fires due timers; attempt deadlines, heartbeats,
 schedule-to-start and schedule-to-close, job deadlines and agent liveness end or retry what
-waited too long. Functions of :class:`~deerflow_controller.core.SchedulerCore`, bound to it as
+waited too long. Functions of :class:`~deerflow_controller.core.state.SchedulerCore`, bound to it as
 methods."""
 
 from __future__ import annotations
@@ -9,21 +9,12 @@ import heapq
 import math
 from typing import TYPE_CHECKING
 
-from .core_types import (
-    SplitRun,
-)
-from .model import (
-    ErrorClass,
-    ErrorKind,
-    Job,
-    Task,
-    TaskError,
-    TaskState,
-)
-from .timers import TimerKind
+from deerflow_controller.core.model import ErrorClass, ErrorKind, Job, Task, TaskError, TaskState
+from deerflow_controller.core.timers import TimerKind
+from deerflow_controller.core.types import SplitRun
 
 if TYPE_CHECKING:
-    from .core import SchedulerCore
+    from deerflow_controller.core.state import SchedulerCore
 
 
 def tick(self: SchedulerCore, now: float) -> None:
