@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
@@ -438,7 +438,11 @@ class SchedulerCore:
             agent.process_cpu_percent = _percent(process_cpu_percent)
             agent.last_heartbeat = now
 
-    def started(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
+    def _held(
+        self, agent_id: str, keys: Iterable[AttemptKey], state: TaskState, now: float
+    ) -> Iterator[tuple[AttemptKey, Task]]:
+        """The tasks whose current attempt ``agent_id`` holds, among ``keys``, that are in
+        ``state`` (a stale or unknown key is skipped); the agent showed life at ``now``."""
         agent = self.agents.get(agent_id)
         if agent is not None:
             agent.last_heartbeat = now
@@ -446,35 +450,29 @@ class SchedulerCore:
             task = self._task_for(key)
             if (
                 task is not None
-                and task.state == TaskState.DISPATCHED
+                and task.state == state
                 and task.attempt == key[2]
                 and task.agent_id == agent_id
             ):
-                task.state = TaskState.RUNNING
-                self.balancer.started(agent_id, key, now)
-                # Start-to-close runs from the start: a prefetched attempt may have waited.
-                task.deadline = now + task.timeout_s + self.config.timeout_grace_s
-                self._emit(task, TaskState.RUNNING, now)
-                self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
-                hb = task.spec.heartbeat_timeout_s
-                if hb > 0:
-                    task.progress_at = now
-                    self._push_timer(now + hb, TimerKind.HEARTBEAT, task, task.attempt)
+                yield key, task
+
+    def started(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
+        for key, task in self._held(agent_id, keys, TaskState.DISPATCHED, now):
+            task.state = TaskState.RUNNING
+            self.balancer.started(agent_id, key, now)
+            # Start-to-close runs from the start: a prefetched attempt may have waited.
+            task.deadline = now + task.timeout_s + self.config.timeout_grace_s
+            self._emit(task, TaskState.RUNNING, now)
+            self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
+            hb = task.spec.heartbeat_timeout_s
+            if hb > 0:
+                task.progress_at = now
+                self._push_timer(now + hb, TimerKind.HEARTBEAT, task, task.attempt)
 
     def progress(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
         """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart."""
-        agent = self.agents.get(agent_id)
-        if agent is not None:
-            agent.last_heartbeat = now
-        for key in keys:
-            task = self._task_for(key)
-            if (
-                task is not None
-                and task.state == TaskState.RUNNING
-                and task.attempt == key[2]
-                and task.agent_id == agent_id
-            ):
-                task.progress_at = now
+        for _, task in self._held(agent_id, keys, TaskState.RUNNING, now):
+            task.progress_at = now
 
     def finished(self, agent_id: str, results: Sequence[AttemptResult], now: float) -> None:
         """Apply a batch of attempt results from one agent, then refill its credit."""
