@@ -67,7 +67,7 @@ lint: $(DEV_STAMP)
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy controller/deerflow_controller agent/deerflow_agent common/deerflow_common \
-	  simulator/deerflow_simulator bench/deerflow_bench tests
+	  simulator/deerflow_simulator bench/deerflow_bench dropins/deerflow_dropins tests
 
 unit: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/unit
