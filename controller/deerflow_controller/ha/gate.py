@@ -4,7 +4,8 @@ A gRPC server interceptor, so the services themselves know nothing of leadership
 
 - On a standby (or a leader still restoring), JobService, AgentService and AdminService calls
   end with UNAVAILABLE, a sentence naming the leader, and the trailing metadata
-  ``deerflow-leader: host:port``, which the SDK and the agents follow. Health and reflection
+  ``deerflow-leader: host:port``, which the SDK and the agents follow. A standby that knows no
+  leader yet waits up to ``SUCCESSOR_WAIT_S`` for one before it refuses. Health and reflection
   always answer (health says NOT_SERVING).
 - SubmitJob is acknowledged only after the job is journaled (group commit), and a job too large
   to journal is refused before anything is accepted.
@@ -41,8 +42,8 @@ _SUBMIT = "/deerflow.v1.JobService/SubmitJob"
 _WATCH = "/deerflow.v1.JobService/WatchJob"
 
 SUCCESSOR_WAIT_S = 1.0
-"""How long a watch whose term ended waits for the next leader's address before it is refused
-without one. A resigning leader's successor is elected within milliseconds of the lease's
+"""How long a refused call (on a standby that knows no leader yet, or a watch whose term ended)
+waits for the leader's address before it is refused without one. A resigning leader's successor is elected within milliseconds of the lease's
 revocation; after a lost lease (etcd unreachable) nobody is elected for longer, and the SDK
 retries its address list meanwhile, so waiting more would only delay it."""
 
@@ -115,7 +116,7 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         term = self.term
         if term is None:
-            return _refusing(handler, self.refusal(), self.leader_address)
+            return _refusing(handler, self._refuse_standby_call)
         if method == _SUBMIT and term.journal is not None:
             return _replace(handler, unary_unary=self._submit(handler.unary_unary, term))
         if method == _WATCH:
@@ -188,14 +189,26 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return watch
 
-    async def _refuse_ended_watch(self, context: grpc.aio.ServicerContext) -> None:
-        """End a watch whose term ended: UNAVAILABLE naming the next leader when it is known
-        within ``SUCCESSOR_WAIT_S``, as a standby's refusal does."""
+    async def _refuse_standby_call(self, context: grpc.aio.ServicerContext) -> None:
+        """End a call this controller cannot serve. When no leader is known yet (a controller
+        that just started, or an election under way), wait up to ``SUCCESSOR_WAIT_S`` for one
+        so that the refusal can name it and the caller goes there at once instead of retrying
+        its address list."""
+        if not self.leader_address:
+            await self._wait_for_a_leader()
+        await _refuse(context, self.refusal(), self.leader_address)
+
+    async def _wait_for_a_leader(self) -> None:
         self._successor_waits += 1
         try:
             await self._leader_or_timeout()
         finally:
             self._successor_waits -= 1
+
+    async def _refuse_ended_watch(self, context: grpc.aio.ServicerContext) -> None:
+        """End a watch whose term ended: UNAVAILABLE naming the next leader when it is known
+        within ``SUCCESSOR_WAIT_S``, as a standby's refusal does."""
+        await self._wait_for_a_leader()
         leader = self.leader_address
         if leader:
             message = (
@@ -232,11 +245,14 @@ async def _refuse(context: grpc.aio.ServicerContext, message: str, leader: str) 
     await context.abort(grpc.StatusCode.UNAVAILABLE, message)
 
 
-def _refusing(handler: grpc.RpcMethodHandler, message: str, leader: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that ends every call with UNAVAILABLE."""
+def _refusing(
+    handler: grpc.RpcMethodHandler,
+    refuse_call: Callable[[grpc.aio.ServicerContext], Awaitable[None]],
+) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` whose every call ``refuse_call`` ends."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _refuse(context, message, leader)
+        await refuse_call(context)
 
     kw = {
         "request_deserializer": handler.request_deserializer,
