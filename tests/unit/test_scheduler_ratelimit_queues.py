@@ -342,3 +342,31 @@ def test_a_retried_rate_keyed_task_keeps_its_place_on_its_key() -> None:
 
     assert admissions(job) == [(0.0, "t0"), (1.0, "t0"), (2.0, "t1"), (3.0, "t2")]
     assert_event_log_sound(job)
+
+
+def test_a_task_moved_to_an_idle_agent_is_not_charged_its_rate_budget_again() -> None:
+    s = limited({KEY: KeyLimits(concurrency=10, adaptive=False)}, prefetch=2)
+    s.agent_joined("A", ["llm"], 1, 0.0)
+    work = [TaskSpec(f"t{i}", "llm", rate_keys=(KEY,), est_duration_s=10.0) for i in range(3)]
+    job = s.submit(JOB, "", work, 0.0)
+    assert assigned_ids(s.take()) == ["t0", "t1", "t2"]
+    s.started("A", [key("t0", 1)], 0.1)
+    s.agent_joined("B", ["llm"], 1, 1.0)
+
+    moved = assigned_ids(s.take(), "B")
+
+    assert len(moved) == 1 and s.counters.stolen == 1
+    # Its request was never sent: three admissions in all, three slots held, none twice.
+    assert (gate(s).stats.admitted, gate(s).in_flight) == (3, 3)
+    (stolen,) = moved
+    s.finished("A", [AttemptResult(key(stolen, 1), ok=False, cancelled=True)], 1.1)
+    assert gate(s).in_flight == 3
+    s.finished("B", [ok(stolen, 2)], 2.0)
+    for t in ("t0", "t1", "t2"):
+        if t != stolen:
+            s.started("A", [key(t, 1)], 2.0)
+            s.finished("A", [ok(t, 1)], 3.0)
+            s.take()
+    assert all(t.state == TaskState.SUCCEEDED for t in job.tasks.values())
+    assert_slots_settled(s)
+    assert_event_log_sound(job)

@@ -10,6 +10,7 @@ from typing import Any
 from deerflow_common import signals
 from deerflow_controller.core.model import ErrorClass, ErrorKind, TaskError, TaskSpec, TaskState
 from deerflow_controller.core.scheduler import AttemptResult, Scheduler
+from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.recovery import BreakerConfig, QuarantineConfig, RecoveryConfig
 
 from .scheduling import JOB, assert_event_log_sound, events_of, key, make
@@ -156,4 +157,49 @@ def test_an_agent_failing_where_its_peer_succeeds_is_quarantined_for_that_handle
         if e.state == TaskState.DISPATCHED and e.agent_id == "bad" and e.time > now - 0.05
     ]
     assert bad_after == []
+    assert_event_log_sound(job)
+
+
+def test_work_taken_back_from_a_quarantined_agent_is_not_charged_its_rate_budget_again() -> None:
+    key_ = "search/key"
+    sched = make(
+        recovery=RecoveryConfig(quarantine=QUARANTINE, breaker=replace(BREAKER, min_failures=1000)),
+        limiter=RateLimiter(LimiterConfig((), KeyLimits(concurrency=100, adaptive=False))),
+        prefetch=4,
+    )
+    sched.agent_joined("bad", ["echo"], 2, 0.0)
+    sched.agent_joined("good", ["echo"], 2, 0.0)
+    specs = [TaskSpec(f"t{i}", "echo", max_retries=5, rate_keys=(key_,)) for i in range(16)]
+    job = sched.submit(JOB, "j", specs, 0.0)
+    # What each agent was given and has not run yet, in order (it runs two a turn).
+    waiting: dict[str, list[tuple[str, str, int]]] = {"bad": [], "good": []}
+    now, sent = 0.0, 0
+    while not all(t.terminal for t in job.tasks.values()):
+        out = sched.take()
+        for agent, keys in out.cancels.items():
+            waiting[agent] = [k for k in waiting[agent] if k not in keys]
+        for agent, tasks in out.assignments.items():
+            waiting[agent] += [t.key for t in tasks]
+        now += 0.1
+        if not any(waiting.values()):
+            now += 10.0
+            sched.tick(now)
+            continue
+        for agent, keys in waiting.items():
+            running, waiting[agent] = keys[:2], keys[2:]
+            sched.started(agent, running, now)
+            results = []
+            for k in running:
+                if agent == "bad":
+                    error = TaskError(ErrorKind.HANDLER_ERROR, "broken install", True)
+                    results.append(AttemptResult(k, False, error=error))
+                else:
+                    results.append(AttemptResult(k, True, b"ok"))
+            sent += len(results)
+            sched.finished(agent, results, now)
+    assert sched.counters.quarantines == 1
+    assert all(t.state == TaskState.SUCCEEDED for t in job.tasks.values())
+    gate = sched.limiter.gates[key_]
+    # Every admission is a request sent: the attempts taken back unstarted kept theirs.
+    assert (gate.stats.admitted, gate.in_flight) == (sent, 0)
     assert_event_log_sound(job)

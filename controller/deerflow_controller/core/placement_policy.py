@@ -111,12 +111,8 @@ class Placement:
                     f"moved from {p.from_agent} (predicted {p.gain_s:.2f} s sooner): "
                     f"{p.reason.value}"
                 )
-                if task.spec.rate_keys:
-                    # Give back the lagging attempt's rate slots; the limiter admits it anew.
-                    core.limiter.end_attempt(task)
-                    task.agent_id = ""
-                    core.make_ready(task, now, detail=detail)
-                    continue
+                # The moved attempt never started, so its request was never sent: it keeps
+                # its rate admission (its keys are not charged again).
                 core.assign(task, idle, now, detail=detail)
 
     def learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:

@@ -126,7 +126,8 @@ class Recovery:
         if d.action == QuarantineAction.QUARANTINED:
             core.counters.quarantines += 1
             if agent is not None:
-                # Take back what it has not started of that handler; it runs elsewhere.
+                # Take back what it has not started of that handler; it runs elsewhere,
+                # keeping its rate admission (its request was never sent).
                 for key, task in list(agent.in_flight.items()):
                     if (
                         task.state == TaskState.DISPATCHED
@@ -138,7 +139,6 @@ class Recovery:
                         agent.release(key)
                         self._balancer.ended(agent.id, key, now)
                         task.agent_id = ""
-                        core.limiter.end_attempt(task)
                         core.make_ready(task, now, detail=d.reason)
         self._arm_recovery_timer(now)
 

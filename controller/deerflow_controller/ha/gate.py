@@ -43,9 +43,10 @@ _WATCH = "/deerflow.v1.JobService/WatchJob"
 
 SUCCESSOR_WAIT_S = 1.0
 """How long a refused call (on a standby that knows no leader yet, or a watch whose term ended)
-waits for the leader's address before it is refused without one. A resigning leader's successor is elected within milliseconds of the lease's
-revocation; after a lost lease (etcd unreachable) nobody is elected for longer, and the SDK
-retries its address list meanwhile, so waiting more would only delay it."""
+waits for the leader's address before it is refused without one. A resigning leader's successor
+is elected within milliseconds of the lease's revocation; after a lost lease (etcd unreachable)
+nobody is elected for longer, and the SDK retries its address list meanwhile, so waiting more
+would only delay it."""
 
 
 @dataclass(eq=False)
