@@ -15,7 +15,7 @@ import pytest
 from deerflow_controller.client import AsyncClient
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import TaskSpec
-from deerflow_controller.ha.gate import LeaderGate, Term
+from deerflow_controller.ha.leader_gate import LeaderGate, Term
 from deerflow_controller.service.job_service import JobService
 from deerflow_controller.service.shell import Shell
 from deerflow_protos import client_pb2_grpc

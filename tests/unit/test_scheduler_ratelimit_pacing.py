@@ -12,7 +12,7 @@ from deerflow_controller.core.model import (
 )
 from deerflow_controller.core.scheduler import Scheduler
 from deerflow_controller.ratelimit import KeyLimits
-from deerflow_controller.ratelimit.gate import DEFAULT_PAUSE_S
+from deerflow_controller.ratelimit.limiter import DEFAULT_PAUSE_S
 
 from .ratelimiting import (
     KEY,

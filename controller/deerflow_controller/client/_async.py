@@ -24,7 +24,7 @@ DEFAULT_ADDRESS = "127.0.0.1:7400"
 _RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
 LEADER_METADATA = "deerflow-leader"
-"""Trailing metadata of a standby's refusal: the leader's address (see ``ha.gate``)."""
+"""Trailing metadata of a standby's refusal: the leader's address (see ``ha.leader_gate``)."""
 EPOCH_METADATA = "deerflow-epoch"
 """Initial metadata of WatchJob in HA mode: the epoch the stream's seq numbers belong to."""
 

@@ -3,7 +3,6 @@
 Used when the controller runs with ``--etcd``; embedded mode never imports it."""
 
 from deerflow_controller.ha.config import HaConfig
-from deerflow_controller.ha.gate import EPOCH_METADATA, LEADER_METADATA, LeaderGate, Term
 from deerflow_controller.ha.journal import (
     Expiry,
     Journal,
@@ -12,6 +11,7 @@ from deerflow_controller.ha.journal import (
     JournalRecordTooLarge,
     load_journal,
 )
+from deerflow_controller.ha.leader_gate import EPOCH_METADATA, LEADER_METADATA, LeaderGate, Term
 from deerflow_controller.ha.leadership import HaRunner
 
 __all__ = [

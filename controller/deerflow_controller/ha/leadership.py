@@ -50,8 +50,8 @@ from deerflow_common.etcd import (
 from deerflow_controller.core.scheduler import Scheduler
 from deerflow_controller.ha.agents import AgentLeaseWatcher
 from deerflow_controller.ha.config import HaConfig
-from deerflow_controller.ha.gate import LeaderGate, Term
 from deerflow_controller.ha.journal import Expiry, Journal, load_journal
+from deerflow_controller.ha.leader_gate import LeaderGate, Term
 from deerflow_controller.ha.reconnect import wait_for_reconnects
 from deerflow_controller.ha.restore import JournalTap, restore_jobs
 from deerflow_controller.ratelimit import RateLimiter

@@ -5,7 +5,7 @@ enforces them (``gate``) and from the primitives they use (``buckets``)."""
 
 from deerflow_controller.ratelimit.algorithms import AimdConcurrency, RateLearner
 from deerflow_controller.ratelimit.buckets import SlopeWindow, TokenBucket
-from deerflow_controller.ratelimit.gate import KeyGate, KeyStats, RateLimiter
+from deerflow_controller.ratelimit.limiter import KeyGate, KeyStats, RateLimiter
 from deerflow_controller.ratelimit.limits import DEFAULT_UNKNOWN, KeyLimits, LimiterConfig
 
 __all__ = [

@@ -11,7 +11,7 @@ import pytest
 from deerflow_common import signals
 from deerflow_controller.core.model import Job, Task, TaskSpec, TaskState
 from deerflow_controller.ratelimit import KeyGate, KeyLimits, LimiterConfig, RateLimiter
-from deerflow_controller.ratelimit.gate import DEFAULT_PAUSE_S
+from deerflow_controller.ratelimit.limiter import DEFAULT_PAUSE_S
 
 JOB = Job(id="j", name="", submitted_at=0.0)
 
