@@ -15,7 +15,9 @@ from deerflow_controller.core.scheduler import Scheduler
 CONTROLLER = Path(deerflow_controller.__file__).parent
 SHELL = CONTROLLER / "service" / "shell.py"
 
-READERS = frozenset({"known_handlers", "next_timer", "prefetch_for", "queued", "restored_waiting"})
+READERS = frozenset(
+    {"declared_slots", "known_handlers", "next_timer", "prefetch_for", "queued", "restored_waiting"}
+)
 """The scheduler's public methods that only read its state; every other one changes it. Add a
 new reader here; a new method missing from this set counts as a mutator."""
 

@@ -48,6 +48,7 @@ CORE_MODULES = (
     "recovery/*.py",
     "ratelimit/*.py",
     "cache/*.py",
+    "tuning/*.py",
 )
 IO_MODULES = (
     "grpc", "grpc_health", "grpc_reflection", "asyncio", "aiohttp", "aetcd", "socket",

@@ -255,6 +255,8 @@ def stats(address: str, as_json: bool) -> None:
             {"agent": q.agent_id, "handler": q.handler, "reason": q.reason} for q in s.quarantined
         ],
     }
+    if s.HasField("tuning"):
+        detail["tuner"] = _tuning(s.tuning)
     if as_json:
         click.echo(json.dumps({**data, **detail}))
         return
@@ -269,7 +271,66 @@ def stats(address: str, as_json: bool) -> None:
         table.add_row(f"circuit {c.key}", f"{c.state} ({c.trips} trips)")
     for q in s.quarantined:
         table.add_row(f"quarantined {q.agent_id}/{q.handler}", q.reason)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if s.HasField("tuning"):
+        _print_tuning(console, s.tuning)
+
+
+TUNING_ROWS = 20
+"""The latest tuner changes ``deerflow stats`` prints (``--json`` has the whole history)."""
+
+
+def _tuning(t: Any) -> dict[str, Any]:
+    return {
+        "mode": t.mode,
+        "objective": t.objective,
+        "converged": t.converged,
+        "knobs": {
+            k.name: {"value": k.value, "floor": k.floor, "ceiling": k.ceiling} for k in t.knobs
+        },
+        "history": [
+            {
+                "seq": c.seq,
+                "at": c.at,
+                "knob": c.knob,
+                "old": c.old_value,
+                "new": c.new_value,
+                "reason": c.reason,
+                "before": c.before,
+                "before_detail": c.before_detail,
+                "after": c.after if c.judged else None,
+                "after_detail": c.after_detail,
+                "outcome": c.outcome,
+                "verdict": c.verdict,
+            }
+            for c in t.history
+        ],
+    }
+
+
+def _print_tuning(console: Console, t: Any) -> None:
+    knobs = ", ".join(f"{k.name}={k.value} [{k.floor}..{k.ceiling}]" for k in t.knobs)
+    state = "converged" if t.converged else "climbing"
+    console.print(f"tuner: {t.mode}, objective {t.objective}, {state}; {knobs or 'no knobs yet'}")
+    if not t.history:
+        return
+    table = Table(title=f"tuner history (last {min(TUNING_ROWS, len(t.history))})")
+    for col in ("#", "knob", "change", "outcome", "before", "after", "why"):
+        table.add_column(col)
+    for c in list(t.history)[-TUNING_ROWS:]:
+        after = f"{c.after:.4g}" if c.judged else ""
+        why = c.reason + (f"; {c.verdict}" if c.verdict else "")
+        table.add_row(
+            str(c.seq),
+            c.knob,
+            f"{c.old_value} -> {c.new_value}",
+            c.outcome,
+            f"{c.before:.4g}",
+            after,
+            why,
+        )
+    console.print(table)
 
 
 # The provider simulator: DeerFlow's LLM, search and reader APIs with their limits, for the

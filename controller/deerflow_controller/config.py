@@ -11,6 +11,7 @@ from deerflow_controller.core.predictor import PredictorConfig
 from deerflow_controller.decomposer import DecomposerConfig
 from deerflow_controller.ratelimit import LimiterConfig
 from deerflow_controller.recovery import RecoveryConfig
+from deerflow_controller.tuning import TunerConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,11 @@ class SchedulerConfig:
     prefetch: int = 2
     """Least number of attempts an agent may hold beyond its slots, so a finishing slot starts
     the next task without a round trip."""
+
+    slot_limit: int = 0
+    """Most attempts the controller runs on one agent at once (beyond them, the prefetch),
+    whatever slots the agent declared (``--agent-slot-limit``); 0: what each declared. The
+    tuner's ``agent_slots`` knob starts here and changes it at run time."""
 
     prefetch_fraction: float = 0.125
     """An agent's prefetch grows with its slots (an eighth of them, at least ``prefetch``): a
@@ -122,6 +128,10 @@ class ControllerConfig:
     cache_file: str = ""
     """SQLite file that keeps the cache across restarts (``--cache-file``); empty: memory only,
     the default (and always so in the embedded demo)."""
+
+    tuner: TunerConfig = field(default_factory=TunerConfig)
+    """The AutoPerformanceTuner (``--tuner``, ``--tuner-objective``, ``--tuner-interval-s``):
+    observe by default, so it only suggests."""
 
     limits: LimiterConfig = field(default_factory=LimiterConfig)
     """Rate limits per key pattern (``--limits FILE``); unknown keys adapt from a

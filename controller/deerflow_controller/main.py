@@ -18,6 +18,7 @@ from deerflow_controller.config import ControllerConfig, SchedulerConfig
 from deerflow_controller.ha import HaConfig
 from deerflow_controller.ratelimit import LimiterConfig
 from deerflow_controller.service.server import ListenError, serve
+from deerflow_controller.tuning import Mode, Objective, TunerConfig
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,6 +76,38 @@ from deerflow_controller.service.server import ListenError, serve
     show_default=True,
     type=click.IntRange(0, 1024),
     help="Least attempts an agent may hold beyond its slots (an eighth of its slots if more).",
+)
+@click.option(
+    "--agent-slot-limit",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 4096),
+    help="Most attempts the controller runs on one agent at once, whatever slots it declared "
+    "(0: as declared). The tuner's agent_slots knob starts here.",
+)
+@click.option(
+    "--tuner",
+    "tuner_mode",
+    default=Mode.OBSERVE.value,
+    show_default=True,
+    type=click.Choice([m.value for m in Mode]),
+    help="The AutoPerformanceTuner: off; observe (suggests changes, makes none); on (changes "
+    "agent slots, prefetch and rate-key ceilings one at a time, keeping what helps).",
+)
+@click.option(
+    "--tuner-objective",
+    default=Objective.THROUGHPUT.value,
+    show_default=True,
+    type=click.Choice([o.value for o in Objective]),
+    help="What the tuner maximises: throughput (tasks/s), latency (lowest p95) or cost (fewest "
+    "attempts per success).",
+)
+@click.option(
+    "--tuner-interval-s",
+    default=TunerConfig.__dataclass_fields__["interval_s"].default,
+    show_default=True,
+    type=FiniteFloatRange(min=0.1, max=3600),
+    help="How often the tuner measures and decides (s); also its cool-down between changes.",
 )
 @click.option(
     "--tenant-weight",
@@ -179,6 +212,10 @@ def main(
     default_timeout: float,
     default_retries: int,
     prefetch: int,
+    agent_slot_limit: int,
+    tuner_mode: str,
+    tuner_objective: str,
+    tuner_interval_s: float,
     tenant_weights: tuple[str, ...],
     agent_silence_timeout: float,
     limits_path: Path | None,
@@ -214,11 +251,18 @@ def main(
         host=host,
         port=port,
         max_payload_bytes=max_payload_bytes,
+        tuner=TunerConfig(
+            mode=Mode(tuner_mode),
+            objective=Objective(tuner_objective),
+            interval_s=tuner_interval_s,
+            cooldown_s=tuner_interval_s,
+        ),
         scheduler=replace(
             SchedulerConfig(),
             default_timeout_s=default_timeout,
             default_max_retries=default_retries,
             prefetch=prefetch,
+            slot_limit=agent_slot_limit,
             tenant_weights=_tenant_weights(tenant_weights),
             agent_silence_s=agent_silence_timeout,
         ),

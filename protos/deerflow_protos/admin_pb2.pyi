@@ -11,7 +11,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s", "rate_keys", "handlers", "circuits", "quarantined", "schedule_timeouts", "heartbeat_timeouts", "split_tasks", "stolen", "cache", "assignment_messages", "assignments_sent")
+    __slots__ = ("controller_id", "epoch", "uptime_s", "tasks_by_state", "submitted", "succeeded", "failed", "cancelled", "timed_out", "retries", "queued", "agents", "jobs_active", "completed_per_s", "rate_keys", "handlers", "circuits", "quarantined", "schedule_timeouts", "heartbeat_timeouts", "split_tasks", "stolen", "cache", "assignment_messages", "assignments_sent", "tuning")
     class TasksByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class Stats(_message.Message):
     CACHE_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_SENT_FIELD_NUMBER: _ClassVar[int]
+    TUNING_FIELD_NUMBER: _ClassVar[int]
     controller_id: str
     epoch: int
     uptime_s: float
@@ -69,7 +70,70 @@ class Stats(_message.Message):
     cache: CacheStats
     assignment_messages: int
     assignments_sent: int
-    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ..., rate_keys: _Optional[_Iterable[_Union[RateKeyStats, _Mapping]]] = ..., handlers: _Optional[_Iterable[_Union[HandlerStats, _Mapping]]] = ..., circuits: _Optional[_Iterable[_Union[CircuitStats, _Mapping]]] = ..., quarantined: _Optional[_Iterable[_Union[Quarantine, _Mapping]]] = ..., schedule_timeouts: _Optional[int] = ..., heartbeat_timeouts: _Optional[int] = ..., split_tasks: _Optional[int] = ..., stolen: _Optional[int] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ..., assignment_messages: _Optional[int] = ..., assignments_sent: _Optional[int] = ...) -> None: ...
+    tuning: Tuning
+    def __init__(self, controller_id: _Optional[str] = ..., epoch: _Optional[int] = ..., uptime_s: _Optional[float] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., timed_out: _Optional[int] = ..., retries: _Optional[int] = ..., queued: _Optional[int] = ..., agents: _Optional[int] = ..., jobs_active: _Optional[int] = ..., completed_per_s: _Optional[float] = ..., rate_keys: _Optional[_Iterable[_Union[RateKeyStats, _Mapping]]] = ..., handlers: _Optional[_Iterable[_Union[HandlerStats, _Mapping]]] = ..., circuits: _Optional[_Iterable[_Union[CircuitStats, _Mapping]]] = ..., quarantined: _Optional[_Iterable[_Union[Quarantine, _Mapping]]] = ..., schedule_timeouts: _Optional[int] = ..., heartbeat_timeouts: _Optional[int] = ..., split_tasks: _Optional[int] = ..., stolen: _Optional[int] = ..., cache: _Optional[_Union[CacheStats, _Mapping]] = ..., assignment_messages: _Optional[int] = ..., assignments_sent: _Optional[int] = ..., tuning: _Optional[_Union[Tuning, _Mapping]] = ...) -> None: ...
+
+class Tuning(_message.Message):
+    __slots__ = ("mode", "objective", "interval_s", "converged", "knobs", "history")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    KNOBS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    objective: str
+    interval_s: float
+    converged: bool
+    knobs: _containers.RepeatedCompositeFieldContainer[TuningKnob]
+    history: _containers.RepeatedCompositeFieldContainer[TuningChange]
+    def __init__(self, mode: _Optional[str] = ..., objective: _Optional[str] = ..., interval_s: _Optional[float] = ..., converged: _Optional[bool] = ..., knobs: _Optional[_Iterable[_Union[TuningKnob, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[TuningChange, _Mapping]]] = ...) -> None: ...
+
+class TuningKnob(_message.Message):
+    __slots__ = ("name", "value", "floor", "ceiling")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_FIELD_NUMBER: _ClassVar[int]
+    CEILING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: int
+    floor: int
+    ceiling: int
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[int] = ..., floor: _Optional[int] = ..., ceiling: _Optional[int] = ...) -> None: ...
+
+class TuningChange(_message.Message):
+    __slots__ = ("seq", "at", "knob", "old_value", "new_value", "reason", "objective", "before", "before_detail", "judged", "after", "after_detail", "outcome", "verdict", "judged_at")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KNOB_FIELD_NUMBER: _ClassVar[int]
+    OLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NEW_VALUE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    AFTER_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_AT_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: float
+    knob: str
+    old_value: int
+    new_value: int
+    reason: str
+    objective: str
+    before: float
+    before_detail: str
+    judged: bool
+    after: float
+    after_detail: str
+    outcome: str
+    verdict: str
+    judged_at: float
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[float] = ..., knob: _Optional[str] = ..., old_value: _Optional[int] = ..., new_value: _Optional[int] = ..., reason: _Optional[str] = ..., objective: _Optional[str] = ..., before: _Optional[float] = ..., before_detail: _Optional[str] = ..., judged: _Optional[bool] = ..., after: _Optional[float] = ..., after_detail: _Optional[str] = ..., outcome: _Optional[str] = ..., verdict: _Optional[str] = ..., judged_at: _Optional[float] = ...) -> None: ...
 
 class HandlerStats(_message.Message):
     __slots__ = ("name", "predictions", "mdape", "median_s", "io_fraction")

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.core import dispatch as core_dispatch
+from deerflow_controller.core import settings as core_settings
 from deerflow_controller.core import terminal as core_terminal
 from deerflow_controller.core import timeouts as core_timeouts
 from deerflow_controller.core.balancer import Balancer
@@ -105,6 +106,12 @@ class SchedulerCore:
         """The heap's list itself (tick pops from it)."""
         self._push_timer = self._timer_heap.push
         self._handler_offers: dict[str, int] = {}
+        self.slot_limit = self.config.slot_limit
+        """Most slots the core counts for any agent (0: what each declared); see
+        ``core_settings``."""
+        self.prefetch_floor = self.config.prefetch
+        """The least prefetch per agent now (starts at ``SchedulerConfig.prefetch``)."""
+        self._declared_slots: dict[str, int] = {}
         self._membership_changed_at = 0.0
         self._rr = 0
         self.traits: dict[str, HandlerTraits] = {}
@@ -222,8 +229,7 @@ class SchedulerCore:
 
     def prefetch_for(self, slots: int) -> int:
         """Attempts an agent with ``slots`` may hold beyond them at least (see SchedulerConfig)."""
-        cfg = self.config
-        return max(cfg.prefetch, int(max(1, slots) * cfg.prefetch_fraction))
+        return max(self.prefetch_floor, int(max(1, slots) * self.config.prefetch_fraction))
 
     # ----------------------------------------------------------------- jobs
 
@@ -321,11 +327,12 @@ class SchedulerCore:
         they are the task's current attempt (a reconnect), and cancelled there otherwise."""
         if agent_id in self.agents:
             raise ValueError(f"agent {agent_id!r} is already connected")
+        counted = self._limited_slots(agent_id, slots)
         agent = AgentView(
             id=agent_id,
             handlers=frozenset(handlers),
-            slots=max(1, slots),
-            prefetch=self.prefetch_for(slots),
+            slots=counted,
+            prefetch=self.prefetch_for(counted),
             labels=dict(labels or {}),
             # A cap at or above the agent's slots caps nothing; 0 means the agent's total.
             handler_caps={h: n for h, n in (handler_slots or {}).items() if 0 < n < max(1, slots)},
@@ -379,6 +386,7 @@ class SchedulerCore:
         agent = self.agents.pop(agent_id, None)
         if agent is None:
             return
+        self._declared_slots.pop(agent_id, None)
         self.balancer.agent_left(agent_id)
         for h in agent.handlers:
             self._handler_offers[h] -= 1
@@ -564,6 +572,14 @@ class SchedulerCore:
     _fill = core_dispatch.fill
     _assign = core_dispatch.assign
     _push_ready = core_dispatch.push_ready
+
+    # ----------------------------------------------------------------- run-time settings
+    # Functions of core_settings.py, bound here as methods (the tuner's knobs).
+    _limited_slots = core_settings.limited_slots
+    set_slot_limit = core_settings.set_slot_limit
+    set_prefetch = core_settings.set_prefetch
+    set_rate_key_ceiling = core_settings.set_rate_key_ceiling
+    declared_slots = core_settings.declared_slots
 
     # ----------------------------------------------------------------- terminal states
     # Functions of core_terminal.py, bound here as methods.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deerflow_common.tracing import SpanSink, tracing_from_env
 from deerflow_controller.observability.http import HttpServer
@@ -25,6 +25,9 @@ from deerflow_controller.observability.suggestions import Suggestion, suggest
 from deerflow_controller.observability.tap import EventTap
 from deerflow_controller.observability.tracing import TaskTracer
 from deerflow_controller.service.shell import Shell
+
+if TYPE_CHECKING:
+    from deerflow_controller.service.tuner_loop import TunerLoop
 
 __all__ = [
     "DEFAULT_HTTP_PORT",
@@ -57,6 +60,8 @@ class Observability:
         self.history = StatsHistory(shell)
         self.http: HttpServer | None = None
         self.ready: Callable[[], bool] = lambda: True
+        self.tuner: TunerLoop | None = None
+        """The tuner's loop, when it runs: its state and history join the snapshot."""
         if self.tracer is not None:
             self._attach()
 
@@ -98,7 +103,10 @@ class Observability:
         return bound
 
     def snapshot(self) -> dict[str, Any]:
-        return snapshot(self.shell, self.metrics, self.history, self.sink, serving=self.ready())
+        tuner = self.tuner.summary() if self.tuner is not None else None
+        return snapshot(
+            self.shell, self.metrics, self.history, self.sink, serving=self.ready(), tuner=tuner
+        )
 
     def metrics_text(self) -> str:
         return render(self.shell, self.enable_metrics(), self.sink)

@@ -130,6 +130,12 @@ PAGE = """<!doctype html>
       <th>why</th></tr></thead><tbody id="circuits"></tbody></table>
     <ul class="err" id="quarantined"></ul>
   </section>
+  <section id="panel-tuner" class="wide">
+    <h2>Tuner</h2>
+    <div class="kv" id="tuner-state"></div>
+    <table><thead><tr><th>#</th><th>knob</th><th>change</th><th>outcome</th><th>before</th>
+      <th>after</th><th>why</th></tr></thead><tbody id="tuner-history"></tbody></table>
+  </section>
 </main>
 <script>
 "use strict";
@@ -221,6 +227,16 @@ function render(s) {
     "</b> " + esc(e.state) + " " + esc(e.kind) + ' <span class="num">attempt ' +
     num(e.attempt) + '</span><span class="msg">' + esc(e.message) + "</span></li>").join("")
     : '<li class="empty">no recent errors</li>';
+  const t = s.tuner;
+  $("tuner-state").innerHTML = t ? [["mode", t.mode], ["objective", t.objective],
+    ["state", t.converged ? "converged" : "climbing"]].concat(t.knobs.map((k) =>
+    [k.name, k.value + " [" + k.floor + ".." + k.ceiling + "]"])).map(([k, v]) =>
+    "<div><span>" + esc(k) + "</span><b>" + esc(v) + "</b></div>").join("")
+    : '<div class="empty">tuner off</div>';
+  rows($("tuner-history"), t ? t.history.slice(-10).reverse() : [], (c) => [num(c.seq),
+    esc(c.knob), num(c.old) + " \u2192 " + num(c.new), esc(c.outcome), num(c.before),
+    c.after === null ? "\u2013" : num(c.after),
+    esc(c.reason + (c.verdict ? "; " + c.verdict : ""))], "no changes yet");
   const sugg = s.suggestions;
   $("suggestions").innerHTML = sugg.length ? sugg.map((g) => '<li><span class="sev ' +
     esc(g.severity) + '">' + esc(g.severity) + "</span><b>" + esc(g.title) + "</b><br>" +

@@ -221,6 +221,7 @@ def snapshot(
     sink: SpanSink | None,
     *,
     serving: bool,
+    tuner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the dashboard shows, as plain JSON-able data (see module doc)."""
     sched = shell.scheduler
@@ -309,5 +310,7 @@ def snapshot(
         "circuits": circuit_summary(sched, now),
         "quarantined": quarantine_summary(sched, now),
     }
+    if tuner is not None:
+        out["tuner"] = tuner
     out["suggestions"] = [s.to_dict() for s in suggest(out)]
     return out

@@ -333,6 +333,32 @@ def quarantined_agents(stats: Stats) -> list[Suggestion]:
     ]
 
 
+TUNER_SUGGESTION_S = 60.0
+"""How long the tuner's suggestion (``--tuner observe``) stays on the list."""
+
+
+def tuner_suggestions(stats: Stats) -> list[Suggestion]:
+    """The tuner's latest suggestion per knob (observe mode), while recent."""
+    tuner = stats.get("tuner") or {}
+    now = float(stats.get("controller", {}).get("time", 0.0))
+    latest: dict[str, Mapping[str, Any]] = {}
+    for c in tuner.get("history") or []:
+        if c.get("outcome") == "suggested" and now - float(c["at"]) <= TUNER_SUGGESTION_S:
+            latest[c["knob"]] = c
+    return [
+        Suggestion(
+            f"tuner:{knob}",
+            "info",
+            f"The tuner would change {knob} from {c['old']} to {c['new']}",
+            f"{str(c['reason']).capitalize()} ({c['before_detail']}). Run the controller with "
+            f"--tuner on to let it try this, keeping it only if {c['objective']} improves.",
+            float(c["new"]),
+            float(c["old"]),
+        )
+        for knob, c in sorted(latest.items())
+    ]
+
+
 RULES: tuple[Rule, ...] = (
     no_agents,
     high_failure_rate,
@@ -345,6 +371,7 @@ RULES: tuple[Rule, ...] = (
     low_cache_hit_rate,
     open_circuits,
     quarantined_agents,
+    tuner_suggestions,
 )
 
 

@@ -88,7 +88,7 @@ class KeyGate:
             # Wholly unknown keys start conservative; a key whose rate is configured starts
             # wide open (its buckets already pace it) and only shrinks on overload.
             known_rate = limits.rpm is not None or limits.tpm is not None
-            ceiling = limits.concurrency or limits.max_concurrency
+            ceiling = self.configured_concurrency()
             start = limits.concurrency or (ceiling if known_rate else limits.initial_concurrency)
             self.concurrency = AimdConcurrency(limit=float(start), max_limit=float(ceiling))
         # Waiting tasks: one heap per tenant, tenants served in turn.
@@ -102,6 +102,20 @@ class KeyGate:
         """Entries still in the heaps for tasks that left by :meth:`discard`."""
 
     # ----------------------------------------------------------------- limits
+
+    def configured_concurrency(self) -> int:
+        """The concurrency ceiling the key's limits give it (stated, else its maximum)."""
+        return self.limits.concurrency or self.limits.max_concurrency
+
+    def cap_concurrency(self, ceiling: int) -> None:
+        """Make ``ceiling`` (0: none) the most this key's concurrency may grow to, never
+        above its configured ceiling."""
+        conc = self.concurrency
+        if conc is None:
+            return
+        top = self.configured_concurrency()
+        conc.max_limit = float(min(top, ceiling) if ceiling > 0 else top)
+        conc.limit = min(conc.limit, conc.max_limit)
 
     def request_rate(self) -> float | None:
         """Requests per second we pace at, or None when unlimited."""
@@ -229,12 +243,27 @@ class RateLimiter:
         self.config = config or LimiterConfig()
         self.gates: dict[str, KeyGate] = {}
         self._seq = 0
+        self.max_concurrency = 0
+        """A ceiling on every key's concurrency set at run time (the tuner's knob; 0: the
+        configured ``max_concurrency`` of each key)."""
 
     def gate(self, key: str, now: float) -> KeyGate:
         gate = self.gates.get(key)
         if gate is None:
             gate = self.gates[key] = KeyGate(key, self.config.limits_for(key), now)
+            if self.max_concurrency:
+                gate.cap_concurrency(self.max_concurrency)
         return gate
+
+    def set_max_concurrency(self, ceiling: int) -> None:
+        """Cap every key's adaptive concurrency at ``ceiling`` (0: as configured), keys first
+        used later included; a key's stated concurrency still wins when lower. A limit above a
+        lowered ceiling drops to it; a raised ceiling lets AIMD grow again on successes."""
+        if ceiling < 0:
+            raise ValueError(f"concurrency ceiling must be >= 0, got {ceiling}")
+        self.max_concurrency = ceiling
+        for gate in self.gates.values():
+            gate.cap_concurrency(ceiling)
 
     def offer(self, task: Task, now: float) -> None:
         """Queue a ready task behind its first key; :meth:`release` decides when it goes. A task

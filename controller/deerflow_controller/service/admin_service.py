@@ -1,4 +1,4 @@
-"""AdminService: stats, agents and drains for operators (see admin.proto)."""
+"""AdminService: stats, agents, drains and the tuner's history for operators (see admin.proto)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from deerflow_controller.core.model import TaskState
 from deerflow_controller.core.predictor import Features
 from deerflow_controller.core.summaries import cache_summary, circuit_summary, quarantine_summary
 from deerflow_controller.service.shell import Shell
+from deerflow_controller.service.tuner_loop import TunerLoop
 from deerflow_protos import admin_pb2, admin_pb2_grpc
 
 
@@ -54,9 +55,40 @@ def _add_intelligence(stats: admin_pb2.Stats, shell: Shell, now: float) -> None:
         )
 
 
+def _add_tuning(stats: admin_pb2.Stats, tuner: TunerLoop) -> None:
+    """The tuner's mode, knobs and history (issue #16)."""
+    summary = tuner.summary()
+    out = stats.tuning
+    out.mode = summary["mode"]
+    out.objective = summary["objective"]
+    out.interval_s = summary["interval_s"]
+    out.converged = summary["converged"]
+    for k in summary["knobs"]:
+        out.knobs.add(name=k["name"], value=k["value"], floor=k["floor"], ceiling=k["ceiling"])
+    for c in tuner.tuner.history:
+        out.history.add(
+            seq=c.seq,
+            at=c.at,
+            knob=c.knob,
+            old_value=c.old,
+            new_value=c.new,
+            reason=c.reason,
+            objective=c.objective,
+            before=c.before,
+            before_detail=c.before_detail,
+            judged=c.after is not None,
+            after=c.after if c.after is not None else 0.0,
+            after_detail=c.after_detail,
+            outcome=c.outcome.value,
+            verdict=c.verdict,
+            judged_at=c.judged_at,
+        )
+
+
 class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
-    def __init__(self, shell: Shell) -> None:
+    def __init__(self, shell: Shell, tuner: TunerLoop | None = None) -> None:
         self.shell = shell
+        self.tuner = tuner
 
     async def GetStats(
         self, request: admin_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
@@ -110,6 +142,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
                 limit_stated=gate.learner is not None and gate.learner.stated,
             )
         _add_intelligence(stats, shell, now)
+        if self.tuner is not None:
+            _add_tuning(stats, self.tuner)
         return stats
 
     async def ListAgents(

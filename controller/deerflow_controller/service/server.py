@@ -25,6 +25,8 @@ from deerflow_controller.service.agent_service import AgentService
 from deerflow_controller.service.embedded import LocalAgents
 from deerflow_controller.service.job_service import JobService
 from deerflow_controller.service.shell import Shell
+from deerflow_controller.service.tuner_loop import TunerLoop
+from deerflow_controller.tuning import Mode, Tuner
 from deerflow_protos import (
     admin_pb2,
     admin_pb2_grpc,
@@ -118,11 +120,25 @@ class Controller:
         self.shell = Shell(config)
         # Observability: traces from the OTEL_* environment now, so that the first job is seen.
         self.observability = Observability.from_env(self.shell)
+        self.tuner: TunerLoop | None = None
+        if config.tuner.mode is not Mode.OFF:
+            # The tuner reads latencies from the metrics tap, so it keeps metrics even without
+            # the HTTP side.
+            sink = self.observability.sink
+            self.tuner = TunerLoop(
+                self.shell,
+                Tuner(config.tuner),
+                self.observability.enable_metrics(),
+                sink.emit if sink is not None else None,
+            )
+            self.observability.tuner = self.tuner
         self.serving = False
         self.health = health.aio.HealthServicer()
         client_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.shell), self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(self.shell), self.server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(self.shell), self.server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminService(self.shell, self.tuner), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -145,6 +161,8 @@ class Controller:
     async def start(self) -> None:
         await self.server.start()
         self.shell.start()
+        if self.tuner is not None:
+            self.tuner.start()
         if self.ha is not None:
             # A standby until the election says otherwise.
             await self.set_serving(False)
@@ -175,6 +193,8 @@ class Controller:
         if self.ha is not None:
             # Resigning revokes the lease: a standby takes over now, not at the lease's expiry.
             await self.ha.stop()
+        if self.tuner is not None:
+            await self.tuner.stop()
         await self.shell.stop()
         await self.server.stop(grace_s)
         await self.observability.stop()

@@ -29,6 +29,7 @@ from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.service import wire
 from deerflow_controller.service.cache_saver import CacheSaver
 from deerflow_controller.service.splitters import local_split_functions
+from deerflow_controller.tuning.knobs import AGENT_SLOTS, PREFETCH, RATE_KEY_CONCURRENCY
 from deerflow_protos import agent_pb2
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,21 @@ class Shell:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return True
+
+    def tune(self, knob: str, value: int) -> None:
+        """Set one of the tuner's knobs (``deerflow_controller.tuning.knobs``) to ``value``
+        now. Raises ValueError for an unknown knob or a negative value, changing nothing."""
+        sched = self.scheduler
+        setters = {
+            AGENT_SLOTS: sched.set_slot_limit,
+            PREFETCH: sched.set_prefetch,
+            RATE_KEY_CONCURRENCY: sched.set_rate_key_ceiling,
+        }
+        setter = setters.get(knob)
+        if setter is None:
+            raise ValueError(f"no knob {knob!r}; knobs are {', '.join(sorted(setters))}")
+        setter(value, self.clock())
+        self._changed()
 
     # ------------------------------------------------------------------ agent streams
     # What an agent says on its stream feeds the scheduler its session was opened with.

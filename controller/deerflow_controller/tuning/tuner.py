@@ -1,0 +1,413 @@
+"""The AutoPerformanceTuner's decisions: a hill climb over the controller's knobs, one change at a
+time, kept only when the objective improves beyond the noise.
+
+Pure: :meth:`Tuner.step` is given the time, the :class:`Measurement` of the window since the
+last step and the knobs as they are now, and answers with at most one :class:`Action` (set this
+knob to this value) that the caller (the shell's tuner loop) carries out. Nothing here reads a
+clock or touches the core.
+
+The climb, per step (every ``interval_s``):
+
+1. A window is *usable* when it began at least ``settle_s`` after the last change (attempts
+   started under the old value have mostly ended) and :func:`~.objective.score` can judge it.
+2. With a trial in progress, the first usable window judges it: the trial is **kept** when the
+   score beats the score before it by more than the noise band (``noise_band`` of its size) and
+   429s did not rise; otherwise it is **reverted** (the knob goes back to its old value).
+3. With no trial, once ``cooldown_s`` has passed since the last change, it tries the next
+   candidate: after a kept change the same knob in the same direction (momentum); else each
+   knob in turn (capacity first), the direction the measurement points to first (work waiting
+   on full slots: more slots; 429s: a lower rate-key ceiling). A step multiplies or divides by
+   the knob's factor (2 at first, then 1.41, then 1.25 when every candidate at a factor was
+   rejected); values already rejected since the last kept change are not tried again.
+4. When no candidate is left at the finest factor, it has **converged** and changes nothing
+   until the score drifts beyond twice the noise band for ``drift_windows`` usable windows in
+   a row (the workload changed); then it climbs again from the coarse factor.
+
+Why it cannot oscillate: every kept change raised the score by more than the noise band, a
+rejected value is not retried until something was kept, and a converged tuner moves only after
+a sustained drift; two changes are always at least ``cooldown_s`` apart.
+
+In ``observe`` mode it changes nothing: it records, at most once per cool-down, the move the
+measurement points to (a *suggestion*), never the same one for a knob twice in a row.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from deerflow_controller.tuning.knobs import (
+    AGENT_SLOTS,
+    KNOB_NAMES,
+    PREFETCH,
+    RATE_KEY_CONCURRENCY,
+    Knob,
+    step_value,
+)
+from deerflow_controller.tuning.objective import Measurement, Objective, score
+
+__all__ = ["Action", "Change", "Mode", "Outcome", "Tuner", "TunerConfig", "hint"]
+
+
+class Mode(enum.Enum):
+    """``--tuner``: what the tuner may do."""
+
+    OFF = "off"
+    """Nothing: no measurement, no history."""
+    OBSERVE = "observe"
+    """Suggest only: the history records what it would try; no setting changes."""
+    ON = "on"
+    """Change settings, one at a time, keeping what helps."""
+
+
+class Outcome(enum.Enum):
+    TRYING = "trying"
+    KEPT = "kept"
+    REVERTED = "reverted"
+    SUGGESTED = "suggested"
+
+
+@dataclass(frozen=True, slots=True)
+class TunerConfig:
+    """How the tuner climbs. Times in seconds on the controller's clock."""
+
+    mode: Mode = Mode.OBSERVE
+    """Observe by default: a controller that changes its own settings should be asked to; the
+    suggestions show what it would do (``--tuner``)."""
+    objective: Objective = Objective.THROUGHPUT
+    """What it maximises (``--tuner-objective``)."""
+    interval_s: float = 2.0
+    """How often it measures and decides (``--tuner-interval-s``): long enough that a window
+    holds many completions of sub-second tasks, short enough to climb from 1 slot to 64 in
+    about half a minute."""
+    noise_band: float = 0.05
+    """A change counts only when it moves the score by more than this share of it: the
+    run-to-run noise of a window's throughput on a busy machine is a few per cent."""
+    cooldown_s: float = 2.0
+    """Least time between two changes of any knob (a trial, a revert)."""
+    settle_s: float = 0.0
+    """Measurements in this long after a change are not used to judge it (raise it for
+    tasks much longer than the interval)."""
+    coarse_factor: float = 2.0
+    """The first step: double or halve."""
+    fine_factor: float = 1.25
+    """The finest step; below it the tuner has converged."""
+    drift_windows: int = 3
+    """Usable windows in a row whose score left the converged one by twice the noise band
+    before the tuner climbs again."""
+    max_trial_windows: int = 10
+    """Windows a trial may wait for a usable one (no load) before it is reverted."""
+    history: int = 200
+    """Changes and suggestions kept (the oldest go first)."""
+    min_completions: int = 10
+    """Successes a window needs to judge anything."""
+
+    def __post_init__(self) -> None:
+        for name in ("interval_s", "noise_band", "cooldown_s", "settle_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"tuner {name} must be a finite number >= 0, got {v!r}")
+        if self.interval_s <= 0:
+            raise ValueError(f"tuner interval_s must be above 0, got {self.interval_s!r}")
+        if not (math.isfinite(self.fine_factor) and 1.0 < self.fine_factor <= self.coarse_factor):
+            raise ValueError("tuner factors must satisfy 1 < fine_factor <= coarse_factor")
+        if not math.isfinite(self.coarse_factor):
+            raise ValueError("tuner coarse_factor must be finite")
+        if self.history < 1 or self.drift_windows < 1 or self.max_trial_windows < 1:
+            raise ValueError("tuner history, drift_windows and max_trial_windows must be >= 1")
+
+
+@dataclass(slots=True)
+class Change:
+    """One entry of the history: a change (its outcome filled in when judged) or a
+    suggestion."""
+
+    seq: int
+    at: float
+    knob: str
+    old: int
+    new: int
+    reason: str
+    """Why it was tried: the numbers that pointed to it."""
+    objective: str
+    before: float
+    """The objective's score before (higher is better; latency and cost are negated)."""
+    before_detail: str
+    after: float | None = None
+    after_detail: str = ""
+    outcome: Outcome = Outcome.TRYING
+    verdict: str = ""
+    """Why it was kept or reverted."""
+    judged_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "knob": self.knob,
+            "old": self.old,
+            "new": self.new,
+            "reason": self.reason,
+            "objective": self.objective,
+            "before": self.before,
+            "before_detail": self.before_detail,
+            "after": self.after,
+            "after_detail": self.after_detail,
+            "outcome": self.outcome.value,
+            "verdict": self.verdict,
+            "judged_at": self.judged_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Set ``knob`` to ``value`` now; ``change`` is the history entry it belongs to."""
+
+    knob: str
+    value: int
+    change: Change
+
+
+def hint(name: str, m: Measurement) -> int:
+    """The direction the measurement points a knob to: +1, -1, or 0 (no signal)."""
+    if name in (AGENT_SLOTS, PREFETCH):
+        if m.queued > 0 and m.saturated:
+            return 1  # work waits while every slot is busy
+        if name == AGENT_SLOTS and m.rate_limited > 0 and m.queued == 0:
+            return -1
+        return 0
+    if name == RATE_KEY_CONCURRENCY:
+        return -1 if m.rate_limited > 0 else 0
+    return 0
+
+
+def _signal(name: str, direction: int, m: Measurement) -> str:
+    if direction > 0:
+        return f"{m.queued} tasks waited while the agents' slots were full"
+    if m.rate_limited > 0:
+        return f"providers answered {m.rate_limited} requests with 429"
+    return "probing the other side"
+
+
+@dataclass(slots=True)
+class _Climb:
+    """The climb's memory between kept changes."""
+
+    factor: dict[str, float] = field(default_factory=dict)
+    rejected: set[tuple[str, int]] = field(default_factory=set)
+    momentum: tuple[str, int] | None = None
+    converged: float | None = None
+    """The score at convergence (None while climbing)."""
+    drift: int = 0
+
+
+class Tuner:
+    """See the module docstring. Not thread-safe; one per controller."""
+
+    def __init__(self, config: TunerConfig | None = None) -> None:
+        self.config = config or TunerConfig()
+        self.history: collections.deque[Change] = collections.deque(maxlen=self.config.history)
+        self._seq = 0
+        self._trial: Change | None = None
+        self._trial_windows = 0
+        self._last_action_at = -math.inf
+        self._before: Measurement | None = None
+        self._climb = _Climb()
+        self._suggested: dict[str, tuple[int, int]] = {}
+        """Observe mode: each knob's last suggestion (old, new), not repeated."""
+
+    @property
+    def converged(self) -> bool:
+        return self._climb.converged is not None
+
+    @property
+    def trial(self) -> Change | None:
+        return self._trial
+
+    def _factor(self, name: str) -> float:
+        return self._climb.factor.get(name, self.config.coarse_factor)
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self, now: float, m: Measurement, knobs: Mapping[str, Knob]) -> Action | None:
+        """Judge the running trial or start the next one (see the module docstring).
+        ``knobs``: the knobs that apply now, by name (a knob absent is not turned)."""
+        cfg = self.config
+        if cfg.mode is Mode.OFF:
+            return None
+        usable = m.start >= self._last_action_at + cfg.settle_s
+        s = score(cfg.objective, m, cfg.min_completions) if usable else None
+        if self._trial is not None:
+            return self._judge(now, m, s, knobs)
+        if s is None:
+            return None
+        self._before = m
+        if now - self._last_action_at < cfg.cooldown_s:
+            return None
+        if cfg.mode is Mode.OBSERVE:
+            self._suggest(now, m, s, knobs)
+            return None
+        if self._climb.converged is not None and not self._drifted(s):
+            return None
+        return self._explore(now, m, s, knobs)
+
+    def _drifted(self, s: float) -> bool:
+        climb = self._climb
+        assert climb.converged is not None
+        if abs(s - climb.converged) > 2 * self.config.noise_band * abs(climb.converged):
+            climb.drift += 1
+        else:
+            climb.drift = 0
+        if climb.drift < self.config.drift_windows:
+            return False
+        self._climb = _Climb()  # the workload changed: climb again from the coarse step
+        return True
+
+    def _judge(
+        self, now: float, m: Measurement, s: float | None, knobs: Mapping[str, Knob]
+    ) -> Action | None:
+        trial = self._trial
+        assert trial is not None
+        knob = knobs.get(trial.knob)
+        if knob is None:
+            self._end(trial, now, Outcome.REVERTED, "the knob no longer applies")
+            return None
+        if now - self._last_action_at < self.config.cooldown_s:
+            return None  # even a revert waits for the cool-down
+        self._trial_windows += 1
+        if s is None:
+            if self._trial_windows < self.config.max_trial_windows:
+                return None
+            return self._revert(trial, now, knob, "no window could judge it (too little load)")
+        trial.after, trial.after_detail = s, m.describe()
+        band = self.config.noise_band * abs(trial.before)
+        before = self._before
+        more_429 = before is not None and _rate(m.rate_limited, m) > (
+            _rate(before.rate_limited, before) * (1 + self.config.noise_band) + 1.0
+        )
+        if s > trial.before + band and not more_429:
+            self._end(trial, now, Outcome.KEPT, f"the objective rose by {_pct(s, trial.before)}")
+            climb = self._climb
+            climb.rejected = {(trial.knob, trial.old)}
+            climb.momentum = (trial.knob, 1 if trial.new > trial.old else -1)
+            self._before = m
+            if now - self._last_action_at >= self.config.cooldown_s:
+                return self._explore(now, m, s, knobs)
+            return None
+        if more_429:
+            verdict = f"429s rose to {m.rate_limited}"
+        elif s < trial.before - band:
+            verdict = f"the objective fell by {_pct(trial.before, s)}"
+        else:
+            verdict = f"no gain beyond the {self.config.noise_band:.0%} noise band"
+        return self._revert(trial, now, knob, verdict)
+
+    def _revert(self, trial: Change, now: float, knob: Knob, verdict: str) -> Action | None:
+        self._end(trial, now, Outcome.REVERTED, verdict)
+        self._climb.rejected.add((trial.knob, trial.new))
+        self._climb.momentum = None
+        old = knob.clamp(trial.old)
+        if old == knob.value:
+            return None
+        self._last_action_at = now
+        return Action(trial.knob, old, trial)
+
+    def _end(self, trial: Change, now: float, outcome: Outcome, verdict: str) -> None:
+        trial.outcome, trial.verdict, trial.judged_at = outcome, verdict, now
+        self._trial = None
+        self._trial_windows = 0
+
+    # ------------------------------------------------------------------ exploring
+
+    def _candidates(self, m: Measurement, knobs: Mapping[str, Knob]) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        momentum = self._climb.momentum
+        if momentum is not None and momentum[0] in knobs:
+            out.append(momentum)
+        for name in KNOB_NAMES:
+            if name not in knobs:
+                continue
+            first = hint(name, m) or 1
+            out.extend(((name, first), (name, -first)))
+        return out
+
+    def _explore(
+        self, now: float, m: Measurement, s: float, knobs: Mapping[str, Knob]
+    ) -> Action | None:
+        climb, cfg = self._climb, self.config
+        while True:
+            for name, direction in self._candidates(m, knobs):
+                knob = knobs[name]
+                new = step_value(knob, direction, self._factor(name))
+                if new == knob.value or (name, new) in climb.rejected:
+                    continue
+                factor = self._factor(name)
+                why = (
+                    f"{_signal(name, direction, m)}; step x{factor:.2f}"
+                    if direction == hint(name, m)
+                    else f"trying {'up' if direction > 0 else 'down'}, step x{factor:.2f}"
+                )
+                return self._try(now, m, s, knob, new, why)
+            # Every candidate at this step was rejected: refine, or stop.
+            refined = False
+            for name in knobs:
+                f = self._factor(name)
+                if f > cfg.fine_factor:
+                    climb.factor[name] = max(cfg.fine_factor, math.sqrt(f))
+                    refined = True
+            climb.momentum = None
+            if not refined:
+                climb.converged, climb.drift = s, 0
+                return None
+
+    def _try(self, now: float, m: Measurement, s: float, knob: Knob, new: int, why: str) -> Action:
+        change = self._record(now, m, s, knob, new, why, Outcome.TRYING)
+        self._trial = change
+        self._trial_windows = 0
+        self._last_action_at = now
+        return Action(knob.name, new, change)
+
+    def _suggest(self, now: float, m: Measurement, s: float, knobs: Mapping[str, Knob]) -> None:
+        for name in KNOB_NAMES:
+            knob = knobs.get(name)
+            direction = hint(name, m)
+            if knob is None or direction == 0:
+                continue
+            new = step_value(knob, direction, self.config.coarse_factor)
+            if new == knob.value or self._suggested.get(name) == (knob.value, new):
+                continue
+            self._suggested[name] = (knob.value, new)
+            self._record(now, m, s, knob, new, _signal(name, direction, m), Outcome.SUGGESTED)
+            self._last_action_at = now  # the cool-down spaces suggestions as it spaces changes
+            return
+
+    def _record(
+        self, now: float, m: Measurement, s: float, knob: Knob, new: int, why: str, out: Outcome
+    ) -> Change:
+        self._seq += 1
+        change = Change(
+            seq=self._seq,
+            at=now,
+            knob=knob.name,
+            old=knob.value,
+            new=new,
+            reason=why,
+            objective=self.config.objective.value,
+            before=s,
+            before_detail=m.describe(),
+            outcome=out,
+        )
+        self.history.append(change)
+        return change
+
+
+def _rate(n: int, m: Measurement) -> float:
+    return n / m.seconds if m.seconds > 0 else 0.0
+
+
+def _pct(a: float, b: float) -> str:
+    return f"{abs(a - b) / abs(b):.0%}" if b else "from zero"

@@ -1,0 +1,276 @@
+"""The AutoPerformanceTuner's decisions, on a fake clock against a synthetic plant: a function
+from knob values to throughput and latency, with seeded noise."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deerflow_controller.tuning import (
+    AGENT_SLOTS,
+    PREFETCH,
+    Action,
+    Knob,
+    Measurement,
+    Mode,
+    Objective,
+    Outcome,
+    Tuner,
+    TunerConfig,
+    step_value,
+)
+
+
+def peaked(slots: int) -> float:
+    """Throughput that grows with slots until contention bites: best at 40 slots (2,000/s)."""
+    return 100.0 * slots / (1.0 + (slots / 40.0) ** 2)
+
+
+class Plant:
+    """A controller as the tuner sees it: knob values in, a noisy window of counts out."""
+
+    def __init__(
+        self,
+        throughput: Callable[[int], float] = peaked,
+        *,
+        slots: int = 1,
+        prefetch: int = 2,
+        ceiling: int = 128,
+        noise: float = 0.02,
+        seed: int = 7,
+        p95: Callable[[int], float] = lambda s: 0.05,
+    ) -> None:
+        self.throughput, self.p95 = throughput, p95
+        self.slots, self.prefetch, self.ceiling = slots, prefetch, ceiling
+        self.noise = noise
+        self.rng = random.Random(seed)
+        self.applied: list[tuple[float, Action]] = []
+
+    def knobs(self) -> dict[str, Knob]:
+        return {
+            AGENT_SLOTS: Knob(AGENT_SLOTS, self.slots, 1, self.ceiling),
+            PREFETCH: Knob(PREFETCH, self.prefetch, 0, 16),
+        }
+
+    def window(self, start: float, end: float) -> Measurement:
+        rate = self.throughput(self.slots) * (1.0 + self.rng.gauss(0.0, self.noise))
+        done = max(0, int(rate * (end - start)))
+        return Measurement(
+            start=start,
+            end=end,
+            succeeded=done,
+            failed=0,
+            attempts=done,
+            rate_limited=0,
+            p95_s=self.p95(self.slots) * (1.0 + self.rng.gauss(0.0, self.noise)),
+            queued=500,
+            saturated=True,
+        )
+
+    def apply(self, now: float, action: Action) -> None:
+        self.applied.append((now, action))
+        if action.knob == AGENT_SLOTS:
+            self.slots = action.value
+        else:
+            self.prefetch = action.value
+
+
+def run(tuner: Tuner, plant: Plant, seconds: float, interval: float = 1.0) -> list[int]:
+    """Step the tuner every ``interval`` for ``seconds``; the slots after each step."""
+    slots = []
+    t = 0.0
+    while t < seconds:
+        m = plant.window(t, t + interval)
+        t += interval
+        action = tuner.step(t, m, plant.knobs())
+        if action is not None and tuner.config.mode is Mode.ON:
+            plant.apply(t, action)
+        slots.append(plant.slots)
+    return slots
+
+
+def on(**kw: float | int | Objective) -> TunerConfig:
+    return TunerConfig(mode=Mode.ON, interval_s=1.0, cooldown_s=1.0, **kw)  # type: ignore[arg-type]
+
+
+def test_it_climbs_from_one_slot_to_near_the_optimum() -> None:
+    plant = Plant()
+    tuner = Tuner(on())
+    run(tuner, plant, 60)
+    best = peaked(40)
+    assert peaked(plant.slots) >= 0.9 * best
+    assert tuner.converged
+    kept = [c for c in tuner.history if c.outcome is Outcome.KEPT and c.knob == AGENT_SLOTS]
+    assert [(c.old, c.new) for c in kept][:5] == [(1, 2), (2, 4), (4, 8), (8, 16), (16, 32)]
+
+
+def test_it_reaches_ninety_percent_within_a_dozen_intervals() -> None:
+    plant = Plant()
+    slots = run(Tuner(on()), plant, 12)
+    assert peaked(slots[-1]) >= 0.9 * peaked(40)
+
+
+def test_a_worsening_change_is_reverted() -> None:
+    plant = Plant(slots=40)
+    tuner = Tuner(on())
+    run(tuner, plant, 4)
+    first = tuner.history[0]
+    assert (first.knob, first.old, first.new) == (AGENT_SLOTS, 40, 80)
+    assert first.outcome is Outcome.REVERTED
+    assert first.after is not None and first.after < first.before
+    assert "fell" in first.verdict
+    assert plant.applied[1][1].value == 40  # the revert itself
+    assert plant.slots == 40 or plant.applied[-1][1].change.outcome is Outcome.TRYING
+
+
+def test_under_noise_on_a_flat_plant_it_settles_and_then_changes_nothing() -> None:
+    plant = Plant(lambda s: 1000.0, slots=16, noise=0.02, seed=3)
+    tuner = Tuner(on())
+    run(tuner, plant, 60)
+    assert tuner.converged
+    changes = len(plant.applied)
+    settled = plant.slots
+    run(tuner, plant, 600)
+    assert len(plant.applied) == changes, "a converged tuner moved without a drift"
+    assert plant.slots == settled
+
+
+def test_no_value_is_kept_twice_so_the_climb_does_not_oscillate() -> None:
+    plant = Plant(noise=0.04, seed=11)
+    tuner = Tuner(on())
+    run(tuner, plant, 300)
+    kept = [(c.knob, c.new) for c in tuner.history if c.outcome is Outcome.KEPT]
+    assert len(kept) == len(set(kept))
+
+
+def test_a_drift_in_the_workload_starts_a_new_climb() -> None:
+    plant = Plant(slots=40)
+    tuner = Tuner(on())
+    run(tuner, plant, 60)
+    assert tuner.converged
+    plant.throughput = lambda s: 100.0 * s / (1.0 + (s / 80.0) ** 2)  # the best is now 80
+    run(tuner, plant, 120)
+    assert plant.slots > 56
+
+
+def test_the_ceiling_is_never_passed() -> None:
+    plant = Plant(lambda s: 100.0 * s, ceiling=8)
+    slots = run(Tuner(on()), plant, 60)
+    assert max(slots) == 8 and plant.slots == 8
+
+
+def test_the_floor_is_never_passed_when_fewer_is_always_better() -> None:
+    plant = Plant(lambda s: 1000.0, slots=8, p95=lambda s: 0.01 * s)
+    slots = run(Tuner(on(objective=Objective.LATENCY)), plant, 60)
+    assert min(slots) == 1 and plant.slots == 1
+
+
+def test_observe_mode_changes_nothing_and_suggests() -> None:
+    plant = Plant()
+    tuner = Tuner(TunerConfig(mode=Mode.OBSERVE, interval_s=1.0, cooldown_s=1.0))
+    t = 0.0
+    for _ in range(30):
+        m = plant.window(t, t + 1)
+        t += 1
+        assert tuner.step(t, m, plant.knobs()) is None
+    assert plant.slots == 1 and plant.applied == []
+    assert tuner.history and all(c.outcome is Outcome.SUGGESTED for c in tuner.history)
+    first = tuner.history[0]
+    assert (first.knob, first.old, first.new) == (AGENT_SLOTS, 1, 2)
+    assert "waited" in first.reason
+    # The same suggestion is not repeated while nothing changes.
+    assert len({(c.knob, c.old, c.new) for c in tuner.history}) == len(tuner.history)
+
+
+def test_off_mode_neither_changes_nor_records() -> None:
+    plant = Plant()
+    tuner = Tuner(TunerConfig(mode=Mode.OFF))
+    run(tuner, plant, 20)
+    assert plant.slots == 1 and not tuner.history
+
+
+def test_a_window_without_waiting_work_judges_no_throughput() -> None:
+    tuner = Tuner(on())
+    idle = Measurement(0, 1, 500, 0, 500, 0, 0.05, queued=0, saturated=False)
+    knobs = {AGENT_SLOTS: Knob(AGENT_SLOTS, 4, 1, 64)}
+    assert tuner.step(1.0, idle, knobs) is None
+    assert not tuner.history
+
+
+def test_the_history_is_bounded() -> None:
+    plant = Plant(lambda s: 1000.0, noise=0.3, seed=5)
+    tuner = Tuner(TunerConfig(mode=Mode.ON, interval_s=1, cooldown_s=1, history=5))
+    run(tuner, plant, 200)
+    assert len(tuner.history) <= 5
+
+
+def test_bad_configuration_is_refused_with_a_sentence() -> None:
+    with pytest.raises(ValueError, match="interval_s"):
+        TunerConfig(interval_s=math.nan)
+    with pytest.raises(ValueError, match="factors"):
+        TunerConfig(coarse_factor=2.0, fine_factor=1.0)
+    with pytest.raises(ValueError, match="floor"):
+        Knob(AGENT_SLOTS, 1, 5, 2)
+
+
+def test_a_step_moves_at_least_one_unit_and_stays_in_bounds() -> None:
+    k = Knob(PREFETCH, 1, 0, 3)
+    assert step_value(k, 1, 1.25) == 2
+    assert step_value(k, -1, 1.25) == 0
+    assert step_value(Knob(PREFETCH, 3, 0, 3), 1, 2.0) == 3
+
+
+measurements = st.builds(
+    lambda done, failed, limited, p95, queued, sat: (done, failed, limited, p95, queued, sat),
+    st.integers(0, 5000),
+    st.integers(0, 50),
+    st.integers(0, 50),
+    st.floats(0.0, 10.0),
+    st.integers(0, 100),
+    st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    windows=st.lists(measurements, min_size=1, max_size=80),
+    ceiling=st.integers(1, 300),
+    floor=st.integers(0, 3),
+    start=st.integers(0, 400),
+    cooldown=st.floats(0.0, 5.0),
+    interval=st.floats(0.1, 3.0),
+    objective=st.sampled_from(list(Objective)),
+)
+def test_knobs_stay_in_bounds_and_changes_respect_the_cooldown(
+    windows: list[tuple[int, int, int, float, int, bool]],
+    ceiling: int,
+    floor: int,
+    start: int,
+    cooldown: float,
+    interval: float,
+    objective: Objective,
+) -> None:
+    floor = min(floor, ceiling)
+    tuner = Tuner(
+        TunerConfig(mode=Mode.ON, objective=objective, interval_s=interval, cooldown_s=cooldown)
+    )
+    value = min(ceiling, max(floor, start))
+    t = 0.0
+    changed_at: list[float] = []
+    for done, failed, limited, p95, queued, sat in windows:
+        m = Measurement(t, t + interval, done, failed, done + failed, limited, p95, queued, sat)
+        t += interval
+        action = tuner.step(t, m, {AGENT_SLOTS: Knob(AGENT_SLOTS, value, floor, ceiling)})
+        if action is not None:
+            assert floor <= action.value <= ceiling
+            assert action.value != value
+            value = action.value
+            changed_at.append(t)
+    gaps = [b - a for a, b in itertools.pairwise(changed_at)]
+    assert all(g >= cooldown - 1e-9 for g in gaps)
