@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from deerflow_common import run
+from deerflow_common.cli_types import FiniteFloatRange
 from deerflow_controller.client import DeerflowError
 
 T = TypeVar("T")
@@ -391,3 +392,58 @@ def bench_cache_cmd(
     from ._cache_bench import cache_bench
 
     _emit(cache_bench(seed, jobs, entries, lookups, threshold=threshold), as_json)
+
+
+@bench.command("tuner")
+@agents_option
+@slots_option(64)
+@click.option(
+    "--hand-limits",
+    default="8,16,32,64",
+    show_default=True,
+    help="The --agent-slot-limit values tried by hand (comma-separated).",
+)
+@click.option("--hand-s", default=12.0, show_default=True, type=FiniteFloatRange(4, 600))
+@click.option("--tuned-s", default=60.0, show_default=True, type=FiniteFloatRange(10, 1800))
+@click.option("--interval", default=1.0, show_default=True, type=FiniteFloatRange(0.1, 60))
+@click.option(
+    "--median", "median_s", default=0.05, show_default=True, type=FiniteFloatRange(0.001, 10)
+)
+@click.option("--sigma", default=0.5, show_default=True, type=FiniteFloatRange(0, 3))
+@seed_option(1)
+@json_option
+def bench_tuner(
+    agents: int,
+    slots: int,
+    hand_limits: str,
+    hand_s: float,
+    tuned_s: float,
+    interval: float,
+    median_s: float,
+    sigma: float,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """The tuner from 1 slot per agent against hand-tuned slot limits (io workload)."""
+    from . import _tuner_bench
+
+    try:
+        limits = [int(x) for x in hand_limits.split(",") if x.strip()]
+    except ValueError:
+        limits = []
+    if not limits or any(not 1 <= n <= 4096 for n in limits):
+        raise click.BadParameter(
+            "give whole numbers from 1 to 4096, comma-separated", param_hint="--hand-limits"
+        )
+    result = _tuner_bench.tuner(
+        agents=agents,
+        slots=slots,
+        hand_limits=limits,
+        hand_s=hand_s,
+        tuned_s=tuned_s,
+        interval_s=interval,
+        median_s=median_s,
+        sigma=sigma,
+        seed=seed,
+    )
+    _emit(run(result), as_json)

@@ -10,22 +10,25 @@ The climb, per step (every ``interval_s``):
 
 1. A window is *usable* when it began at least ``settle_s`` after the last change (attempts
    started under the old value have mostly ended) and :func:`~.objective.score` can judge it.
-2. With a trial in progress, the first usable window judges it: the trial is **kept** when the
-   score beats the score before it by more than the noise band (``noise_band`` of its size) and
-   429s did not rise; otherwise it is **reverted** (the knob goes back to its old value).
+   A score is the mean of ``judge_windows`` usable windows at the same settings.
+2. With a trial in progress, the mean of its first ``judge_windows`` usable windows judges it:
+   the trial is **kept** when that beats the score before it by more than the noise band
+   (``noise_band`` of its size) and 429s did not rise; otherwise it is **reverted** (the knob
+   goes back to its old value).
 3. With no trial, once ``cooldown_s`` has passed since the last change, it tries the next
    candidate: after a kept change the same knob in the same direction (momentum); else each
    knob in turn (capacity first), the direction the measurement points to first (work waiting
    on full slots: more slots; 429s: a lower rate-key ceiling). A step multiplies or divides by
    the knob's factor (2 at first, then 1.41, then 1.25 when every candidate at a factor was
-   rejected); values already rejected since the last kept change are not tried again.
+   rejected); a value once rejected, or left behind by a kept change, is not tried again
+   until the workload drifts.
 4. When no candidate is left at the finest factor, it has **converged** and changes nothing
    until the score drifts beyond twice the noise band for ``drift_windows`` usable windows in
    a row (the workload changed); then it climbs again from the coarse factor.
 
-Why it cannot oscillate: every kept change raised the score by more than the noise band, a
-rejected value is not retried until something was kept, and a converged tuner moves only after
-a sustained drift; two changes are always at least ``cooldown_s`` apart.
+Why it cannot oscillate: every kept change raised the score by more than the noise band, no
+value rejected or left behind is tried again, and a converged tuner moves only after a
+sustained drift; two changes are always at least ``cooldown_s`` apart.
 
 In ``observe`` mode it changes nothing: it records, at most once per cool-down, the move the
 measurement points to (a *suggestion*), never the same one for a knob twice in a row.
@@ -99,6 +102,9 @@ class TunerConfig:
     drift_windows: int = 3
     """Usable windows in a row whose score left the converged one by twice the noise band
     before the tuner climbs again."""
+    judge_windows: int = 2
+    """Usable windows averaged for a score: the baseline before a change and the trial after
+    it (one window of a busy shared machine is too noisy to judge by)."""
     max_trial_windows: int = 10
     """Windows a trial may wait for a usable one (no load) before it is reverted."""
     history: int = 200
@@ -117,8 +123,11 @@ class TunerConfig:
             raise ValueError("tuner factors must satisfy 1 < fine_factor <= coarse_factor")
         if not math.isfinite(self.coarse_factor):
             raise ValueError("tuner coarse_factor must be finite")
-        if self.history < 1 or self.drift_windows < 1 or self.max_trial_windows < 1:
-            raise ValueError("tuner history, drift_windows and max_trial_windows must be >= 1")
+        counts = (self.history, self.drift_windows, self.max_trial_windows, self.judge_windows)
+        if min(counts) < 1:
+            raise ValueError(
+                "tuner history, drift_windows, max_trial_windows and judge_windows must be >= 1"
+            )
 
 
 @dataclass(slots=True)
@@ -215,7 +224,10 @@ class Tuner:
         self._trial: Change | None = None
         self._trial_windows = 0
         self._last_action_at = -math.inf
-        self._before: Measurement | None = None
+        self._windows: list[tuple[float, Measurement]] = []
+        """The latest usable windows (score, counts) at the current settings, at most
+        ``judge_windows``: the baseline of the next trial, or the trial's own."""
+        self._before_429 = 0.0
         self._climb = _Climb()
         self._suggested: dict[str, tuple[int, int]] = {}
         """Observe mode: each knob's last suggestion (old, new), not repeated."""
@@ -241,19 +253,41 @@ class Tuner:
             return None
         usable = m.start >= self._last_action_at + cfg.settle_s
         s = score(cfg.objective, m, cfg.min_completions) if usable else None
+        if s is not None:
+            self._windows.append((s, m))
+            del self._windows[: -cfg.judge_windows]
         if self._trial is not None:
-            return self._judge(now, m, s, knobs)
-        if s is None:
+            return self._judge(now, knobs)
+        if s is None or len(self._windows) < cfg.judge_windows:
             return None
-        self._before = m
         if now - self._last_action_at < cfg.cooldown_s:
             return None
+        mean = self._mean()
         if cfg.mode is Mode.OBSERVE:
-            self._suggest(now, m, s, knobs)
+            self._suggest(now, m, mean, knobs)
             return None
         if self._climb.converged is not None and not self._drifted(s):
             return None
-        return self._explore(now, m, s, knobs)
+        return self._explore(now, m, mean, knobs)
+
+    def _mean(self) -> float:
+        return math.fsum(s for s, _ in self._windows) / len(self._windows)
+
+    def _detail(self) -> str:
+        ms = [m for _, m in self._windows]
+        seconds = math.fsum(m.seconds for m in ms)
+        done = sum(m.succeeded for m in ms)
+        p95 = max(m.p95_s for m in ms)
+        return (
+            f"{done / seconds if seconds else 0.0:.1f} tasks/s, p95 {p95 * 1000:.0f} ms, "
+            f"{sum(m.failed for m in ms)} failed, {sum(m.rate_limited for m in ms)} 429s "
+            f"over {seconds:.1f} s"
+        )
+
+    def _rate_limited(self) -> float:
+        """429s per second over the windows at hand."""
+        seconds = math.fsum(m.seconds for _, m in self._windows)
+        return sum(m.rate_limited for _, m in self._windows) / seconds if seconds else 0.0
 
     def _drifted(self, s: float) -> bool:
         climb = self._climb
@@ -267,43 +301,41 @@ class Tuner:
         self._climb = _Climb()  # the workload changed: climb again from the coarse step
         return True
 
-    def _judge(
-        self, now: float, m: Measurement, s: float | None, knobs: Mapping[str, Knob]
-    ) -> Action | None:
+    def _judge(self, now: float, knobs: Mapping[str, Knob]) -> Action | None:
         trial = self._trial
         assert trial is not None
+        cfg = self.config
         knob = knobs.get(trial.knob)
         if knob is None:
             self._end(trial, now, Outcome.REVERTED, "the knob no longer applies")
             return None
-        if now - self._last_action_at < self.config.cooldown_s:
+        if now - self._last_action_at < cfg.cooldown_s:
             return None  # even a revert waits for the cool-down
         self._trial_windows += 1
-        if s is None:
-            if self._trial_windows < self.config.max_trial_windows:
+        if len(self._windows) < cfg.judge_windows:
+            if self._trial_windows < cfg.max_trial_windows:
                 return None
             return self._revert(trial, now, knob, "no window could judge it (too little load)")
-        trial.after, trial.after_detail = s, m.describe()
-        band = self.config.noise_band * abs(trial.before)
-        before = self._before
-        more_429 = before is not None and _rate(m.rate_limited, m) > (
-            _rate(before.rate_limited, before) * (1 + self.config.noise_band) + 1.0
-        )
-        if s > trial.before + band and not more_429:
-            self._end(trial, now, Outcome.KEPT, f"the objective rose by {_pct(s, trial.before)}")
+        after = self._mean()
+        trial.after, trial.after_detail = after, self._detail()
+        band = cfg.noise_band * abs(trial.before)
+        more_429 = self._rate_limited() > self._before_429 * (1 + cfg.noise_band) + 1.0
+        if after > trial.before + band and not more_429:
+            rose = f"the objective rose by {_pct(after, trial.before)}"
+            self._end(trial, now, Outcome.KEPT, rose)
             climb = self._climb
-            climb.rejected = {(trial.knob, trial.old)}
+            # What it came from is worse: never go back there (until the workload drifts).
+            climb.rejected.add((trial.knob, trial.old))
             climb.momentum = (trial.knob, 1 if trial.new > trial.old else -1)
-            self._before = m
-            if now - self._last_action_at >= self.config.cooldown_s:
-                return self._explore(now, m, s, knobs)
+            if now - self._last_action_at >= cfg.cooldown_s:
+                return self._explore(now, self._windows[-1][1], after, knobs)
             return None
         if more_429:
-            verdict = f"429s rose to {m.rate_limited}"
-        elif s < trial.before - band:
-            verdict = f"the objective fell by {_pct(trial.before, s)}"
+            verdict = f"429s rose to {self._rate_limited():.1f}/s"
+        elif after < trial.before - band:
+            verdict = f"the objective fell by {_pct(trial.before, after)}"
         else:
-            verdict = f"no gain beyond the {self.config.noise_band:.0%} noise band"
+            verdict = f"no gain beyond the {cfg.noise_band:.0%} noise band"
         return self._revert(trial, now, knob, verdict)
 
     def _revert(self, trial: Change, now: float, knob: Knob, verdict: str) -> Action | None:
@@ -313,8 +345,13 @@ class Tuner:
         old = knob.clamp(trial.old)
         if old == knob.value:
             return None
-        self._last_action_at = now
+        self._acted(now)
         return Action(trial.knob, old, trial)
+
+    def _acted(self, now: float) -> None:
+        """A knob changed: windows measured before say nothing about the new settings."""
+        self._last_action_at = now
+        self._windows.clear()
 
     def _end(self, trial: Change, now: float, outcome: Outcome, verdict: str) -> None:
         trial.outcome, trial.verdict, trial.judged_at = outcome, verdict, now
@@ -368,7 +405,8 @@ class Tuner:
         change = self._record(now, m, s, knob, new, why, Outcome.TRYING)
         self._trial = change
         self._trial_windows = 0
-        self._last_action_at = now
+        self._before_429 = self._rate_limited()
+        self._acted(now)
         return Action(knob.name, new, change)
 
     def _suggest(self, now: float, m: Measurement, s: float, knobs: Mapping[str, Knob]) -> None:
@@ -398,7 +436,7 @@ class Tuner:
             reason=why,
             objective=self.config.objective.value,
             before=s,
-            before_detail=m.describe(),
+            before_detail=self._detail() if self._windows else m.describe(),
             outcome=out,
         )
         self.history.append(change)
