@@ -116,6 +116,13 @@ def test_it_reaches_ninety_percent_within_a_dozen_intervals() -> None:
     assert any(peaked(n) >= 0.9 * peaked(40) for n in slots)
 
 
+def test_started_above_the_optimum_it_comes_down_to_it() -> None:
+    plant = Plant(slots=128)
+    tuner = Tuner(on())
+    run(tuner, plant, 60)
+    assert plant.slots < 128 and peaked(plant.slots) >= 0.9 * peaked(40)
+
+
 def test_a_worsening_change_is_reverted() -> None:
     plant = Plant(slots=40)
     tuner = Tuner(on())

@@ -18,7 +18,8 @@ The climb, per step (every ``interval_s``):
 3. With no trial, once ``cooldown_s`` has passed since the last change, it tries the next
    candidate: after a kept change the same knob in the same direction (momentum); else each
    knob in turn (capacity first), the direction the measurement points to first (work waiting
-   on full slots: more slots; 429s: a lower rate-key ceiling). A step multiplies or divides by
+   on full slots: more slots; 429s: a lower rate-key ceiling), the other direction only with
+   the coarse step. A step multiplies or divides by
    the knob's factor (2 at first, then 1.41, then 1.25 when every candidate at a factor was
    rejected); a value once rejected, or left behind by a kept change, is not tried again
    until the workload drifts.
@@ -368,8 +369,13 @@ class Tuner:
         for name in KNOB_NAMES:
             if name not in knobs:
                 continue
-            first = hint(name, m) or 1
-            out.extend(((name, first), (name, -first)))
+            pointed = hint(name, m)
+            first = pointed or 1
+            out.append((name, first))
+            # Against what the measurement points to, only the coarse step: it finds an
+            # optimum below a start set too high, and costs one trial, not one per refinement.
+            if not pointed or self._factor(name) >= self.config.coarse_factor:
+                out.append((name, -first))
         return out
 
     def _explore(
