@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 import statistics
 import time
@@ -62,6 +63,14 @@ async def _drive(
             await client.submit(work, name=f"bench-tuner-{job_no}")
             outstanding += chunk
         await asyncio.sleep(0.25)  # the sampling period
+
+
+def _windows(series: list[float]) -> list[float]:
+    """Means of consecutive whole ``WINDOW_S``-second windows."""
+    return [
+        statistics.fmean(series[i : i + WINDOW_S])
+        for i in range(0, len(series) - WINDOW_S + 1, WINDOW_S)
+    ]
 
 
 def _per_second(samples: list[tuple[float, int]]) -> list[float]:
@@ -151,11 +160,14 @@ async def tuner(
     after: list[float] = []
     if reached_s is not None:
         rest = series[reached_s:]
-        after = [
-            statistics.fmean(rest[i : i + WINDOW_S])
-            for i in range(0, len(rest) - WINDOW_S + 1, WINDOW_S)
-        ]
+        after = _windows(rest)
     mean_after = statistics.fmean(after) if after else 0.0
+    # Settled: the last verdict; from the next whole second on, the tuner changed nothing.
+    judged = [c.judged_at - t0 for c in stats.tuning.history if c.judged]
+    settled_s = math.ceil(max(judged)) if judged else None
+    settled = (
+        _windows(series[settled_s:]) if settled_s is not None and stats.tuning.converged else []
+    )
     return {
         "workload": "tuner",
         "agents": agents,
@@ -172,10 +184,16 @@ async def tuner(
         and all(abs(x - mean_after) <= STAY * mean_after for x in after),
         "after_reach_stays_within_5pct_of_best": bool(after)
         and all(x >= (1 - STAY) * best for x in after),
+        "converged": stats.tuning.converged,
+        "settled_after_s": settled_s,
+        "after_settled_5s_windows_vs_best": [round(x / best, 3) for x in settled],
+        "after_settled_stays_within_5pct_of_best": bool(settled)
+        and all(x >= (1 - STAY) * best for x in settled),
         "final_knobs": {k.name: k.value for k in stats.tuning.knobs},
         "tuner_history": [
             {
                 "t_s": round(c.at - t0, 1),
+                "judged_s": round(c.judged_at - t0, 1) if c.judged else None,
                 "knob": c.knob,
                 "change": f"{c.old_value}->{c.new_value}",
                 "outcome": c.outcome,

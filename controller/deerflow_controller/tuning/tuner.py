@@ -23,9 +23,10 @@ The climb, per step (every ``interval_s``):
    the knob's factor (2 at first, then 1.41, then 1.25 when every candidate at a factor was
    rejected); a value once rejected, or left behind by a kept change, is not tried again
    until the workload drifts.
-4. When no candidate is left at the finest factor, it has **converged** and changes nothing
-   until the score drifts beyond twice the noise band for ``drift_windows`` usable windows in
-   a row (the workload changed); then it climbs again from the coarse factor.
+4. When no candidate is left at the finest factor, it has **converged**: the mean of its next
+   ``drift_windows`` usable windows is the reference, and it changes nothing until the mean of
+   the latest ``drift_windows`` leaves that reference by more than ``drift_band`` (the
+   workload changed); then it climbs again from the coarse factor.
 
 Why it cannot oscillate: every kept change raised the score by more than the noise band, no
 value rejected or left behind is tried again, and a converged tuner moves only after a
@@ -100,9 +101,13 @@ class TunerConfig:
     """The first step: double or halve."""
     fine_factor: float = 1.25
     """The finest step; below it the tuner has converged."""
-    drift_windows: int = 3
-    """Usable windows in a row whose score left the converged one by twice the noise band
-    before the tuner climbs again."""
+    drift_windows: int = 5
+    """Usable windows averaged, once converged, for the reference and for the check against
+    it."""
+    drift_band: float = 0.2
+    """Share of the converged reference the recent mean must leave before the tuner climbs
+    again: wide, as a converged tuner that wakes on noise would keep probing (a 5-window mean
+    strays by 5-10 % on the shared 2-core machine)."""
     judge_windows: int = 2
     """Usable windows averaged for a score: the baseline before a change and the trial after
     it (one window of a busy shared machine is too noisy to judge by)."""
@@ -114,7 +119,7 @@ class TunerConfig:
     """Successes a window needs to judge anything."""
 
     def __post_init__(self) -> None:
-        for name in ("interval_s", "noise_band", "cooldown_s", "settle_s"):
+        for name in ("interval_s", "noise_band", "cooldown_s", "settle_s", "drift_band"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"tuner {name} must be a finite number >= 0, got {v!r}")
@@ -211,8 +216,10 @@ class _Climb:
     rejected: set[tuple[str, int]] = field(default_factory=set)
     momentum: tuple[str, int] | None = None
     converged: float | None = None
-    """The score at convergence (None while climbing)."""
-    drift: int = 0
+    """The reference score once converged (nan while it is being measured; None while
+    climbing)."""
+    recent: list[float] = field(default_factory=list)
+    """Once converged: the latest usable windows' scores."""
 
 
 class Tuner:
@@ -291,13 +298,17 @@ class Tuner:
         return sum(m.rate_limited for _, m in self._windows) / seconds if seconds else 0.0
 
     def _drifted(self, s: float) -> bool:
-        climb = self._climb
+        climb, n = self._climb, self.config.drift_windows
         assert climb.converged is not None
-        if abs(s - climb.converged) > 2 * self.config.noise_band * abs(climb.converged):
-            climb.drift += 1
-        else:
-            climb.drift = 0
-        if climb.drift < self.config.drift_windows:
+        climb.recent.append(s)
+        del climb.recent[:-n]
+        if len(climb.recent) < n:
+            return False
+        mean = math.fsum(climb.recent) / n
+        if math.isnan(climb.converged):
+            climb.converged = mean  # the reference: the first windows after converging
+            return False
+        if abs(mean - climb.converged) <= self.config.drift_band * abs(climb.converged):
             return False
         self._climb = _Climb()  # the workload changed: climb again from the coarse step
         return True
@@ -404,7 +415,7 @@ class Tuner:
                     refined = True
             climb.momentum = None
             if not refined:
-                climb.converged, climb.drift = s, 0
+                climb.converged, climb.recent = math.nan, []
                 return None
 
     def _try(self, now: float, m: Measurement, s: float, knob: Knob, new: int, why: str) -> Action:
