@@ -150,3 +150,18 @@ def test_a_quarantined_agent_is_named_with_the_reason() -> None:
     q = [{"agent": "a2", "handler": "crawl", "reason": "6 of 7 failed", "for_s": 42.0}]
     (s,) = suggest(stats(quarantined=q))
     assert s.id == "quarantined:a2:crawl" and "6 of 7 failed" in s.detail
+
+
+def test_the_tuners_latest_suggestion_per_knob_is_listed_while_recent() -> None:
+    def change(at: float, new: int) -> dict[str, Any]:
+        return {
+            "at": at, "knob": "agent_slots", "old": 4, "new": new, "outcome": "suggested",
+            "reason": "300 tasks waited while the agents' slots were full",
+            "before_detail": "80.0 tasks/s", "objective": "throughput",
+        }  # fmt: skip
+
+    tuner = {"history": [change(900.0, 6), change(950.0, 8)]}
+    (s,) = suggest(stats(tuner=tuner, controller={"time": 1000.0}))
+    assert s.id == "tuner:agent_slots" and "from 4 to 8" in s.title
+    assert "--tuner on" in s.detail and s.value == 8.0
+    assert ids(stats(tuner=tuner, controller={"time": 2000.0})) == []

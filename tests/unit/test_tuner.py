@@ -166,6 +166,19 @@ def test_a_drift_in_the_workload_starts_a_new_climb() -> None:
     assert plant.slots > 56
 
 
+def test_a_few_seconds_of_someone_elses_load_do_not_wake_a_converged_tuner() -> None:
+    plant = Plant(slots=40)
+    tuner = Tuner(on())
+    run(tuner, plant, 60)
+    assert tuner.converged
+    changes = len(plant.applied)
+    plant.throughput = lambda s: 0.4 * peaked(s)  # a neighbour takes the machine for 4 s
+    run(tuner, plant, 4)
+    plant.throughput = peaked
+    run(tuner, plant, 60)
+    assert len(plant.applied) == changes
+
+
 def test_the_ceiling_is_never_passed() -> None:
     plant = Plant(lambda s: 100.0 * s, ceiling=8)
     slots = run(Tuner(on()), plant, 60)

@@ -23,10 +23,11 @@ The climb, per step (every ``interval_s``):
    the knob's factor (2 at first, then 1.41, then 1.25 when every candidate at a factor was
    rejected); a value once rejected, or left behind by a kept change, is not tried again
    until the workload drifts.
-4. When no candidate is left at the finest factor, it has **converged**: the mean of its next
-   ``drift_windows`` usable windows is the reference, and it changes nothing until the mean of
-   the latest ``drift_windows`` leaves that reference by more than ``drift_band`` (the
-   workload changed); then it climbs again from the coarse factor.
+4. When no candidate is left at the finest factor, it has **converged**: the median of its
+   next ``drift_windows`` usable windows is the reference, and it changes nothing until the
+   median of the latest ``drift_windows`` leaves that reference by more than ``drift_band``
+   (the workload changed, for more than half of those windows); then it climbs again from the
+   coarse factor.
 
 Why it cannot oscillate: every kept change raised the score by more than the noise band, no
 value rejected or left behind is tried again, and a converged tuner moves only after a
@@ -41,6 +42,7 @@ from __future__ import annotations
 import collections
 import enum
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,13 +103,13 @@ class TunerConfig:
     """The first step: double or halve."""
     fine_factor: float = 1.25
     """The finest step; below it the tuner has converged."""
-    drift_windows: int = 5
-    """Usable windows averaged, once converged, for the reference and for the check against
-    it."""
+    drift_windows: int = 10
+    """Usable windows whose median, once converged, is the reference, and is checked against
+    it: a median, so that a few seconds of someone else's load on the machine do not count as
+    a changed workload."""
     drift_band: float = 0.2
-    """Share of the converged reference the recent mean must leave before the tuner climbs
-    again: wide, as a converged tuner that wakes on noise would keep probing (a 5-window mean
-    strays by 5-10 % on the shared 2-core machine)."""
+    """Share of the converged reference the recent median must leave before the tuner climbs
+    again: wide, as a converged tuner that wakes on noise would keep probing."""
     judge_windows: int = 2
     """Usable windows averaged for a score: the baseline before a change and the trial after
     it (one window of a busy shared machine is too noisy to judge by)."""
@@ -304,11 +306,11 @@ class Tuner:
         del climb.recent[:-n]
         if len(climb.recent) < n:
             return False
-        mean = math.fsum(climb.recent) / n
+        middle = statistics.median(climb.recent)
         if math.isnan(climb.converged):
-            climb.converged = mean  # the reference: the first windows after converging
+            climb.converged = middle  # the reference: the first windows after converging
             return False
-        if abs(mean - climb.converged) <= self.config.drift_band * abs(climb.converged):
+        if abs(middle - climb.converged) <= self.config.drift_band * abs(climb.converged):
             return False
         self._climb = _Climb()  # the workload changed: climb again from the coarse step
         return True
