@@ -17,8 +17,12 @@ DEV_STAMP := $(VENV)/.installed-dev
 run: $(RUN_STAMP)
 	$(BIN)/deerflow demo
 
+# Three test workers on two cores: most of a test's time is spent waiting on real leases, streams
+# and daemons, so three keep both cores busy (about half the wall time of one worker).
+TEST_WORKERS ?= 3
+
 test: $(DEV_STAMP) check-protos lint typecheck
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n $(TEST_WORKERS) tests
 
 venv: $(DEV_STAMP)
 
