@@ -154,8 +154,8 @@ class ParallelExecutor:
         Blocks (awaits) until all have finished. Raises ValueError, before anything runs, for
         duplicate ids, unknown dependencies or a cycle. Cancelling it cancels the local tasks
         and the cluster jobs it submitted. Task failures never raise: they are results."""
+        _check_graph(self.pending_tasks, self.completed_tasks)  # refused: the queue stays
         tasks, self.pending_tasks = self.pending_tasks, []
-        _check_graph(tasks, self.completed_tasks)
         run = _Run(self, tasks)
         try:
             await run.run()
