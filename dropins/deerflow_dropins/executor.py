@@ -344,7 +344,11 @@ class _Run:
             self.workers.append(asyncio.create_task(self._local(task)))
 
     async def _local(self, task: ParallelTask) -> None:
-        outcome = await run_local(task, self.executor.retry_backoff_s)
+        try:
+            outcome = await run_local(task, self.executor.retry_backoff_s)
+        except Exception as exc:  # run_local reports failures as results; this is a bug of ours
+            logger.exception("running task %r failed", task.task_id)
+            outcome = TaskResult(task.task_id, TaskStatus.FAILED, error=exc)
         self.local_running -= 1
         self.outcomes.put_nowait(outcome)
 

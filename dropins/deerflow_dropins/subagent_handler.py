@@ -35,10 +35,12 @@ its next model call is refused.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import json
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -70,7 +72,7 @@ MAX_TOOLS = 256
 MAX_TURNS = 10_000
 MAX_TOKEN_BUDGET = 1_000_000_000
 MAX_METADATA = 32
-MAX_RESULT_CHARS = 1_000_000
+MAX_RESULT_CHARS = 200_000
 """Longest result text sent back; longer is cut (the controller bounds outputs too)."""
 MAX_MESSAGES = 50
 MAX_MESSAGE_CHARS = 4_000
@@ -220,13 +222,16 @@ class _Capped(Exception):
 
 class _Guard(BaseCallbackHandler):
     """Counts turns and tokens, keeps the AI messages, reports progress; raises :class:`_Capped`
-    before a model call past a budget. Runs inline on the agent's event loop."""
+    before a model call past a budget. Runs inline: on the agent's event loop, or in the worker
+    thread of a blocking sub-agent (then its progress reports are handed to the loop)."""
 
     raise_error = True
     run_inline = True
 
     def __init__(self, ctx: TaskContext, request: SubagentRequest) -> None:
         self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
         self.request = request
         self.turns = 0
         self.usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
@@ -246,7 +251,11 @@ class _Guard(BaseCallbackHandler):
         self._progress(f"turn {self.turns}/{self.request.max_turns}")
 
     def _progress(self, message: str) -> None:
-        self.ctx.progress(self.turns / self.request.max_turns, message)
+        fraction = self.turns / self.request.max_turns
+        if threading.get_ident() == self.loop_thread:
+            self.ctx.progress(fraction, message)
+        else:  # a blocking sub-agent's model call, in a worker thread: progress is loop-only
+            self.loop.call_soon_threadsafe(self.ctx.progress, fraction, message)
 
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any

@@ -46,6 +46,18 @@ def _loop(turns: int, tokens_per_answer: int = 100) -> Runnable[Any, Any]:
     return RunnableLambda(run)
 
 
+def _blocking_run(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    model = _model(100)
+    messages: list[BaseMessage] = list(state["messages"])
+    for _ in range(10_000):
+        messages.append(model.invoke(messages, config))
+    return {"messages": messages}
+
+
+blocking = RunnableLambda(_blocking_run)
+"""A sync agent (langchain-core runs it in a worker thread) that never finishes by itself."""
+
+
 def two_turns(request: SubagentRequest) -> Runnable[Any, Any]:
     """A factory: finishes in two turns."""
     return _loop(2)

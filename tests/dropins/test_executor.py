@@ -205,6 +205,31 @@ async def test_a_bad_cluster_argument_fails_that_task_only(cluster: Cluster) -> 
     assert results["one"].status is TaskStatus.COMPLETED
 
 
+async def test_cancelling_execute_all_cancels_its_cluster_job(cluster: Cluster) -> None:
+    submitted = asyncio.Event()
+
+    async def gate() -> None:  # starts once the cluster tasks of this round were submitted
+        submitted.set()
+        await asyncio.Event().wait()
+
+    executor = executor_for(cluster)
+    executor.add_tasks(
+        [
+            ParallelTask("slow", cluster_task("sleep"), kwargs={"seconds": 30}),
+            ParallelTask("gate", gate),
+        ]
+    )
+    run = asyncio.create_task(executor.execute_all())
+    await submitted.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    async with AsyncClient(cluster.address) as client:
+        result = await client.result(executor.job_ids[0], "slow", timeout_s=10)
+    assert result.state == "CANCELLED"
+
+
 # --------------------------------------------------------------------- local tasks
 
 

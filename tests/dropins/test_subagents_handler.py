@@ -18,6 +18,7 @@ HANDLER = make_subagent_handler(
         "endless": fx.endless,
         "hungry": fx.hungry,
         "broken": fx.broken,
+        "blocking": fx.blocking,
         "not_a_runnable": 42,
     }
 )
@@ -56,6 +57,15 @@ async def test_max_turns_caps_a_run_that_never_ends_and_keeps_its_partial_answer
 
     assert (out["status"], out["stop_reason"], out["turns"]) == ("completed", "turn_capped", 3)
     assert out["result"] == "finding 3"
+
+
+async def test_a_blocking_sub_agent_is_capped_and_reports_progress_through_the_loop() -> None:
+    env = HandlerEnvironment()
+
+    out = await run(env, "blocking", max_turns=2)
+
+    assert (out["stop_reason"], out["result"]) == ("turn_capped", "finding 2")
+    assert [m for _, m in env.progress][:2] == ["turn 1/2", "turn 1: 100 tokens so far"]
 
 
 async def test_the_token_budget_stops_the_run_before_the_next_turn() -> None:
