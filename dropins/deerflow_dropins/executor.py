@@ -43,11 +43,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from deerflow_dropins._background import controller_address
 from deerflow_dropins._executor_runs import run_local, watch_job
 from deerflow_dropins._executor_types import (
     ClusterCall,
@@ -83,9 +83,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PARALLEL_TASKS = 3
 """The fork's default ``max_parallel_tasks``; accepted for compatibility, capping nothing here."""
-
-CONTROLLER_ENV = "DEERFLOW_CONTROLLER"
-"""Where the controller is when no client or address is given (the CLI's variable)."""
 
 
 class ParallelExecutor:
@@ -129,7 +126,7 @@ class ParallelExecutor:
         self.pending_tasks: list[ParallelTask] = []
         self.completed_tasks: dict[str, TaskResult] = {}
         self.job_ids: list[str] = []
-        """The cluster jobs the last :meth:`execute_all` submitted, in order."""
+        """Every cluster job this executor submitted, in order (usually one per execute_all)."""
         self.total_tasks = 0
         self.successful_tasks = 0
         self.failed_tasks = 0
@@ -196,13 +193,6 @@ class ParallelExecutor:
             "completed_tasks": len(self.completed_tasks),
             "job_ids": list(self.job_ids),
         }
-
-    # ----------------------------------------------------------------- cluster access
-
-    def _address_to_use(self) -> str:
-        from deerflow_controller.client import DEFAULT_ADDRESS
-
-        return self._address or os.environ.get(CONTROLLER_ENV) or DEFAULT_ADDRESS
 
 
 def create_parallel_executor(
@@ -389,7 +379,7 @@ class _Run:
                 )
             )
         if self.client is None:
-            self.client = AsyncClient(self.executor._address_to_use())
+            self.client = AsyncClient(controller_address(self.executor._address))
             self.owns_client = True
         started = time.monotonic()
         handle = await self.client.submit(specs, name=self.executor.job_name)

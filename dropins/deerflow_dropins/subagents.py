@@ -457,7 +457,13 @@ class SubagentExecutor:
 
     def _finish(self, result: SubagentResult, ev: TaskEvent) -> None:
         if ev.state == "SUCCEEDED":
-            out = json.loads(ev.output)
+            try:
+                out = json.loads(ev.output)
+            except ValueError:
+                out = None
+            if not isinstance(out, dict):
+                self._fail(result, f"handler {self.handler!r} did not answer like a sub-agent")
+                return
             messages = list(out.get("ai_messages") or [])
             records = list(out.get("token_usage_records") or [])
             usage = out.get("token_usage")
