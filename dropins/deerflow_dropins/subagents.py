@@ -2,11 +2,11 @@
 cluster's ``subagent`` handler (see :mod:`deerflow_dropins.subagent_handler`) instead of a job
 for the 3 + 3 thread pools every request of the process shares.
 
-DeerFlow's ``task`` tool changes two imports and nothing else::
+DeerFlow's ``task`` tool takes these names from here instead of ``deerflow.subagents`` and
+``deerflow.subagents.executor``, and nothing else changes (its sub-agent configs stay DeerFlow's)::
 
-    from deerflow_dropins.subagents import SubagentExecutor            # was deerflow.subagents
-    from deerflow_dropins.subagents import (                           # was ...subagents.executor
-        SubagentStatus, cleanup_background_task, get_background_task_result,
+    from deerflow_dropins.subagents import (
+        SubagentExecutor, SubagentStatus, cleanup_background_task, get_background_task_result,
         request_cancel_background_task,
     )
 
@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TOKEN_BUDGET",
     "MAX_CONCURRENT_SUBAGENTS",
+    "TOKEN_BUDGET_ENV",
     "SubagentConfig",
     "SubagentExecutor",
     "SubagentResult",
@@ -74,6 +76,9 @@ slots (``--handler-slots subagent=N`` on each) cap the whole cluster."""
 
 DEFAULT_TOKEN_BUDGET = 2_000_000
 """DeerFlow 2.0's sub-agent budget when summarization is off (1 M when on)."""
+
+TOKEN_BUDGET_ENV = "DEERFLOW_SUBAGENT_TOKEN_BUDGET"
+"""The token budget when the constructor is given none (DeerFlow's ``task`` tool gives none)."""
 
 MAX_TIMEOUT_S = 7 * 86400.0
 TERMINAL_EVENTS = frozenset({"task_completed", "task_failed", "task_cancelled", "task_timed_out"})
@@ -285,8 +290,10 @@ class SubagentExecutor:
     """Runs sub-agents on the cluster; DeerFlow 2.0's constructor and methods.
 
     ``address`` is the controller (default ``$DEERFLOW_CONTROLLER``); ``handler`` the agents'
-    handler name; ``token_budget`` the run's budget in tokens; ``heartbeat_timeout_s`` (0 =
-    none) fails a run whose agent reports no turn for that long."""
+    handler name; ``token_budget`` the run's budget in tokens (default
+    ``$DEERFLOW_SUBAGENT_TOKEN_BUDGET``, else :data:`DEFAULT_TOKEN_BUDGET`);
+    ``heartbeat_timeout_s`` (0 = none) fails a run whose agent reports no turn for that long.
+    Raises ValueError for a config the cluster would refuse."""
 
     def __init__(
         self,
@@ -311,9 +318,10 @@ class SubagentExecutor:
         *,
         address: str | None = None,
         handler: str = "subagent",
-        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        token_budget: int | None = None,
         heartbeat_timeout_s: float = 0.0,
     ) -> None:
+        token_budget = _token_budget() if token_budget is None else token_budget
         _check_config(config, token_budget, heartbeat_timeout_s)
         self.config = config
         self.app_config = app_config
@@ -499,6 +507,18 @@ class SubagentExecutor:
             self._event(result, "task_cancelled", error="Cancelled by user", usage=None)
         else:
             self._fail(result, ev.error or f"the sub-agent's task ended {ev.state}")
+
+
+def _token_budget() -> int:
+    raw = os.environ.get(TOKEN_BUDGET_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TOKEN_BUDGET
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"{TOKEN_BUDGET_ENV} must be a whole number of tokens, got {raw!r}"
+        ) from None
 
 
 def _check_config(config: _ConfigLike, token_budget: int, heartbeat_timeout_s: float) -> None:

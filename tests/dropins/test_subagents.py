@@ -50,7 +50,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
 
 
 def executor(cluster: Cluster, name: str, **config: Any) -> SubagentExecutor:
-    budget = config.pop("token_budget", 2_000_000)
+    budget = config.pop("token_budget", None)
     cfg = SubagentConfig(name=name, description="test", **config)
     return SubagentExecutor(cfg, [], address=cluster.address, token_budget=budget)
 
@@ -173,6 +173,17 @@ async def test_only_data_is_sent_tool_names_filtered_and_the_model_inherited() -
         "token_budget": 2_000_000,
         "metadata": {"trace_id": "t1"},
     }
+
+
+async def test_the_token_budget_can_be_set_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEERFLOW_SUBAGENT_TOKEN_BUDGET", "5000")
+    assert SubagentExecutor(SubagentConfig(name="x"), []).token_budget == 5000
+
+    monkeypatch.setenv("DEERFLOW_SUBAGENT_TOKEN_BUDGET", "lots")
+    with pytest.raises(ValueError, match="must be a whole number of tokens, got 'lots'"):
+        SubagentExecutor(SubagentConfig(name="x"), [])
 
 
 @pytest.mark.parametrize(
