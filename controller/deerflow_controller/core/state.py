@@ -51,6 +51,7 @@ from deerflow_controller.core.hooks import (
     no_split,
     no_steal,
 )
+from deerflow_controller.core.inputs import link_consumers
 from deerflow_controller.core.model import (
     AgentView,
     AttemptKey,
@@ -278,6 +279,7 @@ class SchedulerCore:
                 task.waiting_on = len(deps)
                 for dep in deps:
                     tasks[dep].dependents.append(task)
+        link_consumers(job)
         return job
 
     def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str, now: float) -> int:
