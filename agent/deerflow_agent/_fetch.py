@@ -32,24 +32,26 @@ async def fetch_input(
         ref=agent_pb2.AttemptRef(job_id=job_id, task_id=task_id, attempt=attempt),
         task_id=ref.task_id,
     )
-    buf = bytearray()
+    chunks: list[bytes] = []
+    received = 0
     digest = hashlib.sha256()
     try:
         async for chunk in agent_pb2_grpc.AgentServiceStub(channel).FetchInput(request):
             data = chunk.data
-            if len(buf) + len(data) > ref.size:
+            received += len(data)
+            if received > ref.size:
                 raise HandlerError(
                     f"{where} from {address} came longer than assigned; the attempt is retried"
                 )
-            buf += data
+            chunks.append(data)
             digest.update(data)
     except grpc.aio.AioRpcError as exc:
         raise HandlerError(
             f"could not fetch {where} from {address}: {exc.code().name}: {exc.details()}"
         ) from None
-    if len(buf) != ref.size or digest.hexdigest() != ref.sha256:
+    if received != ref.size or digest.hexdigest() != ref.sha256:
         raise HandlerError(
-            f"{where} from {address} arrived with {len(buf)} bytes or a SHA-256 other than "
+            f"{where} from {address} arrived with {received} bytes or a SHA-256 other than "
             "assigned; the attempt is retried"
         )
-    return bytes(buf)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
