@@ -117,7 +117,7 @@ def fetchable_input(job: Job, task_id: str, attempt: int, dep_id: str) -> bytes 
         task = job.parts.get(task_id)
     if task is None:
         return f"job {job.id!r} has no task {task_id!r}"
-    if task.attempt != attempt or task.terminal or task.state == TaskState.PENDING:
+    if task.attempt != attempt or task.state not in (TaskState.DISPATCHED, TaskState.RUNNING):
         return f"attempt {attempt} of task {task_id!r} is not current; its result is not wanted"
     spec = task.parent.spec if task.parent is not None else task.spec
     if dep_id not in wanted_inputs(spec):
