@@ -184,3 +184,34 @@ async def test_bad_inputs_are_refused_in_one_sentence(make_cluster: ClusterFacto
     )
     assert cpu.error_kind == "FATAL" and "is a cpu handler" in cpu.error
     assert json.dumps(cpu.error).count("\\n") == 0
+
+
+async def test_a_cache_hit_and_an_identical_task_in_flight_hand_their_outputs_on(
+    make_cluster: ClusterFactory,
+) -> None:
+    async with make_cluster(2, slots=4, agent_args=AGENT_ARGS) as cluster:
+        client = await connect(cluster)
+        leader_job = await client.submit([Task("s", "sleep", {"seconds": 1.0}, cache="on")])
+        # Submitted while the identical sleep runs: it waits for it and shares its result.
+        follower_job = await client.submit(
+            [
+                Task("s", "sleep", {"seconds": 1.0}, cache="on"),
+                Task("r", "read_inputs", depends_on=["s"], inputs="all"),
+            ]
+        )
+        followed = await follower_job.wait(timeout_s=60)
+        await leader_job.wait(timeout_s=60)
+        # Now the cache answers it outright.
+        hit_job = await client.submit(
+            [
+                Task("s", "sleep", {"seconds": 1.0}, cache="on"),
+                Task("r", "read_inputs", depends_on=["s"], inputs="all"),
+            ]
+        )
+        hit = await hit_job.wait(timeout_s=60)
+        await client.close()
+    expected = json.dumps({"slept": 1.0})
+    assert followed["s"].cache_layer == "inflight"
+    assert followed["r"].json()["heads"] == {"s": expected}
+    assert hit["s"].cache_layer == "exact"
+    assert hit["r"].json()["heads"] == {"s": expected}
