@@ -138,7 +138,8 @@ def make_ready(self: SchedulerCore, task: Task, now: float, detail: str = "") ->
         and task.cache_key is None
         # What a task that reads its dependencies' outputs returns depends on more than its
         # request, so the cache, keyed by the request, never answers or dedups it.
-        and not wants_inputs(task.spec if task.parent is None else task.parent.spec)
+        and not (spec.inputs or spec.inputs_all)
+        and (task.parent is None or not wants_inputs(task.parent.spec))
         and self._from_cache(task, now)
     ):
         return

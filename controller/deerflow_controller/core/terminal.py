@@ -171,7 +171,9 @@ def terminal(
         return
     if isinstance(task.split, SplitRun):
         self._cancel_parts(task.split, range(len(task.split.parts)), now)
-    release_inputs(task)
+    spec = task.spec
+    if spec.inputs or spec.inputs_all:
+        release_inputs(task)
     c = self.counters
     if state == TaskState.SUCCEEDED:
         c.succeeded += 1
