@@ -319,3 +319,22 @@ def test_wanted_inputs_follow_depends_on_and_name_each_once() -> None:
     assert wanted_inputs(reads("c", "b", "a", "b")) == ("b", "a")
     assert wanted_inputs(reads("c", "b", "a", inputs=("a", "b"))) == ("b", "a")
     assert wanted_inputs(spec("c", "a")) == ()
+
+
+def test_a_reference_names_the_digest_of_this_output_not_of_an_earlier_one_of_the_same_id() -> None:
+    """A new leader (or a reused job id) may hold another output of the same size under the
+    same ids: the packer, which outlives schedulers, must not hand out the old digest."""
+    packer = InputPacker(10, 1 << 20)
+    digests = []
+    for body in (b"a" * 100, b"b" * 100):
+        s = make()
+        s.agent_joined("a", ["echo"], 8, 0.0)
+        s.submit(JOB, "", [spec("p"), reads("c", "p")], 0.0)
+        s.take()
+        s.finished("a", [ok("p", 1, body)], 1.0)
+        msg = wire.assignment_batch(1, list(started(s).values()), None, packer)
+        digests.append(msg.assignments.assignments[0].inputs[0].sha256)
+    assert digests == [
+        hashlib.sha256(b"a" * 100).hexdigest(),
+        hashlib.sha256(b"b" * 100).hexdigest(),
+    ]

@@ -182,6 +182,9 @@ class Task:
     while above 0 after it succeeded, its output is kept for them (``core.inputs``)."""
     retained: bool = False
     """Its output counts against the job's ``retained_bytes`` (kept for dependents)."""
+    output_sha256: str = ""
+    """Hex SHA-256 of ``output`` once an assignment sent it by reference (``service.inputs``
+    computes it on first use; an output never changes once its task succeeded)."""
 
     @property
     def id(self) -> str:

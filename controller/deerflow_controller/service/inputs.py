@@ -4,15 +4,14 @@ Small outputs ride inline in the task's ``Assignment``. An output above ``inline
 KiB by default), or any output once the ``AssignmentBatch`` carries ``batch_inline_bytes`` inline
 already, travels by reference (its size and SHA-256): the agent fetches it in 1 MiB chunks with
 ``AgentService.FetchInput`` before it calls the handler. So a batch stays far below gRPC's
-message limit whatever the fan-in, one big output does not hold up the assignments, cancels and
-results queued behind it on the agent's stream, and the bytes cross the wire once per attempt
+message limit whatever the fan-in, one big output does not hold up the assignments and cancels
+queued behind it on the agent's stream, and the bytes cross the wire once per attempt
 that reads them, from the leader, instead of travelling inside every message on the way.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Iterator
 
 from deerflow_controller.core.inputs import fetchable_input, wanted_inputs
@@ -22,24 +21,21 @@ from deerflow_protos import agent_pb2
 __all__ = ["FETCH_CHUNK_BYTES", "InputPacker", "input_chunks"]
 
 FETCH_CHUNK_BYTES = 1 << 20
-"""Bytes per ``InputChunk``: large enough that per-message costs vanish (about 1 ms per MiB
-on loopback), small enough to interleave with other calls on the channel."""
-
-_DIGESTS_KEPT = 256
+"""Bytes per ``InputChunk``: few messages per output, small enough to interleave with other
+calls on the channel; 4 MiB chunks measured slower (docs/BENCHMARKS.md, issue #15)."""
 
 
 class InputPacker:
     """Fills each assignment's inputs. One per shell; :meth:`start_batch` before each agent's
-    batch. SHA-256 digests of referenced outputs are computed once and remembered for the last
-    256 outputs (a fan-out of references hashes its output once)."""
+    batch. A referenced output is hashed once (``Task.output_sha256``), however many readers
+    and attempts it goes to."""
 
-    __slots__ = ("_digests", "_left", "batch_inline_bytes", "inline_bytes")
+    __slots__ = ("_left", "batch_inline_bytes", "inline_bytes")
 
     def __init__(self, inline_bytes: int, batch_inline_bytes: int) -> None:
         self.inline_bytes = inline_bytes
         self.batch_inline_bytes = batch_inline_bytes
         self._left = batch_inline_bytes
-        self._digests: OrderedDict[tuple[str, str, int], str] = OrderedDict()
 
     def start_batch(self) -> None:
         self._left = self.batch_inline_bytes
@@ -48,29 +44,20 @@ class InputPacker:
         """Add the outputs ``task`` (or, for a part of a split task, its parent) asked for to
         ``out``, in ``depends_on`` order."""
         spec = task.spec if task.parent is None else task.parent.spec
-        job = task.job
+        tasks = task.job.tasks
         add = out.inputs.add
         for dep_id in wanted_inputs(spec):
-            data = job.tasks[dep_id].output
+            dep = tasks[dep_id]
+            data = dep.output
             size = len(data)
             if size <= self.inline_bytes and size <= self._left:
                 self._left -= size
                 add(task_id=dep_id, data=data, size=size)
-            else:
-                add(task_id=dep_id, size=size, reference=True, sha256=self._digest(job, dep_id))
-
-    def _digest(self, job: Job, dep_id: str) -> str:
-        data = job.tasks[dep_id].output
-        key = (job.id, dep_id, len(data))
-        digests = self._digests
-        found = digests.get(key)
-        if found is None:
-            found = digests[key] = hashlib.sha256(data).hexdigest()
-            if len(digests) > _DIGESTS_KEPT:
-                digests.popitem(last=False)
-        else:
-            digests.move_to_end(key)
-        return found
+                continue
+            digest = dep.output_sha256
+            if not digest:
+                digest = dep.output_sha256 = hashlib.sha256(data).hexdigest()
+            add(task_id=dep_id, size=size, reference=True, sha256=digest)
 
 
 def input_chunks(
