@@ -5,6 +5,7 @@ runs it again with the inputs again (or knows the task ended)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import grpc
@@ -44,7 +45,8 @@ async def fetch_input(
                     f"{where} from {address} came longer than assigned; the attempt is retried"
                 )
             chunks.append(data)
-            digest.update(data)
+            # hashlib releases the GIL on large buffers: the loop runs other attempts meanwhile.
+            await asyncio.to_thread(digest.update, data)
     except grpc.aio.AioRpcError as exc:
         raise HandlerError(
             f"could not fetch {where} from {address}: {exc.code().name}: {exc.details()}"
