@@ -51,6 +51,8 @@ async def fetch_input(
         raise HandlerError(
             f"could not fetch {where} from {address}: {exc.code().name}: {exc.details()}"
         ) from None
+    except grpc.aio.BaseError as exc:  # the channel closed under the call (the stream broke)
+        raise HandlerError(f"could not fetch {where} from {address}: {exc!r}") from None
     if received != ref.size or digest.hexdigest() != ref.sha256:
         raise HandlerError(
             f"{where} from {address} arrived with {received} bytes or a SHA-256 other than "
