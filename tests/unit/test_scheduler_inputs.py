@@ -19,7 +19,7 @@ from deerflow_controller.core.model import ErrorKind, HandlerTraits, Task, TaskS
 from deerflow_controller.core.scheduler import AttemptResult, RestoredResult, Scheduler
 from deerflow_controller.core.validation import JobRejected, Limits, validate_job
 from deerflow_controller.service import wire
-from deerflow_controller.service.inputs import InputPacker, input_chunks
+from deerflow_controller.service.inputs import InputPacker, hash_for_readers, input_chunks
 from deerflow_protos import agent_pb2
 
 from .scheduling import JOB, assert_event_log_sound, fail, key, make, ok, spec
@@ -338,3 +338,18 @@ def test_a_reference_names_the_digest_of_this_output_not_of_an_earlier_one_of_th
         hashlib.sha256(b"a" * 100).hexdigest(),
         hashlib.sha256(b"b" * 100).hexdigest(),
     ]
+
+
+async def test_the_shell_hashes_large_outputs_with_readers_before_the_core_takes_them() -> None:
+    s = make()
+    s.agent_joined("a", ["echo"], 8, 0.0)
+    job = s.submit(JOB, "", [spec("p"), reads("c", "p"), spec("q")], 0.0)
+    s.take()
+    big = b"z" * 5000
+    results = [ok("p", 1, big), ok("q", 1, big)]
+    await hash_for_readers(results, s.jobs.get, 1000)
+    assert [r.output_sha256 for r in results] == [hashlib.sha256(big).hexdigest(), ""]
+    s.finished("a", results, 1.0)
+    assert job.tasks["p"].output_sha256 == hashlib.sha256(big).hexdigest()
+    c = started(s)["c"]
+    assert assignment_inputs(c, inline_bytes=1000)[0].sha256 == job.tasks["p"].output_sha256

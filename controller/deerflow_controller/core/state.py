@@ -505,7 +505,7 @@ class SchedulerCore:
                 if not current and task.agent_id:
                     # An earlier attempt won the race: stop the current one.
                     self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
-                task.output = result.output
+                task.output, task.output_sha256 = result.output, result.output_sha256
                 self._finish(task, TaskState.SUCCEEDED, now, attempt=key[2], agent=agent_id)
             elif current:
                 if result.cancelled:

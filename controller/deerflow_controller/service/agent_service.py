@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from deerflow_controller.service import wire
-from deerflow_controller.service.inputs import input_chunks
+from deerflow_controller.service.inputs import hash_for_readers, input_chunks
 from deerflow_controller.service.shell import AgentSession, Shell
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
@@ -114,13 +114,17 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     ) -> None:
         shell = self.shell
         agent_id = session.agent_id
+        inline = shell.config.inline_input_bytes
         try:
             async for msg in request_iterator:
                 if session.closed:
                     return
                 kind = msg.WhichOneof("msg")
                 if kind == "results":
-                    shell.results(session, wire.results_from_proto(msg.results))
+                    results = wire.results_from_proto(msg.results)
+                    if any(len(r.output) > inline for r in results):
+                        await hash_for_readers(results, shell.job, inline)
+                    shell.results(session, results)
                 elif kind == "started":
                     shell.started(session, [wire.key_from_ref(s.ref) for s in msg.started.started])
                 elif kind == "heartbeat":
