@@ -400,7 +400,7 @@ def bench_cache_cmd(
     show_default=True,
     help="Output sizes to hand over, in MB (10^6 bytes), comma-separated.",
 )
-@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--rounds", default=9, show_default=True, type=click.IntRange(1, 1000))
 @agents_option
 @json_option
 def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> None:
