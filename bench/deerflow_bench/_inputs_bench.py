@@ -2,15 +2,19 @@
 (issue #15), per MB, through the public SDK on a real controller and agents.
 
 Each round is a job of two tasks: ``p`` produces an output of the size under test (the ``blob``
-handler), ``c`` depends on it and reads nothing but the sizes of its inputs. The *span* runs
-from ``p``'s DISPATCHED event to ``c``'s SUCCEEDED, both stamped by the controller's clock:
-``p``'s run (its RUNNING event may not come: an attempt that ends within the agent's report
-turn is reported by its result alone) and its result's trip to the controller (where an output
-that dependents will fetch is hashed), dispatching ``c``, carrying the output to its agent (inline in the assignment up to
-``--inline-input-bytes``, else fetched in 1 MiB chunks over ``FetchInput`` and checked),
-starting the handler, and its result coming back. The *hand-off* is the part after ``p``'s
-SUCCEEDED. The same job without ``inputs`` is the baseline; the difference of the median spans,
-divided by the output's size, is the cost per MB of the inputs themselves.
+handler), ``c`` depends on it and reads nothing but the sizes of its inputs. Both measures are
+differences of event times stamped by the controller's clock:
+
+- the *span*, from ``p``'s DISPATCHED to ``c``'s SUCCEEDED: ``p``'s run and its result's trip
+  to the controller (where an output that dependents will fetch is hashed), dispatching ``c``,
+  carrying the output to its agent (inline in the assignment up to ``--inline-input-bytes``,
+  else fetched in 1 MiB chunks over ``FetchInput`` and checked), starting the handler, and its
+  result coming back (DISPATCHED, since a RUNNING event may not come: an attempt that ends
+  within the agent's report turn is reported by its result alone);
+- the *hand-off*, its part after ``p``'s SUCCEEDED.
+
+The same job without ``inputs`` is the baseline, interleaved round by round; the difference of
+the medians, divided by the output's size, is the cost per MB of the inputs themselves.
 """
 
 from __future__ import annotations
