@@ -391,3 +391,26 @@ def bench_cache_cmd(
     from ._cache_bench import cache_bench
 
     _emit(cache_bench(seed, jobs, entries, lookups, threshold=threshold), as_json)
+
+
+@bench.command("inputs")
+@click.option(
+    "--sizes-mb",
+    default="0.1,1,10,30",
+    show_default=True,
+    help="Output sizes to hand over, in MB (10^6 bytes), comma-separated.",
+)
+@click.option("--rounds", default=9, show_default=True, type=click.IntRange(1, 1000))
+@agents_option
+@json_option
+def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> None:
+    """Cost per MB of handing a dependency's output to its dependent (Task(inputs=...))."""
+    from ._inputs_bench import inputs_bench
+
+    try:
+        sizes = [float(s) for s in sizes_mb.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{sizes_mb!r} is not a list of numbers") from None
+    if not sizes or not all(0 < s <= 32 for s in sizes):
+        raise click.BadParameter("give sizes above 0 and at most 32 MB", param_hint="--sizes-mb")
+    _emit(run(inputs_bench(sizes, rounds, agents)), as_json)

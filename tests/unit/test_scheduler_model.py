@@ -94,15 +94,22 @@ def task_specs(draw: st.DrawFn, index: int) -> TaskSpec:
         payload = b""
     else:  # few distinct payloads: the cache hits and identical tasks meet in flight
         payload = json.dumps({"query": f"q{draw(st.integers(0, 2))}"}).encode()
+    depends_on = (
+        tuple(f"t{i}" for i in sorted(draw(st.sets(st.integers(0, max(0, index - 1)), max_size=2))))
+        if index
+        else ()
+    )
+    # Results flow along dependencies (issue #15): all, some (in any order) or none.
+    reads = draw(st.sampled_from(("none", "none", "all", "some")))
     return TaskSpec(
         id=f"t{index}",
         handler=handler,
         payload=payload,
         priority=draw(st.sampled_from((0, 0, 1, 5))),
-        depends_on=tuple(
-            f"t{i}" for i in sorted(draw(st.sets(st.integers(0, max(0, index - 1)), max_size=2)))
-        )
-        if index
+        depends_on=depends_on,
+        inputs_all=reads == "all",
+        inputs=tuple(draw(st.permutations(depends_on))[: draw(st.integers(0, 2))])
+        if reads == "some"
         else (),
         timeout_s=draw(st.sampled_from((0.0, 0.0, 3.0))),
         max_retries=draw(st.sampled_from((-1, 0, 1))),

@@ -101,6 +101,11 @@ class TaskSpec:
     schedule_to_close_s: float = 0.0
     """The longest the task may take over all its attempts, from first ready to its end
     (0: no limit); then it ends TIMED_OUT."""
+    inputs: tuple[str, ...] = ()
+    """Dependencies whose outputs the handler reads (each in ``depends_on``); see
+    ``core.inputs``."""
+    inputs_all: bool = False
+    """The handler reads every dependency's output (``inputs`` is then empty)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -172,6 +177,14 @@ class Task:
     """The circuits its attempts draw on (its rate keys and handler), computed once."""
     speculative: bool = False
     """Submitted by the cache's preloader: its result only lands in the cache."""
+    consumers: int = 0
+    """Dependents that asked for this task's output (``TaskSpec.inputs``) and have not ended:
+    while above 0 after it succeeded, its output is kept for them (``core.inputs``)."""
+    retained: bool = False
+    """Its output counts against the job's ``retained_bytes`` (kept for dependents)."""
+    output_sha256: str = ""
+    """Hex SHA-256 of ``output`` once an assignment sent it by reference (``service.inputs``
+    computes it on first use; an output never changes once its task succeeded)."""
 
     @property
     def id(self) -> str:
@@ -225,6 +238,8 @@ class Job:
     """Parts of split tasks, by part id: dispatched like tasks, invisible to clients."""
     deadline_s: float = 0.0
     """Its deadline after acceptance (0: none): then its unfinished tasks end TIMED_OUT."""
+    retained_bytes: int = 0
+    """Bytes of its tasks' outputs kept for dependents that asked for them (``core.inputs``)."""
 
     @property
     def done(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from deerflow_controller.core.inputs import retain_output
 from deerflow_controller.core.model import AttemptKey, Job, Task, TaskSpec, TaskState
 from deerflow_controller.core.port import CorePort
 from deerflow_controller.core.types import RESTORABLE, RestoredResult
@@ -65,6 +66,10 @@ class Restorer:
         for done in ended:
             if done.state != TaskState.SUCCEEDED:
                 core.fail_dependents(done, now)
+            elif done.consumers > 0:
+                # Its journaled output goes to the dependents still to run (issue #15); it was
+                # within the bounds when it was produced.
+                retain_output(core.config, done, force=True)
         if not job.done:
             core.arm_job_deadline(job, submitted_at or now, deadline_s)
         held = self._held

@@ -51,6 +51,7 @@ from deerflow_controller.core.hooks import (
     no_split,
     no_steal,
 )
+from deerflow_controller.core.inputs import link_consumers
 from deerflow_controller.core.model import (
     AgentView,
     AttemptKey,
@@ -278,6 +279,7 @@ class SchedulerCore:
                 task.waiting_on = len(deps)
                 for dep in deps:
                     tasks[dep].dependents.append(task)
+        link_consumers(job)
         return job
 
     def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str, now: float) -> int:
@@ -503,7 +505,7 @@ class SchedulerCore:
                 if not current and task.agent_id:
                     # An earlier attempt won the race: stop the current one.
                     self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
-                task.output = result.output
+                task.output, task.output_sha256 = result.output, result.output_sha256
                 self._finish(task, TaskState.SUCCEEDED, now, attempt=key[2], agent=agent_id)
             elif current:
                 if result.cancelled:

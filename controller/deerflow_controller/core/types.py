@@ -36,6 +36,9 @@ class AttemptResult:
     """How long the handler ran, by the agent's clock (0 = unknown)."""
     cpu_s: float = 0.0
     rss_bytes: int = 0
+    output_sha256: str = ""
+    """Hex SHA-256 of ``output``, when the shell hashed it off its event loop (an output large
+    enough that its readers will fetch it by reference); empty otherwise."""
 
 
 @dataclass(slots=True)

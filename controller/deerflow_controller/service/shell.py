@@ -28,6 +28,7 @@ from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredRe
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.service import wire
 from deerflow_controller.service.cache_saver import CacheSaver
+from deerflow_controller.service.inputs import InputPacker
 from deerflow_controller.service.splitters import local_split_functions
 from deerflow_protos import agent_pb2
 
@@ -113,6 +114,8 @@ class Shell:
         self._timer_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.interceptors: list[ShellInterceptor] = []
+        self.inputs = InputPacker(config.inline_input_bytes, config.max_message_bytes // 8)
+        """Puts the dependencies' outputs tasks asked for in their assignments (issue #15)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,7 +161,7 @@ class Shell:
                 traceparents = None
                 for hook in interceptors:
                     traceparents = hook.on_assignments(tasks) or traceparents
-                session.send(wire.assignment_batch(epoch, tasks, traceparents))
+                session.send(wire.assignment_batch(epoch, tasks, traceparents, self.inputs))
                 self.assignment_messages += 1
                 self.assignments_sent += len(tasks)
         for agent_id, keys in out.cancels.items():

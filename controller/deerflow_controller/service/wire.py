@@ -19,6 +19,7 @@ from deerflow_controller.core.model import (
     TaskSpec,
 )
 from deerflow_controller.core.scheduler import AttemptResult
+from deerflow_controller.service.inputs import InputPacker
 from deerflow_protos import agent_pb2, client_pb2, common_pb2
 
 _NO_STRINGS: dict[str, str] = {}
@@ -55,6 +56,8 @@ def spec_from_proto(t: common_pb2.TaskSpec, job_tc: dict[str, str] = _NO_STRINGS
         t.partial_results,
         t.est_duration_s,
         t.schedule_to_close_s,
+        tuple(t.inputs) if t.inputs else (),
+        t.inputs_all,
     )
 
 
@@ -125,10 +128,16 @@ def fill_ref(key: AttemptKey, out: agent_pb2.AttemptRef) -> None:
 
 
 def assignment_batch(
-    epoch: int, tasks: Sequence[Task], traceparents: Sequence[str] | None = None
+    epoch: int,
+    tasks: Sequence[Task],
+    traceparents: Sequence[str] | None = None,
+    inputs: InputPacker | None = None,
 ) -> agent_pb2.ControllerMessage:
     """One agent's assignments. ``traceparents`` (one per task, from the tracer) name the spans
-    the agent's spans continue; without them each assignment carries its submitter's context."""
+    the agent's spans continue; without them each assignment carries its submitter's context.
+    ``inputs`` adds the dependencies' outputs that tasks asked for (none without it)."""
+    if inputs is not None:
+        inputs.start_batch()
     msg = agent_pb2.ControllerMessage()
     batch = msg.assignments
     batch.epoch = epoch
@@ -152,6 +161,10 @@ def assignment_batch(
             for k, v in stc.items():  # map.update() is the slow generic one
                 if k != TRACEPARENT:
                     tc[k] = v
+        if inputs is not None:
+            src = spec if task.parent is None else task.parent.spec
+            if src.inputs or src.inputs_all:
+                inputs.fill(task, a)
     return msg
 
 
