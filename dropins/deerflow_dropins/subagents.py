@@ -26,10 +26,13 @@ PENDING until an agent starts the run, RUNNING, then the terminal status with ``
 ``error``, ``stop_reason`` (turn_capped / token_capped), ``ai_messages`` and
 ``token_usage_records``. :func:`subagent_events` (and :meth:`SubagentExecutor.stream`) yields
 DeerFlow's stream events, ``task_started``, ``task_running``, then one of ``task_completed``,
-``task_failed``, ``task_cancelled``, ``task_timed_out``. The controller's event stream carries
-no per-turn progress (``ctx.progress()`` reaches the controller only, as heartbeats), so the
-``task_running`` events with AI messages arrive together just before the terminal event, as
-DeerFlow's poller emits the messages it finds at its next poll.
+``task_failed``, ``task_cancelled``, ``task_timed_out``; while the run goes on, a
+``task_progress`` event (ours, not DeerFlow's: ``progress`` 0-1 or None and ``detail``, e.g.
+"turn 3/50: 4200 tokens so far") at most once a second, from the handler's ``ctx.progress()``
+reports that the controller streams as PROGRESS events. The AI messages themselves travel with
+the result (a progress report holds 256 characters), so the ``task_running`` events with AI
+messages arrive together just before the terminal event, as DeerFlow's poller emits the
+messages it finds at its next poll.
 """
 
 from __future__ import annotations
@@ -449,6 +452,11 @@ class SubagentExecutor:
                         result.status = SubagentStatus.RUNNING
                         result.started_at = datetime.now()
                     self._event(result, "task_running", message=None, agent_id=ev.agent_id)
+                elif ev.state == "PROGRESS":
+                    # What the handler reports each turn ("turn 3/50: 4200 tokens so far"), at
+                    # most one a second: a sign of life the lead can show while it runs.
+                    fraction = ev.progress if ev.progress >= 0 else None
+                    self._event(result, "task_progress", progress=fraction, detail=ev.detail)
                 elif ev.terminal:
                     self._finish(result, ev)
                     return result

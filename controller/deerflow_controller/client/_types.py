@@ -161,6 +161,10 @@ class TaskEvent:
     """On SUCCEEDED from the result cache: exact, similarity or preload."""
     predicted_s: float = 0.0
     """On DISPATCHED: the controller's prediction of the attempt's run time on its agent."""
+    progress: float = -1.0
+    """On PROGRESS (the running handler called ``ctx.progress()``; at most one such event a
+    second per task): how far it got, 0-1, or -1 when it did not say; its message is
+    ``detail``."""
 
     @property
     def terminal(self) -> bool:
@@ -184,6 +188,7 @@ class TaskEvent:
             detail=ev.detail,
             cache_layer=ev.cache_layer,
             predicted_s=ev.predicted_s,
+            progress=ev.progress if ev.state == common_pb2.PROGRESS else -1.0,
         )
 
 

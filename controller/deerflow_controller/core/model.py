@@ -7,6 +7,7 @@ the wire enums in ``deerflow_protos/common.proto``, so the shell converts with a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -62,6 +63,7 @@ class TaskState(IntEnum):
     CANCELLED = 8
     TIMED_OUT = 9
     RETRYING = 10  # event only; the task itself goes back to QUEUED
+    PROGRESS = 11  # event only: the running attempt reported progress; the task stays RUNNING
 
 
 TERMINAL_STATES = frozenset(
@@ -147,6 +149,8 @@ class Task:
     """(rate key, tokens charged) while the task holds its keys' slots."""
     progress_at: float = 0.0
     """When the running attempt last showed life (start or progress report): heartbeat timeout."""
+    progress_event_at: float = -math.inf
+    """When the task's last PROGRESS event was emitted (they are at most one a second)."""
     close_at: float = 0.0
     """When schedule-to-close ends the task (0: not armed; armed when it is first ready)."""
     scheduled_attempt: int = -1
@@ -218,6 +222,8 @@ class Event:
     cache_layer: str = ""
     predicted_s: float = 0.0
     """On DISPATCHED: the attempt's predicted run time on its agent (0 = not predicted)."""
+    progress: float = -1.0
+    """On PROGRESS: how far the attempt got, 0-1 (-1: the handler did not say)."""
 
     @property
     def terminal(self) -> bool:

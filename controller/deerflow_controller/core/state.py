@@ -72,6 +72,10 @@ from deerflow_controller.core.types import AttemptResult, Counters, Outbox, Spli
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.recovery import CircuitBreakers, RetryPolicy, classify
 
+PROGRESS_EVENT_EVERY_S = 1.0
+"""Most PROGRESS events one task emits a second: the agent already sends at most two reports a
+second per attempt; a long task (a sub-agent's run) must not fill its job's event log."""
+
 
 def _percent(value: float) -> float:
     """A load figure an agent reported, made a finite 0-100 (NaN reads 0)."""
@@ -471,10 +475,28 @@ class SchedulerCore:
                 task.progress_at = now
                 self._push_timer(now + hb, TimerKind.HEARTBEAT, task, task.attempt)
 
-    def progress(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
-        """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart."""
-        for _, task in self._held(agent_id, keys, TaskState.RUNNING, now):
+    def progress(
+        self,
+        agent_id: str,
+        keys: Iterable[AttemptKey],
+        now: float,
+        *,
+        reports: Mapping[AttemptKey, tuple[float, str]] | None = None,
+    ) -> None:
+        """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart.
+        With ``reports`` (what each said: fraction 0-1 or -1, message), a task's watchers get a
+        PROGRESS event with it, at most one every ``PROGRESS_EVENT_EVERY_S`` per task (a report
+        in between only restarts the timeout)."""
+        for key, task in self._held(agent_id, keys, TaskState.RUNNING, now):
             task.progress_at = now
+            if reports is None or now - task.progress_event_at < PROGRESS_EVENT_EVERY_S:
+                continue
+            said = reports.get(key)
+            if said is None:
+                continue
+            task.progress_event_at = now
+            fraction, message = said
+            self._emit(task, TaskState.PROGRESS, now, detail=message, progress=fraction)
 
     def finished(self, agent_id: str, results: Sequence[AttemptResult], now: float) -> None:
         """Apply a batch of attempt results from one agent, then refill its credit."""

@@ -217,6 +217,7 @@ def emit(
     detail: str = "",
     cache_layer: str = "",
     predicted_s: float = 0.0,
+    progress: float = -1.0,
 ) -> None:
     if task.parent is not None:
         return  # parts are the controller's business; the client sees their parent
@@ -236,6 +237,7 @@ def emit(
             detail,
             cache_layer,
             predicted_s,
+            progress,
         )
     )
     self.outbox.touched_jobs.add(job.id)

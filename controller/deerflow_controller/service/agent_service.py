@@ -137,9 +137,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                         process_cpu_percent=hb.process_cpu_percent,
                     )
                 elif kind == "progress":
-                    shell.progress(
-                        session, [wire.key_from_ref(p.ref) for p in msg.progress.progress]
-                    )
+                    shell.progress(session, wire.progress_reports(msg.progress))
                 elif kind == "draining":
                     refs = [wire.key_from_ref(r) for r in msg.draining.not_started]
                     shell.agent_draining(session, refs)

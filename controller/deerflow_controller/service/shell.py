@@ -347,9 +347,12 @@ class Shell:
         )
         self._changed()
 
-    def progress(self, session: AgentSession, keys: Iterable[AttemptKey]) -> None:
-        """Long attempts of the agent showed life: their heartbeat timeouts restart."""
-        session.scheduler.progress(session.agent_id, keys, self.clock())
+    def progress(
+        self, session: AgentSession, reports: Mapping[AttemptKey, tuple[float, str]]
+    ) -> None:
+        """Long attempts of the agent showed life (their heartbeat timeouts restart) and said how
+        far they got (fraction 0-1 or -1, message), which their watchers see."""
+        session.scheduler.progress(session.agent_id, reports, self.clock(), reports=reports)
         self._changed()
 
     def agent_draining(self, session: AgentSession, not_started: Iterable[AttemptKey]) -> None:

@@ -17,6 +17,7 @@ from deerflow_controller.core.model import (
     Task,
     TaskError,
     TaskSpec,
+    TaskState,
 )
 from deerflow_controller.core.scheduler import AttemptResult
 from deerflow_controller.service.inputs import InputPacker
@@ -102,6 +103,26 @@ def fill_event(ev: Event, out: common_pb2.TaskEvent) -> None:
         out.cache_layer = ev.cache_layer
     if ev.predicted_s:
         out.predicted_s = ev.predicted_s
+    if ev.state is TaskState.PROGRESS:
+        out.progress = ev.progress
+
+
+def progress_reports(
+    batch: agent_pb2.ProgressBatch,
+) -> dict[AttemptKey, tuple[float, str]]:
+    """An agent's progress reports by attempt: (fraction 0-1, or -1 when unknown or not a
+    finite number in range; message, cut to the agent's own limit)."""
+    reports: dict[AttemptKey, tuple[float, str]] = {}
+    for p in batch.progress:
+        fraction = p.fraction
+        if not (0.0 <= fraction <= 1.0):  # NaN, negative (unknown) or out of range
+            fraction = -1.0
+        reports[key_from_ref(p.ref)] = (fraction, p.message[:PROGRESS_MESSAGE_CHARS])
+    return reports
+
+
+PROGRESS_MESSAGE_CHARS = 256
+"""Longest progress message kept (the agent's ``TaskContext`` cuts at the same length)."""
 
 
 def traits_from_proto(h: agent_pb2.HandlerInfo) -> HandlerTraits:
