@@ -49,12 +49,13 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import IO, Any
 
 from deerflow_agent import FatalError, Handler, HandlerKind, TaskContext
 
@@ -65,6 +66,8 @@ MAX_CODE_CHARS = 256 * 1024
 REPORT_MARGIN_S = 0.5
 """Time kept before the attempt's deadline to kill the snippet and report what it printed."""
 MIN_RUN_S = 0.1
+SOURCE_NAME = ".snippet.py"
+"""The snippet's file in its working directory, its interpreter's stdin."""
 
 
 @dataclass(frozen=True)
@@ -149,17 +152,49 @@ class _Captured:
     dropped: int = 0
 
 
-async def _drain(stream: asyncio.StreamReader | None, keep: int) -> _Captured:
+async def _drain(stream: asyncio.StreamReader, keep: int) -> _Captured:
     """Read a stream to its end, keeping the first ``keep`` bytes (never blocks the writer)."""
     out = _Captured(bytearray())
-    if stream is None:
-        return out
     while chunk := await stream.read(65536):
         room = keep - len(out.data)
         if room > 0:
             out.data += chunk[:room]
         out.dropped += max(0, len(chunk) - max(room, 0))
     return out
+
+
+async def _capture(pipe: IO[bytes] | None, keep: int) -> _Captured:
+    """Capture one of the snippet's output pipes on the running loop."""
+    if pipe is None:
+        return _Captured(bytearray())
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 16)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        return await _drain(reader, keep)
+    finally:
+        transport.close()
+
+
+async def _exited(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for the process to end without a thread: its pidfd turns readable then."""
+    if proc.poll() is not None:
+        return proc.returncode
+    loop = asyncio.get_running_loop()
+    pidfd = os.pidfd_open(proc.pid)
+    ended = loop.create_future()
+
+    def exited() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(pidfd, exited)
+    try:
+        await ended
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return proc.wait()
 
 
 def _read_available(fd: int) -> str:
@@ -220,15 +255,19 @@ def _parse(payload: bytes) -> tuple[str, float | None]:
     return code, timeout
 
 
-async def run_python(code: str, limits: PythonLimits, wall_s: float) -> dict[str, Any]:
-    """Run ``code`` under ``limits`` for at most ``wall_s`` seconds; the result document.
-    Cancelling the caller kills the snippet's process group."""
-    keep = limits.output_kb * 1024
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="deerflow-python-") as workdir:
-        report_r, report_w = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
+def _write_source(workdir: str, code: str) -> None:
+    with open(os.path.join(workdir, SOURCE_NAME), "w", encoding="utf-8") as f:
+        f.write(code)
+
+
+def _spawn(workdir: str, limits: PythonLimits, report_w: int) -> subprocess.Popen[bytes]:
+    """Start the snippet's interpreter. subprocess (not the event loop's subprocess support):
+    uvloop's spawn runs the interpreter's fork hooks in the child, and with gRPC threads busy
+    in the agent that child can crash before it execs; subprocess runs none without a
+    preexec_fn."""
+    with open(os.path.join(workdir, SOURCE_NAME), "rb") as source:
+        return subprocess.Popen(
+            [
                 sys.executable,
                 "-I",
                 "-c",
@@ -238,24 +277,40 @@ async def run_python(code: str, limits: PythonLimits, wall_s: float) -> dict[str
                 str(limits.file_mb << 20),
                 str(limits.open_files),
                 str(report_w),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=workdir,
-                env={
-                    "PATH": os.defpath,
-                    "LANG": "C.UTF-8",
-                    "HOME": workdir,
-                    "TMPDIR": workdir,
-                },
-                start_new_session=True,
-                pass_fds=(report_w,),
-            )
+            ],
+            stdin=source,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env={"PATH": os.defpath, "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir},
+            start_new_session=True,
+            pass_fds=(report_w,),
+        )
+
+
+async def run_python(code: str, limits: PythonLimits, wall_s: float) -> dict[str, Any]:
+    """Run ``code`` under ``limits`` for at most ``wall_s`` seconds; the result document.
+    Cancelling the caller kills the snippet's process group."""
+    keep = limits.output_kb * 1024
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="deerflow-python-") as workdir:
+        _write_source(workdir, code)  # a few KB on local disk: not worth a thread
+        report_r, report_w = os.pipe()
+        try:
+            proc = _spawn(workdir, limits, report_w)
+        except BaseException:
+            os.close(report_r)
+            raise
         finally:
             os.close(report_w)
-        with os.fdopen(report_r, "rb") as report:
-            out, err, timed_out = await _talk(proc, code.encode(), keep, max(MIN_RUN_S, wall_s))
-            raised = _read_available(report.fileno())
+        try:
+            out, err, timed_out = await _supervise(proc, keep, max(MIN_RUN_S, wall_s))
+        finally:
+            _kill_group(proc.pid)  # children the snippet left behind, or all of it if cancelled
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)  # SIGKILLed: reaped within milliseconds
+            raised = _read_available(report_r)
+            os.close(report_r)
         exit_code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
     if timed_out:
         error: str | None = (
@@ -276,33 +331,27 @@ async def run_python(code: str, limits: PythonLimits, wall_s: float) -> dict[str
     }
 
 
-async def _talk(
-    proc: asyncio.subprocess.Process, code: bytes, keep: int, wall_s: float
+async def _supervise(
+    proc: subprocess.Popen[bytes], keep: int, wall_s: float
 ) -> tuple[_Captured, _Captured, bool]:
-    """Feed the snippet, capture its output while it runs, and wait for it at most ``wall_s``;
-    then kill its process group whatever happened (children it left behind too). Returns the
-    captured stdout and stderr (what it printed before a timeout included) and whether it
-    timed out."""
+    """Capture the snippet's output while it runs and wait for it at most ``wall_s``; then kill
+    its process group. Returns the captured stdout and stderr (what it printed before a
+    timeout included) and whether it timed out."""
     readers = [
-        asyncio.ensure_future(_drain(proc.stdout, keep)),
-        asyncio.ensure_future(_drain(proc.stderr, keep)),
+        asyncio.ensure_future(_capture(proc.stdout, keep)),
+        asyncio.ensure_future(_capture(proc.stderr, keep)),
     ]
     timed_out = False
     try:
-        assert proc.stdin is not None
-        proc.stdin.write(code)
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await proc.stdin.drain()
-        proc.stdin.close()
-        await asyncio.wait_for(proc.wait(), timeout=wall_s)
+        await asyncio.wait_for(_exited(proc), timeout=wall_s)
     except TimeoutError:
         timed_out = True
-    finally:
-        _kill_group(proc.pid)
-        if not timed_out and proc.returncode is None:  # cancelled: stop reading, reap
-            for reader in readers:
-                reader.cancel()
-    await proc.wait()
+    except BaseException:
+        for reader in readers:
+            reader.cancel()
+        raise
+    _kill_group(proc.pid)
+    await _exited(proc)
     # The pipes close once the group is dead; a grandchild that left the group could hold
     # them open, so the reading is bounded too.
     done, pending = await asyncio.wait(readers, timeout=1.0)
