@@ -6,9 +6,10 @@ its payload *is* code, written by an LLM. It is therefore never installed by def
 in the ``deerflow.handlers`` entry points, so no agent offers it unless told to); an operator
 turns it on for chosen agents only::
 
-    deerflow-agent --handler deerflow_dropins.handlers:python --label sandbox=python
+    deerflow-agent --handler deerflow_dropins.handlers:python
 
-and a task naming ``python`` runs only on those agents (elsewhere it fails UNKNOWN_HANDLER).
+and a task naming ``python`` runs only on those agents (with none connected it fails
+UNKNOWN_HANDLER).
 Whoever can submit jobs to the controller can then run code on those agents, as DeerFlow's own
 ``ENABLE_PYTHON_REPL`` lets the LLM run code in the DeerFlow process. Run them as an
 unprivileged user, on machines (or containers) that hold no secrets the code must not read.
