@@ -114,6 +114,10 @@ class ClusterChatModel(BaseChatModel):
     """The provider account of the rate key ``llm/<account>/<model>`` (None =
     ``$DEERFLOW_LLM_ACCOUNT``, else ``default``)."""
     priority: int = 0
+    call_deadline_s: float = Field(default=1800.0, ge=0)
+    """The longest one generation may take on the cluster, waits for the rate limit and retries
+    included (the task's schedule-to-close; 0 = no limit): past it the call raises
+    TaskFailedError (TIMED_OUT) rather than waiting on."""
     completion_estimate: int = Field(default=512, ge=1)
     """Completion tokens assumed in the estimate when ``max_tokens`` is unset."""
     cluster_cache: Literal["default", "off", "on", "refresh"] = "default"
@@ -156,6 +160,7 @@ class ClusterChatModel(BaseChatModel):
             est_tokens=_text_chars(wire) / 4 + completion,
             tenant=conn.settings.tenant,
             cache=self.cluster_cache,
+            schedule_to_close_s=self.call_deadline_s,
         )
 
     def _result(self, result: TaskResult, stop: Sequence[str] | None) -> ChatResult:

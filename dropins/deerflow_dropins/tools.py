@@ -110,6 +110,10 @@ class _ClusterTool(BaseTool):
     """Start-to-close timeout of one attempt of the task (the handler's HTTP call included)."""
     priority: int = 0
     """The task's priority on the cluster (higher first)."""
+    deadline_s: float = 300.0
+    """The longest one call may take on the cluster, waits for rate limits and retries included
+    (the task's schedule-to-close): past it the call returns its error string instead of
+    waiting on. 0 = no limit."""
 
     def _connection(self) -> ClusterConnection:
         return self.cluster if self.cluster is not None else connect()
@@ -209,6 +213,7 @@ class ClusterWebSearch(_ClusterTool):
             rate_keys=(conn.settings.search_key,),
             tenant=conn.settings.tenant,
             timeout_s=self.timeout_s,
+            schedule_to_close_s=self.deadline_s,
         )
 
     def _shape(self, result: TaskResult) -> tuple[str, dict[str, Any]]:
@@ -312,6 +317,7 @@ class ClusterCrawlTool(_ClusterTool):
             rate_keys=(conn.settings.crawl_key,),
             tenant=conn.settings.tenant,
             timeout_s=self.timeout_s,
+            schedule_to_close_s=self.deadline_s,
         )
 
     def _shape(self, url: str, result: TaskResult) -> str:
@@ -389,6 +395,7 @@ class ClusterPythonReplTool(_ClusterTool):
             priority=self.priority,
             tenant=conn.settings.tenant,
             timeout_s=self.timeout_s,
+            schedule_to_close_s=self.deadline_s,
             cache="off",  # code may read the clock, draw random numbers, fetch URLs
         )
 
