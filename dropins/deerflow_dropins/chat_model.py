@@ -17,10 +17,11 @@ Swap the import in DeerFlow 1.x::
 or name the class in DeerFlow 2.0's ``config.yaml``
 (``use: deerflow_dropins.chat_model:ClusterChatModel``, with ``model`` and ``max_tokens``).
 
-What the cluster's ``llm`` handler sends the provider is ``model``, ``messages`` and
-``max_tokens``: the provider's URL and key are the agents' (``DEERFLOW_LLM_BASE_URL``,
-``DEERFLOW_LLM_API_KEY``), never the caller's, so no secret travels in a task. Sampling options
-(``temperature``...) and tool binding are not forwarded (see docs/DEERFLOW.md).
+What the cluster's ``llm`` handler sends the provider is ``model``, ``messages``,
+``max_tokens``, ``temperature``, ``stop`` and the bound tools (``bind_tools``: OpenAI function
+calling, the answer's ``tool_calls`` parsed as LangChain's): the provider's URL and key are the
+agents' (``DEERFLOW_LLM_BASE_URL``, ``DEERFLOW_LLM_API_KEY``), never the caller's, so no secret
+travels in a task. Streaming is not supported: a generation comes back whole.
 """
 
 from __future__ import annotations
@@ -28,15 +29,19 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from deerflow_controller.client import Task, TaskResult
@@ -84,6 +89,43 @@ def _cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
     return text[:cut]
 
 
+def _tool_choice(
+    choice: str | dict[str, Any] | bool, tools: list[dict[str, Any]]
+) -> str | dict[str, Any]:
+    if isinstance(choice, dict):
+        return choice
+    if choice is True:
+        if len(tools) != 1:
+            raise ValueError(f"tool_choice=True needs exactly one tool, got {len(tools)}")
+        choice = tools[0]["function"]["name"]
+    if choice == "any":
+        return "required"
+    if choice in ("auto", "none", "required"):
+        return choice
+    names = [t["function"]["name"] for t in tools]
+    if choice not in names:
+        raise ValueError(f"tool_choice {choice!r} is not among the tools ({', '.join(names)})")
+    return {"type": "function", "function": {"name": choice}}
+
+
+def _tool_calls(raw: object) -> tuple[list[Any], list[Any]]:
+    """The provider's ``tool_calls`` as LangChain's tool calls, and those whose arguments are
+    not JSON as invalid tool calls."""
+    calls: list[Any] = []
+    invalid: list[Any] = []
+    for item in raw if isinstance(raw, list) else ():
+        if not isinstance(item, dict):
+            continue
+        try:
+            parsed = parse_tool_call(item, return_id=True)
+        except Exception as e:  # OutputParserException: arguments that are not JSON
+            invalid.append(make_invalid_tool_call(item, str(e)))
+            continue
+        if parsed is not None:
+            calls.append(parsed)
+    return calls, invalid
+
+
 class ClusterChatModel(BaseChatModel):
     """A chat model that runs each generation as an ``llm`` task on the cluster.
 
@@ -104,8 +146,8 @@ class ClusterChatModel(BaseChatModel):
     max_retries: int | None = Field(default=None, ge=0)
     """Retries of a failed attempt on the cluster (None = the controller's default, by error
     class: see the README)."""
-    temperature: float | None = None
-    """Accepted for DeerFlow's configurations; not forwarded (the handler sends none)."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """Sampling temperature, sent to the provider when set."""
     controller: str | None = None
     """The controller's address; None = ``$DEERFLOW_CONTROLLER``."""
     cluster: ClusterConnection | None = Field(default=None, exclude=True)
@@ -142,13 +184,21 @@ class ClusterChatModel(BaseChatModel):
         settings = (conn or self._connection()).settings
         return f"llm/{self.account or settings.llm_account}/{self.model_name}"
 
-    def _task(self, conn: ClusterConnection, messages: list[BaseMessage]) -> Task:
+    def _task(self, conn: ClusterConnection, messages: list[BaseMessage], **options: Any) -> Task:
         wire = convert_to_openai_messages(messages)
         assert isinstance(wire, list)
         payload: dict[str, Any] = {"model": self.model_name, "messages": wire}
         if self.max_tokens is not None:
             payload["max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            payload["temperature"] = self.temperature
+        for name in ("tools", "tool_choice", "stop"):
+            if options.get(name):
+                payload[name] = options[name]
         completion = self.max_tokens or self.completion_estimate
+        # The tools' schemas are part of the prompt the provider counts.
+        tools = payload.get("tools")
+        prompt_chars = _text_chars(wire) + (len(json.dumps(tools)) if tools else 0)
         return Task(
             "llm",
             "llm",
@@ -157,7 +207,7 @@ class ClusterChatModel(BaseChatModel):
             timeout_s=self.timeout or DEFAULT_TIMEOUT_S,
             max_retries=-1 if self.max_retries is None else self.max_retries,
             rate_keys=(self.rate_key(conn),),
-            est_tokens=_text_chars(wire) / 4 + completion,
+            est_tokens=prompt_chars / 4 + completion,
             tenant=conn.settings.tenant,
             cache=self.cluster_cache,
             schedule_to_close_s=self.call_deadline_s,
@@ -178,8 +228,11 @@ class ClusterChatModel(BaseChatModel):
         )
         model = str(doc.get("model") or self.model_name)
         finish = doc.get("finish_reason")
+        tool_calls, invalid = _tool_calls(doc.get("tool_calls"))
         message = AIMessage(
             content=_cut_at_stop(str(doc.get("content") or ""), stop),
+            tool_calls=tool_calls,
+            invalid_tool_calls=invalid,
             usage_metadata=metadata,
             response_metadata={
                 "model_name": model,
@@ -197,6 +250,21 @@ class ClusterChatModel(BaseChatModel):
             llm_output={"token_usage": dict(usage), "model_name": model},
         )
 
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer ``tools`` to the model (OpenAI function calling, passed on by the ``llm``
+        handler); ``tool_choice`` is "auto", "none", "required" (or "any"), a tool's name, or
+        True for the only tool. The answer's ``tool_calls`` are parsed as LangChain's."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None and tool_choice is not False:
+            kwargs["tool_choice"] = _tool_choice(tool_choice, formatted)
+        return super().bind(tools=formatted, **kwargs)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -205,7 +273,7 @@ class ClusterChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         conn = self._connection()
-        task = self._task(conn, messages)
+        task = self._task(conn, messages, stop=stop, **kwargs)
         with traced_call("llm", call_trace(run_manager), conn.tracer_provider):
             result = conn.run_task(task, name=f"deerflow llm {self.model_name}")
         return self._result(result, stop)
@@ -218,7 +286,7 @@ class ClusterChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         conn = self._connection()
-        task = self._task(conn, messages)
+        task = self._task(conn, messages, stop=stop, **kwargs)
         with traced_call("llm", call_trace(run_manager), conn.tracer_provider):
             result = await conn.arun_task(task, name=f"deerflow llm {self.model_name}")
         return self._result(result, stop)

@@ -7,10 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from deerflow_dropins._cluster import CONTROLLER_ENV, close_all
 from deerflow_dropins.chat_model import ClusterChatModel, get_llm_by_type, reset_llm_cache
+from deerflow_dropins.tools import ClusterCrawlTool, get_web_search_tool
 
 from .conftest import DropinCluster
 
@@ -99,14 +106,33 @@ def test_get_llm_by_type_builds_the_model_from_deerflows_conf_and_environment(
 
 
 async def test_a_stop_sequence_cuts_the_answer(dropin_cluster: DropinCluster) -> None:
-    # The cluster's cache serves the second call the first one's answer: a stop sequence is
-    # applied to the answer, not sent to the provider.
-    model = ClusterChatModel(model=MODEL, cluster=dropin_cluster.conn, cluster_cache="on")
-    full = await model.ainvoke(PROMPT)
+    model = ClusterChatModel(model=MODEL, cluster=dropin_cluster.conn)
+    full = await model.ainvoke(PROMPT)  # the simulator's reply depends on the prompt alone
     text = str(full.content)
     stop = text[len(text) // 2 : len(text) // 2 + 5]
 
     cut = await model.ainvoke(PROMPT, stop=[stop])
 
-    assert cut.response_metadata["deerflow_cache_layer"] == "exact"
     assert stop and str(cut.content) == text[: text.index(stop)]
+
+
+async def test_a_react_turn_calls_a_cluster_tool_and_answers_from_its_result(
+    dropin_cluster: DropinCluster,
+) -> None:
+    search = get_web_search_tool(2, cluster=dropin_cluster.conn)
+    crawl = ClusterCrawlTool(cluster=dropin_cluster.conn)
+    model = ClusterChatModel(model=MODEL, cluster=dropin_cluster.conn)
+    messages: list[BaseMessage] = [HumanMessage("Find EV battery supply chain news.")]
+
+    asked = await model.bind_tools([search, crawl]).ainvoke(messages)
+    named = await model.bind_tools([search, crawl], tool_choice="crawl_tool").ainvoke(messages)
+
+    assert isinstance(asked, AIMessage) and asked.content == ""
+    (call,) = asked.tool_calls
+    assert call["name"] == "web_search" and set(call["args"]) == {"query"}
+    assert named.tool_calls[0]["name"] == "crawl_tool"
+    result = await search.ainvoke(call)  # a ToolMessage, the search run on the cluster
+    assert isinstance(result, ToolMessage) and result.tool_call_id == call["id"]
+    answer = await model.bind_tools([search, crawl]).ainvoke([*messages, asked, result])
+    assert isinstance(answer, AIMessage) and not answer.tool_calls
+    assert isinstance(answer.content, str) and answer.content
