@@ -2,9 +2,9 @@
 handler, and ``deerflow sim`` answering at once over real HTTP as every provider; every process
 and the drop-ins' connection export their spans over real OTLP/gRPC to a receiver here.
 
-The processes run on an event loop in a thread of their own for the whole session, so both
+The processes run on an event loop in a thread of their own for the whole package, so both
 blocking tests (``tool.invoke``) and async ones (``ainvoke``) use them, and starting them is
-paid once (about 3 s). Every process is stopped by its own pid at the end of the session.
+paid once (about 3 s). Every process is stopped by its own pid when the package's tests end.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ async def _start_cluster(cluster: Cluster, endpoint: str) -> None:
         await client.agents(wait_for=1, timeout_s=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dropin_cluster() -> Iterator[DropinCluster]:
     background = _Background()
     receiver = OtlpReceiver()
