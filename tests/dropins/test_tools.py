@@ -3,8 +3,12 @@ sync and async, errors as DeerFlow's strings, every call a task on its rate key.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Annotated, Any
+import os
+import time
+from pathlib import Path
+from typing import IO, Annotated, Any
 
 import pytest
 from langchain_core.messages import ToolMessage
@@ -242,3 +246,30 @@ async def test_python_repl_tool_runs_code_on_the_agent_and_reports_as_deerflow(
     assert failed == (
         "Error executing code:\n```python\n1 / 0\n```\nError: ZeroDivisionError('division by zero')"
     )
+
+
+async def test_a_cancelled_call_cancels_its_task_on_the_cluster(
+    dropin_cluster: DropinCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ENABLE_PYTHON_REPL", "true")
+    fifo = tmp_path / "snippet"
+    os.mkfifo(fifo)
+    # The snippet says it runs through the FIFO, then holds it open until it is killed.
+    code = f"f = open({str(fifo)!r}, 'w'); f.write('up\\n'); f.flush()\nimport time; time.sleep(60)"
+    repl = ClusterPythonReplTool(cluster=dropin_cluster.conn)
+
+    def wait_running() -> IO[str]:
+        reader = open(fifo)  # noqa: SIM115 - closed below; blocks until the snippet opens it
+        assert reader.readline() == "up\n"
+        return reader
+
+    call = asyncio.create_task(repl.ainvoke({"code": code}))
+    reader = await asyncio.wait_for(asyncio.to_thread(wait_running), 20)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    started = time.monotonic()
+    # EOF: every writer is gone, i.e. the agent killed the snippet when its job was cancelled.
+    assert await asyncio.wait_for(asyncio.to_thread(reader.read), 30) == ""
+    reader.close()
+    assert time.monotonic() - started < 20
