@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 from deerflow_common import signals
@@ -78,6 +79,7 @@ async def _llm(ctx: TaskContext, payload: bytes) -> HandlerResult:
         if max_tokens < 1:
             raise FatalError(f"llm: payload field 'max_tokens' must be >= 1, got {max_tokens}")
         body["max_tokens"] = max_tokens
+    body.update(_passed_options(doc))
     endpoint = LLM.endpoint("llm", doc)
     # OpenAI-style base URLs often end in /v1 already (OPENAI_BASE_URL does): accept both.
     versioned = endpoint.base_url.rstrip("/").endswith("/v1")
@@ -108,7 +110,59 @@ async def _llm(ctx: TaskContext, payload: bytes) -> HandlerResult:
         "usage": usage,
         "finish_reason": choices[0].get("finish_reason"),
     }
+    tool_calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if isinstance(tool_calls, list) and tool_calls:
+        output["tool_calls"] = tool_calls  # OpenAI's shape: [{"id", "type", "function"}]
     return HandlerResult(json.dumps(output).encode(), reply.metadata)
+
+
+LLM_MAX_TOOLS = 128
+"""Most tools one call may offer (OpenAI's own limit)."""
+
+
+def _passed_options(doc: dict[str, Any]) -> dict[str, Any]:
+    """The optional chat-completion fields the handler passes on as given, checked: ``tools``
+    and ``tool_choice`` (function calling), ``temperature``, ``top_p``, ``stop``."""
+    options: dict[str, Any] = {}
+    tools = doc.get("tools")
+    if tools is not None:
+        if (
+            not isinstance(tools, list)
+            or not 1 <= len(tools) <= LLM_MAX_TOOLS
+            or not all(isinstance(t, dict) for t in tools)
+        ):
+            raise FatalError(
+                f"llm: payload field 'tools' must be a list of 1-{LLM_MAX_TOOLS} tool objects"
+            )
+        options["tools"] = tools
+    choice = doc.get("tool_choice")
+    if choice is not None:
+        if not isinstance(choice, str | dict):
+            raise FatalError("llm: payload field 'tool_choice' must be a string or an object")
+        options["tool_choice"] = choice
+    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        value = doc.get(name)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
+            raise FatalError(f"llm: payload field {name!r} must be {low:g}-{high:g}, got {value!r}")
+        options[name] = value
+    stop = doc.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if (
+            not isinstance(stops, list)
+            or len(stops) > 4
+            or not all(isinstance(x, str) for x in stops)
+        ):
+            raise FatalError("llm: payload field 'stop' must be a string or a list of up to 4")
+        options["stop"] = stops
+    return options
 
 
 def _messages(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,7 +201,8 @@ llm = Handler(
     "llm",
     _llm,
     HandlerKind.IO,
-    description='One chat completion {"model", "messages"|"prompt", "max_tokens"?}; no retries.',
+    description='One chat completion {"model", "messages"|"prompt", "max_tokens"?, "tools"?, '
+    '"tool_choice"?, "temperature"?, "top_p"?, "stop"?}; no retries.',
     cacheable=True,
     nondeterministic=True,  # sampled: the same prompt may get another answer
     default_duration_s=5.0,  # 0.8 s to the first token + a few hundred tokens at 30-80 tok/s
