@@ -205,6 +205,15 @@ class ClusterConnection:
         loop.call_soon_threadsafe(start)
         return future
 
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the private loop, in a copy of the caller's context, and return at
+        once (for runs that outlive the caller's call, such as background sub-agent runs)."""
+        return self._submit(coro, contextvars.copy_context())
+
+    def in_own_loop(self) -> bool:
+        """True when called from this connection's own loop (where :meth:`run` must not be)."""
+        return _running_loop() is self._loop
+
     def run(self, make: Callable[[AsyncClient], Coroutine[Any, Any, T]]) -> T:
         """Run ``make(client)`` on the private loop, in a copy of the caller's context, and
         block until it ends; its exception is raised here."""

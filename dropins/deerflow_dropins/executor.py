@@ -47,7 +47,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from deerflow_dropins._background import controller_address
+from deerflow_dropins._cluster import controller_address
 from deerflow_dropins._executor_runs import run_local, watch_job
 from deerflow_dropins._executor_types import (
     ClusterCall,

@@ -51,7 +51,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from deerflow_dropins._background import background, controller_address
+from deerflow_dropins._cluster import connect, controller_address
 
 if TYPE_CHECKING:
     from deerflow_controller.client import TaskEvent
@@ -248,13 +248,13 @@ def request_cancel_background_task(execution_id: str) -> None:
         return
     result.cancel_event.set()
     if result.job_id and result.address:
-        background().submit(_cancel(result.address, result.job_id))
+        connect(result.address).spawn(_cancel(result.address, result.job_id))
 
 
 async def _cancel(address: str, job_id: str) -> None:
     """Cancel a run's job (on the background loop)."""
     try:
-        await background().client(address).cancel(job_id, reason="cancelled by the lead agent")
+        await connect(address).client.cancel(job_id, reason="cancelled by the lead agent")
     except Exception as exc:  # the controller may be gone; the run's timeout still holds
         logger.warning("could not cancel sub-agent job %s: %s", job_id, exc)
 
@@ -354,24 +354,24 @@ class SubagentExecutor:
     def execute(self, task: str, result_holder: SubagentResult | None = None) -> SubagentResult:
         """Run one sub-agent and wait for its outcome (blocks the calling thread; from async
         code use :meth:`aexecute`). Never raises for the run's failure: see ``status``."""
-        bg = background()
-        if bg.in_loop_thread():
+        conn = connect(self.address)
+        if conn.in_own_loop():
             raise RuntimeError("execute() cannot wait on the drop-ins' own loop; use aexecute()")
         result = result_holder or self._new_result(None)
-        return bg.submit(self._run(task, result)).result()
+        return conn.spawn(self._run(task, result)).result()
 
     async def aexecute(
         self, task: str, result_holder: SubagentResult | None = None
     ) -> SubagentResult:
         """:meth:`execute` for async callers: awaits without blocking the loop."""
         result = result_holder or self._new_result(None)
-        return await asyncio.wrap_future(background().submit(self._run(task, result)))
+        return await asyncio.wrap_future(connect(self.address).spawn(self._run(task, result)))
 
     def execute_async(self, task: str, task_id: str | None = None) -> str:
         """Start a run in the background; return its execution id for
         :func:`get_background_task_result`. Never blocks."""
         result = self._new_result(task_id)
-        background().submit(self._run(task, result))
+        connect(self.address).spawn(self._run(task, result))
         return result.task_id
 
     async def stream(self, task: str, task_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -424,7 +424,7 @@ class SubagentExecutor:
         """Submit the run and follow its events to the end (on the background loop)."""
         from deerflow_controller.client import Task
 
-        client = background().client(self.address)
+        client = connect(self.address).client
         spec = Task(
             id="subagent",
             handler=self.handler,
