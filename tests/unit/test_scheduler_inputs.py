@@ -16,7 +16,7 @@ import pytest
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.core.inputs import fetchable_input, wanted_inputs
 from deerflow_controller.core.model import ErrorKind, HandlerTraits, Task, TaskSpec, TaskState
-from deerflow_controller.core.scheduler import AttemptResult, RestoredResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, RestoredJob, RestoredResult, Scheduler
 from deerflow_controller.core.validation import JobRejected, Limits, validate_job
 from deerflow_controller.service import wire
 from deerflow_controller.service.inputs import InputPacker, hash_for_readers, input_chunks
@@ -265,15 +265,17 @@ def test_the_parts_of_a_split_task_get_its_inputs_and_its_dependents_the_merge()
 def test_a_restored_output_goes_to_the_dependents_still_to_run() -> None:
     s = make()
     job = s.restore_job(
-        JOB,
-        "",
-        [spec("p"), spec("q"), reads("done", "p"), reads("c", "p", "q")],
-        {
-            "p": RestoredResult(TaskState.SUCCEEDED, b"P", attempt=1),
-            "q": RestoredResult(TaskState.SUCCEEDED, b"QQ", attempt=1),
-            "done": RestoredResult(TaskState.SUCCEEDED, b"", attempt=1),
-        },
-        now=5.0,
+        RestoredJob(
+            JOB,
+            "",
+            [spec("p"), spec("q"), reads("done", "p"), reads("c", "p", "q")],
+            {
+                "p": RestoredResult(TaskState.SUCCEEDED, b"P", attempt=1),
+                "q": RestoredResult(TaskState.SUCCEEDED, b"QQ", attempt=1),
+                "done": RestoredResult(TaskState.SUCCEEDED, b"", attempt=1),
+            },
+        ),
+        5.0,
     )
     assert job.tasks["p"].consumers == 1 and job.retained_bytes == 3
     s.agent_joined("a", ["echo"], 4, 5.0)

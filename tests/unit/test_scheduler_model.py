@@ -41,7 +41,7 @@ from deerflow_controller.core.model import (
     TaskError,
     TaskSpec,
 )
-from deerflow_controller.core.scheduler import AttemptResult, RestoredResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, RestoredJob, RestoredResult, Scheduler
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.recovery import RecoveryConfig
 
@@ -442,7 +442,7 @@ class SchedulerModel(RuleBasedStateMachine):
                 if t.terminal
             }
             specs = [t.spec for t in job.tasks.values()]
-            self.sched.restore_job(job.id, job.name, specs, finished, self.now)
+            self.sched.restore_job(RestoredJob(job.id, job.name, specs, finished), self.now)
         self.jobs = dict(self.sched.jobs)
         self.apply()
         for fake in self.agents.values():

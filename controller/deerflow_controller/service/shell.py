@@ -24,7 +24,7 @@ from typing import Protocol
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import AttemptKey, HandlerTraits, Job, Task, TaskSpec
-from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredJob, Scheduler
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.service import wire
 from deerflow_controller.service.cache_saver import CacheSaver
@@ -214,22 +214,10 @@ class Shell:
         self._changed()
         return n
 
-    def restore_job(
-        self,
-        job_id: str,
-        name: str,
-        specs: Sequence[TaskSpec],
-        finished: Mapping[str, RestoredResult],
-        now: float,
-        *,
-        submitted_at: float = 0.0,
-        deadline_s: float = 0.0,
-    ) -> Job:
+    def restore_job(self, record: RestoredJob, now: float) -> Job:
         """Rebuild a journaled job on taking over (see ``Scheduler.restore_job``). ``now`` is
         the takeover's instant, the one its caller judged the journal's expiries against."""
-        job = self.scheduler.restore_job(
-            job_id, name, specs, finished, now, submitted_at=submitted_at, deadline_s=deadline_s
-        )
+        job = self.scheduler.restore_job(record, now)
         self._changed()
         return job
 
