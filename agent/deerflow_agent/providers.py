@@ -11,7 +11,10 @@ Configuration, per request: the payload's ``base_url`` and ``api_key``, else the
 is a FatalError naming the variable. The per-request timeout is the attempt's time left, capped
 by each provider's default.
 
-Payloads and outputs are UTF-8 JSON.
+Payloads and outputs are UTF-8 JSON. An ``llm`` task that asks for its dependencies' outputs
+(``Task(inputs=...)``) gets them as one more user message after its own, each under its task id
+(an ``llm`` output as its answer's text; each cut at ``LLM_INPUT_CHARS``), and its output names
+them in ``context_from``: how a reporter reads its research steps' findings.
 
 Traits (see :class:`Handler`): all three are cacheable; ``llm`` is declared nondeterministic (a
 sampled answer is cached only for tasks that ask); ``search`` offers its ``query`` to the
@@ -22,8 +25,10 @@ split. Default durations are docs/WORKLOAD.md's medians.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from deerflow_common import signals
@@ -73,7 +78,12 @@ CRAWL_MAX_BYTES = 1 << 20
 
 async def _llm(ctx: TaskContext, payload: bytes) -> HandlerResult:
     doc = parse_object("llm", payload)
-    body: dict[str, Any] = {"model": string("llm", doc, "model"), "messages": _messages(doc)}
+    messages = _messages(doc)
+    if ctx.inputs:
+        # The task asked for its dependencies' outputs (issue #15): they are the context the
+        # call answers from (a reporter reads its research steps' findings).
+        messages = [*messages, _inputs_message(ctx.inputs)]
+    body: dict[str, Any] = {"model": string("llm", doc, "model"), "messages": messages}
     if doc.get("max_tokens") is not None:
         max_tokens = integer("llm", doc, "max_tokens")
         if max_tokens < 1:
@@ -113,7 +123,31 @@ async def _llm(ctx: TaskContext, payload: bytes) -> HandlerResult:
     tool_calls = message.get("tool_calls") if isinstance(message, dict) else None
     if isinstance(tool_calls, list) and tool_calls:
         output["tool_calls"] = tool_calls  # OpenAI's shape: [{"id", "type", "function"}]
+    if ctx.inputs:
+        output["context_from"] = list(ctx.inputs)
     return HandlerResult(json.dumps(output).encode(), reply.metadata)
+
+
+LLM_INPUT_CHARS = 8000
+"""Most characters of one dependency's output that an ``llm`` call adds to its context (a
+crawled page or a long answer is cut, saying so)."""
+
+
+def _inputs_message(inputs: Mapping[str, bytes]) -> dict[str, str]:
+    """The dependencies' outputs as one user message, each under its task id, in
+    ``depends_on`` order: an ``llm`` output as its answer's text, anything else as its text."""
+    parts = ["Results of the tasks this one depends on:"]
+    for task_id, raw in inputs.items():
+        text = raw.decode("utf-8", errors="replace")
+        with contextlib.suppress(ValueError):
+            doc = json.loads(text)
+            if isinstance(doc, dict) and isinstance(doc.get("content"), str):
+                text = doc["content"]
+        if len(text) > LLM_INPUT_CHARS:
+            cut = len(text) - LLM_INPUT_CHARS
+            text = f"{text[:LLM_INPUT_CHARS]}\n[... {cut} more characters cut]"
+        parts.append(f"### {task_id}\n{text}")
+    return {"role": "user", "content": "\n\n".join(parts)}
 
 
 LLM_MAX_TOOLS = 128

@@ -236,3 +236,27 @@ async def test_a_bad_passed_option_is_fatal_and_names_it(
     error = await fatal(llm, chat(sim, **option))
 
     assert field in error.message
+
+
+async def test_a_call_that_asked_for_inputs_answers_from_them_and_names_them(
+    sim: Simulator,
+) -> None:
+    from deerflow_agent.providers import LLM_INPUT_CHARS
+    from deerflow_agent.testing import HandlerEnvironment
+
+    finding = json.dumps({"content": "Step 1 found that Meituan leads with 69 %."}).encode()
+    page = b"x" * (LLM_INPUT_CHARS * 3)  # a long crawl: cut, saying so
+    payload = json.dumps(chat(sim, max_tokens=64)).encode()
+    alone = json.loads((await run(llm, chat(sim, max_tokens=64))).output)
+
+    result = await HandlerEnvironment().run_result(
+        llm, payload, inputs={"step-1": finding, "crawl-2": page}
+    )
+
+    out = json.loads(result.output)
+    assert out["context_from"] == ["step-1", "crawl-2"]  # depends_on order
+    # The simulator counts a prompt token per 4 characters: the context reached the provider,
+    # the finding as its text, the page cut at LLM_INPUT_CHARS.
+    added = out["usage"]["prompt_tokens"] - alone["usage"]["prompt_tokens"]
+    assert LLM_INPUT_CHARS // 4 < added < (LLM_INPUT_CHARS + 400) // 4
+    assert "context_from" not in alone
