@@ -364,6 +364,9 @@ class SchedulerCore:
                 # The task was requeued when the agent vanished; take the running attempt back
                 # from wherever it waits again (queued, or throttled by its keys or a circuit).
                 self._leave_wait(task)
+                # Had it given its rate slots back (its attempt counted as failed), it holds
+                # them again while it runs.
+                self.limiter.hold_again(task, now)
                 task.state = TaskState.RUNNING
                 task.agent_id = agent_id
                 agent.hold(key, task)
