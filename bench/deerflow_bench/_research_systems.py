@@ -59,9 +59,10 @@ class Providers:
         ]  # fmt: skip
 
     def limits_toml(self) -> str:
-        """What an operator tells the controller about the keys (the same quotas)."""
+        """What an operator tells the controller about the keys: the same quotas, and a bucket
+        as deep as the simulator's (``burst_s`` 0.9 of its one second, not the default 0.5)."""
         return "".join(
-            f'[[ratelimit.keys]]\npattern = "{pattern}"\nrpm = {rpm}\n'
+            f'[[ratelimit.keys]]\npattern = "{pattern}"\nrpm = {rpm}\nburst_s = 0.9\n'
             for pattern, rpm in (
                 (f"llm/{KEYS['llm']}/*", self.llm_rpm),
                 (RATE_KEYS["search"], self.search_rpm),
@@ -185,13 +186,20 @@ class _Stage:
 
     final: dict[str, TaskEvent] = field(default_factory=dict)
     busy_s: float = 0.0
+    throttled_s: list[float] = field(default_factory=list)
+    """Per task held THROTTLED by the cluster-wide limiter: how long until it was dispatched."""
 
 
 async def _stage(client: AsyncClient, tasks: list[Task], name: str) -> _Stage:
     job = await client.submit(tasks, name=name)
     out = _Stage()
     running: dict[str, float] = {}
+    throttled: dict[str, float] = {}
     async for ev in job.events():
+        if ev.state == "THROTTLED":
+            throttled.setdefault(ev.task_id, ev.time)
+        elif ev.state == "DISPATCHED" and ev.task_id in throttled:
+            out.throttled_s.append(max(0.0, ev.time - throttled.pop(ev.task_id)))
         if ev.state in ("DISPATCHED", "RUNNING"):
             running[ev.task_id] = ev.time  # RUNNING (the handler started) replaces DISPATCHED
         elif ev.task_id in running:
@@ -216,7 +224,7 @@ def _tool_outcome(rec: JobRecord, ev: TaskEvent | None) -> None:
         rec.tool_errors += 1
 
 
-async def _ours_job(client: AsyncClient, job: Job, rec: JobRecord) -> None:
+async def _ours_job(client: AsyncClient, job: Job, rec: JobRecord, throttled: list[float]) -> None:
     """The job as DeerFlow's graph would drive the SDK: the lead's calls, then every step's
     turns (each turn one submit: the llm call, then its tools), the steps at once, then the
     reporter. A failed tool goes back to the model as text, as in DeerFlow."""
@@ -226,6 +234,7 @@ async def _ours_job(client: AsyncClient, job: Job, rec: JobRecord) -> None:
         f"{job.id}/lead",
     )
     rec.busy_s += lead.busy_s
+    throttled += lead.throttled_s
     if any(ev.state != "SUCCEEDED" for ev in lead.final.values()) or len(lead.final) < 2:
         rec.failed = True
         return
@@ -237,6 +246,7 @@ async def _ours_job(client: AsyncClient, job: Job, rec: JobRecord) -> None:
             tasks += [_task(f"tool{k}", c, ["llm"]) for k, c in enumerate(turn.tools)]
             out = await _stage(client, tasks, f"{job.id}/s{s}t{t}")
             rec.busy_s += out.busy_s
+            throttled.extend(out.throttled_s)
             llm = out.final.get("llm")
             if llm is None or llm.state != "SUCCEEDED":
                 rec.failed_steps += 1
@@ -248,6 +258,7 @@ async def _ours_job(client: AsyncClient, job: Job, rec: JobRecord) -> None:
     await asyncio.gather(*(step(s) for s in range(len(job.steps))))
     tail = await _stage(client, [_task("reporter", job.reporter, [])], f"{job.id}/report")
     rec.busy_s += tail.busy_s
+    throttled += tail.throttled_s
     if tail.final.get("reporter") is None or tail.final["reporter"].state != "SUCCEEDED":
         rec.failed = True
     else:
@@ -293,11 +304,14 @@ async def run_ours(
                 t0 = time.time() + 0.2
                 records = [JobRecord(j.id, t0 + j.arrival_s) for j in jobs]
                 deadline = t0 + deadline_s
+                throttled: list[float] = []
 
                 async def one(job: Job, rec: JobRecord) -> None:
                     await asyncio.sleep(max(0.0, rec.arrival - time.time()))
                     try:
-                        await asyncio.wait_for(_ours_job(client, job, rec), deadline - time.time())
+                        await asyncio.wait_for(
+                            _ours_job(client, job, rec, throttled), deadline - time.time()
+                        )
                     except TimeoutError:
                         rec.failed = True
                     rec.end = time.time()
@@ -311,5 +325,10 @@ async def run_ours(
     end = max((r.end for r in records), default=t0)
     return SystemRun(
         "ours", records, t0, agents * slots * (end - t0), agents * slots, cpu, provider,
-        {"controller_retries": stats.retries, "slots_per_agent": slots},
+        {
+            "controller_retries": stats.retries,
+            "slots_per_agent": slots,
+            "throttled_tasks": len(throttled),
+            "throttled_wait_mean_s": round(sum(throttled) / len(throttled), 3) if throttled else 0,
+        },
     )  # fmt: skip
