@@ -410,7 +410,7 @@ def bench_cache_cmd(
 )
 @click.option(
     "--slots",
-    default=4,
+    default=8,
     show_default=True,
     type=click.IntRange(1, 1024),
     help="Slots per agent of the control plane.",
