@@ -1,5 +1,5 @@
-"""DeerFlow 2.0's execution (bytedance/deer-flow, main @ f1f4af9), rewritten from its facts in
-/work/shared/BASELINES.md section 4 and its source, to run research jobs as DeerFlow 2.0 does.
+"""DeerFlow 2.0's execution (bytedance/deer-flow, main @ f1f4af9), rewritten from the facts of
+its public source to run research jobs as DeerFlow 2.0 does.
 
 - Sub-agents (``subagents/executor.py``): module-level thread pools per process, shared by every
   request: a scheduler pool of 3 workers hands each sub-agent to an execution pool of 3 and

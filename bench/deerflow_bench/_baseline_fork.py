@@ -1,5 +1,6 @@
-"""The fork's executor (hqzhon/smart-deer-flow @ e580772), rewritten from its facts in
-/work/shared/BASELINES.md sections 1-2 and its source, to run research jobs as the fork does.
+"""The fork's executor (hqzhon/smart-deer-flow @ e580772), rewritten from the facts of its
+public source (``parallel_executor.py``, ``rate_limiter.py``, ``error_handler.py``) to run
+research jobs as the fork does.
 
 How the fork runs a report, and so how this module does:
 - ``src/graph/nodes.py`` creates a ``ParallelExecutor(max_concurrent_tasks=3)`` for the plan's

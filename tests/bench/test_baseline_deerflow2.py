@@ -1,5 +1,5 @@
 """DeerFlow 2.0's execution as ``deerflow bench research --system deerflow2`` runs it: each
-behaviour /work/shared/BASELINES.md documents, tested on the component (fake clock where the
+behaviour of DeerFlow 2.0's source it reproduces, tested on the component (fake clock where the
 component is pure)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The fork's executor as ``deerflow bench research --system fork`` runs it: each behaviour
-/work/shared/BASELINES.md documents, tested on the component with a fake clock."""
+"""The fork's executor as ``deerflow bench research --system fork`` runs it: each behaviour of
+the fork's source it reproduces, tested on the component with a fake clock."""
 
 from __future__ import annotations
 
