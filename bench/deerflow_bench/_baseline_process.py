@@ -195,8 +195,6 @@ class DeerFlow2Process:
         self.providers, self.scale = providers, scale
         self.middleware = df2.LlmMiddleware(scale=scale, max_concurrent_calls=llm_cap)
         self.pools = df2.SubagentPools(timeout_s=df2.SUBAGENT_TIMEOUT_S * scale)
-        self.ledger = SlotLedger()
-        """Unused: the pools' slot time is their width over the run, counted by the parent."""
 
     async def llm(self, session: aiohttp.ClientSession, call: Call, tally: StepTally) -> bytes:
         async def attempt() -> bytes:
@@ -285,13 +283,14 @@ async def serve(config: dict[str, Any]) -> dict[str, Any]:
             rec.end = time.time()
 
         await asyncio.gather(*(one(j, r) for j, r in zip(jobs, records, strict=True)))
-    slot_s = system.ledger.close()
     out: dict[str, Any] = {
         "records": [r.to_json() for r in records],
-        "slot_s": slot_s,
         "cpu_s": time.process_time(),
     }
     if isinstance(system, ForkProcess):
+        # The executors' width over their lives; DeerFlow 2.0's pools are counted by the
+        # parent (their width over the whole run).
+        out["slot_s"] = system.ledger.close()
         out["limiter_wait_s"] = system.limiter.waited_s
         out["max_running_seen"] = system.max_width_seen
     else:

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from deerflow_common import run
+from deerflow_common.cli_types import FiniteFloatRange
 from deerflow_controller.client import DeerflowError
 
 T = TypeVar("T")
@@ -420,7 +421,7 @@ def bench_cache_cmd(
     "duration_s",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(1.0, 3600.0),
+    type=FiniteFloatRange(1.0, 3600.0),
     help="Seconds during which users arrive.",
 )
 @click.option(
@@ -428,7 +429,7 @@ def bench_cache_cmd(
     "arrival_per_s",
     default=0.7,
     show_default=True,
-    type=click.FloatRange(0.01, 100.0),
+    type=FiniteFloatRange(0.01, 100.0),
     help="Research jobs started per second.",
 )
 @click.option(
@@ -436,24 +437,42 @@ def bench_cache_cmd(
     "drain_s",
     default=25.0,
     show_default=True,
-    type=click.FloatRange(1.0, 3600.0),
+    type=FiniteFloatRange(1.0, 3600.0),
     help="After the arrivals, how long jobs may take to finish before they count failed.",
 )
-@click.option("--llm-rpm", default=900.0, show_default=True, type=click.FloatRange(min=1))
-@click.option("--search-rpm", default=300.0, show_default=True, type=click.FloatRange(min=1))
-@click.option("--crawl-rpm", default=300.0, show_default=True, type=click.FloatRange(min=1))
+@click.option(
+    "--llm-rpm",
+    default=900.0,
+    show_default=True,
+    type=FiniteFloatRange(min=1),
+    help="Requests/min of the LLM key every process and agent shares.",
+)
+@click.option(
+    "--search-rpm",
+    default=300.0,
+    show_default=True,
+    type=FiniteFloatRange(min=1),
+    help="Requests/min of the search key every process and agent shares.",
+)
+@click.option(
+    "--crawl-rpm",
+    default=300.0,
+    show_default=True,
+    type=FiniteFloatRange(min=1),
+    help="Requests/min of the crawl key every process and agent shares.",
+)
 @click.option(
     "--error-rate",
     default=0.05,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     help="Share of provider requests answered 500/502/503.",
 )
 @click.option(
     "--time-scale",
     default=0.1,
     show_default=True,
-    type=click.FloatRange(0.001, 1.0),
+    type=FiniteFloatRange(0.001, 1.0),
     help="The simulator's latencies, and the baselines' own time constants, x this.",
 )
 @click.option(
@@ -472,14 +491,19 @@ def bench_research(
 ) -> None:  # fmt: skip
     """Research jobs (plan -> parallel steps of llm/search/crawl -> report) on the fork's
     executor, DeerFlow 2.0's and the control plane, against the seed's claimed gains."""
-    from ._research import SYSTEMS, research
+    from ._research import MAX_JOBS, SYSTEMS, research
     from ._research_systems import Providers
     from ._research_workload import WorkloadSpec
 
     if system is not None and compare:
         raise click.UsageError("--system runs one system; --compare runs all three: pick one")
-    _emit(
-        _run_or_exit(
+    if duration_s * arrival_per_s > MAX_JOBS:
+        raise click.UsageError(
+            f"--duration x --arrival offers about {duration_s * arrival_per_s:.0f} jobs; at most "
+            f"{MAX_JOBS:,} (shorten the run or lower the rate)"
+        )
+    try:
+        result = _run_or_exit(
             research(
                 systems=SYSTEMS if system is None else (system,),
                 spec=WorkloadSpec(seed, duration_s, arrival_per_s),
@@ -489,6 +513,8 @@ def bench_research(
                 drain_s=drain_s,
                 llm_cap=llm_cap,
             )
-        ),
-        as_json,
-    )
+        )
+    except RuntimeError as e:  # a baseline process or the simulator failed to run
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    _emit(result, as_json)

@@ -36,6 +36,8 @@ from ._throughput import machine
 
 SYSTEMS = ("fork", "deerflow2", "ours")
 BASELINES = ("fork", "deerflow2")
+MAX_JOBS = 5000
+"""Most jobs one run may offer (each baseline process holds its share in memory)."""
 
 
 @dataclass(frozen=True, slots=True)
