@@ -21,7 +21,9 @@ How the fork runs a report, and so how this module does:
 - Search results: md5 of the query, FIFO, 100 entries (:class:`SearchCache`). In the fork it
   lives per executor and keys on tasks' ``query`` kwargs, which plan steps do not have; here it
   is per process and sees every search: the most it could do.
-- LLM calls go through ``safe_llm_call`` (the same classifier, ``2**attempt`` s, 3 retries).
+- ``safe_llm_call`` (the same classifier, ``2**attempt`` s, 3 retries) wraps each of the lead's
+  llm calls and, in a step, the whole agent (``agent.ainvoke``): a retryable error restarts the
+  step's ReAct loop from its first turn.
 
 ``scale`` multiplies every time constant (sleeps, intervals, rates), so the executor keeps its
 proportions against a simulator whose latencies are scaled by the same factor.

@@ -173,16 +173,25 @@ class ForkProcess:
     def _step_fn(
         self, session: aiohttp.ClientSession, step: Step, rec: JobRecord
     ) -> Callable[[], Awaitable[None]]:
-        async def run() -> None:
+        """A plan step as the fork runs it: ``safe_llm_call_async(agent.ainvoke)`` around the
+        whole ReAct loop, so a retryable llm error restarts the step's agent after 1, 2, 4 s
+        (and a step that still fails is retried by the executor)."""
+
+        async def agent_invoke() -> bytes:
             tally = StepTally()
             try:
                 for turn in step.turns:
-                    await self.llm(session, turn.llm, tally)
+                    await _timed(tally, request(session, self.providers, turn.llm))
+                    tally.calls += 1
                     await _tools(session, self.providers, turn.tools, tally, cache=self.cache)
             except BaseException:
                 tally.merge_into(rec, counts=False)
                 raise
             tally.merge_into(rec)
+            return b""
+
+        async def run() -> None:
+            await fork.safe_llm_call(agent_invoke, clock=self.clock, scale=self.scale)
 
         return run
 
