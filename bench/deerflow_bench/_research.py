@@ -128,8 +128,8 @@ def why_not(name: str, ours: dict[str, Any], base: dict[str, Any]) -> str:
         )
     if name.startswith("job_completion"):
         return (
-            f"needs <= {b * (1 - claim.least):.2f} s, ours {o:.2f} s: the baseline sends every "
-            f"call at once ({base['provider_429s']} 429s; {base['jobs_failed']} jobs failed, not "
+            f"needs <= {b * (1 - claim.least):.2f} s, ours {o:.2f} s: the baseline paces no "
+            f"call ({base['provider_429s']} 429s; {base['jobs_failed']} jobs failed, not "
             f"counted in its times, {base['jobs_degraded']} degraded), while "
             f"{ours.get('throttled_tasks', 0)} of ours waited THROTTLED (the keys' pacing, or a "
             f"slot) {ours.get('throttled_wait_mean_s', 0)} s on average, and ours retried "
