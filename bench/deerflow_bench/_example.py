@@ -47,6 +47,10 @@ SUBAGENTS = (
     "reporter=deerflow_bench.example_subagents:reporter"
 )
 AGENT_HANDLER = "deerflow_dropins.subagent_handler:subagent"
+AGENT_SLOTS = 16
+SUBAGENT_SLOTS = 8
+"""At most this many of an agent's slots run sub-agents: the rest stay free for the model and
+tool calls the runs make (each a task of its own), so no run waits on a slot its siblings hold."""
 LLM_RPM = 600
 TOOL_RPM = 3000
 STEP_TIMEOUT_S = 120.0
@@ -83,7 +87,10 @@ class ExampleResult:
 
     @property
     def ok(self) -> bool:
-        return bool(self.states) and all(s == "SUCCEEDED" for s in self.states.values())
+        """Every task succeeded and every step, and the reporter, produced text (a sub-agent
+        capped before its first answer succeeds with no result)."""
+        done = bool(self.states) and all(s == "SUCCEEDED" for s in self.states.values())
+        return done and bool(self.report.strip()) and all(t.strip() for t in self.findings.values())
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -216,7 +223,10 @@ async def run_example(
             )
             cluster = Cluster(
                 0,
-                agent_args=["--slots", "16", "--handler", AGENT_HANDLER],
+                agent_args=[
+                    *("--slots", str(AGENT_SLOTS), "--handler", AGENT_HANDLER),
+                    *("--handler-slots", f"subagent={SUBAGENT_SLOTS}"),
+                ],
                 controller_args=["--limits", str(limits)],
             )
             async with cluster:
