@@ -11,11 +11,16 @@ import click
 from deerflow_common import run
 from deerflow_controller.client import DeerflowError
 
+MAX_TOPIC_CHARS = 300
+
 
 def example(
     *, agents: int, steps: int, topic: str, time_scale: float, seed: int, json: bool
 ) -> None:
     """Run the example; exit 1 unless every task succeeded (an error is one line on stderr)."""
+    if not topic.strip() or len(topic) > MAX_TOPIC_CHARS:
+        click.echo(f"error: --topic must be 1 to {MAX_TOPIC_CHARS} characters", err=True)
+        sys.exit(2)
     try:
         from ._example import ExampleError, render, run_example
     except ImportError as e:
