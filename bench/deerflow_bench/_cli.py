@@ -39,10 +39,10 @@ def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
 @click.option("--reports", default=4, show_default=True, type=click.IntRange(1, 100))
 @click.option(
     "--time-scale",
-    default=0.2,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0.001),
-    help="Multiplier on the simulated providers' docs/WORKLOAD.md latencies (1.0 = real time).",
+    help="Multiplier on the simulated providers' docs/WORKLOAD.md latencies (1.0 = real time; "
+    "default 0.2, with --deerflow 0.02).",
 )
 @click.option(
     "--llm-rpm",
@@ -52,10 +52,34 @@ def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
     help="The simulated provider key's requests per minute (the limiter keeps under it).",
 )
 @click.option("--seed", default=7, show_default=True)
+@click.option(
+    "--deerflow",
+    is_flag=True,
+    help="Run the DeerFlow-shaped example instead: the drop-ins, sub-agents, a report from "
+    "every step's findings (docs/DEERFLOW.md).",
+)
+@click.option("--steps", default=3, show_default=True, type=click.IntRange(1, 8))
+@click.option("--topic", default="EV battery supply chains", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="With --deerflow: a JSON summary.")
 def demo(
-    agents: int, slots: int, reports: int, time_scale: float, llm_rpm: float, seed: int
+    agents: int,
+    slots: int,
+    reports: int,
+    time_scale: float | None,
+    llm_rpm: float,
+    seed: int,
+    deerflow: bool,
+    steps: int,
+    topic: str,
+    as_json: bool,
 ) -> None:
     """Run a DeerFlow-shaped research DAG: embedded controller, local agents, provider simulator."""
+    if deerflow:
+        from ._example_cli import example
+
+        scale = 0.02 if time_scale is None else time_scale
+        example(agents=agents, steps=steps, topic=topic, time_scale=scale, seed=seed, json=as_json)
+        return
     from ._demo import run_demo, summary_table
 
     console = Console()
@@ -64,7 +88,7 @@ def demo(
             agents=agents,
             slots=slots,
             reports=reports,
-            time_scale=time_scale,
+            time_scale=0.2 if time_scale is None else time_scale,
             llm_rpm=llm_rpm,
             seed=seed,
             console=console,

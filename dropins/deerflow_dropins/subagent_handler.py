@@ -20,6 +20,13 @@ The payload (JSON) is what ``deerflow_dropins.subagents.SubagentExecutor`` sends
 with ``{"messages": [SystemMessage?, HumanMessage(task)]}``, DeerFlow's agent state, and
 ``recursion_limit = max_turns`` as DeerFlow does.
 
+Inputs (docs/INPUTS.md): a ``subagent`` task submitted with ``depends_on`` and ``inputs`` gets
+its dependencies' outputs twice, as data: the state's ``inputs`` key, a ``dict`` task id -> text
+in depends_on order (a sub-agent dependency gives its ``result``, any other its UTF-8 output),
+and one ``HumanMessage`` before the task listing each under a ``## <task id>`` heading, for
+graphs that read only ``messages``. A task that asked for no inputs gets neither (the state is
+exactly ``{"messages": [...]}``).
+
 Budgets, as DeerFlow 2.0 reports them: a *turn* is one chat-model call. The run stops before a
 call past ``max_turns`` (or at a graph's ``GraphRecursionError``: ``stop_reason="turn_capped"``)
 and before any call once the reported token usage reached ``token_budget``
@@ -59,6 +66,8 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "SUBAGENTS_ENV",
     "SubagentRequest",
+    "dependency_inputs",
+    "inputs_message",
     "make_subagent_handler",
     "subagent",
 ]
@@ -74,6 +83,10 @@ MAX_TOKEN_BUDGET = 1_000_000_000
 MAX_METADATA = 32
 MAX_RESULT_CHARS = 200_000
 """Longest result text sent back; longer is cut (the controller bounds outputs too)."""
+MAX_INPUTS = 256
+"""Dependencies' outputs passed to one run, at most (in depends_on order)."""
+MAX_INPUT_CHARS = 50_000
+"""Longest text of one dependency's output given to the run; longer is cut, saying so."""
 MAX_MESSAGES = 50
 MAX_MESSAGE_CHARS = 4_000
 """The output keeps the last MAX_MESSAGES AI messages, each cut to MAX_MESSAGE_CHARS: enough
@@ -328,6 +341,37 @@ def _final_text(final: Any) -> str:
     return ""
 
 
+# --------------------------------------------------------------------- dependencies' outputs
+
+
+def dependency_inputs(inputs: Mapping[str, bytes]) -> dict[str, str]:
+    """The task's inputs (``ctx.inputs``: its dependencies' outputs, in depends_on order) as
+    text for the run: a sub-agent's output (a JSON object with ``status`` and ``result``) gives
+    its ``result``, anything else its UTF-8 text; each cut to MAX_INPUT_CHARS."""
+    texts: dict[str, str] = {}
+    for task_id, raw in list(inputs.items())[:MAX_INPUTS]:
+        text = raw.decode("utf-8", errors="replace")
+        if text.startswith("{"):
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict) and "status" in doc and isinstance(doc.get("result"), str):
+                text = doc["result"]
+        if len(text) > MAX_INPUT_CHARS:
+            text = text[:MAX_INPUT_CHARS] + f"\n[cut: {len(text) - MAX_INPUT_CHARS} more chars]"
+        texts[task_id] = text
+    return texts
+
+
+def inputs_message(inputs: Mapping[str, str]) -> str:
+    """The context message a run with inputs gets before its task: each dependency's output
+    under a ``## <task id>`` heading."""
+    parts = ["Results of the tasks this one depends on:"]
+    parts += [f"## {task_id}\n{text}" for task_id, text in inputs.items()]
+    return "\n\n".join(parts)
+
+
 # --------------------------------------------------------------------- the handler
 
 
@@ -352,11 +396,16 @@ def make_subagent_handler(
         messages: list[BaseMessage] = []
         if request.system_prompt:
             messages.append(SystemMessage(content=request.system_prompt))
+        inputs = dependency_inputs(ctx.inputs)
+        state: dict[str, Any] = {"messages": messages}
+        if inputs:
+            messages.append(HumanMessage(content=inputs_message(inputs)))
+            state["inputs"] = inputs
         messages.append(HumanMessage(content=request.task))
         stop_reason: str | None = None
         final: Any = None
         try:
-            final = await runnable.ainvoke({"messages": messages}, config)
+            final = await runnable.ainvoke(state, config)
         except _Capped as capped:
             stop_reason = capped.reason
         except Exception as exc:
