@@ -11,14 +11,24 @@ UV      := UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 UV_SYNC := $(UV) sync --quiet --locked --inexact --python $(BIN)/python
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+EXAMPLE_STAMP := $(VENV)/.installed-example
 
-.PHONY: run test venv lock protos check-protos lint typecheck unit integration bench clean
+.PHONY: run example test venv lock protos check-protos lint typecheck unit integration bench clean
 
 run: $(RUN_STAMP)
 	$(BIN)/deerflow demo
 
+# The DeerFlow-shaped example (docs/DEERFLOW.md): the demo's machinery plus the drop-ins, whose
+# sub-agents need langchain-core (the deerflow extra).
+example: $(EXAMPLE_STAMP)
+	$(BIN)/deerflow demo --deerflow
+
+# Three test workers on two cores: most of a test's time is spent waiting on real leases, streams
+# and daemons, so three keep both cores busy (about half the wall time of one worker).
+TEST_WORKERS ?= 3
+
 test: $(DEV_STAMP) check-protos lint typecheck
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n $(TEST_WORKERS) tests
 
 venv: $(DEV_STAMP)
 
@@ -33,11 +43,15 @@ $(RUN_STAMP): $(BIN)/uv pyproject.toml bench/pyproject.toml uv.lock
 	$(UV_SYNC) --extra bench
 	touch $@
 
+$(EXAMPLE_STAMP): $(BIN)/uv pyproject.toml bench/pyproject.toml uv.lock
+	$(UV_SYNC) --extra bench --extra deerflow
+	touch $@ $(RUN_STAMP)
+
 # What CI needs: the runtime dependencies and the dev extra (the pinned stub generator and the
 # bench package among them).
 $(DEV_STAMP): $(BIN)/uv pyproject.toml bench/pyproject.toml uv.lock
 	$(UV_SYNC) --extra dev
-	touch $@ $(RUN_STAMP)
+	touch $@ $(RUN_STAMP) $(EXAMPLE_STAMP)
 
 # Re-resolve every dependency to its newest allowed release and rewrite uv.lock; then run
 # `make protos` (the generator is locked too) and `make test` before committing the new lock.

@@ -32,6 +32,7 @@ from ._handler import (
     Splitter,
     handler,
 )
+from ._inputs import Inputs
 
 # Running attempts (with the names above)
 from ._runtime import Runtime
@@ -63,6 +64,7 @@ __all__ = [  # grouped by the import headers above; sorted as ruff wants
     "HandlerKind",
     "HandlerRegistry",
     "HandlerResult",
+    "Inputs",
     "IoHandlerFn",
     "Merger",
     "Outcome",

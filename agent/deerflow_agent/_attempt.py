@@ -13,6 +13,7 @@ from deerflow_common.errors import AttemptKey, ErrorClass, ErrorKind, TaskError
 
 from ._errors import FatalError, HandlerError
 from ._handler import Handler
+from ._inputs import InputRef
 
 __all__ = [
     "CANCELLED",
@@ -67,6 +68,7 @@ class Attempt:
         "cancel_requested",
         "deadline",
         "handler",
+        "inputs",
         "key",
         "payload",
         "seq",
@@ -85,6 +87,7 @@ class Attempt:
         payload: bytes,
         timeout_s: float = 0.0,
         trace_context: Mapping[str, str] | None = None,
+        inputs: tuple[InputRef, ...] = (),
     ) -> None:
         self.key = key
         self.handler = handler
@@ -92,6 +95,8 @@ class Attempt:
         self.timeout_s = timeout_s
         """Start-to-close limit in seconds; 0 or less means none."""
         self.trace_context = trace_context
+        self.inputs = inputs
+        """The dependencies' outputs the task asked for, inline or to fetch (see ``_inputs``)."""
         self.span: object = None
         """What an :class:`AttemptObserver` keeps about this attempt (its span), if anything."""
         self.seq = 0

@@ -1,5 +1,5 @@
 """What an io handler knows about the attempt it runs: :class:`TaskContext` (ids, deadline,
-trace context, a logger, progress reports)."""
+trace context, its dependencies' outputs, a logger, progress reports)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 
 from deerflow_common.errors import AttemptKey
+
+from ._inputs import NO_INPUTS, Inputs
 
 __all__ = ["PROGRESS_MESSAGE_CHARS", "ProgressSink", "TaskContext"]
 
@@ -45,6 +47,7 @@ class TaskContext:
         "attempt",
         "deadline",
         "handler",
+        "inputs",
         "job_id",
         "task_id",
     )
@@ -61,6 +64,7 @@ class TaskContext:
         *,
         child_context: Callable[[Any], Mapping[str, str] | None] | None = None,
         child_of: object = None,
+        inputs: Inputs = NO_INPUTS,
     ) -> None:
         """``child_context``, when given, makes :attr:`trace_context` on first read instead, as
         ``child_context(child_of)`` (the agent's tracing names its execute span there only for
@@ -75,6 +79,10 @@ class TaskContext:
         self._child_of = child_of
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._sink = progress_sink
+        self.inputs = inputs
+        """The outputs of the dependencies the task asked for (``Task(inputs=...)``): a
+        read-only mapping of task id to bytes in ``depends_on`` order, with ``.json(id)`` and
+        ``.text(id)``; empty when it asked for none. Fetched before the handler is called."""
 
     @property
     def trace_context(self) -> Mapping[str, str]:

@@ -45,6 +45,7 @@ from ._context import TaskContext
 from ._cpu import call_cpu_handler
 from ._errors import FatalError
 from ._handler import Handler, HandlerKind, IoHandlerFn, coerce_output, cpu_target
+from ._inputs import InputFetcher, resolve_inputs
 from ._progress import PROGRESS_INTERVAL_S, ProgressThrottle
 
 __all__ = ["LATENCY_EWMA_ALPHA", "Runtime"]
@@ -53,6 +54,16 @@ log = logging.getLogger(__name__)
 
 LATENCY_EWMA_ALPHA = 0.2
 """Weight of the newest run in a handler's recent mean run time: about the last ten runs count."""
+
+
+def _cpu_inputs_error(name: str) -> AttemptError:
+    return AttemptError(
+        ErrorKind.FATAL,
+        f"task asks for inputs, but handler {name!r} is a cpu handler, which gets no context "
+        "to read them; read them in an io handler (ctx.inputs) and pass what the cpu work "
+        "needs in its payload, or run it with asyncio.to_thread",
+        retryable=False,
+    )
 
 
 class _Slot:
@@ -91,6 +102,10 @@ class Runtime:
     per-process cap like DeerFlow 2.0's LLM concurrency limit. Raises ValueError for a name that
     is not installed or a cap below 1.
 
+    ``fetch_input`` fetches the inputs an assignment carries by reference, in the attempt's slot
+    and within its timeout, before its io handler is called. Cpu handlers get no inputs: an
+    attempt of one that carries inputs fails FATAL (its function has no context to read them).
+
     ``on_progress(key, fraction, message)`` receives io handlers' ``ctx.progress`` reports of
     running attempts, at most one per attempt per ``progress_interval_s`` (the latest wins),
     synchronously from the loop; none after the attempt's outcome. Without it, progress calls
@@ -110,6 +125,7 @@ class Runtime:
         observer: AttemptObserver | None = None,
         on_progress: ProgressCallback | None = None,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
+        fetch_input: InputFetcher | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -134,6 +150,7 @@ class Runtime:
         self._observer = observer
         self._child_context = observer.child_context if observer is not None else None
         self._max_output_bytes = max_output_bytes
+        self._fetch_input = fetch_input
         self._handlers: dict[str, _Slot] = {}
         for name, h in handlers.items():
             cap = min(overrides.get(name) or h.slots or slots, slots)
@@ -381,6 +398,8 @@ class Runtime:
         )
         try:
             try:
+                if a.inputs:
+                    ctx.inputs = await resolve_inputs(a.key, a.inputs, self._fetch_input)
                 value = await cast(IoHandlerFn, h.fn)(ctx, a.payload)
             except asyncio.CancelledError:
                 if self._closed or not (a.cancel_requested or a.timed_out):
@@ -424,6 +443,9 @@ class Runtime:
         assert slot.cpu_target is not None
         module, qualname = slot.cpu_target
         try:
+            if a.inputs:
+                self._fail(a, _cpu_inputs_error(h.name))
+                return
             try:
                 fut = asyncio.get_running_loop().run_in_executor(
                     self._cpu_pool(), call_cpu_handler, module, qualname, a.payload

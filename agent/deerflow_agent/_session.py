@@ -42,7 +42,9 @@ from deerflow_protos import agent_pb2, agent_pb2_grpc
 
 from ._attempt import Attempt, AttemptObserver, Outcome
 from ._config import AgentConfig
+from ._fetch import fetch_input
 from ._handler import Handler, HandlerKind
+from ._inputs import InputRef
 from ._load import LoadSampler, machine_capacity
 from ._runtime import Runtime
 from ._stream import (
@@ -79,7 +81,13 @@ def attempt_from_assignment(a: agent_pb2.Assignment) -> Attempt:
             tc[TRACEPARENT] = tp
     elif tp:
         tc = {TRACEPARENT: tp}
-    return Attempt((ref.job_id, ref.task_id, ref.attempt), a.handler, a.payload, a.timeout_s, tc)
+    inputs = (
+        tuple(InputRef(i.task_id, i.data, i.size, i.reference, i.sha256) for i in a.inputs)
+        if a.inputs
+        else ()
+    )
+    key = (ref.job_id, ref.task_id, ref.attempt)
+    return Attempt(key, a.handler, a.payload, a.timeout_s, tc, inputs)
 
 
 class _End(enum.Enum):
@@ -119,7 +127,10 @@ class Agent:
             on_finished=self._on_finished,
             observer=observer,
             on_progress=self._on_progress,
+            fetch_input=self._fetch_input,
         )
+        self._channel: grpc.aio.Channel | None = None
+        """The channel of the current stream: inputs sent by reference are fetched on it."""
         self.max_epoch_seen = 0
         self.version = _version()
         self._load = LoadSampler()
@@ -309,7 +320,11 @@ class Agent:
                 address,
                 welcome.epoch,
             )
-            return await self._serve(Stream(call, address, welcome))
+            self._channel = channel
+            try:
+                return await self._serve(Stream(call, address, welcome))
+            finally:
+                self._channel = None
 
     def _hello(self) -> agent_pb2.AgentMessage:
         cfg = self.config
@@ -416,6 +431,10 @@ class Agent:
                 self.drain(f"the controller asked: {msg.drain.reason or 'no reason given'}")
             else:
                 log.warning("ignoring an unexpected %s message from %s", kind, stream.address)
+
+    async def _fetch_input(self, key: AttemptKey, ref: InputRef) -> bytes:
+        stream = self._stream
+        return await fetch_input(self._channel, stream.address if stream else "", key, ref)
 
     def _on_assignments(self, stream: Stream, batch: agent_pb2.AssignmentBatch) -> None:
         if batch.epoch < self.max_epoch_seen:

@@ -11,7 +11,10 @@ Configuration, per request: the payload's ``base_url`` and ``api_key``, else the
 is a FatalError naming the variable. The per-request timeout is the attempt's time left, capped
 by each provider's default.
 
-Payloads and outputs are UTF-8 JSON.
+Payloads and outputs are UTF-8 JSON. An ``llm`` task that asks for its dependencies' outputs
+(``Task(inputs=...)``) gets them as one more user message after its own, each under its task id
+(an ``llm`` output as its answer's text; each cut at ``LLM_INPUT_CHARS``), and its output names
+them in ``context_from``: how a reporter reads its research steps' findings.
 
 Traits (see :class:`Handler`): all three are cacheable; ``llm`` is declared nondeterministic (a
 sampled answer is cached only for tasks that ask); ``search`` offers its ``query`` to the
@@ -22,7 +25,10 @@ split. Default durations are docs/WORKLOAD.md's medians.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from deerflow_common import signals
@@ -72,12 +78,18 @@ CRAWL_MAX_BYTES = 1 << 20
 
 async def _llm(ctx: TaskContext, payload: bytes) -> HandlerResult:
     doc = parse_object("llm", payload)
-    body: dict[str, Any] = {"model": string("llm", doc, "model"), "messages": _messages(doc)}
+    messages = _messages(doc)
+    if ctx.inputs:
+        # The task asked for its dependencies' outputs (issue #15): they are the context the
+        # call answers from (a reporter reads its research steps' findings).
+        messages = [*messages, _inputs_message(ctx.inputs)]
+    body: dict[str, Any] = {"model": string("llm", doc, "model"), "messages": messages}
     if doc.get("max_tokens") is not None:
         max_tokens = integer("llm", doc, "max_tokens")
         if max_tokens < 1:
             raise FatalError(f"llm: payload field 'max_tokens' must be >= 1, got {max_tokens}")
         body["max_tokens"] = max_tokens
+    body.update(_passed_options(doc))
     endpoint = LLM.endpoint("llm", doc)
     # OpenAI-style base URLs often end in /v1 already (OPENAI_BASE_URL does): accept both.
     versioned = endpoint.base_url.rstrip("/").endswith("/v1")
@@ -108,7 +120,83 @@ async def _llm(ctx: TaskContext, payload: bytes) -> HandlerResult:
         "usage": usage,
         "finish_reason": choices[0].get("finish_reason"),
     }
+    tool_calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if isinstance(tool_calls, list) and tool_calls:
+        output["tool_calls"] = tool_calls  # OpenAI's shape: [{"id", "type", "function"}]
+    if ctx.inputs:
+        output["context_from"] = list(ctx.inputs)
     return HandlerResult(json.dumps(output).encode(), reply.metadata)
+
+
+LLM_INPUT_CHARS = 8000
+"""Most characters of one dependency's output that an ``llm`` call adds to its context (a
+crawled page or a long answer is cut, saying so)."""
+
+
+def _inputs_message(inputs: Mapping[str, bytes]) -> dict[str, str]:
+    """The dependencies' outputs as one user message, each under its task id, in
+    ``depends_on`` order: an ``llm`` output as its answer's text, anything else as its text."""
+    parts = ["Results of the tasks this one depends on:"]
+    for task_id, raw in inputs.items():
+        text = raw.decode("utf-8", errors="replace")
+        with contextlib.suppress(ValueError):
+            doc = json.loads(text)
+            if isinstance(doc, dict) and isinstance(doc.get("content"), str):
+                text = doc["content"]
+        if len(text) > LLM_INPUT_CHARS:
+            cut = len(text) - LLM_INPUT_CHARS
+            text = f"{text[:LLM_INPUT_CHARS]}\n[... {cut} more characters cut]"
+        parts.append(f"### {task_id}\n{text}")
+    return {"role": "user", "content": "\n\n".join(parts)}
+
+
+LLM_MAX_TOOLS = 128
+"""Most tools one call may offer (OpenAI's own limit)."""
+
+
+def _passed_options(doc: dict[str, Any]) -> dict[str, Any]:
+    """The optional chat-completion fields the handler passes on as given, checked: ``tools``
+    and ``tool_choice`` (function calling), ``temperature``, ``top_p``, ``stop``."""
+    options: dict[str, Any] = {}
+    tools = doc.get("tools")
+    if tools is not None:
+        if (
+            not isinstance(tools, list)
+            or not 1 <= len(tools) <= LLM_MAX_TOOLS
+            or not all(isinstance(t, dict) for t in tools)
+        ):
+            raise FatalError(
+                f"llm: payload field 'tools' must be a list of 1-{LLM_MAX_TOOLS} tool objects"
+            )
+        options["tools"] = tools
+    choice = doc.get("tool_choice")
+    if choice is not None:
+        if not isinstance(choice, str | dict):
+            raise FatalError("llm: payload field 'tool_choice' must be a string or an object")
+        options["tool_choice"] = choice
+    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        value = doc.get(name)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
+            raise FatalError(f"llm: payload field {name!r} must be {low:g}-{high:g}, got {value!r}")
+        options[name] = value
+    stop = doc.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if (
+            not isinstance(stops, list)
+            or len(stops) > 4
+            or not all(isinstance(x, str) for x in stops)
+        ):
+            raise FatalError("llm: payload field 'stop' must be a string or a list of up to 4")
+        options["stop"] = stops
+    return options
 
 
 def _messages(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,7 +235,8 @@ llm = Handler(
     "llm",
     _llm,
     HandlerKind.IO,
-    description='One chat completion {"model", "messages"|"prompt", "max_tokens"?}; no retries.',
+    description='One chat completion {"model", "messages"|"prompt", "max_tokens"?, "tools"?, '
+    '"tool_choice"?, "temperature"?, "top_p"?, "stop"?}; no retries.',
     cacheable=True,
     nondeterministic=True,  # sampled: the same prompt may get another answer
     default_duration_s=5.0,  # 0.8 s to the first token + a few hundred tokens at 30-80 tok/s

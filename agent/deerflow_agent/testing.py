@@ -12,7 +12,8 @@
 The environment calls the handler the way the agent does (same context, same return checks) and
 re-raises what the handler raised, so tests can assert on :class:`HandlerError` and
 :class:`FatalError` (and their ``error_class``). Progress an io handler reports through
-``ctx.progress`` is recorded, unthrottled, in :attr:`HandlerEnvironment.progress`;
+``ctx.progress`` is recorded, unthrottled, in :attr:`HandlerEnvironment.progress`; ``run(...,
+inputs={"search-1": b"..."})`` gives the handler its dependencies' outputs as ``ctx.inputs``;
 :meth:`HandlerEnvironment.run_split` runs a task split into parts and merged as the controller
 would. CPU handlers run in this process, in a thread, so no pool is involved, but
 the environment still checks that the function can be imported by name as the agent's pool
@@ -29,6 +30,7 @@ from typing import cast
 from deerflow_common.errors import AttemptKey
 
 from ._context import TaskContext
+from ._errors import FatalError
 from ._handler import (
     CpuHandlerFn,
     Handler,
@@ -38,6 +40,7 @@ from ._handler import (
     coerce_output,
     cpu_target,
 )
+from ._inputs import NO_INPUTS, Inputs
 from .registry import as_handler
 
 __all__ = ["HandlerEnvironment"]
@@ -67,20 +70,43 @@ class HandlerEnvironment:
         self.progress.append((fraction, message))
 
     async def run(
-        self, handler: Handler | IoHandlerFn, payload: bytes, *, timeout_s: float = 30.0
+        self,
+        handler: Handler | IoHandlerFn,
+        payload: bytes,
+        *,
+        timeout_s: float = 30.0,
+        inputs: Mapping[str, bytes] | None = None,
     ) -> bytes:
         """The handler's output for ``payload``. Raises what the handler raised, FatalError for
         a bad return value, and TimeoutError after ``timeout_s`` (an io handler is cancelled
-        then; a cpu handler's thread cannot be and finishes in the background)."""
-        return (await self.run_result(handler, payload, timeout_s=timeout_s)).output
+        then; a cpu handler's thread cannot be and finishes in the background).
+
+        ``inputs`` are the dependencies' outputs the task would read, by task id, in the order
+        given (its ``depends_on`` order): an io handler sees them as ``ctx.inputs``. A cpu
+        handler given inputs raises FatalError, as on an agent (it gets no context)."""
+        result = await self.run_result(handler, payload, timeout_s=timeout_s, inputs=inputs)
+        return result.output
 
     async def run_result(
-        self, handler: Handler | IoHandlerFn, payload: bytes, *, timeout_s: float = 30.0
+        self,
+        handler: Handler | IoHandlerFn,
+        payload: bytes,
+        *,
+        timeout_s: float = 30.0,
+        inputs: Mapping[str, bytes] | None = None,
     ) -> HandlerResult:
         """Like :meth:`run`, with the metadata a handler returned in a HandlerResult."""
         h = as_handler(handler, "the handler under test")
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+        for name, data in (inputs or {}).items():
+            if not isinstance(data, bytes):
+                raise TypeError(f"input {name!r} must be bytes, got {type(data).__name__}")
+        if h.kind is HandlerKind.CPU and inputs:
+            raise FatalError(
+                f"handler {h.name!r} is a cpu handler, which gets no context to read inputs; "
+                "read them in an io handler (ctx.inputs)"
+            )
         if h.kind is HandlerKind.CPU:
             cpu_target(h)
             fn = cast(CpuHandlerFn, h.fn)
@@ -88,7 +114,14 @@ class HandlerEnvironment:
         else:
             deadline = asyncio.get_running_loop().time() + timeout_s
             ctx = TaskContext(
-                self.job_id, self.task_id, self.attempt, deadline, h.name, self.trace_context, self
+                self.job_id,
+                self.task_id,
+                self.attempt,
+                deadline,
+                h.name,
+                self.trace_context,
+                self,
+                inputs=Inputs(inputs.items()) if inputs else NO_INPUTS,
             )
             async with asyncio.timeout_at(deadline):
                 value = await cast(IoHandlerFn, h.fn)(ctx, payload)

@@ -39,10 +39,10 @@ def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
 @click.option("--reports", default=4, show_default=True, type=click.IntRange(1, 100))
 @click.option(
     "--time-scale",
-    default=0.2,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0.001),
-    help="Multiplier on the simulated providers' docs/WORKLOAD.md latencies (1.0 = real time).",
+    help="Multiplier on the simulated providers' docs/WORKLOAD.md latencies (1.0 = real time; "
+    "default 0.2, with --deerflow 0.02).",
 )
 @click.option(
     "--llm-rpm",
@@ -52,10 +52,34 @@ def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
     help="The simulated provider key's requests per minute (the limiter keeps under it).",
 )
 @click.option("--seed", default=7, show_default=True)
+@click.option(
+    "--deerflow",
+    is_flag=True,
+    help="Run the DeerFlow-shaped example instead: the drop-ins, sub-agents, a report from "
+    "every step's findings (docs/DEERFLOW.md).",
+)
+@click.option("--steps", default=3, show_default=True, type=click.IntRange(1, 8))
+@click.option("--topic", default="EV battery supply chains", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="With --deerflow: a JSON summary.")
 def demo(
-    agents: int, slots: int, reports: int, time_scale: float, llm_rpm: float, seed: int
+    agents: int,
+    slots: int,
+    reports: int,
+    time_scale: float | None,
+    llm_rpm: float,
+    seed: int,
+    deerflow: bool,
+    steps: int,
+    topic: str,
+    as_json: bool,
 ) -> None:
     """Run a DeerFlow-shaped research DAG: embedded controller, local agents, provider simulator."""
+    if deerflow:
+        from ._example_cli import example
+
+        scale = 0.02 if time_scale is None else time_scale
+        example(agents=agents, steps=steps, topic=topic, time_scale=scale, seed=seed, json=as_json)
+        return
     from ._demo import run_demo, summary_table
 
     console = Console()
@@ -64,7 +88,7 @@ def demo(
             agents=agents,
             slots=slots,
             reports=reports,
-            time_scale=time_scale,
+            time_scale=0.2 if time_scale is None else time_scale,
             llm_rpm=llm_rpm,
             seed=seed,
             console=console,
@@ -392,6 +416,155 @@ def bench_cache_cmd(
     from ._cache_bench import cache_bench
 
     _emit(cache_bench(seed, jobs, entries, lookups, threshold=threshold), as_json)
+
+
+@bench.command("inputs")
+@click.option(
+    "--sizes-mb",
+    default="0.1,1,10,30",
+    show_default=True,
+    help="Output sizes to hand over, in MB (10^6 bytes), comma-separated.",
+)
+@click.option("--rounds", default=9, show_default=True, type=click.IntRange(1, 1000))
+@agents_option
+@json_option
+def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> None:
+    """Cost per MB of handing a dependency's output to its dependent (Task(inputs=...))."""
+    from ._inputs_bench import inputs_bench
+
+    try:
+        sizes = [float(s) for s in sizes_mb.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{sizes_mb!r} is not a list of numbers") from None
+    if not sizes or not all(0 < s <= 32 for s in sizes):
+        raise click.BadParameter("give sizes above 0 and at most 32 MB", param_hint="--sizes-mb")
+    _emit(run(inputs_bench(sizes, rounds, agents)), as_json)
+
+
+@bench.command("research")
+@click.option(
+    "--system",
+    type=click.Choice(["fork", "deerflow2", "ours"]),
+    default=None,
+    help="One system alone; default (or with --compare) all three, one after another.",
+)
+@click.option("--compare", is_flag=True, help="Run the three systems and print the claims table.")
+@click.option(
+    "--processes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="DeerFlow server processes (baselines) = agents (ours).",
+)
+@click.option(
+    "--slots",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Slots per agent of the control plane.",
+)
+@click.option(
+    "--duration",
+    "duration_s",
+    default=30.0,
+    show_default=True,
+    type=FiniteFloatRange(1.0, 3600.0),
+    help="Seconds during which users arrive.",
+)
+@click.option(
+    "--arrival",
+    "arrival_per_s",
+    default=0.7,
+    show_default=True,
+    type=FiniteFloatRange(0.01, 100.0),
+    help="Research jobs started per second.",
+)
+@click.option(
+    "--drain",
+    "drain_s",
+    default=25.0,
+    show_default=True,
+    type=FiniteFloatRange(1.0, 3600.0),
+    help="After the arrivals, how long jobs may take to finish before they count failed.",
+)
+@click.option(
+    "--llm-rpm",
+    default=900.0,
+    show_default=True,
+    type=FiniteFloatRange(min=1),
+    help="Requests/min of the LLM key every process and agent shares.",
+)
+@click.option(
+    "--search-rpm",
+    default=300.0,
+    show_default=True,
+    type=FiniteFloatRange(min=1),
+    help="Requests/min of the search key every process and agent shares.",
+)
+@click.option(
+    "--crawl-rpm",
+    default=300.0,
+    show_default=True,
+    type=FiniteFloatRange(min=1),
+    help="Requests/min of the crawl key every process and agent shares.",
+)
+@click.option(
+    "--error-rate",
+    default=0.05,
+    show_default=True,
+    type=FiniteFloatRange(0, 1),
+    help="Share of provider requests answered 500/502/503.",
+)
+@click.option(
+    "--time-scale",
+    default=0.1,
+    show_default=True,
+    type=FiniteFloatRange(0.001, 1.0),
+    help="The simulator's latencies, and the baselines' own time constants, x this.",
+)
+@click.option(
+    "--llm-cap",
+    default=4,
+    show_default=True,
+    type=click.IntRange(0, 1024),
+    help="DeerFlow 2.0's max_concurrent_calls per process (0: off).",
+)
+@seed_option(7)
+@json_option
+def bench_research(
+    system: str | None, compare: bool, processes: int, slots: int, duration_s: float,
+    arrival_per_s: float, drain_s: float, llm_rpm: float, search_rpm: float, crawl_rpm: float,
+    error_rate: float, time_scale: float, llm_cap: int, seed: int, as_json: bool,
+) -> None:  # fmt: skip
+    """Research jobs (plan -> parallel steps of llm/search/crawl -> report) on the fork's
+    executor, DeerFlow 2.0's and the control plane, against the seed's claimed gains."""
+    from ._research import MAX_JOBS, SYSTEMS, research
+    from ._research_systems import Providers
+    from ._research_workload import WorkloadSpec
+
+    if system is not None and compare:
+        raise click.UsageError("--system runs one system; --compare runs all three: pick one")
+    if duration_s * arrival_per_s > MAX_JOBS:
+        raise click.UsageError(
+            f"--duration x --arrival offers about {duration_s * arrival_per_s:.0f} jobs; at most "
+            f"{MAX_JOBS:,} (shorten the run or lower the rate)"
+        )
+    try:
+        result = _run_or_exit(
+            research(
+                systems=SYSTEMS if system is None else (system,),
+                spec=WorkloadSpec(seed, duration_s, arrival_per_s),
+                providers=Providers(llm_rpm, search_rpm, crawl_rpm, error_rate, time_scale, seed),
+                processes=processes,
+                slots=slots,
+                drain_s=drain_s,
+                llm_cap=llm_cap,
+            )
+        )
+    except RuntimeError as e:  # a baseline process or the simulator failed to run
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    _emit(result, as_json)
 
 
 @bench.command("tuner")

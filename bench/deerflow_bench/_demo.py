@@ -1,21 +1,24 @@
 """The embedded demo: a DeerFlow-shaped research DAG on a local cluster against the provider
 simulator, with live progress.
 
-Each report follows DeerFlow's pipeline (docs/WORKLOAD.md): coordinator (llm) and background search,
-planner (llm), then research steps that each loop through LLM turns fanning out to searches and
-crawls, a Python step, and a reporter (llm). Unlike DeerFlow, the steps of a plan and the
-reports run in parallel. Tool calls are the real ``llm``, ``search`` and ``crawl`` handlers
-calling ``deerflow sim`` over HTTP; the simulated LLM key allows only ``--llm-rpm`` requests per
-minute, so the cluster-wide limiter holds LLM calls THROTTLED rather than letting the provider
-answer 429.
+Each report follows DeerFlow's pipeline (docs/WORKLOAD.md): coordinator (llm) and background
+search, planner (llm), then research steps that each loop through LLM turns fanning out to
+searches and crawls and end in an LLM call that reads those results (its findings), a Python
+step, and a reporter (llm) that writes from every step's findings, which reach it as task
+inputs. Unlike DeerFlow, the steps of a plan and the reports run in parallel. Tool calls are the
+real ``llm``, ``search`` and ``crawl`` handlers calling ``deerflow sim`` over HTTP; the simulated
+LLM key allows only ``--llm-rpm`` requests per minute, so the cluster-wide limiter holds LLM
+calls THROTTLED rather than letting the provider answer 429.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deerflow_controller.client import AsyncClient, Task
+from deerflow_controller.client import INPUTS_ALL, AsyncClient, Task
 
 from ._launcher import Cluster, SimulatorProcess
 
@@ -55,6 +58,9 @@ class DemoReport:
     by_kind: Counter[str] = field(default_factory=Counter)
     from_cache: int = 0
     """Tasks answered by the result cache or by an identical task in flight."""
+    reports: int = 0
+    reports_from_findings: int = 0
+    """Reporters whose answer was written from every one of their steps' findings."""
 
     @property
     def throughput(self) -> float:
@@ -66,7 +72,14 @@ def research_dag(reports: int, *, seed: int) -> list[Task]:
     rng = random.Random(seed)
     tasks: list[Task] = []
 
-    def llm(task_id: str, prompt: str, deps: list[str], priority: int = 1) -> str:
+    def llm(
+        task_id: str,
+        prompt: str,
+        deps: list[str],
+        priority: int = 1,
+        inputs: Sequence[str] | str = (),
+    ) -> str:
+        """An LLM call; with ``inputs``, its dependencies' outputs are its context."""
         tasks.append(
             Task(
                 task_id,
@@ -78,6 +91,7 @@ def research_dag(reports: int, *, seed: int) -> list[Task]:
                 },
                 priority=priority,
                 depends_on=deps,
+                inputs=inputs,
                 rate_keys=(LLM_KEY,),
                 est_tokens=len(prompt) / 4 + 200,
                 timeout_s=120,
@@ -109,7 +123,8 @@ def research_dag(reports: int, *, seed: int) -> list[Task]:
         step_ends = []
         for s in range(3):
             prev = planner
-            for turn in range(rng.randint(2, 3)):
+            turns = rng.randint(2, 3)
+            for turn in range(turns):
                 think = llm(
                     f"{p}/step{s}/turn{turn}/llm", f"Step {s} turn {turn} on {topic}", [prev]
                 )
@@ -120,12 +135,28 @@ def research_dag(reports: int, *, seed: int) -> list[Task]:
                 if rng.random() < 0.5:
                     url = f"https://example.org/{r}/{s}/{turn}"
                     calls.append(crawl(f"{p}/step{s}/turn{turn}/crawl", url, [think]))
-                prev = f"{p}/step{s}/turn{turn}/merge"
-                tasks.append(Task(prev, "echo", {"turn": turn}, depends_on=calls))
+                if turn == turns - 1:
+                    # The step's findings: an LLM call that reads its last tool calls' results.
+                    prev = llm(
+                        f"{p}/step{s}/findings",
+                        f"Summarise step {s} on {topic}",
+                        calls,
+                        inputs=INPUTS_ALL,
+                    )
+                else:
+                    prev = f"{p}/step{s}/turn{turn}/merge"
+                    tasks.append(Task(prev, "echo", {"turn": turn}, depends_on=calls))
             step_ends.append(prev)
         python = f"{p}/python"
         tasks.append(Task(python, "cpu", {"rounds": 20000}, depends_on=[step_ends[0]]))
-        llm(f"{p}/reporter", f"Write the report on {topic}", [*step_ends, python], 4)
+        # The reporter writes from every step's findings (they reach it as inputs, issue #15).
+        llm(
+            f"{p}/reporter",
+            f"Write the report on {topic}",
+            [*step_ends, python],
+            4,
+            inputs=step_ends,
+        )
     return tasks
 
 
@@ -212,6 +243,8 @@ async def _run(
     throttled: set[str] = set()
     failures: list[str] = []
     busy = 0.0
+    reporters = {t.id: list(t.inputs) for t in tasks if t.id.endswith("/reporter")}
+    from_findings = 0
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -233,6 +266,9 @@ async def _run(
                 if ev.state != "SUCCEEDED" and len(failures) < 5:
                     failures.append(f"{ev.task_id}: {ev.state} {ev.error_kind}: {ev.error}")
                 busy += ev.time - dispatched_at.pop(ev.task_id, ev.time)
+                if ev.state == "SUCCEEDED" and ev.task_id in reporters:
+                    read = json.loads(ev.output).get("context_from")
+                    from_findings += read == reporters[ev.task_id]
                 by_state[ev.state] += 1
                 done_kinds[kinds[ev.task_id]] += 1
                 progress.advance(bar)
@@ -254,6 +290,8 @@ async def _run(
         throttled_tasks=len(throttled),
         from_cache=sum(stats.cache.hits.values()),
         by_kind=done_kinds,
+        reports=len(reporters),
+        reports_from_findings=from_findings,
     )
 
 
@@ -274,6 +312,10 @@ def summary_table(report: DemoReport) -> Table:
     table.add_row("provider 429s", str(report.provider_429s))
     table.add_row("tasks held THROTTLED by the limiter", str(report.throttled_tasks))
     table.add_row("answered from the result cache", str(report.from_cache))
+    table.add_row(
+        "reports written from all their steps' findings",
+        f"{report.reports_from_findings}/{report.reports}",
+    )
     for kind, n in sorted(report.by_kind.items()):
         table.add_row(f"  {kind} tasks", str(n))
     return table

@@ -34,6 +34,9 @@ class ErrorKind(IntEnum):
     """Schedule-to-close expired: over all its attempts the task took too long (not retried)."""
     JOB_DEADLINE_EXCEEDED = 13
     """The job's deadline passed before the task finished (not retried)."""
+    RESOURCE_EXHAUSTED = 14
+    """The task's output, needed by a dependent, is over the controller's per-task limit or its
+    job's budget of outputs kept for dependents (not retried)."""
 
 
 class ErrorClass(IntEnum):

@@ -91,6 +91,18 @@ class SchedulerConfig:
     job_retention_s: float = 600.0
     """How long a finished job stays queryable and watchable, for clients that re-attach."""
 
+    max_retained_output_bytes: int = 32 << 20
+    """Largest output the controller keeps for dependents that asked for it (``inputs``), 32
+    MiB (``--max-retained-output-bytes``): an output over it fails its task RESOURCE_EXHAUSTED
+    (outputs no dependent reads are not bounded here). As large as an agent's own output limit,
+    so it bites only when lowered; results this large belong in storage, passed by reference."""
+
+    max_retained_job_bytes: int = 256 << 20
+    """Most bytes of outputs one job may have kept for its dependents at once, 256 MiB
+    (``--max-retained-job-bytes``): the output that would go over it fails its task
+    RESOURCE_EXHAUSTED. An output stops counting when the last dependent that asked for it
+    ends, so a pipeline of any length fits if its live fan-in does."""
+
 
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:
@@ -112,6 +124,11 @@ class ControllerConfig:
 
     max_message_bytes: int = 64 << 20
     """gRPC message limit; must exceed the largest job a client submits in one message."""
+
+    inline_input_bytes: int = 256 << 10
+    """Largest dependency output sent inside an Assignment (``--inline-input-bytes``, 256
+    KiB); larger ones go by reference and the agent fetches them in chunks (docs/INPUTS.md).
+    An AssignmentBatch also carries at most an eighth of ``max_message_bytes`` inline."""
 
     heartbeat_interval_s: float = 1.0
     """How often agents send load; told to them in Welcome."""

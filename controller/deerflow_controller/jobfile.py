@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from deerflow_controller.client import Task
-from deerflow_controller.client._types import _CACHE_POLICIES
+from deerflow_controller.client._types import _CACHE_POLICIES, INPUTS_ALL
 
 PAYLOAD_B64 = "payload_b64"
 
@@ -118,8 +118,21 @@ _CHECKS: dict[object, Check] = {
 }
 """A check per Task field annotation."""
 
+
+def _inputs(value: object) -> str | list[str]:
+    if value == INPUTS_ALL:
+        return INPUTS_ALL
+    try:
+        return _strings(value)
+    except _BadValue:
+        raise _BadValue(
+            f'must be "{INPUTS_ALL}" or a list of dependency ids, got {_show(value)}'
+        ) from None
+
+
 _FIELD_CHECKS: dict[str, Check] = {
     "cache": _one_of(tuple(_CACHE_POLICIES)),
+    "inputs": _inputs,
 }
 """Fields whose values are narrower than their annotation."""
 

@@ -57,6 +57,30 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     help="Largest task payload accepted.",
 )
 @click.option(
+    "--max-retained-output-bytes",
+    default=SchedulerConfig.__dataclass_fields__["max_retained_output_bytes"].default,
+    show_default=True,
+    type=click.IntRange(0, 1 << 40),
+    help="Largest task output kept for dependents that read it (inputs); a larger one fails its "
+    "task RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--max-retained-job-bytes",
+    default=SchedulerConfig.__dataclass_fields__["max_retained_job_bytes"].default,
+    show_default=True,
+    type=click.IntRange(0, 1 << 40),
+    help="Most bytes of outputs one job may have kept for its dependents at once; the output "
+    "that would go over fails its task RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--inline-input-bytes",
+    default=ControllerConfig.__dataclass_fields__["inline_input_bytes"].default,
+    show_default=True,
+    type=click.IntRange(0, 16 << 20),
+    help="Largest dependency output sent inside an assignment; larger ones the agent fetches "
+    "from the controller in chunks.",
+)
+@click.option(
     "--default-timeout",
     default=300.0,
     show_default=True,
@@ -209,6 +233,9 @@ def main(
     agent_slots: int,
     agent_arg: tuple[str, ...],
     max_payload_bytes: int,
+    max_retained_output_bytes: int,
+    max_retained_job_bytes: int,
+    inline_input_bytes: int,
     default_timeout: float,
     default_retries: int,
     prefetch: int,
@@ -251,6 +278,7 @@ def main(
         host=host,
         port=port,
         max_payload_bytes=max_payload_bytes,
+        inline_input_bytes=inline_input_bytes,
         tuner=TunerConfig(
             mode=Mode(tuner_mode),
             objective=Objective(tuner_objective),
@@ -265,6 +293,8 @@ def main(
             slot_limit=agent_slot_limit,
             tenant_weights=_tenant_weights(tenant_weights),
             agent_silence_s=agent_silence_timeout,
+            max_retained_output_bytes=max_retained_output_bytes,
+            max_retained_job_bytes=max_retained_job_bytes,
         ),
     )
     ha = None

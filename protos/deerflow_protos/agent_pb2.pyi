@@ -213,7 +213,7 @@ class Welcome(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ..., prefetch: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("ref", "handler", "payload", "timeout_s", "trace_context", "traceparent")
+    __slots__ = ("ref", "handler", "payload", "timeout_s", "trace_context", "traceparent", "inputs")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -227,13 +227,45 @@ class Assignment(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     ref: AttemptRef
     handler: str
     payload: bytes
     timeout_s: float
     trace_context: _containers.ScalarMap[str, str]
     traceparent: str
-    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[TaskInput]
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TaskInput, _Mapping]]] = ...) -> None: ...
+
+class TaskInput(_message.Message):
+    __slots__ = ("task_id", "data", "size", "reference", "sha256")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    data: bytes
+    size: int
+    reference: bool
+    sha256: str
+    def __init__(self, task_id: _Optional[str] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., reference: _Optional[bool] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class FetchInputRequest(_message.Message):
+    __slots__ = ("ref", "task_id", "offset")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ref: AttemptRef
+    task_id: str
+    offset: int
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class InputChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class AssignmentBatch(_message.Message):
     __slots__ = ("epoch", "assignments")

@@ -39,6 +39,11 @@ class AgentServiceStub:
                 request_serializer=deerflow__protos_dot_agent__pb2.AgentMessage.SerializeToString,
                 response_deserializer=deerflow__protos_dot_agent__pb2.ControllerMessage.FromString,
                 _registered_method=True)
+        self.FetchInput = channel.unary_stream(
+                '/deerflow.v1.AgentService/FetchInput',
+                request_serializer=deerflow__protos_dot_agent__pb2.FetchInputRequest.SerializeToString,
+                response_deserializer=deerflow__protos_dot_agent__pb2.InputChunk.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -50,6 +55,19 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchInput(self, request, context):
+        """An input too large to travel inline in an Assignment (TaskInput.reference): the agent
+        fetches its bytes from the leader in chunks before it calls the handler. Called on the same
+        channel as Connect. Served only for a current attempt of a task that asked for that input,
+        while the controller keeps the output (until the last dependent that asked for it ends):
+        NOT_FOUND otherwise (the attempt is stale or its task ended; report the attempt failed),
+        UNAVAILABLE from a standby. The chunks concatenate to exactly `size` bytes whose SHA-256 is
+        `sha256`; the agent checks both and fails the attempt (retryable) on a mismatch or a break.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +75,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=deerflow__protos_dot_agent__pb2.AgentMessage.FromString,
                     response_serializer=deerflow__protos_dot_agent__pb2.ControllerMessage.SerializeToString,
+            ),
+            'FetchInput': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchInput,
+                    request_deserializer=deerflow__protos_dot_agent__pb2.FetchInputRequest.FromString,
+                    response_serializer=deerflow__protos_dot_agent__pb2.InputChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +109,33 @@ class AgentService:
             '/deerflow.v1.AgentService/Connect',
             deerflow__protos_dot_agent__pb2.AgentMessage.SerializeToString,
             deerflow__protos_dot_agent__pb2.ControllerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/deerflow.v1.AgentService/FetchInput',
+            deerflow__protos_dot_agent__pb2.FetchInputRequest.SerializeToString,
+            deerflow__protos_dot_agent__pb2.InputChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,7 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANCELLED: _ClassVar[TaskState]
     TIMED_OUT: _ClassVar[TaskState]
     RETRYING: _ClassVar[TaskState]
+    PROGRESS: _ClassVar[TaskState]
 
 class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -37,6 +38,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CIRCUIT_OPEN: _ClassVar[ErrorKind]
     SCHEDULE_TO_CLOSE_TIMEOUT: _ClassVar[ErrorKind]
     JOB_DEADLINE_EXCEEDED: _ClassVar[ErrorKind]
+    RESOURCE_EXHAUSTED: _ClassVar[ErrorKind]
 
 class ErrorClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +71,7 @@ FAILED: TaskState
 CANCELLED: TaskState
 TIMED_OUT: TaskState
 RETRYING: TaskState
+PROGRESS: TaskState
 ERROR_KIND_UNSPECIFIED: ErrorKind
 HANDLER_ERROR: ErrorKind
 UNKNOWN_HANDLER: ErrorKind
@@ -83,6 +86,7 @@ HEARTBEAT_TIMEOUT: ErrorKind
 CIRCUIT_OPEN: ErrorKind
 SCHEDULE_TO_CLOSE_TIMEOUT: ErrorKind
 JOB_DEADLINE_EXCEEDED: ErrorKind
+RESOURCE_EXHAUSTED: ErrorKind
 ERROR_CLASS_UNSPECIFIED: ErrorClass
 CLASS_TRANSIENT: ErrorClass
 CLASS_RATE_LIMITED: ErrorClass
@@ -111,7 +115,7 @@ class TaskError(_message.Message):
     def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ..., retry_after_s: _Optional[float] = ..., error_class: _Optional[_Union[ErrorClass, str]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("id", "handler", "payload", "priority", "depends_on", "timeout_s", "max_retries", "labels", "schedule_to_start_s", "heartbeat_timeout_s", "trace_context", "rate_keys", "est_tokens", "tenant", "cache", "split", "partial_results", "est_duration_s", "schedule_to_close_s")
+    __slots__ = ("id", "handler", "payload", "priority", "depends_on", "timeout_s", "max_retries", "labels", "schedule_to_start_s", "heartbeat_timeout_s", "trace_context", "rate_keys", "est_tokens", "tenant", "cache", "split", "partial_results", "est_duration_s", "schedule_to_close_s", "inputs_all", "inputs")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +149,8 @@ class TaskSpec(_message.Message):
     PARTIAL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     EST_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_TO_CLOSE_S_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_ALL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     handler: str
     payload: bytes
@@ -164,10 +170,12 @@ class TaskSpec(_message.Message):
     partial_results: bool
     est_duration_s: float
     schedule_to_close_s: float
-    def __init__(self, id: _Optional[str] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., schedule_to_start_s: _Optional[float] = ..., heartbeat_timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., rate_keys: _Optional[_Iterable[str]] = ..., est_tokens: _Optional[float] = ..., tenant: _Optional[str] = ..., cache: _Optional[_Union[CachePolicy, str]] = ..., split: _Optional[_Union[SplitPolicy, str]] = ..., partial_results: _Optional[bool] = ..., est_duration_s: _Optional[float] = ..., schedule_to_close_s: _Optional[float] = ...) -> None: ...
+    inputs_all: bool
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., handler: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., schedule_to_start_s: _Optional[float] = ..., heartbeat_timeout_s: _Optional[float] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., rate_keys: _Optional[_Iterable[str]] = ..., est_tokens: _Optional[float] = ..., tenant: _Optional[str] = ..., cache: _Optional[_Union[CachePolicy, str]] = ..., split: _Optional[_Union[SplitPolicy, str]] = ..., partial_results: _Optional[bool] = ..., est_duration_s: _Optional[float] = ..., schedule_to_close_s: _Optional[float] = ..., inputs_all: _Optional[bool] = ..., inputs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("job_id", "task_id", "state", "seq", "attempt", "agent_id", "time", "output", "error", "not_before", "detail", "cache_layer", "predicted_s")
+    __slots__ = ("job_id", "task_id", "state", "seq", "attempt", "agent_id", "time", "output", "error", "not_before", "detail", "cache_layer", "predicted_s", "progress")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +189,7 @@ class TaskEvent(_message.Message):
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     CACHE_LAYER_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_S_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     task_id: str
     state: TaskState
@@ -194,7 +203,8 @@ class TaskEvent(_message.Message):
     detail: str
     cache_layer: str
     predicted_s: float
-    def __init__(self, job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., seq: _Optional[int] = ..., attempt: _Optional[int] = ..., agent_id: _Optional[str] = ..., time: _Optional[float] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., not_before: _Optional[float] = ..., detail: _Optional[str] = ..., cache_layer: _Optional[str] = ..., predicted_s: _Optional[float] = ...) -> None: ...
+    progress: float
+    def __init__(self, job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., seq: _Optional[int] = ..., attempt: _Optional[int] = ..., agent_id: _Optional[str] = ..., time: _Optional[float] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., not_before: _Optional[float] = ..., detail: _Optional[str] = ..., cache_layer: _Optional[str] = ..., predicted_s: _Optional[float] = ..., progress: _Optional[float] = ...) -> None: ...
 
 class TaskEventBatch(_message.Message):
     __slots__ = ("events",)

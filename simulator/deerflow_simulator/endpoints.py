@@ -58,6 +58,9 @@ class ChatRequest:
     prompt_tokens: int
     """Total characters of the message contents // 4, at least 1."""
     max_tokens: int | None
+    tool_call: tuple[str, str] | None = None
+    """(function name, JSON arguments) when the reply is a tool call: ``tools`` were offered,
+    ``tool_choice`` is not "none" and the last message is not a tool's answer."""
 
 
 def bearer_key(request: web.Request) -> str | None:
@@ -97,7 +100,49 @@ def parse_chat(body: Any) -> ChatRequest:
     ):
         raise BadRequest("'max_tokens' must be a positive integer.")
     chars = sum(len(text) for text in texts)
-    return ChatRequest(model, "\n".join(texts), max(1, chars // 4), max_tokens)
+    prompt = "\n".join(texts)
+    tool_call = _tool_call(body, messages, prompt)
+    return ChatRequest(model, prompt, max(1, chars // 4), max_tokens, tool_call)
+
+
+def _tool_call(body: dict[str, Any], messages: list[Any], prompt: str) -> tuple[str, str] | None:
+    """The simulated model's tool call, or None to answer in text. It calls the function
+    ``tool_choice`` names, else the first tool, once per turn (after a tool's answer it replies
+    in text, so a ReAct loop ends), with every required string parameter set to the end of the
+    prompt."""
+    tools = body.get("tools")
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not tools:
+        raise BadRequest("'tools' must be a non-empty array of function tools.")
+    functions: list[dict[str, Any]] = []
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BadRequest("each of 'tools' must be a function tool with a 'name'.")
+        functions.append(function)
+    choice = body.get("tool_choice", "auto")
+    if choice == "none" or messages[-1].get("role") == "tool":
+        return None
+    chosen: dict[str, Any] | None = functions[0]
+    if isinstance(choice, dict):
+        named = choice.get("function")
+        name = named.get("name") if isinstance(named, dict) else None
+        chosen = next((f for f in functions if f["name"] == name), None)
+        if chosen is None:
+            raise BadRequest(f"'tool_choice' names {name!r}, which is not among 'tools'.")
+    assert chosen is not None
+    params = chosen.get("parameters")
+    params = params if isinstance(params, dict) else {}
+    properties = params.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    text = " ".join(prompt.split()[-8:]) or "sim"
+    args = {
+        name: text
+        for name in params.get("required") or []
+        if isinstance(properties.get(name), dict) and properties[name].get("type") == "string"
+    }
+    return chosen["name"], json.dumps(args)
 
 
 def _message_text(index: int, message: Any) -> str:
@@ -186,21 +231,29 @@ class ProviderEndpoints:
         )
         if failure is not None:
             return openai_failure(failure, headers)
+        call_id = next(self._ids)
+        reply: dict[str, Any] = {
+            "role": "assistant",
+            "content": content.chat_reply(chat.model, chat.prompt, state.config.seed),
+        }
+        finish = "length" if completion.truncated else "stop"
+        if chat.tool_call is not None:
+            name, arguments = chat.tool_call
+            reply["content"] = None
+            reply["tool_calls"] = [
+                {
+                    "id": f"call_sim_{call_id}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            ]
+            finish = "tool_calls"
         body = {
-            "id": f"chatcmpl-sim-{next(self._ids)}",
+            "id": f"chatcmpl-sim-{call_id}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": chat.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": content.chat_reply(chat.model, chat.prompt, state.config.seed),
-                    },
-                    "finish_reason": "length" if completion.truncated else "stop",
-                }
-            ],
+            "choices": [{"index": 0, "message": reply, "finish_reason": finish}],
             "usage": {
                 "prompt_tokens": chat.prompt_tokens,
                 "completion_tokens": completion.tokens,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from .conftest import ClusterFactory, connect
 
 
-async def _cli(*args: str) -> tuple[int, str, str]:
+async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "deerflow_controller.cli", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -74,7 +76,15 @@ async def test_health_and_reflection_are_served(make_cluster: ClusterFactory) ->
     } <= names
 
 
-async def test_the_embedded_demo_runs_to_completion() -> None:
-    code, out, err = await _cli("demo", "--reports", "1", "--time-scale", "0.02", "--agents", "2")
+async def test_the_embedded_demo_runs_to_completion_its_reporter_reading_every_steps_findings() -> (
+    None
+):
+    code, out, err = await _cli(
+        "demo", "--reports", "2", "--time-scale", "0.02", "--agents", "2", env={"COLUMNS": "200"}
+    )
     assert code == 0, err
     assert "demo summary" in out and "failures" in out
+    # Each reporter's answer names, as its context, the findings of each of its three steps,
+    # which reached it as task inputs (issue #15).
+    (line,) = [x for x in out.splitlines() if "reports written from all their steps" in x]
+    assert line.split()[-2] == "2/2", line

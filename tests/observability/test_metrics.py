@@ -68,6 +68,7 @@ async def test_controller_metrics_count_tasks_latency_agents_and_rate_keys(
     assert sample(m, "deerflow_cache_entries") == 1
     assert sample(m, "deerflow_schedule_timeouts_total") == 0
     assert sample(m, "deerflow_circuit_trips_total", key="handler:flaky") == 0
+    assert sample(m, "deerflow_retained_output_bytes") == 0  # no task read another's output
 
 
 async def test_agent_metrics_count_attempts_by_outcome_and_provider_status(

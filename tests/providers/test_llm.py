@@ -185,3 +185,78 @@ async def test_a_malformed_payload_is_fatal_and_names_the_field(
     error = await fatal(llm, payload)
 
     assert field in error.message
+
+
+SEARCH_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "web_search",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}},
+            "required": ["query"],
+        },
+    },
+}
+
+
+async def test_offered_tools_reach_the_provider_and_its_tool_calls_come_back(
+    sim: Simulator,
+) -> None:
+    asked = json.loads((await run(llm, chat(sim, tools=[SEARCH_TOOL], temperature=0))).output)
+    messages = [
+        {"role": "user", "content": "What is DeerFlow's market share?"},
+        {"role": "assistant", "content": None, "tool_calls": asked["tool_calls"]},
+        {"role": "tool", "tool_call_id": asked["tool_calls"][0]["id"], "content": "[]"},
+    ]
+    answered = json.loads(
+        (await run(llm, chat(sim, messages=messages, tools=[SEARCH_TOOL]))).output
+    )
+
+    (call,) = asked["tool_calls"]
+    assert asked["finish_reason"] == "tool_calls" and asked["content"] == ""
+    assert call["function"]["name"] == "web_search"
+    assert set(json.loads(call["function"]["arguments"])) == {"query"}
+    assert answered["content"] and "tool_calls" not in answered
+
+
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [
+        ({"tools": []}, "'tools'"),
+        ({"tool_choice": 3}, "'tool_choice'"),
+        ({"temperature": float("nan")}, "'temperature'"),
+        ({"top_p": 1.5}, "'top_p'"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "'stop'"),
+    ],
+)
+async def test_a_bad_passed_option_is_fatal_and_names_it(
+    sim: Simulator, option: dict[str, object], field: str
+) -> None:
+    error = await fatal(llm, chat(sim, **option))
+
+    assert field in error.message
+
+
+async def test_a_call_that_asked_for_inputs_answers_from_them_and_names_them(
+    sim: Simulator,
+) -> None:
+    from deerflow_agent.providers import LLM_INPUT_CHARS
+    from deerflow_agent.testing import HandlerEnvironment
+
+    finding = json.dumps({"content": "Step 1 found that Meituan leads with 69 %."}).encode()
+    page = b"x" * (LLM_INPUT_CHARS * 3)  # a long crawl: cut, saying so
+    payload = json.dumps(chat(sim, max_tokens=64)).encode()
+    alone = json.loads((await run(llm, chat(sim, max_tokens=64))).output)
+
+    result = await HandlerEnvironment().run_result(
+        llm, payload, inputs={"step-1": finding, "crawl-2": page}
+    )
+
+    out = json.loads(result.output)
+    assert out["context_from"] == ["step-1", "crawl-2"]  # depends_on order
+    # The simulator counts a prompt token per 4 characters: the context reached the provider,
+    # the finding as its text, the page cut at LLM_INPUT_CHARS.
+    added = out["usage"]["prompt_tokens"] - alone["usage"]["prompt_tokens"]
+    assert LLM_INPUT_CHARS // 4 < added < (LLM_INPUT_CHARS + 400) // 4
+    assert "context_from" not in alone

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from deerflow_controller.core.inputs import wanted_inputs
 from deerflow_controller.core.model import AttemptKey, Job, Task, TaskState
 from deerflow_controller.core.scheduler import Scheduler
 
@@ -203,6 +204,26 @@ def check_nothing_runnable_waits(sched: Scheduler, now: float) -> None:
     )
 
 
+def check_retained_outputs(jobs: Iterable[Job]) -> None:
+    """Issue #15: a task's consumers are its dependents that read its output and have not
+    ended; its output is kept exactly while it succeeded and has one, and each job's
+    retained_bytes is the sum of its kept outputs."""
+    for job in jobs:
+        readers: Counter[str] = Counter()
+        for t in job.tasks.values():
+            if not t.terminal:
+                readers.update(wanted_inputs(t.spec))
+        kept = 0
+        for t in job.tasks.values():
+            assert t.consumers == readers[t.id], (
+                f"{t.id} counts {t.consumers} readers, {readers[t.id]} are live"
+            )
+            should = t.state == TaskState.SUCCEEDED and t.consumers > 0
+            assert t.retained == should, f"{t.id} ({t.state.name}) retained={t.retained}"
+            kept += len(t.output) if t.retained else 0
+        assert job.retained_bytes == kept, f"job {job.id} counts {job.retained_bytes}, keeps {kept}"
+
+
 def check_all(
     sched: Scheduler, jobs: Iterable[Job], holdings: Mapping[str, AgentHolding], now: float
 ) -> None:
@@ -214,3 +235,4 @@ def check_all(
     check_agents(sched, tasks, holdings)
     check_jobs(sched, jobs)
     check_nothing_runnable_waits(sched, now)
+    check_retained_outputs(jobs)

@@ -30,6 +30,8 @@ def test_every_field_of_the_sdk_task_can_be_set_in_a_job_file(tmp_path: Path) ->
     for f in dataclasses.fields(Task):
         if f.name == "cache":
             task[f.name] = "refresh"
+        elif f.name == "inputs":
+            task[f.name] = "all"
         elif hints[f.name] is bool:
             task[f.name] = not f.default
         else:
@@ -44,4 +46,25 @@ def test_a_job_file_gives_the_line_each_task_of_an_array_starts_on(tmp_path: Pat
     path = tmp_path / "job.json"
     path.write_text('[\n  {"id": "a", "handler": "echo"},\n\n  {"id": "b", "handler": 5}\n]')
     with pytest.raises(JobFileError, match=r'job.json line 4: task "b": "handler" must be a str'):
+        load_tasks(path)
+
+
+def test_a_job_file_names_inputs_as_all_or_a_list_of_ids(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"id": "a", "handler": "echo"},
+                {"id": "b", "handler": "echo", "depends_on": ["a"], "inputs": ["a"]},
+                {"id": "c", "handler": "echo", "depends_on": ["a", "b"], "inputs": "all"},
+            ]
+        )
+    )
+    _, b, c = load_tasks(path)
+    assert b.inputs == ["a"]
+    assert c.inputs == "all"
+    assert c.to_proto().inputs_all
+    assert list(b.to_proto().inputs) == ["a"]
+    path.write_text(json.dumps([{"id": "b", "handler": "echo", "inputs": "a"}]))
+    with pytest.raises(JobFileError, match=r'task "b": "inputs" must be "all" or a list of'):
         load_tasks(path)

@@ -41,7 +41,7 @@ from deerflow_controller.core.model import (
     TaskError,
     TaskSpec,
 )
-from deerflow_controller.core.scheduler import AttemptResult, RestoredResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, RestoredJob, RestoredResult, Scheduler
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.recovery import RecoveryConfig
 
@@ -94,15 +94,22 @@ def task_specs(draw: st.DrawFn, index: int) -> TaskSpec:
         payload = b""
     else:  # few distinct payloads: the cache hits and identical tasks meet in flight
         payload = json.dumps({"query": f"q{draw(st.integers(0, 2))}"}).encode()
+    depends_on = (
+        tuple(f"t{i}" for i in sorted(draw(st.sets(st.integers(0, max(0, index - 1)), max_size=2))))
+        if index
+        else ()
+    )
+    # Results flow along dependencies (issue #15): all, some (in any order) or none.
+    reads = draw(st.sampled_from(("none", "none", "all", "some")))
     return TaskSpec(
         id=f"t{index}",
         handler=handler,
         payload=payload,
         priority=draw(st.sampled_from((0, 0, 1, 5))),
-        depends_on=tuple(
-            f"t{i}" for i in sorted(draw(st.sets(st.integers(0, max(0, index - 1)), max_size=2)))
-        )
-        if index
+        depends_on=depends_on,
+        inputs_all=reads == "all",
+        inputs=tuple(draw(st.permutations(depends_on))[: draw(st.integers(0, 2))])
+        if reads == "some"
         else (),
         timeout_s=draw(st.sampled_from((0.0, 0.0, 3.0))),
         max_retries=draw(st.sampled_from((-1, 0, 1))),
@@ -435,7 +442,7 @@ class SchedulerModel(RuleBasedStateMachine):
                 if t.terminal
             }
             specs = [t.spec for t in job.tasks.values()]
-            self.sched.restore_job(job.id, job.name, specs, finished, self.now)
+            self.sched.restore_job(RestoredJob(job.id, job.name, specs, finished), self.now)
         self.jobs = dict(self.sched.jobs)
         self.apply()
         for fake in self.agents.values():

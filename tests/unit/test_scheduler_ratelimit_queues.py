@@ -370,3 +370,29 @@ def test_a_task_moved_to_an_idle_agent_is_not_charged_its_rate_budget_again() ->
     assert all(t.state == TaskState.SUCCEEDED for t in job.tasks.values())
     assert_slots_settled(s)
     assert_event_log_sound(job)
+
+
+def test_an_attempt_reclaimed_after_its_agent_was_given_up_holds_its_rate_slot_again() -> None:
+    s = limited({KEY: KeyLimits(concurrency=1, adaptive=False)})
+    s.agent_joined("A", ["llm"], 1, 0.0)
+    job = s.submit(JOB, "", [keyed_spec("x", KEY, max_retries=3)], 0.0)
+    assert assigned_ids(s.take()) == ["x"]
+    s.started("A", [key("x", 1)], 0.1)
+    s.agent_left("A", 1.0)  # given up: the attempt failed, its slot went back
+    assert gate(s).in_flight == 0
+    assert job.tasks["x"].rate_hold is None
+
+    # The agent comes back still running attempt 1: it keeps it, and it holds the key's one
+    # slot while it runs, so nothing else is admitted past the key's concurrency meanwhile.
+    s.agent_joined("A", ["llm"], 2, 1.5, running=[key("x", 1)])
+    s.submit("j2", "", [keyed_spec("y", KEY)], 1.5)
+
+    assert job.tasks["x"].state == TaskState.RUNNING
+    assert gate(s).in_flight == 1
+    assert assigned_ids(s.take()) == []
+    s.finished("A", [ok("x", 1)], 2.0)
+    assert gate(s).in_flight == 1  # now y's
+    assert assigned_ids(s.take()) == ["y"]
+    s.finished("A", [ok("y", 1, job_id="j2")], 3.0)
+    assert_slots_settled(s)
+    assert_event_log_sound(job)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.core.model import ErrorKind, HandlerTraits, TaskError, TaskSpec, TaskState
-from deerflow_controller.core.scheduler import AttemptResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, RestoredJob, Scheduler
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
 from deerflow_controller.recovery import RecoveryConfig
 
@@ -167,7 +167,7 @@ def test_a_restored_task_split_on_its_retry_outlives_the_deadline_of_its_whole_a
     config = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
     sched = Scheduler(config, seed=1)
     items = b'{"items": [0, 1, 2, 3, 4, 5, 6, 7]}'
-    job = sched.restore_job("j", "", [TaskSpec("t", "hash", payload=items)], {}, 0.0)
+    job = sched.restore_job(RestoredJob("j", "", [TaskSpec("t", "hash", payload=items)], {}), 0.0)
     sched.adopt_restored([key("t", 1, "j")], 0.0)
     sched.agent_joined("a", ["hash"], 4, 0.0, running=[key("t", 1, "j")], traits=traits)
     sched.release_restored(0.0)

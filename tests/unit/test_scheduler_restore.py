@@ -5,7 +5,7 @@ Driven with a fake clock, like every core test."""
 from __future__ import annotations
 
 from deerflow_controller.core.model import ErrorKind, Job, TaskError, TaskState
-from deerflow_controller.core.scheduler import AttemptResult, RestoredResult
+from deerflow_controller.core.scheduler import AttemptResult, RestoredJob, RestoredResult
 
 from .scheduling import JOB, assert_event_log_sound, key, make, spec, trail
 
@@ -18,11 +18,13 @@ def state(job: Job, task_id: str) -> TaskState:
 def test_restored_finished_tasks_are_terminal_once_and_release_their_dependents() -> None:
     s = make()
     job = s.restore_job(
-        JOB,
-        "n",
-        [spec("a"), spec("b", "a"), spec("c", "b")],
-        {"a": RestoredResult(TaskState.SUCCEEDED, b"out-a", attempt=2, agent_id="x")},
-        now=10.0,
+        RestoredJob(
+            JOB,
+            "n",
+            [spec("a"), spec("b", "a"), spec("c", "b")],
+            {"a": RestoredResult(TaskState.SUCCEEDED, b"out-a", attempt=2, agent_id="x")},
+        ),
+        10.0,
     )
     assert job.tasks["a"].state == TaskState.SUCCEEDED
     assert job.tasks["a"].output == b"out-a"
@@ -42,7 +44,7 @@ def test_restored_finished_tasks_are_terminal_once_and_release_their_dependents(
 
 def test_a_reconnecting_agent_keeps_the_attempt_it_still_runs() -> None:
     s = make()
-    job = s.restore_job(JOB, "", [spec("a"), spec("b")], {}, now=0.0)
+    job = s.restore_job(RestoredJob(JOB, "", [spec("a"), spec("b")], {}), 0.0)
     # The agent ran attempt 3 of "a" for the old leader and says so in its Hello.
     s.adopt_restored([key("a", 3)], 1.0)
     s.agent_joined("ag", ["echo"], 4, 1.0, running=[key("a", 3)])
@@ -63,7 +65,7 @@ def test_a_reconnecting_agent_keeps_the_attempt_it_still_runs() -> None:
 
 def test_a_result_buffered_across_the_failover_finishes_a_held_task() -> None:
     s = make()
-    job = s.restore_job(JOB, "", [spec("a")], {}, now=0.0)
+    job = s.restore_job(RestoredJob(JOB, "", [spec("a")], {}), 0.0)
     s.agent_joined("ag", ["echo"], 4, 1.0)
     s.finished("ag", [AttemptResult(key("a", 5), ok=True, output=b"late")], 1.5)
     assert job.tasks["a"].state == TaskState.SUCCEEDED
@@ -76,11 +78,13 @@ def test_a_journaled_failure_fails_dependents_that_were_not_journaled_yet() -> N
     s = make()
     error = TaskError(ErrorKind.HANDLER_ERROR, "boom")
     job = s.restore_job(
-        JOB,
-        "",
-        [spec("a"), spec("b", "a")],
-        {"a": RestoredResult(TaskState.FAILED, error=error, attempt=4)},
-        now=0.0,
+        RestoredJob(
+            JOB,
+            "",
+            [spec("a"), spec("b", "a")],
+            {"a": RestoredResult(TaskState.FAILED, error=error, attempt=4)},
+        ),
+        0.0,
     )
     assert job.tasks["b"].state == TaskState.FAILED
     assert job.done
@@ -91,6 +95,6 @@ def test_a_journaled_failure_fails_dependents_that_were_not_journaled_yet() -> N
 def test_restoring_a_known_job_changes_nothing() -> None:
     s = make()
     first = s.submit(JOB, "", [spec("a")], 0.0)
-    again = s.restore_job(JOB, "", [spec("a")], {}, now=1.0)
+    again = s.restore_job(RestoredJob(JOB, "", [spec("a")], {}), 1.0)
     assert again is first
     assert s.restored_waiting() == 0

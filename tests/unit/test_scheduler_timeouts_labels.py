@@ -167,3 +167,38 @@ def test_a_task_without_heartbeat_timeout_is_never_checked() -> None:
     sched.tick(99.0)
     assert job.tasks["t"].state == TaskState.RUNNING
     assert sched.counters.heartbeat_timeouts == 0
+
+
+# ----------------------------------------------------------------- progress events
+
+
+def test_progress_reports_reach_the_watchers_at_most_once_a_second_per_task() -> None:
+    sched = make()
+    sched.agent_joined("a", ["echo"], 2, 0.0)
+    job = sched.submit(JOB, "j", [TaskSpec("t", "echo"), TaskSpec("u", "echo")], 0.0)
+    sched.take()
+    sched.started("a", [key("t", 1), key("u", 1)], 0.0)
+    t, u = key("t", 1), key("u", 1)
+
+    sched.progress("a", [t, u], 0.2, reports={t: (0.25, "a quarter"), u: (-1.0, "")})
+    sched.progress("a", [t], 0.7, reports={t: (0.5, "held back: within a second")})
+    sched.progress("a", [t], 1.2, reports={t: (0.75, "three quarters")})
+    sched.progress("a", [key("t", 2)], 3.0, reports={key("t", 2): (0.9, "stale attempt")})
+
+    said = [(e.task_id, e.progress, e.detail) for e in job.events if e.state == TaskState.PROGRESS]
+    assert said == [("t", 0.25, "a quarter"), ("u", -1.0, ""), ("t", 0.75, "three quarters")]
+    assert job.tasks["t"].state == TaskState.RUNNING and job.tasks["t"].progress_at == 1.2
+    sched.finished("a", [AttemptResult(t, True, b"ok"), AttemptResult(u, True, b"ok")], 4.0)
+    assert trail(job, "t")[-2:] == [TaskState.PROGRESS, TaskState.SUCCEEDED]
+    assert_event_log_sound(job)
+
+
+def test_progress_without_reports_only_restarts_the_heartbeat_timeout() -> None:
+    sched = make()
+    sched.agent_joined("a", ["echo"], 1, 0.0)
+    job = sched.submit(JOB, "j", [TaskSpec("t", "echo", heartbeat_timeout_s=3.0)], 0.0)
+    sched.take()
+    sched.started("a", [key("t", 1)], 0.0)
+    sched.progress("a", [key("t", 1)], 2.0)
+    assert TaskState.PROGRESS not in trail(job, "t")
+    assert job.tasks["t"].progress_at == 2.0

@@ -28,10 +28,17 @@ from deerflow_controller.client._errors import (
 from deerflow_controller.client._sync import Client, SyncJobHandle
 
 # Data
-from deerflow_controller.client._types import Task, TaskEvent, TaskResult, encode_payload
+from deerflow_controller.client._types import (
+    INPUTS_ALL,
+    Task,
+    TaskEvent,
+    TaskResult,
+    encode_payload,
+)
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "INPUTS_ALL",
     "AlreadyExistsError",
     "AsyncClient",
     "Client",

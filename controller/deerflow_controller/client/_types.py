@@ -10,6 +10,9 @@ from typing import Any
 from deerflow_controller.client._errors import TaskFailedError
 from deerflow_protos import common_pb2
 
+INPUTS_ALL = "all"
+"""``Task.inputs`` value: the handler reads every dependency's output."""
+
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 
@@ -64,6 +67,11 @@ class Task:
     """The longest the task may take over all its attempts, retries and waits included, from
     when it is first ready; then it ends TIMED_OUT (SCHEDULE_TO_CLOSE_TIMEOUT) and its running
     attempt is cancelled (0 = no limit; at most 7 days)."""
+    inputs: str | Sequence[str] = ()
+    """Which dependencies' outputs the handler reads (``ctx.inputs`` on the agent): ``()``
+    none (the default), ``"all"`` every dependency's, or a sequence of ids, each of which must
+    be in ``depends_on`` (else the submit fails INVALID_ARGUMENT). The handler sees them in
+    ``depends_on`` order. See docs/INPUTS.md for the limits and how large outputs travel."""
 
     def to_proto(self) -> common_pb2.TaskSpec:
         spec = common_pb2.TaskSpec()
@@ -111,6 +119,17 @@ class Task:
             spec.est_duration_s = self.est_duration_s
         if self.schedule_to_close_s:
             spec.schedule_to_close_s = self.schedule_to_close_s
+        inputs = self.inputs
+        if inputs:
+            if inputs == INPUTS_ALL:
+                spec.inputs_all = True
+            elif isinstance(inputs, str | bytes):
+                raise ValueError(
+                    f"task {self.id!r}: inputs must be {INPUTS_ALL!r} or a list of dependency "
+                    f"ids, got {inputs!r}"
+                )
+            else:
+                spec.inputs.extend(inputs)
 
 
 _CACHE_POLICIES: dict[str, common_pb2.CachePolicy] = {
@@ -142,6 +161,10 @@ class TaskEvent:
     """On SUCCEEDED from the result cache: exact, similarity or preload."""
     predicted_s: float = 0.0
     """On DISPATCHED: the controller's prediction of the attempt's run time on its agent."""
+    progress: float = -1.0
+    """On PROGRESS (the running handler called ``ctx.progress()``; at most one such event a
+    second per task): how far it got, 0-1, or -1 when it did not say; its message is
+    ``detail``."""
 
     @property
     def terminal(self) -> bool:
@@ -165,6 +188,7 @@ class TaskEvent:
             detail=ev.detail,
             cache_layer=ev.cache_layer,
             predicted_s=ev.predicted_s,
+            progress=ev.progress if ev.state == common_pb2.PROGRESS else -1.0,
         )
 
 

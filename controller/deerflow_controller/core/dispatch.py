@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from deerflow_controller.core.inputs import wants_inputs
 from deerflow_controller.core.model import AgentView, ErrorKind, Task, TaskError, TaskState
 from deerflow_controller.core.predictor import features
 from deerflow_controller.core.ready_queue import labels_match
@@ -132,7 +133,15 @@ def make_ready(self: SchedulerCore, task: Task, now: float, detail: str = "") ->
         self._push_timer(task.close_at, TimerKind.SCHEDULE_TO_CLOSE, task)
     if task.split is None and task.parent is None and self._split(task, now):
         return
-    if self.cache is not None and task.cache_key is None and self._from_cache(task, now):
+    if (
+        self.cache is not None
+        and task.cache_key is None
+        # What a task that reads its dependencies' outputs returns depends on more than its
+        # request, so the cache, keyed by the request, never answers or dedups it.
+        and not (spec.inputs or spec.inputs_all)
+        and (task.parent is None or not wants_inputs(task.parent.spec))
+        and self._from_cache(task, now)
+    ):
         return
     if spec.schedule_to_start_s > 0 and task.scheduled_attempt != task.attempt:
         # Each attempt gets its own schedule-to-start, as in Temporal.

@@ -7,6 +7,7 @@ the wire enums in ``deerflow_protos/common.proto``, so the shell converts with a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -62,6 +63,7 @@ class TaskState(IntEnum):
     CANCELLED = 8
     TIMED_OUT = 9
     RETRYING = 10  # event only; the task itself goes back to QUEUED
+    PROGRESS = 11  # event only: the running attempt reported progress; the task stays RUNNING
 
 
 TERMINAL_STATES = frozenset(
@@ -101,6 +103,11 @@ class TaskSpec:
     schedule_to_close_s: float = 0.0
     """The longest the task may take over all its attempts, from first ready to its end
     (0: no limit); then it ends TIMED_OUT."""
+    inputs: tuple[str, ...] = ()
+    """Dependencies whose outputs the handler reads (each in ``depends_on``); see
+    ``core.inputs``."""
+    inputs_all: bool = False
+    """The handler reads every dependency's output (``inputs`` is then empty)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -142,6 +149,8 @@ class Task:
     """(rate key, tokens charged) while the task holds its keys' slots."""
     progress_at: float = 0.0
     """When the running attempt last showed life (start or progress report): heartbeat timeout."""
+    progress_event_at: float = -math.inf
+    """When the task's last PROGRESS event was emitted (they are at most one a second)."""
     close_at: float = 0.0
     """When schedule-to-close ends the task (0: not armed; armed when it is first ready)."""
     scheduled_attempt: int = -1
@@ -172,6 +181,14 @@ class Task:
     """The circuits its attempts draw on (its rate keys and handler), computed once."""
     speculative: bool = False
     """Submitted by the cache's preloader: its result only lands in the cache."""
+    consumers: int = 0
+    """Dependents that asked for this task's output (``TaskSpec.inputs``) and have not ended:
+    while above 0 after it succeeded, its output is kept for them (``core.inputs``)."""
+    retained: bool = False
+    """Its output counts against the job's ``retained_bytes`` (kept for dependents)."""
+    output_sha256: str = ""
+    """Hex SHA-256 of ``output`` once an assignment sent it by reference (``service.inputs``
+    computes it on first use; an output never changes once its task succeeded)."""
 
     @property
     def id(self) -> str:
@@ -205,6 +222,8 @@ class Event:
     cache_layer: str = ""
     predicted_s: float = 0.0
     """On DISPATCHED: the attempt's predicted run time on its agent (0 = not predicted)."""
+    progress: float = -1.0
+    """On PROGRESS: how far the attempt got, 0-1 (-1: the handler did not say)."""
 
     @property
     def terminal(self) -> bool:
@@ -225,6 +244,8 @@ class Job:
     """Parts of split tasks, by part id: dispatched like tasks, invisible to clients."""
     deadline_s: float = 0.0
     """Its deadline after acceptance (0: none): then its unfinished tasks end TIMED_OUT."""
+    retained_bytes: int = 0
+    """Bytes of its tasks' outputs kept for dependents that asked for them (``core.inputs``)."""
 
     @property
     def done(self) -> bool:

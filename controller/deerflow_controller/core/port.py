@@ -44,6 +44,7 @@ class Emit(Protocol):
         detail: str = "",
         cache_layer: str = "",
         predicted_s: float = 0.0,
+        progress: float = -1.0,
     ) -> None: ...
 
 

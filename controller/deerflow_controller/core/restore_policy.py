@@ -4,11 +4,12 @@ rest. Part of the pure core: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
-from deerflow_controller.core.model import AttemptKey, Job, Task, TaskSpec, TaskState
+from deerflow_controller.core.inputs import retain_output
+from deerflow_controller.core.model import AttemptKey, Job, Task, TaskState
 from deerflow_controller.core.port import CorePort
-from deerflow_controller.core.types import RESTORABLE, RestoredResult
+from deerflow_controller.core.types import RESTORABLE, RestoredJob
 
 
 class Restorer:
@@ -25,18 +26,9 @@ class Restorer:
         self._held: dict[tuple[str, str], Task] = {}
         """Held restored tasks by (job id, task id); empty outside a restore."""
 
-    def restore_job(
-        self,
-        job_id: str,
-        name: str,
-        specs: Sequence[TaskSpec],
-        finished: Mapping[str, RestoredResult],
-        now: float,
-        *,
-        submitted_at: float = 0.0,
-        deadline_s: float = 0.0,
-    ) -> Job:
-        """Rebuild a journaled job: ``finished`` maps task ids to their journaled final result.
+    def restore_job(self, record: RestoredJob, now: float) -> Job:
+        """Rebuild a journaled job: ``record.finished`` maps task ids to their journaled final
+        result.
 
         Finished tasks get their one terminal event again (in the restored job's new event log);
         their failures fail live dependents as usual. Unfinished tasks whose dependencies all
@@ -45,10 +37,12 @@ class Restorer:
         ``submitted_at`` (when the first leader accepted it; ``now`` when unknown): one already
         passed ends its unfinished tasks at the next tick."""
         core = self._core
+        job_id, finished = record.job_id, record.finished
+        submitted_at, deadline_s = record.submitted_at, record.deadline_s
         existing = core.jobs.get(job_id)
         if existing is not None:
             return existing
-        job = core.add_job(job_id, name, specs, submitted_at or now)
+        job = core.add_job(job_id, record.name, record.specs, submitted_at or now)
         tasks = job.tasks
         ended: list[Task] = []
         for task_id, result in finished.items():
@@ -65,6 +59,10 @@ class Restorer:
         for done in ended:
             if done.state != TaskState.SUCCEEDED:
                 core.fail_dependents(done, now)
+            elif done.consumers > 0:
+                # Its journaled output goes to the dependents still to run (issue #15); it was
+                # within the bounds when it was produced.
+                retain_output(core.config, done, force=True)
         if not job.done:
             core.arm_job_deadline(job, submitted_at or now, deadline_s)
         held = self._held

@@ -16,12 +16,12 @@ scheduler builds them, hands them to the core (``use_cache``, ``use_split``, ``u
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.core.cache_policy import Caching
-from deerflow_controller.core.model import AttemptKey, Job, TaskSpec
+from deerflow_controller.core.model import AttemptKey, Job
 from deerflow_controller.core.placement_policy import Placement
 from deerflow_controller.core.recovery_policy import Recovery
 from deerflow_controller.core.restore_policy import Restorer
@@ -32,6 +32,7 @@ from deerflow_controller.core.types import (
     AttemptResult,
     Counters,
     Outbox,
+    RestoredJob,
     RestoredResult,
 )
 from deerflow_controller.ratelimit import RateLimiter
@@ -41,6 +42,7 @@ __all__ = [
     "AttemptResult",
     "Counters",
     "Outbox",
+    "RestoredJob",
     "RestoredResult",
     "Scheduler",
     "SplitFunctions",
@@ -84,21 +86,9 @@ class Scheduler(SchedulerCore):
 
     # ----------------------------------------------------------------- restore (issue #3)
 
-    def restore_job(
-        self,
-        job_id: str,
-        name: str,
-        specs: Sequence[TaskSpec],
-        finished: Mapping[str, RestoredResult],
-        now: float,
-        *,
-        submitted_at: float = 0.0,
-        deadline_s: float = 0.0,
-    ) -> Job:
+    def restore_job(self, record: RestoredJob, now: float) -> Job:
         """Rebuild a journaled job (see ``core_restore.Restorer.restore_job``)."""
-        return self._restorer.restore_job(
-            job_id, name, specs, finished, now, submitted_at=submitted_at, deadline_s=deadline_s
-        )
+        return self._restorer.restore_job(record, now)
 
     def adopt_restored(self, running: Iterable[AttemptKey], now: float) -> None:
         """Adopt the attempts a reconnecting agent still runs (``core_restore.Restorer.adopt``)."""

@@ -52,6 +52,7 @@ from deerflow_controller.core.hooks import (
     no_split,
     no_steal,
 )
+from deerflow_controller.core.inputs import link_consumers
 from deerflow_controller.core.model import (
     AgentView,
     AttemptKey,
@@ -71,6 +72,10 @@ from deerflow_controller.core.timers import TimerHeap, TimerKind
 from deerflow_controller.core.types import AttemptResult, Counters, Outbox, SplitRun
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.recovery import CircuitBreakers, RetryPolicy, classify
+
+PROGRESS_EVENT_EVERY_S = 1.0
+"""Most PROGRESS events one task emits a second: the agent already sends at most two reports a
+second per attempt; a long task (a sub-agent's run) must not fill its job's event log."""
 
 
 def _percent(value: float) -> float:
@@ -284,6 +289,7 @@ class SchedulerCore:
                 task.waiting_on = len(deps)
                 for dep in deps:
                     tasks[dep].dependents.append(task)
+        link_consumers(job)
         return job
 
     def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str, now: float) -> int:
@@ -365,6 +371,9 @@ class SchedulerCore:
                 # The task was requeued when the agent vanished; take the running attempt back
                 # from wherever it waits again (queued, or throttled by its keys or a circuit).
                 self._leave_wait(task)
+                # Had it given its rate slots back (its attempt counted as failed), it holds
+                # them again while it runs.
+                self.limiter.hold_again(task, now)
                 task.state = TaskState.RUNNING
                 task.agent_id = agent_id
                 agent.hold(key, task)
@@ -477,10 +486,28 @@ class SchedulerCore:
                 task.progress_at = now
                 self._push_timer(now + hb, TimerKind.HEARTBEAT, task, task.attempt)
 
-    def progress(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
-        """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart."""
-        for _, task in self._held(agent_id, keys, TaskState.RUNNING, now):
+    def progress(
+        self,
+        agent_id: str,
+        keys: Iterable[AttemptKey],
+        now: float,
+        *,
+        reports: Mapping[AttemptKey, tuple[float, str]] | None = None,
+    ) -> None:
+        """Long attempts showed life (TaskContext.progress): their heartbeat timeouts restart.
+        With ``reports`` (what each said: fraction 0-1 or -1, message), a task's watchers get a
+        PROGRESS event with it, at most one every ``PROGRESS_EVENT_EVERY_S`` per task (a report
+        in between only restarts the timeout)."""
+        for key, task in self._held(agent_id, keys, TaskState.RUNNING, now):
             task.progress_at = now
+            if reports is None or now - task.progress_event_at < PROGRESS_EVENT_EVERY_S:
+                continue
+            said = reports.get(key)
+            if said is None:
+                continue
+            task.progress_event_at = now
+            fraction, message = said
+            self._emit(task, TaskState.PROGRESS, now, detail=message, progress=fraction)
 
     def finished(self, agent_id: str, results: Sequence[AttemptResult], now: float) -> None:
         """Apply a batch of attempt results from one agent, then refill its credit."""
@@ -511,7 +538,7 @@ class SchedulerCore:
                 if not current and task.agent_id:
                     # An earlier attempt won the race: stop the current one.
                     self.outbox.cancels.setdefault(task.agent_id, []).append(task.key)
-                task.output = result.output
+                task.output, task.output_sha256 = result.output, result.output_sha256
                 self._finish(task, TaskState.SUCCEEDED, now, attempt=key[2], agent=agent_id)
             elif current:
                 if result.cancelled:

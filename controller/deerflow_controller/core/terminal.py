@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from deerflow_controller.core.inputs import release_inputs, retain_output
 from deerflow_controller.core.model import ErrorClass, ErrorKind, Event, Task, TaskError, TaskState
 from deerflow_controller.core.timers import TimerKind
 from deerflow_controller.core.types import SplitRun
@@ -110,7 +111,12 @@ def finish(
     cache_layer: str = "",
 ) -> None:
     """Move a task to a terminal state and settle its dependents: release them when it
-    succeeded, fail them at once otherwise."""
+    succeeded, fail them at once otherwise. A success whose output dependents read is kept for
+    them, or ends FAILED (RESOURCE_EXHAUSTED) when over a bound (``core.inputs``)."""
+    if state == TaskState.SUCCEEDED and task.consumers > 0 and task.parent is None:
+        over = retain_output(self.config, task)
+        if over is not None:
+            state, error, detail, cache_layer = TaskState.FAILED, over, "", ""
     self._terminal(task, state, now, error, attempt, agent, detail, cache_layer)
     if state == TaskState.SUCCEEDED:
         for dep in task.dependents:
@@ -165,6 +171,9 @@ def terminal(
         return
     if isinstance(task.split, SplitRun):
         self._cancel_parts(task.split, range(len(task.split.parts)), now)
+    spec = task.spec
+    if spec.inputs or spec.inputs_all:
+        release_inputs(task)
     c = self.counters
     if state == TaskState.SUCCEEDED:
         c.succeeded += 1
@@ -208,6 +217,7 @@ def emit(
     detail: str = "",
     cache_layer: str = "",
     predicted_s: float = 0.0,
+    progress: float = -1.0,
 ) -> None:
     if task.parent is not None:
         return  # parts are the controller's business; the client sees their parent
@@ -227,6 +237,7 @@ def emit(
             detail,
             cache_layer,
             predicted_s,
+            progress,
         )
     )
     self.outbox.touched_jobs.add(job.id)

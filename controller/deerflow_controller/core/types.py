@@ -4,10 +4,10 @@ task's run. No behaviour."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from deerflow_controller.core.model import AttemptKey, Task, TaskError, TaskState
+from deerflow_controller.core.model import AttemptKey, Task, TaskError, TaskSpec, TaskState
 from deerflow_controller.decomposer import PartCollector, Plan
 
 __all__ = [
@@ -36,6 +36,9 @@ class AttemptResult:
     """How long the handler ran, by the agent's clock (0 = unknown)."""
     cpu_s: float = 0.0
     rss_bytes: int = 0
+    output_sha256: str = ""
+    """Hex SHA-256 of ``output``, when the shell hashed it off its event loop (an output large
+    enough that its readers will fetch it by reference); empty otherwise."""
 
 
 @dataclass(slots=True)
@@ -89,6 +92,20 @@ class RestoredResult:
     error: TaskError | None = None
     attempt: int = 0
     agent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredJob:
+    """A job as the journal kept it: what was submitted, and the final results of the tasks
+    that had finished (by task id). ``submitted_at`` is when the first leader accepted it (0:
+    unknown, then the restore's own time), from which its ``deadline_s`` counts."""
+
+    job_id: str
+    name: str
+    specs: Sequence[TaskSpec]
+    finished: Mapping[str, RestoredResult] = field(default_factory=dict)
+    submitted_at: float = 0.0
+    deadline_s: float = 0.0
 
 
 RESTORABLE = frozenset(

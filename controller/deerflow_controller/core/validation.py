@@ -64,10 +64,31 @@ def validate_job(specs: Sequence[TaskSpec], limits: Limits, *, deadline_s: float
                 raise JobRejected(
                     f"task {spec.id!r} depends on {dep!r}, which is not a task of this job"
                 )
+        if spec.inputs:
+            _check_inputs(spec)
     cycle = find_cycle(specs)
     if cycle:
         path = " -> ".join(repr(t) for t in cycle)
         raise JobRejected(f"the dependencies form a cycle: {path}; remove one of these edges")
+
+
+def _check_inputs(spec: TaskSpec) -> None:
+    """A task's named inputs: each a dependency of it, once, and not beside inputs_all."""
+    if spec.inputs_all:
+        raise JobRejected(
+            f"task {spec.id!r} asks for all its inputs and names some too; give one or the other"
+        )
+    seen: set[str] = set()
+    deps = frozenset(spec.depends_on)
+    for name in spec.inputs:
+        if name not in deps:
+            raise JobRejected(
+                f"task {spec.id!r} asks for the output of {name!r}, which is not in its "
+                "depends_on; add it there or remove it from inputs"
+            )
+        if name in seen:
+            raise JobRejected(f"task {spec.id!r} names input {name!r} twice; name it once")
+        seen.add(name)
 
 
 def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from deerflow_controller.core.model import TERMINAL_STATES, Task, TaskState
-from deerflow_controller.core.scheduler import Outbox, RestoredResult, Scheduler
+from deerflow_controller.core.scheduler import Outbox, RestoredJob, RestoredResult, Scheduler
 from deerflow_controller.ha.journal import Expiry, Journal, JournaledJob
 from deerflow_controller.service import wire
 from deerflow_controller.service.shell import Shell
@@ -67,13 +67,15 @@ def restore_jobs(into: Shell | Scheduler, jobs: Sequence[JournaledJob], now: flo
             for task_id, ev in job.results.items()
         }
         into.restore_job(
-            request.job_id,
-            request.name,
-            specs,
-            results,
+            RestoredJob(
+                request.job_id,
+                request.name,
+                specs,
+                results,
+                submitted_at=request.accepted_at,
+                deadline_s=request.deadline_s,
+            ),
             now,
-            submitted_at=request.accepted_at,
-            deadline_s=request.deadline_s,
         )
         out.jobs += 1
         out.tasks += len(specs)

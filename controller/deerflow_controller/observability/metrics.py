@@ -11,7 +11,8 @@ Series (all prefixed ``deerflow_``):
   or retry backoff) to dispatched
 - ``task_run_seconds{handler}``: started (RUNNING, or DISPATCHED when the agent reported no start,
   as for sub-millisecond tasks) to the attempt's result
-- ``jobs_active``, ``agents``, ``agent_*{agent}``: slots, in flight, running, CPU, memory,
+- ``jobs_active``, ``retained_output_bytes`` (outputs kept for dependents; docs/INPUTS.md),
+  ``agents``, ``agent_*{agent}``: slots, in flight, running, CPU, memory,
   completed, draining, heartbeat age
 - ``ratelimit_*{key}``: paced rate, concurrency limit, in flight, waiting, admitted, waited,
   429s, tokens, pause left
@@ -241,6 +242,11 @@ def render(
         "deerflow_jobs_active",
         "Jobs with unfinished tasks.",
         [(None, sum(1 for j in sched.jobs.values() if not j.done))],
+    )
+    out.gauge(
+        "deerflow_retained_output_bytes",
+        "Bytes of task outputs kept for the dependents that read them (inputs), all jobs.",
+        [(None, sum(j.retained_bytes for j in sched.jobs.values()))],
     )
     _agents(out, shell, now)
     _rate_keys(out, shell, now)

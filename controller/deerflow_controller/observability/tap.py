@@ -37,6 +37,7 @@ _DISPATCHED = TaskState.DISPATCHED
 _RUNNING = TaskState.RUNNING
 _RETRYING = TaskState.RETRYING
 _SUCCEEDED = TaskState.SUCCEEDED
+_PROGRESS = TaskState.PROGRESS
 
 
 class Wait:
@@ -205,6 +206,8 @@ class EventTap:
                     metrics.pending += 1
                 if tracer is not None:
                     waits[tid] = Wait(ev.time)
+            elif state is _PROGRESS:
+                pass  # the attempt runs on; nothing to count or trace
             else:  # terminal
                 if queue_depth is not None:
                     p = queued.pop(tid, None)

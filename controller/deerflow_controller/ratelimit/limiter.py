@@ -352,6 +352,16 @@ class RateLimiter:
     def note_waiting(self, task: Task) -> None:
         self.gates[task.throttled_on].stats.waited += 1
 
+    def hold_again(self, task: Task, now: float) -> None:
+        """A running attempt that had given its slots back is running after all (its agent
+        reclaimed it on reconnecting): it holds a concurrency slot on each of its keys again,
+        charging nothing (its request was sent and paid for when it was first admitted)."""
+        if task.rate_hold is not None or not task.spec.rate_keys:
+            return
+        for key in task.spec.rate_keys:
+            self.gate(key, now).in_flight += 1
+        task.rate_hold = [(key, 0.0) for key in task.spec.rate_keys]
+
     def end_attempt(self, task: Task) -> None:
         """The attempt holding ``task``'s slots ended (any way): give the slots back."""
         hold = task.rate_hold

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from deerflow_controller.service import wire
+from deerflow_controller.service.inputs import hash_for_readers, input_chunks
 from deerflow_controller.service.shell import AgentSession, Shell
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
@@ -113,13 +114,17 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     ) -> None:
         shell = self.shell
         agent_id = session.agent_id
+        inline = shell.config.inline_input_bytes
         try:
             async for msg in request_iterator:
                 if session.closed:
                     return
                 kind = msg.WhichOneof("msg")
                 if kind == "results":
-                    shell.results(session, wire.results_from_proto(msg.results))
+                    results = wire.results_from_proto(msg.results)
+                    if any(len(r.output) > inline for r in results):
+                        await hash_for_readers(results, shell.job, inline)
+                    shell.results(session, results)
                 elif kind == "started":
                     shell.started(session, [wire.key_from_ref(s.ref) for s in msg.started.started])
                 elif kind == "heartbeat":
@@ -132,9 +137,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                         process_cpu_percent=hb.process_cpu_percent,
                     )
                 elif kind == "progress":
-                    shell.progress(
-                        session, [wire.key_from_ref(p.ref) for p in msg.progress.progress]
-                    )
+                    shell.progress(session, wire.progress_reports(msg.progress))
                 elif kind == "draining":
                     refs = [wire.key_from_ref(r) for r in msg.draining.not_started]
                     shell.agent_draining(session, refs)
@@ -147,6 +150,23 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             log.exception("stream of agent %s failed", agent_id)
         finally:
             session.close()
+
+    async def FetchInput(
+        self, request: agent_pb2.FetchInputRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.InputChunk]:
+        """The bytes of an input sent by reference, in chunks (see agent.proto)."""
+        ref = request.ref
+        job = self.shell.job(ref.job_id)
+        found = (
+            input_chunks(job, ref.task_id, ref.attempt, request.task_id, request.offset)
+            if job is not None
+            else f"no job {ref.job_id!r} here (it ended, or another controller leads now)"
+        )
+        if isinstance(found, str):
+            await context.abort(grpc.StatusCode.NOT_FOUND, found)
+            return
+        for chunk in found:
+            yield agent_pb2.InputChunk(data=chunk)
 
     @staticmethod
     async def _write_loop(session: AgentSession, context: grpc.aio.ServicerContext) -> None:

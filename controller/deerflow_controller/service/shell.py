@@ -24,10 +24,11 @@ from typing import Protocol
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import AttemptKey, HandlerTraits, Job, Task, TaskSpec
-from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredResult, Scheduler
+from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredJob, Scheduler
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.service import wire
 from deerflow_controller.service.cache_saver import CacheSaver
+from deerflow_controller.service.inputs import InputPacker
 from deerflow_controller.service.splitters import local_split_functions
 from deerflow_controller.tuning.knobs import AGENT_SLOTS, PREFETCH, RATE_KEY_CONCURRENCY
 from deerflow_protos import agent_pb2
@@ -114,6 +115,8 @@ class Shell:
         self._timer_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.interceptors: list[ShellInterceptor] = []
+        self.inputs = InputPacker(config.inline_input_bytes, config.max_message_bytes // 8)
+        """Puts the dependencies' outputs tasks asked for in their assignments (issue #15)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,7 +162,7 @@ class Shell:
                 traceparents = None
                 for hook in interceptors:
                     traceparents = hook.on_assignments(tasks) or traceparents
-                session.send(wire.assignment_batch(epoch, tasks, traceparents))
+                session.send(wire.assignment_batch(epoch, tasks, traceparents, self.inputs))
                 self.assignment_messages += 1
                 self.assignments_sent += len(tasks)
         for agent_id, keys in out.cancels.items():
@@ -212,22 +215,10 @@ class Shell:
         self._changed()
         return n
 
-    def restore_job(
-        self,
-        job_id: str,
-        name: str,
-        specs: Sequence[TaskSpec],
-        finished: Mapping[str, RestoredResult],
-        now: float,
-        *,
-        submitted_at: float = 0.0,
-        deadline_s: float = 0.0,
-    ) -> Job:
+    def restore_job(self, record: RestoredJob, now: float) -> Job:
         """Rebuild a journaled job on taking over (see ``Scheduler.restore_job``). ``now`` is
         the takeover's instant, the one its caller judged the journal's expiries against."""
-        job = self.scheduler.restore_job(
-            job_id, name, specs, finished, now, submitted_at=submitted_at, deadline_s=deadline_s
-        )
+        job = self.scheduler.restore_job(record, now)
         self._changed()
         return job
 
@@ -360,9 +351,12 @@ class Shell:
         )
         self._changed()
 
-    def progress(self, session: AgentSession, keys: Iterable[AttemptKey]) -> None:
-        """Long attempts of the agent showed life: their heartbeat timeouts restart."""
-        session.scheduler.progress(session.agent_id, keys, self.clock())
+    def progress(
+        self, session: AgentSession, reports: Mapping[AttemptKey, tuple[float, str]]
+    ) -> None:
+        """Long attempts of the agent showed life (their heartbeat timeouts restart) and said how
+        far they got (fraction 0-1 or -1, message), which their watchers see."""
+        session.scheduler.progress(session.agent_id, reports, self.clock(), reports=reports)
         self._changed()
 
     def agent_draining(self, session: AgentSession, not_started: Iterable[AttemptKey]) -> None:

@@ -17,8 +17,10 @@ from deerflow_controller.core.model import (
     Task,
     TaskError,
     TaskSpec,
+    TaskState,
 )
 from deerflow_controller.core.scheduler import AttemptResult
+from deerflow_controller.service.inputs import InputPacker
 from deerflow_protos import agent_pb2, client_pb2, common_pb2
 
 _NO_STRINGS: dict[str, str] = {}
@@ -55,6 +57,8 @@ def spec_from_proto(t: common_pb2.TaskSpec, job_tc: dict[str, str] = _NO_STRINGS
         t.partial_results,
         t.est_duration_s,
         t.schedule_to_close_s,
+        tuple(t.inputs) if t.inputs else (),
+        t.inputs_all,
     )
 
 
@@ -99,6 +103,26 @@ def fill_event(ev: Event, out: common_pb2.TaskEvent) -> None:
         out.cache_layer = ev.cache_layer
     if ev.predicted_s:
         out.predicted_s = ev.predicted_s
+    if ev.state is TaskState.PROGRESS:
+        out.progress = ev.progress
+
+
+def progress_reports(
+    batch: agent_pb2.ProgressBatch,
+) -> dict[AttemptKey, tuple[float, str]]:
+    """An agent's progress reports by attempt: (fraction 0-1, or -1 when unknown or not a
+    finite number in range; message, cut to the agent's own limit)."""
+    reports: dict[AttemptKey, tuple[float, str]] = {}
+    for p in batch.progress:
+        fraction = p.fraction
+        if not (0.0 <= fraction <= 1.0):  # NaN, negative (unknown) or out of range
+            fraction = -1.0
+        reports[key_from_ref(p.ref)] = (fraction, p.message[:PROGRESS_MESSAGE_CHARS])
+    return reports
+
+
+PROGRESS_MESSAGE_CHARS = 256
+"""Longest progress message kept (the agent's ``TaskContext`` cuts at the same length)."""
 
 
 def traits_from_proto(h: agent_pb2.HandlerInfo) -> HandlerTraits:
@@ -125,10 +149,16 @@ def fill_ref(key: AttemptKey, out: agent_pb2.AttemptRef) -> None:
 
 
 def assignment_batch(
-    epoch: int, tasks: Sequence[Task], traceparents: Sequence[str] | None = None
+    epoch: int,
+    tasks: Sequence[Task],
+    traceparents: Sequence[str] | None = None,
+    inputs: InputPacker | None = None,
 ) -> agent_pb2.ControllerMessage:
     """One agent's assignments. ``traceparents`` (one per task, from the tracer) name the spans
-    the agent's spans continue; without them each assignment carries its submitter's context."""
+    the agent's spans continue; without them each assignment carries its submitter's context.
+    ``inputs`` adds the dependencies' outputs that tasks asked for (none without it)."""
+    if inputs is not None:
+        inputs.start_batch()
     msg = agent_pb2.ControllerMessage()
     batch = msg.assignments
     batch.epoch = epoch
@@ -152,6 +182,10 @@ def assignment_batch(
             for k, v in stc.items():  # map.update() is the slow generic one
                 if k != TRACEPARENT:
                     tc[k] = v
+        if inputs is not None:
+            src = spec if task.parent is None else task.parent.spec
+            if src.inputs or src.inputs_all:
+                inputs.fill(task, a)
     return msg
 
 
