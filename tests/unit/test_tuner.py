@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from deerflow_controller.tuning import (
     AGENT_SLOTS,
     PREFETCH,
+    RATE_KEY_CONCURRENCY,
     Action,
     Knob,
     Measurement,
@@ -294,3 +295,14 @@ def test_knobs_stay_in_bounds_and_changes_respect_the_cooldown(
             changed_at.append(t)
     gaps = [b - a for a, b in itertools.pairwise(changed_at)]
     assert all(g >= cooldown - 1e-9 for g in gaps)
+
+
+def test_429s_point_the_rate_key_ceiling_down() -> None:
+    tuner = Tuner(on())
+    knobs = {RATE_KEY_CONCURRENCY: Knob(RATE_KEY_CONCURRENCY, 64, 1, 1024)}
+    action = None
+    for t in range(1, 4):
+        m = Measurement(t - 1, t, 200, 0, 260, 60, 0.5, 0, False, throttled=50)
+        action = tuner.step(float(t), m, knobs) or action
+    assert action is not None and (action.knob, action.value) == (RATE_KEY_CONCURRENCY, 32)
+    assert "429" in action.change.reason

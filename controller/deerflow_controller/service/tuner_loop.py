@@ -130,6 +130,7 @@ class TunerLoop:
             p95_s=p95,
             queued=sched.queued(),
             saturated=slots > 0 and busy >= SATURATED * slots,
+            throttled=sched.limiter.waiting,
         )
 
     def _latency_p95(self) -> float:
@@ -170,30 +171,7 @@ class TunerLoop:
     # ------------------------------------------------------------------ reporting
 
     def _report(self) -> None:
-        for change in self.tuner.history:
-            if change.seq <= self._reported:
-                continue
-            self._reported = change.seq
-            if change.outcome is Outcome.SUGGESTED:
-                log.info(
-                    "tuner suggests %s %d -> %d: %s (%s)",
-                    change.knob,
-                    change.old,
-                    change.new,
-                    change.reason,
-                    change.before_detail,
-                )
-                self._span(change)
-                continue
-            log.info(
-                "tuner tries %s %d -> %d: %s (%s)",
-                change.knob,
-                change.old,
-                change.new,
-                change.reason,
-                change.before_detail,
-            )
-            self._open[change.seq] = change
+        """Log and export what this step decided: verdicts first, then new entries."""
         for seq, change in list(self._open.items()):
             if change.outcome is Outcome.TRYING:
                 continue
@@ -208,6 +186,24 @@ class TunerLoop:
                 change.after_detail or "no measurement",
             )
             self._span(change)
+        for change in self.tuner.history:
+            if change.seq <= self._reported:
+                continue
+            self._reported = change.seq
+            verb = "suggests" if change.outcome is Outcome.SUGGESTED else "tries"
+            log.info(
+                "tuner %s %s %d -> %d: %s (%s)",
+                verb,
+                change.knob,
+                change.old,
+                change.new,
+                change.reason,
+                change.before_detail,
+            )
+            if change.outcome is Outcome.TRYING:
+                self._open[change.seq] = change
+            else:
+                self._span(change)
 
     def _span(self, change: Change) -> None:
         """One ``deerflow.tuner`` span per change (from the trial to its verdict) or

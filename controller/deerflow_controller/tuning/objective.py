@@ -3,8 +3,8 @@
 A :class:`Measurement` is what the controller counted between two tuner steps (the shell's
 counters, the limiter's 429s, the latency tap's samples); :func:`score` turns it into one number
 where higher is better, or None when the window says nothing about the objective (too few
-completions, or, for throughput, no work waiting, so throughput measured the arrivals and not
-what the cluster can do).
+completions, or, for throughput, no work waiting for a slot or a rate key, so throughput measured
+the arrivals and not what the cluster can do).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class Measurement:
     """Tasks ready and waiting for a slot at ``end`` (not those held by rate keys)."""
     saturated: bool
     """Whether the agents' slots were (nearly) all in use at ``end``."""
+    throttled: int = 0
+    """Tasks waiting on their rate keys at ``end`` (THROTTLED)."""
 
     @property
     def seconds(self) -> float:
@@ -76,7 +78,8 @@ def score(
         return None
     if objective is Objective.THROUGHPUT:
         # Without waiting work, throughput is the arrival rate: no setting would change it.
-        return m.throughput if m.queued > 0 or m.saturated else None
+        waiting = m.queued > 0 or m.throttled > 0 or m.saturated
+        return m.throughput if waiting else None
     if objective is Objective.LATENCY:
         return -m.p95_s if math.isfinite(m.p95_s) else None
     return -(m.attempts / m.succeeded)
