@@ -112,6 +112,9 @@ async def test_dashboard_panels_show_the_clusters_live_numbers(
     assert "HANDLER_ERROR (retried)" in t["error-kinds"]
     assert "no_such_handler" in t["errors"] or "bad" in t["errors"]
     assert t["suggestions"].strip()
+    # The tuner observes by default: its mode and knobs, and its history (or none yet).
+    assert "observe" in t["tuner-state"] and "agent_slots" in t["tuner-state"]
+    assert t["tuner-history"].strip()
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
