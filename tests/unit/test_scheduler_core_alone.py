@@ -18,7 +18,7 @@ from .scheduling import JOB, assert_event_log_sound, key, spec, trail
 def core(**overrides: Any) -> SchedulerCore:
     """The bare core, seeded; credit equals slots."""
     base = SchedulerConfig(prefetch=0, prefetch_fraction=0.0, agent_silence_s=1e9)
-    return SchedulerCore(replace(base, **overrides), seed=7)
+    return SchedulerCore(replace(base, **overrides))
 
 
 def test_the_core_alone_runs_a_job_in_submission_order_and_ends_it() -> None:
