@@ -23,10 +23,10 @@ from deerflow_controller.core.types import AttemptResult
 
 
 class Placement:
-    """The balancer and the predictor as the core uses them (installed with
-    ``SchedulerCore.use_placement``). Owns both (the decomposer reads the same predictor), the
-    fastest-speed cache and the prediction accuracy; talks to the core through its
-    :class:`~deerflow_controller.core.port.CorePort`."""
+    """The predictor and the balancer as the core uses them (installed with
+    ``SchedulerCore.use_placement``), talking to the core through its
+    :class:`~deerflow_controller.core.port.CorePort`. Owns both (the decomposer reads the same
+    predictor), the fastest-speed cache and the prediction accuracy."""
 
     __slots__ = (
         "_core",
