@@ -20,7 +20,7 @@ from deerflow_controller.core.model import (
     TaskState,
 )
 from deerflow_controller.core.types import AttemptResult, SplitRun
-from deerflow_controller.recovery import BreakerConfig, Budget, CircuitBreakers, RetryDecision
+from deerflow_controller.recovery import Budget, CircuitBreakers, RetryDecision
 
 __all__ = [
     "CacheHooks",
@@ -210,8 +210,8 @@ class FixedRetries:
 
     __slots__ = ("breakers", "quarantined")
 
-    def __init__(self, breaker: BreakerConfig) -> None:
-        self.breakers = CircuitBreakers(breaker)
+    def __init__(self) -> None:
+        self.breakers = CircuitBreakers()
         self.quarantined: dict[str, frozenset[str]] = {}
 
     def circuit_keys(self, task: Task) -> tuple[str, ...]:

@@ -117,7 +117,7 @@ class SchedulerCore:
         # these stand-ins answer (see core_hooks).
         self.use_split(WholeTasks())
         self.use_placement(FirstFit())
-        self.use_recovery(FixedRetries(self.config.recovery.breaker))
+        self.use_recovery(FixedRetries())
         self.port = CorePort(
             config=self.config,
             jobs=self.jobs,
