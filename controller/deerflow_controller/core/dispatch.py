@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from deerflow_controller.core.inputs import wants_inputs
 from deerflow_controller.core.model import AgentView, ErrorKind, Task, TaskError, TaskState
-from deerflow_controller.core.predictor import features
 from deerflow_controller.core.ready_queue import labels_match
 from deerflow_controller.core.timers import TimerKind
 from deerflow_controller.core.types import SplitRun
@@ -270,11 +269,7 @@ def assign(self: SchedulerCore, task: Task, agent: AgentView, now: float, detail
         batch = self.outbox.assignments[agent.id] = []
     batch.append(task)
     if task.predicted_s >= 0:
-        speed = self.predictor.handler_speed(task.spec.handler, agent.id) or 1.0
-        task.predicted_run_s = task.predicted_s / speed
-        if task.predicted_s >= self.config.placement_min_s:
-            # Tasks too short to place are left out of the agents' predicted backlogs.
-            self.balancer.assigned(agent.id, task.key, task.predicted_run_s)
+        self._assigned(task, agent)
     self._emit(task, TaskState.DISPATCHED, now, detail=detail, predicted_s=task.predicted_run_s)
     task.deadline = now + task.timeout_s + self.config.timeout_grace_s
     self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
@@ -282,17 +277,12 @@ def assign(self: SchedulerCore, task: Task, agent: AgentView, now: float, detail
 
 def push_ready(self: SchedulerCore, task: Task, now: float) -> None:
     """Queue a ready task, ranked LPT-first within its priority (longest predicted first
-    within a burst; a task that waited longer than the balancer's cap goes first anyway)."""
+    within a burst; a task that waited longer than the placement policy's cap goes first
+    anyway; without a placement policy, FIFO)."""
     pred = task.predicted_s
     if pred < 0:
-        spec = task.spec
-        traits = self.traits.get(spec.handler)
-        feats = features(spec.payload, traits.items_field if traits is not None else "")
-        task.features = feats
-        pred = task.predicted_s = self.predictor.predict(
-            spec.handler, feats, hint_s=spec.est_duration_s
-        ).duration_s
-    self.ready.push(task, now, now - min(pred, self.balancer.config.lpt_max_advance_s))
+        pred = self._predict(task)
+    self.ready.push(task, now, now - min(pred, self._lpt_max_advance_s))
 
 
 def observe_completions(self: SchedulerCore, agent: AgentView, n: int, now: float) -> None:

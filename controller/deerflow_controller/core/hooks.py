@@ -1,18 +1,36 @@
 """What the scheduling core asks of each policy object: one Protocol per policy area, and the
-no-op functions the core uses where no policy is installed (so it runs with any subset). The
-core binds a policy's methods once, in its ``use_*`` methods; see ``core.SchedulerCore``."""
+stand-ins the core installs where no policy is given (so it runs with any subset):
+:class:`WholeTasks` (no decomposition), :class:`FirstFit` (no placement, no predictor),
+:class:`FixedRetries` (no recovery) and the ``no_*`` cache functions. The core binds a policy's
+methods once, in its ``use_*`` methods; see ``core_state.SchedulerCore``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from deerflow_controller.cache import ResultCache
-from deerflow_controller.core.model import AgentView, ErrorClass, Task, TaskError, TaskState
+from deerflow_controller.core.model import (
+    AgentView,
+    AttemptKey,
+    ErrorClass,
+    HandlerTraits,
+    Task,
+    TaskError,
+    TaskState,
+)
 from deerflow_controller.core.types import AttemptResult, SplitRun
-from deerflow_controller.recovery import CircuitBreakers
+from deerflow_controller.recovery import Budget, CircuitBreakers, RetryDecision
 
-__all__ = ["CacheHooks", "PlacementHooks", "RecoveryHooks", "SplitHooks"]
+__all__ = [
+    "CacheHooks",
+    "FirstFit",
+    "FixedRetries",
+    "PlacementHooks",
+    "RecoveryHooks",
+    "SplitHooks",
+    "WholeTasks",
+]
 
 
 class SplitHooks(Protocol):
@@ -59,6 +77,13 @@ class RecoveryHooks(Protocol):
         """A recovery timer fired."""
         ...
 
+    def decide_retry(
+        self, task: Task, error: TaskError, cls: ErrorClass, metadata: Mapping[str, str]
+    ) -> RetryDecision:
+        """Whether and when ``task`` runs again after a failed attempt (``task.failures``
+        counts it already; ``error`` is retryable)."""
+        ...
+
 
 class CacheHooks(Protocol):
     """What the core asks of a result-cache policy (``core_cache.Caching``)."""
@@ -91,7 +116,42 @@ def no_preload(now: float) -> None:
 
 
 class PlacementHooks(Protocol):
-    """What the core asks of a placement policy (``core_placement.Placement``)."""
+    """What the core asks of a placement policy (``core_placement.Placement``): where a task
+    runs, and the predictions and per-agent ledgers that decide it. The two ledger callables
+    are called once per attempt, so a policy may hand over its ledger's own bound methods."""
+
+    @property
+    def lpt_max_advance_s(self) -> float:
+        """Most seconds a long predicted duration moves a task ahead in the ready queue."""
+        ...
+
+    @property
+    def attempt_started(self) -> Callable[[str, AttemptKey, float], None]:
+        """An agent started an attempt (agent id, attempt key, now)."""
+        ...
+
+    @property
+    def attempt_ended(self) -> Callable[[str, AttemptKey, float], None]:
+        """An attempt left an agent, however it ended (agent id, attempt key, now)."""
+        ...
+
+    def predict(self, task: Task) -> float:
+        """Predict a task's duration before it is first queued: set ``task.features`` and
+        ``task.predicted_s``, and return it (seconds)."""
+        ...
+
+    def assigned(self, task: Task, agent: AgentView) -> None:
+        """A predicted task was assigned to ``agent``: set ``task.predicted_run_s`` there and
+        count it in the agent's predicted backlog."""
+        ...
+
+    def declare(self, traits: Mapping[str, HandlerTraits]) -> None:
+        """An agent declared handlers' defaults (duration, CPU, memory, items field)."""
+        ...
+
+    def agent_left(self, agent_id: str) -> None:
+        """An agent is gone: forget its ledger."""
+        ...
 
     def place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
         """The agent to run ``task`` among ``agents`` (the puller first); None: keep it
@@ -107,47 +167,92 @@ class PlacementHooks(Protocol):
         ...
 
 
-def first_agent(task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
-    return agents[0] if agents else None
+class FirstFit:
+    """No placement policy: nothing is predicted (the ready queue stays FIFO within a
+    priority, ``task.predicted_s`` stays unset so nothing is placed), the puller runs what it
+    pulls, no backlog is kept and nothing is stolen."""
+
+    __slots__ = ()
+    lpt_max_advance_s = 0.0
+
+    def place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
+        return agents[0] if agents else None
+
+    def steal(self, now: float) -> None:
+        pass
+
+    def learn(self, task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
+        pass
+
+    def predict(self, task: Task) -> float:
+        return 0.0
+
+    def assigned(self, task: Task, agent: AgentView) -> None:
+        pass
+
+    def declare(self, traits: Mapping[str, HandlerTraits]) -> None:
+        pass
+
+    def agent_left(self, agent_id: str) -> None:
+        pass
+
+    def attempt_started(self, agent_id: str, key: AttemptKey, now: float) -> None:
+        pass
+
+    def attempt_ended(self, agent_id: str, key: AttemptKey, now: float) -> None:
+        pass
 
 
-def no_steal(now: float) -> None:
-    pass
+class FixedRetries:
+    """No recovery policy: circuits nothing records into (so always closed), no quarantine,
+    and a retryable failure runs again at once while the task's ``max_retries`` lasts,
+    whatever its class (no budgets per class, no jitter)."""
+
+    __slots__ = ("breakers", "quarantined")
+
+    def __init__(self) -> None:
+        self.breakers = CircuitBreakers()
+        self.quarantined: dict[str, frozenset[str]] = {}
+
+    def circuit_keys(self, task: Task) -> tuple[str, ...]:
+        return ()
+
+    def record_success(self, task: Task, agent_id: str, now: float) -> None:
+        pass
+
+    def record_failure(
+        self, task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
+    ) -> None:
+        pass
+
+    def park(self, task: Task, key: str, now: float) -> None:
+        pass
+
+    def advance(self, now: float) -> None:
+        pass
+
+    def decide_retry(
+        self, task: Task, error: TaskError, cls: ErrorClass, metadata: Mapping[str, str]
+    ) -> RetryDecision:
+        limit = max(0, task.max_retries)
+        used = task.failures - 1  # the failure being decided is counted already
+        if used >= limit:
+            reason = f"gave up: retry budget of {limit} used"
+            return RetryDecision(False, 0.0, cls, Budget.TRANSIENT, used, limit, reason)
+        reason = f"retry {used + 1} of {limit} at once"
+        return RetryDecision(True, 0.0, cls, Budget.TRANSIENT, used + 1, limit, reason)
 
 
-def no_learn(task: Task, agent_id: str, result: AttemptResult, now: float) -> None:
-    pass
+class WholeTasks:
+    """No decomposition policy: every task runs whole."""
 
+    __slots__ = ()
 
-def no_circuit_keys(task: Task) -> tuple[str, ...]:
-    return ()
+    def split(self, task: Task, now: float) -> bool:
+        return False
 
+    def part_ended(self, part: Task, now: float) -> None:
+        pass
 
-def no_record_success(task: Task, agent_id: str, now: float) -> None:
-    pass
-
-
-def no_record_failure(
-    task: Task, agent_id: str, error: TaskError, cls: ErrorClass, now: float
-) -> None:
-    pass
-
-
-def no_park(task: Task, key: str, now: float) -> None:
-    pass
-
-
-def no_advance(now: float) -> None:
-    pass
-
-
-def no_split(task: Task, now: float) -> bool:
-    return False
-
-
-def no_part_ended(part: Task, now: float) -> None:
-    pass
-
-
-def no_cancel_parts(run: SplitRun, indices: Iterable[int], now: float) -> None:
-    pass
+    def cancel_parts(self, run: SplitRun, indices: Iterable[int], now: float) -> None:
+        pass

@@ -1,54 +1,116 @@
-"""Placement glue of the core (issue #4): which agent runs a task (the balancer, by predicted
-finish time and learned speed), moving unstarted attempts off lagging agents, and feeding
-measured run times to the predictor."""
+"""Placement glue of the core (issue #4): predicting each task's duration (the predictor),
+which agent runs a task (the balancer, by predicted finish time and learned speed), the
+agents' predicted backlogs, moving unstarted attempts off lagging agents, and feeding measured
+run times to the predictor."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from deerflow_common import signals
-from deerflow_controller.core.balancer import Balancer
-from deerflow_controller.core.model import AgentView, Task, TaskState
+from deerflow_controller.core.balancer import Balancer, BalancerConfig
+from deerflow_controller.core.model import AgentView, AttemptKey, HandlerTraits, Task, TaskState
 from deerflow_controller.core.port import CorePort
-from deerflow_controller.core.predictor import Features, Predictor
+from deerflow_controller.core.predictor import (
+    Features,
+    HandlerDefaults,
+    Predictor,
+    PredictorConfig,
+    features,
+)
 from deerflow_controller.core.types import AttemptResult
 
 
 class Placement:
-    """The balancer and the predictor as the core uses them (installed with
-    ``SchedulerCore.use_placement``). Owns the fastest-speed cache and the prediction accuracy;
-    the predictor and balancer are the core's (it orders and accounts with them too); talks to
-    the core through its :class:`~deerflow_controller.core.port.CorePort`."""
+    """The predictor and the balancer as the core uses them (installed with
+    ``SchedulerCore.use_placement``), talking to the core through its
+    :class:`~deerflow_controller.core.port.CorePort`. Owns both (the decomposer reads the same
+    predictor), the fastest-speed cache and the prediction accuracy."""
 
-    __slots__ = ("_balancer", "_core", "_fastest_speed", "_predictor", "accuracy")
+    __slots__ = (
+        "_core",
+        "_fastest_speed",
+        "_placement_min_s",
+        "accuracy",
+        "agent_left",
+        "attempt_ended",
+        "attempt_started",
+        "balancer",
+        "lpt_max_advance_s",
+        "predictor",
+    )
 
-    def __init__(self, core: CorePort, predictor: Predictor, balancer: Balancer) -> None:
+    def __init__(
+        self, core: CorePort, predictor: PredictorConfig, balancer: BalancerConfig
+    ) -> None:
         self._core = core
-        self._predictor = predictor
-        self._balancer = balancer
+        self._placement_min_s = core.config.placement_min_s
+        self.predictor = Predictor(predictor)
+        self.balancer = Balancer(balancer)
+        self.lpt_max_advance_s = balancer.lpt_max_advance_s
+        """Most seconds a long predicted duration moves a task ahead in the ready queue."""
+        # The balancer's ledger methods themselves: the core calls them once per attempt.
+        self.attempt_started: Callable[[str, AttemptKey, float], None] = self.balancer.started
+        self.attempt_ended: Callable[[str, AttemptKey, float], None] = self.balancer.ended
+        self.agent_left: Callable[[str], None] = self.balancer.agent_left
         self._fastest_speed: dict[str, tuple[float, float]] = {}
         """Per handler: (valid until, the fastest agent's speed), for placement's fast path."""
         self.accuracy: dict[str, deque[float]] = {}
         """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
 
+    def predict(self, task: Task) -> float:
+        """Predict ``task``'s duration from its payload's features (kept on the task for
+        :meth:`learn`) and its handler's history; sets and returns ``task.predicted_s``."""
+        spec = task.spec
+        traits = self._core.traits.get(spec.handler)
+        feats = features(spec.payload, traits.items_field if traits is not None else "")
+        task.features = feats
+        pred = task.predicted_s = self.predictor.predict(
+            spec.handler, feats, hint_s=spec.est_duration_s
+        ).duration_s
+        return pred
+
+    def assigned(self, task: Task, agent: AgentView) -> None:
+        """A predicted task went to ``agent``: its predicted run there (by the agent's learned
+        speed), counted in the agent's predicted backlog unless too short to place."""
+        speed = self.predictor.handler_speed(task.spec.handler, agent.id) or 1.0
+        task.predicted_run_s = task.predicted_s / speed
+        if task.predicted_s >= self._placement_min_s:
+            # Tasks too short to place are left out of the agents' predicted backlogs.
+            self.balancer.assigned(agent.id, task.key, task.predicted_run_s)
+
+    def declare(self, traits: Mapping[str, HandlerTraits]) -> None:
+        """Give the predictor the defaults an agent declared for its handlers."""
+        for name, t in traits.items():
+            self.predictor.declare(
+                name,
+                HandlerDefaults(
+                    duration_s=t.default_duration_s,
+                    cpu_s=t.default_cpu_s,
+                    memory_bytes=t.default_memory_bytes,
+                    items_field=t.items_field,
+                    cpu_bound=t.kind == "cpu",
+                ),
+            )
+
     def place(self, task: Task, agents: Sequence[AgentView], now: float) -> AgentView | None:
         """The agent to run ``task`` among ``agents`` (the puller first); None: keep it
         queued."""
         handler = task.spec.handler
-        predictor = self._predictor
+        predictor = self.predictor
         traits = self._core.traits.get(handler)
         cpu_bound = traits is not None and traits.kind == "cpu"
         puller = agents[0]
         if len(puller.in_flight) < puller.slots and self._among_fastest(puller, handler, now):
             # It can start the task now and nobody runs it much faster: no search needed
             # (the common case under load; the balancer's search costs a few us per task).
-            cfg = self._balancer.config
+            cfg = self.balancer.config
             if puller.memory_percent < cfg.memory_ceiling_percent and (
                 not cpu_bound or puller.cpu_percent < cfg.cpu_ceiling_percent
             ):
                 return puller
-        choice = self._balancer.choose(
+        choice = self.balancer.choose(
             handler,
             task.spec.labels,
             task.predicted_s,
@@ -62,7 +124,7 @@ class Placement:
     def _among_fastest(self, agent: AgentView, handler: str, now: float) -> bool:
         """Whether ``agent`` runs ``handler`` at least 90 % as fast as the fastest agent with it
         (the fastest speed is looked up at most every half second)."""
-        predictor = self._predictor
+        predictor = self.predictor
         cached = self._fastest_speed.get(handler)
         if cached is None or now >= cached[0]:
             speeds = [
@@ -77,7 +139,7 @@ class Placement:
         """Idle agents (free slots, nothing queued they can run) take attempts that wait
         unstarted in a lagging agent's prefetch, when the balancer predicts a gain."""
         core = self._core
-        balancer = self._balancer
+        balancer = self.balancer
         agents = list(core.agents.values())
         ledgers = balancer.ledgers
         # Only an agent whose every slot runs something makes prefetched attempts wait; on any
@@ -85,8 +147,7 @@ class Placement:
         lagging = [a for a in agents if a.id in ledgers and len(ledgers[a.id].running) >= a.slots]
         if not lagging:
             return
-        predictor = self._predictor
-        outbox = core.outbox()
+        predictor = self.predictor
         for idle in agents:
             if len(idle.in_flight) >= idle.slots or idle.draining:
                 continue
@@ -103,9 +164,7 @@ class Placement:
                     or idle.credit <= 0
                 ):
                     continue
-                outbox.cancels.setdefault(p.from_agent, []).append(p.key)
-                source.release(p.key)
-                balancer.ended(p.from_agent, p.key, now)
+                core.take_back(source, p.key, now)
                 core.counters.stolen += 1
                 detail = (
                     f"moved from {p.from_agent} (predicted {p.gain_s:.2f} s sooner): "
@@ -128,7 +187,7 @@ class Placement:
             if errors is None:
                 errors = self.accuracy[handler] = deque(maxlen=2048)
             errors.append(abs(task.predicted_run_s - result.run_s) / result.run_s)
-        self._predictor.observe(
+        self.predictor.observe(
             handler,
             agent_id,
             feats,

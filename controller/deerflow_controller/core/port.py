@@ -127,5 +127,8 @@ class CorePort:
     task_for: Callable[[AttemptKey], Task | None]
     """The task (or part) an attempt key names, if its job is still known."""
     assign: Assign
+    take_back: Callable[[AgentView, AttemptKey, float], None]
+    """Cancel an attempt an agent holds unstarted and free its slot there at once (agent,
+    attempt key, now); the caller requeues or reassigns the task."""
     submit: Callable[[str, str, Sequence[TaskSpec], float], Job]
     """Accept a job and release its ready tasks (job id, name, specs, now)."""

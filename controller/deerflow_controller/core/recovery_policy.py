@@ -1,12 +1,14 @@
 """Recovery glue of the core: feeding outcomes to the circuit breakers and the quarantine
-judge (``recovery/``), holding tasks on open circuits, and turning their decisions into events
-and notices. The retry decision itself is the core's (``SchedulerCore._attempt_failed``)."""
+judge (``recovery/``), holding tasks on open circuits, deciding retries (budgets per error
+class, decorrelated jitter: ``recovery.retry``), and turning their decisions into events and
+notices. The core applies the retry decision (``core_terminal.attempt_failed``)."""
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Mapping
 
-from deerflow_controller.core.balancer import Balancer
 from deerflow_controller.core.model import ErrorClass, ErrorKind, Task, TaskError, TaskState
 from deerflow_controller.core.port import CorePort
 from deerflow_controller.core.timers import TimerKind
@@ -18,6 +20,9 @@ from deerflow_controller.recovery import (
     QuarantineAction,
     QuarantineDecision,
     RecoveryConfig,
+    RetryDecision,
+    RetryPolicy,
+    RetryState,
     about_the_provider,
     handler_key,
 )
@@ -25,13 +30,15 @@ from deerflow_controller.recovery import (
 
 class Recovery:
     """Circuit breakers and quarantine as the core uses them (installed with
-    ``SchedulerCore.use_recovery``). Owns the breakers, the quarantine judge, the tasks held on
-    open circuits and the reasons shown in stats; talks to the core through its
+    ``SchedulerCore.use_recovery``). Owns the retry policy and its random generator, the
+    breakers, the quarantine judge, the tasks held on open circuits and the reasons shown in
+    stats; talks to the core through its
     :class:`~deerflow_controller.core.port.CorePort`."""
 
     __slots__ = (
-        "_balancer",
         "_core",
+        "_retry_policy",
+        "_rng",
         "_timer_at",
         "breakers",
         "circuit_reasons",
@@ -41,11 +48,11 @@ class Recovery:
         "quarantined",
     )
 
-    def __init__(self, core: CorePort, config: RecoveryConfig, balancer: Balancer) -> None:
+    def __init__(self, core: CorePort, config: RecoveryConfig, *, seed: int | None = None) -> None:
+        """``seed`` seeds the retry delays' jitter (None: from the system)."""
         self._core = core
-        self._balancer = balancer
-        """Placement's balancer: told when a quarantined agent's unstarted attempt is taken
-        back."""
+        self._retry_policy = RetryPolicy(config.retry)
+        self._rng = random.Random(seed)
         self.breakers = CircuitBreakers(config.breaker)
         self.quarantine = AgentQuarantine(config.quarantine)
         self.parked: dict[str, list[Task]] = {}
@@ -65,6 +72,19 @@ class Recovery:
         if keys is None:
             keys = task.circuit_keys = (*task.spec.rate_keys, handler_key(task.spec.handler))
         return keys
+
+    def decide_retry(
+        self, task: Task, error: TaskError, cls: ErrorClass, metadata: Mapping[str, str]
+    ) -> RetryDecision:
+        """Whether and when ``task`` runs again after a failed attempt: its budget for the
+        error's class, a decorrelated-jitter delay with the provider's Retry-After as a floor
+        (``recovery.retry``). Keeps the task's retry state on it."""
+        state = task.retry
+        if state is None:
+            state = task.retry = RetryState()
+        return self._retry_policy.decide(
+            state, error, cls, metadata, max_retries=task.max_retries, rng=self._rng
+        )
 
     def record_success(self, task: Task, agent_id: str, now: float) -> None:
         """Feed a succeeded attempt to the circuit breakers and the quarantine judge."""
@@ -112,8 +132,7 @@ class Recovery:
 
     def _quarantine_changed(self, d: QuarantineDecision, now: float) -> None:
         core = self._core
-        outbox = core.outbox()
-        outbox.notices.append(d.reason)
+        core.outbox().notices.append(d.reason)
         agent = core.agents.get(d.agent)
         self.quarantined[d.agent] = self.quarantine.quarantined_handlers(d.agent, now)
         if not self.quarantined[d.agent]:
@@ -135,9 +154,7 @@ class Recovery:
                         and task.attempt == key[2]
                         and task.agent_id == agent.id
                     ):
-                        outbox.cancels.setdefault(agent.id, []).append(key)
-                        agent.release(key)
-                        self._balancer.ended(agent.id, key, now)
+                        core.take_back(agent, key, now)
                         task.agent_id = ""
                         core.make_ready(task, now, detail=d.reason)
         self._arm_recovery_timer(now)

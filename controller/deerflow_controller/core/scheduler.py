@@ -8,10 +8,11 @@ the jobs that have new events. Unit tests drive it with a fake clock and assert 
 :class:`Scheduler` is the state machine (``core.py``) plus one policy object per area, each
 owning its state, calling its pure policy module and talking to the core through the core's
 ``CorePort`` (``core_port.py``): ``core_cache`` (result cache, in-flight dedup, preloading),
-``core_split`` (decomposer), ``core_placement`` (balancer, predictor, stealing),
-``core_recovery`` (circuit breakers, quarantine) and ``core_restore`` (failover, issue #3). The
-scheduler builds them, hands them to the core (``use_cache``, ``use_split``, ``use_placement``,
-``use_recovery``; the core runs with any subset) and forwards restore's public methods.
+``core_split`` (decomposer), ``core_placement`` (predictor, balancer, stealing),
+``core_recovery`` (retries, circuit breakers, quarantine) and ``core_restore`` (failover,
+issue #3). The scheduler builds them, hands them to the core (``use_cache``, ``use_split``,
+``use_placement``, ``use_recovery``; the core runs with any subset, ``core_hooks``' stand-ins
+answering for the rest) and forwards restore's public methods.
 """
 
 from __future__ import annotations
@@ -63,19 +64,25 @@ class Scheduler(SchedulerCore):
         cache: ResultCache | None = None,
     ) -> None:
         """Build the core and hand it every policy (the cache only when ``cache`` is given)."""
-        super().__init__(config, limiter=limiter, seed=seed)
+        super().__init__(config, limiter=limiter)
+        cfg = self.config
         self._caching = None if cache is None else Caching(self.port, cache)
         if self._caching is not None:
             self.use_cache(self._caching)
-        self._decomposition = Decomposition(
-            self.port, self.config.decomposer, self.predictor, split_functions
-        )
-        self.use_split(self._decomposition)
-        placement = self._placement = Placement(self.port, self.predictor, self.balancer)
+        placement = self._placement = Placement(self.port, cfg.predictor, cfg.balancer)
         self.use_placement(placement)
+        self.predictor = placement.predictor
+        """Expected durations and costs per handler and agent (placement's; the decomposer
+        sizes chunks with it too)."""
+        self.balancer = placement.balancer
+        """The agents' predicted backlogs (placement's)."""
         self.accuracy = placement.accuracy
         """Per handler, absolute percentage errors of recent predictions (for MdAPE)."""
-        recovery = self._recovery = Recovery(self.port, self.config.recovery, self.balancer)
+        self._decomposition = Decomposition(
+            self.port, cfg.decomposer, placement.predictor, split_functions
+        )
+        self.use_split(self._decomposition)
+        recovery = self._recovery = Recovery(self.port, cfg.recovery, seed=seed)
         self.use_recovery(recovery)
         self.quarantine = recovery.quarantine
         self.circuit_reasons = recovery.circuit_reasons

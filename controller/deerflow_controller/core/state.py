@@ -22,7 +22,6 @@ heap with lazy invalidation, and no event scans all tasks.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from deerflow_controller.cache import ResultCache
@@ -31,32 +30,22 @@ from deerflow_controller.core import dispatch as core_dispatch
 from deerflow_controller.core import settings as core_settings
 from deerflow_controller.core import terminal as core_terminal
 from deerflow_controller.core import timeouts as core_timeouts
-from deerflow_controller.core.balancer import Balancer
 from deerflow_controller.core.hooks import (
     CacheHooks,
+    FirstFit,
+    FixedRetries,
     PlacementHooks,
     RecoveryHooks,
     SplitHooks,
-    first_agent,
-    no_advance,
+    WholeTasks,
     no_cache,
-    no_cancel_parts,
-    no_circuit_keys,
-    no_learn,
-    no_park,
-    no_part_ended,
     no_preload,
-    no_record_failure,
-    no_record_success,
     no_settle,
-    no_split,
-    no_steal,
 )
 from deerflow_controller.core.inputs import link_consumers
 from deerflow_controller.core.model import (
     AgentView,
     AttemptKey,
-    ErrorClass,
     ErrorKind,
     HandlerTraits,
     Job,
@@ -66,12 +55,11 @@ from deerflow_controller.core.model import (
     TaskState,
 )
 from deerflow_controller.core.port import CorePort
-from deerflow_controller.core.predictor import HandlerDefaults, Predictor
 from deerflow_controller.core.ready_queue import ReadyQueue
 from deerflow_controller.core.timers import TimerHeap, TimerKind
-from deerflow_controller.core.types import AttemptResult, Counters, Outbox, SplitRun
+from deerflow_controller.core.types import AttemptResult, Counters, Outbox
 from deerflow_controller.ratelimit import RateLimiter
-from deerflow_controller.recovery import CircuitBreakers, RetryPolicy, classify
+from deerflow_controller.recovery import classify
 
 PROGRESS_EVENT_EVERY_S = 1.0
 """Most PROGRESS events one task emits a second: the agent already sends at most two reports a
@@ -92,7 +80,6 @@ class SchedulerCore:
         config: SchedulerConfig | None = None,
         *,
         limiter: RateLimiter | None = None,
-        seed: int | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
         self.limiter = limiter or RateLimiter()
@@ -105,7 +92,6 @@ class SchedulerCore:
         self.ready = ReadyQueue(self.config.tenant_weights)
         self.counters = Counters()
         self.outbox = Outbox()
-        self._rng = random.Random(seed)
         self._timer_heap = TimerHeap()
         self._timers = self._timer_heap.entries
         """The heap's list itself (tick pops from it)."""
@@ -121,38 +107,17 @@ class SchedulerCore:
         self._rr = 0
         self.traits: dict[str, HandlerTraits] = {}
         """What agents declared about each handler (the latest declaration wins)."""
-        recovery = self.config.recovery
-        self.retry_policy = RetryPolicy(recovery.retry)
-        self.breakers = CircuitBreakers(recovery.breaker)
-        """The circuits dispatch checks: the recovery policy's (see :meth:`use_recovery`);
-        without one, circuits nothing records into, so always closed."""
-        self._quarantined: dict[str, frozenset[str]] = {}
-        """Agent id -> handlers it may not run now: the recovery policy's (none without one)."""
-        self._circuit_keys: Callable[[Task], tuple[str, ...]] = no_circuit_keys
-        self._record_success: Callable[[Task, str, float], None] = no_record_success
-        self._record_failure: Callable[[Task, str, TaskError, ErrorClass, float], None] = (
-            no_record_failure
-        )
-        self._park: Callable[[Task, str, float], None] = no_park
-        self._advance_recovery: Callable[[float], None] = no_advance
-        self.predictor = Predictor(self.config.predictor)
-        self._split: Callable[[Task, float], bool] = no_split
-        """Split a ready task into parts (True when it was split or failed to split); see
-        :meth:`use_split`."""
-        self._part_ended: Callable[[Task, float], None] = no_part_ended
-        self._cancel_parts: Callable[[SplitRun, Iterable[int], float], None] = no_cancel_parts
         self.cache: ResultCache | None = None
         """The result cache (issue #6), the cache policy's (see :meth:`use_cache`); None: every
         task runs."""
         self._from_cache: Callable[[Task, float], bool] = no_cache
         self._cache_settle: Callable[[Task, TaskState, float], None] = no_settle
         self._preload: Callable[[float], None] = no_preload
-        self.balancer = Balancer(self.config.balancer)
-        self._place: Callable[[Task, Sequence[AgentView], float], AgentView | None] = first_agent
-        """The agent to run a task among candidates (the puller first); see
-        :meth:`use_placement`."""
-        self._steal: Callable[[float], None] = no_steal
-        self._learn: Callable[[Task, str, AttemptResult, float], None] = no_learn
+        # The other areas' hooks are bound by their use_* methods; until a policy is given,
+        # these stand-ins answer (see core_hooks).
+        self.use_split(WholeTasks())
+        self.use_placement(FirstFit())
+        self.use_recovery(FixedRetries())
         self.port = CorePort(
             config=self.config,
             jobs=self.jobs,
@@ -173,6 +138,7 @@ class SchedulerCore:
             push_timer=self._push_timer,
             task_for=self._task_for,
             assign=self._assign,
+            take_back=self._take_back,
             submit=self.submit,
         )
         """What policy objects may do to this core (see ``core_port``)."""
@@ -187,22 +153,34 @@ class SchedulerCore:
         self._cancel_parts = policy.cancel_parts
 
     def use_recovery(self, policy: RecoveryHooks) -> None:
-        """Keep circuit breakers and quarantine with ``policy`` (without one, circuits never
-        open and no agent is quarantined). Its methods are bound here once."""
+        """Decide retries and keep circuit breakers and quarantine with ``policy`` (without
+        one, fixed retries, circuits never open and no agent is quarantined). Its methods are
+        bound here once."""
         self.breakers = policy.breakers
+        """The circuits dispatch checks."""
         self._quarantined = policy.quarantined
+        """Agent id -> handlers it may not run now."""
         self._circuit_keys = policy.circuit_keys
         self._record_success = policy.record_success
         self._record_failure = policy.record_failure
         self._park = policy.park
         self._advance_recovery = policy.advance
+        self._decide_retry = policy.decide_retry
 
     def use_placement(self, policy: PlacementHooks) -> None:
-        """Place tasks, steal unstarted attempts and learn from results with ``policy``
-        (without one, the puller runs what it pulls). Its methods are bound here once."""
+        """Predict, place tasks, steal unstarted attempts and learn from results with
+        ``policy`` (without one, nothing is predicted and the puller runs what it pulls, in
+        FIFO order within a priority). Its methods are bound here once."""
         self._place = policy.place
         self._steal = policy.steal
         self._learn = policy.learn
+        self._predict = policy.predict
+        self._assigned = policy.assigned
+        self._declare = policy.declare
+        self._placement_agent_left = policy.agent_left
+        self._attempt_started = policy.attempt_started
+        self._attempt_ended = policy.attempt_ended
+        self._lpt_max_advance_s = policy.lpt_max_advance_s
 
     def use_cache(self, policy: CacheHooks) -> None:
         """Answer tasks from ``policy``'s result cache, dedup identical ones in flight and
@@ -349,17 +327,7 @@ class SchedulerCore:
         self.agents[agent_id] = agent
         if traits:
             self.traits.update(traits)
-            for name, t in traits.items():
-                self.predictor.declare(
-                    name,
-                    HandlerDefaults(
-                        duration_s=t.default_duration_s,
-                        cpu_s=t.default_cpu_s,
-                        memory_bytes=t.default_memory_bytes,
-                        items_field=t.items_field,
-                        cpu_bound=t.kind == "cpu",
-                    ),
-                )
+            self._declare(traits)
         self._schedule_liveness(now + self.config.agent_silence_s)
         for h in agent.handlers:
             self._handler_offers[h] = self._handler_offers.get(h, 0) + 1
@@ -396,7 +364,7 @@ class SchedulerCore:
         if agent is None:
             return
         self._declared_slots.pop(agent_id, None)
-        self.balancer.agent_left(agent_id)
+        self._placement_agent_left(agent_id)
         for h in agent.handlers:
             self._handler_offers[h] -= 1
         self._membership_changed(now)
@@ -427,7 +395,7 @@ class SchedulerCore:
             return
         agent.draining = True
         for key in not_started:
-            self.balancer.ended(agent_id, key, now)
+            self._attempt_ended(agent_id, key, now)
             task = agent.release(key)
             if task is None or task.terminal or task.attempt != key[2]:
                 continue
@@ -476,7 +444,7 @@ class SchedulerCore:
     def started(self, agent_id: str, keys: Iterable[AttemptKey], now: float) -> None:
         for key, task in self._held(agent_id, keys, TaskState.DISPATCHED, now):
             task.state = TaskState.RUNNING
-            self.balancer.started(agent_id, key, now)
+            self._attempt_started(agent_id, key, now)
             # Start-to-close runs from the start: a prefetched attempt may have waited.
             task.deadline = now + task.timeout_s + self.config.timeout_grace_s
             self._emit(task, TaskState.RUNNING, now)
@@ -515,11 +483,11 @@ class SchedulerCore:
         if agent is not None:
             agent.last_heartbeat = now
             self._observe_completions(agent, len(results), now)
-        balancer = self.balancer
+        ended = self._attempt_ended
         for result in results:
             key = result.key
             task = agent.release(key) if agent is not None else None
-            balancer.ended(agent_id, key, now)
+            ended(agent_id, key, now)
             if task is None:
                 task = self._task_for(key)
             if agent is not None:
@@ -572,6 +540,13 @@ class SchedulerCore:
     _heartbeat_due = core_timeouts.heartbeat_due
 
     # ----------------------------------------------------------------- internals
+
+    def _take_back(self, agent: AgentView, key: AttemptKey, now: float) -> None:
+        """Cancel an attempt ``agent`` holds unstarted and free its slot at once (the task is
+        the caller's to requeue or reassign)."""
+        self.outbox.cancels.setdefault(agent.id, []).append(key)
+        agent.release(key)
+        self._attempt_ended(agent.id, key, now)
 
     def _task_for(self, key: AttemptKey) -> Task | None:
         job = self.jobs.get(key[0])

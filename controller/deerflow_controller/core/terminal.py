@@ -12,7 +12,7 @@ from deerflow_controller.core.inputs import release_inputs, retain_output
 from deerflow_controller.core.model import ErrorClass, ErrorKind, Event, Task, TaskError, TaskState
 from deerflow_controller.core.timers import TimerKind
 from deerflow_controller.core.types import SplitRun
-from deerflow_controller.recovery import RetryState, classify
+from deerflow_controller.recovery import classify
 
 if TYPE_CHECKING:
     from deerflow_controller.core.state import SchedulerCore
@@ -30,7 +30,7 @@ def forget_in_flight(self: SchedulerCore, task: Task) -> None:
     agent = self.agents.get(task.agent_id)
     if agent is not None:
         agent.release(task.key)
-        self.balancer.ended(agent.id, task.key, task.deadline)
+        self._attempt_ended(agent.id, task.key, task.deadline)
 
 
 def release_slot_by_cancel(self: SchedulerCore, task: Task) -> None:
@@ -62,12 +62,7 @@ def attempt_failed(
     if not error.retryable:
         self._finish(task, TaskState.FAILED, now, error=_with_class(error, cls), agent=failed_on)
         return
-    state = task.retry
-    if state is None:
-        state = task.retry = RetryState()
-    decision = self.retry_policy.decide(
-        state, error, cls, metadata, max_retries=task.max_retries, rng=self._rng
-    )
+    decision = self._decide_retry(task, error, cls, metadata)
     if not decision.retry:
         final = TaskState.TIMED_OUT if cls == ErrorClass.TIMEOUT else TaskState.FAILED
         error = TaskError(
