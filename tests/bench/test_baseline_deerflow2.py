@@ -23,19 +23,7 @@ from deerflow_bench._baseline_deerflow2 import (
 )
 from deerflow_bench._baseline_http import ProviderError
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-        await asyncio.sleep(0)
+from .fake_clock import FakeClock
 
 
 def test_sub_agents_run_three_at_a_time_per_process_in_submission_order() -> None:

@@ -22,21 +22,7 @@ from deerflow_bench._baseline_fork import (
 )
 from deerflow_bench._baseline_http import ProviderError
 
-
-class FakeClock:
-    """Sleeps advance time at once (and yield to the loop); every sleep is recorded."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
+from .fake_clock import FakeClock
 
 
 def _executor(clock: FakeClock, width: int = 3) -> ParallelExecutor:
