@@ -83,8 +83,9 @@ async def test_a_split_list_crawl_merges_to_the_same_pages_as_the_whole(
     urls = [f"https://example.com/p{i}" for i in range(5)]
     async with simulator(crawl_empty_rate=0.0) as sim:
         payload = json.dumps(pages(sim.url, urls)).encode()
-        whole = json.loads(await HandlerEnvironment(http_allow=SIM_ALLOW).run(crawl, payload))
-        merged = json.loads(await HandlerEnvironment(http_allow=SIM_ALLOW).run_split(crawl, payload, chunk=2))
+        env = HandlerEnvironment(http_allow=SIM_ALLOW)
+        whole = json.loads(await env.run(crawl, payload))
+        merged = json.loads(await env.run_split(crawl, payload, chunk=2))
 
     assert merged == whole
 
