@@ -1,6 +1,7 @@
 """A real HTTP server on a loopback address that records every request it receives (method,
 path, headers, body) and answers 200 with a small JSON body (shaped so that the llm and search
-handlers accept it), or a redirect for ``/redirect?to=URL``. Tests of what the agent sends where
+handlers accept it), a redirect for ``/redirect?to=URL``, or for ``/status/NNN/...`` that status
+with an error message that echoes the request's credentials. Tests of what the agent sends where
 (and what it must never send) use it.
 """
 
@@ -48,6 +49,11 @@ class RecordingServer:
         )
         if request.path == "/redirect":
             raise web.HTTPFound(request.query["to"])
+        if request.path.startswith("/status/"):
+            # A careless provider: fails with the status named and echoes the credentials.
+            status = int(request.path.split("/")[2])
+            said = f"rejected {request.headers.get('Authorization', '')} {request.query_string}"
+            return web.json_response({"error": {"message": said}}, status=status)
         return web.json_response(
             {"ok": True, "choices": [{"message": {"content": "hi"}}], "results": []}
         )
