@@ -23,8 +23,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from aiohappyeyeballs.types import AddrInfoType
+from typing import Any
 
 __all__ = [
     "ALLOW_ENV",
@@ -141,9 +140,10 @@ class AddressPolicy:
             return None
         return self.why_refused(bare)
 
-    def socket_factory(self, addr_info: AddrInfoType) -> socket.socket:
+    def socket_factory(self, addr_info: tuple[Any, ...]) -> socket.socket:
         """aiohttp's ``socket_factory``: called with every address a connection is about to
-        be made to; raises :class:`AddressRefused` for a forbidden one."""
+        be made to (a ``getaddrinfo`` tuple: family, type, proto, canonname, sockaddr);
+        raises :class:`AddressRefused` for a forbidden one."""
         family, type_, proto, _, sockaddr = addr_info
         address = str(sockaddr[0])
         why = self.why_refused(address)
@@ -160,7 +160,7 @@ def refusal_sentence(what: str, address: str, why: str) -> str:
     """One sentence for a refused URL, naming the setting that allows it."""
     single = "/128" if ":" in address else "/32"
     return (
-        f"{what} leads to {address}, a {why} address that the agent does not reach for a "
-        f"task's URL; an operator can allow it with {ALLOW_FLAG} {address}{single} "
-        f"(env {ALLOW_ENV})"
+        f"{what} leads to {address}, {'an' if why[0] in 'aeiou' else 'a'} {why} address that "
+        f"the agent does not reach for a task's URL; an operator can allow it with "
+        f"{ALLOW_FLAG} {address}{single} (env {ALLOW_ENV})"
     )

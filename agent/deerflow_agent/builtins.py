@@ -214,8 +214,12 @@ async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
             f"GET {shown} failed: {exc.strerror or type(exc).__name__}",
             error_class=ErrorClass.TRANSIENT,
         ) from None
-    except aiohttp.InvalidURL:
-        raise FatalError(f"http: GET {shown} was redirected to an invalid URL") from None
+    except aiohttp.InvalidURL as exc:
+        # For the URL given or a redirect's; aiohttp names the part it could not use.
+        bad = redact_urls(str(exc.url))[:200]
+        raise FatalError(
+            f"http: GET {shown} failed: {bad!r} (in it or in a redirect) is not a valid URL"
+        ) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         detail = str(exc) or type(exc).__name__
         raise HandlerError(

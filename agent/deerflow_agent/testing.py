@@ -15,7 +15,9 @@ re-raises what the handler raised, so tests can assert on :class:`HandlerError` 
 ``ctx.progress`` is recorded, unthrottled, in :attr:`HandlerEnvironment.progress`; ``run(...,
 inputs={"search-1": b"..."})`` gives the handler its dependencies' outputs as ``ctx.inputs``;
 :meth:`HandlerEnvironment.run_split` runs a task split into parts and merged as the controller
-would. CPU handlers run in this process, in a thread, so no pool is involved, but
+would. URLs in payloads obey the agent's address policy: ``HandlerEnvironment(http_allow=
+"127.0.0.1/32")`` lets a handler under test reach a server on loopback, as ``--http-allow`` does
+on an agent. CPU handlers run in this process, in a thread, so no pool is involved, but
 the environment still checks that the function can be imported by name as the agent's pool
 requires.
 """

@@ -89,7 +89,9 @@ async def test_a_redirect_to_a_forbidden_address_is_refused_before_connecting_to
         ("http://[fe80::1]/", "link-local"),
         ("http://[::1]:2379/v3/kv/range", "loopback"),
         ("http://[::ffff:127.0.0.1]/", "loopback"),
+        ("http://0x7f.1:9/", "loopback"),  # a name to the parser; the resolver says 127.0.0.1
         ("http://0.0.0.0:7400/", "unspecified"),
+        ("http://[::]:7400/", "unspecified"),
         ("http://10.0.0.5/", "private"),
         ("http://192.168.1.1/", "private"),
     ],
@@ -97,7 +99,7 @@ async def test_a_redirect_to_a_forbidden_address_is_refused_before_connecting_to
 async def test_metadata_link_local_unspecified_and_private_addresses_are_refused(
     url: str, why: str
 ) -> None:
-    assert f"a {why} address" in await refused(url)
+    assert f" {why} address" in await refused(url)
 
 
 async def test_the_metadata_address_stays_refused_when_only_loopback_is_allowed() -> None:
