@@ -10,9 +10,9 @@ resolves to an allowed address first and a forbidden one later (DNS rebinding) g
 
 Refused unless allowed: loopback, link-local (and the cloud metadata addresses in it),
 unspecified, private (RFC 1918, unique-local IPv6, carrier-grade NAT), multicast and reserved
-ranges; IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry. The operator
-allows networks with ``--http-allow`` (``DEERFLOW_HTTP_ALLOW``): an address inside any allowed
-network is reached whatever its range. URLs the operator configured (a provider's
+ranges; IPv6 addresses that carry an IPv4 address (mapped, NAT64, 6to4) are judged as it. The
+operator allows networks with ``--http-allow`` (``DEERFLOW_HTTP_ALLOW``): an address inside any
+allowed network is reached whatever its range. URLs the operator configured (a provider's
 ``DEERFLOW_*_BASE_URL``) are trusted and not checked.
 """
 
@@ -62,6 +62,7 @@ _RANGES: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
         ),
     ),
 )
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata"})
 """Names of metadata services, refused before any lookup (off the cloud they do not resolve)."""
 
@@ -116,8 +117,14 @@ class AddressPolicy:
             ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return "unparsable"
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if isinstance(ip, ipaddress.IPv6Address):
+            # IPv6 forms that carry an IPv4 address are judged as that address.
+            if ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            elif ip in _NAT64:
+                ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            elif ip.sixtofour is not None:
+                ip = ip.sixtofour
         if self.allows(ip):
             return None
         for name, networks in _RANGES:

@@ -131,8 +131,10 @@ def test_the_allow_list_is_read_from_the_environment_too() -> None:
     assert result.exit_code == 2 and "'bad' is not an IP network" in result.output
 
 
-def test_an_allowed_network_covers_ipv4_mapped_addresses() -> None:
+def test_ipv6_forms_of_an_ipv4_address_are_judged_as_that_address() -> None:
     policy = AddressPolicy.parse("127.0.0.1/32")
     assert policy.why_refused("::ffff:127.0.0.1") is None
     assert policy.why_refused("127.0.0.2") == "loopback"
     assert policy.why_refused("93.184.215.14") is None  # public
+    assert AddressPolicy().why_refused("64:ff9b::a9fe:a9fe") == "cloud metadata"  # NAT64
+    assert AddressPolicy().why_refused("2002:7f00:1::") == "loopback"  # 6to4
