@@ -7,6 +7,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._netpolicy import AddressPolicy
+
 __all__ = ["AgentConfig"]
 
 
@@ -32,6 +34,12 @@ class AgentConfig:
 
     labels: Mapping[str, str] = field(default_factory=dict)
     """Free-form key/values the controller matches against a task's labels."""
+
+    http_allow: tuple[str, ...] = ()
+    """Networks (CIDR, or single addresses) that URLs in task payloads may lead to besides
+    public addresses (``--http-allow``/``DEERFLOW_HTTP_ALLOW``). Empty, the default, refuses
+    loopback, link-local, cloud metadata, private and reserved addresses: see
+    :mod:`deerflow_agent._netpolicy` and docs/SECURITY.md."""
 
     token: str = ""
     """Sent in Hello for controllers that authenticate agents."""
@@ -61,3 +69,4 @@ class AgentConfig:
             raise ValueError(f"slots must be at least 1, got {self.slots}")
         if self.cpu_workers < 1:
             raise ValueError(f"cpu_workers must be at least 1, got {self.cpu_workers}")
+        AddressPolicy.parse(self.http_allow)  # raises ValueError naming a bad entry

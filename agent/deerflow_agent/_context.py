@@ -5,19 +5,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import traceback
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 
 from deerflow_common.errors import AttemptKey
 
 from ._inputs import NO_INPUTS, Inputs
+from ._netpolicy import STRICT, AddressPolicy
+from ._redact import environment_secrets, payload_secrets, redact
 
 __all__ = ["PROGRESS_MESSAGE_CHARS", "ProgressSink", "TaskContext"]
 
 
 class _TaskLogAdapter(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes ``job/task#attempt`` and masks the payload's secrets (and the agent's provider
+    keys) in the formatted line, tracebacks included: handlers may log what they were given."""
+
+    def __init__(self, logger: logging.Logger, ref: str, secrets: tuple[str, ...]) -> None:
+        super().__init__(logger, {"ref": ref})
+        self._ref = ref
+        self._secrets = secrets
+
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"[{self.extra['ref'] if self.extra else ''}] {msg}", kwargs
+        return f"[{self._ref}] {msg}", kwargs
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        secrets = self._secrets + environment_secrets()
+        if not secrets:
+            super().log(level, msg, *args, **kwargs)
+            return
+        text = str(msg) % args if args else str(msg)
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            elif not isinstance(exc_info, tuple):
+                exc_info = sys.exc_info()
+            if exc_info[0] is not None:
+                text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
+        kwargs.setdefault("stacklevel", 2)
+        self.logger.log(level, "[%s] %s", self._ref, redact(text, secrets), **kwargs)
 
 
 PROGRESS_MESSAGE_CHARS = 256
@@ -42,8 +73,10 @@ class TaskContext:
         "_child_context",
         "_child_of",
         "_logger",
+        "_payload",
         "_sink",
         "_trace_context",
+        "address_policy",
         "attempt",
         "deadline",
         "handler",
@@ -65,6 +98,8 @@ class TaskContext:
         child_context: Callable[[Any], Mapping[str, str] | None] | None = None,
         child_of: object = None,
         inputs: Inputs = NO_INPUTS,
+        address_policy: AddressPolicy = STRICT,
+        payload: bytes = b"",
     ) -> None:
         """``child_context``, when given, makes :attr:`trace_context` on first read instead, as
         ``child_context(child_of)`` (the agent's tracing names its execute span there only for
@@ -78,11 +113,15 @@ class TaskContext:
         self._child_context = child_context
         self._child_of = child_of
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self._payload = payload  # only for masking its secrets in log lines
         self._sink = progress_sink
         self.inputs = inputs
         """The outputs of the dependencies the task asked for (``Task(inputs=...)``): a
         read-only mapping of task id to bytes in ``depends_on`` order, with ``.json(id)`` and
         ``.text(id)``; empty when it asked for none. Fetched before the handler is called."""
+        self.address_policy = address_policy
+        """Which addresses a URL from the payload may lead to (the agent's ``--http-allow``):
+        fetch such URLs with ``deerflow_agent._http.guarded_client(ctx.address_policy)``."""
 
     @property
     def trace_context(self) -> Mapping[str, str]:
@@ -97,11 +136,12 @@ class TaskContext:
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger named after the handler whose lines carry ``job/task#attempt``."""
+        """A logger named after the handler whose lines carry ``job/task#attempt``; the
+        payload's secret fields (``api_key``, ``authorization``...) are masked in them."""
         if self._logger is None:
             base = logging.getLogger(f"deerflow_agent.handler.{self.handler or 'anonymous'}")
             ref = f"{self.job_id}/{self.task_id}#{self.attempt}"
-            self._logger = _TaskLogAdapter(base, {"ref": ref})
+            self._logger = _TaskLogAdapter(base, ref, payload_secrets(self._payload))
         return self._logger
 
     def time_left(self) -> float:

@@ -1,8 +1,13 @@
-"""The agent's one HTTP client session, shared by every io handler that speaks HTTP.
+"""The agent's HTTP client sessions, shared by every io handler that speaks HTTP.
 
-One :class:`aiohttp.ClientSession` per process (per event loop), created on first use and closed
-by :func:`close_http_session` at shutdown: a session owns a connection pool, and one pool keeps
-TLS connections to a provider warm across attempts instead of a handshake per attempt.
+Two kinds, per process (per event loop), created on first use and closed by
+:func:`close_http_session` at shutdown; a session owns a connection pool, and one pool keeps TLS
+connections to a provider warm across attempts instead of a handshake per attempt:
+
+- :func:`client`, for URLs the operator configured (a provider's ``DEERFLOW_*_BASE_URL``);
+- :func:`guarded_client`, one per :class:`AddressPolicy`, for URLs a task's payload names: every
+  socket it opens is checked against the policy on the address it connects to (redirects
+  included), and its pool never shares a connection with the trusted session.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ import aiohttp
 
 from deerflow_common import signals
 
-__all__ = ["client", "close_http_session", "decimal", "response_signals", "retry_after_s"]
+from ._netpolicy import AddressPolicy
+
+__all__ = [
+    "client",
+    "close_http_session",
+    "decimal",
+    "guarded_client",
+    "response_signals",
+    "retry_after_s",
+]
 
 _RATELIMIT_HEADERS = (
     ("x-ratelimit-limit-requests", signals.LIMIT_REQUESTS, False),
@@ -29,6 +43,8 @@ _RATELIMIT_HEADERS = (
 
 _session: aiohttp.ClientSession | None = None
 _session_loop: asyncio.AbstractEventLoop | None = None
+_guarded: dict[AddressPolicy, aiohttp.ClientSession] = {}
+_guarded_loop: asyncio.AbstractEventLoop | None = None
 
 
 def client() -> aiohttp.ClientSession:
@@ -47,12 +63,37 @@ def client() -> aiohttp.ClientSession:
     return _session
 
 
+def guarded_client(policy: AddressPolicy) -> aiohttp.ClientSession:
+    """The process's session for URLs from task payloads under ``policy``, created on first
+    use (on the running loop). Connecting to a refused address raises
+    :class:`aiohttp.ClientConnectorError` whose ``os_error`` is an
+    :class:`~deerflow_agent._netpolicy.AddressRefused`; nothing is sent to it."""
+    global _guarded_loop
+    loop = asyncio.get_running_loop()
+    if _guarded_loop is not loop:
+        _guarded.clear()
+        _guarded_loop = loop
+    session = _guarded.get(policy)
+    if session is None or session.closed:
+        session = _guarded[policy] = aiohttp.ClientSession(
+            headers={"User-Agent": "deerflow-agent"},
+            connector=aiohttp.TCPConnector(limit=0, socket_factory=policy.socket_factory),
+        )
+    return session
+
+
 async def close_http_session() -> None:
-    """Close the shared HTTP session, if one was opened (at agent shutdown)."""
-    global _session, _session_loop
+    """Close the shared HTTP sessions, if any were opened (at agent shutdown)."""
+    global _session, _session_loop, _guarded_loop
     if _session is not None and not _session.closed:
         await _session.close()
     _session = _session_loop = None
+    sessions = list(_guarded.values())
+    _guarded.clear()
+    _guarded_loop = None
+    for session in sessions:
+        if not session.closed:
+            await session.close()
 
 
 def retry_after_s(headers: Mapping[str, str]) -> float | None:

@@ -15,6 +15,9 @@ billing codes, other 4xx) and SOFT (a content-safety refusal: no sign of a faili
 raise :class:`FatalError`.
 
 Messages name the provider, the status and the URL (without credentials), never the API key.
+
+A payload may name its own ``base_url`` only with its own ``api_key``: the agent's key goes only
+to the URL the operator configured (see :meth:`Provider.endpoint` and docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from deerflow_common.errors import ErrorClass
 
 from ._context import TaskContext
 from ._errors import FatalError, HandlerError
-from ._http import client, decimal, response_signals
+from ._http import client, decimal, guarded_client, response_signals
+from ._netpolicy import AddressRefused, refusal_sentence
 
 __all__ = ["Endpoint", "Provider", "Reply", "error_class", "is_retryable"]
 
@@ -67,6 +71,9 @@ class Endpoint:
 
     base_url: str
     api_key: str
+    guarded: bool = False
+    """The base URL came from the payload (untrusted): connect only where the agent's address
+    policy allows (:func:`deerflow_agent._http.guarded_client`)."""
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
@@ -115,22 +122,37 @@ class Provider:
     """Per-request limit when the attempt has no deadline; the deadline wins when sooner."""
 
     def endpoint(self, handler: str, doc: Mapping[str, Any]) -> Endpoint:
-        """The payload's ``base_url``/``api_key``, else the environment's, else the default URL.
+        """Where to send the request and with which key.
+
+        The operator's settings (``base_url_env``, else the default URL, with ``api_key_env``)
+        are trusted. A payload's ``base_url`` other than that one is not: it must come with the
+        payload's own ``api_key`` (the agent's key goes only to the operator's URL, never to a
+        URL a submitter names) and is reached only where the agent's address policy allows.
         Raises FatalError for a missing key (naming the variable to set) or a bad URL."""
-        base_url = _setting(handler, doc, "base_url", self.base_url_env) or self.default_base_url
+        trusted_url = os.environ.get(self.base_url_env, "").strip() or self.default_base_url
+        named = _payload_string(handler, doc, "base_url")
+        base_url = named or trusted_url
         problem = _base_url_problem(base_url)
         if problem:
             raise FatalError(
                 f"{handler}: the base URL of {self.label} {problem}; fix the payload's "
                 f"'base_url' or {self.base_url_env}"
             )
-        api_key = _setting(handler, doc, "api_key", self.api_key_env)
+        guarded = bool(named) and named.rstrip("/") != trusted_url.rstrip("/")
+        api_key = _payload_string(handler, doc, "api_key")
+        if not api_key and guarded:
+            raise FatalError(
+                f"{handler}: the payload names a 'base_url' but no 'api_key'; the agent's "
+                f"{self.api_key_env} is sent only to {self.base_url_env}'s URL, so pass the "
+                "key for that URL in the payload's 'api_key'"
+            )
+        api_key = api_key or os.environ.get(self.api_key_env, "").strip()
         if not api_key:
             raise FatalError(
                 f"{handler}: no API key for {self.label}; set {self.api_key_env} in the agent's "
                 "environment or pass 'api_key' in the payload"
             )
-        return Endpoint(base_url, api_key)
+        return Endpoint(base_url, api_key, guarded)
 
     async def request(
         self,
@@ -142,14 +164,27 @@ class Provider:
         json_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         max_bytes: int = 32 << 20,
+        guarded: bool = False,
     ) -> Reply:
         """Send one request and read up to ``max_bytes`` of the answer; never retries.
 
         Blocks until the answer is read, the per-request timeout passes (the attempt's deadline
         or ``default_timeout_s``, whichever is sooner) or the attempt is cancelled. Returns a
         2xx :class:`Reply`; raises HandlerError (retryable) for transient failures and
-        FatalError for permanent ones, both carrying the response's signals as metadata."""
+        FatalError for permanent ones, both carrying the response's signals as metadata.
+        ``guarded`` (a URL from the payload): connect only where ``ctx.address_policy`` allows,
+        else FatalError naming the setting."""
         where = f"{method} {_display(url)}"
+        session = client()
+        if guarded:
+            session = guarded_client(ctx.address_policy)
+            host = URL(url).raw_host or ""
+            why = ctx.address_policy.why_refused_host(host)
+            if why is not None:
+                raise FatalError(
+                    refusal_sentence(f"{where} to {self.label}", host.strip("[]"), why),
+                    error_class=ErrorClass.FATAL,
+                )
         timeout_s = min(self.default_timeout_s, ctx.time_left())
         if timeout_s <= 0:
             raise HandlerError(
@@ -160,7 +195,7 @@ class Provider:
         started = loop.time()
         metadata: dict[str, str] = {}
         try:
-            async with client().request(
+            async with session.request(
                 method,
                 url,
                 json=json_body,
@@ -184,6 +219,19 @@ class Provider:
         except aiohttp.InvalidURL:
             raise FatalError(
                 f"{where} is not a valid URL for {self.label}", error_class=ErrorClass.FATAL
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressRefused):
+                refused = exc.os_error
+                raise FatalError(
+                    refusal_sentence(f"{where} to {self.label}", refused.address, refused.why),
+                    error_class=ErrorClass.FATAL,
+                ) from None
+            metadata[signals.LATENCY_S] = decimal(loop.time() - started)
+            raise HandlerError(
+                f"the request {where} to {self.label} failed: {_redact(str(exc), api_key)}",
+                metadata=metadata,
+                error_class=ErrorClass.TRANSIENT,
             ) from None
         except aiohttp.ClientError as exc:
             metadata[signals.LATENCY_S] = decimal(loop.time() - started)
@@ -268,13 +316,13 @@ def _base_url_problem(base_url: str) -> str:
     return ""
 
 
-def _setting(handler: str, doc: Mapping[str, Any], field: str, env: str) -> str:
+def _payload_string(handler: str, doc: Mapping[str, Any], field: str) -> str:
     value = doc.get(field)
     if value is None:
-        return os.environ.get(env, "").strip()
+        return ""
     if not isinstance(value, str):
         raise FatalError(f"{handler}: payload field {field!r} must be a string")
-    return value.strip() or os.environ.get(env, "").strip()
+    return value.strip()
 
 
 async def _read(resp: aiohttp.ClientResponse, max_bytes: int) -> tuple[bytes, bool]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import multiprocessing
 import time
@@ -46,7 +47,9 @@ from ._cpu import call_cpu_handler
 from ._errors import FatalError
 from ._handler import Handler, HandlerKind, IoHandlerFn, coerce_output, cpu_target
 from ._inputs import InputFetcher, resolve_inputs
+from ._netpolicy import STRICT, AddressPolicy
 from ._progress import PROGRESS_INTERVAL_S, ProgressThrottle
+from ._redact import environment_secrets, payload_secrets, redact
 
 __all__ = ["LATENCY_EWMA_ALPHA", "Runtime"]
 
@@ -126,6 +129,7 @@ class Runtime:
         on_progress: ProgressCallback | None = None,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
         fetch_input: InputFetcher | None = None,
+        address_policy: AddressPolicy = STRICT,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -151,6 +155,7 @@ class Runtime:
         self._child_context = observer.child_context if observer is not None else None
         self._max_output_bytes = max_output_bytes
         self._fetch_input = fetch_input
+        self._address_policy = address_policy
         self._handlers: dict[str, _Slot] = {}
         for name, h in handlers.items():
             cap = min(overrides.get(name) or h.slots or slots, slots)
@@ -395,6 +400,8 @@ class Runtime:
             self if self._on_progress is not None else None,
             child_context=self._child_context,
             child_of=a,
+            address_policy=self._address_policy,
+            payload=a.payload,
         )
         try:
             try:
@@ -527,6 +534,15 @@ class Runtime:
     def _fail(
         self, a: Attempt, error: AttemptError, metadata: Mapping[str, str] | None = None
     ) -> None:
+        # Secrets of the payload (and the agent's own keys) never leave in an error: the
+        # message reaches logs, spans, the dashboard and the client (see _redact).
+        secrets = payload_secrets(a.payload) + environment_secrets()
+        if secrets:
+            message = redact(error.message, secrets)
+            if message != error.message:
+                error = dataclasses.replace(error, message=message)
+            if metadata:
+                metadata = {k: redact(v, secrets) for k, v in metadata.items()}
         self._report(
             Outcome(
                 a.key,

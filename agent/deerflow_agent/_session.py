@@ -46,6 +46,7 @@ from ._fetch import fetch_input
 from ._handler import Handler, HandlerKind
 from ._inputs import InputRef
 from ._load import LoadSampler, machine_capacity
+from ._netpolicy import AddressPolicy
 from ._runtime import Runtime
 from ._stream import (
     Progress,
@@ -128,6 +129,7 @@ class Agent:
             observer=observer,
             on_progress=self._on_progress,
             fetch_input=self._fetch_input,
+            address_policy=AddressPolicy.parse(config.http_allow),
         )
         self._channel: grpc.aio.Channel | None = None
         """The channel of the current stream: inputs sent by reference are fetched on it."""

@@ -19,17 +19,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from deerflow_common.errors import ErrorClass
 
 from ._context import TaskContext
 from ._errors import FatalError, HandlerError
 from ._handler import Handler, HandlerKind, HandlerResult
-from ._http import client, close_http_session, response_signals, retry_after_s
+from ._http import close_http_session, guarded_client, response_signals, retry_after_s
+from ._netpolicy import AddressRefused, refusal_sentence
 from ._payload import integer as _int
 from ._payload import number as _number
 from ._payload import parse_object as _parse
 from ._payload import string as _str
+from ._redact import display_url, redact_urls
 
 __all__ = ["close_http_session", "cpu", "echo", "http", "merge_results", "sleep", "work"]
 
@@ -157,26 +160,36 @@ _RETRYABLE_STATUS = frozenset({408, 425, 429})
 async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
     doc = _parse("http", payload)
     url = _str("http", doc, "url")
+    shown = display_url(url)
     if not url.startswith(("http://", "https://")):
-        raise FatalError(f"http: payload field 'url' must be an http(s) URL, got {url!r}")
+        raise FatalError(f"http: payload field 'url' must be an http(s) URL, got {shown!r}")
     timeout_s = _number("http", doc, "timeout_s", HTTP_DEFAULT_TIMEOUT_S)
     max_bytes = _int("http", doc, "max_bytes", HTTP_DEFAULT_MAX_BYTES)
     if max_bytes < 0:
         raise FatalError(f"http: payload field 'max_bytes' must be >= 0, got {max_bytes}")
+    policy = ctx.address_policy
     try:
-        async with client().get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        host = URL(url).raw_host or ""
+    except ValueError:
+        raise FatalError(f"http: payload field 'url' is not a valid URL: {shown!r}") from None
+    why = policy.why_refused_host(host)
+    if why is not None:
+        raise FatalError(refusal_sentence(f"http: GET {shown}", host.strip("[]"), why))
+    try:
+        session = guarded_client(policy)
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             status = resp.status
             signals = response_signals(status, resp.headers)
             if status in _RETRYABLE_STATUS or status >= 500:
                 raise HandlerError(
-                    f"GET {url} answered {status} {resp.reason or ''}".rstrip(),
+                    f"GET {shown} answered {status} {resp.reason or ''}".rstrip(),
                     retry_after_s=retry_after_s(resp.headers) or 0.0,
                     metadata=signals,
                     error_class=ErrorClass.RATE_LIMITED if status == 429 else ErrorClass.TRANSIENT,
                 )
             if 400 <= status < 500:
                 raise FatalError(
-                    f"GET {url} answered {status} {resp.reason or ''}".rstrip(),
+                    f"GET {shown} answered {status} {resp.reason or ''}".rstrip(),
                     metadata=signals,
                     error_class=ErrorClass.FATAL,
                 )
@@ -190,10 +203,27 @@ async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
             headers = resp.headers
             content_type = headers.get("Content-Type", "")
             metadata = signals
+    except aiohttp.ClientConnectorError as exc:
+        refused = exc.os_error
+        if isinstance(refused, AddressRefused):
+            where = f"http: GET {shown}" + (
+                "" if exc.host == host.strip("[]") else f" (redirected to {exc.host})"
+            )
+            raise FatalError(refusal_sentence(where, refused.address, refused.why)) from None
+        raise HandlerError(
+            f"GET {shown} failed: {exc.strerror or type(exc).__name__}",
+            error_class=ErrorClass.TRANSIENT,
+        ) from None
+    except aiohttp.InvalidURL as exc:
+        # For the URL given or a redirect's; aiohttp names the part it could not use.
+        bad = redact_urls(str(exc.url))[:200]
+        raise FatalError(
+            f"http: GET {shown} failed: {bad!r} (in it or in a redirect) is not a valid URL"
+        ) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         detail = str(exc) or type(exc).__name__
         raise HandlerError(
-            f"GET {url} failed: {detail}", error_class=ErrorClass.TRANSIENT
+            f"GET {shown} failed: {redact_urls(detail)}", error_class=ErrorClass.TRANSIENT
         ) from None
     output = {"status": status, "content_type": content_type, "body": text, "truncated": truncated}
     return HandlerResult(json.dumps(output).encode(), metadata)
@@ -203,6 +233,8 @@ http = Handler(
     "http",
     _http,
     HandlerKind.IO,
-    description='GET {"url": str, "timeout_s": float, "max_bytes": int}; returns status and body.',
+    description='GET {"url": str, "timeout_s": float, "max_bytes": int}; returns status and body. '
+    "Loopback, link-local, metadata and private addresses are refused unless the agent's "
+    "--http-allow names them.",
     default_duration_s=0.5,
 )

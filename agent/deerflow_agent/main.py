@@ -25,6 +25,7 @@ from deerflow_common.gc_tuning import tune_gc_for_daemon
 
 from ._config import AgentConfig
 from ._http import close_http_session
+from ._netpolicy import ALLOW_ENV, AddressPolicy
 from ._presence import EtcdPresence
 from ._session import Agent
 from ._telemetry import AgentTelemetry
@@ -86,6 +87,14 @@ def _parse_handler_slots(
     return caps
 
 
+def _parse_http_allow(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    try:
+        policy = AddressPolicy.parse(value or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return tuple(str(n) for n in policy.allow)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--controller",
@@ -133,6 +142,18 @@ def _parse_handler_slots(
     metavar="KEY=VALUE",
     callback=_parse_labels,
     help="A label tasks can require (repeatable).",
+)
+@click.option(
+    "--http-allow",
+    "http_allow",
+    default="",
+    envvar=ALLOW_ENV,
+    metavar="NETWORKS",
+    callback=_parse_http_allow,
+    help="Networks (CIDR, comma-separated) that URLs in task payloads (the http handler's url, "
+    "a provider's payload base_url) may lead to besides public addresses; by default "
+    "loopback, link-local, cloud metadata, private and reserved addresses are refused "
+    f"(env {ALLOW_ENV}; see docs/SECURITY.md).",
 )
 @click.option(
     "--cpu-workers",
@@ -188,6 +209,7 @@ def main(
     handler_specs: tuple[str, ...],
     handler_slots: dict[str, int],
     labels: dict[str, str],
+    http_allow: tuple[str, ...],
     cpu_workers: int,
     metrics_port: int,
     metrics_host: str,
@@ -218,6 +240,7 @@ def main(
         cpu_workers=cpu_workers,
         handler_slots=handler_slots,
         labels=labels,
+        http_allow=http_allow,
         token=os.environ.get("DEERFLOW_AGENT_TOKEN", ""),
     )
     log.info(
@@ -229,6 +252,8 @@ def main(
             for name in sorted(registry)
         ),
     )
+    if http_allow:
+        log.info("URLs in task payloads may also lead to %s", ", ".join(http_allow))
     endpoints = [e.strip() for e in (etcd or "").split(",") if e.strip()]
     try:
         for endpoint in endpoints:

@@ -8,8 +8,10 @@ failures included. Error classes are in :mod:`deerflow_agent._provider`.
 
 Configuration, per request: the payload's ``base_url`` and ``api_key``, else the environment
 (``DEERFLOW_{LLM,SEARCH,CRAWL}_{BASE_URL,API_KEY}``), else the public URL below. A missing key
-is a FatalError naming the variable. The per-request timeout is the attempt's time left, capped
-by each provider's default.
+is a FatalError naming the variable. A payload ``base_url`` other than the operator's needs the
+payload's own ``api_key`` (the environment's key is never sent to a URL a task names) and is
+reached only where the agent's ``--http-allow`` policy allows. The per-request timeout is the
+attempt's time left, capped by each provider's default.
 
 Payloads and outputs are UTF-8 JSON. An ``llm`` task that asks for its dependencies' outputs
 (``Task(inputs=...)``) gets them as one more user message after its own, each under its task id
@@ -100,6 +102,7 @@ async def _llm(ctx: TaskContext, payload: bytes) -> HandlerResult:
         api_key=endpoint.api_key,
         json_body=body,
         headers={"Authorization": f"Bearer {endpoint.api_key}"},
+        guarded=endpoint.guarded,
     )
     answer = reply.json(LLM)
     choices = answer.get("choices") if isinstance(answer, dict) else None
@@ -271,6 +274,7 @@ async def _search(ctx: TaskContext, payload: bytes) -> HandlerResult:
             "max_results": max_results,
             "search_depth": depth,
         },
+        guarded=endpoint.guarded,
     )
     answer = reply.json(SEARCH)
     results = answer.get("results") if isinstance(answer, dict) else None
@@ -344,6 +348,7 @@ async def _read_page(
         api_key=endpoint.api_key,
         headers={"Authorization": f"Bearer {endpoint.api_key}"},
         max_bytes=CRAWL_MAX_BYTES,
+        guarded=endpoint.guarded,
     )
     # An empty page is an answer, not a failure: DeerFlow treats it as a soft miss and moves on,
     # and a retry would only fetch the same emptiness again.

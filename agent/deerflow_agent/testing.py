@@ -15,7 +15,9 @@ re-raises what the handler raised, so tests can assert on :class:`HandlerError` 
 ``ctx.progress`` is recorded, unthrottled, in :attr:`HandlerEnvironment.progress`; ``run(...,
 inputs={"search-1": b"..."})`` gives the handler its dependencies' outputs as ``ctx.inputs``;
 :meth:`HandlerEnvironment.run_split` runs a task split into parts and merged as the controller
-would. CPU handlers run in this process, in a thread, so no pool is involved, but
+would. URLs in payloads obey the agent's address policy: ``HandlerEnvironment(http_allow=
+"127.0.0.1/32")`` lets a handler under test reach a server on loopback, as ``--http-allow`` does
+on an agent. CPU handlers run in this process, in a thread, so no pool is involved, but
 the environment still checks that the function can be imported by name as the agent's pool
 requires.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 from deerflow_common.errors import AttemptKey
@@ -41,6 +43,7 @@ from ._handler import (
     cpu_target,
 )
 from ._inputs import NO_INPUTS, Inputs
+from ._netpolicy import AddressPolicy
 from .registry import as_handler
 
 __all__ = ["HandlerEnvironment"]
@@ -56,11 +59,16 @@ class HandlerEnvironment:
         task_id: str = "test-task",
         attempt: int = 1,
         trace_context: Mapping[str, str] | None = None,
+        http_allow: str | Sequence[str] = (),
     ) -> None:
+        """``http_allow`` is the agent's ``--http-allow``: networks that URLs in payloads may
+        lead to besides public addresses (``"127.0.0.1/32"`` for a test server on loopback).
+        Raises ValueError for an entry that is not a network."""
         self.job_id = job_id
         self.task_id = task_id
         self.attempt = attempt
         self.trace_context = dict(trace_context or {})
+        self.address_policy = AddressPolicy.parse(http_allow)
         self.progress: list[tuple[float, str]] = []
         """Every ``ctx.progress(fraction, message)`` of the runs so far, in order, as the agent
         would send it (fraction clamped to 0-1, -1 when unknown)."""
@@ -122,6 +130,8 @@ class HandlerEnvironment:
                 self.trace_context,
                 self,
                 inputs=Inputs(inputs.items()) if inputs else NO_INPUTS,
+                address_policy=self.address_policy,
+                payload=payload,
             )
             async with asyncio.timeout_at(deadline):
                 value = await cast(IoHandlerFn, h.fn)(ctx, payload)

@@ -27,6 +27,10 @@ ENV_VARS = [
     for what in ("BASE_URL", "API_KEY")
 ]
 
+SIM_ALLOW = "127.0.0.1/32"
+"""The simulator listens on loopback, which an agent refuses for a payload's ``base_url`` unless
+its ``--http-allow`` names it: these tests opt in, as an operator would for an internal URL."""
+
 SimFactory = Callable[..., AbstractAsyncContextManager[Simulator]]
 
 
@@ -74,7 +78,8 @@ async def sim() -> AsyncIterator[Simulator]:
 
 async def run(handler: Handler, payload: dict[str, Any]) -> HandlerResult:
     """Run ``handler`` as the agent would, on a JSON payload."""
-    return await HandlerEnvironment().run_result(handler, json.dumps(payload).encode())
+    env = HandlerEnvironment(http_allow=SIM_ALLOW)
+    return await env.run_result(handler, json.dumps(payload).encode())
 
 
 async def retryable(handler: Handler, payload: dict[str, Any]) -> HandlerError:

@@ -12,7 +12,7 @@ from deerflow_common import signals
 from deerflow_simulator import KeyLimits
 from deerflow_simulator.content import CrawlOutcome
 
-from .conftest import KEY, SimFactory, fatal, retryable, run
+from .conftest import KEY, SIM_ALLOW, SimFactory, fatal, retryable, run
 from .test_search_and_crawl import url_that
 
 
@@ -22,7 +22,7 @@ def pages(base_url: str, urls: list[str], **extra: object) -> dict[str, object]:
 
 async def test_a_list_crawl_returns_one_result_per_url_in_order(simulator: SimFactory) -> None:
     urls = [f"https://example.com/page-{i}" for i in range(6)]
-    env = HandlerEnvironment()
+    env = HandlerEnvironment(http_allow=SIM_ALLOW)
     async with simulator(crawl_empty_rate=0.0) as sim:
         result = await env.run_result(
             crawl, json.dumps(pages(sim.url, urls, concurrency=2)).encode()
@@ -83,8 +83,9 @@ async def test_a_split_list_crawl_merges_to_the_same_pages_as_the_whole(
     urls = [f"https://example.com/p{i}" for i in range(5)]
     async with simulator(crawl_empty_rate=0.0) as sim:
         payload = json.dumps(pages(sim.url, urls)).encode()
-        whole = json.loads(await HandlerEnvironment().run(crawl, payload))
-        merged = json.loads(await HandlerEnvironment().run_split(crawl, payload, chunk=2))
+        env = HandlerEnvironment(http_allow=SIM_ALLOW)
+        whole = json.loads(await env.run(crawl, payload))
+        merged = json.loads(await env.run_split(crawl, payload, chunk=2))
 
     assert merged == whole
 

@@ -11,7 +11,7 @@ from deerflow_agent.providers import llm
 from deerflow_common import signals
 from deerflow_simulator import KeyLimits, Simulator
 
-from .conftest import KEY, SimFactory, fatal, retryable, run, start_brownout
+from .conftest import KEY, SIM_ALLOW, SimFactory, fatal, retryable, run, start_brownout
 
 VOCABULARY = {v for k, v in vars(signals).items() if k.isupper() and isinstance(v, str)}
 
@@ -249,7 +249,7 @@ async def test_a_call_that_asked_for_inputs_answers_from_them_and_names_them(
     payload = json.dumps(chat(sim, max_tokens=64)).encode()
     alone = json.loads((await run(llm, chat(sim, max_tokens=64))).output)
 
-    result = await HandlerEnvironment().run_result(
+    result = await HandlerEnvironment(http_allow=SIM_ALLOW).run_result(
         llm, payload, inputs={"step-1": finding, "crawl-2": page}
     )
 

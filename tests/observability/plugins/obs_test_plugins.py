@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from deerflow_agent import HandlerError, HandlerResult, TaskContext, handler
 
 
@@ -23,3 +25,12 @@ async def provider_ok(ctx: TaskContext, payload: bytes) -> HandlerResult:
 async def context_echo(ctx: TaskContext, payload: bytes) -> bytes:
     """Returns the traceparent it was given to pass on (its execute span's context)."""
     return ctx.trace_context.get("traceparent", "").encode()
+
+
+@handler("careless")
+async def careless(ctx: TaskContext, payload: bytes) -> bytes:
+    """A plugin written without a thought for secrets: it logs its whole payload and fails with
+    the payload in its message (the agent must mask the payload's api_key in both)."""
+    doc = json.loads(payload)
+    ctx.logger.warning("careless got %s", doc)
+    raise ValueError(f"careless cannot handle {doc}")
