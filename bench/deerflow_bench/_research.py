@@ -192,6 +192,7 @@ async def research(
     slots: int,
     drain_s: float,
     llm_cap: int,
+    progress_priority: bool = True,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     jobs = build_jobs(spec)
@@ -200,7 +201,7 @@ async def research(
     columns: dict[str, dict[str, Any]] = {}
     for system in systems:
         if system == "ours":
-            run = await run_ours(jobs, providers, processes, slots, deadline_s)
+            run = await run_ours(jobs, providers, processes, slots, deadline_s, progress_priority)
         else:
             run = await run_baseline(system, jobs, providers, processes, deadline_s, llm_cap)
         columns[system] = measures(run, oracle)

@@ -425,13 +425,34 @@ def test_a_429_does_not_lower_a_stated_limit() -> None:
     assert lim.gates["k"].request_rate() == pytest.approx(4.9)
 
 
-def test_no_remaining_requests_pauses_an_adaptive_key_until_the_reset() -> None:
+def test_no_remaining_requests_pauses_an_adaptive_key_until_one_request_is_back() -> None:
+    """The reset is when the provider's bucket is full again; it has room for the next request
+    after one request's share of the limit: 60 / the stated per-minute limit."""
+    lim = limiter(k=KeyLimits(rpm=600))
+    t = admitted_one(lim)
+
+    lim.observe(t, metadata(status="200", limit="900", remaining="0", reset="1"), 5.0)
+
+    assert lim.gates["k"].paused_until == pytest.approx(5.0 + 60 / 900)
+    assert lim.gates["k"].stats.emptied == 1
+
+
+def test_no_remaining_requests_without_a_stated_limit_pause_for_one_paced_request() -> None:
     lim = limiter(k=KeyLimits(rpm=600))
     t = admitted_one(lim)
 
     lim.observe(t, metadata(status="200", remaining="0", reset="3"), 5.0)
 
-    assert lim.gates["k"].paused_until == 8.0
+    assert lim.gates["k"].paused_until == pytest.approx(5.0 + 1 / 9.8)  # 600 rpm x 0.98
+
+
+def test_a_reset_shorter_than_one_request_is_the_pause() -> None:
+    lim = limiter(k=KeyLimits(rpm=600))
+    t = admitted_one(lim)
+
+    lim.observe(t, metadata(status="200", limit="60", remaining="0", reset="0.25"), 5.0)
+
+    assert lim.gates["k"].paused_until == 5.25
 
 
 def test_remaining_requests_do_not_pause_the_key() -> None:

@@ -45,6 +45,8 @@ class KeyStats:
     """429s the provider answered for this key."""
     tokens: float = 0.0
     """Tokens reported used."""
+    emptied: int = 0
+    """Answers that said no requests remain (the key pauses until one has come back)."""
 
 
 class KeyGate:
@@ -427,4 +429,20 @@ def _learn(
     remaining = signals.number(metadata, signals.REMAINING_REQUESTS)
     reset = signals.number(metadata, signals.RESET_REQUESTS_S)
     if remaining is not None and remaining <= 0 and reset:
-        gate.paused_until = max(gate.paused_until, now + reset)
+        gate.stats.emptied += 1
+        gate.paused_until = max(gate.paused_until, now + _one_request_s(gate, stated, reset))
+
+
+def _one_request_s(gate: KeyGate, stated: float | None, reset: float) -> float:
+    """How long a provider that reported no requests remaining takes to have room for one.
+
+    ``reset`` is the time until its bucket is *full* again (OpenAI's and Anthropic's
+    ``*-reset-requests``), not until it has room: a key paused for all of it sits idle while
+    the provider's bucket refills (a 15-deep one-second bucket that reads empty has room again
+    after 1/15 s). The bucket refills at the stated per-minute limit, else at the rate we
+    pace; a provider whose window really is fixed answers the next request 429 with a
+    Retry-After, which pauses the key for as long as it says."""
+    if stated:
+        return min(reset, 60.0 / stated)
+    rate = gate.request_rate()
+    return min(reset, 1.0 / rate) if rate else reset
