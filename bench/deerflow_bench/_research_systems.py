@@ -290,10 +290,13 @@ async def _stage(client: AsyncClient, tasks: list[Task], name: str, rec: JobReco
     return out
 
 
-async def _replay(client: AsyncClient, stage: _Stage, throttled: list[float], o: Overheads) -> None:
+async def _replay(
+    client: AsyncClient, stage: _Stage, throttled: list[float], o: Overheads,
+    busy: list[tuple[float, float]],
+) -> None:  # fmt: skip
     """Read one finished stage's whole event log: add its busy slot time (DISPATCHED or
-    RUNNING to the attempt's end) to its job's record, each THROTTLED wait to ``throttled``,
-    and its overheads to ``o``."""
+    RUNNING to the attempt's end) to its job's record and each such interval to ``busy``,
+    each THROTTLED wait to ``throttled``, and its overheads to ``o``."""
     running: dict[str, float] = {}
     held: dict[str, float] = {}
     lines: dict[str, _Timeline] = defaultdict(_Timeline)
@@ -307,7 +310,9 @@ async def _replay(client: AsyncClient, stage: _Stage, throttled: list[float], o:
         if ev.state in ("DISPATCHED", "RUNNING"):
             running[ev.task_id] = ev.time  # RUNNING (the handler started) replaces DISPATCHED
         elif ev.task_id in running:
-            stage.rec.busy_s += max(0.0, ev.time - running.pop(ev.task_id))
+            since = running.pop(ev.task_id)
+            stage.rec.busy_s += max(0.0, ev.time - since)
+            busy.append((since, ev.time))
         if ev.terminal:
             last_end = max(last_end, ev.time)
     _account(o, stage, lines, last_end)
@@ -409,6 +414,16 @@ async def _ours_job(
         rec.calls += 1
 
 
+def _peak(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals overlapping at once (an end before a start at the same instant)."""
+    edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    peak = level = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
 def _cpu_s(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -470,8 +485,9 @@ async def run_ours(
                 # The measurement's own reading, outside the CPU counted above.
                 throttled: list[float] = []
                 overheads = Overheads()
+                intervals: list[tuple[float, float]] = []
                 for stage in stages:
-                    await _replay(client, stage, throttled, overheads)
+                    await _replay(client, stage, throttled, overheads, intervals)
                 stats = await client.stats()
         provider = await _sim_stats(sim.url)
     finally:
@@ -487,6 +503,7 @@ async def run_ours(
             "cpu_s_agents": round(cpu_parts[1], 2),
             "cpu_s_client": round(cpu_parts[2], 2),
             "slots_per_agent": slots,
+            "peak_busy_slots": _peak(intervals),
             "progress_priority": progress_priority,
             "throttled_tasks": len(throttled),
             "throttled_wait_mean_s": round(sum(throttled) / len(throttled), 3) if throttled else 0,

@@ -50,3 +50,4 @@ def test_compare_prints_every_row_for_the_three_systems() -> None:
     parts = ours["cpu_s_controller"] + ours["cpu_s_agents"] + ours["cpu_s_client"]
     assert abs(parts - ours["cpu_s"]) < 0.05
     assert ours["progress_priority"] is True
+    assert 1 <= ours["peak_busy_slots"] <= ours["slots"]

@@ -273,6 +273,33 @@ def test_end_attempt_gives_each_slot_back_exactly_once() -> None:
 # ----------------------------------------------------------------- learning from signals
 
 
+def test_scarce_agent_room_goes_to_the_most_urgent_task_whichever_key_it_waits_on() -> None:
+    """Two keys with room, one agent slot: the high-priority task on the key used second goes
+    before the low-priority one on the key used first; then the next best."""
+    wide = KeyLimits(rpm=6000, adaptive=False)
+    lim = limiter(search=wide, llm=wide)
+    early, late = task("early", "search"), task("late", "llm", priority=5)
+    second = task("second", "search")
+    for t in (early, late, second):
+        lim.offer(t, 0.0)
+
+    assert ids(lim.release(0.0, limit=1)) == ["late"]
+    assert ids(lim.release(0.0, limit=1)) == ["early"]
+    assert ids(lim.release(0.0)) == ["second"]
+
+
+def test_under_a_limit_a_full_key_does_not_hold_up_the_other_keys_lines() -> None:
+    lim = limiter(full=KeyLimits(rpm=60, safety=1.0, burst_s=1.0, adaptive=False), free=KeyLimits())
+    lim.offer(task("first", "full"), 0.0)
+    assert ids(lim.release(0.0, limit=5)) == ["first"]
+    blocked, other = task("blocked", "full", priority=9), task("other", "free")
+    lim.offer(blocked, 0.0)
+    lim.offer(other, 0.0)
+
+    assert ids(lim.release(0.5, limit=5)) == ["other"]
+    assert blocked.state == TaskState.THROTTLED
+
+
 def admitted_one(lim: RateLimiter, now: float = 0.0, *, est_tokens: float = 0.0) -> Task:
     t = task("probe", est_tokens=est_tokens)
     lim.offer(t, now)
