@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -189,12 +190,16 @@ class _Stage:
     the reply and received the last result."""
 
     rec: JobRecord
+    step: int
+    """The plan step it belongs to (-1: the lead's calls or the reporter)."""
     job_id: str
     tasks: list[Task]
     called: float
     submitted: float
     final: dict[str, TaskEvent] = field(default_factory=dict)
     received: float = 0.0
+    critical_s: float = 0.0
+    """Handler time along its longest dependency chain (set by :func:`_replay`)."""
 
 
 @dataclass
@@ -274,14 +279,14 @@ class _Timeline:
 
 
 async def _stage(client: AsyncClient, tasks: list[Task], name: str, rec: JobRecord,
-                 stages: list[_Stage]) -> _Stage:  # fmt: skip
+                 stages: list[_Stage], step: int = -1) -> _Stage:  # fmt: skip
     """Submit one stage and wait for its results. Only terminal events are streamed, as
     DeerFlow's drop-ins wait for a task (``JobHandle.result``); the timeline of each task
     (busy and throttled time, the per-phase overheads) is read from the controller's log after
     the run (:func:`_replay`), outside the measured CPU time."""
     called = time.time()
     job = await client.submit(tasks, name=name)
-    out = _Stage(rec, job.job_id, tasks, called, time.time())
+    out = _Stage(rec, step, job.job_id, tasks, called, time.time())
     async for ev in client.events(job.job_id, terminal_only=True):
         if ev.terminal:
             out.final[ev.task_id] = ev
@@ -331,6 +336,7 @@ def _account(o: Overheads, stage: _Stage, lines: dict[str, _Timeline], last_end:
         if not task.depends_on:
             break
         task = by_id[max(task.depends_on, key=lambda d: lines[d].end)]
+    stage.critical_s = sum(line.run_s for line in chain)
     o.stages += 1
     o.wall_s += stage.received - stage.called
     o.submit_s += stage.submitted - stage.called
@@ -394,7 +400,7 @@ async def _ours_job(
         for t, turn in enumerate(job.steps[s].turns):
             tasks = [_task("llm", turn.llm, [], prio(1 + t))]
             tasks += [_task(f"tool{k}", c, ["llm"], prio(1 + t)) for k, c in enumerate(turn.tools)]
-            out = await _stage(client, tasks, f"{job.id}/s{s}t{t}", rec, stages)
+            out = await _stage(client, tasks, f"{job.id}/s{s}t{t}", rec, stages, s)
             llm = out.final.get("llm")
             if llm is None or llm.state != "SUCCEEDED":
                 rec.failed_steps += 1
@@ -412,6 +418,29 @@ async def _ours_job(
         rec.failed = True
     else:
         rec.calls += 1
+
+
+def _critical_paths(stages: list[_Stage]) -> list[float]:
+    """Per job that got a report: its handler time along its dependency chain (the lead's
+    calls, its slowest step's turns, the reporter), the least any executor could take with
+    the providers answering as they did."""
+    lead: dict[str, float] = defaultdict(float)
+    steps: dict[tuple[str, int], float] = defaultdict(float)
+    recs: dict[str, JobRecord] = {}
+    for st in stages:
+        recs[st.rec.id] = st.rec
+        if st.step < 0:
+            lead[st.rec.id] += st.critical_s
+        else:
+            steps[(st.rec.id, st.step)] += st.critical_s
+    slowest: dict[str, float] = defaultdict(float)
+    for (job, _), s in steps.items():
+        slowest[job] = max(slowest[job], s)
+    return [lead[j] + slowest[j] for j, r in recs.items() if not r.failed]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
 
 
 def _peak(intervals: list[tuple[float, float]]) -> int:
@@ -504,6 +533,7 @@ async def run_ours(
             "cpu_s_client": round(cpu_parts[2], 2),
             "slots_per_agent": slots,
             "peak_busy_slots": _peak(intervals),
+            "job_critical_path_p50_s": round(_median(_critical_paths(stages)), 3),
             "progress_priority": progress_priority,
             "throttled_tasks": len(throttled),
             "throttled_wait_mean_s": round(sum(throttled) / len(throttled), 3) if throttled else 0,

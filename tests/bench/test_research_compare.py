@@ -51,3 +51,4 @@ def test_compare_prints_every_row_for_the_three_systems() -> None:
     assert abs(parts - ours["cpu_s"]) < 0.05
     assert ours["progress_priority"] is True
     assert 1 <= ours["peak_busy_slots"] <= ours["slots"]
+    assert 0 < ours["job_critical_path_p50_s"] <= ours["job_completion_p50_s"]
