@@ -281,6 +281,9 @@ async def serve(config: dict[str, Any]) -> dict[str, Any]:
     records = [JobRecord(j.id, t0 + j.arrival_s) for j in jobs]
     deadline = t0 + float(config["deadline_s"])
     connector = aiohttp.TCPConnector(limit=0)
+    # CPU from here, as the control plane's is counted from its cluster being up: the
+    # interpreter's start and imports are no more the baseline's work than the daemons' are ours.
+    cpu_start = time.process_time()
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(job: Job, rec: JobRecord) -> None:
@@ -294,7 +297,7 @@ async def serve(config: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(one(j, r) for j, r in zip(jobs, records, strict=True)))
     out: dict[str, Any] = {
         "records": [r.to_json() for r in records],
-        "cpu_s": time.process_time(),
+        "cpu_s": time.process_time() - cpu_start,
     }
     if isinstance(system, ForkProcess):
         # The executors' width over their lives; DeerFlow 2.0's pools are counted by the

@@ -529,12 +529,20 @@ def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> 
     type=click.IntRange(0, 1024),
     help="DeerFlow 2.0's max_concurrent_calls per process (0: off).",
 )
+@click.option(
+    "--ours-priority",
+    type=click.Choice(["progress", "none"]),
+    default="progress",
+    show_default=True,
+    help="Task priorities the control plane's driver sets: how far each job has got, or none.",
+)
 @seed_option(7)
 @json_option
 def bench_research(
     system: str | None, compare: bool, processes: int, slots: int, duration_s: float,
     arrival_per_s: float, drain_s: float, llm_rpm: float, search_rpm: float, crawl_rpm: float,
-    error_rate: float, time_scale: float, llm_cap: int, seed: int, as_json: bool,
+    error_rate: float, time_scale: float, llm_cap: int, ours_priority: str, seed: int,
+    as_json: bool,
 ) -> None:  # fmt: skip
     """Research jobs (plan -> parallel steps of llm/search/crawl -> report) on the fork's
     executor, DeerFlow 2.0's and the control plane, against the seed's claimed gains."""
@@ -559,6 +567,7 @@ def bench_research(
                 slots=slots,
                 drain_s=drain_s,
                 llm_cap=llm_cap,
+                progress_priority=ours_priority == "progress",
             )
         )
     except RuntimeError as e:  # a baseline process or the simulator failed to run

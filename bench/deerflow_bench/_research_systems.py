@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +34,8 @@ RATE_KEYS = {
     "search": f"search/{KEYS['search']}",
     "crawl": f"crawl/{KEYS['crawl']}",
 }
+REPORTER_PROGRESS = 9
+"""The reporter's priority with ``progress_priority``: above any turn (a step has 2-3)."""
 START_MARGIN_S = 1.5
 """Between launching a system's processes and its first arrival: every process is up by then."""
 
@@ -169,44 +172,186 @@ def _record_fields(r: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ the control plane
 
 
-def _task(task_id: str, call: Call, deps: list[str]) -> Task:
+def _task(task_id: str, call: Call, deps: list[str], priority: int = 0) -> Task:
     if call.kind == "llm":
         return Task(
             task_id, "llm", call.payload, depends_on=deps, rate_keys=(RATE_KEYS["llm"],),
             est_tokens=len(json.dumps(call.payload)) / 4 + 300, timeout_s=120,
+            priority=priority,
         )  # fmt: skip
     return Task(task_id, call.kind, call.payload, depends_on=deps,
-                rate_keys=(RATE_KEYS[call.kind],), timeout_s=60)  # fmt: skip
+                rate_keys=(RATE_KEYS[call.kind],), timeout_s=60, priority=priority)  # fmt: skip
 
 
 @dataclass
 class _Stage:
-    """One submitted job's outcome: each task's terminal event, and the slot time its
-    attempts spent in their handler (RUNNING to the attempt's end)."""
+    """One submitted job (a stage of a research job): its tasks, its terminal events (all the
+    driver reads while it runs, as the drop-ins do), and when the client called submit, got
+    the reply and received the last result."""
 
+    rec: JobRecord
+    step: int
+    """The plan step it belongs to (-1: the lead's calls or the reporter)."""
+    job_id: str
+    tasks: list[Task]
+    called: float
+    submitted: float
     final: dict[str, TaskEvent] = field(default_factory=dict)
-    busy_s: float = 0.0
-    throttled_s: list[float] = field(default_factory=list)
-    """Per task held THROTTLED by the cluster-wide limiter: how long until it was dispatched."""
+    received: float = 0.0
+    critical_s: float = 0.0
+    """Handler time along its longest dependency chain (set by :func:`_replay`)."""
 
 
-async def _stage(client: AsyncClient, tasks: list[Task], name: str) -> _Stage:
+@dataclass
+class Overheads:
+    """Where a stage's (one submit's) wall time goes beyond its critical path's handler time,
+    summed over every stage: the per-phase numbers of ``deerflow bench research``."""
+
+    stages: int = 0
+    wall_s: float = 0.0
+    """Submit called to the last terminal event received by the client."""
+    critical_run_s: float = 0.0
+    """The stage's longest dependency chain of handler time (RUNNING to the attempt's end)."""
+    submit_s: float = 0.0
+    """The submit RPC."""
+    to_running_s: float = 0.0
+    """On the critical chain: from the task's first event (or its dependency's end) to
+    RUNNING, over all attempts (queue, THROTTLED, retry waits, dispatch to the agent)."""
+    throttled_s: float = 0.0
+    """Part of ``to_running_s`` spent THROTTLED."""
+    retry_wait_s: float = 0.0
+    """Part of ``to_running_s`` after RETRYING (the backoff and its requeue)."""
+    failed_run_s: float = 0.0
+    """Handler time of the critical chain's failed attempts (a 5xx answered, retried)."""
+    delivery_s: float = 0.0
+    """The stage's last terminal event: recorded by the controller to received by the client."""
+
+    def to_json(self) -> dict[str, float]:
+        n = max(1, self.stages)
+        out = {"stages": float(self.stages)}
+        for name in ("wall_s", "critical_run_s", "submit_s", "to_running_s", "throttled_s",
+                     "retry_wait_s", "failed_run_s", "delivery_s"):  # fmt: skip
+            out[f"{name[:-2]}_mean_ms"] = round(1000 * getattr(self, name) / n, 1)
+        return out
+
+
+@dataclass
+class _Timeline:
+    """One task's events, in the controller's clock (the same host's wall clock)."""
+
+    first: float = 0.0
+    running: float = 0.0
+    run_s: float = 0.0
+    """The last attempt's handler time."""
+    failed_run_s: float = 0.0
+    throttled_s: float = 0.0
+    retry_wait_s: float = 0.0
+    to_running_s: float = 0.0
+    end: float = 0.0
+    _since: float = 0.0
+    _throttled_at: float = 0.0
+    _retry_at: float = 0.0
+
+    def see(self, ev: TaskEvent) -> None:
+        t = ev.time
+        if not self.first:
+            self.first = self._since = t
+        if ev.state == "THROTTLED" and not self._throttled_at:
+            self._throttled_at = t
+        elif ev.state in ("QUEUED", "DISPATCHED", "RUNNING") and self._throttled_at:
+            self.throttled_s += t - self._throttled_at  # released by the limiter
+            self._throttled_at = 0.0
+        if ev.state == "RUNNING":
+            self.running = t
+            self.to_running_s += max(0.0, t - self._since)
+            if self._retry_at:
+                self.retry_wait_s += max(0.0, t - self._retry_at)
+                self._retry_at = 0.0
+        elif ev.state == "RETRYING":
+            if self.running:
+                self.failed_run_s += max(0.0, t - self.running)
+                self.running = 0.0
+            self._since = self._retry_at = t
+        elif ev.terminal:
+            self.end = t
+            if self.running and not ev.cache_layer:
+                self.run_s = max(0.0, t - self.running)
+
+
+async def _stage(client: AsyncClient, tasks: list[Task], name: str, rec: JobRecord,
+                 stages: list[_Stage], step: int = -1) -> _Stage:  # fmt: skip
+    """Submit one stage and wait for its results. Only terminal events are streamed, as
+    DeerFlow's drop-ins wait for a task (``JobHandle.result``); the timeline of each task
+    (busy and throttled time, the per-phase overheads) is read from the controller's log after
+    the run (:func:`_replay`), outside the measured CPU time."""
+    called = time.time()
     job = await client.submit(tasks, name=name)
-    out = _Stage()
+    out = _Stage(rec, step, job.job_id, tasks, called, time.time())
+    async for ev in client.events(job.job_id, terminal_only=True):
+        if ev.terminal:
+            out.final[ev.task_id] = ev
+    out.received = time.time()
+    stages.append(out)
+    return out
+
+
+async def _replay(
+    client: AsyncClient, stage: _Stage, throttled: list[float], o: Overheads,
+    busy: list[tuple[float, float]],
+) -> None:  # fmt: skip
+    """Read one finished stage's whole event log: add its busy slot time (DISPATCHED or
+    RUNNING to the attempt's end) to its job's record and each such interval to ``busy``,
+    each THROTTLED wait to ``throttled``, and its overheads to ``o``."""
     running: dict[str, float] = {}
-    throttled: dict[str, float] = {}
-    async for ev in job.events():
+    held: dict[str, float] = {}
+    lines: dict[str, _Timeline] = defaultdict(_Timeline)
+    last_end = 0.0
+    async for ev in client.events(stage.job_id):
+        lines[ev.task_id].see(ev)
         if ev.state == "THROTTLED":
-            throttled.setdefault(ev.task_id, ev.time)
-        elif ev.state == "DISPATCHED" and ev.task_id in throttled:
-            out.throttled_s.append(max(0.0, ev.time - throttled.pop(ev.task_id)))
+            held.setdefault(ev.task_id, ev.time)
+        elif ev.state == "DISPATCHED" and ev.task_id in held:
+            throttled.append(max(0.0, ev.time - held.pop(ev.task_id)))
         if ev.state in ("DISPATCHED", "RUNNING"):
             running[ev.task_id] = ev.time  # RUNNING (the handler started) replaces DISPATCHED
         elif ev.task_id in running:
-            out.busy_s += max(0.0, ev.time - running.pop(ev.task_id))
+            since = running.pop(ev.task_id)
+            stage.rec.busy_s += max(0.0, ev.time - since)
+            busy.append((since, ev.time))
         if ev.terminal:
-            out.final[ev.task_id] = ev
-    return out
+            last_end = max(last_end, ev.time)
+    _account(o, stage, lines, last_end)
+
+
+def _account(o: Overheads, stage: _Stage, lines: dict[str, _Timeline], last_end: float) -> None:
+    """Add one stage to ``o``: its wall time and, along its critical chain (the dependency
+    chain that ended last), where the time beyond the handlers' went."""
+    tasks = stage.tasks
+    by_id = {t.id: t for t in tasks}
+    chain: list[_Timeline] = []
+    task = max(tasks, key=lambda t: lines[t.id].end)
+    while True:
+        line = lines[task.id]
+        chain.append(line)
+        if not task.depends_on:
+            break
+        task = by_id[max(task.depends_on, key=lambda d: lines[d].end)]
+    stage.critical_s = sum(line.run_s for line in chain)
+    o.stages += 1
+    o.wall_s += stage.received - stage.called
+    o.submit_s += stage.submitted - stage.called
+    o.delivery_s += max(0.0, stage.received - last_end)
+    prev_end = 0.0
+    for line in reversed(chain):  # root first
+        o.critical_run_s += line.run_s
+        o.failed_run_s += line.failed_run_s
+        o.throttled_s += line.throttled_s
+        o.retry_wait_s += line.retry_wait_s
+        # A dependent task's first event comes when it is submitted; it can only start when
+        # its dependency ended: count from then.
+        start = max(line.first, prev_end)
+        o.to_running_s += line.to_running_s - max(0.0, start - line.first)
+        prev_end = line.end
 
 
 def _tool_outcome(rec: JobRecord, ev: TaskEvent | None) -> None:
@@ -224,17 +369,28 @@ def _tool_outcome(rec: JobRecord, ev: TaskEvent | None) -> None:
         rec.tool_errors += 1
 
 
-async def _ours_job(client: AsyncClient, job: Job, rec: JobRecord, throttled: list[float]) -> None:
+async def _ours_job(
+    client: AsyncClient, job: Job, rec: JobRecord, stages: list[_Stage], progress_priority: bool
+) -> None:
     """The job as DeerFlow's graph would drive the SDK: the lead's calls, then every step's
     turns (each turn one submit: the llm call, then its tools), the steps at once, then the
-    reporter. A failed tool goes back to the model as text, as in DeerFlow."""
+    reporter. A failed tool goes back to the model as text, as in DeerFlow.
+
+    With ``progress_priority`` each task's priority is how far its job has got (the lead 0,
+    turn t of a step 1 + t, the reporter ``REPORTER_PROGRESS``): where a shared key or the
+    slots are short, research already under way finishes before new research starts, as the
+    SDK's priorities allow (the limiter serves a key's waiting tasks by priority, then age)."""
+
+    def prio(level: int) -> int:
+        return level if progress_priority else 0
+
     lead = await _stage(
         client,
         [_task("coordinator", job.coordinator, []), _task("planner", job.planner, ["coordinator"])],
         f"{job.id}/lead",
+        rec,
+        stages,
     )
-    rec.busy_s += lead.busy_s
-    throttled += lead.throttled_s
     if any(ev.state != "SUCCEEDED" for ev in lead.final.values()) or len(lead.final) < 2:
         rec.failed = True
         return
@@ -242,11 +398,9 @@ async def _ours_job(client: AsyncClient, job: Job, rec: JobRecord, throttled: li
 
     async def step(s: int) -> None:
         for t, turn in enumerate(job.steps[s].turns):
-            tasks = [_task("llm", turn.llm, [])]
-            tasks += [_task(f"tool{k}", c, ["llm"]) for k, c in enumerate(turn.tools)]
-            out = await _stage(client, tasks, f"{job.id}/s{s}t{t}")
-            rec.busy_s += out.busy_s
-            throttled.extend(out.throttled_s)
+            tasks = [_task("llm", turn.llm, [], prio(1 + t))]
+            tasks += [_task(f"tool{k}", c, ["llm"], prio(1 + t)) for k, c in enumerate(turn.tools)]
+            out = await _stage(client, tasks, f"{job.id}/s{s}t{t}", rec, stages, s)
             llm = out.final.get("llm")
             if llm is None or llm.state != "SUCCEEDED":
                 rec.failed_steps += 1
@@ -256,13 +410,47 @@ async def _ours_job(client: AsyncClient, job: Job, rec: JobRecord, throttled: li
                 _tool_outcome(rec, out.final.get(f"tool{k}"))
 
     await asyncio.gather(*(step(s) for s in range(len(job.steps))))
-    tail = await _stage(client, [_task("reporter", job.reporter, [])], f"{job.id}/report")
-    rec.busy_s += tail.busy_s
-    throttled += tail.throttled_s
+    tail = await _stage(
+        client, [_task("reporter", job.reporter, [], prio(REPORTER_PROGRESS))], f"{job.id}/report",
+        rec, stages,
+    )  # fmt: skip
     if tail.final.get("reporter") is None or tail.final["reporter"].state != "SUCCEEDED":
         rec.failed = True
     else:
         rec.calls += 1
+
+
+def _critical_paths(stages: list[_Stage]) -> list[float]:
+    """Per job that got a report: its handler time along its dependency chain (the lead's
+    calls, its slowest step's turns, the reporter), the least any executor could take with
+    the providers answering as they did."""
+    lead: dict[str, float] = defaultdict(float)
+    steps: dict[tuple[str, int], float] = defaultdict(float)
+    recs: dict[str, JobRecord] = {}
+    for st in stages:
+        recs[st.rec.id] = st.rec
+        if st.step < 0:
+            lead[st.rec.id] += st.critical_s
+        else:
+            steps[(st.rec.id, st.step)] += st.critical_s
+    slowest: dict[str, float] = defaultdict(float)
+    for (job, _), s in steps.items():
+        slowest[job] = max(slowest[job], s)
+    return [lead[j] + slowest[j] for j, r in recs.items() if not r.failed]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _peak(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals overlapping at once (an end before a start at the same instant)."""
+    edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    peak = level = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
 
 
 def _cpu_s(pids: list[int]) -> float:
@@ -277,8 +465,9 @@ def _cpu_s(pids: list[int]) -> float:
 
 
 async def run_ours(
-    jobs: list[Job], providers: Providers, agents: int, slots: int, deadline_s: float
-) -> SystemRun:
+    jobs: list[Job], providers: Providers, agents: int, slots: int, deadline_s: float,
+    progress_priority: bool = True,
+) -> SystemRun:  # fmt: skip
     sim = await SimulatorProcess.start(providers.sim_args())
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -300,24 +489,34 @@ async def run_ours(
                 pids = [cluster.controller.pid, *(a.pid for a in cluster.agents)]
                 # The client side (this process) is DeerFlow's server driving the SDK: its CPU
                 # counts, as the baselines' processes count theirs.
-                cpu_before = _cpu_s(pids) + time.process_time()
+                cpu_before = [_cpu_s(pids[:1]), _cpu_s(pids[1:]), time.process_time()]
                 t0 = time.time() + 0.2
                 records = [JobRecord(j.id, t0 + j.arrival_s) for j in jobs]
                 deadline = t0 + deadline_s
-                throttled: list[float] = []
+                stages: list[_Stage] = []
 
                 async def one(job: Job, rec: JobRecord) -> None:
                     await asyncio.sleep(max(0.0, rec.arrival - time.time()))
                     try:
-                        await asyncio.wait_for(
-                            _ours_job(client, job, rec, throttled), deadline - time.time()
-                        )
+                        work = _ours_job(client, job, rec, stages, progress_priority)
+                        await asyncio.wait_for(work, deadline - time.time())
                     except TimeoutError:
                         rec.failed = True
                     rec.end = time.time()
 
                 await asyncio.gather(*(one(j, r) for j, r in zip(jobs, records, strict=True)))
-                cpu = _cpu_s(pids) + time.process_time() - cpu_before
+                cpu_parts = [
+                    _cpu_s(pids[:1]) - cpu_before[0],
+                    _cpu_s(pids[1:]) - cpu_before[1],
+                    time.process_time() - cpu_before[2],
+                ]
+                cpu = sum(cpu_parts)
+                # The measurement's own reading, outside the CPU counted above.
+                throttled: list[float] = []
+                overheads = Overheads()
+                intervals: list[tuple[float, float]] = []
+                for stage in stages:
+                    await _replay(client, stage, throttled, overheads, intervals)
                 stats = await client.stats()
         provider = await _sim_stats(sim.url)
     finally:
@@ -327,7 +526,15 @@ async def run_ours(
         "ours", records, t0, agents * slots * (end - t0), agents * slots, cpu, provider,
         {
             "controller_retries": stats.retries,
+            "stage_overheads": overheads.to_json(),
+            "rate_keys_waited": {k.key: f"{k.waited}/{k.admitted}" for k in stats.rate_keys},
+            "cpu_s_controller": round(cpu_parts[0], 2),
+            "cpu_s_agents": round(cpu_parts[1], 2),
+            "cpu_s_client": round(cpu_parts[2], 2),
             "slots_per_agent": slots,
+            "peak_busy_slots": _peak(intervals),
+            "job_critical_path_p50_s": round(_median(_critical_paths(stages)), 3),
+            "progress_priority": progress_priority,
             "throttled_tasks": len(throttled),
             "throttled_wait_mean_s": round(sum(throttled) / len(throttled), 3) if throttled else 0,
         },

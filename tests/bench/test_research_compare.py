@@ -40,3 +40,15 @@ def test_compare_prints_every_row_for_the_three_systems() -> None:
     assert isinstance(out["all_claims_beaten"], bool)
     for column in out["columns"].values():
         assert column["jobs_failed"] + column["jobs_degraded"] <= out["jobs"]
+    ours = out["columns"]["ours"]
+    # Busy time and the per-phase numbers come from the controller's log, read after the run.
+    assert ours["busy_slot_s"] > 0
+    phases = ours["stage_overheads"]
+    assert phases["stages"] >= out["jobs"]
+    assert phases["wall_mean_ms"] >= phases["critical_run_mean_ms"] > 0
+    assert phases["to_running_mean_ms"] >= phases["throttled_mean_ms"] >= 0
+    parts = ours["cpu_s_controller"] + ours["cpu_s_agents"] + ours["cpu_s_client"]
+    assert abs(parts - ours["cpu_s"]) < 0.05
+    assert ours["progress_priority"] is True
+    assert 1 <= ours["peak_busy_slots"] <= ours["slots"]
+    assert 0 < ours["job_critical_path_p50_s"] <= ours["job_completion_p50_s"]

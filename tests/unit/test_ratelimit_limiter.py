@@ -273,6 +273,33 @@ def test_end_attempt_gives_each_slot_back_exactly_once() -> None:
 # ----------------------------------------------------------------- learning from signals
 
 
+def test_scarce_agent_room_goes_to_the_most_urgent_task_whichever_key_it_waits_on() -> None:
+    """Two keys with room, one agent slot: the high-priority task on the key used second goes
+    before the low-priority one on the key used first; then the next best."""
+    wide = KeyLimits(rpm=6000, adaptive=False)
+    lim = limiter(search=wide, llm=wide)
+    early, late = task("early", "search"), task("late", "llm", priority=5)
+    second = task("second", "search")
+    for t in (early, late, second):
+        lim.offer(t, 0.0)
+
+    assert ids(lim.release(0.0, limit=1)) == ["late"]
+    assert ids(lim.release(0.0, limit=1)) == ["early"]
+    assert ids(lim.release(0.0)) == ["second"]
+
+
+def test_under_a_limit_a_full_key_does_not_hold_up_the_other_keys_lines() -> None:
+    lim = limiter(full=KeyLimits(rpm=60, safety=1.0, burst_s=1.0, adaptive=False), free=KeyLimits())
+    lim.offer(task("first", "full"), 0.0)
+    assert ids(lim.release(0.0, limit=5)) == ["first"]
+    blocked, other = task("blocked", "full", priority=9), task("other", "free")
+    lim.offer(blocked, 0.0)
+    lim.offer(other, 0.0)
+
+    assert ids(lim.release(0.5, limit=5)) == ["other"]
+    assert blocked.state == TaskState.THROTTLED
+
+
 def admitted_one(lim: RateLimiter, now: float = 0.0, *, est_tokens: float = 0.0) -> Task:
     t = task("probe", est_tokens=est_tokens)
     lim.offer(t, now)
@@ -425,13 +452,34 @@ def test_a_429_does_not_lower_a_stated_limit() -> None:
     assert lim.gates["k"].request_rate() == pytest.approx(4.9)
 
 
-def test_no_remaining_requests_pauses_an_adaptive_key_until_the_reset() -> None:
+def test_no_remaining_requests_pauses_an_adaptive_key_until_one_request_is_back() -> None:
+    """The reset is when the provider's bucket is full again; it has room for the next request
+    after one request's share of the limit: 60 / the stated per-minute limit."""
+    lim = limiter(k=KeyLimits(rpm=600))
+    t = admitted_one(lim)
+
+    lim.observe(t, metadata(status="200", limit="900", remaining="0", reset="1"), 5.0)
+
+    assert lim.gates["k"].paused_until == pytest.approx(5.0 + 60 / 900)
+    assert lim.gates["k"].stats.emptied == 1
+
+
+def test_no_remaining_requests_without_a_stated_limit_pause_for_one_paced_request() -> None:
     lim = limiter(k=KeyLimits(rpm=600))
     t = admitted_one(lim)
 
     lim.observe(t, metadata(status="200", remaining="0", reset="3"), 5.0)
 
-    assert lim.gates["k"].paused_until == 8.0
+    assert lim.gates["k"].paused_until == pytest.approx(5.0 + 1 / 9.8)  # 600 rpm x 0.98
+
+
+def test_a_reset_shorter_than_one_request_is_the_pause() -> None:
+    lim = limiter(k=KeyLimits(rpm=600))
+    t = admitted_one(lim)
+
+    lim.observe(t, metadata(status="200", limit="60", remaining="0", reset="0.25"), 5.0)
+
+    assert lim.gates["k"].paused_until == 5.25
 
 
 def test_remaining_requests_do_not_pause_the_key() -> None:

@@ -45,6 +45,8 @@ class KeyStats:
     """429s the provider answered for this key."""
     tokens: float = 0.0
     """Tokens reported used."""
+    emptied: int = 0
+    """Answers that said no requests remain (the key pauses until one has come back)."""
 
 
 class KeyGate:
@@ -285,43 +287,68 @@ class RateLimiter:
 
     def release(self, now: float, limit: int | None = None) -> list[Task]:
         """Admit waiting tasks whose keys all have room now, charging them; at most ``limit``
-        (what agents can take at once), so admission happens when a task can be sent."""
+        (what agents can take at once), so admission happens when a task can be sent.
+
+        Under a ``limit`` the keys' lines are merged: the best head over every key (priority,
+        then its place) goes first, so a scarce agent slot goes to the most urgent task
+        whichever key it waits on, not to whichever key was used first."""
         out: list[Task] = []
-        for gate in list(self.gates.values()):
-            while gate.waiting and (limit is None or len(out) < limit):
-                task = gate.head()
-                if task is None:
-                    break
-                keys = task.spec.rate_keys
-                gates = [self.gates[k] for k in keys]
-                amounts = [g.tokens_for(task) for g in gates]
-                full = next(
-                    (g for g, t in zip(gates, amounts, strict=True) if not g.has_room(t, now)),
-                    None,
-                )
-                if full is not None:
-                    # Demand presses on a learned request rate: let the learner probe upward.
-                    for g in gates:
-                        if (
-                            g.learner is not None
-                            and g.requests is not None
-                            and not g.requests.can_take(1.0, now)
-                        ):
-                            g.learner.on_pressure(now)
-                            g._rate_changed(now)
-                    if full is gate:
+        if limit is None:
+            for gate in list(self.gates.values()):
+                while gate.waiting:
+                    task = gate.head()
+                    if task is None or not self._try(gate, task, now, out):
                         break
-                    # Another of its keys is full: wait in that key's line, so the tasks behind
-                    # it on this one are not held up by a key they do not use.
-                    gate.pop_head()
-                    full.enqueue(task, task.throttle_place)
-                    continue
-                gate.pop_head()
-                for g, t in zip(gates, amounts, strict=True):
-                    g.charge(t, now)
-                task.rate_hold = list(zip(keys, amounts, strict=True))
-                out.append(task)
+            return out
+        heads: list[tuple[int, int, int, KeyGate]] = []
+
+        def push(i: int, gate: KeyGate) -> None:
+            task = gate.head() if gate.waiting else None
+            if task is not None:
+                heapq.heappush(heads, (-task.spec.priority, task.throttle_place, i, gate))
+
+        for i, gate in enumerate(list(self.gates.values())):
+            push(i, gate)
+        while heads and len(out) < limit:
+            _, _, i, gate = heapq.heappop(heads)
+            task = gate.head()
+            if task is not None and self._try(gate, task, now, out):
+                push(i, gate)  # its next task (or, moved to a full key's line, the one behind)
         return out
+
+    def _try(self, gate: KeyGate, task: Task, now: float, out: list[Task]) -> bool:
+        """Admit ``task``, the head of ``gate``'s line, into ``out`` if every key has room.
+        Returns whether the line may go on: False when ``gate`` itself is full; True when the
+        task was admitted, or moved to wait in the line of another key of its own that is full
+        (so the tasks behind it here are not held up by a key they do not use)."""
+        keys = task.spec.rate_keys
+        gates = [self.gates[k] for k in keys]
+        amounts = [g.tokens_for(task) for g in gates]
+        full = next(
+            (g for g, t in zip(gates, amounts, strict=True) if not g.has_room(t, now)),
+            None,
+        )
+        if full is not None:
+            # Demand presses on a learned request rate: let the learner probe upward.
+            for g in gates:
+                if (
+                    g.learner is not None
+                    and g.requests is not None
+                    and not g.requests.can_take(1.0, now)
+                ):
+                    g.learner.on_pressure(now)
+                    g._rate_changed(now)
+            if full is gate:
+                return False
+            gate.pop_head()
+            full.enqueue(task, task.throttle_place)
+            return True
+        gate.pop_head()
+        for g, t in zip(gates, amounts, strict=True):
+            g.charge(t, now)
+        task.rate_hold = list(zip(keys, amounts, strict=True))
+        out.append(task)
+        return True
 
     def next_release(self, now: float) -> float | None:
         """Earliest time at which waiting time alone may admit a task (None: nothing waits, or
@@ -427,4 +454,20 @@ def _learn(
     remaining = signals.number(metadata, signals.REMAINING_REQUESTS)
     reset = signals.number(metadata, signals.RESET_REQUESTS_S)
     if remaining is not None and remaining <= 0 and reset:
-        gate.paused_until = max(gate.paused_until, now + reset)
+        gate.stats.emptied += 1
+        gate.paused_until = max(gate.paused_until, now + _one_request_s(gate, stated, reset))
+
+
+def _one_request_s(gate: KeyGate, stated: float | None, reset: float) -> float:
+    """How long a provider that reported no requests remaining takes to have room for one.
+
+    ``reset`` is the time until its bucket is *full* again (OpenAI's and Anthropic's
+    ``*-reset-requests``), not until it has room: a key paused for all of it sits idle while
+    the provider's bucket refills (a 15-deep one-second bucket that reads empty has room again
+    after 1/15 s). The bucket refills at the stated per-minute limit, else at the rate we
+    pace; a provider whose window really is fixed answers the next request 429 with a
+    Retry-After, which pauses the key for as long as it says."""
+    if stated:
+        return min(reset, 60.0 / stated)
+    rate = gate.request_rate()
+    return min(reset, 1.0 / rate) if rate else reset
