@@ -239,3 +239,21 @@ def test_a_malformed_record_names_its_line(tmp_path: Path) -> None:
     path.write_text('{"handler": "x", "run_s": 1}\n{"handler": "x"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2"):
         load_records(path)
+
+
+def test_learning_item_costs_never_imports_numpy_ma_on_the_event_loop() -> None:
+    """np.median's first call imports numpy.ma (0.05-0.2 s of CPU); the predictor's median
+    must not, and must agree with it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from deerflow_controller.core.predictor import _median\n"
+        "for n in range(1, 12):\n"
+        "    a = np.arange(float(n))[::-1] ** 2\n"
+        "    assert _median(a) == float(np.sort(a)[(n - 1) // 2:n // 2 + 1].mean()), n\n"
+        "print('numpy.ma' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
