@@ -65,3 +65,19 @@ def test_the_bench_commands_load_without_langchain_until_the_example_runs() -> N
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
 
     assert out.stdout.strip() == "[]"
+
+
+def test_the_dropins_use_only_the_public_sdk_of_the_controller() -> None:
+    """Built on the SDK as DeerFlow would use it: no controller internals (the core, the
+    services, the shell), so the drop-ins keep working across the controller's refactors."""
+    import deerflow_dropins
+
+    root = Path(str(deerflow_dropins.__file__)).parent
+    offenders = [
+        f"{path.name}:{line} imports {module}"
+        for path in sorted(root.rglob("*.py"))
+        for line, module in _imports(path)
+        if module.startswith("deerflow_controller") and module != "deerflow_controller.client"
+    ]
+
+    assert offenders == []
