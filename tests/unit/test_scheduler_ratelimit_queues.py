@@ -396,3 +396,20 @@ def test_an_attempt_reclaimed_after_its_agent_was_given_up_holds_its_rate_slot_a
     s.finished("A", [ok("y", 1, job_id="j2")], 3.0)
     assert_slots_settled(s)
     assert_event_log_sound(job)
+
+
+def test_a_task_held_only_for_an_agent_slot_says_so_and_is_not_counted_as_a_wait_on_its_key() -> (
+    None
+):
+    s = limited({KEY: KeyLimits(concurrency=10, adaptive=False), "full": ONE_PER_SECOND})
+    s.agent_joined("A", ["llm"], 1, 0.0)
+    s.submit(JOB, "", [keyed_spec("first", "full")], 0.0)
+    assert assigned_ids(s.take()) == ["first"]  # "full" has no room until t=1
+
+    job = s.submit("j2", "", [keyed_spec("slot", KEY), keyed_spec("key", "full")], 0.1)
+
+    said = {e.task_id: e.detail for e in job.events if e.state == TaskState.THROTTLED}
+    assert said == {"slot": "waiting for a free agent slot; its rate keys have room", "key": ""}
+    assert gate(s).stats.waited == 0
+    assert gate(s, "full").stats.waited == 1
+    assert_event_log_sound(job)

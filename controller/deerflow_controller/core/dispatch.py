@@ -160,6 +160,11 @@ def make_ready(self: SchedulerCore, task: Task, now: float, detail: str = "") ->
     self._emit(task, TaskState.QUEUED, now, detail=detail)
 
 
+SLOT_WAIT = "waiting for a free agent slot; its rate keys have room"
+"""The detail of a THROTTLED event of a rate-keyed task held only because no agent can take it
+yet (a task is admitted to its keys when it can be sent, so it waits in its keys' line)."""
+
+
 def release_throttled(self: SchedulerCore, now: float) -> None:
     """Move tasks whose rate keys have room into the ready queue; report the rest
     THROTTLED once; arrange to be ticked when time alone can admit more."""
@@ -173,8 +178,15 @@ def release_throttled(self: SchedulerCore, now: float) -> None:
     for task in released:
         self._push_ready(task, now)
         self._emit(task, TaskState.QUEUED, now)
+    agents_full = len(released) >= room
     for task in self._offered:
-        if task.state == TaskState.THROTTLED:
+        if task.state != TaskState.THROTTLED:
+            continue
+        if agents_full and limiter.keys_have_room(task, now):
+            # Admission waits for a slot to send it to (see above), not for its keys: say so,
+            # and do not count it as a wait on a key.
+            self._emit(task, TaskState.THROTTLED, now, detail=SLOT_WAIT)
+        else:
             limiter.note_waiting(task)
             self._emit(task, TaskState.THROTTLED, now)
     self._offered.clear()

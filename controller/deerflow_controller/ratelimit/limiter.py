@@ -316,6 +316,16 @@ class RateLimiter:
                 push(i, gate)  # its next task (or, moved to a full key's line, the one behind)
         return out
 
+    def keys_have_room(self, task: Task, now: float) -> bool:
+        """Whether every key of ``task`` would admit it now (it waits for something else: an
+        agent slot)."""
+        gates = self.gates
+        for key in task.spec.rate_keys:
+            gate = gates.get(key)
+            if gate is not None and not gate.has_room(gate.tokens_for(task), now):
+                return False
+        return True
+
     def _try(self, gate: KeyGate, task: Task, now: float, out: list[Task]) -> bool:
         """Admit ``task``, the head of ``gate``'s line, into ``out`` if every key has room.
         Returns whether the line may go on: False when ``gate`` itself is full; True when the
