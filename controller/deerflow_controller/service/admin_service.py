@@ -9,6 +9,7 @@ import grpc
 from deerflow_controller.core.model import TaskState
 from deerflow_controller.core.predictor import Features
 from deerflow_controller.core.summaries import cache_summary, circuit_summary, quarantine_summary
+from deerflow_controller.core.validation import quote
 from deerflow_controller.service.shell import Shell
 from deerflow_controller.service.tuner_loop import TunerLoop
 from deerflow_protos import admin_pb2, admin_pb2_grpc
@@ -178,6 +179,6 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             known = ", ".join(sorted(shell.sessions)) or "none"
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"no agent {request.agent_id!r} is connected (connected: {known})",
+                f"no agent {quote(request.agent_id)} is connected (connected: {known})",
             )
         return admin_pb2.DrainAgentResponse()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from deerflow_controller.core.validation import quote
 from deerflow_controller.service import wire
 from deerflow_controller.service.inputs import hash_for_readers, input_chunks
 from deerflow_controller.service.shell import AgentSession, Shell
@@ -33,7 +34,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         if hello.max_epoch_seen > shell.config.epoch:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"agent {hello.agent_id!r} has seen epoch {hello.max_epoch_seen}, newer than "
+                f"agent {quote(hello.agent_id)} has seen epoch {hello.max_epoch_seen}, newer than "
                 f"this controller's epoch {shell.config.epoch}: this controller is no longer "
                 "the leader; connect to the current one",
             )
@@ -102,9 +103,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         if not hello.agent_id:
             problem = "Hello has no agent_id; give the agent a unique id (--id)"
         elif hello.slots <= 0:
-            problem = f"agent {hello.agent_id!r} offers {hello.slots} slots; offer at least 1"
+            problem = f"agent {quote(hello.agent_id)} offers {hello.slots} slots; offer at least 1"
         elif not hello.handlers:
-            problem = f"agent {hello.agent_id!r} offers no handlers; install at least one"
+            problem = f"agent {quote(hello.agent_id)} offers no handlers; install at least one"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         return hello
@@ -160,7 +161,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         found = (
             input_chunks(job, ref.task_id, ref.attempt, request.task_id, request.offset)
             if job is not None
-            else f"no job {ref.job_id!r} here (it ended, or another controller leads now)"
+            else f"no job {quote(ref.job_id)} here (it ended, or another controller leads now)"
         )
         if isinstance(found, str):
             await context.abort(grpc.StatusCode.NOT_FOUND, found)
