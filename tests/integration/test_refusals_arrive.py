@@ -121,6 +121,34 @@ GARBAGE = b"\xff\xff\xff\xff\xff"  # a varint that never ends: no message parses
 SENTENCE = "not a valid {} message (its protobuf bytes do not parse)"
 
 
+async def test_an_agent_hello_with_an_over_long_or_unprintable_name_is_refused(
+    cluster: Cluster,
+) -> None:
+    from deerflow_protos import agent_pb2, agent_pb2_grpc
+
+    def hello(agent_id: str, handler: str, labels: dict[str, str]) -> agent_pb2.AgentMessage:
+        info = agent_pb2.HandlerInfo(name=handler)
+        return agent_pb2.AgentMessage(
+            hello=agent_pb2.Hello(agent_id=agent_id, slots=1, handlers=[info], labels=labels)
+        )
+
+    cases = [
+        (hello("a" * 100_000, "echo", {}), "Hello's agent id 'aaa"),
+        (hello("imp", "h" * 100_000, {}), "agent 'imp': handler name 'hhh"),
+        (hello("imp", "echo\n", {}), "agent 'imp': handler name 'echo\\n' has an unprintable"),
+        (hello("imp", "echo", {"k": "v" * 300}), "agent 'imp': value of label 'k'"),
+    ]
+    async with grpc.aio.insecure_channel(cluster.address) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        for message, fragment in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in stub.Connect(iter([message]), timeout=30):
+                    pass
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = info.value.details() or ""
+            assert fragment in details and len(details) < SHORT, details
+
+
 async def test_garbage_bytes_get_invalid_argument_and_one_log_line_per_peer(
     controller_with_log: tuple[str, ManagedProcess],
 ) -> None:
@@ -145,6 +173,7 @@ async def test_garbage_bytes_get_invalid_argument_and_one_log_line_per_peer(
             async for _ in call:
                 pass
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert SENTENCE.format("AgentMessage") in (info.value.details() or "")
         # The controller still serves well-formed calls.
         async with AsyncClient(address, timeout_s=30) as client:
             assert (await client.submit([Task("fine", "echo")])).job_id

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from deerflow_controller.core.validation import quote
+from deerflow_controller.core.validation import name_problem, quote
 from deerflow_controller.service import wire
 from deerflow_controller.service.inputs import hash_for_readers, input_chunks
 from deerflow_controller.service.shell import AgentSession, Shell
@@ -89,9 +89,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         try:
             first = await asyncio.wait_for(anext(request_iterator), HELLO_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):
+            # The stream also ends at a message that does not parse (service.malformed), which
+            # leaves its own sentence in the context.
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"send Hello as the first message within {HELLO_TIMEOUT_S:g} s",
+                context.details()
+                or f"send Hello as the first message within {HELLO_TIMEOUT_S:g} s",
             )
             raise  # unreachable: abort raises
         if first.WhichOneof("msg") != "hello":
@@ -106,6 +109,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             problem = f"agent {quote(hello.agent_id)} offers {hello.slots} slots; offer at least 1"
         elif not hello.handlers:
             problem = f"agent {quote(hello.agent_id)} offers no handlers; install at least one"
+        else:
+            problem = _hello_names_problem(hello)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         return hello
@@ -179,3 +184,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 await context.write(outbound.popleft())
             if session.closed:
                 return
+
+
+def _hello_names_problem(hello: agent_pb2.Hello) -> str | None:
+    """The agent id, handler names and labels of a Hello: each a bounded, printable name (the
+    same bounds as a task's, so that every handler a task can name fits)."""
+    problem = name_problem(hello.agent_id, "agent id")
+    if problem is not None:
+        return f"Hello's {problem}"
+    fields = [("handler name", h.name) for h in hello.handlers]
+    for key, value in hello.labels.items():
+        fields += [("label key", key), (f"value of label {quote(key, 32)}", value)]
+    for field, value in fields:
+        problem = name_problem(value, field)
+        if problem is not None:
+            return f"agent {quote(hello.agent_id)}: {problem}"
+    return None
