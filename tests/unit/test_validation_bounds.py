@@ -19,9 +19,9 @@ from deerflow_controller.core.validation import (
 LIMITS = Limits(max_payload_bytes=1024, max_tasks_per_job=5000, max_retries=10)
 
 
-def refusal(specs: list[TaskSpec], **kw: str) -> str:
+def refusal(specs: list[TaskSpec], job_id: str = "", name: str = "") -> str:
     with pytest.raises(JobRejected) as caught:
-        validate_job(specs, LIMITS, **kw)
+        validate_job(specs, LIMITS, job_id=job_id, name=name)
     return caught.value.message
 
 
