@@ -34,7 +34,10 @@ class Task:
 
     ``payload`` is data for the handler: bytes as given, str as UTF-8, anything else as JSON.
     ``timeout_s`` is the start-to-close timeout of one attempt (0 = controller default);
-    ``max_retries`` -1 means the controller's default."""
+    ``max_retries`` -1 means the controller's default. ``priority``: higher runs first, from
+    -1,000,000 to 1,000,000. Names (``id``, ``handler``, ``tenant``, rate keys, label keys and
+    values) are at most 256 UTF-8 bytes of printable characters; the controller refuses others
+    with InvalidJobError naming the field."""
 
     id: str
     handler: str
