@@ -176,7 +176,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
     ) -> admin_pb2.DrainAgentResponse:
         shell = self.shell
         if not shell.drain_agent(request.agent_id, "requested by an operator"):
-            known = ", ".join(sorted(shell.sessions)) or "none"
+            # A few names, not all: a status message over gRPC's metadata limit never arrives.
+            names = sorted(shell.sessions)
+            known = ", ".join(quote(n, 32) for n in names[:5]) or "none"
+            if len(names) > 5:
+                known += f" and {len(names) - 5} more"
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no agent {quote(request.agent_id)} is connected (connected: {known})",
