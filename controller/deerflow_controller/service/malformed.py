@@ -36,6 +36,10 @@ MAX_PEERS_TRACKED = 4096
 malformed messages come from many addresses."""
 
 
+MAX_PARSERS_CACHED = 256
+"""Guarded parsers kept for reuse: one per method served (a few dozen)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Malformed:
     """What the guarded deserializer returns for bytes that do not parse."""
@@ -89,7 +93,11 @@ class MalformedRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         guarded = self._parsers.get(parse)
         if guarded is None:
-            guarded = self._parsers[parse] = _deserializer(parse, _type_name(parse))
+            guarded = _deserializer(parse, _type_name(parse))
+            # One per method's parser (the generated FromString, fixed at registration); the
+            # bound only matters if some handler made a new parser per call.
+            if len(self._parsers) < MAX_PARSERS_CACHED:
+                self._parsers[parse] = guarded
         method: str = details.method
         kw = {"request_deserializer": guarded, "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
