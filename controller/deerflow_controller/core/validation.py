@@ -164,7 +164,7 @@ def _check_inputs(spec: TaskSpec) -> None:
 def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
     if not spec.id:
         raise JobRejected(f"task #{index} has no id; give every task a unique id")
-    problem = name_problem(spec.id, "id")
+    problem = None if _name_ok(spec.id) else name_problem(spec.id, "id")
     if problem is not None:
         raise JobRejected(f"task #{index}: {problem}")
     name = quote(spec.id)
@@ -214,6 +214,13 @@ def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
 
 def _check_names(name: str, spec: TaskSpec) -> None:
     """The task's handler, tenant, rate keys and labels: each a bounded, printable name."""
+    ok = _name_ok(spec.handler) and _name_ok(spec.tenant)
+    for key in spec.rate_keys:
+        ok = ok and _name_ok(key)
+    for key, value in spec.labels.items():
+        ok = ok and _name_ok(key) and _name_ok(value)
+    if ok:
+        return  # the usual case, without building a sentence's worth of pairs
     fields: list[tuple[str, str]] = [("handler", spec.handler), ("tenant", spec.tenant)]
     fields += [("rate key", key) for key in spec.rate_keys]
     for key, value in spec.labels.items():
@@ -222,6 +229,14 @@ def _check_names(name: str, spec: TaskSpec) -> None:
         problem = name_problem(value, field)
         if problem is not None:
             raise JobRejected(f"task {name}: {problem}")
+
+
+def _name_ok(value: str, most: int = MAX_NAME_BYTES) -> bool:
+    """:func:`name_problem` is None, cheaply: a name of at most ``most / 4`` characters fits in
+    ``most`` UTF-8 bytes without encoding it."""
+    return (len(value) <= most >> 2 or len(value.encode("utf-8", "surrogatepass")) <= most) and (
+        value.isprintable()
+    )
 
 
 def _cycle_text(cycle: Sequence[str]) -> str:
