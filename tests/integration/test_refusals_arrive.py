@@ -118,6 +118,7 @@ async def controller_with_log() -> AsyncIterator[tuple[str, ManagedProcess]]:
 
 
 GARBAGE = b"\xff\xff\xff\xff\xff"  # a varint that never ends: no message parses from it
+NOT_UTF8 = b"\x0a\x02\xff\xfe"  # well framed, but job_id (a string) is not UTF-8
 SENTENCE = "not a valid {} message (its protobuf bytes do not parse)"
 
 
@@ -156,9 +157,9 @@ async def test_garbage_bytes_get_invalid_argument_and_one_log_line_per_peer(
     async with grpc.aio.insecure_channel(address) as channel:
         # No serializers: the bytes go on the wire as they are.
         submit = channel.unary_unary("/deerflow.v1.JobService/SubmitJob")
-        for _ in range(50):
+        for i in range(50):
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await submit(GARBAGE, timeout=30)
+                await submit(GARBAGE if i % 2 else NOT_UTF8, timeout=30)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert SENTENCE.format("SubmitJobRequest") in (info.value.details() or "")
         watch = channel.unary_stream("/deerflow.v1.JobService/WatchJob")
