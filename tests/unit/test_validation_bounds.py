@@ -89,3 +89,10 @@ def test_a_job_id_or_name_over_its_limit_is_refused_before_the_tasks_are_read() 
     assert refusal([], job_id="j" * 257).startswith("job id 'jjj")
     assert refusal([], name="n" * 1025).startswith("job name 'nnn")
     assert refusal([], job_id="a\nb").startswith("job id 'a\\nb' has an unprintable")
+
+
+def test_the_sdk_names_the_task_and_the_range_for_a_priority_the_wire_cannot_carry() -> None:
+    from deerflow_controller.client import Task
+
+    with pytest.raises(ValueError, match=r"task 'a': priority 1099511627776 does not fit"):
+        Task("a", "echo", priority=2**40).to_proto()

@@ -87,7 +87,13 @@ class Task:
         spec.handler = self.handler
         spec.payload = encode_payload(self.payload)
         if self.priority:
-            spec.priority = self.priority
+            try:
+                spec.priority = self.priority
+            except ValueError:  # protobuf's own words ("Value out of range") name no field
+                raise ValueError(
+                    f"task {self.id!r}: priority {self.priority} does not fit the wire's "
+                    "int32; use -1000000 to 1000000 (higher runs first)"
+                ) from None
         if self.timeout_s:
             spec.timeout_s = self.timeout_s
         spec.max_retries = self.max_retries
