@@ -3,8 +3,8 @@
 Each failure names the task and the problem in a sentence a person can act on; the shell maps
 :class:`JobRejected` to INVALID_ARGUMENT or RESOURCE_EXHAUSTED. A sentence cites what was sent
 only through :func:`quote` (a bounded prefix): a status message travels in gRPC's trailing
-metadata, and one over its limit (8 KB by default) never reaches the client, which sees
-"Stream removed" instead.
+metadata, and one over the client's limit (8 KB soft, 16 KB hard by default) never reaches it:
+the client sees "Stream removed" instead.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def name_problem(value: str, field: str, most: int = MAX_NAME_BYTES) -> str | No
     """What is wrong with ``value`` as a name (None: nothing): over ``most`` UTF-8 bytes, or a
     character that is not printable (control characters, line breaks, invisible formatting).
     The sentence names ``field`` and the limit and cites a bounded prefix."""
-    if len(value) > most or len(value.encode("utf-8", "surrogatepass")) > most:
-        size = len(value.encode("utf-8", "surrogatepass"))
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > most:
         return (
             f"{field} {quote(value, 32)} is {size} bytes, over the limit of {most}; "
             f"use a shorter {field}"
