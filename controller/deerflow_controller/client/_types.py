@@ -34,7 +34,10 @@ class Task:
 
     ``payload`` is data for the handler: bytes as given, str as UTF-8, anything else as JSON.
     ``timeout_s`` is the start-to-close timeout of one attempt (0 = controller default);
-    ``max_retries`` -1 means the controller's default."""
+    ``max_retries`` -1 means the controller's default. ``priority``: higher runs first, from
+    -1,000,000 to 1,000,000. Names (``id``, ``handler``, ``tenant``, rate keys, label keys and
+    values) are at most 256 UTF-8 bytes of printable characters; the controller refuses others
+    with InvalidJobError naming the field."""
 
     id: str
     handler: str
@@ -84,7 +87,13 @@ class Task:
         spec.handler = self.handler
         spec.payload = encode_payload(self.payload)
         if self.priority:
-            spec.priority = self.priority
+            try:
+                spec.priority = self.priority
+            except ValueError:  # protobuf's own words ("Value out of range") name no field
+                raise ValueError(
+                    f"task {self.id!r}: priority {self.priority} does not fit the wire's "
+                    "int32; use -1000000 to 1000000 (higher runs first)"
+                ) from None
         if self.timeout_s:
             spec.timeout_s = self.timeout_s
         spec.max_retries = self.max_retries

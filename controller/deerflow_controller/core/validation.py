@@ -1,7 +1,10 @@
 """Checks a submitted job before anything is accepted: all-or-nothing, pure, no I/O.
 
 Each failure names the task and the problem in a sentence a person can act on; the shell maps
-:class:`JobRejected` to INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
+:class:`JobRejected` to INVALID_ARGUMENT or RESOURCE_EXHAUSTED. A sentence cites what was sent
+only through :func:`quote` (a bounded prefix): a status message travels in gRPC's trailing
+metadata, and one over the client's limit (8 KB soft, 16 KB hard by default) never reaches it:
+the client sees "Stream removed" instead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,53 @@ class Limits:
     job runs, and short enough that the timers of a forgotten one do not outlive a release."""
 
 
+MAX_NAME_BYTES = 256
+"""Longest job id, task id, handler name, tenant, rate key and label key or value, in UTF-8
+bytes: room for any naming scheme (a UUID is 36, a rate key such as "llm/key-1/gpt-4o" 16),
+and a bound on what each of them costs in every index, metric label and log line."""
+
+MAX_JOB_NAME_BYTES = 1024
+"""Longest job name (free-form text shown by `deerflow stats` and the dashboard)."""
+
+MAX_PRIORITY = 1_000_000
+"""Priorities run from -MAX_PRIORITY to MAX_PRIORITY (higher first): far more levels than any
+ranking needs, and far from int32's ends, where arithmetic on them would overflow elsewhere."""
+
+QUOTE_CHARS = 64
+"""How much of a value sent a refusal cites (see :func:`quote`)."""
+
+CYCLE_TASKS_SHOWN = 4
+"""How many tasks of a dependency cycle a refusal names."""
+
+
+def quote(value: str, most: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` for a short value; for a longer one, the repr of its first ``most``
+    characters and how many more there were: every message that echoes input uses this, so a
+    1 MB id yields a 100-character sentence."""
+    if len(value) <= most:
+        return repr(value)
+    return f"{value[:most]!r}... ({len(value) - most} more characters)"
+
+
+def name_problem(value: str, field: str, most: int = MAX_NAME_BYTES) -> str | None:
+    """What is wrong with ``value`` as a name (None: nothing): over ``most`` UTF-8 bytes, or a
+    character that is not printable (control characters, line breaks, invisible formatting).
+    The sentence names ``field`` and the limit and cites a bounded prefix."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > most:
+        return (
+            f"{field} {quote(value, 32)} is {size} bytes, over the limit of {most}; "
+            f"use a shorter {field}"
+        )
+    if not value.isprintable():
+        at = next(i for i, c in enumerate(value) if not c.isprintable())
+        return (
+            f"{field} {quote(value, 32)} has an unprintable character ({value[at]!r} at "
+            f"position {at}); use printable characters only"
+        )
+    return None
+
+
 class JobRejected(Exception):
     """The job was refused as a whole; nothing of it was accepted."""
 
@@ -32,9 +82,24 @@ class JobRejected(Exception):
         self.too_large = too_large
 
 
-def validate_job(specs: Sequence[TaskSpec], limits: Limits, *, deadline_s: float = 0.0) -> None:
+def validate_job(
+    specs: Sequence[TaskSpec],
+    limits: Limits,
+    *,
+    deadline_s: float = 0.0,
+    job_id: str = "",
+    name: str = "",
+) -> None:
     """Raise :class:`JobRejected` for the first problem found; return None when the job is sound.
-    ``deadline_s`` is the job's deadline as submitted (0: none)."""
+    ``deadline_s`` is the job's deadline as submitted (0: none); ``job_id`` and ``name`` as
+    submitted ("" when not given)."""
+    for value, field, most in (
+        (job_id, "job id", MAX_NAME_BYTES),
+        (name, "job name", MAX_JOB_NAME_BYTES),
+    ):
+        problem = name_problem(value, field, most) if value else None
+        if problem is not None:
+            raise JobRejected(problem)
     if not specs:
         raise JobRejected("the job has no tasks; submit at least one task")
     if not _seconds_in_range(deadline_s, limits.max_deadline_s):
@@ -53,50 +118,64 @@ def validate_job(specs: Sequence[TaskSpec], limits: Limits, *, deadline_s: float
         _check_task(index, spec, limits)
         if spec.id in ids:
             raise JobRejected(
-                f"task id {spec.id!r} appears more than once; task ids must be unique"
+                f"task id {quote(spec.id)} appears more than once; task ids must be unique"
             )
         ids.add(spec.id)
     for spec in specs:
         for dep in spec.depends_on:
             if dep == spec.id:
-                raise JobRejected(f"task {spec.id!r} depends on itself; remove it from depends_on")
+                raise JobRejected(
+                    f"task {quote(spec.id)} depends on itself; remove it from depends_on"
+                )
             if dep not in ids:
                 raise JobRejected(
-                    f"task {spec.id!r} depends on {dep!r}, which is not a task of this job"
+                    f"task {quote(spec.id)} depends on {quote(dep)}, which is not a task of "
+                    "this job"
                 )
         if spec.inputs:
             _check_inputs(spec)
     cycle = find_cycle(specs)
     if cycle:
-        path = " -> ".join(repr(t) for t in cycle)
-        raise JobRejected(f"the dependencies form a cycle: {path}; remove one of these edges")
+        raise JobRejected(f"the dependencies form a cycle: {_cycle_text(cycle)}")
 
 
 def _check_inputs(spec: TaskSpec) -> None:
     """A task's named inputs: each a dependency of it, once, and not beside inputs_all."""
     if spec.inputs_all:
         raise JobRejected(
-            f"task {spec.id!r} asks for all its inputs and names some too; give one or the other"
+            f"task {quote(spec.id)} asks for all its inputs and names some too; give one or "
+            "the other"
         )
     seen: set[str] = set()
     deps = frozenset(spec.depends_on)
     for name in spec.inputs:
         if name not in deps:
             raise JobRejected(
-                f"task {spec.id!r} asks for the output of {name!r}, which is not in its "
+                f"task {quote(spec.id)} asks for the output of {quote(name)}, which is not in its "
                 "depends_on; add it there or remove it from inputs"
             )
         if name in seen:
-            raise JobRejected(f"task {spec.id!r} names input {name!r} twice; name it once")
+            raise JobRejected(
+                f"task {quote(spec.id)} names input {quote(name)} twice; name it once"
+            )
         seen.add(name)
 
 
 def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
     if not spec.id:
         raise JobRejected(f"task #{index} has no id; give every task a unique id")
-    name = repr(spec.id)
+    problem = None if _name_ok(spec.id) else name_problem(spec.id, "id")
+    if problem is not None:
+        raise JobRejected(f"task #{index}: {problem}")
+    name = quote(spec.id)
     if not spec.handler:
         raise JobRejected(f"task {name} names no handler; set handler to an installed handler")
+    _check_names(name, spec)
+    if not -MAX_PRIORITY <= spec.priority <= MAX_PRIORITY:
+        raise JobRejected(
+            f"task {name} has priority {spec.priority}; use -{MAX_PRIORITY} to {MAX_PRIORITY} "
+            "(higher runs first)"
+        )
     for field, value in (
         ("timeout_s", spec.timeout_s),
         ("schedule_to_start_s", spec.schedule_to_start_s),
@@ -131,6 +210,46 @@ def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
             "or raise --max-payload-bytes",
             too_large=True,
         )
+
+
+def _check_names(name: str, spec: TaskSpec) -> None:
+    """The task's handler, tenant, rate keys and labels: each a bounded, printable name."""
+    ok = _name_ok(spec.handler) and _name_ok(spec.tenant)
+    for key in spec.rate_keys:
+        ok = ok and _name_ok(key)
+    for key, value in spec.labels.items():
+        ok = ok and _name_ok(key) and _name_ok(value)
+    if ok:
+        return  # the usual case, without building a sentence's worth of pairs
+    fields: list[tuple[str, str]] = [("handler", spec.handler), ("tenant", spec.tenant)]
+    fields += [("rate key", key) for key in spec.rate_keys]
+    for key, value in spec.labels.items():
+        fields += [("label key", key), (f"value of label {quote(key, 32)}", value)]
+    for field, value in fields:
+        problem = name_problem(value, field)
+        if problem is not None:
+            raise JobRejected(f"task {name}: {problem}")
+
+
+def _name_ok(value: str, most: int = MAX_NAME_BYTES) -> bool:
+    """:func:`name_problem` is None, cheaply: a name of at most ``most / 4`` characters fits in
+    ``most`` UTF-8 bytes without encoding it."""
+    return (len(value) <= most >> 2 or len(value.encode("utf-8", "surrogatepass")) <= most) and (
+        value.isprintable()
+    )
+
+
+def _cycle_text(cycle: Sequence[str]) -> str:
+    """A cycle as "'a' -> 'b' -> 'a'; remove one of these edges", naming at most
+    ``CYCLE_TASKS_SHOWN`` tasks of a long one (a 3,000-task cycle is one line, not 30 KB)."""
+    if len(cycle) - 1 <= CYCLE_TASKS_SHOWN:
+        path = " -> ".join(quote(t) for t in cycle)
+        return f"{path}; remove one of these edges"
+    shown = " -> ".join(quote(t) for t in cycle[:CYCLE_TASKS_SHOWN])
+    return (
+        f"{shown} -> ... ({len(cycle) - 1} tasks in all, back to {quote(cycle[0])}); "
+        "remove one of its edges"
+    )
 
 
 def _seconds_in_range(value: float, most: float) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from deerflow_common.errors import TaskError
 from deerflow_controller.core.model import SplitPolicy
+from deerflow_controller.core.validation import quote
 from deerflow_controller.decomposer._model import (
     Analysis,
     DecomposerConfig,
@@ -143,7 +144,7 @@ def plan_custom(
             Strategy.NONE,
             (),
             0,
-            f"not split: handler {name!r}'s splitter returned one part",
+            f"not split: handler {quote(name)}'s splitter returned one part",
             request.items_field,
             True,
         )
@@ -163,7 +164,7 @@ def plan_custom(
         strategy, shape = Strategy.PARALLEL_CHUNKS, "chunks"
     what = f"{count} {request.items_field or 'items'} into " if count else ""
     reason = (
-        f"split {what}{len(parts)} {shape} by handler {name!r}'s splitter: "
+        f"split {what}{len(parts)} {shape} by handler {quote(name)}'s splitter: "
         f"{ratio_text(analysis, request.kind)}"
     )
     return Plan(name, strategy, tuple(parts), count, reason, request.items_field, True, analysis)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deerflow_common.errors import TaskError
+from deerflow_controller.core.validation import quote
 from deerflow_controller.decomposer._model import Merger, Part, Plan, Strategy, split_error
 from deerflow_controller.decomposer._payload import json_type
 
@@ -174,7 +175,7 @@ def merge_parts(
         by_index.setdefault(o.index, o)
     missing = [p.index for p in plan.parts if p.index not in by_index]
     if missing:
-        raise ValueError(f"merge of a {plan.handler!r} task is missing parts {missing}")
+        raise ValueError(f"merge of a {quote(plan.handler)} task is missing parts {missing}")
     partial = partial_results and plan.strategy is not Strategy.PIPELINE
     failures: list[tuple[Part, TaskError]] = []
     for part in plan.parts:
@@ -223,7 +224,7 @@ def _merge_whole(
     if isinstance(out, TaskError):
         return MergeResult(b"", out, _item_errors(failures), out.message)
     errors = _item_errors(failures)
-    detail = f"merged {n} parts with handler {plan.handler!r}'s merger"
+    detail = f"merged {n} parts with handler {quote(plan.handler)}'s merger"
     if failures:
         part, error = failures[0]
         detail += f"; {len(failures)} failed (first, {_where(plan, part)}: {error.message})"

@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 from deerflow_common.errors import ErrorClass, ErrorKind, TaskError
 from deerflow_controller.core.model import SplitPolicy
+from deerflow_controller.core.validation import quote
 
 __all__ = [
     "Analysis",
@@ -208,7 +209,7 @@ def split_error(handler: str, stage: str, problem: str, fix: str) -> TaskError:
     same payload or the same outputs would fail the same way."""
     return TaskError(
         ErrorKind.SPLIT_ERROR,
-        f"handler {handler!r} {stage}: {problem}; {fix}",
+        f"handler {quote(handler)} {stage}: {problem}; {fix}",
         retryable=False,
         error_class=ErrorClass.FATAL,
     )

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from deerflow_common.errors import TaskError
+from deerflow_controller.core.validation import quote
 from deerflow_controller.decomposer._model import split_error
 
 __all__ = ["json_type", "parse_items", "part_payload"]
@@ -35,7 +36,7 @@ def parse_items(
 ) -> tuple[dict[str, Any], list[Any]] | TaskError:
     """The decoded payload object and its item list, or a SPLIT_ERROR saying what is wrong with
     the payload and how to fix it. Never raises."""
-    fix = f"send a JSON object with a list in {items_field!r} or set split=NEVER"
+    fix = f"send a JSON object with a list in {quote(items_field)} or set split=NEVER"
     try:
         doc = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -57,7 +58,7 @@ def parse_items(
         return doc, []
     items = doc[items_field]
     if not isinstance(items, list):
-        problem = f"payload field {items_field!r} is a JSON {json_type(items)}, not an array"
+        problem = f"payload field {quote(items_field)} is a JSON {json_type(items)}, not an array"
         return split_error(handler, "splitter", problem, fix)
     return doc, items
 

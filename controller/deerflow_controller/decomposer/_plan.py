@@ -23,6 +23,7 @@ from typing import Any
 
 from deerflow_common.errors import TaskError
 from deerflow_controller.core.model import SplitPolicy
+from deerflow_controller.core.validation import quote
 from deerflow_controller.decomposer._model import (
     Analysis,
     DecomposerConfig,
@@ -125,14 +126,14 @@ def plan_items(request: SplitRequest, config: DecomposerConfig) -> Plan | TaskEr
     if request.policy is SplitPolicy.NEVER:
         return whole("the submitter set split=NEVER")
     if not field:
-        return whole(f"handler {name!r} declares no items field")
+        return whole(f"handler {quote(name)} declares no items field")
     parsed = parse_items(name, request.payload, field)
     if isinstance(parsed, TaskError):
         return parsed
     doc, items = parsed
     n = len(items)
     if n < 2:
-        return whole(f"{_plural(n, 'item')} in {field!r}, nothing to split", n)
+        return whole(f"{_plural(n, 'item')} in {quote(field)}, nothing to split", n)
     analysis = analyse(request, n, config)
     slots = max(0, request.free_slots)
     most = request.max_items_per_part

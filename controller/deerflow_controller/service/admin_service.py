@@ -9,6 +9,7 @@ import grpc
 from deerflow_controller.core.model import TaskState
 from deerflow_controller.core.predictor import Features
 from deerflow_controller.core.summaries import cache_summary, circuit_summary, quarantine_summary
+from deerflow_controller.core.validation import quote
 from deerflow_controller.service.shell import Shell
 from deerflow_controller.service.tuner_loop import TunerLoop
 from deerflow_protos import admin_pb2, admin_pb2_grpc
@@ -175,9 +176,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
     ) -> admin_pb2.DrainAgentResponse:
         shell = self.shell
         if not shell.drain_agent(request.agent_id, "requested by an operator"):
-            known = ", ".join(sorted(shell.sessions)) or "none"
+            # A few names, not all: a status message over gRPC's metadata limit never arrives.
+            names = sorted(shell.sessions)
+            known = ", ".join(quote(n, 32) for n in names[:5]) or "none"
+            if len(names) > 5:
+                known += f" and {len(names) - 5} more"
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"no agent {request.agent_id!r} is connected (connected: {known})",
+                f"no agent {quote(request.agent_id)} is connected (connected: {known})",
             )
         return admin_pb2.DrainAgentResponse()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from deerflow_controller.core.validation import name_problem, quote
 from deerflow_controller.service import wire
 from deerflow_controller.service.inputs import hash_for_readers, input_chunks
 from deerflow_controller.service.shell import AgentSession, Shell
@@ -33,7 +34,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         if hello.max_epoch_seen > shell.config.epoch:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"agent {hello.agent_id!r} has seen epoch {hello.max_epoch_seen}, newer than "
+                f"agent {quote(hello.agent_id)} has seen epoch {hello.max_epoch_seen}, newer than "
                 f"this controller's epoch {shell.config.epoch}: this controller is no longer "
                 "the leader; connect to the current one",
             )
@@ -88,9 +89,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         try:
             first = await asyncio.wait_for(anext(request_iterator), HELLO_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):
+            # The stream also ends at a message that does not parse (service.malformed), which
+            # leaves its own sentence in the context.
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"send Hello as the first message within {HELLO_TIMEOUT_S:g} s",
+                context.details()
+                or f"send Hello as the first message within {HELLO_TIMEOUT_S:g} s",
             )
             raise  # unreachable: abort raises
         if first.WhichOneof("msg") != "hello":
@@ -102,9 +106,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         if not hello.agent_id:
             problem = "Hello has no agent_id; give the agent a unique id (--id)"
         elif hello.slots <= 0:
-            problem = f"agent {hello.agent_id!r} offers {hello.slots} slots; offer at least 1"
+            problem = f"agent {quote(hello.agent_id)} offers {hello.slots} slots; offer at least 1"
         elif not hello.handlers:
-            problem = f"agent {hello.agent_id!r} offers no handlers; install at least one"
+            problem = f"agent {quote(hello.agent_id)} offers no handlers; install at least one"
+        else:
+            problem = _hello_names_problem(hello)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         return hello
@@ -160,7 +166,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         found = (
             input_chunks(job, ref.task_id, ref.attempt, request.task_id, request.offset)
             if job is not None
-            else f"no job {ref.job_id!r} here (it ended, or another controller leads now)"
+            else f"no job {quote(ref.job_id)} here (it ended, or another controller leads now)"
         )
         if isinstance(found, str):
             await context.abort(grpc.StatusCode.NOT_FOUND, found)
@@ -178,3 +184,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 await context.write(outbound.popleft())
             if session.closed:
                 return
+
+
+def _hello_names_problem(hello: agent_pb2.Hello) -> str | None:
+    """The agent id, handler names and labels of a Hello: each a bounded, printable name (the
+    same bounds as a task's, so that every handler a task can name fits)."""
+    problem = name_problem(hello.agent_id, "agent id")
+    if problem is not None:
+        return f"Hello's {problem}"
+    fields = [("handler name", h.name) for h in hello.handlers]
+    for key, value in hello.labels.items():
+        fields += [("label key", key), (f"value of label {quote(key, 32)}", value)]
+    for field, value in fields:
+        problem = name_problem(value, field)
+        if problem is not None:
+            return f"agent {quote(hello.agent_id)}: {problem}"
+    return None

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from deerflow_controller.core.inputs import fetchable_input, wanted_inputs
 from deerflow_controller.core.model import Job, Task
 from deerflow_controller.core.types import AttemptResult
+from deerflow_controller.core.validation import quote
 from deerflow_protos import agent_pb2
 
 __all__ = ["FETCH_CHUNK_BYTES", "InputPacker", "hash_for_readers", "input_chunks"]
@@ -71,7 +72,7 @@ def input_chunks(
     if isinstance(found, str):
         return found
     if offset > len(found):
-        return f"offset {offset} is past the end of the {len(found)}-byte output of {dep_id!r}"
+        return f"offset {offset} is past the end of the {len(found)}-byte output of {quote(dep_id)}"
     view = memoryview(found)
     return (
         bytes(view[i : i + FETCH_CHUNK_BYTES])

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from deerflow_controller.core.model import TERMINAL_STATES, Event, Job, TaskState
-from deerflow_controller.core.validation import JobRejected, Limits, validate_job
+from deerflow_controller.core.validation import JobRejected, Limits, quote, validate_job
 from deerflow_controller.service import wire
 from deerflow_controller.service.shell import SchedulerReplaced, Shell
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
@@ -35,7 +35,13 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     ) -> client_pb2.SubmitJobResponse:
         specs = wire.specs_from_request(request)
         try:
-            validate_job(specs, self.limits, deadline_s=request.deadline_s)
+            validate_job(
+                specs,
+                self.limits,
+                deadline_s=request.deadline_s,
+                job_id=request.job_id,
+                name=request.name,
+            )
         except JobRejected as e:
             code = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -52,7 +58,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 )
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS,
-                f"job {job_id!r} already exists with different tasks; "
+                f"job {quote(job_id)} already exists with different tasks; "
                 "use a new job id, or resubmit exactly the same tasks",
             )
         # The journal (HA) records this request: the acceptance time lets a new leader keep
@@ -86,11 +92,11 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                     # lives on with the next leader. The leader gate ends the call (once, with
                     # UNAVAILABLE and the new leader's address); raised, not aborted here, as an
                     # abort is awaited and the gate must not race a second one against it.
-                    raise SchedulerReplaced(f"job {job.id!r} was watched across a term's end")
+                    raise SchedulerReplaced(f"job {quote(job.id)} was watched across a term's end")
                 if shell.job(job.id) is not job:
                     await context.abort(
                         grpc.StatusCode.NOT_FOUND,
-                        f"job {job.id!r} expired while being watched; fetch results sooner or "
+                        f"job {quote(job.id)} expired while being watched; fetch results sooner or "
                         "raise the retention",
                     )
                 await wake.wait()
@@ -122,7 +128,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         if unknown:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"job {job.id!r} has no task {unknown[0]!r}; nothing was cancelled",
+                f"job {quote(job.id)} has no task {quote(unknown[0])}; nothing was cancelled",
             )
         ids = list(request.task_ids) or None
         n = self.shell.cancel(job.id, ids, request.reason)
@@ -153,7 +159,8 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         task = job.tasks.get(request.task_id)
         if task is None:
             await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"job {job.id!r} has no task {request.task_id!r}"
+                grpc.StatusCode.NOT_FOUND,
+                f"job {quote(job.id)} has no task {quote(request.task_id)}",
             )
             raise AssertionError("unreachable")
         out = client_pb2.TaskStatus(
@@ -175,7 +182,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         if job is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"no job {job_id!r}: it was never submitted here, or it finished more than "
+                f"no job {quote(job_id)}: it was never submitted here, or it finished more than "
                 f"{self.shell.config.scheduler.job_retention_s:g} s ago and was forgotten",
             )
             raise AssertionError("unreachable")

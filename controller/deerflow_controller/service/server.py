@@ -24,6 +24,7 @@ from deerflow_controller.service.admin_service import AdminService
 from deerflow_controller.service.agent_service import AgentService
 from deerflow_controller.service.embedded import LocalAgents
 from deerflow_controller.service.job_service import JobService
+from deerflow_controller.service.malformed import MalformedRequestGuard
 from deerflow_controller.service.shell import Shell
 from deerflow_controller.service.tuner_loop import TunerLoop
 from deerflow_controller.tuning import Mode, Tuner
@@ -99,7 +100,12 @@ class Controller:
     def __init__(self, config: ControllerConfig, ha: HaConfig | None = None) -> None:
         self.config = config
         self.gate = LeaderGate("") if ha is not None else None
-        interceptors = [self.gate] if self.gate is not None else None
+        # Outermost: a request that does not parse is refused before the gate or a servicer
+        # reads it.
+        self.malformed = MalformedRequestGuard()
+        interceptors: list[grpc.aio.ServerInterceptor] = [self.malformed]
+        if self.gate is not None:
+            interceptors.append(self.gate)
         self.server = grpc.aio.server(
             interceptors=interceptors, options=server_options(config.max_message_bytes)
         )

@@ -25,6 +25,7 @@ from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import AttemptKey, HandlerTraits, Job, Task, TaskSpec
 from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredJob, Scheduler
+from deerflow_controller.core.validation import quote
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.service import wire
 from deerflow_controller.service.cache_saver import CacheSaver
@@ -267,7 +268,7 @@ class Shell:
         }
         setter = setters.get(knob)
         if setter is None:
-            raise ValueError(f"no knob {knob!r}; knobs are {', '.join(sorted(setters))}")
+            raise ValueError(f"no knob {quote(knob)}; knobs are {', '.join(sorted(setters))}")
         setter(value, self.clock())
         self._changed()
 
