@@ -184,9 +184,11 @@ def task_from_json(obj: object, where: str) -> Task:
             raise JobFileError(f'{where}: give "payload" or "{PAYLOAD_B64}", not both')
         values["payload"] = _base64(obj[PAYLOAD_B64], where)
     try:
-        return Task(**values)
+        task = Task(**values)
+        task.to_proto()  # what the SDK checks as it encodes (priority range, cache, inputs)
     except ValueError as e:  # a check of Task's own
         raise JobFileError(f"{where}: {e}") from None
+    return task
 
 
 def _unknown_key(key: str) -> str:

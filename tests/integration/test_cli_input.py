@@ -106,6 +106,13 @@ JOB_FILES: list[tuple[str, str, str, str]] = [
         '{"id": "a"}\n',
         'job.jsonl line 1: task "a": "handler" is missing; every task needs it',
     ),
+    (
+        "a priority the wire cannot carry",
+        "job.jsonl",
+        '{"id": "a", "handler": "echo", "priority": 1000000000000}\n',
+        "job.jsonl line 1: task \"a\": task 'a': priority 1000000000000 does not fit the wire's "
+        "int32; use -1000000 to 1000000 (higher runs first)",
+    ),
 ]
 
 
