@@ -84,6 +84,8 @@ def trace_context_problem(tc: Mapping[str, str]) -> str | None:
     if problem is not None:
         return f"trace_context has {problem}; send fewer"
     for key, value in tc.items():
+        if _name_ok(key) and _name_ok(value, MAX_TRACE_VALUE_BYTES):
+            continue  # the usual case: no sentence built
         problem = name_problem(key, "trace_context key")
         if problem is None and not _name_ok(value, MAX_TRACE_VALUE_BYTES):
             problem = name_problem(
@@ -193,16 +195,17 @@ def validate_job(
             too_large=True,
         )
     ids: set[str] = set()
+    count = len(specs)
     for index, spec in enumerate(specs):
         _check_task(index, spec, limits)
         if spec.trace_context and spec.trace_context is not trace_context:
             problem = trace_context_problem(spec.trace_context)
             if problem is not None:
                 raise JobRejected(f"task {quote(spec.id)}: {problem}")
-        if len(spec.depends_on) > len(specs):
+        if len(spec.depends_on) > count:
             raise JobRejected(
                 f"task {quote(spec.id)} has {len(spec.depends_on)} depends_on entries, more than "
-                f"the job has tasks ({len(specs)}); name each dependency once"
+                f"the job has tasks ({count}); name each dependency once"
             )
         if spec.id in ids:
             raise JobRejected(
@@ -258,12 +261,13 @@ def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
     name = quote(spec.id)
     if not spec.handler:
         raise JobRejected(f"task {name} names no handler; set handler to an installed handler")
-    for problem in (
-        count_problem(len(spec.labels), "labels", MAX_LABELS),
-        count_problem(len(spec.rate_keys), "rate keys", MAX_RATE_KEYS),
-    ):
-        if problem is not None:
-            raise JobRejected(f"task {name} has {problem}; send fewer")
+    if len(spec.labels) > MAX_LABELS or len(spec.rate_keys) > MAX_RATE_KEYS:
+        for problem in (
+            count_problem(len(spec.labels), "labels", MAX_LABELS),
+            count_problem(len(spec.rate_keys), "rate keys", MAX_RATE_KEYS),
+        ):
+            if problem is not None:
+                raise JobRejected(f"task {name} has {problem}; send fewer")
     _check_names(name, spec)
     if not -MAX_PRIORITY <= spec.priority <= MAX_PRIORITY:
         raise JobRejected(
