@@ -10,7 +10,7 @@ the client sees "Stream removed" instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from deerflow_controller.core.model import TaskSpec
@@ -43,6 +43,81 @@ QUOTE_CHARS = 64
 
 CYCLE_TASKS_SHOWN = 4
 """How many tasks of a dependency cycle a refusal names."""
+
+MAX_LABELS = 64
+"""Most labels on a task or in an agent's Hello: each is kept for the task's or agent's life
+and matched on placement, so their number is bounded as each one's size is."""
+
+MAX_RATE_KEYS = 16
+"""Most rate keys (budgets) one task draws on: it waits until every one has room."""
+
+MAX_TRACE_CONTEXT_ENTRIES = 16
+"""Most entries in a trace context, the job's or a task's (W3C's traceparent and tracestate
+need two; baggage-style extras a few more)."""
+
+MAX_TRACE_VALUE_BYTES = 512
+"""Longest value in a trace context, in UTF-8 bytes (W3C caps tracestate at 512 characters);
+keys are names (:data:`MAX_NAME_BYTES`)."""
+
+MAX_HANDLERS_PER_AGENT = 1024
+"""Most handlers one agent's Hello declares: each costs an entry in every placement index for
+as long as the agent stays (a Hello declaring 100,000 held 1.18 GB)."""
+
+MAX_CANCEL_IDS = 100_000
+"""Most task ids one CancelJob names (and never more than the job has tasks)."""
+
+UNKNOWN_IDS_SHOWN = 3
+"""How many unknown task ids a refusal of a CancelJob names."""
+
+
+def count_problem(count: int, field: str, most: int) -> str | None:
+    """The sentence for ``count`` ``field`` over the limit ``most`` (None: within it)."""
+    if count <= most:
+        return None
+    return f"{count} {field}, over the limit of {most}"
+
+
+def trace_context_problem(tc: Mapping[str, str]) -> str | None:
+    """What is wrong with a trace context (None: nothing): too many entries, a key that is not
+    a name, or a value over :data:`MAX_TRACE_VALUE_BYTES`."""
+    problem = count_problem(len(tc), "entries", MAX_TRACE_CONTEXT_ENTRIES)
+    if problem is not None:
+        return f"trace_context has {problem}; send fewer"
+    for key, value in tc.items():
+        if _name_ok(key) and _name_ok(value, MAX_TRACE_VALUE_BYTES):
+            continue  # the usual case: no sentence built
+        problem = name_problem(key, "trace_context key")
+        if problem is None and not _name_ok(value, MAX_TRACE_VALUE_BYTES):
+            problem = name_problem(
+                value, f"trace_context value of {quote(key, 32)}", MAX_TRACE_VALUE_BYTES
+            )
+        if problem is not None:
+            return problem
+    return None
+
+
+def cancel_count_problem(count: int, job_tasks: int) -> str | None:
+    """What is wrong with a CancelJob naming ``count`` task ids of a job of ``job_tasks`` tasks
+    (None: nothing): more ids than the job has tasks, or than :data:`MAX_CANCEL_IDS`."""
+    problem = count_problem(count, "task ids", min(job_tasks, MAX_CANCEL_IDS))
+    if problem is None:
+        return None
+    return (
+        f"the CancelJob names {problem} (the job has {job_tasks} tasks); name each task once, "
+        "or none to cancel the whole job; nothing was cancelled"
+    )
+
+
+def unknown_ids_problem(ids: Sequence[str], known: Mapping[str, object], job_id: str) -> str | None:
+    """The ids of ``ids`` not in ``known`` (None: none), of which the sentence names at most
+    :data:`UNKNOWN_IDS_SHOWN` (each a bounded prefix) and counts the rest."""
+    unknown = [t for t in ids if t not in known]
+    if not unknown:
+        return None
+    shown = ", ".join(quote(t, 32) for t in unknown[:UNKNOWN_IDS_SHOWN])
+    more = len(unknown) - UNKNOWN_IDS_SHOWN
+    rest = f" and {more} more" if more > 0 else ""
+    return f"job {quote(job_id)} has no task {shown}{rest}; nothing was cancelled"
 
 
 def quote(value: str, most: int = QUOTE_CHARS) -> str:
@@ -89,10 +164,12 @@ def validate_job(
     deadline_s: float = 0.0,
     job_id: str = "",
     name: str = "",
+    trace_context: Mapping[str, str] | None = None,
 ) -> None:
     """Raise :class:`JobRejected` for the first problem found; return None when the job is sound.
     ``deadline_s`` is the job's deadline as submitted (0: none); ``job_id`` and ``name`` as
-    submitted ("" when not given)."""
+    submitted ("" when not given); ``trace_context`` the job's (each task without one of its
+    own shares it, and is not checked again)."""
     for value, field, most in (
         (job_id, "job id", MAX_NAME_BYTES),
         (name, "job name", MAX_JOB_NAME_BYTES),
@@ -100,6 +177,10 @@ def validate_job(
         problem = name_problem(value, field, most) if value else None
         if problem is not None:
             raise JobRejected(problem)
+    if trace_context:
+        problem = trace_context_problem(trace_context)
+        if problem is not None:
+            raise JobRejected(f"the job's {problem}")
     if not specs:
         raise JobRejected("the job has no tasks; submit at least one task")
     if not _seconds_in_range(deadline_s, limits.max_deadline_s):
@@ -114,8 +195,18 @@ def validate_job(
             too_large=True,
         )
     ids: set[str] = set()
+    count = len(specs)
     for index, spec in enumerate(specs):
         _check_task(index, spec, limits)
+        if spec.trace_context and spec.trace_context is not trace_context:
+            problem = trace_context_problem(spec.trace_context)
+            if problem is not None:
+                raise JobRejected(f"task {quote(spec.id)}: {problem}")
+        if len(spec.depends_on) > count:
+            raise JobRejected(
+                f"task {quote(spec.id)} has {len(spec.depends_on)} depends_on entries, more than "
+                f"the job has tasks ({count}); name each dependency once"
+            )
         if spec.id in ids:
             raise JobRejected(
                 f"task id {quote(spec.id)} appears more than once; task ids must be unique"
@@ -170,6 +261,13 @@ def _check_task(index: int, spec: TaskSpec, limits: Limits) -> None:
     name = quote(spec.id)
     if not spec.handler:
         raise JobRejected(f"task {name} names no handler; set handler to an installed handler")
+    if len(spec.labels) > MAX_LABELS or len(spec.rate_keys) > MAX_RATE_KEYS:
+        for problem in (
+            count_problem(len(spec.labels), "labels", MAX_LABELS),
+            count_problem(len(spec.rate_keys), "rate keys", MAX_RATE_KEYS),
+        ):
+            if problem is not None:
+                raise JobRejected(f"task {name} has {problem}; send fewer")
     _check_names(name, spec)
     if not -MAX_PRIORITY <= spec.priority <= MAX_PRIORITY:
         raise JobRejected(

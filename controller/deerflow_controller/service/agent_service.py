@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from deerflow_controller.core.validation import name_problem, quote
+from deerflow_controller.core.validation import (
+    MAX_HANDLERS_PER_AGENT,
+    MAX_LABELS,
+    count_problem,
+    name_problem,
+    quote,
+)
 from deerflow_controller.service import wire
 from deerflow_controller.service.inputs import hash_for_readers, input_chunks
 from deerflow_controller.service.shell import AgentSession, Shell
@@ -187,11 +193,18 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
 
 def _hello_names_problem(hello: agent_pb2.Hello) -> str | None:
-    """The agent id, handler names and labels of a Hello: each a bounded, printable name (the
-    same bounds as a task's, so that every handler a task can name fits)."""
+    """The agent id, handler names and labels of a Hello: bounded in number (the handler_slots
+    and traits go one per handler), each a bounded, printable name (the same bounds as a
+    task's, so that every handler a task can name fits)."""
     problem = name_problem(hello.agent_id, "agent id")
     if problem is not None:
         return f"Hello's {problem}"
+    for problem in (
+        count_problem(len(hello.handlers), "handlers", MAX_HANDLERS_PER_AGENT),
+        count_problem(len(hello.labels), "labels", MAX_LABELS),
+    ):
+        if problem is not None:
+            return f"agent {quote(hello.agent_id)} declares {problem}; declare fewer"
     fields = [("handler name", h.name) for h in hello.handlers]
     for key, value in hello.labels.items():
         fields += [("label key", key), (f"value of label {quote(key, 32)}", value)]

@@ -9,7 +9,14 @@ from collections.abc import AsyncIterator
 import grpc
 
 from deerflow_controller.core.model import TERMINAL_STATES, Event, Job, TaskState
-from deerflow_controller.core.validation import JobRejected, Limits, quote, validate_job
+from deerflow_controller.core.validation import (
+    JobRejected,
+    Limits,
+    cancel_count_problem,
+    quote,
+    unknown_ids_problem,
+    validate_job,
+)
 from deerflow_controller.service import wire
 from deerflow_controller.service.shell import SchedulerReplaced, Shell
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
@@ -33,7 +40,8 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     async def SubmitJob(
         self, request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> client_pb2.SubmitJobResponse:
-        specs = wire.specs_from_request(request)
+        job_tc = wire.job_trace_context(request)
+        specs = wire.specs_from_request(request, job_tc)
         try:
             validate_job(
                 specs,
@@ -41,6 +49,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 deadline_s=request.deadline_s,
                 job_id=request.job_id,
                 name=request.name,
+                trace_context=job_tc,
             )
         except JobRejected as e:
             code = (
@@ -124,14 +133,14 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         self, request: client_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> client_pb2.CancelJobResponse:
         job = await self._job(request.job_id, context)
-        unknown = [t for t in request.task_ids if t not in job.tasks]
-        if unknown:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"job {quote(job.id)} has no task {quote(unknown[0])}; nothing was cancelled",
-            )
-        ids = list(request.task_ids) or None
-        n = self.shell.cancel(job.id, ids, request.reason)
+        ids = request.task_ids
+        problem = cancel_count_problem(len(ids), len(job.tasks))
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        problem = unknown_ids_problem(ids, job.tasks, job.id)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, problem)
+        n = self.shell.cancel(job.id, list(ids) or None, request.reason)
         return client_pb2.CancelJobResponse(cancelled=n)
 
     async def GetJob(

@@ -26,11 +26,19 @@ from deerflow_protos import agent_pb2, client_pb2, common_pb2
 _NO_STRINGS: dict[str, str] = {}
 
 
-def specs_from_request(request: client_pb2.SubmitJobRequest) -> list[TaskSpec]:
-    """A submitted job's task specs; the job-level trace context (one dict, shared read-only)
-    goes to every task without a context of its own."""
+def job_trace_context(request: client_pb2.SubmitJobRequest) -> dict[str, str]:
+    """A submitted job's own trace context (one dict, shared read-only by its tasks)."""
     tc = request.trace_context
-    job_tc = context_dict(tc) if tc else _NO_STRINGS
+    return context_dict(tc) if tc else _NO_STRINGS
+
+
+def specs_from_request(
+    request: client_pb2.SubmitJobRequest, job_tc: dict[str, str] | None = None
+) -> list[TaskSpec]:
+    """A submitted job's task specs; the job-level trace context ``job_tc`` (by default
+    :func:`job_trace_context`) goes, as the same dict, to every task without one of its own."""
+    if job_tc is None:
+        job_tc = job_trace_context(request)
     return [spec_from_proto(t, job_tc) for t in request.tasks]
 
 
