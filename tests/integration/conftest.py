@@ -55,6 +55,15 @@ async def make_cluster() -> AsyncIterator[Callable[..., Cluster]]:
         await cluster.stop()
 
 
+@pytest.fixture
+async def controller_alone(make_cluster: Callable[..., Cluster]) -> Cluster:
+    """A started controller with no agent: for refusals, which come before anything is
+    scheduled (stopped with the other clusters of ``make_cluster``)."""
+    cluster = make_cluster(0)
+    await cluster.__aenter__()
+    return cluster
+
+
 async def connect(cluster: Cluster) -> AsyncClient:
     """A client whose controller has all of the cluster's agents connected."""
     client = AsyncClient(cluster.address, timeout_s=30)

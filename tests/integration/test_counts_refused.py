@@ -13,20 +13,12 @@ from deerflow_controller.client import AsyncClient, InvalidJobError, NotFoundErr
 from deerflow_controller.core.validation import MAX_HANDLERS_PER_AGENT, MAX_LABELS
 from deerflow_protos import agent_pb2, agent_pb2_grpc, client_pb2, client_pb2_grpc, common_pb2
 
-from .conftest import ClusterFactory
-
 SHORT = 400
 
 
-@pytest.fixture
-async def cluster(make_cluster: ClusterFactory) -> Cluster:
-    # Refusals come before anything is scheduled: no agent needed.
-    c = make_cluster(0)
-    await c.__aenter__()
-    return c
-
-
-async def test_a_hello_declaring_too_many_handlers_or_labels_is_refused(cluster: Cluster) -> None:
+async def test_a_hello_declaring_too_many_handlers_or_labels_is_refused(
+    controller_alone: Cluster,
+) -> None:
     many_handlers = agent_pb2.Hello(
         agent_id="hoarder",
         slots=1,
@@ -42,7 +34,7 @@ async def test_a_hello_declaring_too_many_handlers_or_labels_is_refused(cluster:
         (many_handlers, f"declares 100000 handlers, over the limit of {MAX_HANDLERS_PER_AGENT}"),
         (many_labels, f"declares {MAX_LABELS + 1} labels, over the limit of {MAX_LABELS}"),
     ]
-    async with grpc.aio.insecure_channel(cluster.address) as channel:
+    async with grpc.aio.insecure_channel(controller_alone.address) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         for hello, fragment in cases:
             with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -53,18 +45,18 @@ async def test_a_hello_declaring_too_many_handlers_or_labels_is_refused(cluster:
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             details = info.value.details() or ""
             assert fragment in details and len(details) < SHORT, details
-    async with AsyncClient(cluster.address, timeout_s=30) as client:
+    async with AsyncClient(controller_alone.address, timeout_s=30) as client:
         assert not (await client.stats()).agents  # no agent was admitted
 
 
 async def test_a_job_trace_context_with_too_many_entries_is_invalid_argument(
-    cluster: Cluster,
+    controller_alone: Cluster,
 ) -> None:
     request = client_pb2.SubmitJobRequest(
         tasks=[common_pb2.TaskSpec(id="a", handler="echo")],
         trace_context={f"k{i}": "v" for i in range(10_000)},
     )
-    async with grpc.aio.insecure_channel(cluster.address) as channel:
+    async with grpc.aio.insecure_channel(controller_alone.address) as channel:
         stub = client_pb2_grpc.JobServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.SubmitJob(request, timeout=30)
@@ -74,13 +66,15 @@ async def test_a_job_trace_context_with_too_many_entries_is_invalid_argument(
     )
 
 
-async def test_task_counts_over_the_limits_are_refused_naming_the_field(cluster: Cluster) -> None:
+async def test_task_counts_over_the_limits_are_refused_naming_the_field(
+    controller_alone: Cluster,
+) -> None:
     cases = [
         (Task("a", "echo", labels={f"k{i}": "v" for i in range(1000)}), "1000 labels"),
         (Task("a", "echo", rate_keys=[f"r{i}" for i in range(17)]), "17 rate keys"),
         (Task("a", "echo", depends_on=["b"] * 100_000), "100000 depends_on entries"),
     ]
-    async with AsyncClient(cluster.address, timeout_s=30) as client:
+    async with AsyncClient(controller_alone.address, timeout_s=30) as client:
         for task, fragment in cases:
             with pytest.raises(InvalidJobError) as info:
                 await client.submit([task, Task("b", "echo")])
@@ -88,10 +82,10 @@ async def test_task_counts_over_the_limits_are_refused_naming_the_field(cluster:
 
 
 async def test_a_cancel_naming_a_million_ids_is_refused_and_cancels_nothing(
-    cluster: Cluster,
+    controller_alone: Cluster,
 ) -> None:
     tasks = [Task(f"held{i}", "echo") for i in range(10)]  # no agent: they stay queued
-    async with AsyncClient(cluster.address, timeout_s=60) as client:
+    async with AsyncClient(controller_alone.address, timeout_s=60) as client:
         job = await client.submit(tasks)
         with pytest.raises(InvalidJobError) as info:
             await client.cancel(job.job_id, (f"u{i}" for i in range(1_000_000)))

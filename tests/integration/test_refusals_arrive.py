@@ -18,19 +18,9 @@ from deerflow_bench import READY_PREFIX, Cluster
 from deerflow_controller.client import AsyncClient, InvalidJobError, Task
 from deerflow_controller.service.launcher import ManagedProcess, _env
 
-from .conftest import ClusterFactory
-
 CONTROLLER = str(Path(sys.executable).parent / "deerflow-controller")
 SHORT = 400
 """The longest sentence a refusal may be here: a bounded prefix of the input, not all of it."""
-
-
-@pytest.fixture
-async def cluster(make_cluster: ClusterFactory) -> Cluster:
-    # Validation needs no agent: refusals come before anything is scheduled.
-    c = make_cluster(0)
-    await c.__aenter__()
-    return c
 
 
 async def _refusal(client: AsyncClient, tasks: list[Task], job_id: str = "", name: str = "") -> str:
@@ -42,24 +32,28 @@ async def _refusal(client: AsyncClient, tasks: list[Task], job_id: str = "", nam
     return message
 
 
-async def test_a_100_kb_task_id_gets_the_sentence_not_stream_removed(cluster: Cluster) -> None:
-    async with AsyncClient(cluster.address, timeout_s=30) as client:
+async def test_a_100_kb_task_id_gets_the_sentence_not_stream_removed(
+    controller_alone: Cluster,
+) -> None:
+    async with AsyncClient(controller_alone.address, timeout_s=30) as client:
         message = await _refusal(client, [Task("x" * 100_000, "echo")])
     assert "100000 bytes, over the limit of 256" in message
     assert "id 'xxxx" in message and "more characters" in message
 
 
-async def test_a_3000_task_cycle_is_refused_in_one_short_sentence(cluster: Cluster) -> None:
+async def test_a_3000_task_cycle_is_refused_in_one_short_sentence(
+    controller_alone: Cluster,
+) -> None:
     n = 3000
     tasks = [Task(f"s{i}", "echo", depends_on=[f"s{(i + 1) % n}"]) for i in range(n)]
-    async with AsyncClient(cluster.address, timeout_s=30) as client:
+    async with AsyncClient(controller_alone.address, timeout_s=30) as client:
         message = await _refusal(client, tasks)
     assert message.startswith("the dependencies form a cycle: 's")
     assert "(3000 tasks in all" in message
 
 
-async def test_an_out_of_range_priority_is_invalid_argument(cluster: Cluster) -> None:
-    async with AsyncClient(cluster.address, timeout_s=30) as client:
+async def test_an_out_of_range_priority_is_invalid_argument(controller_alone: Cluster) -> None:
+    async with AsyncClient(controller_alone.address, timeout_s=30) as client:
         for priority in (1_000_001, -(2**31)):
             message = await _refusal(client, [Task("urgent", "echo", priority=priority)])
             assert f"priority {priority}; use -1000000 to 1000000" in message
@@ -84,9 +78,9 @@ NAME_CASES: list[tuple[str, list[Task], dict[str, str], str]] = [
 
 
 async def test_over_long_names_of_each_kind_are_refused_naming_the_field_and_limit(
-    cluster: Cluster,
+    controller_alone: Cluster,
 ) -> None:
-    async with AsyncClient(cluster.address, timeout_s=30) as client:
+    async with AsyncClient(controller_alone.address, timeout_s=30) as client:
         for case, tasks, kw, fragment in NAME_CASES:
             message = await _refusal(client, tasks, **kw)
             assert fragment in message, (case, message)
@@ -123,7 +117,7 @@ SENTENCE = "not a valid {} message (its protobuf bytes do not parse)"
 
 
 async def test_an_agent_hello_with_an_over_long_or_unprintable_name_is_refused(
-    cluster: Cluster,
+    controller_alone: Cluster,
 ) -> None:
     from deerflow_protos import agent_pb2, agent_pb2_grpc
 
@@ -139,7 +133,7 @@ async def test_an_agent_hello_with_an_over_long_or_unprintable_name_is_refused(
         (hello("imp", "echo\n", {}), "agent 'imp': handler name 'echo\\n' has an unprintable"),
         (hello("imp", "echo", {"k": "v" * 300}), "agent 'imp': value of label 'k'"),
     ]
-    async with grpc.aio.insecure_channel(cluster.address) as channel:
+    async with grpc.aio.insecure_channel(controller_alone.address) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         for message, fragment in cases:
             with pytest.raises(grpc.aio.AioRpcError) as info:
