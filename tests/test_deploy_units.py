@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import click
 import pytest
 
 from deerflow_agent.main import main as agent_main
+from deerflow_common.config_file import config_keys
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.main import main as controller_main
 
@@ -24,6 +26,11 @@ DAEMONS: dict[str, click.Command] = {
 }
 SPECIFIERS = {"%H": "host-1", "%%": "%"}
 """systemd specifiers the units may use, with a stand-in value."""
+CONFIG_FILES = {
+    "/etc/deerflow/controller.toml": DEPLOY / "controller.toml",
+    "/etc/deerflow/agent.toml": DEPLOY / "agent.toml",
+}
+"""Where deploy/README.md installs the example config files the units pass with --config."""
 
 
 def unit_settings(path: Path) -> dict[str, list[str]]:
@@ -65,7 +72,8 @@ def command_line(exec_start: str, env: dict[str, str]) -> tuple[str, list[str]]:
             assert m[1] in env, f"ExecStart uses ${{{m[1]}}}, which {ENV_EXAMPLE.name} lacks"
             return env[m[1]]
 
-        words.append(re.sub(r"\$\{(\w+)\}", braced, word))
+        word = re.sub(r"\$\{(\w+)\}", braced, word)
+        words.append(str(CONFIG_FILES.get(word, word)))
     return Path(words[0]).name, words[1:]
 
 
@@ -128,3 +136,36 @@ def test_the_units_describe_controllers_on_etcd_and_agents_that_know_them_all(
     assert c_settings["KillSignal"] == a_settings["KillSignal"] == ["SIGTERM"]
     (agent_stop,) = a_settings["TimeoutStopSec"]
     assert float(agent_stop) > SchedulerConfig().default_timeout_s
+
+
+def test_each_unit_reads_its_example_config_file_with_the_daemons_own_parser(
+    units: dict[str, tuple[dict[str, list[str]], list[str]]],
+) -> None:
+    expected = {
+        "deerflow-controller": CONFIG_FILES["/etc/deerflow/controller.toml"],
+        "deerflow-agent": CONFIG_FILES["/etc/deerflow/agent.toml"],
+    }
+    for daemon, (_, args) in units.items():
+        assert args[args.index("--config") + 1] == str(expected[daemon])
+        with DAEMONS[daemon].make_context(daemon, list(args)) as ctx:
+            from_file = {
+                name
+                for name in ctx.params
+                if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT_MAP
+            }
+        # Every key of the file took effect: none is shadowed by the unit's own command line,
+        # so an operator editing the file is not overruled by a flag they cannot see there.
+        doc = tomllib.loads(expected[daemon].read_text())
+        keys = config_keys(DAEMONS[daemon])
+        assert from_file == {keys[k].name for k in doc}, daemon
+
+
+def test_the_example_config_files_give_the_values_the_units_used_to_pass(
+    units: dict[str, tuple[dict[str, list[str]], list[str]]],
+) -> None:
+    agent = parsed("deerflow-agent", units["deerflow-agent"][1])
+    controller = parsed("deerflow-controller", units["deerflow-controller"][1])
+    assert agent["slots"] == 32
+    assert agent["handler_slots"] == {"llm": 8}
+    assert controller["etcd_prefix"] == agent["etcd_prefix"]
+    assert controller["tenant_weights"] == ("research=3", "batch=1")

@@ -20,6 +20,7 @@ import sys
 import click
 
 from deerflow_common import run, setup_logging
+from deerflow_common.config_file import config_option
 from deerflow_common.etcd import DEFAULT_PREFIX, DEFAULT_TTL_S, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
 
@@ -202,6 +203,7 @@ def _parse_http_allow(ctx: click.Context, param: click.Parameter, value: str) ->
     default=None,
     help="Log level [default: $DEERFLOW_LOG_LEVEL or info].",
 )
+@config_option
 def main(
     controllers: tuple[str, ...],
     agent_id: str | None,

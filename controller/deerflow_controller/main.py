@@ -11,6 +11,7 @@ import click
 
 from deerflow_common import run, setup_logging
 from deerflow_common.cli_types import FiniteFloatRange
+from deerflow_common.config_file import config_option
 from deerflow_common.etcd import DEFAULT_PREFIX, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
 from deerflow_controller.cache import CacheConfig
@@ -226,6 +227,7 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     default=None,
     help="DEBUG, INFO, WARNING... (default $DEERFLOW_LOG_LEVEL or INFO).",
 )
+@config_option
 def main(
     host: str,
     port: int,
