@@ -13,7 +13,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 EXAMPLE_STAMP := $(VENV)/.installed-example
 
-.PHONY: run example test venv lock protos check-protos lint typecheck unit integration bench clean
+.PHONY: run example test venv lock protos check-protos docs lint typecheck unit integration bench clean
 
 run: $(RUN_STAMP)
 	$(BIN)/deerflow demo
@@ -74,6 +74,11 @@ check-protos: $(DEV_STAMP)
 	    rm -rf $$tmp; exit 1; \
 	  fi; \
 	done; rm -rf $$tmp; echo "generated stubs are up to date"
+
+# Regenerate docs/CONFIGURATION.md from the click commands (tests/test_configuration_doc.py fails
+# when it is out of date).
+docs: $(DEV_STAMP)
+	$(BIN)/python tools/gen_config_docs.py
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
