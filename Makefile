@@ -87,6 +87,8 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy controller/deerflow_controller agent/deerflow_agent common/deerflow_common \
 	  simulator/deerflow_simulator bench/deerflow_bench dropins/deerflow_dropins tests
+	MYPYPATH=examples/handler-plugin/src $(BIN)/mypy examples/handler-plugin/src/deerflow_example_handlers \
+	  examples/handler-plugin/tests
 
 unit: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/unit
