@@ -41,7 +41,7 @@ async def test_a_split_wordcount_merges_to_the_same_answer() -> None:
         (b"not json", "the payload is not JSON"),
         (b"[1, 2]", "must be a JSON object, got list"),
         (b'{"text": "a"}', 'field "texts" must be a list of strings'),
-        (b'{"texts": ["a", 3]}', '"texts"[1] is a int, not a string'),
+        (b'{"texts": ["a", 3]}', '"texts"[1] must be a string, got int'),
     ],
 )
 async def test_a_bad_payload_fails_at_once_naming_what_is_wrong(payload: bytes, said: str) -> None:

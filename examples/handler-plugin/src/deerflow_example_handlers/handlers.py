@@ -50,7 +50,7 @@ def _texts(doc: dict[str, Any]) -> list[str]:
         raise FatalError(f'wordcount: "texts" has {len(texts)} entries; at most {MAX_TEXTS}')
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise FatalError(f'wordcount: "texts"[{i}] is a {type(text).__name__}, not a string')
+            raise FatalError(f'wordcount: "texts"[{i}] must be a string, got {type(text).__name__}')
     return texts
 
 
