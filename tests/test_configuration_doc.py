@@ -73,8 +73,6 @@ def test_every_environment_variable_the_code_reads_is_documented(gen: ModuleType
     )
     stale = sorted(set(gen.ENVIRONMENT) - read)
     assert not stale, f"no code reads {stale} any more: remove them from ENVIRONMENT"
-    shadowed = sorted(set(gen.ENVIRONMENT) & declared)
-    assert not shadowed, f"{shadowed} belong to flags now: remove them from ENVIRONMENT"
 
 
 def test_the_check_mode_names_the_command_to_run(

@@ -228,7 +228,8 @@ def render() -> str:
         "Every flag, environment variable and config-file key of the controller, the agent, the "
         "`deerflow` command line (the provider simulator `deerflow sim` and the benchmarks "
         "`deerflow bench` among its subcommands), with its default and meaning. "
-        "Where a flag has an environment variable, the flag wins over it.",
+        "Where a flag has an environment variable, the flag wins over it. The simulator also "
+        "runs as `python -m deerflow_simulator`, with the flags of `deerflow sim`.",
         "",
         "## Config files",
         "",
