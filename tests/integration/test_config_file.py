@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deerflow_controller.client import Task
+import pytest
+
+from deerflow_bench import ControllerProcess
+from deerflow_controller.client import AsyncClient, Task
 
 from .conftest import ClusterFactory, connect
 
@@ -35,3 +38,22 @@ async def test_daemons_started_with_config_files_run_with_their_values(
             assert results["t"].output == b"hi"
         finally:
             await client.close()
+
+
+async def test_a_controllers_config_file_from_the_environment_is_not_handed_to_its_local_agents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEERFLOW_CONFIG names the controller's file; the agents it starts (--local-agents)
+    inherit its environment but not that file, whose controller keys they would refuse."""
+    controller_toml = tmp_path / "controller.toml"
+    controller_toml.write_text('tuner-objective = "latency"\nlocal-agents = 1\n')
+    monkeypatch.setenv("DEERFLOW_CONFIG", str(controller_toml))
+    controller = await ControllerProcess.start()
+    try:
+        async with AsyncClient(controller.address, timeout_s=30) as client:
+            assert (await client.stats()).tuning.objective == "latency"
+            assert len(await client.agents(wait_for=1, timeout_s=20)) == 1
+            job = await client.submit([Task("t", "echo", b"hi")])
+            assert (await job.wait(timeout_s=30))["t"].output == b"hi"
+    finally:
+        await controller.stop()

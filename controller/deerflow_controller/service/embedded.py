@@ -6,7 +6,12 @@ import asyncio
 import os
 from collections.abc import Sequence
 
+from deerflow_common.config_file import CONFIG_ENV
 from deerflow_controller.service.launcher import AgentProcess
+
+_AGENT_ENV = {CONFIG_ENV: ""}
+"""What local agents do not inherit: the controller's own config file (its keys are not theirs;
+an empty value is unset for click). Give them one with ``--agent-arg=--config=agent.toml``."""
 
 
 class LocalAgents:
@@ -24,7 +29,9 @@ class LocalAgents:
         for i in range(self.count):
             agent_id = f"local-{i + 1}-{os.getpid()}"
             self.procs.append(
-                await AgentProcess.start(self.address, agent_id, self.extra_args, quiet=False)
+                await AgentProcess.start(
+                    self.address, agent_id, self.extra_args, quiet=False, env=_AGENT_ENV
+                )
             )
 
     async def stop(self, grace_s: float = 10.0) -> None:
