@@ -167,5 +167,7 @@ def test_the_example_config_files_give_the_values_the_units_used_to_pass(
     controller = parsed("deerflow-controller", units["deerflow-controller"][1])
     assert agent["slots"] == 32
     assert agent["handler_slots"] == {"llm": 8}
+    # One file per daemon: a DEERFLOW_CONFIG both units read would give each the other's keys.
+    assert "DEERFLOW_CONFIG" not in env_file(ENV_EXAMPLE)
     assert controller["etcd_prefix"] == agent["etcd_prefix"]
     assert controller["tenant_weights"] == ("research=3", "batch=1")

@@ -240,7 +240,10 @@ def render() -> str:
         "highest first: **command line, environment, config file, default**. An unknown key "
         "(the closest valid one is suggested), a value of the wrong TOML type or one the flag "
         "refuses stops the daemon with one line naming the file and the key. A relative path "
-        "in the file is read from the file's folder. Examples: "
+        "in the file is read from the file's folder. Each daemon has its own file: set "
+        "`DEERFLOW_CONFIG` per process, not in an environment file both daemons read (a "
+        "controller does not hand its own to the agents it starts with `--local-agents`; give "
+        "them one with `--agent-arg=--config=FILE`). Examples: "
         "[deploy/controller.toml](../deploy/controller.toml), "
         "[deploy/agent.toml](../deploy/agent.toml). The controller's rate limits keep their own "
         "file (`--limits`, see the README), and the simulator's `--config` is a JSON SimConfig.",
