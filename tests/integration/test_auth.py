@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -180,15 +181,15 @@ async def test_another_tenants_job_is_not_found_and_cannot_be_cancelled(
         # Bob gets exactly what a job that does not exist gets.
         with pytest.raises(NotFoundError) as missing:
             await bob.get_job("no-such-job")
-        calls = {
-            "get_job": lambda c: c.get_job(job.job_id),
-            "get_task": lambda c: c.get_task(job.job_id, "s0"),
-            "cancel": lambda c: c.cancel(job.job_id),
-            "watch": lambda c: c.wait(job.job_id, timeout_s=30),
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "get_job": lambda: bob.get_job(job.job_id),
+            "get_task": lambda: bob.get_task(job.job_id, "s0"),
+            "cancel": lambda: bob.cancel(job.job_id),
+            "watch": lambda: bob.wait(job.job_id, timeout_s=30),
         }
         for name, call in calls.items():
             with pytest.raises(NotFoundError) as info:
-                await call(bob)
+                await call()
             assert info.value.message == missing.value.message.replace("no-such-job", job.job_id), (
                 name
             )
@@ -310,3 +311,19 @@ async def test_the_auth_file_is_reloaded_new_tokens_work_and_revoked_ones_are_re
         f"{auth_file} line 1 ([[client]] #1): key 'sha256'" in err
     ), err
     assert carol not in err
+
+
+async def test_local_agents_get_a_join_token_when_auth_is_on(
+    auth_file: Path, tokens: Tokens
+) -> None:
+    controller = await ControllerProcess.start(
+        ["--auth-file", str(auth_file), "--local-agents", "1", "--agent-slots", "2"]
+    )
+    try:
+        async with AsyncClient(controller.address, timeout_s=30, token=tokens.alice) as alice:
+            agents = await alice.agents(wait_for=1, timeout_s=30)
+            assert [a.agent_id.startswith("local-1-") for a in agents] == [True]
+            results = await (await alice.submit([Task("e", "echo", "hi")])).wait(timeout_s=30)
+            assert results["e"].ok and results["e"].agent_id == agents[0].agent_id
+    finally:
+        await controller.stop()
