@@ -119,3 +119,22 @@ def test_only_loopback_is_open_without_credentials() -> None:
     assert problem is not None and "--auth-file" in problem and "--insecure" in problem
     assert exposure_problem(["0.0.0.0"], auth=True, insecure=False) is None
     assert exposure_problem(["0.0.0.0"], auth=False, insecure=True) is None
+
+
+def test_an_mtls_identity_listed_in_the_file_admits_an_agent_without_a_token(
+    tmp_path: Path,
+) -> None:
+    from deerflow_controller.service.auth import AuthInterceptor, _Refusal
+
+    path = tmp_path / "auth.toml"
+    write_atomically(path, '[[agent]]\nname = "node-7"\nidentity = "agent-7.example"\n')
+    seen: dict[str, str | None] = {"identity": "agent-7.example"}
+    auth = AuthInterceptor(Credentials(path), peer_identity=lambda context: seen["identity"])
+    connect = "/deerflow.v1.AgentService/Connect"
+    who = auth.check(connect, "", object())
+    assert who.name == "node-7" and who.role is Role.AGENT
+    for identity in ("agent-8.example", "agent-7.exampl\u00e9", None):
+        seen["identity"] = identity
+        with pytest.raises(_Refusal) as refused:
+            auth.check(connect, "", object())
+        assert "client certificate" in refused.value.message

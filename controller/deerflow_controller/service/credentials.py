@@ -103,7 +103,7 @@ class CredentialSet:
     def agent_by_identity(self, identity: str) -> Principal | None:
         found = None
         for entry in self.agents:
-            if entry.identity and hmac.compare_digest(entry.identity, identity):
+            if entry.identity and hmac.compare_digest(entry.identity.encode(), identity.encode()):
                 found = entry.principal
         return found
 
