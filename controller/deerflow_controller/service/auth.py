@@ -128,13 +128,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if inspect.isasyncgenfunction(inner):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                who = await self._admit(method, token, context)
-                reset = _principal.set(who)
-                try:
-                    async for item in inner(request, context):
-                        yield item
-                finally:
-                    _principal.reset(reset)
+                # Each call runs in a task of its own (its own context): set, never reset, as
+                # a generator may be finalised from another context.
+                _principal.set(await self._admit(method, token, context))
+                async for item in inner(request, context):
+                    yield item
 
             return stream
 
