@@ -199,7 +199,7 @@ def _parse_http_allow(ctx: click.Context, param: click.Parameter, value: str) ->
 )
 @click.option(
     "--join-token-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="File holding the join token of a controller that authenticates agents (its first "
     "line) [default: $DEERFLOW_JOIN_TOKEN].",
