@@ -138,3 +138,17 @@ def test_an_mtls_identity_listed_in_the_file_admits_an_agent_without_a_token(
         with pytest.raises(_Refusal) as refused:
             auth.check(connect, "", object())
         assert "client certificate" in refused.value.message
+
+
+def test_the_controller_refuses_a_bad_auth_file_in_one_line_before_starting(tmp_path: Path) -> None:
+    from deerflow_controller.main import main as controller
+
+    path = tmp_path / "auth.toml"
+    path.write_text(
+        '[[agent]]\nname = "pool"\nsha256 = "' + "0" * 64 + '"\n\n[[client]]\nname = "x"\n'
+    )
+    result = CliRunner().invoke(controller, ["--auth-file", str(path), "--http-port", "0"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"deerflow-controller: {path} line 5 ([[client]] #1): key 'sha256' is missing\n"
+    )
