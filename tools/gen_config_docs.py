@@ -42,7 +42,9 @@ ENVIRONMENT: dict[str, str] = {
     # Logging and identity
     "DEERFLOW_LOG_LEVEL": "Log level of the daemons when `--log-level` is not given "
     "(DEBUG, INFO, WARNING, ...; default INFO).",
-    "DEERFLOW_AGENT_TOKEN": "Token the agent presents in its Hello (empty: none).",
+    "DEERFLOW_JOIN_TOKEN": "The agent's join token when `--join-token-file` is not given "
+    "(the controller's `--auth-file` must admit it); a controller sets it for its local agents.",
+    "DEERFLOW_AGENT_TOKEN": "Older name of `DEERFLOW_JOIN_TOKEN`, read when that is unset.",
     # Provider handlers on agents
     "DEERFLOW_LLM_BASE_URL": "Base URL of the OpenAI-compatible API the `llm` handler calls "
     "when the payload names none (trusted: not subject to `--http-allow`).",

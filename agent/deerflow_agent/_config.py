@@ -42,7 +42,8 @@ class AgentConfig:
     :mod:`deerflow_agent._netpolicy` and docs/SECURITY.md."""
 
     token: str = ""
-    """Sent in Hello for controllers that authenticate agents."""
+    """The join token (`--join-token-file`, `$DEERFLOW_JOIN_TOKEN`): sent as `authorization:
+    Bearer` metadata on the stream and on FetchInput, for controllers that authenticate agents."""
 
     welcome_timeout_s: float = 10.0
     """How long to wait for Welcome after Hello before trying again."""

@@ -18,12 +18,13 @@ from deerflow_common import run, setup_logging
 from deerflow_common.cli_types import FiniteFloatRange
 from deerflow_controller.client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, TaskEvent
 from deerflow_controller.jobfile import JobFileError, load_tasks
+from deerflow_controller.token_cli import token as token_group
 from deerflow_controller.top import top as top_command
 from deerflow_simulator.cli import sim as sim_command
 
 T = TypeVar("T")
 
-address_option = click.option(
+_controller_option = click.option(
     "--controller",
     "address",
     default=DEFAULT_ADDRESS,
@@ -32,6 +33,32 @@ address_option = click.option(
     help="Controller address host:port, or several comma-separated (HA: the client finds the "
     "leader) (env DEERFLOW_CONTROLLER).",
 )
+_TOKEN = "deerflow.token"
+
+
+def _keep_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[_TOKEN] = value or None
+
+
+_token_option = click.option(
+    "--token",
+    envvar="DEERFLOW_TOKEN",
+    default=None,
+    expose_value=False,
+    callback=_keep_token,
+    help="Bearer token for a controller that authenticates clients (env DEERFLOW_TOKEN; the "
+    "environment keeps it out of the process list).",
+)
+
+
+def address_option(f: Any) -> Any:
+    """``--controller`` and ``--token``: where the controller is and what to show it."""
+    return _controller_option(_token_option(f))
+
+
+def _client(address: str) -> AsyncClient:
+    """The SDK client of a command, with the token of ``--token``/DEERFLOW_TOKEN if any."""
+    return AsyncClient(address, token=click.get_current_context().meta.get(_TOKEN))
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -81,7 +108,7 @@ def submit(file: Path, address: str, job_id: str, name: str, wait: bool, deadlin
         sys.exit(2)
 
     async def go() -> int:
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             job = await client.submit(
                 tasks, job_id=job_id, name=name or file.name, deadline_s=deadline
             )
@@ -131,7 +158,7 @@ def watch(job_id: str, address: str, all_events: bool) -> None:
 
     async def go() -> int:
         failed = 0
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             async for ev in client.events(job_id, terminal_only=not all_events):
                 if ev.terminal:
                     failed += ev.state != "SUCCEEDED"
@@ -152,7 +179,7 @@ def cancel(job_id: str, task_ids: tuple[str, ...], address: str) -> None:
     """Cancel a job, or some of its tasks."""
 
     async def go() -> int:
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             return await client.cancel(job_id, task_ids, reason="deerflow cancel")
 
     click.echo(f"cancelled {_run(go())} tasks")
@@ -168,7 +195,7 @@ def agents(address: str, as_json: bool) -> None:
     """List the agents connected to the controller."""
 
     async def go() -> list[Any]:
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             return await client.agents()
 
     rows = _run(go())
@@ -221,7 +248,7 @@ def stats(address: str, as_json: bool) -> None:
     """Show the controller's counters."""
 
     async def go() -> Any:
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             return await client.stats()
 
     s = _run(go())
@@ -343,6 +370,7 @@ def _print_tuning(console: Console, t: Any) -> None:
 # The provider simulator: DeerFlow's LLM, search and reader APIs with their limits, for the
 # demo, benchmarks and tests (deerflow_simulator).
 main.add_command(sim_command, name="sim")
+main.add_command(token_group, name="token")
 
 # The live terminal view of a controller's numbers.
 main.add_command(top_command, name="top")

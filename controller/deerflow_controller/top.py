@@ -9,6 +9,7 @@ load, rate keys, errors and the optimisation suggestions. ``--once`` prints one 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -184,7 +185,9 @@ def render(s: Any) -> RenderableType:
 
 
 async def _loop(url: str, interval_s: float, once: bool, console: Console) -> int:
-    async with aiohttp.ClientSession() as session:
+    token = os.environ.get("DEERFLOW_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with aiohttp.ClientSession(headers=headers) as session:
         if once:
             console.print(render(await fetch_stats(session, url)))
             return 0

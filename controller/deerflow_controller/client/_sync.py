@@ -22,13 +22,19 @@ T = TypeVar("T")
 class Client:
     """Blocking twin of :class:`AsyncClient`; same methods, same errors, same deadlines."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout_s: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout_s: float | None = 30.0,
+        token: str | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="deerflow-client", daemon=True
         )
         self._thread.start()
-        self._async = self._call(_make_client(address, timeout_s))
+        self._async = self._call(_make_client(address, timeout_s, token))
         self.address = address
 
     def __enter__(self) -> Client:
@@ -147,9 +153,9 @@ class SyncJobHandle(SubmittedJob[Client]):
         return self.client.cancel(self.job_id, task_ids, reason=reason)
 
 
-async def _make_client(address: str, timeout_s: float | None) -> AsyncClient:
+async def _make_client(address: str, timeout_s: float | None, token: str | None) -> AsyncClient:
     # The channel must be created on the loop that will use it.
-    return AsyncClient(address, timeout_s=timeout_s)
+    return AsyncClient(address, timeout_s=timeout_s, token=token)
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from deerflow_common.config_file import CONFIG_ENV
 from deerflow_controller.service.launcher import AgentProcess
@@ -19,10 +19,19 @@ class LocalAgents:
 
     Stopping sends SIGTERM (the agents drain), then SIGKILL after ``grace_s``."""
 
-    def __init__(self, address: str, count: int, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        address: str,
+        count: int,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.address = address
         self.count = count
         self.extra_args = list(extra_args)
+        self.env = {**(env or {}), **_AGENT_ENV}
+        """Added to the agents' environment (with --auth-file: their join token); the
+        controller's own config file is taken out."""
         self.procs: list[AgentProcess] = []
 
     async def start(self) -> None:
@@ -30,7 +39,7 @@ class LocalAgents:
             agent_id = f"local-{i + 1}-{os.getpid()}"
             self.procs.append(
                 await AgentProcess.start(
-                    self.address, agent_id, self.extra_args, quiet=False, env=_AGENT_ENV
+                    self.address, agent_id, self.extra_args, quiet=False, env=self.env
                 )
             )
 
