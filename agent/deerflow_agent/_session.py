@@ -37,6 +37,7 @@ import grpc
 from deerflow_common import channel_options
 from deerflow_common.backoff import EQUAL_JITTER, Backoff
 from deerflow_common.errors import AttemptKey
+from deerflow_common.tls import TlsError, aio_channel
 from deerflow_common.tracing import TRACEPARENT, context_dict
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
@@ -267,7 +268,13 @@ class Agent:
 
     async def _connect(self, address: str) -> _End:
         """Open one stream: Hello, Welcome, then serve it until it ends."""
-        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+        try:
+            # TLS files are read at each connection, so replaced ones are used from the next.
+            opened = aio_channel(address, self.config.tls, channel_options())
+        except TlsError as exc:
+            log.warning("cannot connect to controller %s: %s", address, exc)
+            return _End.FAILED
+        async with opened as channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
             try:
                 await call.write(self._hello())
