@@ -22,6 +22,7 @@ from rich.text import Text
 
 from deerflow_common import run
 from deerflow_common.cli_types import FiniteFloatRange
+from deerflow_common.tls import TlsFiles, client_ssl_context
 
 __all__ = ["fetch_stats", "render", "top"]
 
@@ -184,7 +185,10 @@ def render(s: Any) -> RenderableType:
 
 
 async def _loop(url: str, interval_s: float, once: bool, console: Console) -> int:
-    async with aiohttp.ClientSession() as session:
+    # https:// URLs are verified with $DEERFLOW_TLS_CA (and $DEERFLOW_TLS_CERT/KEY presented).
+    tls = TlsFiles.from_env()
+    connector = aiohttp.TCPConnector(ssl=client_ssl_context(tls)) if tls is not None else None
+    async with aiohttp.ClientSession(connector=connector) as session:
         if once:
             console.print(render(await fetch_stats(session, url)))
             return 0

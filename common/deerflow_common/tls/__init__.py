@@ -9,7 +9,7 @@ when the files change (see docs/SECURITY.md, "TLS and mutual TLS").
 
 # Configuration and checks
 # Certificates for a test cluster (`deerflow certs`)
-from ._certs import DEFAULT_HOSTS, CertificateDir, make_certificates
+from ._certs import DEFAULT_DAYS, DEFAULT_HOSTS, CertificateDir, make_certificates
 from ._files import (
     CA_ENV,
     CERT_ENV,
@@ -43,6 +43,7 @@ __all__ = [
     "CA_ENV",
     "CERT_ENV",
     "CLIENT_FLAGS",
+    "DEFAULT_DAYS",
     "DEFAULT_HOSTS",
     "ENV_FLAGS",
     "KEY_ENV",

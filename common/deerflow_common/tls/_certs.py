@@ -214,7 +214,7 @@ def make_certificates(
     leaf then the CA, valid for localhost, 127.0.0.1, ::1 and ``hosts``; usable as a server and,
     for embedded agents under mutual TLS, as a client), a client certificate
     (``client.pem``, CN ``deerflow-client``) and one per agent id (``agent-<id>.pem``, CN the id
-    and URI SAN ``urn:deerflow:agent:<id>``). Every key is 0600. Returns the files written."""
+    and URI SAN ``urn:deerflow:agent:<id>``; also valid for serving its metrics on loopback). Every key is 0600. Returns the files written."""
     out = CertificateDir(Path(directory))
     out.path.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca, made = _load_or_make_ca(out, days, new_ca)
@@ -225,7 +225,9 @@ def make_certificates(
         ("client", "deerflow-client", [], [client]),
     ]
     for agent_id in agents:
-        roles.append((f"agent-{agent_id}", agent_id, [f"{AGENT_URI_PREFIX}{agent_id}"], [client]))
+        # Server use too: an agent with a certificate serves its --metrics-port over HTTPS.
+        names = [f"{AGENT_URI_PREFIX}{agent_id}", *DEFAULT_HOSTS]
+        roles.append((f"agent-{agent_id}", agent_id, names, [client, server]))
     for name, cn, names, usages in roles:
         cert, key = _issue(ca, cn, names, usages, days)
         cert_path, key_path = out.pair(name)
