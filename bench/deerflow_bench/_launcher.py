@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deerflow_common.backoff import NO_JITTER, Backoff
+from deerflow_common.tls import CertificateDir, TlsFiles
 from deerflow_controller.service.launcher import AgentProcess, ManagedProcess
 
 READY_PREFIX = "deerflow-controller listening on "
@@ -103,11 +104,20 @@ class Cluster(_LocalProcesses):
         controller_args: Sequence[str] = (),
         quiet: bool = True,
         agent_env: Mapping[str, str] | None = None,
+        tls: CertificateDir | None = None,
+        mutual_tls: bool = False,
     ) -> None:
         self.agent_env = dict(agent_env or {})
         self.n_agents = agents
         self.agent_args = list(agent_args)
         self.controller_args = list(controller_args)
+        self.tls = tls
+        """Certificates made by ``deerflow certs`` (``make_certificates``): the controller
+        serves TLS with them (requiring client certificates with ``mutual_tls``), agents get
+        the CA and their own certificate (``agent-<id>.pem``, else ``client.pem``), and
+        :attr:`client_tls` is what an SDK client needs."""
+        if tls is not None:
+            self.controller_args += _controller_tls_args(tls, mutual_tls)
         self.quiet = quiet
         self.controller: ControllerProcess | None = None
         self.agents: list[AgentProcess] = []
@@ -127,20 +137,39 @@ class Cluster(_LocalProcesses):
     ) -> AgentProcess:
         """Start one more agent: the cluster's agent arguments and environment, then ``args``
         and ``env`` (which win)."""
+        tls = [] if self.tls is None else _agent_tls_args(self.tls, agent_id)
         agent = await AgentProcess.start(
             self.address,
             agent_id,
-            [*self.agent_args, *args],
+            [*tls, *self.agent_args, *args],
             quiet=self.quiet,
             env={**self.agent_env, **(env or {})},
         )
         self.agents.append(agent)
         return agent
 
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """The SDK's ``tls=`` for this cluster (None: plaintext)."""
+        return None if self.tls is None else self.tls.client()
+
     async def stop(self) -> None:
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
         if self.controller is not None:
             await self.controller.stop()
+
+
+def _controller_tls_args(tls: CertificateDir, mutual: bool) -> list[str]:
+    files = tls.controller(mutual=mutual)
+    args = ["--tls-cert", str(files.cert), "--tls-key", str(files.key)]
+    return [*args, "--tls-client-ca", str(files.ca)] if files.ca is not None else args
+
+
+def _agent_tls_args(tls: CertificateDir, agent_id: str) -> list[str]:
+    files = tls.agent(agent_id)
+    if files.cert is None or not files.cert.exists():
+        files = tls.client()
+    return ["--tls-ca", str(files.ca), "--tls-cert", str(files.cert), "--tls-key", str(files.key)]
 
 
 async def wait_serving(address: str, *, serving: bool = True) -> None:

@@ -214,7 +214,8 @@ def make_certificates(
     leaf then the CA, valid for localhost, 127.0.0.1, ::1 and ``hosts``; usable as a server and,
     for embedded agents under mutual TLS, as a client), a client certificate
     (``client.pem``, CN ``deerflow-client``) and one per agent id (``agent-<id>.pem``, CN the id
-    and URI SAN ``urn:deerflow:agent:<id>``; also valid for serving its metrics on loopback). Every key is 0600. Returns the files written."""
+    and URI SAN ``urn:deerflow:agent:<id>``; also valid for serving its metrics on loopback).
+    Every key is 0600. Returns the files written."""
     out = CertificateDir(Path(directory))
     out.path.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca, made = _load_or_make_ca(out, days, new_ca)
