@@ -22,7 +22,7 @@ from rich.text import Text
 
 from deerflow_common import run
 from deerflow_common.cli_types import FiniteFloatRange
-from deerflow_common.tls import TlsFiles, client_ssl_context
+from deerflow_common.tls import TlsError, TlsFiles, client_ssl_context
 
 __all__ = ["fetch_stats", "render", "top"]
 
@@ -227,6 +227,9 @@ def top(url: str, interval: float, once: bool) -> None:
         code = run(_loop(url, interval, once, console))
     except KeyboardInterrupt:
         code = 0
+    except TlsError as e:  # $DEERFLOW_TLS_* names a bad file
+        click.echo(f"error: {e}", err=True)
+        code = 2
     except (aiohttp.ClientError, TimeoutError) as e:
         click.echo(
             f"error: cannot read {url}/api/stats ({e}); is the controller's HTTP side on "

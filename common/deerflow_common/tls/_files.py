@@ -52,10 +52,14 @@ class TlsFiles:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TlsFiles | None:
         """``$DEERFLOW_TLS_CA``, ``$DEERFLOW_TLS_CERT``, ``$DEERFLOW_TLS_KEY`` (a client's); None
-        when none is set (plaintext)."""
+        when none is set (plaintext). Checked now: raises :class:`TlsError` naming the variable
+        of a missing, unreadable or mismatched file."""
         environ = os.environ if env is None else env
         files = cls.of(environ.get(CERT_ENV), environ.get(KEY_ENV), environ.get(CA_ENV))
-        return files if files.given else None
+        if not files.given:
+            return None
+        load(files, ENV_FLAGS)
+        return files
 
     @property
     def given(self) -> bool:
