@@ -4,11 +4,15 @@ with a sentence, and replaced certificate files are served without a restart (gR
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import aiohttp
@@ -112,6 +116,35 @@ async def test_under_mutual_tls_a_client_without_a_certificate_is_refused_at_the
         async with AsyncClient(cluster.address, tls=certs.client()) as client:
             assert await _agents_of(client, 1) == ["agent-1"]
             assert await _echo(client) == b'{"x":1}'
+
+
+async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        DEERFLOW, *args, stdout=PIPE, stderr=PIPE, env={**os.environ, **(env or {})}
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_the_cli_talks_mutual_tls_given_flags_or_the_environment(
+    certs: CertificateDir,
+) -> None:
+    client = certs.client()
+    async with Cluster(1, tls=certs, mutual_tls=True, agent_args=["--slots", "2"]) as cluster:
+        flags = ["--tls-ca", str(client.ca), "--tls-cert", str(client.cert)]
+        flags += ["--tls-key", str(client.key)]
+        code, out, err = await _cli("agents", "--json", "--controller", cluster.address, *flags)
+        assert code == 0, err
+        assert [a["agent_id"] for a in json.loads(out)] == ["agent-1"]
+        env = {
+            "DEERFLOW_TLS_CA": str(client.ca),
+            "DEERFLOW_TLS_CERT": str(client.cert),
+            "DEERFLOW_TLS_KEY": str(client.key),
+        }
+        code, out, err = await _cli("stats", "--json", "--controller", cluster.address, env=env)
+        assert code == 0, err
+        code, _, err = await _cli("stats", "--controller", cluster.address)
+        assert code == 1 and "if it serves TLS, give the client its CA" in err
 
 
 async def test_under_mutual_tls_an_agent_without_a_certificate_never_joins(

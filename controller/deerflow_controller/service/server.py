@@ -268,6 +268,12 @@ async def serve(
     print(f"deerflow-controller listening on {controller.address}", flush=True)
     if http is not None:
         print(f"deerflow-controller http on {http}", flush=True)
+    if tls is not None:
+        log.info(
+            "gRPC%s over TLS%s; certificate files are re-read when they change",
+            " and HTTP" if http is not None else "",
+            ": client certificates required (--tls-client-ca)" if tls.ca else "",
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
