@@ -131,6 +131,8 @@ async def test_the_cli_talks_mutual_tls_given_flags_or_the_environment(
 ) -> None:
     client = certs.client()
     async with Cluster(1, tls=certs, mutual_tls=True, agent_args=["--slots", "2"]) as cluster:
+        async with AsyncClient(cluster.address, tls=client) as sdk:
+            await _agents_of(sdk, 1)
         flags = ["--tls-ca", str(client.ca), "--tls-cert", str(client.cert)]
         flags += ["--tls-key", str(client.key)]
         code, out, err = await _cli("agents", "--json", "--controller", cluster.address, *flags)

@@ -135,10 +135,17 @@ def test_a_certificate_without_its_key_is_refused() -> None:
         load(TlsFiles(ca=Path("ca.pem")), SERVER_FLAGS, server=True)
 
 
-def test_the_environment_names_the_client_files() -> None:
+def test_the_environment_names_the_client_files(
+    two_cas: tuple[CertificateDir, CertificateDir], tmp_path: Path
+) -> None:
+    ca = two_cas[0].ca
     assert TlsFiles.from_env({}) is None
-    files = TlsFiles.from_env({"DEERFLOW_TLS_CA": "/x/ca.pem", "DEERFLOW_TLS_CERT": ""})
-    assert files == TlsFiles(ca=Path("/x/ca.pem"))
+    files = TlsFiles.from_env({"DEERFLOW_TLS_CA": str(ca), "DEERFLOW_TLS_CERT": ""})
+    assert files == TlsFiles(ca=ca)
+    with pytest.raises(TlsError, match=r"^DEERFLOW_TLS_KEY needs DEERFLOW_TLS_CERT too"):
+        TlsFiles.from_env({"DEERFLOW_TLS_KEY": str(ca)})
+    with pytest.raises(TlsError, match=r"^DEERFLOW_TLS_CA .*: no such file$"):
+        TlsFiles.from_env({"DEERFLOW_TLS_CA": str(tmp_path / "none.pem")})
 
 
 # ------------------------------------------------------------------------- reload (gRPC)
