@@ -44,7 +44,8 @@ class AgentConfig:
     :mod:`deerflow_agent._netpolicy` and docs/SECURITY.md."""
 
     token: str = ""
-    """Sent in Hello for controllers that authenticate agents."""
+    """The join token (`--join-token-file`, `$DEERFLOW_JOIN_TOKEN`): sent as `authorization:
+    Bearer` metadata on the stream and on FetchInput, for controllers that authenticate agents."""
 
     tls: TlsFiles | None = None
     """TLS to the controller (``--tls-ca``, ``--tls-cert``/``--tls-key`` for mutual TLS); the

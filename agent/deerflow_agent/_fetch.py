@@ -20,7 +20,11 @@ __all__ = ["fetch_input"]
 
 
 async def fetch_input(
-    channel: grpc.aio.Channel | None, address: str, key: AttemptKey, ref: InputRef
+    channel: grpc.aio.Channel | None,
+    address: str,
+    key: AttemptKey,
+    ref: InputRef,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
     """The bytes of ``ref`` for attempt ``key`` from the controller at ``address`` over
     ``channel`` (None: the stream is down). Blocks until they all arrived; cancelled with the
@@ -37,7 +41,9 @@ async def fetch_input(
     received = 0
     digest = hashlib.sha256()
     try:
-        async for chunk in agent_pb2_grpc.AgentServiceStub(channel).FetchInput(request):
+        async for chunk in agent_pb2_grpc.AgentServiceStub(channel).FetchInput(
+            request, metadata=metadata
+        ):
             data = chunk.data
             received += len(data)
             if received > ref.size:

@@ -275,7 +275,7 @@ class Agent:
             log.warning("cannot connect to controller %s: %s", address, exc)
             return _End.FAILED
         async with opened as channel:
-            call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
+            call = agent_pb2_grpc.AgentServiceStub(channel).Connect(metadata=self._auth())
             try:
                 await call.write(self._hello())
                 first = await asyncio.wait_for(call.read(), self.config.welcome_timeout_s)
@@ -341,7 +341,8 @@ class Agent:
         msg = agent_pb2.AgentMessage()
         hello = msg.hello
         hello.agent_id = cfg.agent_id
-        hello.token = cfg.token
+        # The join token travels as call metadata (checked before the stream is read), never
+        # in Hello: Hello.token stays empty.
         hello.slots = cfg.slots
         hello.cpu_count = self._cpu_count
         hello.memory_bytes = self._memory_bytes
@@ -441,9 +442,16 @@ class Agent:
             else:
                 log.warning("ignoring an unexpected %s message from %s", kind, stream.address)
 
+    def _auth(self) -> tuple[tuple[str, str], ...]:
+        """The join token as call metadata (what the controller checks; see SECURITY.md)."""
+        token = self.config.token
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
     async def _fetch_input(self, key: AttemptKey, ref: InputRef) -> bytes:
         stream = self._stream
-        return await fetch_input(self._channel, stream.address if stream else "", key, ref)
+        return await fetch_input(
+            self._channel, stream.address if stream else "", key, ref, metadata=self._auth()
+        )
 
     def _on_assignments(self, stream: Stream, batch: agent_pb2.AssignmentBatch) -> None:
         if batch.epoch < self.max_epoch_seen:

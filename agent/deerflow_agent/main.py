@@ -207,6 +207,13 @@ def _parse_http_allow(ctx: click.Context, param: click.Parameter, value: str) ->
     help="TTL (s) of the agent's etcd lease: cut off from etcd this long, it counts as dead.",
 )
 @click.option(
+    "--join-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the join token of a controller that authenticates agents (its first "
+    "line) [default: $DEERFLOW_JOIN_TOKEN].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default=None,
@@ -250,6 +257,7 @@ def main(
     etcd: str | None,
     etcd_prefix: str,
     lease_ttl: int,
+    join_token_file: Path | None,
     log_level: str | None,
     tls_ca: Path | None,
     tls_cert: Path | None,
@@ -283,7 +291,7 @@ def main(
         handler_slots=handler_slots,
         labels=labels,
         http_allow=http_allow,
-        token=os.environ.get("DEERFLOW_AGENT_TOKEN", ""),
+        token=_join_token(join_token_file),
         tls=tls if tls.given else None,
     )
     log.info(
@@ -379,3 +387,20 @@ async def _run_agent(
 
 if __name__ == "__main__":
     main()
+
+
+def _join_token(path: Path | None) -> str:
+    """The join token: ``--join-token-file``'s first line, else ``$DEERFLOW_JOIN_TOKEN`` (or
+    the older ``$DEERFLOW_AGENT_TOKEN``); "" for none."""
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"cannot read {path}: {exc}", param_hint="--join-token-file"
+            ) from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise click.BadParameter(f"{path} is empty", param_hint="--join-token-file")
+        return token
+    return os.environ.get("DEERFLOW_JOIN_TOKEN") or os.environ.get("DEERFLOW_AGENT_TOKEN", "")

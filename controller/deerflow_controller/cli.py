@@ -29,6 +29,7 @@ from deerflow_common.tls import (
 )
 from deerflow_controller.client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, TaskEvent
 from deerflow_controller.jobfile import JobFileError, load_tasks
+from deerflow_controller.token_cli import token as token_group
 from deerflow_controller.top import top as top_command
 from deerflow_simulator.cli import sim as sim_command
 
@@ -43,6 +44,22 @@ _controller_option = click.option(
     show_default=True,
     help="Controller address host:port, or several comma-separated (HA: the client finds the "
     "leader) (env DEERFLOW_CONTROLLER).",
+)
+_TOKEN = "deerflow.token"
+
+
+def _keep_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[_TOKEN] = value or None
+
+
+_token_option = click.option(
+    "--token",
+    envvar="DEERFLOW_TOKEN",
+    default=None,
+    expose_value=False,
+    callback=_keep_token,
+    help="Bearer token for a controller that authenticates clients (env DEERFLOW_TOKEN; the "
+    "environment keeps it out of the process list).",
 )
 
 
@@ -63,13 +80,15 @@ def _tls_option(flag: str, envvar: str, what: str) -> Callable[[F], F]:
 
 
 def address_option(command: F) -> F:
-    """``--controller`` and the TLS flags ``--tls-ca``, ``--tls-cert``, ``--tls-key``."""
+    """``--controller``, ``--token`` (what to show it) and the TLS flags ``--tls-ca``,
+    ``--tls-cert``, ``--tls-key``."""
     for option in (
         _tls_option("--tls-key", KEY_ENV, "PEM private key of --tls-cert"),
         _tls_option(
             "--tls-cert", CERT_ENV, "PEM client certificate, for a controller under mutual TLS"
         ),
         _tls_option("--tls-ca", CA_ENV, "PEM CA certificates: talk TLS, verify the controller"),
+        _token_option,
         _controller_option,
     ):
         command = option(command)
@@ -77,15 +96,16 @@ def address_option(command: F) -> F:
 
 
 def _client(address: str) -> AsyncClient:
-    """The SDK client of a command: TLS when a --tls-* flag (or $DEERFLOW_TLS_*) says so; a bad
-    file is a usage error naming its flag."""
-    given: dict[str, Path] = click.get_current_context().meta.get("deerflow.tls", {})
+    """The SDK client of a command: the token of ``--token``/DEERFLOW_TOKEN if any; TLS when a
+    --tls-* flag (or $DEERFLOW_TLS_*) says so, a bad file being a usage error naming its flag."""
+    meta = click.get_current_context().meta
+    given: dict[str, Path] = meta.get("deerflow.tls", {})
     tls = TlsFiles(given.get("tls_cert"), given.get("tls_key"), given.get("tls_ca"))
     try:
         load(tls)
     except TlsError as e:
         raise click.UsageError(str(e)) from None
-    return AsyncClient(address, tls=tls if tls.given else None)
+    return AsyncClient(address, token=meta.get(_TOKEN), tls=tls if tls.given else None)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -457,6 +477,7 @@ def certs(
 
 
 main.add_command(sim_command, name="sim")
+main.add_command(token_group, name="token")
 
 # The live terminal view of a controller's numbers.
 main.add_command(top_command, name="top")

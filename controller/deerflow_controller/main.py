@@ -18,6 +18,7 @@ from deerflow_controller.cache import CacheConfig
 from deerflow_controller.config import ControllerConfig, SchedulerConfig
 from deerflow_controller.ha import HaConfig
 from deerflow_controller.ratelimit import LimiterConfig
+from deerflow_controller.service.credentials import AuthFileError, Credentials
 from deerflow_controller.service.server import ListenError, serve
 from deerflow_controller.tuning import Mode, Objective, TunerConfig
 
@@ -223,6 +224,21 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     help="SQLite file that keeps the result cache across restarts [default: memory only].",
 )
 @click.option(
+    "--auth-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="DEERFLOW_AUTH_FILE",
+    help="TOML file of token digests: agents' join tokens, clients' tokens with their tenant "
+    "and role (see docs/SECURITY.md; `deerflow token new`). Re-read when it changes or on "
+    "SIGHUP (env DEERFLOW_AUTH_FILE).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Listen on an address other than loopback without --auth-file: anyone who can "
+    "connect can join as an agent and read every job.",
+)
+@click.option(
     "--log-level",
     default=None,
     help="DEBUG, INFO, WARNING... (default $DEERFLOW_LOG_LEVEL or INFO).",
@@ -281,6 +297,8 @@ def main(
     advertise: str,
     no_cache: bool,
     cache_file: str,
+    auth_file: Path | None,
+    insecure: bool,
     log_level: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -343,6 +361,11 @@ def main(
             )
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--etcd/--etcd-prefix") from None
+    try:
+        credentials = Credentials(auth_file) if auth_file is not None else None
+    except AuthFileError as e:
+        click.echo(f"deerflow-controller: {e}", err=True)
+        sys.exit(2)
     args = ["--slots", str(agent_slots), *agent_arg]
     tune_gc_for_daemon()
     try:
@@ -354,6 +377,8 @@ def main(
                 http_port=http_port,
                 http_host=http_host,
                 ha=ha,
+                credentials=credentials,
+                insecure=insecure,
                 tls=tls,
             )
         )

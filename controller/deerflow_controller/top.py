@@ -9,6 +9,7 @@ load, rate keys, errors and the optimisation suggestions. ``--once`` prints one 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -185,10 +186,12 @@ def render(s: Any) -> RenderableType:
 
 
 async def _loop(url: str, interval_s: float, once: bool, console: Console) -> int:
+    token = os.environ.get("DEERFLOW_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     # https:// URLs are verified with $DEERFLOW_TLS_CA (and $DEERFLOW_TLS_CERT/KEY presented).
     tls = TlsFiles.from_env()
     connector = aiohttp.TCPConnector(ssl=client_ssl_context(tls)) if tls is not None else None
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         if once:
             console.print(render(await fetch_stats(session, url)))
             return 0

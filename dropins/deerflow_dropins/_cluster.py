@@ -55,6 +55,8 @@ CONTROLLER_ENV = "DEERFLOW_CONTROLLER"
 """The controller's address (host:port, or several comma-separated), as the CLI and the agent
 read it."""
 TENANT_ENV = "DEERFLOW_TENANT"
+TOKEN_ENV = "DEERFLOW_TOKEN"
+"""The bearer token of a controller that authenticates clients, as the CLI reads it."""
 ACCOUNT_ENVS = {
     "llm": "DEERFLOW_LLM_ACCOUNT",
     "search": "DEERFLOW_SEARCH_ACCOUNT",
@@ -273,7 +275,13 @@ async def _make_client(
     tls: TlsFiles | None,
 ) -> AsyncClient:
     # A grpc.aio channel belongs to the loop it is created on: create it on the private loop.
-    return AsyncClient(address, timeout_s=timeout_s, tracer_provider=tracer_provider, tls=tls)
+    return AsyncClient(
+        address,
+        timeout_s=timeout_s,
+        tracer_provider=tracer_provider,
+        token=os.environ.get(TOKEN_ENV) or None,
+        tls=tls,
+    )
 
 
 async def _one_task(

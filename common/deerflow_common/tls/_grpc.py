@@ -134,3 +134,15 @@ def peer_identity(
     if not cn and not names:
         return None
     return PeerIdentity(cn[0] if cn else "", names, _text(auth.get("peer_uri")))
+
+
+def certificate_identity(
+    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any],
+) -> str | None:
+    """The one name the auth file's agent ``identity`` entries are matched with: the agent id
+    of the URI SAN ``urn:deerflow:agent:<id>`` when the certificate has one, else its common
+    name; None on plaintext or without a client certificate (see :func:`peer_identity`)."""
+    identity = peer_identity(context)
+    if identity is None:
+        return None
+    return identity.agent_id or identity.common_name or None

@@ -18,11 +18,13 @@ from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient, JobH
 # Errors
 from deerflow_controller.client._errors import (
     AlreadyExistsError,
+    AuthenticationError,
     DeadlineExceededError,
     DeerflowError,
     InvalidJobError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     TaskFailedError,
     UnavailableError,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "INPUTS_ALL",
     "AlreadyExistsError",
     "AsyncClient",
+    "AuthenticationError",
     "Client",
     "DeadlineExceededError",
     "DeerflowError",
@@ -49,6 +52,7 @@ __all__ = [
     "JobHandle",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "SyncJobHandle",
     "Task",
     "TaskEvent",

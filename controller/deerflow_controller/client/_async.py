@@ -79,6 +79,10 @@ class AsyncClient:
     its W3C context with every task, so each task's trace runs on through the controller and the
     agent.
 
+    ``token``: the bearer token of a controller that authenticates clients (``--auth-file``),
+    sent as ``authorization: Bearer <token>`` metadata on every call; None sends none. The SDK
+    does not read the environment itself (the CLI and the drop-ins read ``DEERFLOW_TOKEN``).
+
     ``tls``: talk TLS, trusting ``tls.ca`` (None: the system's roots) and presenting
     ``tls.cert``/``tls.key`` to a controller that requires client certificates; None:
     plaintext. A bad file raises :class:`~deerflow_common.tls.TlsError` (a ValueError naming
@@ -92,8 +96,12 @@ class AsyncClient:
         *,
         timeout_s: float | None = 30.0,
         tracer_provider: TracerProvider | None = None,
+        token: str | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
+        self._auth: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
         self.tls = tls
         self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self.address = self.addresses[0]
@@ -214,7 +222,9 @@ class AsyncClient:
             span.set_attribute("deerflow.tasks", len(request.tasks))
             deadline = self._deadline(timeout_s)
             reply = await self._unary(
-                lambda: self._jobs.SubmitJob(request, timeout=self._remaining(deadline)),
+                lambda: self._jobs.SubmitJob(
+                    request, timeout=self._remaining(deadline), metadata=self._auth
+                ),
                 timeout_s,
                 retry=True,
             )
@@ -243,7 +253,7 @@ class AsyncClient:
         epoch = ""  # the epoch after_seq counts in ("" outside HA mode)
         while True:
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
-            metadata = ((EPOCH_METADATA, epoch),) if epoch else None
+            metadata = (*self._auth, (EPOCH_METADATA, epoch)) if epoch else self._auth
             call = self._jobs.WatchJob(
                 client_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq, filter=flt),
                 timeout=remaining,
@@ -305,7 +315,9 @@ class AsyncClient:
         request = client_pb2.CancelJobRequest(job_id=job_id, task_ids=list(task_ids), reason=reason)
         deadline = self._deadline(timeout_s)
         reply = await self._unary(
-            lambda: self._jobs.CancelJob(request, timeout=self._remaining(deadline)),
+            lambda: self._jobs.CancelJob(
+                request, timeout=self._remaining(deadline), metadata=self._auth
+            ),
             timeout_s,
             retry=True,
         )
@@ -315,7 +327,9 @@ class AsyncClient:
         deadline = self._deadline(timeout_s)
         reply: client_pb2.JobStatus = await self._unary(
             lambda: self._jobs.GetJob(
-                client_pb2.GetJobRequest(job_id=job_id), timeout=self._remaining(deadline)
+                client_pb2.GetJobRequest(job_id=job_id),
+                timeout=self._remaining(deadline),
+                metadata=self._auth,
             ),
             timeout_s,
             retry=True,
@@ -330,6 +344,7 @@ class AsyncClient:
             lambda: self._jobs.GetTask(
                 client_pb2.GetTaskRequest(job_id=job_id, task_id=task_id),
                 timeout=self._remaining(deadline),
+                metadata=self._auth,
             ),
             timeout_s,
             retry=True,
@@ -342,7 +357,7 @@ class AsyncClient:
         deadline = self._deadline(timeout_s)
         stats: admin_pb2.Stats = await self._unary(
             lambda: self._admin.GetStats(
-                admin_pb2.GetStatsRequest(), timeout=self._remaining(deadline)
+                admin_pb2.GetStatsRequest(), timeout=self._remaining(deadline), metadata=self._auth
             ),
             timeout_s,
             retry=True,
@@ -359,6 +374,7 @@ class AsyncClient:
                 admin_pb2.ListAgentsRequest(wait_for=wait_for),
                 timeout=self._remaining(deadline),
                 wait_for_ready=wait_for > 0,
+                metadata=self._auth,
             ),
             timeout_s,
             retry=True,
@@ -368,7 +384,9 @@ class AsyncClient:
     async def drain_agent(self, agent_id: str, *, timeout_s: float | None = None) -> None:
         try:
             await self._admin.DrainAgent(
-                admin_pb2.DrainAgentRequest(agent_id=agent_id), timeout=self._timeout(timeout_s)
+                admin_pb2.DrainAgentRequest(agent_id=agent_id),
+                timeout=self._timeout(timeout_s),
+                metadata=self._auth,
             )
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, self.address) from None

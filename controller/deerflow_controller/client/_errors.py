@@ -50,6 +50,19 @@ class DeadlineExceededError(DeerflowError, TimeoutError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class AuthenticationError(DeerflowError):
+    """The controller needs a token and got none, or one it does not know (UNAUTHENTICATED)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(DeerflowError):
+    """The token is valid but lacks the role the call needs (PERMISSION_DENIED), or a task
+    names another tenant."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class TaskFailedError(DeerflowError):
     """A task ended without success; raised when its result is unwrapped."""
 
@@ -71,6 +84,8 @@ _BY_CODE: dict[grpc.StatusCode, type[DeerflowError]] = {
         AlreadyExistsError,
         UnavailableError,
         DeadlineExceededError,
+        AuthenticationError,
+        PermissionDeniedError,
     )
     if cls.code is not None
 }

@@ -28,6 +28,7 @@ class Client:
         address: str = DEFAULT_ADDRESS,
         *,
         timeout_s: float | None = 30.0,
+        token: str | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
@@ -36,7 +37,7 @@ class Client:
         )
         self._thread.start()
         try:
-            self._async = self._call(_make_client(address, timeout_s, tls))
+            self._async = self._call(_make_client(address, timeout_s, token, tls))
         except BaseException:  # a bad TLS file: leave no loop thread behind
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
@@ -160,9 +161,11 @@ class SyncJobHandle(SubmittedJob[Client]):
         return self.client.cancel(self.job_id, task_ids, reason=reason)
 
 
-async def _make_client(address: str, timeout_s: float | None, tls: TlsFiles | None) -> AsyncClient:
+async def _make_client(
+    address: str, timeout_s: float | None, token: str | None, tls: TlsFiles | None
+) -> AsyncClient:
     # The channel must be created on the loop that will use it.
-    return AsyncClient(address, timeout_s=timeout_s, tls=tls)
+    return AsyncClient(address, timeout_s=timeout_s, token=token, tls=tls)
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:

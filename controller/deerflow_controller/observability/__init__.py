@@ -25,6 +25,7 @@ from deerflow_controller.observability.stats import StatsHistory, snapshot
 from deerflow_controller.observability.suggestions import Suggestion, suggest
 from deerflow_controller.observability.tap import EventTap
 from deerflow_controller.observability.tracing import TaskTracer
+from deerflow_controller.service.credentials import Credentials
 from deerflow_controller.service.shell import Shell
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class Observability:
         self.ready: Callable[[], bool] = lambda: True
         self.tuner: TunerLoop | None = None
         """The tuner's loop, when it runs: its state and history join the snapshot."""
+        self.credentials: Credentials | None = None
+        """With ``--auth-file``: the HTTP side asks for a bearer token (see ``http.py``)."""
         if self.tracer is not None:
             self._attach()
 

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import os
+import secrets
 import signal
 import socket
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from deerflow_common.tls import (
     CA_ENV,
     CERT_ENV,
     TlsFiles,
+    certificate_identity,
     server_credentials,
     server_ssl_context,
 )
@@ -29,7 +31,10 @@ from deerflow_controller.ha import HaConfig, HaRunner, LeaderGate
 from deerflow_controller.observability import DEFAULT_HTTP_PORT, Observability
 from deerflow_controller.service.admin_service import AdminService
 from deerflow_controller.service.agent_service import AgentService
+from deerflow_controller.service.auth import AuthInterceptor, PeerIdentity
+from deerflow_controller.service.credentials import Credentials
 from deerflow_controller.service.embedded import LocalAgents
+from deerflow_controller.service.exposure import announce, exposure_problem
 from deerflow_controller.service.job_service import JobService
 from deerflow_controller.service.malformed import MalformedRequestGuard
 from deerflow_controller.service.shell import Shell
@@ -105,7 +110,13 @@ class Controller:
     (see ``deerflow_controller.ha``); without, it is the only controller and always serves."""
 
     def __init__(
-        self, config: ControllerConfig, ha: HaConfig | None = None, tls: TlsFiles | None = None
+        self,
+        config: ControllerConfig,
+        ha: HaConfig | None = None,
+        *,
+        credentials: Credentials | None = None,
+        peer_identity: PeerIdentity | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.config = config
         self.tls = tls
@@ -114,6 +125,13 @@ class Controller:
         # reads it.
         self.malformed = MalformedRequestGuard()
         interceptors: list[grpc.aio.ServerInterceptor] = [self.malformed]
+        # --- auth (issue #17): credentials checked before the gate and every servicer.
+        self.credentials = credentials
+        self.auth: AuthInterceptor | None = None
+        if credentials is not None:
+            self.auth = AuthInterceptor(credentials, peer_identity)
+            interceptors.append(self.auth)
+        # --- end auth
         if self.gate is not None:
             interceptors.append(self.gate)
         self.server = grpc.aio.server(
@@ -136,6 +154,7 @@ class Controller:
         self.shell = Shell(config)
         # Observability: traces from the OTEL_* environment now, so that the first job is seen.
         self.observability = Observability.from_env(self.shell)
+        self.observability.credentials = credentials  # auth: the HTTP side's tokens
         self.tuner: TunerLoop | None = None
         if config.tuner.mode is not Mode.OFF:
             # The tuner reads latencies from the metrics tap, so it keeps metrics even without
@@ -254,14 +273,38 @@ async def serve(
     http_port: int | None = None,
     http_host: str | None = None,
     ha: HaConfig | None = None,
+    credentials: Credentials | None = None,
+    insecure: bool = False,
+    peer_identity: PeerIdentity | None = None,
     tls: TlsFiles | None = None,
 ) -> None:
     """Run a controller until SIGTERM or SIGINT, with ``local_agents`` agent processes.
 
     ``http_port``: the dashboard, /metrics and health endpoints (None: 7401 if free; 0: off).
     ``ha``: campaign for leadership on etcd, journal and restore (None: embedded mode).
-    ``tls``: serve gRPC and HTTP over TLS (mutual with ``tls.ca``); None: plaintext."""
-    controller = Controller(config, ha, tls)
+    ``credentials`` (``--auth-file``): tokens required on every call; without them a host
+    other than loopback is refused (:class:`ListenError`) unless ``insecure``.
+    ``tls``: serve gRPC and HTTP over TLS (mutual with ``tls.ca``); None: plaintext. Under
+    mutual TLS the auth file's agent ``identity`` entries match the verified certificate's
+    (:func:`deerflow_common.tls.certificate_identity`) unless ``peer_identity`` is given."""
+    # --- auth (issue #17): closed by default.
+    hosts = [config.host] + ([http_host or config.host] if http_port != 0 else [])
+    problem = exposure_problem(hosts, auth=credentials is not None, insecure=insecure)
+    if problem is not None:
+        raise ListenError(problem)
+    announce(hosts, auth=credentials is not None, insecure=insecure)
+    agent_env: dict[str, str] = {}
+    if credentials is not None and local_agents:
+        # The file holds digests only: the local agents get a join token made now, in memory.
+        join_token = secrets.token_urlsafe(32)
+        credentials.add_agent_token("local-agents", join_token)
+        agent_env["DEERFLOW_JOIN_TOKEN"] = join_token
+    # --- end auth
+    if peer_identity is None and tls is not None and tls.ca is not None:
+        peer_identity = certificate_identity
+    controller = Controller(
+        config, ha, credentials=credentials, peer_identity=peer_identity, tls=tls
+    )
     http = await _serve_http(controller, http_host or config.host, http_port)
     await controller.start()
     # The ready line: scripts and tests read the bound port from it (useful with --port 0).
@@ -278,6 +321,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if credentials is not None:
+        # auth: SIGHUP re-reads the file now (it is also re-read when it changes).
+        loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
     if ha is not None:
         agent_args = [
             *agent_args,
@@ -288,7 +334,7 @@ async def serve(
         ]
     if tls is not None:
         agent_args = [*agent_args, *local_agent_tls_args(tls)]
-    agents = LocalAgents(controller.address, local_agents, agent_args)
+    agents = LocalAgents(controller.address, local_agents, agent_args, env=agent_env)
     try:
         await agents.start()
         if local_agents and ha is None:
