@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import socket
 import ssl
@@ -21,6 +22,7 @@ import pytest
 from deerflow_bench import Cluster
 from deerflow_common.tls import CertificateDir, TlsFiles, client_ssl_context
 from deerflow_controller.client import AsyncClient, Task, UnavailableError
+from deerflow_controller.service.credentials import digest
 from deerflow_controller.service.launcher import AgentProcess
 
 BIN = Path(sys.executable).parent
@@ -306,3 +308,33 @@ def test_an_agent_or_a_cli_command_given_a_bad_file_names_the_flag(
     assert done.returncode == 2 and "--tls-ca" in done.stderr and "no such file" in done.stderr
     done = _start(DEERFLOW, "agents", "--tls-cert", str(certs.pair("client")[0]))
     assert done.returncode == 2 and "--tls-cert needs --tls-key too" in done.stderr
+
+
+# ------------------------------------------------------------------------- with the auth file
+
+
+async def test_under_mutual_tls_an_agent_listed_by_certificate_identity_joins_without_a_token(
+    certs: CertificateDir, tmp_path: Path
+) -> None:
+    deerflow_certs(certs.path, "--agent", "agent-2")
+    token = "alice-" + secrets.token_urlsafe(16)
+    auth = tmp_path / "auth.toml"
+    auth.write_text(
+        '[[agent]]\nname = "gpu"\nidentity = "agent-1"\n\n'
+        f'[[client]]\nname = "alice"\ntenant = "a"\nrole = "user"\nsha256 = "{digest(token)}"\n'
+    )
+    cluster = Cluster(
+        0,
+        tls=certs,
+        mutual_tls=True,
+        controller_args=["--auth-file", str(auth)],
+        agent_args=["--slots", "2"],
+    )
+    async with cluster:
+        # agent-2's certificate is good for the handshake, but the auth file does not list it.
+        await cluster.add_agent("agent-2")
+        await cluster.add_agent("agent-1")
+        async with AsyncClient(cluster.address, token=token, tls=certs.client()) as client:
+            assert await _agents_of(client, 1) == ["agent-1"]
+            assert await _echo(client) == b'{"x":1}'
+            assert [a.agent_id for a in await client.agents()] == ["agent-1"]
