@@ -444,9 +444,9 @@ def certs(
     directory: Path, hosts: tuple[str, ...], agents: tuple[str, ...], days: int, new_ca: bool
 ) -> None:
     """Make a local CA and the certificates of a test cluster in DIRECTORY: controller.pem,
-    client.pem, agent-ID.pem (each with its .key, 0600). An existing CA there is reused, so
-    running it again with new --agent ids adds agents. For production, prefer your own CA
-    (docs/SECURITY.md)."""
+    client.pem, agent-ID.pem (each with its .key, 0600). An existing CA there is reused (the
+    controller and client certificates are made anew), so running it again with new --agent ids
+    adds agents. For production, prefer your own CA (docs/SECURITY.md)."""
     for agent_id in agents:
         if (
             not agent_id
