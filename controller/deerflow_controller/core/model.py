@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from deerflow_controller.recovery import RetryState
 
 __all__ = [
+    "HOLDERS_KEPT",
     "TERMINAL_STATES",
     "AgentView",
     "AttemptKey",
@@ -110,6 +111,12 @@ class TaskSpec:
     """The handler reads every dependency's output (``inputs`` is then empty)."""
 
 
+HOLDERS_KEPT = 8
+"""Attempts of one task whose holders are remembered (``Task.holders``): a result of an attempt
+older than that is discarded as stale. Retries are few (3 by default); an attempt taken back
+unstarted (stolen, drained) adds one too, so 8 leaves room for both."""
+
+
 @dataclass(slots=True, eq=False)
 class Task:
     job: Job
@@ -189,6 +196,29 @@ class Task:
     output_sha256: str = ""
     """Hex SHA-256 of ``output`` once an assignment sent it by reference (``service.inputs``
     computes it on first use; an output never changes once its task succeeded)."""
+    holders: tuple[tuple[int, str], ...] = ()
+    """(attempt number, agent id) of the task's last ``HOLDERS_KEPT`` attempts, oldest first:
+    who was given each, so that a result, start or progress report is accepted only from the
+    agent that holds or held that attempt (a late result of an earlier attempt still wins its
+    race), never from another agent naming its key. Empty until the first dispatch."""
+
+    def give(self, agent_id: str) -> None:
+        """Record that ``agent_id`` holds the current attempt (a dispatch, or a reclaim after
+        a reconnect or a failover)."""
+        attempt, holders = self.attempt, self.holders
+        if holders and holders[-1][0] == attempt:
+            holders = holders[:-1]
+        elif len(holders) >= HOLDERS_KEPT:
+            holders = holders[1 - HOLDERS_KEPT :]
+        self.holders = (*holders, (attempt, agent_id))
+
+    def held_by(self, attempt: int) -> str:
+        """The agent given attempt ``attempt`` ("" when none was, or it is older than the
+        last ``HOLDERS_KEPT``)."""
+        for number, agent_id in reversed(self.holders):
+            if number == attempt:
+                return agent_id
+        return ""
 
     @property
     def id(self) -> str:
