@@ -102,7 +102,7 @@ def test_the_holders_a_task_remembers_are_bounded() -> None:
         s.agent_left("a1", float(i))
         s.agent_joined("a1", ["echo"], 1, float(i))
     assert task.attempt == 3 * HOLDERS_KEPT + 1
-    assert len(task.holders) == HOLDERS_KEPT
+    assert len(task.holders) == 2 * HOLDERS_KEPT
     assert task.held_by(task.attempt) == "a1" and task.held_by(1) == ""
 
 

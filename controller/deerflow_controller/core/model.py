@@ -196,28 +196,39 @@ class Task:
     output_sha256: str = ""
     """Hex SHA-256 of ``output`` once an assignment sent it by reference (``service.inputs``
     computes it on first use; an output never changes once its task succeeded)."""
-    holders: tuple[tuple[int, str], ...] = ()
-    """(attempt number, agent id) of the task's last ``HOLDERS_KEPT`` attempts, oldest first:
-    who was given each, so that a result, start or progress report is accepted only from the
-    agent that holds or held that attempt (a late result of an earlier attempt still wins its
-    race), never from another agent naming its key. Empty until the first dispatch."""
+    holders: str | tuple[int | str, ...] = ""
+    """Who was given each of the task's last ``HOLDERS_KEPT`` attempts, so that a result,
+    start or progress report counts only from the agent that holds or held that attempt (a
+    late result of an earlier attempt still wins its race), never from another agent naming
+    its key: "" before the first dispatch; the agent id alone while attempt 1 is the only one
+    (most tasks: no tuple, 0 bytes more per task); else flat (attempt, agent id, ...) pairs,
+    oldest first. Read and written only through :meth:`give` and :meth:`held_by`."""
 
     def give(self, agent_id: str) -> None:
         """Record that ``agent_id`` holds the current attempt (a dispatch, or a reclaim after
         a reconnect or a failover)."""
         attempt, holders = self.attempt, self.holders
-        if holders and holders[-1][0] == attempt:
-            holders = holders[:-1]
-        elif len(holders) >= HOLDERS_KEPT:
-            holders = holders[1 - HOLDERS_KEPT :]
-        self.holders = (*holders, (attempt, agent_id))
+        if attempt == 1 and isinstance(holders, str):
+            self.holders = agent_id
+            return
+        pairs: tuple[int | str, ...] = (1, holders) if isinstance(holders, str) else holders
+        if not holders:
+            pairs = ()
+        if pairs and pairs[-2] == attempt:
+            pairs = pairs[:-2]
+        elif len(pairs) >= 2 * HOLDERS_KEPT:
+            pairs = pairs[2 - 2 * HOLDERS_KEPT :]
+        self.holders = (*pairs, attempt, agent_id)
 
     def held_by(self, attempt: int) -> str:
         """The agent given attempt ``attempt`` ("" when none was, or it is older than the
         last ``HOLDERS_KEPT``)."""
-        for number, agent_id in reversed(self.holders):
-            if number == attempt:
-                return agent_id
+        holders = self.holders
+        if isinstance(holders, str):
+            return holders if attempt == 1 else ""
+        for i in range(len(holders) - 2, -1, -2):
+            if holders[i] == attempt:
+                return str(holders[i + 1])
         return ""
 
     @property
