@@ -45,15 +45,17 @@ def test_the_agent_that_ran_an_earlier_attempt_still_wins_the_race() -> None:
     s.started("first", [key("a", 1)], 0.5)
     s.agent_joined("second", ["echo"], 1, 1.0)
     task = job.tasks["a"]
+    now = 1.0
     for _ in range(100):
         if task.attempt == 2:
             break  # attempt 1 times out on "first" (which stays busy with it) ...
         when = s.next_timer()
         assert when is not None
-        s.tick(when)
+        now = when
+        s.tick(now)
     s.take()
     assert (task.attempt, task.agent_id) == (2, "second")
-    s.finished("first", [ok("a", 1, b"late")], when)  # ... and finishes first after all
+    s.finished("first", [ok("a", 1, b"late")], now)  # ... and finishes first after all
     assert (task.state, task.output) == (TaskState.SUCCEEDED, b"late")
     assert s.take().cancels == {"second": [key("a", 2)]}
 
