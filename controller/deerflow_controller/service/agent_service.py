@@ -45,15 +45,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 "the leader; connect to the current one",
             )
         agent_id = hello.agent_id
+        taken = shell.takeover_refusal(agent_id, hello.instance)
+        if taken is not None:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, taken)
         traits = {h.name: wire.traits_from_proto(h) for h in hello.handlers}
         conflict = shell.trait_conflict(traits)
         if conflict is not None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, f"agent {quote(agent_id)}: {conflict}"
             )
-        taken = shell.takeover_refusal(agent_id, hello.instance)
-        if taken is not None:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, taken)
         # Nothing awaited between the checks and the session: they hold when it opens.
         session = shell.open_session(agent_id, hello.instance)
         reader: asyncio.Task[None] | None = None
