@@ -151,3 +151,18 @@ def test_load_figures_out_of_range_are_clamped() -> None:
     agent = s.agents["ag"]
     assert (agent.running, agent.cpu_percent, agent.memory_percent) == (0, 0.0, 100.0)
     assert agent.process_cpu_percent == 0.0
+
+
+def test_a_joining_agent_cannot_claim_another_agents_lost_attempt() -> None:
+    s = make()
+    s.agent_joined("real", ["echo"], 1, 0.0)
+    job = s.submit(JOB, "", [spec("a")], 0.0)
+    s.agent_left("real", 1.0)  # attempt 1 is lost; the task waits for an agent
+    task = job.tasks["a"]
+    assert (task.state, task.attempt, task.agent_id) == (TaskState.QUEUED, 1, "")
+    s.agent_joined("impostor", ["echo"], 1, 2.0, running=[key("a", 1)])
+    out = s.take()
+    assert out.cancels == {"impostor": [key("a", 1)]}
+    assert task.attempt == 2  # it is given a new attempt of its own instead
+    s.finished("impostor", [ok("a", 1, b"forged")], 3.0)
+    assert task.state == TaskState.DISPATCHED

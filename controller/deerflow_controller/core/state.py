@@ -67,10 +67,6 @@ PROGRESS_EVENT_EVERY_S = 1.0
 second per attempt; a long task (a sub-agent's run) must not fill its job's event log."""
 
 
-def _never(task: Task) -> bool:
-    return False
-
-
 class SchedulerCore:
     """Jobs, tasks and agents, and the rules that move tasks between states (see the module
     docstring); subclassed by :class:`~deerflow_controller.core.scheduler.Scheduler`."""
@@ -113,7 +109,7 @@ class SchedulerCore:
         self._from_cache: Callable[[Task, float], bool] = no_cache
         self._cache_settle: Callable[[Task, TaskState, float], None] = no_settle
         self._preload: Callable[[float], None] = no_preload
-        self._unrecorded_holder: Callable[[Task], bool] = _never
+        self._unrecorded_holder: Callable[[Task], bool] = core_trust.never
         """Whether a task's holders are unknown (restored after a failover, not yet given to
         an agent): then a result of any joined agent counts (``Restorer.holds``)."""
         # The other areas' hooks are bound by their use_* methods; until a policy is given,
@@ -338,7 +334,7 @@ class SchedulerCore:
         self._membership_changed(now)
         for key in running:
             task = self._task_for(key)
-            reclaim = task is not None and task.attempt == key[2] and not task.agent_id
+            reclaim = task is not None and core_trust.may_reclaim(task, key[2], agent_id)
             if task is not None and reclaim and not task.terminal:
                 # The task was requeued when the agent vanished; take the running attempt back
                 # from wherever it waits again (queued, or throttled by its keys or a circuit).

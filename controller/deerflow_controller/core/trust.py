@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from deerflow_controller.core.model import HandlerTraits
+from deerflow_controller.core.model import HandlerTraits, Task
 from deerflow_controller.core.validation import quote
 
 if TYPE_CHECKING:
@@ -99,3 +99,15 @@ def heartbeat(
         agent.memory_percent = _percent(memory_percent)
         agent.process_cpu_percent = _percent(process_cpu_percent)
         agent.last_heartbeat = now
+
+
+def may_reclaim(task: Task, attempt: int, agent_id: str) -> bool:
+    """Whether a joining agent that reports ``attempt`` of ``task`` running keeps it: it is the
+    task's current attempt, held by no agent now, and was given to this agent (or to nobody
+    known: a restored task, whose holder the journal does not record)."""
+    return task.attempt == attempt and not task.agent_id and task.held_by(attempt) in ("", agent_id)
+
+
+def never(task: Task) -> bool:
+    """Without a restore policy every task's holders are recorded."""
+    return False
