@@ -4,10 +4,11 @@ Hypothesis drives the whole core (result cache, decomposer, placement, recovery,
 with a fake clock through random sequences of: jobs with DAGs whose tasks hit and miss the cache,
 duplicate one another in flight, carry rate keys, split, and differ in priority and tenant;
 agents joining, draining, dying (and coming back with the attempts they still run), going silent
-and reconnecting; results that succeed, fail, are rate-limited, arrive late or twice; cancels and
-ticks. The fake agents do what real ones do with what the controller sends them. After every
-step, every count the core keeps is checked against a recount of its task table
-(``scheduling_invariants``).
+and reconnecting; results that succeed, fail, are rate-limited, arrive late or twice, or are
+forged by an agent never given the attempt (issue #17); cancels and ticks. The fake agents do
+what real ones do with what the controller sends them. After every step, every count the core
+keeps is checked against a recount of its task table (``scheduling_invariants``), and no task
+has ended SUCCEEDED from an agent never given that attempt.
 
 Sized for CI: ``MAX_EXAMPLES`` sequences of up to ``STEPS`` steps, derandomized (the same
 sequences on every run) and with no example database.
