@@ -24,11 +24,14 @@ async def fetch_input(
     address: str,
     key: AttemptKey,
     ref: InputRef,
+    *,
     metadata: tuple[tuple[str, str], ...] = (),
+    who: tuple[str, str] = ("", ""),
 ) -> bytes:
     """The bytes of ``ref`` for attempt ``key`` from the controller at ``address`` over
-    ``channel`` (None: the stream is down). Blocks until they all arrived; cancelled with the
-    attempt (its timeout included)."""
+    ``channel`` (None: the stream is down), asked as ``who`` (the agent id and the instance its
+    Hello sent: the controller serves only the agent holding the attempt). Blocks until they
+    all arrived; cancelled with the attempt (its timeout included)."""
     where = f"input {ref.task_id!r} ({ref.size} bytes)"
     if channel is None:
         raise HandlerError(f"cannot fetch {where}: the stream to the controller is down")
@@ -36,6 +39,8 @@ async def fetch_input(
     request = agent_pb2.FetchInputRequest(
         ref=agent_pb2.AttemptRef(job_id=job_id, task_id=task_id, attempt=attempt),
         task_id=ref.task_id,
+        agent_id=who[0],
+        instance=who[1],
     )
     chunks: list[bytes] = []
     received = 0

@@ -12,6 +12,7 @@ with side effects must be idempotent.
 """
 
 # Clients
+from deerflow_common.tls import TlsFiles
 from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient, JobHandle
 
 # Errors
@@ -57,6 +58,7 @@ __all__ = [
     "TaskEvent",
     "TaskFailedError",
     "TaskResult",
+    "TlsFiles",
     "UnavailableError",
     "encode_payload",
 ]

@@ -14,6 +14,7 @@ from opentelemetry.trace import TracerProvider
 
 from deerflow_common import channel_options
 from deerflow_common.backoff import CENTRED_JITTER, Backoff
+from deerflow_common.tls import TlsFiles, aio_channel
 from deerflow_controller.client._errors import DeerflowError, UnavailableError, from_rpc_error
 from deerflow_controller.client._tracing import submit_span
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
@@ -81,6 +82,12 @@ class AsyncClient:
     ``token``: the bearer token of a controller that authenticates clients (``--auth-file``),
     sent as ``authorization: Bearer <token>`` metadata on every call; None sends none. The SDK
     does not read the environment itself (the CLI and the drop-ins read ``DEERFLOW_TOKEN``).
+
+    ``tls``: talk TLS, trusting ``tls.ca`` (None: the system's roots) and presenting
+    ``tls.cert``/``tls.key`` to a controller that requires client certificates; None:
+    plaintext. A bad file raises :class:`~deerflow_common.tls.TlsError` (a ValueError naming
+    it) here. The CLI and the drop-ins read ``$DEERFLOW_TLS_CA``, ``$DEERFLOW_TLS_CERT`` and
+    ``$DEERFLOW_TLS_KEY`` (``TlsFiles.from_env()``).
     """
 
     def __init__(
@@ -90,10 +97,12 @@ class AsyncClient:
         timeout_s: float | None = 30.0,
         tracer_provider: TracerProvider | None = None,
         token: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self._auth: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
+        self.tls = tls
         self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self.address = self.addresses[0]
         self.timeout_s = timeout_s
@@ -122,9 +131,8 @@ class AsyncClient:
     def _use(self, address: str) -> None:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=channel_options()
-            )
+            # TLS files are read here, once per controller address this client talks to.
+            channel = self._channels[address] = aio_channel(address, self.tls, channel_options())
         self.address = address
         self._channel = channel
         self._jobs = client_pb2_grpc.JobServiceStub(channel)
