@@ -254,3 +254,13 @@ async def test_the_daemons_run_to_readiness_with_their_health_checks(
                 await _eventually(f"{run.command.source} joins", lambda u=url: _get(u) == 200)
             await _check_health(run, deploy_files)
         assert all(r.process.returncode is None for r in running)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https", "tcp"])
+def test_the_health_check_fails_in_one_line_when_nothing_answers(scheme: str) -> None:
+    url = f"{scheme}://127.0.0.1:{free_port()}/healthz"
+    done = subprocess.run(
+        [sys.executable, str(HEALTHCHECK), url], capture_output=True, text=True, timeout=15
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"unhealthy: {url}: ") and done.stderr.count("\n") == 1
