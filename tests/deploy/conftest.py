@@ -4,25 +4,28 @@ the commands that use them are then expected failures, see ``_commands.PENDING_F
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 from deerflow_controller.cli import main as cli_main
 
 from ._commands import HEALTHCHECK, HEALTHCHECK_IN_IMAGE
 
-DEERFLOW = str(Path(sys.executable).parent / "deerflow")
 CERT_HOSTS = ("controller-1", "controller-2", "deerflow-controller")
+
+
+def _deerflow(args: list[str]) -> Result:
+    """``deerflow ARGS`` in this process (the CLI's import costs seconds per subprocess)."""
+    done = CliRunner().invoke(cli_main, args, catch_exceptions=False)
+    assert done.exit_code == 0, (args, done.output)
+    return done
 
 
 def _token(args: list[str], auth: Path) -> str:
     """``deerflow token new ARGS``: its entry appended to ``auth``, the token returned."""
-    done = subprocess.run(
-        [DEERFLOW, "token", "new", *args], capture_output=True, text=True, check=True, timeout=60
-    )
+    done = _deerflow(["token", "new", *args])
     with auth.open("a") as f:
         f.write(done.stdout)
     return done.stderr.strip().rsplit(": ", 1)[-1]
@@ -46,7 +49,7 @@ def deploy_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (d / name).write_text(token + "\n")
     if "certs" in cli_main.commands:
         hosts = [a for h in CERT_HOSTS for a in ("--host", h)]
-        subprocess.run([DEERFLOW, "certs", str(tls), *hosts], check=True, timeout=60)
+        _deerflow(["certs", str(tls), *hosts])
     else:
         tls.mkdir()
         for name in ("ca.pem", "controller.pem", "controller.key"):
