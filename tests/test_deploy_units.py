@@ -4,82 +4,52 @@ describe the HA deployment deploy/README.md promises."""
 
 from __future__ import annotations
 
-import re
-import shlex
 import tomllib
 from pathlib import Path
 
 import click
 import pytest
 
-from deerflow_agent.main import main as agent_main
 from deerflow_common.config_file import config_keys
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.main import main as controller_main
+
+from .deploy._commands import (
+    DAEMONS,
+    ENV_EXAMPLE,
+    UNITS,
+    command_line,
+    env_file,
+    map_paths,
+    pending,
+    pending_reason,
+    unit_settings,
+)
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
-ENV_EXAMPLE = DEPLOY / "deerflow.env.example"
-DAEMONS: dict[str, click.Command] = {
-    "deerflow-controller": controller_main,
-    "deerflow-agent": agent_main,
-}
-SPECIFIERS = {"%H": "host-1", "%%": "%"}
-"""systemd specifiers the units may use, with a stand-in value."""
-CONFIG_FILES = {
-    "/etc/deerflow/controller.toml": DEPLOY / "controller.toml",
-    "/etc/deerflow/agent.toml": DEPLOY / "agent.toml",
-}
-"""Where deploy/README.md installs the example config files the units pass with --config."""
+CONFIG_FILES = {"controller.toml": DEPLOY / "controller.toml", "agent.toml": DEPLOY / "agent.toml"}
+"""The example config files deploy/README.md installs as /etc/deerflow/*.toml (the units pass
+them with --config): read as they are, not as stand-ins."""
+
+# The unit files name /etc/deerflow/... files; the parser checks they exist, so they are mapped to
+# stand-ins (tests/deploy/test_commands.py runs the units' commands with real ones).
+_STAND_INS: dict[str, Path] = dict(CONFIG_FILES)
 
 
-def unit_settings(path: Path) -> dict[str, list[str]]:
-    """``Key=value`` lines of a unit (comments and sections dropped); a key may repeat."""
-    out: dict[str, list[str]] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";", "[")):
-            continue
-        key, _, value = line.partition("=")
-        out.setdefault(key.strip(), []).append(value.strip())
-    return out
-
-
-def env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip().strip('"')
-    return out
-
-
-def command_line(exec_start: str, env: dict[str, str]) -> tuple[str, list[str]]:
-    """(daemon name, arguments) of an ExecStart line, expanded as systemd does: ``${VAR}`` is one
-    argument, a bare ``$VAR`` splits on whitespace; an unset variable fails the test."""
-    words = []
-    for word in shlex.split(exec_start):
-        for spec, value in SPECIFIERS.items():
-            word = word.replace(spec, value)
-        bare = re.fullmatch(r"\$(\w+)", word)
-        if bare:
-            assert bare[1] in env, f"ExecStart uses ${bare[1]}, which {ENV_EXAMPLE.name} lacks"
-            words.extend(env[bare[1]].split())
-            continue
-
-        def braced(m: re.Match[str]) -> str:
-            assert m[1] in env, f"ExecStart uses ${{{m[1]}}}, which {ENV_EXAMPLE.name} lacks"
-            return env[m[1]]
-
-        word = re.sub(r"\$\{(\w+)\}", braced, word)
-        words.append(str(CONFIG_FILES.get(word, word)))
-    return Path(words[0]).name, words[1:]
+@pytest.fixture(scope="module", autouse=True)
+def _stand_ins(tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("unit-files")
+    for name in ("auth.toml", "controller.pem", "controller.key", "ca.pem", "join-token"):
+        (d / name).write_text("stand-in\n")
+        _STAND_INS[name] = d / name
 
 
 def parsed(daemon: str, args: list[str]) -> dict[str, object]:
-    """The daemon's parameters as its click parser reads ``args`` (nothing is started)."""
-    with DAEMONS[daemon].make_context(daemon, list(args)) as ctx:
+    """The daemon's parameters as its click parser reads ``args`` (nothing is started); an
+    expected failure while a flag the unit passes has not landed (see tests/deploy)."""
+    missing = pending(daemon, args)
+    if missing:
+        pytest.xfail(pending_reason(missing))
+    with DAEMONS[daemon].make_context(daemon, map_paths(args, _STAND_INS)) as ctx:
         return dict(ctx.params)
 
 
@@ -94,7 +64,7 @@ def units() -> dict[str, tuple[dict[str, list[str]], list[str]]]:
         daemon, args = command_line(exec_start, env)
         assert daemon in DAEMONS, f"{path.name} starts {daemon}, not one of our daemons"
         out[daemon] = (settings, args)
-    assert sorted(out) == sorted(DAEMONS)
+    assert sorted(out) == ["deerflow-agent", "deerflow-controller"]
     return out
 
 
@@ -102,6 +72,9 @@ def test_every_flag_a_unit_passes_is_one_its_daemon_accepts(
     units: dict[str, tuple[dict[str, list[str]], list[str]]],
 ) -> None:
     for daemon, (_, args) in units.items():
+        missing = pending(daemon, args)
+        if missing:
+            pytest.xfail(pending_reason(missing))
         known = {o for p in DAEMONS[daemon].params for o in (*p.opts, *p.secondary_opts)}
         unknown = [a for a in args if a.startswith("-") and a.split("=")[0] not in known]
         assert not unknown, f"{daemon} has no option {unknown}"
@@ -141,13 +114,11 @@ def test_the_units_describe_controllers_on_etcd_and_agents_that_know_them_all(
 def test_each_unit_reads_its_example_config_file_with_the_daemons_own_parser(
     units: dict[str, tuple[dict[str, list[str]], list[str]]],
 ) -> None:
-    expected = {
-        "deerflow-controller": CONFIG_FILES["/etc/deerflow/controller.toml"],
-        "deerflow-agent": CONFIG_FILES["/etc/deerflow/agent.toml"],
-    }
+    expected = {"deerflow-controller": "controller.toml", "deerflow-agent": "agent.toml"}
     for daemon, (_, args) in units.items():
-        assert args[args.index("--config") + 1] == str(expected[daemon])
-        with DAEMONS[daemon].make_context(daemon, list(args)) as ctx:
+        assert args[args.index("--config") + 1] == f"/etc/deerflow/{expected[daemon]}"
+        mapped = map_paths(args, _STAND_INS)
+        with DAEMONS[daemon].make_context(daemon, mapped) as ctx:
             from_file = {
                 name
                 for name in ctx.params
@@ -155,7 +126,7 @@ def test_each_unit_reads_its_example_config_file_with_the_daemons_own_parser(
             }
         # Every key of the file took effect: none is shadowed by the unit's own command line,
         # so an operator editing the file is not overruled by a flag they cannot see there.
-        doc = tomllib.loads(expected[daemon].read_text())
+        doc = tomllib.loads(CONFIG_FILES[expected[daemon]].read_text())
         keys = config_keys(DAEMONS[daemon])
         assert from_file == {keys[k].name for k in doc}, daemon
 
