@@ -122,6 +122,20 @@ class ControllerConfig:
 
     max_tasks_per_job: int = 100_000
 
+    max_watch_streams: int = 1024
+    """Most WatchJob streams open at once (``--max-watch-streams``); one more is
+    RESOURCE_EXHAUSTED. Each costs at most its share of ``watch_buffer_bytes`` (16 KiB at
+    least) plus an HTTP/2 window when its reader reads nothing (``service/streams.py``)."""
+
+    max_watch_streams_per_client: int = 256
+    """Most WatchJob streams open at once from one client host
+    (``--max-watch-streams-per-client``), so that one client cannot take them all."""
+
+    watch_buffer_bytes: int = 16 << 20
+    """Bytes of events all WatchJob streams may have in messages being written at once
+    (``--watch-buffer-bytes``, 16 MiB), shared among the open streams: each message carries
+    its share (16 KiB to 4 MiB), so an unread stream holds no more."""
+
     max_message_bytes: int = 64 << 20
     """gRPC message limit; must exceed the largest job a client submits in one message."""
 

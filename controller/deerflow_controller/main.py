@@ -81,6 +81,28 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     "from the controller in chunks.",
 )
 @click.option(
+    "--max-watch-streams",
+    default=ControllerConfig.__dataclass_fields__["max_watch_streams"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 20),
+    help="Most WatchJob streams open at once; one more is RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--max-watch-streams-per-client",
+    default=ControllerConfig.__dataclass_fields__["max_watch_streams_per_client"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 20),
+    help="Most WatchJob streams open at once from one client host.",
+)
+@click.option(
+    "--watch-buffer-bytes",
+    default=ControllerConfig.__dataclass_fields__["watch_buffer_bytes"].default,
+    show_default=True,
+    type=click.IntRange(1 << 20, 1 << 40),
+    help="Bytes of events all WatchJob streams may have in messages being written at once, "
+    "shared among them: what unread streams can hold.",
+)
+@click.option(
     "--default-timeout",
     default=300.0,
     show_default=True,
@@ -236,6 +258,9 @@ def main(
     max_retained_output_bytes: int,
     max_retained_job_bytes: int,
     inline_input_bytes: int,
+    max_watch_streams: int,
+    max_watch_streams_per_client: int,
+    watch_buffer_bytes: int,
     default_timeout: float,
     default_retries: int,
     prefetch: int,
@@ -279,6 +304,9 @@ def main(
         port=port,
         max_payload_bytes=max_payload_bytes,
         inline_input_bytes=inline_input_bytes,
+        max_watch_streams=max_watch_streams,
+        max_watch_streams_per_client=max_watch_streams_per_client,
+        watch_buffer_bytes=watch_buffer_bytes,
         tuner=TunerConfig(
             mode=Mode(tuner_mode),
             objective=Objective(tuner_objective),

@@ -19,12 +19,12 @@ from deerflow_controller.core.validation import (
 )
 from deerflow_controller.service import wire
 from deerflow_controller.service.shell import SchedulerReplaced, Shell
+from deerflow_controller.service.streams import TooManyStreams, WatchStreams
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_MESSAGE = 4096
-MAX_BYTES_PER_MESSAGE = 4 << 20
 
 
 class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
@@ -35,6 +35,11 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             max_payload_bytes=cfg.max_payload_bytes,
             max_tasks_per_job=cfg.max_tasks_per_job,
             max_retries=cfg.scheduler.max_retries,
+        )
+        self.streams = WatchStreams(
+            max_streams=cfg.max_watch_streams,
+            max_per_client=cfg.max_watch_streams_per_client,
+            buffer_bytes=cfg.watch_buffer_bytes,
         )
 
     async def SubmitJob(
@@ -80,8 +85,22 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     async def WatchJob(
         self, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.TaskEventBatch]:
-        shell = self.shell
         job = await self._job(request.job_id, context)
+        try:
+            host = self.streams.open(context.peer())
+        except TooManyStreams as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            return
+        try:
+            async for batch in self._watch(job, request, context):
+                yield batch
+        finally:
+            self.streams.close(host)
+
+    async def _watch(
+        self, job: Job, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.TaskEventBatch]:
+        shell = self.shell
         scheduler = shell.scheduler
         terminal_only = request.filter == client_pb2.TERMINAL
         cursor = request.after_seq
@@ -91,9 +110,16 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 wake.clear()
                 events = job.events
                 while cursor < len(events):
-                    batch, cursor = self._batch(events, cursor, terminal_only)
+                    streams = self.streams
+                    batch, cursor, size = self._batch(
+                        events, cursor, terminal_only, streams.message_bytes()
+                    )
                     if batch.events:
-                        yield batch
+                        streams.charge(size)
+                        try:
+                            yield batch
+                        finally:
+                            streams.release(size)
                 if job.done and cursor >= len(job.events):
                     return
                 if shell.scheduler is not scheduler:
@@ -114,20 +140,22 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
 
     @staticmethod
     def _batch(
-        events: list[Event], cursor: int, terminal_only: bool
-    ) -> tuple[common_pb2.TaskEventBatch, int]:
+        events: list[Event], cursor: int, terminal_only: bool, budget: int
+    ) -> tuple[common_pb2.TaskEventBatch, int, int]:
+        """The events from ``cursor`` on that fit ``budget`` bytes (at least one), the cursor
+        after them, and their size in bytes (approximate: outputs plus 64 each)."""
         batch = common_pb2.TaskEventBatch()
         add = batch.events.add
         size = 0
         end = min(len(events), cursor + MAX_EVENTS_PER_MESSAGE)
-        while cursor < end and size < MAX_BYTES_PER_MESSAGE:
+        while cursor < end and size < budget:
             ev = events[cursor]
             cursor += 1
             if terminal_only and ev.state not in TERMINAL_STATES:
                 continue
             wire.fill_event(ev, add())
             size += len(ev.output) + 64
-        return batch, cursor
+        return batch, cursor, size
 
     async def CancelJob(
         self, request: client_pb2.CancelJobRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,68 @@
+"""Floods of many small valid requests against a real controller, measuring its RSS (issue
+#17, finding 5): ``python -m deerflow_bench._floods watch|jobs|gates|metrics|inputs``. Not part
+of the product; the numbers go to docs/SECURITY.md."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+import grpc
+import psutil
+
+from deerflow_bench import Cluster
+from deerflow_controller.client import AsyncClient, Task
+from deerflow_protos import client_pb2, client_pb2_grpc
+
+N_STREAMS = int(os.environ.get("N_STREAMS", "300"))
+AGENT_ARGS = ("--handler", "deerflow_bench.handlers:blob", "--slots", "16")
+
+
+def rss_mb(cluster: Cluster) -> float:
+    assert cluster.controller is not None
+    return float(psutil.Process(cluster.controller.pid).memory_info().rss) / 1e6
+
+
+async def watch_flood(cluster: Cluster, extra: list[str]) -> None:
+    """A job of 2,000 tasks of 10 KB outputs, watched by 300 streams that never read."""
+    async with AsyncClient(cluster.address, timeout_s=60) as client:
+        await client.agents(wait_for=1, timeout_s=30)
+        before = rss_mb(cluster)
+        tasks = [Task(f"t{i}", "blob", {"bytes": 10_000}) for i in range(2000)]
+        job = (await client.submit(tasks)).job_id
+        await client.wait(job, timeout_s=120)
+        after_job = rss_mb(cluster)
+        channels = [grpc.aio.insecure_channel(cluster.address) for _ in range(N_STREAMS // 30 + 1)]
+        calls = []
+        refused = 0
+        for i in range(N_STREAMS):
+            stub = client_pb2_grpc.JobServiceStub(channels[i % len(channels)])
+            calls.append(stub.WatchJob(client_pb2.WatchJobRequest(job_id=job)))
+        for _ in range(8):
+            await asyncio.sleep(1)
+            print(f"  rss {rss_mb(cluster):.0f} MB")
+        peak = rss_mb(cluster)
+        for call in calls:
+            if call.done() and await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                refused += 1
+            call.cancel()
+        for ch in channels:
+            await ch.close()
+        print(
+            f"watch: before {before:.0f} MB, after the job {after_job:.0f} MB, after 8 s of "
+            f"{N_STREAMS} unread streams {peak:.0f} MB (+{peak - after_job:.0f} MB); "
+            f"refused {refused}"
+        )
+
+
+async def main(which: str, extra: list[str]) -> None:
+    async with Cluster(1, agent_args=AGENT_ARGS, controller_args=extra) as cluster:
+        t0 = time.monotonic()
+        await {"watch": watch_flood}[which](cluster, extra)
+        print(f"  ({time.monotonic() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2:]))
