@@ -14,7 +14,7 @@ import psutil
 
 from deerflow_bench import Cluster
 from deerflow_controller.client import AsyncClient, Task
-from deerflow_protos import client_pb2, client_pb2_grpc
+from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 N_STREAMS = int(os.environ.get("N_STREAMS", "300"))
 AGENT_ARGS = ("--handler", "deerflow_bench.handlers:blob", "--slots", "16")
@@ -57,10 +57,36 @@ async def watch_flood(cluster: Cluster, extra: list[str]) -> None:
         )
 
 
+async def jobs_flood(cluster: Cluster, extra: list[str]) -> None:
+    """Jobs of 1,000 small tasks submitted with no agent to run them, until refused (or 400)."""
+    async with grpc.aio.insecure_channel(cluster.address) as channel:
+        stub = client_pb2_grpc.JobServiceStub(channel)
+        before = rss_mb(cluster)
+        accepted = 0
+        for j in range(400):
+            request = client_pb2.SubmitJobRequest(
+                tasks=[
+                    common_pb2.TaskSpec(id=f"t{i}", handler="nobody", payload=b'{"q": 1}')
+                    for i in range(1000)
+                ]
+            )
+            try:
+                await stub.SubmitJob(request, timeout=60)
+            except grpc.aio.AioRpcError as e:
+                print(f"  job {j}: {e.code().name}: {e.details()}")
+                break
+            accepted += 1000
+        after = rss_mb(cluster)
+        print(
+            f"jobs: {accepted} unfinished tasks accepted: {before:.0f} -> {after:.0f} MB "
+            f"({(after - before) * 1e6 / max(1, accepted):.0f} bytes a task)"
+        )
+
+
 async def main(which: str, extra: list[str]) -> None:
     async with Cluster(1, agent_args=AGENT_ARGS, controller_args=extra) as cluster:
         t0 = time.monotonic()
-        await {"watch": watch_flood}[which](cluster, extra)
+        await {"watch": watch_flood, "jobs": jobs_flood}[which](cluster, extra)
         print(f"  ({time.monotonic() - t0:.0f} s)")
 
 

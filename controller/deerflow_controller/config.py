@@ -103,6 +103,20 @@ class SchedulerConfig:
     RESOURCE_EXHAUSTED. An output stops counting when the last dependent that asked for it
     ends, so a pipeline of any length fits if its live fan-in does."""
 
+    max_queued_tasks: int = 500_000
+    """Most unfinished tasks (not yet SUCCEEDED, FAILED, CANCELLED or TIMED_OUT) the controller
+    holds in all (``--max-queued-tasks``); a job that would go over is refused whole,
+    RESOURCE_EXHAUSTED, retry when some finish. Each costs about 1.5 KB plus its payload
+    (measured), so 500,000 hold about 750 MB plus payloads."""
+
+    max_queued_tasks_per_tenant: int = 100_000
+    """Most unfinished tasks of one tenant (``--max-queued-tasks-per-tenant``), so that one
+    tenant cannot take the whole of ``max_queued_tasks``."""
+
+    max_jobs_per_tenant: int = 10_000
+    """Most unfinished jobs of one tenant (``--max-jobs-per-tenant``); a job counts against
+    its first task's tenant."""
+
 
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:

@@ -81,6 +81,28 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     "from the controller in chunks.",
 )
 @click.option(
+    "--max-queued-tasks",
+    default=SchedulerConfig.__dataclass_fields__["max_queued_tasks"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 40),
+    help="Most unfinished tasks the controller holds; a job that would go over is refused "
+    "RESOURCE_EXHAUSTED (retry when some finish).",
+)
+@click.option(
+    "--max-queued-tasks-per-tenant",
+    default=SchedulerConfig.__dataclass_fields__["max_queued_tasks_per_tenant"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 40),
+    help="Most unfinished tasks of one tenant.",
+)
+@click.option(
+    "--max-jobs-per-tenant",
+    default=SchedulerConfig.__dataclass_fields__["max_jobs_per_tenant"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 40),
+    help="Most unfinished jobs of one tenant (a job counts against its first task's tenant).",
+)
+@click.option(
     "--max-watch-streams",
     default=ControllerConfig.__dataclass_fields__["max_watch_streams"].default,
     show_default=True,
@@ -258,6 +280,9 @@ def main(
     max_retained_output_bytes: int,
     max_retained_job_bytes: int,
     inline_input_bytes: int,
+    max_queued_tasks: int,
+    max_queued_tasks_per_tenant: int,
+    max_jobs_per_tenant: int,
     max_watch_streams: int,
     max_watch_streams_per_client: int,
     watch_buffer_bytes: int,
@@ -323,6 +348,9 @@ def main(
             agent_silence_s=agent_silence_timeout,
             max_retained_output_bytes=max_retained_output_bytes,
             max_retained_job_bytes=max_retained_job_bytes,
+            max_queued_tasks=max_queued_tasks,
+            max_queued_tasks_per_tenant=max_queued_tasks_per_tenant,
+            max_jobs_per_tenant=max_jobs_per_tenant,
         ),
     )
     ha = None

@@ -171,6 +171,23 @@ def check_jobs(sched: Scheduler, jobs: Iterable[Job]) -> None:
     ), f"counters {c} against {dict(recount)}"
 
 
+def check_quotas(sched: Scheduler, jobs: Iterable[Job]) -> None:
+    """The quotas count exactly the unfinished tasks per tenant and in all, and the unfinished
+    jobs per tenant (of their first task), with no entry left for a tenant at zero."""
+    tasks: Counter[str] = Counter()
+    by_job: Counter[str] = Counter()
+    for job in jobs:
+        for t in job.tasks.values():
+            if not t.terminal:
+                tasks[t.spec.tenant] += 1
+        if not job.done:
+            by_job[next(iter(job.tasks.values())).spec.tenant] += 1
+    quotas = sched.quotas
+    assert quotas.tasks == sum(tasks.values())
+    assert quotas.tasks_by_tenant == dict(tasks), f"{quotas.tasks_by_tenant} != {dict(tasks)}"
+    assert quotas.jobs_by_tenant == dict(by_job), f"{quotas.jobs_by_tenant} != {dict(by_job)}"
+
+
 def check_nothing_runnable_waits(sched: Scheduler, now: float) -> None:
     """An agent with free credit leaves nothing queued that it could run, and rate-keyed tasks
     waiting while agents have room have a release timer armed (or wait for an attempt that
@@ -234,5 +251,6 @@ def check_all(
     check_rate_limiter(sched, tasks)
     check_agents(sched, tasks, holdings)
     check_jobs(sched, jobs)
+    check_quotas(sched, jobs)
     check_nothing_runnable_waits(sched, now)
     check_retained_outputs(jobs)

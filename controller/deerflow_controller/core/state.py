@@ -55,6 +55,7 @@ from deerflow_controller.core.model import (
     TaskState,
 )
 from deerflow_controller.core.port import CorePort
+from deerflow_controller.core.quotas import Quotas
 from deerflow_controller.core.ready_queue import ReadyQueue
 from deerflow_controller.core.timers import TimerHeap, TimerKind
 from deerflow_controller.core.types import AttemptResult, Counters, Outbox
@@ -91,6 +92,8 @@ class SchedulerCore:
         self.agents: dict[str, AgentView] = {}
         self.ready = ReadyQueue(self.config.tenant_weights)
         self.counters = Counters()
+        self.quotas = Quotas(self.config)
+        """Unfinished tasks and jobs per tenant: what :meth:`submit` may still accept."""
         self.outbox = Outbox()
         self._timer_heap = TimerHeap()
         self._timers = self._timer_heap.entries
@@ -261,6 +264,7 @@ class SchedulerCore:
         job.remaining = len(tasks)
         self.jobs[job_id] = job
         self.counters.submitted += len(tasks)
+        self.quotas.job_added(job)
         for task in tasks.values():
             deps = task.spec.depends_on
             if deps:

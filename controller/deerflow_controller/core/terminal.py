@@ -193,6 +193,7 @@ def terminal(
     job = task.job
     job.remaining -= 1
     job.terminal_events += 1
+    self.quotas.task_ended(task)
     if job.remaining == 0:
         job.finished_at = now
         self._push_timer(now + self.config.job_retention_s, TimerKind.EXPIRE_JOB, job)

@@ -75,6 +75,9 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 f"job {quote(job_id)} already exists with different tasks; "
                 "use a new job id, or resubmit exactly the same tasks",
             )
+        problem = self.shell.scheduler.quotas.problem(specs)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
         # The journal (HA) records this request: the acceptance time lets a new leader keep
         # the job's deadline.
         request.accepted_at = self.shell.submit_job(
