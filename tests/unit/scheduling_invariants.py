@@ -91,9 +91,16 @@ def check_rate_limiter(sched: Scheduler, tasks: list[Task]) -> None:
         else:
             assert t.spec.rate_keys, f"{t.id} is THROTTLED with no rate keys and no circuit"
             assert gate_entries[id(t)] == 1, f"{t.id} waits {gate_entries[id(t)]} times"
+    gates = sched.limiter.gates
     for t in tasks:
         if t.terminal:
             assert t.rate_hold is None, f"{t.id} ended {t.state.name} holding rate slots"
+        for key, _ in t.rate_hold or ():
+            assert key in gates, f"{t.id} holds a slot of {key}, whose gate was evicted"
+    for key, gate in gates.items():
+        # Dispatch walks only the busy gates: one with a task waiting must be among them.
+        if gate.waiting:
+            assert sched.limiter._busy.get(key) is gate, f"{key} has waiters and is not busy"
 
 
 def check_agents(sched: Scheduler, tasks: list[Task], holdings: Mapping[str, AgentHolding]) -> None:
