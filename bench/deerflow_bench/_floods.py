@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import time
 
+import aiohttp
 import grpc
 import psutil
 
@@ -83,10 +85,61 @@ async def jobs_flood(cluster: Cluster, extra: list[str]) -> None:
         )
 
 
+async def metrics_flood(cluster: Cluster, extra: list[str]) -> None:
+    """20,000 tasks each naming a unique handler (no agent has it), and 20,000 run with a
+    unique rate key each; then one /metrics scrape, timed, and a gRPC call during it."""
+    async with AsyncClient(cluster.address, timeout_s=120) as client:
+        await client.agents(wait_for=1, timeout_s=30)
+        before = rss_mb(cluster)
+        for j in range(20):
+            bad = [Task(f"h{i}", f"nobody-{j}-{i}") for i in range(1000)]
+            keyed = [
+                Task(f"k{i}", "blob", {"bytes": 10}, rate_keys=[f"user-{j}-{i}"])
+                for i in range(1000)
+            ]
+            for tasks in (bad, keyed):
+                job = (await client.submit(tasks)).job_id
+                await client.wait(job, timeout_s=300)
+        after = rss_mb(cluster)
+        async with aiohttp.ClientSession() as session:
+            t0 = time.monotonic()
+            scrape = asyncio.ensure_future(session.get(f"http://127.0.0.1:{HTTP_PORT}/metrics"))
+            await asyncio.sleep(0.01)
+            t1 = time.monotonic()
+            await client.stats()
+            rpc_s = time.monotonic() - t1
+            async with await scrape as resp:
+                body = await resp.read()
+            scrape_s = time.monotonic() - t0
+        sizes: dict[str, int] = {}
+        for line in body.decode().splitlines():
+            if not line.startswith("#"):
+                name = line.split("{")[0].split(" ")[0]
+                sizes[name] = sizes.get(name, 0) + len(line) + 1
+        for name, size in sorted(sizes.items(), key=lambda kv: -kv[1])[:5]:
+            print(f"  {name}: {size} bytes")
+        print(
+            f"metrics: rss {before:.0f} -> {after:.0f} MB; one scrape {len(body)} bytes in "
+            f"{scrape_s:.2f} s; a gRPC call during it took {rpc_s:.2f} s"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+HTTP_PORT = free_port()
+
+
 async def main(which: str, extra: list[str]) -> None:
+    extra = ["--http-port", str(HTTP_PORT), *extra]
     async with Cluster(1, agent_args=AGENT_ARGS, controller_args=extra) as cluster:
         t0 = time.monotonic()
-        await {"watch": watch_flood, "jobs": jobs_flood}[which](cluster, extra)
+        await {"watch": watch_flood, "jobs": jobs_flood, "metrics": metrics_flood}[which](
+            cluster, extra
+        )
         print(f"  ({time.monotonic() - t0:.0f} s)")
 
 
