@@ -124,6 +124,9 @@ async def metrics_flood(cluster: Cluster, extra: list[str]) -> None:
         )
 
 
+FLOODS = {"watch": watch_flood, "jobs": jobs_flood, "metrics": metrics_flood}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
