@@ -124,7 +124,40 @@ async def metrics_flood(cluster: Cluster, extra: list[str]) -> None:
         )
 
 
-FLOODS = {"watch": watch_flood, "jobs": jobs_flood, "metrics": metrics_flood}
+async def outputs_flood(cluster: Cluster, extra: list[str]) -> None:
+    """60 jobs one after another, each one task returning 16 MB, each read whole by the
+    client (as ``deerflow bench inputs`` does): what the finished jobs leave in memory."""
+    async with AsyncClient(cluster.address, timeout_s=120) as client:
+        await client.agents(wait_for=1, timeout_s=30)
+        before = rss_mb(cluster)
+        peak = before
+        ids = []
+        for j in range(60):
+            job = await client.submit([Task("p", "blob", {"bytes": 16_000_000, "seed": str(j)})])
+            results = await job.wait(timeout_s=120)
+            assert results["p"].ok, results["p"].error
+            ids.append(job.job_id)
+            peak = max(peak, rss_mb(cluster))
+        kept = 0
+        for job_id in ids:
+            try:
+                await client.get_job(job_id)
+                kept += 1
+            except Exception:
+                pass
+        print(f"  {kept} of the 60 jobs still kept")
+        print(
+            f"outputs: 60 jobs of a 16 MB output: rss {before:.0f} -> {rss_mb(cluster):.0f} MB "
+            f"(peak {peak:.0f} MB)"
+        )
+
+
+FLOODS = {
+    "outputs": outputs_flood,
+    "watch": watch_flood,
+    "jobs": jobs_flood,
+    "metrics": metrics_flood,
+}
 
 
 def free_port() -> int:
@@ -140,9 +173,7 @@ async def main(which: str, extra: list[str]) -> None:
     extra = ["--http-port", str(HTTP_PORT), *extra]
     async with Cluster(1, agent_args=AGENT_ARGS, controller_args=extra) as cluster:
         t0 = time.monotonic()
-        await {"watch": watch_flood, "jobs": jobs_flood, "metrics": metrics_flood}[which](
-            cluster, extra
-        )
+        await FLOODS[which](cluster, extra)
         print(f"  ({time.monotonic() - t0:.0f} s)")
 
 

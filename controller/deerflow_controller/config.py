@@ -117,6 +117,12 @@ class SchedulerConfig:
     """Most unfinished jobs of one tenant (``--max-jobs-per-tenant``); a job counts against
     its first task's tenant."""
 
+    max_output_bytes: int = 512 << 20
+    """Most bytes of SUCCEEDED outputs the controller keeps for clients, 512 MiB
+    (``--max-output-bytes``): over it, finished jobs are forgotten early (the longest
+    finished first), and when running jobs alone hold it the output that would go over fails
+    its task RESOURCE_EXHAUSTED (``core.outputs``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:

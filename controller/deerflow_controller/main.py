@@ -81,6 +81,14 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     "from the controller in chunks.",
 )
 @click.option(
+    "--max-output-bytes",
+    default=SchedulerConfig.__dataclass_fields__["max_output_bytes"].default,
+    show_default=True,
+    type=click.IntRange(1 << 20, 1 << 40),
+    help="Most bytes of task outputs kept for clients; over it finished jobs are forgotten "
+    "early, oldest first, then an output that still does not fit fails its task.",
+)
+@click.option(
     "--max-queued-tasks",
     default=SchedulerConfig.__dataclass_fields__["max_queued_tasks"].default,
     show_default=True,
@@ -280,6 +288,7 @@ def main(
     max_retained_output_bytes: int,
     max_retained_job_bytes: int,
     inline_input_bytes: int,
+    max_output_bytes: int,
     max_queued_tasks: int,
     max_queued_tasks_per_tenant: int,
     max_jobs_per_tenant: int,
@@ -348,6 +357,7 @@ def main(
             agent_silence_s=agent_silence_timeout,
             max_retained_output_bytes=max_retained_output_bytes,
             max_retained_job_bytes=max_retained_job_bytes,
+            max_output_bytes=max_output_bytes,
             max_queued_tasks=max_queued_tasks,
             max_queued_tasks_per_tenant=max_queued_tasks_per_tenant,
             max_jobs_per_tenant=max_jobs_per_tenant,

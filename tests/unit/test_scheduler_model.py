@@ -81,6 +81,7 @@ def scheduler() -> Scheduler:
         prefetch_fraction=0.0,
         agent_silence_s=15.0,
         recovery=recovery,
+        max_output_bytes=60,  # a few outputs: finished jobs are forgotten early, some refused
     )
     # Idle gates are evicted at every offer (not every minute), so that eviction meets every
     # other rule in short sequences.

@@ -54,6 +54,7 @@ from deerflow_controller.core.model import (
     TaskSpec,
     TaskState,
 )
+from deerflow_controller.core.outputs import OutputBytes
 from deerflow_controller.core.port import CorePort
 from deerflow_controller.core.quotas import Quotas
 from deerflow_controller.core.ready_queue import ReadyQueue
@@ -92,8 +93,8 @@ class SchedulerCore:
         self.agents: dict[str, AgentView] = {}
         self.ready = ReadyQueue(self.config.tenant_weights)
         self.counters = Counters()
-        self.quotas = Quotas(self.config)
-        """Unfinished tasks and jobs per tenant: what :meth:`submit` may still accept."""
+        self.quotas = Quotas(self.config)  # unfinished work per tenant (what submit admits)
+        self.outputs = OutputBytes()  # SUCCEEDED outputs held (core.outputs)
         self.outbox = Outbox()
         self._timer_heap = TimerHeap()
         self._timers = self._timer_heap.entries

@@ -123,7 +123,9 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                             yield batch
                         finally:
                             streams.release(size)
-                if job.done and cursor >= len(job.events):
+                # Forgotten (expired): its events are cleared, so "read to the end" is no end.
+                forgotten = shell.scheduler is scheduler and shell.job(job.id) is not job
+                if job.done and cursor >= len(job.events) and not forgotten:
                     return
                 if shell.scheduler is not scheduler:
                     # This controller stopped leading and dropped its state (HA): the job
@@ -131,11 +133,12 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                     # UNAVAILABLE and the new leader's address); raised, not aborted here, as an
                     # abort is awaited and the gate must not race a second one against it.
                     raise SchedulerReplaced(f"job {quote(job.id)} was watched across a term's end")
-                if shell.job(job.id) is not job:
+                if forgotten:
                     await context.abort(
                         grpc.StatusCode.NOT_FOUND,
-                        f"job {quote(job.id)} expired while being watched; fetch results sooner or "
-                        "raise the retention",
+                        f"job {quote(job.id)} was forgotten while being watched (its retention "
+                        "ended, or finished jobs' outputs went over --max-output-bytes); read "
+                        "results as they finish, or raise the retention or the budget",
                     )
                 await wake.wait()
         finally:
@@ -223,7 +226,8 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no job {quote(job_id)}: it was never submitted here, or it finished more than "
-                f"{self.shell.config.scheduler.job_retention_s:g} s ago and was forgotten",
+                f"{self.shell.config.scheduler.job_retention_s:g} s ago and was forgotten (sooner "
+                "when finished jobs' outputs go over --max-output-bytes)",
             )
             raise AssertionError("unreachable")
         return job
