@@ -296,6 +296,8 @@ class RateLimiter:
         """When the next sweep is due (None: a minute after the first offer)."""
         self.evicted = 0
         """Idle gates evicted so far."""
+        self.evicted_rate_limited = 0
+        """429s counted by gates since evicted (totals over all keys stay monotonic)."""
         self.max_concurrency = 0
         """A ceiling on every key's concurrency set at run time (the tuner's knob; 0: the
         configured ``max_concurrency`` of each key)."""
@@ -318,15 +320,17 @@ class RateLimiter:
             if gate.learned():
                 learned.append(key)
             else:
-                del gates[key]
-                self._busy.pop(key, None)
-                self.evicted += 1
+                self._evict(key)
         for key in learned[: max(0, len(learned) - MAX_IDLE_LEARNED_GATES)]:
-            del gates[key]
-            self._busy.pop(key, None)
-            self.evicted += 1
+            self._evict(key)
         self._sweep_size = max(self.min_sweep_gates, 2 * len(gates))
         self._sweep_at = now + self.sweep_every_s
+
+    def _evict(self, key: str) -> None:
+        gate = self.gates.pop(key)
+        self._busy.pop(key, None)
+        self.evicted += 1
+        self.evicted_rate_limited += gate.stats.rate_limited
 
     def set_max_concurrency(self, ceiling: int) -> None:
         """Cap every key's adaptive concurrency at ``ceiling`` (0: as configured), keys first
