@@ -25,6 +25,7 @@ from deerflow_controller.client._errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     TaskFailedError,
     UnavailableError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "ResourceExhaustedError",
     "SyncJobHandle",
     "Task",
     "TaskEvent",

@@ -204,7 +204,7 @@ class AsyncClient:
     ) -> JobHandle:
         """Submit a job (a DAG through ``depends_on``). Returns once the controller accepted it.
 
-        Raises InvalidJobError / PayloadTooLargeError when refused; nothing is accepted then.
+        Raises InvalidJobError / ResourceExhaustedError when refused; nothing is accepted then.
         Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op.
         Without one, the client picks one, so its own retries (after a failover) are too.
         ``deadline_s`` (seconds after the controller accepts the job; 0 = none, at most 7 days)

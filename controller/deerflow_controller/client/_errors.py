@@ -24,12 +24,16 @@ class InvalidJobError(DeerflowError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class PayloadTooLargeError(DeerflowError):
+class ResourceExhaustedError(DeerflowError):
     """A configured limit was reached (RESOURCE_EXHAUSTED): a payload or the job is too large,
     or the controller holds as much unfinished work or as many WatchJob streams as it allows;
     the message says which, and whether retrying later helps ("retry when some finish")."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+PayloadTooLargeError = ResourceExhaustedError
+"""The name this error had while the only limit was a payload's size; kept for callers."""
 
 
 class NotFoundError(DeerflowError):
@@ -81,7 +85,7 @@ _BY_CODE: dict[grpc.StatusCode, type[DeerflowError]] = {
     cls.code: cls
     for cls in (
         InvalidJobError,
-        PayloadTooLargeError,
+        ResourceExhaustedError,
         NotFoundError,
         AlreadyExistsError,
         UnavailableError,
