@@ -105,7 +105,11 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[common_pb2.TaskEventBatch]:
         job = await self._job(request.job_id, context)
         try:
-            host = self.streams.open(context.peer())
+            who = principal()
+            # Counted per tenant when callers present tokens (a tenant's clients share its
+            # allowance wherever they run), else per client host. An admin token counts apart.
+            tenant = None if who is None else (f"admin {who.name}" if who.admin else who.tenant)
+            host = self.streams.open(context.peer(), tenant)
         except TooManyStreams as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
             return

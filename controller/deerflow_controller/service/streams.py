@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deerflow_controller.core.validation import quote
+
 MIN_MESSAGE_BYTES = 16 << 10
 MAX_MESSAGE_BYTES = 4 << 20
 
@@ -56,14 +58,16 @@ class WatchStreams:
     outstanding: int = 0
     """Bytes of events in messages being written now, all streams together."""
 
-    def open(self, peer: str) -> str:
-        """Count one more stream from ``peer``; returns the key to pass to :meth:`close`.
-        Raises TooManyStreams (counting nothing) when it would go over a limit."""
-        host = client_host(peer)
+    def open(self, peer: str, tenant: str | None = None) -> str:
+        """Count one more stream from ``peer`` (or, with authentication, from ``tenant``: the
+        tenant of the caller's token, wherever it connects from); returns the key to pass to
+        :meth:`close`. Raises TooManyStreams (counting nothing) when it would go over a limit."""
+        host = client_host(peer) if tenant is None else f"tenant:{tenant}"
         held = self.per_client.get(host, 0)
         if held >= self.max_per_client:
+            who = "this client" if tenant is None else f"tenant {quote(tenant)}"
             raise TooManyStreams(
-                f"this client already has {held} WatchJob streams open, the limit per client "
+                f"{who} already has {held} WatchJob streams open, the limit per client "
                 f"(--max-watch-streams-per-client {self.max_per_client}); close some, and retry "
                 "when some end"
             )
