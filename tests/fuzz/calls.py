@@ -78,8 +78,9 @@ def server_stream(
 def bidi_stream(
     ch: grpc.Channel, method: str, bodies: Iterable[bytes], *, timeout_s: float = CALL_DEADLINE_S
 ) -> Answer:
-    """Sends ``bodies`` and closes the sending side; the call must end within ``timeout_s``."""
-    call = ch.stream_stream(method)(iter(list(bodies)), timeout=timeout_s)
+    """Sends ``bodies`` (an iterator runs in gRPC's sending thread) and closes the sending
+    side; the call must end within ``timeout_s``."""
+    call = ch.stream_stream(method)(iter(bodies), timeout=timeout_s)
     return _drain(call, method)
 
 

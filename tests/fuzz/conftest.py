@@ -16,7 +16,14 @@ from .target import FuzzTarget
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
     """A running controller with a real agent and good jobs flowing; after the module, the
     properties once more (alive, same pid, RSS, log, probe), then both processes stopped."""
-    fuzz = FuzzTarget(tmp_path_factory.mktemp("fuzz"))
+    yield from running_target(tmp_path_factory)
+
+
+def running_target(
+    tmp_path_factory: pytest.TempPathFactory, *, http: bool = False
+) -> Iterator[FuzzTarget]:
+    """The body of a module's ``target`` fixture (``http``: with the dashboard's port)."""
+    fuzz = FuzzTarget(tmp_path_factory.mktemp("fuzz"), http=http)
     try:
         fuzz.start()
         yield fuzz

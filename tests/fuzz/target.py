@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -49,6 +50,9 @@ ALLOWED_CODES = frozenset(
         grpc.StatusCode.ALREADY_EXISTS,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.FAILED_PRECONDITION,
+        # Refusals of a caller without credentials (issue #17 deliver 2, on wip/auth).
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
     }
 )
 """What the controller may answer a fuzzed call: a refusal that names the problem, or OK. Never
@@ -63,10 +67,11 @@ class FuzzTarget:
     """A controller and an agent on loopback, started by :meth:`start`, stopped by
     :meth:`stop` (SIGTERM, then SIGKILL after 10 s; each by its pid)."""
 
-    def __init__(self, workdir: Path, controller_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, *, http: bool = False) -> None:
         self.workdir = workdir
         self.log_path = workdir / "controller.log"
-        self.controller_args = controller_args
+        self.http_port = _free_port() if http else 0
+        """The dashboard's port (/api/stats, /metrics), or 0: no HTTP side."""
         self.controller: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.address = ""
@@ -82,7 +87,7 @@ class FuzzTarget:
         self._log_file = self.log_path.open("wb")
         self.controller = subprocess.Popen(
             [sys.executable, "-m", "deerflow_controller.main", "--host", "127.0.0.1",
-             "--port", "0", "--http-port", "0", *self.controller_args],
+             "--port", "0", "--http-port", str(self.http_port)],
             stdout=subprocess.PIPE, stderr=self._log_file, env=env,
         )  # fmt: skip
         self.pid = self.controller.pid
@@ -229,6 +234,12 @@ def _ready_address(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
         _stop(proc)
         raise RuntimeError(f"the controller did not get ready within {timeout_s:g} s")
     return found[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
