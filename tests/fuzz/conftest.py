@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .report import INPUTS_PROPERTY
+from .plugin import INPUTS_PROPERTY
 from .target import FuzzTarget
 
 

@@ -176,7 +176,7 @@ class GoodJobProbe(threading.Thread):
                 except Exception as e:
                     self.errors.append(f"good job failed: {type(e).__name__}: {e}")
                 # Pacing, not synchronisation: leave the CPU to the fuzzing.
-                self._stop_event.wait(0.02)
+                self._stop_event.wait(0.1)
 
     def _one_job(self, client: Client) -> None:
         with self._progress:

@@ -71,7 +71,7 @@ forged = st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("abc"), int3
 """Results to forge: (which finished good job, which of its tasks, which attempt)."""
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=100)
 @given(
     first=st.one_of(hellos.map(lambda h: agent_pb2.AgentMessage(hello=h)), agent_messages(refs)),
     rest=st.lists(agent_messages(refs), max_size=6),

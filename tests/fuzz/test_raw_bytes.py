@@ -68,7 +68,7 @@ def _parses(message: type[M], body: bytes) -> M | None:
         return None
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=200)
 @given(method=st.sampled_from(METHODS), body=bodies, more=st.lists(bodies, max_size=3))
 def test_raw_bytes_to_every_method_get_a_status(
     target: FuzzTarget,

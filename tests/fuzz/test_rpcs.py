@@ -73,7 +73,7 @@ def _cancel_accepted(target: FuzzTarget, ch: grpc.Channel, answer: calls.Answer)
     target.fuzz_jobs.append(reply.job_id)
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=120)
 @given(request=submit_requests, pick=job_picks)
 def test_every_submitted_job_gets_a_status_and_good_jobs_keep_completing(
     target: FuzzTarget,
@@ -125,7 +125,7 @@ def test_good_jobs_complete_after_the_submit_fuzzing(target: FuzzTarget) -> None
     target.check_serving()
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=100)
 @given(
     kind=st.sampled_from(["WatchJob", "CancelJob", "GetJob", "GetTask"]),
     watch=watch_requests,

@@ -85,7 +85,7 @@ def own_target(tmp_path: Path) -> Iterator[FuzzTarget]:
 def test_unread_watch_streams_keep_the_controller_within_its_memory_bound(
     own_target: FuzzTarget, inputs: InputCount
 ) -> None:
-    tasks = [Task(f"t{i}", "echo", b"x" * 4096) for i in range(1000)]
+    tasks = [Task(f"t{i}", "echo", b"x" * 8192) for i in range(500)]
     with calls.channel(own_target.address) as ch, Client(own_target.address) as client:
         before = own_target.rss()
         job = client.submit(tasks)
