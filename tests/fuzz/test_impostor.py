@@ -11,8 +11,10 @@ task that has ended never changes it."""
 
 from __future__ import annotations
 
+import threading
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -155,3 +157,47 @@ def test_an_impostor_cannot_end_another_agents_running_attempt(
         ended = client.result(job.job_id, "long", timeout_s=30)
     target.check()
     assert ended.output == b'{"slept": 1.0}', ended
+
+
+@pytest.fixture
+def own_target(tmp_path: Path) -> Iterator[FuzzTarget]:
+    """A controller of this test's own: the impostor changes what every echo task does."""
+    fuzz = FuzzTarget(tmp_path)
+    try:
+        fuzz.start()
+        yield fuzz
+    finally:
+        fuzz.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue #17 finding 3: handler traits from one agent override every other agent's (an "
+    "impostor declaring echo with an items field makes every echo task fail SPLIT_ERROR)",
+)
+def test_an_impostors_handler_traits_do_not_change_a_handler_other_agents_serve(
+    own_target: FuzzTarget,
+) -> None:
+    echo = agent_pb2.HandlerInfo(name="echo", items_field="items")
+    hello = agent_pb2.Hello(agent_id="impostor", slots=1, handlers=[echo])
+    leave = threading.Event()
+
+    def stream() -> Iterator[bytes]:
+        yield agent_pb2.AgentMessage(hello=hello).SerializeToString()
+        leave.wait(30)
+
+    answers: list[calls.Answer] = []
+    with calls.channel(own_target.address) as ch, Client(own_target.address) as client:
+        impostor = threading.Thread(
+            target=lambda: answers.append(calls.bidi_stream(ch, AGENTS + "Connect", stream()))
+        )
+        impostor.start()
+        try:
+            client.agents(wait_for=2, timeout_s=30)  # the impostor has joined
+            job = client.submit([Task("plain", "echo", b"not JSON, never split")])
+        finally:
+            leave.set()
+            impostor.join(30)
+        ended = client.result(job.job_id, "plain", timeout_s=30)
+    assert answers and answers[0].code == grpc.StatusCode.OK
+    assert ended.state == "SUCCEEDED" and ended.output == b"not JSON, never split", ended
