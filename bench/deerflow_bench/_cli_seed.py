@@ -117,13 +117,34 @@ from ._cli import (
     show_default=True,
     help="Task priorities the control plane's driver sets: how far each job has got, or none.",
 )
+@click.option(
+    "--ours-tuner",
+    type=click.Choice(["off", "observe", "on"]),
+    default="observe",
+    show_default=True,
+    help="The control plane's --tuner (observe is the controller's default: no changes).",
+)
+@click.option(
+    "--ours-tuner-interval-s",
+    default=2.0,
+    show_default=True,
+    type=FiniteFloatRange(0.1, 60),
+    help="The control plane's --tuner-interval-s.",
+)
+@click.option(
+    "--ours-tuner-objective",
+    type=click.Choice(["throughput", "latency", "cost"]),
+    default="throughput",
+    show_default=True,
+    help="The control plane's --tuner-objective.",
+)
 @seed_option(7)
 @json_option
 def bench_research(
     system: str | None, compare: bool, processes: int, slots: int, duration_s: float,
     arrival_per_s: float, drain_s: float, llm_rpm: float, search_rpm: float, crawl_rpm: float,
-    error_rate: float, time_scale: float, llm_cap: int, ours_priority: str, seed: int,
-    as_json: bool,
+    error_rate: float, time_scale: float, llm_cap: int, ours_priority: str, ours_tuner: str,
+    ours_tuner_interval_s: float, ours_tuner_objective: str, seed: int, as_json: bool,
 ) -> None:  # fmt: skip
     """Research jobs (plan -> parallel steps of llm/search/crawl -> report) on the fork's
     executor, DeerFlow 2.0's and the control plane, against the seed's claimed gains."""
@@ -149,6 +170,7 @@ def bench_research(
                 drain_s=drain_s,
                 llm_cap=llm_cap,
                 progress_priority=ours_priority == "progress",
+                tuner=(ours_tuner, ours_tuner_interval_s, ours_tuner_objective),
             )
         )
     except RuntimeError as e:  # a baseline process or the simulator failed to run

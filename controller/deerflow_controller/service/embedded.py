@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from deerflow_controller.service.launcher import AgentProcess
 
@@ -14,17 +14,27 @@ class LocalAgents:
 
     Stopping sends SIGTERM (the agents drain), then SIGKILL after ``grace_s``."""
 
-    def __init__(self, address: str, count: int, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        address: str,
+        count: int,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.address = address
         self.count = count
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})
+        """Added to the agents' environment (with --auth-file: their join token)."""
         self.procs: list[AgentProcess] = []
 
     async def start(self) -> None:
         for i in range(self.count):
             agent_id = f"local-{i + 1}-{os.getpid()}"
             self.procs.append(
-                await AgentProcess.start(self.address, agent_id, self.extra_args, quiet=False)
+                await AgentProcess.start(
+                    self.address, agent_id, self.extra_args, quiet=False, env=self.env or None
+                )
             )
 
     async def stop(self, grace_s: float = 10.0) -> None:
