@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from deerflow_common import run, setup_logging
+from deerflow_common.config_file import config_option
 from deerflow_common.etcd import DEFAULT_PREFIX, DEFAULT_TTL_S, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
 from deerflow_common.tls import (
@@ -243,6 +244,7 @@ def _parse_http_allow(ctx: click.Context, param: click.Parameter, value: str) ->
     envvar=KEY_ENV,
     help=f"PEM private key of --tls-cert (env {KEY_ENV}).",
 )
+@config_option
 def main(
     controllers: tuple[str, ...],
     agent_id: str | None,

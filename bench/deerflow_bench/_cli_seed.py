@@ -188,13 +188,42 @@ def bench_research(
     show_default=True,
     help="The --agent-slot-limit values tried by hand (comma-separated).",
 )
-@click.option("--hand-s", default=12.0, show_default=True, type=FiniteFloatRange(4, 600))
-@click.option("--tuned-s", default=60.0, show_default=True, type=FiniteFloatRange(10, 1800))
-@click.option("--interval", default=1.0, show_default=True, type=FiniteFloatRange(0.1, 60))
 @click.option(
-    "--median", "median_s", default=0.05, show_default=True, type=FiniteFloatRange(0.001, 10)
+    "--hand-s",
+    default=12.0,
+    show_default=True,
+    type=FiniteFloatRange(4, 600),
+    help="Seconds each hand-set limit runs.",
 )
-@click.option("--sigma", default=0.5, show_default=True, type=FiniteFloatRange(0, 3))
+@click.option(
+    "--tuned-s",
+    default=60.0,
+    show_default=True,
+    type=FiniteFloatRange(10, 1800),
+    help="Seconds the tuner runs.",
+)
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=FiniteFloatRange(0.1, 60),
+    help="The controller's --tuner-interval-s.",
+)
+@click.option(
+    "--median",
+    "median_s",
+    default=0.05,
+    show_default=True,
+    type=FiniteFloatRange(0.001, 10),
+    help="Median task duration (s) of the log-normal draw.",
+)
+@click.option(
+    "--sigma",
+    default=0.5,
+    show_default=True,
+    type=FiniteFloatRange(0, 3),
+    help="Sigma of the log-normal task durations.",
+)
 @seed_option(1)
 @json_option
 def bench_tuner(

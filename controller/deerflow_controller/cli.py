@@ -119,7 +119,12 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="WARNING", show_default=True)
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    help="Log level of the command line and the SDK (DEBUG, INFO, WARNING, ...).",
+)
 def main(log_level: str) -> None:
     """deerflow-parallel: run DeerFlow's parallel work across many machines."""
     setup_logging("deerflow", log_level)
@@ -132,7 +137,7 @@ def main(log_level: str) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @address_option
 @click.option("--job-id", default="", help="Idempotency key for the job.")
-@click.option("--name", default="")
+@click.option("--name", default="", help="Name of the job [default: the file's name].")
 @click.option("--wait/--no-wait", default=False, help="Stream results until the job is done.")
 @click.option(
     "--deadline",
@@ -232,7 +237,7 @@ def cancel(job_id: str, task_ids: tuple[str, ...], address: str) -> None:
 
 @main.command()
 @address_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, an object per agent.")
 def agents(address: str, as_json: bool) -> None:
     """List the agents connected to the controller."""
 
@@ -283,7 +288,9 @@ def agents(address: str, as_json: bool) -> None:
 
 @main.command()
 @address_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object, with the tuner's whole history."
+)
 def stats(address: str, as_json: bool) -> None:
     """Show the controller's counters."""
 

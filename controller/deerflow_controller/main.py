@@ -11,6 +11,7 @@ import click
 
 from deerflow_common import run, setup_logging
 from deerflow_common.cli_types import FiniteFloatRange
+from deerflow_common.config_file import config_option
 from deerflow_common.etcd import DEFAULT_PREFIX, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
 from deerflow_common.tls import SERVER_FLAGS, TlsError, TlsFiles, load
@@ -267,6 +268,7 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     help="PEM CA certificates: require every agent and client (gRPC and HTTP) to present a "
     "certificate this CA signed; mutual TLS (env DEERFLOW_CONTROLLER_TLS_CLIENT_CA).",
 )
+@config_option
 def main(
     host: str,
     port: int,

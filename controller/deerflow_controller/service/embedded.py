@@ -6,7 +6,12 @@ import asyncio
 import os
 from collections.abc import Mapping, Sequence
 
+from deerflow_common.config_file import CONFIG_ENV
 from deerflow_controller.service.launcher import AgentProcess
+
+_AGENT_ENV = {CONFIG_ENV: ""}
+"""What local agents do not inherit: the controller's own config file (its keys are not theirs;
+an empty value is unset for click). Give them one with ``--agent-arg=--config=agent.toml``."""
 
 
 class LocalAgents:
@@ -24,8 +29,9 @@ class LocalAgents:
         self.address = address
         self.count = count
         self.extra_args = list(extra_args)
-        self.env = dict(env or {})
-        """Added to the agents' environment (with --auth-file: their join token)."""
+        self.env = {**(env or {}), **_AGENT_ENV}
+        """Added to the agents' environment (with --auth-file: their join token); the
+        controller's own config file is taken out."""
         self.procs: list[AgentProcess] = []
 
     async def start(self) -> None:
@@ -33,7 +39,7 @@ class LocalAgents:
             agent_id = f"local-{i + 1}-{os.getpid()}"
             self.procs.append(
                 await AgentProcess.start(
-                    self.address, agent_id, self.extra_args, quiet=False, env=self.env or None
+                    self.address, agent_id, self.extra_args, quiet=False, env=self.env
                 )
             )
 
