@@ -104,13 +104,16 @@ class FuzzTarget:
         self.probe.start()
 
     def stop(self) -> None:
-        if self.probe is not None:
-            self.probe.stop()
-        for proc in (self.agent, self.controller):
-            if proc is not None:
-                _stop(proc)
-        if self._log_file is not None:
-            self._log_file.close()
+        """Stops the probe, then both processes whatever happened before."""
+        try:
+            if self.probe is not None:
+                self.probe.stop()
+        finally:
+            for proc in (self.agent, self.controller):
+                if proc is not None:
+                    _stop(proc)
+            if self._log_file is not None:
+                self._log_file.close()
 
     def done_job(self, pick: int) -> str:
         """The id of a job that is done here (a finished good job or a cancelled fuzzed one),
