@@ -44,6 +44,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 FUZZ_DIR = "tests/fuzz/"
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown when xdist is not loaded
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "load":
         return None
