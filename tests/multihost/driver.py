@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deerflow_controller.client import AsyncClient, Task, TaskEvent
+from deerflow_controller.ha.leader_gate import LEADER_METADATA
+from deerflow_protos import admin_pb2, admin_pb2_grpc
 
 Op = Callable[..., Awaitable[Any]]
 
@@ -85,6 +88,23 @@ class Driver:
             self.seen = f"controllers {dict(zip(candidates, states, strict=True))}"
             await asyncio.sleep(0.1)
 
+    async def pointer(self, address: str) -> str:
+        """The leader a standby names when it refuses a call ("" when it names none)."""
+        async with grpc.aio.insecure_channel(address) as channel:
+            try:
+                await admin_pb2_grpc.AdminServiceStub(channel).ListAgents(
+                    admin_pb2.ListAgentsRequest(), timeout=5.0
+                )
+            except grpc.aio.AioRpcError as e:
+                return dict(e.trailing_metadata() or ()).get(LEADER_METADATA, "")
+        return address  # it answered: it leads
+
+    async def wait_pointer(self, address: str, leader: str) -> None:
+        """Poll every 100 ms until the controller at ``address`` names ``leader``."""
+        while (named := await self.pointer(address)) != leader:
+            self.seen = f"{address} names {named!r} as the leader"
+            await asyncio.sleep(0.1)
+
     async def agents(self, address: str = "") -> list[str]:
         """Agents connected to the leader (or to ``address``, without following redirects)."""
         if not address:
@@ -92,10 +112,11 @@ class Driver:
         async with AsyncClient(address, timeout_s=10) as one:
             return sorted(a.agent_id for a in await one.agents())
 
-    async def wait_agents(self, ids: list[str]) -> list[str]:
-        """Poll the leader's agent list every 100 ms until it includes ``ids``."""
+    async def wait_agents(self, ids: list[str], absent: Sequence[str] = ()) -> list[str]:
+        """Poll the leader's agent list every 100 ms until it includes ``ids`` and none of
+        ``absent``."""
         listed: list[str] = []
-        while not set(ids) <= set(listed):
+        while not set(ids) <= set(listed) or set(absent) & set(listed):
             try:
                 listed = await self.agents()
                 self.seen = f"agents listed: {listed}"
@@ -118,9 +139,11 @@ class Driver:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    async def wait_metric(self, url: str, name: str, at_least: float) -> float:
-        """Poll the series every 100 ms until it reaches ``at_least``; returns its value."""
-        while (value := await self.metric(url, name)) < at_least:
+    async def wait_metric(
+        self, url: str, name: str, at_least: float = -math.inf, at_most: float = math.inf
+    ) -> float:
+        """Poll the series every 100 ms until it is within [at_least, at_most]; its value."""
+        while not at_least <= (value := await self.metric(url, name)) <= at_most:
             self.seen = f"{name} at {url} is {value:g}"
             await asyncio.sleep(0.1)
         return value
@@ -208,7 +231,8 @@ class Driver:
 
 
 OPS = frozenset(
-    {"health", "wait_health", "leader", "agents", "wait_agents", "metric", "wait_metric"}
+    {"health", "wait_health", "leader", "pointer", "wait_pointer", "agents", "wait_agents"}
+    | {"metric", "wait_metric"}
     | {"submit", "watch", "wait_events", "finish", "replay"}
 )
 

@@ -30,8 +30,8 @@ async def test_agents_find_the_leader_through_etcd_and_a_job_runs_on_both_hosts(
 
     ids = [f"t{i:02d}" for i in range(16)]
     tasks = [[t, "tagged_sleep", json.dumps({"seconds": 0.5})] for t in ids]
-    await driver.call("watch", job_id="across")
     assert await driver.call("submit", job_id="across", tasks=tasks) == len(ids)
+    await driver.call("watch", job_id="across")
     events = await driver.call("finish", job_id="across", timeout=120)
 
     terminal = [e for e in events if e["state"] in ("SUCCEEDED", "FAILED", "CANCELLED")]
