@@ -90,8 +90,9 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             while True:
                 wake.clear()
                 events = job.events
-                while cursor < len(events):
-                    batch, cursor = self._batch(events, cursor, terminal_only)
+                # In HA mode a result goes out once journaled (the shell's delivery limit).
+                while cursor < (limit := shell.deliverable(job)):
+                    batch, cursor = self._batch(events, cursor, terminal_only, limit)
                     if batch.events:
                         yield batch
                 if job.done and cursor >= len(job.events):
@@ -114,12 +115,12 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
 
     @staticmethod
     def _batch(
-        events: list[Event], cursor: int, terminal_only: bool
+        events: list[Event], cursor: int, terminal_only: bool, limit: int
     ) -> tuple[common_pb2.TaskEventBatch, int]:
         batch = common_pb2.TaskEventBatch()
         add = batch.events.add
         size = 0
-        end = min(len(events), cursor + MAX_EVENTS_PER_MESSAGE)
+        end = min(limit, cursor + MAX_EVENTS_PER_MESSAGE)
         while cursor < end and size < MAX_BYTES_PER_MESSAGE:
             ev = events[cursor]
             cursor += 1

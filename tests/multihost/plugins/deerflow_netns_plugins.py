@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 
 from deerflow_agent import TaskContext, handler
 
@@ -13,7 +14,8 @@ from deerflow_agent import TaskContext, handler
 async def tagged_sleep(ctx: TaskContext, payload: bytes) -> bytes:
     """Sleep ``{"seconds": s}``, then, given ``"until": path``, wait for that file to exist (the
     test's release: every host sees the same /tmp). The output names the task, the attempt and
-    the agent that ran it ($DFP_AGENT), so every result traces to the one run that made it."""
+    the agent that ran it ($DFP_AGENT) and a fresh run id, so every result traces to the one run
+    that made it and two runs never give the same output."""
     doc = json.loads(payload)
     await asyncio.sleep(float(doc["seconds"]))
     until = doc.get("until")
@@ -22,4 +24,6 @@ async def tagged_sleep(ctx: TaskContext, payload: bytes) -> bytes:
     while until and not os.path.exists(until):  # noqa: ASYNC110, ASYNC240
         await asyncio.sleep(0.05)
     agent = os.environ.get("DFP_AGENT", "")
-    return json.dumps({"task": ctx.task_id, "attempt": ctx.attempt, "agent": agent}).encode()
+    run = uuid.uuid4().hex
+    out = {"task": ctx.task_id, "attempt": ctx.attempt, "agent": agent, "run": run}
+    return json.dumps(out).encode()
