@@ -96,7 +96,7 @@ class Driver:
                     admin_pb2.ListAgentsRequest(), timeout=5.0
                 )
             except grpc.aio.AioRpcError as e:
-                return dict(e.trailing_metadata() or ()).get(LEADER_METADATA, "")
+                return str(dict(e.trailing_metadata() or ()).get(LEADER_METADATA, ""))
         return address  # it answered: it leads
 
     async def wait_pointer(self, address: str, leader: str) -> None:

@@ -150,6 +150,7 @@ async def test_an_agent_cut_off_from_the_leader_has_its_work_run_elsewhere_and_l
     assert {len(v) for v in seen.values()} == {1}, seen
     for [e] in seen.values():
         check_result(e)
+    on_a2 = {e["task_id"] for e in events if e["agent_id"] == "a2" and e["state"] == "DISPATCHED"}
     lost = {e["task_id"] for e in events if e["agent_id"] == "a2" and e["state"] == "RUNNING"}
     assert lost
     # Everything a2 ran went to a1 again, and the job finished with a2 still cut off.
@@ -167,7 +168,8 @@ async def test_an_agent_cut_off_from_the_leader_has_its_work_run_elsewhere_and_l
         at_least=len(lost),
         timeout=60,
     )
-    assert stale == len(lost)
+    # One refused result per run a2 had started (a start it could not report counts too).
+    assert len(lost) <= stale <= len(on_a2)
     # Nothing more reached the client, and the job's log holds one result per task: a1's.
     replayed = terminal_by_task(await driver.call("replay", job_id="cut-agent"))
     assert {t: [(e["attempt"], e["agent_id"]) for e in v] for t, v in replayed.items()} == {
