@@ -348,6 +348,10 @@ class Journal:
                 for ack in txn.acks:
                     if not ack.done():
                         ack.set_exception(JournalClosed(f"etcd refused the journal write: {e}"))
+                # Its results are not journaled, as an oversized one is not: they go out all the
+                # same rather than hold their jobs' watchers for ever.
+                for committed in txn.committed:
+                    committed()
                 return
             if not applied:
                 log.warning(
