@@ -13,7 +13,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 EXAMPLE_STAMP := $(VENV)/.installed-example
 
-.PHONY: run example test venv lock protos check-protos lint typecheck unit integration bench clean
+.PHONY: run example test venv lock protos check-protos docs lint typecheck unit integration bench clean
 
 run: $(RUN_STAMP)
 	$(BIN)/deerflow demo
@@ -75,6 +75,11 @@ check-protos: $(DEV_STAMP)
 	  fi; \
 	done; rm -rf $$tmp; echo "generated stubs are up to date"
 
+# Regenerate docs/CONFIGURATION.md from the click commands (tests/test_configuration_doc.py fails
+# when it is out of date).
+docs: $(DEV_STAMP)
+	$(BIN)/python tools/gen_config_docs.py
+
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -82,6 +87,8 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy controller/deerflow_controller agent/deerflow_agent common/deerflow_common \
 	  simulator/deerflow_simulator bench/deerflow_bench dropins/deerflow_dropins tests
+	MYPYPATH=examples/handler-plugin/src $(BIN)/mypy examples/handler-plugin/src/deerflow_example_handlers \
+	  examples/handler-plugin/tests
 
 unit: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/unit

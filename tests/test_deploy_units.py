@@ -4,74 +4,52 @@ describe the HA deployment deploy/README.md promises."""
 
 from __future__ import annotations
 
-import re
-import shlex
+import tomllib
 from pathlib import Path
 
 import click
 import pytest
 
-from deerflow_agent.main import main as agent_main
+from deerflow_common.config_file import config_keys
 from deerflow_controller.config import SchedulerConfig
-from deerflow_controller.main import main as controller_main
+
+from .deploy._commands import (
+    DAEMONS,
+    ENV_EXAMPLE,
+    UNITS,
+    command_line,
+    env_file,
+    map_paths,
+    pending,
+    pending_reason,
+    unit_settings,
+)
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
-ENV_EXAMPLE = DEPLOY / "deerflow.env.example"
-DAEMONS: dict[str, click.Command] = {
-    "deerflow-controller": controller_main,
-    "deerflow-agent": agent_main,
-}
-SPECIFIERS = {"%H": "host-1", "%%": "%"}
-"""systemd specifiers the units may use, with a stand-in value."""
+CONFIG_FILES = {"controller.toml": DEPLOY / "controller.toml", "agent.toml": DEPLOY / "agent.toml"}
+"""The example config files deploy/README.md installs as /etc/deerflow/*.toml (the units pass
+them with --config): read as they are, not as stand-ins."""
+
+# The unit files name /etc/deerflow/... files; the parser checks they exist, so they are mapped to
+# stand-ins (tests/deploy/test_commands.py runs the units' commands with real ones).
+_STAND_INS: dict[str, Path] = dict(CONFIG_FILES)
 
 
-def unit_settings(path: Path) -> dict[str, list[str]]:
-    """``Key=value`` lines of a unit (comments and sections dropped); a key may repeat."""
-    out: dict[str, list[str]] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";", "[")):
-            continue
-        key, _, value = line.partition("=")
-        out.setdefault(key.strip(), []).append(value.strip())
-    return out
-
-
-def env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip().strip('"')
-    return out
-
-
-def command_line(exec_start: str, env: dict[str, str]) -> tuple[str, list[str]]:
-    """(daemon name, arguments) of an ExecStart line, expanded as systemd does: ``${VAR}`` is one
-    argument, a bare ``$VAR`` splits on whitespace; an unset variable fails the test."""
-    words = []
-    for word in shlex.split(exec_start):
-        for spec, value in SPECIFIERS.items():
-            word = word.replace(spec, value)
-        bare = re.fullmatch(r"\$(\w+)", word)
-        if bare:
-            assert bare[1] in env, f"ExecStart uses ${bare[1]}, which {ENV_EXAMPLE.name} lacks"
-            words.extend(env[bare[1]].split())
-            continue
-
-        def braced(m: re.Match[str]) -> str:
-            assert m[1] in env, f"ExecStart uses ${{{m[1]}}}, which {ENV_EXAMPLE.name} lacks"
-            return env[m[1]]
-
-        words.append(re.sub(r"\$\{(\w+)\}", braced, word))
-    return Path(words[0]).name, words[1:]
+@pytest.fixture(scope="module", autouse=True)
+def _stand_ins(tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("unit-files")
+    for name in ("auth.toml", "controller.pem", "controller.key", "ca.pem", "join-token"):
+        (d / name).write_text("stand-in\n")
+        _STAND_INS[name] = d / name
 
 
 def parsed(daemon: str, args: list[str]) -> dict[str, object]:
-    """The daemon's parameters as its click parser reads ``args`` (nothing is started)."""
-    with DAEMONS[daemon].make_context(daemon, list(args)) as ctx:
+    """The daemon's parameters as its click parser reads ``args`` (nothing is started); an
+    expected failure while a flag the unit passes has not landed (see tests/deploy)."""
+    missing = pending(daemon, args)
+    if missing:
+        pytest.xfail(pending_reason(missing))
+    with DAEMONS[daemon].make_context(daemon, map_paths(args, _STAND_INS)) as ctx:
         return dict(ctx.params)
 
 
@@ -86,7 +64,7 @@ def units() -> dict[str, tuple[dict[str, list[str]], list[str]]]:
         daemon, args = command_line(exec_start, env)
         assert daemon in DAEMONS, f"{path.name} starts {daemon}, not one of our daemons"
         out[daemon] = (settings, args)
-    assert sorted(out) == sorted(DAEMONS)
+    assert sorted(out) == ["deerflow-agent", "deerflow-controller"]
     return out
 
 
@@ -94,6 +72,9 @@ def test_every_flag_a_unit_passes_is_one_its_daemon_accepts(
     units: dict[str, tuple[dict[str, list[str]], list[str]]],
 ) -> None:
     for daemon, (_, args) in units.items():
+        missing = pending(daemon, args)
+        if missing:
+            pytest.xfail(pending_reason(missing))
         known = {o for p in DAEMONS[daemon].params for o in (*p.opts, *p.secondary_opts)}
         unknown = [a for a in args if a.startswith("-") and a.split("=")[0] not in known]
         assert not unknown, f"{daemon} has no option {unknown}"
@@ -128,3 +109,36 @@ def test_the_units_describe_controllers_on_etcd_and_agents_that_know_them_all(
     assert c_settings["KillSignal"] == a_settings["KillSignal"] == ["SIGTERM"]
     (agent_stop,) = a_settings["TimeoutStopSec"]
     assert float(agent_stop) > SchedulerConfig().default_timeout_s
+
+
+def test_each_unit_reads_its_example_config_file_with_the_daemons_own_parser(
+    units: dict[str, tuple[dict[str, list[str]], list[str]]],
+) -> None:
+    expected = {"deerflow-controller": "controller.toml", "deerflow-agent": "agent.toml"}
+    for daemon, (_, args) in units.items():
+        assert args[args.index("--config") + 1] == f"/etc/deerflow/{expected[daemon]}"
+        mapped = map_paths(args, _STAND_INS)
+        with DAEMONS[daemon].make_context(daemon, mapped) as ctx:
+            from_file = {
+                name
+                for name in ctx.params
+                if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT_MAP
+            }
+        # Every key of the file took effect: none is shadowed by the unit's own command line,
+        # so an operator editing the file is not overruled by a flag they cannot see there.
+        doc = tomllib.loads(CONFIG_FILES[expected[daemon]].read_text())
+        keys = config_keys(DAEMONS[daemon])
+        assert from_file == {keys[k].name for k in doc}, daemon
+
+
+def test_the_example_config_files_give_the_values_the_units_used_to_pass(
+    units: dict[str, tuple[dict[str, list[str]], list[str]]],
+) -> None:
+    agent = parsed("deerflow-agent", units["deerflow-agent"][1])
+    controller = parsed("deerflow-controller", units["deerflow-controller"][1])
+    assert agent["slots"] == 32
+    assert agent["handler_slots"] == {"llm": 8}
+    # One file per daemon: a DEERFLOW_CONFIG both units read would give each the other's keys.
+    assert "DEERFLOW_CONFIG" not in env_file(ENV_EXAMPLE)
+    assert controller["etcd_prefix"] == agent["etcd_prefix"]
+    assert controller["tenant_weights"] == ("research=3", "batch=1")

@@ -19,6 +19,7 @@ SOURCE_DIRS = (
     "tests",
     "docs",
     "deploy",
+    "examples",
 )
 SOURCE_SUFFIXES = {".py", ".proto", ".md", ".toml", ".service"}
 SKIP_PARTS = {".venv", ".git", "__pycache__", "node_modules", ".mypy_cache", ".ruff_cache"}

@@ -7,6 +7,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from deerflow_common.tls import TlsFiles
+
 from ._netpolicy import AddressPolicy
 
 __all__ = ["AgentConfig"]
@@ -42,7 +44,12 @@ class AgentConfig:
     :mod:`deerflow_agent._netpolicy` and docs/SECURITY.md."""
 
     token: str = ""
-    """Sent in Hello for controllers that authenticate agents."""
+    """The join token (`--join-token-file`, `$DEERFLOW_JOIN_TOKEN`): sent as `authorization:
+    Bearer` metadata on the stream and on FetchInput, for controllers that authenticate agents."""
+
+    tls: TlsFiles | None = None
+    """TLS to the controller (``--tls-ca``, ``--tls-cert``/``--tls-key`` for mutual TLS); the
+    files are read at each connection. None: plaintext."""
 
     welcome_timeout_s: float = 10.0
     """How long to wait for Welcome after Hello before trying again."""

@@ -20,11 +20,18 @@ __all__ = ["fetch_input"]
 
 
 async def fetch_input(
-    channel: grpc.aio.Channel | None, address: str, key: AttemptKey, ref: InputRef
+    channel: grpc.aio.Channel | None,
+    address: str,
+    key: AttemptKey,
+    ref: InputRef,
+    *,
+    metadata: tuple[tuple[str, str], ...] = (),
+    who: tuple[str, str] = ("", ""),
 ) -> bytes:
     """The bytes of ``ref`` for attempt ``key`` from the controller at ``address`` over
-    ``channel`` (None: the stream is down). Blocks until they all arrived; cancelled with the
-    attempt (its timeout included)."""
+    ``channel`` (None: the stream is down), asked as ``who`` (the agent id and the instance its
+    Hello sent: the controller serves only the agent holding the attempt). Blocks until they
+    all arrived; cancelled with the attempt (its timeout included)."""
     where = f"input {ref.task_id!r} ({ref.size} bytes)"
     if channel is None:
         raise HandlerError(f"cannot fetch {where}: the stream to the controller is down")
@@ -32,12 +39,16 @@ async def fetch_input(
     request = agent_pb2.FetchInputRequest(
         ref=agent_pb2.AttemptRef(job_id=job_id, task_id=task_id, attempt=attempt),
         task_id=ref.task_id,
+        agent_id=who[0],
+        instance=who[1],
     )
     chunks: list[bytes] = []
     received = 0
     digest = hashlib.sha256()
     try:
-        async for chunk in agent_pb2_grpc.AgentServiceStub(channel).FetchInput(request):
+        async for chunk in agent_pb2_grpc.AgentServiceStub(channel).FetchInput(
+            request, metadata=metadata
+        ):
             data = chunk.data
             received += len(data)
             if received > ref.size:

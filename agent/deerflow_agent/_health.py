@@ -4,6 +4,7 @@ draining)."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ class HealthServer:
         self._render = render
         self._runner: web.AppRunner | None = None
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Listen on ``host:port`` (0 picks a free port); returns the bound port. Raises
         OSError when the address cannot be bound (the port is taken, the host is not ours)."""
         app = web.Application()
@@ -35,7 +36,9 @@ class HealthServer:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await web.TCPSite(
+                runner, host, port, reuse_address=True, ssl_context=ssl_context
+            ).start()
         except OSError:
             await runner.cleanup()
             raise

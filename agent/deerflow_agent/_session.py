@@ -30,6 +30,7 @@ import contextlib
 import enum
 import importlib.metadata
 import logging
+import secrets
 from collections.abc import Mapping
 
 import grpc
@@ -37,6 +38,7 @@ import grpc
 from deerflow_common import channel_options
 from deerflow_common.backoff import EQUAL_JITTER, Backoff
 from deerflow_common.errors import AttemptKey
+from deerflow_common.tls import TlsError, aio_channel
 from deerflow_common.tracing import TRACEPARENT, context_dict
 from deerflow_protos import agent_pb2, agent_pb2_grpc
 
@@ -134,6 +136,9 @@ class Agent:
         self._channel: grpc.aio.Channel | None = None
         """The channel of the current stream: inputs sent by reference are fetched on it."""
         self.max_epoch_seen = 0
+        self.instance = secrets.token_hex(16)
+        """This process's secret (Hello.instance): the controller lets a new stream under our
+        id replace a live one, and serves FetchInput, only with it. Never logged."""
         self.version = _version()
         self._load = LoadSampler()
         self._cpu_count, self._memory_bytes = machine_capacity()
@@ -267,8 +272,14 @@ class Agent:
 
     async def _connect(self, address: str) -> _End:
         """Open one stream: Hello, Welcome, then serve it until it ends."""
-        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
-            call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
+        try:
+            # TLS files are read at each connection, so replaced ones are used from the next.
+            opened = aio_channel(address, self.config.tls, channel_options())
+        except TlsError as exc:
+            log.warning("cannot connect to controller %s: %s", address, exc)
+            return _End.FAILED
+        async with opened as channel:
+            call = agent_pb2_grpc.AgentServiceStub(channel).Connect(metadata=self._auth())
             try:
                 await call.write(self._hello())
                 first = await asyncio.wait_for(call.read(), self.config.welcome_timeout_s)
@@ -334,12 +345,14 @@ class Agent:
         msg = agent_pb2.AgentMessage()
         hello = msg.hello
         hello.agent_id = cfg.agent_id
-        hello.token = cfg.token
+        # The join token travels as call metadata (checked before the stream is read), never
+        # in Hello: Hello.token stays empty.
         hello.slots = cfg.slots
         hello.cpu_count = self._cpu_count
         hello.memory_bytes = self._memory_bytes
         hello.max_epoch_seen = self.max_epoch_seen
         hello.version = self.version
+        hello.instance = self.instance
         hello.labels.update(cfg.labels)
         for name, h in self.handlers.items():
             cap = caps[name]
@@ -434,9 +447,21 @@ class Agent:
             else:
                 log.warning("ignoring an unexpected %s message from %s", kind, stream.address)
 
+    def _auth(self) -> tuple[tuple[str, str], ...]:
+        """The join token as call metadata (what the controller checks; see SECURITY.md)."""
+        token = self.config.token
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
     async def _fetch_input(self, key: AttemptKey, ref: InputRef) -> bytes:
         stream = self._stream
-        return await fetch_input(self._channel, stream.address if stream else "", key, ref)
+        return await fetch_input(
+            self._channel,
+            stream.address if stream else "",
+            key,
+            ref,
+            metadata=self._auth(),
+            who=(self.config.agent_id, self.instance),
+        )
 
     def _on_assignments(self, stream: Stream, batch: agent_pb2.AssignmentBatch) -> None:
         if batch.epoch < self.max_epoch_seen:

@@ -26,6 +26,7 @@ a controller and is not draining.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -91,12 +92,14 @@ class AgentTelemetry:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def serve_http(self, agent: Agent, host: str, port: int) -> int:
-        """Serve /metrics, /healthz and /readyz for ``agent``; returns the bound port. Raises
-        OSError when the port is taken."""
+    async def serve_http(
+        self, agent: Agent, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Serve /metrics, /healthz and /readyz for ``agent`` (over HTTPS with
+        ``ssl_context``); returns the bound port. Raises OSError when the port is taken."""
         self._agent = agent
         http = HealthServer(agent, self.render)
-        bound = await http.start(host, port)
+        bound = await http.start(host, port, ssl_context)
         self._http = http
         return bound
 

@@ -16,12 +16,23 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import click
 
 from deerflow_common import run, setup_logging
+from deerflow_common.config_file import config_option
 from deerflow_common.etcd import DEFAULT_PREFIX, DEFAULT_TTL_S, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
+from deerflow_common.tls import (
+    CA_ENV,
+    CERT_ENV,
+    KEY_ENV,
+    TlsError,
+    TlsFiles,
+    load,
+    server_ssl_context,
+)
 
 from ._config import AgentConfig
 from ._http import close_http_session
@@ -197,11 +208,43 @@ def _parse_http_allow(ctx: click.Context, param: click.Parameter, value: str) ->
     help="TTL (s) of the agent's etcd lease: cut off from etcd this long, it counts as dead.",
 )
 @click.option(
+    "--join-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the join token of a controller that authenticates agents (its first "
+    "line) [default: $DEERFLOW_JOIN_TOKEN].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default=None,
     help="Log level [default: $DEERFLOW_LOG_LEVEL or info].",
 )
+# -- TLS (docs/SECURITY.md, "TLS and mutual TLS") --
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar=CA_ENV,
+    help=f"PEM CA certificates: connect to the controller over TLS and verify it with them "
+    f"(env {CA_ENV}). Without any --tls-* flag: plaintext.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar=CERT_ENV,
+    help=f"PEM certificate of this agent, for a controller that requires one (mutual TLS); "
+    f"also serves --metrics-port over HTTPS (env {CERT_ENV}).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar=KEY_ENV,
+    help=f"PEM private key of --tls-cert (env {KEY_ENV}).",
+)
+@config_option
 def main(
     controllers: tuple[str, ...],
     agent_id: str | None,
@@ -216,10 +259,19 @@ def main(
     etcd: str | None,
     etcd_prefix: str,
     lease_ttl: int,
+    join_token_file: Path | None,
     log_level: str | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Run a deerflow agent: connect to the controller and run the tasks it assigns."""
     setup_logging("deerflow-agent", log_level)
+    tls = TlsFiles(tls_cert, tls_key, tls_ca)
+    try:
+        load(tls)
+    except TlsError as e:
+        raise click.UsageError(str(e)) from None
     try:
         registry = HandlerRegistry.discover(handler_specs)
     except ValueError as exc:
@@ -241,7 +293,8 @@ def main(
         handler_slots=handler_slots,
         labels=labels,
         http_allow=http_allow,
-        token=os.environ.get("DEERFLOW_AGENT_TOKEN", ""),
+        token=_join_token(join_token_file),
+        tls=tls if tls.given else None,
     )
     log.info(
         "deerflow-agent %s starting: %d slots, handlers %s",
@@ -294,8 +347,13 @@ async def _run_agent(
     metrics_port: int,
 ) -> None:
     if metrics_port:
+        tls = config.tls
+        # The metrics port is HTTPS when the agent has a certificate; it asks for none.
+        https = TlsFiles(tls.cert, tls.key) if tls is not None and tls.cert else None
         try:
-            bound = await telemetry.serve_http(agent, metrics_host, metrics_port)
+            bound = await telemetry.serve_http(
+                agent, metrics_host, metrics_port, server_ssl_context(https) if https else None
+            )
         except OSError as e:
             raise _StartError(_cannot_serve_metrics(metrics_host, metrics_port, e)) from None
         # A line scripts and tests can wait for (the agent has no other ready line).
@@ -331,3 +389,20 @@ async def _run_agent(
 
 if __name__ == "__main__":
     main()
+
+
+def _join_token(path: Path | None) -> str:
+    """The join token: ``--join-token-file``'s first line, else ``$DEERFLOW_JOIN_TOKEN`` (or
+    the older ``$DEERFLOW_AGENT_TOKEN``); "" for none."""
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"cannot read {path}: {exc}", param_hint="--join-token-file"
+            ) from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise click.BadParameter(f"{path} is empty", param_hint="--join-token-file")
+        return token
+    return os.environ.get("DEERFLOW_JOIN_TOKEN") or os.environ.get("DEERFLOW_AGENT_TOKEN", "")

@@ -33,9 +33,27 @@ def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @click.command()
-@click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
-@click.option("--slots", default=16, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--reports", default=4, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--agents",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Local agent processes the embedded controller starts.",
+)
+@click.option(
+    "--slots",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Slots of each agent.",
+)
+@click.option(
+    "--reports",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Research reports in the DAG (each: plan, searches, crawls, a report).",
+)
 @click.option(
     "--time-scale",
     default=None,
@@ -50,15 +68,26 @@ def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
     type=click.FloatRange(min=1),
     help="The simulated provider key's requests per minute (the limiter keeps under it).",
 )
-@click.option("--seed", default=7, show_default=True)
+@click.option("--seed", default=7, show_default=True, help="Seed of every random draw.")
 @click.option(
     "--deerflow",
     is_flag=True,
     help="Run the DeerFlow-shaped example instead: the drop-ins, sub-agents, a report from "
     "every step's findings (docs/DEERFLOW.md).",
 )
-@click.option("--steps", default=3, show_default=True, type=click.IntRange(1, 8))
-@click.option("--topic", default="EV battery supply chains", show_default=True)
+@click.option(
+    "--steps",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 8),
+    help="With --deerflow: steps of the research plan.",
+)
+@click.option(
+    "--topic",
+    default="EV battery supply chains",
+    show_default=True,
+    help="With --deerflow: what the research is about.",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --deerflow: a JSON summary.")
 def demo(
     agents: int,
@@ -101,19 +130,39 @@ def demo(
 # --------------------------------------------------------------------------- benchmarks
 
 json_option = click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
-agents_option = click.option("--agents", default=2, show_default=True, type=click.IntRange(1, 32))
+agents_option = click.option(
+    "--agents",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Agent processes started.",
+)
 
 
 def tasks_option(default: int, *, most: int = 1_000_000) -> Callable[[F], F]:
-    return click.option("--tasks", default=default, show_default=True, type=click.IntRange(1, most))
+    return click.option(
+        "--tasks",
+        default=default,
+        show_default=True,
+        type=click.IntRange(1, most),
+        help="Tasks in the measured job.",
+    )
 
 
 def slots_option(default: int) -> Callable[[F], F]:
-    return click.option("--slots", default=default, show_default=True, type=click.IntRange(1, 4096))
+    return click.option(
+        "--slots",
+        default=default,
+        show_default=True,
+        type=click.IntRange(1, 4096),
+        help="Slots of each agent.",
+    )
 
 
 def seed_option(default: int) -> Callable[[F], F]:
-    return click.option("--seed", default=default, show_default=True)
+    return click.option(
+        "--seed", default=default, show_default=True, help="Seed of every random draw."
+    )
 
 
 @click.group()
@@ -132,7 +181,13 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 @tasks_option(20000)
 @agents_option
 @slots_option(64)
-@click.option("--prefetch", default=64, show_default=True, type=click.IntRange(0, 4096))
+@click.option(
+    "--prefetch",
+    default=64,
+    show_default=True,
+    type=click.IntRange(0, 4096),
+    help="The controller's --prefetch (least prefetch per agent).",
+)
 @json_option
 def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool) -> None:
     """No-op (echo) tasks end to end: submit to last result at the client."""
@@ -152,8 +207,21 @@ def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool
     type=click.IntRange(0, 4096),
     help="The controller's --prefetch (least prefetch per agent).",
 )
-@click.option("--median", "median_s", default=0.05, show_default=True, type=float)
-@click.option("--sigma", default=0.5, show_default=True, type=float)
+@click.option(
+    "--median",
+    "median_s",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="Median task duration (s) of the log-normal draw.",
+)
+@click.option(
+    "--sigma",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Sigma of the log-normal task durations.",
+)
 @seed_option(1)
 @json_option
 def bench_io(
@@ -177,9 +245,18 @@ def bench_io(
     "--scenario",
     type=click.Choice(["overload", "ramp", "multinode", "unknown"]),
     required=True,
+    help="overload: more LLM calls than the key allows; ramp: rising load against a slope "
+    "limit; multinode: the shared limiter against per-agent caps; unknown: a provider that "
+    "states no limit.",
 )
 @tasks_option(3000)
-@click.option("--rpm", default=6000.0, show_default=True, type=click.FloatRange(min=1))
+@click.option(
+    "--rpm",
+    default=6000.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Requests per minute of the simulated provider key.",
+)
 @click.option(
     "--agents", default=None, type=click.IntRange(1, 32), help="Default 2 (4 for multinode)."
 )
@@ -198,8 +275,20 @@ def bench_io(
     type=click.IntRange(1, 4096),
     help="multinode: LLM calls in flight per agent without the shared limiter.",
 )
-@click.option("--peak-rps", default=100.0, show_default=True, type=click.FloatRange(min=1))
-@click.option("--slope", default=0.5, show_default=True, type=click.FloatRange(min=0.01))
+@click.option(
+    "--peak-rps",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="ramp: offered load (requests/s) at the top of the ramp.",
+)
+@click.option(
+    "--slope",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="ramp: the simulated key's burst slope limit.",
+)
 @click.option(
     "--provider",
     type=click.Choice(["llm", "search"]),
@@ -264,8 +353,20 @@ def bench_failover_cmd(rounds: int, kills: int, colocated_fraction: float, as_js
 @tasks_option(20000)
 @agents_option
 @slots_option(64)
-@click.option("--prefetch", default=64, show_default=True, type=click.IntRange(0, 4096))
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option(
+    "--prefetch",
+    default=64,
+    show_default=True,
+    type=click.IntRange(0, 4096),
+    help="The controller's --prefetch (least prefetch per agent).",
+)
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Journal and embedded runs each, alternating.",
+)
 @json_option
 def bench_journal_cmd(
     tasks: int, agents: int, slots: int, prefetch: int, rounds: int, as_json: bool
@@ -313,9 +414,23 @@ def bench_tracing(tasks: int, agents: int, rounds: int, export_batch: int, as_js
     default=None,
     help="JSON lines of a real run's attempts (see deerflow_bench.Record) to score as well.",
 )
-@click.option("--train", "train_n", default=4000, show_default=True, type=click.IntRange(1))
-@click.option("--test", "test_n", default=4000, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option(
+    "--train",
+    "train_n",
+    default=4000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Synthetic attempts the predictor learns from.",
+)
+@click.option(
+    "--test",
+    "test_n",
+    default=4000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Held-out attempts it is scored on.",
+)
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of every random draw.")
 @json_option
 def bench_predictor_cmd(
     records: Path | None, train_n: int, test_n: int, seed: int, as_json: bool
@@ -330,10 +445,29 @@ def bench_predictor_cmd(
 @tasks_option(160, most=100_000)
 @agents_option
 @slots_option(4)
-@click.option("--per-item", "per_item_s", default=0.01, show_default=True, type=float)
-@click.option("--sigma", default=1.3, show_default=True, type=float)
+@click.option(
+    "--per-item",
+    "per_item_s",
+    default=0.01,
+    show_default=True,
+    type=float,
+    help="Seconds of work per item of a task.",
+)
+@click.option(
+    "--sigma",
+    default=1.3,
+    show_default=True,
+    type=float,
+    help="Sigma of the heavy-tailed items per task.",
+)
 @seed_option(1)
-@click.option("--warmup", default=40, show_default=True, type=click.IntRange(0, 10_000))
+@click.option(
+    "--warmup",
+    default=40,
+    show_default=True,
+    type=click.IntRange(0, 10_000),
+    help="Tasks run first so the predictor has seen the handler (not measured).",
+)
 @json_option
 def bench_skewed(
     tasks: int, agents: int, slots: int, per_item_s: float, sigma: float, seed: int,
@@ -346,8 +480,20 @@ def bench_skewed(
 
 
 @bench.command("dag")
-@click.option("--plans", default=20, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--searches", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--plans",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Research plans, each a chain plan -> searches -> crawls -> report.",
+)
+@click.option(
+    "--searches",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Searches per plan.",
+)
 @agents_option
 @slots_option(128)
 @seed_option(1)
@@ -362,10 +508,29 @@ def bench_dag(plans: int, searches: int, agents: int, slots: int, seed: int, as_
 @bench.command("hetero")
 @tasks_option(160, most=100_000)
 @slots_option(4)
-@click.option("--per-item", "per_item_s", default=0.01, show_default=True, type=float)
-@click.option("--sigma", default=1.0, show_default=True, type=float)
+@click.option(
+    "--per-item",
+    "per_item_s",
+    default=0.01,
+    show_default=True,
+    type=float,
+    help="Seconds of work per item of a task.",
+)
+@click.option(
+    "--sigma",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Sigma of the heavy-tailed items per task.",
+)
 @seed_option(1)
-@click.option("--warmup", default=40, show_default=True, type=click.IntRange(0, 10_000))
+@click.option(
+    "--warmup",
+    default=40,
+    show_default=True,
+    type=click.IntRange(0, 10_000),
+    help="Tasks run first so the predictor has seen the handler (not measured).",
+)
 @json_option
 def bench_hetero(
     tasks: int, slots: int, per_item_s: float, sigma: float, seed: int, warmup: int,
@@ -381,8 +546,21 @@ def bench_hetero(
 @tasks_option(600, most=100_000)
 @agents_option
 @slots_option(32)
-@click.option("--error-rate", default=0.3, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--window", "window_s", default=10.0, show_default=True, type=float)
+@click.option(
+    "--error-rate",
+    default=0.3,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of requests the simulator fails with 5xx during the brownout.",
+)
+@click.option(
+    "--window",
+    "window_s",
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="Seconds the brownout lasts (work is offered for twice that).",
+)
 @seed_option(1)
 @json_option
 def bench_brownout(
@@ -397,9 +575,27 @@ def bench_brownout(
 
 @bench.command("cache")
 @seed_option(7)
-@click.option("--jobs", default=3000, show_default=True, type=click.IntRange(10, 1_000_000))
-@click.option("--entries", default=100_000, show_default=True, type=click.IntRange(100, 10**7))
-@click.option("--lookups", default=20_000, show_default=True, type=click.IntRange(100, 10**7))
+@click.option(
+    "--jobs",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(10, 1_000_000),
+    help="Research jobs drawn from the repetition model.",
+)
+@click.option(
+    "--entries",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(100, 10**7),
+    help="Cache entries for the lookup-latency measurement.",
+)
+@click.option(
+    "--lookups",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(100, 10**7),
+    help="Lookups timed at that size.",
+)
 @click.option(
     "--threshold",
     default=None,
@@ -424,7 +620,13 @@ def bench_cache_cmd(
     show_default=True,
     help="Output sizes to hand over, in MB (10^6 bytes), comma-separated.",
 )
-@click.option("--rounds", default=9, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--rounds",
+    default=9,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Hand-overs measured per size.",
+)
 @agents_option
 @json_option
 def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> None:

@@ -117,13 +117,34 @@ from ._cli import (
     show_default=True,
     help="Task priorities the control plane's driver sets: how far each job has got, or none.",
 )
+@click.option(
+    "--ours-tuner",
+    type=click.Choice(["off", "observe", "on"]),
+    default="observe",
+    show_default=True,
+    help="The control plane's --tuner (observe is the controller's default: no changes).",
+)
+@click.option(
+    "--ours-tuner-interval-s",
+    default=2.0,
+    show_default=True,
+    type=FiniteFloatRange(0.1, 60),
+    help="The control plane's --tuner-interval-s.",
+)
+@click.option(
+    "--ours-tuner-objective",
+    type=click.Choice(["throughput", "latency", "cost"]),
+    default="throughput",
+    show_default=True,
+    help="The control plane's --tuner-objective.",
+)
 @seed_option(7)
 @json_option
 def bench_research(
     system: str | None, compare: bool, processes: int, slots: int, duration_s: float,
     arrival_per_s: float, drain_s: float, llm_rpm: float, search_rpm: float, crawl_rpm: float,
-    error_rate: float, time_scale: float, llm_cap: int, ours_priority: str, seed: int,
-    as_json: bool,
+    error_rate: float, time_scale: float, llm_cap: int, ours_priority: str, ours_tuner: str,
+    ours_tuner_interval_s: float, ours_tuner_objective: str, seed: int, as_json: bool,
 ) -> None:  # fmt: skip
     """Research jobs (plan -> parallel steps of llm/search/crawl -> report) on the fork's
     executor, DeerFlow 2.0's and the control plane, against the seed's claimed gains."""
@@ -149,6 +170,7 @@ def bench_research(
                 drain_s=drain_s,
                 llm_cap=llm_cap,
                 progress_priority=ours_priority == "progress",
+                tuner=(ours_tuner, ours_tuner_interval_s, ours_tuner_objective),
             )
         )
     except RuntimeError as e:  # a baseline process or the simulator failed to run
@@ -166,13 +188,42 @@ def bench_research(
     show_default=True,
     help="The --agent-slot-limit values tried by hand (comma-separated).",
 )
-@click.option("--hand-s", default=12.0, show_default=True, type=FiniteFloatRange(4, 600))
-@click.option("--tuned-s", default=60.0, show_default=True, type=FiniteFloatRange(10, 1800))
-@click.option("--interval", default=1.0, show_default=True, type=FiniteFloatRange(0.1, 60))
 @click.option(
-    "--median", "median_s", default=0.05, show_default=True, type=FiniteFloatRange(0.001, 10)
+    "--hand-s",
+    default=12.0,
+    show_default=True,
+    type=FiniteFloatRange(4, 600),
+    help="Seconds each hand-set limit runs.",
 )
-@click.option("--sigma", default=0.5, show_default=True, type=FiniteFloatRange(0, 3))
+@click.option(
+    "--tuned-s",
+    default=60.0,
+    show_default=True,
+    type=FiniteFloatRange(10, 1800),
+    help="Seconds the tuner runs.",
+)
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=FiniteFloatRange(0.1, 60),
+    help="The controller's --tuner-interval-s.",
+)
+@click.option(
+    "--median",
+    "median_s",
+    default=0.05,
+    show_default=True,
+    type=FiniteFloatRange(0.001, 10),
+    help="Median task duration (s) of the log-normal draw.",
+)
+@click.option(
+    "--sigma",
+    default=0.5,
+    show_default=True,
+    type=FiniteFloatRange(0, 3),
+    help="Sigma of the log-normal task durations.",
+)
 @seed_option(1)
 @json_option
 def bench_tuner(

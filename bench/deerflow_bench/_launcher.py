@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deerflow_common.backoff import NO_JITTER, Backoff
+from deerflow_common.tls import CertificateDir, TlsFiles, aio_channel
 from deerflow_controller.service.launcher import AgentProcess, ManagedProcess
 
 READY_PREFIX = "deerflow-controller listening on "
@@ -103,11 +104,20 @@ class Cluster(_LocalProcesses):
         controller_args: Sequence[str] = (),
         quiet: bool = True,
         agent_env: Mapping[str, str] | None = None,
+        tls: CertificateDir | None = None,
+        mutual_tls: bool = False,
     ) -> None:
         self.agent_env = dict(agent_env or {})
         self.n_agents = agents
         self.agent_args = list(agent_args)
         self.controller_args = list(controller_args)
+        self.tls = tls
+        """Certificates made by ``deerflow certs`` (``make_certificates``): the controller
+        serves TLS with them (requiring client certificates with ``mutual_tls``), agents get
+        the CA and their own certificate (``agent-<id>.pem``, else ``client.pem``), and
+        :attr:`client_tls` is what an SDK client needs."""
+        if tls is not None:
+            self.controller_args += _controller_tls_args(tls, mutual_tls)
         self.quiet = quiet
         self.controller: ControllerProcess | None = None
         self.agents: list[AgentProcess] = []
@@ -127,15 +137,21 @@ class Cluster(_LocalProcesses):
     ) -> AgentProcess:
         """Start one more agent: the cluster's agent arguments and environment, then ``args``
         and ``env`` (which win)."""
+        tls = [] if self.tls is None else _agent_tls_args(self.tls, agent_id)
         agent = await AgentProcess.start(
             self.address,
             agent_id,
-            [*self.agent_args, *args],
+            [*tls, *self.agent_args, *args],
             quiet=self.quiet,
             env={**self.agent_env, **(env or {})},
         )
         self.agents.append(agent)
         return agent
+
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """The SDK's ``tls=`` for this cluster (None: plaintext)."""
+        return None if self.tls is None else self.tls.client()
 
     async def stop(self) -> None:
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
@@ -143,12 +159,25 @@ class Cluster(_LocalProcesses):
             await self.controller.stop()
 
 
-async def wait_serving(address: str, *, serving: bool = True) -> None:
+def _controller_tls_args(tls: CertificateDir, mutual: bool) -> list[str]:
+    files = tls.controller(mutual=mutual)
+    args = ["--tls-cert", str(files.cert), "--tls-key", str(files.key)]
+    return [*args, "--tls-client-ca", str(files.ca)] if files.ca is not None else args
+
+
+def _agent_tls_args(tls: CertificateDir, agent_id: str) -> list[str]:
+    files = tls.agent(agent_id)
+    if files.cert is None or not files.cert.exists():
+        files = tls.client()
+    return ["--tls-ca", str(files.ca), "--tls-cert", str(files.cert), "--tls-key", str(files.key)]
+
+
+async def wait_serving(address: str, *, serving: bool = True, tls: TlsFiles | None = None) -> None:
     """Block until the controller at ``address`` reports SERVING (or, with ``serving=False``,
     anything else) on gRPC health; follows the health Watch stream, so no polling. Cancel it to
-    stop waiting."""
+    stop waiting. ``tls``: the client's files for a TLS controller."""
     want = health_pb2.HealthCheckResponse.SERVING
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with aio_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         backoff = Backoff(0.05, 0.5, jitter=NO_JITTER)
         while True:
@@ -174,6 +203,8 @@ class HaCluster(_LocalProcesses):
         agent_args: Sequence[str] = (),
         controller_args: Sequence[str] = (),
         quiet: bool = True,
+        tls: CertificateDir | None = None,
+        mutual_tls: bool = False,
     ) -> None:
         self.etcd = etcd
         self.prefix = prefix
@@ -181,6 +212,10 @@ class HaCluster(_LocalProcesses):
         self.n_agents = agents
         self.agent_args = list(agent_args)
         self.controller_args = list(controller_args)
+        self.tls = tls
+        """As :class:`Cluster`'s: every controller serves TLS with these certificates."""
+        if tls is not None:
+            self.controller_args += _controller_tls_args(tls, mutual_tls)
         self.quiet = quiet
         self.controllers: list[ControllerProcess] = []
         self.agents: list[AgentProcess] = []
@@ -227,7 +262,7 @@ class HaCluster(_LocalProcesses):
         agent = await AgentProcess.start(
             self.addresses,
             dead.name,
-            [*self.etcd_args(), *self.agent_args, *args],
+            [*self._agent_tls(dead.name), *self.etcd_args(), *self.agent_args, *args],
             quiet=self.quiet,
         )
         self.agents[self.agents.index(dead)] = agent
@@ -239,7 +274,7 @@ class HaCluster(_LocalProcesses):
         agent = await AgentProcess.start(
             self.addresses,
             agent_id,
-            [*self.etcd_args(etcd), *self.agent_args, *args],
+            [*self._agent_tls(agent_id), *self.etcd_args(etcd), *self.agent_args, *args],
             quiet=self.quiet,
         )
         self.agents.append(agent)
@@ -248,7 +283,8 @@ class HaCluster(_LocalProcesses):
     async def leader(self, timeout_s: float = 30.0) -> ControllerProcess:
         """The controller that reports SERVING (waits for one, among the live ones)."""
         live = [c for c in self.controllers if c.returncode is None]
-        waits = {asyncio.ensure_future(wait_serving(c.address)): c for c in live}
+        tls = self.client_tls
+        waits = {asyncio.ensure_future(wait_serving(c.address, tls=tls)): c for c in live}
         try:
             done, _ = await asyncio.wait(
                 waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
@@ -259,6 +295,14 @@ class HaCluster(_LocalProcesses):
         if not done:
             raise TimeoutError(f"no controller became the leader within {timeout_s:g} s")
         return waits[next(iter(done))]
+
+    def _agent_tls(self, agent_id: str) -> list[str]:
+        return [] if self.tls is None else _agent_tls_args(self.tls, agent_id)
+
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """The SDK's ``tls=`` for this cluster (None: plaintext)."""
+        return None if self.tls is None else self.tls.client()
 
     async def stop(self) -> None:
         await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)

@@ -205,6 +205,7 @@ async def research(
     drain_s: float,
     llm_cap: int,
     progress_priority: bool = True,
+    tuner: tuple[str, float, str] = ("observe", 2.0, "throughput"),
 ) -> dict[str, Any]:
     started = time.perf_counter()
     jobs = build_jobs(spec)
@@ -213,7 +214,9 @@ async def research(
     columns: dict[str, dict[str, Any]] = {}
     for system in systems:
         if system == "ours":
-            run = await run_ours(jobs, providers, processes, slots, deadline_s, progress_priority)
+            run = await run_ours(
+                jobs, providers, processes, slots, deadline_s, progress_priority, tuner
+            )
         else:
             run = await run_baseline(system, jobs, providers, processes, deadline_s, llm_cap)
         columns[system] = measures(run, oracle)
@@ -232,6 +235,7 @@ async def research(
         },
         "processes": processes,
         "ours_slots_per_agent": slots,
+        "ours_tuner": {"mode": tuner[0], "interval_s": tuner[1], "objective": tuner[2]},
         "columns": columns,
     }
     if "ours" in columns and len(columns) > 1:

@@ -466,8 +466,11 @@ def _cpu_s(pids: list[int]) -> float:
 
 async def run_ours(
     jobs: list[Job], providers: Providers, agents: int, slots: int, deadline_s: float,
-    progress_priority: bool = True,
+    progress_priority: bool = True, tuner: tuple[str, float, str] = ("observe", 2.0, "throughput"),
 ) -> SystemRun:  # fmt: skip
+    """The control plane on ``agents`` agents; ``tuner`` is the controller's ``--tuner`` mode
+    ``--tuner-interval-s`` and
+    ``--tuner-objective``."""
     sim = await SimulatorProcess.start(providers.sim_args())
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -480,7 +483,10 @@ async def run_ours(
             cluster = Cluster(
                 agents,
                 agent_args=["--slots", str(slots)],
-                controller_args=["--limits", str(limits)],
+                controller_args=[
+                    *("--limits", str(limits), "--tuner", tuner[0]),
+                    *("--tuner-interval-s", str(tuner[1]), "--tuner-objective", tuner[2]),
+                ],
                 agent_env=env,
             )
             async with cluster, AsyncClient(cluster.address, timeout_s=60) as client:
@@ -537,5 +543,9 @@ async def run_ours(
             "progress_priority": progress_priority,
             "throttled_tasks": len(throttled),
             "throttled_wait_mean_s": round(sum(throttled) / len(throttled), 3) if throttled else 0,
+            "tuner_changes": [
+                f"{c.knob} {c.old_value}->{c.new_value} {c.outcome}" for c in stats.tuning.history
+            ],
+            "tuner_final_knobs": {k.name: k.value for k in stats.tuning.knobs},
         },
     )  # fmt: skip

@@ -129,6 +129,11 @@ async def tuner(
     backlog = max(2000, 8 * agents * slots)
     warm_s = min(3.0, hand_s / 3)
 
+    # Each hand-tuned run's per-second rates after its warm-up, by limit and round: the spread of
+    # a fixed configuration's own 5-s windows is the machine's noise floor, against which the
+    # tuned run's windows after settling are read.
+    hand_series: dict[str, list[list[float]]] = {}
+
     async def by_hand() -> dict[str, float]:
         out: dict[str, float] = {}
         for limit in hand_limits:
@@ -137,6 +142,8 @@ async def tuner(
             steady = [(t, n) for t, n in samples if t >= warm_s]
             (t0, n0), (t1, n1) = steady[0], steady[-1]
             out[str(limit)] = round((n1 - n0) / (t1 - t0), 1)
+            warm = math.ceil(warm_s)
+            hand_series.setdefault(str(limit), []).append(_per_second(samples)[warm:])
         return out
 
     # By hand before and after the tuned run (the machine's load drifts): each limit's best.
@@ -168,6 +175,12 @@ async def tuner(
     settled = (
         _windows(series[settled_s:]) if settled_s is not None and stats.tuning.converged else []
     )
+    # The same configuration's own windows, both rounds: how far a 5-s window of a configuration
+    # nobody changes strays from the reference on this machine now.
+    fixed = [w for run in hand_series[best_limit] for w in _windows(run)]
+    changed_after = sum(
+        1 for c in stats.tuning.history if settled_s is not None and c.at - t0 > settled_s
+    )
     return {
         "workload": "tuner",
         "agents": agents,
@@ -189,6 +202,11 @@ async def tuner(
         "after_settled_5s_windows_vs_best": [round(x / best, 3) for x in settled],
         "after_settled_stays_within_5pct_of_best": bool(settled)
         and all(x >= (1 - STAY) * best for x in settled),
+        "after_settled_mean_vs_best": (
+            round(statistics.fmean(settled) / best, 3) if settled else None
+        ),
+        "changes_after_settled": changed_after,
+        "best_hand_tuned_own_5s_windows_vs_best": [round(x / best, 3) for x in fixed],
         "final_knobs": {k.name: k.value for k in stats.tuning.knobs},
         "tuner_history": [
             {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,14 +16,27 @@ from rich.table import Table
 
 from deerflow_common import run, setup_logging
 from deerflow_common.cli_types import FiniteFloatRange
+from deerflow_common.tls import (
+    CA_ENV,
+    CERT_ENV,
+    DEFAULT_DAYS,
+    KEY_ENV,
+    CertificateDir,
+    TlsError,
+    TlsFiles,
+    load,
+    make_certificates,
+)
 from deerflow_controller.client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, TaskEvent
 from deerflow_controller.jobfile import JobFileError, load_tasks
+from deerflow_controller.token_cli import token as token_group
 from deerflow_controller.top import top as top_command
 from deerflow_simulator.cli import sim as sim_command
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
-address_option = click.option(
+_controller_option = click.option(
     "--controller",
     "address",
     default=DEFAULT_ADDRESS,
@@ -32,6 +45,67 @@ address_option = click.option(
     help="Controller address host:port, or several comma-separated (HA: the client finds the "
     "leader) (env DEERFLOW_CONTROLLER).",
 )
+_TOKEN = "deerflow.token"
+
+
+def _keep_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[_TOKEN] = value or None
+
+
+_token_option = click.option(
+    "--token",
+    envvar="DEERFLOW_TOKEN",
+    default=None,
+    expose_value=False,
+    callback=_keep_token,
+    help="Bearer token for a controller that authenticates clients (env DEERFLOW_TOKEN; the "
+    "environment keeps it out of the process list).",
+)
+
+
+# -- TLS to the controller (docs/SECURITY.md): stored in the context, read by _client --
+def _tls_option(flag: str, envvar: str, what: str) -> Callable[[F], F]:
+    def keep(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+        if value is not None:
+            ctx.meta.setdefault("deerflow.tls", {})[param.name] = value
+
+    return click.option(
+        flag,
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=envvar,
+        expose_value=False,
+        callback=keep,
+        help=f"{what} (env {envvar}).",
+    )
+
+
+def address_option(command: F) -> F:
+    """``--controller``, ``--token`` (what to show it) and the TLS flags ``--tls-ca``,
+    ``--tls-cert``, ``--tls-key``."""
+    for option in (
+        _tls_option("--tls-key", KEY_ENV, "PEM private key of --tls-cert"),
+        _tls_option(
+            "--tls-cert", CERT_ENV, "PEM client certificate, for a controller under mutual TLS"
+        ),
+        _tls_option("--tls-ca", CA_ENV, "PEM CA certificates: talk TLS, verify the controller"),
+        _token_option,
+        _controller_option,
+    ):
+        command = option(command)
+    return command
+
+
+def _client(address: str) -> AsyncClient:
+    """The SDK client of a command: the token of ``--token``/DEERFLOW_TOKEN if any; TLS when a
+    --tls-* flag (or $DEERFLOW_TLS_*) says so, a bad file being a usage error naming its flag."""
+    meta = click.get_current_context().meta
+    given: dict[str, Path] = meta.get("deerflow.tls", {})
+    tls = TlsFiles(given.get("tls_cert"), given.get("tls_key"), given.get("tls_ca"))
+    try:
+        load(tls)
+    except TlsError as e:
+        raise click.UsageError(str(e)) from None
+    return AsyncClient(address, token=meta.get(_TOKEN), tls=tls if tls.given else None)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -45,7 +119,12 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="WARNING", show_default=True)
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    help="Log level of the command line and the SDK (DEBUG, INFO, WARNING, ...).",
+)
 def main(log_level: str) -> None:
     """deerflow-parallel: run DeerFlow's parallel work across many machines."""
     setup_logging("deerflow", log_level)
@@ -58,7 +137,7 @@ def main(log_level: str) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @address_option
 @click.option("--job-id", default="", help="Idempotency key for the job.")
-@click.option("--name", default="")
+@click.option("--name", default="", help="Name of the job [default: the file's name].")
 @click.option("--wait/--no-wait", default=False, help="Stream results until the job is done.")
 @click.option(
     "--deadline",
@@ -76,7 +155,7 @@ def submit(file: Path, address: str, job_id: str, name: str, wait: bool, deadlin
         sys.exit(2)
 
     async def go() -> int:
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             job = await client.submit(
                 tasks, job_id=job_id, name=name or file.name, deadline_s=deadline
             )
@@ -126,7 +205,7 @@ def watch(job_id: str, address: str, all_events: bool) -> None:
 
     async def go() -> int:
         failed = 0
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             async for ev in client.events(job_id, terminal_only=not all_events):
                 if ev.terminal:
                     failed += ev.state != "SUCCEEDED"
@@ -147,7 +226,7 @@ def cancel(job_id: str, task_ids: tuple[str, ...], address: str) -> None:
     """Cancel a job, or some of its tasks."""
 
     async def go() -> int:
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             return await client.cancel(job_id, task_ids, reason="deerflow cancel")
 
     click.echo(f"cancelled {_run(go())} tasks")
@@ -158,12 +237,12 @@ def cancel(job_id: str, task_ids: tuple[str, ...], address: str) -> None:
 
 @main.command()
 @address_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, an object per agent.")
 def agents(address: str, as_json: bool) -> None:
     """List the agents connected to the controller."""
 
     async def go() -> list[Any]:
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             return await client.agents()
 
     rows = _run(go())
@@ -209,12 +288,14 @@ def agents(address: str, as_json: bool) -> None:
 
 @main.command()
 @address_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object, with the tuner's whole history."
+)
 def stats(address: str, as_json: bool) -> None:
     """Show the controller's counters."""
 
     async def go() -> Any:
-        async with AsyncClient(address) as client:
+        async with _client(address) as client:
             return await client.stats()
 
     s = _run(go())
@@ -335,7 +416,75 @@ def _print_tuning(console: Console, t: Any) -> None:
 
 # The provider simulator: DeerFlow's LLM, search and reader APIs with their limits, for the
 # demo, benchmarks and tests (deerflow_simulator).
+# --------------------------------------------------------------------------- certificates
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A DNS name or IP address clients reach the controller at (repeatable); localhost, "
+    "127.0.0.1 and ::1 are always in its certificate.",
+)
+@click.option(
+    "--agent",
+    "agents",
+    multiple=True,
+    metavar="ID",
+    help="Make a client certificate for agent ID (repeatable): CN ID, URI SAN "
+    "urn:deerflow:agent:ID.",
+)
+@click.option(
+    "--days",
+    default=DEFAULT_DAYS,
+    show_default=True,
+    type=click.IntRange(1, 3650),
+    help="Validity of every certificate made.",
+)
+@click.option(
+    "--new-ca", is_flag=True, help="Make a new CA even if DIRECTORY has one (ca.pem, ca.key)."
+)
+def certs(
+    directory: Path, hosts: tuple[str, ...], agents: tuple[str, ...], days: int, new_ca: bool
+) -> None:
+    """Make a local CA and the certificates of a test cluster in DIRECTORY: controller.pem,
+    client.pem, agent-ID.pem (each with its .key, 0600). An existing CA there is reused (the
+    controller and client certificates are made anew), so running it again with new --agent ids
+    adds agents. For production, prefer your own CA (docs/SECURITY.md)."""
+    for agent_id in agents:
+        if (
+            not agent_id
+            or len(agent_id) > 128
+            or not all(c.isalnum() or c in "-_." for c in agent_id)
+        ):
+            raise click.BadParameter(
+                f"{agent_id[:64]!r} is not an agent id of 1-128 letters, digits, '-', '_', '.'",
+                param_hint="--agent",
+            )
+    try:
+        written = make_certificates(directory, hosts=hosts, agents=agents, days=days, new_ca=new_ca)
+    except (OSError, ValueError) as e:
+        click.echo(f"error: cannot write certificates in {directory}: {e}", err=True)
+        sys.exit(1)
+    for path in written:
+        click.echo(path)
+    d = CertificateDir(directory)
+    click.echo(
+        f"controller: --tls-cert {d.pair('controller')[0]} --tls-key {d.pair('controller')[1]}"
+        f" [--tls-client-ca {d.ca}]\n"
+        f"agents:     --tls-ca {d.ca} [--tls-cert {directory}/agent-ID.pem "
+        f"--tls-key {directory}/agent-ID.key]\n"
+        f"clients:    DEERFLOW_TLS_CA={d.ca} [DEERFLOW_TLS_CERT={d.pair('client')[0]} "
+        f"DEERFLOW_TLS_KEY={d.pair('client')[1]}]",
+        err=True,
+    )
+
+
 main.add_command(sim_command, name="sim")
+main.add_command(token_group, name="token")
 
 # The live terminal view of a controller's numbers.
 main.add_command(top_command, name="top")

@@ -11,13 +11,16 @@ import click
 
 from deerflow_common import run, setup_logging
 from deerflow_common.cli_types import FiniteFloatRange
+from deerflow_common.config_file import config_option
 from deerflow_common.etcd import DEFAULT_PREFIX, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
+from deerflow_common.tls import SERVER_FLAGS, TlsError, TlsFiles, load
 from deerflow_controller.cache import CacheConfig
 from deerflow_controller.config import ControllerConfig, SchedulerConfig
 from deerflow_controller.core.validation import quote
 from deerflow_controller.ha import HaConfig
 from deerflow_controller.ratelimit import LimiterConfig
+from deerflow_controller.service.credentials import AuthFileError, Credentials
 from deerflow_controller.service.server import ListenError, serve
 from deerflow_controller.tuning import Mode, Objective, TunerConfig
 
@@ -223,10 +226,50 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     help="SQLite file that keeps the result cache across restarts [default: memory only].",
 )
 @click.option(
+    "--auth-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="DEERFLOW_AUTH_FILE",
+    help="TOML file of token digests: agents' join tokens, clients' tokens with their tenant "
+    "and role (see docs/SECURITY.md; `deerflow token new`). Re-read when it changes or on "
+    "SIGHUP (env DEERFLOW_AUTH_FILE).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Listen on an address other than loopback without --auth-file: anyone who can "
+    "connect can join as an agent and read every job.",
+)
+@click.option(
     "--log-level",
     default=None,
     help="DEBUG, INFO, WARNING... (default $DEERFLOW_LOG_LEVEL or INFO).",
 )
+# -- TLS (docs/SECURITY.md, "TLS and mutual TLS") --
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="DEERFLOW_CONTROLLER_TLS_CERT",
+    help="PEM certificate chain: serve gRPC and HTTP over TLS (with --tls-key); re-read when "
+    "the file changes (env DEERFLOW_CONTROLLER_TLS_CERT). Without it: plaintext.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="DEERFLOW_CONTROLLER_TLS_KEY",
+    help="PEM private key of --tls-cert (env DEERFLOW_CONTROLLER_TLS_KEY).",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="DEERFLOW_CONTROLLER_TLS_CLIENT_CA",
+    help="PEM CA certificates: require every agent and client (gRPC and HTTP) to present a "
+    "certificate this CA signed; mutual TLS (env DEERFLOW_CONTROLLER_TLS_CLIENT_CA).",
+)
+@config_option
 def main(
     host: str,
     port: int,
@@ -257,10 +300,16 @@ def main(
     advertise: str,
     no_cache: bool,
     cache_file: str,
+    auth_file: Path | None,
+    insecure: bool,
     log_level: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
 ) -> None:
     """Run the deerflow-parallel controller."""
     setup_logging("deerflow-controller", log_level)
+    tls = _tls(tls_cert, tls_key, tls_client_ca)
     heartbeat_s = ControllerConfig().heartbeat_interval_s
     if agent_silence_timeout <= heartbeat_s:
         raise click.BadParameter(
@@ -322,6 +371,11 @@ def main(
             )
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--etcd/--etcd-prefix") from None
+    try:
+        credentials = Credentials(auth_file) if auth_file is not None else None
+    except AuthFileError as e:
+        click.echo(f"deerflow-controller: {e}", err=True)
+        sys.exit(2)
     args = ["--slots", str(agent_slots), *agent_arg]
     tune_gc_for_daemon()
     try:
@@ -333,6 +387,9 @@ def main(
                 http_port=http_port,
                 http_host=http_host,
                 ha=ha,
+                credentials=credentials,
+                insecure=insecure,
+                tls=tls,
             )
         )
     except ListenError as e:
@@ -346,6 +403,19 @@ def _unreachable(address: str) -> bool:
     if host.startswith("[") and "]" in host:
         host = host[1 : host.index("]")]
     return host.strip() in ("", "0.0.0.0", "::")
+
+
+def _tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> TlsFiles | None:
+    """The TLS files, checked now (readable PEM, the key matching the certificate): a bad one
+    is a usage error naming its flag, not a failed handshake later."""
+    files = TlsFiles(cert, key, client_ca)
+    if not files.given:
+        return None
+    try:
+        load(files, SERVER_FLAGS, server=True)
+    except TlsError as e:
+        raise click.UsageError(str(e)) from None
+    return files
 
 
 def _tenant_weights(pairs: tuple[str, ...]) -> dict[str, float]:

@@ -9,6 +9,7 @@ load, rate keys, errors and the optimisation suggestions. ``--once`` prints one 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -22,6 +23,7 @@ from rich.text import Text
 
 from deerflow_common import run
 from deerflow_common.cli_types import FiniteFloatRange
+from deerflow_common.tls import TlsError, TlsFiles, client_ssl_context
 
 __all__ = ["fetch_stats", "render", "top"]
 
@@ -184,7 +186,12 @@ def render(s: Any) -> RenderableType:
 
 
 async def _loop(url: str, interval_s: float, once: bool, console: Console) -> int:
-    async with aiohttp.ClientSession() as session:
+    token = os.environ.get("DEERFLOW_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    # https:// URLs are verified with $DEERFLOW_TLS_CA (and $DEERFLOW_TLS_CERT/KEY presented).
+    tls = TlsFiles.from_env()
+    connector = aiohttp.TCPConnector(ssl=client_ssl_context(tls)) if tls is not None else None
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         if once:
             console.print(render(await fetch_stats(session, url)))
             return 0
@@ -223,6 +230,9 @@ def top(url: str, interval: float, once: bool) -> None:
         code = run(_loop(url, interval, once, console))
     except KeyboardInterrupt:
         code = 0
+    except TlsError as e:  # $DEERFLOW_TLS_* names a bad file
+        click.echo(f"error: {e}", err=True)
+        code = 2
     except (aiohttp.ClientError, TimeoutError) as e:
         click.echo(
             f"error: cannot read {url}/api/stats ({e}); is the controller's HTTP side on "

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
 
-from deerflow_controller.client import AsyncClient, DeerflowError, Task, TaskResult
+from deerflow_controller.client import AsyncClient, DeerflowError, Task, TaskResult, TlsFiles
 
 __all__ = [
     "CONTROLLER_ENV",
@@ -55,6 +55,8 @@ CONTROLLER_ENV = "DEERFLOW_CONTROLLER"
 """The controller's address (host:port, or several comma-separated), as the CLI and the agent
 read it."""
 TENANT_ENV = "DEERFLOW_TENANT"
+TOKEN_ENV = "DEERFLOW_TOKEN"
+"""The bearer token of a controller that authenticates clients, as the CLI reads it."""
 ACCOUNT_ENVS = {
     "llm": "DEERFLOW_LLM_ACCOUNT",
     "search": "DEERFLOW_SEARCH_ACCOUNT",
@@ -153,19 +155,29 @@ class ClusterConnection:
         settings: ClusterSettings | None = None,
         tracer_provider: TracerProvider | None = None,
         timeout_s: float | None = 30.0,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.address = address
         self.settings = settings if settings is not None else ClusterSettings.from_env()
         self.tracer_provider = tracer_provider
+        # TLS: ``tls``, else $DEERFLOW_TLS_CA/_CERT/_KEY as the CLI reads them; neither: plaintext.
+        self.tls = tls if tls is not None else TlsFiles.from_env()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="deerflow-dropins", daemon=True
         )
         self._thread.start()
         self._closed = False
-        self.client: AsyncClient = self._submit(
-            _make_client(address, timeout_s, tracer_provider), contextvars.Context()
-        ).result()
+        try:
+            self.client: AsyncClient = self._submit(
+                _make_client(address, timeout_s, tracer_provider, self.tls), contextvars.Context()
+            ).result()
+        except BaseException:  # a bad TLS file (ValueError naming it): leave no thread behind
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            raise
 
     # ----------------------------------------------------------------- calling in
 
@@ -257,10 +269,19 @@ class ClusterConnection:
 
 
 async def _make_client(
-    address: str, timeout_s: float | None, tracer_provider: TracerProvider | None
+    address: str,
+    timeout_s: float | None,
+    tracer_provider: TracerProvider | None,
+    tls: TlsFiles | None,
 ) -> AsyncClient:
     # A grpc.aio channel belongs to the loop it is created on: create it on the private loop.
-    return AsyncClient(address, timeout_s=timeout_s, tracer_provider=tracer_provider)
+    return AsyncClient(
+        address,
+        timeout_s=timeout_s,
+        tracer_provider=tracer_provider,
+        token=os.environ.get(TOKEN_ENV) or None,
+        tls=tls,
+    )
 
 
 async def _one_task(

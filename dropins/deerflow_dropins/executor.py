@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -379,7 +380,10 @@ class _Run:
                 )
             )
         if self.client is None:
-            self.client = AsyncClient(controller_address(self.executor._address))
+            self.client = AsyncClient(
+                controller_address(self.executor._address),
+                token=os.environ.get("DEERFLOW_TOKEN") or None,
+            )
             self.owns_client = True
         started = time.monotonic()
         handle = await self.client.submit(specs, name=self.executor.job_name)

@@ -56,7 +56,7 @@ class AttemptRef(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "token", "handlers", "labels", "slots", "cpu_count", "memory_bytes", "running", "max_epoch_seen", "version")
+    __slots__ = ("agent_id", "token", "handlers", "labels", "slots", "cpu_count", "memory_bytes", "running", "max_epoch_seen", "version", "instance")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class Hello(_message.Message):
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     MAX_EPOCH_SEEN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     token: str
     handlers: _containers.RepeatedCompositeFieldContainer[HandlerInfo]
@@ -84,7 +85,8 @@ class Hello(_message.Message):
     running: _containers.RepeatedCompositeFieldContainer[AttemptRef]
     max_epoch_seen: int
     version: str
-    def __init__(self, agent_id: _Optional[str] = ..., token: _Optional[str] = ..., handlers: _Optional[_Iterable[_Union[HandlerInfo, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., max_epoch_seen: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+    instance: str
+    def __init__(self, agent_id: _Optional[str] = ..., token: _Optional[str] = ..., handlers: _Optional[_Iterable[_Union[HandlerInfo, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., running: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., max_epoch_seen: _Optional[int] = ..., version: _Optional[str] = ..., instance: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("cpu_percent", "memory_percent", "running", "free_slots", "queued", "handler_latency_s", "process_cpu_percent")
@@ -252,14 +254,18 @@ class TaskInput(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., reference: _Optional[bool] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class FetchInputRequest(_message.Message):
-    __slots__ = ("ref", "task_id", "offset")
+    __slots__ = ("ref", "task_id", "offset", "agent_id", "instance")
     REF_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     ref: AttemptRef
     task_id: str
     offset: int
-    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+    agent_id: str
+    instance: str
+    def __init__(self, ref: _Optional[_Union[AttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., offset: _Optional[int] = ..., agent_id: _Optional[str] = ..., instance: _Optional[str] = ...) -> None: ...
 
 class InputChunk(_message.Message):
     __slots__ = ("data",)

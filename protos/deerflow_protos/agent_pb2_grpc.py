@@ -61,7 +61,8 @@ class AgentServiceServicer:
         channel as Connect. Served only for a current attempt of a task that asked for that input,
         while the controller keeps the output (until the last dependent that asked for it ends):
         NOT_FOUND otherwise (the attempt is stale or its task ended; report the attempt failed),
-        UNAVAILABLE from a standby. The chunks concatenate to exactly `size` bytes whose SHA-256 is
+        PERMISSION_DENIED when the request's agent_id and instance are not those of the connected
+        agent that holds the attempt, UNAVAILABLE from a standby. The chunks concatenate to exactly `size` bytes whose SHA-256 is
         `sha256`; the agent checks both and fails the attempt (retryable) on a mismatch or a break.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

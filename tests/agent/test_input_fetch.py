@@ -25,14 +25,17 @@ async def test_an_input_the_controller_does_not_keep_is_a_retryable_error_naming
             controller.address, options=channel_options()
         ) as channel:
             with pytest.raises(HandlerError) as failed:
-                await fetch_input(channel, controller.address, ("gone", "report", 1), REF)
+                await fetch_input(
+                    channel, controller.address, ("gone", "report", 1), REF, who=("a1", "i" * 32)
+                )
     finally:
         await controller.stop(grace_s=0.5)
     error = failed.value
     assert error.retryable
     assert error.message == (
-        f"could not fetch input 'search-1' (300000 bytes) from {controller.address}: NOT_FOUND: "
-        "no job 'gone' here (it ended, or another controller leads now)"
+        f"could not fetch input 'search-1' (300000 bytes) from {controller.address}: "
+        "PERMISSION_DENIED: agent 'a1' is not connected here with that instance; FetchInput "
+        "must name the connected agent holding the attempt and its Hello's instance"
     )
 
 

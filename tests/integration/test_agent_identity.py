@@ -1,5 +1,6 @@
 """What the controller does with a second stream under an agent id already connected, as
-agent.proto says: the newer stream replaces the older one, which ends with OK."""
+agent.proto says: from the same agent process (the same Hello instance), the newer stream
+replaces the older one, which ends with OK (another process is refused: test_impostor_agent)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def hello(agent_id: str) -> agent_pb2.AgentMessage:
     return agent_pb2.AgentMessage(
         hello=agent_pb2.Hello(
             agent_id=agent_id,
+            instance="0123456789abcdef0123456789abcdef",
             slots=1,
             handlers=[agent_pb2.HandlerInfo(name="echo", kind=agent_pb2.IO)],
         )
@@ -32,7 +34,7 @@ async def held_open(
     await stop.wait()
 
 
-async def test_a_second_stream_with_a_connected_agents_id_replaces_the_first(
+async def test_a_second_stream_of_the_same_agent_process_replaces_the_first(
     make_cluster: ClusterFactory,
 ) -> None:
     stop = asyncio.Event()

@@ -4,10 +4,11 @@ Hypothesis drives the whole core (result cache, decomposer, placement, recovery,
 with a fake clock through random sequences of: jobs with DAGs whose tasks hit and miss the cache,
 duplicate one another in flight, carry rate keys, split, and differ in priority and tenant;
 agents joining, draining, dying (and coming back with the attempts they still run), going silent
-and reconnecting; results that succeed, fail, are rate-limited, arrive late or twice; cancels and
-ticks. The fake agents do what real ones do with what the controller sends them. After every
-step, every count the core keeps is checked against a recount of its task table
-(``scheduling_invariants``).
+and reconnecting; results that succeed, fail, are rate-limited, arrive late or twice, or are
+forged by an agent never given the attempt (issue #17); cancels and ticks. The fake agents do
+what real ones do with what the controller sends them. After every step, every count the core
+keeps is checked against a recount of its task table (``scheduling_invariants``), and no task
+has ended SUCCEEDED from an agent never given that attempt.
 
 Sized for CI: ``MAX_EXAMPLES`` sequences of up to ``STEPS`` steps, derandomized (the same
 sequences on every run) and with no example database.
@@ -40,6 +41,7 @@ from deerflow_controller.core.model import (
     Job,
     TaskError,
     TaskSpec,
+    TaskState,
 )
 from deerflow_controller.core.scheduler import AttemptResult, RestoredJob, RestoredResult, Scheduler
 from deerflow_controller.ratelimit import KeyLimits, LimiterConfig, RateLimiter
@@ -204,6 +206,10 @@ class SchedulerModel(RuleBasedStateMachine):
         self.jobs: dict[str, Job] = {}
         self.job_seq = 0
         self.plans: list[list[TaskSpec]] = []
+        self.events_checked: dict[Job, int] = {}
+        self.given: set[tuple[str, str, int, str]] = set()
+        """(job, task, attempt, agent) of every attempt the controller gave an agent (sent or
+        reclaimed): no other agent's result may end a task SUCCEEDED."""
 
     # ----------------------------------------------------------------- plumbing
 
@@ -215,6 +221,7 @@ class SchedulerModel(RuleBasedStateMachine):
             assert fake.connected, f"assigned to {agent_id}, which is not connected"
             for task in tasks:
                 fake.holding.held[task.key] = task
+                self.given.add((*task.key, agent_id))
         for agent_id, keys in out.cancels.items():
             fake = self.agents[agent_id]
             fake.holding.cancel_asked.update(k for k in keys if k in fake.holding.held)
@@ -308,6 +315,7 @@ class SchedulerModel(RuleBasedStateMachine):
             was_started = fake.orphans.pop(key)
             if key in in_flight:  # reclaimed: it runs on
                 fake.holding.held[key] = in_flight[key]
+                self.given.add((*key, fake.id))
                 if was_started:
                     fake.started.add(key)
             else:
@@ -416,6 +424,22 @@ class SchedulerModel(RuleBasedStateMachine):
         self.sched.finished(fake.id, [result], self.now)
         self.apply()
 
+    @precondition(lambda self: self._agents(lambda a: a.connected))
+    @rule(pick=st.integers(0, 2), which=st.integers(0, 1000), ahead=st.integers(0, 1))
+    def forge(self, pick: int, which: int, ahead: int) -> None:
+        """An agent reports success for an attempt it was never given: another agent's, or
+        one not dispatched yet (issue #17); nothing may come of it."""
+        fake = self._pick(lambda a: a.connected, pick)
+        live = [t for job in self.sched.jobs.values() for t in job.tasks.values() if not t.terminal]
+        if not live:
+            return
+        task = live[which % len(live)]
+        key = (task.job.id, task.id, task.attempt + ahead)
+        if (*key, fake.id) in self.given:
+            return
+        self.sched.finished(fake.id, [AttemptResult(key, ok=True, output=b"forged")], self.now)
+        self.apply()
+
     @precondition(lambda self: self._agents(lambda a: a.connected and bool(a.reported)))
     @rule(pick=st.integers(0, 2), which=st.integers(0, 100))
     def report_again(self, pick: int, which: int) -> None:
@@ -436,8 +460,11 @@ class SchedulerModel(RuleBasedStateMachine):
         no failover while an agent runs a part, and no replay of old results after one."""
         old, self.sched = self.sched, scheduler()
         for job in old.jobs.values():
+            ends = {e.task_id: e for e in job.events if e.terminal}  # the journal's records
             finished = {
-                t.id: RestoredResult(t.state, t.output, t.error, t.attempt, t.agent_id)
+                t.id: RestoredResult(
+                    t.state, t.output, t.error, ends[t.id].attempt, ends[t.id].agent_id
+                )
                 for t in job.tasks.values()
                 if t.terminal
             }
@@ -479,6 +506,16 @@ class SchedulerModel(RuleBasedStateMachine):
         self.apply()
 
     # ----------------------------------------------------------------- invariants
+
+    @invariant()
+    def no_task_succeeds_from_an_agent_never_given_its_attempt(self) -> None:
+        for job in self.jobs.values():
+            seen = self.events_checked.get(job, 0)
+            self.events_checked[job] = len(job.events)
+            for e in job.events[seen:]:
+                if e.state == TaskState.SUCCEEDED and e.agent_id:
+                    assert (e.job_id, e.task_id, e.attempt, e.agent_id) in self.given, e
+                    assert e.output != b"forged", e
 
     @invariant()
     def counts_agree_with_a_recount(self) -> None:

@@ -62,3 +62,23 @@ async def test_a_stream_that_breaks_while_its_welcome_is_written_leaves_no_sessi
 
     assert shell.sessions == {}  # DrainAgent and the stats no longer list it as connected
     assert "agent-1" not in shell.scheduler.agents
+
+
+async def test_only_the_same_agent_process_or_a_silent_stream_gives_up_its_id() -> None:
+    now = [100.0]
+    shell = Shell(ControllerConfig(), clock=lambda: now[0])
+    silence = shell.config.scheduler.agent_silence_s
+    session = shell.open_session("agent-1", "mine")
+    await shell.agent_joined(
+        session, ["echo"], 4, labels={}, running=[], handler_slots={}, traits={}
+    )
+    assert shell.takeover_refusal("agent-1", "mine") is None  # its own reconnect
+    assert shell.takeover_refusal("agent-2", "other") is None  # a free id
+    refusal = shell.takeover_refusal("agent-1", "other")
+    assert refusal is not None and refusal.startswith(
+        "agent 'agent-1' is connected on another stream, which spoke 0 s ago"
+    )
+    assert shell.takeover_refusal("agent-1", "") is not None  # an old agent without one
+    assert shell.may_fetch("agent-1", "mine") and not shell.may_fetch("agent-1", "other")
+    now[0] += silence  # a half-dead stream: a restarted process may take the id back
+    assert shell.takeover_refusal("agent-1", "other") is None

@@ -12,16 +12,19 @@ with side effects must be idempotent.
 """
 
 # Clients
+from deerflow_common.tls import TlsFiles
 from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient, JobHandle
 
 # Errors
 from deerflow_controller.client._errors import (
     AlreadyExistsError,
+    AuthenticationError,
     DeadlineExceededError,
     DeerflowError,
     InvalidJobError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     TaskFailedError,
     UnavailableError,
 )
@@ -41,6 +44,7 @@ __all__ = [
     "INPUTS_ALL",
     "AlreadyExistsError",
     "AsyncClient",
+    "AuthenticationError",
     "Client",
     "DeadlineExceededError",
     "DeerflowError",
@@ -48,11 +52,13 @@ __all__ = [
     "JobHandle",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "SyncJobHandle",
     "Task",
     "TaskEvent",
     "TaskFailedError",
     "TaskResult",
+    "TlsFiles",
     "UnavailableError",
     "encode_payload",
 ]

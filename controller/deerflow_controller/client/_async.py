@@ -14,6 +14,7 @@ from opentelemetry.trace import TracerProvider
 
 from deerflow_common import channel_options
 from deerflow_common.backoff import CENTRED_JITTER, Backoff
+from deerflow_common.tls import TlsFiles, aio_channel
 from deerflow_controller.client._errors import DeerflowError, UnavailableError, from_rpc_error
 from deerflow_controller.client._tracing import submit_span
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
@@ -77,6 +78,16 @@ class AsyncClient:
     OpenTelemetry's global provider, a no-op unless the application configured one) and sends
     its W3C context with every task, so each task's trace runs on through the controller and the
     agent.
+
+    ``token``: the bearer token of a controller that authenticates clients (``--auth-file``),
+    sent as ``authorization: Bearer <token>`` metadata on every call; None sends none. The SDK
+    does not read the environment itself (the CLI and the drop-ins read ``DEERFLOW_TOKEN``).
+
+    ``tls``: talk TLS, trusting ``tls.ca`` (None: the system's roots) and presenting
+    ``tls.cert``/``tls.key`` to a controller that requires client certificates; None:
+    plaintext. A bad file raises :class:`~deerflow_common.tls.TlsError` (a ValueError naming
+    it) here. The CLI and the drop-ins read ``$DEERFLOW_TLS_CA``, ``$DEERFLOW_TLS_CERT`` and
+    ``$DEERFLOW_TLS_KEY`` (``TlsFiles.from_env()``).
     """
 
     def __init__(
@@ -85,7 +96,13 @@ class AsyncClient:
         *,
         timeout_s: float | None = 30.0,
         tracer_provider: TracerProvider | None = None,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        self._auth: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self.tls = tls
         self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self.address = self.addresses[0]
         self.timeout_s = timeout_s
@@ -114,9 +131,8 @@ class AsyncClient:
     def _use(self, address: str) -> None:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=channel_options()
-            )
+            # TLS files are read here, once per controller address this client talks to.
+            channel = self._channels[address] = aio_channel(address, self.tls, channel_options())
         self.address = address
         self._channel = channel
         self._jobs = client_pb2_grpc.JobServiceStub(channel)
@@ -206,7 +222,9 @@ class AsyncClient:
             span.set_attribute("deerflow.tasks", len(request.tasks))
             deadline = self._deadline(timeout_s)
             reply = await self._unary(
-                lambda: self._jobs.SubmitJob(request, timeout=self._remaining(deadline)),
+                lambda: self._jobs.SubmitJob(
+                    request, timeout=self._remaining(deadline), metadata=self._auth
+                ),
                 timeout_s,
                 retry=True,
             )
@@ -235,7 +253,7 @@ class AsyncClient:
         epoch = ""  # the epoch after_seq counts in ("" outside HA mode)
         while True:
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
-            metadata = ((EPOCH_METADATA, epoch),) if epoch else None
+            metadata = (*self._auth, (EPOCH_METADATA, epoch)) if epoch else self._auth
             call = self._jobs.WatchJob(
                 client_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq, filter=flt),
                 timeout=remaining,
@@ -297,7 +315,9 @@ class AsyncClient:
         request = client_pb2.CancelJobRequest(job_id=job_id, task_ids=list(task_ids), reason=reason)
         deadline = self._deadline(timeout_s)
         reply = await self._unary(
-            lambda: self._jobs.CancelJob(request, timeout=self._remaining(deadline)),
+            lambda: self._jobs.CancelJob(
+                request, timeout=self._remaining(deadline), metadata=self._auth
+            ),
             timeout_s,
             retry=True,
         )
@@ -307,7 +327,9 @@ class AsyncClient:
         deadline = self._deadline(timeout_s)
         reply: client_pb2.JobStatus = await self._unary(
             lambda: self._jobs.GetJob(
-                client_pb2.GetJobRequest(job_id=job_id), timeout=self._remaining(deadline)
+                client_pb2.GetJobRequest(job_id=job_id),
+                timeout=self._remaining(deadline),
+                metadata=self._auth,
             ),
             timeout_s,
             retry=True,
@@ -322,6 +344,7 @@ class AsyncClient:
             lambda: self._jobs.GetTask(
                 client_pb2.GetTaskRequest(job_id=job_id, task_id=task_id),
                 timeout=self._remaining(deadline),
+                metadata=self._auth,
             ),
             timeout_s,
             retry=True,
@@ -334,7 +357,7 @@ class AsyncClient:
         deadline = self._deadline(timeout_s)
         stats: admin_pb2.Stats = await self._unary(
             lambda: self._admin.GetStats(
-                admin_pb2.GetStatsRequest(), timeout=self._remaining(deadline)
+                admin_pb2.GetStatsRequest(), timeout=self._remaining(deadline), metadata=self._auth
             ),
             timeout_s,
             retry=True,
@@ -351,6 +374,7 @@ class AsyncClient:
                 admin_pb2.ListAgentsRequest(wait_for=wait_for),
                 timeout=self._remaining(deadline),
                 wait_for_ready=wait_for > 0,
+                metadata=self._auth,
             ),
             timeout_s,
             retry=True,
@@ -360,7 +384,9 @@ class AsyncClient:
     async def drain_agent(self, agent_id: str, *, timeout_s: float | None = None) -> None:
         try:
             await self._admin.DrainAgent(
-                admin_pb2.DrainAgentRequest(agent_id=agent_id), timeout=self._timeout(timeout_s)
+                admin_pb2.DrainAgentRequest(agent_id=agent_id),
+                timeout=self._timeout(timeout_s),
+                metadata=self._auth,
             )
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, self.address) from None

@@ -50,6 +50,19 @@ class DeadlineExceededError(DeerflowError, TimeoutError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class AuthenticationError(DeerflowError):
+    """The controller needs a token and got none, or one it does not know (UNAUTHENTICATED)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(DeerflowError):
+    """The token is valid but lacks the role the call needs (PERMISSION_DENIED), or a task
+    names another tenant."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class TaskFailedError(DeerflowError):
     """A task ended without success; raised when its result is unwrapped."""
 
@@ -71,9 +84,27 @@ _BY_CODE: dict[grpc.StatusCode, type[DeerflowError]] = {
         AlreadyExistsError,
         UnavailableError,
         DeadlineExceededError,
+        AuthenticationError,
+        PermissionDeniedError,
     )
     if cls.code is not None
 }
+
+
+_TLS_ADVICE = {
+    "WRONG_VERSION_NUMBER": "it does not serve TLS: drop the client's --tls-* settings, or "
+    "start the controller with --tls-cert/--tls-key",
+    "CERTIFICATE_VERIFY_FAILED": "its certificate is not signed by the client's --tls-ca "
+    "(DEERFLOW_TLS_CA), or has expired",
+}
+
+
+def _tls_reason(details: str) -> str:
+    """The OpenSSL reason in gRPC's handshake message (e.g. CERTIFICATE_VERIFY_FAILED)."""
+    for reason in _TLS_ADVICE:
+        if reason in details:
+            return reason
+    return details.rsplit(":", 2)[-2].strip()[:120] if details.count(":") >= 2 else details[:120]
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError, address: str) -> DeerflowError:
@@ -84,6 +115,20 @@ def from_rpc_error(error: grpc.aio.AioRpcError, address: str) -> DeerflowError:
         details = (
             f"{address} answers HTTP/1, not gRPC: is it the controller's --http-port? "
             "Point the client at its gRPC --port"
+        )
+    elif code == grpc.StatusCode.UNAVAILABLE and "handshake" in details.lower():
+        # gRPC core's words: "Tls handshake failed (TSI_PROTOCOL_FAILURE): ...: <reason>: ..."
+        reason = _tls_reason(details)
+        details = (
+            f"the TLS handshake with the controller at {address} failed ({reason}): "
+            + _TLS_ADVICE.get(reason, "check the client's --tls-ca (DEERFLOW_TLS_CA)")
+        )
+    elif code == grpc.StatusCode.UNAVAILABLE and details.endswith("Socket closed"):
+        details = (
+            f"the controller at {address} closed the connection at once: if it serves TLS, give "
+            "the client its CA (--tls-ca, DEERFLOW_TLS_CA or tls=TlsFiles(ca=...)) and, under "
+            "mutual TLS, a client certificate (--tls-cert/--tls-key); else is "
+            "deerflow-controller running there?"
         )
     elif code == grpc.StatusCode.UNAVAILABLE:
         details = (

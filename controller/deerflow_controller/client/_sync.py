@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+from deerflow_common.tls import TlsFiles
 from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient, SubmittedJob
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, client_pb2
@@ -22,13 +23,26 @@ T = TypeVar("T")
 class Client:
     """Blocking twin of :class:`AsyncClient`; same methods, same errors, same deadlines."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout_s: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout_s: float | None = 30.0,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="deerflow-client", daemon=True
         )
         self._thread.start()
-        self._async = self._call(_make_client(address, timeout_s))
+        try:
+            self._async = self._call(_make_client(address, timeout_s, token, tls))
+        except BaseException:  # a bad TLS file: leave no loop thread behind
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            raise
         self.address = address
 
     def __enter__(self) -> Client:
@@ -147,9 +161,11 @@ class SyncJobHandle(SubmittedJob[Client]):
         return self.client.cancel(self.job_id, task_ids, reason=reason)
 
 
-async def _make_client(address: str, timeout_s: float | None) -> AsyncClient:
+async def _make_client(
+    address: str, timeout_s: float | None, token: str | None, tls: TlsFiles | None
+) -> AsyncClient:
     # The channel must be created on the loop that will use it.
-    return AsyncClient(address, timeout_s=timeout_s)
+    return AsyncClient(address, timeout_s=timeout_s, token=token, tls=tls)
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:

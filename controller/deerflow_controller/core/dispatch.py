@@ -275,6 +275,7 @@ def assign(self: SchedulerCore, task: Task, agent: AgentView, now: float, detail
     task.attempt += 1
     task.state = TaskState.DISPATCHED
     task.agent_id = agent.id
+    task.give(agent.id)
     agent.hold(task.key, task)
     batch = self.outbox.assignments.get(agent.id)
     if batch is None:

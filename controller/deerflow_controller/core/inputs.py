@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from deerflow_controller.config import SchedulerConfig
 from deerflow_controller.core.model import ErrorKind, Job, Task, TaskError, TaskSpec, TaskState
+from deerflow_controller.core.validation import quote
 
 __all__ = [
     "fetchable_input",
@@ -108,10 +109,13 @@ def release_inputs(task: Task) -> None:
             job.retained_bytes -= len(dep.output)
 
 
-def fetchable_input(job: Job, task_id: str, attempt: int, dep_id: str) -> bytes | str:
+def fetchable_input(
+    job: Job, task_id: str, attempt: int, dep_id: str, *, holder: str | None = None
+) -> bytes | str:
     """The output of ``dep_id`` for the current, live attempt ``attempt`` of ``task_id`` (a
-    task or a part of a split task) when that task asked for it and it is still kept; else the
-    reason it is not, in a sentence."""
+    task or a part of a split task) when that task asked for it, it is still kept and (with
+    ``holder``) the agent ``holder`` holds that attempt; else the reason it is not, in a
+    sentence."""
     task = job.tasks.get(task_id)
     if task is None:
         task = job.parts.get(task_id)
@@ -119,6 +123,8 @@ def fetchable_input(job: Job, task_id: str, attempt: int, dep_id: str) -> bytes 
         return f"job {job.id!r} has no task {task_id!r}"
     if task.attempt != attempt or task.state not in (TaskState.DISPATCHED, TaskState.RUNNING):
         return f"attempt {attempt} of task {task_id!r} is not current; its result is not wanted"
+    if holder is not None and task.agent_id != holder:
+        return f"attempt {attempt} of task {task_id!r} was not given to agent {quote(holder)}"
     spec = task.parent.spec if task.parent is not None else task.spec
     if dep_id not in wanted_inputs(spec):
         return f"task {spec.id!r} did not ask for the output of {dep_id!r} (TaskSpec.inputs)"

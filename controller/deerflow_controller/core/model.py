@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from deerflow_controller.recovery import RetryState
 
 __all__ = [
+    "HOLDERS_KEPT",
     "TERMINAL_STATES",
     "AgentView",
     "AttemptKey",
@@ -110,6 +111,12 @@ class TaskSpec:
     """The handler reads every dependency's output (``inputs`` is then empty)."""
 
 
+HOLDERS_KEPT = 8
+"""Attempts of one task whose holders are remembered (``Task.holders``): a result of an attempt
+older than that is discarded as stale. Retries are few (3 by default); an attempt taken back
+unstarted (stolen, drained) adds one too, so 8 leaves room for both."""
+
+
 @dataclass(slots=True, eq=False)
 class Task:
     job: Job
@@ -189,6 +196,40 @@ class Task:
     output_sha256: str = ""
     """Hex SHA-256 of ``output`` once an assignment sent it by reference (``service.inputs``
     computes it on first use; an output never changes once its task succeeded)."""
+    holders: str | tuple[int | str, ...] = ""
+    """Who was given each of the task's last ``HOLDERS_KEPT`` attempts, so that a result,
+    start or progress report counts only from the agent that holds or held that attempt (a
+    late result of an earlier attempt still wins its race), never from another agent naming
+    its key: "" before the first dispatch; the agent id alone while attempt 1 is the only one
+    (most tasks: no tuple, 0 bytes more per task); else flat (attempt, agent id, ...) pairs,
+    oldest first. Read and written only through :meth:`give` and :meth:`held_by`."""
+
+    def give(self, agent_id: str) -> None:
+        """Record that ``agent_id`` holds the current attempt (a dispatch, or a reclaim after
+        a reconnect or a failover)."""
+        attempt, holders = self.attempt, self.holders
+        if attempt == 1 and isinstance(holders, str):
+            self.holders = agent_id
+            return
+        pairs: tuple[int | str, ...] = (1, holders) if isinstance(holders, str) else holders
+        if not holders:
+            pairs = ()
+        if pairs and pairs[-2] == attempt:
+            pairs = pairs[:-2]
+        elif len(pairs) >= 2 * HOLDERS_KEPT:
+            pairs = pairs[2 - 2 * HOLDERS_KEPT :]
+        self.holders = (*pairs, attempt, agent_id)
+
+    def held_by(self, attempt: int) -> str:
+        """The agent given attempt ``attempt`` ("" when none was, or it is older than the
+        last ``HOLDERS_KEPT``)."""
+        holders = self.holders
+        if isinstance(holders, str):
+            return holders if attempt == 1 else ""
+        for i in range(len(holders) - 2, -1, -2):
+            if holders[i] == attempt:
+                return str(holders[i + 1])
+        return ""
 
     @property
     def id(self) -> str:

@@ -90,6 +90,12 @@ class Restorer:
             task.attempt = attempt
             task.deadline = now + task.timeout_s + self._core.config.timeout_grace_s
 
+    def holds(self, task: Task) -> bool:
+        """Whether ``task`` is held for the reconnect grace, never given to an agent by this
+        leader: the journal does not say who held its attempt, so a result any reconnected
+        agent buffered across the failover is taken for it (until the grace ends)."""
+        return not task.holders and self._held.get((task.job.id, task.id)) is task
+
     def release(self, now: float) -> int:
         """End the reconnect grace: held tasks no agent reclaimed become ready (and are
         dispatched). Returns how many were released."""

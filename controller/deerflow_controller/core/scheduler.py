@@ -90,6 +90,7 @@ class Scheduler(SchedulerCore):
         self.quarantine_reasons = recovery.quarantine_reasons
         """(agent, handler) -> (why, until) while quarantined."""
         self._restorer = Restorer(self.port)
+        self._unrecorded_holder = self._restorer.holds
 
     # ----------------------------------------------------------------- restore (issue #3)
 

@@ -30,6 +30,7 @@ from deerflow_controller.core import dispatch as core_dispatch
 from deerflow_controller.core import settings as core_settings
 from deerflow_controller.core import terminal as core_terminal
 from deerflow_controller.core import timeouts as core_timeouts
+from deerflow_controller.core import trust as core_trust
 from deerflow_controller.core.hooks import (
     CacheHooks,
     FirstFit,
@@ -64,11 +65,6 @@ from deerflow_controller.recovery import classify
 PROGRESS_EVENT_EVERY_S = 1.0
 """Most PROGRESS events one task emits a second: the agent already sends at most two reports a
 second per attempt; a long task (a sub-agent's run) must not fill its job's event log."""
-
-
-def _percent(value: float) -> float:
-    """A load figure an agent reported, made a finite 0-100 (NaN reads 0)."""
-    return min(100.0, max(0.0, value)) if math.isfinite(value) else (100.0 if value > 0 else 0.0)
 
 
 class SchedulerCore:
@@ -106,13 +102,16 @@ class SchedulerCore:
         self._membership_changed_at = 0.0
         self._rr = 0
         self.traits: dict[str, HandlerTraits] = {}
-        """What agents declared about each handler (the latest declaration wins)."""
+        """What agents declared about each handler (the first while offered: ``core.trust``)."""
         self.cache: ResultCache | None = None
         """The result cache (issue #6), the cache policy's (see :meth:`use_cache`); None: every
         task runs."""
         self._from_cache: Callable[[Task, float], bool] = no_cache
         self._cache_settle: Callable[[Task, TaskState, float], None] = no_settle
         self._preload: Callable[[float], None] = no_preload
+        self._unrecorded_holder: Callable[[Task], bool] = core_trust.never
+        """Whether a task's holders are unknown (restored after a failover, not yet given to
+        an agent): then a result of any joined agent counts (``Restorer.holds``)."""
         # The other areas' hooks are bound by their use_* methods; until a policy is given,
         # these stand-ins answer (see core_hooks).
         self.use_split(WholeTasks())
@@ -325,16 +324,17 @@ class SchedulerCore:
             rate_window_start=now,
         )
         self.agents[agent_id] = agent
-        if traits:
-            self.traits.update(traits)
-            self._declare(traits)
+        fresh = self._fresh_traits(traits) if traits else None
+        if fresh:
+            self.traits.update(fresh)
+            self._declare(fresh)
         self._schedule_liveness(now + self.config.agent_silence_s)
         for h in agent.handlers:
             self._handler_offers[h] = self._handler_offers.get(h, 0) + 1
         self._membership_changed(now)
         for key in running:
             task = self._task_for(key)
-            reclaim = task is not None and task.attempt == key[2] and not task.agent_id
+            reclaim = task is not None and core_trust.may_reclaim(task, key[2], agent_id)
             if task is not None and reclaim and not task.terminal:
                 # The task was requeued when the agent vanished; take the running attempt back
                 # from wherever it waits again (queued, or throttled by its keys or a circuit).
@@ -344,6 +344,7 @@ class SchedulerCore:
                 self.limiter.hold_again(task, now)
                 task.state = TaskState.RUNNING
                 task.agent_id = agent_id
+                task.give(agent_id)
                 agent.hold(key, task)
                 self._emit(task, TaskState.RUNNING, now)
                 # The attempt keeps the deadline it had before the reconnect.
@@ -403,26 +404,6 @@ class SchedulerCore:
             self._make_ready(task, now)
         self._dispatch(now)
 
-    def heartbeat(
-        self,
-        agent_id: str,
-        running: int,
-        cpu_percent: float,
-        memory_percent: float,
-        now: float,
-        *,
-        process_cpu_percent: float = 0.0,
-    ) -> None:
-        """An agent's load: its machine's CPU and memory and its own processes' CPU, each 0-100
-        (a value outside that, or not finite, is clamped into it)."""
-        agent = self.agents.get(agent_id)
-        if agent is not None:
-            agent.running = running
-            agent.cpu_percent = _percent(cpu_percent)
-            agent.memory_percent = _percent(memory_percent)
-            agent.process_cpu_percent = _percent(process_cpu_percent)
-            agent.last_heartbeat = now
-
     def _held(
         self, agent_id: str, keys: Iterable[AttemptKey], state: TaskState, now: float
     ) -> Iterator[tuple[AttemptKey, Task]]:
@@ -478,7 +459,9 @@ class SchedulerCore:
             self._emit(task, TaskState.PROGRESS, now, detail=message, progress=fraction)
 
     def finished(self, agent_id: str, results: Sequence[AttemptResult], now: float) -> None:
-        """Apply a batch of attempt results from one agent, then refill its credit."""
+        """Apply a batch of attempt results from one agent, then refill its credit. A result
+        counts only from the agent given that attempt (``Task.holders``; an earlier attempt's
+        late success still wins its race)."""
         agent = self.agents.get(agent_id)
         if agent is not None:
             agent.last_heartbeat = now
@@ -487,9 +470,17 @@ class SchedulerCore:
         for result in results:
             key = result.key
             task = agent.release(key) if agent is not None else None
-            ended(agent_id, key, now)
             if task is None:
                 task = self._task_for(key)
+                if (
+                    task is not None
+                    and task.held_by(key[2]) != agent_id
+                    and not self._unrecorded_holder(task)
+                ):
+                    # Never this agent's attempt (a forged key): nothing it says counts.
+                    self.counters.foreign_results += 1
+                    continue
+            ended(agent_id, key, now)
             if agent is not None:
                 agent.completed += 1
             if task is None or task.terminal:
@@ -574,6 +565,11 @@ class SchedulerCore:
     _fill = core_dispatch.fill
     _assign = core_dispatch.assign
     _push_ready = core_dispatch.push_ready
+
+    # Functions of core_trust.py: one definition of a handler's traits for the cluster.
+    heartbeat = core_trust.heartbeat
+    trait_conflict = core_trust.trait_conflict
+    _fresh_traits = core_trust.fresh_traits
 
     # ----------------------------------------------------------------- run-time settings
     # Functions of core_settings.py, bound here as methods (the tuner's knobs).

@@ -81,6 +81,8 @@ class Counters:
     stolen: int = 0
     split_tasks: int = 0
     stale_results: int = 0
+    foreign_results: int = 0
+    """Results refused because their agent was never given that attempt (``Task.holders``)."""
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ endpoint in the environment no tracer exists, and without an HTTP port no metric
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from deerflow_controller.observability.stats import StatsHistory, snapshot
 from deerflow_controller.observability.suggestions import Suggestion, suggest
 from deerflow_controller.observability.tap import EventTap
 from deerflow_controller.observability.tracing import TaskTracer
+from deerflow_controller.service.credentials import Credentials
 from deerflow_controller.service.shell import Shell
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ class Observability:
         self.ready: Callable[[], bool] = lambda: True
         self.tuner: TunerLoop | None = None
         """The tuner's loop, when it runs: its state and history join the snapshot."""
+        self.credentials: Credentials | None = None
+        """With ``--auth-file``: the HTTP side asks for a bearer token (see ``http.py``)."""
         if self.tracer is not None:
             self._attach()
 
@@ -89,15 +93,21 @@ class Observability:
         return self.metrics
 
     async def serve_http(
-        self, host: str, port: int, *, ready: Callable[[], bool] | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[], bool] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> int:
-        """Keep metrics and serve the HTTP endpoints on ``host:port`` (0 picks a free port);
-        returns the bound port. Raises OSError when the port is taken."""
+        """Keep metrics and serve the HTTP endpoints on ``host:port`` (0 picks a free port),
+        over HTTPS with ``ssl_context``; returns the bound port. Raises OSError when the port is
+        taken."""
         if ready is not None:
             self.ready = ready
         self.enable_metrics()
         server = HttpServer(self)
-        bound = await server.start(host, port)
+        bound = await server.start(host, port, ssl_context)
         self.http = server
         self.history.start()
         return bound

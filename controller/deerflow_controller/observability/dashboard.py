@@ -245,9 +245,11 @@ function render(s) {
   document.body.dataset.updates = String(Number(document.body.dataset.updates) + 1);
   $("updated").textContent = "updated " + new Date(s.controller.time * 1000).toLocaleTimeString();
 }
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const auth = token ? {Authorization: "Bearer " + token} : {};
 async function poll() {
   try {
-    const r = await fetch("api/stats", {cache: "no-store"});
+    const r = await fetch("api/stats", {cache: "no-store", headers: auth});
     if (!r.ok) throw new Error("HTTP " + r.status);
     render(await r.json());
   } catch (e) {

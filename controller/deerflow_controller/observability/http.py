@@ -8,6 +8,12 @@
   (readiness: a load balancer sends clients only to a ready controller; agents are not needed to
   accept jobs, so they are reported but do not decide it).
 
+With ``--auth-file`` (``Observability.credentials``), ``/api/stats`` needs an admin token and
+``/metrics`` a token of any role (``metrics`` included), as ``Authorization: Bearer <token>``;
+without one the answer is 401, with a token lacking the role 403. ``/healthz``, ``/readyz`` and
+the dashboard's page (static HTML, no data: it sends the token given in its URL's fragment,
+``/#token=...``, to ``/api/stats``) stay open.
+
 Every handler reads in-memory state and returns at once; nothing here blocks the loop.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +31,8 @@ from aiohttp.log import server_logger
 
 from deerflow_common.prometheus import CONTENT_TYPE
 from deerflow_controller.observability.dashboard import PAGE
+from deerflow_controller.service.auth import bearer
+from deerflow_controller.service.credentials import Role
 
 if TYPE_CHECKING:
     from deerflow_controller.observability import Observability
@@ -68,13 +77,17 @@ class _RequestErrorLog(logging.LoggerAdapter[logging.Logger]):
         self.log(level, "HTTP side refused %s from %s", what, peer)
 
 
+_NEEDS_ADMIN = frozenset({"/api/stats"})
+_NEEDS_TOKEN = frozenset({"/api/stats", "/metrics"})
+
+
 class HttpServer:
     """Serves one :class:`Observability`. :meth:`start` binds (raising OSError when the port is
     taken) and returns the bound port; :meth:`stop` closes every connection."""
 
     def __init__(self, obs: Observability) -> None:
         self.obs = obs
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth])
         app.router.add_get("/", self.dashboard)
         app.router.add_get("/api/stats", self.stats)
         app.router.add_get("/metrics", self.metrics)
@@ -85,9 +98,35 @@ class HttpServer:
         )
         self.port = 0
 
-    async def start(self, host: str, port: int) -> int:
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Bearer tokens on the data endpoints when authentication is on (never logged)."""
+        credentials = self.obs.credentials
+        path = request.path
+        if credentials is None or path not in _NEEDS_TOKEN:
+            response: web.StreamResponse = await handler(request)
+            return response
+        token = bearer([("authorization", request.headers.get("Authorization", ""))])
+        who = credentials.current().client_by_token(token)
+        if who is None:
+            why = "is not valid here (unknown or revoked)" if token else "is missing"
+            return web.json_response(
+                {"error": f"{path} needs 'Authorization: Bearer <token>'; the token {why}"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"},
+            )
+        if path in _NEEDS_ADMIN and who.role is not Role.ADMIN:
+            return web.json_response(
+                {"error": f"{path} lists every tenant's work: it needs an admin token"},
+                status=403,
+                headers={"Cache-Control": "no-store"},
+            )
+        response = await handler(request)
+        return response
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError:

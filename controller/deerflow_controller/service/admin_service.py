@@ -10,6 +10,8 @@ from deerflow_controller.core.model import TaskState
 from deerflow_controller.core.predictor import Features
 from deerflow_controller.core.summaries import cache_summary, circuit_summary, quarantine_summary
 from deerflow_controller.core.validation import quote
+from deerflow_controller.service.auth import principal
+from deerflow_controller.service.job_service import job_tenant
 from deerflow_controller.service.shell import Shell
 from deerflow_controller.service.tuner_loop import TunerLoop
 from deerflow_protos import admin_pb2, admin_pb2_grpc
@@ -94,6 +96,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
     async def GetStats(
         self, request: admin_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Stats:
+        who = principal()
+        if who is not None and not who.admin:
+            return self._tenant_stats(who.tenant)
         shell = self.shell
         sched = shell.scheduler
         c = sched.counters
@@ -146,6 +151,35 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         if self.tuner is not None:
             _add_tuning(stats, self.tuner)
         return stats
+
+    def _tenant_stats(self, tenant: str) -> admin_pb2.Stats:
+        """A user's view (authentication on, not an admin): the counts of its own tenant's
+        jobs still held here, and nothing about other tenants' work (no rate keys, handlers,
+        circuits or cluster-wide counters)."""
+        shell = self.shell
+        sched = shell.scheduler
+        by_state: dict[str, int] = {}
+        active = 0
+        for job in sched.jobs.values():
+            if job_tenant(job) != tenant:
+                continue
+            active += not job.done
+            for task in job.tasks.values():
+                name = task.state.name
+                by_state[name] = by_state.get(name, 0) + 1
+        return admin_pb2.Stats(
+            controller_id=shell.config.controller_id,
+            epoch=shell.config.epoch,
+            uptime_s=shell.clock() - shell.started_at,
+            tasks_by_state=by_state,
+            submitted=sum(by_state.values()),
+            succeeded=by_state.get(TaskState.SUCCEEDED.name, 0),
+            failed=by_state.get(TaskState.FAILED.name, 0),
+            cancelled=by_state.get(TaskState.CANCELLED.name, 0),
+            timed_out=by_state.get(TaskState.TIMED_OUT.name, 0),
+            agents=len(sched.agents),
+            jobs_active=active,
+        )
 
     async def ListAgents(
         self, request: admin_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext

@@ -16,7 +16,7 @@ from deerflow_controller.core.validation import (
     name_problem,
     quote,
 )
-from deerflow_controller.service import wire
+from deerflow_controller.service import agent_numbers, wire
 from deerflow_controller.service.inputs import hash_for_readers, input_chunks
 from deerflow_controller.service.shell import AgentSession, Shell
 from deerflow_protos import agent_pb2, agent_pb2_grpc
@@ -45,7 +45,17 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 "the leader; connect to the current one",
             )
         agent_id = hello.agent_id
-        session = shell.open_session(agent_id)
+        taken = shell.takeover_refusal(agent_id, hello.instance)
+        if taken is not None:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, taken)
+        traits = {h.name: wire.traits_from_proto(h) for h in hello.handlers}
+        conflict = shell.trait_conflict(traits)
+        if conflict is not None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"agent {quote(agent_id)}: {conflict}"
+            )
+        # Nothing awaited between the checks and the session: they hold when it opens.
+        session = shell.open_session(agent_id, hello.instance)
         reader: asyncio.Task[None] | None = None
         try:
             await context.write(
@@ -65,7 +75,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 labels=dict(hello.labels),
                 running=[wire.key_from_ref(r) for r in hello.running],
                 handler_slots={h.name: h.slots for h in hello.handlers},
-                traits={h.name: wire.traits_from_proto(h) for h in hello.handlers},
+                traits=traits,
             )
             log.info(
                 "agent %s joined: %d slots, handlers %s",
@@ -77,6 +87,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 self._read_loop(session, request_iterator)
             )
             await self._write_loop(session, context)
+            if session.refusal:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, session.refusal)
         finally:
             # From the moment the session exists: a stream that broke while its Welcome was
             # written, or whose Hello the scheduler refused, must not stay listed as connected.
@@ -116,7 +128,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         elif not hello.handlers:
             problem = f"agent {quote(hello.agent_id)} offers no handlers; install at least one"
         else:
-            problem = _hello_names_problem(hello)
+            problem = _hello_names_problem(hello) or agent_numbers.hello_problem(hello)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         return hello
@@ -132,6 +144,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 if session.closed:
                     return
                 kind = msg.WhichOneof("msg")
+                refusal = agent_numbers.message_problem(msg, kind)
+                if refusal is not None:
+                    session.refusal = f"agent {quote(agent_id)}: {refusal}; stream closed"
+                    return
                 if kind == "results":
                     results = wire.results_from_proto(msg.results)
                     if any(len(r.output) > inline for r in results):
@@ -168,9 +184,24 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[agent_pb2.InputChunk]:
         """The bytes of an input sent by reference, in chunks (see agent.proto)."""
         ref = request.ref
+        if not self.shell.may_fetch(request.agent_id, request.instance):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"agent {quote(request.agent_id)} is not connected here with that instance; "
+                "FetchInput must name the connected agent holding the attempt and its Hello's "
+                "instance",
+            )
+            return
         job = self.shell.job(ref.job_id)
         found = (
-            input_chunks(job, ref.task_id, ref.attempt, request.task_id, request.offset)
+            input_chunks(
+                job,
+                ref.task_id,
+                ref.attempt,
+                request.task_id,
+                request.offset,
+                holder=request.agent_id,
+            )
             if job is not None
             else f"no job {quote(ref.job_id)} here (it ended, or another controller leads now)"
         )

@@ -64,11 +64,12 @@ class InputPacker:
 
 
 def input_chunks(
-    job: Job, task_id: str, attempt: int, dep_id: str, offset: int
+    job: Job, task_id: str, attempt: int, dep_id: str, offset: int, *, holder: str | None = None
 ) -> Iterator[bytes] | str:
     """The chunks of the output ``dep_id`` from byte ``offset`` for the current attempt of
-    ``task_id`` (see ``core.inputs.fetchable_input``), or the reason it cannot have it."""
-    found = fetchable_input(job, task_id, attempt, dep_id)
+    ``task_id``, held by agent ``holder`` (see ``core.inputs.fetchable_input``), or the reason
+    it cannot have it."""
+    found = fetchable_input(job, task_id, attempt, dep_id, holder=holder)
     if isinstance(found, str):
         return found
     if offset > len(found):

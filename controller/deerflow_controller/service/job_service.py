@@ -18,6 +18,8 @@ from deerflow_controller.core.validation import (
     validate_job,
 )
 from deerflow_controller.service import wire
+from deerflow_controller.service.auth import principal
+from deerflow_controller.service.credentials import Principal
 from deerflow_controller.service.shell import SchedulerReplaced, Shell
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
@@ -40,6 +42,13 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     async def SubmitJob(
         self, request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> client_pb2.SubmitJobResponse:
+        who = principal()
+        if who is not None:
+            # Before the specs are built: the journal (HA) keeps the request, tenants filled
+            # in, so a new leader knows whose job it is.
+            problem = claim_tasks(request, who)
+            if problem is not None:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
         job_tc = wire.job_trace_context(request)
         specs = wire.specs_from_request(request, job_tc)
         try:
@@ -61,6 +70,12 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         job_id = request.job_id or uuid.uuid4().hex
         existing = self.shell.job(job_id)
         if existing is not None:
+            if not visible(existing, who):
+                # Its id is taken; whose job it is, and what it holds, is not said.
+                await context.abort(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"job id {quote(job_id)} is taken; use a new job id",
+                )
             if set(existing.tasks) == {s.id for s in specs}:
                 return client_pb2.SubmitJobResponse(
                     job_id=job_id, accepted=len(existing.tasks), duplicate=True
@@ -189,7 +204,8 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
 
     async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> Job:
         job = self.shell.job(job_id)
-        if job is None:
+        if job is None or not visible(job, principal()):
+            # Another tenant's job is answered exactly as one that does not exist.
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no job {quote(job_id)}: it was never submitted here, or it finished more than "
@@ -197,3 +213,33 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             )
             raise AssertionError("unreachable")
         return job
+
+
+def job_tenant(job: Job) -> str:
+    """Whose job this is: its tasks' tenant. With authentication every task of a job carries
+    the submitting token's tenant (``claim_tasks``), and the journal keeps them, so ownership
+    survives a failover with no state of its own."""
+    for task in job.tasks.values():
+        return task.spec.tenant
+    return ""
+
+
+def visible(job: Job, who: Principal | None) -> bool:
+    """May ``who`` see ``job``? Everyone when authentication is off; an admin always; a user
+    only its own tenant's jobs."""
+    return who is None or who.admin or job_tenant(job) == who.tenant
+
+
+def claim_tasks(request: client_pb2.SubmitJobRequest, who: Principal) -> str | None:
+    """Give every task without a tenant the caller's; a sentence when one names another."""
+    tenant = who.tenant
+    for task in request.tasks:
+        if not task.tenant:
+            task.tenant = tenant
+        elif task.tenant != tenant:
+            return (
+                f"task {quote(task.id)}'s field tenant is {quote(task.tenant)}, but token "
+                f"{quote(who.name)} submits for tenant {quote(tenant)}; leave tenant empty or "
+                f"set it to {quote(tenant)}"
+            )
+    return None

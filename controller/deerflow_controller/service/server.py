@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import os
+import secrets
 import signal
 import socket
 from collections.abc import Sequence
@@ -17,12 +18,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from deerflow_common import server_options
+from deerflow_common.tls import (
+    CA_ENV,
+    CERT_ENV,
+    TlsFiles,
+    certificate_identity,
+    server_credentials,
+    server_ssl_context,
+)
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.ha import HaConfig, HaRunner, LeaderGate
 from deerflow_controller.observability import DEFAULT_HTTP_PORT, Observability
 from deerflow_controller.service.admin_service import AdminService
 from deerflow_controller.service.agent_service import AgentService
+from deerflow_controller.service.auth import AuthInterceptor, PeerIdentity
+from deerflow_controller.service.credentials import Credentials
 from deerflow_controller.service.embedded import LocalAgents
+from deerflow_controller.service.exposure import announce, exposure_problem
 from deerflow_controller.service.job_service import JobService
 from deerflow_controller.service.malformed import MalformedRequestGuard
 from deerflow_controller.service.shell import Shell
@@ -97,13 +109,29 @@ class Controller:
     With ``ha`` (etcd configured) it campaigns for leadership and serves only while it leads
     (see ``deerflow_controller.ha``); without, it is the only controller and always serves."""
 
-    def __init__(self, config: ControllerConfig, ha: HaConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        ha: HaConfig | None = None,
+        *,
+        credentials: Credentials | None = None,
+        peer_identity: PeerIdentity | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.config = config
+        self.tls = tls
         self.gate = LeaderGate("") if ha is not None else None
         # Outermost: a request that does not parse is refused before the gate or a servicer
         # reads it.
         self.malformed = MalformedRequestGuard()
         interceptors: list[grpc.aio.ServerInterceptor] = [self.malformed]
+        # --- auth (issue #17): credentials checked before the gate and every servicer.
+        self.credentials = credentials
+        self.auth: AuthInterceptor | None = None
+        if credentials is not None:
+            self.auth = AuthInterceptor(credentials, peer_identity)
+            interceptors.append(self.auth)
+        # --- end auth
         if self.gate is not None:
             interceptors.append(self.gate)
         self.server = grpc.aio.server(
@@ -113,7 +141,7 @@ class Controller:
         try:
             # grpcio raises RuntimeError when the bind fails (older releases returned 0); the
             # check above makes this the rare case of a port taken in between.
-            self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+            self.port = _add_port(self.server, f"{config.host}:{config.port}", tls)
         except RuntimeError:
             self.port = 0
         if self.port == 0:
@@ -126,6 +154,7 @@ class Controller:
         self.shell = Shell(config)
         # Observability: traces from the OTEL_* environment now, so that the first job is seen.
         self.observability = Observability.from_env(self.shell)
+        self.observability.credentials = credentials  # auth: the HTTP side's tokens
         self.tuner: TunerLoop | None = None
         if config.tuner.mode is not Mode.OFF:
             # The tuner reads latencies from the metrics tap, so it keeps metrics even without
@@ -206,6 +235,13 @@ class Controller:
         await self.observability.stop()
 
 
+def _add_port(server: grpc.aio.Server, address: str, tls: TlsFiles | None) -> int:
+    """Listen on ``address``: TLS (mutual with ``tls.ca``, reloaded on change) or plaintext."""
+    if tls is None:
+        return int(server.add_insecure_port(address))
+    return int(server.add_secure_port(address, server_credentials(tls)))
+
+
 async def _serve_http(controller: Controller, host: str, port: int | None) -> str | None:
     """Start the HTTP side (dashboard, /metrics, health) on ``port`` (None: the default port,
     skipped with a warning when taken; 0: off). Returns host:port, or None when off."""
@@ -214,7 +250,10 @@ async def _serve_http(controller: Controller, host: str, port: int | None) -> st
         return None
     try:
         bound = await controller.observability.serve_http(
-            host, wanted, ready=lambda: controller.serving
+            host,
+            wanted,
+            ready=lambda: controller.serving,
+            ssl_context=server_ssl_context(controller.tls) if controller.tls else None,
         )
     except OSError as e:
         if port is not None:
@@ -234,22 +273,57 @@ async def serve(
     http_port: int | None = None,
     http_host: str | None = None,
     ha: HaConfig | None = None,
+    credentials: Credentials | None = None,
+    insecure: bool = False,
+    peer_identity: PeerIdentity | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Run a controller until SIGTERM or SIGINT, with ``local_agents`` agent processes.
 
     ``http_port``: the dashboard, /metrics and health endpoints (None: 7401 if free; 0: off).
-    ``ha``: campaign for leadership on etcd, journal and restore (None: embedded mode)."""
-    controller = Controller(config, ha)
+    ``ha``: campaign for leadership on etcd, journal and restore (None: embedded mode).
+    ``credentials`` (``--auth-file``): tokens required on every call; without them a host
+    other than loopback is refused (:class:`ListenError`) unless ``insecure``.
+    ``tls``: serve gRPC and HTTP over TLS (mutual with ``tls.ca``); None: plaintext. Under
+    mutual TLS the auth file's agent ``identity`` entries match the verified certificate's
+    (:func:`deerflow_common.tls.certificate_identity`) unless ``peer_identity`` is given."""
+    # --- auth (issue #17): closed by default.
+    hosts = [config.host] + ([http_host or config.host] if http_port != 0 else [])
+    problem = exposure_problem(hosts, auth=credentials is not None, insecure=insecure)
+    if problem is not None:
+        raise ListenError(problem)
+    announce(hosts, auth=credentials is not None, insecure=insecure)
+    agent_env: dict[str, str] = {}
+    if credentials is not None and local_agents:
+        # The file holds digests only: the local agents get a join token made now, in memory.
+        join_token = secrets.token_urlsafe(32)
+        credentials.add_agent_token("local-agents", join_token)
+        agent_env["DEERFLOW_JOIN_TOKEN"] = join_token
+    # --- end auth
+    if peer_identity is None and tls is not None and tls.ca is not None:
+        peer_identity = certificate_identity
+    controller = Controller(
+        config, ha, credentials=credentials, peer_identity=peer_identity, tls=tls
+    )
     http = await _serve_http(controller, http_host or config.host, http_port)
     await controller.start()
     # The ready line: scripts and tests read the bound port from it (useful with --port 0).
     print(f"deerflow-controller listening on {controller.address}", flush=True)
     if http is not None:
         print(f"deerflow-controller http on {http}", flush=True)
+    if tls is not None:
+        log.info(
+            "gRPC%s over TLS%s; certificate files are re-read when they change",
+            " and HTTP" if http is not None else "",
+            ": client certificates required (--tls-client-ca)" if tls.ca else "",
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if credentials is not None:
+        # auth: SIGHUP re-reads the file now (it is also re-read when it changes).
+        loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
     if ha is not None:
         agent_args = [
             *agent_args,
@@ -258,7 +332,9 @@ async def serve(
             "--etcd-prefix",
             ha.prefix,
         ]
-    agents = LocalAgents(controller.address, local_agents, agent_args)
+    if tls is not None:
+        agent_args = [*agent_args, *local_agent_tls_args(tls)]
+    agents = LocalAgents(controller.address, local_agents, agent_args, env=agent_env)
     try:
         await agents.start()
         if local_agents and ha is None:
@@ -271,3 +347,18 @@ async def serve(
     finally:
         await agents.stop()
         await controller.stop()
+
+
+def local_agent_tls_args(tls: TlsFiles) -> list[str]:
+    """The TLS flags of the agents a TLS controller starts (``--local-agents``): they trust the
+    certificates in the controller's own ``--tls-cert`` file (``deerflow certs`` puts the CA in
+    it) and, under mutual TLS, present the controller's certificate as theirs. The agents'
+    ``$DEERFLOW_TLS_*`` variables, when set, are used instead (click prefers flags, so those
+    are not passed then)."""
+    args: list[str] = []
+    if not os.environ.get(CA_ENV) and tls.cert is not None:
+        args += ["--tls-ca", str(tls.cert)]
+    wants_identity = tls.ca is not None and not os.environ.get(CERT_ENV)
+    if wants_identity and tls.cert is not None and tls.key is not None:
+        args += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    return args

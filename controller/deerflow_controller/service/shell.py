@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -72,6 +73,12 @@ class AgentSession:
         default_factory=collections.deque
     )
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    instance: str = ""
+    """The agent process's secret from its Hello (``Hello.instance``; "" when it sent none):
+    the same process may replace this stream, and FetchInput is served, only with it."""
+    refusal: str = ""
+    """Why the controller ends this stream with INVALID_ARGUMENT (a number out of range);
+    "" while it is in order."""
     closed: bool = False
     joined: bool = False
     """Whether its Hello reached the scheduler; a stream that ended before (its Welcome could
@@ -277,10 +284,44 @@ class Shell:
     # ------------------------------------------------------------------ agent streams
     # What an agent says on its stream feeds the scheduler its session was opened with.
 
-    def open_session(self, agent_id: str) -> AgentSession:
-        """A new stream of ``agent_id``, its Hello read now. A stream the agent still had is
-        closed and replaced: its attempts wait in the queue, uncounted, for this stream's Hello
-        (:meth:`agent_joined`) to reclaim those it still runs."""
+    def takeover_refusal(self, agent_id: str, instance: str) -> str | None:
+        """Why a Hello under ``agent_id`` with ``instance`` may not replace the agent's connected
+        stream (None: no stream is connected, or it may): it may when it is the same agent
+        process (the same instance) or when the connected stream has shown no life for the
+        agent silence timeout (a restarted process whose old stream is half-dead)."""
+        old = self.sessions.get(agent_id)
+        if old is None or (instance and hmac.compare_digest(old.instance, instance)):
+            return None
+        agent = old.scheduler.agents.get(agent_id)
+        last = agent.last_heartbeat if agent is not None else old.opened_at
+        silence = self.config.scheduler.agent_silence_s
+        quiet = self.clock() - last
+        if quiet >= silence:
+            return None
+        return (
+            f"agent {quote(agent_id)} is connected on another stream, which spoke "
+            f"{max(0.0, quiet):.3g} s ago, and this Hello's instance is not that stream's: give "
+            f"each agent a unique id (--id), or wait {silence:g} s of its silence"
+        )
+
+    def may_fetch(self, agent_id: str, instance: str) -> bool:
+        """Whether ``agent_id`` is connected with the Hello ``instance`` (FetchInput's caller)."""
+        session = self.sessions.get(agent_id)
+        return (
+            session is not None
+            and bool(session.instance)
+            and hmac.compare_digest(session.instance, instance)
+        )
+
+    def trait_conflict(self, traits: Mapping[str, HandlerTraits]) -> str | None:
+        """Why a joining agent's handler traits may not be accepted (``core.trust``), or None."""
+        return self.scheduler.trait_conflict(traits)
+
+    def open_session(self, agent_id: str, instance: str = "") -> AgentSession:
+        """A new stream of ``agent_id``, its Hello read now (see :meth:`takeover_refusal` for
+        whether it may be). A stream the agent still had is closed and replaced: its attempts
+        wait in the queue, uncounted, for this stream's Hello (:meth:`agent_joined`) to
+        reclaim those it still runs."""
         now = self.clock()
         old = self.sessions.pop(agent_id, None)
         if old is not None:
@@ -289,7 +330,7 @@ class Shell:
             old.close()
             self.scheduler.agent_left(agent_id, now, reconnecting=True)
             self._changed()
-        session = AgentSession(agent_id, self.scheduler, now)
+        session = AgentSession(agent_id, self.scheduler, now, instance=instance)
         self.sessions[agent_id] = session
         return session
 

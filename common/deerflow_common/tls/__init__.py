@@ -1,0 +1,69 @@
+"""Transport security for every endpoint: TLS and mutual TLS configured by file paths, reloaded
+when the files change (see docs/SECURITY.md, "TLS and mutual TLS").
+
+    from deerflow_common.tls import TlsFiles, server_credentials, aio_channel
+
+    server.add_secure_port(addr, server_credentials(TlsFiles(cert, key, client_ca)))
+    channel = aio_channel(addr, TlsFiles(cert=None, key=None, ca=ca))
+"""
+
+# Configuration and checks
+# Certificates for a test cluster (`deerflow certs`)
+from ._certs import DEFAULT_DAYS, DEFAULT_HOSTS, CertificateDir, make_certificates
+from ._files import (
+    CA_ENV,
+    CERT_ENV,
+    CLIENT_FLAGS,
+    ENV_FLAGS,
+    KEY_ENV,
+    SERVER_FLAGS,
+    FileWatch,
+    Flags,
+    TlsError,
+    TlsFiles,
+    load,
+)
+
+# gRPC
+from ._grpc import (
+    AGENT_URI_PREFIX,
+    PeerIdentity,
+    ServerCertificates,
+    aio_channel,
+    certificate_identity,
+    channel_credentials,
+    peer_identity,
+    server_credentials,
+)
+
+# HTTP (aiohttp)
+from ._http import ReloadingServerContext, client_ssl_context, server_ssl_context
+
+__all__ = [
+    "AGENT_URI_PREFIX",
+    "CA_ENV",
+    "CERT_ENV",
+    "CLIENT_FLAGS",
+    "DEFAULT_DAYS",
+    "DEFAULT_HOSTS",
+    "ENV_FLAGS",
+    "KEY_ENV",
+    "SERVER_FLAGS",
+    "CertificateDir",
+    "FileWatch",
+    "Flags",
+    "PeerIdentity",
+    "ReloadingServerContext",
+    "ServerCertificates",
+    "TlsError",
+    "TlsFiles",
+    "aio_channel",
+    "certificate_identity",
+    "channel_credentials",
+    "client_ssl_context",
+    "load",
+    "make_certificates",
+    "peer_identity",
+    "server_credentials",
+    "server_ssl_context",
+]
