@@ -20,8 +20,6 @@ from .deploy._commands import (
     command_line,
     env_file,
     map_paths,
-    pending,
-    pending_reason,
     unit_settings,
 )
 
@@ -44,11 +42,7 @@ def _stand_ins(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def parsed(daemon: str, args: list[str]) -> dict[str, object]:
-    """The daemon's parameters as its click parser reads ``args`` (nothing is started); an
-    expected failure while a flag the unit passes has not landed (see tests/deploy)."""
-    missing = pending(daemon, args)
-    if missing:
-        pytest.xfail(pending_reason(missing))
+    """The daemon's parameters as its click parser reads ``args`` (nothing is started)."""
     with DAEMONS[daemon].make_context(daemon, map_paths(args, _STAND_INS)) as ctx:
         return dict(ctx.params)
 
@@ -72,9 +66,6 @@ def test_every_flag_a_unit_passes_is_one_its_daemon_accepts(
     units: dict[str, tuple[dict[str, list[str]], list[str]]],
 ) -> None:
     for daemon, (_, args) in units.items():
-        missing = pending(daemon, args)
-        if missing:
-            pytest.xfail(pending_reason(missing))
         known = {o for p in DAEMONS[daemon].params for o in (*p.opts, *p.secondary_opts)}
         unknown = [a for a in args if a.startswith("-") and a.split("=")[0] not in known]
         assert not unknown, f"{daemon} has no option {unknown}"

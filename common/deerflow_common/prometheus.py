@@ -23,6 +23,9 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 __all__ = [
     "CONTENT_TYPE",
     "DURATION_BUCKETS",
+    "MAX_HISTOGRAMS_PER_FAMILY",
+    "MAX_SERIES_PER_FAMILY",
+    "OTHER",
     "Histogram",
     "Labels",
     "MetricsText",
@@ -40,6 +43,19 @@ DURATION_BUCKETS: tuple[float, ...] = (
 """Seconds, from sub-millisecond no-op tasks to 30-minute research sub-agents."""
 
 Labels = Mapping[str, str]
+
+MAX_SERIES_PER_FAMILY = 200
+"""Most series one family exposes: a label's values come from what clients and agents name
+(handlers, rate keys, agents), so without a cap a flood of names makes every scrape huge (a
+75 MB scrape took 11 s and stalled the controller's event loop, gRPC included, as long). Past
+the cap, the series with the largest values are kept and the rest are summed into one whose
+label values are all ``OTHER``."""
+
+MAX_HISTOGRAMS_PER_FAMILY = 50
+"""Most histograms (label values) one histogram family exposes, each 20-odd series."""
+
+OTHER = "other"
+"""The label value of the series that sums those past ``MAX_SERIES_PER_FAMILY``."""
 
 
 class Histogram:
@@ -80,9 +96,13 @@ class MetricsText:
     """One scrape's metric families, rendered by ``prometheus_client``. Each family is added
     once, with all its samples (label sets may differ between samples)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_series: int = MAX_SERIES_PER_FAMILY) -> None:
         self._families: list[Metric] = []
         self._process = False
+        self.max_series = max_series
+        self.max_histograms = min(max_series, MAX_HISTOGRAMS_PER_FAMILY)
+        self.folded = 0
+        """Series summed into ``OTHER`` ones in this scrape."""
 
     def gauge(
         self, name: str, help_text: str, samples: Iterable[tuple[Labels | None, float]]
@@ -100,15 +120,35 @@ class MetricsText:
     def _add(
         self, metric: Metric, sample_name: str, samples: Iterable[tuple[Labels | None, float]]
     ) -> None:
-        for labels, value in samples:
-            metric.add_sample(sample_name, dict(labels or {}), float(value))
+        rows = [(dict(labels or {}), float(value)) for labels, value in samples]
+        if len(rows) > self.max_series:
+            rows = self._fold(rows)
+        for labels, value in rows:
+            metric.add_sample(sample_name, labels, value)
         self._families.append(metric)
+
+    def _fold(self, rows: list[tuple[dict[str, str], float]]) -> list[tuple[dict[str, str], float]]:
+        """The ``max_series - 1`` rows of largest value (in their order), and one more that sums
+        the others, its label values all ``OTHER``."""
+        keep = self.max_series - 1
+        # Largest first; NaN (a gauge with no value yet) ranks last.
+        ranked = sorted(
+            range(len(rows)), key=lambda i: math.inf if math.isnan(rows[i][1]) else -rows[i][1]
+        )
+        kept = sorted(ranked[:keep])
+        rest = ranked[keep:]
+        other_labels = {k: OTHER for i in rest for k in rows[i][0]}
+        total = math.fsum(rows[i][1] for i in rest)
+        self.folded += len(rest)
+        return [rows[i] for i in kept] + [(other_labels, total)]
 
     def histogram(
         self, name: str, help_text: str, label: str, children: Mapping[str, Histogram]
     ) -> None:
         """One histogram per value of ``label`` (e.g. per handler)."""
         family = HistogramMetricFamily(name, help_text, labels=[label])
+        if len(children) > self.max_histograms:
+            children = self._fold_histograms(children)
         for value, h in sorted(children.items()):
             buckets: list[tuple[str, float]] = []
             cumulative = 0
@@ -117,6 +157,23 @@ class MetricsText:
                 buckets.append((_le(bound), cumulative))
             family.add_metric([value], buckets, h.sum)
         self._families.append(family)
+
+    def _fold_histograms(self, children: Mapping[str, Histogram]) -> dict[str, Histogram]:
+        """The ``max_histograms - 1`` histograms of most observations, and their sum for the
+        rest under ``OTHER`` (children with other bounds are dropped from it)."""
+        keep = self.max_histograms - 1
+        ranked = sorted(children.items(), key=lambda kv: -kv[1].count)
+        kept = dict(ranked[:keep])
+        rest = [h for _, h in ranked[keep:]]
+        other = Histogram(rest[0].bounds)
+        for h in rest:
+            if h.bounds == other.bounds:
+                other.counts = [a + b for a, b in zip(other.counts, h.counts, strict=True)]
+                other.sum += h.sum
+                other.count += h.count
+        kept[OTHER] = other
+        self.folded += len(rest)
+        return kept
 
     def add_process(self) -> None:
         """Include the standard ``process_*`` series (``prometheus_client.ProcessCollector``:

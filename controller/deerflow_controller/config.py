@@ -103,6 +103,26 @@ class SchedulerConfig:
     RESOURCE_EXHAUSTED. An output stops counting when the last dependent that asked for it
     ends, so a pipeline of any length fits if its live fan-in does."""
 
+    max_queued_tasks: int = 500_000
+    """Most unfinished tasks (not yet SUCCEEDED, FAILED, CANCELLED or TIMED_OUT) the controller
+    holds in all (``--max-queued-tasks``); a job that would go over is refused whole,
+    RESOURCE_EXHAUSTED, retry when some finish. Each costs about 1.5 KB plus its payload
+    (measured), so 500,000 hold about 750 MB plus payloads."""
+
+    max_queued_tasks_per_tenant: int = 100_000
+    """Most unfinished tasks of one tenant (``--max-queued-tasks-per-tenant``), so that one
+    tenant cannot take the whole of ``max_queued_tasks``."""
+
+    max_jobs_per_tenant: int = 10_000
+    """Most unfinished jobs of one tenant (``--max-jobs-per-tenant``); a job counts against
+    its first task's tenant."""
+
+    max_output_bytes: int = 512 << 20
+    """Most bytes of SUCCEEDED outputs the controller keeps for clients, 512 MiB
+    (``--max-output-bytes``): over it, finished jobs are forgotten early (the longest
+    finished first), and when running jobs alone hold it the output that would go over fails
+    its task RESOURCE_EXHAUSTED (``core.outputs``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:
@@ -121,6 +141,20 @@ class ControllerConfig:
     """Largest task payload accepted (1 MiB): payloads are data, large blobs belong elsewhere."""
 
     max_tasks_per_job: int = 100_000
+
+    max_watch_streams: int = 1024
+    """Most WatchJob streams open at once (``--max-watch-streams``); one more is
+    RESOURCE_EXHAUSTED. Each costs at most its share of ``watch_buffer_bytes`` (16 KiB at
+    least) plus an HTTP/2 window when its reader reads nothing (``service/streams.py``)."""
+
+    max_watch_streams_per_client: int = 256
+    """Most WatchJob streams open at once from one client host
+    (``--max-watch-streams-per-client``), so that one client cannot take them all."""
+
+    watch_buffer_bytes: int = 16 << 20
+    """Bytes of events all WatchJob streams may have in messages being written at once
+    (``--watch-buffer-bytes``, 16 MiB), shared among the open streams: each message carries
+    its share (16 KiB to 4 MiB), so an unread stream holds no more."""
 
     max_message_bytes: int = 64 << 20
     """gRPC message limit; must exceed the largest job a client submits in one message."""

@@ -85,6 +85,58 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     "from the controller in chunks.",
 )
 @click.option(
+    "--max-output-bytes",
+    default=SchedulerConfig.__dataclass_fields__["max_output_bytes"].default,
+    show_default=True,
+    type=click.IntRange(1 << 20, 1 << 40),
+    help="Most bytes of task outputs kept for clients; over it finished jobs are forgotten "
+    "early, oldest first, then an output that still does not fit fails its task.",
+)
+@click.option(
+    "--max-queued-tasks",
+    default=SchedulerConfig.__dataclass_fields__["max_queued_tasks"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 40),
+    help="Most unfinished tasks the controller holds; a job that would go over is refused "
+    "RESOURCE_EXHAUSTED (retry when some finish).",
+)
+@click.option(
+    "--max-queued-tasks-per-tenant",
+    default=SchedulerConfig.__dataclass_fields__["max_queued_tasks_per_tenant"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 40),
+    help="Most unfinished tasks of one tenant.",
+)
+@click.option(
+    "--max-jobs-per-tenant",
+    default=SchedulerConfig.__dataclass_fields__["max_jobs_per_tenant"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 40),
+    help="Most unfinished jobs of one tenant (a job counts against its first task's tenant).",
+)
+@click.option(
+    "--max-watch-streams",
+    default=ControllerConfig.__dataclass_fields__["max_watch_streams"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 20),
+    help="Most WatchJob streams open at once; one more is RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--max-watch-streams-per-client",
+    default=ControllerConfig.__dataclass_fields__["max_watch_streams_per_client"].default,
+    show_default=True,
+    type=click.IntRange(1, 1 << 20),
+    help="Most WatchJob streams open at once from one client host.",
+)
+@click.option(
+    "--watch-buffer-bytes",
+    default=ControllerConfig.__dataclass_fields__["watch_buffer_bytes"].default,
+    show_default=True,
+    type=click.IntRange(1 << 20, 1 << 40),
+    help="Bytes of events all WatchJob streams may have in messages being written at once, "
+    "shared among them: what unread streams can hold.",
+)
+@click.option(
     "--default-timeout",
     default=300.0,
     show_default=True,
@@ -280,6 +332,13 @@ def main(
     max_retained_output_bytes: int,
     max_retained_job_bytes: int,
     inline_input_bytes: int,
+    max_output_bytes: int,
+    max_queued_tasks: int,
+    max_queued_tasks_per_tenant: int,
+    max_jobs_per_tenant: int,
+    max_watch_streams: int,
+    max_watch_streams_per_client: int,
+    watch_buffer_bytes: int,
     default_timeout: float,
     default_retries: int,
     prefetch: int,
@@ -329,6 +388,9 @@ def main(
         port=port,
         max_payload_bytes=max_payload_bytes,
         inline_input_bytes=inline_input_bytes,
+        max_watch_streams=max_watch_streams,
+        max_watch_streams_per_client=max_watch_streams_per_client,
+        watch_buffer_bytes=watch_buffer_bytes,
         tuner=TunerConfig(
             mode=Mode(tuner_mode),
             objective=Objective(tuner_objective),
@@ -345,6 +407,10 @@ def main(
             agent_silence_s=agent_silence_timeout,
             max_retained_output_bytes=max_retained_output_bytes,
             max_retained_job_bytes=max_retained_job_bytes,
+            max_output_bytes=max_output_bytes,
+            max_queued_tasks=max_queued_tasks,
+            max_queued_tasks_per_tenant=max_queued_tasks_per_tenant,
+            max_jobs_per_tenant=max_jobs_per_tenant,
         ),
     )
     ha = None

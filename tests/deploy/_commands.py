@@ -37,16 +37,6 @@ DAEMONS: dict[str, click.Command] = {
     "deerflow-sim": sim_main,
     "deerflow": cli_main,
 }
-PENDING_FLAGS = {
-    "--auth-file": "wip/auth",
-    "--insecure": "wip/auth",
-    "--join-token-file": "wip/auth",
-    "--tls-cert": "wip/tls",
-    "--tls-key": "wip/tls",
-    "--tls-client-ca": "wip/tls",
-    "--tls-ca": "wip/tls",
-}
-"""Flags other branches add; a command using one its parser lacks yet is an expected failure."""
 SPECIFIERS = {"%H": "host-1", "%%": "%"}
 """systemd specifiers the units may use, with a stand-in value."""
 POD_FIELDS = {"metadata.name": "deerflow-controller-7c9f-x2k4q", "metadata.namespace": "deerflow"}
@@ -302,34 +292,6 @@ def options(daemon: str) -> set[str]:
 
 def flags(args: list[str]) -> list[str]:
     return [a.split("=", 1)[0] for a in args if a.startswith("--")]
-
-
-LANDED = {"wip/auth": "token", "wip/tls": "certs"}
-"""A branch has landed once ``deerflow`` has this subcommand of it: from then on a flag of that
-branch the parser lacks is a plain failure (renamed or dropped), not an expected one."""
-
-
-def landed(branch: str) -> bool:
-    assert isinstance(cli_main, click.Group)
-    return LANDED[branch] in cli_main.commands
-
-
-def pending(daemon: str, args: list[str]) -> list[str]:
-    """Flags of :data:`PENDING_FLAGS` this command uses that its daemon's parser lacks because
-    their branch has not landed yet."""
-    known = options(daemon)
-    return sorted(
-        {
-            f
-            for f in flags(args)
-            if f in PENDING_FLAGS and f not in known and not landed(PENDING_FLAGS[f])
-        }
-    )
-
-
-def pending_reason(missing: list[str]) -> str:
-    branches = sorted({PENDING_FLAGS[f] for f in missing})
-    return f"flag lands with {' or '.join(branches)}: {', '.join(missing)}"
 
 
 def map_paths(args: list[str], files: dict[str, Path]) -> list[str]:

@@ -1,6 +1,5 @@
 """Files the deploy/ commands name, made for real: certificates by ``deerflow certs``, the auth
-file and tokens by ``deerflow token new`` (stand-ins where those commands have not landed yet;
-the commands that use them are then expected failures, see ``_commands.PENDING_FLAGS``)."""
+file and tokens by ``deerflow token new``."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from deerflow_controller.cli import main as cli_main
 
-from ._commands import HEALTHCHECK, HEALTHCHECK_IN_IMAGE
+from ._commands import DEPLOY, HEALTHCHECK, HEALTHCHECK_IN_IMAGE
 
 CERT_HOSTS = ("controller-1", "controller-2", "deerflow-controller")
 
@@ -37,23 +36,15 @@ def deploy_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("deploy-secrets")
     tls = d / "tls"
     auth = d / "auth.toml"
-    tokens = {"join-token": "stand-in", "metrics-token": "stand-in", "admin-token": "stand-in"}
-    if "token" in cli_main.commands:
-        auth.write_text("")
-        tokens["join-token"] = _token(["--agent", "--name", "agents"], auth)
-        tokens["metrics-token"] = _token(["--metrics", "--name", "prometheus"], auth)
-        tokens["admin-token"] = _token(["--tenant", "ops", "--admin"], auth)
-    else:
-        auth.write_text("# stand-in: `deerflow token new` has not landed on this branch\n")
+    auth.write_text("")
+    tokens = {
+        "join-token": _token(["--agent", "--name", "agents"], auth),
+        "metrics-token": _token(["--metrics", "--name", "prometheus"], auth),
+        "admin-token": _token(["--tenant", "ops", "--admin"], auth),
+    }
     for name, token in tokens.items():
         (d / name).write_text(token + "\n")
-    if "certs" in cli_main.commands:
-        hosts = [a for h in CERT_HOSTS for a in ("--host", h)]
-        _deerflow(["certs", str(tls), *hosts])
-    else:
-        tls.mkdir()
-        for name in ("ca.pem", "controller.pem", "controller.key"):
-            (tls / name).write_text("stand-in: `deerflow certs` has not landed on this branch\n")
+    _deerflow(["certs", str(tls), *(a for h in CERT_HOSTS for a in ("--host", h))])
     return {
         "auth.toml": auth,
         "join-token": d / "join-token",
@@ -63,4 +54,7 @@ def deploy_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "controller.pem": tls / "controller.pem",
         "controller.key": tls / "controller.key",
         Path(HEALTHCHECK_IN_IMAGE).name: HEALTHCHECK,
+        # The example config files the systemd units pass with --config, read as shipped.
+        "controller.toml": DEPLOY / "controller.toml",
+        "agent.toml": DEPLOY / "agent.toml",
     }

@@ -91,9 +91,16 @@ def check_rate_limiter(sched: Scheduler, tasks: list[Task]) -> None:
         else:
             assert t.spec.rate_keys, f"{t.id} is THROTTLED with no rate keys and no circuit"
             assert gate_entries[id(t)] == 1, f"{t.id} waits {gate_entries[id(t)]} times"
+    gates = sched.limiter.gates
     for t in tasks:
         if t.terminal:
             assert t.rate_hold is None, f"{t.id} ended {t.state.name} holding rate slots"
+        for key, _ in t.rate_hold or ():
+            assert key in gates, f"{t.id} holds a slot of {key}, whose gate was evicted"
+    for key, gate in gates.items():
+        # Dispatch walks only the busy gates: one with a task waiting must be among them.
+        if gate.waiting:
+            assert sched.limiter._busy.get(key) is gate, f"{key} has waiters and is not busy"
 
 
 def check_agents(sched: Scheduler, tasks: list[Task], holdings: Mapping[str, AgentHolding]) -> None:
@@ -143,7 +150,11 @@ def check_jobs(sched: Scheduler, jobs: Iterable[Job]) -> None:
     recount: Counter[TaskState] = Counter()
     submitted = 0
     for job in jobs:
-        assert_event_log_sound(job)
+        # A forgotten job's log is cleared with it (core.terminal.forget_job).
+        if sched.jobs.get(job.id) is job:
+            assert_event_log_sound(job)
+        else:
+            assert not job.events and not any(t.output for t in job.tasks.values())
         for before, after in itertools.pairwise(job.events):
             assert before.time <= after.time, f"{job.id}: event time went back"
         last: dict[str, tuple[TaskState, str]] = {}
@@ -169,6 +180,41 @@ def check_jobs(sched: Scheduler, jobs: Iterable[Job]) -> None:
         recount[TaskState.CANCELLED],
         recount[TaskState.TIMED_OUT],
     ), f"counters {c} against {dict(recount)}"
+
+
+def check_quotas(sched: Scheduler, jobs: Iterable[Job]) -> None:
+    """The quotas count exactly the unfinished tasks per tenant and in all, and the unfinished
+    jobs per tenant (of their first task), with no entry left for a tenant at zero."""
+    tasks: Counter[str] = Counter()
+    by_job: Counter[str] = Counter()
+    for job in jobs:
+        for t in job.tasks.values():
+            if not t.terminal:
+                tasks[t.spec.tenant] += 1
+        if not job.done:
+            by_job[next(iter(job.tasks.values())).spec.tenant] += 1
+    quotas = sched.quotas
+    assert quotas.tasks == sum(tasks.values())
+    assert quotas.tasks_by_tenant == dict(tasks), f"{quotas.tasks_by_tenant} != {dict(tasks)}"
+    assert quotas.jobs_by_tenant == dict(by_job), f"{quotas.jobs_by_tenant} != {dict(by_job)}"
+
+
+def check_output_bytes(sched: Scheduler) -> None:
+    """The outputs the core counts are those of its jobs' SUCCEEDED tasks; finished jobs are
+    those it may forget early, in finishing order."""
+    jobs = sched.jobs.values()
+    per_job = {
+        j.id: sum(len(t.output) for t in j.tasks.values() if t.state == TaskState.SUCCEEDED)
+        for j in jobs
+    }
+    for job in jobs:
+        assert job.output_bytes == per_job[job.id], f"{job.id}: {job.output_bytes} counted"
+    outputs = sched.outputs
+    assert outputs.total == sum(per_job.values())
+    assert set(outputs.finished) == {j.id for j in jobs if j.done}
+    assert outputs.finished_bytes == sum(per_job[j] for j in outputs.finished)
+    finished_at = [j.finished_at for j in outputs.finished.values()]
+    assert finished_at == sorted(finished_at), "finished jobs out of finishing order"
 
 
 def check_nothing_runnable_waits(sched: Scheduler, now: float) -> None:
@@ -234,5 +280,7 @@ def check_all(
     check_rate_limiter(sched, tasks)
     check_agents(sched, tasks, holdings)
     check_jobs(sched, jobs)
+    check_quotas(sched, jobs)
+    check_output_bytes(sched)
     check_nothing_runnable_waits(sched, now)
     check_retained_outputs(jobs)

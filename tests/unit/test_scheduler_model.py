@@ -83,8 +83,12 @@ def scheduler() -> Scheduler:
         prefetch_fraction=0.0,
         agent_silence_s=15.0,
         recovery=recovery,
+        max_output_bytes=60,  # a few outputs: finished jobs are forgotten early, some refused
     )
-    return Scheduler(config, limiter=RateLimiter(LIMITS), seed=3, cache=ResultCache())
+    # Idle gates are evicted at every offer (not every minute), so that eviction meets every
+    # other rule in short sequences.
+    limiter = RateLimiter(LIMITS, sweep_every_s=0.0, min_sweep_gates=0)
+    return Scheduler(config, limiter=limiter, seed=3, cache=ResultCache())
 
 
 @st.composite

@@ -25,7 +25,9 @@ class InvalidJobError(DeerflowError):
 
 
 class PayloadTooLargeError(DeerflowError):
-    """A payload or the job exceeds a configured size limit (RESOURCE_EXHAUSTED)."""
+    """A configured limit was reached (RESOURCE_EXHAUSTED): a payload or the job is too large,
+    or the controller holds as much unfinished work or as many WatchJob streams as it allows;
+    the message says which, and whether retrying later helps ("retry when some finish")."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -287,6 +287,8 @@ class Job:
     """Its deadline after acceptance (0: none): then its unfinished tasks end TIMED_OUT."""
     retained_bytes: int = 0
     """Bytes of its tasks' outputs kept for dependents that asked for them (``core.inputs``)."""
+    output_bytes: int = 0
+    """Bytes of its tasks' SUCCEEDED outputs (``core.outputs``)."""
 
     @property
     def done(self) -> bool:

@@ -55,7 +55,9 @@ from deerflow_controller.core.model import (
     TaskSpec,
     TaskState,
 )
+from deerflow_controller.core.outputs import OutputBytes
 from deerflow_controller.core.port import CorePort
+from deerflow_controller.core.quotas import Quotas
 from deerflow_controller.core.ready_queue import ReadyQueue
 from deerflow_controller.core.timers import TimerHeap, TimerKind
 from deerflow_controller.core.types import AttemptResult, Counters, Outbox
@@ -87,6 +89,8 @@ class SchedulerCore:
         self.agents: dict[str, AgentView] = {}
         self.ready = ReadyQueue(self.config.tenant_weights)
         self.counters = Counters()
+        self.quotas = Quotas(self.config)  # unfinished work per tenant (what submit admits)
+        self.outputs = OutputBytes()  # SUCCEEDED outputs held (core.outputs)
         self.outbox = Outbox()
         self._timer_heap = TimerHeap()
         self._timers = self._timer_heap.entries
@@ -260,6 +264,7 @@ class SchedulerCore:
         job.remaining = len(tasks)
         self.jobs[job_id] = job
         self.counters.submitted += len(tasks)
+        self.quotas.job_added(job)
         for task in tasks.values():
             deps = task.spec.depends_on
             if deps:

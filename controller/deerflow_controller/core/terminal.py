@@ -9,7 +9,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from deerflow_controller.core.inputs import release_inputs, retain_output
-from deerflow_controller.core.model import ErrorClass, ErrorKind, Event, Task, TaskError, TaskState
+from deerflow_controller.core.model import (
+    ErrorClass,
+    ErrorKind,
+    Event,
+    Job,
+    Task,
+    TaskError,
+    TaskState,
+)
 from deerflow_controller.core.timers import TimerKind
 from deerflow_controller.core.types import SplitRun
 from deerflow_controller.recovery import classify
@@ -108,10 +116,14 @@ def finish(
     """Move a task to a terminal state and settle its dependents: release them when it
     succeeded, fail them at once otherwise. A success whose output dependents read is kept for
     them, or ends FAILED (RESOURCE_EXHAUSTED) when over a bound (``core.inputs``)."""
-    if state == TaskState.SUCCEEDED and task.consumers > 0 and task.parent is None:
-        over = retain_output(self.config, task)
+    if state == TaskState.SUCCEEDED and task.parent is None:
+        budget = self.config.max_output_bytes
+        over = self.outputs.make_room(task, budget, lambda job: forget_job(self, job))
+        if over is None and task.consumers > 0:
+            over = retain_output(self.config, task)
         if over is not None:
             state, error, detail, cache_layer = TaskState.FAILED, over, "", ""
+            task.output = b""  # not kept: nothing reads a failed task's output
     self._terminal(task, state, now, error, attempt, agent, detail, cache_layer)
     if state == TaskState.SUCCEEDED:
         for dep in task.dependents:
@@ -190,12 +202,31 @@ def terminal(
         detail=detail,
         cache_layer=cache_layer,
     )
+    if state == TaskState.SUCCEEDED:
+        self.outputs.kept(task)
     job = task.job
     job.remaining -= 1
     job.terminal_events += 1
+    self.quotas.task_ended(task)
     if job.remaining == 0:
+        self.outputs.job_finished(job)
         job.finished_at = now
         self._push_timer(now + self.config.job_retention_s, TimerKind.EXPIRE_JOB, job)
+
+
+def forget_job(self: SchedulerCore, job: Job) -> None:
+    """Forget ``job`` (its retention ended, or its outputs made room for others'): its
+    watchers are told (``Outbox.expired_jobs``) and later calls naming it are NOT_FOUND."""
+    if self.jobs.get(job.id) is job:
+        del self.jobs[job.id]
+        self.outputs.job_forgotten(job)
+        self.outbox.expired_jobs.append(job.id)
+        # Timers still name the job or its tasks until they fire (its retention, a task's
+        # deadline): drop the outputs now, or forgetting a job early frees nothing. Watchers
+        # holding the job see it forgotten (the shell's job table) and end NOT_FOUND.
+        for task in job.tasks.values():
+            task.output = b""
+        job.events.clear()
 
 
 def emit(

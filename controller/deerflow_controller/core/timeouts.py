@@ -10,6 +10,7 @@ import math
 from typing import TYPE_CHECKING
 
 from deerflow_controller.core.model import ErrorClass, ErrorKind, Job, Task, TaskError, TaskState
+from deerflow_controller.core.terminal import forget_job
 from deerflow_controller.core.timers import TimerKind
 from deerflow_controller.core.types import SplitRun
 
@@ -41,9 +42,7 @@ def tick(self: SchedulerCore, now: float) -> None:
                 self._deadline_due(task, now)
         elif kind == TimerKind.EXPIRE_JOB:
             assert isinstance(subject, Job)
-            if self.jobs.get(subject.id) is subject:
-                del self.jobs[subject.id]
-                self.outbox.expired_jobs.append(subject.id)
+            forget_job(self, subject)
         elif kind == TimerKind.ORPHAN_SWEEP:
             self._fail_orphans(now)
         elif kind == TimerKind.LIVENESS and self._liveness_at <= now:

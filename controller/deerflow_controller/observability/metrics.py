@@ -35,7 +35,13 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from deerflow_common.prometheus import Histogram, MetricsText, process_metrics
+from deerflow_common.prometheus import (
+    MAX_SERIES_PER_FAMILY,
+    OTHER,
+    Histogram,
+    MetricsText,
+    process_metrics,
+)
 from deerflow_common.tracing import SpanSink
 from deerflow_controller.core.model import Event, Job, Task, TaskState
 from deerflow_controller.core.summaries import cache_summary
@@ -81,8 +87,16 @@ class TaskMetrics:
         )
 
     def handler(self, name: str) -> HandlerMetrics:
+        """The metrics of handler ``name``; past ``MAX_SERIES_PER_FAMILY`` handlers, those of
+        ``OTHER``, which sums every handler named after (tasks may name any handler, and each
+        costs about 40 KB of samples)."""
         h = self.handlers.get(name)
         if h is None:
+            if len(self.handlers) >= MAX_SERIES_PER_FAMILY - 1:
+                name = OTHER
+                h = self.handlers.get(name)
+                if h is not None:
+                    return h
             h = self.handlers[name] = HandlerMetrics()
         return h
 

@@ -124,6 +124,11 @@ class SlopeWindow:
     def take(self, now: float) -> None:
         self.stamps.append(now)
 
+    def idle(self, now: float) -> bool:
+        """No admission is left in the windows counted: a fresh window is the same."""
+        self._counts(now)
+        return not self.stamps
+
     def forget_one(self) -> None:
         """The provider refused a request (it does not count refused ones): drop the newest."""
         if self.stamps:

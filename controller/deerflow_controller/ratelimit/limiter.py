@@ -11,6 +11,17 @@ So a task with keys ``a`` and ``b`` whose ``b`` is full waits in ``b``'s line, a
 behind it on ``a`` go on (no head-of-line blocking); when ``b`` has room it is checked against
 ``a`` again, and waits in ``a``'s line, in its old place, should ``a`` be full by then.
 
+Gates are created on a key's first use and evicted when idle (nothing waits, no slot held,
+not paused, every bucket full again and no admission left in a slope window), so a flood of
+unique keys does not keep memory for ever: :meth:`RateLimiter.sweep` runs when the gates have
+doubled since the last one or ``SWEEP_EVERY_S`` passed, from :meth:`RateLimiter.offer`, so its
+cost is amortised over the gates created. An idle gate holds nothing a fresh one would not,
+except what it learned from the provider: a key that saw a 429, an empty budget or a stated
+limit is kept (it would otherwise start again from the conservative initial rate and
+concurrency and pay a 429 or more to learn it again), up to ``MAX_IDLE_LEARNED_GATES``; past
+that, the oldest learned ones go too. An evicted key's counters (``KeyStats``) go with it.
+Dispatch walks only the gates that have tasks waiting, never all of them.
+
 Nothing here does I/O or reads a clock: the scheduler passes ``now`` and asks, after each
 change, which tasks may go (:meth:`RateLimiter.release`) and when to ask again
 (:meth:`RateLimiter.next_release`).
@@ -34,6 +45,12 @@ DEFAULT_PAUSE_S = 1.0
 """Pause after a 429 that names no Retry-After (Tavily sends none)."""
 OBSERVE_WINDOW_S = 5.0
 TOKEN_EWMA = 0.1
+SWEEP_EVERY_S = 60.0
+"""Idle gates are evicted at least this often (seconds) while rate-keyed tasks arrive."""
+MIN_SWEEP_GATES = 1024
+"""No sweep for growth below this many gates."""
+MAX_IDLE_LEARNED_GATES = 10_000
+"""Idle gates that learned something kept at most; past it the oldest go as well."""
 
 
 @dataclass(slots=True)
@@ -184,6 +201,24 @@ class KeyGate:
             spare = min(spare, self.concurrency.value - self.in_flight)
         return max(0.0, spare)
 
+    def idle(self, now: float) -> bool:
+        """Nothing waits, no slot is held, not paused, every bucket is full and no admission
+        is left in a slope window: a fresh gate would behave the same, bar what it learned."""
+        if self.waiting or self.in_flight or now < self.paused_until:
+            return False
+        for bucket in (self.requests, self.tokens):
+            if bucket is not None and bucket.available(now) < bucket.capacity:
+                return False
+        slope = self.slope
+        return slope is None or slope.idle(now)
+
+    def learned(self) -> bool:
+        """Whether the provider taught this key something a fresh gate would have to learn
+        again (a 429, an emptied budget, a stated limit)."""
+        stats = self.stats
+        learner = self.learner
+        return bool(stats.rate_limited or stats.emptied or (learner is not None and learner.stated))
+
     def observed_rps(self, now: float) -> float:
         adm = self._admissions
         while adm and adm[0] < now - OBSERVE_WINDOW_S:
@@ -241,10 +276,28 @@ class KeyGate:
 class RateLimiter:
     """Every rate key's gate, created on first use from :class:`LimiterConfig`."""
 
-    def __init__(self, config: LimiterConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: LimiterConfig | None = None,
+        *,
+        sweep_every_s: float = SWEEP_EVERY_S,
+        min_sweep_gates: int = MIN_SWEEP_GATES,
+    ) -> None:
         self.config = config or LimiterConfig()
+        self.sweep_every_s = sweep_every_s
+        self.min_sweep_gates = min_sweep_gates
         self.gates: dict[str, KeyGate] = {}
+        self._busy: dict[str, KeyGate] = {}
+        """The gates that may have tasks waiting (pruned as their lines empty): what
+        dispatch walks."""
         self._seq = 0
+        self._sweep_size = min_sweep_gates
+        self._sweep_at: float | None = None
+        """When the next sweep is due (None: a minute after the first offer)."""
+        self.evicted = 0
+        """Idle gates evicted so far."""
+        self.evicted_rate_limited = 0
+        """429s counted by gates since evicted (totals over all keys stay monotonic)."""
         self.max_concurrency = 0
         """A ceiling on every key's concurrency set at run time (the tuner's knob; 0: the
         configured ``max_concurrency`` of each key)."""
@@ -256,6 +309,28 @@ class RateLimiter:
             if self.max_concurrency:
                 gate.cap_concurrency(self.max_concurrency)
         return gate
+
+    def sweep(self, now: float) -> None:
+        """Evict idle gates (see the module docstring); O(gates)."""
+        gates = self.gates
+        learned: list[str] = []
+        for key, gate in list(gates.items()):
+            if not gate.idle(now):
+                continue
+            if gate.learned():
+                learned.append(key)
+            else:
+                self._evict(key)
+        for key in learned[: max(0, len(learned) - MAX_IDLE_LEARNED_GATES)]:
+            self._evict(key)
+        self._sweep_size = max(self.min_sweep_gates, 2 * len(gates))
+        self._sweep_at = now + self.sweep_every_s
+
+    def _evict(self, key: str) -> None:
+        gate = self.gates.pop(key)
+        self._busy.pop(key, None)
+        self.evicted += 1
+        self.evicted_rate_limited += gate.stats.rate_limited
 
     def set_max_concurrency(self, ceiling: int) -> None:
         """Cap every key's adaptive concurrency at ``ceiling`` (0: as configured), keys first
@@ -270,11 +345,18 @@ class RateLimiter:
     def offer(self, task: Task, now: float) -> None:
         """Queue a ready task behind its first key; :meth:`release` decides when it goes. A task
         offered again (a retry) keeps the place of its first offer."""
+        if self._sweep_at is None:
+            self._sweep_at = now + self.sweep_every_s
+        if len(self.gates) >= self._sweep_size or now >= self._sweep_at:
+            self.sweep(now)  # before the task's gates are fetched: none of them goes now
         if not task.throttle_place:
             self._seq += 1
             task.throttle_place = self._seq
         task.state = TaskState.THROTTLED
-        self.gate(task.spec.rate_keys[0], now).enqueue(task, task.throttle_place)
+        first = task.spec.rate_keys[0]
+        gate = self.gate(first, now)
+        gate.enqueue(task, task.throttle_place)
+        self._busy[first] = gate
         for key in task.spec.rate_keys[1:]:
             self.gate(key, now)
 
@@ -293,8 +375,9 @@ class RateLimiter:
         then its place) goes first, so a scarce agent slot goes to the most urgent task
         whichever key it waits on, not to whichever key was used first."""
         out: list[Task] = []
+        busy = self._busy_gates()
         if limit is None:
-            for gate in list(self.gates.values()):
+            for gate in busy:
                 while gate.waiting:
                     task = gate.head()
                     if task is None or not self._try(gate, task, now, out):
@@ -307,7 +390,7 @@ class RateLimiter:
             if task is not None:
                 heapq.heappush(heads, (-task.spec.priority, task.throttle_place, i, gate))
 
-        for i, gate in enumerate(list(self.gates.values())):
+        for i, gate in enumerate(busy):
             push(i, gate)
         while heads and len(out) < limit:
             _, _, i, gate = heapq.heappop(heads)
@@ -315,6 +398,13 @@ class RateLimiter:
             if task is not None and self._try(gate, task, now, out):
                 push(i, gate)  # its next task (or, moved to a full key's line, the one behind)
         return out
+
+    def _busy_gates(self) -> list[KeyGate]:
+        """The gates with tasks waiting (dropping the others from ``_busy``)."""
+        busy = self._busy
+        for key in [k for k, g in busy.items() if not g.waiting]:
+            del busy[key]
+        return list(busy.values())
 
     def keys_have_room(self, task: Task, now: float) -> bool:
         """Whether every key of ``task`` would admit it now (it waits for something else: an
@@ -332,7 +422,9 @@ class RateLimiter:
         task was admitted, or moved to wait in the line of another key of its own that is full
         (so the tasks behind it here are not held up by a key they do not use)."""
         keys = task.spec.rate_keys
-        gates = [self.gates[k] for k in keys]
+        # A task's other keys may have been evicted while it waited (idle: a fresh gate is
+        # the same), so they are fetched, not looked up.
+        gates = [self.gate(k, now) for k in keys]
         amounts = [g.tokens_for(task) for g in gates]
         full = next(
             (g for g, t in zip(gates, amounts, strict=True) if not g.has_room(t, now)),
@@ -352,6 +444,7 @@ class RateLimiter:
                 return False
             gate.pop_head()
             full.enqueue(task, task.throttle_place)
+            self._busy[full.key] = full
             return True
         gate.pop_head()
         for g, t in zip(gates, amounts, strict=True):
@@ -364,16 +457,12 @@ class RateLimiter:
         """Earliest time at which waiting time alone may admit a task (None: nothing waits, or
         only a finishing attempt can make room)."""
         best = math.inf
-        for gate in self.gates.values():
-            if not gate.waiting:
-                continue
+        for gate in self._busy_gates():
             task = gate.head()
             if task is None:
                 continue
-            when = max(
-                self.gates[k].ready_at(self.gates[k].tokens_for(task), now)
-                for k in task.spec.rate_keys
-            )
+            gates = [self.gate(k, now) for k in task.spec.rate_keys]
+            when = max(g.ready_at(g.tokens_for(task), now) for g in gates)
             best = min(best, when)
         return None if best == math.inf else best
 
@@ -412,7 +501,7 @@ class RateLimiter:
 
     @property
     def waiting(self) -> int:
-        return sum(g.waiting for g in self.gates.values())
+        return sum(g.waiting for g in self._busy.values())
 
     def observe(self, task: Task, metadata: Mapping[str, str], now: float) -> None:
         """Learn from what the provider said about ``task``'s request (before end_attempt)."""

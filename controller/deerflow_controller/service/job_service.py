@@ -21,12 +21,12 @@ from deerflow_controller.service import wire
 from deerflow_controller.service.auth import principal
 from deerflow_controller.service.credentials import Principal
 from deerflow_controller.service.shell import SchedulerReplaced, Shell
+from deerflow_controller.service.streams import TooManyStreams, WatchStreams
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_MESSAGE = 4096
-MAX_BYTES_PER_MESSAGE = 4 << 20
 
 
 class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
@@ -37,6 +37,11 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             max_payload_bytes=cfg.max_payload_bytes,
             max_tasks_per_job=cfg.max_tasks_per_job,
             max_retries=cfg.scheduler.max_retries,
+        )
+        self.streams = WatchStreams(
+            max_streams=cfg.max_watch_streams,
+            max_per_client=cfg.max_watch_streams_per_client,
+            buffer_bytes=cfg.watch_buffer_bytes,
         )
 
     async def SubmitJob(
@@ -85,6 +90,9 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 f"job {quote(job_id)} already exists with different tasks; "
                 "use a new job id, or resubmit exactly the same tasks",
             )
+        problem = self.shell.scheduler.quotas.problem(specs)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
         # The journal (HA) records this request: the acceptance time lets a new leader keep
         # the job's deadline.
         request.accepted_at = self.shell.submit_job(
@@ -95,8 +103,22 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     async def WatchJob(
         self, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.TaskEventBatch]:
-        shell = self.shell
         job = await self._job(request.job_id, context)
+        try:
+            host = self.streams.open(context.peer())
+        except TooManyStreams as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            return
+        try:
+            async for batch in self._watch(job, request, context):
+                yield batch
+        finally:
+            self.streams.close(host)
+
+    async def _watch(
+        self, job: Job, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.TaskEventBatch]:
+        shell = self.shell
         scheduler = shell.scheduler
         terminal_only = request.filter == client_pb2.TERMINAL
         cursor = request.after_seq
@@ -107,10 +129,19 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 events = job.events
                 # In HA mode a result goes out once journaled (the shell's delivery limit).
                 while cursor < (limit := shell.deliverable(job)):
-                    batch, cursor = self._batch(events, cursor, terminal_only, limit)
+                    streams = self.streams
+                    batch, cursor, size = self._batch(
+                        events, cursor, terminal_only, streams.message_bytes(), limit
+                    )
                     if batch.events:
-                        yield batch
-                if job.done and cursor >= len(job.events):
+                        streams.charge(size)
+                        try:
+                            yield batch
+                        finally:
+                            streams.release(size)
+                # Forgotten (expired): its events are cleared, so "read to the end" is no end.
+                forgotten = shell.scheduler is scheduler and shell.job(job.id) is not job
+                if job.done and cursor >= len(job.events) and not forgotten:
                     return
                 if shell.scheduler is not scheduler:
                     # This controller stopped leading and dropped its state (HA): the job
@@ -118,11 +149,12 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                     # UNAVAILABLE and the new leader's address); raised, not aborted here, as an
                     # abort is awaited and the gate must not race a second one against it.
                     raise SchedulerReplaced(f"job {quote(job.id)} was watched across a term's end")
-                if shell.job(job.id) is not job:
+                if forgotten:
                     await context.abort(
                         grpc.StatusCode.NOT_FOUND,
-                        f"job {quote(job.id)} expired while being watched; fetch results sooner or "
-                        "raise the retention",
+                        f"job {quote(job.id)} was forgotten while being watched (its retention "
+                        "ended, or finished jobs' outputs went over --max-output-bytes); read "
+                        "results as they finish, or raise the retention or the budget",
                     )
                 await wake.wait()
         finally:
@@ -130,20 +162,22 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
 
     @staticmethod
     def _batch(
-        events: list[Event], cursor: int, terminal_only: bool, limit: int
-    ) -> tuple[common_pb2.TaskEventBatch, int]:
+        events: list[Event], cursor: int, terminal_only: bool, budget: int, limit: int
+    ) -> tuple[common_pb2.TaskEventBatch, int, int]:
+        """The events from ``cursor`` up to ``limit`` that fit ``budget`` bytes (at least one),
+        the cursor after them, and their size in bytes (approximate: outputs plus 64 each)."""
         batch = common_pb2.TaskEventBatch()
         add = batch.events.add
         size = 0
-        end = min(limit, cursor + MAX_EVENTS_PER_MESSAGE)
-        while cursor < end and size < MAX_BYTES_PER_MESSAGE:
+        end = min(limit, len(events), cursor + MAX_EVENTS_PER_MESSAGE)
+        while cursor < end and size < budget:
             ev = events[cursor]
             cursor += 1
             if terminal_only and ev.state not in TERMINAL_STATES:
                 continue
             wire.fill_event(ev, add())
             size += len(ev.output) + 64
-        return batch, cursor
+        return batch, cursor, size
 
     async def CancelJob(
         self, request: client_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
@@ -209,7 +243,8 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no job {quote(job_id)}: it was never submitted here, or it finished more than "
-                f"{self.shell.config.scheduler.job_retention_s:g} s ago and was forgotten",
+                f"{self.shell.config.scheduler.job_retention_s:g} s ago and was forgotten (sooner "
+                "when finished jobs' outputs go over --max-output-bytes)",
             )
             raise AssertionError("unreachable")
         return job

@@ -457,7 +457,8 @@ class Shell:
         """How many of the job's events its watchers may be given now: all of them, or in HA
         mode those before its first result not yet journaled (``delivery_limit``)."""
         limit = self.delivery_limit
-        return len(job.events) if limit is None else limit(job)
+        n = len(job.events)
+        return n if limit is None else min(n, limit(job))
 
     # ------------------------------------------------------------------ membership
 

@@ -110,7 +110,10 @@ class TunerLoop:
         sched = shell.scheduler
         c = sched.counters
         now = shell.clock()
-        limited = sum(g.stats.rate_limited for g in sched.limiter.gates.values())
+        limiter = sched.limiter
+        limited = limiter.evicted_rate_limited + sum(
+            g.stats.rate_limited for g in limiter.gates.values()
+        )
         totals = (now, c.succeeded, c.failed + c.timed_out, shell.assignments_sent, limited)
         last, self._last = self._last, totals
         p95 = self._latency_p95()
