@@ -17,6 +17,7 @@ from deerflow_common.gc_tuning import tune_gc_for_daemon
 from deerflow_common.tls import SERVER_FLAGS, TlsError, TlsFiles, load
 from deerflow_controller.cache import CacheConfig
 from deerflow_controller.config import ControllerConfig, SchedulerConfig
+from deerflow_controller.core.validation import quote
 from deerflow_controller.ha import HaConfig
 from deerflow_controller.ratelimit import LimiterConfig
 from deerflow_controller.service.credentials import AuthFileError, Credentials
@@ -264,7 +265,7 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     "--advertise",
     default="",
     help="Address agents and clients are told to reach this controller at [default: the "
-    "listening host:port].",
+    "listening host:port; required with --etcd when --host is 0.0.0.0 or ::].",
 )
 @click.option(
     "--no-cache",
@@ -414,6 +415,13 @@ def main(
     )
     ha = None
     if etcd:
+        if _unreachable(advertise or host):
+            raise click.BadParameter(
+                f"{quote(advertise or host)} is no address agents and clients can reach, yet it "
+                "is what this controller would publish in etcd: give --advertise HOST:PORT, "
+                "this host's address (--host 0.0.0.0 listens on all of them)",
+                param_hint="--advertise",
+            )
         endpoints = tuple(e.strip() for e in etcd.split(",") if e.strip())
         try:
             Keys(etcd_prefix)
@@ -453,6 +461,14 @@ def main(
     except ListenError as e:
         click.echo(f"deerflow-controller: {e}", err=True)
         sys.exit(1)
+
+
+def _unreachable(address: str) -> bool:
+    """An address listening on every interface (0.0.0.0, ::), which no one can connect to."""
+    host = address.rpartition(":")[0] if address.count(":") == 1 else address
+    if host.startswith("[") and "]" in host:
+        host = host[1 : host.index("]")]
+    return host.strip() in ("", "0.0.0.0", "::")
 
 
 def _tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> TlsFiles | None:

@@ -3,11 +3,14 @@ bad value refused with a sentence naming the flag before anything starts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import click
 import pytest
 from click.testing import CliRunner
 
-from deerflow_controller.main import _tenant_weights, main
+from deerflow_controller.main import _tenant_weights, _unreachable, main
 
 
 def test_tenant_weights_are_read_as_tenant_equals_weight_pairs() -> None:
@@ -33,3 +36,46 @@ def test_the_controller_refuses_a_bad_tenant_weight_before_starting() -> None:
 
     assert result.exit_code == 2
     assert "Invalid value for --tenant-weight: 'team-a=0' is not TENANT=WEIGHT" in result.output
+
+
+@pytest.mark.parametrize(
+    ("host", "advertise"),
+    [("0.0.0.0", ""), ("::", ""), ("127.0.0.1", "0.0.0.0:7400"), ("0.0.0.0", "[::]:7400")],
+)
+def test_a_controller_on_etcd_refuses_to_advertise_an_address_no_one_can_reach(
+    host: str, advertise: str
+) -> None:
+    # It would publish 0.0.0.0:port as the leader's address: agents and clients on other hosts
+    # would dial themselves. A separate process: before the check, the daemon simply ran.
+    args = ["--host", host, "--port", "0", "--http-port", "0", "--etcd", "127.0.0.1:1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "deerflow_controller.main", *args]
+        + (["--advertise", advertise] if advertise else []),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "Invalid value for --advertise" in done.stderr
+    assert "is no address agents and clients can reach" in done.stderr
+    assert "give --advertise HOST:PORT" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "unreachable"),
+    [
+        ("0.0.0.0", True),
+        ("0.0.0.0:7400", True),
+        ("::", True),
+        ("[::]:7400", True),
+        ("", True),
+        ("127.0.0.1", False),
+        ("10.0.0.11:7400", False),
+        ("[::1]:7400", False),
+        ("controller-a:7400", False),
+    ],
+)
+def test_wildcard_addresses_are_unreachable(address: str, unreachable: bool) -> None:
+    assert _unreachable(address) is unreachable

@@ -11,8 +11,10 @@ Records (keys from ``deerflow_common.etcd.Keys``):
 - ``journal/jobs/<job>``: the ``SubmitJobRequest`` as accepted (job id filled in). A submit is
   acknowledged only after the transaction carrying it committed (:meth:`Journal.append_job`).
 - ``journal/results/<job>/<epoch>-<seq>``: a ``TaskEventBatch`` of that job's terminal events
-  of one turn. Not awaited by anyone: a result lost with the leader only means the task runs
-  again (execution is at-least-once; the SDK delivers each task id once).
+  of one turn. No client is told a result before it committed (``JournalTap`` holds the job's
+  watchers at it): a result lost with the leader only means the task runs again, and the one
+  the next leader gets is the only one any client sees (execution is at-least-once, delivery
+  once).
 
 - ``journal/expiry/<job>``: once the job finished, when its entries go (wall-clock seconds)
   and why: ``finished`` (``job_retention_s`` after it finished), or ``delivered``
@@ -68,9 +70,10 @@ class _Pending:
     results: dict[str, list[common_pb2.TaskEvent]] = field(default_factory=dict)
     forget: set[str] = field(default_factory=set)
     expiries: dict[str, Expiry] = field(default_factory=dict)
+    committed: list[Callable[[], None]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.results or self.forget or self.expiries)
+        return bool(self.jobs or self.results or self.forget or self.expiries or self.committed)
 
 
 @dataclass(slots=True)
@@ -80,6 +83,7 @@ class _Txn:
     deletes: list[str] = field(default_factory=list)
     acks: list[asyncio.Future[None]] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
+    committed: list[Callable[[], None]] = field(default_factory=list)
     size: int = 0
 
     @property
@@ -185,11 +189,19 @@ class Journal:
         if ack is not None:
             await asyncio.shield(ack)
 
-    def add_results(self, job_id: str, events: Sequence[common_pb2.TaskEvent]) -> None:
-        """Queue terminal events of one job for the next transaction (not awaited)."""
+    def add_results(
+        self,
+        job_id: str,
+        events: Sequence[common_pb2.TaskEvent],
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue terminal events of one job for the next transaction (not awaited).
+        ``on_commit`` is called once they are committed (never, if the term ends first)."""
         if self._closed or not events:
             return
         self._pending.results.setdefault(job_id, []).extend(events)
+        if on_commit is not None:
+            self._pending.committed.append(on_commit)
         self._wake.set()
 
     def expire_at(self, job_id: str, expiry: Expiry, *, recorded: bool = False) -> None:
@@ -282,6 +294,8 @@ class Journal:
         # job with an expiry has all of them (those under the record limit).
         for job_id, expiry in pending.expiries.items():
             add(keys.journal_expiry(job_id), expiry.record())
+        # The turn's transactions commit in order: the last one's commit is everyone's.
+        txns[-1].committed.extend(pending.committed)
         return txns
 
     def _chunks(self, events: list[common_pb2.TaskEvent]) -> list[bytes]:
@@ -334,6 +348,10 @@ class Journal:
                 for ack in txn.acks:
                     if not ack.done():
                         ack.set_exception(JournalClosed(f"etcd refused the journal write: {e}"))
+                # Its results are not journaled, as an oversized one is not: they go out all the
+                # same rather than hold their jobs' watchers for ever.
+                for committed in txn.committed:
+                    committed()
                 return
             if not applied:
                 log.warning(
@@ -351,6 +369,8 @@ class Journal:
                     ack.set_result(None)
             for job_id in txn.job_ids:
                 self._committing.pop(job_id, None)
+            for committed in txn.committed:
+                committed()
             return
 
 

@@ -3,11 +3,13 @@ keep journaling final results while it leads (a :class:`ShellInterceptor`)."""
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from deerflow_controller.core.model import TERMINAL_STATES, Task, TaskState
+from deerflow_controller.core.model import TERMINAL_STATES, Job, Task, TaskState
 from deerflow_controller.core.scheduler import Outbox, RestoredJob, RestoredResult, Scheduler
 from deerflow_controller.ha.journal import Expiry, Journal, JournaledJob
 from deerflow_controller.service import wire
@@ -86,12 +88,22 @@ def restore_jobs(into: Shell | Scheduler, jobs: Sequence[JournaledJob], now: flo
 class JournalTap:
     """Queues each flush's new terminal events into the current term's journal, the expiry of
     each job that finished, and forgets the jobs the scheduler expired. Does nothing while this
-    controller does not lead."""
+    controller does not lead.
+
+    It also fences delivery (``Shell.delivery_limit``): a job's watchers are given its events
+    only up to its first terminal event not yet committed to the journal. A result a client was
+    told is therefore one the next leader restores: a leader cut off from etcd cannot tell a
+    client a result that its successor, which never saw it, then produces again differently.
+    After the term ends the fence stays where the last commit left it."""
 
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
         self.journal: Journal | None = None
         self._cursors: dict[str, int] = {}
+        self._held: dict[str, collections.deque[tuple[int, int]]] = {}
+        """Per job, the batches queued and not yet committed: (index of the batch's first
+        terminal event, end of the batch) in ``job.events``, oldest first."""
+        shell.delivery_limit = self.limit
 
     def begin(self, journal: Journal) -> None:
         """Start a term: events already in the (restored) logs are journaled already; a
@@ -99,14 +111,35 @@ class JournalTap:
         self.journal = journal
         jobs = self.shell.scheduler.jobs
         self._cursors = {job_id: len(job.events) for job_id, job in jobs.items()}
+        self._held = {}
         retention = self.shell.config.scheduler.job_retention_s
         for job_id, job in jobs.items():
             if job.done:
                 journal.expire_at(job_id, Expiry(job.finished_at + retention))
 
     def end(self) -> None:
+        """The term is over: nothing more is journaled, so nothing held is ever delivered."""
         self.journal = None
-        self._cursors = {}
+
+    def limit(self, job: Job) -> int:
+        """How many of ``job``'s events its watchers may be given now: up to its first terminal
+        event that is not committed (queued, or not yet seen by this tap)."""
+        events = job.events
+        held = self._held.get(job.id)
+        if held:
+            return held[0][0]
+        for i in range(self._cursors.get(job.id, 0), len(events)):
+            if events[i].state in TERMINAL_STATES:
+                return i
+        return len(events)
+
+    def _committed(self, job_id: str, end: int) -> None:
+        held = self._held.get(job_id)
+        while held and held[0][1] <= end:
+            held.popleft()
+        if not held:
+            self._held.pop(job_id, None)
+        self.shell.wake_watchers(job_id)
 
     def on_decisions(self, out: Outbox) -> None:
         journal = self.journal
@@ -123,20 +156,25 @@ class JournalTap:
             start = cursors.get(job_id, 0)
             end = len(events)
             batch = []
+            first = -1
             for i in range(start, end):
                 ev = events[i]
                 if ev.state in TERMINAL_STATES:
+                    if first < 0:
+                        first = i
                     p = common_pb2.TaskEvent()
                     wire.fill_event(ev, p)
                     batch.append(p)
             cursors[job_id] = end
             if batch:
-                journal.add_results(job_id, batch)
+                self._held.setdefault(job_id, collections.deque()).append((first, end))
+                journal.add_results(job_id, batch, functools.partial(self._committed, job_id, end))
             if job.done:
                 # Queued after its last results, so it commits with or after them.
                 journal.expire_at(job_id, Expiry(job.finished_at + retention))
         for job_id in out.expired_jobs:
             cursors.pop(job_id, None)
+            self._held.pop(job_id, None)
             journal.forget(job_id)
 
     def on_assignments(self, tasks: Sequence[Task]) -> None:

@@ -19,7 +19,8 @@ Series (all prefixed ``deerflow_``):
 - ``tracing_spans_*_total``: spans exported, dropped and failed (when tracing is on)
 
 - ``schedule_timeouts_total``, ``heartbeat_timeouts_total``, ``tasks_split_total``,
-  ``attempts_moved_total`` (off lagging agents), ``prediction_error_ratio{handler}`` (MdAPE)
+  ``attempts_moved_total`` (off lagging agents), ``stale_results_total`` (late results
+  refused), ``prediction_error_ratio{handler}`` (MdAPE)
 - ``circuit_state{key}`` (0 closed, 1 open, 2 half-open), ``circuit_trips_total{key}``,
   ``agent_quarantined{agent,handler}``
 - ``cache_hits_total{layer}`` (exact, similarity, preload, inflight), ``cache_misses_total``,
@@ -412,6 +413,12 @@ def _scheduling(out: MetricsText, shell: Shell, now: float) -> None:
         "deerflow_attempts_moved_total",
         "Unstarted attempts moved off a lagging agent to an idle one.",
         [(None, c.stolen)],
+    )
+    out.counter(
+        "deerflow_stale_results_total",
+        "Attempt results refused because their task had finished or moved to a newer attempt "
+        "(a lost agent's late results, the loser of a race).",
+        [(None, c.stale_results)],
     )
     out.gauge(
         "deerflow_prediction_error_ratio",

@@ -131,10 +131,11 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             while True:
                 wake.clear()
                 events = job.events
-                while cursor < len(events):
+                # In HA mode a result goes out once journaled (the shell's delivery limit).
+                while cursor < (limit := shell.deliverable(job)):
                     streams = self.streams
                     batch, cursor, size = self._batch(
-                        events, cursor, terminal_only, streams.message_bytes()
+                        events, cursor, terminal_only, streams.message_bytes(), limit
                     )
                     if batch.events:
                         streams.charge(size)
@@ -165,14 +166,14 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
 
     @staticmethod
     def _batch(
-        events: list[Event], cursor: int, terminal_only: bool, budget: int
+        events: list[Event], cursor: int, terminal_only: bool, budget: int, limit: int
     ) -> tuple[common_pb2.TaskEventBatch, int, int]:
-        """The events from ``cursor`` on that fit ``budget`` bytes (at least one), the cursor
-        after them, and their size in bytes (approximate: outputs plus 64 each)."""
+        """The events from ``cursor`` up to ``limit`` that fit ``budget`` bytes (at least one),
+        the cursor after them, and their size in bytes (approximate: outputs plus 64 each)."""
         batch = common_pb2.TaskEventBatch()
         add = batch.events.add
         size = 0
-        end = min(len(events), cursor + MAX_EVENTS_PER_MESSAGE)
+        end = min(limit, len(events), cursor + MAX_EVENTS_PER_MESSAGE)
         while cursor < end and size < budget:
             ev = events[cursor]
             cursor += 1

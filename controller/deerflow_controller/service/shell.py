@@ -123,6 +123,8 @@ class Shell:
         self._timer_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.interceptors: list[ShellInterceptor] = []
+        self.delivery_limit: Callable[[Job], int] | None = None
+        """HA mode: how many of a job's events may be delivered (the journal's fence)."""
         self.inputs = InputPacker(config.inline_input_bytes, config.max_message_bytes // 8)
         """Puts the dependencies' outputs tasks asked for in their assignments (issue #15)."""
 
@@ -446,6 +448,17 @@ class Shell:
     def _wake_watchers(self, job_id: str) -> None:
         for event in self._watchers.get(job_id, ()):
             event.set()
+
+    def wake_watchers(self, job_id: str) -> None:
+        """Wake the job's watchers (HA: its results were journaled, so they may go out)."""
+        self._wake_watchers(job_id)
+
+    def deliverable(self, job: Job) -> int:
+        """How many of the job's events its watchers may be given now: all of them, or in HA
+        mode those before its first result not yet journaled (``delivery_limit``)."""
+        limit = self.delivery_limit
+        n = len(job.events)
+        return n if limit is None else min(n, limit(job))
 
     # ------------------------------------------------------------------ membership
 
