@@ -128,8 +128,13 @@ def test_a_retry_after_shorter_than_the_backoff_does_not_shorten_it() -> None:
     assert 2.0 <= last_event(job, "t").not_before <= 4.0
 
 
+# The tests that tick far ahead keep their job past the tick: a finished job is forgotten, its
+# event log with it, once its retention (600 s by default) ends.
+LONG_RETENTION_S = 10_000.0
+
+
 def test_a_non_retryable_error_fails_the_task_at_once() -> None:
-    s = make()
+    s = make(job_retention_s=LONG_RETENTION_S)
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [spec("t", max_retries=5)], 0.0)
     s.take()
@@ -149,7 +154,7 @@ def test_a_non_retryable_error_fails_the_task_at_once() -> None:
 
 
 def test_a_task_that_exhausts_its_retries_fails_with_a_message_counting_the_attempts() -> None:
-    s = make()
+    s = make(job_retention_s=LONG_RETENTION_S)
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [spec("t", max_retries=2)], 0.0)
     s.take()
@@ -273,7 +278,7 @@ def test_a_task_without_a_timeout_gets_the_configured_default() -> None:
 
 
 def test_an_attempt_that_finished_in_time_is_never_timed_out() -> None:
-    s = make(timeout_grace_s=5.0)
+    s = make(timeout_grace_s=5.0, job_retention_s=LONG_RETENTION_S)
     s.agent_joined("A", ["echo"], 1, 0.0)
     job = s.submit(JOB, "", [spec("t", timeout_s=10.0)], 0.0)
     s.take()
