@@ -305,25 +305,6 @@ async def serve(
     controller = Controller(
         config, ha, credentials=credentials, peer_identity=peer_identity, tls=tls
     )
-    http = await _serve_http(controller, http_host or config.host, http_port)
-    await controller.start()
-    # The ready line: scripts and tests read the bound port from it (useful with --port 0).
-    print(f"deerflow-controller listening on {controller.address}", flush=True)
-    if http is not None:
-        print(f"deerflow-controller http on {http}", flush=True)
-    if tls is not None:
-        log.info(
-            "gRPC%s over TLS%s; certificate files are re-read when they change",
-            " and HTTP" if http is not None else "",
-            ": client certificates required (--tls-client-ca)" if tls.ca else "",
-        )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if credentials is not None:
-        # auth: SIGHUP re-reads the file now (it is also re-read when it changes).
-        loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
     if ha is not None:
         agent_args = [
             *agent_args,
@@ -336,7 +317,31 @@ async def serve(
         agent_args = [*agent_args, *local_agent_tls_args(tls)]
     agents = LocalAgents(controller.address, local_agents, agent_args, env=agent_env)
     try:
+        # The local agents are started before the server is: a fork while gRPC's threads serve
+        # (a TLS handshake calling the certificate fetcher, an etcd call) can leave the child
+        # stuck on a lock one of them held, and the event loop with it (the spawn waits for
+        # the child's exec). They take longer to import than the server takes to start, and
+        # connect with their usual retry.
         await agents.start()
+        http = await _serve_http(controller, http_host or config.host, http_port)
+        await controller.start()
+        # The ready line: scripts and tests read the bound port from it (useful with --port 0).
+        print(f"deerflow-controller listening on {controller.address}", flush=True)
+        if http is not None:
+            print(f"deerflow-controller http on {http}", flush=True)
+        if tls is not None:
+            log.info(
+                "gRPC%s over TLS%s; certificate files are re-read when they change",
+                " and HTTP" if http is not None else "",
+                ": client certificates required (--tls-client-ca)" if tls.ca else "",
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if credentials is not None:
+            # auth: SIGHUP re-reads the file now (it is also re-read when it changes).
+            loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
         if local_agents and ha is None:
             log.info(
                 "embedded mode: %d local agents, no etcd: state is in memory only", local_agents
