@@ -244,7 +244,9 @@ def cancel(job_id: str, task_ids: tuple[str, ...], address: str) -> None:
     default=None,
     help="Only jobs in this state.",
 )
-@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, 500), default=50, show_default=True, help="Jobs per page."
+)
 @click.option("--cursor", default="", help="Where the page before ended (printed after it).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: jobs, next_cursor, held.")
 def jobs(address: str, state: str | None, limit: int, cursor: str, as_json: bool) -> None:
@@ -264,7 +266,13 @@ def jobs(address: str, state: str | None, limit: int, cursor: str, as_json: bool
 @main.command()
 @click.argument("job_id")
 @address_option
-@click.option("--limit", type=click.IntRange(1, 2000), default=500, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 2000),
+    default=500,
+    show_default=True,
+    help="Tasks to show (a page; --offset for the next).",
+)
 @click.option("--offset", type=click.IntRange(0), default=0, help="The first task to show.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: job, tasks (events too).")
 def job(job_id: str, address: str, limit: int, offset: int, as_json: bool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -115,7 +116,7 @@ async def test_list_jobs_and_get_job_show_the_tasks_states_attempts_and_the_fail
 
 
 def grpc_state(value: int) -> str:
-    return common_pb2.TaskState.Name(value)  # type: ignore[arg-type]
+    return common_pb2.TaskState.Name(value)
 
 
 async def test_the_cli_lists_jobs_and_shows_a_jobs_tasks_and_its_failure(
@@ -188,19 +189,19 @@ async def test_a_user_sees_only_its_tenants_jobs_and_an_admin_sees_every_tenants
             await anonymous.job_detail(a.job_id)
 
     # The HTTP side the jobs pages read: the same rules.
-    async def get(path: str, token: str | None) -> tuple[int, dict[str, object]]:
+    async def get(path: str, token: str | None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with aiohttp.ClientSession() as s, s.get(secured.http + path, headers=headers) as r:
             return r.status, await r.json()
 
     status, body = await get("/api/jobs", t.bob)
-    assert status == 200 and [j["job_id"] for j in body["jobs"]] == [b.job_id]  # type: ignore[index]
+    assert status == 200 and [j["job_id"] for j in body["jobs"]] == [b.job_id]
     status, body = await get(f"/api/job?id={a.job_id}", t.bob)
     assert status == 404 and "no job" in str(body["error"])
     status, body = await get(f"/api/job?id={a.job_id}", t.alice)
-    assert status == 200 and body["job"]["name"] == "alice's"  # type: ignore[index]
+    assert status == 200 and body["job"]["name"] == "alice's"
     status, body = await get("/api/jobs", t.admin)
-    assert status == 200 and len(body["jobs"]) == 2  # type: ignore[arg-type]
+    assert status == 200 and len(body["jobs"]) == 2
     assert (await get("/api/jobs", t.metrics))[0] == 403
     assert (await get("/api/jobs", None))[0] == 401
     assert (await get("/api/jobs?limit=0x", t.admin))[0] == 400

@@ -195,12 +195,14 @@ function renderJob(d) {
   $("job-edges").replaceChildren(...(edges.length ? edges
     : [el("li", {class: "empty"}, "no dependencies")]));
   const bad = d.tasks.filter((t) => ["FAILED", "TIMED_OUT", "CANCELLED"].includes(t.state));
+  // Each failure: its error, then what its events add (details, earlier attempts' errors).
+  const said = (t, e) => [e.error && !(t.error && e.error.message === t.error.message)
+    ? e.error.message : "", e.detail].filter((x) => x).join("; ");
   $("job-failures").replaceChildren(...(bad.length ? bad.map((t) => el("li",
     {"data-task": t.task_id}, el("b", {}, t.task_id), " ", el("span", {class: t.state},
     t.state), " " + (t.error ? t.error.kind : ""), el("span", {class: "msg"},
-    t.error ? t.error.message : ""), ...t.events.filter((e) => e.detail || e.error)
-    .map((e) => el("span", {class: "msg"}, "attempt " + e.attempt + " " + e.state + ": " +
-    [e.error ? e.error.message : "", e.detail].filter((x) => x).join("; ")))))
+    t.error ? t.error.message : ""), ...t.events.filter((e) => said(t, e)).map((e) =>
+    el("span", {class: "msg"}, "attempt " + e.attempt + " " + e.state + ": " + said(t, e)))))
     : [el("li", {class: "empty"}, "no failures")]));
   $("job-events").replaceChildren(...d.tasks.map((t) => el("li", {"data-task": t.task_id},
     el("b", {}, t.task_id), t.events_dropped ? " (" + t.events_dropped + " earlier not shown)"
