@@ -58,6 +58,8 @@ async def test_the_job_page_shows_a_real_jobs_tasks_timeline_and_failure_as_text
         Task("report", "echo", "x", depends_on=["flaky-step", BAD_ID]),
     ]
     async with await cluster.client() as client:
+        fine = await client.submit([Task("one", "echo", "x")], name="fine")
+        await fine.wait(timeout_s=30)
         job = await client.submit(tasks, name=BAD_NAME)
         await job.wait(timeout_s=30)
 
@@ -107,3 +109,8 @@ async def test_the_job_page_shows_a_real_jobs_tasks_timeline_and_failure_as_text
     assert job.job_id in listed and BAD_NAME in listed and "FAILED" in listed
     assert "2 succeeded" in listed and "2 failed" in listed
     assert f'href="jobs#job={job.job_id}"' in dom
+    assert fine.job_id in listed and "SUCCEEDED" in listed
+    assert dom.index(job.job_id) < dom.index(fine.job_id)  # newest first
+    # Filtered by state: only the failed job.
+    dom, page = await _rendered(tmp_path / "failed", f"{cluster.http}/jobs#state=FAILED", "jobs")
+    assert job.job_id in page.text["jobs"] and fine.job_id not in page.text["jobs"]

@@ -56,6 +56,7 @@ JOBS_PAGE = """<!doctype html>
 <main>
   <section id="list-view" hidden>
     <h2>Jobs <span class="meta" id="jobs-held"></span></h2>
+    <div class="meta" id="jobs-filter"></div>
     <table><thead><tr><th>job</th><th>name</th><th>state</th><th>tasks</th><th>by state</th>
       <th>age</th><th>tenant</th></tr></thead><tbody id="jobs"></tbody></table>
   </section>
@@ -131,7 +132,23 @@ function renderList(data) {
     el("td", {}, el("a", {href: link(j.job_id)}, j.job_id)), el("td", {}, j.name),
     el("td", {class: j.state}, j.state), el("td", {}, j.total),
     el("td", {}, counts(j.tasks_by_state)), el("td", {}, age(j.age_s)),
-    el("td", {}, j.tenant))), "no jobs held", 7);
+    el("td", {}, j.tenant))), params().get("state") ? "no such jobs held" : "no jobs held", 7);
+  // Filters by state, and the next (older) page: the same page with other fragment parameters.
+  const here = params();
+  const links = ["", "RUNNING", "FAILED", "SUCCEEDED", "CANCELLED"].map((state) => {
+    const p = new URLSearchParams();
+    if (state) p.set("state", state);
+    if (token) p.set("token", token);
+    const a = el("a", {href: "jobs#" + p.toString()}, state ? state.toLowerCase() : "all");
+    if ((here.get("state") || "") === state) a.style.fontWeight = "bold";
+    return [a, " "];
+  }).flat();
+  if (data.next_cursor) {
+    const p = new URLSearchParams(here);
+    p.set("cursor", data.next_cursor);
+    links.push("\u00b7 ", el("a", {id: "jobs-older", href: "jobs#" + p.toString()}, "older"));
+  }
+  $("jobs-filter").replaceChildren(...links);
 }
 function renderTimeline(tasks) {
   const spans = [];
@@ -221,7 +238,10 @@ async function poll() {
   $("list-view").hidden = view !== "list";
   for (const id of ["job-view", "failures-view", "timeline-view", "tasks-view", "edges-view",
     "events-view"]) $(id).hidden = view !== "job";
-  const url = view === "list" ? "api/jobs" : "api/job?id=" + encodeURIComponent(jobId);
+  const query = new URLSearchParams();
+  for (const k of ["cursor", "state"]) if (params().get(k)) query.set(k, params().get(k));
+  const url = view === "list" ? "api/jobs?" + query.toString()
+    : "api/job?id=" + encodeURIComponent(jobId);
   let again = 2000;
   try {
     const r = await fetch(url, {cache: "no-store", headers: auth});
