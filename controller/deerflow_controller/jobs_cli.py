@@ -95,7 +95,10 @@ def print_job(console: Console, detail: admin_pb2.JobDetail) -> None:
             continue
         console.print(escape(f"{t.task_id} {t.state}: {t.error.message}"))
         for ev in t.events:
-            why = "; ".join(x for x in (ev.error.message, ev.detail) if x)
+            # What each event adds to the task's error: the controller's detail, and the
+            # errors of earlier attempts.
+            error = ev.error.message if ev.error.message != t.error.message else ""
+            why = "; ".join(x for x in (error, ev.detail) if x)
             if why:
                 state = common_pb2.TaskState.Name(ev.state)
                 console.print(escape(f"  attempt {ev.attempt} {state}: {why}"))

@@ -88,6 +88,7 @@ async def test_the_job_page_shows_a_real_jobs_tasks_timeline_and_failure_as_text
     assert dom.count('class="span"') >= 4
     # Events, with the retry's error and the controller's detail sentences.
     assert "RETRYING" in t["job-events"] and "provider said 429" in t["job-events"]
+    assert "retry 1 of" in t["job-events"]  # the controller's detail sentence
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "jobs-page.png"
