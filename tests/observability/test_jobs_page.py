@@ -3,14 +3,19 @@ opens ``/jobs`` and one job's page ``/jobs#job=ID`` on a running controller whos
 real job with a retried task, a failed one and a dependent that could not run. The page shows
 the tasks, the timeline of attempts per agent and the failure's error and detail, and renders
 every client-supplied value (task id, job name) as text, never as markup. A screenshot is kept
-in test-artifacts/jobs-page.png."""
+in test-artifacts/jobs-page.png. The trace id it shows for a task is the one the tracing
+backend (a real OTLP receiver) got the task's spans under."""
 
 from __future__ import annotations
 
+import asyncio
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlencode
 
+from opentelemetry.sdk.trace import TracerProvider
+
+from deerflow_bench import OtlpReceiver
 from deerflow_controller.client import Task
 
 from .conftest import ClusterFactory
@@ -115,3 +120,25 @@ async def test_the_job_page_shows_a_real_jobs_tasks_timeline_and_failure_as_text
     # Filtered by state: only the failed job.
     dom, page = await _rendered(tmp_path / "failed", f"{cluster.http}/jobs#state=FAILED", "jobs")
     assert job.job_id in page.text["jobs"] and fine.job_id not in page.text["jobs"]
+
+
+async def test_a_tasks_trace_id_in_the_jobs_view_is_the_trace_the_backend_received(
+    tracing_env: str,
+    receiver: OtlpReceiver,
+    client_tracer: TracerProvider,
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = await make_cluster(1)
+    async with await cluster.client(tracer_provider=client_tracer) as client:
+        job = await client.submit([Task("a", "echo", "x"), Task("b", "echo", "y")])
+        await job.wait(timeout_s=30)
+        detail = await client.job_detail(job.job_id)
+    await asyncio.to_thread(client_tracer.force_flush)
+    spans = await receiver.wait_for_spans(5, timeout_s=30)  # a submit, 2 x (schedule, execute)
+    traces = {
+        str(s.attributes["deerflow.task.id"]): s.trace_id
+        for s in spans
+        if s.name == "deerflow.execute"
+    }
+    assert {t.task_id: t.trace_id for t in detail.tasks} == traces
+    assert all(len(t) == 32 for t in traces.values())
