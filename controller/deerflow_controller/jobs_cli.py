@@ -20,7 +20,8 @@ FAILED_STATES = frozenset({"FAILED", "TIMED_OUT", "CANCELLED"})
 
 
 def as_dict(message: Message) -> dict[str, Any]:
-    """A message as JSON-ready data: field names as in the .proto, every field present."""
+    """A message as JSON-ready data, for ``--json`` and the HTTP side's ``/api/jobs`` alike:
+    field names as in the .proto, every field present, enums by name."""
     out: dict[str, Any] = json_format.MessageToDict(
         message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
     )
