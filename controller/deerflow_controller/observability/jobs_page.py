@@ -150,7 +150,7 @@ function renderList(data) {
   }
   $("jobs-filter").replaceChildren(...links);
 }
-function renderTimeline(tasks) {
+function renderTimeline(tasks, now) {
   const spans = [];
   for (const t of tasks) for (const s of t.spans) spans.push([t, s]);
   const box = $("job-timeline");
@@ -159,7 +159,6 @@ function renderTimeline(tasks) {
     box.setAttribute("viewBox", "0 0 1000 20");
     return;
   }
-  const now = Date.now() / 1000;
   const t0 = Math.min(...spans.map(([, s]) => s.dispatched_at));
   const t1 = Math.max(...spans.map(([, s]) => s.ended_at || now), t0 + 1e-3);
   const agents = [...new Set(spans.map(([, s]) => s.agent_id))].sort();
@@ -229,7 +228,8 @@ function renderJob(d) {
     e.predicted_s ? " predicted " + secs(e.predicted_s) : "",
     e.error ? " \\u2014 " + e.error.kind + ": " : "", e.error ? e.error.message : "",
     e.detail ? " \\u2014 " : "", e.detail || "")))));
-  renderTimeline(d.tasks);
+  // The controller's clock, not the browser's: a running attempt's bar ends at its "now".
+  renderTimeline(d.tasks, j.submitted_at + j.age_s);
 }
 async function poll() {
   const jobId = params().get("job");
