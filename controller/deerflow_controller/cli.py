@@ -29,6 +29,7 @@ from deerflow_common.tls import (
 )
 from deerflow_controller.client import DEFAULT_ADDRESS, AsyncClient, DeerflowError, TaskEvent
 from deerflow_controller.jobfile import JobFileError, load_tasks
+from deerflow_controller.jobs_cli import as_dict, print_job, print_jobs
 from deerflow_controller.token_cli import token as token_group
 from deerflow_controller.top import top as top_command
 from deerflow_simulator.cli import sim as sim_command
@@ -233,6 +234,60 @@ def cancel(job_id: str, task_ids: tuple[str, ...], address: str) -> None:
 
 
 # --------------------------------------------------------------------------- inspection
+
+
+@main.command()
+@address_option
+@click.option(
+    "--state",
+    type=click.Choice(["RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"], case_sensitive=False),
+    default=None,
+    help="Only jobs in this state.",
+)
+@click.option(
+    "--limit", type=click.IntRange(1, 500), default=50, show_default=True, help="Jobs per page."
+)
+@click.option("--cursor", default="", help="Where the page before ended (printed after it).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: jobs, next_cursor, held.")
+def jobs(address: str, state: str | None, limit: int, cursor: str, as_json: bool) -> None:
+    """List the jobs the controller holds, newest first: state, tasks by state, age, tenant."""
+
+    async def go() -> Any:
+        async with _client(address) as client:
+            return await client.list_jobs(limit=limit, cursor=cursor, state=state or "")
+
+    page = _run(go())
+    if as_json:
+        click.echo(json.dumps(as_dict(page)))
+        return
+    print_jobs(Console(), page, address)
+
+
+@main.command()
+@click.argument("job_id")
+@address_option
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 2000),
+    default=500,
+    show_default=True,
+    help="Tasks to show (a page; --offset for the next).",
+)
+@click.option("--offset", type=click.IntRange(0), default=0, help="The first task to show.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: job, tasks (events too).")
+def job(job_id: str, address: str, limit: int, offset: int, as_json: bool) -> None:
+    """Show one job's tasks (attempts, agent, predicted and actual run time, cache layer, trace
+    id) and each failure with its error and the controller's detail."""
+
+    async def go() -> Any:
+        async with _client(address) as client:
+            return await client.job_detail(job_id, task_limit=limit, task_offset=offset)
+
+    detail = _run(go())
+    if as_json:
+        click.echo(json.dumps(as_dict(detail)))
+        return
+    print_job(Console(), detail)
 
 
 @main.command()

@@ -22,15 +22,18 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from deerflow_protos import common_pb2 as deerflow__protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x65rflow_protos/admin.proto\x12\x0b\x64\x65\x65rflow.v1\"\x11\n\x0fGetStatsRequest\"\x83\x06\n\x05Stats\x12\x15\n\rcontroller_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08uptime_s\x18\x03 \x01(\x01\x12<\n\x0etasks_by_state\x18\x04 \x03(\x0b\x32$.deerflow.v1.Stats.TasksByStateEntry\x12\x11\n\tsubmitted\x18\x05 \x01(\x03\x12\x11\n\tsucceeded\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x11\n\tcancelled\x18\x08 \x01(\x03\x12\x11\n\ttimed_out\x18\t \x01(\x03\x12\x0f\n\x07retries\x18\n \x01(\x03\x12\x0e\n\x06queued\x18\x0b \x01(\x03\x12\x0e\n\x06\x61gents\x18\x0c \x01(\x05\x12\x13\n\x0bjobs_active\x18\r \x01(\x05\x12\x17\n\x0f\x63ompleted_per_s\x18\x0e \x01(\x01\x12,\n\trate_keys\x18\x0f \x03(\x0b\x32\x19.deerflow.v1.RateKeyStats\x12+\n\x08handlers\x18\x1e \x03(\x0b\x32\x19.deerflow.v1.HandlerStats\x12+\n\x08\x63ircuits\x18\x1f \x03(\x0b\x32\x19.deerflow.v1.CircuitStats\x12,\n\x0bquarantined\x18  \x03(\x0b\x32\x17.deerflow.v1.Quarantine\x12\x19\n\x11schedule_timeouts\x18! \x01(\x03\x12\x1a\n\x12heartbeat_timeouts\x18\" \x01(\x03\x12\x13\n\x0bsplit_tasks\x18# \x01(\x03\x12\x0e\n\x06stolen\x18$ \x01(\x03\x12&\n\x05\x63\x61\x63he\x18% \x01(\x0b\x32\x17.deerflow.v1.CacheStats\x12\x1b\n\x13\x61ssignment_messages\x18& \x01(\x03\x12\x18\n\x10\x61ssignments_sent\x18\' \x01(\x03\x12#\n\x06tuning\x18\x32 \x01(\x0b\x32\x13.deerflow.v1.Tuning\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xa4\x01\n\x06Tuning\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x11\n\tobjective\x18\x02 \x01(\t\x12\x12\n\ninterval_s\x18\x03 \x01(\x01\x12\x11\n\tconverged\x18\x04 \x01(\x08\x12&\n\x05knobs\x18\x05 \x03(\x0b\x32\x17.deerflow.v1.TuningKnob\x12*\n\x07history\x18\x06 \x03(\x0b\x32\x19.deerflow.v1.TuningChange\"I\n\nTuningKnob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\x12\r\n\x05\x66loor\x18\x03 \x01(\x03\x12\x0f\n\x07\x63\x65iling\x18\x04 \x01(\x03\"\x8f\x02\n\x0cTuningChange\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02\x61t\x18\x02 \x01(\x01\x12\x0c\n\x04knob\x18\x03 \x01(\t\x12\x11\n\told_value\x18\x04 \x01(\x03\x12\x11\n\tnew_value\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x11\n\tobjective\x18\x07 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x08 \x01(\x01\x12\x15\n\rbefore_detail\x18\t \x01(\t\x12\x0e\n\x06judged\x18\n \x01(\x08\x12\r\n\x05\x61\x66ter\x18\x0b \x01(\x01\x12\x14\n\x0c\x61\x66ter_detail\x18\x0c \x01(\t\x12\x0f\n\x07outcome\x18\r \x01(\t\x12\x0f\n\x07verdict\x18\x0e \x01(\t\x12\x11\n\tjudged_at\x18\x0f \x01(\x01\"g\n\x0cHandlerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpredictions\x18\x02 \x01(\x03\x12\r\n\x05mdape\x18\x03 \x01(\x01\x12\x10\n\x08median_s\x18\x04 \x01(\x01\x12\x13\n\x0bio_fraction\x18\x05 \x01(\x01\"]\n\x0c\x43ircuitStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05trips\x18\x03 \x01(\x03\x12\x12\n\nopen_for_s\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\"N\n\nQuarantine\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66or_s\x18\x04 \x01(\x01\"\xda\x02\n\nCacheStats\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12/\n\x04hits\x18\x03 \x03(\x0b\x32!.deerflow.v1.CacheStats.HitsEntry\x12\x0e\n\x06misses\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x39\n\tevictions\x18\x06 \x03(\x0b\x32&.deerflow.v1.CacheStats.EvictionsEntry\x12\x10\n\x08hit_rate\x18\x07 \x01(\x01\x12\x10\n\x08preloads\x18\x08 \x01(\x03\x12\x1c\n\x14preload_useful_ratio\x18\t \x01(\x01\x1a+\n\tHitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x45victionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xe1\x01\n\x0cRateKeyStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tpaced_rps\x18\x02 \x01(\x01\x12\x19\n\x11\x63oncurrency_limit\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07waiting\x18\x05 \x01(\x05\x12\x10\n\x08\x61\x64mitted\x18\x06 \x01(\x03\x12\x0e\n\x06waited\x18\x07 \x01(\x03\x12\x14\n\x0crate_limited\x18\x08 \x01(\x03\x12\x0e\n\x06tokens\x18\t \x01(\x01\x12\x14\n\x0cpaused_for_s\x18\n \x01(\x01\x12\x14\n\x0climit_stated\x18\x0b \x01(\x08\"%\n\x11ListAgentsRequest\x12\x10\n\x08wait_for\x18\x01 \x01(\x05\"\xe2\x02\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07running\x18\x05 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x07 \x01(\x01\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\x12\x14\n\x0c\x63onnected_at\x18\t \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\n \x01(\x01\x12\x32\n\x06labels\x18\x0b \x03(\x0b\x32\".deerflow.v1.AgentInfo.LabelsEntry\x12\x11\n\tcompleted\x18\x0c \x01(\x03\x12\x1b\n\x13process_cpu_percent\x18\r \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\tAgentList\x12&\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x16.deerflow.v1.AgentInfo\"%\n\x11\x44rainAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x14\n\x12\x44rainAgentResponse2\xe1\x01\n\x0c\x41\x64minService\x12<\n\x08GetStats\x12\x1c.deerflow.v1.GetStatsRequest\x1a\x12.deerflow.v1.Stats\x12\x44\n\nListAgents\x12\x1e.deerflow.v1.ListAgentsRequest\x1a\x16.deerflow.v1.AgentList\x12M\n\nDrainAgent\x12\x1e.deerflow.v1.DrainAgentRequest\x1a\x1f.deerflow.v1.DrainAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64\x65\x65rflow_protos/admin.proto\x12\x0b\x64\x65\x65rflow.v1\x1a\x1c\x64\x65\x65rflow_protos/common.proto\"?\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"\x8a\x02\n\nJobSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05total\x18\x04 \x01(\x05\x12\x41\n\x0etasks_by_state\x18\x05 \x03(\x0b\x32).deerflow.v1.JobSummary.TasksByStateEntry\x12\x14\n\x0csubmitted_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\x01\x12\r\n\x05\x61ge_s\x18\x08 \x01(\x01\x12\x0e\n\x06tenant\x18\t \x01(\t\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"S\n\x07JobList\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.deerflow.v1.JobSummary\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x0c\n\x04held\x18\x03 \x01(\x05\"N\n\x13GetJobDetailRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ntask_limit\x18\x02 \x01(\x05\x12\x13\n\x0btask_offset\x18\x03 \x01(\x05\"\x93\x01\n\x0b\x41ttemptSpan\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x15\n\rdispatched_at\x18\x03 \x01(\x01\x12\x12\n\nstarted_at\x18\x04 \x01(\x01\x12\x10\n\x08\x65nded_at\x18\x05 \x01(\x01\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x13\n\x0bpredicted_s\x18\x07 \x01(\x01\"\xfc\x02\n\nTaskDetail\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x10\n\x08\x61gent_id\x18\x05 \x01(\t\x12\x12\n\ndepends_on\x18\x06 \x03(\t\x12\x13\n\x0bpredicted_s\x18\x07 \x01(\x01\x12\x10\n\x08\x61\x63tual_s\x18\x08 \x01(\x01\x12\x13\n\x0b\x63\x61\x63he_layer\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x12\n\nstarted_at\x18\x0b \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\x01\x12%\n\x05\x65rror\x18\r \x01(\x0b\x32\x16.deerflow.v1.TaskError\x12\'\n\x05spans\x18\x0e \x03(\x0b\x32\x18.deerflow.v1.AttemptSpan\x12&\n\x06\x65vents\x18\x0f \x03(\x0b\x32\x16.deerflow.v1.TaskEvent\x12\x16\n\x0e\x65vents_dropped\x18\x10 \x01(\x05\"\x96\x01\n\tJobDetail\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.deerflow.v1.JobSummary\x12&\n\x05tasks\x18\x02 \x03(\x0b\x32\x17.deerflow.v1.TaskDetail\x12\x13\n\x0btask_offset\x18\x03 \x01(\x05\x12\x18\n\x10next_task_offset\x18\x04 \x01(\x05\x12\x0c\n\x04note\x18\x05 \x01(\t\"\x11\n\x0fGetStatsRequest\"\x83\x06\n\x05Stats\x12\x15\n\rcontroller_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08uptime_s\x18\x03 \x01(\x01\x12<\n\x0etasks_by_state\x18\x04 \x03(\x0b\x32$.deerflow.v1.Stats.TasksByStateEntry\x12\x11\n\tsubmitted\x18\x05 \x01(\x03\x12\x11\n\tsucceeded\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x11\n\tcancelled\x18\x08 \x01(\x03\x12\x11\n\ttimed_out\x18\t \x01(\x03\x12\x0f\n\x07retries\x18\n \x01(\x03\x12\x0e\n\x06queued\x18\x0b \x01(\x03\x12\x0e\n\x06\x61gents\x18\x0c \x01(\x05\x12\x13\n\x0bjobs_active\x18\r \x01(\x05\x12\x17\n\x0f\x63ompleted_per_s\x18\x0e \x01(\x01\x12,\n\trate_keys\x18\x0f \x03(\x0b\x32\x19.deerflow.v1.RateKeyStats\x12+\n\x08handlers\x18\x1e \x03(\x0b\x32\x19.deerflow.v1.HandlerStats\x12+\n\x08\x63ircuits\x18\x1f \x03(\x0b\x32\x19.deerflow.v1.CircuitStats\x12,\n\x0bquarantined\x18  \x03(\x0b\x32\x17.deerflow.v1.Quarantine\x12\x19\n\x11schedule_timeouts\x18! \x01(\x03\x12\x1a\n\x12heartbeat_timeouts\x18\" \x01(\x03\x12\x13\n\x0bsplit_tasks\x18# \x01(\x03\x12\x0e\n\x06stolen\x18$ \x01(\x03\x12&\n\x05\x63\x61\x63he\x18% \x01(\x0b\x32\x17.deerflow.v1.CacheStats\x12\x1b\n\x13\x61ssignment_messages\x18& \x01(\x03\x12\x18\n\x10\x61ssignments_sent\x18\' \x01(\x03\x12#\n\x06tuning\x18\x32 \x01(\x0b\x32\x13.deerflow.v1.Tuning\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xa4\x01\n\x06Tuning\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x11\n\tobjective\x18\x02 \x01(\t\x12\x12\n\ninterval_s\x18\x03 \x01(\x01\x12\x11\n\tconverged\x18\x04 \x01(\x08\x12&\n\x05knobs\x18\x05 \x03(\x0b\x32\x17.deerflow.v1.TuningKnob\x12*\n\x07history\x18\x06 \x03(\x0b\x32\x19.deerflow.v1.TuningChange\"I\n\nTuningKnob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\x12\r\n\x05\x66loor\x18\x03 \x01(\x03\x12\x0f\n\x07\x63\x65iling\x18\x04 \x01(\x03\"\x8f\x02\n\x0cTuningChange\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02\x61t\x18\x02 \x01(\x01\x12\x0c\n\x04knob\x18\x03 \x01(\t\x12\x11\n\told_value\x18\x04 \x01(\x03\x12\x11\n\tnew_value\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x11\n\tobjective\x18\x07 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x08 \x01(\x01\x12\x15\n\rbefore_detail\x18\t \x01(\t\x12\x0e\n\x06judged\x18\n \x01(\x08\x12\r\n\x05\x61\x66ter\x18\x0b \x01(\x01\x12\x14\n\x0c\x61\x66ter_detail\x18\x0c \x01(\t\x12\x0f\n\x07outcome\x18\r \x01(\t\x12\x0f\n\x07verdict\x18\x0e \x01(\t\x12\x11\n\tjudged_at\x18\x0f \x01(\x01\"g\n\x0cHandlerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpredictions\x18\x02 \x01(\x03\x12\r\n\x05mdape\x18\x03 \x01(\x01\x12\x10\n\x08median_s\x18\x04 \x01(\x01\x12\x13\n\x0bio_fraction\x18\x05 \x01(\x01\"]\n\x0c\x43ircuitStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05trips\x18\x03 \x01(\x03\x12\x12\n\nopen_for_s\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\"N\n\nQuarantine\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07handler\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66or_s\x18\x04 \x01(\x01\"\xda\x02\n\nCacheStats\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12/\n\x04hits\x18\x03 \x03(\x0b\x32!.deerflow.v1.CacheStats.HitsEntry\x12\x0e\n\x06misses\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x39\n\tevictions\x18\x06 \x03(\x0b\x32&.deerflow.v1.CacheStats.EvictionsEntry\x12\x10\n\x08hit_rate\x18\x07 \x01(\x01\x12\x10\n\x08preloads\x18\x08 \x01(\x03\x12\x1c\n\x14preload_useful_ratio\x18\t \x01(\x01\x1a+\n\tHitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x45victionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xe1\x01\n\x0cRateKeyStats\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tpaced_rps\x18\x02 \x01(\x01\x12\x19\n\x11\x63oncurrency_limit\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07waiting\x18\x05 \x01(\x05\x12\x10\n\x08\x61\x64mitted\x18\x06 \x01(\x03\x12\x0e\n\x06waited\x18\x07 \x01(\x03\x12\x14\n\x0crate_limited\x18\x08 \x01(\x03\x12\x0e\n\x06tokens\x18\t \x01(\x01\x12\x14\n\x0cpaused_for_s\x18\n \x01(\x01\x12\x14\n\x0climit_stated\x18\x0b \x01(\x08\"%\n\x11ListAgentsRequest\x12\x10\n\x08wait_for\x18\x01 \x01(\x05\"\xe2\x02\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08handlers\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07running\x18\x05 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x07 \x01(\x01\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\x12\x14\n\x0c\x63onnected_at\x18\t \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\n \x01(\x01\x12\x32\n\x06labels\x18\x0b \x03(\x0b\x32\".deerflow.v1.AgentInfo.LabelsEntry\x12\x11\n\tcompleted\x18\x0c \x01(\x03\x12\x1b\n\x13process_cpu_percent\x18\r \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\tAgentList\x12&\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x16.deerflow.v1.AgentInfo\"%\n\x11\x44rainAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x14\n\x12\x44rainAgentResponse2\xe5\x02\n\x0c\x41\x64minService\x12<\n\x08GetStats\x12\x1c.deerflow.v1.GetStatsRequest\x1a\x12.deerflow.v1.Stats\x12\x44\n\nListAgents\x12\x1e.deerflow.v1.ListAgentsRequest\x1a\x16.deerflow.v1.AgentList\x12M\n\nDrainAgent\x12\x1e.deerflow.v1.DrainAgentRequest\x1a\x1f.deerflow.v1.DrainAgentResponse\x12>\n\x08ListJobs\x12\x1c.deerflow.v1.ListJobsRequest\x1a\x14.deerflow.v1.JobList\x12\x42\n\x06GetJob\x12 .deerflow.v1.GetJobDetailRequest\x1a\x16.deerflow.v1.JobDetailb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'deerflow_protos.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_JOBSUMMARY_TASKSBYSTATEENTRY']._loaded_options = None
+  _globals['_JOBSUMMARY_TASKSBYSTATEENTRY']._serialized_options = b'8\001'
   _globals['_STATS_TASKSBYSTATEENTRY']._loaded_options = None
   _globals['_STATS_TASKSBYSTATEENTRY']._serialized_options = b'8\001'
   _globals['_CACHESTATS_HITSENTRY']._loaded_options = None
@@ -39,44 +42,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_options = b'8\001'
   _globals['_AGENTINFO_LABELSENTRY']._loaded_options = None
   _globals['_AGENTINFO_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_GETSTATSREQUEST']._serialized_start=44
-  _globals['_GETSTATSREQUEST']._serialized_end=61
-  _globals['_STATS']._serialized_start=64
-  _globals['_STATS']._serialized_end=835
-  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_start=784
-  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_end=835
-  _globals['_TUNING']._serialized_start=838
-  _globals['_TUNING']._serialized_end=1002
-  _globals['_TUNINGKNOB']._serialized_start=1004
-  _globals['_TUNINGKNOB']._serialized_end=1077
-  _globals['_TUNINGCHANGE']._serialized_start=1080
-  _globals['_TUNINGCHANGE']._serialized_end=1351
-  _globals['_HANDLERSTATS']._serialized_start=1353
-  _globals['_HANDLERSTATS']._serialized_end=1456
-  _globals['_CIRCUITSTATS']._serialized_start=1458
-  _globals['_CIRCUITSTATS']._serialized_end=1551
-  _globals['_QUARANTINE']._serialized_start=1553
-  _globals['_QUARANTINE']._serialized_end=1631
-  _globals['_CACHESTATS']._serialized_start=1634
-  _globals['_CACHESTATS']._serialized_end=1980
-  _globals['_CACHESTATS_HITSENTRY']._serialized_start=1887
-  _globals['_CACHESTATS_HITSENTRY']._serialized_end=1930
-  _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_start=1932
-  _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_end=1980
-  _globals['_RATEKEYSTATS']._serialized_start=1983
-  _globals['_RATEKEYSTATS']._serialized_end=2208
-  _globals['_LISTAGENTSREQUEST']._serialized_start=2210
-  _globals['_LISTAGENTSREQUEST']._serialized_end=2247
-  _globals['_AGENTINFO']._serialized_start=2250
-  _globals['_AGENTINFO']._serialized_end=2604
-  _globals['_AGENTINFO_LABELSENTRY']._serialized_start=2559
-  _globals['_AGENTINFO_LABELSENTRY']._serialized_end=2604
-  _globals['_AGENTLIST']._serialized_start=2606
-  _globals['_AGENTLIST']._serialized_end=2657
-  _globals['_DRAINAGENTREQUEST']._serialized_start=2659
-  _globals['_DRAINAGENTREQUEST']._serialized_end=2696
-  _globals['_DRAINAGENTRESPONSE']._serialized_start=2698
-  _globals['_DRAINAGENTRESPONSE']._serialized_end=2718
-  _globals['_ADMINSERVICE']._serialized_start=2721
-  _globals['_ADMINSERVICE']._serialized_end=2946
+  _globals['_LISTJOBSREQUEST']._serialized_start=74
+  _globals['_LISTJOBSREQUEST']._serialized_end=137
+  _globals['_JOBSUMMARY']._serialized_start=140
+  _globals['_JOBSUMMARY']._serialized_end=406
+  _globals['_JOBSUMMARY_TASKSBYSTATEENTRY']._serialized_start=355
+  _globals['_JOBSUMMARY_TASKSBYSTATEENTRY']._serialized_end=406
+  _globals['_JOBLIST']._serialized_start=408
+  _globals['_JOBLIST']._serialized_end=491
+  _globals['_GETJOBDETAILREQUEST']._serialized_start=493
+  _globals['_GETJOBDETAILREQUEST']._serialized_end=571
+  _globals['_ATTEMPTSPAN']._serialized_start=574
+  _globals['_ATTEMPTSPAN']._serialized_end=721
+  _globals['_TASKDETAIL']._serialized_start=724
+  _globals['_TASKDETAIL']._serialized_end=1104
+  _globals['_JOBDETAIL']._serialized_start=1107
+  _globals['_JOBDETAIL']._serialized_end=1257
+  _globals['_GETSTATSREQUEST']._serialized_start=1259
+  _globals['_GETSTATSREQUEST']._serialized_end=1276
+  _globals['_STATS']._serialized_start=1279
+  _globals['_STATS']._serialized_end=2050
+  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_start=1999
+  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_end=2050
+  _globals['_TUNING']._serialized_start=2053
+  _globals['_TUNING']._serialized_end=2217
+  _globals['_TUNINGKNOB']._serialized_start=2219
+  _globals['_TUNINGKNOB']._serialized_end=2292
+  _globals['_TUNINGCHANGE']._serialized_start=2295
+  _globals['_TUNINGCHANGE']._serialized_end=2566
+  _globals['_HANDLERSTATS']._serialized_start=2568
+  _globals['_HANDLERSTATS']._serialized_end=2671
+  _globals['_CIRCUITSTATS']._serialized_start=2673
+  _globals['_CIRCUITSTATS']._serialized_end=2766
+  _globals['_QUARANTINE']._serialized_start=2768
+  _globals['_QUARANTINE']._serialized_end=2846
+  _globals['_CACHESTATS']._serialized_start=2849
+  _globals['_CACHESTATS']._serialized_end=3195
+  _globals['_CACHESTATS_HITSENTRY']._serialized_start=3102
+  _globals['_CACHESTATS_HITSENTRY']._serialized_end=3145
+  _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_start=3147
+  _globals['_CACHESTATS_EVICTIONSENTRY']._serialized_end=3195
+  _globals['_RATEKEYSTATS']._serialized_start=3198
+  _globals['_RATEKEYSTATS']._serialized_end=3423
+  _globals['_LISTAGENTSREQUEST']._serialized_start=3425
+  _globals['_LISTAGENTSREQUEST']._serialized_end=3462
+  _globals['_AGENTINFO']._serialized_start=3465
+  _globals['_AGENTINFO']._serialized_end=3819
+  _globals['_AGENTINFO_LABELSENTRY']._serialized_start=3774
+  _globals['_AGENTINFO_LABELSENTRY']._serialized_end=3819
+  _globals['_AGENTLIST']._serialized_start=3821
+  _globals['_AGENTLIST']._serialized_end=3872
+  _globals['_DRAINAGENTREQUEST']._serialized_start=3874
+  _globals['_DRAINAGENTREQUEST']._serialized_end=3911
+  _globals['_DRAINAGENTRESPONSE']._serialized_start=3913
+  _globals['_DRAINAGENTRESPONSE']._serialized_end=3933
+  _globals['_ADMINSERVICE']._serialized_start=3936
+  _globals['_ADMINSERVICE']._serialized_end=4293
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from deerflow_protos import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -5,6 +6,133 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("limit", "cursor", "state")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    cursor: str
+    state: str
+    def __init__(self, limit: _Optional[int] = ..., cursor: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class JobSummary(_message.Message):
+    __slots__ = ("job_id", "name", "state", "total", "tasks_by_state", "submitted_at", "finished_at", "age_s", "tenant")
+    class TasksByStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TASKS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    state: str
+    total: int
+    tasks_by_state: _containers.ScalarMap[str, int]
+    submitted_at: float
+    finished_at: float
+    age_s: float
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., age_s: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class JobList(_message.Message):
+    __slots__ = ("jobs", "next_cursor", "held")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobSummary]
+    next_cursor: str
+    held: int
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobSummary, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., held: _Optional[int] = ...) -> None: ...
+
+class GetJobDetailRequest(_message.Message):
+    __slots__ = ("job_id", "task_limit", "task_offset")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TASK_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    task_limit: int
+    task_offset: int
+    def __init__(self, job_id: _Optional[str] = ..., task_limit: _Optional[int] = ..., task_offset: _Optional[int] = ...) -> None: ...
+
+class AttemptSpan(_message.Message):
+    __slots__ = ("attempt", "agent_id", "dispatched_at", "started_at", "ended_at", "outcome", "predicted_s")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_S_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    agent_id: str
+    dispatched_at: float
+    started_at: float
+    ended_at: float
+    outcome: str
+    predicted_s: float
+    def __init__(self, attempt: _Optional[int] = ..., agent_id: _Optional[str] = ..., dispatched_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., outcome: _Optional[str] = ..., predicted_s: _Optional[float] = ...) -> None: ...
+
+class TaskDetail(_message.Message):
+    __slots__ = ("task_id", "handler", "state", "attempts", "agent_id", "depends_on", "predicted_s", "actual_s", "cache_layer", "trace_id", "started_at", "finished_at", "error", "spans", "events", "events_dropped")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    HANDLER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_S_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_S_FIELD_NUMBER: _ClassVar[int]
+    CACHE_LAYER_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    handler: str
+    state: str
+    attempts: int
+    agent_id: str
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    predicted_s: float
+    actual_s: float
+    cache_layer: str
+    trace_id: str
+    started_at: float
+    finished_at: float
+    error: _common_pb2.TaskError
+    spans: _containers.RepeatedCompositeFieldContainer[AttemptSpan]
+    events: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskEvent]
+    events_dropped: int
+    def __init__(self, task_id: _Optional[str] = ..., handler: _Optional[str] = ..., state: _Optional[str] = ..., attempts: _Optional[int] = ..., agent_id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., predicted_s: _Optional[float] = ..., actual_s: _Optional[float] = ..., cache_layer: _Optional[str] = ..., trace_id: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., spans: _Optional[_Iterable[_Union[AttemptSpan, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[_common_pb2.TaskEvent, _Mapping]]] = ..., events_dropped: _Optional[int] = ...) -> None: ...
+
+class JobDetail(_message.Message):
+    __slots__ = ("job", "tasks", "task_offset", "next_task_offset", "note")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    TASK_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    job: JobSummary
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskDetail]
+    task_offset: int
+    next_task_offset: int
+    note: str
+    def __init__(self, job: _Optional[_Union[JobSummary, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskDetail, _Mapping]]] = ..., task_offset: _Optional[int] = ..., next_task_offset: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()

@@ -49,6 +49,16 @@ class AdminServiceStub:
                 request_serializer=deerflow__protos_dot_admin__pb2.DrainAgentRequest.SerializeToString,
                 response_deserializer=deerflow__protos_dot_admin__pb2.DrainAgentResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/deerflow.v1.AdminService/ListJobs',
+                request_serializer=deerflow__protos_dot_admin__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=deerflow__protos_dot_admin__pb2.JobList.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/deerflow.v1.AdminService/GetJob',
+                request_serializer=deerflow__protos_dot_admin__pb2.GetJobDetailRequest.SerializeToString,
+                response_deserializer=deerflow__protos_dot_admin__pb2.JobDetail.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -74,6 +84,24 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """The jobs this controller still holds (running, or finished within their retention), newest
+        first, a page at a time. With authentication a user token lists its own tenant's jobs, an
+        admin token every tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """One job with its tasks (a page of them for a huge job), each task with its attempts and
+        events. NOT_FOUND for a job never submitted, forgotten, or another tenant's (the same
+        sentence, as JobService.GetJob answers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +119,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DrainAgent,
                     request_deserializer=deerflow__protos_dot_admin__pb2.DrainAgentRequest.FromString,
                     response_serializer=deerflow__protos_dot_admin__pb2.DrainAgentResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=deerflow__protos_dot_admin__pb2.ListJobsRequest.FromString,
+                    response_serializer=deerflow__protos_dot_admin__pb2.JobList.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=deerflow__protos_dot_admin__pb2.GetJobDetailRequest.FromString,
+                    response_serializer=deerflow__protos_dot_admin__pb2.JobDetail.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +212,60 @@ class AdminService:
             '/deerflow.v1.AdminService/DrainAgent',
             deerflow__protos_dot_admin__pb2.DrainAgentRequest.SerializeToString,
             deerflow__protos_dot_admin__pb2.DrainAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deerflow.v1.AdminService/ListJobs',
+            deerflow__protos_dot_admin__pb2.ListJobsRequest.SerializeToString,
+            deerflow__protos_dot_admin__pb2.JobList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deerflow.v1.AdminService/GetJob',
+            deerflow__protos_dot_admin__pb2.GetJobDetailRequest.SerializeToString,
+            deerflow__protos_dot_admin__pb2.JobDetail.FromString,
             options,
             channel_credentials,
             insecure,

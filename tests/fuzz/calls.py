@@ -27,6 +27,8 @@ UNARY = [
     ADMIN + "GetStats",
     ADMIN + "ListAgents",
     ADMIN + "DrainAgent",
+    ADMIN + "ListJobs",
+    ADMIN + "GetJob",
 ]
 SERVER_STREAMS = [JOBS + "WatchJob", AGENTS + "FetchInput"]
 BIDI_STREAMS = [AGENTS + "Connect"]

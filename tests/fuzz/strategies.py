@@ -219,6 +219,15 @@ drain_requests = st.builds(
     admin_pb2.DrainAgentRequest, agent_id=names.filter(lambda n: n != AGENT_ID)
 )
 list_agents_requests = st.builds(admin_pb2.ListAgentsRequest, wait_for=int32s)
+list_jobs_requests = st.builds(
+    admin_pb2.ListJobsRequest,
+    limit=int32s,
+    cursor=st.one_of(names, st.builds(lambda f, n: f"{f!r}:{n}", floats, names)),
+    state=st.one_of(st.sampled_from(["", "RUNNING", "failed", "SUCCEEDED"]), names),
+)
+job_detail_requests = st.builds(
+    admin_pb2.GetJobDetailRequest, job_id=names, task_limit=int32s, task_offset=int32s
+)
 
 # ----------------------------------------------------------------------------- AgentService
 

@@ -29,7 +29,9 @@ from .strategies import (
     get_job_requests,
     get_task_requests,
     huge_job,
+    job_detail_requests,
     list_agents_requests,
+    list_jobs_requests,
     submit_requests,
     watch_requests,
 )
@@ -161,9 +163,11 @@ def test_watch_cancel_and_get_answer_every_request_with_a_status(
 
 @settings(FUZZ, max_examples=60)
 @given(
-    kind=st.sampled_from(["GetStats", "ListAgents", "DrainAgent"]),
+    kind=st.sampled_from(["GetStats", "ListAgents", "DrainAgent", "ListJobs", "GetJob"]),
     drain=drain_requests,
     list_agents=list_agents_requests,
+    list_jobs=list_jobs_requests,
+    job_detail=job_detail_requests,
 )
 def test_admin_calls_answer_every_request_with_a_status(
     target: FuzzTarget,
@@ -172,6 +176,8 @@ def test_admin_calls_answer_every_request_with_a_status(
     kind: str,
     drain: admin_pb2.DrainAgentRequest,
     list_agents: admin_pb2.ListAgentsRequest,
+    list_jobs: admin_pb2.ListJobsRequest,
+    job_detail: admin_pb2.GetJobDetailRequest,
 ) -> None:
     if kind == "ListAgents" and list_agents.wait_for > 1:
         # Documented to block until that many agents are connected or the deadline passes.
@@ -184,6 +190,8 @@ def test_admin_calls_answer_every_request_with_a_status(
             "GetStats": admin_pb2.GetStatsRequest(),
             "ListAgents": list_agents,
             "DrainAgent": drain,
+            "ListJobs": list_jobs,
+            "GetJob": job_detail,
         }[kind]
         calls.unary(ch, ADMIN + kind, request.SerializeToString())
     inputs.n += 1

@@ -381,6 +381,54 @@ class AsyncClient:
         )
         return list(reply.agents)
 
+    async def list_jobs(
+        self,
+        *,
+        limit: int = 0,
+        cursor: str = "",
+        state: str = "",
+        timeout_s: float | None = None,
+    ) -> admin_pb2.JobList:
+        """A page of the jobs the controller holds, newest first (``limit`` 0 = 50, at most
+        500); pass ``next_cursor`` back as ``cursor`` for the next page. ``state``: "" or one
+        of RUNNING, SUCCEEDED, FAILED, CANCELLED. A user token lists its tenant's jobs only."""
+        deadline = self._deadline(timeout_s)
+        reply: admin_pb2.JobList = await self._unary(
+            lambda: self._admin.ListJobs(
+                admin_pb2.ListJobsRequest(limit=limit, cursor=cursor, state=state),
+                timeout=self._remaining(deadline),
+                metadata=self._auth,
+            ),
+            timeout_s,
+            retry=True,
+        )
+        return reply
+
+    async def job_detail(
+        self,
+        job_id: str,
+        *,
+        task_limit: int = 0,
+        task_offset: int = 0,
+        timeout_s: float | None = None,
+    ) -> admin_pb2.JobDetail:
+        """One job with a page of its tasks (``task_limit`` 0 = 500, at most 2000), each with
+        its attempts and events; ``next_task_offset`` is the next page's ``task_offset``.
+        Raises NotFoundError for a job not held here (or another tenant's)."""
+        deadline = self._deadline(timeout_s)
+        reply: admin_pb2.JobDetail = await self._unary(
+            lambda: self._admin.GetJob(
+                admin_pb2.GetJobDetailRequest(
+                    job_id=job_id, task_limit=task_limit, task_offset=task_offset
+                ),
+                timeout=self._remaining(deadline),
+                metadata=self._auth,
+            ),
+            timeout_s,
+            retry=True,
+        )
+        return reply
+
     async def drain_agent(self, agent_id: str, *, timeout_s: float | None = None) -> None:
         try:
             await self._admin.DrainAgent(

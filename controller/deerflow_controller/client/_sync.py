@@ -138,6 +138,32 @@ class Client:
     ) -> list[admin_pb2.AgentInfo]:
         return self._call(self._async.agents(wait_for=wait_for, timeout_s=timeout_s))
 
+    def list_jobs(
+        self,
+        *,
+        limit: int = 0,
+        cursor: str = "",
+        state: str = "",
+        timeout_s: float | None = None,
+    ) -> admin_pb2.JobList:
+        return self._call(
+            self._async.list_jobs(limit=limit, cursor=cursor, state=state, timeout_s=timeout_s)
+        )
+
+    def job_detail(
+        self,
+        job_id: str,
+        *,
+        task_limit: int = 0,
+        task_offset: int = 0,
+        timeout_s: float | None = None,
+    ) -> admin_pb2.JobDetail:
+        return self._call(
+            self._async.job_detail(
+                job_id, task_limit=task_limit, task_offset=task_offset, timeout_s=timeout_s
+            )
+        )
+
     def drain_agent(self, agent_id: str, *, timeout_s: float | None = None) -> None:
         self._call(self._async.drain_agent(agent_id, timeout_s=timeout_s))
 

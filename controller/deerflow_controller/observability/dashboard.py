@@ -60,6 +60,7 @@ PAGE = """<!doctype html>
   <span class="meta">up <b id="uptime">&ndash;</b></span>
   <span id="serving" class="badge">&ndash;</span>
   <span id="tracing" class="badge">tracing</span>
+  <a id="to-jobs" class="meta" href="jobs">jobs</a>
   <span class="meta" id="updated">connecting&hellip;</span>
 </header>
 <main>
@@ -247,6 +248,7 @@ function render(s) {
 }
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const auth = token ? {Authorization: "Bearer " + token} : {};
+if (token) $("to-jobs").href = "jobs#" + new URLSearchParams({token: token}).toString();
 async function poll() {
   try {
     const r = await fetch("api/stats", {cache: "no-store", headers: auth});

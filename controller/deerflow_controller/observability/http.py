@@ -2,6 +2,9 @@
 
 - ``GET /`` the live dashboard; ``GET /api/stats`` the JSON it polls (also what ``deerflow top``
   reads);
+- ``GET /jobs`` the jobs pages (``/jobs#job=ID`` one job); ``GET /api/jobs`` (``limit``,
+  ``cursor``, ``state``) and ``GET /api/job?id=ID`` (``task_limit``, ``task_offset``) the JSON
+  they read: the admin API's ``ListJobs`` and ``GetJob`` answers (``service/job_views.py``);
 - ``GET /metrics`` Prometheus text exposition;
 - ``GET /healthz`` 200 while the process and its event loop answer (liveness);
 - ``GET /readyz`` 200 while the controller serves its gRPC API and is not draining, else 503
@@ -9,8 +12,10 @@
   accept jobs, so they are reported but do not decide it).
 
 With ``--auth-file`` (``Observability.credentials``), ``/api/stats`` needs an admin token and
-``/metrics`` a token of any role (``metrics`` included), as ``Authorization: Bearer <token>``;
-without one the answer is 401, with a token lacking the role 403. ``/healthz``, ``/readyz`` and
+``/metrics`` a token of any role (``metrics`` included), ``/api/jobs`` and ``/api/job`` a user or
+admin token (a user sees its own tenant's jobs, another tenant's job is 404 as one that does not
+exist), as ``Authorization: Bearer <token>``; without one the answer is 401, with a token lacking
+the role 403. ``/healthz``, ``/readyz`` and
 the dashboard's page (static HTML, no data: it sends the token given in its URL's fragment,
 ``/#token=...``, to ``/api/stats``) stay open.
 
@@ -30,9 +35,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
 from deerflow_common.prometheus import CONTENT_TYPE
+from deerflow_controller.jobs_cli import as_dict
 from deerflow_controller.observability.dashboard import PAGE
+from deerflow_controller.observability.jobs_page import JOBS_PAGE
 from deerflow_controller.service.auth import bearer
-from deerflow_controller.service.credentials import Role
+from deerflow_controller.service.credentials import Principal, Role
+from deerflow_controller.service.job_service import no_job, visible
+from deerflow_controller.service.job_views import ViewRefused, job_detail, list_jobs
 
 if TYPE_CHECKING:
     from deerflow_controller.observability import Observability
@@ -45,6 +54,21 @@ def _json(data: object, status: int = 200) -> web.Response:
         content_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
+
+
+def _principal(request: web.Request) -> Principal | None:
+    """Who asked (set by the auth middleware); None when authentication is off."""
+    who = request.get("principal")
+    return who if isinstance(who, Principal) else None
+
+
+def _int(query: Any, name: str) -> int:
+    """A query parameter as an int (0 when absent); ViewRefused for one that is not."""
+    text = query.get(name, "")
+    try:
+        return int(text) if text else 0
+    except ValueError:
+        raise ViewRefused(f"{name} must be an integer, not {text[:32]!r}") from None
 
 
 class _RequestErrorLog(logging.LoggerAdapter[logging.Logger]):
@@ -78,7 +102,9 @@ class _RequestErrorLog(logging.LoggerAdapter[logging.Logger]):
 
 
 _NEEDS_ADMIN = frozenset({"/api/stats"})
-_NEEDS_TOKEN = frozenset({"/api/stats", "/metrics"})
+_NEEDS_CLIENT = frozenset({"/api/jobs", "/api/job"})
+"""Tenant-scoped: a user or admin token (not a metrics one)."""
+_NEEDS_TOKEN = frozenset({"/api/stats", "/metrics"}) | _NEEDS_CLIENT
 
 
 class HttpServer:
@@ -90,6 +116,9 @@ class HttpServer:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/", self.dashboard)
         app.router.add_get("/api/stats", self.stats)
+        app.router.add_get("/jobs", self.jobs_page)
+        app.router.add_get("/api/jobs", self.jobs)
+        app.router.add_get("/api/job", self.job)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -121,6 +150,13 @@ class HttpServer:
                 status=403,
                 headers={"Cache-Control": "no-store"},
             )
+        if path in _NEEDS_CLIENT and who.role is Role.METRICS:
+            return web.json_response(
+                {"error": f"{path} shows jobs: it needs a user or admin token, not a metrics one"},
+                status=403,
+                headers={"Cache-Control": "no-store"},
+            )
+        request["principal"] = who
         response = await handler(request)
         return response
 
@@ -144,6 +180,38 @@ class HttpServer:
 
     async def stats(self, request: web.Request) -> web.Response:
         return _json(self.obs.snapshot())
+
+    async def jobs_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=JOBS_PAGE, content_type="text/html", charset="utf-8")
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        shell = self.obs.shell
+        q = request.query
+        try:
+            page = list_jobs(
+                shell.scheduler.jobs.values(),
+                _principal(request),
+                shell.clock(),
+                _int(q, "limit"),
+                q.get("cursor", ""),
+                q.get("state", ""),
+            )
+        except ViewRefused as e:
+            return _json({"error": str(e)}, 400)
+        return _json(as_dict(page))
+
+    async def job(self, request: web.Request) -> web.Response:
+        shell = self.obs.shell
+        q = request.query
+        job_id = q.get("id", "")
+        job = shell.job(job_id)
+        if job is None or not visible(job, _principal(request)):
+            return _json({"error": no_job(shell, job_id)}, 404)
+        try:
+            detail = job_detail(job, shell.clock(), _int(q, "task_limit"), _int(q, "task_offset"))
+        except ViewRefused as e:
+            return _json({"error": str(e)}, 400)
+        return _json(as_dict(detail))
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -11,7 +11,8 @@ from deerflow_controller.core.predictor import Features
 from deerflow_controller.core.summaries import cache_summary, circuit_summary, quarantine_summary
 from deerflow_controller.core.validation import quote
 from deerflow_controller.service.auth import principal
-from deerflow_controller.service.job_service import job_tenant
+from deerflow_controller.service.job_service import job_tenant, no_job, visible
+from deerflow_controller.service.job_views import ViewRefused, job_detail, list_jobs
 from deerflow_controller.service.shell import Shell
 from deerflow_controller.service.tuner_loop import TunerLoop
 from deerflow_protos import admin_pb2, admin_pb2_grpc
@@ -220,3 +221,35 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
                 f"no agent {quote(request.agent_id)} is connected (connected: {known})",
             )
         return admin_pb2.DrainAgentResponse()
+
+    async def ListJobs(
+        self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.JobList:
+        shell = self.shell
+        try:
+            return list_jobs(
+                shell.scheduler.jobs.values(),
+                principal(),
+                shell.clock(),
+                request.limit,
+                request.cursor,
+                request.state,
+            )
+        except ViewRefused as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("unreachable") from None
+
+    async def GetJob(
+        self, request: admin_pb2.GetJobDetailRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.JobDetail:
+        shell = self.shell
+        job = shell.job(request.job_id)
+        if job is None or not visible(job, principal()):
+            # Another tenant's job is answered exactly as one that does not exist (job_service).
+            await context.abort(grpc.StatusCode.NOT_FOUND, no_job(shell, request.job_id))
+            raise AssertionError("unreachable")
+        try:
+            return job_detail(job, shell.clock(), request.task_limit, request.task_offset)
+        except ViewRefused as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("unreachable") from None

@@ -9,9 +9,9 @@ With ``--auth-file`` (``service.credentials``) every call is checked before a se
   token>`` metadata, or, when mutual TLS is on, a verified client-certificate identity listed
   in an ``[[agent]]`` entry's ``identity`` (read by the ``peer_identity`` hook, given by the TLS
   set-up);
-- ``AdminService``: ``GetStats`` and ``ListAgents`` for any client token (a user's GetStats is
-  its own tenant's view), anything else (``DrainAgent``, and whatever is added later) only for
-  ``admin``;
+- ``AdminService``: ``GetStats``, ``ListAgents``, ``ListJobs`` and ``GetJob`` for any client
+  token (a user's GetStats, ListJobs and GetJob see its own tenant's jobs only), anything else
+  (``DrainAgent``, and whatever is added later) only for ``admin``;
 - health checking and reflection stay open (load balancers, grpcurl).
 
 Missing or wrong credentials: UNAUTHENTICATED with one sentence; a valid token without the role:
@@ -46,7 +46,9 @@ one (or without mutual TLS)."""
 _JOBS = "/deerflow.v1.JobService/"
 _AGENTS = "/deerflow.v1.AgentService/"
 _ADMIN = "/deerflow.v1.AdminService/"
-_ADMIN_READS = frozenset({_ADMIN + "GetStats", _ADMIN + "ListAgents"})
+_ADMIN_READS = frozenset(
+    {_ADMIN + "GetStats", _ADMIN + "ListAgents", _ADMIN + "ListJobs", _ADMIN + "GetJob"}
+)
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "deerflow_principal", default=None

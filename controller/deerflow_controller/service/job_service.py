@@ -244,14 +244,18 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         job = self.shell.job(job_id)
         if job is None or not visible(job, principal()):
             # Another tenant's job is answered exactly as one that does not exist.
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"no job {quote(job_id)}: it was never submitted here, or it finished more than "
-                f"{self.shell.config.scheduler.job_retention_s:g} s ago and was forgotten (sooner "
-                "when finished jobs' outputs go over --max-output-bytes)",
-            )
+            await context.abort(grpc.StatusCode.NOT_FOUND, no_job(self.shell, job_id))
             raise AssertionError("unreachable")
         return job
+
+
+def no_job(shell: Shell, job_id: str) -> str:
+    """The one sentence for a job that is not here, or is another tenant's."""
+    return (
+        f"no job {quote(job_id)}: it was never submitted here, or it finished more than "
+        f"{shell.config.scheduler.job_retention_s:g} s ago and was forgotten (sooner "
+        "when finished jobs' outputs go over --max-output-bytes)"
+    )
 
 
 def job_tenant(job: Job) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from deerflow_agent import HandlerError, HandlerResult, TaskContext, handler
+from deerflow_agent import FatalError, HandlerError, HandlerResult, TaskContext, handler
 
 
 @handler("flaky")
@@ -34,3 +34,9 @@ async def careless(ctx: TaskContext, payload: bytes) -> bytes:
     doc = json.loads(payload)
     ctx.logger.warning("careless got %s", doc)
     raise ValueError(f"careless cannot handle {doc}")
+
+
+@handler("refuses")
+async def refuses(ctx: TaskContext, payload: bytes) -> bytes:
+    """Fails at once and for good, saying why (a provider refusing the request)."""
+    raise FatalError(f"the provider refused {payload.decode(errors='replace')!r}: quota exhausted")
