@@ -67,15 +67,19 @@ class Client:
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+    def _iterate(self, batches: AsyncIterator[list[T]]) -> Iterator[T]:
+        """Yield the items of an async iterator of lists, one thread crossing per list (a
+        WatchJob message's worth), not per item: a crossing costs about as much as the rest
+        of an item's handling in the SDK."""
         try:
             while True:
                 try:
-                    yield self._call(_anext(agen))
+                    batch = self._call(_anext(batches))
                 except StopAsyncIteration:
                     return
+                yield from batch
         finally:
-            aclose = getattr(agen, "aclose", None)
+            aclose = getattr(batches, "aclose", None)
             if aclose is not None and not self._loop.is_closed():
                 self._call(aclose())
 
@@ -100,11 +104,11 @@ class Client:
         self, job_id: str, *, terminal_only: bool = False, timeout_s: float | None = None
     ) -> Iterator[TaskEvent]:
         return self._iterate(
-            self._async.events(job_id, terminal_only=terminal_only, timeout_s=timeout_s)
+            self._async.event_batches(job_id, terminal_only=terminal_only, timeout_s=timeout_s)
         )
 
     def results(self, job_id: str, *, timeout_s: float | None = None) -> Iterator[TaskResult]:
-        return self._iterate(self._async.results(job_id, timeout_s=timeout_s))
+        return self._iterate(self._async.result_batches(job_id, timeout_s=timeout_s))
 
     def result(self, job_id: str, task_id: str, *, timeout_s: float | None = None) -> TaskResult:
         return self._call(self._async.result(job_id, task_id, timeout_s=timeout_s))
