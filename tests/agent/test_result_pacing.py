@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from deerflow_agent import Attempt, Handler, Outcome, Runtime, TaskContext
-from deerflow_agent import _stream
+from deerflow_agent import Attempt, Handler, Outcome, Runtime, TaskContext, _stream
 from deerflow_agent._session import Agent
 from deerflow_agent._stream import Results, Stream
 from deerflow_protos import agent_pb2
