@@ -31,7 +31,7 @@ class Client:
         token: str | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="deerflow-client", daemon=True
         )
@@ -174,3 +174,13 @@ async def _make_client(
 
 async def _anext(agen: AsyncIterator[T]) -> T:
     return await agen.__anext__()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (as ``deerflow_common.run`` uses for the async
+    clients), else asyncio's: the private loop runs the same grpc.aio code as an AsyncClient."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
