@@ -57,7 +57,7 @@ async def _writes(call: FakeCall, n: int) -> None:
 @pytest.mark.usefixtures("paced")
 async def test_an_urgent_result_ends_the_writers_pause_and_takes_queued_ones_along() -> None:
     call = FakeCall()
-    stream = Stream(call, "addr", agent_pb2.Welcome(epoch=1))  # type: ignore[arg-type]
+    stream = Stream(call, "addr", agent_pb2.Welcome(epoch=1))
     writer = asyncio.create_task(stream.write_loop())
     try:
         stream.send(Results([_outcome("t1")]))
@@ -78,7 +78,7 @@ async def test_an_urgent_result_ends_the_writers_pause_and_takes_queued_ones_alo
 @pytest.mark.usefixtures("paced")
 async def test_an_urgent_result_queued_while_the_writer_sleeps_is_not_paced() -> None:
     call = FakeCall()
-    stream = Stream(call, "addr", agent_pb2.Welcome(epoch=1))  # type: ignore[arg-type]
+    stream = Stream(call, "addr", agent_pb2.Welcome(epoch=1))
     writer = asyncio.create_task(stream.write_loop())
     try:
         stream.send(Results([_outcome("t1")]))

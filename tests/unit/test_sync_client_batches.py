@@ -3,7 +3,7 @@ in order, each task id once, one crossing per message (not per item)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -83,4 +83,5 @@ def test_breaking_out_early_closes_the_stream(client: tuple[Client, list[int]]) 
     c, _ = client
     it = c.results("j")
     assert next(it).task_id == "t0"
+    assert isinstance(it, Generator)
     it.close()  # aclose on the loop; no thread or generator left behind
