@@ -101,6 +101,8 @@ async def sdk(
     tasks: int, agents: int, slots: int, threads: int, job_size: int, rounds: int
 ) -> dict[str, Any]:
     rates: dict[str, list[float]] = {m: [] for m in MODES}
+    # CPU of this process (every thread) per task: the SDK's cost, plus building the Tasks.
+    cpu_us: dict[str, list[float]] = {m: [] for m in MODES}
     async with (
         Cluster(agents, agent_args=["--slots", str(slots)]) as cluster,
         AsyncClient(cluster.address, timeout_s=120) as aclient,
@@ -112,6 +114,7 @@ async def sdk(
             for r in range(rounds):
                 for mode in MODES:
                     tag = f"r{r}-{mode}"
+                    cpu = time.process_time()
                     if mode == "async":
                         s = await _async_one_job(aclient, tasks, tag)
                     elif mode == "sync":
@@ -123,6 +126,7 @@ async def sdk(
                             _sync_threads, sclient, tasks, job_size, threads, tag
                         )
                     rates[mode].append(round(tasks / s, 1))
+                    cpu_us[mode].append(round((time.process_time() - cpu) / tasks * 1e6, 1))
         finally:
             await asyncio.to_thread(sclient.close)
     medians = {m: round(statistics.median(v), 1) for m, v in rates.items()}
@@ -137,6 +141,7 @@ async def sdk(
             medians["sync-threads"] / medians["async-concurrent"], 3
         ),
         "sync_threads_over_async": round(medians["sync-threads"] / medians["async"], 3),
+        "client_cpu_us_per_task": cpu_us,
         "threads": threads,
         "job_size": job_size,
         "agents": agents,
