@@ -1,5 +1,6 @@
 """The blocking client hands results and events across threads a WatchJob message at a time:
-in order, each task id once, one crossing per message (not per item)."""
+in order, each task id once, one crossing per message (not per item). The controller is a fake
+WatchJob stub replaying fixed messages; crossings are counted at ``Client._call``."""
 
 from __future__ import annotations
 
@@ -9,30 +10,55 @@ from typing import Any, TypeVar
 import pytest
 
 from deerflow_controller.client import Client
-from deerflow_controller.client._types import TaskEvent
+from deerflow_protos import client_pb2, common_pb2
 
 T = TypeVar("T")
 
 
-def _event(task_id: str, seq: int, state: str = "SUCCEEDED") -> TaskEvent:
-    return TaskEvent(
-        job_id="j",
-        task_id=task_id,
-        state=state,
-        seq=seq,
-        attempt=1,
-        agent_id="a",
-        time=0.0,
-        output=task_id.encode(),
+def _event(
+    task_id: str, seq: int, state: common_pb2.TaskState = common_pb2.SUCCEEDED
+) -> common_pb2.TaskEvent:
+    return common_pb2.TaskEvent(
+        job_id="j", task_id=task_id, state=state, seq=seq, attempt=1, agent_id="a", output=b"x"
     )
 
 
-# Three WatchJob messages; the last replays t1 (as after a failover, a new leader's log).
+# Three WatchJob messages; the last replays t1 (as a new leader's log does after a failover).
 MESSAGES = [
     [_event(f"t{i}", i + 1) for i in range(50)],
-    [_event("t50", 51, "RUNNING"), _event("t50", 52), _event("t51", 53, "FAILED")],
+    [
+        _event("t50", 51, common_pb2.RUNNING),
+        _event("t50", 52),
+        _event("t51", 53, common_pb2.FAILED),
+    ],
     [_event("t1", 1), _event("t52", 54)],
 ]
+
+
+class FakeWatch:
+    """What ``JobServiceStub.WatchJob`` returns: initial metadata, then the messages."""
+
+    def __init__(self, terminal_only: bool) -> None:
+        self.terminal_only = terminal_only
+
+    async def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def __aiter__(self) -> AsyncIterator[common_pb2.TaskEventBatch]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[common_pb2.TaskEventBatch]:
+        for message in MESSAGES:
+            events = [e for e in message if e.state != common_pb2.RUNNING or not self.terminal_only]
+            yield common_pb2.TaskEventBatch(events=events)
+
+    def cancel(self) -> bool:
+        return True
+
+
+class FakeStub:
+    def WatchJob(self, request: Any, **_: Any) -> FakeWatch:
+        return FakeWatch(request.filter == client_pb2.TERMINAL)
 
 
 @pytest.fixture
@@ -45,11 +71,7 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Client, list[int]]
             crossings[0] += 1
             return real_call(coro)
 
-        async def event_batches(job_id: str, **_: Any) -> AsyncIterator[list[TaskEvent]]:
-            for message in MESSAGES:
-                yield list(message)
-
-        monkeypatch.setattr(c._async, "event_batches", event_batches)
+        monkeypatch.setattr(c._async, "_jobs", FakeStub())
         monkeypatch.setattr(c, "_call", counting_call)
         yield c, crossings
 
