@@ -535,6 +535,14 @@ class Agent:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def results_urgent(self) -> bool:
+        """Whether results flushed now skip the stream's write interval: when nothing waits in
+        this agent's queue, a freed slot stays idle until the controller hears of the result
+        (a lone result, the last of a job, every result of a one-slot agent), so holding it
+        back costs a round trip's worth of throughput. While attempts are queued the slots
+        refill locally and results keep sharing messages at the paced rate."""
+        return self.runtime.queued == 0
+
     def _flush(self) -> None:
         """Send what finished since the last flush, and what started before the last flush and
         is still running: at most one ResultBatch and one StartedBatch.
@@ -560,7 +568,7 @@ class Agent:
             stream.send(Started(aging))
         if results:
             self._results = []
-            if not stream.send(Results(results)):
+            if not stream.send(Results(results), urgent=self.results_urgent()):
                 self._results[:0] = results
         if self._progress:
             progress, self._progress = self._progress, {}

@@ -81,12 +81,23 @@ class Stream:
         self.close_sent = False
         self._wakeup = asyncio.Event()
         self._last_write = -1.0  # loop time of the last write
+        self._urgent = False  # a queued entry must not wait out the write interval
+        self._pause: asyncio.Future[None] | None = None  # the writer's pause, while it lasts
 
-    def send(self, entry: Entry) -> bool:
-        """Queue a message; False once the stream is closing (the caller keeps what it sent)."""
+    def send(self, entry: Entry, *, urgent: bool = False) -> bool:
+        """Queue a message; False once the stream is closing (the caller keeps what it sent).
+
+        ``urgent``: write it without waiting out the write interval (and end a pause the
+        writer is in): for results the controller is waiting on to refill the agent (see
+        ``Session._flush``). Everything queued before it goes in the same write."""
         if self.closing:
             return False
         self.outbox.append(entry)
+        if urgent:
+            self._urgent = True
+            pause = self._pause
+            if pause is not None and not pause.done():
+                pause.set_result(None)
         self._wakeup.set()
         return True
 
@@ -116,8 +127,8 @@ class Stream:
                 await self._wakeup.wait()
                 loop = asyncio.get_running_loop()
                 pause = self._last_write + _MIN_WRITE_INTERVAL_S - loop.time()
-                if pause > 0:
-                    await asyncio.sleep(pause)
+                if pause > 0 and not self._urgent:
+                    await self._paused(loop, pause)
                 else:
                     for _ in range(_LINGER_TURNS):
                         await asyncio.sleep(0)
@@ -130,9 +141,21 @@ class Stream:
                     outbox.popleft()
                     entry = Started(entry.items + head.items)
             self.in_flight = entry
+            if not outbox:
+                self._urgent = False
             await write(build_message(entry))
             self.in_flight = None
             self._last_write = asyncio.get_running_loop().time()
+
+    async def _paused(self, loop: asyncio.AbstractEventLoop, pause: float) -> None:
+        """Sleep ``pause`` seconds, or less when an urgent entry is queued meanwhile."""
+        self._pause = fut = loop.create_future()
+        timer = loop.call_later(pause, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._pause = None
 
     def _merge_results(self, first: Results) -> Results:
         """Join result batches queued behind ``first`` while within the size budget, or split
@@ -214,3 +237,8 @@ def draining_message(keys: list[AttemptKey]) -> agent_pb2.AgentMessage:
     for job_id, task_id, attempt in keys:
         add_ref(job_id=job_id, task_id=task_id, attempt=attempt)
     return msg
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -246,6 +246,28 @@ class AsyncClient:
         so no event is delivered twice and none is skipped. After a failover the new leader's log
         restarts (its seq numbers belong to another epoch): it is replayed from the start, so
         events of a task may repeat; :meth:`results` delivers each task id once regardless."""
+        async for batch in self.event_batches(
+            job_id,
+            terminal_only=terminal_only,
+            after_seq=after_seq,
+            timeout_s=timeout_s,
+            reconnect=reconnect,
+        ):
+            for ev in batch:
+                yield ev
+
+    async def event_batches(
+        self,
+        job_id: str,
+        *,
+        terminal_only: bool = False,
+        after_seq: int = 0,
+        timeout_s: float | None = None,
+        reconnect: bool = True,
+    ) -> AsyncIterator[list[TaskEvent]]:
+        """:meth:`events` a message at a time: each list holds the events of one WatchJob
+        message (every event the controller had ready), in order, never empty. What the
+        blocking :class:`Client` hands across threads, one crossing per list."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         flt = client_pb2.TERMINAL if terminal_only else client_pb2.ALL
@@ -265,9 +287,9 @@ class AsyncClient:
                     epoch = served_epoch
                 async for batch in call:
                     pauses.reset()
-                    for ev in batch.events:
-                        after_seq = ev.seq
-                        yield TaskEvent.from_proto(ev)
+                    if batch.events:
+                        after_seq = batch.events[-1].seq
+                        yield [TaskEvent.from_proto(ev) for ev in batch.events]
                 return
             except grpc.aio.AioRpcError as e:
                 if not reconnect or e.code() not in _RESUMABLE:
@@ -284,11 +306,23 @@ class AsyncClient:
         self, job_id: str, *, timeout_s: float | None = None
     ) -> AsyncIterator[TaskResult]:
         """Yield each task's terminal result as it completes, exactly once per task id."""
+        async for batch in self.result_batches(job_id, timeout_s=timeout_s):
+            for r in batch:
+                yield r
+
+    async def result_batches(
+        self, job_id: str, *, timeout_s: float | None = None
+    ) -> AsyncIterator[list[TaskResult]]:
+        """:meth:`results` a message at a time (each list in order, never empty)."""
         seen: set[str] = set()
-        async for ev in self.events(job_id, terminal_only=True, timeout_s=timeout_s):
-            if ev.terminal and ev.task_id not in seen:
-                seen.add(ev.task_id)
-                yield TaskResult.from_event(ev)
+        async for events in self.event_batches(job_id, terminal_only=True, timeout_s=timeout_s):
+            batch = []
+            for ev in events:
+                if ev.terminal and ev.task_id not in seen:
+                    seen.add(ev.task_id)
+                    batch.append(TaskResult.from_event(ev))
+            if batch:
+                yield batch
 
     async def result(
         self, job_id: str, task_id: str, *, timeout_s: float | None = None
@@ -301,7 +335,11 @@ class AsyncClient:
 
     async def wait(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, TaskResult]:
         """Wait for the whole job; return every task's result keyed by task id."""
-        return {r.task_id: r async for r in self.results(job_id, timeout_s=timeout_s)}
+        return {
+            r.task_id: r
+            async for batch in self.result_batches(job_id, timeout_s=timeout_s)
+            for r in batch
+        }
 
     async def cancel(
         self,

@@ -31,7 +31,7 @@ class Client:
         token: str | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="deerflow-client", daemon=True
         )
@@ -67,15 +67,19 @@ class Client:
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+    def _iterate(self, batches: AsyncIterator[list[T]]) -> Iterator[T]:
+        """Yield the items of an async iterator of lists, one thread crossing per list (a
+        WatchJob message's worth), not per item: a crossing costs about as much as the rest
+        of an item's handling in the SDK."""
         try:
             while True:
                 try:
-                    yield self._call(_anext(agen))
+                    batch = self._call(_anext(batches))
                 except StopAsyncIteration:
                     return
+                yield from batch
         finally:
-            aclose = getattr(agen, "aclose", None)
+            aclose = getattr(batches, "aclose", None)
             if aclose is not None and not self._loop.is_closed():
                 self._call(aclose())
 
@@ -100,11 +104,11 @@ class Client:
         self, job_id: str, *, terminal_only: bool = False, timeout_s: float | None = None
     ) -> Iterator[TaskEvent]:
         return self._iterate(
-            self._async.events(job_id, terminal_only=terminal_only, timeout_s=timeout_s)
+            self._async.event_batches(job_id, terminal_only=terminal_only, timeout_s=timeout_s)
         )
 
     def results(self, job_id: str, *, timeout_s: float | None = None) -> Iterator[TaskResult]:
-        return self._iterate(self._async.results(job_id, timeout_s=timeout_s))
+        return self._iterate(self._async.result_batches(job_id, timeout_s=timeout_s))
 
     def result(self, job_id: str, task_id: str, *, timeout_s: float | None = None) -> TaskResult:
         return self._call(self._async.result(job_id, task_id, timeout_s=timeout_s))
@@ -196,3 +200,13 @@ async def _make_client(
 
 async def _anext(agen: AsyncIterator[T]) -> T:
     return await agen.__anext__()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (as ``deerflow_common.run`` uses for the async
+    clients), else asyncio's: the private loop runs the same grpc.aio code as an AsyncClient."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
