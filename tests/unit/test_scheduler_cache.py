@@ -152,3 +152,22 @@ def test_idle_slots_preload_the_likely_next_request_at_the_lowest_priority() -> 
     job = sched.submit("asks", "", [TaskSpec("q", "search", payload=q2)], now + 1.0)
     assert job.tasks["q"].output == b"answer:" + q2
     assert events_of(job, "q")[-1].cache_layer == "preload"
+
+
+def test_one_tenants_answer_is_never_served_to_another_tenant() -> None:
+    """Issue #17: the cache is keyed per tenant. The same request from tenant b neither hits a's
+    cached answer nor waits on a's identical request in flight; a's own repeat still hits."""
+    sched = with_cache()
+    sched.submit("j1", "", [TaskSpec("t", "search", payload=Q, tenant="a")], 0.0)
+    sched.take()
+    j2 = sched.submit("j2", "", [TaskSpec("b1", "search", payload=Q, tenant="b")], 0.5)
+    assert [t.id for t in sched.take().assignments["a"]] == ["b1"]  # not a follower of t
+    run(sched, "j1", "t", 1.0, b"a's answer")
+    assert j2.tasks["b1"].state != TaskState.SUCCEEDED
+    j3 = sched.submit("j3", "", [TaskSpec("b2", "search", payload=Q, tenant="b")], 2.0)
+    assert j3.tasks["b2"].state != TaskState.SUCCEEDED  # b1 is b's flight: b2 follows it
+    run(sched, "j2", "b1", 3.0, b"b's answer")
+    assert j3.tasks["b2"].output == b"b's answer"
+    j4 = sched.submit("j4", "", [TaskSpec("a2", "search", payload=Q, tenant="a")], 4.0)
+    assert j4.tasks["a2"].output == b"a's answer"
+    assert events_of(j4, "a2")[-1].cache_layer == "exact"

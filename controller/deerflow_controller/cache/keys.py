@@ -119,10 +119,14 @@ def _pop_path(obj: dict[str, Any], path: str) -> Any:
     return cur.pop(parts[-1], None)
 
 
-def _hash(handler: str, body: bytes) -> bytes:
+def _hash(handler: str, body: bytes, partition: str = "") -> bytes:
     h = hashlib.blake2b(digest_size=16)
     h.update(handler.encode())
     h.update(b"\x00")
+    if partition:
+        # Only a named partition changes the key: the default one ("") keeps the keys that
+        # caches persisted before partitions existed.
+        h.update(b"p" + partition.encode() + b"\x00")
     h.update(body)
     return h.digest()
 
@@ -131,29 +135,36 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def canonicalise(handler: str, payload: bytes, similarity_field: str) -> Canonical:
+def canonicalise(
+    handler: str, payload: bytes, similarity_field: str, partition: str = ""
+) -> Canonical:
     """The canonical form of a request. Raises ValueError if a JSON payload cannot be put in
-    canonical form (NaN, nesting beyond 64 levels): the caller skips the cache for it."""
+    canonical form (NaN, nesting beyond 64 levels): the caller skips the cache for it.
+
+    ``partition`` (the task's tenant) is part of every digest: the same request from two
+    tenants is two questions, so one tenant's answer is never served to, nor deduplicated
+    with, another's."""
     head = payload[:1].lstrip() or payload.lstrip()[:1]
     if head not in (b"{", b"["):
-        digest = _hash(handler, b"r" + payload)
+        digest = _hash(handler, b"r" + payload, partition)
         text = payload[:4096].decode("utf-8", "ignore")
         return Canonical(digest, digest, text, False)
     try:
         obj = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        digest = _hash(handler, b"r" + payload)
+        digest = _hash(handler, b"r" + payload, partition)
         return Canonical(digest, digest, payload[:4096].decode("utf-8", "ignore"), False)
     try:
         obj = _norm(obj)
         if isinstance(obj, dict):
             for f in IGNORED_FIELDS.intersection(obj):
                 del obj[f]
-        digest = _hash(handler, b"j" + _dumps(obj))
+        digest = _hash(handler, b"j" + _dumps(obj), partition)
         if similarity_field and isinstance(obj, dict):
             text = _pop_path(obj, similarity_field)
             if isinstance(text, str):
-                return Canonical(digest, _hash(handler, b"s" + _dumps(obj)), text, True)
+                scope = _hash(handler, b"s" + _dumps(obj), partition)
+                return Canonical(digest, scope, text, True)
     except RecursionError as e:
         raise ValueError("payload nested too deep") from e
     found: list[str] = []

@@ -121,13 +121,15 @@ class ResultCache:
         policy: CachePolicy,
         now: float,
         context: str = "",
+        partition: str = "",
     ) -> Lookup:
         """Whether the task's answer is cached. O(1) plus the payload's size on the exact
         layer; the similarity layer scores at most ``similarity_candidates`` rows.
 
         ``context`` (the job id) lets the preloader learn which request follows which; pass ""
-        for tasks that should not teach it (speculative ones). Never raises on bad input: a
-        payload that cannot be keyed is a ``Skip``."""
+        for tasks that should not teach it (speculative ones). ``partition`` (the task's
+        tenant) keeps tenants' answers apart (see :func:`canonicalise`). Never raises on bad
+        input: a payload that cannot be keyed is a ``Skip``."""
         if policy == CachePolicy.DEFAULT:
             if not traits.cacheable:
                 return self._skip(SkipReason.NOT_CACHEABLE)
@@ -138,7 +140,7 @@ class ResultCache:
         if len(payload) > self.config.max_payload_bytes:
             return self._skip(SkipReason.TOO_LARGE)
         try:
-            canon = canonicalise(handler, payload, traits.similarity_field)
+            canon = canonicalise(handler, payload, traits.similarity_field, partition)
         except ValueError:
             return self._skip(SkipReason.UNHASHABLE)
         key = RequestKey(

@@ -44,7 +44,10 @@ class Caching:
                 task.cache_key = speculation
                 cache.attach(speculation, ref)
                 return False
-        found = cache.lookup(spec.handler, traits, spec.payload, spec.cache, now, task.job.id)
+        # Keyed per tenant: one tenant's answer is never another's (docs/SECURITY.md).
+        found = cache.lookup(
+            spec.handler, traits, spec.payload, spec.cache, now, task.job.id, spec.tenant
+        )
         if isinstance(found, Skip):
             return False  # not cacheable (or unkeyable): nothing to find, nothing to preload
         if cache.config.preload:
