@@ -1,0 +1,140 @@
+"""``deerflow bench scale``: how far one controller goes, and the partitioning past it (issue
+#19, items 4 and 5; docs/SCALING.md). Registered on the ``bench`` group of :mod:`._cli`.
+
+One JSON object with a section per measurement asked for (``--sections``):
+
+- ``simulation``: the scheduling core in process on a fake clock (``_scale_sim.simulate``);
+- ``partitioned``: G independent cores, jobs hashed across them (``_scale_sim.partitioned``),
+  once per G in ``--groups``;
+- ``queued``: a real controller process holding ``--queued`` tasks (``_scale_queued``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from deerflow_common import run
+
+from ._cli import _emit, bench, json_option
+from ._throughput import machine
+
+SECTIONS = ("simulation", "partitioned", "queued")
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated whole numbers, got {text[:40]!r}", param_hint="--groups"
+        ) from None
+    if not values or any(v < 1 or v > 64 for v in values):
+        raise click.BadParameter("each group count must be between 1 and 64", param_hint="--groups")
+    return values
+
+
+@bench.command("scale")
+@click.option(
+    "--sections",
+    default=",".join(SECTIONS),
+    show_default=True,
+    help="Comma-separated sections to run: simulation, partitioned, queued.",
+)
+@click.option(
+    "--sim-agents",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="simulation: simulated agents.",
+)
+@click.option(
+    "--sim-slots",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="simulation and partitioned: slots of each simulated agent.",
+)
+@click.option(
+    "--sim-tasks",
+    default=200_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="simulation: tasks, all queued before the agents join (docs/BENCHMARKS.md runs "
+    "1,000,000).",
+)
+@click.option(
+    "--job-size",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Tasks per job in every section.",
+)
+@click.option(
+    "--groups",
+    default="1,2,4",
+    show_default=True,
+    help="partitioned: comma-separated controller group counts, one run each.",
+)
+@click.option(
+    "--group-agents",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="partitioned: simulated agents of each group.",
+)
+@click.option(
+    "--group-tasks",
+    default=50_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="partitioned: tasks per group (the total grows with the groups).",
+)
+@click.option(
+    "--queued",
+    "queued_tasks",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="queued: tasks submitted through the SDK to a controller with no agent (its "
+    "--max-queued-tasks and --max-queued-tasks-per-tenant are raised to this).",
+)
+@json_option
+def bench_scale(
+    sections: str, sim_agents: int, sim_slots: int, sim_tasks: int, job_size: int, groups: str,
+    group_agents: int, group_tasks: int, queued_tasks: int, as_json: bool,
+) -> None:  # fmt: skip
+    """Scale of one controller and of controller groups; in-process simulation and a real one."""
+    wanted = [s.strip() for s in sections.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown or not wanted:
+        raise click.BadParameter(
+            f"sections are {', '.join(SECTIONS)}; got {sections[:60]!r}", param_hint="--sections"
+        )
+    group_counts = _counts(groups) if "partitioned" in wanted else []
+    result: dict[str, Any] = {"workload": "scale", "machine": machine()}
+    if "simulation" in wanted:
+        from ._scale_sim import simulate
+
+        result["simulation"] = simulate(
+            agents=sim_agents, slots=sim_slots, tasks=sim_tasks, job_size=job_size
+        )
+    if "partitioned" in wanted:
+        from ._scale_sim import partitioned
+
+        result["partitioned"] = [
+            partitioned(
+                groups=g,
+                agents=group_agents,
+                slots=sim_slots,
+                tasks=group_tasks,
+                job_size=job_size,
+            )
+            for g in group_counts
+        ]
+    if "queued" in wanted:
+        from ._scale_queued import queued
+
+        result["queued"] = run(queued(queued_tasks, job_size))
+    _emit(result, as_json)
