@@ -44,10 +44,11 @@ def _counts(text: str) -> list[int]:
 )
 @click.option(
     "--sim-agents",
-    default=10_000,
+    default=1_000,
     show_default=True,
     type=click.IntRange(1, 100_000),
-    help="simulation: simulated agents.",
+    help="simulation: simulated agents (docs/BENCHMARKS.md runs 10,000: about 10 minutes, "
+    "joining them costs O(agents^2)).",
 )
 @click.option(
     "--sim-slots",
