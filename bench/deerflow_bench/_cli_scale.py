@@ -70,7 +70,7 @@ def _counts(text: str) -> list[int]:
     default=10_000,
     show_default=True,
     type=click.IntRange(1, 100_000),
-    help="Tasks per job in every section.",
+    help="Tasks per job in the simulation and queued sections.",
 )
 @click.option(
     "--groups",
@@ -93,6 +93,14 @@ def _counts(text: str) -> list[int]:
     help="partitioned: tasks per group (the total grows with the groups).",
 )
 @click.option(
+    "--group-job-size",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="partitioned: tasks per job (a research report is 50-150; many jobs per group keep "
+    "the ring's split even).",
+)
+@click.option(
     "--queued",
     "queued_tasks",
     default=1_000_000,
@@ -104,7 +112,7 @@ def _counts(text: str) -> list[int]:
 @json_option
 def bench_scale(
     sections: str, sim_agents: int, sim_slots: int, sim_tasks: int, job_size: int, groups: str,
-    group_agents: int, group_tasks: int, queued_tasks: int, as_json: bool,
+    group_agents: int, group_tasks: int, group_job_size: int, queued_tasks: int, as_json: bool,
 ) -> None:  # fmt: skip
     """Scale of one controller and of controller groups; in-process simulation and a real one."""
     wanted = [s.strip() for s in sections.split(",") if s.strip()]
@@ -130,7 +138,7 @@ def bench_scale(
                 agents=group_agents,
                 slots=sim_slots,
                 tasks=group_tasks,
-                job_size=job_size,
+                job_size=group_job_size,
             )
             for g in group_counts
         ]

@@ -48,7 +48,7 @@ def test_bench_scale_prints_one_json_object_with_the_sections_asked_for() -> Non
         [
             "scale", "--sections", "simulation,partitioned", "--sim-agents", "4",
             "--sim-tasks", "50", "--job-size", "10", "--groups", "1,2",
-            "--group-agents", "2", "--group-tasks", "20", "--json",
+            "--group-agents", "2", "--group-tasks", "20", "--group-job-size", "5", "--json",
         ],
     )  # fmt: skip
 
