@@ -6,7 +6,9 @@ One JSON object with a section per measurement asked for (``--sections``):
 - ``simulation``: the scheduling core in process on a fake clock (``_scale_sim.simulate``);
 - ``partitioned``: G independent cores, jobs hashed across them (``_scale_sim.partitioned``),
   once per G in ``--groups``;
-- ``queued``: a real controller process holding ``--queued`` tasks (``_scale_queued``).
+- ``queued``: a real controller process holding ``--queued`` tasks (``_scale_queued``);
+- ``in_flight``: a real controller and agents holding ``--inflight-agents x --inflight-slots``
+  long sleeps at once (``_scale_inflight``); not run by default (it starts 20 agents).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from deerflow_common import run
 from ._cli import _emit, bench, json_option
 from ._throughput import machine
 
-SECTIONS = ("simulation", "partitioned", "queued")
+SECTIONS = ("simulation", "partitioned", "queued", "in_flight")
 
 
 def _counts(text: str) -> list[int]:
@@ -38,9 +40,9 @@ def _counts(text: str) -> list[int]:
 @bench.command("scale")
 @click.option(
     "--sections",
-    default=",".join(SECTIONS),
+    default="simulation,partitioned,queued",
     show_default=True,
-    help="Comma-separated sections to run: simulation, partitioned, queued.",
+    help="Comma-separated sections to run: simulation, partitioned, queued, in_flight.",
 )
 @click.option(
     "--sim-agents",
@@ -109,10 +111,32 @@ def _counts(text: str) -> list[int]:
     help="queued: tasks submitted through the SDK to a controller with no agent (its "
     "--max-queued-tasks and --max-queued-tasks-per-tenant are raised to this).",
 )
+@click.option(
+    "--inflight-agents",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 200),
+    help="in_flight: agent processes started.",
+)
+@click.option(
+    "--inflight-slots",
+    default=5_000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="in_flight: slots of each agent (every slot gets a long sleep).",
+)
+@click.option(
+    "--inflight-hold",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="in_flight: seconds to watch the agents and the controller once every task is held.",
+)
 @json_option
 def bench_scale(
     sections: str, sim_agents: int, sim_slots: int, sim_tasks: int, job_size: int, groups: str,
-    group_agents: int, group_tasks: int, group_job_size: int, queued_tasks: int, as_json: bool,
+    group_agents: int, group_tasks: int, group_job_size: int, queued_tasks: int,
+    inflight_agents: int, inflight_slots: int, inflight_hold: float, as_json: bool,
 ) -> None:  # fmt: skip
     """Scale of one controller and of controller groups; in-process simulation and a real one."""
     wanted = [s.strip() for s in sections.split(",") if s.strip()]
@@ -146,4 +170,10 @@ def bench_scale(
         from ._scale_queued import queued
 
         result["queued"] = run(queued(queued_tasks, job_size))
+    if "in_flight" in wanted:
+        from ._scale_inflight import in_flight
+
+        result["in_flight"] = run(
+            in_flight(inflight_agents, inflight_slots, hold_s=inflight_hold, job_size=job_size)
+        )
     _emit(result, as_json)

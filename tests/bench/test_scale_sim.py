@@ -63,5 +63,5 @@ def test_bench_scale_refuses_an_unknown_section_in_one_sentence() -> None:
     result = CliRunner().invoke(bench, ["scale", "--sections", "simulation,warp"])
 
     assert result.exit_code == 2
-    assert "sections are simulation, partitioned, queued" in result.output
+    assert "sections are simulation, partitioned, queued, in_flight" in result.output
     assert "Traceback" not in result.output
