@@ -65,3 +65,30 @@ def test_bench_scale_refuses_an_unknown_section_in_one_sentence() -> None:
     assert result.exit_code == 2
     assert "sections are simulation, partitioned, queued, in_flight" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_in_flight_holds_every_task_on_real_agents_and_loses_none() -> None:
+    from deerflow_bench._scale_inflight import in_flight
+
+    out = await in_flight(2, 25, sleep_s=60, hold_s=1.0, job_size=20, poll_s=0.2)
+
+    assert out["tasks"] == 50
+    assert out["most_in_flight"] == 50
+    assert out["all_assigned_s"] is not None
+    assert out["fewest_agents_connected_while_held"] == 2
+    assert out["retries_while_held"] == 0
+    assert out["stats_latency_ms_while_held"]["samples"] >= 1
+    assert out["controller_args"] == [
+        "--max-queued-tasks", "50", "--max-queued-tasks-per-tenant", "50",
+    ]  # fmt: skip
+
+
+async def test_queued_holds_every_task_on_a_controller_without_agents() -> None:
+    from deerflow_bench._scale_queued import queued
+
+    out = await queued(300, 100)
+
+    assert out["queued"] == 300
+    assert out["jobs"] == 3
+    assert "--max-queued-tasks" in out["controller_args"]
+    assert isinstance(out["bytes_per_queued_task"], int)
