@@ -708,6 +708,6 @@ def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> 
     _emit(run(inputs_bench(sizes, rounds, agents)), as_json)
 
 
-# The issue #16 benchmarks (the research comparison, the tuner) live in _cli_seed.py and register
-# themselves on `bench` when it is imported.
-from . import _cli_seed  # noqa: E402, F401
+# The issue #16 benchmarks (the research comparison, the tuner) live in _cli_seed.py, the issue
+# #19 scale benchmark in _cli_scale.py; they register themselves on `bench` when it is imported.
+from . import _cli_scale, _cli_seed  # noqa: E402, F401

@@ -1,0 +1,179 @@
+"""``deerflow bench scale``: how far one controller goes, and the partitioning past it (issue
+#19, items 4 and 5; docs/SCALING.md). Registered on the ``bench`` group of :mod:`._cli`.
+
+One JSON object with a section per measurement asked for (``--sections``):
+
+- ``simulation``: the scheduling core in process on a fake clock (``_scale_sim.simulate``);
+- ``partitioned``: G independent cores, jobs hashed across them (``_scale_sim.partitioned``),
+  once per G in ``--groups``;
+- ``queued``: a real controller process holding ``--queued`` tasks (``_scale_queued``);
+- ``in_flight``: a real controller and agents holding ``--inflight-agents x --inflight-slots``
+  long sleeps at once (``_scale_inflight``); not run by default (it starts 20 agents).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from deerflow_common import run
+
+from ._cli import _emit, bench, json_option
+from ._throughput import machine
+
+SECTIONS = ("simulation", "partitioned", "queued", "in_flight")
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated whole numbers, got {text[:40]!r}", param_hint="--groups"
+        ) from None
+    if not values or any(v < 1 or v > 64 for v in values):
+        raise click.BadParameter("each group count must be between 1 and 64", param_hint="--groups")
+    return values
+
+
+@bench.command("scale")
+@click.option(
+    "--sections",
+    default="simulation,partitioned,queued",
+    show_default=True,
+    help="Comma-separated sections to run: simulation, partitioned, queued, in_flight.",
+)
+@click.option(
+    "--sim-agents",
+    default=1_000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="simulation: simulated agents (docs/BENCHMARKS.md runs 10,000: about 10 minutes, "
+    "joining them costs O(agents^2)).",
+)
+@click.option(
+    "--sim-slots",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="simulation and partitioned: slots of each simulated agent.",
+)
+@click.option(
+    "--sim-tasks",
+    default=200_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="simulation: tasks, all queued before the agents join (docs/BENCHMARKS.md runs "
+    "1,000,000).",
+)
+@click.option(
+    "--job-size",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Tasks per job in the simulation and queued sections.",
+)
+@click.option(
+    "--groups",
+    default="1,2,4",
+    show_default=True,
+    help="partitioned: comma-separated controller group counts, one run each.",
+)
+@click.option(
+    "--group-agents",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="partitioned: simulated agents of each group.",
+)
+@click.option(
+    "--group-tasks",
+    default=50_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="partitioned: tasks per group (the total grows with the groups).",
+)
+@click.option(
+    "--group-job-size",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="partitioned: tasks per job (a research report is 50-150; many jobs per group keep "
+    "the ring's split even).",
+)
+@click.option(
+    "--queued",
+    "queued_tasks",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="queued: tasks submitted through the SDK to a controller with no agent (its "
+    "--max-queued-tasks and --max-queued-tasks-per-tenant are raised to this).",
+)
+@click.option(
+    "--inflight-agents",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 200),
+    help="in_flight: agent processes started.",
+)
+@click.option(
+    "--inflight-slots",
+    default=5_000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="in_flight: slots of each agent (every slot gets a long sleep).",
+)
+@click.option(
+    "--inflight-hold",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="in_flight: seconds to watch the agents and the controller once every task is held.",
+)
+@json_option
+def bench_scale(
+    sections: str, sim_agents: int, sim_slots: int, sim_tasks: int, job_size: int, groups: str,
+    group_agents: int, group_tasks: int, group_job_size: int, queued_tasks: int,
+    inflight_agents: int, inflight_slots: int, inflight_hold: float, as_json: bool,
+) -> None:  # fmt: skip
+    """Scale of one controller and of controller groups; in-process simulation and a real one."""
+    wanted = [s.strip() for s in sections.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown or not wanted:
+        raise click.BadParameter(
+            f"sections are {', '.join(SECTIONS)}; got {sections[:60]!r}", param_hint="--sections"
+        )
+    group_counts = _counts(groups) if "partitioned" in wanted else []
+    result: dict[str, Any] = {"workload": "scale", "machine": machine()}
+    if "simulation" in wanted:
+        from ._scale_sim import simulate
+
+        result["simulation"] = simulate(
+            agents=sim_agents, slots=sim_slots, tasks=sim_tasks, job_size=job_size
+        )
+    if "partitioned" in wanted:
+        from ._scale_sim import partitioned
+
+        result["partitioned"] = [
+            partitioned(
+                groups=g,
+                agents=group_agents,
+                slots=sim_slots,
+                tasks=group_tasks,
+                job_size=group_job_size,
+            )
+            for g in group_counts
+        ]
+    if "queued" in wanted:
+        from ._scale_queued import queued
+
+        result["queued"] = run(queued(queued_tasks, job_size))
+    if "in_flight" in wanted:
+        from ._scale_inflight import in_flight
+
+        result["in_flight"] = run(
+            in_flight(inflight_agents, inflight_slots, hold_s=inflight_hold, job_size=job_size)
+        )
+    _emit(result, as_json)
