@@ -215,7 +215,8 @@ async def test_a_job_file_sets_every_task_option_and_watch_shows_why_and_where(
     }  # fmt: skip
     tasks = [
         {"id": "first", "handler": "echo", "payload": {"q": 1}, "cache": "on", **options},
-        {"id": "again", "handler": "echo", "payload": {"q": 1}, "cache": "on",
+        # The same tenant as "first": the cache is kept per tenant.
+        {"id": "again", "handler": "echo", "payload": {"q": 1}, "cache": "on", "tenant": "t",
          "depends_on": ["first"]},
         {"id": "bytes", "handler": "echo", "payload_b64": "aGVsbG8="},
     ]  # fmt: skip
