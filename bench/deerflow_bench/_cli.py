@@ -708,9 +708,6 @@ def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> 
     _emit(run(inputs_bench(sizes, rounds, agents)), as_json)
 
 
-# The issue #16 benchmarks (the research comparison, the tuner) live in _cli_seed.py and register
-# themselves on `bench` when it is imported.
-from . import _cli_seed  # noqa: E402, F401
-
-# Issue #19's start-up benchmark lives in _cli_startup.py and registers itself on `bench` too.
-from . import _cli_startup  # noqa: E402, F401
+# The issue #16 benchmarks (the research comparison, the tuner) live in _cli_seed.py, issue #19's
+# start-up benchmark in _cli_startup.py; each registers itself on `bench` when it is imported.
+from . import _cli_seed, _cli_startup  # noqa: E402, F401
