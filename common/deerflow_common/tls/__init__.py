@@ -7,9 +7,11 @@ when the files change (see docs/SECURITY.md, "TLS and mutual TLS").
     channel = aio_channel(addr, TlsFiles(cert=None, key=None, ca=ca))
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 # Configuration and checks
-# Certificates for a test cluster (`deerflow certs`)
-from ._certs import DEFAULT_DAYS, DEFAULT_HOSTS, CertificateDir, make_certificates
 from ._files import (
     CA_ENV,
     CERT_ENV,
@@ -38,6 +40,25 @@ from ._grpc import (
 
 # HTTP (aiohttp)
 from ._http import ReloadingServerContext, client_ssl_context, server_ssl_context
+
+if TYPE_CHECKING:
+    # Certificates for a test cluster (`deerflow certs`)
+    from ._certs import DEFAULT_DAYS, DEFAULT_HOSTS, CertificateDir, make_certificates
+
+# Making certificates needs the cryptography package: loaded on first use, so that the daemons
+# (which only read certificate files) start without it.
+_LAZY = dict.fromkeys(
+    ("DEFAULT_DAYS", "DEFAULT_HOSTS", "CertificateDir", "make_certificates"), "_certs"
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AGENT_URI_PREFIX",
