@@ -170,6 +170,7 @@ async def startup(runs: int, http: bool, cli_runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {"workload": "startup", "runs": runs, "local_agents": LOCAL_AGENTS}
     for key in ("ready_s", "agents_connected_s"):
         out[key] = _stats([s[key] for s in samples])
+        out[f"{key}_each"] = [round(s[key], 3) for s in samples]
     for key in ("agent_start_to_connected_s", "agent_spawned_after_s"):
         out[key] = _stats([v for s in samples for v in s[key]])
     out["agents_connected_under_1s"] = sum(s["agents_connected_s"] < 1.0 for s in samples)

@@ -22,8 +22,13 @@ def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
 @pytest.mark.parametrize(
     ("entry", "not_loaded"),
     [
-        # The controller: etcd (HA only), certificate parsing (TLS only), rich (the CLI's tables).
-        ("import deerflow_controller.main", ("aetcd", "cryptography", "rich")),
+        # The controller's command line, up to where it spawns its local agents: nothing they
+        # could import side by side with it (numpy, gRPC, aiohttp), nor etcd (HA only),
+        # certificate parsing (TLS only) or rich (the CLI's tables).
+        (
+            "import deerflow_controller.main",
+            ("numpy", "grpc", "aiohttp", "aetcd", "cryptography", "rich"),
+        ),
         (
             "import deerflow_controller.service.server",
             ("aetcd", "cryptography", "rich", "deerflow_controller.ha.leadership"),
@@ -44,6 +49,9 @@ def test_a_daemon_starts_without_the_modules_of_features_it_does_not_use(
         ("from deerflow_common.etcd import EtcdClient", "aetcd"),
         ("from deerflow_controller.ha import HaRunner, LeaderGate", "aetcd"),
         ("from deerflow_common.tls import make_certificates", "cryptography"),
+        ("from deerflow_common.tls import aio_channel", "grpc"),
+        ("from deerflow_controller.cache import ResultCache", "numpy"),
+        ("from deerflow_controller.core.predictor import Predictor\nPredictor()", "numpy"),
         (
             "import asyncio\nfrom deerflow_agent._http import client\n"
             "async def main():\n    await client().close()\nasyncio.run(main())",

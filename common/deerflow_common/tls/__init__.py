@@ -26,30 +26,49 @@ from ._files import (
     load,
 )
 
-# gRPC
-from ._grpc import (
-    AGENT_URI_PREFIX,
-    PeerIdentity,
-    ServerCertificates,
-    aio_channel,
-    certificate_identity,
-    channel_credentials,
-    peer_identity,
-    server_credentials,
-)
-
-# HTTP (aiohttp)
-from ._http import ReloadingServerContext, client_ssl_context, server_ssl_context
-
 if TYPE_CHECKING:
     # Certificates for a test cluster (`deerflow certs`)
     from ._certs import DEFAULT_DAYS, DEFAULT_HOSTS, CertificateDir, make_certificates
 
-# Making certificates needs the cryptography package: loaded on first use, so that the daemons
-# (which only read certificate files) start without it.
-_LAZY = dict.fromkeys(
-    ("DEFAULT_DAYS", "DEFAULT_HOSTS", "CertificateDir", "make_certificates"), "_certs"
-)
+    # gRPC
+    from ._grpc import (
+        AGENT_URI_PREFIX,
+        PeerIdentity,
+        ServerCertificates,
+        aio_channel,
+        certificate_identity,
+        channel_credentials,
+        peer_identity,
+        server_credentials,
+    )
+
+    # HTTP (aiohttp)
+    from ._http import ReloadingServerContext, client_ssl_context, server_ssl_context
+
+# Loaded on first use: making certificates needs the cryptography package, and the gRPC side
+# gRPC itself; a command line checks its TLS flags (``_files``) before it needs either (the
+# controller spawns its local agents in between).
+_LAZY = {
+    **dict.fromkeys(
+        ("DEFAULT_DAYS", "DEFAULT_HOSTS", "CertificateDir", "make_certificates"), "_certs"
+    ),
+    **dict.fromkeys(
+        (
+            "AGENT_URI_PREFIX",
+            "PeerIdentity",
+            "ServerCertificates",
+            "aio_channel",
+            "certificate_identity",
+            "channel_credentials",
+            "peer_identity",
+            "server_credentials",
+        ),
+        "_grpc",
+    ),
+    **dict.fromkeys(
+        ("ReloadingServerContext", "client_ssl_context", "server_ssl_context"), "_http"
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:
