@@ -30,8 +30,9 @@ def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
             ("numpy", "grpc", "aiohttp", "aetcd", "cryptography", "rich"),
         ),
         (
+            # The server without its HTTP side: aiohttp is loaded when that is served.
             "import deerflow_controller.service.server",
-            ("aetcd", "cryptography", "rich", "deerflow_controller.ha.leadership"),
+            ("aiohttp", "aetcd", "cryptography", "rich", "deerflow_controller.ha.leadership"),
         ),
         # The agent: aiohttp and yarl (the first HTTP request), etcd, certificates.
         ("import deerflow_agent._prestart", ("aiohttp", "yarl", "aetcd", "cryptography")),

@@ -324,9 +324,13 @@ async def serve(
         await agents.stop()
         raise
     try:
-        http = await _serve_http(controller, http_host or config.host, http_port)
+        if http_port != 0:
+            # Metrics from the first event on, though the HTTP side is bound just after.
+            controller.observability.enable_metrics()
         await controller.start()
+        # The agents connect while the HTTP side (aiohttp) is loaded and bound.
         await agents.start(controller.address, agent_args, env=agent_env)
+        http = await _serve_http(controller, http_host or config.host, http_port)
         # The ready line: scripts and tests read the bound port from it (useful with --port 0).
         print(f"deerflow-controller listening on {controller.address}", flush=True)
         if http is not None:
