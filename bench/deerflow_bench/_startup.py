@@ -45,6 +45,25 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def _bytecode() -> dict[str, bool]:
+    """Whether the modules' compiled bytecode is on disk (else every process compiles every
+    module it imports from source: ``PYTHONDONTWRITEBYTECODE`` and an install without
+    ``--compile-bytecode``, such as ``make venv``'s)."""
+    import importlib.util
+
+    import aiohttp
+    import deerflow_controller
+
+    def cached(module: Any) -> bool:
+        return Path(importlib.util.cache_from_source(module.__file__)).exists()
+
+    return {
+        "dont_write_bytecode": bool(sys.flags.dont_write_bytecode),
+        "project_cached": cached(deerflow_controller),
+        "dependencies_cached": cached(aiohttp),
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,6 +199,7 @@ async def startup(runs: int, http: bool, cli_runs: int) -> dict[str, Any]:
         "deerflow submit --help": await _cli_wall_s(["submit", "--help"], cli_runs),
     }
     out["http"] = http
+    out["bytecode"] = _bytecode()
     out["loadavg_1m_before_after"] = [round(load_before[0], 2), round(psutil.getloadavg()[0], 2)]
     out["machine"] = machine()
     return out
