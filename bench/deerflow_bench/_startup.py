@@ -52,6 +52,7 @@ def _bytecode() -> dict[str, bool]:
     import importlib.util
 
     import aiohttp
+
     import deerflow_controller
 
     def cached(module: Any) -> bool:
