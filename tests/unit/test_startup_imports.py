@@ -34,6 +34,8 @@ def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
             "import deerflow_controller.service.server",
             ("aiohttp", "aetcd", "cryptography", "rich", "deerflow_controller.ha.leadership"),
         ),
+        # The operator's command line: aiohttp only for `deerflow top` and `deerflow sim`.
+        ("import deerflow_controller.cli", ("aiohttp", "numpy", "aetcd")),
         # The agent: aiohttp and yarl (the first HTTP request), etcd, certificates.
         ("import deerflow_agent._prestart", ("aiohttp", "yarl", "aetcd", "cryptography")),
     ],
@@ -50,6 +52,7 @@ def test_a_daemon_starts_without_the_modules_of_features_it_does_not_use(
         ("from deerflow_common.etcd import EtcdClient", "aetcd"),
         ("from deerflow_controller.ha import HaRunner, LeaderGate", "aetcd"),
         ("from deerflow_common.tls import make_certificates", "cryptography"),
+        ("from deerflow_simulator import Simulator", "aiohttp"),
         ("from deerflow_common.tls import aio_channel", "grpc"),
         ("from deerflow_controller.cache import ResultCache", "numpy"),
         ("from deerflow_controller.core.predictor import Predictor\nPredictor()", "numpy"),
