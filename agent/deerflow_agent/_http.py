@@ -16,12 +16,14 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Mapping
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from deerflow_common import signals
 
 from ._netpolicy import AddressPolicy
+
+if TYPE_CHECKING:  # imported on first use: an agent that makes no request never loads aiohttp
+    import aiohttp
 
 __all__ = [
     "client",
@@ -53,6 +55,8 @@ def client() -> aiohttp.ClientSession:
     Its connector has no connection limit (``limit=0``): the agent's slots already bound how many
     requests run at once, and a second, hidden cap here would queue attempts where no one sees.
     """
+    import aiohttp
+
     global _session, _session_loop
     loop = asyncio.get_running_loop()
     if _session is None or _session.closed or _session_loop is not loop:
@@ -68,6 +72,8 @@ def guarded_client(policy: AddressPolicy) -> aiohttp.ClientSession:
     use (on the running loop). Connecting to a refused address raises
     :class:`aiohttp.ClientConnectorError` whose ``os_error`` is an
     :class:`~deerflow_agent._netpolicy.AddressRefused`; nothing is sent to it."""
+    import aiohttp
+
     global _guarded_loop
     loop = asyncio.get_running_loop()
     if _guarded_loop is not loop:

@@ -29,10 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
-
-import aiohttp
-from yarl import URL
+from typing import TYPE_CHECKING, Any
 
 from deerflow_common import provider_codes, signals
 from deerflow_common.errors import ErrorClass
@@ -41,6 +38,9 @@ from ._context import TaskContext
 from ._errors import FatalError, HandlerError
 from ._http import client, decimal, guarded_client, response_signals
 from ._netpolicy import AddressRefused, refusal_sentence
+
+if TYPE_CHECKING:  # loaded by the first request, not with the agent (its start-up)
+    import aiohttp
 
 __all__ = ["Endpoint", "Provider", "Reply", "error_class", "is_retryable"]
 
@@ -174,6 +174,9 @@ class Provider:
         FatalError for permanent ones, both carrying the response's signals as metadata.
         ``guarded`` (a URL from the payload): connect only where ``ctx.address_policy`` allows,
         else FatalError naming the setting."""
+        import aiohttp
+        from yarl import URL
+
         where = f"{method} {_display(url)}"
         session = client()
         if guarded:
@@ -304,6 +307,8 @@ class Provider:
 
 def _base_url_problem(base_url: str) -> str:
     """Why ``base_url`` cannot be used, or "" when it can."""
+    from yarl import URL
+
     try:
         url = URL(base_url)
     except (TypeError, ValueError):
@@ -372,6 +377,8 @@ def _redact(text: str, secret: str) -> str:
 
 def _display(url: str) -> str:
     """The URL without user:password, for messages."""
+    from yarl import URL
+
     try:
         parsed = URL(url)
     except (TypeError, ValueError):

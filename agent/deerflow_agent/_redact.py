@@ -20,8 +20,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from yarl import URL
-
 __all__ = [
     "MASK",
     "SECRET_FIELDS",
@@ -61,6 +59,8 @@ _ENV_KEYS = ("DEERFLOW_LLM_API_KEY", "DEERFLOW_SEARCH_API_KEY", "DEERFLOW_CRAWL_
 def display_url(url: str) -> str:
     """``url`` for messages: without user:password, each query value replaced by ``***``,
     without the fragment; unparsable text becomes a placeholder."""
+    from yarl import URL  # with the first message that shows a URL, not with the agent
+
     try:
         parsed = URL(url)
     except (TypeError, ValueError):

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING
 from deerflow_common import tracing
 
 from ._attempt import Attempt, AttemptObserver, Outcome
-from ._health import HealthServer
 from ._metrics import AttemptMetrics
 from ._spans import ExecuteSpans
 
 if TYPE_CHECKING:
+    from ._health import HealthServer
     from ._session import Agent
 
 __all__ = ["AgentTelemetry"]
@@ -97,6 +97,8 @@ class AgentTelemetry:
     ) -> int:
         """Serve /metrics, /healthz and /readyz for ``agent`` (over HTTPS with
         ``ssl_context``); returns the bound port. Raises OSError when the port is taken."""
+        from ._health import HealthServer  # aiohttp's server: only with --metrics-port
+
         self._agent = agent
         http = HealthServer(agent, self.render)
         bound = await http.start(host, port, ssl_context)

@@ -18,9 +18,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
-from yarl import URL
-
 from deerflow_common.errors import ErrorClass
 
 from ._context import TaskContext
@@ -158,6 +155,10 @@ _RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
 async def _http(ctx: TaskContext, payload: bytes) -> HandlerResult:
+    # aiohttp is loaded by the first request, not with the agent (its start-up).
+    import aiohttp
+    from yarl import URL
+
     doc = _parse("http", payload)
     url = _str("http", doc, "url")
     shown = display_url(url)

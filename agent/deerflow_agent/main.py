@@ -37,7 +37,6 @@ from deerflow_common.tls import (
 from ._config import AgentConfig
 from ._http import close_http_session
 from ._netpolicy import ALLOW_ENV, AddressPolicy
-from ._presence import EtcdPresence
 from ._session import Agent
 from ._telemetry import AgentTelemetry
 from .registry import HandlerRegistry
@@ -335,6 +334,8 @@ async def _serve(
     async with contextlib.AsyncExitStack() as stack:
         if presence is not None:
             endpoint, prefix, ttl = presence
+            from ._presence import EtcdPresence  # the etcd client: only with --etcd
+
             await stack.enter_async_context(EtcdPresence(agent, endpoint, prefix, lease_ttl_s=ttl))
         await _run_agent(agent, config, telemetry, metrics_host, metrics_port)
 

@@ -708,6 +708,7 @@ def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> 
     _emit(run(inputs_bench(sizes, rounds, agents)), as_json)
 
 
-# The issue #16 benchmarks (the research comparison, the tuner) live in _cli_seed.py, the issue
-# #19 scale benchmark in _cli_scale.py; they register themselves on `bench` when it is imported.
-from . import _cli_scale, _cli_seed  # noqa: E402, F401
+# The issue #16 benchmarks (the research comparison, the tuner) live in _cli_seed.py, issue #19's
+# scale benchmark in _cli_scale.py and its start-up benchmark in _cli_startup.py; each registers
+# itself on `bench` when it is imported.
+from . import _cli_scale, _cli_seed, _cli_startup  # noqa: E402, F401

@@ -4,15 +4,15 @@ protobuf messages (the dashboard's ``/api/jobs`` serves the same JSON)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from deerflow_protos import admin_pb2, common_pb2
+
+if TYPE_CHECKING:  # rich draws the command line's tables; the HTTP side needs only as_dict
+    from rich.console import Console
 
 __all__ = ["as_dict", "print_job", "print_jobs"]
 
@@ -43,6 +43,9 @@ def _counts(by_state: Any) -> str:
 
 
 def print_jobs(console: Console, jobs: admin_pb2.JobList, where: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     # Every value came from a client: printed as text, never as rich markup.
     table = Table(title=escape(f"jobs at {where} ({len(jobs.jobs)} of {jobs.held} held)"))
     table.add_column("job", no_wrap=True)  # an id to copy: never broken over lines
@@ -64,6 +67,9 @@ def print_jobs(console: Console, jobs: admin_pb2.JobList, where: str) -> None:
 
 
 def print_job(console: Console, detail: admin_pb2.JobDetail) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     j = detail.job
     console.print(
         escape(

@@ -15,13 +15,12 @@ from deerflow_common.config_file import config_option
 from deerflow_common.etcd import DEFAULT_PREFIX, Keys, parse_endpoint
 from deerflow_common.gc_tuning import tune_gc_for_daemon
 from deerflow_common.tls import SERVER_FLAGS, TlsError, TlsFiles, load
-from deerflow_controller.cache import CacheConfig
 from deerflow_controller.config import ControllerConfig, SchedulerConfig
 from deerflow_controller.core.validation import quote
 from deerflow_controller.ha import HaConfig
 from deerflow_controller.ratelimit import LimiterConfig
 from deerflow_controller.service.credentials import AuthFileError, Credentials
-from deerflow_controller.service.server import ListenError, serve
+from deerflow_controller.service.embedded import LocalAgents
 from deerflow_controller.tuning import Mode, Objective, TunerConfig
 
 
@@ -368,6 +367,13 @@ def main(
 ) -> None:
     """Run the deerflow-parallel controller."""
     setup_logging("deerflow-controller", log_level)
+    # Embedded mode: the local agents import themselves while this process imports the server
+    # (below: most of its start-up), then wait to be told where it listens; they end quietly
+    # if it exits first (a bad flag below).
+    prestarted = LocalAgents(local_agents) if local_agents else None
+    from deerflow_controller.cache import CacheConfig
+    from deerflow_controller.service.server import ListenError, serve
+
     tls = _tls(tls_cert, tls_key, tls_client_ca)
     heartbeat_s = ControllerConfig().heartbeat_interval_s
     if agent_silence_timeout <= heartbeat_s:
@@ -456,6 +462,7 @@ def main(
                 credentials=credentials,
                 insecure=insecure,
                 tls=tls,
+                prestarted=prestarted,
             )
         )
     except ListenError as e:

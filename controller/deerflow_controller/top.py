@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import click
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -25,6 +24,9 @@ from deerflow_common import run
 from deerflow_common.cli_types import FiniteFloatRange
 from deerflow_common.tls import TlsError, TlsFiles, client_ssl_context
 
+if TYPE_CHECKING:  # loaded when the live view runs, not with every `deerflow` command
+    import aiohttp
+
 __all__ = ["fetch_stats", "render", "top"]
 
 DEFAULT_URL = "http://127.0.0.1:7401"
@@ -32,6 +34,8 @@ DEFAULT_URL = "http://127.0.0.1:7401"
 
 async def fetch_stats(session: aiohttp.ClientSession, url: str, timeout_s: float = 5.0) -> Any:
     """GET ``url``/api/stats. Raises aiohttp.ClientError or TimeoutError."""
+    import aiohttp
+
     async with session.get(
         url.rstrip("/") + "/api/stats", timeout=aiohttp.ClientTimeout(total=timeout_s)
     ) as resp:
@@ -186,6 +190,8 @@ def render(s: Any) -> RenderableType:
 
 
 async def _loop(url: str, interval_s: float, once: bool, console: Console) -> int:
+    import aiohttp
+
     token = os.environ.get("DEERFLOW_TOKEN", "")
     headers = {"Authorization": f"Bearer {token}"} if token else None
     # https:// URLs are verified with $DEERFLOW_TLS_CA (and $DEERFLOW_TLS_CERT/KEY presented).
@@ -225,6 +231,8 @@ async def _loop(url: str, interval_s: float, once: bool, console: Console) -> in
 def top(url: str, interval: float, once: bool) -> None:
     """A live view of the controller: throughput, queue, latency, agents, rate keys, errors
     and suggestions (Ctrl-C to quit)."""
+    import aiohttp
+
     console = Console()
     try:
         code = run(_loop(url, interval, once, console))

@@ -6,18 +6,38 @@ search and a Jina-like reader behind one aiohttp server, with each provider's ra
         ...  # clients talk to sim.url; sim.stats() says what the providers saw
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 # Configuration
 from .config import KeyLimits, Latencies, LatencyModel, SimConfig, parse_key_spec
 
 # Limits (pure, clock-injected)
 from .limits import BurstSlope, KeyLimiter, Limit, Permit, RateSnapshot, Throttled, TokenBucket
 
-# Server
-from .server import Simulator, build_app
+# Simulated time
 from .state import Clock
 
-# Wire helpers
-from .wire import format_duration
+if TYPE_CHECKING:
+    # Server
+    from .server import Simulator, build_app
+
+    # Wire helpers
+    from .wire import format_duration
+
+# The aiohttp server is loaded on first use: `deerflow` registers `deerflow sim` from this
+# package, and its other commands should not import aiohttp for it.
+_LAZY = {"Simulator": "server", "build_app": "server", "format_duration": "wire"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BurstSlope",

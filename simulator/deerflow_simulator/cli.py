@@ -21,7 +21,6 @@ from deerflow_common import run
 from deerflow_common.cli_types import FiniteFloatRange
 
 from .config import KeyLimits, SimConfig, parse_key_spec
-from .server import Simulator
 
 __all__ = ["DEFAULT_KEY", "DEFAULT_PORT", "build_config", "serve", "sim"]
 
@@ -49,6 +48,8 @@ def build_config(
 
 async def serve(config: SimConfig, host: str, port: int, *, access_log: bool = False) -> None:
     """Serve until SIGINT or SIGTERM. Raises OSError when the address cannot be bound."""
+    from .server import Simulator  # aiohttp: only when the simulator runs
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)

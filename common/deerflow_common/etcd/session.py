@@ -23,11 +23,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..backoff import Backoff
-from .client import EtcdClient
 from .errors import EtcdError, SessionLost
+
+if TYPE_CHECKING:  # the client imports aetcd; a session is always given one
+    from .client import EtcdClient
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+if TYPE_CHECKING:  # parsing certificates loads cryptography: only when TLS files are given
+    from cryptography import x509
 
 CA_ENV = "DEERFLOW_TLS_CA"
 CERT_ENV = "DEERFLOW_TLS_CERT"
@@ -105,6 +106,8 @@ def _read(path: Path, flag: str) -> bytes:
 
 
 def _certificates(data: bytes, path: Path, flag: str) -> list[x509.Certificate]:
+    from cryptography import x509
+
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -130,6 +133,8 @@ def load(files: TlsFiles, flags: Flags = CLIENT_FLAGS, *, server: bool = False) 
         return Pem(None, None, ca)
     cert, key = _read(files.cert, flags.cert), _read(files.key, flags.key)
     leaf = _certificates(cert, files.cert, flags.cert)[0]
+    from cryptography.hazmat.primitives import serialization
+
     try:
         private = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError):

@@ -40,6 +40,10 @@ Not persisted: learned synonyms and preload statistics (a restarted cache relear
 Persistence (off by default) lives in ``persist.CacheFile``, driven by the shell:
 ``drain_changes`` every few seconds from a thread, ``restore`` at start-up."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 # The facade
 from deerflow_controller.cache.config import (
     DEFAULT_SIMILARITY_THRESHOLD,
@@ -49,22 +53,44 @@ from deerflow_controller.cache.config import (
 )
 from deerflow_controller.cache.inflight import InflightTable, TaskRef
 from deerflow_controller.cache.keys import RequestKey, SkipReason, canonicalise
-from deerflow_controller.cache.persist import CacheFile
 from deerflow_controller.cache.preload import Preloader, Speculation
-from deerflow_controller.cache.result_cache import (
-    ChangeBatch,
-    Hit,
-    Lookup,
-    Miss,
-    PersistedEntry,
-    ResultCache,
-    Skip,
-)
 
 # The parts (for tests and benchmarks)
-from deerflow_controller.cache.similarity import SimilarityIndex
 from deerflow_controller.cache.store import Entry, Origin, Tier, TieredStore
 from deerflow_controller.cache.synonyms import SynonymLearner
+
+if TYPE_CHECKING:
+    from deerflow_controller.cache.persist import CacheFile
+    from deerflow_controller.cache.result_cache import (
+        ChangeBatch,
+        Hit,
+        Lookup,
+        Miss,
+        PersistedEntry,
+        ResultCache,
+        Skip,
+    )
+    from deerflow_controller.cache.similarity import SimilarityIndex
+
+# What embeds and indexes (numpy) is loaded on first use: the command line imports CacheConfig
+# for its defaults before it spawns the local agents, and should not wait for numpy to do so.
+_LAZY = {
+    "CacheFile": "persist",
+    **dict.fromkeys(
+        ("ChangeBatch", "Hit", "Lookup", "Miss", "PersistedEntry", "ResultCache", "Skip"),
+        "result_cache",
+    ),
+    "SimilarityIndex": "similarity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_SIMILARITY_THRESHOLD",

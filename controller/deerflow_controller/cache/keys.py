@@ -17,10 +17,12 @@ import json
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from deerflow_controller.cache.embedding import Vector
 from deerflow_controller.cache.text import Words
+
+if TYPE_CHECKING:
+    from deerflow_controller.cache.embedding import Vector
 
 IGNORED_FIELDS = frozenset({"api_key", "apikey", "authorization", "trace_id", "request_id"})
 """Top-level payload fields that never change the answer: left out of the key (and never

@@ -34,9 +34,10 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "Estimate",
@@ -202,6 +203,8 @@ class _HandlerModel:
     """Everything learned about one handler. Coefficients are plain floats for predict()."""
 
     def __init__(self, defaults: HandlerDefaults, cfg: PredictorConfig) -> None:
+        import numpy as np
+
         self.defaults = defaults
         self.use_items = bool(defaults.items_field)
         has_prior = defaults.duration_s > 0
@@ -258,6 +261,11 @@ class Predictor:
     agents x speed_window floats."""
 
     def __init__(self, config: PredictorConfig | None = None) -> None:
+        # numpy is loaded here, with the scheduler's predictor at start-up (not with this
+        # module, which the command line imports for PredictorConfig, before it spawns the
+        # local agents), so the first agent's handlers never wait for it.
+        import numpy  # noqa: F401
+
         self.config = config or PredictorConfig()
         self._models: dict[str, _HandlerModel] = {}
         self._agents: dict[str, _Ratios] = {}
@@ -403,6 +411,8 @@ class Predictor:
 
     def _refit(self, model: _HandlerModel, n: int) -> None:
         """Ridge least squares of log duration on centred features; cache floats."""
+        import numpy as np
+
         data = model.buf[:n]
         cols = [0, 1] if model.use_items else [1]
         x = data[:, cols]
@@ -478,6 +488,8 @@ class Predictor:
 
 def _linear_item_cost(items: np.ndarray, run_s: np.ndarray, n: int) -> ItemCost:
     """Least squares run_s = overhead + per_item * items, clipped to non-negative."""
+    import numpy as np
+
     if n < 2 or float(np.ptp(items)) == 0.0:
         return ItemCost(_median(run_s / items), 0.0, n)
     a = np.column_stack([np.ones(n), items])
@@ -491,6 +503,8 @@ def _linear_item_cost(items: np.ndarray, run_s: np.ndarray, n: int) -> ItemCost:
 def _median(values: np.ndarray) -> float:
     """The median of a non-empty 1-D array. Not ``np.median``: its first call imports
     ``numpy.ma`` (0.05-0.2 s of CPU on the controller's event loop when the first task ends)."""
+    import numpy as np
+
     n = len(values)
     k = n // 2
     if n % 2:

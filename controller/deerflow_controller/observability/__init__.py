@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from deerflow_common.tracing import SpanSink, tracing_from_env
-from deerflow_controller.observability.http import HttpServer
 from deerflow_controller.observability.metrics import TaskMetrics, render
 from deerflow_controller.observability.stats import StatsHistory, snapshot
 from deerflow_controller.observability.suggestions import Suggestion, suggest
@@ -29,6 +28,7 @@ from deerflow_controller.service.credentials import Credentials
 from deerflow_controller.service.shell import Shell
 
 if TYPE_CHECKING:
+    from deerflow_controller.observability.http import HttpServer
     from deerflow_controller.service.tuner_loop import TunerLoop
 
 __all__ = [
@@ -103,6 +103,9 @@ class Observability:
         """Keep metrics and serve the HTTP endpoints on ``host:port`` (0 picks a free port),
         over HTTPS with ``ssl_context``; returns the bound port. Raises OSError when the port is
         taken."""
+        # aiohttp's server is loaded here: a controller without an HTTP port never loads it.
+        from deerflow_controller.observability.http import HttpServer
+
         if ready is not None:
             self.ready = ready
         self.enable_metrics()

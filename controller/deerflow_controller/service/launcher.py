@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Self
@@ -129,3 +131,58 @@ class AgentProcess(ManagedProcess):
     ) -> AgentProcess:
         module_args = ["--controller", controller, "--id", agent_id, *args]
         return await cls.spawn(agent_id, "deerflow_agent", module_args, quiet=quiet, env=env)
+
+
+PRESTART_MODULE = "deerflow_agent._prestart"
+"""An agent that imports itself, then waits for its command line on stdin (embedded mode)."""
+
+
+class PrestartedAgent:
+    """A ``deerflow-agent`` process started before its arguments are known: it imports the
+    agent while the controller starts, then :meth:`hand_over` gives it its command line and
+    environment additions (one JSON line on its stdin). Spawned with ``subprocess`` (the
+    controller has no event loop yet, and no gRPC threads a fork could catch holding a lock);
+    stopped by its own pid."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.name = "local agent (starting)"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", PRESTART_MODULE],
+            stdin=subprocess.PIPE,
+            env=_env(False, env),
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def hand_over(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> bool:
+        """Send the agent its arguments; False when it has already exited (its error is on
+        stderr). Does not block beyond one small pipe write."""
+        self.name = name
+        stdin = self.proc.stdin
+        assert stdin is not None
+        line = json.dumps({"args": list(args), "env": dict(env)}) + "\n"
+        try:
+            stdin.write(line.encode())
+            stdin.close()
+        except BrokenPipeError:
+            return False
+        return True
+
+    async def stop(self, grace_s: float = 10.0) -> int:
+        """SIGTERM (before the hand-over: closing stdin, which ends it quietly), then SIGKILL
+        after ``grace_s``; returns the exit code."""
+        proc = self.proc
+        if proc.stdin is not None and not proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        elif proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.to_thread(proc.wait, grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            return await asyncio.to_thread(proc.wait)

@@ -12,6 +12,7 @@ import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,7 +28,7 @@ from deerflow_common.tls import (
     server_ssl_context,
 )
 from deerflow_controller.config import ControllerConfig
-from deerflow_controller.ha import HaConfig, HaRunner, LeaderGate
+from deerflow_controller.ha import HaConfig
 from deerflow_controller.observability import DEFAULT_HTTP_PORT, Observability
 from deerflow_controller.service.admin_service import AdminService
 from deerflow_controller.service.agent_service import AgentService
@@ -48,6 +49,9 @@ from deerflow_protos import (
     client_pb2,
     client_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from deerflow_controller.ha import HaRunner, LeaderGate
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,12 @@ class Controller:
     ) -> None:
         self.config = config
         self.tls = tls
-        self.gate = LeaderGate("") if ha is not None else None
+        self.gate: LeaderGate | None = None
+        if ha is not None:
+            # Imported here: the gate and the runner need the etcd client, embedded mode not.
+            from deerflow_controller.ha import LeaderGate
+
+            self.gate = LeaderGate("")
         # Outermost: a request that does not parse is refused before the gate or a servicer
         # reads it.
         self.malformed = MalformedRequestGuard()
@@ -180,6 +189,8 @@ class Controller:
         )
         self.ha: HaRunner | None = None
         if self.gate is not None and ha is not None:
+            from deerflow_controller.ha import HaRunner
+
             self.gate.address = ha.advertise or self.address
             self.ha = HaRunner(
                 self.shell,
@@ -277,8 +288,12 @@ async def serve(
     insecure: bool = False,
     peer_identity: PeerIdentity | None = None,
     tls: TlsFiles | None = None,
+    prestarted: LocalAgents | None = None,
 ) -> None:
     """Run a controller until SIGTERM or SIGINT, with ``local_agents`` agent processes.
+
+    ``prestarted``: those agents, spawned earlier (``deerflow-controller`` does so before its
+    own imports); without, they are spawned here, before the server exists.
 
     ``http_port``: the dashboard, /metrics and health endpoints (None: 7401 if free; 0: off).
     ``ha``: campaign for leadership on etcd, journal and restore (None: embedded mode).
@@ -287,44 +302,35 @@ async def serve(
     ``tls``: serve gRPC and HTTP over TLS (mutual with ``tls.ca``); None: plaintext. Under
     mutual TLS the auth file's agent ``identity`` entries match the verified certificate's
     (:func:`deerflow_common.tls.certificate_identity`) unless ``peer_identity`` is given."""
-    # --- auth (issue #17): closed by default.
-    hosts = [config.host] + ([http_host or config.host] if http_port != 0 else [])
-    problem = exposure_problem(hosts, auth=credentials is not None, insecure=insecure)
-    if problem is not None:
-        raise ListenError(problem)
-    announce(hosts, auth=credentials is not None, insecure=insecure)
-    agent_env: dict[str, str] = {}
-    if credentials is not None and local_agents:
-        # The file holds digests only: the local agents get a join token made now, in memory.
-        join_token = secrets.token_urlsafe(32)
-        credentials.add_agent_token("local-agents", join_token)
-        agent_env["DEERFLOW_JOIN_TOKEN"] = join_token
-    # --- end auth
-    if peer_identity is None and tls is not None and tls.ca is not None:
-        peer_identity = certificate_identity
-    controller = Controller(
-        config, ha, credentials=credentials, peer_identity=peer_identity, tls=tls
-    )
-    if ha is not None:
-        agent_args = [
-            *agent_args,
-            "--etcd",
-            ",".join(ha.endpoints),
-            "--etcd-prefix",
-            ha.prefix,
-        ]
-    if tls is not None:
-        agent_args = [*agent_args, *local_agent_tls_args(tls)]
-    agents = LocalAgents(controller.address, local_agents, agent_args, env=agent_env)
+    # Spawned before the server exists (or earlier still, ``prestarted``): a fork while gRPC's
+    # threads serve (a TLS handshake calling the certificate fetcher, an etcd call) can leave
+    # the child stuck on a lock one of them held, and the event loop with it. They are told
+    # where to connect once the server is up, so their first attempt finds it.
+    agents = prestarted if prestarted is not None else LocalAgents(local_agents)
     try:
-        # The local agents are started before the server is: a fork while gRPC's threads serve
-        # (a TLS handshake calling the certificate fetcher, an etcd call) can leave the child
-        # stuck on a lock one of them held, and the event loop with it (the spawn waits for
-        # the child's exec). They take longer to import than the server takes to start, and
-        # connect with their usual retry.
-        await agents.start()
-        http = await _serve_http(controller, http_host or config.host, http_port)
+        controller, agent_args, agent_env = _prepare(
+            config,
+            local_agents,
+            agent_args,
+            http_port=http_port,
+            http_host=http_host,
+            ha=ha,
+            credentials=credentials,
+            insecure=insecure,
+            peer_identity=peer_identity,
+            tls=tls,
+        )
+    except BaseException:
+        await agents.stop()
+        raise
+    try:
+        if http_port != 0:
+            # Metrics from the first event on, though the HTTP side is bound just after.
+            controller.observability.enable_metrics()
         await controller.start()
+        # The agents connect while the HTTP side (aiohttp) is loaded and bound.
+        await agents.start(controller.address, agent_args, env=agent_env)
+        http = await _serve_http(controller, http_host or config.host, http_port)
         # The ready line: scripts and tests read the bound port from it (useful with --port 0).
         print(f"deerflow-controller listening on {controller.address}", flush=True)
         if http is not None:
@@ -352,6 +358,52 @@ async def serve(
     finally:
         await agents.stop()
         await controller.stop()
+
+
+def _prepare(
+    config: ControllerConfig,
+    local_agents: int,
+    agent_args: Sequence[str],
+    *,
+    http_port: int | None,
+    http_host: str | None,
+    ha: HaConfig | None,
+    credentials: Credentials | None,
+    insecure: bool,
+    peer_identity: PeerIdentity | None,
+    tls: TlsFiles | None,
+) -> tuple[Controller, list[str], dict[str, str]]:
+    """The controller (bound, not yet serving), and its local agents' arguments and
+    environment; raises :class:`ListenError` when it may not or cannot listen."""
+    # --- auth (issue #17): closed by default.
+    hosts = [config.host] + ([http_host or config.host] if http_port != 0 else [])
+    problem = exposure_problem(hosts, auth=credentials is not None, insecure=insecure)
+    if problem is not None:
+        raise ListenError(problem)
+    announce(hosts, auth=credentials is not None, insecure=insecure)
+    agent_env: dict[str, str] = {}
+    if credentials is not None and local_agents:
+        # The file holds digests only: the local agents get a join token made now, in memory.
+        join_token = secrets.token_urlsafe(32)
+        credentials.add_agent_token("local-agents", join_token)
+        agent_env["DEERFLOW_JOIN_TOKEN"] = join_token
+    # --- end auth
+    if peer_identity is None and tls is not None and tls.ca is not None:
+        peer_identity = certificate_identity
+    if ha is not None:
+        agent_args = [
+            *agent_args,
+            "--etcd",
+            ",".join(ha.endpoints),
+            "--etcd-prefix",
+            ha.prefix,
+        ]
+    if tls is not None:
+        agent_args = [*agent_args, *local_agent_tls_args(tls)]
+    controller = Controller(
+        config, ha, credentials=credentials, peer_identity=peer_identity, tls=tls
+    )
+    return controller, list(agent_args), agent_env
 
 
 def local_agent_tls_args(tls: TlsFiles) -> list[str]:
