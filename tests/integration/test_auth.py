@@ -8,7 +8,6 @@ and before that, anyone could join, read and cancel)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -28,7 +27,7 @@ from deerflow_controller.client import (
     Task,
 )
 from deerflow_controller.service.launcher import ManagedProcess, _env
-from deerflow_protos import agent_pb2, agent_pb2_grpc
+from deerflow_protos import agent_pb2_grpc
 from tests.auth_files import Tokens, auth_toml, write_atomically
 
 from .conftest import ClusterFactory
@@ -91,18 +90,13 @@ async def start_secured(make_cluster: ClusterFactory, auth_file: Path, tokens: T
 
 
 async def _connect_status(address: str, token: str | None) -> tuple[grpc.StatusCode, str]:
-    """Open an agent stream with ``token`` (None: no metadata) and send a valid Hello."""
+    """Open an agent stream with ``token`` (None: no metadata): its status. The controller
+    refuses on the call's metadata, before it reads a message, so no Hello is written: a write
+    racing the refusal can end the call with the client core's own INTERNAL ("Internal error
+    from Core") instead of the server's status."""
     metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
     async with grpc.aio.insecure_channel(address) as channel:
         call = agent_pb2_grpc.AgentServiceStub(channel).Connect(metadata=metadata)
-        hello = agent_pb2.AgentMessage()
-        hello.hello.agent_id = "impostor"
-        hello.hello.slots = 4
-        hello.hello.handlers.add(name="echo")
-        # When the refusal comes first, the write fails with the client core's own INTERNAL
-        # ("Internal error from Core"), not the server's status, which the call still has.
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await call.write(hello)
         code = await asyncio.wait_for(call.code(), 30)
         return code, await call.details() or ""
 
