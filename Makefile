@@ -8,7 +8,13 @@ PROTOS := $(wildcard protos/deerflow_protos/*.proto)
 # uv uses the interpreter of .venv, never downloads one, and installs exactly what uv.lock says
 # (--locked fails when pyproject.toml and uv.lock disagree: run `make lock`).
 UV      := UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
-UV_SYNC := $(UV) sync --quiet --locked --inexact --python $(BIN)/python
+# --compile-bytecode: installed packages are compiled once, as pip does (uv does not by default),
+# and so are the project's own packages (installed editable, so read from here): a daemon then
+# starts without compiling every module it imports, which is about half of its start-up CPU
+# where PYTHONDONTWRITEBYTECODE is set (docs/BENCHMARKS.md, issue #19 start-up).
+UV_SYNC := $(UV) sync --quiet --locked --inexact --compile-bytecode --python $(BIN)/python
+OWN_CODE := controller agent common bench protos dropins simulator
+COMPILE_OWN := $(BIN)/python -m compileall -q -j 0 $(OWN_CODE) >/dev/null
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 EXAMPLE_STAMP := $(VENV)/.installed-example
@@ -41,16 +47,19 @@ $(BIN)/uv: tools/bootstrap-requirements.txt
 # and the local-cluster launcher live there, beside the benchmarks).
 $(RUN_STAMP): $(BIN)/uv pyproject.toml bench/pyproject.toml uv.lock
 	$(UV_SYNC) --extra bench
+	$(COMPILE_OWN)
 	touch $@
 
 $(EXAMPLE_STAMP): $(BIN)/uv pyproject.toml bench/pyproject.toml uv.lock
 	$(UV_SYNC) --extra bench --extra deerflow
+	$(COMPILE_OWN)
 	touch $@ $(RUN_STAMP)
 
 # What CI needs: the runtime dependencies and the dev extra (the pinned stub generator and the
 # bench package among them).
 $(DEV_STAMP): $(BIN)/uv pyproject.toml bench/pyproject.toml uv.lock
 	$(UV_SYNC) --extra dev
+	$(COMPILE_OWN)
 	touch $@ $(RUN_STAMP) $(EXAMPLE_STAMP)
 
 # Re-resolve every dependency to its newest allowed release and rewrite uv.lock; then run
