@@ -92,6 +92,15 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     "early, oldest first, then an output that still does not fit fails its task.",
 )
 @click.option(
+    "--job-retention-s",
+    default=SchedulerConfig.__dataclass_fields__["job_retention_s"].default,
+    show_default=True,
+    type=FiniteFloatRange(1.0, 7 * 24 * 3600.0),
+    help="How long a finished job (its events and outputs) is kept for clients to read, in "
+    "seconds; then it is forgotten and reads of it are NOT_FOUND. Shorter keeps less memory "
+    "(docs/SCALING.md).",
+)
+@click.option(
     "--max-queued-tasks",
     default=SchedulerConfig.__dataclass_fields__["max_queued_tasks"].default,
     show_default=True,
@@ -332,6 +341,7 @@ def main(
     max_retained_job_bytes: int,
     inline_input_bytes: int,
     max_output_bytes: int,
+    job_retention_s: float,
     max_queued_tasks: int,
     max_queued_tasks_per_tenant: int,
     max_jobs_per_tenant: int,
@@ -414,6 +424,7 @@ def main(
             max_retained_output_bytes=max_retained_output_bytes,
             max_retained_job_bytes=max_retained_job_bytes,
             max_output_bytes=max_output_bytes,
+            job_retention_s=job_retention_s,
             max_queued_tasks=max_queued_tasks,
             max_queued_tasks_per_tenant=max_queued_tasks_per_tenant,
             max_jobs_per_tenant=max_jobs_per_tenant,
