@@ -196,72 +196,6 @@ def bench_noop(tasks: int, agents: int, slots: int, prefetch: int, as_json: bool
     _emit(run(_throughput.noop(tasks, agents, slots, prefetch)), as_json)
 
 
-@bench.command("sdk")
-@tasks_option(10000)
-@agents_option
-@slots_option(64)
-@click.option(
-    "--threads",
-    default=16,
-    show_default=True,
-    type=click.IntRange(1, 256),
-    help="Caller threads (sync-threads) and coroutines (async-concurrent).",
-)
-@click.option(
-    "--job-size",
-    default=20,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="Tasks per job of the thread-pool and concurrent modes.",
-)
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 50), help="Rounds.")
-@json_option
-def bench_sdk(
-    tasks: int, agents: int, slots: int, threads: int, job_size: int, rounds: int, as_json: bool
-) -> None:
-    """The blocking Client (one job; a thread pool of callers) against the AsyncClient on the
-    same cluster, interleaved round by round."""
-    from . import _sdk_bench
-
-    _emit(run(_sdk_bench.sdk(tasks, agents, slots, threads, job_size, rounds)), as_json)
-
-
-@bench.command("latency")
-@click.option(
-    "--samples",
-    default=500,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="One-task jobs measured at idle and again under load.",
-)
-@agents_option
-@slots_option(64)
-@click.option(
-    "--load",
-    "load_fraction",
-    default=0.5,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0, min_open=True),
-    help="Background load as a fraction of the capacity measured first.",
-)
-@click.option(
-    "--load-job-size",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="Tasks per job of the background load.",
-)
-@json_option
-def bench_latency(
-    samples: int, agents: int, slots: int, load_fraction: float, load_job_size: int, as_json: bool
-) -> None:
-    """One-task jobs: submit-to-start, start-to-result at the client and round trip (p50, p99)
-    at idle and under a background load."""
-    from . import _latency
-
-    _emit(run(_latency.latency(samples, agents, slots, load_fraction, load_job_size)), as_json)
-
-
 @bench.command("io")
 @tasks_option(5000)
 @agents_option
@@ -380,67 +314,6 @@ def bench_ratelimit_cmd(
     else:
         coro = rl.unknown(tasks, rpm, n_agents, slots, time_scale, provider)
     _emit(rl.add_machine(run(coro)), as_json)
-
-
-@bench.command("failover")
-@click.option(
-    "--rounds",
-    default=3,
-    show_default=True,
-    type=click.IntRange(0, 20),
-    help="Rounds of the agent-loss and first-dispatch measurements (0 skips them).",
-)
-@click.option(
-    "--kills",
-    default=10,
-    show_default=True,
-    type=click.IntRange(0, 200),
-    help="Leader SIGKILLs under a streaming client, on one cluster (0 skips them).",
-)
-@click.option(
-    "--colocated-fraction",
-    default=0.5,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0),
-    help="Share of the kills that also SIGKILL the agent on the leader's node.",
-)
-@json_option
-def bench_failover_cmd(rounds: int, kills: int, colocated_fraction: float, as_json: bool) -> None:
-    """Agent SIGKILL -> its tasks running elsewhere; leader SIGKILL -> first dispatch by the
-    new leader (a local etcd, 2 controllers, 2 agents); then leader SIGKILLs (some with an agent
-    on the same node) -> the first result a streaming client receives from the new leader
-    (2 controllers, 3 agents)."""
-    from . import _failover
-
-    _emit(run(_failover.failover(rounds, kills, colocated_fraction)), as_json)
-
-
-@bench.command("journal")
-@tasks_option(20000)
-@agents_option
-@slots_option(64)
-@click.option(
-    "--prefetch",
-    default=64,
-    show_default=True,
-    type=click.IntRange(0, 4096),
-    help="The controller's --prefetch (least prefetch per agent).",
-)
-@click.option(
-    "--rounds",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1, 20),
-    help="Journal and embedded runs each, alternating.",
-)
-@json_option
-def bench_journal_cmd(
-    tasks: int, agents: int, slots: int, prefetch: int, rounds: int, as_json: bool
-) -> None:
-    """No-op throughput with the etcd journal (HA leader) against embedded mode, alternating."""
-    from . import _failover
-
-    _emit(run(_failover.journal(tasks, agents, slots, prefetch, rounds)), as_json)
 
 
 @bench.command("tracing")
@@ -708,7 +581,8 @@ def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> 
     _emit(run(inputs_bench(sizes, rounds, agents)), as_json)
 
 
-# The issue #16 benchmarks (the research comparison, the tuner) live in _cli_seed.py, issue #19's
-# scale benchmark in _cli_scale.py and its start-up benchmark in _cli_startup.py; each registers
-# itself on `bench` when it is imported.
-from . import _cli_scale, _cli_seed, _cli_startup  # noqa: E402, F401
+# More benchmarks, by concept, each registering itself on `bench` when imported: the client's
+# side (SDK throughput, latency) in _cli_client.py, high availability (failover, the journal) in
+# _cli_ha.py, issue #16's (the research comparison, the tuner) in _cli_seed.py, issue #19's
+# scale and start-up in _cli_scale.py and _cli_startup.py.
+from . import _cli_client, _cli_ha, _cli_scale, _cli_seed, _cli_startup  # noqa: E402, F401
