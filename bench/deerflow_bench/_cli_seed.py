@@ -138,13 +138,22 @@ from ._cli import (
     show_default=True,
     help="The control plane's --tuner-objective.",
 )
+@click.option(
+    "--ours-slot-limit",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 1024),
+    help="The control plane's --agent-slot-limit (0: each agent's --slots); where the tuner's "
+    "slot knob starts.",
+)
 @seed_option(7)
 @json_option
 def bench_research(
     system: str | None, compare: bool, processes: int, slots: int, duration_s: float,
     arrival_per_s: float, drain_s: float, llm_rpm: float, search_rpm: float, crawl_rpm: float,
     error_rate: float, time_scale: float, llm_cap: int, ours_priority: str, ours_tuner: str,
-    ours_tuner_interval_s: float, ours_tuner_objective: str, seed: int, as_json: bool,
+    ours_tuner_interval_s: float, ours_tuner_objective: str, ours_slot_limit: int, seed: int,
+    as_json: bool,
 ) -> None:  # fmt: skip
     """Research jobs (plan -> parallel steps of llm/search/crawl -> report) on the fork's
     executor, DeerFlow 2.0's and the control plane, against the seed's claimed gains."""
@@ -171,6 +180,7 @@ def bench_research(
                 llm_cap=llm_cap,
                 progress_priority=ours_priority == "progress",
                 tuner=(ours_tuner, ours_tuner_interval_s, ours_tuner_objective),
+                slot_limit=ours_slot_limit,
             )
         )
     except RuntimeError as e:  # a baseline process or the simulator failed to run

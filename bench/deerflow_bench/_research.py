@@ -206,6 +206,7 @@ async def research(
     llm_cap: int,
     progress_priority: bool = True,
     tuner: tuple[str, float, str] = ("observe", 2.0, "throughput"),
+    slot_limit: int = 0,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     jobs = build_jobs(spec)
@@ -215,7 +216,7 @@ async def research(
     for system in systems:
         if system == "ours":
             run = await run_ours(
-                jobs, providers, processes, slots, deadline_s, progress_priority, tuner
+                jobs, providers, processes, slots, deadline_s, progress_priority, tuner, slot_limit
             )
         else:
             run = await run_baseline(system, jobs, providers, processes, deadline_s, llm_cap)
@@ -235,6 +236,7 @@ async def research(
         },
         "processes": processes,
         "ours_slots_per_agent": slots,
+        "ours_agent_slot_limit": slot_limit,
         "ours_tuner": {"mode": tuner[0], "interval_s": tuner[1], "objective": tuner[2]},
         "columns": columns,
     }

@@ -467,10 +467,11 @@ def _cpu_s(pids: list[int]) -> float:
 async def run_ours(
     jobs: list[Job], providers: Providers, agents: int, slots: int, deadline_s: float,
     progress_priority: bool = True, tuner: tuple[str, float, str] = ("observe", 2.0, "throughput"),
+    slot_limit: int = 0,
 ) -> SystemRun:  # fmt: skip
-    """The control plane on ``agents`` agents; ``tuner`` is the controller's ``--tuner`` mode
-    ``--tuner-interval-s`` and
-    ``--tuner-objective``."""
+    """The control plane on ``agents`` agents of ``slots`` slots; ``tuner`` is the controller's
+    ``--tuner`` mode, ``--tuner-interval-s`` and ``--tuner-objective``; ``slot_limit`` its
+    ``--agent-slot-limit`` (0: the agents' own slots), where the tuner's slot knob starts."""
     sim = await SimulatorProcess.start(providers.sim_args())
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -486,6 +487,7 @@ async def run_ours(
                 controller_args=[
                     *("--limits", str(limits), "--tuner", tuner[0]),
                     *("--tuner-interval-s", str(tuner[1]), "--tuner-objective", tuner[2]),
+                    *("--agent-slot-limit", str(slot_limit)),
                 ],
                 agent_env=env,
             )
@@ -538,6 +540,7 @@ async def run_ours(
             "cpu_s_agents": round(cpu_parts[1], 2),
             "cpu_s_client": round(cpu_parts[2], 2),
             "slots_per_agent": slots,
+            "agent_slot_limit": slot_limit,
             "peak_busy_slots": _peak(intervals),
             "job_critical_path_p50_s": round(_median(_critical_paths(stages)), 3),
             "progress_priority": progress_priority,
