@@ -34,7 +34,9 @@ async def _cluster(mode: Mode) -> tuple[Shell, Clock, TunerLoop, list[bytes]]:
     )
     shell.submit_job("j", "", [spec(f"t{i}") for i in range(5000)])
     spans: list[bytes] = []
-    config = TunerConfig(mode=mode, interval_s=1.0, cooldown_s=1.0, judge_windows=1)
+    config = TunerConfig(
+        mode=mode, interval_s=1.0, cooldown_s=1.0, judge_windows=1, judge_min_completions=10
+    )
     loop = TunerLoop(shell, Tuner(config), None, spans.append)
     loop.measure()  # the first window starts now
     return shell, clock, loop, spans

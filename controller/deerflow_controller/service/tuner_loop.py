@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +31,7 @@ from deerflow_controller.tuning import (
     Mode,
     Outcome,
     Tuner,
+    p95,
 )
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,6 @@ SATURATED = 0.9
 SPAN_NAME = "deerflow.tuner"
 _HEAD = tracing.span_head(SPAN_NAME, tracing.KIND_INTERNAL)
 _E = tracing.EVENT_ATTR
-
-
-def _p95(values: list[float]) -> float:
-    if not values:
-        return 0.0
-    values.sort()
-    return values[min(len(values) - 1, max(0, math.ceil(0.95 * len(values)) - 1))]
 
 
 class TunerLoop:
@@ -116,7 +109,7 @@ class TunerLoop:
         )
         totals = (now, c.succeeded, c.failed + c.timed_out, shell.assignments_sent, limited)
         last, self._last = self._last, totals
-        p95 = self._latency_p95()
+        waits, runs = self._latency_samples()
         if last is None:
             return None
         busy = slots = 0
@@ -130,18 +123,21 @@ class TunerLoop:
             failed=max(0, totals[2] - last[2]),
             attempts=max(0, totals[3] - last[3]),
             rate_limited=max(0, totals[4] - last[4]),
-            p95_s=p95,
+            p95_s=p95(waits) + p95(runs),
             queued=sched.queued(),
             saturated=slots > 0 and busy >= SATURATED * slots,
             throttled=sched.limiter.waiting,
+            wait_samples=tuple(waits),
+            run_samples=tuple(runs),
         )
 
-    def _latency_p95(self) -> float:
-        """p95 queue wait plus p95 run time of the tasks that finished since the last call
-        (an upper bound of the p95 of their sum), from the tap's latest samples."""
+    def _latency_samples(self) -> tuple[list[float], list[float]]:
+        """Queue waits and run times of the tasks dispatched and finished since the last call,
+        from the tap's latest samples (the tuner's latency is p95 wait plus p95 run: an upper
+        bound of the p95 of their sum)."""
         metrics = self.metrics
         if metrics is None:
-            return 0.0
+            return [], []
         waits: list[float] = []
         runs: list[float] = []
         for name, h in metrics.handlers.items():
@@ -152,7 +148,7 @@ class TunerLoop:
             if new_run > 0:
                 runs.extend(list(h.run_samples)[-min(new_run, len(h.run_samples)) :])
             self._seen[name] = (h.wait.count, h.run.count)
-        return _p95(waits) + _p95(runs)
+        return waits, runs
 
     def knobs(self) -> dict[str, Knob]:
         """The knobs that apply now, with their bounds."""

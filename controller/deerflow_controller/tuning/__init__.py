@@ -19,7 +19,7 @@ from deerflow_controller.tuning.knobs import (
 )
 
 # Objective
-from deerflow_controller.tuning.objective import Measurement, Objective, score
+from deerflow_controller.tuning.objective import Measurement, Objective, p95, pooled_score, score
 
 # The tuner
 from deerflow_controller.tuning.tuner import Action, Change, Mode, Outcome, Tuner, TunerConfig
@@ -38,6 +38,8 @@ __all__ = [
     "Outcome",
     "Tuner",
     "TunerConfig",
+    "p95",
+    "pooled_score",
     "score",
     "step_value",
 ]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Measurement", "Objective", "score"]
+__all__ = ["Measurement", "Objective", "p95", "pooled_score", "score"]
 
 
 class Objective(enum.Enum):
@@ -48,6 +49,11 @@ class Measurement:
     """Whether the agents' slots were (nearly) all in use at ``end``."""
     throttled: int = 0
     """Tasks waiting on their rate keys at ``end`` (THROTTLED)."""
+    wait_samples: tuple[float, ...] = ()
+    """Queue waits of the tasks dispatched in the window (seconds), when the controller keeps
+    them: several windows' samples are pooled into one p95 (:func:`pooled_score`)."""
+    run_samples: tuple[float, ...] = ()
+    """Run times of the tasks that finished in the window (seconds), as above."""
 
     @property
     def seconds(self) -> float:
@@ -68,6 +74,63 @@ class Measurement:
 
 MIN_COMPLETIONS = 10
 """A window with fewer successes says too little to judge a change by."""
+
+
+def p95(values: Sequence[float]) -> float:
+    """The 95th percentile of ``values`` (nearest rank; 0 for none)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(0.95 * len(ordered)) - 1))]
+
+
+def _quantile_spread(values: Sequence[float], q: float = 0.95, z: float = 1.96) -> float:
+    """Half the width of a distribution-free confidence interval of the ``q`` quantile of
+    ``values`` (the order statistics at ranks ``nq -+ z sqrt(nq(1-q))``): how far the sample
+    quantile may be from the true one, from the samples alone."""
+    n = len(values)
+    if n == 0:
+        return 0.0
+    ordered = sorted(values)
+    half = z * math.sqrt(n * q * (1.0 - q))
+    lo = min(n - 1, max(0, math.floor(n * q - half) - 1))
+    hi = min(n - 1, max(0, math.ceil(n * q + half) - 1))
+    return (ordered[hi] - ordered[lo]) / 2.0
+
+
+def pooled_score(
+    objective: Objective, windows: Sequence[Measurement]
+) -> tuple[float, float] | None:
+    """The objective over several windows taken as one (each already judged usable by
+    :func:`score`), and its spread: half the width of a ~95 % interval around it, from the
+    windows' own counts and samples. Throughput is all successes over all their seconds
+    (spread from the count's Poisson noise), latency the p95 of their pooled samples (spread
+    from the order statistics around it; the successes-weighted mean of their p95s and no
+    spread when they carry none), cost all attempts over all successes (spread from the
+    retries' Poisson noise). None for no windows or no successes.
+
+    Pooled rather than averaged window by window: at a few tasks a second a window's p95 is
+    one of its slowest few tasks, and the mean of such p95s is mostly noise."""
+    done = sum(m.succeeded for m in windows)
+    if not windows or done <= 0:
+        return None
+    if objective is Objective.THROUGHPUT:
+        seconds = math.fsum(m.seconds for m in windows)
+        if seconds <= 0:
+            return None
+        return done / seconds, 1.96 * math.sqrt(done) / seconds
+    if objective is Objective.LATENCY:
+        waits = [x for m in windows for x in m.wait_samples]
+        runs = [x for m in windows for x in m.run_samples]
+        if waits or runs:
+            value = p95(waits) + p95(runs)
+            spread = _quantile_spread(waits) + _quantile_spread(runs)
+        else:
+            value = math.fsum(m.p95_s * m.succeeded for m in windows) / done
+            spread = 0.0
+        return (-value, spread) if math.isfinite(value + spread) else None
+    attempts = sum(m.attempts for m in windows)
+    return -(attempts / done), 1.96 * math.sqrt(max(1, attempts - done)) / done
 
 
 def score(

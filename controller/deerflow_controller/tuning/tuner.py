@@ -10,11 +10,16 @@ The climb, per step (every ``interval_s``):
 
 1. A window is *usable* when it began at least ``settle_s`` after the last change (attempts
    started under the old value have mostly ended) and :func:`~.objective.score` can judge it.
-   A score is the mean of ``judge_windows`` usable windows at the same settings.
-2. With a trial in progress, the mean of its first ``judge_windows`` usable windows judges it:
+   A score is the objective over the usable windows at the same settings taken together
+   (:func:`~.objective.pooled_score`), with its spread (how far chance alone may move it):
+   at least ``judge_windows`` windows holding ``judge_min_completions`` successes (on a
+   workload of a few tasks a second, two windows' p95 is a handful of tasks: noise).
+2. With a trial in progress, the score of its first usable windows judges it:
    the trial is **kept** when that beats the score before it by more than the noise band
-   (``noise_band`` of its size) and 429s did not rise; otherwise it is **reverted** (the knob
-   goes back to its old value).
+   (``noise_band`` of its size) and by more than chance (``significance_z`` times the two
+   scores' combined spread), and 429s did not rise. A gain beyond the band but not yet beyond
+   chance waits for more windows (up to ``max_trial_windows``); otherwise it is **reverted**
+   (the knob goes back to its old value).
 3. With no trial, once ``cooldown_s`` has passed since the last change, it tries the next
    candidate: after a kept change the same knob in the same direction (momentum); else each
    knob in turn (capacity first), the direction the measurement points to first (work waiting
@@ -55,7 +60,7 @@ from deerflow_controller.tuning.knobs import (
     Knob,
     step_value,
 )
-from deerflow_controller.tuning.objective import Measurement, Objective, score
+from deerflow_controller.tuning.objective import Measurement, Objective, pooled_score, score
 
 __all__ = ["Action", "Change", "Mode", "Outcome", "Tuner", "TunerConfig", "hint"]
 
@@ -113,15 +118,30 @@ class TunerConfig:
     judge_windows: int = 2
     """Usable windows averaged for a score: the baseline before a change and the trial after
     it (one window of a busy shared machine is too noisy to judge by)."""
+    significance_z: float = 1.0
+    """A gain must exceed this many times the combined spread of the two scores (each a ~95 %
+    half-width) to count: 1.0 is a difference about 2.8 standard errors wide."""
+    judge_min_completions: int = 100
+    """Successes a score needs, pooled over its windows: fewer make a p95 or a rate mostly
+    noise (a research workload finishes about 13 tasks a second: a 2-s window holds ~26, so a
+    score there takes about four windows; at thousands a second, two windows hold plenty)."""
     max_trial_windows: int = 10
-    """Windows a trial may wait for a usable one (no load) before it is reverted."""
+    """Windows a trial may wait for enough usable ones (little load) before it is reverted;
+    also the most windows a score pools."""
     history: int = 200
     """Changes and suggestions kept (the oldest go first)."""
     min_completions: int = 10
     """Successes a window needs to judge anything."""
 
     def __post_init__(self) -> None:
-        for name in ("interval_s", "noise_band", "cooldown_s", "settle_s", "drift_band"):
+        for name in (
+            "interval_s",
+            "noise_band",
+            "cooldown_s",
+            "settle_s",
+            "drift_band",
+            "significance_z",
+        ):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"tuner {name} must be a finite number >= 0, got {v!r}")
@@ -131,10 +151,17 @@ class TunerConfig:
             raise ValueError("tuner factors must satisfy 1 < fine_factor <= coarse_factor")
         if not math.isfinite(self.coarse_factor):
             raise ValueError("tuner coarse_factor must be finite")
-        counts = (self.history, self.drift_windows, self.max_trial_windows, self.judge_windows)
+        counts = (
+            self.history,
+            self.drift_windows,
+            self.max_trial_windows,
+            self.judge_windows,
+            self.judge_min_completions,
+        )
         if min(counts) < 1:
             raise ValueError(
-                "tuner history, drift_windows, max_trial_windows and judge_windows must be >= 1"
+                "tuner history, drift_windows, max_trial_windows, judge_windows and "
+                "judge_min_completions must be >= 1"
             )
 
 
@@ -236,8 +263,11 @@ class Tuner:
         self._last_action_at = -math.inf
         self._windows: list[tuple[float, Measurement]] = []
         """The latest usable windows (score, counts) at the current settings, at most
-        ``judge_windows``: the baseline of the next trial, or the trial's own."""
+        ``max(judge_windows, max_trial_windows)``: the baseline of the next trial, or the
+        trial's own."""
+        self._keep = max(self.config.judge_windows, self.config.max_trial_windows)
         self._before_429 = 0.0
+        self._before_spread = 0.0
         self._climb = _Climb()
         self._suggested: dict[str, tuple[int, int]] = {}
         """Observe mode: each knob's last suggestion (old, new), not repeated."""
@@ -265,14 +295,14 @@ class Tuner:
         s = score(cfg.objective, m, cfg.min_completions) if usable else None
         if s is not None:
             self._windows.append((s, m))
-            del self._windows[: -cfg.judge_windows]
+            del self._windows[: -self._keep]
         if self._trial is not None:
             return self._judge(now, knobs)
-        if s is None or len(self._windows) < cfg.judge_windows:
+        if s is None:
             return None
-        if now - self._last_action_at < cfg.cooldown_s:
+        mean = self._score()
+        if mean is None or now - self._last_action_at < cfg.cooldown_s:
             return None
-        mean = self._mean()
         if cfg.mode is Mode.OBSERVE:
             self._suggest(now, m, mean, knobs)
             return None
@@ -280,11 +310,27 @@ class Tuner:
             return None
         return self._explore(now, m, mean, knobs)
 
-    def _mean(self) -> float:
-        return math.fsum(s for s, _ in self._windows) / len(self._windows)
+    def _judged(self) -> list[Measurement]:
+        """The windows a score is taken over: every usable one at the current settings (the
+        latest ``max(judge_windows, max_trial_windows)``), once they are ``judge_windows``
+        holding ``judge_min_completions`` successes; [] before."""
+        cfg = self.config
+        ms = [m for _, m in self._windows]
+        if len(ms) < cfg.judge_windows or sum(m.succeeded for m in ms) < cfg.judge_min_completions:
+            return []
+        return ms
+
+    def _scored(self) -> tuple[float, float] | None:
+        """The score and its spread, or None while the windows are too few."""
+        windows = self._judged()
+        return pooled_score(self.config.objective, windows) if windows else None
+
+    def _score(self) -> float | None:
+        scored = self._scored()
+        return None if scored is None else scored[0]
 
     def _detail(self) -> str:
-        ms = [m for _, m in self._windows]
+        ms = self._judged() or [m for _, m in self._windows]
         seconds = math.fsum(m.seconds for m in ms)
         done = sum(m.succeeded for m in ms)
         p95 = max(m.p95_s for m in ms)
@@ -295,9 +341,10 @@ class Tuner:
         )
 
     def _rate_limited(self) -> float:
-        """429s per second over the windows at hand."""
-        seconds = math.fsum(m.seconds for _, m in self._windows)
-        return sum(m.rate_limited for _, m in self._windows) / seconds if seconds else 0.0
+        """429s per second over the windows a score is taken over."""
+        ms = self._judged() or [m for _, m in self._windows]
+        seconds = math.fsum(m.seconds for m in ms)
+        return sum(m.rate_limited for m in ms) / seconds if seconds else 0.0
 
     def _drifted(self, s: float) -> bool:
         climb, n = self._climb, self.config.drift_windows
@@ -326,15 +373,24 @@ class Tuner:
         if now - self._last_action_at < cfg.cooldown_s:
             return None  # even a revert waits for the cool-down
         self._trial_windows += 1
-        if len(self._windows) < cfg.judge_windows:
+        scored = self._scored()
+        if scored is None:
             if self._trial_windows < cfg.max_trial_windows:
                 return None
             return self._revert(trial, now, knob, "no window could judge it (too little load)")
-        after = self._mean()
+        after, spread = scored
         trial.after, trial.after_detail = after, self._detail()
         band = cfg.noise_band * abs(trial.before)
+        chance = cfg.significance_z * math.hypot(self._before_spread, spread)
         more_429 = self._rate_limited() > self._before_429 * (1 + cfg.noise_band) + 1.0
-        if after > trial.before + band and not more_429:
+        gained = after > trial.before + band
+        if gained and not more_429 and after <= trial.before + chance:
+            if self._trial_windows < cfg.max_trial_windows:
+                return None  # beyond the band, not yet beyond chance: measure longer
+            return self._revert(
+                trial, now, knob, f"a gain of {_pct(after, trial.before)} within chance"
+            )
+        if gained and not more_429:
             rose = f"the objective rose by {_pct(after, trial.before)}"
             self._end(trial, now, Outcome.KEPT, rose)
             climb = self._climb
@@ -425,6 +481,8 @@ class Tuner:
         self._trial = change
         self._trial_windows = 0
         self._before_429 = self._rate_limited()
+        scored = self._scored()
+        self._before_spread = 0.0 if scored is None else scored[1]
         self._acted(now)
         return Action(knob.name, new, change)
 
