@@ -11,10 +11,10 @@ batches and dispatch scans), not how much the slots can hold at once.
 
 Per run: the time until every agent is connected; the controller's CPU over ``idle_s`` seconds
 with the agents idle (heartbeats only); then one job of ``tasks`` echo tasks through the async
-SDK, submit to last result (as ``bench noop``), while a second client polls ``GetStats`` and
-``ListAgents`` every ``poll_s``: their round trips, the agents listed, and the age of each
-agent's last sign of life at the controller (heartbeat or report; an agent silent for 15 s is
-declared dead). The controller's CPU seconds and peak RSS during the job, and the light
+SDK, submit to last result (as ``bench noop``). From the agents' connection on, a second client
+polls ``GetStats`` and ``ListAgents`` every ``poll_s`` (idle and running apart): their round
+trips, the agents listed, and the oldest age of an agent's last sign of life at the controller
+(heartbeat or report, every second by default; an agent silent for 15 s is declared dead). The controller's CPU seconds and peak RSS during the job, and the light
 processes' CPU (they share the 2 cores with it). Runs alternate which configuration goes first
 in each of ``rounds`` rounds; the ratio is of the median rates.
 """
@@ -58,30 +58,11 @@ def _cpu_s(proc: psutil.Process) -> float:
 
 
 @dataclass
-class _Watch:
-    """What the polling client saw while the job ran."""
-
+class _Samples:
     stats_s: list[float] = field(default_factory=list)
     agents_s: list[float] = field(default_factory=list)
     fewest_agents: int | None = None
     oldest_sign_of_life_s: float = 0.0
-
-    async def run(self, client: AsyncClient, poll_s: float) -> None:
-        while True:
-            t0 = time.perf_counter()
-            await client.stats()
-            t1 = time.perf_counter()
-            listed = await client.agents()
-            t2 = time.perf_counter()
-            self.stats_s.append(t1 - t0)
-            self.agents_s.append(t2 - t1)
-            n = len(listed)
-            self.fewest_agents = n if self.fewest_agents is None else min(self.fewest_agents, n)
-            now = time.time()  # the controller stamps last_heartbeat with its wall clock
-            ages = [now - a.last_heartbeat for a in listed if a.last_heartbeat]
-            if ages:
-                self.oldest_sign_of_life_s = max(self.oldest_sign_of_life_s, max(ages))
-            await asyncio.sleep(poll_s)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -91,6 +72,36 @@ class _Watch:
             "fewest_agents_listed": self.fewest_agents,
             "oldest_sign_of_life_s": round(self.oldest_sign_of_life_s, 3),
         }
+
+
+class _Watch:
+    """A second client polling ``GetStats`` then ``ListAgents`` every ``poll_s``, its samples
+    kept per phase (``phase`` is switched by the run: idle, then running)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, _Samples] = {}
+        self.phase = "idle"
+
+    async def run(self, client: AsyncClient, poll_s: float) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await client.stats()
+            t1 = time.perf_counter()
+            listed = await client.agents()
+            t2 = time.perf_counter()
+            now = time.time()  # the controller stamps last_heartbeat with its wall clock
+            seen = self.phases.setdefault(self.phase, _Samples())
+            seen.stats_s.append(t1 - t0)
+            seen.agents_s.append(t2 - t1)
+            n = len(listed)
+            seen.fewest_agents = n if seen.fewest_agents is None else min(seen.fewest_agents, n)
+            ages = [now - a.last_heartbeat for a in listed if a.last_heartbeat]
+            if ages:
+                seen.oldest_sign_of_life_s = max(seen.oldest_sign_of_life_s, max(ages))
+            await asyncio.sleep(poll_s)
+
+    def report(self, phase: str) -> dict[str, Any]:
+        return self.phases.get(phase, _Samples()).report()
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -121,14 +132,15 @@ async def _one_run(
         ):
             await client.agents(wait_for=agents, timeout_s=120)
             connected_s = time.perf_counter() - started
+            watch = _Watch()
+            poller = asyncio.create_task(watch.run(watcher, poll_s))
             c0 = _cpu_s(ctl)
             await asyncio.sleep(idle_s)
             idle_cpu = (_cpu_s(ctl) - c0) / idle_s if idle_s else None
             work = [Task(f"t{i}", "echo", f"{i:08d}".encode()) for i in range(tasks)]
             rss = RssSampler(controller.pid)
             rss.start()
-            watch = _Watch()
-            poller = asyncio.create_task(watch.run(watcher, poll_s))
+            watch.phase = "running"
             c0, l0 = _cpu_s(ctl), sum(_cpu_s(p) for p in light_procs)
             t0 = time.perf_counter()
             job = await client.submit(work, name=f"light-{agents}")
@@ -172,7 +184,8 @@ async def _one_run(
         "light_processes_cpu_s": round(light_cpu, 3),
         "controller_rss_mb": round(peak_rss_mb, 1),
         "agents_connected_at_end": at_end,
-        "while_running": watch.report(),
+        "while_idle": watch.report("idle"),
+        "while_running": watch.report("running"),
     }
 
 
@@ -185,7 +198,7 @@ async def light_agents(
     rounds: int = 3,
     processes: int = 2,
     idle_s: float = 5.0,
-    poll_s: float = 0.2,
+    poll_s: float = 0.1,
 ) -> dict[str, Any]:
     """``rounds`` x 2 runs (see the module's docstring), one after another; blocks for all of
     them. ``slots`` is per agent of the ``many`` configuration; ``few`` agents share the same

@@ -32,8 +32,13 @@ def test_bench_scale_light_agents_runs_every_task_on_agents_that_all_stay_connec
         assert run["succeeded"] == 300 and run["failed"] == 0
         assert run["agents_connected_at_end"] == run["agents"]
         assert run["light_processes"] == 2
-        watched = run["while_running"]
-        assert watched["fewest_agents_listed"] in (None, run["agents"])
+        for phase in ("while_idle", "while_running"):
+            watched = run[phase]
+            assert watched["fewest_agents_listed"] in (None, run["agents"])
+            assert set(watched) == {
+                "polls", "get_stats_ms", "list_agents_ms", "fewest_agents_listed",
+                "oldest_sign_of_life_s",
+            }  # fmt: skip
         assert run["controller_cpu_s"] > 0 and run["tasks_per_s"] > 0
     assert light["every_task_succeeded"] and light["every_agent_connected_at_end"]
     assert set(light["median_tasks_per_s"]) == {"2", "20"}
