@@ -161,7 +161,7 @@ def _counts(text: str) -> list[int]:
 )
 @click.option(
     "--light-tasks",
-    default=20_000,
+    default=50_000,
     show_default=True,
     type=click.IntRange(1, 1_000_000),
     help="light_agents: echo tasks of the one job each run times, submit to last result.",

@@ -30,6 +30,7 @@ def test_bench_scale_light_agents_runs_every_task_on_agents_that_all_stay_connec
     assert [(r["round"], r["agents"]) for r in light["runs"]] == [(1, 2), (1, 20)]
     for run in light["runs"]:
         assert run["succeeded"] == 300 and run["failed"] == 0
+        assert run["heartbeat_timeouts"] == 0
         assert run["agents_connected_at_end"] == run["agents"]
         assert run["light_processes"] == 2
         for phase in ("while_idle", "while_running"):
@@ -45,6 +46,7 @@ def test_bench_scale_light_agents_runs_every_task_on_agents_that_all_stay_connec
     assert len(light["ratio_per_round"]) == 1
     assert light["target_ratio"] == 0.8
     assert light["meets_target"] == (light["ratio"] >= 0.8)
+    assert light["meets_target_by_cpu"] == (light["cpu_ratio"] >= 0.8)
 
 
 def test_bench_scale_refuses_fewer_many_agents_than_few() -> None:
