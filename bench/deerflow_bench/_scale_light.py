@@ -15,11 +15,11 @@ SDK, submit to last result (as ``bench noop``). From the agents' connection on, 
 polls ``GetStats`` and ``ListAgents`` every ``poll_s`` (idle and running apart): their round
 trips, the agents listed, and the oldest age of an agent's last sign of life at the controller
 (heartbeat or report, every second by default; an agent silent for 15 s is declared dead).
-The controller's CPU seconds and peak RSS during the job, and the light processes' CPU (they
-share the 2 cores with it). Runs alternate which configuration goes first
-in each of ``rounds`` rounds; the ratio is of the median rates, and ``cpu_ratio`` of the median
-controller CPU per task (few's over many's): what the rate ratio would be with the controller
-the only limit, steadier than the rates on a shared machine.
+The controller's CPU seconds and peak RSS during the job, and the CPU of the light processes
+and of this client (they share the machine's cores with it). Runs alternate which
+configuration goes first in each of ``rounds`` rounds; the ratio is of the median rates, and
+``cpu_ratio`` of the median controller CPU per task (few's over many's): what the rate ratio
+would be with the controller the only limit, steadier than the rates on a shared machine.
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ async def _one_run(
             rss = RssSampler(controller.pid)
             rss.start()
             watch.phase = "running"
-            c0, l0 = _cpu_s(ctl), sum(_cpu_s(p) for p in light_procs)
+            me = psutil.Process()
+            c0, l0, m0 = _cpu_s(ctl), sum(_cpu_s(p) for p in light_procs), _cpu_s(me)
             t0 = time.perf_counter()
             job = await client.submit(work, name=f"light-{agents}")
             ok = failed = 0
@@ -156,6 +157,7 @@ async def _one_run(
             seconds = time.perf_counter() - t0
             ctl_cpu = _cpu_s(ctl) - c0
             light_cpu = sum(_cpu_s(p) for p in light_procs) - l0
+            client_cpu = _cpu_s(me) - m0
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
@@ -186,6 +188,7 @@ async def _one_run(
         "controller_cpu_us_per_task": round(1e6 * ctl_cpu / tasks, 1),
         "controller_cpu_share": round(ctl_cpu / seconds, 3),
         "light_processes_cpu_s": round(light_cpu, 3),
+        "client_cpu_s": round(client_cpu, 3),
         "controller_rss_mb": round(peak_rss_mb, 1),
         "agents_connected_at_end": at_end,
         "while_idle": watch.report("idle"),
