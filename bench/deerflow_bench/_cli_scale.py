@@ -191,13 +191,20 @@ def _counts(text: str) -> list[int]:
     help="light_agents: seconds the controller's CPU is measured with every agent connected "
     "and idle (heartbeats only), before the job.",
 )
+@click.option(
+    "--light-prefetch",
+    default=None,
+    type=click.IntRange(0, 4_096),
+    help="light_agents: the controllers' --prefetch (least attempts an agent holds beyond its "
+    "slots) [default: the controller's].",
+)
 @json_option
 def bench_scale(
     sections: str, sim_agents: int, sim_slots: int, sim_tasks: int, job_size: int, groups: str,
     group_agents: int, group_tasks: int, group_job_size: int, queued_tasks: int,
     inflight_agents: int, inflight_slots: int, inflight_hold: float, light_many: int,
     light_few: int, light_slots: int, light_tasks: int, light_rounds: int, light_processes: int,
-    light_idle_s: float, as_json: bool,
+    light_idle_s: float, light_prefetch: int | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Scale of one controller and of controller groups; in-process simulation and a real one."""
     wanted = [s.strip() for s in sections.split(",") if s.strip()]
@@ -254,6 +261,7 @@ def bench_scale(
                 rounds=light_rounds,
                 processes=light_processes,
                 idle_s=light_idle_s,
+                prefetch=light_prefetch,
             )
         )
     _emit(result, as_json)

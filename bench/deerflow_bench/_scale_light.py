@@ -114,10 +114,17 @@ def _split(total: int, parts: int) -> list[int]:
 
 
 async def _one_run(
-    agents: int, slots: int, *, processes: int, tasks: int, idle_s: float, poll_s: float
+    agents: int,
+    slots: int,
+    *,
+    processes: int,
+    tasks: int,
+    idle_s: float,
+    poll_s: float,
+    controller_args: list[str],
 ) -> dict[str, Any]:
     """One controller and its light agents; every process stopped on return."""
-    controller = await ControllerProcess.start([])
+    controller = await ControllerProcess.start(controller_args)
     lights: list[LightAgentsProcess] = []
     try:
         started = time.perf_counter()
@@ -206,18 +213,26 @@ async def light_agents(
     processes: int = 2,
     idle_s: float = 5.0,
     poll_s: float = 0.1,
+    prefetch: int | None = None,
 ) -> dict[str, Any]:
     """``rounds`` x 2 runs (see the module's docstring), one after another; blocks for all of
     them. ``slots`` is per agent of the ``many`` configuration; ``few`` agents share the same
-    total (rounded up)."""
+    total (rounded up). ``prefetch``: the controllers' ``--prefetch`` (None: their default)."""
     total_slots = many * slots
     shapes = {few: -(-total_slots // few), many: slots}
+    controller_args = [] if prefetch is None else ["--prefetch", str(prefetch)]
     runs: list[dict[str, Any]] = []
     for r in range(rounds):
         order = [few, many] if r % 2 == 0 else [many, few]
         for n in order:
             out = await _one_run(
-                n, shapes[n], processes=processes, tasks=tasks, idle_s=idle_s, poll_s=poll_s
+                n,
+                shapes[n],
+                processes=processes,
+                tasks=tasks,
+                idle_s=idle_s,
+                poll_s=poll_s,
+                controller_args=controller_args,
             )
             runs.append({"round": r + 1, **out})
     median = {
@@ -245,7 +260,7 @@ async def light_agents(
         "tasks": tasks,
         "rounds": rounds,
         "light_processes": processes,
-        "controller_args": [],
+        "controller_args": controller_args,
         "runs": runs,
         "median_tasks_per_s": {str(n): round(v, 1) for n, v in median.items()},
         "ratio_per_round": per_round,
