@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 
+import psutil
 from click.testing import CliRunner
 
 from deerflow_bench._cli import bench
+from deerflow_bench._launcher import ControllerProcess
+from deerflow_bench._light_agents import LightAgentsProcess
+from deerflow_controller.client import AsyncClient
 
 
 def test_bench_scale_light_agents_runs_every_task_on_agents_that_all_stay_connected() -> None:
@@ -56,3 +60,25 @@ def test_bench_scale_refuses_fewer_many_agents_than_few() -> None:
 
     assert result.exit_code == 2
     assert "must be fewer than --light-agents (4), got 4" in result.output
+
+
+async def test_light_agents_in_one_process_each_hold_their_own_connection() -> None:
+    controller = await ControllerProcess.start()
+    try:
+        light = await LightAgentsProcess.start(controller.address, 5, id_prefix="own-")
+        try:
+            async with AsyncClient(controller.address, timeout_s=60) as client:
+                listed = await client.agents(wait_for=5, timeout_s=60)
+                port = int(controller.address.rpartition(":")[2])
+                connections = [
+                    c
+                    for c in psutil.Process(light.pid).net_connections(kind="tcp")
+                    if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+                ]
+        finally:
+            assert await light.stop() == 0  # SIGTERM drains every agent, then exits 0
+    finally:
+        await controller.stop()
+
+    assert sorted(a.agent_id for a in listed) == [f"own-{i}" for i in range(1, 6)]
+    assert len(connections) == 5
