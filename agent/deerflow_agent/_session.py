@@ -31,7 +31,7 @@ import enum
 import importlib.metadata
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import grpc
 
@@ -117,8 +117,12 @@ class Agent:
         handlers: Mapping[str, Handler],
         *,
         observer: AttemptObserver | None = None,
+        load: LoadSampler | None = None,
+        extra_channel_options: Sequence[tuple[str, int]] = (),
     ) -> None:
-        """``observer`` watches every attempt's run (traces, metrics: see ``telemetry``)."""
+        """``observer`` watches every attempt's run (traces, metrics: see ``telemetry``).
+        ``load`` samples what heartbeats carry (default: its own; agents sharing a process may
+        share one). ``extra_channel_options`` are added to each stream's channel options."""
         self.config = config
         self.handlers = dict(handlers)
         self.runtime = Runtime(
@@ -140,7 +144,8 @@ class Agent:
         """This process's secret (Hello.instance): the controller lets a new stream under our
         id replace a live one, and serves FetchInput, only with it. Never logged."""
         self.version = _version()
-        self._load = LoadSampler()
+        self._load = load if load is not None else LoadSampler()
+        self._channel_options = [*channel_options(), *extra_channel_options]
         self._cpu_count, self._memory_bytes = machine_capacity()
         self._stream: Stream | None = None
         self._started: list[StartedItem] = []  # started since the last flush
@@ -274,7 +279,7 @@ class Agent:
         """Open one stream: Hello, Welcome, then serve it until it ends."""
         try:
             # TLS files are read at each connection, so replaced ones are used from the next.
-            opened = aio_channel(address, self.config.tls, channel_options())
+            opened = aio_channel(address, self.config.tls, self._channel_options)
         except TlsError as exc:
             log.warning("cannot connect to controller %s: %s", address, exc)
             return _End.FAILED

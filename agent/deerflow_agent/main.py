@@ -292,7 +292,7 @@ def main(
         handler_slots=handler_slots,
         labels=labels,
         http_allow=http_allow,
-        token=_join_token(join_token_file),
+        token=join_token(join_token_file),
         tls=tls if tls.given else None,
     )
     log.info(
@@ -392,9 +392,11 @@ if __name__ == "__main__":
     main()
 
 
-def _join_token(path: Path | None) -> str:
+def join_token(path: Path | None) -> str:
     """The join token: ``--join-token-file``'s first line, else ``$DEERFLOW_JOIN_TOKEN`` (or
-    the older ``$DEERFLOW_AGENT_TOKEN``); "" for none."""
+    the older ``$DEERFLOW_AGENT_TOKEN``); "" for none. Raises click.BadParameter naming the
+    flag when the file cannot be read or is empty. Public for launchers that run agents as
+    this command would (the light-agent benchmark)."""
     if path is not None:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()

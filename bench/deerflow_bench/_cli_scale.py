@@ -9,6 +9,9 @@ One JSON object with a section per measurement asked for (``--sections``):
 - ``queued``: a real controller process holding ``--queued`` tasks (``_scale_queued``);
 - ``in_flight``: a real controller and agents holding ``--inflight-agents x --inflight-slots``
   long sleeps at once (``_scale_inflight``); not run by default (it starts 20 agents).
+- ``light_agents``: no-op throughput with ``--light-agents`` connected agents against
+  ``--light-few``, light agents (many real agent streams per process) on a real controller
+  (``_scale_light``); not run by default (about a minute per round).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from deerflow_common import run
 from ._cli import _emit, bench, json_option
 from ._throughput import machine
 
-SECTIONS = ("simulation", "partitioned", "queued", "in_flight")
+SECTIONS = ("simulation", "partitioned", "queued", "in_flight", "light_agents")
 
 
 def _counts(text: str) -> list[int]:
@@ -42,7 +45,8 @@ def _counts(text: str) -> list[int]:
     "--sections",
     default="simulation,partitioned,queued",
     show_default=True,
-    help="Comma-separated sections to run: simulation, partitioned, queued, in_flight.",
+    help="Comma-separated sections to run: simulation, partitioned, queued, in_flight, "
+    "light_agents.",
 )
 @click.option(
     "--sim-agents",
@@ -132,11 +136,75 @@ def _counts(text: str) -> list[int]:
     type=click.FloatRange(0, 3600),
     help="in_flight: seconds to watch the agents and the controller once every task is held.",
 )
+@click.option(
+    "--light-agents",
+    "light_many",
+    default=200,
+    show_default=True,
+    type=click.IntRange(2, 1_000),
+    help="light_agents: agents of the many-agent configuration (issue #19's 200).",
+)
+@click.option(
+    "--light-few",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="light_agents: agents of the configuration compared against (fewer than --light-agents).",
+)
+@click.option(
+    "--light-slots",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 1_024),
+    help="light_agents: slots of each of the many agents; the few share the same total, so "
+    "both hold as many tasks at once (200 x 4 against 2 x 400).",
+)
+@click.option(
+    "--light-tasks",
+    default=50_000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="light_agents: echo tasks of the one job each run times, submit to last result.",
+)
+@click.option(
+    "--light-rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="light_agents: rounds, each one run of both configurations (their order alternating);"
+    " the ratio is of the medians.",
+)
+@click.option(
+    "--light-processes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="light_agents: processes the agents of a run are split across (each holds many "
+    "agent streams in one event loop).",
+)
+@click.option(
+    "--light-idle",
+    "light_idle_s",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, 600),
+    help="light_agents: seconds the controller's CPU is measured with every agent connected "
+    "and idle (heartbeats only), before the job.",
+)
+@click.option(
+    "--light-prefetch",
+    default=None,
+    type=click.IntRange(0, 4_096),
+    help="light_agents: the controllers' --prefetch (least attempts an agent holds beyond its "
+    "slots) [default: the controller's].",
+)
 @json_option
 def bench_scale(
     sections: str, sim_agents: int, sim_slots: int, sim_tasks: int, job_size: int, groups: str,
     group_agents: int, group_tasks: int, group_job_size: int, queued_tasks: int,
-    inflight_agents: int, inflight_slots: int, inflight_hold: float, as_json: bool,
+    inflight_agents: int, inflight_slots: int, inflight_hold: float, light_many: int,
+    light_few: int, light_slots: int, light_tasks: int, light_rounds: int, light_processes: int,
+    light_idle_s: float, light_prefetch: int | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Scale of one controller and of controller groups; in-process simulation and a real one."""
     wanted = [s.strip() for s in sections.split(",") if s.strip()]
@@ -146,6 +214,11 @@ def bench_scale(
             f"sections are {', '.join(SECTIONS)}; got {sections[:60]!r}", param_hint="--sections"
         )
     group_counts = _counts(groups) if "partitioned" in wanted else []
+    if "light_agents" in wanted and light_few >= light_many:
+        raise click.BadParameter(
+            f"must be fewer than --light-agents ({light_many}), got {light_few}",
+            param_hint="--light-few",
+        )
     result: dict[str, Any] = {"workload": "scale", "machine": machine()}
     if "simulation" in wanted:
         from ._scale_sim import simulate
@@ -175,5 +248,20 @@ def bench_scale(
 
         result["in_flight"] = run(
             in_flight(inflight_agents, inflight_slots, hold_s=inflight_hold, job_size=job_size)
+        )
+    if "light_agents" in wanted:
+        from ._scale_light import light_agents
+
+        result["light_agents"] = run(
+            light_agents(
+                many=light_many,
+                few=light_few,
+                slots=light_slots,
+                tasks=light_tasks,
+                rounds=light_rounds,
+                processes=light_processes,
+                idle_s=light_idle_s,
+                prefetch=light_prefetch,
+            )
         )
     _emit(result, as_json)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
-from deerflow_agent.main import _join_token
+from deerflow_agent.main import join_token
 
 
 def test_the_file_wins_over_the_environment(
@@ -17,17 +17,17 @@ def test_the_file_wins_over_the_environment(
     monkeypatch.setenv("DEERFLOW_JOIN_TOKEN", "from-env")
     path = tmp_path / "join-token"
     path.write_text("from-file\n# a comment line is ignored\n")
-    assert _join_token(path) == "from-file"
-    assert _join_token(None) == "from-env"
+    assert join_token(path) == "from-file"
+    assert join_token(None) == "from-env"
     monkeypatch.delenv("DEERFLOW_JOIN_TOKEN")
     monkeypatch.delenv("DEERFLOW_AGENT_TOKEN", raising=False)
-    assert _join_token(None) == ""
+    assert join_token(None) == ""
 
 
 def test_a_missing_or_empty_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(click.BadParameter, match="cannot read"):
-        _join_token(tmp_path / "nope")
+        join_token(tmp_path / "nope")
     empty = tmp_path / "empty"
     empty.write_text("\n")
     with pytest.raises(click.BadParameter, match="is empty"):
-        _join_token(empty)
+        join_token(empty)
