@@ -354,3 +354,15 @@ def test_at_a_few_tasks_a_second_a_real_gain_is_kept(seed: int) -> None:
     tuner = Tuner(TunerConfig(mode=Mode.ON, objective=Objective.LATENCY))
     run_few(tuner, plant, 120)
     assert plant.slots >= 8
+
+
+def test_a_trial_that_plainly_hurts_is_reverted_before_its_full_measurement() -> None:
+    # Below 2 slots the queue grows (mean wait 3 s): the 2 -> 1 probe must not run the ~8 s a
+    # full score takes at 13 tasks/s, building a backlog that outlives it.
+    plant = FewTasksPlant(lambda s: 3.0 if s < 2 else 0.05, slots=2, seed=1)
+    tuner = Tuner(TunerConfig(mode=Mode.ON, objective=Objective.LATENCY))
+    run_few(tuner, plant, 120)
+    down = [c for c in tuner.history if (c.knob, c.old, c.new) == (AGENT_SLOTS, 2, 1)]
+    assert down and down[0].outcome is Outcome.REVERTED
+    assert "already" in down[0].verdict
+    assert down[0].judged_at - down[0].at <= 2 * 2.0 + 1e-9  # within two 2-s windows

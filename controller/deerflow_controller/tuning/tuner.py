@@ -375,6 +375,9 @@ class Tuner:
         self._trial_windows += 1
         scored = self._scored()
         if scored is None:
+            harm = self._early_harm(trial)
+            if harm is not None:
+                return self._revert(trial, now, knob, harm)
             if self._trial_windows < cfg.max_trial_windows:
                 return None
             return self._revert(trial, now, knob, "no window could judge it (too little load)")
@@ -407,6 +410,24 @@ class Tuner:
         else:
             verdict = f"no gain beyond the {cfg.noise_band:.0%} noise band"
         return self._revert(trial, now, knob, verdict)
+
+    def _early_harm(self, trial: Change) -> str | None:
+        """Why to revert ``trial`` before its windows are enough to judge a gain: its windows
+        so far already show the objective worse beyond the band and beyond chance (a trial
+        that lowers capacity under an open workload builds a backlog that outlives it, so it
+        is not left to run its full measurement)."""
+        if not self._windows:
+            return None
+        early = pooled_score(self.config.objective, [m for _, m in self._windows])
+        if early is None:
+            return None
+        after, spread = early
+        band = self.config.noise_band * abs(trial.before)
+        chance = self.config.significance_z * math.hypot(self._before_spread, spread)
+        if after >= trial.before - max(band, chance):
+            return None
+        trial.after, trial.after_detail = after, self._detail()
+        return f"the objective fell by {_pct(trial.before, after)} already"
 
     def _revert(self, trial: Change, now: float, knob: Knob, verdict: str) -> Action | None:
         self._end(trial, now, Outcome.REVERTED, verdict)
