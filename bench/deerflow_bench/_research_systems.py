@@ -549,6 +549,18 @@ async def run_ours(
             "tuner_changes": [
                 f"{c.knob} {c.old_value}->{c.new_value} {c.outcome}" for c in stats.tuning.history
             ],
+            "tuner_history": [
+                {
+                    "at_s": round(c.at - t0, 1),
+                    "judged_after_s": round(c.judged_at - c.at, 1) if c.judged else None,
+                    "change": f"{c.knob} {c.old_value}->{c.new_value}",
+                    "outcome": c.outcome,
+                    "before": c.before_detail,
+                    "after": c.after_detail,
+                    "verdict": c.verdict,
+                }
+                for c in stats.tuning.history
+            ],
             "tuner_final_knobs": {k.name: k.value for k in stats.tuning.knobs},
         },
     )  # fmt: skip
