@@ -38,6 +38,7 @@ def forget_in_flight(self: SchedulerCore, task: Task) -> None:
     agent = self.agents.get(task.agent_id)
     if agent is not None:
         agent.release(task.key)
+        self.credit_index.update(agent)
         self._attempt_ended(agent.id, task.key, task.deadline)
 
 
