@@ -46,7 +46,7 @@ def test_a_result_refills_its_agent_without_reading_every_agents_credit(
     def counting(agent: AgentView) -> int:
         nonlocal reads
         reads += 1
-        return credit.__get__(agent)
+        return int(credit.__get__(agent))
 
     monkeypatch.setattr(AgentView, "credit", property(counting))
     (task,) = out.assignments["a7"]
