@@ -21,7 +21,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from deerflow_controller.core.model import AgentView
+    from deerflow_controller.core.model import AgentView, AttemptKey, Task
 
 __all__ = ["CreditIndex"]
 
@@ -32,7 +32,7 @@ class CreditIndex:
     """The connected agents whose credit is above 0, in join order, and the sum of every
     connected agent's credit. Only the core's :meth:`update` and :meth:`remove` change it."""
 
-    __slots__ = ("_counted", "order", "total")
+    __slots__ = ("_counted", "_joins", "order", "total")
 
     def __init__(self) -> None:
         self.order: list[AgentView] = []
@@ -42,9 +42,22 @@ class CreditIndex:
         """Sum of ``credit`` over connected agents."""
         self._counted: dict[str, int] = {}
         """The credit each agent in ``order`` was last counted with."""
+        self._joins = 0
 
     def __len__(self) -> int:
         return len(self.order)
+
+    def joined(self, agent: AgentView) -> None:
+        """Count a newly connected agent, after every agent connected before it."""
+        self._joins += 1
+        agent.seq = self._joins
+        self.update(agent)
+
+    def release(self, agent: AgentView, key: AttemptKey) -> Task | None:
+        """``agent.release(key)``, then count its credit again."""
+        task = agent.release(key)
+        self.update(agent)
+        return task
 
     def update(self, agent: AgentView) -> None:
         """Count ``agent``'s credit as it is now (call after anything that may change it)."""

@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from deerflow_controller.core.inputs import wants_inputs
-from deerflow_controller.core.model import AgentView, ErrorKind, Task, TaskError, TaskState
+from deerflow_controller.core.model import (
+    AgentView,
+    AttemptKey,
+    ErrorKind,
+    Task,
+    TaskError,
+    TaskState,
+)
 from deerflow_controller.core.ready_queue import labels_match
 from deerflow_controller.core.timers import TimerKind
 from deerflow_controller.core.types import SplitRun
@@ -299,6 +306,14 @@ def assign(self: SchedulerCore, task: Task, agent: AgentView, now: float, detail
     self._emit(task, TaskState.DISPATCHED, now, detail=detail, predicted_s=task.predicted_run_s)
     task.deadline = now + task.timeout_s + self.config.timeout_grace_s
     self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
+
+
+def take_back(self: SchedulerCore, agent: AgentView, key: AttemptKey, now: float) -> None:
+    """Cancel an attempt ``agent`` holds unstarted and free its slot at once (the task is the
+    caller's to requeue or reassign)."""
+    self.outbox.cancels.setdefault(agent.id, []).append(key)
+    self.credit_index.release(agent, key)
+    self._attempt_ended(agent.id, key, now)
 
 
 def push_ready(self: SchedulerCore, task: Task, now: float) -> None:

@@ -88,10 +88,7 @@ class SchedulerCore:
         """When the pending liveness check is due (inf: none pending)."""
         self.jobs: dict[str, Job] = {}
         self.agents: dict[str, AgentView] = {}
-        self.credit_index = CreditIndex()
-        """The agents with credit and the total (``core.credit_index``): kept by every change
-        of an agent's credit, read by dispatch instead of walking every agent."""
-        self._joins = 0
+        self.credit_index = CreditIndex()  # kept by every change of an agent's credit
         self.ready = ReadyQueue(self.config.tenant_weights)
         self.counters = Counters()
         self.quotas = Quotas(self.config)  # unfinished work per tenant (what submit admits)
@@ -334,8 +331,6 @@ class SchedulerCore:
             last_heartbeat=now,
             rate_window_start=now,
         )
-        self._joins += 1
-        agent.seq = self._joins
         self.agents[agent_id] = agent
         fresh = self._fresh_traits(traits) if traits else None
         if fresh:
@@ -364,7 +359,7 @@ class SchedulerCore:
                 self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
             else:
                 self.outbox.cancels.setdefault(agent_id, []).append(key)
-        self.credit_index.update(agent)
+        self.credit_index.joined(agent)
         self._dispatch(now)
         return agent
 
@@ -485,10 +480,7 @@ class SchedulerCore:
         ended = self._attempt_ended
         for result in results:
             key = result.key
-            task = None
-            if agent is not None:
-                task = agent.release(key)
-                self.credit_index.update(agent)
+            task = self.credit_index.release(agent, key) if agent is not None else None
             if task is None:
                 task = self._task_for(key)
                 if (
@@ -551,14 +543,6 @@ class SchedulerCore:
 
     # ----------------------------------------------------------------- internals
 
-    def _take_back(self, agent: AgentView, key: AttemptKey, now: float) -> None:
-        """Cancel an attempt ``agent`` holds unstarted and free its slot at once (the task is
-        the caller's to requeue or reassign)."""
-        self.outbox.cancels.setdefault(agent.id, []).append(key)
-        agent.release(key)
-        self.credit_index.update(agent)
-        self._attempt_ended(agent.id, key, now)
-
     def _task_for(self, key: AttemptKey) -> Task | None:
         job = self.jobs.get(key[0])
         if job is None:
@@ -584,6 +568,7 @@ class SchedulerCore:
     _dispatch = core_dispatch.dispatch
     _fill = core_dispatch.fill
     _assign = core_dispatch.assign
+    _take_back = core_dispatch.take_back
     _push_ready = core_dispatch.push_ready
 
     # Functions of core_trust.py: one definition of a handler's traits for the cluster.
