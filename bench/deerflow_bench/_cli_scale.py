@@ -53,8 +53,8 @@ def _counts(text: str) -> list[int]:
     default=1_000,
     show_default=True,
     type=click.IntRange(1, 100_000),
-    help="simulation: simulated agents (docs/BENCHMARKS.md runs 10,000: about 10 minutes, "
-    "joining them costs O(agents^2)).",
+    help="simulation: simulated agents (docs/BENCHMARKS.md runs 10,000: a few minutes at "
+    "1,000,000 tasks).",
 )
 @click.option(
     "--sim-slots",

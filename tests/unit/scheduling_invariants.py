@@ -143,6 +143,26 @@ def check_agents(sched: Scheduler, tasks: list[Task], holdings: Mapping[str, Age
         assert t.key in holder.in_flight, f"{t.id} attempt {t.attempt} not held by {t.agent_id}"
 
 
+def check_credit_index(sched: Scheduler) -> None:
+    """The core's index of agents with credit (``core.credit_index``) equals its definition:
+    the connected agents whose credit is above 0, in the order they joined, and the sum of
+    every connected agent's credit; likewise the balancer's agents that may lag (stealing's
+    index): those whose ledger holds both running and unstarted attempts."""
+    index = sched.credit_index
+    with_credit = [a for a in sched.agents.values() if a.credit > 0]
+    assert index.order == with_credit, (
+        f"index holds {[a.id for a in index.order]}, agents with credit are "
+        f"{[a.id for a in with_credit]}"
+    )
+    total = sum(a.credit for a in sched.agents.values())
+    assert index.total == total, f"index counts {index.total} credit, agents have {total}"
+    assert len({a.seq for a in sched.agents.values()}) == len(sched.agents), "join seq reused"
+    ledgers = sched.balancer.ledgers
+    both = {agent_id for agent_id, ledger in ledgers.items() if ledger.pending and ledger.running}
+    kept = sched.balancer.prefetching
+    assert kept == both, f"balancer keeps {sorted(kept)} as prefetching, ledgers: {sorted(both)}"
+
+
 def check_jobs(sched: Scheduler, jobs: Iterable[Job]) -> None:
     """Each job's log is sound (seq 1..n, one terminal event per finished task, its last, no
     task reported ready twice in a row); the cluster's counters equal the recount; parts of an
@@ -279,6 +299,7 @@ def check_all(
     check_ready_queue(sched, tasks)
     check_rate_limiter(sched, tasks)
     check_agents(sched, tasks, holdings)
+    check_credit_index(sched)
     check_jobs(sched, jobs)
     check_quotas(sched, jobs)
     check_output_bytes(sched)

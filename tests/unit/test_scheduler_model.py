@@ -388,6 +388,14 @@ class SchedulerModel(RuleBasedStateMachine):
         self.sched.finished(fake.id, results, self.now)
         self.apply()
 
+    @rule(slot_limit=st.integers(0, 2), prefetch=st.integers(0, 2))
+    def tune(self, slot_limit: int, prefetch: int) -> None:
+        """The tuner moves its knobs: every agent's slots and prefetch change (and with them
+        its credit, which the core's credit index must follow)."""
+        self.sched.set_slot_limit(slot_limit, self.now)
+        self.sched.set_prefetch(prefetch, self.now)
+        self.apply()
+
     @precondition(lambda self: self._agents(_holds))
     @rule(dt=st.sampled_from((0.0, 0.3, 1.0)))
     def everything_succeeds(self, dt: float) -> None:

@@ -207,6 +207,9 @@ class Balancer:
     def __init__(self, config: BalancerConfig | None = None) -> None:
         self.config = config or BalancerConfig()
         self.ledgers: dict[str, AgentLedger] = {}
+        self.prefetching: set[str] = set()
+        """Agents whose ledger holds both running and unstarted attempts: only these can lag
+        (every slot busy, attempts waiting behind them), so stealing looks at no other."""
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -218,18 +221,29 @@ class Balancer:
 
     def assigned(self, agent_id: str, key: AttemptKey, duration_s: float) -> None:
         """An attempt was sent to the agent; ``duration_s`` is its prediction on that agent."""
-        self.ledger(agent_id).assigned(key, duration_s)
+        ledger = self.ledger(agent_id)
+        ledger.assigned(key, duration_s)
+        if ledger.running:
+            self.prefetching.add(agent_id)
 
     def started(self, agent_id: str, key: AttemptKey, now: float) -> None:
-        self.ledger(agent_id).started(key, now)
+        ledger = self.ledger(agent_id)
+        ledger.started(key, now)
+        if ledger.pending and ledger.running:
+            self.prefetching.add(agent_id)
+        else:
+            self.prefetching.discard(agent_id)
 
     def ended(self, agent_id: str, key: AttemptKey, now: float) -> None:
         ledger = self.ledgers.get(agent_id)
         if ledger is not None:
             ledger.ended(key, now)
+            if not (ledger.pending and ledger.running):
+                self.prefetching.discard(agent_id)
 
     def agent_left(self, agent_id: str) -> None:
         self.ledgers.pop(agent_id, None)
+        self.prefetching.discard(agent_id)
 
     def order_key(
         self, priority: int, ready_at: float, duration_s: float, seq: int

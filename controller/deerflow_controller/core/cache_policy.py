@@ -130,10 +130,11 @@ class Caching:
         cache = self.cache
         core = self._core
         for handler, (context, spec) in list(self._preload_from.items()):
+            # A free slot means credit (a draining agent has none): only agents with credit.
             idle = sum(
                 max(0, a.slots - len(a.in_flight))
-                for a in core.agents.values()
-                if handler in a.handlers and not a.draining
+                for a in core.credit_index.order
+                if handler in a.handlers
             )
             if idle <= 0:
                 continue

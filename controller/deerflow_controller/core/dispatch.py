@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from deerflow_controller.core.inputs import wants_inputs
-from deerflow_controller.core.model import AgentView, ErrorKind, Task, TaskError, TaskState
+from deerflow_controller.core.model import (
+    AgentView,
+    AttemptKey,
+    ErrorKind,
+    Task,
+    TaskError,
+    TaskState,
+)
 from deerflow_controller.core.ready_queue import labels_match
 from deerflow_controller.core.timers import TimerKind
 from deerflow_controller.core.types import SplitRun
@@ -160,6 +167,13 @@ def make_ready(self: SchedulerCore, task: Task, now: float, detail: str = "") ->
     self._emit(task, TaskState.QUEUED, now, detail=detail)
 
 
+PLACEMENT_CANDIDATES = 64
+"""Most agents the balancer compares for one task: all agents with credit up to this many
+(every decision of a cluster that size is unchanged), else the puller and the agents with
+credit that joined after it (wrapping), so placing a task costs O(1) in the agents, not
+O(agents). The puller rotates, so the window moves over the whole cluster."""
+
+
 SLOT_WAIT = "waiting for a free agent slot; its rate keys have room"
 """The detail of a THROTTLED event of a rate-keyed task held only because no agent can take it
 yet (a task is admitted to its keys when it can be sent, so it waits in its keys' line)."""
@@ -173,7 +187,7 @@ def release_throttled(self: SchedulerCore, now: float) -> None:
         return
     # Admit no more than agents can take now: an admitted task is charged to its keys, and
     # tasks admitted while nothing can run them would later leave in one burst.
-    room = max(0, sum(a.credit for a in self.agents.values()) - len(self.ready))
+    room = max(0, self.credit_index.total - len(self.ready))
     released = limiter.release(now, room)
     for task in released:
         self._push_ready(task, now)
@@ -223,22 +237,25 @@ def fill(self: SchedulerCore, now: float) -> int:
     """Give agents with credit their best ready tasks; returns how many tasks it parked on
     open circuits instead."""
     parked = 0
-    agents = [a for a in self.agents.values() if a.credit > 0]
-    if not agents:
+    index = self.credit_index
+    order = index.order  # the agents with credit, in join order (kept by the core)
+    if not order:
         return parked
     # Rotate the starting agent so ties do not always favour the same one.
-    self._rr = (self._rr + 1) % len(agents)
-    agents = agents[self._rr :] + agents[: self._rr]
+    self._rr = (self._rr + 1) % len(order)
+    agents = order[self._rr :] + order[: self._rr]
     breakers, quarantined = self.breakers, self._quarantined
     place = len(self.agents) > 1
     placement_min = self.config.placement_min_s
-    all_agents = self.agents.values()
+    ready = self.ready
     # Tasks no agent can take now go back to the queue, in their place, after this round:
     # put back at once, one would come out first again and hold up the tasks behind it.
     waiting: list[Task] = []
-    while agents and len(self.ready):
+    while agents and len(ready):
         still: list[AgentView] = []
         for agent in agents:
+            if not len(ready):
+                break  # the rest would find nothing either: O(tasks), not O(agents)
             handlers = agent.open_handlers()
             if quarantined and agent.id in quarantined:
                 handlers = [h for h in handlers if h not in quarantined[agent.id]]
@@ -255,7 +272,9 @@ def fill(self: SchedulerCore, now: float) -> int:
             target = agent
             if place and task.predicted_s >= placement_min:
                 # The puller first: on a tie it keeps the task, so a burst still spreads.
-                candidates = [agent, *(a for a in all_agents if a is not agent)]
+                # Only agents with credit can be chosen (the balancer skips the rest); past
+                # PLACEMENT_CANDIDATES of them, a window that moves with the puller.
+                candidates = [agent, *index.others(agent, PLACEMENT_CANDIDATES - 1)]
                 choice = self._place(task, candidates, now)
                 if choice is None:
                     # Every eligible agent is over its ceilings and busy: wait for room.
@@ -277,6 +296,7 @@ def assign(self: SchedulerCore, task: Task, agent: AgentView, now: float, detail
     task.agent_id = agent.id
     task.give(agent.id)
     agent.hold(task.key, task)
+    self.credit_index.update(agent)
     batch = self.outbox.assignments.get(agent.id)
     if batch is None:
         batch = self.outbox.assignments[agent.id] = []
@@ -286,6 +306,14 @@ def assign(self: SchedulerCore, task: Task, agent: AgentView, now: float, detail
     self._emit(task, TaskState.DISPATCHED, now, detail=detail, predicted_s=task.predicted_run_s)
     task.deadline = now + task.timeout_s + self.config.timeout_grace_s
     self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
+
+
+def take_back(self: SchedulerCore, agent: AgentView, key: AttemptKey, now: float) -> None:
+    """Cancel an attempt ``agent`` holds unstarted and free its slot at once (the task is the
+    caller's to requeue or reassign)."""
+    self.outbox.cancels.setdefault(agent.id, []).append(key)
+    self.credit_index.release(agent, key)
+    self._attempt_ended(agent.id, key, now)
 
 
 def push_ready(self: SchedulerCore, task: Task, now: float) -> None:
@@ -316,3 +344,4 @@ def observe_completions(self: SchedulerCore, agent: AgentView, n: int, now: floa
     agent.completion_rate = rate if rate >= old else old + _RATE_ALPHA * (rate - old)
     wanted = int(agent.completion_rate * cover)
     agent.prefetch = min(max(self.prefetch_for(agent.slots), wanted), max(1, agent.slots))
+    self.credit_index.update(agent)

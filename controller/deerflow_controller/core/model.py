@@ -350,6 +350,9 @@ class AgentView:
     prefetch (``SchedulerConfig.prefetch_cover_s``)."""
     rate_window_start: float = 0.0
     rate_window_count: int = 0
+    seq: int = 0
+    """Its place in the order agents joined (the core's counter): the order dispatch offers
+    agents in (``core.credit_index``)."""
 
     def hold(self, key: AttemptKey, task: Task) -> None:
         """Count an attempt as unfinished on this agent."""

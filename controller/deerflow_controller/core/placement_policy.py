@@ -22,6 +22,10 @@ from deerflow_controller.core.predictor import (
 from deerflow_controller.core.types import AttemptResult
 
 
+def _join_order(agent: AgentView) -> int:
+    return agent.seq
+
+
 class Placement:
     """The predictor and the balancer as the core uses them (installed with
     ``SchedulerCore.use_placement``), talking to the core through its
@@ -140,15 +144,23 @@ class Placement:
         unstarted in a lagging agent's prefetch, when the balancer predicts a gain."""
         core = self._core
         balancer = self.balancer
-        agents = list(core.agents.values())
+        if not balancer.prefetching:
+            return
         ledgers = balancer.ledgers
         # Only an agent whose every slot runs something makes prefetched attempts wait; on any
-        # other, an unstarted attempt is merely in transit and starts at once.
-        lagging = [a for a in agents if a.id in ledgers and len(ledgers[a.id].running) >= a.slots]
+        # other, an unstarted attempt is merely in transit and starts at once. Only agents
+        # holding both running and unstarted attempts can be such (the balancer keeps them),
+        # and only agents with credit can take one: neither walk is over every agent.
+        lagging = [
+            a
+            for a in map(core.agents.get, balancer.prefetching)
+            if a is not None and len(ledgers[a.id].running) >= a.slots
+        ]
         if not lagging:
             return
+        lagging.sort(key=_join_order)  # proposals tie in the order agents joined
         predictor = self.predictor
-        for idle in agents:
+        for idle in list(core.credit_index.order):
             if len(idle.in_flight) >= idle.slots or idle.draining:
                 continue
             proposals = balancer.propose_steals(idle, lagging, predictor.agent_speed, now)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from deerflow_controller.config import SchedulerConfig
+from deerflow_controller.core.credit_index import CreditIndex
 from deerflow_controller.core.model import (
     AgentView,
     AttemptKey,
@@ -113,6 +114,8 @@ class CorePort:
     """Hand ready tasks to agents with credit."""
     agents: dict[str, AgentView]
     """Connected agents by id (the core's own dict)."""
+    credit_index: CreditIndex
+    """The agents with credit, in join order, and their total (read only)."""
     traits: dict[str, HandlerTraits]
     """What agents declared about each handler."""
     counters: Counters

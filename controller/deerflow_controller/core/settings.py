@@ -66,3 +66,4 @@ def _fit_prefetch(self: SchedulerCore, agent: AgentView) -> None:
     # (as observe_completions sizes it).
     floor = self.prefetch_for(agent.slots)
     agent.prefetch = max(floor, min(agent.prefetch, max(1, agent.slots)))
+    self.credit_index.update(agent)

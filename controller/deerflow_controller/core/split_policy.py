@@ -75,10 +75,11 @@ class Decomposition:
         predictor = self._predictor
         cost = predictor.item_cost(spec.handler)
         per_item = cost.per_item_s if cost.samples else traits.default_duration_s
+        # A free slot means credit (a draining agent has none): only agents with credit.
         free = sum(
             max(0, a.slots - len(a.in_flight))
-            for a in core.agents.values()
-            if spec.handler in a.handlers and not a.draining
+            for a in core.credit_index.order
+            if spec.handler in a.handlers
         )
         request = SplitRequest(
             handler=spec.handler,

@@ -31,6 +31,7 @@ from deerflow_controller.core import settings as core_settings
 from deerflow_controller.core import terminal as core_terminal
 from deerflow_controller.core import timeouts as core_timeouts
 from deerflow_controller.core import trust as core_trust
+from deerflow_controller.core.credit_index import CreditIndex
 from deerflow_controller.core.hooks import (
     CacheHooks,
     FirstFit,
@@ -87,6 +88,7 @@ class SchedulerCore:
         """When the pending liveness check is due (inf: none pending)."""
         self.jobs: dict[str, Job] = {}
         self.agents: dict[str, AgentView] = {}
+        self.credit_index = CreditIndex()  # kept by every change of an agent's credit
         self.ready = ReadyQueue(self.config.tenant_weights)
         self.counters = Counters()
         self.quotas = Quotas(self.config)  # unfinished work per tenant (what submit admits)
@@ -132,6 +134,7 @@ class SchedulerCore:
             arm_job_deadline=self._arm_job_deadline,
             dispatch=self._dispatch,
             agents=self.agents,
+            credit_index=self.credit_index,
             traits=self.traits,
             counters=self.counters,
             finish=self._finish,
@@ -356,6 +359,7 @@ class SchedulerCore:
                 self._push_timer(task.deadline, TimerKind.DEADLINE, task, task.attempt)
             else:
                 self.outbox.cancels.setdefault(agent_id, []).append(key)
+        self.credit_index.joined(agent)
         self._dispatch(now)
         return agent
 
@@ -369,6 +373,7 @@ class SchedulerCore:
         agent = self.agents.pop(agent_id, None)
         if agent is None:
             return
+        self.credit_index.remove(agent)
         self._declared_slots.pop(agent_id, None)
         self._placement_agent_left(agent_id)
         for h in agent.handlers:
@@ -400,6 +405,7 @@ class SchedulerCore:
         if agent is None:
             return
         agent.draining = True
+        self.credit_index.update(agent)
         for key in not_started:
             self._attempt_ended(agent_id, key, now)
             task = agent.release(key)
@@ -474,7 +480,7 @@ class SchedulerCore:
         ended = self._attempt_ended
         for result in results:
             key = result.key
-            task = agent.release(key) if agent is not None else None
+            task = self.credit_index.release(agent, key) if agent is not None else None
             if task is None:
                 task = self._task_for(key)
                 if (
@@ -537,13 +543,6 @@ class SchedulerCore:
 
     # ----------------------------------------------------------------- internals
 
-    def _take_back(self, agent: AgentView, key: AttemptKey, now: float) -> None:
-        """Cancel an attempt ``agent`` holds unstarted and free its slot at once (the task is
-        the caller's to requeue or reassign)."""
-        self.outbox.cancels.setdefault(agent.id, []).append(key)
-        agent.release(key)
-        self._attempt_ended(agent.id, key, now)
-
     def _task_for(self, key: AttemptKey) -> Task | None:
         job = self.jobs.get(key[0])
         if job is None:
@@ -569,6 +568,7 @@ class SchedulerCore:
     _dispatch = core_dispatch.dispatch
     _fill = core_dispatch.fill
     _assign = core_dispatch.assign
+    _take_back = core_dispatch.take_back
     _push_ready = core_dispatch.push_ready
 
     # Functions of core_trust.py: one definition of a handler's traits for the cluster.

@@ -37,7 +37,7 @@ def _with_class(error: TaskError, cls: ErrorClass) -> TaskError:
 def forget_in_flight(self: SchedulerCore, task: Task) -> None:
     agent = self.agents.get(task.agent_id)
     if agent is not None:
-        agent.release(task.key)
+        self.credit_index.release(agent, task.key)
         self._attempt_ended(agent.id, task.key, task.deadline)
 
 
