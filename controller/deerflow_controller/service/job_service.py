@@ -120,9 +120,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         # Waiting for the submit (the SDK opens the watch together with it): not found yet
         # is not an answer; the stream counts against the limits while it waits.
-        job = self.shell.job(request.job_id) if wait_s else None
-        if job is not None or not wait_s:
-            job = await self._job(request.job_id, context)  # another tenant's: NOT_FOUND
+        job = None if wait_s else await self._job(request.job_id, context)
         try:
             who = principal()
             # Counted per tenant when callers present tokens (a tenant's clients share its
@@ -144,14 +142,19 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         self, job_id: str, wait_s: float, context: grpc.aio.ServicerContext
     ) -> Job:
         """The job ``job_id`` once submitted (the shell wakes its watchers when it is), or
-        NOT_FOUND after ``wait_s`` seconds without it."""
+        NOT_FOUND after ``wait_s`` seconds without it. Another tenant's job is waited out like
+        one that never comes: neither the answer nor its timing tells that it exists."""
         shell = self.shell
+        who = principal()
+        job = shell.job(job_id)
+        if job is not None and visible(job, who):
+            return job
         scheduler = shell.scheduler
         loop = asyncio.get_running_loop()
         until = loop.time() + wait_s
         wake = shell.watch(job_id)
         try:
-            while (job := shell.job(job_id)) is None:
+            while (job := shell.job(job_id)) is None or not visible(job, who):
                 if shell.scheduler is not scheduler:
                     raise SchedulerReplaced(f"job {quote(job_id)} was awaited across a term's end")
                 left = until - loop.time()
@@ -162,7 +165,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                     await asyncio.wait_for(wake.wait(), left)
         finally:
             shell.unwatch(job_id, wake)
-        if job is None or not visible(job, principal()):
+        if job is None or not visible(job, who):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"{no_job(shell, job_id)}; it was not submitted within the "
