@@ -155,3 +155,46 @@ async def test_a_refused_submit_with_a_watch_is_refused_as_before(
         assert "'a'" in str(caught.value) and "\n" not in str(caught.value)
         job = await client.submit([Task("b", "echo")], watch="results")  # no agent: not done
         assert job._opened is not None and not job._opened[1].done()
+
+
+class _OldController(JobService):
+    """A controller from before ``wait_for_submit_s``: its WatchJob answers an unknown job
+    NOT_FOUND at once; its SubmitJob is held until one watch was so answered (the order the
+    SDK meets when its watch overtakes its submit)."""
+
+    def __init__(self, shell: Shell) -> None:
+        super().__init__(shell)
+        self.refused = asyncio.Event()
+
+    async def SubmitJob(
+        self, request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> client_pb2.SubmitJobResponse:
+        await self.refused.wait()
+        return await super().SubmitJob(request, context)
+
+    async def WatchJob(
+        self, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.TaskEventBatch]:
+        request.wait_for_submit_s = 0  # an unknown field to it
+        if self.shell.job(request.job_id) is None:
+            self.refused.set()
+        async for batch in super().WatchJob(request, context):
+            yield batch
+
+
+async def test_against_a_controller_without_the_wait_the_sdk_looks_again_after_the_submit() -> None:
+    shell = Shell(ControllerConfig())
+    service = _OldController(shell)
+    server = grpc.aio.server()
+    client_pb2_grpc.add_JobServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", timeout_s=30) as client:
+            job = await client.submit([Task("t", "echo", b"x")], watch="events")
+            assert service.refused.is_set()  # its watch was answered NOT_FOUND first
+            async for ev in job.events():  # no agent: the task waits QUEUED
+                assert (ev.task_id, ev.state) == ("t", "QUEUED")
+                break
+    finally:
+        await server.stop(0)
