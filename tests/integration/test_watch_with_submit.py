@@ -92,6 +92,16 @@ async def test_a_watch_whose_job_never_comes_is_not_found_after_its_wait(
     assert "never" not in served.shell._watchers
 
 
+async def test_a_waiting_watch_answers_before_its_callers_deadline(served: Served) -> None:
+    call = served.stub.WatchJob(
+        client_pb2.WatchJobRequest(job_id="never", wait_for_submit_s=30), timeout=0.5
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call.read()
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # not DEADLINE_EXCEEDED
+    assert "or the call's deadline" in (caught.value.details() or "")
+
+
 @pytest.mark.parametrize("wait_s", [-1.0, 61.0, math.nan, math.inf])
 async def test_a_wait_out_of_range_is_refused_with_one_sentence(
     served: Served, wait_s: float

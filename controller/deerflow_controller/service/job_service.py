@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 MAX_EVENTS_PER_MESSAGE = 4096
 MAX_WAIT_FOR_SUBMIT_S = 60.0
 """Most seconds a WatchJob may wait for its job to be submitted (``wait_for_submit_s``)."""
+_DEADLINE_MARGIN_S = 0.1
+"""A waiting WatchJob gives up this long before its caller's deadline, to answer NOT_FOUND."""
 
 
 class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
@@ -151,6 +153,10 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             return job
         scheduler = shell.scheduler
         loop = asyncio.get_running_loop()
+        left = context.time_remaining()
+        if left is not None:
+            # Answer with a sentence before the caller's own deadline ends the call.
+            wait_s = min(wait_s, max(0.0, left - _DEADLINE_MARGIN_S))
         until = loop.time() + wait_s
         wake = shell.watch(job_id)
         try:
@@ -169,7 +175,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"{no_job(shell, job_id)}; it was not submitted within the "
-                f"{wait_s:g} s the watch waited (wait_for_submit_s)",
+                f"{wait_s:.3g} s the watch waited (wait_for_submit_s, or the call's deadline)",
             )
             raise AssertionError("unreachable")
         return job
