@@ -45,9 +45,10 @@ def _summary(samples: list[tuple[float, float, float]]) -> dict[str, Any]:
 
 async def _one(client: AsyncClient, i: int) -> tuple[float, float, float]:
     t0 = time.time()
-    job = await client.submit([Task("t", "echo", b"x")])
+    # The result stream opens together with the submit (not after its reply).
+    job = await client.submit([Task("t", "echo", b"x")], watch="events")
     dispatched = 0.0
-    async for ev in client.events(job.job_id):
+    async for ev in job.events():
         if ev.state == "DISPATCHED" and not dispatched:
             dispatched = ev.time
         if ev.terminal:

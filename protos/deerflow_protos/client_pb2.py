@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from deerflow_protos import common_pb2 as deerflow__protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65\x65rflow_protos/client.proto\x12\x0b\x64\x65\x65rflow.v1\x1a\x1c\x64\x65\x65rflow_protos/common.proto\"\xfc\x01\n\x10SubmitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.deerflow.v1.TaskSpec\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x46\n\rtrace_context\x18\x04 \x03(\x0b\x32/.deerflow.v1.SubmitJobRequest.TraceContextEntry\x12\x12\n\ndeadline_s\x18\x05 \x01(\x01\x12\x13\n\x0b\x61\x63\x63\x65pted_at\x18\x06 \x01(\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"^\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12(\n\x06\x66ilter\x18\x03 \x01(\x0e\x32\x18.deerflow.v1.EventFilter\"D\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"&\n\x11\x43\x61ncelJobResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd8\x01\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x35\n\x08\x62y_state\x18\x04 \x03(\x0b\x32#.deerflow.v1.JobStatus.ByStateEntry\x12\x0c\n\x04\x64one\x18\x05 \x01(\x08\x12\x14\n\x0csubmitted_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\x01\x1a.\n\x0c\x42yStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"1\n\x0eGetTaskRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\xc0\x01\n\nTaskStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07handler\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.deerflow.v1.TaskState\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12\x0e\n\x06output\x18\x07 \x01(\x0c\x12%\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x16.deerflow.v1.TaskError*$\n\x0b\x45ventFilter\x12\x07\n\x03\x41LL\x10\x00\x12\x0c\n\x08TERMINAL\x10\x01\x32\xec\x02\n\nJobService\x12J\n\tSubmitJob\x12\x1d.deerflow.v1.SubmitJobRequest\x1a\x1e.deerflow.v1.SubmitJobResponse\x12G\n\x08WatchJob\x12\x1c.deerflow.v1.WatchJobRequest\x1a\x1b.deerflow.v1.TaskEventBatch0\x01\x12J\n\tCancelJob\x12\x1d.deerflow.v1.CancelJobRequest\x1a\x1e.deerflow.v1.CancelJobResponse\x12<\n\x06GetJob\x12\x1a.deerflow.v1.GetJobRequest\x1a\x16.deerflow.v1.JobStatus\x12?\n\x07GetTask\x12\x1b.deerflow.v1.GetTaskRequest\x1a\x17.deerflow.v1.TaskStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65\x65rflow_protos/client.proto\x12\x0b\x64\x65\x65rflow.v1\x1a\x1c\x64\x65\x65rflow_protos/common.proto\"\x8e\x02\n\x10SubmitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.deerflow.v1.TaskSpec\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x46\n\rtrace_context\x18\x04 \x03(\x0b\x32/.deerflow.v1.SubmitJobRequest.TraceContextEntry\x12\x12\n\ndeadline_s\x18\x05 \x01(\x01\x12\x13\n\x0b\x61\x63\x63\x65pted_at\x18\x06 \x01(\x01\x12\x10\n\x08watching\x18\x07 \x01(\x08\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"y\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12(\n\x06\x66ilter\x18\x03 \x01(\x0e\x32\x18.deerflow.v1.EventFilter\x12\x19\n\x11wait_for_submit_s\x18\x04 \x01(\x01\"D\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"&\n\x11\x43\x61ncelJobResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd8\x01\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x35\n\x08\x62y_state\x18\x04 \x03(\x0b\x32#.deerflow.v1.JobStatus.ByStateEntry\x12\x0c\n\x04\x64one\x18\x05 \x01(\x08\x12\x14\n\x0csubmitted_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\x01\x1a.\n\x0c\x42yStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"1\n\x0eGetTaskRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\xc0\x01\n\nTaskStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07handler\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.deerflow.v1.TaskState\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12\x0e\n\x06output\x18\x07 \x01(\x0c\x12%\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x16.deerflow.v1.TaskError*$\n\x0b\x45ventFilter\x12\x07\n\x03\x41LL\x10\x00\x12\x0c\n\x08TERMINAL\x10\x01\x32\xec\x02\n\nJobService\x12J\n\tSubmitJob\x12\x1d.deerflow.v1.SubmitJobRequest\x1a\x1e.deerflow.v1.SubmitJobResponse\x12G\n\x08WatchJob\x12\x1c.deerflow.v1.WatchJobRequest\x1a\x1b.deerflow.v1.TaskEventBatch0\x01\x12J\n\tCancelJob\x12\x1d.deerflow.v1.CancelJobRequest\x1a\x1e.deerflow.v1.CancelJobResponse\x12<\n\x06GetJob\x12\x1a.deerflow.v1.GetJobRequest\x1a\x16.deerflow.v1.JobStatus\x12?\n\x07GetTask\x12\x1b.deerflow.v1.GetTaskRequest\x1a\x17.deerflow.v1.TaskStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,30 +36,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITJOBREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_JOBSTATUS_BYSTATEENTRY']._loaded_options = None
   _globals['_JOBSTATUS_BYSTATEENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTFILTER']._serialized_start=1108
-  _globals['_EVENTFILTER']._serialized_end=1144
+  _globals['_EVENTFILTER']._serialized_start=1153
+  _globals['_EVENTFILTER']._serialized_end=1189
   _globals['_SUBMITJOBREQUEST']._serialized_start=76
-  _globals['_SUBMITJOBREQUEST']._serialized_end=328
-  _globals['_SUBMITJOBREQUEST_TRACECONTEXTENTRY']._serialized_start=277
-  _globals['_SUBMITJOBREQUEST_TRACECONTEXTENTRY']._serialized_end=328
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=330
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=402
-  _globals['_WATCHJOBREQUEST']._serialized_start=404
-  _globals['_WATCHJOBREQUEST']._serialized_end=498
-  _globals['_CANCELJOBREQUEST']._serialized_start=500
-  _globals['_CANCELJOBREQUEST']._serialized_end=568
-  _globals['_CANCELJOBRESPONSE']._serialized_start=570
-  _globals['_CANCELJOBRESPONSE']._serialized_end=608
-  _globals['_GETJOBREQUEST']._serialized_start=610
-  _globals['_GETJOBREQUEST']._serialized_end=641
-  _globals['_JOBSTATUS']._serialized_start=644
-  _globals['_JOBSTATUS']._serialized_end=860
-  _globals['_JOBSTATUS_BYSTATEENTRY']._serialized_start=814
-  _globals['_JOBSTATUS_BYSTATEENTRY']._serialized_end=860
-  _globals['_GETTASKREQUEST']._serialized_start=862
-  _globals['_GETTASKREQUEST']._serialized_end=911
-  _globals['_TASKSTATUS']._serialized_start=914
-  _globals['_TASKSTATUS']._serialized_end=1106
-  _globals['_JOBSERVICE']._serialized_start=1147
-  _globals['_JOBSERVICE']._serialized_end=1511
+  _globals['_SUBMITJOBREQUEST']._serialized_end=346
+  _globals['_SUBMITJOBREQUEST_TRACECONTEXTENTRY']._serialized_start=295
+  _globals['_SUBMITJOBREQUEST_TRACECONTEXTENTRY']._serialized_end=346
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=348
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=420
+  _globals['_WATCHJOBREQUEST']._serialized_start=422
+  _globals['_WATCHJOBREQUEST']._serialized_end=543
+  _globals['_CANCELJOBREQUEST']._serialized_start=545
+  _globals['_CANCELJOBREQUEST']._serialized_end=613
+  _globals['_CANCELJOBRESPONSE']._serialized_start=615
+  _globals['_CANCELJOBRESPONSE']._serialized_end=653
+  _globals['_GETJOBREQUEST']._serialized_start=655
+  _globals['_GETJOBREQUEST']._serialized_end=686
+  _globals['_JOBSTATUS']._serialized_start=689
+  _globals['_JOBSTATUS']._serialized_end=905
+  _globals['_JOBSTATUS_BYSTATEENTRY']._serialized_start=859
+  _globals['_JOBSTATUS_BYSTATEENTRY']._serialized_end=905
+  _globals['_GETTASKREQUEST']._serialized_start=907
+  _globals['_GETTASKREQUEST']._serialized_end=956
+  _globals['_TASKSTATUS']._serialized_start=959
+  _globals['_TASKSTATUS']._serialized_end=1151
+  _globals['_JOBSERVICE']._serialized_start=1192
+  _globals['_JOBSERVICE']._serialized_end=1556
 # @@protoc_insertion_point(module_scope)

@@ -16,7 +16,7 @@ ALL: EventFilter
 TERMINAL: EventFilter
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("job_id", "tasks", "name", "trace_context", "deadline_s", "accepted_at")
+    __slots__ = ("job_id", "tasks", "name", "trace_context", "deadline_s", "accepted_at", "watching")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -30,13 +30,15 @@ class SubmitJobRequest(_message.Message):
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
+    WATCHING_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSpec]
     name: str
     trace_context: _containers.ScalarMap[str, str]
     deadline_s: float
     accepted_at: float
-    def __init__(self, job_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSpec, _Mapping]]] = ..., name: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., deadline_s: _Optional[float] = ..., accepted_at: _Optional[float] = ...) -> None: ...
+    watching: bool
+    def __init__(self, job_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSpec, _Mapping]]] = ..., name: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., deadline_s: _Optional[float] = ..., accepted_at: _Optional[float] = ..., watching: _Optional[bool] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job_id", "accepted", "duplicate")
@@ -49,14 +51,16 @@ class SubmitJobResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., accepted: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
-    __slots__ = ("job_id", "after_seq", "filter")
+    __slots__ = ("job_id", "after_seq", "filter", "wait_for_submit_s")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_SUBMIT_S_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     after_seq: int
     filter: EventFilter
-    def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., filter: _Optional[_Union[EventFilter, str]] = ...) -> None: ...
+    wait_for_submit_s: float
+    def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., filter: _Optional[_Union[EventFilter, str]] = ..., wait_for_submit_s: _Optional[float] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id", "task_ids", "reason")

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.timeout(180)
 PLUGINS = Path(__file__).parents[1] / "multihost" / "plugins"
 
 
+@pytest.mark.parametrize("watch", ["", "events"])
 async def test_results_a_leader_cut_off_from_etcd_could_not_journal_are_never_told(
+    watch: str,
     etcd_server: LocalEtcd,
     make_ha_cluster: Callable[..., HaCluster],
     monkeypatch: pytest.MonkeyPatch,
@@ -55,10 +57,16 @@ async def test_results_a_leader_cut_off_from_etcd_could_not_journal_are_never_to
                 await client.agents(wait_for=2)
                 ids = [f"t{i}" for i in range(8)]
                 payload = json.dumps({"seconds": 0.05, "until": str(release)})
-                job = await client.submit([Task(t, "tagged_sleep", payload) for t in ids])
+                tasks = [Task(t, "tagged_sleep", payload) for t in ids]
                 told: dict[str, set[bytes]] = collections.defaultdict(set)
                 running = 0
-                async for event in client.events(job.job_id, timeout_s=120):
+                if watch:  # the stream opened together with the submit (bounded by the mark)
+                    job = await client.submit(tasks, watch="events")
+                    events = job.events()
+                else:
+                    job = await client.submit(tasks)
+                    events = client.events(job.job_id, timeout_s=120)
+                async for event in events:
                     if event.state == "RUNNING":
                         running += 1
                         if running == len(ids):

@@ -27,7 +27,7 @@ from deerflow_controller.client import (
     Task,
 )
 from deerflow_controller.service.launcher import ManagedProcess, _env
-from deerflow_protos import agent_pb2_grpc
+from deerflow_protos import agent_pb2_grpc, client_pb2, client_pb2_grpc
 from tests.auth_files import Tokens, auth_toml, write_atomically
 
 from .conftest import ClusterFactory
@@ -189,6 +189,20 @@ async def test_another_tenants_job_is_not_found_and_cannot_be_cancelled(
             assert info.value.message == missing.value.message.replace("no-such-job", job.job_id), (
                 name
             )
+        # A watch waiting for its job's submit waits alice's out as one that never comes.
+        async with grpc.aio.insecure_channel(secured.address) as channel:
+            stub = client_pb2_grpc.JobServiceStub(channel)
+            waited = []
+            for job_id in (job.job_id, "no-such-job"):
+                watch = stub.WatchJob(
+                    client_pb2.WatchJobRequest(job_id=job_id, wait_for_submit_s=0.2),
+                    metadata=(("authorization", f"Bearer {t.bob}"),),
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await watch.read()
+                assert ended.value.code() == grpc.StatusCode.NOT_FOUND
+                waited.append((ended.value.details() or "").replace(job_id, "ID"))
+            assert waited[0] == waited[1] and "within the 0.2 s" in waited[0]
         # Nor can bob submit tasks for tenant a.
         with pytest.raises(PermissionDeniedError) as refused:
             await bob.submit([Task("x", "echo", tenant="a")])

@@ -7,15 +7,15 @@ import enum
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import grpc
 from opentelemetry.trace import TracerProvider
 
 from deerflow_common import channel_options
-from deerflow_common.backoff import CENTRED_JITTER, Backoff
 from deerflow_common.tls import TlsFiles, aio_channel
 from deerflow_controller.client._errors import DeerflowError, UnavailableError, from_rpc_error
+from deerflow_controller.client._retry import Retry
 from deerflow_controller.client._tracing import submit_span
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
@@ -29,37 +29,11 @@ LEADER_METADATA = "deerflow-leader"
 EPOCH_METADATA = "deerflow-epoch"
 """Initial metadata of WatchJob in HA mode: the epoch the stream's seq numbers belong to."""
 
-RETRY_FIRST_S = 0.05
-RETRY_CAP_S = 0.25
-"""Pauses (seconds, before jitter of x0.5-1.5) between tries while no controller serves: they
-double from the first to the cap. The cap is short because a failover ends the moment the new
-leader opens its gate (about 3 s after the old one died): a client sleeping out a longer pause
-then would add it to the failover it feels. A refusal costs a controller next to nothing."""
-
-
-class _Retry:
-    """One call's (or stream's) way through a failover: how long to pause before the next try.
-
-    A try that follows a controller's pointer to the leader goes at once; a second one in a row
-    pauses like any other, so two controllers that name each other (a standby naming a leader
-    that just died) are polled, not hammered."""
-
-    def __init__(self) -> None:
-        self._backoff = Backoff(RETRY_FIRST_S, RETRY_CAP_S, jitter=CENTRED_JITTER)
-        self._followed = False
-
-    def reset(self) -> None:
-        """The call got through: the next failover starts with short pauses again."""
-        self._backoff.reset()
-        self._followed = False
-
-    def pause_s(self, *, followed_pointer: bool) -> float:
-        """Seconds to wait before the next try."""
-        if followed_pointer and not self._followed:
-            self._followed = True
-            return 0.0
-        self._followed = False
-        return self._backoff.delay()
+WAIT_FOR_SUBMIT_S = 30.0
+"""How long a watch opened together with its submit (``submit(watch=...)``) lets the controller
+wait for the job to arrive (``WatchJobRequest.wait_for_submit_s``); the submit's own retries
+through a failover fit in it."""
+_WATCH_FILTERS = {"results": client_pb2.TERMINAL, "events": client_pb2.ALL}
 
 
 class AsyncClient:
@@ -164,7 +138,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         timeout = self._timeout(timeout_s)
         deadline = None if timeout is None else loop.time() + timeout
-        pauses = _Retry()
+        pauses = Retry()
         while True:
             try:
                 return await call()
@@ -201,8 +175,15 @@ class AsyncClient:
         name: str = "",
         timeout_s: float | None = None,
         deadline_s: float = 0.0,
+        watch: Literal["", "results", "events"] = "",
     ) -> JobHandle:
         """Submit a job (a DAG through ``depends_on``). Returns once the controller accepted it.
+
+        ``watch``: open the job's result stream together with the submit, not after its reply,
+        so that it is ready when the first result is (the submit-to-result latency of a small
+        job drops by the stream's opening): ``"results"`` for the handle's ``results()``,
+        ``result()`` and ``wait()``, ``"events"`` for its ``events()``. The handle's first such
+        call without a ``timeout_s`` reads it; any other call opens its own stream as usual.
 
         Raises InvalidJobError / ResourceExhaustedError when refused; nothing is accepted then.
         Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op.
@@ -212,7 +193,9 @@ class AsyncClient:
         bounds only this call."""
         job_id = job_id or uuid.uuid4().hex
         with submit_span(self.tracer_provider, job_id, name) as (span, trace_context):
-            request = client_pb2.SubmitJobRequest(job_id=job_id, name=name, deadline_s=deadline_s)
+            request = client_pb2.SubmitJobRequest(
+                job_id=job_id, name=name, deadline_s=deadline_s, watching=bool(watch)
+            )
             add = request.tasks.add
             for task in tasks:
                 task.fill_proto(add())
@@ -221,15 +204,39 @@ class AsyncClient:
                 request.trace_context.update(trace_context)
             span.set_attribute("deerflow.tasks", len(request.tasks))
             deadline = self._deadline(timeout_s)
-            reply = await self._unary(
-                lambda: self._jobs.SubmitJob(
+            flt = _WATCH_FILTERS[watch] if watch else None
+            opened: Any = None
+
+            def open_watch() -> None:
+                nonlocal opened
+                if opened is None and flt is not None:
+                    opened = self._jobs.WatchJob(
+                        client_pb2.WatchJobRequest(
+                            job_id=job_id, filter=flt, wait_for_submit_s=WAIT_FOR_SUBMIT_S
+                        ),
+                        metadata=self._auth,
+                    )
+
+            def call() -> Any:
+                submitted = self._jobs.SubmitJob(
                     request, timeout=self._remaining(deadline), metadata=self._auth
-                ),
-                timeout_s,
-                retry=True,
-            )
+                )
+                if flt is not None and opened is None:
+                    # Right behind the submit, once its request is on its way.
+                    asyncio.get_running_loop().call_soon(open_watch)
+                return submitted
+
+            try:
+                reply = await self._unary(call, timeout_s, retry=True)
+            except BaseException:
+                if opened is not None:
+                    opened.cancel()
+                raise
             span.set_attribute("deerflow.job.id", reply.job_id)
-        return JobHandle(self, reply.job_id, reply.accepted)
+        handle = JobHandle(self, reply.job_id, reply.accepted)
+        if opened is not None and flt is not None:
+            handle._opened = (flt, opened)
+        return handle
 
     async def events(
         self,
@@ -239,6 +246,7 @@ class AsyncClient:
         after_seq: int = 0,
         timeout_s: float | None = None,
         reconnect: bool = True,
+        _opened: Any = None,
     ) -> AsyncIterator[TaskEvent]:
         """Stream a job's events in order until the job is done.
 
@@ -252,6 +260,7 @@ class AsyncClient:
             after_seq=after_seq,
             timeout_s=timeout_s,
             reconnect=reconnect,
+            _opened=_opened,
         ):
             for ev in batch:
                 yield ev
@@ -264,23 +273,31 @@ class AsyncClient:
         after_seq: int = 0,
         timeout_s: float | None = None,
         reconnect: bool = True,
+        _opened: Any = None,
     ) -> AsyncIterator[list[TaskEvent]]:
         """:meth:`events` a message at a time: each list holds the events of one WatchJob
         message (every event the controller had ready), in order, never empty. What the
-        blocking :class:`Client` hands across threads, one crossing per list."""
+        blocking :class:`Client` hands across threads, one crossing per list.
+
+        ``_opened``: the stream ``submit(watch=...)`` opened with the same filter, read first
+        (its reconnections, too, let the controller wait for the submit)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         flt = client_pb2.TERMINAL if terminal_only else client_pb2.ALL
-        pauses = _Retry()
+        pauses = Retry()
         epoch = ""  # the epoch after_seq counts in ("" outside HA mode)
+        wait_s = WAIT_FOR_SUBMIT_S if _opened is not None else 0.0
         while True:
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
             metadata = (*self._auth, (EPOCH_METADATA, epoch)) if epoch else self._auth
-            call = self._jobs.WatchJob(
-                client_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq, filter=flt),
+            call = _opened or self._jobs.WatchJob(
+                client_pb2.WatchJobRequest(
+                    job_id=job_id, after_seq=after_seq, filter=flt, wait_for_submit_s=wait_s
+                ),
                 timeout=remaining,
                 metadata=metadata,
             )
+            preopened, _opened = _opened is not None, None
             try:
                 served_epoch = _metadata_value(await call.initial_metadata(), EPOCH_METADATA)
                 if served_epoch != epoch:
@@ -292,6 +309,10 @@ class AsyncClient:
                         yield [TaskEvent.from_proto(ev) for ev in batch.events]
                 return
             except grpc.aio.AioRpcError as e:
+                if preopened and e.code() == grpc.StatusCode.NOT_FOUND:
+                    # A controller that predates wait_for_submit_s, reached before the submit
+                    # was: the submit has been answered since, so look again now.
+                    continue
                 if not reconnect or e.code() not in _RESUMABLE:
                     raise from_rpc_error(e, self.address) from None
                 if deadline is not None and loop.time() >= deadline:
@@ -303,19 +324,21 @@ class AsyncClient:
             await asyncio.sleep(pause)
 
     async def results(
-        self, job_id: str, *, timeout_s: float | None = None
+        self, job_id: str, *, timeout_s: float | None = None, _opened: Any = None
     ) -> AsyncIterator[TaskResult]:
         """Yield each task's terminal result as it completes, exactly once per task id."""
-        async for batch in self.result_batches(job_id, timeout_s=timeout_s):
+        async for batch in self.result_batches(job_id, timeout_s=timeout_s, _opened=_opened):
             for r in batch:
                 yield r
 
     async def result_batches(
-        self, job_id: str, *, timeout_s: float | None = None
+        self, job_id: str, *, timeout_s: float | None = None, _opened: Any = None
     ) -> AsyncIterator[list[TaskResult]]:
         """:meth:`results` a message at a time (each list in order, never empty)."""
         seen: set[str] = set()
-        async for events in self.event_batches(job_id, terminal_only=True, timeout_s=timeout_s):
+        async for events in self.event_batches(
+            job_id, terminal_only=True, timeout_s=timeout_s, _opened=_opened
+        ):
             batch = []
             for ev in events:
                 if ev.terminal and ev.task_id not in seen:
@@ -325,19 +348,21 @@ class AsyncClient:
                 yield batch
 
     async def result(
-        self, job_id: str, task_id: str, *, timeout_s: float | None = None
+        self, job_id: str, task_id: str, *, timeout_s: float | None = None, _opened: Any = None
     ) -> TaskResult:
         """Wait for one task's terminal result (does not raise if it failed: see ``ok``)."""
-        async for r in self.results(job_id, timeout_s=timeout_s):
+        async for r in self.results(job_id, timeout_s=timeout_s, _opened=_opened):
             if r.task_id == task_id:
                 return r
         raise DeerflowError(f"job {job_id!r} finished without a result for task {task_id!r}")
 
-    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, TaskResult]:
+    async def wait(
+        self, job_id: str, *, timeout_s: float | None = None, _opened: Any = None
+    ) -> dict[str, TaskResult]:
         """Wait for the whole job; return every task's result keyed by task id."""
         return {
             r.task_id: r
-            async for batch in self.result_batches(job_id, timeout_s=timeout_s)
+            async for batch in self.result_batches(job_id, timeout_s=timeout_s, _opened=_opened)
             for r in batch
         }
 
@@ -520,17 +545,35 @@ class SubmittedJob(Generic[ClientT]):
 class JobHandle(SubmittedJob[AsyncClient]):
     """A submitted job: iterate its results, wait for it, cancel it."""
 
+    _opened: tuple[int, Any] | None = None
+    """The stream ``submit(watch=...)`` opened (its filter, the call) until a reader takes it."""
+
+    def _take(self, flt: int, timeout_s: float | None) -> Any:
+        """The pre-opened stream for a reader of filter ``flt``, or None (a reader with another
+        filter or its own timeout opens its own; the pre-opened one is then cancelled)."""
+        opened, self._opened = self._opened, None
+        if opened is None:
+            return None
+        if opened[0] == flt and timeout_s is None:
+            return opened[1]
+        opened[1].cancel()
+        return None
+
     def results(self, *, timeout_s: float | None = None) -> AsyncIterator[TaskResult]:
-        return self.client.results(self.job_id, timeout_s=timeout_s)
+        opened = self._take(client_pb2.TERMINAL, timeout_s)
+        return self.client.results(self.job_id, timeout_s=timeout_s, _opened=opened)
 
     def events(self, *, timeout_s: float | None = None) -> AsyncIterator[TaskEvent]:
-        return self.client.events(self.job_id, timeout_s=timeout_s)
+        opened = self._take(client_pb2.ALL, timeout_s)
+        return self.client.events(self.job_id, timeout_s=timeout_s, _opened=opened)
 
     async def result(self, task_id: str, *, timeout_s: float | None = None) -> TaskResult:
-        return await self.client.result(self.job_id, task_id, timeout_s=timeout_s)
+        opened = self._take(client_pb2.TERMINAL, timeout_s)
+        return await self.client.result(self.job_id, task_id, timeout_s=timeout_s, _opened=opened)
 
     async def wait(self, *, timeout_s: float | None = None) -> dict[str, TaskResult]:
-        return await self.client.wait(self.job_id, timeout_s=timeout_s)
+        opened = self._take(client_pb2.TERMINAL, timeout_s)
+        return await self.client.wait(self.job_id, timeout_s=timeout_s, _opened=opened)
 
     async def cancel(self, task_ids: Iterable[str] = (), *, reason: str = "") -> int:
         return await self.client.cancel(self.job_id, task_ids, reason=reason)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator
 
@@ -27,6 +30,10 @@ from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_MESSAGE = 4096
+MAX_WAIT_FOR_SUBMIT_S = 60.0
+"""Most seconds a WatchJob may wait for its job to be submitted (``wait_for_submit_s``)."""
+_DEADLINE_MARGIN_S = 0.1
+"""A waiting WatchJob gives up this long before its caller's deadline, to answer NOT_FOUND."""
 
 
 class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
@@ -95,15 +102,27 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
         # The journal (HA) records this request: the acceptance time lets a new leader keep
         # the job's deadline.
-        request.accepted_at = self.shell.submit_job(
+        request.accepted_at, flushed = self.shell.submit_job(
             job_id, request.name, specs, deadline_s=request.deadline_s
         )
+        if flushed and request.watching:
+            # The client waits on the results, which its watch opened alongside will carry,
+            # not on this reply: one loop turn lets the agents' writers the flush woke start
+            # writing the job's assignments before gRPC writes this reply, not after.
+            await asyncio.sleep(0)
         return client_pb2.SubmitJobResponse(job_id=job_id, accepted=len(specs))
 
     async def WatchJob(
         self, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.TaskEventBatch]:
-        job = await self._job(request.job_id, context)
+        wait_s = request.wait_for_submit_s
+        if wait_s:
+            problem = wait_for_submit_problem(wait_s)
+            if problem is not None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        # Waiting for the submit (the SDK opens the watch together with it): not found yet
+        # is not an answer; the stream counts against the limits while it waits.
+        job = None if wait_s else await self._job(request.job_id, context)
         try:
             who = principal()
             # Counted per tenant when callers present tokens (a tenant's clients share its
@@ -114,10 +133,52 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
             return
         try:
+            if job is None:
+                job = await self._submitted(request.job_id, wait_s, context)
             async for batch in self._watch(job, request, context):
                 yield batch
         finally:
             self.streams.close(host)
+
+    async def _submitted(
+        self, job_id: str, wait_s: float, context: grpc.aio.ServicerContext
+    ) -> Job:
+        """The job ``job_id`` once submitted (the shell wakes its watchers when it is), or
+        NOT_FOUND after ``wait_s`` seconds without it. Another tenant's job is waited out like
+        one that never comes: neither the answer nor its timing tells that it exists."""
+        shell = self.shell
+        who = principal()
+        job = shell.job(job_id)
+        if job is not None and visible(job, who):
+            return job
+        scheduler = shell.scheduler
+        loop = asyncio.get_running_loop()
+        left = context.time_remaining()
+        if left is not None:
+            # Answer with a sentence before the caller's own deadline ends the call.
+            wait_s = min(wait_s, max(0.0, left - _DEADLINE_MARGIN_S))
+        until = loop.time() + wait_s
+        wake = shell.watch(job_id)
+        try:
+            while (job := shell.job(job_id)) is None or not visible(job, who):
+                if shell.scheduler is not scheduler:
+                    raise SchedulerReplaced(f"job {quote(job_id)} was awaited across a term's end")
+                left = until - loop.time()
+                if left <= 0:
+                    break
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), left)
+        finally:
+            shell.unwatch(job_id, wake)
+        if job is None or not visible(job, who):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"{no_job(shell, job_id)}; it was not submitted within the "
+                f"{wait_s:.3g} s the watch waited (wait_for_submit_s, or the call's deadline)",
+            )
+            raise AssertionError("unreachable")
+        return job
 
     async def _watch(
         self, job: Job, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
@@ -256,6 +317,16 @@ def no_job(shell: Shell, job_id: str) -> str:
         f"{shell.config.scheduler.job_retention_s:g} s ago and was forgotten (sooner "
         "when finished jobs' outputs go over --max-output-bytes)"
     )
+
+
+def wait_for_submit_problem(wait_s: float) -> str | None:
+    """The sentence refusing a WatchJob's ``wait_for_submit_s``, or None when it is in range."""
+    if not math.isfinite(wait_s) or not 0 <= wait_s <= MAX_WAIT_FOR_SUBMIT_S:
+        return (
+            f"WatchJob's wait_for_submit_s is {wait_s!r}; give a number of seconds from 0 to "
+            f"{MAX_WAIT_FOR_SUBMIT_S:g}"
+        )
+    return None
 
 
 def job_tenant(job: Job) -> str:

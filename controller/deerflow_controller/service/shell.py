@@ -209,14 +209,23 @@ class Shell:
 
     def submit_job(
         self, job_id: str, name: str, specs: Sequence[TaskSpec], *, deadline_s: float = 0.0
-    ) -> float:
+    ) -> tuple[float, bool]:
         """Accept a validated job (see ``Scheduler.submit``); ``deadline_s`` in seconds from
         now, 0 for none. Returns when it was accepted (wall-clock seconds), which the journal
-        (HA) keeps so that a new leader keeps the job's deadline."""
+        (HA) keeps so that a new leader keeps the job's deadline, and whether its decisions
+        were flushed already (see below)."""
         now = self.clock()
+        quiet = not self._flush_pending
         self.scheduler.submit(job_id, name, specs, now, deadline_s=deadline_s)
-        self._changed()
-        return now
+        if quiet:
+            # Nothing else was decided this loop turn (an idle controller): the job's
+            # assignments are handed to the agents' writers now, so that the caller can let
+            # them write before gRPC writes the submit's reply. A turn that already has a
+            # flush pending keeps batching into it.
+            self.flush()
+        else:
+            self._changed()
+        return now, quiet
 
     def cancel(self, job_id: str, task_ids: Iterable[str] | None, reason: str) -> int:
         """Cancel the job's tasks ``task_ids`` (all of them when None); returns how many were
