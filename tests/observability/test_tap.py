@@ -134,6 +134,9 @@ def test_a_throttled_task_records_when_its_rate_key_held_it() -> None:
     assert first.attributes["deerflow.rate_keys"] == ["llm/k"]
     assert second.events == ("throttled", "released")
     assert (second.start_ns, second.end_ns) == (1_000_000_000, 2_000_000_000)
+    # Its wait counts from the hold, not from its release to the ready queue: the tuner's
+    # latency objective must see what a rate-keyed task waited (for its key or a slot).
+    assert sorted(h.metrics.handlers["echo"].wait_samples) == [0.0, 1.0]
 
 
 def test_a_retry_starts_a_new_wait_that_says_why() -> None:

@@ -102,16 +102,19 @@ class TaskMetrics:
 
     # ------------------------------------------------------------------ fed by the tap
 
-    def dispatched(self, items: Sequence[tuple[Task, Event, object]]) -> None:
-        """Tasks dispatched: their wait in the queue (ready to dispatch)."""
+    def dispatched(self, items: Sequence[tuple[Task, Event, float | None]]) -> None:
+        """Tasks dispatched: their wait from ready to dispatch; for a task held THROTTLED
+        first (its rate keys, or a slot its keys had room for), from when the hold began (the
+        third item), so that rate-keyed work's wait for a slot is counted."""
         handlers = self.handlers
         name = ""
         h = None
-        for task, ev, _ in items:
+        for task, ev, held in items:
             if task.spec.handler != name or h is None:
                 name = task.spec.handler
                 h = handlers.get(name) or self.handler(name)
-            wait_s = ev.time - task.ready_at
+            since = task.ready_at if held is None or held > task.ready_at else held
+            wait_s = ev.time - since
             if wait_s < 0.0:
                 wait_s = 0.0  # requeued within the same loop turn
             h.wait.observe(wait_s)
@@ -242,7 +245,8 @@ def render(
     )
     out.histogram(
         "deerflow_task_schedule_to_start_seconds",
-        "Seconds from ready (queued) to dispatch to an agent, per handler.",
+        "Seconds from ready (queued, or held by its rate keys) to dispatch to an agent, "
+        "per handler.",
         "handler",
         {name: h.wait for name, h in metrics.handlers.items()},
     )

@@ -71,7 +71,7 @@ def _wait_throttled(waits: dict[str, Wait], tid: str, ev: Event) -> None:
 
 
 class _JobState:
-    __slots__ = ("cursor", "pending", "queued", "starts", "waits")
+    __slots__ = ("cursor", "held", "pending", "queued", "starts", "waits")
 
     def __init__(self) -> None:
         self.cursor = 0
@@ -81,6 +81,10 @@ class _JobState:
         """Task id -> priority, while the task is QUEUED."""
         self.pending: set[str] = set()
         self.waits: dict[str, Wait] = {}
+        self.held: dict[str, float] = {}
+        """Task id -> when its current wait for an agent began THROTTLED (its rate keys, or a
+        slot its keys had room for), until it is dispatched: a rate-keyed task's wait counts
+        from there, not from its release to the ready queue (metrics only)."""
 
 
 class EventTap:
@@ -157,11 +161,11 @@ class EventTap:
             self._read_for_traces(job, st, events[start:end], self.tracer)
             return
         tasks = job.tasks
-        starts, queued, pending, waits = st.starts, st.queued, st.pending, st.waits
+        starts, queued, pending, waits, held = st.starts, st.queued, st.pending, st.waits, st.held
         metrics = self.metrics
         tracer = self.tracer
         queue_depth = metrics.queue_by_priority if metrics is not None else None
-        dispatched: list[tuple[Task, Event, object]] = []
+        dispatched: list[tuple[Task, Event, float | None]] = []
         ended: list[tuple[Task, Event, float | None]] = []
         for i in range(start, end):
             ev = events[i]
@@ -180,7 +184,7 @@ class EventTap:
                         queue_depth[p] -= 1
                 starts[tid] = ev.time
                 if metrics is not None:
-                    dispatched.append((tasks[tid], ev, None))
+                    dispatched.append((tasks[tid], ev, held.pop(tid, None) if held else None))
                 if waits and tracer is not None:
                     wait = waits.pop(tid, None)
                     if wait is not None:
@@ -192,12 +196,16 @@ class EventTap:
             elif state is _RUNNING:
                 starts[tid] = ev.time
             elif state is _RETRYING:
+                if held:
+                    held.pop(tid, None)
                 began = starts.pop(tid, None)
                 if metrics is not None:
                     metrics.retried(job, tasks[tid], ev, began)
                 if tracer is not None:
                     _wait_after_retry(waits, tid, ev)
             elif state is _THROTTLED:
+                if metrics is not None and tid not in held:
+                    held[tid] = ev.time
                 if tracer is not None:
                     _wait_throttled(waits, tid, ev)
             elif state is _PENDING:
@@ -214,6 +222,8 @@ class EventTap:
                     if p is not None:
                         queue_depth[p] -= 1
                 began = starts.pop(tid, None)
+                if held:
+                    held.pop(tid, None)
                 task = tasks[tid]
                 ended.append((task, ev, began))
                 if tracer is not None:
@@ -231,6 +241,7 @@ class EventTap:
         if job.done and not starts and not queued and not pending:
             # Nothing more will happen to this job; keep only the cursor until it expires.
             waits.clear()
+            held.clear()
 
     def _read_for_traces(
         self, job: Job, st: _JobState, events: list[Event], tracer: TaskTracer
