@@ -6,6 +6,7 @@ The controller is a fake stub; nothing here waits on time except bounds on threa
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -192,3 +193,11 @@ def test_a_call_after_close_is_refused_with_a_sentence() -> None:
     c.close()  # idempotent
     with pytest.raises(RuntimeError, match="create a new Client"):
         c.stats()
+
+
+def test_a_coroutine_cancelled_on_its_own_reports_cancelled_as_before() -> None:
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    with Client("127.0.0.1:1", timeout_s=5) as c, pytest.raises(concurrent.futures.CancelledError):
+        c._call(cancelled())

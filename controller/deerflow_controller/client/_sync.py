@@ -7,11 +7,12 @@ running event loop of the same thread (use :class:`AsyncClient` there): it would
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
 
@@ -100,17 +101,19 @@ class _LoopThread:
             self._woken = True
             self.loop.call_soon_threadsafe(self._start_pending)
 
-    @staticmethod
-    def _outcome(call: _Call[T]) -> T:
+    def _outcome(self, call: _Call[T]) -> T:
         call.done.acquire()
         if call.error is None:
-            return call.value  # type: ignore[return-value]
+            return cast(T, call.value)
         if isinstance(call.error, asyncio.CancelledError):
-            raise DeerflowError(
-                "the deerflow Client was closed while this call was in flight; "
-                "create a new Client to retry it",
-                grpc.StatusCode.CANCELLED,
-            ) from None
+            if self.closed:
+                raise DeerflowError(
+                    "the deerflow Client was closed while this call was in flight; "
+                    "create a new Client to retry it",
+                    grpc.StatusCode.CANCELLED,
+                ) from None
+            # As run_coroutine_threadsafe's future reported a cancelled coroutine.
+            raise concurrent.futures.CancelledError() from None
         raise call.error
 
     def _start_pending(self) -> None:
@@ -123,12 +126,16 @@ class _LoopThread:
             self.loop.create_task(_drive(call))
 
     async def _shut_down(self, last: Coroutine[Any, Any, None]) -> None:
-        await last
-        current = asyncio.current_task()
-        running = [t for t in asyncio.all_tasks() if t is not current]
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        try:
+            await last
+        finally:
+            # Calls not ended by closing the channels (a retry's pause, a fake stub): a
+            # thread blocked on one of them would otherwise wait for good.
+            current = asyncio.current_task()
+            running = [t for t in asyncio.all_tasks() if t is not current]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
 
 async def _drive(call: _Call[T]) -> None:
