@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import select
+import signal
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -201,3 +204,35 @@ def test_a_coroutine_cancelled_on_its_own_reports_cancelled_as_before() -> None:
 
     with Client("127.0.0.1:1", timeout_s=5) as c, pytest.raises(concurrent.futures.CancelledError):
         c._call(cancelled())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_client_used_in_a_forked_child_refuses_with_a_sentence_instead_of_hanging() -> None:
+    with Client("127.0.0.1:1", timeout_s=5) as c:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what the call did, then leave without cleanup
+            try:
+                c.stats()
+                outcome = "returned"
+            except BaseException as e:
+                outcome = f"{type(e).__name__}: {e}"
+            os.write(write_end, outcome.encode()[:500])
+            os._exit(0)
+        os.close(write_end)
+        ready: list[int] = []
+        try:
+            ready, _, _ = select.select([read_end], [], [], JOIN_BOUND_S)
+            outcome = os.read(read_end, 1000).decode() if ready else "no answer: the child hung"
+        finally:
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read_end)
+        assert c._call(_answer(7)) == 7  # the parent's client is untouched
+    assert outcome.startswith("RuntimeError: ")
+    assert "create a new Client after forking" in outcome
+
+
+async def _answer(i: int) -> int:
+    return i

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
@@ -55,10 +57,12 @@ class _LoopThread:
         self._pending: deque[_Call[Any]] = deque()
         self._woken = False  # a _start_pending callback is scheduled and has not yet run
         self.closed = False
+        self.forked = False  # this is a copy in a child process: the thread is not here
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="deerflow-client", daemon=True
         )
         self._thread.start()
+        _LIVE.add(self)
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop thread; block until it ends; return or raise its outcome.
@@ -69,6 +73,11 @@ class _LoopThread:
         with self._lock:
             if self.closed:
                 coro.close()
+                if self.forked:
+                    raise RuntimeError(
+                        "this deerflow Client was created before os.fork() and its thread is "
+                        "not in this process; create a new Client after forking"
+                    )
                 raise RuntimeError(
                     "this deerflow Client is closed; create a new Client to make more calls"
                 )
@@ -84,6 +93,7 @@ class _LoopThread:
                 last.close()
                 return
             self.closed = True
+            _LIVE.discard(self)
             call = _Call(self._shut_down(last))
             self._queue(call)  # after every call queued before: they are started first
         try:
@@ -136,6 +146,28 @@ class _LoopThread:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the loop thread was not copied, the lock may have been held by a
+        thread that was not either, and the loop's wake-up descriptor is the parent's. Refuse
+        every call (RuntimeError naming the fix) rather than hang or wake the parent's loop."""
+        self._lock = threading.Lock()
+        self._pending.clear()
+        self.closed = self.forked = True
+
+
+_LIVE: weakref.WeakSet[_LoopThread] = weakref.WeakSet()
+"""Loop threads not yet stopped, for the fork hook."""
+
+
+def _after_fork_in_child() -> None:
+    for loop_thread in list(_LIVE):
+        loop_thread.after_fork_in_child()
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 async def _drive(call: _Call[T]) -> None:
