@@ -4,7 +4,9 @@ cluster of no-op (echo) tasks, interleaved round by round.
 Modes: ``async`` (one job, results streamed by the async client), ``sync`` (the same through the
 blocking client), ``async-concurrent`` (``threads`` coroutines each submitting jobs of
 ``job_size`` tasks and waiting for them) and ``sync-threads`` (``threads`` threads sharing one
-blocking client, each submitting and waiting the same way: DeerFlow's synchronous tools).
+blocking client, each submitting and waiting the same way: DeerFlow's synchronous tools) and
+``sync-threads-run`` (the same threads calling ``Client.run``: submit and wait in one thread
+crossing).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from deerflow_controller.client import AsyncClient, Client, Task
 from ._launcher import Cluster
 from ._throughput import machine
 
-MODES = ("async", "sync", "async-concurrent", "sync-threads")
+MODES = ("async", "sync", "async-concurrent", "sync-threads", "sync-threads-run")
 
 
 def _tasks(prefix: str, n: int) -> list[Task]:
@@ -75,7 +77,9 @@ async def _async_concurrent(
     return time.perf_counter() - started
 
 
-def _sync_threads(client: Client, tasks: int, job_size: int, workers: int, tag: str) -> float:
+def _sync_threads(
+    client: Client, tasks: int, job_size: int, workers: int, tag: str, *, run: bool = False
+) -> float:
     sizes = _jobs(tasks, job_size)
     lock = threading.Lock()
     next_job = [0]
@@ -87,8 +91,11 @@ def _sync_threads(client: Client, tasks: int, job_size: int, workers: int, tag: 
                 next_job[0] += 1
             if i >= len(sizes):
                 return
-            job = client.submit(_tasks(f"{tag}-{i}", sizes[i]))
-            assert len(job.wait()) == sizes[i]
+            if run:
+                assert len(client.run(_tasks(f"{tag}-{i}", sizes[i]))) == sizes[i]
+            else:
+                job = client.submit(_tasks(f"{tag}-{i}", sizes[i]))
+                assert len(job.wait()) == sizes[i]
 
     started = time.perf_counter()
     with ThreadPoolExecutor(workers, thread_name_prefix="bench-sdk") as pool:
@@ -123,7 +130,13 @@ async def sdk(
                         s = await _async_concurrent(aclient, tasks, job_size, threads, tag)
                     else:
                         s = await asyncio.to_thread(
-                            _sync_threads, sclient, tasks, job_size, threads, tag
+                            _sync_threads,
+                            sclient,
+                            tasks,
+                            job_size,
+                            threads,
+                            tag,
+                            run=mode == "sync-threads-run",
                         )
                     rates[mode].append(round(tasks / s, 1))
                     cpu_us[mode].append(round((time.process_time() - cpu) / tasks * 1e6, 1))
@@ -139,6 +152,9 @@ async def sdk(
         "sync_over_async": round(medians["sync"] / medians["async"], 3),
         "sync_threads_over_async_concurrent": round(
             medians["sync-threads"] / medians["async-concurrent"], 3
+        ),
+        "sync_threads_run_over_async_concurrent": round(
+            medians["sync-threads-run"] / medians["async-concurrent"], 3
         ),
         "sync_threads_over_async": round(medians["sync-threads"] / medians["async"], 3),
         "client_cpu_us_per_task": cpu_us,

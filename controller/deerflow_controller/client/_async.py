@@ -366,6 +366,30 @@ class AsyncClient:
             for r in batch
         }
 
+    async def run(
+        self,
+        tasks: Iterable[Task],
+        *,
+        job_id: str = "",
+        name: str = "",
+        timeout_s: float | None = None,
+        deadline_s: float = 0.0,
+    ) -> dict[str, TaskResult]:
+        """Submit a job and wait for it: :meth:`submit` then :meth:`wait`, as one call (for the
+        blocking :class:`Client`, one thread crossing instead of two). Returns every task's
+        result keyed by task id; raises what :meth:`submit` raises.
+
+        ``timeout_s`` bounds the whole call, submit and wait (None: the submit gets the
+        client's ``timeout_s``, the wait no bound); when it passes, DeadlineExceededError is
+        raised and the job runs on (``deadline_s`` bounds the job itself, see :meth:`submit`)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        job = await self.submit(
+            tasks, job_id=job_id, name=name, timeout_s=timeout_s, deadline_s=deadline_s
+        )
+        remaining = None if timeout_s is None else timeout_s - (loop.time() - started)
+        return await self.wait(job.job_id, timeout_s=remaining)
+
     async def cancel(
         self,
         job_id: str,
