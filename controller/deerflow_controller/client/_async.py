@@ -384,11 +384,19 @@ class AsyncClient:
         raised and the job runs on (``deadline_s`` bounds the job itself, see :meth:`submit`)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        # Without a bound, the result stream opens together with the submit (see submit's
+        # ``watch``); a bounded wait opens its own stream with its deadline.
         job = await self.submit(
-            tasks, job_id=job_id, name=name, timeout_s=timeout_s, deadline_s=deadline_s
+            tasks,
+            job_id=job_id,
+            name=name,
+            timeout_s=timeout_s,
+            deadline_s=deadline_s,
+            watch="results" if timeout_s is None else "",
         )
-        remaining = None if timeout_s is None else timeout_s - (loop.time() - started)
-        return await self.wait(job.job_id, timeout_s=remaining)
+        if timeout_s is None:
+            return await job.wait()
+        return await self.wait(job.job_id, timeout_s=timeout_s - (loop.time() - started))
 
     async def cancel(
         self,
