@@ -552,7 +552,9 @@ async def run_ours(
             "tuner_history": [
                 {
                     "at_s": round(c.at - t0, 1),
-                    "judged_after_s": round(c.judged_at - c.at, 1) if c.judged else None,
+                    "judged_after_s": (
+                        round(c.judged_at - c.at, 1) if c.outcome not in ("trying", "") else None
+                    ),
                     "change": f"{c.knob} {c.old_value}->{c.new_value}",
                     "outcome": c.outcome,
                     "before": c.before_detail,
