@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from deerflow_controller.client import TaskEvent, TaskResult
+from deerflow_controller.client import Task, TaskEvent, TaskResult
 from deerflow_protos import common_pb2
 
 
@@ -58,3 +58,40 @@ def test_events_and_results_from_the_wire_stay_frozen() -> None:
 def test_an_unknown_state_number_is_refused_as_before() -> None:
     with pytest.raises(ValueError):
         TaskEvent.from_proto(_wire_event(state=99))  # type: ignore[arg-type]
+
+
+def test_a_task_built_by_position_or_keyword_equals_the_dataclass_one_with_its_defaults() -> None:
+    t = Task("a", "echo", b"x", 3, ("b",), timeout_s=2.0, tenant="t")
+    assert (t.id, t.handler, t.payload, t.priority, t.depends_on, t.timeout_s) == (
+        "a",
+        "echo",
+        b"x",
+        3,
+        ("b",),
+        2.0,
+    )
+    assert (t.max_retries, t.cache, t.split, t.inputs, t.tenant) == (-1, "default", True, (), "t")
+    assert t == Task(
+        id="a",
+        handler="echo",
+        payload=b"x",
+        priority=3,
+        depends_on=("b",),
+        timeout_s=2.0,
+        tenant="t",
+    )
+    assert repr(t).startswith("Task(id='a', handler='echo', payload=b'x', priority=3")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.id = "b"  # type: ignore[misc]
+
+
+def test_each_task_gets_its_own_labels_dict_by_default() -> None:
+    a, b = Task("a", "echo"), Task("b", "echo")
+    assert a.labels == {} and a.labels is not b.labels
+
+
+def test_a_task_missing_a_required_field_or_given_an_unknown_one_is_refused() -> None:
+    with pytest.raises(TypeError):
+        Task("a")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Task("a", "echo", colour="red")  # type: ignore[call-arg]
