@@ -4,6 +4,7 @@ equality, hash and immutability as instances built with their constructors."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from deerflow_controller.client import Task, TaskEvent, TaskResult
 from deerflow_protos import common_pb2
 
 
-def _wire_event(**extra: object) -> common_pb2.TaskEvent:
+def _wire_event(**extra: Any) -> common_pb2.TaskEvent:
     return common_pb2.TaskEvent(
         job_id="j", task_id="t1", seq=7, attempt=2, agent_id="a1", time=12.5, **extra
     )
@@ -57,7 +58,7 @@ def test_events_and_results_from_the_wire_stay_frozen() -> None:
 
 def test_an_unknown_state_number_is_refused_as_before() -> None:
     with pytest.raises(ValueError):
-        TaskEvent.from_proto(_wire_event(state=99))  # type: ignore[arg-type]
+        TaskEvent.from_proto(_wire_event(state=99))
 
 
 def test_a_task_built_by_position_or_keyword_equals_the_dataclass_one_with_its_defaults() -> None:
