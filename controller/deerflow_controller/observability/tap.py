@@ -37,7 +37,6 @@ _DISPATCHED = TaskState.DISPATCHED
 _RUNNING = TaskState.RUNNING
 _RETRYING = TaskState.RETRYING
 _SUCCEEDED = TaskState.SUCCEEDED
-_PROGRESS = TaskState.PROGRESS
 
 
 class Wait:
@@ -167,33 +166,57 @@ class EventTap:
         queue_depth = metrics.queue_by_priority if metrics is not None else None
         dispatched: list[tuple[Task, Event, float | None]] = []
         ended: list[tuple[Task, Event, float | None]] = []
-        for i in range(start, end):
-            ev = events[i]
+        # The states of nearly every event (dispatched, succeeded, queued) are tested first,
+        # each a local name (as in _read_for_traces).
+        dispatched_state, succeeded, queued_state, running = (
+            _DISPATCHED,
+            _SUCCEEDED,
+            _QUEUED,
+            _RUNNING,
+        )
+        failed, cancelled, timed_out = TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT
+        add_dispatched = dispatched.append
+        add_ended = ended.append
+        for ev in events[start:end]:
             state = ev.state
             tid = ev.task_id
             if pending and tid in pending and state is not _PENDING:
                 pending.discard(tid)
                 if metrics is not None:
                     metrics.pending -= 1
-                if state is _QUEUED or state is _THROTTLED:
+                if state is queued_state or state is _THROTTLED:
                     waits.pop(tid, None)  # the wait for an agent starts now
-            if state is _DISPATCHED:
+            if state is dispatched_state:
                 if queue_depth is not None:
                     p = queued.pop(tid, None)
                     if p is not None:
                         queue_depth[p] -= 1
                 starts[tid] = ev.time
                 if metrics is not None:
-                    dispatched.append((tasks[tid], ev, held.pop(tid, None) if held else None))
+                    add_dispatched((tasks[tid], ev, held.pop(tid, None) if held else None))
                 if waits and tracer is not None:
                     wait = waits.pop(tid, None)
                     if wait is not None:
                         tracer.waited(tasks[tid], wait)
-            elif state is _QUEUED:
+            elif state is succeeded or state is failed or state is cancelled or state is timed_out:
+                if queue_depth is not None and queued:
+                    p = queued.pop(tid, None)
+                    if p is not None:
+                        queue_depth[p] -= 1
+                began = starts.pop(tid, None)
+                if held:
+                    held.pop(tid, None)
+                task = tasks[tid]
+                add_ended((task, ev, began))
+                if tracer is not None:
+                    last_wait = waits.pop(tid, None) if waits else None
+                    if began is None:
+                        tracer.ended_waiting(job, task, ev, last_wait)
+            elif state is queued_state:
                 if queue_depth is not None and tid not in queued:
                     p = queued[tid] = tasks[tid].spec.priority
                     queue_depth[p] = queue_depth.get(p, 0) + 1
-            elif state is _RUNNING:
+            elif state is running:
                 starts[tid] = ev.time
             elif state is _RETRYING:
                 if held:
@@ -214,22 +237,7 @@ class EventTap:
                     metrics.pending += 1
                 if tracer is not None:
                     waits[tid] = Wait(ev.time)
-            elif state is _PROGRESS:
-                pass  # the attempt runs on; nothing to count or trace
-            else:  # terminal
-                if queue_depth is not None:
-                    p = queued.pop(tid, None)
-                    if p is not None:
-                        queue_depth[p] -= 1
-                began = starts.pop(tid, None)
-                if held:
-                    held.pop(tid, None)
-                task = tasks[tid]
-                ended.append((task, ev, began))
-                if tracer is not None:
-                    last_wait = waits.pop(tid, None) if waits else None
-                    if began is None:
-                        tracer.ended_waiting(job, task, ev, last_wait)
+            # PROGRESS: the attempt runs on; nothing to count or trace
         # Batches, so that the per-task work runs in tight loops.
         if dispatched and metrics is not None:
             metrics.dispatched(dispatched)

@@ -14,6 +14,8 @@ from deerflow_protos import agent_pb2
 
 __all__ = ["hello_problem", "message_problem"]
 
+_INF = math.inf
+
 
 def _bad(value: float, field: str, *, negative_ok: bool = False) -> str | None:
     if math.isfinite(value) and (negative_ok or value >= 0):
@@ -66,6 +68,16 @@ def message_problem(msg: agent_pb2.AgentMessage, kind: str | None) -> str | None
             )
         )
     if kind == "results":
+        # Nearly every batch is in order: one comparison chain per number (false for NaN,
+        # infinities and negatives) finds that without a call per field; the sentence is
+        # made only for a batch that fails it.
+        for r in msg.results.results:
+            if not (
+                0.0 <= r.started_at < _INF and 0.0 <= r.finished_at < _INF and 0.0 <= r.cpu_s < _INF
+            ):
+                break
+        else:
+            return None
         return _first(
             _bad(value, f"Result {name}")
             for r in msg.results.results
