@@ -139,6 +139,23 @@ def test_a_throttled_task_records_when_its_rate_key_held_it() -> None:
     assert sorted(h.metrics.handlers["echo"].wait_samples) == [0.0, 1.0]
 
 
+def test_the_waits_of_tasks_still_waiting_are_told_as_they_stand() -> None:
+    # The tuner counts them (fewer slots must not look faster while the tasks they hold back
+    # are not dispatched yet). No agent: two rate-keyed tasks held THROTTLED since 1.0, three
+    # queued since 2.0.
+    limits = LimiterConfig(
+        patterns=(("llm/*", KeyLimits(rpm=60.0, adaptive=False, burst_s=1.0, safety=1.0)),)
+    )
+    h = Harness(RateLimiter(limits))
+    h.sched.submit("j", "", [spec(f"t{i}", rate_keys=("llm/k",)) for i in range(2)], now=1.0)
+    h.flush(now=1.0)
+    h.sched.submit("k", "", [spec(f"q{i}") for i in range(3)], now=2.0)
+    h.flush(now=2.0)
+    assert h.metrics.waiting_ages is not None
+    assert sorted(h.metrics.waiting_ages(3.5, 100)) == [1.5, 1.5, 1.5, 2.5, 2.5]
+    assert len(h.metrics.waiting_ages(3.5, 2)) == 2
+
+
 def test_a_retry_starts_a_new_wait_that_says_why() -> None:
     h = Harness()
     h.sched.agent_joined("agent-1", ["echo"], 4, now=0.0)

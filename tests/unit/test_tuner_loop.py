@@ -9,8 +9,10 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from deerflow_controller.config import ControllerConfig, SchedulerConfig
 from deerflow_controller.core.scheduler import AttemptResult
+from deerflow_controller.observability.metrics import TaskMetrics
+from deerflow_controller.observability.tap import EventTap
 from deerflow_controller.service.shell import Shell
-from deerflow_controller.service.tuner_loop import TunerLoop
+from deerflow_controller.service.tuner_loop import WAITING_SAMPLES, TunerLoop
 from deerflow_controller.tuning import AGENT_SLOTS, Mode, Tuner, TunerConfig
 
 from .scheduling import spec
@@ -89,3 +91,20 @@ async def test_in_observe_mode_the_loop_changes_nothing() -> None:
     assert loop.tuner.history[0].outcome.value == "suggested"
     span = trace_pb2.ScopeSpans.FromString(spans[0]).spans[0]
     assert [e.name for e in span.events] == ["tuner.suggestion"]
+
+
+async def test_a_window_counts_the_waits_of_tasks_still_queued() -> None:
+    # 5,000 tasks queued behind one slot: a window sees ~10 dispatched, and without the queued
+    # tasks' waits so far fewer slots would look faster (their waits are told only once they
+    # are dispatched).
+    shell, clock, loop, _ = await _cluster(Mode.ON)
+    metrics = TaskMetrics()
+    shell.interceptors.append(EventTap(shell.scheduler, metrics))
+    loop = TunerLoop(shell, loop.tuner, metrics)
+    loop.measure()
+    _second(shell, clock)
+    shell.flush()  # what the event loop's next turn does: the tap reads the events
+    m = loop.measure()
+    assert m is not None
+    assert len(m.wait_samples) >= WAITING_SAMPLES
+    assert max(m.wait_samples) >= 1.0 - 1e-9  # queued since the submit, a second ago

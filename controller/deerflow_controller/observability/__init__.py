@@ -85,6 +85,8 @@ class Observability:
             self.shell.interceptors.append(self.tap)
         else:
             self.tap.metrics = self.metrics
+            if self.metrics is not None:
+                self.metrics.waiting_ages = self.tap.waiting_ages
 
     def enable_metrics(self) -> TaskMetrics:
         if self.metrics is None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import collections
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from deerflow_common.prometheus import (
@@ -85,6 +85,9 @@ class TaskMetrics:
         self.recent_errors: collections.deque[dict[str, object]] = collections.deque(
             maxlen=RECENT_ERRORS
         )
+        self.waiting_ages: Callable[[float, int], list[float]] | None = None
+        """Set by the tap that feeds these metrics: how long each task waiting for an agent
+        right now has waited so far (``now``, at most ``limit`` of them)."""
 
     def handler(self, name: str) -> HandlerMetrics:
         """The metrics of handler ``name``; past ``MAX_SERIES_PER_FAMILY`` handlers, those of

@@ -101,6 +101,8 @@ class EventTap:
         self.tracer = tracer
         self._jobs: dict[str, _JobState] = {}
         self._failed_at = 0.0
+        if metrics is not None:
+            metrics.waiting_ages = self.waiting_ages
 
     def follow(self, scheduler: Scheduler) -> None:
         """Read ``scheduler``'s event logs from now on (HA: each leadership term has a
@@ -112,6 +114,34 @@ class EventTap:
         for job_id, job in scheduler.jobs.items():
             st = self._jobs[job_id] = _JobState()
             st.cursor = len(job.events)
+
+    def waiting_ages(self, now: float, limit: int) -> list[float]:
+        """How long each task waiting for an agent at ``now`` has waited so far (held
+        THROTTLED since its hold began, or QUEUED since it was ready), at most ``limit`` of
+        them, the longest-followed jobs first. The tuner's latency counts these with the waits
+        of tasks dispatched: otherwise fewer slots would look faster for as long as the tasks
+        they hold back are not yet dispatched. Only with metrics (it reads what they keep)."""
+        out: list[float] = []
+        jobs = self.scheduler.jobs
+        for job_id, st in self._jobs.items():
+            if not st.held and not st.queued:
+                continue
+            for since in st.held.values():
+                out.append(now - since)
+                if len(out) >= limit:
+                    return out
+            job = jobs.get(job_id)
+            if job is None:
+                continue
+            for tid in st.queued:
+                if tid in st.held:
+                    continue  # counted from its hold above
+                task = job.tasks.get(tid)
+                if task is not None:
+                    out.append(now - task.ready_at)
+                    if len(out) >= limit:
+                        return out
+        return out
 
     # ------------------------------------------------------------------ ShellInterceptor
 

@@ -36,6 +36,10 @@ from deerflow_controller.tuning import (
 
 log = logging.getLogger(__name__)
 
+WAITING_SAMPLES = 2_000
+"""Tasks still waiting for an agent whose waits so far join a window's wait samples (bounded:
+a window reads at most this many of a long queue, the longest-followed jobs first)."""
+
 SATURATED = 0.9
 """Share of the agents' slots in use from which they count as full."""
 SPAN_NAME = "deerflow.tuner"
@@ -110,6 +114,9 @@ class TunerLoop:
         totals = (now, c.succeeded, c.failed + c.timed_out, shell.assignments_sent, limited)
         last, self._last = self._last, totals
         waits, runs = self._latency_samples()
+        metrics = self.metrics
+        if metrics is not None and metrics.waiting_ages is not None:
+            waits.extend(metrics.waiting_ages(now, WAITING_SAMPLES))
         if last is None:
             return None
         busy = slots = 0
