@@ -124,8 +124,7 @@ def pooled_score(
         runs = [x for m in windows for x in m.run_samples]
         if waits or runs:
             value = p95(waits) + p95(runs)
-            # The two p95s' errors are independent: they add in quadrature.
-            spread = math.hypot(_quantile_spread(waits), _quantile_spread(runs))
+            spread = _quantile_spread(waits) + _quantile_spread(runs)
         else:
             value = math.fsum(m.p95_s * m.succeeded for m in windows) / done
             spread = 0.0
