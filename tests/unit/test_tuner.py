@@ -366,3 +366,16 @@ def test_a_trial_that_plainly_hurts_is_reverted_before_its_full_measurement() ->
     assert down and down[0].outcome is Outcome.REVERTED
     assert "already" in down[0].verdict
     assert down[0].judged_at - down[0].at <= 2 * 2.0 + 1e-9  # within two 2-s windows
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_slot_change_is_judged_on_the_wait_it_moves(seed: int) -> None:
+    # The queue wait drops from a mean of 0.3 s to 50 ms with more slots: a gain of the total
+    # p95 that the run times' spread hides, but not the wait's own (the old judge kept it in 2
+    # seeds of 40 within 120 s; on the wait, 34).
+    plant = FewTasksPlant(lambda s: 0.3 if s < 8 else 0.05, slots=4, seed=seed)
+    tuner = Tuner(TunerConfig(mode=Mode.ON, objective=Objective.LATENCY))
+    run_few(tuner, plant, 120)
+    assert plant.slots >= 8
+    kept = [c for c in tuner.history if c.outcome is Outcome.KEPT and c.knob == AGENT_SLOTS]
+    assert any("wait for an agent" in c.verdict for c in kept)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Measurement", "Objective", "p95", "pooled_score", "score"]
+__all__ = ["Measurement", "Objective", "latency_parts", "p95", "pooled_score", "score"]
 
 
 class Objective(enum.Enum):
@@ -131,6 +131,16 @@ def pooled_score(
         return (-value, spread) if math.isfinite(value + spread) else None
     attempts = sum(m.attempts for m in windows)
     return -(attempts / done), 1.96 * math.sqrt(max(1, attempts - done)) / done
+
+
+def latency_parts(windows: Sequence[Measurement]) -> tuple[float, float, float, float] | None:
+    """The two parts of the latency score over ``windows`` pooled: (p95 wait, its spread,
+    p95 run time, its spread); None when the windows carry no samples of either."""
+    waits = [x for m in windows for x in m.wait_samples]
+    runs = [x for m in windows for x in m.run_samples]
+    if not waits or not runs:
+        return None
+    return p95(waits), _quantile_spread(waits), p95(runs), _quantile_spread(runs)
 
 
 def score(

@@ -60,7 +60,13 @@ from deerflow_controller.tuning.knobs import (
     Knob,
     step_value,
 )
-from deerflow_controller.tuning.objective import Measurement, Objective, pooled_score, score
+from deerflow_controller.tuning.objective import (
+    Measurement,
+    Objective,
+    latency_parts,
+    pooled_score,
+    score,
+)
 
 __all__ = ["Action", "Change", "Mode", "Outcome", "Tuner", "TunerConfig", "hint"]
 
@@ -268,6 +274,7 @@ class Tuner:
         self._keep = max(self.config.judge_windows, self.config.max_trial_windows)
         self._before_429 = 0.0
         self._before_spread = 0.0
+        self._before_parts: tuple[float, float, float, float] | None = None
         self._climb = _Climb()
         self._suggested: dict[str, tuple[int, int]] = {}
         """Observe mode: each knob's last suggestion (old, new), not repeated."""
@@ -388,6 +395,9 @@ class Tuner:
         more_429 = self._rate_limited() > self._before_429 * (1 + cfg.noise_band) + 1.0
         gained = after > trial.before + band
         if gained and not more_429 and after <= trial.before + chance:
+            kept = self._wait_gain(trial)
+            if kept is not None:
+                return self._keep_trial(now, trial, kept, after, knobs)
             if self._trial_windows < cfg.max_trial_windows:
                 return None  # beyond the band, not yet beyond chance: measure longer
             return self._revert(
@@ -395,14 +405,7 @@ class Tuner:
             )
         if gained and not more_429:
             rose = f"the objective rose by {_pct(after, trial.before)}"
-            self._end(trial, now, Outcome.KEPT, rose)
-            climb = self._climb
-            # What it came from is worse: never go back there (until the workload drifts).
-            climb.rejected.add((trial.knob, trial.old))
-            climb.momentum = (trial.knob, 1 if trial.new > trial.old else -1)
-            if now - self._last_action_at >= cfg.cooldown_s:
-                return self._explore(now, self._windows[-1][1], after, knobs)
-            return None
+            return self._keep_trial(now, trial, rose, after, knobs)
         if more_429:
             verdict = f"429s rose to {self._rate_limited():.1f}/s"
         elif after < trial.before - band:
@@ -410,6 +413,43 @@ class Tuner:
         else:
             verdict = f"no gain beyond the {cfg.noise_band:.0%} noise band"
         return self._revert(trial, now, knob, verdict)
+
+    def _wait_gain(self, trial: Change) -> str | None:
+        """For a capacity trial under the latency objective whose gain is past the band but
+        not past chance: why to keep it anyway, when the part of the latency a capacity knob
+        moves, the wait for an agent, fell beyond chance on its own and run times did not rise
+        beyond theirs (the run times' spread, which the knob does not move, is most of the
+        score's); None otherwise."""
+        cfg = self.config
+        if cfg.objective is not Objective.LATENCY or trial.knob not in (AGENT_SLOTS, PREFETCH):
+            return None
+        before, after = self._before_parts, latency_parts(self._judged())
+        if before is None or after is None:
+            return None
+        wait_b, wait_bs, run_b, run_bs = before
+        wait_a, wait_as, run_a, run_as = after
+        z = cfg.significance_z
+        if wait_b - wait_a <= z * (wait_bs + wait_as):
+            return None
+        if run_a - run_b > z * (run_bs + run_as):
+            return None
+        return (
+            f"the wait for an agent fell by {_pct(wait_a, wait_b)} (p95 {wait_b * 1000:.0f} -> "
+            f"{wait_a * 1000:.0f} ms), beyond chance, and run times did not rise beyond theirs"
+        )
+
+    def _keep_trial(
+        self, now: float, trial: Change, why: str, after: float, knobs: Mapping[str, Knob]
+    ) -> Action | None:
+        """Keep ``trial`` (``why``) and, past the cool-down, try the next candidate."""
+        self._end(trial, now, Outcome.KEPT, why)
+        climb = self._climb
+        # What it came from is worse: never go back there (until the workload drifts).
+        climb.rejected.add((trial.knob, trial.old))
+        climb.momentum = (trial.knob, 1 if trial.new > trial.old else -1)
+        if now - self._last_action_at >= self.config.cooldown_s:
+            return self._explore(now, self._windows[-1][1], after, knobs)
+        return None
 
     def _early_harm(self, trial: Change) -> str | None:
         """Why to revert ``trial`` before its windows are enough to judge a gain: its windows
@@ -504,6 +544,7 @@ class Tuner:
         self._before_429 = self._rate_limited()
         scored = self._scored()
         self._before_spread = 0.0 if scored is None else scored[1]
+        self._before_parts = latency_parts([m for _, m in self._windows])
         self._acted(now)
         return Action(knob.name, new, change)
 
