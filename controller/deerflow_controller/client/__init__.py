@@ -13,7 +13,7 @@ with side effects must be idempotent.
 
 # Clients
 from deerflow_common.tls import TlsFiles
-from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient, JobHandle
+from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient
 
 # Errors
 from deerflow_controller.client._errors import (
@@ -29,6 +29,7 @@ from deerflow_controller.client._errors import (
     TaskFailedError,
     UnavailableError,
 )
+from deerflow_controller.client._handle import JobHandle
 from deerflow_controller.client._sync import Client, SyncJobHandle
 
 # Data

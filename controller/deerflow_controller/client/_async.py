@@ -7,7 +7,7 @@ import enum
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 import grpc
 from opentelemetry.trace import TracerProvider
@@ -15,6 +15,7 @@ from opentelemetry.trace import TracerProvider
 from deerflow_common import channel_options
 from deerflow_common.tls import TlsFiles, aio_channel
 from deerflow_controller.client._errors import DeerflowError, UnavailableError, from_rpc_error
+from deerflow_controller.client._handle import JobHandle
 from deerflow_controller.client._retry import Retry
 from deerflow_controller.client._tracing import submit_span
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
@@ -559,53 +560,3 @@ def _metadata_value(metadata: Any, key: str) -> str:
         if k == key:
             return v if isinstance(v, str) else v.decode()
     return ""
-
-
-ClientT = TypeVar("ClientT")
-
-
-class SubmittedJob(Generic[ClientT]):
-    """What the handles of both clients hold: the client, the job's id and the number of tasks
-    the controller accepted (``SubmitJobReply.accepted``)."""
-
-    def __init__(self, client: ClientT, job_id: str, accepted: int) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.accepted = accepted
-
-
-class JobHandle(SubmittedJob[AsyncClient]):
-    """A submitted job: iterate its results, wait for it, cancel it."""
-
-    _opened: tuple[int, Any] | None = None
-    """The stream ``submit(watch=...)`` opened (its filter, the call) until a reader takes it."""
-
-    def _take(self, flt: int, timeout_s: float | None) -> Any:
-        """The pre-opened stream for a reader of filter ``flt``, or None (a reader with another
-        filter or its own timeout opens its own; the pre-opened one is then cancelled)."""
-        opened, self._opened = self._opened, None
-        if opened is None:
-            return None
-        if opened[0] == flt and timeout_s is None:
-            return opened[1]
-        opened[1].cancel()
-        return None
-
-    def results(self, *, timeout_s: float | None = None) -> AsyncIterator[TaskResult]:
-        opened = self._take(client_pb2.TERMINAL, timeout_s)
-        return self.client.results(self.job_id, timeout_s=timeout_s, _opened=opened)
-
-    def events(self, *, timeout_s: float | None = None) -> AsyncIterator[TaskEvent]:
-        opened = self._take(client_pb2.ALL, timeout_s)
-        return self.client.events(self.job_id, timeout_s=timeout_s, _opened=opened)
-
-    async def result(self, task_id: str, *, timeout_s: float | None = None) -> TaskResult:
-        opened = self._take(client_pb2.TERMINAL, timeout_s)
-        return await self.client.result(self.job_id, task_id, timeout_s=timeout_s, _opened=opened)
-
-    async def wait(self, *, timeout_s: float | None = None) -> dict[str, TaskResult]:
-        opened = self._take(client_pb2.TERMINAL, timeout_s)
-        return await self.client.wait(self.job_id, timeout_s=timeout_s, _opened=opened)
-
-    async def cancel(self, task_ids: Iterable[str] = (), *, reason: str = "") -> int:
-        return await self.client.cancel(self.job_id, task_ids, reason=reason)

@@ -19,8 +19,9 @@ from typing import Any, Generic, TypeVar, cast
 import grpc
 
 from deerflow_common.tls import TlsFiles
-from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient, SubmittedJob
+from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient
 from deerflow_controller.client._errors import DeerflowError
+from deerflow_controller.client._handle import SubmittedJob
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, client_pb2
 
