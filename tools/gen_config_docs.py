@@ -36,9 +36,15 @@ SOURCE_PACKAGES = {
 }
 """Where environment variable names are looked for, and who reads them."""
 
-ENV_NAME = re.compile(r"(DEERFLOW|OTEL)_[A-Z0-9_]+")
+ENV_NAME = re.compile(r"(DEERFLOW|OTEL)_[A-Z0-9_]+|GRPC_EXPERIMENTS")
 
 ENVIRONMENT: dict[str, str] = {
+    # gRPC
+    "GRPC_EXPERIMENTS": "gRPC's own list of experiments, read when grpc is imported. Unset, "
+    "the daemons and the `deerflow` command set it to turn off gRPC's EventEngine endpoints "
+    "(`deerflow_common.grpc_endpoints`: less CPU and latency per message on grpc.aio); a "
+    "value given (even empty, for gRPC's defaults) is kept. The SDK leaves a caller's "
+    "environment alone: set it before importing grpc to get the same.",
     # Logging and identity
     "DEERFLOW_LOG_LEVEL": "Log level of the daemons when `--log-level` is not given "
     "(DEBUG, INFO, WARNING, ...; default INFO).",
@@ -294,7 +300,8 @@ def _environment_section() -> list[str]:
 
 
 def environment_read() -> dict[str, set[str]]:
-    """Every ``DEERFLOW_*``/``OTEL_*`` name the product's source spells out as a whole string
+    """Every ``DEERFLOW_*``/``OTEL_*`` name (and ``GRPC_EXPERIMENTS``) the product's source
+    spells out as a whole string
     (an ``os.environ`` key, a constant naming one), with who reads it."""
     found: dict[str, set[str]] = {}
     for folder, readers in SOURCE_PACKAGES.items():

@@ -8,6 +8,11 @@ signal number when a second SIGTERM/SIGINT makes it exit at once, abandoning run
 
 from __future__ import annotations
 
+# Before anything imports grpc, which reads its experiments once on import.
+from deerflow_common.grpc_endpoints import use_classic_endpoints
+
+use_classic_endpoints()
+
 import asyncio
 import contextlib
 import errno

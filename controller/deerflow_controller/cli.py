@@ -4,6 +4,11 @@ simulator). ``deerflow bench ...`` and ``deerflow demo`` come from the bench pac
 
 from __future__ import annotations
 
+# Before anything imports grpc, which reads its experiments once on import.
+from deerflow_common.grpc_endpoints import use_classic_endpoints
+
+use_classic_endpoints()
+
 import json
 import sys
 from collections.abc import Callable, Coroutine

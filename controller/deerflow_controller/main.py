@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# Before anything imports grpc, which reads its experiments once on import.
+from deerflow_common.grpc_endpoints import use_classic_endpoints
+
+use_classic_endpoints()
+
 import math
 import sys
 from dataclasses import replace
