@@ -152,12 +152,21 @@ def _counts(text: str) -> list[int]:
     help="light_agents: agents of the configuration compared against (fewer than --light-agents).",
 )
 @click.option(
-    "--light-slots",
-    default=4,
+    "--light-shape",
+    default="same-agents",
     show_default=True,
+    type=click.Choice(["same-agents", "same-total"]),
+    help="light_agents: same-agents gives every agent of both configurations --light-slots "
+    "(only how many are connected changes: 200 x 64 against 2 x 64); same-total splits the "
+    "many's total slots among the few (2 x 400 against 200 x 4), which also makes each agent's "
+    "messages 100 times smaller.",
+)
+@click.option(
+    "--light-slots",
+    default=None,
     type=click.IntRange(1, 1_024),
-    help="light_agents: slots of each of the many agents; the few share the same total, so "
-    "both hold as many tasks at once (200 x 4 against 2 x 400).",
+    help="light_agents: slots of each of the many agents [default: 64 with same-agents, as "
+    "bench noop's agents; 4 with same-total].",
 )
 @click.option(
     "--light-tasks",
@@ -203,8 +212,9 @@ def bench_scale(
     sections: str, sim_agents: int, sim_slots: int, sim_tasks: int, job_size: int, groups: str,
     group_agents: int, group_tasks: int, group_job_size: int, queued_tasks: int,
     inflight_agents: int, inflight_slots: int, inflight_hold: float, light_many: int,
-    light_few: int, light_slots: int, light_tasks: int, light_rounds: int, light_processes: int,
-    light_idle_s: float, light_prefetch: int | None, as_json: bool,
+    light_few: int, light_shape: str, light_slots: int | None, light_tasks: int,
+    light_rounds: int, light_processes: int, light_idle_s: float, light_prefetch: int | None,
+    as_json: bool,
 ) -> None:  # fmt: skip
     """Scale of one controller and of controller groups; in-process simulation and a real one."""
     wanted = [s.strip() for s in sections.split(",") if s.strip()]
@@ -256,6 +266,7 @@ def bench_scale(
             light_agents(
                 many=light_many,
                 few=light_few,
+                shape=light_shape,
                 slots=light_slots,
                 tasks=light_tasks,
                 rounds=light_rounds,

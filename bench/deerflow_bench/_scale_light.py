@@ -4,10 +4,16 @@ below that with ``few`` (2).
 
 Each run is a fresh controller (its defaults) and ``processes`` light-agent processes
 (:mod:`._light_agents`: real agent streams, many per process) holding ``agents`` agents
-between them. Both configurations get the same total slots (``many x slots``: 800 by default,
-so 2 agents of 400 against 200 of 4): the same concurrency and the same agent processes, so the
-difference measured is what the controller spends per agent (its streams, heartbeats, result
-batches and dispatch scans), not how much the slots can hold at once.
+between them, in one of two shapes:
+
+- ``same-agents`` (the default): every agent of both configurations has ``slots`` slots (64, as
+  ``bench noop``'s agents), so only how many are connected changes: what the controller spends
+  per connected agent (its stream, heartbeats, placement among more agents).
+- ``same-total``: the few share the many's total slots (``many x slots``: 2 x 400 against
+  200 x 4), the same concurrency. Each agent then holds a hundredth of the tasks, so its result
+  and assignment messages carry a hundredth as many (7 against 700): this measures the cost of
+  small messages as much as that of agents (2 agents of 4 slots each cost more per task than
+  200 of 4, docs/BENCHMARKS.md).
 
 Per run: the time until every agent is connected; the controller's CPU over ``idle_s`` seconds
 with the agents idle (heartbeats only); then one job of ``tasks`` echo tasks through the async
@@ -105,6 +111,20 @@ class _Watch:
 
     def report(self, phase: str) -> dict[str, Any]:
         return self.phases.get(phase, _Samples()).report()
+
+
+DEFAULT_SLOTS = {"same-agents": 64, "same-total": 4}
+"""Slots of each of the many agents when none are given, by shape."""
+
+
+def agent_shapes(shape: str, many: int, few: int, slots: int | None) -> dict[int, int]:
+    """Slots per agent of each configuration (``{agents: slots}``) in ``shape``."""
+    if shape not in DEFAULT_SLOTS:
+        raise ValueError(f"the shape is same-agents or same-total, not {shape[:40]!r}")
+    per_agent = DEFAULT_SLOTS[shape] if slots is None else slots
+    if shape == "same-agents":
+        return {few: per_agent, many: per_agent}
+    return {few: -(-many * per_agent // few), many: per_agent}
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -207,7 +227,8 @@ async def light_agents(
     *,
     many: int = 200,
     few: int = 2,
-    slots: int = 4,
+    shape: str = "same-agents",
+    slots: int | None = None,
     tasks: int = 50_000,
     rounds: int = 3,
     processes: int = 2,
@@ -216,10 +237,10 @@ async def light_agents(
     prefetch: int | None = None,
 ) -> dict[str, Any]:
     """``rounds`` x 2 runs (see the module's docstring), one after another; blocks for all of
-    them. ``slots`` is per agent of the ``many`` configuration; ``few`` agents share the same
-    total (rounded up). ``prefetch``: the controllers' ``--prefetch`` (None: their default)."""
-    total_slots = many * slots
-    shapes = {few: -(-total_slots // few), many: slots}
+    them. ``slots`` is per agent of the ``many`` configuration (None: :data:`DEFAULT_SLOTS` of
+    the shape); ``few`` agents have as many (``same-agents``) or share the same total, rounded up
+    (``same-total``). ``prefetch``: the controllers' ``--prefetch`` (None: their default)."""
+    shapes = agent_shapes(shape, many, few, slots)
     controller_args = [] if prefetch is None else ["--prefetch", str(prefetch)]
     runs: list[dict[str, Any]] = []
     for r in range(rounds):
@@ -255,7 +276,8 @@ async def light_agents(
     return {
         "few": few,
         "many": many,
-        "slots_total": total_slots,
+        "shape": shape,
+        "slots_total": {str(n): n * s for n, s in shapes.items()},
         "slots_per_agent": {str(n): s for n, s in shapes.items()},
         "tasks": tasks,
         "rounds": rounds,

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 
 import psutil
+import pytest
 from click.testing import CliRunner
 
 from deerflow_bench._cli import bench
 from deerflow_bench._launcher import ControllerProcess
 from deerflow_bench._light_agents import LightAgentsProcess
+from deerflow_bench._scale_light import agent_shapes
 from deerflow_controller.client import AsyncClient
 
 
@@ -29,8 +31,9 @@ def test_bench_scale_light_agents_runs_every_task_on_agents_that_all_stay_connec
     out = json.loads(result.output)
     assert set(out) == {"workload", "machine", "light_agents"}
     light = out["light_agents"]
-    assert (light["few"], light["many"], light["slots_total"]) == (2, 20, 40)
-    assert light["slots_per_agent"] == {"2": 20, "20": 2}
+    assert (light["few"], light["many"], light["shape"]) == (2, 20, "same-agents")
+    assert light["slots_per_agent"] == {"2": 2, "20": 2}
+    assert light["slots_total"] == {"2": 4, "20": 40}
     assert [(r["round"], r["agents"]) for r in light["runs"]] == [(1, 2), (1, 20)]
     for run in light["runs"]:
         assert run["succeeded"] == 300 and run["failed"] == 0
@@ -51,6 +54,15 @@ def test_bench_scale_light_agents_runs_every_task_on_agents_that_all_stay_connec
     assert light["target_ratio"] == 0.8
     assert light["meets_target"] == (light["ratio"] >= 0.8)
     assert light["meets_target_by_cpu"] == (light["cpu_ratio"] >= 0.8)
+
+
+def test_agent_shapes_hold_the_agents_or_the_total_slots_equal() -> None:
+    assert agent_shapes("same-agents", 200, 2, None) == {2: 64, 200: 64}
+    assert agent_shapes("same-agents", 200, 2, 8) == {2: 8, 200: 8}
+    assert agent_shapes("same-total", 200, 2, None) == {2: 400, 200: 4}
+    assert agent_shapes("same-total", 20, 3, 2) == {3: 14, 20: 2}  # 40 slots, rounded up
+    with pytest.raises(ValueError, match="same-agents or same-total"):
+        agent_shapes("equal", 200, 2, None)
 
 
 def test_bench_scale_refuses_fewer_many_agents_than_few() -> None:
