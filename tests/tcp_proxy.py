@@ -1,7 +1,8 @@
 """A TCP proxy in the test process: a network path the test can break.
 
 ``sever()`` drops every open connection (RST) but keeps accepting new ones, like a flaky link
-or a NAT timeout; ``cut()`` also stops accepting, like a partition."""
+or a NAT timeout; ``cut()`` also stops accepting, like a partition; ``pause()`` holds every
+byte until ``resume()``, like a stalled link (no reset, only silence)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class Proxy:
         self.port = 0
         self.connections_accepted = 0
         """Connections accepted so far (which of several proxies a client used)."""
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @property
     def address(self) -> str:
@@ -47,6 +50,14 @@ class Proxy:
             self._server = None
         await self.sever()
 
+    def pause(self) -> None:
+        """Hold every byte, both ways, on open and new connections, until :meth:`resume`."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward what was held, in order, and everything after it."""
+        self._flowing.set()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections_accepted += 1
         try:
@@ -57,8 +68,8 @@ class Proxy:
             return
         self._writers += [writer, up_writer]
         pumps = [
-            asyncio.create_task(_pump(reader, up_writer)),
-            asyncio.create_task(_pump(up_reader, writer)),
+            asyncio.create_task(_pump(reader, up_writer, self._flowing)),
+            asyncio.create_task(_pump(up_reader, writer, self._flowing)),
         ]
         for task in pumps:
             self._tasks.add(task)
@@ -69,8 +80,11 @@ class Proxy:
             w.transport.abort()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         while data := await reader.read(65536):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()

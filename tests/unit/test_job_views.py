@@ -15,6 +15,9 @@ from deerflow_controller.service.job_views import (
     job_detail,
     list_jobs,
 )
+from deerflow_controller.service.shown import ShownJob
+
+WHOLE = ShownJob.whole
 
 
 def _job(job_id: str, at: float, tenant: str = "", states: tuple[TaskState, ...] = ()) -> Job:
@@ -34,7 +37,7 @@ def _walk(
     seen: list[str] = []
     cursor = ""
     while True:
-        page = list_jobs(jobs, who, 1000.0, limit, cursor, state)
+        page = list_jobs(jobs, who, 1000.0, limit, cursor, state, shown=WHOLE)
         seen += [j.job_id for j in page.jobs]
         if not page.next_cursor:
             return seen
@@ -47,14 +50,14 @@ def test_pages_walk_every_job_once_newest_first_ties_by_id() -> None:
     expected = [j.id for j in sorted(jobs, key=lambda j: (j.submitted_at, j.id), reverse=True)]
     assert _walk(jobs, limit=50) == expected
     assert _walk(jobs, limit=1) == expected
-    assert list_jobs(jobs, None, 1000.0, 0, "", "").held == 120
+    assert list_jobs(jobs, None, 1000.0, 0, "", "", shown=WHOLE).held == 120
 
 
 def test_a_user_pages_through_its_own_tenants_jobs_only() -> None:
     jobs = [_job(f"j{i}", float(i), tenant="a" if i % 2 else "b") for i in range(20)]
     alice = Principal("alice", Role.USER, "a")
     assert _walk(jobs, alice, limit=3) == [f"j{i}" for i in range(19, 0, -2)]
-    assert list_jobs(jobs, alice, 1000.0, 0, "", "").held == 10
+    assert list_jobs(jobs, alice, 1000.0, 0, "", "", shown=WHOLE).held == 10
     admin = Principal("root", Role.ADMIN, "ops")
     assert len(_walk(jobs, admin, limit=7)) == 20
 
@@ -83,7 +86,7 @@ def test_a_request_outside_the_bounds_is_refused_in_a_sentence(
     limit: int, cursor: str, state: str, says: str
 ) -> None:
     with pytest.raises(ViewRefused, match=says):
-        list_jobs([_job("j", 1.0)], None, 2.0, limit, cursor, state)
+        list_jobs([_job("j", 1.0)], None, 2.0, limit, cursor, state, shown=WHOLE)
 
 
 def test_a_huge_jobs_answer_is_bounded_and_says_where_the_rest_is() -> None:
@@ -91,7 +94,7 @@ def test_a_huge_jobs_answer_is_bounded_and_says_where_the_rest_is() -> None:
     # One task reported progress 500 times: only its last events come.
     for seq in range(1, 501):
         job.events.append(Event("big", "t0", TaskState.PROGRESS, seq, 1, "a1", float(seq)))
-    first = job_detail(job, 2.0, 0, 0)
+    first = job_detail(WHOLE(job), 2.0, 0, 0)
     assert len(first.tasks) == 500 and first.next_task_offset == 500
     assert (
         first.note == "tasks 1 to 500 of 5000 are shown; ask for task_offset 500 for the next ones"
@@ -99,13 +102,13 @@ def test_a_huge_jobs_answer_is_bounded_and_says_where_the_rest_is() -> None:
     t0 = first.tasks[0]
     assert len(t0.events) == EVENTS_PER_TASK and t0.events_dropped == 500 - EVENTS_PER_TASK
     assert t0.events[-1].seq == 500
-    last = job_detail(job, 2.0, 2000, 4000)
+    last = job_detail(WHOLE(job), 2.0, 2000, 4000)
     assert len(last.tasks) == 1000 and last.next_task_offset == 0
     assert last.note == "tasks 4001 to 5000 of 5000 are shown"
     with pytest.raises(ViewRefused, match="task_limit 2001 is outside 1 to 2000"):
-        job_detail(job, 2.0, 2001, 0)
+        job_detail(WHOLE(job), 2.0, 2001, 0)
     with pytest.raises(ViewRefused, match="task_offset 5000 is outside 0 to 4999"):
-        job_detail(job, 2.0, 0, 5000)
+        job_detail(WHOLE(job), 2.0, 0, 5000)
 
 
 def test_listing_ten_thousand_held_jobs_takes_milliseconds() -> None:
@@ -115,10 +118,10 @@ def test_listing_ten_thousand_held_jobs_takes_milliseconds() -> None:
     ]
     alice = Principal("alice", Role.USER, "a")
     start = time.perf_counter()
-    page = list_jobs(jobs, alice, 1e5, 50, "", "")
+    page = list_jobs(jobs, alice, 1e5, 50, "", "", shown=WHOLE)
     took = time.perf_counter() - start
     filtered = time.perf_counter()
-    list_jobs(jobs, alice, 1e5, 50, "", "FAILED")
+    list_jobs(jobs, alice, 1e5, 50, "", "FAILED", shown=WHOLE)
     took_filtered = time.perf_counter() - filtered
     assert len(page.jobs) == 50
     # Measured 21 ms and 48 ms on this 2-core machine shared with other work (the filter reads

@@ -195,6 +195,7 @@ class HttpServer:
                 _int(q, "limit"),
                 q.get("cursor", ""),
                 q.get("state", ""),
+                shown=shell.shown,
             )
         except ViewRefused as e:
             return _json({"error": str(e)}, 400)
@@ -208,7 +209,9 @@ class HttpServer:
         if job is None or not visible(job, _principal(request)):
             return _json({"error": no_job(shell, job_id)}, 404)
         try:
-            detail = job_detail(job, shell.clock(), _int(q, "task_limit"), _int(q, "task_offset"))
+            detail = job_detail(
+                shell.shown(job), shell.clock(), _int(q, "task_limit"), _int(q, "task_offset")
+            )
         except ViewRefused as e:
             return _json({"error": str(e)}, 400)
         return _json(as_dict(detail))

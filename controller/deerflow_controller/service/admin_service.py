@@ -234,6 +234,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
                 request.limit,
                 request.cursor,
                 request.state,
+                shown=shell.shown,
             )
         except ViewRefused as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -249,7 +250,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.NOT_FOUND, no_job(shell, request.job_id))
             raise AssertionError("unreachable")
         try:
-            return job_detail(job, shell.clock(), request.task_limit, request.task_offset)
+            return job_detail(
+                shell.shown(job), shell.clock(), request.task_limit, request.task_offset
+            )
         except ViewRefused as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise AssertionError("unreachable") from None

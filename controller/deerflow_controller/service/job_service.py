@@ -24,6 +24,7 @@ from deerflow_controller.service import wire
 from deerflow_controller.service.auth import principal
 from deerflow_controller.service.credentials import Principal
 from deerflow_controller.service.shell import SchedulerReplaced, Shell
+from deerflow_controller.service.shown import withheld
 from deerflow_controller.service.streams import TooManyStreams, WatchStreams
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
@@ -262,18 +263,16 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         self, request: client_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> client_pb2.JobStatus:
         job = await self._job(request.job_id, context)
-        by_state: dict[str, int] = {}
-        for task in job.tasks.values():
-            name = task.state.name
-            by_state[name] = by_state.get(name, 0) + 1
+        # In HA mode as of its journaled results, like WatchJob (``service/shown.py``).
+        shown = self.shell.shown(job)
         return client_pb2.JobStatus(
             job_id=job.id,
             name=job.name,
             total=len(job.tasks),
-            by_state=by_state,
-            done=job.done,
+            by_state=shown.by_state(),
+            done=shown.done,
             submitted_at=job.submitted_at,
-            finished_at=job.finished_at,
+            finished_at=shown.finished_at,
         )
 
     async def GetTask(
@@ -287,18 +286,25 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 f"job {quote(job.id)} has no task {quote(request.task_id)}",
             )
             raise AssertionError("unreachable")
+        # In HA mode a result not yet journaled is withheld, like WatchJob (``service/shown.py``).
+        held = withheld(job, self.shell.deliverable(job), only=task.id) if task.terminal else {}
+        shown = held.get(task.id)
+        state, attempt, agent_id = task.state, task.attempt, task.agent_id
+        if shown is not None:
+            state, attempt, agent_id = shown.state, shown.attempt, shown.agent_id
         out = client_pb2.TaskStatus(
             job_id=job.id,
             task_id=task.id,
             handler=task.spec.handler,
-            state=int(task.state),  # type: ignore[arg-type]
-            attempts=task.attempt,
-            agent_id=task.agent_id,
+            state=int(state),  # type: ignore[arg-type]
+            attempts=attempt,
+            agent_id=agent_id,
         )
-        if task.state == TaskState.SUCCEEDED:
-            out.output = task.output
-        if task.error is not None:
-            wire.error_to_proto(task.error, out.error)
+        if shown is None:
+            if task.state == TaskState.SUCCEEDED:
+                out.output = task.output
+            if task.error is not None:
+                wire.error_to_proto(task.error, out.error)
         return out
 
     async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> Job:

@@ -1,7 +1,8 @@
 """The jobs view: what ``AdminService.ListJobs``/``GetJob``, the CLI's ``deerflow jobs``/``job``
 and the dashboard's jobs pages show, read from what the core already keeps (each job's task
 records and event log). One reading, as protobuf messages; the HTTP side serves the same
-messages as JSON, so every view agrees.
+messages as JSON, so every view agrees. Each job is read as a client may be shown it
+(``service/shown.py``): in HA mode a result not yet journaled is withheld, as WatchJob does.
 
 Everything here reads and returns at once. Costs: a page of ``ListJobs`` reads every held job
 once (O(jobs)) plus the tasks of the jobs on the page (and of every job when filtering by a
@@ -11,7 +12,7 @@ finished state); ``GetJob`` reads the job's event log once (O(events)).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from deerflow_common.tracing import parse_traceparent
 from deerflow_controller.core.model import TERMINAL_STATES, Event, Job, Task, TaskState
@@ -19,6 +20,7 @@ from deerflow_controller.core.validation import quote
 from deerflow_controller.service import wire
 from deerflow_controller.service.credentials import Principal
 from deerflow_controller.service.job_service import job_tenant, visible
+from deerflow_controller.service.shown import ShownJob, Withheld
 from deerflow_protos import admin_pb2
 
 DEFAULT_JOBS = 50
@@ -37,18 +39,13 @@ class ViewRefused(ValueError):
     """A request outside the bounds: the message is one sentence saying what to send."""
 
 
-def tasks_by_state(job: Job) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for task in job.tasks.values():
-        name = task.state.name
-        out[name] = out.get(name, 0) + 1
-    return out
-
-
-def job_state(job: Job, counts: dict[str, int]) -> str:
-    """RUNNING, FAILED, CANCELLED or SUCCEEDED (see admin.proto's ``JobSummary.state``)."""
-    if not job.done:
+def job_state(shown: ShownJob, counts: dict[str, int] | None = None) -> str:
+    """RUNNING, FAILED, CANCELLED or SUCCEEDED (see admin.proto's ``JobSummary.state``);
+    ``counts`` are ``shown.by_state()`` when the caller has them."""
+    if not shown.done:
         return "RUNNING"
+    if counts is None:
+        counts = shown.by_state()
     if any(counts.get(s.name) for s in _BAD):
         return "FAILED"
     if counts.get(TaskState.CANCELLED.name):
@@ -56,16 +53,17 @@ def job_state(job: Job, counts: dict[str, int]) -> str:
     return "SUCCEEDED"
 
 
-def summary(job: Job, now: float) -> admin_pb2.JobSummary:
-    counts = tasks_by_state(job)
+def summary(shown: ShownJob, now: float) -> admin_pb2.JobSummary:
+    job = shown.job
+    counts = shown.by_state()
     return admin_pb2.JobSummary(
         job_id=job.id,
         name=job.name,
-        state=job_state(job, counts),
+        state=job_state(shown, counts),
         total=len(job.tasks),
         tasks_by_state=counts,
         submitted_at=job.submitted_at,
-        finished_at=job.finished_at,
+        finished_at=shown.finished_at,
         age_s=max(0.0, now - job.submitted_at),
         tenant=job_tenant(job),
     )
@@ -82,10 +80,18 @@ def _cursor_key(cursor: str) -> tuple[float, str] | None:
 
 
 def list_jobs(
-    jobs: Iterable[Job], who: Principal | None, now: float, limit: int, cursor: str, state: str
+    jobs: Iterable[Job],
+    who: Principal | None,
+    now: float,
+    limit: int,
+    cursor: str,
+    state: str,
+    *,
+    shown: Callable[[Job], ShownJob],
 ) -> admin_pb2.JobList:
-    """A page of the jobs ``who`` may see, newest first (by submission time, then id); raises
-    :class:`ViewRefused` for a limit, cursor or state outside the bounds."""
+    """A page of the jobs ``who`` may see, newest first (by submission time, then id), each as
+    ``shown`` (``Shell.shown``) gives it; raises :class:`ViewRefused` for a limit, cursor or
+    state outside the bounds."""
     limit = limit or DEFAULT_JOBS
     if not 1 <= limit <= MAX_JOBS:
         raise ViewRefused(f"limit {limit} is outside 1 to {MAX_JOBS}; page with next_cursor")
@@ -106,13 +112,13 @@ def list_jobs(
         key = (job.submitted_at, job.id)
         if after is not None and key >= after:
             continue
-        if state and state != ("RUNNING" if not job.done else job_state(job, tasks_by_state(job))):
+        if state and state != job_state(shown(job)):
             continue
         candidates.append((job.submitted_at, job.id, job))
     page = heapq.nlargest(limit + 1, candidates, key=lambda c: (c[0], c[1]))
     out = admin_pb2.JobList(held=held)
     for at, job_id, job in page[:limit]:
-        out.jobs.append(summary(job, now))
+        out.jobs.append(summary(shown(job), now))
         out.next_cursor = f"{at!r}:{job_id}"
     if len(page) <= limit:
         out.next_cursor = ""
@@ -147,17 +153,24 @@ def _spans(events: list[Event]) -> list[admin_pb2.AttemptSpan]:
     return [spans[a] for a in sorted(spans)]
 
 
-def task_detail(task: Task, events: list[Event]) -> admin_pb2.TaskDetail:
+def task_detail(
+    task: Task, events: list[Event], withheld: Withheld | None = None
+) -> admin_pb2.TaskDetail:
+    """One task as its ``events`` tell, or, ``withheld`` (its result is not deliverable yet),
+    as of its last deliverable event: ``events`` then end before its terminal one."""
+    state, attempt, agent_id = task.state, task.attempt, task.agent_id
+    if withheld is not None:
+        state, attempt, agent_id = withheld.state, withheld.attempt, withheld.agent_id
     out = admin_pb2.TaskDetail(
         task_id=task.id,
         handler=task.spec.handler,
-        state=task.state.name,
-        attempts=task.attempt,
-        agent_id=task.agent_id,
+        state=state.name,
+        attempts=attempt,
+        agent_id=agent_id,
         depends_on=task.spec.depends_on,
         trace_id=_trace_id(task),
     )
-    if task.error is not None:
+    if task.error is not None and withheld is None:
         wire.error_to_proto(task.error, out.error)
     spans = _spans(events)
     out.spans.extend(spans)
@@ -167,7 +180,7 @@ def task_detail(task: Task, events: list[Event]) -> admin_pb2.TaskDetail:
         if last.started_at and last.ended_at:
             out.actual_s = max(0.0, last.ended_at - last.started_at)
         out.started_at = next((s.started_at for s in spans if s.started_at), 0.0)
-    if task.run_s and task.state is TaskState.SUCCEEDED:
+    if task.run_s and state is TaskState.SUCCEEDED:
         out.actual_s = task.run_s  # the agent's own clock, when it said
     for ev in events:
         if ev.cache_layer:
@@ -182,8 +195,10 @@ def task_detail(task: Task, events: list[Event]) -> admin_pb2.TaskDetail:
     return out
 
 
-def job_detail(job: Job, now: float, limit: int, offset: int) -> admin_pb2.JobDetail:
-    """The job and a page of its tasks (submission order); raises :class:`ViewRefused`."""
+def job_detail(shown: ShownJob, now: float, limit: int, offset: int) -> admin_pb2.JobDetail:
+    """The job (as ``Shell.shown`` gives it) and a page of its tasks (submission order); raises
+    :class:`ViewRefused`."""
+    job = shown.job
     limit = limit or DEFAULT_TASKS
     if not 1 <= limit <= MAX_TASKS:
         raise ViewRefused(
@@ -195,12 +210,14 @@ def job_detail(job: Job, now: float, limit: int, offset: int) -> admin_pb2.JobDe
     page = list(job.tasks.values())[offset : offset + limit]
     wanted = {t.id for t in page}
     by_task: dict[str, list[Event]] = {t: [] for t in wanted}
+    deliverable, withheld = shown.limit, shown.withheld
     for ev in job.events:
-        if ev.task_id in wanted:
+        # seq counts from 1: a withheld task's events past the limit are not shown.
+        if ev.task_id in wanted and (ev.seq <= deliverable or ev.task_id not in withheld):
             by_task[ev.task_id].append(ev)
-    out = admin_pb2.JobDetail(job=summary(job, now), task_offset=offset)
+    out = admin_pb2.JobDetail(job=summary(shown, now), task_offset=offset)
     for task in page:
-        out.tasks.append(task_detail(task, by_task[task.id]))
+        out.tasks.append(task_detail(task, by_task[task.id], withheld.get(task.id)))
     end = offset + len(page)
     if end < total:
         out.next_task_offset = end

@@ -31,6 +31,7 @@ from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.service import wire
 from deerflow_controller.service.cache_saver import CacheSaver
 from deerflow_controller.service.inputs import InputPacker
+from deerflow_controller.service.shown import ShownJob
 from deerflow_controller.service.splitters import local_split_functions
 from deerflow_controller.tuning.knobs import AGENT_SLOTS, PREFETCH, RATE_KEY_CONCURRENCY
 from deerflow_protos import agent_pb2
@@ -468,6 +469,11 @@ class Shell:
         limit = self.delivery_limit
         n = len(job.events)
         return n if limit is None else min(n, limit(job))
+
+    def shown(self, job: Job) -> ShownJob:
+        """The job as a client may be shown it now (GetJob, GetTask, the jobs view): its tasks
+        as of its deliverable events, so that no read tells a result WatchJob would not."""
+        return ShownJob(job, self.deliverable(job))
 
     # ------------------------------------------------------------------ membership
 
