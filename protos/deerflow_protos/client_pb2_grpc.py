@@ -102,13 +102,19 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A job's tasks counted by state, and whether all are terminal. HA mode: as WatchJob tells
+        it, a result counts only once it is journaled (until then its task counts in its state before
+        the result), and the job is not done until its last result is journaled.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTask(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One task's state, attempts, agent, and its output or error once terminal. HA mode: as
+        WatchJob tells it, a result only once it is journaled; until then the task shows its state
+        before the result (RUNNING, say) without output or error.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
