@@ -27,8 +27,16 @@ class Tokens:
         return [self.join, self.alice, self.bob, self.admin, self.metrics, self.wrong]
 
 
-def auth_toml(t: Tokens, *, clients: dict[str, tuple[str, str, str]] | None = None) -> str:
-    """The file's text; ``clients`` (name: (token, tenant, role)) replaces the default ones."""
+def auth_toml(
+    t: Tokens,
+    *,
+    clients: dict[str, tuple[str, str, str]] | None = None,
+    agents: dict[str, str] | None = None,
+) -> str:
+    """The file's text; ``clients`` (name: (token, tenant, role)) replaces the default ones,
+    ``agents`` (name: join token) the one join token ``pool``."""
+    if agents is None:
+        agents = {"pool": t.join}
     if clients is None:
         clients = {
             "alice": (t.alice, "a", "user"),
@@ -36,7 +44,10 @@ def auth_toml(t: Tokens, *, clients: dict[str, tuple[str, str, str]] | None = No
             "root": (t.admin, "ops", "admin"),
             "prometheus": (t.metrics, "", "metrics"),
         }
-    out = [f'[[agent]]\nname = "pool"\nsha256 = "{digest(t.join)}"\n']
+    out = [
+        f'[[agent]]\nname = "{name}"\nsha256 = "{digest(token)}"\n'
+        for name, token in agents.items()
+    ]
     for name, (token, tenant, role) in clients.items():
         tenant_line = f'tenant = "{tenant}"\n' if tenant else ""
         out.append(

@@ -86,7 +86,10 @@ class JobServiceServicer:
         send back the epoch of your after_seq as request metadata `deerflow-epoch`. After a failover
         (another epoch) the job's log, rebuilt from the journal, is replayed from the start: drop
         terminal events of task ids already seen. When the leader loses leadership the stream ends
-        with UNAVAILABLE (and `deerflow-leader` if known): re-attach to the new leader.
+        with UNAVAILABLE (and `deerflow-leader` if known): re-attach to the new leader. With
+        authentication, a stream whose token is revoked, or given another tenant or role, in the
+        controller's auth file ends with UNAUTHENTICATED (PERMISSION_DENIED when the new role may
+        not watch) and a sentence: re-attach with a current token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
+import grpc
 import pytest
 from click.testing import CliRunner
 
@@ -91,6 +93,21 @@ def test_a_rewritten_file_is_reloaded_and_a_broken_one_keeps_the_old(
     assert creds.current().agent_by_token("ephemeral") is not None
 
 
+def test_listeners_hear_of_a_reload_only_when_the_credentials_changed(tmp_path: Path) -> None:
+    t = Tokens()
+    path = tmp_path / "auth.toml"
+    write_atomically(path, auth_toml(t))
+    creds = Credentials(path)
+    heard: list[int] = []
+    creds.on_change(lambda now: heard.append(len(now.clients)))
+    write_atomically(path, auth_toml(t))  # the same entries, a new file: read, nothing changed
+    assert creds.reload() and creds.reload(force=True) and heard == []
+    write_atomically(path, "[[client]\n")  # broken: the old ones stay, nothing changed
+    assert not creds.reload() and heard == []
+    write_atomically(path, auth_toml(t, clients={"bob": (t.bob, "b", "user")}))
+    assert creds.reload() and heard == [1]
+
+
 def test_a_missing_file_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(AuthFileError, match="cannot read it"):
         Credentials(tmp_path / "nope.toml")
@@ -152,3 +169,52 @@ def test_the_controller_refuses_a_bad_auth_file_in_one_line_before_starting(tmp_
     assert result.stderr == (
         f"deerflow-controller: {path} line 5 ([[client]] #1): key 'sha256' is missing\n"
     )
+
+
+def test_a_changed_file_ends_the_streams_it_no_longer_admits_as_before_and_only_those(
+    tmp_path: Path,
+) -> None:
+    from deerflow_controller.service.auth import AuthInterceptor
+    from deerflow_controller.service.open_streams import OpenStream
+
+    t = Tokens()
+    node7 = '\n[[agent]]\nname = "node-7"\nidentity = "agent-7.example"\n'
+    path = tmp_path / "auth.toml"
+    write_atomically(path, auth_toml(t) + node7)
+    auth = AuthInterceptor(Credentials(path))
+    connect, watch = "/deerflow.v1.AgentService/Connect", "/deerflow.v1.JobService/WatchJob"
+    opened = {
+        "pool": (connect, t.join, None),
+        "node-7": (connect, "", "agent-7.example"),
+        "alice": (watch, t.alice, None),
+        "bob": (watch, t.bob, None),
+        "root": (watch, t.admin, None),
+    }
+    streams = {}
+    for name, (method, token, identity) in opened.items():
+        who = auth.admission(method, token, identity, auth.credentials.current())
+        # What the registry holds besides is the live call (its context and task): not read.
+        streams[name] = OpenStream(method, token, identity, who, cast(Any, None), cast(Any, None))
+    # node-7's identity leaves, alice moves to tenant c, bob becomes a metrics scraper.
+    changed = auth_toml(
+        t,
+        clients={
+            "alice": (t.alice, "c", "user"),
+            "bob": (t.bob, "", "metrics"),
+            "root": (t.admin, "ops", "admin"),
+        },
+    )
+    creds = parse(changed, "auth.toml")
+    verdicts = {name: auth.verdict(stream, creds) for name, stream in streams.items()}
+    assert verdicts["pool"] is None and verdicts["root"] is None
+    assert verdicts["node-7"] == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "this agent's certificate identity (entry 'node-7') was removed from the controller's "
+        "auth file while its stream was open; list it again, or give the agent a join token "
+        "(`deerflow token new --agent`)",
+    )
+    alice, bob = verdicts["alice"], verdicts["bob"]
+    assert alice is not None and alice[0] is grpc.StatusCode.UNAUTHENTICATED
+    assert "was changed (now tenant 'c', role 'user')" in alice[1]
+    assert bob is not None and bob[0] is grpc.StatusCode.PERMISSION_DENIED
+    assert "was changed (now role 'metrics')" in bob[1]

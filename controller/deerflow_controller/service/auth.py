@@ -18,6 +18,11 @@ Missing or wrong credentials: UNAUTHENTICATED with one sentence; a valid token w
 PERMISSION_DENIED. Tokens are never logged: refusals name the peer, the method and why, at most
 one WARNING per peer host a minute (DEBUG in between).
 
+Streams are admitted when they open; the interceptor keeps them in ``service.open_streams`` and,
+when the credentials change (the file reloaded), ends those whose credential is gone or now
+admits another tenant or role: UNAUTHENTICATED (PERMISSION_DENIED when the role no longer allows
+the call) with a sentence saying so. Streams of unchanged credentials go on.
+
 Without ``--auth-file`` the interceptor is not installed and :func:`principal` is None: the
 servicers then apply no tenant rules (embedded mode on loopback, or ``--insecure``).
 """
@@ -36,6 +41,7 @@ import grpc
 
 from deerflow_controller.service.credentials import Credentials, CredentialSet, Principal, Role
 from deerflow_controller.service.malformed import MAX_PEERS_TRACKED, QUIET_S, _peer_host
+from deerflow_controller.service.open_streams import OpenStream, OpenStreams, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.quiet_s = quiet_s
         self._warned_at: OrderedDict[str, float] = OrderedDict()
         self.refused = 0
+        self.streams = OpenStreams()
+        credentials.on_change(self._credentials_changed)
 
     async def intercept_service(
         self,
@@ -110,47 +118,60 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         }
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(handler.unary_unary, method, token), **kw
+                self._wrap(handler.unary_unary, method, token, streaming=False), **kw
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap(handler.unary_stream, method, token), **kw
+                self._wrap(handler.unary_stream, method, token, streaming=True), **kw
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap(handler.stream_unary, method, token), **kw
+                self._wrap(handler.stream_unary, method, token, streaming=False), **kw
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap(handler.stream_stream, method, token), **kw
+            self._wrap(handler.stream_stream, method, token, streaming=True), **kw
         )
 
-    def _wrap(self, inner: Any, method: str, token: str) -> Any:
+    def _wrap(self, inner: Any, method: str, token: str, *, streaming: bool) -> Any:
         """``inner`` run as the caller's principal, after its credentials were checked; an
-        async generator stays one."""
+        async generator stays one. A call that streams its responses is registered in
+        :attr:`streams` while it runs, so that revoking its credential ends it."""
         if inspect.isasyncgenfunction(inner):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                who, identity = await self._admit(method, token, context)
                 # Each call runs in a task of its own (its own context): set, never reset, as
                 # a generator may be finalised from another context.
-                _principal.set(await self._admit(method, token, context))
-                async for item in inner(request, context):
-                    yield item
+                _principal.set(who)
+                held = self.streams.open(method, token, identity, who, context)
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                finally:
+                    self.streams.close(held)
 
             return stream
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            who = await self._admit(method, token, context)
+            who, identity = await self._admit(method, token, context)
             reset = _principal.set(who)
+            held = self.streams.open(method, token, identity, who, context) if streaming else None
             try:
                 return await inner(request, context)
             finally:
+                if held is not None:
+                    self.streams.close(held)
                 _principal.reset(reset)
 
         return call
 
-    async def _admit(self, method: str, token: str, context: grpc.aio.ServicerContext) -> Principal:
+    async def _admit(
+        self, method: str, token: str, context: grpc.aio.ServicerContext
+    ) -> tuple[Principal, str | None]:
+        """The principal the call runs as, and the certificate identity it had."""
+        identity = self._identity(method, context)
         try:
-            return self.check(method, token, context)
+            return self.admission(method, token, identity, self.credentials.current()), identity
         except _Refusal as r:
             self._note(r, method, context)
             await context.abort(r.code, r.message)
@@ -158,13 +179,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def check(self, method: str, token: str, context: grpc.aio.ServicerContext | None) -> Principal:
         """The principal ``method`` runs as, or :class:`_Refusal`."""
-        creds: CredentialSet = self.credentials.current()
+        identity = self._identity(method, context)
+        return self.admission(method, token, identity, self.credentials.current())
+
+    def _identity(self, method: str, context: grpc.aio.ServicerContext | None) -> str | None:
+        """The verified certificate identity of an agent's call (None: none, or not an agent's
+        call, or no mutual TLS)."""
+        if not method.startswith(_AGENTS) or self.peer_identity is None or context is None:
+            return None
+        return self.peer_identity(context)
+
+    def admission(
+        self, method: str, token: str, identity: str | None, creds: CredentialSet
+    ) -> Principal:
+        """The principal ``method`` runs as under ``creds``, or :class:`_Refusal`."""
         if method.startswith(_AGENTS):
-            identity = (
-                self.peer_identity(context)
-                if self.peer_identity is not None and context is not None
-                else None
-            )
             if identity:
                 found = creds.agent_by_identity(identity)
                 if found is not None:
@@ -219,6 +248,29 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return found
 
+    def _credentials_changed(self, creds: CredentialSet) -> None:
+        """The credentials changed: end the open streams they no longer admit as before."""
+        if self.streams.by_principal:
+            ended = self.streams.revoke(lambda stream: self.verdict(stream, creds))
+            if ended:
+                log.warning(
+                    "the credentials changed: ended %d open streams whose credential was revoked "
+                    "or now has another tenant or role",
+                    ended,
+                )
+
+    def verdict(self, stream: OpenStream, creds: CredentialSet) -> Verdict:
+        """How ``stream`` ends under ``creds``: None while its credential admits it as the
+        same tenant and role."""
+        was = stream.principal
+        try:
+            now = self.admission(stream.method, stream.token, stream.identity, creds)
+        except _Refusal as r:
+            return r.code, _revoked(stream, creds)
+        if (now.role, now.tenant) == (was.role, was.tenant):
+            return None
+        return grpc.StatusCode.UNAUTHENTICATED, _revoked(stream, creds)
+
     def _note(self, refusal: _Refusal, method: str, context: grpc.aio.ServicerContext) -> None:
         """Count and (rate-limited) log a refusal; never the token."""
         self.refused += 1
@@ -241,3 +293,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             refusal.code.name,
             self.quiet_s,
         )
+
+
+def _revoked(stream: OpenStream, creds: CredentialSet) -> str:
+    """The sentence ending a stream whose credential was revoked or changed."""
+    was = stream.principal
+    if was.role is Role.AGENT:
+        if stream.identity and not stream.token:
+            return (
+                f"this agent's certificate identity (entry {was.name!r}) was removed from the "
+                "controller's auth file while its stream was open; list it again, or give the "
+                "agent a join token (`deerflow token new --agent`)"
+            )
+        return (
+            f"this agent's join token (entry {was.name!r}) was revoked in the controller's auth "
+            "file while its stream was open; give the agent a current one (`deerflow token new "
+            "--agent`, then --join-token-file or DEERFLOW_JOIN_TOKEN)"
+        )
+    now = creds.client_by_token(stream.token)
+    if now is None:
+        change = "revoked"
+    else:
+        tenant = f"tenant {now.tenant!r}, " if now.tenant else ""
+        change = f"changed (now {tenant}role {now.role.value!r})"
+    return (
+        f"token {was.name!r} was {change} in the controller's auth file while this stream was "
+        "open; call again with a current token (the operator makes one with `deerflow token new`)"
+    )

@@ -20,13 +20,17 @@ prints a fresh token and the lines to add)::
 A presented token is hashed and compared with every digest of its kind by
 :func:`hmac.compare_digest`, without an early exit, so the time taken says nothing about which
 digest came close. :class:`Credentials` re-reads the file when its size, mtime or inode change
-(checked at each call: one ``stat``) or when :meth:`Credentials.reload` is called (SIGHUP); a
-file that became invalid is refused with one ERROR line and the previous credentials stay in
-force. Errors are :class:`AuthFileError`: one line naming the file, the line and the key.
+(checked at each call and every ``RELOAD_CHECK_S`` by :meth:`Credentials.watch`: one ``stat``)
+or when :meth:`Credentials.reload` is called (SIGHUP); a file that became invalid is refused with
+one ERROR line and the previous credentials stay in force. A reload that changed the credentials
+in force tells the listeners given to :meth:`Credentials.on_change` (the interceptor, which ends
+the open streams of revoked credentials: ``service.open_streams``). Errors are
+:class:`AuthFileError`: one line naming the file, the line and the key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -34,6 +38,7 @@ import logging
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,9 @@ log = logging.getLogger(__name__)
 DIGEST_HEX_CHARS = 64
 MAX_TOKEN_CHARS = 4096
 """A presented token longer than this is refused unhashed (hashing a megabyte per call costs)."""
+RELOAD_CHECK_S = 1.0
+"""How often :meth:`Credentials.watch` looks at the file (one ``stat``): a revocation reaches
+the streams already open within this long, even when no new call comes to look."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,127}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -229,6 +237,7 @@ class Credentials:
         self._signature: tuple[int, int, int] | None = None
         self._failed: tuple[int, int, int] | None = None
         self._extra_agents: tuple[_Entry, ...] = ()
+        self._listeners: list[Callable[[CredentialSet], None]] = []
         self._file = self._load()  # raises AuthFileError at start-up
         self._set = self._file
 
@@ -253,6 +262,12 @@ class Credentials:
             _Entry(Principal(name, Role.AGENT), hashlib.sha256(token.encode()).digest()),
         )
         self._set = self._merged(self._file)
+
+    def on_change(self, listener: Callable[[CredentialSet], None]) -> None:
+        """Call ``listener`` with the new credentials after each reload that changed them (not
+        after one that read the same entries again). It runs in the caller of :meth:`reload`
+        (the event loop: a call's check, :meth:`watch` or SIGHUP) and must not block."""
+        self._listeners.append(listener)
 
     def _merged(self, file: CredentialSet) -> CredentialSet:
         return CredentialSet(file.agents + self._extra_agents, file.clients)
@@ -281,6 +296,7 @@ class Credentials:
             log.error("%s; keeping the credentials in force", e)
             return False
         self._failed = None
+        before = self._set
         self._file = parsed
         self._set = self._merged(parsed)
         log.info(
@@ -289,7 +305,17 @@ class Credentials:
             len(parsed.agents),
             len(parsed.clients),
         )
+        if self._set != before:
+            for listener in self._listeners:
+                listener(self._set)
         return True
+
+    async def watch(self, interval_s: float = RELOAD_CHECK_S) -> None:
+        """Re-read the file whenever it changed, looking every ``interval_s`` seconds (one
+        ``stat``), until cancelled: calls look at each arrival, but open streams make none."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.reload()
 
     def current(self) -> CredentialSet:
         """The credentials in force, after re-reading the file if it changed."""

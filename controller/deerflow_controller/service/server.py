@@ -4,6 +4,7 @@ checking and server reflection (so grpcurl and load balancers work)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -137,6 +138,7 @@ class Controller:
         # --- auth (issue #17): credentials checked before the gate and every servicer.
         self.credentials = credentials
         self.auth: AuthInterceptor | None = None
+        self._credentials_watch: asyncio.Task[None] | None = None
         if credentials is not None:
             self.auth = AuthInterceptor(credentials, peer_identity)
             interceptors.append(self.auth)
@@ -207,6 +209,12 @@ class Controller:
     async def start(self) -> None:
         await self.server.start()
         self.shell.start()
+        if self.credentials is not None:
+            # auth: the file is looked at each second too, so that a revocation ends the open
+            # streams of its credential even when no new call comes to look.
+            self._credentials_watch = asyncio.get_running_loop().create_task(
+                self.credentials.watch()
+            )
         if self.tuner is not None:
             self.tuner.start()
         if self.ha is not None:
@@ -241,6 +249,10 @@ class Controller:
             await self.ha.stop()
         if self.tuner is not None:
             await self.tuner.stop()
+        if self._credentials_watch is not None:
+            self._credentials_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._credentials_watch
         await self.shell.stop()
         await self.server.stop(grace_s)
         await self.observability.stop()
