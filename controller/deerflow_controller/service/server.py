@@ -343,6 +343,15 @@ async def serve(
         # The agents connect while the HTTP side (aiohttp) is loaded and bound.
         await agents.start(controller.address, agent_args, env=agent_env)
         http = await _serve_http(controller, http_host or config.host, http_port)
+        # Signals are ours before the ready line: whoever read it may send them at once (a
+        # SIGHUP's default action would end the process).
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if credentials is not None:
+            # auth: SIGHUP re-reads the file now (it is also re-read when it changes).
+            loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
         # The ready line: scripts and tests read the bound port from it (useful with --port 0).
         print(f"deerflow-controller listening on {controller.address}", flush=True)
         if http is not None:
@@ -353,13 +362,6 @@ async def serve(
                 " and HTTP" if http is not None else "",
                 ": client certificates required (--tls-client-ca)" if tls.ca else "",
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        if credentials is not None:
-            # auth: SIGHUP re-reads the file now (it is also re-read when it changes).
-            loop.add_signal_handler(signal.SIGHUP, lambda: credentials.reload(force=True))
         if local_agents and ha is None:
             log.info(
                 "embedded mode: %d local agents, no etcd: state is in memory only", local_agents
