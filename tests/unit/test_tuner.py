@@ -26,6 +26,7 @@ from deerflow_controller.tuning import (
     TunerConfig,
     step_value,
 )
+from deerflow_controller.tuning.objective import pooled_p95
 
 
 def peaked(slots: int) -> float:
@@ -379,3 +380,38 @@ def test_a_slot_change_is_judged_on_the_wait_it_moves(seed: int) -> None:
     assert plant.slots >= 8
     kept = [c for c in tuner.history if c.outcome is Outcome.KEPT and c.knob == AGENT_SLOTS]
     assert any("wait for an agent" in c.verdict for c in kept)
+
+
+class InconsistentP95Plant(Plant):
+    """Every window's own p95_s (5 s) far from what its samples say (10 ms wait + 100 ms run)."""
+
+    def window(self, start: float, end: float) -> Measurement:
+        return Measurement(
+            start, end, 50, 0, 50, 0, 5.0, queued=0, saturated=True, throttled=20,
+            wait_samples=(0.01,) * 50, run_samples=(0.1,) * 50,
+        )  # fmt: skip
+
+
+def test_the_history_shows_the_pooled_p95_it_judged_by() -> None:
+    # The latency objective judges by the windows' samples pooled; the history's details said
+    # the largest window p95 instead (operators read "p95 5000 ms" beside a change).
+    plant = InconsistentP95Plant(lambda s: 25.0, slots=4, seed=0)
+    tuner = Tuner(TunerConfig(mode=Mode.ON, objective=Objective.LATENCY))
+    run(tuner, plant, 120, interval=2.0)
+    details = [d for c in tuner.history for d in (c.before_detail, c.after_detail) if d]
+    assert details
+    for detail in details:
+        assert "p95 110 ms" in detail, detail
+
+
+def test_pooled_p95_is_that_of_the_windows_samples_taken_as_one() -> None:
+    fast = Measurement(0, 1, 20, 0, 20, 0, 0.3, 0, True, wait_samples=(0.0,) * 20,
+                       run_samples=(0.1,) * 20)  # fmt: skip
+    slow = Measurement(1, 2, 1, 0, 1, 0, 9.0, 0, True, wait_samples=(1.0,),
+                       run_samples=(8.0,))  # fmt: skip
+    value, spread = pooled_p95([fast, slow])
+    assert value == pytest.approx(0.1) and spread >= 0.0  # 1 slow task of 21 is past the p95
+    no_samples = [Measurement(0, 1, 3, 0, 3, 0, 0.2, 0, True),
+                  Measurement(1, 2, 1, 0, 1, 0, 0.6, 0, True)]  # fmt: skip
+    value, spread = pooled_p95(no_samples)
+    assert value == pytest.approx(0.3) and spread == 0.0  # weighted by successes

@@ -14,7 +14,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Measurement", "Objective", "latency_parts", "p95", "pooled_score", "score"]
+__all__ = [
+    "Measurement",
+    "Objective",
+    "latency_parts",
+    "p95",
+    "pooled_p95",
+    "pooled_score",
+    "score",
+]
 
 
 class Objective(enum.Enum):
@@ -120,17 +128,22 @@ def pooled_score(
             return None
         return done / seconds, 1.96 * math.sqrt(done) / seconds
     if objective is Objective.LATENCY:
-        waits = [x for m in windows for x in m.wait_samples]
-        runs = [x for m in windows for x in m.run_samples]
-        if waits or runs:
-            value = p95(waits) + p95(runs)
-            spread = _quantile_spread(waits) + _quantile_spread(runs)
-        else:
-            value = math.fsum(m.p95_s * m.succeeded for m in windows) / done
-            spread = 0.0
+        value, spread = pooled_p95(windows)
         return (-value, spread) if math.isfinite(value + spread) else None
     attempts = sum(m.attempts for m in windows)
     return -(attempts / done), 1.96 * math.sqrt(max(1, attempts - done)) / done
+
+
+def pooled_p95(windows: Sequence[Measurement]) -> tuple[float, float]:
+    """p95 queue wait plus p95 run time of ``windows`` taken as one, and its spread (see
+    :func:`pooled_score`); the successes-weighted mean of their p95s, with no spread, when they
+    carry no samples (0 for no successes)."""
+    waits = [x for m in windows for x in m.wait_samples]
+    runs = [x for m in windows for x in m.run_samples]
+    if waits or runs:
+        return p95(waits) + p95(runs), _quantile_spread(waits) + _quantile_spread(runs)
+    done = sum(m.succeeded for m in windows)
+    return (math.fsum(m.p95_s * m.succeeded for m in windows) / done if done else 0.0), 0.0
 
 
 def latency_parts(windows: Sequence[Measurement]) -> tuple[float, float, float, float] | None:

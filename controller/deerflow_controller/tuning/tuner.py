@@ -64,6 +64,7 @@ from deerflow_controller.tuning.objective import (
     Measurement,
     Objective,
     latency_parts,
+    pooled_p95,
     pooled_score,
     score,
 )
@@ -340,7 +341,8 @@ class Tuner:
         ms = self._judged() or [m for _, m in self._windows]
         seconds = math.fsum(m.seconds for m in ms)
         done = sum(m.succeeded for m in ms)
-        p95 = max(m.p95_s for m in ms)
+        # The p95 the latency objective judges by: the windows' samples pooled.
+        p95, _ = pooled_p95(ms)
         return (
             f"{done / seconds if seconds else 0.0:.1f} tasks/s, p95 {p95 * 1000:.0f} ms, "
             f"{sum(m.failed for m in ms)} failed, {sum(m.rate_limited for m in ms)} 429s "
