@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import os
 import threading
+import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -261,6 +262,9 @@ class ClusterConnection:
             return
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             self._submit(self.client.close(), contextvars.Context()).result(timeout=5)
+            # Result streams a caller stopped reading finish closing before the loop stops
+            # (else "Task was destroyed but it is pending!" at exit).
+            self._submit(self._loop.shutdown_asyncgens(), contextvars.Context()).result(timeout=5)
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
@@ -287,12 +291,19 @@ async def _make_client(
 async def _one_task(
     client: AsyncClient, task: Task, name: str, timeout_s: float | None
 ) -> TaskResult:
-    handle = await client.submit([task], name=name)
+    # The job's id is ours before the submit, so a caller who gives up while the submit is on
+    # its way cancels the job too (the controller may have accepted it).
+    job_id = uuid.uuid4().hex
     try:
+        # Unbounded, the result stream opens together with the submit (one round trip less
+        # before the result can arrive); a bounded wait opens its own stream with its deadline.
+        handle = await client.submit(
+            [task], job_id=job_id, name=name, watch="results" if timeout_s is None else ""
+        )
         return await handle.result(task.id, timeout_s=timeout_s)
     except asyncio.CancelledError:
         # The caller gave up: do not leave the task running (or queued) on the cluster.
-        await asyncio.shield(_cancel_quietly(client, handle.job_id))
+        await asyncio.shield(_cancel_quietly(client, job_id))
         raise
 
 
