@@ -6,6 +6,10 @@ microseconds of receiving it; its own RUNNING report is folded into the result f
 short), ``start_to_result`` from there to the terminal event arriving at the client, and
 ``round_trip`` from submit to result at the client. The load is a separate process submitting
 jobs of ``load_job_size`` tasks at ``load_fraction`` of the capacity measured first.
+
+At idle, the round trip is also taken the ways DeerFlow calls (``idle_paths``): ``client_run``,
+``AsyncClient.run`` of one task (what an async caller awaits); ``dropin_run_task``, the drop-ins'
+blocking ``ClusterConnection.run_task`` (every DeerFlow tool and chat-model call), from a thread.
 """
 
 from __future__ import annotations
@@ -63,6 +67,50 @@ async def _samples(client: AsyncClient, n: int) -> list[tuple[float, float, floa
     return [await _one(client, i) for i in range(n)]
 
 
+async def _run_samples(client: AsyncClient, n: int) -> list[float]:
+    """Round trips (seconds) of ``AsyncClient.run`` of one echo task, after a warm-up."""
+
+    async def one() -> float:
+        t0 = time.perf_counter()
+        await client.run([Task("t", "echo", b"x")])
+        return time.perf_counter() - t0
+
+    for _ in range(min(20, n)):
+        await one()
+    return [await one() for _ in range(n)]
+
+
+def _dropin_samples(address: str, n: int) -> list[float]:
+    """Round trips (seconds) of the drop-ins' blocking ``run_task`` of one echo task (blocks:
+    call it from a thread)."""
+    from deerflow_dropins._cluster import ClusterConnection
+
+    conn = ClusterConnection(address)
+    try:
+
+        def one() -> float:
+            t0 = time.perf_counter()
+            conn.run_task(Task("t", "echo", b"x"))
+            return time.perf_counter() - t0
+
+        for _ in range(min(20, n)):
+            one()
+        return [one() for _ in range(n)]
+    finally:
+        conn.close()
+
+
+def _round_trips(samples: list[float]) -> dict[str, Any]:
+    values = [x * 1000 for x in samples]
+    return {
+        "samples": len(values),
+        "round_trip_ms": {
+            "p50": round(statistics.median(values), 3),
+            "p99": round(_pct(values, 0.99), 3),
+        },
+    }
+
+
 async def _capacity(client: AsyncClient, tasks: int) -> float:
     started = time.perf_counter()
     job = await client.submit([Task(f"c{i}", "echo", b"x") for i in range(tasks)])
@@ -101,6 +149,12 @@ async def latency(
         await client.agents(wait_for=agents, timeout_s=30)
         load_before = psutil.getloadavg()
         idle = _summary(await _samples(client, samples))
+        idle_paths = {
+            "client_run": _round_trips(await _run_samples(client, samples)),
+            "dropin_run_task": _round_trips(
+                await asyncio.to_thread(_dropin_samples, cluster.address, samples)
+            ),
+        }
         capacity = await _capacity(client, 20000)
         ctx = multiprocessing.get_context("spawn")
         stop, done = ctx.Event(), ctx.Queue()
@@ -124,6 +178,7 @@ async def latency(
     return {
         "workload": "latency",
         "idle": idle,
+        "idle_paths": idle_paths,
         "loaded": {**loaded, "load_target_per_s": round(rate, 1)},
         "load_achieved_per_s": round(float(achieved), 1),
         "capacity_tasks_per_s": round(capacity, 1),
