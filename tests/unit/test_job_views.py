@@ -3,8 +3,6 @@ every job once, newest first; tenants kept apart; answers bounded however big a 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from deerflow_controller.core.model import Event, Job, Task, TaskSpec, TaskState
@@ -111,19 +109,25 @@ def test_a_huge_jobs_answer_is_bounded_and_says_where_the_rest_is() -> None:
         job_detail(WHOLE(job), 2.0, 0, 5000)
 
 
-def test_listing_ten_thousand_held_jobs_takes_milliseconds() -> None:
+def test_listing_ten_thousand_held_jobs_summarises_only_the_page() -> None:
+    # What keeps a listing cheap with many jobs held: one pass over the jobs, and only the
+    # page's jobs shown and summarised (a state filter has to look at each job's state). Counted,
+    # not timed: a timed bound failed once on a loaded machine (0.65 s against 21 ms measured
+    # quiet, a collector pause in the timed part).
     jobs = [
         _job(f"j{i}", float(i), tenant="a", states=(TaskState.SUCCEEDED,) * 10)
         for i in range(10_000)
     ]
     alice = Principal("alice", Role.USER, "a")
-    start = time.perf_counter()
-    page = list_jobs(jobs, alice, 1e5, 50, "", "", shown=WHOLE)
-    took = time.perf_counter() - start
-    filtered = time.perf_counter()
-    list_jobs(jobs, alice, 1e5, 50, "", "FAILED", shown=WHOLE)
-    took_filtered = time.perf_counter() - filtered
-    assert len(page.jobs) == 50
-    # Measured 21 ms and 48 ms on this 2-core machine shared with other work (the filter reads
-    # all 100,000 tasks); the bound is generous for a loaded CI machine.
-    assert took < 0.5 and took_filtered < 2.0, (took, took_filtered)
+    shown: list[str] = []
+
+    def counting(job: Job) -> ShownJob:
+        shown.append(job.id)
+        return WHOLE(job)
+
+    page = list_jobs(jobs, alice, 1e5, 50, "", "", shown=counting)
+    assert [j.job_id for j in page.jobs] == [f"j{i}" for i in range(9_999, 9_949, -1)]
+    assert shown == [j.job_id for j in page.jobs]
+    shown.clear()
+    failed = list_jobs(jobs, alice, 1e5, 50, "", "FAILED", shown=counting)
+    assert list(failed.jobs) == [] and len(shown) == 10_000
