@@ -14,6 +14,7 @@ import pytest
 
 from deerflow_bench import Cluster, SimulatorProcess
 from deerflow_controller.client import AsyncClient
+from tests.auth_files import Tokens, auth_toml, write_atomically
 
 PLUGINS_DIR = Path(__file__).parent / "plugins"
 
@@ -91,3 +92,17 @@ async def sim_stats(url: str, key: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session, session.get(f"{url}/stats") as resp:
         data = await resp.json()
     return dict(data["keys"][key])
+
+
+@pytest.fixture
+def tokens() -> Tokens:
+    """A fresh set of tokens (tests/auth_files.py) for a controller's --auth-file."""
+    return Tokens()
+
+
+@pytest.fixture
+def auth_file(tmp_path: Path, tokens: Tokens) -> Path:
+    """``tokens`` written as an --auth-file (digests only)."""
+    path = tmp_path / "auth.toml"
+    write_atomically(path, auth_toml(tokens))
+    return path

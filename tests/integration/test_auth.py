@@ -39,18 +39,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def tokens() -> Tokens:
-    return Tokens()
-
-
-@pytest.fixture
-def auth_file(tmp_path: Path, tokens: Tokens) -> Path:
-    path = tmp_path / "auth.toml"
-    write_atomically(path, auth_toml(tokens))
-    return path
-
-
 class Secured:
     """A started cluster with authentication on, its HTTP port, and its tokens."""
 

@@ -91,18 +91,6 @@ def client(cluster: Cluster, token: str) -> AsyncClient:
     return AsyncClient(cluster.address, timeout_s=30, token=token)
 
 
-@pytest.fixture
-def tokens() -> Tokens:
-    return Tokens()
-
-
-@pytest.fixture
-def auth_file(tmp_path: Path, tokens: Tokens) -> Path:
-    path = tmp_path / "auth.toml"
-    write_atomically(path, auth_toml(tokens))
-    return path
-
-
 async def test_a_revoked_tokens_watch_ends_unauthenticated_while_another_tokens_watch_goes_on(
     make_cluster: ClusterFactory, auth_file: Path, tokens: Tokens
 ) -> None:
