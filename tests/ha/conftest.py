@@ -14,6 +14,8 @@ import pytest
 from deerflow_bench import HaCluster
 from deerflow_common.etcd import EtcdClient, Keys, LocalEtcd
 
+from ..tcp_proxy import Proxy
+
 
 @pytest.fixture
 def keys() -> Keys:
@@ -26,6 +28,15 @@ async def etcd_client(etcd_server: LocalEtcd) -> AsyncIterator[EtcdClient]:
     await client.connect()
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def etcd_proxy(etcd_server: LocalEtcd) -> AsyncIterator[Proxy]:
+    """A TCP proxy to the test's etcd (``tests/tcp_proxy.py``): give one process its address
+    and the test can stall, sever or cut that process's path to etcd alone. Cut at the end."""
+    proxy = await Proxy(etcd_server.endpoint).start()
+    yield proxy
+    await proxy.cut()
 
 
 @pytest.fixture

@@ -63,35 +63,30 @@ async def terminal_counts(client: AsyncClient, job_id: str) -> collections.Count
 async def test_an_agent_whose_lease_ends_while_its_stream_lives_delivers_nothing_twice(
     etcd_server: LocalEtcd,
     etcd_client: EtcdClient,
+    etcd_proxy: Proxy,
     keys: Keys,
     make_ha_cluster: Callable[..., HaCluster],
 ) -> None:
-    proxy = await Proxy(etcd_server.endpoint).start()
-    try:
-        async with make_ha_cluster(
-            etcd_server.endpoint, controllers=1, agents=1, slots=8
-        ) as cluster:
-            await cluster.add_agent("cut-off", ["--lease-ttl", "1"], etcd=proxy.address)
-            async with AsyncClient(cluster.addresses, timeout_s=60) as client:
-                await client.agents(wait_for=2)
-                async with asyncio.timeout(30):
-                    record = await registered(etcd_client, keys.agent("cut-off"))
-                before = await connected_at(client, "cut-off")
-                ids = [f"t{i:02d}" for i in range(48)]
-                job = await client.submit([Task(t, "sleep", {"seconds": 1.0}) for t in ids])
-                await proxy.cut()  # etcd is gone for this agent only; its stream lives on
-                async with asyncio.timeout(30):
-                    watch = etcd_client.watch_key(keys.agent("cut-off"), record.mod_revision + 1)
-                    async with contextlib.aclosing(watch):
-                        async for change in watch:
-                            if change.kind is EventKind.DELETE:
-                                break
-                    await wait_reconnected(client, "cut-off", before)
-                counts = await terminal_counts(client, job.job_id)
-        assert sorted(counts) == ids
-        assert set(counts.values()) == {1}
-    finally:
-        await proxy.cut()
+    async with make_ha_cluster(etcd_server.endpoint, controllers=1, agents=1, slots=8) as cluster:
+        await cluster.add_agent("cut-off", ["--lease-ttl", "1"], etcd=etcd_proxy.address)
+        async with AsyncClient(cluster.addresses, timeout_s=60) as client:
+            await client.agents(wait_for=2)
+            async with asyncio.timeout(30):
+                record = await registered(etcd_client, keys.agent("cut-off"))
+            before = await connected_at(client, "cut-off")
+            ids = [f"t{i:02d}" for i in range(48)]
+            job = await client.submit([Task(t, "sleep", {"seconds": 1.0}) for t in ids])
+            await etcd_proxy.cut()  # etcd is gone for this agent only; its stream lives on
+            async with asyncio.timeout(30):
+                watch = etcd_client.watch_key(keys.agent("cut-off"), record.mod_revision + 1)
+                async with contextlib.aclosing(watch):
+                    async for change in watch:
+                        if change.kind is EventKind.DELETE:
+                            break
+                await wait_reconnected(client, "cut-off", before)
+            counts = await terminal_counts(client, job.job_id)
+    assert sorted(counts) == ids
+    assert set(counts.values()) == {1}
 
 
 async def test_an_agent_whose_stream_breaks_while_its_lease_lives_delivers_nothing_twice(

@@ -53,45 +53,42 @@ async def _shown(client: AsyncClient, job_id: str) -> dict[str, object]:
 
 async def test_reads_tell_a_result_only_once_the_journal_has_committed_it(
     etcd_server: LocalEtcd,
+    etcd_proxy: Proxy,
     make_ha_cluster: Callable[..., HaCluster],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(PLUGINS))
-    proxy = await Proxy(etcd_server.endpoint).start()
     release = tmp_path / "release"
-    try:
-        cluster = make_ha_cluster(
-            etcd_server.endpoint,
-            controllers=0,
-            agents=0,
-            slots=1,
-            agent_args=("--handler", "deerflow_netns_plugins:tagged_sleep"),
-            # The stall lasts well under a second; the lease outlives it by far.
-            controller_args=("--lease-ttl", "10"),
-        )
-        async with cluster:
-            leader = await cluster.add_controller(["--etcd", proxy.address])
-            await cluster.add_agent("a1")
-            async with AsyncClient(leader.address, timeout_s=60) as client:
-                await client.agents(wait_for=1)
-                payload = json.dumps({"seconds": 0, "until": str(release)})
-                job = await client.submit([Task("t", "tagged_sleep", payload)])
-                before: dict[str, object] = {}
-                told = b""
-                async for event in client.events(job.job_id, timeout_s=60):
-                    if event.state == "RUNNING":
-                        proxy.pause()  # the journal's commits wait from here
-                        release.touch()
-                        await _until_the_leader_counts_a_success(client)
-                        before = await _shown(client, job.job_id)
-                        proxy.resume()
-                    elif event.terminal:
-                        assert event.state == "SUCCEEDED", event
-                        told = event.output
-                after = await _shown(client, job.job_id)
-    finally:
-        await proxy.cut()
+    cluster = make_ha_cluster(
+        etcd_server.endpoint,
+        controllers=0,
+        agents=0,
+        slots=1,
+        agent_args=("--handler", "deerflow_netns_plugins:tagged_sleep"),
+        # The stall lasts well under a second; the lease outlives it by far.
+        controller_args=("--lease-ttl", "10"),
+    )
+    async with cluster:
+        leader = await cluster.add_controller(["--etcd", etcd_proxy.address])
+        await cluster.add_agent("a1")
+        async with AsyncClient(leader.address, timeout_s=60) as client:
+            await client.agents(wait_for=1)
+            payload = json.dumps({"seconds": 0, "until": str(release)})
+            job = await client.submit([Task("t", "tagged_sleep", payload)])
+            before: dict[str, object] = {}
+            told = b""
+            async for event in client.events(job.job_id, timeout_s=60):
+                if event.state == "RUNNING":
+                    etcd_proxy.pause()  # the journal's commits wait from here
+                    release.touch()
+                    await _until_the_leader_counts_a_success(client)
+                    before = await _shown(client, job.job_id)
+                    etcd_proxy.resume()
+                elif event.terminal:
+                    assert event.state == "SUCCEEDED", event
+                    told = event.output
+            after = await _shown(client, job.job_id)
     assert before == {
         "GetTask": ("RUNNING", b"", False),
         "GetJob": ({"RUNNING": 1}, False, False),
