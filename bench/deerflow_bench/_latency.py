@@ -36,14 +36,16 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _ms(seconds: list[float]) -> dict[str, float]:
+    """p50 and p99 of ``seconds``, in milliseconds."""
+    values = [x * 1000 for x in seconds]
+    return {"p50": round(statistics.median(values), 3), "p99": round(_pct(values, 0.99), 3)}
+
+
 def _summary(samples: list[tuple[float, float, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {"samples": len(samples)}
     for i, name in enumerate(("submit_to_start", "start_to_result", "round_trip")):
-        values = [s[i] * 1000 for s in samples]
-        out[f"{name}_ms"] = {
-            "p50": round(statistics.median(values), 3),
-            "p99": round(_pct(values, 0.99), 3),
-        }
+        out[f"{name}_ms"] = _ms([s[i] for s in samples])
     return out
 
 
@@ -101,14 +103,7 @@ def _dropin_samples(address: str, n: int) -> list[float]:
 
 
 def _round_trips(samples: list[float]) -> dict[str, Any]:
-    values = [x * 1000 for x in samples]
-    return {
-        "samples": len(values),
-        "round_trip_ms": {
-            "p50": round(statistics.median(values), 3),
-            "p99": round(_pct(values, 0.99), 3),
-        },
-    }
+    return {"samples": len(samples), "round_trip_ms": _ms(samples)}
 
 
 async def _capacity(client: AsyncClient, tasks: int) -> float:
