@@ -295,11 +295,9 @@ async def _one_task(
     # its way cancels the job too (the controller may have accepted it).
     job_id = uuid.uuid4().hex
     try:
-        # Unbounded, the result stream opens together with the submit (one round trip less
-        # before the result can arrive); a bounded wait opens its own stream with its deadline.
-        handle = await client.submit(
-            [task], job_id=job_id, name=name, watch="results" if timeout_s is None else ""
-        )
+        # The submit and its result travel on the client's Session stream (one message each
+        # way, no call of their own); the wait keeps its deadline there.
+        handle = await client.submit([task], job_id=job_id, name=name, watch="results")
         return await handle.result(task.id, timeout_s=timeout_s)
     except asyncio.CancelledError:
         # The caller gave up: do not leave the task running (or queued) on the cluster.

@@ -136,3 +136,39 @@ class TaskStatus(_message.Message):
     output: bytes
     error: _common_pb2.TaskError
     def __init__(self, job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., handler: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., attempts: _Optional[int] = ..., agent_id: _Optional[str] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("call", "submit", "stop", "filter")
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    call: int
+    submit: SubmitJobRequest
+    stop: SessionStop
+    filter: EventFilter
+    def __init__(self, call: _Optional[int] = ..., submit: _Optional[_Union[SubmitJobRequest, _Mapping]] = ..., stop: _Optional[_Union[SessionStop, _Mapping]] = ..., filter: _Optional[_Union[EventFilter, str]] = ...) -> None: ...
+
+class SessionStop(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SessionReply(_message.Message):
+    __slots__ = ("call", "accepted", "events", "end")
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    call: int
+    accepted: SubmitJobResponse
+    events: _common_pb2.TaskEventBatch
+    end: SessionEnd
+    def __init__(self, call: _Optional[int] = ..., accepted: _Optional[_Union[SubmitJobResponse, _Mapping]] = ..., events: _Optional[_Union[_common_pb2.TaskEventBatch, _Mapping]] = ..., end: _Optional[_Union[SessionEnd, _Mapping]] = ...) -> None: ...
+
+class SessionEnd(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

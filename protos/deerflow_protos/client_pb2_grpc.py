@@ -45,6 +45,11 @@ class JobServiceStub:
                 request_serializer=deerflow__protos_dot_client__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=deerflow__protos_dot_common__pb2.TaskEventBatch.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/deerflow.v1.JobService/Session',
+                request_serializer=deerflow__protos_dot_client__pb2.SessionRequest.SerializeToString,
+                response_deserializer=deerflow__protos_dot_client__pb2.SessionReply.FromString,
+                _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/deerflow.v1.JobService/CancelJob',
                 request_serializer=deerflow__protos_dot_client__pb2.CancelJobRequest.SerializeToString,
@@ -95,6 +100,29 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Many jobs over one stream: each SessionRequest's submit is accepted exactly as SubmitJob
+        (the same validation, limits, idempotence by job_id and, in HA mode, journaling before the
+        acknowledgement), answered by a SessionReply `accepted`, and then the job's events (its
+        `filter`, as WatchJob) follow on this stream as `events` replies, each tagged with the
+        request's `call` number, until a reply with an `end`: code OK once the job is done and
+        every event was sent (the last events come with it); another code with one sentence when the submit is refused (nothing accepted) or
+        the call cannot go on (the job was forgotten, a limit). The SDK keeps one such stream per
+        controller and sends every submit that waits for results over it, so a job costs messages
+        on an open stream instead of two calls; it falls back to SubmitJob and WatchJob (resuming
+        from the last seq it saw) whenever the stream breaks.
+        A call counts against --max-watch-streams and --max-watch-streams-per-client while it
+        streams, as a WatchJob does. A `stop` ends a call's events (the job runs on). A call number
+        that is 0 or still in use on the stream, or a request without a submit or stop, ends the
+        stream with INVALID_ARGUMENT; jobs already accepted run on. Authentication is checked when
+        the stream opens (a revoked token ends it, as WatchJob). HA mode: initial metadata
+        `deerflow-epoch` as WatchJob; the stream ends with UNAVAILABLE (and `deerflow-leader`)
+        when this controller stops leading, and a standby refuses it as any call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelJob(self, request, context):
         """Cancel some tasks of a job, or the whole job when task_ids is empty. Queued and pending tasks
         become CANCELLED at once; running ones are cancelled on their agent and become CANCELLED at
@@ -134,6 +162,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=deerflow__protos_dot_client__pb2.WatchJobRequest.FromString,
                     response_serializer=deerflow__protos_dot_common__pb2.TaskEventBatch.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=deerflow__protos_dot_client__pb2.SessionRequest.FromString,
+                    response_serializer=deerflow__protos_dot_client__pb2.SessionReply.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
@@ -205,6 +238,33 @@ class JobService:
             '/deerflow.v1.JobService/WatchJob',
             deerflow__protos_dot_client__pb2.WatchJobRequest.SerializeToString,
             deerflow__protos_dot_common__pb2.TaskEventBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/deerflow.v1.JobService/Session',
+            deerflow__protos_dot_client__pb2.SessionRequest.SerializeToString,
+            deerflow__protos_dot_client__pb2.SessionReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,9 +1,10 @@
-"""A drop-in's call (one task as a job of its own) opens its result stream together with the
-submit (``WatchJobRequest.wait_for_submit_s``), not after the submit's reply: one round trip less
-before a result can arrive (docs/BENCHMARKS.md, issue #19 item 2).
+"""A drop-in's call (one task as a job of its own) travels on the client's Session stream: its
+submit and its result are messages on a stream already open, with no SubmitJob or WatchJob call
+of their own (docs/BENCHMARKS.md, issue #19 item 2), whether or not the call has a timeout; a
+caller who gives up still cancels the job.
 
 Served in-process without agents, so the job waits: the real JobService, subclassed only to
-record the WatchJob requests it is given."""
+record the calls it is given."""
 
 from __future__ import annotations
 
@@ -25,14 +26,35 @@ from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 class RecordingJobService(JobService):
     def __init__(self, shell: Shell) -> None:
         super().__init__(shell)
-        self.watches: list[client_pb2.WatchJobRequest] = []
-        self.watched = asyncio.Event()
+        self.on_session: list[client_pb2.SessionRequest] = []
+        self.calls: list[str] = []
+        self.sent = asyncio.Event()
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[client_pb2.SessionRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        self.calls.append("Session")
+
+        async def recorded() -> AsyncIterator[client_pb2.SessionRequest]:
+            async for request in request_iterator:
+                self.on_session.append(request)
+                self.sent.set()
+                yield request
+
+        await super().Session(recorded(), context)
+
+    async def SubmitJob(
+        self, request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> client_pb2.SubmitJobResponse:
+        self.calls.append("SubmitJob")
+        return await super().SubmitJob(request, context)
 
     async def WatchJob(
         self, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.TaskEventBatch]:
-        self.watches.append(request)
-        self.watched.set()
+        self.calls.append("WatchJob")
         async for batch in super().WatchJob(request, context):
             yield batch
 
@@ -62,7 +84,7 @@ async def served() -> AsyncIterator[tuple[str, RecordingJobService]]:
 
 
 @pytest.mark.parametrize("timeout_s", [None, 30.0])
-async def test_a_drop_in_call_opens_its_result_stream_with_the_submit(
+async def test_a_drop_in_call_travels_on_the_session_stream(
     served: tuple[str, RecordingJobService], timeout_s: float | None
 ) -> None:
     address, service = served
@@ -71,17 +93,20 @@ async def test_a_drop_in_call_opens_its_result_stream_with_the_submit(
         call = asyncio.ensure_future(
             conn.arun_task(Task("t", "echo", b"x"), name="probe", timeout_s=timeout_s)
         )
-        await asyncio.wait_for(service.watched.wait(), 30)
-        (request,) = service.watches
-        if timeout_s is None:
-            assert request.wait_for_submit_s > 0  # sent with the submit, not after its reply
-        else:
-            assert request.wait_for_submit_s == 0  # a bounded wait opens its own stream
-        assert request.filter == client_pb2.TERMINAL
-        # Cancelling the caller still cancels the job on the cluster (and ends both calls).
+        await asyncio.wait_for(service.sent.wait(), 30)
+        (request,) = service.on_session
+        assert request.WhichOneof("body") == "submit" and request.filter == client_pb2.TERMINAL
+        job_id = request.submit.job_id
+        assert job_id and [t.id for t in request.submit.tasks] == ["t"]
+        for _ in range(2000):  # until accepted (a condition polled, bounded)
+            if service.shell.job(job_id) is not None:
+                break
+            await asyncio.sleep(0.005)
+        assert service.calls == ["Session"]  # no SubmitJob, no WatchJob
+        # Cancelling the caller still cancels the job on the cluster.
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        await cancelled(service.shell, request.job_id)
+        await cancelled(service.shell, job_id)
     finally:
         conn.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from typing import Literal
 
 import grpc
 import pytest
@@ -44,18 +45,31 @@ async def test_a_standby_refuses_work_names_the_leader_and_reports_not_serving(
             job = await client.submit([Task("a", "echo", "x")])
             assert job.accepted == 1
             assert client.address == leader.address
+        # So does a submit that waits for its results over a Session stream (which the standby
+        # refuses like any call).
+        async with AsyncClient(standby.address, timeout_s=30) as client:
+            job = await client.submit([Task("b", "echo", "y")], watch="results")
+            assert job.accepted == 1
+            assert client.address == leader.address
 
 
+@pytest.mark.parametrize("watch", ["", "results"])
 async def test_leader_sigkill_with_a_standby_loses_no_accepted_task_and_delivers_each_once(
-    etcd_server: LocalEtcd, make_ha_cluster: Callable[..., HaCluster]
+    watch: Literal["", "results"],
+    etcd_server: LocalEtcd,
+    make_ha_cluster: Callable[..., HaCluster],
 ) -> None:
+    """``watch="results"``: the submit is acknowledged over the SDK's Session stream (only once
+    journaled) and its results come on it until the kill, then through WatchJob."""
     n = 2000
     async with make_ha_cluster(etcd_server.endpoint, controllers=2, agents=2, slots=16) as cluster:
         leader = await cluster.leader()
         async with AsyncClient(cluster.addresses, timeout_s=60) as client:
             await client.agents(wait_for=2)
             ids = [f"t{i:04d}" for i in range(n)]
-            job = await client.submit([Task(t, "sleep", {"seconds": 0.02}) for t in ids])
+            job = await client.submit(
+                [Task(t, "sleep", {"seconds": 0.02}) for t in ids], watch=watch
+            )
             assert job.accepted == n
             delivered: list[str] = []
             async for result in job.results(timeout_s=150):

@@ -222,3 +222,29 @@ async def test_a_token_whose_tenant_or_role_changed_loses_its_streams_and_others
         assert [(a.agent_id, a.connected_at) for a in after] == [
             (a.agent_id, a.connected_at) for a in agents
         ]
+
+
+async def test_a_revoked_tokens_session_stream_ends_and_its_wait_says_why(
+    make_cluster: ClusterFactory, auth_file: Path, tokens: Tokens
+) -> None:
+    """A wait on the SDK's Session stream (``submit(watch=...)``): the stream ends when the
+    token is revoked; the SDK's fall back to WatchJob is refused the same way, and the wait
+    raises that sentence instead of hanging or resubmitting."""
+    t = tokens
+    cluster = await secured(make_cluster, auth_file, t.join)
+    async with client(cluster, t.alice) as alice:
+        await alice.agents(wait_for=1, timeout_s=30)
+        job = await alice.submit([Task("long", "sleep", LONG)], watch="results")
+        assert job._opened is not None
+        call = job._opened[1]
+        waiting = asyncio.ensure_future(job.wait())
+        write_atomically(
+            auth_file,
+            auth_toml(t, clients={"bob": (t.bob, "b", "user"), "root": (t.admin, "ops", "admin")}),
+        )
+        with pytest.raises(AuthenticationError) as ended:
+            await asyncio.wait_for(waiting, ENDS_WITHIN_S)
+        assert "token 'alice'" in ended.value.message and "\n" not in ended.value.message
+        assert call.session.broken
+    async with client(cluster, t.admin) as root:
+        await root.cancel(job.job_id)  # its attempt ends, so the agent stops at once

@@ -129,12 +129,15 @@ async def test_a_waiting_watch_ends_unavailable_when_the_term_ends(served: Serve
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_the_sdk_reads_the_watch_it_opened_with_the_submit(
+async def test_without_session_the_sdk_reads_the_watch_it_opened_with_the_submit(
     make_cluster: Callable[..., Cluster],
 ) -> None:
+    """The SDK's path to a controller that does not serve Session (it predates it; the SDK
+    marks it so on its first UNIMPLEMENTED, as here): SubmitJob with a WatchJob alongside."""
     cluster = make_cluster(1, slots=4)
     await cluster.__aenter__()
     async with await connect(cluster) as client:
+        client._sessions._unserved.add(client.address)
         job = await client.submit([Task("t", "echo", b"x")], watch="results")
         opened = job._opened
         assert opened is not None and opened[0] == client_pb2.TERMINAL
@@ -168,9 +171,11 @@ async def test_a_refused_submit_with_a_watch_is_refused_as_before(
 
 
 class _OldController(JobService):
-    """A controller from before ``wait_for_submit_s``: its WatchJob answers an unknown job
-    NOT_FOUND at once; its SubmitJob is held until one watch was so answered (the order the
-    SDK meets when its watch overtakes its submit)."""
+    """A controller from before ``wait_for_submit_s`` (and Session): its WatchJob answers an
+    unknown job NOT_FOUND at once; its SubmitJob is held until one watch was so answered (the
+    order the SDK meets when its watch overtakes its submit)."""
+
+    Session = client_pb2_grpc.JobServiceServicer.Session  # UNIMPLEMENTED
 
     def __init__(self, shell: Shell) -> None:
         super().__init__(shell)

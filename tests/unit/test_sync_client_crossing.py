@@ -52,8 +52,9 @@ class FakeWatch:
 
 
 class FakeJobs:
-    """SubmitJob accepts anything; WatchJob replays both tasks succeeding; GetJob never answers
-    (it sets ``entered`` first, so a test knows the call is in flight on the loop)."""
+    """A controller that predates Session. SubmitJob accepts anything; WatchJob replays both
+    tasks succeeding; GetJob never answers (it sets ``entered`` first, so a test knows the call
+    is in flight on the loop)."""
 
     def __init__(self) -> None:
         self.entered = threading.Event()
@@ -81,6 +82,8 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Client, FakeJobs, 
 
         jobs = FakeJobs()
         monkeypatch.setattr(c._async, "_jobs", jobs)
+        # A controller without Session (the fake serves SubmitJob and WatchJob only).
+        c._async._sessions._unserved.add(c._async.address)
         monkeypatch.setattr(c, "_call", counting_call)
         yield c, jobs, crossings
 

@@ -14,9 +14,15 @@ from opentelemetry.trace import TracerProvider
 
 from deerflow_common import channel_options
 from deerflow_common.tls import TlsFiles, aio_channel
-from deerflow_controller.client._errors import DeerflowError, UnavailableError, from_rpc_error
+from deerflow_controller.client._errors import (
+    DeerflowError,
+    UnavailableError,
+    from_rpc_error,
+    from_status,
+)
 from deerflow_controller.client._handle import JobHandle
 from deerflow_controller.client._retry import Retry
+from deerflow_controller.client._session import SessionBroken, SessionCall, Sessions
 from deerflow_controller.client._tracing import submit_span
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
@@ -83,6 +89,7 @@ class AsyncClient:
         self.timeout_s = timeout_s
         self.tracer_provider = tracer_provider
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._sessions = Sessions()
         self._use(self.address)
 
     async def __aenter__(self) -> AsyncClient:
@@ -97,6 +104,7 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        await self._sessions.close()
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
@@ -180,11 +188,15 @@ class AsyncClient:
     ) -> JobHandle:
         """Submit a job (a DAG through ``depends_on``). Returns once the controller accepted it.
 
-        ``watch``: open the job's result stream together with the submit, not after its reply,
-        so that it is ready when the first result is (the submit-to-result latency of a small
-        job drops by the stream's opening): ``"results"`` for the handle's ``results()``,
-        ``result()`` and ``wait()``, ``"events"`` for its ``events()``. The handle's first such
-        call without a ``timeout_s`` reads it; any other call opens its own stream as usual.
+        ``watch``: have the job's results (``"results"``, for the handle's ``results()``,
+        ``result()`` and ``wait()``) or all its events (``"events"``, for its ``events()``)
+        sent as they come, starting with the submit: the submit and its events then travel on
+        the client's one Session stream to the controller (opened on first use, see
+        client.proto), with no call of their own, which is what makes a small job's round trip
+        short. The handle's first such read takes them; any other opens its own stream as
+        usual. Controllers that predate Session, and any break of the stream, fall back to
+        SubmitJob with a WatchJob opened alongside (read then only by a reader without a
+        ``timeout_s``), resuming where the stream stopped.
 
         Raises InvalidJobError / ResourceExhaustedError when refused; nothing is accepted then.
         Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op.
@@ -206,6 +218,15 @@ class AsyncClient:
             span.set_attribute("deerflow.tasks", len(request.tasks))
             deadline = self._deadline(timeout_s)
             flt = _WATCH_FILTERS[watch] if watch else None
+            if flt is not None:
+                fast = await self._sessions.submit(
+                    self._jobs, self._auth, self.address, request, flt, deadline
+                )
+                if fast is not None:
+                    span.set_attribute("deerflow.job.id", fast[0].job_id)
+                    handle = JobHandle(self, fast[0].job_id, fast[0].accepted)
+                    handle._opened = (flt, fast[1])
+                    return handle
             opened: Any = None
 
             def open_watch() -> None:
@@ -288,6 +309,21 @@ class AsyncClient:
         pauses = Retry()
         epoch = ""  # the epoch after_seq counts in ("" outside HA mode)
         wait_s = WAIT_FOR_SUBMIT_S if _opened is not None else 0.0
+        if isinstance(_opened, SessionCall):
+            on_session, _opened = _opened, None
+            try:
+                while (message := await on_session.next(deadline)) is not None:
+                    if message.events:
+                        after_seq = message.events[-1].seq
+                        yield [TaskEvent.from_proto(ev) for ev in message.events]
+                return
+            except SessionBroken:
+                # Resume through WatchJob from the last seq the session delivered.
+                epoch = on_session.session.epoch
+            except TimeoutError:
+                raise from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "", self.address) from None
+            finally:
+                on_session.cancel()
         while True:
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
             metadata = (*self._auth, (EPOCH_METADATA, epoch)) if epoch else self._auth
@@ -378,26 +414,25 @@ class AsyncClient:
     ) -> dict[str, TaskResult]:
         """Submit a job and wait for it: :meth:`submit` then :meth:`wait`, as one call (for the
         blocking :class:`Client`, one thread crossing instead of two). Returns every task's
-        result keyed by task id; raises what :meth:`submit` raises.
+        result keyed by task id; raises what :meth:`submit` raises. The submit and the
+        results travel on the client's Session stream (see :meth:`submit`'s ``watch``).
 
         ``timeout_s`` bounds the whole call, submit and wait (None: the submit gets the
         client's ``timeout_s``, the wait no bound); when it passes, DeadlineExceededError is
         raised and the job runs on (``deadline_s`` bounds the job itself, see :meth:`submit`)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # Without a bound, the result stream opens together with the submit (see submit's
-        # ``watch``); a bounded wait opens its own stream with its deadline.
         job = await self.submit(
             tasks,
             job_id=job_id,
             name=name,
             timeout_s=timeout_s,
             deadline_s=deadline_s,
-            watch="results" if timeout_s is None else "",
+            watch="results",
         )
-        if timeout_s is None:
-            return await job.wait()
-        return await self.wait(job.job_id, timeout_s=timeout_s - (loop.time() - started))
+        return await job.wait(
+            timeout_s=None if timeout_s is None else timeout_s - (loop.time() - started)
+        )
 
     async def cancel(
         self,

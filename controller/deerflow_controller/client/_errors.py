@@ -114,8 +114,12 @@ def _tls_reason(details: str) -> str:
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError, address: str) -> DeerflowError:
-    code = error.code()
-    details = error.details() or ""
+    return from_status(error.code(), error.details() or "", address)
+
+
+def from_status(code: grpc.StatusCode, details: str, address: str) -> DeerflowError:
+    """The SDK's error for a call (or a Session's call) that ended with ``code`` and
+    ``details`` from the controller at ``address``."""
     if code == grpc.StatusCode.UNAVAILABLE and "http1.x server" in details:
         # gRPC core's words for an HTTP/1 answer, e.g. from the controller's dashboard port.
         details = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from deerflow_controller.client._session import SessionCall
 from deerflow_controller.client._types import TaskEvent, TaskResult
 from deerflow_protos import client_pb2
 
@@ -36,11 +37,13 @@ class JobHandle(SubmittedJob["AsyncClient"]):
 
     def _take(self, flt: int, timeout_s: float | None) -> Any:
         """The pre-opened stream for a reader of filter ``flt``, or None (a reader with another
-        filter or its own timeout opens its own; the pre-opened one is then cancelled)."""
+        filter, or with its own timeout when the stream is a WatchJob, opens its own; the
+        pre-opened one is then cancelled)."""
         opened, self._opened = self._opened, None
         if opened is None:
             return None
-        if opened[0] == flt and timeout_s is None:
+        # A Session call keeps its deadline here; a WatchJob opened with the submit has none.
+        if opened[0] == flt and (timeout_s is None or isinstance(opened[1], SessionCall)):
             return opened[1]
         opened[1].cancel()
         return None

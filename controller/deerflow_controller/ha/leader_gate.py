@@ -8,13 +8,15 @@ A gRPC server interceptor, so the services themselves know nothing of leadership
   leader yet waits up to ``SUCCESSOR_WAIT_S`` for one before it refuses. Health and reflection
   always answer (health says NOT_SERVING).
 - SubmitJob is acknowledged only after the job is journaled (group commit), and a job too large
-  to journal is refused before anything is accepted.
+  to journal is refused before anything is accepted; the same holds for each submit of a
+  Session stream (the gate hands the service its term's hooks, ``service.session``).
 - WatchJob tells the client the epoch its ``seq`` numbers belong to (initial metadata
   ``deerflow-epoch``); a client resuming with a cursor of another epoch (a failover happened)
   is replayed the job's log from the start, and the SDK drops what it already delivered by task
   id. A watch whose term ends is ended once with UNAVAILABLE, like a standby's refusal: the
   new leader's address in ``deerflow-leader`` (trailing metadata, and in the sentence) when
   this controller learns it within ``SUCCESSOR_WAIT_S``, no such metadata when none is known.
+  A Session stream is told its epoch and ended the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 import grpc
 
 from deerflow_controller.ha.journal import Journal, JournalClosed, JournalRecordTooLarge
+from deerflow_controller.service.refused import Refused
+from deerflow_controller.service.session import session_hooks
 from deerflow_controller.service.shell import SchedulerReplaced
 from deerflow_protos import client_pb2
 
@@ -40,6 +44,7 @@ EPOCH_METADATA = "deerflow-epoch"
 _GUARDED = ("/deerflow.v1.JobService/", "/deerflow.v1.AgentService/", "/deerflow.v1.AdminService/")
 _SUBMIT = "/deerflow.v1.JobService/SubmitJob"
 _WATCH = "/deerflow.v1.JobService/WatchJob"
+_SESSION = "/deerflow.v1.JobService/Session"
 
 SUCCESSOR_WAIT_S = 1.0
 """How long a refused call (on a standby that knows no leader yet, or a watch whose term ended)
@@ -122,38 +127,51 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return _replace(handler, unary_unary=self._submit(handler.unary_unary, term))
         if method == _WATCH:
             return _replace(handler, unary_stream=self._watch(handler.unary_stream, term))
+        if method == _SESSION:
+            return _replace(handler, stream_stream=self._session(handler.stream_stream, term))
         return handler
 
     # ------------------------------------------------------------------ SubmitJob
 
     def _submit(self, inner: Any, term: Term) -> Any:
-        journal = term.journal
-        assert journal is not None
+        hooks = _TermHooks(self, term)
 
         async def submit(
             request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
         ) -> client_pb2.SubmitJobResponse:
             try:
-                journal.check_job_size(max(len(request.job_id), 32), request.ByteSize())
-            except JournalRecordTooLarge as e:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-            response: client_pb2.SubmitJobResponse = await inner(request, context)
-            try:
-                if response.duplicate:
-                    await journal.wait_job(response.job_id)
-                else:
-                    request.job_id = response.job_id
-                    await journal.append_job(response.job_id, request.SerializeToString())
-            except JournalClosed as e:
-                await _refuse(
-                    context,
-                    f"job {response.job_id!r} was not acknowledged: {e}; resubmit it with the "
-                    "same job id to the leader (the SDK does)",
-                    self.leader_address,
-                )
+                hooks.check(request)
+                response: client_pb2.SubmitJobResponse = await inner(request, context)
+                await hooks.acknowledged(request, response)
+            except Refused as e:
+                if e.code == grpc.StatusCode.UNAVAILABLE:
+                    await _refuse(context, e.message, self.leader_address)
+                await context.abort(e.code, e.message)
             return response
 
         return submit
+
+    # ------------------------------------------------------------------ Session
+
+    def _session(self, inner: Any, term: Term) -> Any:
+        gate = self
+        hooks = _TermHooks(self, term)
+
+        async def session(requests: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.send_initial_metadata(((EPOCH_METADATA, str(term.epoch)),))
+            # The session's submits are journaled before they are acknowledged, its finished
+            # calls count as delivered: the JobService reads these hooks for this call.
+            token = session_hooks.set(hooks)
+            try:
+                await inner(requests, context)
+                return
+            except SchedulerReplaced:
+                pass
+            finally:
+                session_hooks.reset(token)
+            await gate._refuse_ended_watch(context)
+
+        return session
 
     # ------------------------------------------------------------------ WatchJob
 
@@ -224,7 +242,54 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         await _refuse(context, message, leader)
 
 
+@dataclass
+class _TermHooks:
+    """What a submit owes the term's journal (SubmitJob and a Session's submits alike): a job
+    too large to journal is refused before it is accepted; an accepted one is acknowledged once
+    journaled (a resubmitted one once its first submit is). See ``service.session``."""
+
+    gate: LeaderGate
+    term: Term
+
+    def check(self, request: client_pb2.SubmitJobRequest) -> None:
+        journal = self.term.journal
+        if journal is None:
+            return
+        try:
+            journal.check_job_size(max(len(request.job_id), 32), request.ByteSize())
+        except JournalRecordTooLarge as e:
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
+
+    async def acknowledged(
+        self, request: client_pb2.SubmitJobRequest, response: client_pb2.SubmitJobResponse
+    ) -> None:
+        journal = self.term.journal
+        if journal is None:
+            return
+        try:
+            if response.duplicate:
+                await journal.wait_job(response.job_id)
+            else:
+                request.job_id = response.job_id
+                await journal.append_job(response.job_id, request.SerializeToString())
+        except JournalClosed as e:
+            raise Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"job {response.job_id!r} was not acknowledged: {e}; resubmit it with the "
+                "same job id to the leader (the SDK does)",
+            ) from None
+
+    def delivered(self, job_id: str) -> None:
+        self.term.on_delivered(job_id)
+
+
 def _replace(handler: grpc.RpcMethodHandler, **behaviour: Any) -> grpc.RpcMethodHandler:
+    if "stream_stream" in behaviour:
+        return grpc.stream_stream_rpc_method_handler(
+            behaviour["stream_stream"],
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
     if "unary_unary" in behaviour:
         return grpc.unary_unary_rpc_method_handler(
             behaviour["unary_unary"],

@@ -23,9 +23,11 @@ from deerflow_controller.core.validation import (
 from deerflow_controller.service import wire
 from deerflow_controller.service.auth import principal
 from deerflow_controller.service.credentials import Principal
+from deerflow_controller.service.refused import Refused
+from deerflow_controller.service.session import ServedSession
 from deerflow_controller.service.shell import SchedulerReplaced, Shell
 from deerflow_controller.service.shown import withheld
-from deerflow_controller.service.streams import TooManyStreams, WatchStreams
+from deerflow_controller.service.streams import TooManyStreams, WatchStreams, stream_owner
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,24 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     async def SubmitJob(
         self, request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> client_pb2.SubmitJobResponse:
-        who = principal()
+        try:
+            return await self.accept(request, principal())
+        except Refused as e:
+            await context.abort(e.code, e.message)
+            raise AssertionError("unreachable") from None
+
+    async def accept(
+        self, request: client_pb2.SubmitJobRequest, who: Principal | None
+    ) -> client_pb2.SubmitJobResponse:
+        """Accept the job ``request`` submitted by ``who`` (SubmitJob, and each submit of a
+        Session), or raise :class:`Refused` with the status and sentence; nothing is accepted
+        then. Fills in the request's tenants and ``accepted_at``, as the journal records it."""
         if who is not None:
             # Before the specs are built: the journal (HA) keeps the request, tenants filled
             # in, so a new leader knows whose job it is.
             problem = claim_tasks(request, who)
             if problem is not None:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
+                raise Refused(grpc.StatusCode.PERMISSION_DENIED, problem)
         job_tc = wire.job_trace_context(request)
         specs = wire.specs_from_request(request, job_tc)
         try:
@@ -79,13 +92,13 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 if e.too_large
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
-            await context.abort(code, e.message)
+            raise Refused(code, e.message) from None
         job_id = request.job_id or uuid.uuid4().hex
         existing = self.shell.job(job_id)
         if existing is not None:
             if not visible(existing, who):
                 # Its id is taken; whose job it is, and what it holds, is not said.
-                await context.abort(
+                raise Refused(
                     grpc.StatusCode.ALREADY_EXISTS,
                     f"job id {quote(job_id)} is taken; use a new job id",
                 )
@@ -93,14 +106,14 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                 return client_pb2.SubmitJobResponse(
                     job_id=job_id, accepted=len(existing.tasks), duplicate=True
                 )
-            await context.abort(
+            raise Refused(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"job {quote(job_id)} already exists with different tasks; "
                 "use a new job id, or resubmit exactly the same tasks",
             )
         problem = self.shell.scheduler.quotas.problem(specs)
         if problem is not None:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
         # The journal (HA) records this request: the acceptance time lets a new leader keep
         # the job's deadline.
         request.accepted_at, flushed = self.shell.submit_job(
@@ -125,21 +138,32 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         # is not an answer; the stream counts against the limits while it waits.
         job = None if wait_s else await self._job(request.job_id, context)
         try:
-            who = principal()
-            # Counted per tenant when callers present tokens (a tenant's clients share its
-            # allowance wherever they run), else per client host. An admin token counts apart.
-            tenant = None if who is None else (f"admin {who.name}" if who.admin else who.tenant)
-            host = self.streams.open(context.peer(), tenant)
+            host = self.streams.open(context.peer(), stream_owner(principal()))
         except TooManyStreams as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
             return
         try:
             if job is None:
                 job = await self._submitted(request.job_id, wait_s, context)
-            async for batch in self._watch(job, request, context):
-                yield batch
+            try:
+                async for batch, _ in self.watch(
+                    job, request.after_seq, terminal_only=request.filter == client_pb2.TERMINAL
+                ):
+                    yield batch
+            except Refused as e:
+                await context.abort(e.code, e.message)
         finally:
             self.streams.close(host)
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[client_pb2.SessionRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        try:
+            await ServedSession(self, context, principal()).run(request_iterator)
+        except Refused as e:
+            await context.abort(e.code, e.message)
 
     async def _submitted(
         self, job_id: str, wait_s: float, context: grpc.aio.ServicerContext
@@ -181,13 +205,18 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             raise AssertionError("unreachable")
         return job
 
-    async def _watch(
-        self, job: Job, request: client_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[common_pb2.TaskEventBatch]:
+    async def watch(
+        self, job: Job, after_seq: int, *, terminal_only: bool
+    ) -> AsyncIterator[tuple[common_pb2.TaskEventBatch, bool]]:
+        """The job's events after ``after_seq`` (only terminal ones when ``terminal_only``) in
+        messages, as they become deliverable, until the job is done and all were given (WatchJob
+        and each call of a Session), each with whether it is the last. A message counts against
+        the watch buffer until the consumer asks for the next. Raises :class:`Refused`
+        (NOT_FOUND) when the job is forgotten meanwhile, SchedulerReplaced when this controller
+        stops leading (HA)."""
         shell = self.shell
         scheduler = shell.scheduler
-        terminal_only = request.filter == client_pb2.TERMINAL
-        cursor = request.after_seq
+        cursor = after_seq
         wake = shell.watch(job.id)
         try:
             while True:
@@ -200,11 +229,19 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                         events, cursor, terminal_only, streams.message_bytes(), limit
                     )
                     if batch.events:
+                        last = (
+                            job.done
+                            and cursor >= len(job.events)
+                            and shell.scheduler is scheduler
+                            and shell.job(job.id) is job
+                        )
                         streams.charge(size)
                         try:
-                            yield batch
+                            yield batch, last
                         finally:
                             streams.release(size)
+                        if last:
+                            return
                 # Forgotten (expired): its events are cleared, so "read to the end" is no end.
                 forgotten = shell.scheduler is scheduler and shell.job(job.id) is not job
                 if job.done and cursor >= len(job.events) and not forgotten:
@@ -216,7 +253,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
                     # abort is awaited and the gate must not race a second one against it.
                     raise SchedulerReplaced(f"job {quote(job.id)} was watched across a term's end")
                 if forgotten:
-                    await context.abort(
+                    raise Refused(
                         grpc.StatusCode.NOT_FOUND,
                         f"job {quote(job.id)} was forgotten while being watched (its retention "
                         "ended, or finished jobs' outputs went over --max-output-bytes); read "

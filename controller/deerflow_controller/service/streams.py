@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deerflow_controller.core.validation import quote
+from deerflow_controller.service.credentials import Principal
 
 MIN_MESSAGE_BYTES = 16 << 10
 MAX_MESSAGE_BYTES = 4 << 20
@@ -44,6 +45,16 @@ def client_host(peer: str) -> str:
     if kind == "ipv4":
         return rest.rpartition(":")[0] or rest
     return peer
+
+
+def stream_owner(who: Principal | None) -> str | None:
+    """Whose allowance a result stream counts against (the ``tenant`` of
+    :meth:`WatchStreams.open`): the tenant of the caller's token, so that a tenant's clients
+    share it wherever they run; an admin token's own; None without authentication (then the
+    client host's)."""
+    if who is None:
+        return None
+    return f"admin {who.name}" if who.admin else who.tenant
 
 
 @dataclass
@@ -67,7 +78,8 @@ class WatchStreams:
         if held >= self.max_per_client:
             who = "this client" if tenant is None else f"tenant {quote(tenant)}"
             raise TooManyStreams(
-                f"{who} already has {held} WatchJob streams open, the limit per client "
+                f"{who} already has {held} WatchJob streams open (a Session's calls count one "
+                f"each), the limit per client "
                 f"(--max-watch-streams-per-client {self.max_per_client}); close some, and retry "
                 "when some end"
             )

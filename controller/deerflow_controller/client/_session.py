@@ -1,0 +1,282 @@
+"""The client's end of ``JobService.Session``: one stream per controller that carries every
+submit waiting for its results, and those results (see client.proto).
+
+A job sent this way costs two messages on an open stream instead of a SubmitJob and a WatchJob
+call; that is what brings a one-task job's round trip near a millisecond. The stream is only a
+faster road: whenever it breaks (the controller restarts or stops leading, the connection drops,
+the controller predates Session) each call still open falls back to what the SDK did before, a
+SubmitJob (idempotent by job id) and a WatchJob resuming from the last seq the call saw, and the
+next submit opens a new stream.
+
+Everything here runs on the client's event loop: no locks beyond the one that keeps two writes
+from overlapping on the stream (gRPC allows one at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from deerflow_controller.client._errors import DeerflowError, from_rpc_error, from_status
+from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
+
+EPOCH_METADATA = "deerflow-epoch"
+
+
+class SessionBroken(Exception):
+    """The stream ended before this call's end: go on through SubmitJob and WatchJob."""
+
+
+@dataclass(eq=False)
+class SessionCall:
+    """One job's submit and events on a :class:`ClientSession`."""
+
+    session: ClientSession
+    number: int
+    accepted: asyncio.Future[client_pb2.SubmitJobResponse | None]
+    """The acknowledgement; None when the call ended (or the stream broke) before it."""
+    replies: asyncio.Queue[common_pb2.TaskEventBatch | None] = field(default_factory=asyncio.Queue)
+    """The job's event messages; None after the last (see :attr:`end`)."""
+    end: client_pb2.SessionEnd | None = None
+    """How the call ended (None while open, or when the stream broke)."""
+    over: bool = False
+
+    def finish(self, end: client_pb2.SessionEnd | None) -> None:
+        """The call's last reply (``end``), or None: the stream broke."""
+        self.over = True
+        self.end = end
+        if not self.accepted.done():
+            self.accepted.set_result(None)
+        self.replies.put_nowait(None)
+
+    def refusal(self) -> DeerflowError | None:
+        """The error a call that ended without success must raise; None when it ended well
+        or must fall back (the stream broke, or the controller could not go on: UNAVAILABLE).
+        A stream ended for its credential (revoked, say) is that error: a fall back would be
+        refused the same way, in words that say less."""
+        end = self.end
+        if end is None:
+            error = self.session.error
+            if error is not None and error.code() in _CREDENTIAL_CODES:
+                return from_rpc_error(error, self.session.address)
+            return None
+        if end.code in (grpc.StatusCode.OK.value[0], _UNAVAILABLE):
+            return None
+        code = _CODES.get(end.code, grpc.StatusCode.UNKNOWN)
+        return from_status(code, end.message, self.session.address)
+
+    async def next(self, deadline: float | None) -> common_pb2.TaskEventBatch | None:
+        """The call's next event message; None once the job is done and all were read.
+        Raises :class:`SessionBroken` (fall back), the call's error, or TimeoutError when the
+        loop's clock passes ``deadline`` first."""
+        if deadline is None:
+            batch = await self.replies.get()
+        else:
+            async with asyncio.timeout_at(deadline):
+                batch = await self.replies.get()
+        if batch is not None:
+            return batch
+        self.replies.put_nowait(None)  # a later read sees the end again
+        error = self.refusal()
+        if error is not None:
+            raise error
+        if self.end is None or self.end.code != grpc.StatusCode.OK.value[0]:
+            raise SessionBroken
+        return None
+
+    def done(self) -> bool:
+        """Over: ended, broken, or cancelled here (as a gRPC call's ``done()``)."""
+        return self.over
+
+    def cancel(self) -> None:
+        """Stop this call's events (the job runs on); nothing once it is over."""
+        if not self.over:
+            self.over = True
+            self.session.stop(self.number)
+
+
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+_CREDENTIAL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class ClientSession:
+    """One open Session stream to the controller at ``address``."""
+
+    def __init__(
+        self,
+        stub: client_pb2_grpc.JobServiceStub,
+        metadata: tuple[tuple[str, str], ...],
+        address: str,
+    ) -> None:
+        self.address = address
+        self.broken = False
+        self.unimplemented = False
+        """The controller does not know Session (it predates it): do not ask it again."""
+        self.error: grpc.aio.AioRpcError | None = None
+        """How the stream ended, once it did with a status (None while open, or cancelled)."""
+        self.epoch = ""
+        """HA mode: the epoch this stream's seq numbers count in (for the fallback's resume)."""
+        self._call: Any = stub.Session(metadata=metadata)
+        self._calls: dict[int, SessionCall] = {}
+        self._numbers = itertools.count(1)
+        self._writing = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def start(self, request: client_pb2.SubmitJobRequest, flt: int) -> SessionCall:
+        """Send the submit; its acknowledgement and events arrive on the returned call. Raises
+        :class:`SessionBroken` when the stream is (or breaks) before the request is sent."""
+        if self.broken:
+            raise SessionBroken
+        loop = asyncio.get_running_loop()
+        call = SessionCall(self, next(self._numbers), loop.create_future())
+        self._calls[call.number] = call
+        message = client_pb2.SessionRequest(call=call.number, submit=request, filter=flt)  # type: ignore[arg-type]
+        try:
+            await self._write(message)
+        except BaseException:
+            self._calls.pop(call.number, None)
+            call.over = True
+            raise
+        return call
+
+    def stop(self, number: int) -> None:
+        """Ask for no more of call ``number``'s events (sent in the background)."""
+        if self._calls.pop(number, None) is None or self.broken:
+            return
+        task = asyncio.get_running_loop().create_task(self._stop(number))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stop(self, number: int) -> None:
+        with contextlib.suppress(SessionBroken):
+            await self._write(client_pb2.SessionRequest(call=number, stop=client_pb2.SessionStop()))
+
+    async def _write(self, message: client_pb2.SessionRequest) -> None:
+        async with self._writing:
+            if self.broken:
+                raise SessionBroken
+            try:
+                await self._call.write(message)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                raise SessionBroken from None
+
+    async def _read(self) -> None:
+        call = self._call
+        calls = self._calls
+        try:
+            self.epoch = _metadata_value(await call.initial_metadata(), EPOCH_METADATA)
+            while (reply := await call.read()) is not grpc.aio.EOF:
+                one = calls.get(reply.call)
+                if one is None:
+                    continue  # stopped here meanwhile
+                if reply.HasField("accepted") and not one.accepted.done():
+                    one.accepted.set_result(reply.accepted)
+                if reply.HasField("events"):
+                    one.replies.put_nowait(reply.events)
+                if reply.HasField("end"):
+                    del calls[reply.call]
+                    one.finish(reply.end)
+        except grpc.aio.AioRpcError as e:
+            self.error = e
+            self.unimplemented = e.code() == grpc.StatusCode.UNIMPLEMENTED
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.broken = True
+            for one in calls.values():
+                one.finish(None)
+            calls.clear()
+
+    async def close(self) -> None:
+        """End the stream; calls still open fall back (a closing client has no readers)."""
+        self.broken = True
+        self._call.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _metadata_value(metadata: Any, key: str) -> str:
+    for k, v in metadata or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode()
+    return ""
+
+
+class Sessions:
+    """A client's Session streams: one per controller address, opened on first use and again
+    after a break; none to a controller that does not serve Session."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, ClientSession] = {}
+        self._unserved: set[str] = set()
+
+    def get(
+        self,
+        stub: client_pb2_grpc.JobServiceStub,
+        metadata: tuple[tuple[str, str], ...],
+        address: str,
+    ) -> ClientSession | None:
+        """The open stream to ``address`` (opened now when there is none, or the last one
+        broke); None when that controller does not serve Session."""
+        if address in self._unserved:
+            return None
+        session = self._open.get(address)
+        if session is None or session.broken:
+            if session is not None and session.unimplemented:
+                self._unserved.add(address)
+                return None
+            session = self._open[address] = ClientSession(stub, metadata, address)
+        return session
+
+    async def submit(
+        self,
+        stub: client_pb2_grpc.JobServiceStub,
+        metadata: tuple[tuple[str, str], ...],
+        address: str,
+        request: client_pb2.SubmitJobRequest,
+        flt: int,
+        deadline: float | None,
+    ) -> tuple[client_pb2.SubmitJobResponse, SessionCall] | None:
+        """Submit over the stream to ``address``: the acknowledgement and the call the job's
+        events arrive on, or None when the stream broke first (go on through SubmitJob and
+        WatchJob, same job id). Raises what SubmitJob would: the controller's refusal, or
+        DeadlineExceededError once the loop's clock passes ``deadline``."""
+        session = self.get(stub, metadata, address)
+        if session is None:
+            return None
+        try:
+            call = await session.start(request, flt)
+        except SessionBroken:
+            return None
+        try:
+            if deadline is None:
+                accepted = await call.accepted
+            else:
+                async with asyncio.timeout_at(deadline):
+                    accepted = await call.accepted
+        except TimeoutError:
+            call.cancel()
+            raise from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "", address) from None
+        except BaseException:
+            call.cancel()
+            raise
+        if accepted is None:
+            error = call.refusal()
+            if error is not None:
+                raise error
+            return None
+        return accepted, call
+
+    async def close(self) -> None:
+        for session in self._open.values():
+            await session.close()
+        self._open.clear()
