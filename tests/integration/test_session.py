@@ -17,7 +17,7 @@ import pytest
 
 from deerflow_bench import Cluster
 from deerflow_controller.client import AsyncClient, DeadlineExceededError, Task
-from deerflow_controller.client._session import SessionCall
+from deerflow_controller.client._session import SESSION_MAX_TASKS, SessionCall
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import TaskState
 from deerflow_controller.core.scheduler import Scheduler
@@ -133,7 +133,7 @@ async def test_all_events_come_with_the_acknowledgement_and_a_done_job_ends_with
     # The job's last events and the call's end in one message.
     assert reply.call == 7 and [e.state for e in reply.events.events] == [TaskState.CANCELLED] * 2
     assert reply.HasField("end") and reply.end.code == 0
-    assert served.service.streams.total == 0
+    await until(lambda: served.service.streams.total == 0, "the call's place given back")
     stream.cancel()
 
 
@@ -210,6 +210,19 @@ async def test_in_ha_mode_the_stream_tells_its_epoch_and_ends_unavailable_with_t
 
 
 # ------------------------------------------------------------------ the SDK, real processes
+
+
+async def test_the_sdk_gives_a_job_too_large_for_the_stream_a_watch_of_its_own(
+    served: Served,
+) -> None:
+    """Its results are then paced to their reader by gRPC's flow control; the shared stream's
+    reader takes every reply as it comes."""
+    async with AsyncClient(served.gate.address, timeout_s=30) as client:
+        for n, on_stream in ((SESSION_MAX_TASKS, True), (SESSION_MAX_TASKS + 1, False)):
+            tasks = [Task(f"t{i}", "echo") for i in range(n)]
+            job = await client.submit(tasks, job_id=f"size-{n}", watch="results")
+            assert job.accepted == n and job._opened is not None
+            assert isinstance(job._opened[1], SessionCall) is on_stream, n
 
 
 async def test_the_sdk_sends_every_waiting_submit_over_one_stream(

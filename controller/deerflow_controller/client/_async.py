@@ -22,7 +22,12 @@ from deerflow_controller.client._errors import (
 )
 from deerflow_controller.client._handle import JobHandle
 from deerflow_controller.client._retry import Retry
-from deerflow_controller.client._session import SessionBroken, SessionCall, Sessions
+from deerflow_controller.client._session import (
+    SESSION_MAX_TASKS,
+    SessionBroken,
+    SessionCall,
+    Sessions,
+)
 from deerflow_controller.client._tracing import submit_span
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
@@ -189,14 +194,14 @@ class AsyncClient:
         """Submit a job (a DAG through ``depends_on``). Returns once the controller accepted it.
 
         ``watch``: have the job's results (``"results"``, for the handle's ``results()``,
-        ``result()`` and ``wait()``) or all its events (``"events"``, for its ``events()``)
-        sent as they come, starting with the submit: the submit and its events then travel on
-        the client's one Session stream to the controller (opened on first use, see
-        client.proto), with no call of their own, which is what makes a small job's round trip
-        short. The handle's first such read takes them; any other opens its own stream as
-        usual. Controllers that predate Session, and any break of the stream, fall back to
-        SubmitJob with a WatchJob opened alongside (read then only by a reader without a
-        ``timeout_s``), resuming where the stream stopped.
+        ``result()`` and ``wait()``) or all its events (``"events"``, for ``events()``) sent as
+        they come: the submit and its events travel on the client's one Session stream to the
+        controller (see client.proto), with no call of their own, which is what makes a small
+        job's round trip short; the handle's first such read takes them. A job of more than
+        ``SESSION_MAX_TASKS`` tasks, a controller that predates Session, or a break of the
+        stream get SubmitJob with a WatchJob alongside instead (its results paced to their
+        reader by gRPC's flow control; read only by a reader without ``timeout_s``), resuming
+        where the stream stopped.
 
         Raises InvalidJobError / ResourceExhaustedError when refused; nothing is accepted then.
         Passing ``job_id`` makes the submit idempotent: resubmitting the same tasks is a no-op.
@@ -218,7 +223,7 @@ class AsyncClient:
             span.set_attribute("deerflow.tasks", len(request.tasks))
             deadline = self._deadline(timeout_s)
             flt = _WATCH_FILTERS[watch] if watch else None
-            if flt is not None:
+            if flt is not None and len(request.tasks) <= SESSION_MAX_TASKS:
                 fast = await self._sessions.submit(
                     self._jobs, self._auth, self.address, request, flt, deadline
                 )

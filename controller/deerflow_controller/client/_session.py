@@ -27,6 +27,13 @@ from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 EPOCH_METADATA = "deerflow-epoch"
 
+SESSION_MAX_TASKS = 1024
+"""The largest job the SDK sends over its Session stream. The stream's reader takes every reply
+as it comes (one job's results cannot wait there without stalling the others'), so a call's
+unread results are held in the client: up to this many per job. A larger job gets a WatchJob
+of its own, paced to its reader by gRPC's flow control; its round trip gains nothing from the
+shared stream anyway (DeerFlow's research report is 50-150 tasks, a tool call one)."""
+
 
 class SessionBroken(Exception):
     """The stream ended before this call's end: go on through SubmitJob and WatchJob."""

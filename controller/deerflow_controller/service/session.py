@@ -20,9 +20,11 @@ when the client cancels it or its credential is revoked (the handler's task is c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -63,6 +65,27 @@ session_hooks: contextvars.ContextVar[SessionHooks | None] = contextvars.Context
 """Set by the leader gate around a Session call in HA mode; None otherwise."""
 
 
+class _StreamGone(Exception):
+    """A write failed: the stream is over (the client went away); end quietly."""
+
+
+@dataclass(eq=False)
+class _Call:
+    """One call being served: its task, and whether a stop waits for its write to finish."""
+
+    task: asyncio.Task[None] | None = None
+    writing: bool = False
+    stopped: bool = False
+
+    def stop(self) -> None:
+        """End the call's events. Never while its write is in flight: a write cancelled there
+        stays in gRPC's core, and the next one on the stream would be refused; the call then
+        ends after that write instead."""
+        self.stopped = True
+        if not self.writing and self.task is not None:
+            self.task.cancel()
+
+
 class ServedSession:
     """One Session stream being served (see the module docstring)."""
 
@@ -73,7 +96,7 @@ class ServedSession:
         self.context = context
         self.who = who
         self.hooks = session_hooks.get()
-        self.calls: dict[int, asyncio.Task[None]] = {}
+        self.calls: dict[int, _Call] = {}
         self.reading = True
         self.failure: BaseException | None = None
         self._over = asyncio.Event()
@@ -85,12 +108,13 @@ class ServedSession:
         reader = asyncio.create_task(self._read(requests))
         try:
             await self._over.wait()
-            if self.failure is not None:
+            if self.failure is not None and not isinstance(self.failure, _StreamGone):
                 raise self.failure
         finally:
             reader.cancel()
-            for task in list(self.calls.values()):
-                task.cancel()
+            for call in list(self.calls.values()):
+                if call.task is not None:
+                    call.task.cancel()
 
     async def _read(self, requests: AsyncIterator[client_pb2.SessionRequest]) -> None:
         calls = self.calls
@@ -99,9 +123,9 @@ class ServedSession:
                 number = request.call
                 body = request.WhichOneof("body")
                 if body == "stop":
-                    task = calls.get(number)
-                    if task is not None:
-                        task.cancel()
+                    call = calls.get(number)
+                    if call is not None:
+                        call.stop()
                     continue
                 if number == 0 or number in calls:
                     why = "is 0" if number == 0 else "is still in use on this stream"
@@ -124,8 +148,9 @@ class ServedSession:
                     )
                     return
                 terminal_only = request.filter == client_pb2.TERMINAL
-                calls[number] = asyncio.create_task(
-                    self._serve(number, request.submit, terminal_only)
+                call = calls[number] = _Call()
+                call.task = asyncio.create_task(
+                    self._serve(number, call, request.submit, terminal_only)
                 )
         finally:
             self.reading = False
@@ -138,66 +163,95 @@ class ServedSession:
             self.failure = error
             self._over.set()
 
-    async def _send(self, reply: client_pb2.SessionReply) -> None:
+    async def _send(self, call: _Call, reply: client_pb2.SessionReply) -> None:
+        """Write ``reply`` (one write at a time on the stream); raises CancelledError after it
+        when the call was stopped meanwhile, ``_StreamGone`` when the stream is over."""
         async with self._writing:
-            await self.context.write(reply)
+            call.writing = True
+            try:
+                await self.context.write(reply)
+            except Exception as e:
+                raise _StreamGone(str(e)) from None
+            finally:
+                call.writing = False
+        if call.stopped:
+            raise asyncio.CancelledError
 
     async def _serve(
-        self, number: int, request: client_pb2.SubmitJobRequest, terminal_only: bool
+        self, number: int, call: _Call, request: client_pb2.SubmitJobRequest, terminal_only: bool
     ) -> None:
-        service = self.service
-        hooks = self.hooks
+        """Serve one call to its end; whatever happens, the client is told how it ended (or
+        the whole stream ends), never left waiting on it."""
         try:
-            if hooks is not None:
-                hooks.check(request)
-            streams = service.streams
             try:
-                host = streams.open(self.context.peer(), stream_owner(self.who))
-            except TooManyStreams as e:
-                raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
-            try:
-                # The client waits on this call's results, not on the acknowledgement.
-                request.watching = True
-                response = await service.accept(request, self.who)
-                if hooks is not None:
-                    await hooks.acknowledged(request, response)
-                job = service.shell.job(response.job_id)
-                if job is None:
-                    raise Refused(
-                        grpc.StatusCode.NOT_FOUND,
-                        f"job {quote(response.job_id)} was forgotten as soon as it was accepted "
-                        "(finished longer ago than its retention); resubmit it with a new job id",
-                    )
-                # The acknowledgement goes with the first events when some are there already
-                # (all events: the job's QUEUED and DISPATCHED), else on its own at once.
-                ack = response if _events_ready(service, job, terminal_only) else None
-                if ack is None:
-                    await self._send(client_pb2.SessionReply(call=number, accepted=response))
-                ended = False
-                async for batch, last in service.watch(job, 0, terminal_only=terminal_only):
-                    reply = client_pb2.SessionReply(call=number, accepted=ack, events=batch)
-                    ack = None
-                    if last:
-                        # The job's last events and the call's end in one message.
-                        reply.end.SetInParent()
-                        ended = True
-                    await self._send(reply)
-                if hooks is not None:
-                    hooks.delivered(job.id)
-                if not ended:
-                    end = client_pb2.SessionEnd()
-                    await self._send(client_pb2.SessionReply(call=number, end=end))
-            finally:
-                streams.close(host)
-        except Refused as e:
-            end = client_pb2.SessionEnd(code=e.code.value[0], message=e.message)
-            await self._send(client_pb2.SessionReply(call=number, end=end))
-        except SchedulerReplaced as e:
+                await self._call(number, call, request, terminal_only)
+            except Refused as e:
+                end = client_pb2.SessionEnd(code=e.code.value[0], message=e.message)
+                await self._send(call, client_pb2.SessionReply(call=number, end=end))
+        except (SchedulerReplaced, _StreamGone) as e:
             self._fail(e)
+        except Exception:
+            # A defect here must not leave the client waiting on this call for ever.
+            log.exception("session call %d failed; ending it with INTERNAL", number)
+            end = client_pb2.SessionEnd(
+                code=grpc.StatusCode.INTERNAL.value[0],
+                message="the controller failed while serving this job's call (its log says "
+                "why); watch the job with WatchJob, or resubmit it with the same job id",
+            )
+            with contextlib.suppress(_StreamGone, asyncio.CancelledError):
+                await self._send(call, client_pb2.SessionReply(call=number, end=end))
         finally:
             del self.calls[number]
             if not self.reading and not self.calls:
                 self._over.set()
+
+    async def _call(
+        self, number: int, call: _Call, request: client_pb2.SubmitJobRequest, terminal_only: bool
+    ) -> None:
+        """Accept the job and send its events; raises ``Refused`` to end only this call."""
+        service = self.service
+        hooks = self.hooks
+        if hooks is not None:
+            hooks.check(request)
+        streams = service.streams
+        try:
+            host = streams.open(self.context.peer(), stream_owner(self.who))
+        except TooManyStreams as e:
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
+        try:
+            # The client waits on this call's results, not on the acknowledgement.
+            request.watching = True
+            response = await service.accept(request, self.who)
+            if hooks is not None:
+                await hooks.acknowledged(request, response)
+            job = service.shell.job(response.job_id)
+            if job is None:
+                raise Refused(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"job {quote(response.job_id)} was forgotten as soon as it was accepted "
+                    "(finished longer ago than its retention); resubmit it with a new job id",
+                )
+            # The acknowledgement goes with the first events when some are there already
+            # (all events: the job's QUEUED and DISPATCHED), else on its own at once.
+            ack = response if _events_ready(service, job, terminal_only) else None
+            if ack is None:
+                await self._send(call, client_pb2.SessionReply(call=number, accepted=response))
+            ended = False
+            async for batch, last in service.watch(job, 0, terminal_only=terminal_only):
+                reply = client_pb2.SessionReply(call=number, accepted=ack, events=batch)
+                ack = None
+                if last:
+                    # The job's last events and the call's end in one message.
+                    reply.end.SetInParent()
+                    ended = True
+                await self._send(call, reply)
+            if hooks is not None:
+                hooks.delivered(job.id)
+            if not ended:
+                end = client_pb2.SessionEnd()
+                await self._send(call, client_pb2.SessionReply(call=number, end=end))
+        finally:
+            streams.close(host)
 
 
 def _events_ready(service: JobService, job: Job, terminal_only: bool) -> bool:
