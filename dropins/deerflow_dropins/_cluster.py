@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
 
+from deerflow_common.runner import new_loop
 from deerflow_controller.client import AsyncClient, DeerflowError, Task, TaskResult, TlsFiles
 
 __all__ = [
@@ -163,7 +164,7 @@ class ClusterConnection:
         self.tracer_provider = tracer_provider
         # TLS: ``tls``, else $DEERFLOW_TLS_CA/_CERT/_KEY as the CLI reads them; neither: plaintext.
         self.tls = tls if tls is not None else TlsFiles.from_env()
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="deerflow-dropins", daemon=True
         )

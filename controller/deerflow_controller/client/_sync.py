@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import grpc
 
+from deerflow_common.runner import new_loop
 from deerflow_common.tls import TlsFiles
 from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient
 from deerflow_controller.client._errors import DeerflowError
@@ -53,7 +54,7 @@ class _LoopThread:
     callbacks back: about half the client's own CPU per call of a thread pool of callers."""
 
     def __init__(self) -> None:
-        self.loop = _new_loop()
+        self.loop = new_loop()
         self._lock = threading.Lock()  # guards _pending, _woken and closed
         self._pending: deque[_Call[Any]] = deque()
         self._woken = False  # a _start_pending callback is scheduled and has not yet run
@@ -375,13 +376,3 @@ async def _nothing() -> None:
 
 async def _anext(agen: AsyncIterator[T]) -> T:
     return await agen.__anext__()
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when it is installed (as ``deerflow_common.run`` uses for the async
-    clients), else asyncio's: the private loop runs the same grpc.aio code as an AsyncClient."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
