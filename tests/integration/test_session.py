@@ -8,6 +8,7 @@ back to SubmitJob and WatchJob when the stream breaks, on real controller and ag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -198,15 +199,38 @@ async def test_in_ha_mode_the_stream_tells_its_epoch_and_ends_unavailable_with_t
     await stream.write(submit(1, "j"))
     assert (await stream.read()).accepted.job_id == "j"
     assert dict(await stream.initial_metadata())["deerflow-epoch"] == "3"
+    end_term(served)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stream.read()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    one_sentence(caught.value.details() or "")
+
+
+def end_term(served: Served) -> None:
+    """What the leadership loop does when this controller stops leading."""
     assert served.gate.term is not None
     served.gate.term.ended.set()
     served.gate.term = None
     config = served.shell.config
     served.shell.replace_scheduler(Scheduler(config.scheduler, limiter=RateLimiter(config.limits)))
+
+
+async def test_an_idle_stream_ends_with_the_term_so_no_later_submit_reaches_a_standby(
+    served: Served,
+) -> None:
+    """No call of it watches a job whose wake-up would end it: the term's end itself does."""
+    stream = served.stub.Session()
+    await stream.write(client_pb2.SessionRequest(call=1, stop=client_pb2.SessionStop()))
+    assert dict(await stream.initial_metadata())["deerflow-epoch"] == "3"
+    end_term(served)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stream.read()
+        async with asyncio.timeout(30):  # a bound on a hang (it hung before the fix)
+            await stream.read()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     one_sentence(caught.value.details() or "")
+    with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+        await stream.write(submit(2, "late"))
+    assert served.shell.job("late") is None
 
 
 # ------------------------------------------------------------------ the SDK, real processes

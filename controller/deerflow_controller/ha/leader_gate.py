@@ -162,12 +162,22 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # The session's submits are journaled before they are acknowledged, its finished
             # calls count as delivered: the JobService reads these hooks for this call.
             token = session_hooks.set(hooks)
+            # The stream outlives requests: it ends with the term even when no call of it is
+            # watching a job (whose wake-up would end it), so that no later submit on it
+            # reaches a controller that no longer leads.
+            serving = asyncio.ensure_future(inner(requests, context))
+            ended = asyncio.ensure_future(term.ended.wait())
             try:
-                await inner(requests, context)
-                return
-            except SchedulerReplaced:
-                pass
+                await asyncio.wait((serving, ended), return_when=asyncio.FIRST_COMPLETED)
+                if serving.done():
+                    with contextlib.suppress(SchedulerReplaced):
+                        serving.result()
+                        return
             finally:
+                for task in (serving, ended):
+                    task.cancel()
+                with contextlib.suppress(BaseException):
+                    await serving
                 session_hooks.reset(token)
             await gate._refuse_ended_watch(context)
 
@@ -252,6 +262,12 @@ class _TermHooks:
     term: Term
 
     def check(self, request: client_pb2.SubmitJobRequest) -> None:
+        if self.term.ended.is_set():
+            raise Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"controller {self.gate.address} stopped leading before this job was accepted; "
+                "resubmit it with the same job id to the leader (the SDK does)",
+            )
         journal = self.term.journal
         if journal is None:
             return
