@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from deerflow_controller.core.model import TERMINAL_STATES, Event, Job, TaskState
+from deerflow_controller.core.scheduler import Scheduler
 from deerflow_controller.core.validation import (
     JobRejected,
     Limits,
@@ -206,16 +207,17 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         return job
 
     async def watch(
-        self, job: Job, after_seq: int, *, terminal_only: bool
+        self, job: Job, after_seq: int, *, terminal_only: bool, scheduler: Scheduler | None = None
     ) -> AsyncIterator[tuple[common_pb2.TaskEventBatch, bool]]:
         """The job's events after ``after_seq`` (only terminal ones when ``terminal_only``) in
         messages, as they become deliverable, until the job is done and all were given (WatchJob
         and each call of a Session), each with whether it is the last. A message counts against
         the watch buffer until the consumer asks for the next. Raises :class:`Refused`
         (NOT_FOUND) when the job is forgotten meanwhile, SchedulerReplaced when this controller
-        stops leading (HA)."""
+        stops leading (HA). ``scheduler``: the one ``job`` was found in, when the caller awaited
+        something since (else a term that ended meanwhile would read as the job forgotten)."""
         shell = self.shell
-        scheduler = shell.scheduler
+        scheduler = scheduler or shell.scheduler
         cursor = after_seq
         wake = shell.watch(job.id)
         try:

@@ -221,9 +221,14 @@ class ServedSession:
         try:
             # The client waits on this call's results, not on the acknowledgement.
             request.watching = True
+            scheduler = service.shell.scheduler  # the term's: a later one is not this job's
             response = await service.accept(request, self.who)
             if hooks is not None:
                 await hooks.acknowledged(request, response)
+            if service.shell.scheduler is not scheduler:
+                raise SchedulerReplaced(
+                    f"job {quote(response.job_id)} was accepted as a term ended"
+                )
             job = service.shell.job(response.job_id)
             if job is None:
                 raise Refused(
@@ -237,7 +242,8 @@ class ServedSession:
             if ack is None:
                 await self._send(call, client_pb2.SessionReply(call=number, accepted=response))
             ended = False
-            async for batch, last in service.watch(job, 0, terminal_only=terminal_only):
+            watch = service.watch(job, 0, terminal_only=terminal_only, scheduler=scheduler)
+            async for batch, last in watch:
                 reply = client_pb2.SessionReply(call=number, accepted=ack, events=batch)
                 ack = None
                 if last:
