@@ -236,6 +236,29 @@ async def test_an_idle_stream_ends_with_the_term_so_no_later_submit_reaches_a_st
 # ------------------------------------------------------------------ the SDK, real processes
 
 
+async def test_callers_cancelled_during_their_submits_leave_the_stream_to_the_others(
+    served: Served,
+) -> None:
+    """grpc.aio cancels a whole stream when one of its writes is cancelled: no caller's
+    cancellation may reach a write, whenever it comes."""
+    async with AsyncClient(served.gate.address, timeout_s=30) as client:
+        await client.submit([Task("a", "echo")], job_id="first", watch="results")
+        (session,) = client._sessions._open.values()
+        submits = [
+            asyncio.ensure_future(
+                client.submit([Task("a", "echo")], job_id=f"j{i}", watch="results")
+            )
+            for i in range(40)
+        ]
+        for turn in range(40):  # cancel them at every stage of their way out
+            submits[turn].cancel()
+            await asyncio.sleep(0)
+        await asyncio.gather(*submits, return_exceptions=True)
+        job = await client.submit([Task("a", "echo")], job_id="after", watch="results")
+        assert not session.broken and client._sessions._open[client.address] is session
+        assert job._opened is not None and job._opened[1].session is session
+
+
 async def test_the_sdk_gives_a_job_too_large_for_the_stream_a_watch_of_its_own(
     served: Served,
 ) -> None:

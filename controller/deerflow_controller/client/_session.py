@@ -8,8 +8,10 @@ the controller predates Session) each call still open falls back to what the SDK
 SubmitJob (idempotent by job id) and a WatchJob resuming from the last seq the call saw, and the
 next submit opens a new stream.
 
-Everything here runs on the client's event loop: no locks beyond the one that keeps two writes
-from overlapping on the stream (gRPC allows one at a time).
+Everything here runs on the client's event loop. One writer task writes the stream's requests
+in order: a caller never awaits a write itself, so a caller cancelled meanwhile cannot cancel
+one (grpc.aio cancels the whole stream when a write is cancelled, which would break every other
+call on it).
 """
 
 from __future__ import annotations
@@ -132,47 +134,41 @@ class ClientSession:
         self._call: Any = stub.Session(metadata=metadata)
         self._calls: dict[int, SessionCall] = {}
         self._numbers = itertools.count(1)
-        self._writing = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._outbox: asyncio.Queue[client_pb2.SessionRequest] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read())
+        self._writer = loop.create_task(self._write())
 
-    async def start(self, request: client_pb2.SubmitJobRequest, flt: int) -> SessionCall:
-        """Send the submit; its acknowledgement and events arrive on the returned call. Raises
-        :class:`SessionBroken` when the stream is (or breaks) before the request is sent."""
+    def start(self, request: client_pb2.SubmitJobRequest, flt: int) -> SessionCall:
+        """Send the submit (queued for the writer); its acknowledgement and events arrive on
+        the returned call. Raises :class:`SessionBroken` when the stream is broken."""
         if self.broken:
             raise SessionBroken
-        loop = asyncio.get_running_loop()
-        call = SessionCall(self, next(self._numbers), loop.create_future())
+        call = SessionCall(self, next(self._numbers), asyncio.get_running_loop().create_future())
         self._calls[call.number] = call
-        message = client_pb2.SessionRequest(call=call.number, submit=request, filter=flt)  # type: ignore[arg-type]
-        try:
-            await self._write(message)
-        except BaseException:
-            self._calls.pop(call.number, None)
-            call.over = True
-            raise
+        self._outbox.put_nowait(
+            client_pb2.SessionRequest(call=call.number, submit=request, filter=flt)  # type: ignore[arg-type]
+        )
         return call
 
     def stop(self, number: int) -> None:
-        """Ask for no more of call ``number``'s events (sent in the background)."""
-        if self._calls.pop(number, None) is None or self.broken:
-            return
-        task = asyncio.get_running_loop().create_task(self._stop(number))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Ask for no more of call ``number``'s events."""
+        if self._calls.pop(number, None) is not None and not self.broken:
+            self._outbox.put_nowait(
+                client_pb2.SessionRequest(call=number, stop=client_pb2.SessionStop())
+            )
 
-    async def _stop(self, number: int) -> None:
-        with contextlib.suppress(SessionBroken):
-            await self._write(client_pb2.SessionRequest(call=number, stop=client_pb2.SessionStop()))
-
-    async def _write(self, message: client_pb2.SessionRequest) -> None:
-        async with self._writing:
-            if self.broken:
-                raise SessionBroken
-            try:
+    async def _write(self) -> None:
+        """Write the queued requests in order until the stream ends; a write that fails ends
+        it (the reader then breaks every open call: they fall back)."""
+        try:
+            while True:
+                message = await self._outbox.get()
                 await self._call.write(message)
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-                raise SessionBroken from None
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # whatever gRPC raises, the stream is over
+            self._call.cancel()
 
     async def _read(self) -> None:
         call = self._call
@@ -205,10 +201,10 @@ class ClientSession:
         """End the stream; calls still open fall back (a closing client has no readers)."""
         self.broken = True
         self._call.cancel()
-        with contextlib.suppress(BaseException):
-            await self._reader
-        for task in list(self._tasks):
-            task.cancel()
+        self._writer.cancel()
+        for task in (self._reader, self._writer):
+            with contextlib.suppress(BaseException):
+                await task
 
 
 def _metadata_value(metadata: Any, key: str) -> str:
@@ -261,7 +257,7 @@ class Sessions:
         if session is None:
             return None
         try:
-            call = await session.start(request, flt)
+            call = session.start(request, flt)
         except SessionBroken:
             return None
         try:
