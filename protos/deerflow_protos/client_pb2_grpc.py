@@ -111,8 +111,9 @@ class JobServiceServicer:
         controller and sends every submit that waits for results over it, so a job costs messages
         on an open stream instead of two calls; it falls back to SubmitJob and WatchJob (resuming
         from the last seq it saw) whenever the stream breaks.
-        A call counts against --max-watch-streams and --max-watch-streams-per-client while it
-        streams, as a WatchJob does. A `stop` ends a call's events (the job runs on). A call number
+        The stream itself, and each call while it streams, count against --max-watch-streams and
+        --max-watch-streams-per-client as a WatchJob does (one more stream is RESOURCE_EXHAUSTED;
+        one more call ends that call so, its job not accepted). A `stop` ends a call's events (the job runs on). A call number
         that is 0 or still in use on the stream, or a request without a submit or stop, ends the
         stream with INVALID_ARGUMENT; jobs already accepted run on. Authentication is checked when
         the stream opens (a revoked token ends it, as WatchJob). HA mode: initial metadata

@@ -67,8 +67,8 @@ async def served() -> AsyncIterator[Served]:
 
 @pytest.fixture
 async def limited() -> AsyncIterator[Served]:
-    """As ``served``, with two result streams allowed per client."""
-    async for s in serve(ControllerConfig(max_watch_streams_per_client=2)):
+    """As ``served``, with three result streams allowed per client."""
+    async for s in serve(ControllerConfig(max_watch_streams_per_client=3)):
         yield s
 
 
@@ -134,7 +134,8 @@ async def test_all_events_come_with_the_acknowledgement_and_a_done_job_ends_with
     # The job's last events and the call's end in one message.
     assert reply.call == 7 and [e.state for e in reply.events.events] == [TaskState.CANCELLED] * 2
     assert reply.HasField("end") and reply.end.code == 0
-    await until(lambda: served.service.streams.total == 0, "the call's place given back")
+    # The call's place is given back; the stream keeps its own.
+    await until(lambda: served.service.streams.total == 1, "the call's place given back")
     stream.cancel()
 
 
@@ -168,10 +169,10 @@ async def test_a_request_without_submit_or_stop_ends_the_stream(served: Served) 
     assert "neither a submit nor a stop" in (caught.value.details() or "")
 
 
-async def test_calls_count_against_the_stream_limits_and_a_stop_gives_one_back(
+async def test_the_stream_and_its_calls_count_against_the_limits_and_a_stop_gives_one_back(
     limited: Served,
 ) -> None:
-    stream = limited.stub.Session()
+    stream = limited.stub.Session()  # one of the client's three places
     for n in (1, 2):
         await stream.write(submit(n, f"j{n}"))
         assert (await stream.read()).accepted.job_id == f"j{n}"
@@ -179,15 +180,21 @@ async def test_calls_count_against_the_stream_limits_and_a_stop_gives_one_back(
     reply = await stream.read()
     assert reply.call == 3 and reply.end.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     one_sentence(reply.end.message)
-    assert "--max-watch-streams-per-client 2" in reply.end.message
+    assert "--max-watch-streams-per-client 3" in reply.end.message
     assert limited.shell.job("j3") is None  # refused before anything was accepted
     # A stop ends the call's events (its job runs on) and gives its place back.
     await stream.write(stop(1))
-    await until(lambda: limited.service.streams.total == 1, "call 1's place given back")
+    await until(lambda: limited.service.streams.total == 2, "call 1's place given back")
     job = limited.shell.job("j1")
     assert job is not None and not job.done
     await stream.write(submit(4, "j4"))
     assert (await stream.read()).accepted.job_id == "j4"
+    # Idle streams are bounded too: with all three places held, another stream is refused.
+    other = limited.stub.Session()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await other.read()
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    one_sentence(caught.value.details() or "")
     stream.cancel()
     await until(lambda: limited.service.streams.total == 0, "every place given back")
 

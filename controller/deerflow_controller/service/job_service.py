@@ -161,10 +161,20 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         request_iterator: AsyncIterator[client_pb2.SessionRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
+        who = principal()
         try:
-            await ServedSession(self, context, principal()).run(request_iterator)
+            # The stream counts as one result stream itself (idle streams are bounded too),
+            # and each of its calls as one more while it streams.
+            host = self.streams.open(context.peer(), stream_owner(who))
+        except TooManyStreams as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            return
+        try:
+            await ServedSession(self, context, who).run(request_iterator)
         except Refused as e:
             await context.abort(e.code, e.message)
+        finally:
+            self.streams.close(host)
 
     async def _submitted(
         self, job_id: str, wait_s: float, context: grpc.aio.ServicerContext

@@ -78,8 +78,8 @@ class WatchStreams:
         if held >= self.max_per_client:
             who = "this client" if tenant is None else f"tenant {quote(tenant)}"
             raise TooManyStreams(
-                f"{who} already has {held} WatchJob streams open (a Session's calls count one "
-                f"each), the limit per client "
+                f"{who} already has {held} WatchJob streams open (a Session stream and each of "
+                f"its calls count one each), the limit per client "
                 f"(--max-watch-streams-per-client {self.max_per_client}); close some, and retry "
                 "when some end"
             )
