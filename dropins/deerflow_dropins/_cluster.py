@@ -297,8 +297,11 @@ async def _one_task(
     job_id = uuid.uuid4().hex
     try:
         # The submit and its result travel on the client's Session stream (one message each
-        # way, no call of their own); the wait keeps its deadline there.
-        handle = await client.submit([task], job_id=job_id, name=name, watch="results")
+        # way, no call of their own); the wait keeps its deadline there. Given up during the
+        # submit, the job's cancel follows it on the stream (it cannot overtake the submit).
+        handle = await client.submit(
+            [task], job_id=job_id, name=name, watch="results", cancel_if_abandoned=True
+        )
         return await handle.result(task.id, timeout_s=timeout_s)
     except asyncio.CancelledError:
         # The caller gave up: do not leave the task running (or queued) on the cluster.

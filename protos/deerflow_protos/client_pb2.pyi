@@ -150,8 +150,10 @@ class SessionRequest(_message.Message):
     def __init__(self, call: _Optional[int] = ..., submit: _Optional[_Union[SubmitJobRequest, _Mapping]] = ..., stop: _Optional[_Union[SessionStop, _Mapping]] = ..., filter: _Optional[_Union[EventFilter, str]] = ...) -> None: ...
 
 class SessionStop(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("cancel_job",)
+    CANCEL_JOB_FIELD_NUMBER: _ClassVar[int]
+    cancel_job: bool
+    def __init__(self, cancel_job: _Optional[bool] = ...) -> None: ...
 
 class SessionReply(_message.Message):
     __slots__ = ("call", "accepted", "events", "end")

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from deerflow_bench import Cluster
-from deerflow_controller.client import AsyncClient, DeadlineExceededError, Task
+from deerflow_controller.client import AsyncClient, DeadlineExceededError, JobHandle, Task
 from deerflow_controller.client._session import SESSION_MAX_TASKS, SessionCall
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import TaskState
@@ -241,6 +241,62 @@ async def test_an_idle_stream_ends_with_the_term_so_no_later_submit_reaches_a_st
 
 
 # ------------------------------------------------------------------ the SDK, real processes
+
+
+async def test_a_stop_that_cancels_the_job_follows_its_submit_and_cannot_overtake_it(
+    served: Served,
+) -> None:
+    stream = served.stub.Session()
+    # Both written before the controller reads either: the cancel still comes second.
+    await stream.write(submit(1, "abandoned", "a", "b"))
+    await stream.write(
+        client_pb2.SessionRequest(call=1, stop=client_pb2.SessionStop(cancel_job=True))
+    )
+    states: list[int] = []
+    while True:
+        reply = await stream.read()
+        assert reply.call == 1
+        states += [e.state for e in reply.events.events]
+        if reply.HasField("end"):
+            break
+    assert states == [TaskState.CANCELLED] * 2 and reply.end.code == 0
+    job = served.shell.job("abandoned")
+    assert job is not None and {t.state for t in job.tasks.values()} == {TaskState.CANCELLED}
+    stream.cancel()
+
+
+async def test_a_submit_abandoned_at_any_stage_leaves_no_job_waiting(served: Served) -> None:
+    """``cancel_if_abandoned``: whenever the caller gives up, the job was never sent, or it is
+    cancelled (no agent here: without the cancel it would wait QUEUED for ever)."""
+    async with AsyncClient(served.gate.address, timeout_s=30) as client:
+        await client.submit([Task("a", "echo")], job_id="first", watch="results")
+        submits = [
+            asyncio.ensure_future(
+                client.submit(
+                    [Task("a", "echo")],
+                    job_id=f"gone{i}",
+                    watch="results",
+                    cancel_if_abandoned=True,
+                )
+            )
+            for i in range(20)
+        ]
+        for turn in range(20):  # cancel them at every stage of their way out
+            submits[turn].cancel()
+            await asyncio.sleep(0)
+        outcomes = await asyncio.gather(*submits, return_exceptions=True)
+        # A submit answered before its cancel came is the caller's: not abandoned.
+        abandoned = [f"gone{i}" for i, o in enumerate(outcomes) if not isinstance(o, JobHandle)]
+        assert abandoned
+        # The stream is ordered: once a later submit is answered, every earlier request was read.
+        await client.submit([Task("a", "echo")], job_id="after", watch="results")
+        for job_id in abandoned:
+            await until(
+                lambda: (j := served.shell.job(job_id)) is None or j.done,  # noqa: B023
+                f"{job_id} cancelled or never sent",
+            )
+            job = served.shell.job(job_id)
+            assert job is None or {t.state for t in job.tasks.values()} == {TaskState.CANCELLED}
 
 
 async def test_callers_cancelled_during_their_submits_leave_the_stream_to_the_others(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
@@ -21,12 +20,14 @@ from deerflow_controller.client._errors import (
     from_status,
 )
 from deerflow_controller.client._handle import JobHandle
-from deerflow_controller.client._retry import Retry
+from deerflow_controller.client._retry import Moved, Retry
 from deerflow_controller.client._session import (
+    EPOCH_METADATA,
     SESSION_MAX_TASKS,
     SessionBroken,
     SessionCall,
     Sessions,
+    metadata_value,
 )
 from deerflow_controller.client._tracing import submit_span
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
@@ -38,8 +39,6 @@ _RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
 LEADER_METADATA = "deerflow-leader"
 """Trailing metadata of a standby's refusal: the leader's address (see ``ha.leader_gate``)."""
-EPOCH_METADATA = "deerflow-epoch"
-"""Initial metadata of WatchJob in HA mode: the epoch the stream's seq numbers belong to."""
 
 WAIT_FOR_SUBMIT_S = 30.0
 """How long a watch opened together with its submit (``submit(watch=...)``) lets the controller
@@ -126,22 +125,22 @@ class AsyncClient:
         self._jobs = client_pb2_grpc.JobServiceStub(channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(channel)
 
-    def _move(self, error: grpc.aio.AioRpcError) -> _Moved:
+    def _move(self, error: grpc.aio.AioRpcError) -> Moved:
         """After UNAVAILABLE, pick the controller to try next: the leader the refusal named
         (``POINTER``); the same one when it names itself (``STAYED``: it won the election and is
         still restoring, so it serves in a moment); else the next configured address
         (``NEXT``). ``NOWHERE`` when there is one address and no pointer."""
-        leader = _metadata_value(error.trailing_metadata(), LEADER_METADATA)
+        leader = metadata_value(error.trailing_metadata(), LEADER_METADATA)
         if leader and leader != self.address:
             self._use(leader)
-            return _Moved.POINTER
+            return Moved.POINTER
         if leader:
-            return _Moved.STAYED
+            return Moved.STAYED
         if len(self.addresses) > 1:
             i = self.addresses.index(self.address) if self.address in self.addresses else -1
             self._use(self.addresses[(i + 1) % len(self.addresses)])
-            return _Moved.NEXT
-        return _Moved.NOWHERE
+            return Moved.NEXT
+        return Moved.NOWHERE
 
     async def _unary(
         self, call: Callable[[], Awaitable[Any]], timeout_s: float | None, *, retry: bool
@@ -161,9 +160,9 @@ class AsyncClient:
                     raise from_rpc_error(e, self.address) from None
                 failed_at = self.address
                 moved = self._move(e)
-                pause = pauses.pause_s(followed_pointer=moved is _Moved.POINTER)
+                pause = pauses.pause_s(followed_pointer=moved is Moved.POINTER)
                 out_of_time = deadline is not None and loop.time() + pause >= deadline
-                if out_of_time or moved is _Moved.NOWHERE:
+                if out_of_time or moved is Moved.NOWHERE:
                     raise from_rpc_error(e, failed_at) from None
             await asyncio.sleep(pause)
 
@@ -190,6 +189,7 @@ class AsyncClient:
         timeout_s: float | None = None,
         deadline_s: float = 0.0,
         watch: Literal["", "results", "events"] = "",
+        cancel_if_abandoned: bool = False,
     ) -> JobHandle:
         """Submit a job (a DAG through ``depends_on``). Returns once the controller accepted it.
 
@@ -208,7 +208,10 @@ class AsyncClient:
         Without one, the client picks one, so its own retries (after a failover) are too.
         ``deadline_s`` (seconds after the controller accepts the job; 0 = none, at most 7 days)
         ends every task not finished by then TIMED_OUT (JOB_DEADLINE_EXCEEDED); ``timeout_s``
-        bounds only this call."""
+        bounds only this call. ``cancel_if_abandoned``: when this call is cancelled (or times
+        out) before its answer, cancel the job if it was accepted, the cancel sent after the
+        submit on the Session stream so that it cannot overtake it (through SubmitJob: not
+        ordered, cancel it yourself)."""
         job_id = job_id or uuid.uuid4().hex
         with submit_span(self.tracer_provider, job_id, name) as (span, trace_context):
             request = client_pb2.SubmitJobRequest(
@@ -225,7 +228,13 @@ class AsyncClient:
             flt = _WATCH_FILTERS[watch] if watch else None
             if flt is not None and len(request.tasks) <= SESSION_MAX_TASKS:
                 fast = await self._sessions.submit(
-                    self._jobs, self._auth, self.address, request, flt, deadline
+                    self._jobs,
+                    self._auth,
+                    self.address,
+                    request,
+                    flt,
+                    deadline,
+                    cancel_if_abandoned=cancel_if_abandoned,
                 )
                 if fast is not None:
                     span.set_attribute("deerflow.job.id", fast[0].job_id)
@@ -341,7 +350,7 @@ class AsyncClient:
             )
             preopened, _opened = _opened is not None, None
             try:
-                served_epoch = _metadata_value(await call.initial_metadata(), EPOCH_METADATA)
+                served_epoch = metadata_value(await call.initial_metadata(), EPOCH_METADATA)
                 if served_epoch != epoch:
                     epoch = served_epoch
                 async for batch in call:
@@ -360,7 +369,7 @@ class AsyncClient:
                 if deadline is not None and loop.time() >= deadline:
                     raise from_rpc_error(e, self.address) from None
                 moved = self._move(e) if e.code() == grpc.StatusCode.UNAVAILABLE else None
-                pause = pauses.pause_s(followed_pointer=moved is _Moved.POINTER)
+                pause = pauses.pause_s(followed_pointer=moved is Moved.POINTER)
             finally:
                 call.cancel()
             await asyncio.sleep(pause)
@@ -584,19 +593,3 @@ class AsyncClient:
                 f"the controller at {self.address} did not become reachable in {timeout_s:g} s; "
                 "is deerflow-controller running there?"
             ) from None
-
-
-class _Moved(enum.Enum):
-    """What :meth:`AsyncClient._move` did after a refusal or a broken connection."""
-
-    POINTER = "followed the refusal's pointer to the leader"
-    STAYED = "stayed: the controller named itself the leader (it is restoring)"
-    NEXT = "moved to the next configured address"
-    NOWHERE = "one address and no pointer: nowhere else to go"
-
-
-def _metadata_value(metadata: Any, key: str) -> str:
-    for k, v in metadata or ():
-        if k == key:
-            return v if isinstance(v, str) else v.decode()
-    return ""

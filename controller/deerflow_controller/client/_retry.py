@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 from deerflow_common.backoff import CENTRED_JITTER, Backoff
 
 RETRY_FIRST_S = 0.05
@@ -35,3 +37,12 @@ class Retry:
             return 0.0
         self._followed = False
         return self._backoff.delay()
+
+
+class Moved(enum.Enum):
+    """What ``AsyncClient._move`` did after a refusal or a broken connection."""
+
+    POINTER = "followed the refusal's pointer to the leader"
+    STAYED = "stayed: the controller named itself the leader (it is restoring)"
+    NEXT = "moved to the next configured address"
+    NOWHERE = "one address and no pointer: nowhere else to go"

@@ -28,6 +28,7 @@ from deerflow_controller.client._errors import DeerflowError, from_rpc_error, fr
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
 EPOCH_METADATA = "deerflow-epoch"
+"""Initial metadata of WatchJob and Session in HA mode: the epoch their seq numbers count in."""
 
 SESSION_MAX_TASKS = 1024
 """The largest job the SDK sends over its Session stream. The stream's reader takes every reply
@@ -102,11 +103,12 @@ class SessionCall:
         """Over: ended, broken, or cancelled here (as a gRPC call's ``done()``)."""
         return self.over
 
-    def cancel(self) -> None:
-        """Stop this call's events (the job runs on); nothing once it is over."""
+    def cancel(self, *, job: bool = False) -> None:
+        """Stop this call's events (the job runs on; with ``job``, cancel the job instead, in
+        order after its submit); nothing once it is over."""
         if not self.over:
             self.over = True
-            self.session.stop(self.number)
+            self.session.stop(self.number, cancel_job=job)
 
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -151,12 +153,12 @@ class ClientSession:
         )
         return call
 
-    def stop(self, number: int) -> None:
-        """Ask for no more of call ``number``'s events."""
+    def stop(self, number: int, *, cancel_job: bool = False) -> None:
+        """Ask for no more of call ``number``'s events (with ``cancel_job``: for its job to be
+        cancelled; the controller then sends the rest, unread here)."""
         if self._calls.pop(number, None) is not None and not self.broken:
-            self._outbox.put_nowait(
-                client_pb2.SessionRequest(call=number, stop=client_pb2.SessionStop())
-            )
+            stop = client_pb2.SessionStop(cancel_job=cancel_job)
+            self._outbox.put_nowait(client_pb2.SessionRequest(call=number, stop=stop))
 
     async def _write(self) -> None:
         """Write the queued requests in order until the stream ends; a write that fails ends
@@ -174,7 +176,7 @@ class ClientSession:
         call = self._call
         calls = self._calls
         try:
-            self.epoch = _metadata_value(await call.initial_metadata(), EPOCH_METADATA)
+            self.epoch = metadata_value(await call.initial_metadata(), EPOCH_METADATA)
             while (reply := await call.read()) is not grpc.aio.EOF:
                 one = calls.get(reply.call)
                 if one is None:
@@ -207,7 +209,8 @@ class ClientSession:
                 await task
 
 
-def _metadata_value(metadata: Any, key: str) -> str:
+def metadata_value(metadata: Any, key: str) -> str:
+    """The value of ``key`` in gRPC ``metadata`` ("" when absent)."""
     for k, v in metadata or ():
         if k == key:
             return v if isinstance(v, str) else v.decode()
@@ -248,6 +251,8 @@ class Sessions:
         request: client_pb2.SubmitJobRequest,
         flt: int,
         deadline: float | None,
+        *,
+        cancel_if_abandoned: bool = False,
     ) -> tuple[client_pb2.SubmitJobResponse, SessionCall] | None:
         """Submit over the stream to ``address``: the acknowledgement and the call the job's
         events arrive on, or None when the stream broke first (go on through SubmitJob and
@@ -267,10 +272,10 @@ class Sessions:
                 async with asyncio.timeout_at(deadline):
                     accepted = await call.accepted
         except TimeoutError:
-            call.cancel()
+            call.cancel(job=cancel_if_abandoned)
             raise from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "", address) from None
         except BaseException:
-            call.cancel()
+            call.cancel(job=cancel_if_abandoned)
             raise
         if accepted is None:
             error = call.refusal()

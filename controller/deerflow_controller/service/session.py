@@ -76,6 +76,10 @@ class _Call:
     task: asyncio.Task[None] | None = None
     writing: bool = False
     stopped: bool = False
+    job_id: str = ""
+    """The job's id once accepted."""
+    cancel_job: bool = False
+    """The client asked for the job to be cancelled (``SessionStop.cancel_job``)."""
 
     def stop(self) -> None:
         """End the call's events. Never while its write is in flight: a write cancelled there
@@ -124,7 +128,14 @@ class ServedSession:
                 body = request.WhichOneof("body")
                 if body == "stop":
                     call = calls.get(number)
-                    if call is not None:
+                    if call is None:
+                        continue  # ended meanwhile
+                    if request.stop.cancel_job:
+                        # The call goes on to its job's end: its CANCELLED events.
+                        call.cancel_job = True
+                        if call.job_id:
+                            self._cancel(call.job_id)
+                    else:
                         call.stop()
                     continue
                 if number == 0 or number in calls:
@@ -156,6 +167,11 @@ class ServedSession:
             self.reading = False
             if not calls:
                 self._over.set()
+
+    def _cancel(self, job_id: str) -> None:
+        self.service.shell.cancel(
+            job_id, None, "the client gave up on the job while submitting it (Session stop)"
+        )
 
     def _fail(self, error: BaseException) -> None:
         """End the session with ``error`` (replies being written are written first)."""
@@ -229,6 +245,9 @@ class ServedSession:
                 raise SchedulerReplaced(
                     f"job {quote(response.job_id)} was accepted as a term ended"
                 )
+            call.job_id = response.job_id
+            if call.cancel_job:
+                self._cancel(response.job_id)
             job = service.shell.job(response.job_id)
             if job is None:
                 raise Refused(
