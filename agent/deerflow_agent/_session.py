@@ -49,6 +49,7 @@ from ._handler import Handler, HandlerKind
 from ._inputs import InputRef
 from ._load import LoadSampler, machine_capacity
 from ._netpolicy import AddressPolicy
+from ._refusals import RefusalLog
 from ._runtime import Runtime
 from ._stream import (
     Progress,
@@ -138,6 +139,7 @@ class Agent:
             address_policy=AddressPolicy.parse(config.http_allow),
         )
         self._channel: grpc.aio.Channel | None = None
+        self._refusals = RefusalLog()
         """The channel of the current stream: inputs sent by reference are fetched on it."""
         self.max_epoch_seen = 0
         self.instance = secrets.token_hex(16)
@@ -289,12 +291,8 @@ class Agent:
                 await call.write(self._hello())
                 first = await asyncio.wait_for(call.read(), self.config.welcome_timeout_s)
             except grpc.aio.AioRpcError as exc:
-                log.warning(
-                    "controller %s did not welcome agent %s: %s: %s",
-                    address,
-                    self.config.agent_id,
-                    exc.code().name,
-                    exc.details(),
+                self._refusals.refused(
+                    self.config.agent_id, address, exc.code().name, exc.details() or ""
                 )
                 self._redirect = _leader_named(exc, address)
                 return _End.FAILED
@@ -316,6 +314,7 @@ class Agent:
                 call.cancel()
                 return _End.FAILED
             welcome = first.welcome
+            self._refusals.welcomed()
             if welcome.epoch < self.max_epoch_seen:
                 log.warning(
                     "controller %s welcomed us with epoch %d, but epoch %d was seen: it is no "
