@@ -39,7 +39,14 @@ from typing import Any, TypeVar
 from opentelemetry.trace import TracerProvider
 
 from deerflow_common.runner import new_loop
-from deerflow_controller.client import AsyncClient, DeerflowError, Task, TaskResult, TlsFiles
+from deerflow_controller.client import (
+    FORKED_AFTER_GRPC,
+    AsyncClient,
+    DeerflowError,
+    Task,
+    TaskResult,
+    TlsFiles,
+)
 
 __all__ = [
     "CONTROLLER_ENV",
@@ -164,6 +171,9 @@ class ClusterConnection:
         self.tracer_provider = tracer_provider
         # TLS: ``tls``, else $DEERFLOW_TLS_CA/_CERT/_KEY as the CLI reads them; neither: plaintext.
         self.tls = tls if tls is not None else TlsFiles.from_env()
+        self._pid = os.getpid()
+        """The process this connection (its loop's thread) lives in: a forked child has no
+        thread behind it, and gRPC does not work there anyway (``FORKED_AFTER_GRPC``)."""
         self._loop = new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="deerflow-dropins", daemon=True
@@ -189,6 +199,9 @@ class ClusterConnection:
         """Start ``coro`` on the private loop in ``context``; the future's cancel cancels it."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         loop = self._loop
+        if os.getpid() != self._pid:
+            coro.close()
+            raise RuntimeError(FORKED_AFTER_GRPC)
         if self._closed or loop.is_closed():
             coro.close()
             raise RuntimeError("the deerflow-parallel connection is closed")
@@ -326,6 +339,15 @@ _shared: dict[str, ClusterConnection] = {}
 _shared_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _shared_lock
+    _shared_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def connect(
     address: str | None = None, *, tracer_provider: TracerProvider | None = None
 ) -> ClusterConnection:
@@ -337,7 +359,7 @@ def connect(
     resolved = controller_address(address)
     with _shared_lock:
         conn = _shared.get(resolved)
-        if conn is None or conn._closed:
+        if conn is None or conn._closed or conn._pid != os.getpid():
             conn = _shared[resolved] = ClusterConnection(resolved, tracer_provider=tracer_provider)
         return conn
 

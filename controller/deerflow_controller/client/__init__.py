@@ -29,6 +29,7 @@ from deerflow_controller.client._errors import (
     TaskFailedError,
     UnavailableError,
 )
+from deerflow_controller.client._fork import FORKED_AFTER_GRPC
 from deerflow_controller.client._handle import JobHandle
 from deerflow_controller.client._sync import Client, SyncJobHandle
 
@@ -43,6 +44,7 @@ from deerflow_controller.client._types import (
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "FORKED_AFTER_GRPC",
     "INPUTS_ALL",
     "AlreadyExistsError",
     "AsyncClient",

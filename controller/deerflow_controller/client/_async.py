@@ -13,6 +13,7 @@ from opentelemetry.trace import TracerProvider
 
 from deerflow_common import channel_options
 from deerflow_common.tls import TlsFiles, aio_channel
+from deerflow_controller.client import _fork as fork
 from deerflow_controller.client._errors import (
     DeerflowError,
     UnavailableError,
@@ -92,6 +93,7 @@ class AsyncClient:
         self.address = self.addresses[0]
         self.timeout_s = timeout_s
         self.tracer_provider = tracer_provider
+        fork.opening()  # refuses in a child forked after its parent used gRPC
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._sessions = Sessions()
         self._use(self.address)

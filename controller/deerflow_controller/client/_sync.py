@@ -20,8 +20,10 @@ import grpc
 
 from deerflow_common.runner import new_loop
 from deerflow_common.tls import TlsFiles
+from deerflow_controller.client import _fork as fork
 from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient
 from deerflow_controller.client._errors import DeerflowError
+from deerflow_controller.client._fork import FORKED_AFTER_GRPC
 from deerflow_controller.client._handle import SubmittedJob
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, client_pb2
@@ -76,10 +78,7 @@ class _LoopThread:
             if self.closed:
                 coro.close()
                 if self.forked:
-                    raise RuntimeError(
-                        "this deerflow Client was created before os.fork() and its thread is "
-                        "not in this process; create a new Client after forking"
-                    )
+                    raise RuntimeError(FORKED_AFTER_GRPC)
                 raise RuntimeError(
                     "this deerflow Client is closed; create a new Client to make more calls"
                 )
@@ -194,6 +193,7 @@ class Client:
         token: str | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
+        fork.opening()  # refuses in a child forked after its parent used gRPC
         self._loop_thread = _LoopThread()
         try:
             self._async = self._call(_make_client(address, timeout_s, token, tls))
