@@ -6,14 +6,21 @@ Every process a test starts is stopped by the fixture, by its own pid, even when
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
 from deerflow_bench import Cluster, SimulatorProcess
 from deerflow_controller.client import AsyncClient
+from deerflow_controller.config import ControllerConfig
+from deerflow_controller.ha import LeaderGate, Term
+from deerflow_controller.service.job_service import JobService
+from deerflow_controller.service.shell import Shell
+from deerflow_protos import client_pb2_grpc
 from tests.auth_files import Tokens, auth_toml, write_atomically
 
 PLUGINS_DIR = Path(__file__).parent / "plugins"
@@ -106,3 +113,33 @@ def auth_file(tmp_path: Path, tokens: Tokens) -> Path:
     path = tmp_path / "auth.toml"
     write_atomically(path, auth_toml(tokens))
     return path
+
+
+@dataclass
+class Served:
+    """A JobService served in-process (``serve_in_process``) and a stub on it."""
+
+    shell: Shell
+    service: JobService
+    gate: LeaderGate
+    stub: client_pb2_grpc.JobServiceStub
+
+
+async def serve_in_process(config: ControllerConfig) -> AsyncIterator[Served]:
+    """JobService in-process on loopback behind a leader gate leading term 3 (as in HA mode,
+    without a journal); no agents, so accepted jobs wait. Its shell shows what was accepted and
+    watched; the gate's term can be ended as the leadership loop ends it."""
+    shell = Shell(config)
+    service = JobService(shell)
+    gate = LeaderGate("")
+    server = grpc.aio.server(interceptors=[gate])
+    client_pb2_grpc.add_JobServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    gate.address = f"127.0.0.1:{port}"
+    gate.term, gate.leader_address = Term(3, None), gate.address
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(gate.address) as channel:
+            yield Served(shell, service, gate, client_pb2_grpc.JobServiceStub(channel))
+    finally:
+        await server.stop(0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -22,53 +21,23 @@ from deerflow_controller.client._session import SESSION_MAX_TASKS, SessionCall
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import TaskState
 from deerflow_controller.core.scheduler import Scheduler
-from deerflow_controller.ha import LeaderGate, Term
 from deerflow_controller.ratelimit import RateLimiter
-from deerflow_controller.service.job_service import JobService
-from deerflow_controller.service.shell import Shell
-from deerflow_protos import client_pb2, client_pb2_grpc
+from deerflow_protos import client_pb2
 from tests.tcp_proxy import Proxy
 
-from .conftest import connect
-
-
-@dataclass
-class Served:
-    shell: Shell
-    service: JobService
-    gate: LeaderGate
-    stub: client_pb2_grpc.JobServiceStub
-
-
-async def serve(config: ControllerConfig) -> AsyncIterator[Served]:
-    """JobService in-process on loopback behind a leader gate leading term 3 (as in HA mode,
-    without a journal); no agents, so accepted jobs wait."""
-    shell = Shell(config)
-    service = JobService(shell)
-    gate = LeaderGate("")
-    server = grpc.aio.server(interceptors=[gate])
-    client_pb2_grpc.add_JobServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    gate.address = f"127.0.0.1:{port}"
-    gate.term, gate.leader_address = Term(3, None), gate.address
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(gate.address) as channel:
-            yield Served(shell, service, gate, client_pb2_grpc.JobServiceStub(channel))
-    finally:
-        await server.stop(0)
+from .conftest import Served, connect, serve_in_process
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    async for s in serve(ControllerConfig()):
+    async for s in serve_in_process(ControllerConfig()):
         yield s
 
 
 @pytest.fixture
 async def limited() -> AsyncIterator[Served]:
     """As ``served``, with three result streams allowed per client."""
-    async for s in serve(ControllerConfig(max_watch_streams_per_client=3)):
+    async for s in serve_in_process(ControllerConfig(max_watch_streams_per_client=3)):
         yield s
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -20,38 +19,18 @@ from deerflow_bench import Cluster
 from deerflow_controller.client import AsyncClient, InvalidJobError, Task
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.scheduler import Scheduler
-from deerflow_controller.ha import LeaderGate, Term
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.service.job_service import JobService
 from deerflow_controller.service.shell import Shell
 from deerflow_protos import client_pb2, client_pb2_grpc, common_pb2
 
-from .conftest import connect
-
-
-@dataclass
-class Served:
-    shell: Shell
-    gate: LeaderGate
-    stub: client_pb2_grpc.JobServiceStub
+from .conftest import Served, connect, serve_in_process
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    """JobService in-process on loopback behind a leader gate leading term 3 (as in HA mode)."""
-    shell = Shell(ControllerConfig())
-    gate = LeaderGate("")
-    server = grpc.aio.server(interceptors=[gate])
-    client_pb2_grpc.add_JobServiceServicer_to_server(JobService(shell), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    gate.address = f"127.0.0.1:{port}"
-    gate.term, gate.leader_address = Term(3, None), gate.address
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(gate.address) as channel:
-            yield Served(shell, gate, client_pb2_grpc.JobServiceStub(channel))
-    finally:
-        await server.stop(0)
+    async for s in serve_in_process(ControllerConfig()):
+        yield s
 
 
 async def registered(shell: Shell, job_id: str) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import select
-import signal
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -19,6 +17,7 @@ import pytest
 
 from deerflow_controller.client import FORKED_AFTER_GRPC, Client, DeerflowError, Task, _sync
 from deerflow_protos import client_pb2, common_pb2
+from tests.forked import outcomes_in_a_forked_child
 
 T = TypeVar("T")
 
@@ -212,31 +211,10 @@ def test_a_coroutine_cancelled_on_its_own_reports_cancelled_as_before() -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_client_used_in_a_forked_child_refuses_with_a_sentence_instead_of_hanging() -> None:
     with Client("127.0.0.1:1", timeout_s=5) as c:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report what the calls did, then leave without cleanup
-            outcomes = []
-            for attempt in (c.stats, lambda: Client("127.0.0.1:1", timeout_s=5)):
-                try:
-                    attempt()
-                    outcomes.append("returned")
-                except BaseException as e:
-                    outcomes.append(f"{type(e).__name__}: {e}")
-            os.write(write_end, "\n".join(outcomes).encode()[:2000])
-            os._exit(0)
-        os.close(write_end)
-        ready: list[int] = []
-        try:
-            ready, _, _ = select.select([read_end], [], [], JOIN_BOUND_S)
-            outcome = os.read(read_end, 4000).decode() if ready else "no answer: the child hung"
-        finally:
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(read_end)
+        outcomes = outcomes_in_a_forked_child([c.stats, lambda: Client("127.0.0.1:1", timeout_s=5)])
         assert c._call(_answer(7)) == 7  # the parent's client is untouched
     # The parent's client there, and a new one (gRPC crashed it: SIGSEGV), refuse alike.
-    assert outcome.split("\n") == [f"RuntimeError: {FORKED_AFTER_GRPC}"] * 2
+    assert outcomes == [f"RuntimeError: {FORKED_AFTER_GRPC}"] * 2
 
 
 async def _answer(i: int) -> int:
