@@ -16,7 +16,13 @@ import grpc
 import pytest
 
 from deerflow_bench import Cluster
-from deerflow_controller.client import AsyncClient, DeadlineExceededError, JobHandle, Task
+from deerflow_controller.client import (
+    AsyncClient,
+    Client,
+    DeadlineExceededError,
+    JobHandle,
+    Task,
+)
 from deerflow_controller.client._session import SESSION_MAX_TASKS, SessionCall
 from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import TaskState
@@ -322,6 +328,29 @@ async def test_the_sdk_sends_every_waiting_submit_over_one_stream(
         assert opened[1].done()
         (session,) = client._sessions._open.values()
         assert opened[1].session is session and opened[1].number == 3 and not session.broken
+
+
+async def test_the_blocking_client_reads_the_results_sent_with_its_submit(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1, slots=4)
+    await cluster.__aenter__()
+    await (await connect(cluster)).close()
+
+    def blocking() -> tuple[list[str], dict[str, bytes], bool]:
+        with Client(cluster.address, timeout_s=30) as client:
+            job = client.submit(
+                [Task(f"t{i}", "echo", f"{i}".encode()) for i in range(5)], watch="results"
+            )
+            assert job._watched is not None and job._watched._opened is not None
+            call = job._watched._opened[1]
+            assert isinstance(call, SessionCall)
+            streamed = sorted(r.task_id for r in job.results())
+            waited = client.submit([Task("w", "echo", b"w")], watch="results").wait()
+            return streamed, {k: r.output for k, r in waited.items()}, call.done()
+
+    streamed, waited, done = await asyncio.to_thread(blocking)
+    assert streamed == [f"t{i}" for i in range(5)] and waited == {"w": b"w"} and done
 
 
 async def test_a_bounded_wait_on_the_stream_raises_deadline_and_the_job_runs_on(

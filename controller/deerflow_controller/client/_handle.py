@@ -52,6 +52,11 @@ class JobHandle(SubmittedJob["AsyncClient"]):
         opened = self._take(client_pb2.TERMINAL, timeout_s)
         return self.client.results(self.job_id, timeout_s=timeout_s, _opened=opened)
 
+    def result_batches(self, *, timeout_s: float | None = None) -> AsyncIterator[list[TaskResult]]:
+        """:meth:`results` a message at a time (what the blocking handle crosses threads with)."""
+        opened = self._take(client_pb2.TERMINAL, timeout_s)
+        return self.client.result_batches(self.job_id, timeout_s=timeout_s, _opened=opened)
+
     def events(self, *, timeout_s: float | None = None) -> AsyncIterator[TaskEvent]:
         opened = self._take(client_pb2.ALL, timeout_s)
         return self.client.events(self.job_id, timeout_s=timeout_s, _opened=opened)

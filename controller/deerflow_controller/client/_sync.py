@@ -14,7 +14,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import grpc
 
@@ -24,7 +24,7 @@ from deerflow_controller.client import _fork as fork
 from deerflow_controller.client._async import DEFAULT_ADDRESS, AsyncClient
 from deerflow_controller.client._errors import DeerflowError
 from deerflow_controller.client._fork import FORKED_AFTER_GRPC
-from deerflow_controller.client._handle import SubmittedJob
+from deerflow_controller.client._handle import JobHandle, SubmittedJob
 from deerflow_controller.client._types import Task, TaskEvent, TaskResult
 from deerflow_protos import admin_pb2, client_pb2
 
@@ -246,14 +246,22 @@ class Client:
         name: str = "",
         timeout_s: float | None = None,
         deadline_s: float = 0.0,
+        watch: Literal["", "results"] = "",
     ) -> SyncJobHandle:
-        """See :meth:`AsyncClient.submit`."""
+        """See :meth:`AsyncClient.submit`; ``watch="results"`` has the handle's first
+        ``results()``, ``result()`` or ``wait()`` read the results sent with the submit (over
+        the client's Session stream)."""
         handle = self._call(
             self._async.submit(
-                tasks, job_id=job_id, name=name, timeout_s=timeout_s, deadline_s=deadline_s
+                tasks,
+                job_id=job_id,
+                name=name,
+                timeout_s=timeout_s,
+                deadline_s=deadline_s,
+                watch=watch,
             )
         )
-        return SyncJobHandle(self, handle.job_id, handle.accepted)
+        return SyncJobHandle(self, handle.job_id, handle.accepted, handle if watch else None)
 
     def events(
         self, job_id: str, *, terminal_only: bool = False, timeout_s: float | None = None
@@ -350,13 +358,27 @@ class Client:
 class SyncJobHandle(SubmittedJob[Client]):
     """A submitted job: iterate its results, wait for it, cancel it (blocking)."""
 
+    def __init__(
+        self, client: Client, job_id: str, accepted: int, watched: JobHandle | None = None
+    ) -> None:
+        super().__init__(client, job_id, accepted)
+        self._watched = watched
+        """The async handle of a ``submit(watch="results")``: its first reader takes the
+        results sent with the submit."""
+
     def results(self, *, timeout_s: float | None = None) -> Iterator[TaskResult]:
+        if self._watched is not None:
+            return self.client._iterate(self._watched.result_batches(timeout_s=timeout_s))
         return self.client.results(self.job_id, timeout_s=timeout_s)
 
     def result(self, task_id: str, *, timeout_s: float | None = None) -> TaskResult:
+        if self._watched is not None:
+            return self.client._call(self._watched.result(task_id, timeout_s=timeout_s))
         return self.client.result(self.job_id, task_id, timeout_s=timeout_s)
 
     def wait(self, *, timeout_s: float | None = None) -> dict[str, TaskResult]:
+        if self._watched is not None:
+            return self.client._call(self._watched.wait(timeout_s=timeout_s))
         return self.client.wait(self.job_id, timeout_s=timeout_s)
 
     def cancel(self, task_ids: Iterable[str] = (), *, reason: str = "") -> int:
