@@ -139,7 +139,7 @@ class ServedSession:
                         call.stop()
                     continue
                 if number == 0 or number in calls:
-                    why = "is 0" if number == 0 else "is still in use on this stream"
+                    why = "is reserved" if number == 0 else "is still in use on this stream"
                     self._fail(
                         Refused(
                             grpc.StatusCode.INVALID_ARGUMENT,
