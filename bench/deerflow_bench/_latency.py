@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from deerflow_common import run
-from deerflow_controller.client import AsyncClient, Task
+from deerflow_controller.client import AsyncClient, Client, Task
 
 from ._launcher import Cluster
 from ._throughput import machine
@@ -102,6 +102,21 @@ def _dropin_samples(address: str, n: int) -> list[float]:
         conn.close()
 
 
+def _sync_client_samples(address: str, n: int) -> list[float]:
+    """Round trips (seconds) of the blocking ``Client.run`` of one echo task (blocks: call it
+    from a thread): DeerFlow's synchronous callers of the SDK itself."""
+    with Client(address, timeout_s=60) as client:
+
+        def one() -> float:
+            t0 = time.perf_counter()
+            client.run([Task("t", "echo", b"x")])
+            return time.perf_counter() - t0
+
+        for _ in range(min(20, n)):
+            one()
+        return [one() for _ in range(n)]
+
+
 def _round_trips(samples: list[float]) -> dict[str, Any]:
     return {"samples": len(samples), "round_trip_ms": _ms(samples)}
 
@@ -146,6 +161,9 @@ async def latency(
         idle = _summary(await _samples(client, samples))
         idle_paths = {
             "client_run": _round_trips(await _run_samples(client, samples)),
+            "sync_client_run": _round_trips(
+                await asyncio.to_thread(_sync_client_samples, cluster.address, samples)
+            ),
             "dropin_run_task": _round_trips(
                 await asyncio.to_thread(_dropin_samples, cluster.address, samples)
             ),
