@@ -143,12 +143,13 @@ class ControllerConfig:
     max_tasks_per_job: int = 100_000
 
     max_watch_streams: int = 1024
-    """Most WatchJob streams open at once (``--max-watch-streams``); one more is
-    RESOURCE_EXHAUSTED. Each costs at most its share of ``watch_buffer_bytes`` (16 KiB at
-    least) plus an HTTP/2 window when its reader reads nothing (``service/streams.py``)."""
+    """Most result streams open at once (``--max-watch-streams``): a WatchJob, a Session stream
+    and each job streaming on one count one each; one more is RESOURCE_EXHAUSTED. Each costs
+    at most its share of ``watch_buffer_bytes`` (16 KiB at least) plus an HTTP/2 window when
+    its reader reads nothing (``service/streams.py``)."""
 
     max_watch_streams_per_client: int = 256
-    """Most WatchJob streams open at once from one client host
+    """Most result streams open at once from one client host, or one tenant with tokens
     (``--max-watch-streams-per-client``), so that one client cannot take them all."""
 
     watch_buffer_bytes: int = 16 << 20

@@ -132,14 +132,16 @@ from deerflow_controller.tuning import Mode, Objective, TunerConfig
     default=ControllerConfig.__dataclass_fields__["max_watch_streams"].default,
     show_default=True,
     type=click.IntRange(1, 1 << 20),
-    help="Most WatchJob streams open at once; one more is RESOURCE_EXHAUSTED.",
+    help="Most result streams open at once (a WatchJob, a Session stream and each of its "
+    "jobs count one each); one more is RESOURCE_EXHAUSTED.",
 )
 @click.option(
     "--max-watch-streams-per-client",
     default=ControllerConfig.__dataclass_fields__["max_watch_streams_per_client"].default,
     show_default=True,
     type=click.IntRange(1, 1 << 20),
-    help="Most WatchJob streams open at once from one client host.",
+    help="Most result streams open at once from one client host (or, with tokens, one "
+    "tenant), counted as --max-watch-streams counts them.",
 )
 @click.option(
     "--watch-buffer-bytes",
