@@ -210,10 +210,10 @@ class AsyncClient:
         Without one, the client picks one, so its own retries (after a failover) are too.
         ``deadline_s`` (seconds after the controller accepts the job; 0 = none, at most 7 days)
         ends every task not finished by then TIMED_OUT (JOB_DEADLINE_EXCEEDED); ``timeout_s``
-        bounds only this call. ``cancel_if_abandoned``: when this call is cancelled (or times
-        out) before its answer, cancel the job if it was accepted, the cancel sent after the
-        submit on the Session stream so that it cannot overtake it (through SubmitJob: not
-        ordered, cancel it yourself)."""
+        bounds only this call. ``cancel_if_abandoned`` (with ``watch``): when this call is
+        cancelled (or times out) before its answer, cancel the job if it was accepted, the
+        cancel sent after the submit on the Session stream so that it cannot overtake it
+        (through SubmitJob, without a stream: not done; cancel it yourself)."""
         job_id = job_id or uuid.uuid4().hex
         with submit_span(self.tracer_provider, job_id, name) as (span, trace_context):
             request = client_pb2.SubmitJobRequest(
