@@ -45,6 +45,7 @@ from .testing import HandlerEnvironment
 
 if TYPE_CHECKING:
     from ._config import AgentConfig
+    from ._load import LoadSampler
     from ._session import Agent
 
 __all__ = [  # grouped by the import headers above; sorted as ruff wants
@@ -66,6 +67,7 @@ __all__ = [  # grouped by the import headers above; sorted as ruff wants
     "HandlerResult",
     "Inputs",
     "IoHandlerFn",
+    "LoadSampler",
     "Merger",
     "Outcome",
     "Runtime",
@@ -74,7 +76,9 @@ __all__ = [  # grouped by the import headers above; sorted as ruff wants
     "handler",
 ]
 
-_LAZY = {"Agent": "_session", "AgentConfig": "_config"}
+_LAZY = {"Agent": "_session", "AgentConfig": "_config", "LoadSampler": "_load"}
+"""Loaded on first use: the daemon's stream (gRPC) and its load sampler (psutil). A process that
+runs many agents (``deerflow bench scale``'s light agents) shares one ``LoadSampler``."""
 
 
 def __getattr__(name: str) -> Any:

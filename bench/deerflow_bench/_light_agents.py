@@ -29,8 +29,7 @@ from pathlib import Path
 
 import click
 
-from deerflow_agent import Agent, AgentConfig, Handler, HandlerRegistry
-from deerflow_agent._load import LoadSampler  # shared by the agents of one process
+from deerflow_agent import Agent, AgentConfig, Handler, HandlerRegistry, LoadSampler
 from deerflow_agent.main import join_token
 from deerflow_common import run, setup_logging
 from deerflow_common.gc_tuning import tune_gc_for_daemon
