@@ -1,5 +1,5 @@
-"""GetTask, GetJob and the admin jobs view tell a result only once it is journaled, as WatchJob
-does (tests/ha/test_results_journaled_first.py).
+"""GetTask, GetJob, the admin jobs view and GetStats' totals tell a result only once it is
+journaled, as WatchJob does (tests/ha/test_results_journaled_first.py).
 
 The leader reaches etcd through a proxy the test stalls (every byte held, no reset): the result
 of a task that ends meanwhile reaches the leader's core, which counts it, but its journal
@@ -28,10 +28,11 @@ pytestmark = pytest.mark.timeout(120)
 PLUGINS = Path(__file__).parents[1] / "multihost" / "plugins"
 
 
-async def _until_the_leader_counts_a_success(client: AsyncClient) -> None:
-    # Nothing streams the core's own counters: poll them, within a deadline.
+async def _until_the_leader_holds_the_result(client: AsyncClient) -> None:
+    # The core took the result once the attempt is off the agent; nothing streams that: poll
+    # the agent list (the agent's load, not a result), within a deadline.
     async with asyncio.timeout(30):
-        while (await client.stats()).succeeded < 1:  # noqa: ASYNC110
+        while (await client.agents())[0].in_flight:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
@@ -42,7 +43,14 @@ async def _shown(client: AsyncClient, job_id: str) -> dict[str, object]:
     detail = await client.job_detail(job_id)
     (listed,) = [j for j in (await client.list_jobs()).jobs if j.job_id == job_id]
     (t,) = detail.tasks
+    stats = await client.stats()
     return {
+        "GetStats": (
+            stats.succeeded,
+            stats.tasks_by_state.get("SUCCEEDED", 0),
+            stats.tasks_by_state.get("IN_FLIGHT", 0),
+            stats.jobs_active,
+        ),
         "GetTask": (common_pb2.TaskState.Name(task.state), task.output, task.HasField("error")),
         "GetJob": (dict(job.by_state), job.done, job.finished_at > 0),
         "admin GetJob": (detail.job.state, t.state, t.HasField("error"), t.finished_at > 0),
@@ -82,7 +90,7 @@ async def test_reads_tell_a_result_only_once_the_journal_has_committed_it(
                 if event.state == "RUNNING":
                     etcd_proxy.pause()  # the journal's commits wait from here
                     release.touch()
-                    await _until_the_leader_counts_a_success(client)
+                    await _until_the_leader_holds_the_result(client)
                     before = await _shown(client, job.job_id)
                     etcd_proxy.resume()
                 elif event.terminal:
@@ -90,6 +98,7 @@ async def test_reads_tell_a_result_only_once_the_journal_has_committed_it(
                     told = event.output
             after = await _shown(client, job.job_id)
     assert before == {
+        "GetStats": (0, 0, 1, 1),
         "GetTask": ("RUNNING", b"", False),
         "GetJob": ({"RUNNING": 1}, False, False),
         "admin GetJob": ("RUNNING", "RUNNING", False, False),
@@ -98,6 +107,7 @@ async def test_reads_tell_a_result_only_once_the_journal_has_committed_it(
     }
     assert told
     assert after == {
+        "GetStats": (1, 1, 0, 0),
         "GetTask": ("SUCCEEDED", told, False),
         "GetJob": ({"SUCCEEDED": 1}, True, True),
         "admin GetJob": ("SUCCEEDED", "SUCCEEDED", False, True),

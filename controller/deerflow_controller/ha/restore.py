@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from deerflow_controller.core.model import TERMINAL_STATES, Job, Task, TaskState
@@ -104,6 +104,7 @@ class JournalTap:
         """Per job, the batches queued and not yet committed: (index of the batch's first
         terminal event, end of the batch) in ``job.events``, oldest first."""
         shell.delivery_limit = self.limit
+        shell.fenced_jobs = self.fenced
 
     def begin(self, journal: Journal) -> None:
         """Start a term: events already in the (restored) logs are journaled already; a
@@ -132,6 +133,10 @@ class JournalTap:
             if events[i].state in TERMINAL_STATES:
                 return i
         return len(events)
+
+    def fenced(self) -> Iterable[str]:
+        """The jobs with results queued for the journal and not committed yet."""
+        return self._held.keys()
 
     def _committed(self, job_id: str, end: int) -> None:
         held = self._held.get(job_id)

@@ -108,24 +108,38 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         for job in sched.jobs.values():
             if not job.done:
                 active += 1
+        # HA mode: a job whose last results are not journaled yet is not shown done either.
+        fenced = shell.fenced_jobs
+        for job_id in fenced() if fenced is not None else ():
+            held_job = sched.jobs.get(job_id)
+            if held_job is not None and held_job.done:
+                active += 1
         # Live counts come from the counters and the queue, never from a scan of every task.
         in_flight = sum(len(a.in_flight) for a in sched.agents.values())
+        # HA mode: a result not yet journaled is not told (as WatchJob and GetJob tell it):
+        # its task still counts in flight, not in its terminal state's total.
+        held = shell.withheld_results()
+        in_flight += sum(held.values())
+        succeeded = c.succeeded - held.get(TaskState.SUCCEEDED, 0)
+        failed = c.failed - held.get(TaskState.FAILED, 0)
+        cancelled = c.cancelled - held.get(TaskState.CANCELLED, 0)
+        timed_out = c.timed_out - held.get(TaskState.TIMED_OUT, 0)
         by_state[TaskState.QUEUED.name] = sched.queued()
         by_state["IN_FLIGHT"] = in_flight
-        by_state[TaskState.SUCCEEDED.name] = c.succeeded
-        by_state[TaskState.FAILED.name] = c.failed
-        by_state[TaskState.CANCELLED.name] = c.cancelled
-        by_state[TaskState.TIMED_OUT.name] = c.timed_out
+        by_state[TaskState.SUCCEEDED.name] = succeeded
+        by_state[TaskState.FAILED.name] = failed
+        by_state[TaskState.CANCELLED.name] = cancelled
+        by_state[TaskState.TIMED_OUT.name] = timed_out
         stats = admin_pb2.Stats(
             controller_id=shell.config.controller_id,
             epoch=shell.config.epoch,
             uptime_s=shell.clock() - shell.started_at,
             tasks_by_state=by_state,
             submitted=c.submitted,
-            succeeded=c.succeeded,
-            failed=c.failed,
-            cancelled=c.cancelled,
-            timed_out=c.timed_out,
+            succeeded=succeeded,
+            failed=failed,
+            cancelled=cancelled,
+            timed_out=timed_out,
             retries=c.retries,
             queued=sched.queued(),
             agents=len(sched.agents),
@@ -164,10 +178,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         for job in sched.jobs.values():
             if job_tenant(job) != tenant:
                 continue
-            active += not job.done
-            for task in job.tasks.values():
-                name = task.state.name
-                by_state[name] = by_state.get(name, 0) + 1
+            shown = shell.shown(job)  # HA: as of its journaled results
+            active += not shown.done
+            for name, n in shown.by_state().items():
+                by_state[name] = by_state.get(name, 0) + n
         return admin_pb2.Stats(
             controller_id=shell.config.controller_id,
             epoch=shell.config.epoch,

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import ControllerConfig
-from deerflow_controller.core.model import AttemptKey, HandlerTraits, Job, Task, TaskSpec
+from deerflow_controller.core.model import AttemptKey, HandlerTraits, Job, Task, TaskSpec, TaskState
 from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredJob, Scheduler
 from deerflow_controller.core.validation import quote
 from deerflow_controller.ratelimit import RateLimiter
@@ -125,6 +125,8 @@ class Shell:
         self._background: set[asyncio.Task[None]] = set()
         self.interceptors: list[ShellInterceptor] = []
         self.delivery_limit: Callable[[Job], int] | None = None
+        self.fenced_jobs: Callable[[], Iterable[str]] | None = None
+        """HA mode: the jobs whose results are not all journaled yet (the journal's fence)."""
         """HA mode: how many of a job's events may be delivered (the journal's fence)."""
         self.inputs = InputPacker(config.inline_input_bytes, config.max_message_bytes // 8)
         """Puts the dependencies' outputs tasks asked for in their assignments (issue #15)."""
@@ -474,6 +476,24 @@ class Shell:
         """The job as a client may be shown it now (GetJob, GetTask, the jobs view): its tasks
         as of its deliverable events, so that no read tells a result WatchJob would not."""
         return ShownJob(job, self.deliverable(job))
+
+    def withheld_results(self) -> dict[TaskState, int]:
+        """Tasks the core holds finished but a client is not yet told so (HA: their results are
+        not journaled yet), by their state in the core: what GetStats' totals leave out."""
+        out: dict[TaskState, int] = {}
+        fenced = self.fenced_jobs
+        if fenced is None:
+            return out
+        jobs = self.scheduler.jobs
+        for job_id in list(fenced()):
+            job = jobs.get(job_id)
+            if job is None:
+                continue
+            tasks = job.tasks
+            for task_id in self.shown(job).withheld:
+                state = tasks[task_id].state
+                out[state] = out.get(state, 0) + 1
+        return out
 
     # ------------------------------------------------------------------ membership
 
