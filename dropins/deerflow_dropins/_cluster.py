@@ -305,8 +305,8 @@ async def _make_client(
 async def _one_task(
     client: AsyncClient, task: Task, name: str, timeout_s: float | None
 ) -> TaskResult:
-    # The job's id is ours before the submit, so a caller who gives up while the submit is on
-    # its way cancels the job too (the controller may have accepted it).
+    # The job's id is ours before the submit, so that the cancel below can name it even when
+    # the submit is what was given up (through SubmitJob; on the stream its cancel follows it).
     job_id = uuid.uuid4().hex
     try:
         # The submit and its result travel on the client's Session stream (one message each

@@ -27,12 +27,20 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return out
 
 
-def test_a_repeated_refusal_is_a_warning_once_then_once_a_minute_with_a_count(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+def clock(caplog: pytest.LogCaptureFixture) -> Clock:
     caplog.set_level(logging.DEBUG, logger="deerflow_agent")
-    clock = Clock()
-    refusals = RefusalLog(quiet_s=60, clock=clock)
+    return Clock()
+
+
+@pytest.fixture
+def refusals(clock: Clock) -> RefusalLog:
+    return RefusalLog(quiet_s=60, clock=clock)
+
+
+def test_a_repeated_refusal_is_a_warning_once_then_once_a_minute_with_a_count(
+    refusals: RefusalLog, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     refusals.refused("a1", "ctl:7400", "UNAUTHENTICATED", REVOKED)
     assert warnings(caplog) == [
         f"controller ctl:7400 did not welcome agent a1: UNAUTHENTICATED: {REVOKED}"
@@ -49,11 +57,8 @@ def test_a_repeated_refusal_is_a_warning_once_then_once_a_minute_with_a_count(
 
 
 def test_another_refusal_or_one_after_a_welcome_is_a_warning_at_once(
-    caplog: pytest.LogCaptureFixture,
+    refusals: RefusalLog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="deerflow_agent")
-    clock = Clock()
-    refusals = RefusalLog(quiet_s=60, clock=clock)
     refusals.refused("a1", "ctl:7400", "UNAUTHENTICATED", REVOKED)
     refusals.refused("a1", "ctl:7401", "UNAUTHENTICATED", REVOKED)  # another controller
     refusals.refused("a1", "ctl:7401", "UNAVAILABLE", "standby")  # another status

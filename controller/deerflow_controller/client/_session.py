@@ -75,7 +75,7 @@ class SessionCall:
             if error is not None and error.code() in _CREDENTIAL_CODES:
                 return from_rpc_error(error, self.session.address)
             return None
-        if end.code in (grpc.StatusCode.OK.value[0], _UNAVAILABLE):
+        if end.code in (_OK, _UNAVAILABLE):
             return None
         code = _CODES.get(end.code, grpc.StatusCode.UNKNOWN)
         return from_status(code, end.message, self.session.address)
@@ -95,7 +95,7 @@ class SessionCall:
         error = self.refusal()
         if error is not None:
             raise error
-        if self.end is None or self.end.code != grpc.StatusCode.OK.value[0]:
+        if self.end is None or self.end.code != _OK:
             raise SessionBroken
         return None
 
@@ -111,6 +111,7 @@ class SessionCall:
             self.session.stop(self.number, cancel_job=job)
 
 
+_OK = grpc.StatusCode.OK.value[0]
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 _CREDENTIAL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 _CODES = {code.value[0]: code for code in grpc.StatusCode}

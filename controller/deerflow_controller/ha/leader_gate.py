@@ -144,9 +144,11 @@ class LeaderGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response: client_pb2.SubmitJobResponse = await inner(request, context)
                 await hooks.acknowledged(request, response)
             except Refused as e:
-                if e.code == grpc.StatusCode.UNAVAILABLE:
+                if e.code == grpc.StatusCode.UNAVAILABLE:  # the term ended: name the leader
                     await _refuse(context, e.message, self.leader_address)
-                await context.abort(e.code, e.message)
+                else:
+                    await context.abort(e.code, e.message)
+                raise AssertionError("unreachable") from None
             return response
 
         return submit

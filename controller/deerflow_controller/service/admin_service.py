@@ -104,26 +104,21 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         sched = shell.scheduler
         c = sched.counters
         by_state: dict[str, int] = {}
-        active = 0
+        # HA mode: a result not yet journaled is not told (as WatchJob and GetJob tell it): its
+        # task still counts in flight, not in its terminal state's total, and a job done in the
+        # core with one still counts active.
+        held = shell.withheld_totals()
+        active = held.done_jobs
         for job in sched.jobs.values():
             if not job.done:
                 active += 1
-        # HA mode: a job whose last results are not journaled yet is not shown done either.
-        fenced = shell.fenced_jobs
-        for job_id in fenced() if fenced is not None else ():
-            held_job = sched.jobs.get(job_id)
-            if held_job is not None and held_job.done:
-                active += 1
         # Live counts come from the counters and the queue, never from a scan of every task.
-        in_flight = sum(len(a.in_flight) for a in sched.agents.values())
-        # HA mode: a result not yet journaled is not told (as WatchJob and GetJob tell it):
-        # its task still counts in flight, not in its terminal state's total.
-        held = shell.withheld_results()
-        in_flight += sum(held.values())
-        succeeded = c.succeeded - held.get(TaskState.SUCCEEDED, 0)
-        failed = c.failed - held.get(TaskState.FAILED, 0)
-        cancelled = c.cancelled - held.get(TaskState.CANCELLED, 0)
-        timed_out = c.timed_out - held.get(TaskState.TIMED_OUT, 0)
+        in_flight = sum(len(a.in_flight) for a in sched.agents.values()) + held.tasks
+        withheld = held.by_state
+        succeeded = c.succeeded - withheld.get(TaskState.SUCCEEDED, 0)
+        failed = c.failed - withheld.get(TaskState.FAILED, 0)
+        cancelled = c.cancelled - withheld.get(TaskState.CANCELLED, 0)
+        timed_out = c.timed_out - withheld.get(TaskState.TIMED_OUT, 0)
         by_state[TaskState.QUEUED.name] = sched.queued()
         by_state["IN_FLIGHT"] = in_flight
         by_state[TaskState.SUCCEEDED.name] = succeeded

@@ -24,14 +24,14 @@ from typing import Protocol
 
 from deerflow_controller.cache import ResultCache
 from deerflow_controller.config import ControllerConfig
-from deerflow_controller.core.model import AttemptKey, HandlerTraits, Job, Task, TaskSpec, TaskState
+from deerflow_controller.core.model import AttemptKey, HandlerTraits, Job, Task, TaskSpec
 from deerflow_controller.core.scheduler import AttemptResult, Outbox, RestoredJob, Scheduler
 from deerflow_controller.core.validation import quote
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.service import wire
 from deerflow_controller.service.cache_saver import CacheSaver
 from deerflow_controller.service.inputs import InputPacker
-from deerflow_controller.service.shown import ShownJob
+from deerflow_controller.service.shown import ShownJob, WithheldTotals
 from deerflow_controller.service.splitters import local_split_functions
 from deerflow_controller.tuning.knobs import AGENT_SLOTS, PREFETCH, RATE_KEY_CONCURRENCY
 from deerflow_protos import agent_pb2
@@ -125,9 +125,9 @@ class Shell:
         self._background: set[asyncio.Task[None]] = set()
         self.interceptors: list[ShellInterceptor] = []
         self.delivery_limit: Callable[[Job], int] | None = None
-        self.fenced_jobs: Callable[[], Iterable[str]] | None = None
-        """HA mode: the jobs whose results are not all journaled yet (the journal's fence)."""
         """HA mode: how many of a job's events may be delivered (the journal's fence)."""
+        self.fenced_jobs: Callable[[], Iterable[str]] | None = None
+        """HA mode: the jobs whose results are not all journaled yet (behind the fence)."""
         self.inputs = InputPacker(config.inline_input_bytes, config.max_message_bytes // 8)
         """Puts the dependencies' outputs tasks asked for in their assignments (issue #15)."""
 
@@ -477,22 +477,18 @@ class Shell:
         as of its deliverable events, so that no read tells a result WatchJob would not."""
         return ShownJob(job, self.deliverable(job))
 
-    def withheld_results(self) -> dict[TaskState, int]:
-        """Tasks the core holds finished but a client is not yet told so (HA: their results are
-        not journaled yet), by their state in the core: what GetStats' totals leave out."""
-        out: dict[TaskState, int] = {}
+    def withheld_totals(self) -> WithheldTotals:
+        """What the core holds finished but a client is not yet told so (HA: results not
+        journaled yet): what GetStats' totals leave out. One pass over the fenced jobs."""
+        out = WithheldTotals()
         fenced = self.fenced_jobs
         if fenced is None:
             return out
         jobs = self.scheduler.jobs
         for job_id in list(fenced()):
             job = jobs.get(job_id)
-            if job is None:
-                continue
-            tasks = job.tasks
-            for task_id in self.shown(job).withheld:
-                state = tasks[task_id].state
-                out[state] = out.get(state, 0) + 1
+            if job is not None:
+                out.add(self.shown(job))
         return out
 
     # ------------------------------------------------------------------ membership

@@ -20,7 +20,7 @@ RUNNING event a short way back).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deerflow_controller.core.model import TERMINAL_STATES, Event, Job, Task, TaskState
 
@@ -73,6 +73,28 @@ def withheld(job: Job, limit: int, only: str | None = None) -> dict[str, Withhel
 def _as_of(ev: Event) -> Withheld:
     state = _TASK_STATE_OF_EVENT.get(ev.state, ev.state)
     return Withheld(state, ev.attempt, ev.agent_id if state in _ON_AN_AGENT else "")
+
+
+@dataclass(slots=True)
+class WithheldTotals:
+    """Over many jobs (``Shell.withheld_totals``): their withheld tasks by the state the core
+    holds them in, and how many of the jobs are done in the core but not shown done."""
+
+    by_state: dict[TaskState, int] = field(default_factory=dict)
+    done_jobs: int = 0
+
+    def add(self, shown: ShownJob) -> None:
+        if not shown.withheld:
+            return
+        tasks = shown.job.tasks
+        for task_id in shown.withheld:
+            state = tasks[task_id].state
+            self.by_state[state] = self.by_state.get(state, 0) + 1
+        self.done_jobs += shown.job.done
+
+    @property
+    def tasks(self) -> int:
+        return sum(self.by_state.values())
 
 
 class ShownJob:
