@@ -28,7 +28,7 @@ from deerflow_controller.config import ControllerConfig
 from deerflow_controller.core.model import TaskState
 from deerflow_controller.core.scheduler import Scheduler
 from deerflow_controller.ratelimit import RateLimiter
-from deerflow_protos import client_pb2
+from deerflow_protos import client_pb2, client_pb2_grpc
 from tests.tcp_proxy import Proxy
 
 from .conftest import Served, connect, serve_in_process
@@ -132,6 +132,28 @@ async def test_a_bad_call_number_ends_the_stream_and_accepted_jobs_run_on(
     assert job is not None and not job.done  # accepted before: runs on, not cancelled
     assert served.shell.job("second") is None
     await until(lambda: served.service.streams.total == 0, "the session's calls given back")
+
+
+async def test_a_bad_call_number_during_a_calls_first_write_still_ends_with_its_status(
+    controller_alone: Cluster,
+) -> None:
+    """The stream's status goes out after a write in flight, not across it: gRPC refused a
+    status sent while a write was still in its core (TOO_MANY_OPERATIONS), and the client
+    waited for good. The second submit reuses the first's number at once, so the refusal meets
+    the first call's acknowledgement on its way. A race, so tried on many streams, against the
+    real controller process (in-process here it never met: 23 of 30 streams hung there)."""
+    async with grpc.aio.insecure_channel(controller_alone.address) as channel:
+        stub = client_pb2_grpc.JobServiceStub(channel)
+        for attempt in range(30):
+            stream = stub.Session()
+            await stream.write(submit(5, f"first{attempt}", events=True))
+            await stream.write(submit(5, f"again{attempt}"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async with asyncio.timeout(30):  # a bound on a hang (it hung before the fix)
+                    while await stream.read() is not grpc.aio.EOF:
+                        pass
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+            assert "call number 5 is still in use" in (caught.value.details() or "")
 
 
 async def test_a_request_without_submit_or_stop_ends_the_stream(served: Served) -> None:

@@ -112,13 +112,16 @@ class ServedSession:
         reader = asyncio.create_task(self._read(requests))
         try:
             await self._over.wait()
-            if self.failure is not None and not isinstance(self.failure, _StreamGone):
-                raise self.failure
         finally:
             reader.cancel()
             for call in list(self.calls.values()):
-                if call.task is not None:
-                    call.task.cancel()
+                call.stop()  # at once, or after its write in flight
+            # The stream's status must not go out across a write still in gRPC's core (it
+            # would be refused, TOO_MANY_OPERATIONS, and the client would wait for good).
+            async with self._writing:
+                pass
+        if self.failure is not None and not isinstance(self.failure, _StreamGone):
+            raise self.failure
 
     async def _read(self, requests: AsyncIterator[client_pb2.SessionRequest]) -> None:
         calls = self.calls
