@@ -9,6 +9,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deerflow_bench import (
     Record,
@@ -257,3 +259,40 @@ def test_learning_item_costs_never_imports_numpy_ma_on_the_event_loop() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    declared=st.sampled_from([None, 0.0, 2.5]),
+    items_field=st.booleans(),
+    observations=st.lists(
+        st.tuples(
+            st.sampled_from(["a1", "a2"]),
+            st.integers(0, 50),
+            st.integers(0, 10_000),
+            st.floats(1e-4, 100.0),
+        ),
+        max_size=40,
+    ),
+    asked=st.tuples(st.integers(0, 50), st.integers(0, 10_000)),
+    hint_s=st.sampled_from([0.0, 0.3, 7.0]),
+)
+def test_the_cores_duration_is_the_estimates_duration(
+    declared: float | None,
+    items_field: bool,
+    observations: list[tuple[str, int, int, float]],
+    asked: tuple[int, int],
+    hint_s: float,
+) -> None:
+    """The core asks ``duration`` for every task it queues; it is the estimate's duration,
+    exactly, cold or learned, with or without a hint."""
+    p = Predictor(PredictorConfig(fit_min_samples=4))
+    if declared is not None:
+        p.declare(
+            "h", HandlerDefaults(duration_s=declared, items_field="items" if items_field else "")
+        )
+    for i, (agent, items, size, run_s) in enumerate(observations):
+        p.observe("h", agent, Features(items, size), run_s, 0.0, 0, 0.0, float(i))
+    f = Features(*asked)
+    for handler in ("h", "never-seen"):
+        assert p.duration(handler, f, hint_s) == p.predict(handler, f, hint_s=hint_s).duration_s

@@ -70,9 +70,9 @@ class Placement:
         traits = self._core.traits.get(spec.handler)
         feats = features(spec.payload, traits.items_field if traits is not None else "")
         task.features = feats
-        pred = task.predicted_s = self.predictor.predict(
+        pred = task.predicted_s = self.predictor.duration(
             spec.handler, feats, hint_s=spec.est_duration_s
-        ).duration_s
+        )
         return pred
 
     def assigned(self, task: Task, agent: AgentView) -> None:

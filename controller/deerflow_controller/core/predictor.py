@@ -301,15 +301,12 @@ class Predictor:
         observed; after that the learned model wins."""
         model = self._models.get(handler)
         if model is None or (model.samples == 0 and (hint_s > 0 or not model.declared)):
-            base = hint_s if hint_s > 0 else self.config.fallback_duration_s
-            if model is not None and model.use_items and features.items > 1 and hint_s <= 0:
-                base *= features.items
-            mu = math.log(base)
+            # No data: every agent is assumed to be the reference.
+            median = self._prior_duration(model, features, hint_s)
             sigma = self.config.prior_sigma
             samples = 0
             cpu_share = 1.0 if model is not None and model.defaults.cpu_bound else 0.0
             memory = tokens = 0.0
-            scale = 1.0  # no data: assume every agent is the reference
         else:
             mu = model.mu(features)
             sigma = model.sigma
@@ -323,7 +320,7 @@ class Predictor:
                     scale = math.exp(-ratios.median)
                 else:
                     scale = 1.0 / self._raw_speed.get(agent_id, 1.0)
-        median = math.exp(mu) * scale
+            median = math.exp(mu) * scale
         return Estimate(
             median,
             median * math.exp(_Z90 * sigma),
@@ -333,6 +330,24 @@ class Predictor:
             samples,
             sigma,
         )
+
+    def duration(self, handler: str, features: Features, hint_s: float = 0.0) -> float:
+        """``predict(handler, features, hint_s=hint_s).duration_s`` alone, without the rest of
+        the estimate: what the core asks for every task it queues."""
+        model = self._models.get(handler)
+        if model is None or (model.samples == 0 and (hint_s > 0 or not model.declared)):
+            return self._prior_duration(model, features, hint_s)
+        return math.exp(model.mu(features)) * (1.0 / self._ref)
+
+    def _prior_duration(
+        self, model: _HandlerModel | None, features: Features, hint_s: float
+    ) -> float:
+        """The median before the handler is observed: the submitter's hint, else the
+        fallback (times the items when the handler counts them)."""
+        base = hint_s if hint_s > 0 else self.config.fallback_duration_s
+        if model is not None and model.use_items and features.items > 1 and hint_s <= 0:
+            base *= features.items
+        return base
 
     def observe(
         self,
