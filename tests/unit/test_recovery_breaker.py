@@ -3,6 +3,9 @@ cool-downs. Driven with a float clock."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from deerflow_common.errors import ErrorClass
 from deerflow_controller.recovery import (
     BreakerConfig,
@@ -238,3 +241,64 @@ def test_all_closed_tells_the_scheduler_when_it_may_skip_the_checks() -> None:
     b.allow(KEY, 5.0, "p")
     b.record_success(KEY, "p", 5.5)
     assert b.all_closed
+
+
+# A message of one agent's results at one instant: (key, task id, failed) in order.
+_messages = st.lists(
+    st.tuples(
+        st.floats(0.0, 8.0),  # time since the previous message
+        st.lists(
+            st.tuples(st.sampled_from([KEY, "k2"]), st.sampled_from("abcdef"), st.booleans()),
+            max_size=12,
+        ),
+    ),
+    max_size=25,
+)
+
+
+def _circuits(b: CircuitBreakers) -> object:
+    return {
+        k: (c.state, list(c.outcomes), c.failures, dict(c.failing_tasks), c.trips, c.until)
+        for k, c in b._circuits.items()
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=_messages, max_events=st.sampled_from([3, 4096]))
+def test_successes_recorded_together_are_recorded_as_one_by_one(
+    messages: list[tuple[float, list[tuple[str, str, bool]]]], max_events: int
+) -> None:
+    """As the core feeds a result message: successes together (``record_successes``, only
+    while every circuit is closed) before each failure and at the end; the circuits, their
+    windows and every transition are those of recording each outcome in turn."""
+    cfg = BreakerConfig(
+        window_s=10.0, min_failures=2, min_tasks=2, failure_ratio=0.5, max_events=max_events
+    )
+    one, batched = CircuitBreakers(cfg), CircuitBreakers(cfg)
+    seen_one: list[object] = []
+    seen_batched: list[object] = []
+    now = 0.0
+
+    def flush(pending: list[tuple[str, str]]) -> None:
+        if batched.all_closed:
+            for key in dict.fromkeys(k for k, _ in pending):
+                batched.record_successes(key, [t for k, t in pending if k == key], now)
+        else:
+            for key, task_id in pending:
+                seen_batched.append(batched.record_success(key, task_id, now))
+        pending.clear()
+
+    for dt, outcomes in messages:
+        now += dt
+        pending: list[tuple[str, str]] = []
+        for key, task_id, failed in outcomes:
+            if failed:
+                flush(pending)
+                seen_one.append(one.record_failure(key, task_id, T, now))
+                seen_batched.append(batched.record_failure(key, task_id, T, now))
+            else:
+                pending.append((key, task_id))
+                seen_one.append(one.record_success(key, task_id, now))
+        flush(pending)
+        assert _circuits(batched) == _circuits(one)
+    assert [s for s in seen_batched if s is not None] == [s for s in seen_one if s is not None]

@@ -3,6 +3,9 @@ provider failing everywhere quarantines nobody."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from deerflow_common.errors import ErrorClass
 from deerflow_controller.recovery import AgentQuarantine, QuarantineAction, QuarantineConfig
 
@@ -142,3 +145,66 @@ def test_a_released_agent_is_judged_afresh_not_on_its_old_failures() -> None:
     assert [q.record("bad", "crawl", False, T, 61.0) for _ in range(4)] == [None] * 4
     again = q.record("bad", "crawl", False, T, 61.0)
     assert again is not None and again.until - 61.0 == 120.0  # strike 2: released < stable_s ago
+
+
+def _windows(q: AgentQuarantine) -> object:
+    return {
+        h: (list(w.outcomes), w.attempts, w.failures, {a: list(c) for a, c in w.per_agent.items()})
+        for h, w in q._windows.items()
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    messages=st.lists(
+        st.tuples(
+            st.floats(0.0, 90.0),  # time since the previous message
+            st.sampled_from(["good", "bad"]),  # the agent whose results these are
+            st.lists(st.tuples(st.sampled_from(["crawl", "llm"]), st.booleans()), max_size=12),
+        ),
+        max_size=30,
+    )
+)
+def test_successes_recorded_together_are_recorded_as_one_by_one(
+    messages: list[tuple[float, str, list[tuple[str, bool]]]],
+) -> None:
+    """As the core feeds one agent's result message: its successes per handler together
+    before each failure and at the end (each in turn when the pair was ever sentenced); the
+    windows, sentences and decisions are those of recording each outcome in turn."""
+    cfg = QuarantineConfig(
+        window_s=120.0,
+        min_failures=2,
+        min_peer_attempts=2,
+        healthy_peer_attempts=1,
+        cooldown_s=60.0,
+    )
+    one, batched = AgentQuarantine(cfg), AgentQuarantine(cfg)
+    seen_one: list[object] = []
+    seen_batched: list[object] = []
+    now = 0.0
+
+    def flush(agent: str, pending: list[str]) -> None:
+        for handler in dict.fromkeys(pending):
+            n = pending.count(handler)
+            if not batched.record_successes(agent, handler, n, now):
+                for _ in range(n):
+                    seen_batched.append(
+                        batched.record(agent, handler, True, ErrorClass.UNSPECIFIED, now)
+                    )
+        pending.clear()
+
+    for dt, agent, outcomes in messages:
+        now += dt
+        pending: list[str] = []
+        for handler, failed in outcomes:
+            if failed:
+                flush(agent, pending)
+                seen_one.append(one.record(agent, handler, False, T, now))
+                seen_batched.append(batched.record(agent, handler, False, T, now))
+            else:
+                pending.append(handler)
+                seen_one.append(one.record(agent, handler, True, ErrorClass.UNSPECIFIED, now))
+        flush(agent, pending)
+        assert _windows(batched) == _windows(one)
+        assert batched._sentences == one._sentences
+    assert [s for s in seen_batched if s is not None] == [s for s in seen_one if s is not None]

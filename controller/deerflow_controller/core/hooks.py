@@ -59,8 +59,8 @@ class RecoveryHooks(Protocol):
         """The circuits an attempt of ``task`` draws on."""
         ...
 
-    def record_success(self, task: Task, agent_id: str, now: float) -> None:
-        """An attempt succeeded."""
+    def record_successes(self, tasks: Sequence[Task], agent_id: str, now: float) -> None:
+        """Attempts of ``tasks`` succeeded on ``agent_id`` (one result message, in order)."""
         ...
 
     def record_failure(
@@ -217,7 +217,7 @@ class FixedRetries:
     def circuit_keys(self, task: Task) -> tuple[str, ...]:
         return ()
 
-    def record_success(self, task: Task, agent_id: str, now: float) -> None:
+    def record_successes(self, tasks: Sequence[Task], agent_id: str, now: float) -> None:
         pass
 
     def record_failure(

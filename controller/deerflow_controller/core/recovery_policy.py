@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from deerflow_controller.core.model import ErrorClass, ErrorKind, Task, TaskError, TaskState
 from deerflow_controller.core.port import CorePort
@@ -85,6 +85,42 @@ class Recovery:
         return self._retry_policy.decide(
             state, error, cls, metadata, max_retries=task.max_retries, rng=self._rng
         )
+
+    def record_successes(self, tasks: Sequence[Task], agent_id: str, now: float) -> None:
+        """Feed attempts of ``tasks`` that succeeded on ``agent_id`` at ``now`` (one agent's
+        result message, in order) to the circuit breakers and the quarantine judge: as
+        :meth:`record_success` for each in turn, but while every circuit is closed (then a
+        success changes no circuit's state) each circuit's window and each handler's are
+        updated once for all of them."""
+        if not self.breakers.all_closed:
+            for task in tasks:
+                self.record_success(task, agent_id, now)
+            return
+        ids: dict[tuple[str, ...], list[str]] = {}
+        handlers: dict[str, int] = {}
+        circuit_keys = self.circuit_keys
+        for task in tasks:
+            keys = circuit_keys(task)
+            same = ids.get(keys)
+            if same is None:
+                ids[keys] = [task.id]
+            else:
+                same.append(task.id)
+            handler = task.spec.handler
+            handlers[handler] = handlers.get(handler, 0) + 1
+        breakers = self.breakers
+        for keys, task_ids in ids.items():
+            for key in keys:
+                breakers.record_successes(key, task_ids, now)
+        quarantine = self.quarantine
+        for handler, n in handlers.items():
+            if not quarantine.record_successes(agent_id, handler, n, now):
+                for _ in range(n):  # the pair was sentenced: each may release it
+                    decision = quarantine.record(
+                        agent_id, handler, True, ErrorClass.UNSPECIFIED, now
+                    )
+                    if decision is not None:
+                        self._quarantine_changed(decision, now)
 
     def record_success(self, task: Task, agent_id: str, now: float) -> None:
         """Feed a succeeded attempt to the circuit breakers and the quarantine judge."""

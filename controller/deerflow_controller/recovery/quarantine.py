@@ -116,6 +116,28 @@ class AgentQuarantine:
             return None
         return self._judge(agent, handler, now)
 
+    def record_successes(self, agent: str, handler: str, n: int, now: float) -> bool:
+        """``n`` attempts of ``handler`` on ``agent`` succeeded at ``now``: the same as ``n``
+        calls of :meth:`record` when the pair has never been sentenced (no decision can
+        follow), at the cost of one window update. Returns False, recording nothing, when it
+        has been: the caller records each then."""
+        if (agent, handler) in self._sentences:
+            return False
+        w = self._windows.get(handler)
+        if w is None:
+            w = self._windows[handler] = _HandlerWindow()
+        w.outcomes.extend([(now, agent, False)] * n)
+        w.attempts += n
+        counts = w.per_agent.get(agent)
+        if counts is None:
+            counts = w.per_agent[agent] = [0, 0]
+        counts[0] += n
+        horizon = now - self.config.window_s
+        outcomes = w.outcomes
+        while outcomes and outcomes[0][0] <= horizon:
+            self._pop(w)
+        return True
+
     def is_quarantined(self, agent: str, handler: str, now: float) -> bool:
         sentence = self._sentences.get((agent, handler))
         if sentence is None:
