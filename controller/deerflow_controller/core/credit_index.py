@@ -61,7 +61,10 @@ class CreditIndex:
 
     def update(self, agent: AgentView) -> None:
         """Count ``agent``'s credit as it is now (call after anything that may change it)."""
-        new = agent.credit
+        # AgentView.credit, inlined: this runs twice for every task (hold and release).
+        new = 0 if agent.draining else agent.slots + agent.prefetch - len(agent.in_flight)
+        if new < 0:
+            new = 0
         counted = self._counted
         old = counted.get(agent.id, 0)
         if new == old:

@@ -258,7 +258,7 @@ def fill(self: SchedulerCore, now: float) -> int:
                 break  # the rest would find nothing either: O(tasks), not O(agents)
             handlers = agent.open_handlers()
             if quarantined and agent.id in quarantined:
-                handlers = [h for h in handlers if h not in quarantined[agent.id]]
+                handlers = handlers - quarantined[agent.id]
             task = self.ready.pop_for(handlers, agent.labels)
             if task is None:
                 continue

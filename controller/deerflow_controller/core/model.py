@@ -353,6 +353,9 @@ class AgentView:
     seq: int = 0
     """Its place in the order agents joined (the core's counter): the order dispatch offers
     agents in (``core.credit_index``)."""
+    open_now: frozenset[str] | None = None
+    """What :meth:`open_handlers` returns until an attempt of a capped handler starts or ends
+    here (None: to be worked out again); dispatch asks for every task it sends."""
 
     def hold(self, key: AttemptKey, task: Task) -> None:
         """Count an attempt as unfinished on this agent."""
@@ -360,20 +363,33 @@ class AgentView:
         handler = task.spec.handler
         if handler in self.handler_caps:
             self.capped_in_flight[handler] = self.capped_in_flight.get(handler, 0) + 1
+            self.open_now = None
 
     def release(self, key: AttemptKey) -> Task | None:
         """The attempt ended or left this agent; returns its task if it was held here."""
         task = self.in_flight.pop(key, None)
         if task is not None and task.spec.handler in self.handler_caps:
             self.capped_in_flight[task.spec.handler] -= 1
+            self.open_now = None
         return task
 
-    def open_handlers(self) -> frozenset[str] | list[str]:
+    def release_all(self) -> None:
+        """Every attempt left this agent (it disconnected)."""
+        self.in_flight.clear()
+        self.capped_in_flight.clear()
+        self.open_now = None
+
+    def open_handlers(self) -> frozenset[str]:
         """Handlers this agent may take another attempt of now."""
         if not self.handler_caps:
             return self.handlers
-        caps, running = self.handler_caps, self.capped_in_flight
-        return [h for h in self.handlers if h not in caps or running.get(h, 0) < caps[h]]
+        open_now = self.open_now
+        if open_now is None:
+            caps, running = self.handler_caps, self.capped_in_flight
+            open_now = self.open_now = frozenset(
+                h for h in self.handlers if h not in caps or running.get(h, 0) < caps[h]
+            )
+        return open_now
 
     @property
     def credit(self) -> int:

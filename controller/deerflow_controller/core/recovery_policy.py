@@ -100,7 +100,7 @@ class Recovery:
         handlers: dict[str, int] = {}
         circuit_keys = self.circuit_keys
         for task in tasks:
-            keys = circuit_keys(task)
+            keys = task.circuit_keys or circuit_keys(task)
             same = ids.get(keys)
             if same is None:
                 ids[keys] = [task.id]

@@ -392,8 +392,7 @@ class SchedulerCore:
                 retryable=True,
             )
             self._attempt_failed(task, error, now)
-        agent.in_flight.clear()
-        agent.capped_in_flight.clear()
+        agent.release_all()
         if not reconnecting:
             self._dispatch(now)
 
