@@ -584,5 +584,13 @@ def bench_inputs_cmd(sizes_mb: str, rounds: int, agents: int, as_json: bool) -> 
 # More benchmarks, by concept, each registering itself on `bench` when imported: the client's
 # side (SDK throughput, latency) in _cli_client.py, high availability (failover, the journal) in
 # _cli_ha.py, issue #16's (the research comparison, the tuner) in _cli_seed.py, issue #19's
-# scale and start-up in _cli_scale.py and _cli_startup.py.
-from . import _cli_client, _cli_ha, _cli_scale, _cli_seed, _cli_startup  # noqa: E402, F401
+# scale, start-up and instruction counts in _cli_scale.py, _cli_startup.py and
+# _cli_instructions.py.
+from . import (  # noqa: E402, F401
+    _cli_client,
+    _cli_ha,
+    _cli_instructions,
+    _cli_scale,
+    _cli_seed,
+    _cli_startup,
+)

@@ -34,15 +34,22 @@ class ControllerProcess(ManagedProcess):
         host: str = "127.0.0.1",
         quiet: bool = True,
         ready_timeout_s: float = 30.0,
+        wrapper: Sequence[str] = (),
     ) -> ControllerProcess:
         """Blocks until the controller listens; raises RuntimeError (the process stopped) when
-        it exits first, TimeoutError when it stays silent for ``ready_timeout_s``."""
+        it exits first, TimeoutError when it stays silent for ``ready_timeout_s``. ``wrapper``:
+        see ``ManagedProcess.spawn``."""
         # Launched controllers serve no HTTP unless asked: many run side by side, and the
         # daemon's default dashboard port would be contended.
         http = [] if any(a.startswith("--http-port") for a in args) else ["--http-port", "0"]
         module_args = ["--host", host, "--port", "0", *http, *args]
         self = await cls.spawn(
-            "deerflow-controller", "deerflow_controller.main", module_args, quiet=quiet, piped=True
+            "deerflow-controller",
+            "deerflow_controller.main",
+            module_args,
+            quiet=quiet,
+            piped=True,
+            wrapper=wrapper,
         )
         self.address = await self._await_ready_line(READY_PREFIX, ready_timeout_s)
         return self
@@ -106,8 +113,13 @@ class Cluster(_LocalProcesses):
         agent_env: Mapping[str, str] | None = None,
         tls: CertificateDir | None = None,
         mutual_tls: bool = False,
+        controller_wrapper: Sequence[str] = (),
+        ready_timeout_s: float = 30.0,
     ) -> None:
         self.agent_env = dict(agent_env or {})
+        self.controller_wrapper = list(controller_wrapper)
+        """A command the controller's interpreter runs under (see ``ManagedProcess.spawn``)."""
+        self.ready_timeout_s = ready_timeout_s
         self.n_agents = agents
         self.agent_args = list(agent_args)
         self.controller_args = list(controller_args)
@@ -128,7 +140,12 @@ class Cluster(_LocalProcesses):
         return self.controller.address
 
     async def start(self) -> None:
-        self.controller = await ControllerProcess.start(self.controller_args, quiet=self.quiet)
+        self.controller = await ControllerProcess.start(
+            self.controller_args,
+            quiet=self.quiet,
+            ready_timeout_s=self.ready_timeout_s,
+            wrapper=self.controller_wrapper,
+        )
         for i in range(self.n_agents):
             await self.add_agent(f"agent-{i + 1}")
 

@@ -46,7 +46,7 @@ eighth of the Export calls, which cost both sides (the receiver shares these 2 c
 
 
 @contextlib.contextmanager
-def _environ(extra: Mapping[str, str]) -> Iterator[None]:
+def extra_environ(extra: Mapping[str, str]) -> Iterator[None]:
     """Set environment variables for the processes started inside (the launcher copies
     os.environ), then restore them."""
     saved = {k: os.environ.get(k) for k in extra}
@@ -110,7 +110,7 @@ class _Side:
         return seconds, {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}
 
 
-class _ReceiverProcess:
+class ReceiverProcess:
     """The receiver in a process of its own, as a collector would be: its work is not mixed
     into the client's process, and no gRPC threads exist here when the clusters fork."""
 
@@ -119,7 +119,7 @@ class _ReceiverProcess:
         self.endpoint = endpoint
 
     @classmethod
-    async def start(cls) -> _ReceiverProcess:
+    async def start(cls) -> ReceiverProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -150,6 +150,17 @@ class _ReceiverProcess:
         out, _ = await asyncio.wait_for(self.proc.communicate(b""), 60)
         counts: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
         return counts
+
+
+def traced_env(endpoint: str, spans_per_job: int, export_batch: int) -> dict[str, str]:
+    """The environment of a traced daemon of the benchmarks: export to ``endpoint``, with a
+    queue that holds a whole job's spans (none dropped) and batches of ``export_batch``."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_MAX_QUEUE_SIZE": str(spans_per_job + 4096),
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(export_batch),
+    }
 
 
 def _median_by_role(rounds: list[dict[str, float]]) -> dict[str, float]:
@@ -186,21 +197,16 @@ async def tracing_overhead(
         "agent_args": ["--slots", str(slots)],
         "controller_args": ["--prefetch", str(prefetch)],
     }
-    receiver = await _ReceiverProcess.start()
+    receiver = await ReceiverProcess.start()
     provider = TracerProvider(resource=Resource.create({"service.name": "deerflow-bench"}))
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True))
     )
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_BSP_MAX_QUEUE_SIZE": str(per_job + 4096),
-        "OTEL_BSP_SCHEDULE_DELAY": "500",
-        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(export_batch),
-    }
+    env = traced_env(receiver.endpoint, per_job, export_batch)
     try:
         async with contextlib.AsyncExitStack() as stack:
             plain_cluster = await stack.enter_async_context(Cluster(agents, **cluster_args))
-            with _environ(env):
+            with extra_environ(env):
                 traced_cluster = await stack.enter_async_context(Cluster(agents, **cluster_args))
             sides = []
             for cluster, traced in ((plain_cluster, False), (traced_cluster, True)):

@@ -37,11 +37,15 @@ class ManagedProcess:
         quiet: bool,
         env: Mapping[str, str] | None = None,
         piped: bool = False,
+        wrapper: Sequence[str] = (),
     ) -> Self:
         """Run ``python -m module *args`` with this interpreter; ``piped``: its stdout comes to
         us (read it with :meth:`_await_ready_line`), else it is inherited. ``quiet`` sets the
-        daemons' log level to WARNING unless the environment says otherwise."""
+        daemons' log level to WARNING unless the environment says otherwise. ``wrapper``: a
+        command that runs the interpreter in the same process (valgrind, for the benchmarks'
+        instruction counts), placed before it."""
         proc = await asyncio.create_subprocess_exec(
+            *wrapper,
             sys.executable,
             "-m",
             module,
