@@ -37,6 +37,7 @@ class Recovery:
 
     __slots__ = (
         "_core",
+        "_handler_keys",
         "_retry_policy",
         "_rng",
         "_timer_at",
@@ -51,6 +52,8 @@ class Recovery:
     def __init__(self, core: CorePort, config: RecoveryConfig, *, seed: int | None = None) -> None:
         """``seed`` seeds the retry delays' jitter (None: from the system)."""
         self._core = core
+        self._handler_keys: dict[str, tuple[str]] = {}
+        """Per handler that ran: the circuit keys of its tasks without rate keys."""
         self._retry_policy = RetryPolicy(config.retry)
         self._rng = random.Random(seed)
         self.breakers = CircuitBreakers(config.breaker)
@@ -70,7 +73,15 @@ class Recovery:
         """The circuits an attempt of ``task`` draws on (its rate keys and its handler)."""
         keys = task.circuit_keys
         if keys is None:
-            keys = task.circuit_keys = (*task.spec.rate_keys, handler_key(task.spec.handler))
+            spec = task.spec
+            if spec.rate_keys:
+                keys = (*spec.rate_keys, handler_key(spec.handler))
+            else:
+                # Most tasks draw on their handler's circuit alone: one tuple per handler.
+                keys = self._handler_keys.get(spec.handler)
+                if keys is None:
+                    keys = self._handler_keys[spec.handler] = (handler_key(spec.handler),)
+            task.circuit_keys = keys
         return keys
 
     def decide_retry(
