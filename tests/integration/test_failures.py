@@ -109,7 +109,10 @@ async def test_a_hung_agent_is_declared_dead_at_the_silence_timeout_after_its_la
         finally:
             hung.signal(signal.SIGCONT)  # by its pid; the fixture then stops it
             await client.close()
-    # Dead at the limit after its last message (a heartbeat, one a second), not up to half a
-    # limit later; so at most the limit after it stopped.
-    assert silence - 0.1 <= declared_dead_at - last_heard <= silence + 0.3
-    assert declared_dead_at - stopped_at <= silence + 0.3
+    # Dead at the limit after its last message (a heartbeat, one a second), never before it,
+    # and not half a limit later as with a check every half limit. The exact instant is the
+    # fake-clock test's (test_scheduler_lifecycle.py: declared dead at the limit after its
+    # last message); here, on a loaded 2-core VM, the timer's wake-up and this poll get a
+    # quarter of a limit of slack instead of a tight bound that load could break.
+    assert silence - 0.1 <= declared_dead_at - last_heard <= silence * 1.25
+    assert declared_dead_at - stopped_at <= silence * 1.25
