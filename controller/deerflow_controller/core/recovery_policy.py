@@ -123,15 +123,10 @@ class Recovery:
         for keys, task_ids in ids.items():
             for key in keys:
                 breakers.record_successes(key, task_ids, now)
-        quarantine = self.quarantine
         for handler, n in handlers.items():
-            if not quarantine.record_successes(agent_id, handler, n, now):
+            if not self.quarantine.record_successes(agent_id, handler, n, now):
                 for _ in range(n):  # the pair was sentenced: each may release it
-                    decision = quarantine.record(
-                        agent_id, handler, True, ErrorClass.UNSPECIFIED, now
-                    )
-                    if decision is not None:
-                        self._quarantine_changed(decision, now)
+                    self._quarantine_success(agent_id, handler, now)
 
     def record_success(self, task: Task, agent_id: str, now: float) -> None:
         """Feed a succeeded attempt to the circuit breakers and the quarantine judge."""
@@ -140,9 +135,10 @@ class Recovery:
             transition = breakers.record_success(key, task.id, now)
             if transition is not None:
                 self._circuit_changed(transition, now)
-        decision = self.quarantine.record(
-            agent_id, task.spec.handler, True, ErrorClass.UNSPECIFIED, now
-        )
+        self._quarantine_success(agent_id, task.spec.handler, now)
+
+    def _quarantine_success(self, agent_id: str, handler: str, now: float) -> None:
+        decision = self.quarantine.record(agent_id, handler, True, ErrorClass.UNSPECIFIED, now)
         if decision is not None:
             self._quarantine_changed(decision, now)
 

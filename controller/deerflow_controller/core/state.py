@@ -477,9 +477,7 @@ class SchedulerCore:
             agent.last_heartbeat = now
             self._observe_completions(agent, len(results), now)
         ended = self._attempt_ended
-        # Successes go to the breakers and the quarantine judge together, before any failure
-        # of the batch after them and before dispatch: the same as one by one, cheaper.
-        succeeded: list[Task] = []
+        succeeded: list[Task] = []  # to the breakers and quarantine together (before failures)
         for result in results:
             key = result.key
             task = self.credit_index.release(agent, key) if agent is not None else None

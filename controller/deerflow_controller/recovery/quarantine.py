@@ -123,19 +123,7 @@ class AgentQuarantine:
         has been: the caller records each then."""
         if (agent, handler) in self._sentences:
             return False
-        w = self._windows.get(handler)
-        if w is None:
-            w = self._windows[handler] = _HandlerWindow()
-        w.outcomes.extend([(now, agent, False)] * n)
-        w.attempts += n
-        counts = w.per_agent.get(agent)
-        if counts is None:
-            counts = w.per_agent[agent] = [0, 0]
-        counts[0] += n
-        horizon = now - self.config.window_s
-        outcomes = w.outcomes
-        while outcomes and outcomes[0][0] <= horizon:
-            self._pop(w)
+        self._add(handler, agent, True, now, n)
         return True
 
     def is_quarantined(self, agent: str, handler: str, now: float) -> bool:
@@ -197,19 +185,23 @@ class AgentQuarantine:
             )
         )
 
-    def _add(self, handler: str, agent: str, ok: bool, now: float) -> None:
+    def _add(self, handler: str, agent: str, ok: bool, now: float, n: int = 1) -> None:
+        """``n`` outcomes of ``handler`` on ``agent`` at ``now`` enter the window."""
         w = self._windows.get(handler)
         if w is None:
             w = self._windows[handler] = _HandlerWindow()
         failed = not ok
-        w.outcomes.append((now, agent, failed))
-        w.attempts += 1
-        w.failures += failed
+        if n == 1:
+            w.outcomes.append((now, agent, failed))
+        else:
+            w.outcomes.extend([(now, agent, failed)] * n)
+        w.attempts += n
+        w.failures += failed * n
         counts = w.per_agent.get(agent)
         if counts is None:
             counts = w.per_agent[agent] = [0, 0]
-        counts[0] += 1
-        counts[1] += failed
+        counts[0] += n
+        counts[1] += failed * n
         horizon = now - self.config.window_s
         outcomes = w.outcomes
         while outcomes and outcomes[0][0] <= horizon:
