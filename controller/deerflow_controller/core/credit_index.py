@@ -61,7 +61,9 @@ class CreditIndex:
 
     def update(self, agent: AgentView) -> None:
         """Count ``agent``'s credit as it is now (call after anything that may change it)."""
-        # AgentView.credit, inlined: this runs twice for every task (hold and release).
+        # AgentView.credit, inlined: this runs twice for every task (hold and release); the
+        # call cost 1.7 % of the controller's instructions. check_credit_index (model test)
+        # holds the total to the property's definition.
         new = 0 if agent.draining else agent.slots + agent.prefetch - len(agent.in_flight)
         if new < 0:
             new = 0
