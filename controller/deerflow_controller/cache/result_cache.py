@@ -64,6 +64,16 @@ Lookup = Hit | Miss | Skip
 _SKIPS = {r: Skip(r) for r in SkipReason}
 
 
+def default_skip(traits: HandlerTraits) -> SkipReason | None:
+    """Why a task of a handler with these traits is never looked up under the default cache
+    policy, whatever its payload; None when it is looked up."""
+    if not traits.cacheable:
+        return SkipReason.NOT_CACHEABLE
+    if traits.nondeterministic:
+        return SkipReason.NONDETERMINISTIC
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class PersistedEntry:
     """One entry as the persistence file holds it (times on the cache's clock)."""
@@ -131,10 +141,9 @@ class ResultCache:
         tenant) keeps tenants' answers apart (see :func:`canonicalise`). Never raises on bad
         input: a payload that cannot be keyed is a ``Skip``."""
         if policy == CachePolicy.DEFAULT:
-            if not traits.cacheable:
-                return self._skip(SkipReason.NOT_CACHEABLE)
-            if traits.nondeterministic:
-                return self._skip(SkipReason.NONDETERMINISTIC)
+            reason = default_skip(traits)
+            if reason is not None:
+                return self._skip(reason)
         elif policy == CachePolicy.OFF:
             return self._skip(SkipReason.POLICY_OFF)
         if len(payload) > self.config.max_payload_bytes:
@@ -374,6 +383,11 @@ class ResultCache:
     def _skip(self, reason: SkipReason) -> Skip:
         self.skips[reason] += 1
         return _SKIPS[reason]
+
+    def count_skips(self, reason: SkipReason, n: int) -> None:
+        """Count ``n`` lookups skipped for ``reason`` without making them (tasks whose skip
+        :func:`default_skip` decides from their handler alone)."""
+        self.skips[reason] += n
 
     def _ttl(self, text: str, traits: HandlerTraits) -> float:
         if traits.cache_ttl_s > 0:

@@ -5,6 +5,7 @@ speculative tasks. The cache itself is ``cache/``; this is how the core uses it.
 from __future__ import annotations
 
 from deerflow_controller.cache import Hit, RequestKey, ResultCache, Skip
+from deerflow_controller.cache.result_cache import default_skip
 from deerflow_controller.core.model import CachePolicy, Task, TaskSpec, TaskState
 from deerflow_controller.core.port import CorePort
 from deerflow_controller.core.types import PRELOAD_PRIORITY
@@ -71,6 +72,22 @@ class Caching:
             detail=f"waiting for the identical task {leader[1]!r} of job {leader[0]!r} "
             "(in-flight dedup)",
         )
+        return True
+
+    def unlooked(self, handler: str, n: int) -> bool:
+        """Whether :meth:`from_cache` answers False for every task of ``handler`` with the
+        default cache policy without looking at it (the handler is undeclared, or not
+        cacheable, or nondeterministic, and no speculation waits to be attached). If so, counts
+        ``n`` such tasks skipped, as from_cache would have counted each."""
+        if self._speculations:
+            return False
+        traits = self._core.traits.get(handler)
+        if traits is None:
+            return True
+        reason = default_skip(traits)
+        if reason is None:
+            return False
+        self.cache.count_skips(reason, n)
         return True
 
     def settle(self, task: Task, state: TaskState, now: float) -> None:

@@ -12,6 +12,7 @@ from deerflow_controller.core.inputs import wants_inputs
 from deerflow_controller.core.model import (
     AgentView,
     AttemptKey,
+    CachePolicy,
     ErrorKind,
     Task,
     TaskError,
@@ -165,6 +166,50 @@ def make_ready(self: SchedulerCore, task: Task, now: float, detail: str = "") ->
         return
     self._push_ready(task, now)
     self._emit(task, TaskState.QUEUED, now, detail=detail)
+
+
+def release_roots(self: SchedulerCore, roots: list[Task], now: float) -> None:
+    """:func:`make_ready` for each root of a job just added (PENDING, waiting on nothing), in
+    order, with what depends only on a root's handler asked once per handler instead of once
+    per task. A plain root (no labels, timers, rate keys, inputs or cache policy of its own)
+    of a handler that is offered, never splits here and is never looked up in the cache is
+    queued as make_ready would queue it, its cache skip counted with its handler's; every
+    other root goes through make_ready (``tests/unit/test_scheduler_roots.py`` holds the two
+    equal). A large submit of plain roots is the common case: DeerFlow's fan-outs, the no-op
+    benchmark."""
+    plain: dict[str, bool] = {}
+    skipped: dict[str, int] = {}
+    queued, default = TaskState.QUEUED, CachePolicy.DEFAULT
+    push_ready, emit = self._push_ready, self._emit
+    for task in roots:
+        spec = task.spec
+        handler = spec.handler
+        short = plain.get(handler)
+        if short is None:
+            # Constant while the roots are released: no agent joins or leaves meanwhile, and
+            # nothing adds a speculation the cache would attach a root to.
+            short = plain[handler] = (
+                not self._handler_unknown(handler, now)
+                and not self._splits(handler)
+                and self._cache_unlooked(handler, 0)
+            )
+        if (
+            not short
+            or spec.labels
+            or spec.schedule_to_close_s > 0
+            or spec.schedule_to_start_s > 0
+            or spec.rate_keys
+            or spec.inputs_all  # (a root names no inputs: they must be among its dependencies)
+            or spec.cache != default
+        ):
+            self._make_ready(task, now)
+            continue
+        task.split = False  # what the decomposer marks a task it runs whole
+        skipped[handler] = skipped.get(handler, 0) + 1
+        push_ready(task, now)
+        emit(task, queued, now)
+    for handler, n in skipped.items():
+        self._cache_unlooked(handler, n)
 
 
 PLACEMENT_CANDIDATES = 64

@@ -40,6 +40,10 @@ class SplitHooks(Protocol):
         """Split a ready task into parts: True when it was split (or failed to split)."""
         ...
 
+    def splits(self, handler: str) -> bool:
+        """Whether :meth:`split` may split a task of ``handler`` (False: it never would)."""
+        ...
+
     def part_ended(self, part: Task, now: float) -> None:
         """A part of a split task reached a terminal state."""
         ...
@@ -94,6 +98,11 @@ class CacheHooks(Protocol):
         """Answer a ready task from the cache (True when it was answered or attached)."""
         ...
 
+    def unlooked(self, handler: str, n: int) -> bool:
+        """Whether from_cache answers False for every task of ``handler`` with the default
+        cache policy without a look; if so, count ``n`` of them as it would have."""
+        ...
+
     def settle(self, task: Task, state: TaskState, now: float) -> None:
         """A task that led or followed a cache flight ended."""
         ...
@@ -105,6 +114,10 @@ class CacheHooks(Protocol):
 
 def no_cache(task: Task, now: float) -> bool:
     return False
+
+
+def no_lookups(handler: str, n: int) -> bool:
+    return True
 
 
 def no_settle(task: Task, state: TaskState, now: float) -> None:
@@ -249,6 +262,9 @@ class WholeTasks:
     __slots__ = ()
 
     def split(self, task: Task, now: float) -> bool:
+        return False
+
+    def splits(self, handler: str) -> bool:
         return False
 
     def part_ended(self, part: Task, now: float) -> None:

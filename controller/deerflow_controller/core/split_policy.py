@@ -56,6 +56,21 @@ class Decomposition:
         self._functions = split_functions
         self._split_cache: dict[str, tuple[Splitter | None, Merger | None]] = {}
 
+    def splits(self, handler: str) -> bool:
+        """Whether :meth:`split` may split a task of ``handler``: False when the handler is
+        undeclared, or declares no items and has no splitter here (then split() only marks
+        the task to run whole)."""
+        traits = self._core.traits.get(handler)
+        return traits is not None and (
+            bool(traits.items_field) or self._functions_of(handler)[0] is not None
+        )
+
+    def _functions_of(self, handler: str) -> tuple[Splitter | None, Merger | None]:
+        functions = self._split_cache.get(handler)
+        if functions is None:
+            functions = self._split_cache[handler] = self._functions(handler)
+        return functions
+
     def split(self, task: Task, now: float) -> bool:
         """Ask the decomposer how to run a ready task whose handler declares items (or has its
         own splitter here). True when the task was split (its parts are queued; it shows
@@ -66,10 +81,7 @@ class Decomposition:
         task.split = False
         if spec.split == SplitPolicy.NEVER or traits is None:
             return False
-        functions = self._split_cache.get(spec.handler)
-        if functions is None:
-            functions = self._split_cache[spec.handler] = self._functions(spec.handler)
-        splitter, merger = functions
+        splitter, merger = self._functions_of(spec.handler)
         if not traits.items_field and splitter is None:
             return False
         predictor = self._predictor

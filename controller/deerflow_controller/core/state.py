@@ -41,6 +41,7 @@ from deerflow_controller.core.hooks import (
     SplitHooks,
     WholeTasks,
     no_cache,
+    no_lookups,
     no_preload,
     no_settle,
 )
@@ -61,13 +62,9 @@ from deerflow_controller.core.port import CorePort
 from deerflow_controller.core.quotas import Quotas
 from deerflow_controller.core.ready_queue import ReadyQueue
 from deerflow_controller.core.timers import TimerHeap, TimerKind
-from deerflow_controller.core.types import AttemptResult, Counters, Outbox
+from deerflow_controller.core.types import PROGRESS_EVENT_EVERY_S, AttemptResult, Counters, Outbox
 from deerflow_controller.ratelimit import RateLimiter
 from deerflow_controller.recovery import classify
-
-PROGRESS_EVENT_EVERY_S = 1.0
-"""Most PROGRESS events one task emits a second: the agent already sends at most two reports a
-second per attempt; a long task (a sub-agent's run) must not fill its job's event log."""
 
 
 class SchedulerCore:
@@ -113,6 +110,7 @@ class SchedulerCore:
         """The result cache (issue #6), the cache policy's (see :meth:`use_cache`); None: every
         task runs."""
         self._from_cache: Callable[[Task, float], bool] = no_cache
+        self._cache_unlooked: Callable[[str, int], bool] = no_lookups
         self._cache_settle: Callable[[Task, TaskState, float], None] = no_settle
         self._preload: Callable[[float], None] = no_preload
         self._unrecorded_holder: Callable[[Task], bool] = core_trust.never
@@ -155,6 +153,7 @@ class SchedulerCore:
         """Split ready tasks with ``policy`` (without one, every task runs whole). Its methods
         are bound here once, so the core calls them as it calls its own."""
         self._split = policy.split
+        self._splits = policy.splits
         self._part_ended = policy.part_ended
         self._cancel_parts = policy.cancel_parts
 
@@ -193,6 +192,7 @@ class SchedulerCore:
         preload (without one, every task runs). Its methods are bound here once."""
         self.cache = policy.cache
         self._from_cache = policy.from_cache
+        self._cache_unlooked = policy.unlooked
         self._cache_settle = policy.settle
         self._preload = policy.preload
 
@@ -243,8 +243,7 @@ class SchedulerCore:
                 self._emit(task, TaskState.PENDING, now)
         # The roots are fixed before any is released: a root the cache answers at once
         # releases its dependents itself, and they must not be taken for roots after it.
-        for task in [t for t in tasks.values() if not t.waiting_on]:
-            self._make_ready(task, now)
+        self._release_roots([t for t in tasks.values() if not t.waiting_on], now)
         self._dispatch(now)
         return job
 
@@ -569,6 +568,7 @@ class SchedulerCore:
     _may_become_ready = core_dispatch.may_become_ready
     _leave_wait = core_dispatch.leave_wait
     _make_ready = core_dispatch.make_ready
+    _release_roots = core_dispatch.release_roots
     _release_throttled = core_dispatch.release_throttled
     _dispatch = core_dispatch.dispatch
     _fill = core_dispatch.fill

@@ -12,6 +12,7 @@ from deerflow_controller.decomposer import PartCollector, Plan
 
 __all__ = [
     "PRELOAD_PRIORITY",
+    "PROGRESS_EVENT_EVERY_S",
     "RESTORABLE",
     "AttemptResult",
     "Counters",
@@ -117,6 +118,10 @@ RESTORABLE = frozenset(
 
 PRELOAD_PRIORITY = -(2**31)
 """Speculative tasks come after everything a client submitted."""
+
+PROGRESS_EVENT_EVERY_S = 1.0
+"""Most PROGRESS events one task emits a second: the agent already sends at most two reports a
+second per attempt; a long task (a sub-agent's run) must not fill its job's event log."""
 
 
 @dataclass(slots=True)
