@@ -1,8 +1,10 @@
-"""ReadyQueue: per-handler priority heaps, FIFO among equals, lazily discarded entries."""
+"""ReadyQueue: per-handler priority queues, FIFO among equals, lazily discarded entries."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deerflow_controller.core.model import Job, Task, TaskSpec, TaskState
 from deerflow_controller.core.ready_queue import ReadyQueue
@@ -274,3 +276,68 @@ def test_the_default_tenant_takes_its_turn_beside_a_named_one() -> None:
     q.push(named, 0.0)
     q.push(default, 0.0)
     assert [q.pop_for(["echo"]), q.pop_for(["echo"])] == [default, named]
+
+
+# One tenant's tasks leave smallest (-priority, order, place) first, whatever mix of in-order
+# pushes (a submit's burst: the sorted run) and out-of-order ones (the heap beside it), re-pushes,
+# discards and state changes behind the queue's back came before. Model: the live tasks' keys.
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.sampled_from((0, 0, 1, 2)), st.sampled_from((0.0, 1.0, 2.0))),
+        st.tuples(st.just("again"), st.integers(0, 40), st.just(0.0)),
+        st.tuples(st.just("discard"), st.integers(0, 40), st.just(0.0)),
+        st.tuples(st.just("leave"), st.integers(0, 40), st.just(0.0)),
+        st.tuples(st.just("pop"), st.just(0), st.just(0.0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(ops=_OPS, run_first=st.integers(0, 30))
+def test_tasks_of_one_tenant_leave_in_key_order_whatever_was_pushed_before(
+    ops: list[tuple[str, int, float]], run_first: int
+) -> None:
+    queue = ReadyQueue()
+    tasks: list[Task] = []
+    key: dict[str, tuple[int, float, int]] = {}  # a task's rank, fixed at its first push
+    live: set[str] = set()
+    places = 0
+
+    def push(t: Task, order: float) -> None:
+        nonlocal places
+        queue.push(t, 0.0, order)
+        if t.id not in key:
+            places += 1
+            key[t.id] = (-t.spec.priority, order, places)
+        live.add(t.id)
+
+    # A burst first (pushed in order: the run), then the mix.
+    for i in range(run_first):
+        t = task(f"b{i}")
+        tasks.append(t)
+        push(t, 0.0)
+    for op, arg, order in ops:
+        if op == "push":
+            t = task(f"t{len(tasks)}", priority=arg)
+            tasks.append(t)
+            push(t, order)
+        elif tasks and op == "again":
+            push(tasks[arg % len(tasks)], order)
+        elif tasks and op == "discard":
+            t = tasks[arg % len(tasks)]
+            queue.discard(t)
+            live.discard(t.id)
+        elif tasks and op == "leave":
+            t = tasks[arg % len(tasks)]
+            if t.id in live:
+                t.state = TaskState.DISPATCHED  # without discard: skipped, and uncounted, later
+                live.discard(t.id)
+        elif op == "pop":
+            popped = queue.pop_for(("echo",))
+            expected = min(live, key=key.__getitem__) if live else None
+            assert (popped.id if popped else None) == expected
+            if popped is not None:
+                live.discard(popped.id)
+    assert pop_all(queue) == sorted(live, key=key.__getitem__)
+    assert len(queue) == 0
