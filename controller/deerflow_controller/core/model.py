@@ -8,6 +8,7 @@ the wire enums in ``deerflow_protos/common.proto``, so the shell converts with a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -129,7 +130,9 @@ class Task:
     failures: int = 0
     """Attempts that ended badly and count against max_retries."""
     waiting_on: int = 0
-    dependents: list[Task] = field(default_factory=list)
+    dependents: Sequence[Task] = ()
+    """Tasks that wait for this one (a list once there is one: :meth:`add_dependent`). Most
+    tasks have none; an empty list each would be one more object for the collector to visit."""
     agent_id: str = ""
     output: bytes = b""
     error: TaskError | None = None
@@ -203,6 +206,14 @@ class Task:
     its key: "" before the first dispatch; the agent id alone while attempt 1 is the only one
     (most tasks: no tuple, 0 bytes more per task); else flat (attempt, agent id, ...) pairs,
     oldest first. Read and written only through :meth:`give` and :meth:`held_by`."""
+
+    def add_dependent(self, task: Task) -> None:
+        """``task`` waits for this one."""
+        dependents = self.dependents
+        if isinstance(dependents, list):
+            dependents.append(task)
+        else:
+            self.dependents = [task]
 
     def give(self, agent_id: str) -> None:
         """Record that ``agent_id`` holds the current attempt (a dispatch, or a reclaim after

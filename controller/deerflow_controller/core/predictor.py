@@ -62,13 +62,26 @@ class Features(NamedTuple):
     """Payload length in bytes."""
 
 
+_BY_SIZE: dict[int, Features] = {}
+"""Item-less features by payload size, shared: every queued task keeps its features, and a
+tuple each was one more object per task for the garbage collector to visit (most of a job's
+payloads are a few sizes)."""
+_BY_SIZE_MAX = 4096
+
+
 def features(payload: bytes, items_field: str = "") -> Features:
     """Extract features; parses JSON only when the handler declares ``items_field``.
 
     A payload that is not a JSON object, or whose field is not a list, counts 0 items rather
     than failing: prediction must never reject a task (the decomposer reports bad payloads)."""
     if not items_field or not payload or payload[:1] != b"{":
-        return Features(0, len(payload))
+        size = len(payload)
+        shared = _BY_SIZE.get(size)
+        if shared is None:
+            shared = Features(0, size)
+            if len(_BY_SIZE) < _BY_SIZE_MAX:
+                _BY_SIZE[size] = shared
+        return shared
     try:
         value = json.loads(payload).get(items_field)
     except (ValueError, UnicodeDecodeError):

@@ -143,7 +143,7 @@ class Decomposition:
         for p, part in zip(parts, plan.parts, strict=True):
             p.waiting_on = len(part.depends_on)
             for dep in part.depends_on:
-                parts[dep].dependents.append(p)
+                parts[dep].add_dependent(p)
         task.split = SplitRun(
             plan,
             parts,

@@ -272,7 +272,7 @@ class SchedulerCore:
             if deps:
                 task.waiting_on = len(deps)
                 for dep in deps:
-                    tasks[dep].dependents.append(task)
+                    tasks[dep].add_dependent(task)
         link_consumers(job)
         return job
 
