@@ -7,6 +7,8 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deerflow_controller.client import Task, TaskEvent, TaskResult
 from deerflow_protos import common_pb2
@@ -59,6 +61,45 @@ def test_events_and_results_from_the_wire_stay_frozen() -> None:
 def test_an_unknown_state_number_is_refused_as_before() -> None:
     with pytest.raises(ValueError):
         TaskEvent.from_proto(_wire_event(state=99))
+    with pytest.raises(ValueError):
+        TaskResult.from_proto(_wire_event(state=99))
+
+
+_TEXT = st.text(max_size=8)
+
+
+@st.composite
+def _wire_events(draw: st.DrawFn) -> common_pb2.TaskEvent:
+    ev = common_pb2.TaskEvent(
+        job_id=draw(_TEXT),
+        task_id=draw(_TEXT),
+        state=draw(st.sampled_from(list(common_pb2.TaskState.values()))),
+        seq=draw(st.integers(0, 2**40)),
+        attempt=draw(st.integers(0, 100)),
+        agent_id=draw(_TEXT),
+        time=draw(st.floats(0, 1e10)),
+        output=draw(st.binary(max_size=8)),
+        detail=draw(_TEXT),
+        cache_layer=draw(st.sampled_from(("", "exact", "similarity"))),
+        predicted_s=draw(st.floats(0, 100)),
+        not_before=draw(st.floats(0, 100)),
+    )
+    if draw(st.booleans()):
+        ev.error.kind = draw(st.sampled_from(list(common_pb2.ErrorKind.values())))
+        ev.error.message = draw(_TEXT)
+    return ev
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(ev=_wire_events())
+def test_a_result_read_from_the_wire_equals_one_made_through_its_event(
+    ev: common_pb2.TaskEvent,
+) -> None:
+    """``results()`` reads results straight from the wire (no TaskEvent in between): the same
+    values as the event's result, whatever the state and error."""
+    direct = TaskResult.from_proto(ev)
+    through = TaskResult.from_event(TaskEvent.from_proto(ev))
+    assert direct == through and repr(direct) == repr(through)
 
 
 def test_a_task_built_by_position_or_keyword_equals_the_dataclass_one_with_its_defaults() -> None:

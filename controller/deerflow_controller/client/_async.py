@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import grpc
 from opentelemetry.trace import TracerProvider
@@ -31,8 +31,8 @@ from deerflow_controller.client._session import (
     metadata_value,
 )
 from deerflow_controller.client._tracing import submit_span
-from deerflow_controller.client._types import Task, TaskEvent, TaskResult
-from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
+from deerflow_controller.client._types import TERMINAL_NUMBERS, Task, TaskEvent, TaskResult
+from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, common_pb2
 
 DEFAULT_ADDRESS = "127.0.0.1:7400"
 
@@ -303,7 +303,7 @@ class AsyncClient:
             for ev in batch:
                 yield ev
 
-    async def event_batches(
+    def event_batches(
         self,
         job_id: str,
         *,
@@ -319,6 +319,36 @@ class AsyncClient:
 
         ``_opened``: the stream ``submit(watch=...)`` opened with the same filter, read first
         (its reconnections, too, let the controller wait for the submit)."""
+        return self._batches(
+            job_id, _events_of, terminal_only, after_seq, timeout_s, reconnect, _opened
+        )
+
+    async def results(
+        self, job_id: str, *, timeout_s: float | None = None, _opened: Any = None
+    ) -> AsyncIterator[TaskResult]:
+        """Yield each task's terminal result as it completes, exactly once per task id."""
+        async for batch in self.result_batches(job_id, timeout_s=timeout_s, _opened=_opened):
+            for r in batch:
+                yield r
+
+    def result_batches(
+        self, job_id: str, *, timeout_s: float | None = None, _opened: Any = None
+    ) -> AsyncIterator[list[TaskResult]]:
+        """:meth:`results` a message at a time (each list in order, never empty)."""
+        return self._batches(job_id, _ResultsOf(), True, 0, timeout_s, True, _opened)
+
+    async def _batches(
+        self,
+        job_id: str,
+        convert: Callable[[Sequence[common_pb2.TaskEvent]], list[_B]],
+        terminal_only: bool,
+        after_seq: int,
+        timeout_s: float | None,
+        reconnect: bool,
+        _opened: Any,
+    ) -> AsyncIterator[list[_B]]:
+        """The job's event messages as ``convert`` makes them (see :meth:`event_batches`);
+        a message it makes nothing of is skipped."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         flt = client_pb2.TERMINAL if terminal_only else client_pb2.ALL
@@ -331,7 +361,8 @@ class AsyncClient:
                 while (message := await on_session.next(deadline)) is not None:
                     if message.events:
                         after_seq = message.events[-1].seq
-                        yield [TaskEvent.from_proto(ev) for ev in message.events]
+                        if out := convert(message.events):
+                            yield out
                 return
             except SessionBroken:
                 # Resume through WatchJob from the last seq the session delivered.
@@ -359,7 +390,8 @@ class AsyncClient:
                     pauses.reset()
                     if batch.events:
                         after_seq = batch.events[-1].seq
-                        yield [TaskEvent.from_proto(ev) for ev in batch.events]
+                        if out := convert(batch.events):
+                            yield out
                 return
             except grpc.aio.AioRpcError as e:
                 if preopened and e.code() == grpc.StatusCode.NOT_FOUND:
@@ -375,30 +407,6 @@ class AsyncClient:
             finally:
                 call.cancel()
             await asyncio.sleep(pause)
-
-    async def results(
-        self, job_id: str, *, timeout_s: float | None = None, _opened: Any = None
-    ) -> AsyncIterator[TaskResult]:
-        """Yield each task's terminal result as it completes, exactly once per task id."""
-        async for batch in self.result_batches(job_id, timeout_s=timeout_s, _opened=_opened):
-            for r in batch:
-                yield r
-
-    async def result_batches(
-        self, job_id: str, *, timeout_s: float | None = None, _opened: Any = None
-    ) -> AsyncIterator[list[TaskResult]]:
-        """:meth:`results` a message at a time (each list in order, never empty)."""
-        seen: set[str] = set()
-        async for events in self.event_batches(
-            job_id, terminal_only=True, timeout_s=timeout_s, _opened=_opened
-        ):
-            batch = []
-            for ev in events:
-                if ev.terminal and ev.task_id not in seen:
-                    seen.add(ev.task_id)
-                    batch.append(TaskResult.from_event(ev))
-            if batch:
-                yield batch
 
     async def result(
         self, job_id: str, task_id: str, *, timeout_s: float | None = None, _opened: Any = None
@@ -595,3 +603,29 @@ class AsyncClient:
                 f"the controller at {self.address} did not become reachable in {timeout_s:g} s; "
                 "is deerflow-controller running there?"
             ) from None
+
+
+_B = TypeVar("_B")
+
+
+def _events_of(events: Sequence[common_pb2.TaskEvent]) -> list[TaskEvent]:
+    return [TaskEvent.from_proto(ev) for ev in events]
+
+
+class _ResultsOf:
+    """A job's terminal events as results, each task id once (a replay after a failover
+    repeats events), read from the wire without a TaskEvent in between."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def __call__(self, events: Sequence[common_pb2.TaskEvent]) -> list[TaskResult]:
+        seen = self.seen
+        batch = []
+        for ev in events:
+            if ev.state in TERMINAL_NUMBERS and ev.task_id not in seen:
+                seen.add(ev.task_id)
+                batch.append(TaskResult.from_proto(ev))
+        return batch

@@ -20,6 +20,8 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 _STATE_NAMES: dict[int, str] = {v: k for k, v in common_pb2.TaskState.items()}
 _KIND_NAMES: dict[int, str] = {v: k for k, v in common_pb2.ErrorKind.items()}
+TERMINAL_NUMBERS = frozenset(common_pb2.TaskState.Value(name) for name in TERMINAL)
+"""The terminal states as their wire numbers."""
 
 
 def _fast_init(cls: type[_F]) -> type[_F]:
@@ -283,6 +285,30 @@ class TaskResult:
     def json(self) -> Any:
         """The output decoded as JSON (raises TaskFailedError if the task did not succeed)."""
         return json.loads(self.raise_for_error().output)
+
+    @classmethod
+    def from_proto(cls, ev: common_pb2.TaskEvent) -> TaskResult:
+        """What ``from_event(TaskEvent.from_proto(ev))`` gives, without the TaskEvent: once
+        per result a client reads (the results stream's hot path)."""
+        if ev.HasField("error"):
+            error = ev.error
+            kind = _KIND_NAMES.get(error.kind) or common_pb2.ErrorKind.Name(error.kind)
+            message = error.message
+        else:
+            kind = message = ""
+        state = ev.state
+        return cls(
+            ev.job_id,
+            ev.task_id,
+            _STATE_NAMES.get(state) or common_pb2.TaskState.Name(state),
+            ev.output,
+            ev.attempt,
+            ev.agent_id,
+            kind,
+            message,
+            ev.detail,
+            ev.cache_layer,
+        )
 
     @classmethod
     def from_event(cls, ev: TaskEvent) -> TaskResult:
