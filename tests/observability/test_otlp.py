@@ -8,8 +8,20 @@ import importlib.metadata
 import inspect
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 from deerflow_bench import OtlpReceiver
 from deerflow_common import tracing as otlp
@@ -165,6 +177,43 @@ def test_parent_based_sampling_follows_the_flag_and_ratio_agrees_on_the_trace_id
     ratio = otlp.Sampling(TraceIdRatioBased(0.5))
     decisions = {ratio.sampled(t, None, "x") for t in [otlp.new_trace_id() for _ in range(200)]}
     assert decisions == {True, False}
+
+
+_SAMPLERS: list[Sampler] = [
+    ALWAYS_ON,
+    ALWAYS_OFF,
+    DEFAULT_ON,
+    DEFAULT_OFF,
+    ParentBased(ALWAYS_ON),  # not the SDK's instance: asked, not assumed
+    TraceIdRatioBased(0.5),
+    ParentBased(TraceIdRatioBased(0.3)),
+]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(
+    sampler=st.sampled_from(_SAMPLERS),
+    trace_id=st.integers(1, 2**128 - 1).map(lambda n: n.to_bytes(16, "big")),
+    parent=st.sampled_from((None, True, False)),
+)
+def test_sampling_answers_what_the_configured_sampler_answers(
+    sampler: Sampler, trace_id: bytes, parent: bool | None
+) -> None:
+    """The SDK's always-on/off samplers (and their parent-based forms) decide a span without a
+    parent without being asked each time: the same answer as asking."""
+    context = None if parent is None else otlp.TraceParent(trace_id, otlp.new_span_id(), parent)
+    if context is not None and isinstance(sampler, ParentBased):
+        expected = context.sampled
+    else:
+        decision = sampler.should_sample(None, int.from_bytes(trace_id, "big"), "x").decision
+        expected = decision is Decision.RECORD_AND_SAMPLE
+    assert otlp.Sampling(sampler).sampled(trace_id, context, "x") is expected
+
+
+def test_the_default_sampler_is_the_sdk_instance_whose_roots_are_not_asked() -> None:
+    """Without OTEL_TRACES_SAMPLER the provider's sampler is DEFAULT_ON: the fixed answer above
+    is what a controller with default settings uses."""
+    assert TracerProvider().sampler is DEFAULT_ON
 
 
 def test_batch_settings_come_from_the_sdk_variables() -> None:

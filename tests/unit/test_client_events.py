@@ -4,7 +4,7 @@ equality, hash and immutability as instances built with their constructors."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -66,6 +66,8 @@ def test_an_unknown_state_number_is_refused_as_before() -> None:
 
 
 _TEXT = st.text(max_size=8)
+_STATES = cast("list[common_pb2.TaskState]", common_pb2.TaskState.values())
+_KINDS = cast("list[common_pb2.ErrorKind]", common_pb2.ErrorKind.values())
 
 
 @st.composite
@@ -73,7 +75,7 @@ def _wire_events(draw: st.DrawFn) -> common_pb2.TaskEvent:
     ev = common_pb2.TaskEvent(
         job_id=draw(_TEXT),
         task_id=draw(_TEXT),
-        state=draw(st.sampled_from(list(common_pb2.TaskState.values()))),
+        state=draw(st.sampled_from(_STATES)),
         seq=draw(st.integers(0, 2**40)),
         attempt=draw(st.integers(0, 100)),
         agent_id=draw(_TEXT),
@@ -85,7 +87,7 @@ def _wire_events(draw: st.DrawFn) -> common_pb2.TaskEvent:
         not_before=draw(st.floats(0, 100)),
     )
     if draw(st.booleans()):
-        ev.error.kind = draw(st.sampled_from(list(common_pb2.ErrorKind.values())))
+        ev.error.kind = draw(st.sampled_from(_KINDS))
         ev.error.message = draw(_TEXT)
     return ev
 
