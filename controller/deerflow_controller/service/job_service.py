@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from deerflow_common.gc_tuning import BulkFreezer
 from deerflow_controller.core.model import TERMINAL_STATES, Event, Job, TaskState
 from deerflow_controller.core.scheduler import Scheduler
 from deerflow_controller.core.validation import (
@@ -38,6 +39,9 @@ MAX_WAIT_FOR_SUBMIT_S = 60.0
 """Most seconds a WatchJob may wait for its job to be submitted (``wait_for_submit_s``)."""
 _DEADLINE_MARGIN_S = 0.1
 """A waiting WatchJob gives up this long before its caller's deadline, to answer NOT_FOUND."""
+BULK_TASKS = 1000
+"""A job of at least this many tasks is accepted with the garbage collector paused and what it
+built frozen after (``deerflow_common.gc_tuning.BulkFreezer``)."""
 
 
 class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
@@ -54,6 +58,7 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             max_per_client=cfg.max_watch_streams_per_client,
             buffer_bytes=cfg.watch_buffer_bytes,
         )
+        self._bulk = BulkFreezer()
 
     async def SubmitJob(
         self, request: client_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
@@ -70,6 +75,14 @@ class JobService(client_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         """Accept the job ``request`` submitted by ``who`` (SubmitJob, and each submit of a
         Session), or raise :class:`Refused` with the status and sentence; nothing is accepted
         then. Fills in the request's tenants and ``accepted_at``, as the journal records it."""
+        if len(request.tasks) < BULK_TASKS:
+            return await self._accept(request, who)
+        with self._bulk.building():
+            return await self._accept(request, who)
+
+    async def _accept(
+        self, request: client_pb2.SubmitJobRequest, who: Principal | None
+    ) -> client_pb2.SubmitJobResponse:
         if who is not None:
             # Before the specs are built: the journal (HA) keeps the request, tenants filled
             # in, so a new leader knows whose job it is.
