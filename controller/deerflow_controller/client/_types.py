@@ -22,6 +22,16 @@ _STATE_NAMES: dict[int, str] = {v: k for k, v in common_pb2.TaskState.items()}
 _KIND_NAMES: dict[int, str] = {v: k for k, v in common_pb2.ErrorKind.items()}
 TERMINAL_NUMBERS = frozenset(common_pb2.TaskState.Value(name) for name in TERMINAL)
 """The terminal states as their wire numbers."""
+_NO_ERROR = ("", "")
+
+
+def _error_of(ev: common_pb2.TaskEvent) -> tuple[str, str]:
+    """A wire event's error kind and message ("" and "" without one). Names come from a dict,
+    not the enum wrapper's Name() (an unknown number still raises ValueError from Name())."""
+    if not ev.HasField("error"):
+        return _NO_ERROR
+    error = ev.error
+    return _KIND_NAMES.get(error.kind) or common_pb2.ErrorKind.Name(error.kind), error.message
 
 
 def _fast_init(cls: type[_F]) -> type[_F]:
@@ -226,15 +236,9 @@ class TaskEvent:
 
     @classmethod
     def from_proto(cls, ev: common_pb2.TaskEvent) -> TaskEvent:
-        # Once per event a client reads (the stream's hot path): names from dicts, not the
-        # enum wrappers' Name() (an unknown number still raises ValueError from Name()).
+        # Once per event a client reads (the stream's hot path).
         state = ev.state
-        if ev.HasField("error"):
-            error = ev.error
-            kind = _KIND_NAMES.get(error.kind) or common_pb2.ErrorKind.Name(error.kind)
-            message = error.message
-        else:
-            kind = message = ""
+        kind, message = _error_of(ev)
         return cls(
             ev.job_id,
             ev.task_id,
@@ -290,13 +294,8 @@ class TaskResult:
     def from_proto(cls, ev: common_pb2.TaskEvent) -> TaskResult:
         """What ``from_event(TaskEvent.from_proto(ev))`` gives, without the TaskEvent: once
         per result a client reads (the results stream's hot path)."""
-        if ev.HasField("error"):
-            error = ev.error
-            kind = _KIND_NAMES.get(error.kind) or common_pb2.ErrorKind.Name(error.kind)
-            message = error.message
-        else:
-            kind = message = ""
         state = ev.state
+        kind, message = _error_of(ev)
         return cls(
             ev.job_id,
             ev.task_id,
