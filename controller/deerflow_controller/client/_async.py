@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import grpc
 from opentelemetry.trace import TracerProvider
@@ -18,33 +18,29 @@ from deerflow_controller.client._errors import (
     DeerflowError,
     UnavailableError,
     from_rpc_error,
-    from_status,
 )
 from deerflow_controller.client._handle import JobHandle
 from deerflow_controller.client._retry import Moved, Retry
 from deerflow_controller.client._session import (
-    EPOCH_METADATA,
     SESSION_MAX_TASKS,
-    SessionBroken,
-    SessionCall,
     Sessions,
     metadata_value,
 )
 from deerflow_controller.client._tracing import submit_span
-from deerflow_controller.client._types import TERMINAL_NUMBERS, Task, TaskEvent, TaskResult
-from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, common_pb2
+from deerflow_controller.client._types import Task, TaskEvent, TaskResult
+from deerflow_controller.client._watch import (
+    WAIT_FOR_SUBMIT_S,
+    ResultsOf,
+    events_of,
+    watch_batches,
+)
+from deerflow_protos import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:7400"
-
-_RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
 LEADER_METADATA = "deerflow-leader"
 """Trailing metadata of a standby's refusal: the leader's address (see ``ha.leader_gate``)."""
 
-WAIT_FOR_SUBMIT_S = 30.0
-"""How long a watch opened together with its submit (``submit(watch=...)``) lets the controller
-wait for the job to arrive (``WatchJobRequest.wait_for_submit_s``); the submit's own retries
-through a failover fit in it."""
 _WATCH_FILTERS = {"results": client_pb2.TERMINAL, "events": client_pb2.ALL}
 
 
@@ -319,8 +315,8 @@ class AsyncClient:
 
         ``_opened``: the stream ``submit(watch=...)`` opened with the same filter, read first
         (its reconnections, too, let the controller wait for the submit)."""
-        return self._batches(
-            job_id, _events_of, terminal_only, after_seq, timeout_s, reconnect, _opened
+        return watch_batches(
+            self, job_id, events_of, terminal_only, after_seq, timeout_s, reconnect, _opened
         )
 
     async def results(
@@ -335,78 +331,7 @@ class AsyncClient:
         self, job_id: str, *, timeout_s: float | None = None, _opened: Any = None
     ) -> AsyncIterator[list[TaskResult]]:
         """:meth:`results` a message at a time (each list in order, never empty)."""
-        return self._batches(job_id, _ResultsOf(), True, 0, timeout_s, True, _opened)
-
-    async def _batches(
-        self,
-        job_id: str,
-        convert: Callable[[Sequence[common_pb2.TaskEvent]], list[_B]],
-        terminal_only: bool,
-        after_seq: int,
-        timeout_s: float | None,
-        reconnect: bool,
-        _opened: Any,
-    ) -> AsyncIterator[list[_B]]:
-        """The job's event messages as ``convert`` makes them (see :meth:`event_batches`);
-        a message it makes nothing of is skipped."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
-        flt = client_pb2.TERMINAL if terminal_only else client_pb2.ALL
-        pauses = Retry()
-        epoch = ""  # the epoch after_seq counts in ("" outside HA mode)
-        wait_s = WAIT_FOR_SUBMIT_S if _opened is not None else 0.0
-        if isinstance(_opened, SessionCall):
-            on_session, _opened = _opened, None
-            try:
-                while (message := await on_session.next(deadline)) is not None:
-                    if message.events:
-                        after_seq = message.events[-1].seq
-                        if out := convert(message.events):
-                            yield out
-                return
-            except SessionBroken:
-                # Resume through WatchJob from the last seq the session delivered.
-                epoch = on_session.session.epoch
-            except TimeoutError:
-                raise from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "", self.address) from None
-            finally:
-                on_session.cancel()
-        while True:
-            remaining = None if deadline is None else max(0.001, deadline - loop.time())
-            metadata = (*self._auth, (EPOCH_METADATA, epoch)) if epoch else self._auth
-            call = _opened or self._jobs.WatchJob(
-                client_pb2.WatchJobRequest(
-                    job_id=job_id, after_seq=after_seq, filter=flt, wait_for_submit_s=wait_s
-                ),
-                timeout=remaining,
-                metadata=metadata,
-            )
-            preopened, _opened = _opened is not None, None
-            try:
-                served_epoch = metadata_value(await call.initial_metadata(), EPOCH_METADATA)
-                if served_epoch != epoch:
-                    epoch = served_epoch
-                async for batch in call:
-                    pauses.reset()
-                    if batch.events:
-                        after_seq = batch.events[-1].seq
-                        if out := convert(batch.events):
-                            yield out
-                return
-            except grpc.aio.AioRpcError as e:
-                if preopened and e.code() == grpc.StatusCode.NOT_FOUND:
-                    # A controller that predates wait_for_submit_s, reached before the submit
-                    # was: the submit has been answered since, so look again now.
-                    continue
-                if not reconnect or e.code() not in _RESUMABLE:
-                    raise from_rpc_error(e, self.address) from None
-                if deadline is not None and loop.time() >= deadline:
-                    raise from_rpc_error(e, self.address) from None
-                moved = self._move(e) if e.code() == grpc.StatusCode.UNAVAILABLE else None
-                pause = pauses.pause_s(followed_pointer=moved is Moved.POINTER)
-            finally:
-                call.cancel()
-            await asyncio.sleep(pause)
+        return watch_batches(self, job_id, ResultsOf(), True, 0, timeout_s, True, _opened)
 
     async def result(
         self, job_id: str, task_id: str, *, timeout_s: float | None = None, _opened: Any = None
@@ -603,29 +528,3 @@ class AsyncClient:
                 f"the controller at {self.address} did not become reachable in {timeout_s:g} s; "
                 "is deerflow-controller running there?"
             ) from None
-
-
-_B = TypeVar("_B")
-
-
-def _events_of(events: Sequence[common_pb2.TaskEvent]) -> list[TaskEvent]:
-    return [TaskEvent.from_proto(ev) for ev in events]
-
-
-class _ResultsOf:
-    """A job's terminal events as results, each task id once (a replay after a failover
-    repeats events), read from the wire without a TaskEvent in between."""
-
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-
-    def __call__(self, events: Sequence[common_pb2.TaskEvent]) -> list[TaskResult]:
-        seen = self.seen
-        batch = []
-        for ev in events:
-            if ev.state in TERMINAL_NUMBERS and ev.task_id not in seen:
-                seen.add(ev.task_id)
-                batch.append(TaskResult.from_proto(ev))
-        return batch

@@ -25,6 +25,11 @@ TERMINAL_NUMBERS = frozenset(common_pb2.TaskState.Value(name) for name in TERMIN
 _NO_ERROR = ("", "")
 
 
+def _state_name(state: int) -> str:
+    """A wire state's name (from a dict; an unknown number raises ValueError from Name())."""
+    return _STATE_NAMES.get(state) or common_pb2.TaskState.Name(state)
+
+
 def _error_of(ev: common_pb2.TaskEvent) -> tuple[str, str]:
     """A wire event's error kind and message ("" and "" without one). Names come from a dict,
     not the enum wrapper's Name() (an unknown number still raises ValueError from Name())."""
@@ -242,7 +247,7 @@ class TaskEvent:
         return cls(
             ev.job_id,
             ev.task_id,
-            _STATE_NAMES.get(state) or common_pb2.TaskState.Name(state),
+            _state_name(state),
             ev.seq,
             ev.attempt,
             ev.agent_id,
@@ -294,12 +299,11 @@ class TaskResult:
     def from_proto(cls, ev: common_pb2.TaskEvent) -> TaskResult:
         """What ``from_event(TaskEvent.from_proto(ev))`` gives, without the TaskEvent: once
         per result a client reads (the results stream's hot path)."""
-        state = ev.state
         kind, message = _error_of(ev)
         return cls(
             ev.job_id,
             ev.task_id,
-            _STATE_NAMES.get(state) or common_pb2.TaskState.Name(state),
+            _state_name(ev.state),
             ev.output,
             ev.attempt,
             ev.agent_id,
